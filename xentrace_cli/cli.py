@@ -1,0 +1,458 @@
+"""The ``xenlat`` command: option parsing only; every command calls one library function.
+
+Errors become exit codes here and nowhere else: ``XenlatError`` → its ``exit_code`` with one
+line on stderr; warnings → ``xenlat: warning: …`` on stderr (``--strict`` turns a truncated
+input into exit 3). Data goes to stdout, progress and colour to stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .errors import ExitCode, TruncatedInput, XenlatError, XenlatWarning
+from .model import Sources
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ProgressCallback = Callable[[int, int], None]
+
+EXISTING_FILE = click.Path(path_type=Path)  # existence is checked by the readers (exit 3, not 2)
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
+
+
+def _stdout_console() -> Any:
+    from rich.console import Console
+
+    return Console(no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    if issubclass(category, XenlatWarning):
+        click.echo(f"xenlat: warning: {message}", err=True)
+    else:  # a library's own warning: keep it, but on one line
+        click.echo(f"xenlat: warning: {category.__name__}: {message}", err=True)
+
+
+class XenlatGroup(click.Group):
+    """Turns library exceptions into one line and an exit code (the only place that does)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        traceback = "--traceback" in sys.argv
+        try:
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                warnings.simplefilter("always", XenlatWarning)
+                if ctx.meta.get("xenlat.strict") or "--strict" in sys.argv:
+                    warnings.simplefilter("error", TruncatedInput)
+                return super().invoke(ctx)
+        except XenlatError as exc:
+            if traceback:
+                raise
+            click.echo(f"xenlat: error: {exc}", err=True)
+            ctx.exit(int(exc.exit_code))
+        except TruncatedInput as exc:  # --strict
+            if traceback:
+                raise
+            click.echo(f"xenlat: error: {exc} (--strict)", err=True)
+            ctx.exit(int(ExitCode.BAD_INPUT))
+        except BrokenPipeError:
+            # stdout closed early (``| head``): not an error of ours.
+            with contextlib.suppress(Exception):
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+            ctx.exit(int(ExitCode.OK))
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("xenlat: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:  # a bug of ours: say so in one line unless asked for more
+            if traceback:
+                raise
+            click.echo(f"xenlat: internal error: {type(exc).__name__}: {exc} "
+                       "(rerun with --traceback and report it)", err=True)
+            ctx.exit(int(ExitCode.INTERNAL))
+
+
+def common_options(func: F) -> F:
+    """Options every command has: ``--no-progress``, ``--strict``, ``--traceback``."""
+
+    @click.option("--no-progress", is_flag=True, help="Do not draw progress bars on stderr.")
+    @click.option("--strict", is_flag=True,
+                  help="Treat a truncated input as an error (exit 3) instead of a warning.")
+    @click.option("--traceback", is_flag=True, hidden=True,
+                  help="Show Python tracebacks (for bug reports).")
+    @functools.wraps(func)
+    def wrapper(*args: Any, no_progress: bool, strict: bool, traceback: bool,
+                **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        ctx.meta["xenlat.no_progress"] = no_progress
+        ctx.meta["xenlat.strict"] = strict
+        if strict:
+            warnings.simplefilter("error", TruncatedInput)
+        return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def progress_callback(label: str) -> Iterator[ProgressCallback | None]:
+    """A ``(done, total)`` callback drawing a rich progress bar on stderr, or None when off."""
+    ctx = click.get_current_context()
+    if ctx.meta.get("xenlat.no_progress") or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TimeRemainingColumn(), console=_stderr_console(), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def source_options(func: F) -> F:
+    """The inputs of an analysis, shared by ``analyze``, ``check``, ``baseline`` and ``report``."""
+
+    @click.argument("capture", required=False, type=EXISTING_FILE)
+    @click.option("--guest", type=EXISTING_FILE, help="Capture inside the guest.")
+    @click.option("--backend", type=EXISTING_FILE, help="Capture in dom0 on vifD.N.")
+    @click.option("--phys", type=EXISTING_FILE, help="Capture in dom0 on the physical NIC.")
+    @click.option("--xentrace", "xentrace_file", type=EXISTING_FILE,
+                  help="Binary trace written by xentrace.")
+    @click.option("--socket-log", type=EXISTING_FILE,
+                  help="strace -f -ttt -T output of the guest application (or a CSV/JSONL log).")
+    @click.option("--cpu-hz", type=float, help="TSC frequency of the traced host (estimated "
+                  "from the data when not given).")
+    @click.option("--domid", type=int, help="Guest domain id (default: from the backend "
+                  "interface name vifD.N).")
+    @click.option("--nic-irq", type=int, help="Xen IRQ number of the NIC (default: found in "
+                  "the trace).")
+    @click.option("-Y", "--display-filter", help="Wireshark display filter applied to every "
+                  "capture (runs tshark).")
+    @click.option("--threshold", "thresholds", multiple=True, metavar="STAGE=DURATION",
+                  help="Absolute anomaly threshold, e.g. socket_read=10ms (repeatable).")
+    @functools.wraps(func)
+    def wrapper(*args: Any, capture: Path | None, guest: Path | None, backend: Path | None,
+                phys: Path | None, xentrace_file: Path | None, socket_log: Path | None,
+                **kwargs: Any) -> Any:
+        if capture is not None and guest is not None:
+            raise click.UsageError("give the guest capture either as CAPTURE or as --guest")
+        sources = Sources(guest=capture or guest, backend=backend, phys=phys,
+                          xentrace=xentrace_file, socket_log=socket_log)
+        if not sources.present:
+            raise click.UsageError("nothing to analyze: give a capture or --guest/--backend/"
+                                   "--phys/--xentrace/--socket-log")
+        return func(*args, sources=sources, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _run_analysis(sources: Sources, cpu_hz: float | None, domid: int | None,
+                  nic_irq: int | None, display_filter: str | None,
+                  thresholds: tuple[str, ...]) -> Any:
+    """The one set-up every analysing command shares."""
+    from .analyze import AnalyzeOptions, analyze, parse_thresholds
+
+    try:
+        parsed = parse_thresholds(thresholds)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--threshold") from exc
+    options = AnalyzeOptions(cpu_hz=cpu_hz, domid=domid, nic_irq=nic_irq,
+                             display_filter=display_filter, thresholds=parsed)
+    with progress_callback("analyzing") as on_progress:
+        return analyze(sources, options, on_progress=on_progress)
+
+
+@click.group(cls=XenlatGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="xenlat")
+def main() -> None:
+    """xenlat: where did the time go between the NIC and the application in a Xen guest?
+
+    Reads packet captures (pcap, pcapng, gzip), xentrace files and strace socket logs,
+    aligns their clocks, matches packets across capture points and splits each packet's
+    latency into stages: vmm, driver_domain, ring, remap, socket_read.
+
+    Exit codes: 0 ok, 1 a check gate breached, 2 usage error, 3 unreadable or invalid
+    input, 4 internal error.
+    """
+
+
+@main.command()
+@click.argument("file", type=EXISTING_FILE)
+@click.option("-Y", "--display-filter", help="Wireshark display filter (runs tshark).")
+@click.option("--host", help="Keep packets from or to this address.")
+@click.option("--port", type=int, help="Keep TCP/UDP packets from or to this port.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "parquet"]), default="csv",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file "
+              "(default: stdout).")
+@common_options
+def packets(file: Path, display_filter: str | None, host: str | None, port: int | None,
+            fmt: str, output: Path | None) -> None:
+    """Write the packet table of a capture: one row per frame, as tshark -T fields would.
+
+    \b
+    Example:
+      xenlat packets guest.pcap -Y 'tcp.port == 11211' --format parquet -o guest.parquet
+    """
+    from .output import write_table
+    from .packets import iter_packets
+
+    if fmt == "parquet" and output is None and sys.stdout.isatty():
+        raise click.UsageError("parquet is binary: give -o FILE or redirect stdout")
+    with progress_callback(f"reading {file.name}") as on_progress:
+        batches = iter_packets(file, display_filter=display_filter, host=host, port=port,
+                               on_progress=on_progress)
+        write_table(batches, fmt, output)
+
+
+@main.command()
+@click.argument("file", type=EXISTING_FILE)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@common_options
+def info(file: Path, fmt: str) -> None:
+    """Describe a capture, as capinfos does: format, link types, interfaces, packets, times.
+
+    \b
+    Example:
+      xenlat info guest.pcapng --format json
+    """
+    from .info import capture_info
+
+    with progress_callback(f"reading {file.name}") as on_progress:
+        result = capture_info(file, on_progress=on_progress)
+    if fmt == "json":
+        from .output import dumps_json
+
+        click.echo(dumps_json(result.to_dict()), nl=False)
+    else:
+        from .report.info_table import render_info
+
+        render_info(result, _stdout_console())
+
+
+@main.command()
+@click.argument("file", type=EXISTING_FILE)
+@click.option("--cpu-hz", type=float, help="TSC frequency for converting cycles to time "
+              "(default: 2.4 GHz, as xenalyze).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@common_options
+def trace(file: Path, cpu_hz: float | None, fmt: str) -> None:
+    """Summarize a xentrace file: records per event, lost records, vCPU run states.
+
+    \b
+    Example:
+      xenlat trace xentrace.bin --cpu-hz 2.9e9 --format json
+    """
+    from .trace_summary import summarize_trace
+
+    with progress_callback(f"reading {file.name}") as on_progress:
+        summary = summarize_trace(file, cpu_hz=cpu_hz, on_progress=on_progress)
+    if fmt == "json":
+        from .output import dumps_json
+
+        click.echo(dumps_json(summary), nl=False)
+    else:
+        from .report.trace_table import render_trace_summary
+
+        render_trace_summary(summary, _stdout_console())
+
+
+@main.command()
+@click.argument("scenario")
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Directory to write the capture set into.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--requests", type=int, help="Number of request/response exchanges.")
+@common_options
+def simulate(scenario: str, out_dir: Path, seed: int, requests: int | None) -> None:
+    """Write a simulated, consistent capture set with its ground truth (truth.csv).
+
+    Scenarios: run ``xenlat simulate list``.
+
+    \b
+    Example:
+      xenlat simulate black-0.1s -o /tmp/black --seed 7 --requests 500
+    """
+    from .simulate import SCENARIOS, run_scenario
+
+    if scenario == "list":
+        for name, spec in SCENARIOS.items():
+            click.echo(f"{name:16} {spec.description}")
+        return
+    if scenario not in SCENARIOS:
+        raise click.BadParameter(f"unknown scenario {scenario!r}; one of: "
+                                 f"{', '.join(SCENARIOS)}", param_hint="SCENARIO")
+    written = run_scenario(scenario, out_dir, seed=seed, requests=requests)
+    for path in written:
+        click.echo(str(path))
+
+
+@main.command()
+@source_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "parquet"]),
+              default="table", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file "
+              "(default: stdout).")
+@click.option("--plot", type=click.Path(path_type=Path), help="Also draw the per-packet "
+              "waterfall to FILE.png or FILE.svg.")
+@click.option("--top", type=int, default=10, show_default=True,
+              help="Worst packets to show in the table.")
+@common_options
+def analyze(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq: int | None,
+            display_filter: str | None, thresholds: tuple[str, ...], fmt: str,
+            output: Path | None, plot: Path | None, top: int) -> None:
+    """Split each packet's latency into stages and point at the anomalies.
+
+    CAPTURE is the capture inside the guest; more sources sharpen the split.
+
+    \b
+    Example:
+      xenlat analyze guest.pcap --socket-log app.strace
+      xenlat analyze guest.pcap --backend vif5.0.pcap --phys eth0.pcap \\
+          --xentrace trace.bin --socket-log app.strace --format csv -o packets.csv
+    """
+    if fmt == "parquet" and output is None and sys.stdout.isatty():
+        raise click.UsageError("parquet is binary: give -o FILE or redirect stdout")
+    analysis = _run_analysis(sources, cpu_hz, domid, nic_irq, display_filter, thresholds)
+    if plot is not None:
+        from .report.plot import plot_waterfall
+
+        plot_waterfall(analysis, plot)
+    if fmt == "table":
+        from .report.terminal import render_analysis
+
+        console = _stdout_console()
+        if output is not None:
+            from rich.console import Console
+
+            with open(output, "w", encoding="utf-8") as fh:
+                render_analysis(analysis, Console(file=fh, no_color=True, width=120), top=top)
+        else:
+            render_analysis(analysis, console, top=top)
+    elif fmt == "json":
+        from .output import dumps_json
+
+        text = dumps_json(analysis.to_document())
+        if output is None:
+            click.echo(text, nl=False)
+        else:
+            output.write_text(text, encoding="utf-8")
+    else:
+        from .output import write_table
+
+        write_table(analysis.table, fmt, output)
+
+
+@main.command()
+@source_options
+@click.option("--budget", "budgets", multiple=True, metavar="'STAGE.STAT < DURATION'",
+              help="A limit, e.g. 'socket_read.p99 < 2ms' (repeatable).")
+@click.option("--budgets-file", type=EXISTING_FILE, help="TOML file of budgets.")
+@click.option("--baseline", "baseline_file", type=EXISTING_FILE,
+              help="Statistics saved by 'xenlat baseline' to compare with.")
+@click.option("--tolerance", default="20%", show_default=True,
+              help="Allowed regression against --baseline.")
+@click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML here.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@common_options
+def check(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq: int | None,
+          display_filter: str | None, thresholds: tuple[str, ...], budgets: tuple[str, ...],
+          budgets_file: Path | None, baseline_file: Path | None, tolerance: str,
+          junit: Path | None, fmt: str) -> None:
+    """Gate: exit 1 when a stage statistic breaks its budget or regresses from a baseline.
+
+    \b
+    Example:
+      xenlat check guest.pcap --socket-log app.strace \\
+          --budget 'socket_read.p99 < 2ms' --budget 'total.max < 50ms' --junit gate.xml
+    """
+    from . import gate
+
+    try:
+        limits = gate.collect_budgets(budgets, budgets_file, baseline_file, tolerance)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if not limits:
+        raise click.UsageError("nothing to check: give --budget, --budgets-file or --baseline")
+    analysis = _run_analysis(sources, cpu_hz, domid, nic_irq, display_filter, thresholds)
+    result = gate.evaluate(analysis, limits)
+    if junit is not None:
+        junit.write_text(result.to_junit(), encoding="utf-8")
+    for line in result.annotations():
+        click.echo(line, err=True)
+    if fmt == "json":
+        from .output import dumps_json
+
+        click.echo(dumps_json(result.to_document()), nl=False)
+    else:
+        from .report.gate_table import render_gate
+
+        render_gate(result, _stdout_console())
+    if not result.passed:
+        raise click.exceptions.Exit(int(ExitCode.GATE_BREACHED))
+
+
+@main.command()
+@source_options
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Where to save the statistics (JSON).")
+@common_options
+def baseline(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq: int | None,
+             display_filter: str | None, thresholds: tuple[str, ...], output: Path) -> None:
+    """Save the stage statistics of an analysis, for a later 'check --baseline'.
+
+    \b
+    Example:
+      xenlat baseline guest.pcap --socket-log app.strace -o baseline.json
+    """
+    from .gate import baseline_document
+    from .output import dumps_json
+
+    analysis = _run_analysis(sources, cpu_hz, domid, nic_irq, display_filter, thresholds)
+    output.write_text(dumps_json(baseline_document(analysis)), encoding="utf-8")
+
+
+@main.command()
+@source_options
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="HTML file to write.")
+@common_options
+def report(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq: int | None,
+           display_filter: str | None, thresholds: tuple[str, ...], output: Path) -> None:
+    """Write a self-contained HTML report: waterfall, stages over time, worst packets.
+
+    \b
+    Example:
+      xenlat report guest.pcap --socket-log app.strace -o report.html
+    """
+    from .report.html import write_html_report
+
+    analysis = _run_analysis(sources, cpu_hz, domid, nic_irq, display_filter, thresholds)
+    write_html_report(analysis, output)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

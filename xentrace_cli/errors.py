@@ -1,0 +1,83 @@
+"""Exit codes, the exceptions library code raises, and the warnings it emits.
+
+Library modules never print: they raise an ``InputError`` for input they cannot use and emit a
+``XenlatWarning`` (through :mod:`warnings`) for input they could salvage. The CLI turns both into
+one line on stderr and an exit code, in one place (``cli.py``).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes (DESIGN.md, "Contracts")."""
+
+    OK = 0
+    GATE_BREACHED = 1
+    USAGE = 2
+    BAD_INPUT = 3
+    INTERNAL = 4
+
+
+def describe_place(path: str | os.PathLike[str] | None, offset: int | None = None,
+                   line: int | None = None, packet: int | None = None) -> str:
+    """``file: offset N (packet K)`` — the prefix every message about an input starts with."""
+    parts = [str(path) if path is not None else "<input>"]
+    where = []
+    if offset is not None:
+        where.append(f"offset {offset}")
+    if line is not None:
+        where.append(f"line {line}")
+    if packet is not None:
+        where.append(f"packet {packet}")
+    if where:
+        parts.append(", ".join(where))
+    return ": ".join(parts)
+
+
+class XenlatError(Exception):
+    """Base class of the errors xenlat reports to a user without a traceback."""
+
+    exit_code: ExitCode = ExitCode.BAD_INPUT
+
+
+class InputError(XenlatError):
+    """An input file that cannot be used: missing, not a known format, corrupt."""
+
+    def __init__(self, path: str | os.PathLike[str] | None, problem: str, *,
+                 offset: int | None = None, line: int | None = None,
+                 packet: int | None = None) -> None:
+        self.path = path
+        self.problem = problem
+        self.offset = offset
+        self.line = line
+        self.packet = packet
+        super().__init__(f"{describe_place(path, offset, line, packet)}: {problem}")
+
+
+class OptionError(XenlatError):
+    """Options that contradict each other or the inputs (a usage error, exit 2)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class XenlatWarning(UserWarning):
+    """Input salvaged with a loss the user must know about."""
+
+
+class TruncatedInput(XenlatWarning):
+    """The input ends in the middle of a record; every whole record before it was kept."""
+
+
+def check_readable(path: str | os.PathLike[str]) -> None:
+    """Raise ``InputError`` unless ``path`` is an existing, readable, non-empty regular file."""
+    if not os.path.exists(path):
+        raise InputError(path, "no such file")
+    if os.path.isdir(path):
+        raise InputError(path, "is a directory, not a file")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, "permission denied")
+    if os.path.getsize(path) == 0:
+        raise InputError(path, "empty file", offset=0)

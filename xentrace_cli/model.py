@@ -1,0 +1,84 @@
+"""The latency model shared by every stage of the pipeline: checkpoints, stages, sources.
+
+Names here are the contract of DESIGN.md: output columns are ``t_<checkpoint>`` and
+``<stage>_us``. Keep them in this one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import NewType
+
+DomainId = NewType("DomainId", int)
+VcpuId = NewType("VcpuId", int)
+
+#: Receive-direction checkpoints, in path order, with the source each comes from.
+CHECKPOINTS: tuple[str, ...] = (
+    "irq", "dom0_run", "phys", "backend", "copy", "guest_wake", "guest_run", "guest", "read",
+)
+
+CHECKPOINT_SOURCE: dict[str, str] = {
+    "irq": "xentrace",
+    "dom0_run": "xentrace",
+    "phys": "phys",
+    "backend": "backend",
+    "copy": "xentrace",
+    "guest_wake": "xentrace",
+    "guest_run": "xentrace",
+    "guest": "guest",
+    "read": "socket_log",
+}
+
+#: The five stages: name -> (from checkpoint, to checkpoint), receive direction.
+STAGES: dict[str, tuple[str, str]] = {
+    "vmm": ("irq", "dom0_run"),
+    "driver_domain": ("dom0_run", "backend"),
+    "ring": ("backend", "copy"),
+    "remap": ("copy", "guest"),
+    "socket_read": ("guest", "read"),
+}
+
+#: Transmit direction checkpoints in path order (write -> guest -> backend -> phys).
+TX_CHECKPOINTS: tuple[str, ...] = ("write", "guest", "backend", "phys")
+
+#: Causes the attributor may name for a stalled stage.
+CAUSES: tuple[str, ...] = (
+    "vcpu_runnable", "vcpu_running", "vcpu_blocked", "dom0_runnable", "ring_full",
+    "lost_records",
+)
+
+
+def stage_column(stage: str) -> str:
+    """Output column of a stage duration, in microseconds."""
+    return f"{stage}_us"
+
+
+def checkpoint_column(checkpoint: str) -> str:
+    """Output column of a checkpoint time, dom0-clock epoch seconds."""
+    return f"t_{checkpoint}"
+
+
+STAGE_COLUMNS: tuple[str, ...] = tuple(stage_column(s) for s in STAGES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sources:
+    """The inputs of one analysis; any may be absent."""
+
+    guest: Path | None = None
+    """Capture inside the guest (the positional CAPTURE of ``analyze``)."""
+    backend: Path | None = None
+    """Capture in dom0 on the guest's backend interface ``vifD.N``."""
+    phys: Path | None = None
+    """Capture in dom0 on the physical NIC."""
+    xentrace: Path | None = None
+    """Binary trace written by ``xentrace``."""
+    socket_log: Path | None = None
+    """strace output of the guest application, or a CSV/JSON Lines read log."""
+
+    @property
+    def present(self) -> list[str]:
+        """Names of the sources given, in path order."""
+        order = ("xentrace", "phys", "backend", "guest", "socket_log")
+        return [name for name in order if getattr(self, name) is not None]

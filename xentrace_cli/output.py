@@ -1,0 +1,153 @@
+"""Writing tables for programs: CSV, JSON and Parquet, streamed batch by batch.
+
+Every command that emits a per-row table goes through :func:`write_table`, so the formats
+behave the same everywhere: CSV with a header and empty cells for missing values, JSON as one
+array of objects (``null`` for missing), Parquet with the pandas dtypes kept.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+TABLE_FORMATS = ("csv", "json", "parquet")
+
+
+def _arrow_table(frame: pd.DataFrame) -> Any:
+    import pyarrow as pa
+
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+class _Sink:
+    """An output destination that is either a path or stdout (binary)."""
+
+    def __init__(self, out: str | Path | None) -> None:
+        self.path = None if out in (None, "-") else Path(out)
+        self._file: IO[bytes] | None = None
+
+    def __enter__(self) -> IO[bytes]:
+        if self.path is None:
+            self._file = sys.stdout.buffer
+        else:
+            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in __exit__
+        return self._file
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._file is not None
+        if self.path is None:
+            self._file.flush()
+        else:
+            self._file.close()
+
+
+def write_table(frames: pd.DataFrame | Iterable[pd.DataFrame], fmt: str,
+                out: str | Path | None = None) -> int:
+    """Write one table (or batches of one table) to ``out`` (a path, or stdout for None/``-``).
+
+    Returns the number of rows written. Parquet needs a file, not a terminal.
+    """
+    if isinstance(frames, pd.DataFrame):
+        frames = [frames]
+    if fmt not in TABLE_FORMATS:
+        raise ValueError(f"unknown table format {fmt!r}")
+    rows = 0
+    with _Sink(out) as sink:
+        if fmt == "csv":
+            rows = _write_csv(frames, sink)
+        elif fmt == "json":
+            rows = _write_json(frames, sink)
+        else:
+            rows = _write_parquet(frames, sink)
+    return rows
+
+
+def _write_csv(frames: Iterable[pd.DataFrame], sink: IO[bytes]) -> int:
+    import pyarrow.csv as pacsv
+
+    rows = 0
+    writer = None
+    for frame in frames:
+        table = _arrow_table(frame)
+        if writer is None:
+            writer = pacsv.CSVWriter(sink, table.schema,
+                                     write_options=pacsv.WriteOptions(quoting_style="needed"))
+        writer.write_table(table)
+        rows += len(frame)
+    if writer is None:
+        return 0
+    writer.close()
+    return rows
+
+
+def _write_json(frames: Iterable[pd.DataFrame], sink: IO[bytes]) -> int:
+    rows = 0
+    sink.write(b"[")
+    for frame in frames:
+        if len(frame) == 0:
+            continue
+        body = frame.to_json(orient="records", lines=True, date_format="iso",
+                             default_handler=str)
+        records = body.strip().replace("\n", ",\n")
+        sink.write((",\n" if rows else "\n").encode())
+        sink.write(records.encode())
+        rows += len(frame)
+    sink.write(b"\n]\n")
+    return rows
+
+
+def _write_parquet(frames: Iterable[pd.DataFrame], sink: IO[bytes]) -> int:
+    import pyarrow.parquet as pq
+
+    rows = 0
+    writer = None
+    for frame in frames:
+        table = _arrow_table(frame)
+        if writer is None:
+            writer = pq.ParquetWriter(sink, table.schema)
+        writer.write_table(table)
+        rows += len(frame)
+    if writer is not None:
+        writer.close()
+    return rows
+
+
+def dumps_json(document: Any) -> str:
+    """Deterministic JSON for documents (summaries, reports): sorted keys, NaN as null."""
+    return json.dumps(_clean(document), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def _clean(value: Any) -> Any:
+    """Make numpy/pandas scalars and NaN JSON-safe."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def frame_to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-safe dicts (missing values as None), for embedding tables in documents."""
+    buf = io.StringIO()
+    frame.to_json(buf, orient="records", default_handler=str)
+    return json.loads(buf.getvalue())
