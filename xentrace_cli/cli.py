@@ -116,8 +116,7 @@ def progress_callback(label: str) -> Iterator[ProgressCallback | None]:
     if ctx.meta.get("xenlat.no_progress") or not sys.stderr.isatty():
         yield None
         return
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                               TimeRemainingColumn)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                   TimeRemainingColumn(), console=_stderr_console(), transient=True) as bar:
