@@ -52,21 +52,18 @@ class XenlatGroup(click.Group):
     """Turns library exceptions into one line and an exit code (the only place that does)."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        traceback = "--traceback" in sys.argv
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
                 warnings.simplefilter("always", XenlatWarning)
-                if ctx.meta.get("xenlat.strict") or "--strict" in sys.argv:
-                    warnings.simplefilter("error", TruncatedInput)
                 return super().invoke(ctx)
         except XenlatError as exc:
-            if traceback:
+            if ctx.meta.get("xenlat.traceback"):
                 raise
             click.echo(f"xenlat: error: {exc}", err=True)
             ctx.exit(int(exc.exit_code))
         except TruncatedInput as exc:  # --strict
-            if traceback:
+            if ctx.meta.get("xenlat.traceback"):
                 raise
             click.echo(f"xenlat: error: {exc} (--strict)", err=True)
             ctx.exit(int(ExitCode.BAD_INPUT))
@@ -81,7 +78,7 @@ class XenlatGroup(click.Group):
             click.echo("xenlat: interrupted", err=True)
             ctx.exit(130)
         except Exception as exc:  # a bug of ours: say so in one line unless asked for more
-            if traceback:
+            if ctx.meta.get("xenlat.traceback"):
                 raise
             click.echo(f"xenlat: internal error: {type(exc).__name__}: {exc} "
                        "(rerun with --traceback and report it)", err=True)
@@ -94,7 +91,7 @@ def common_options(func: F) -> F:
     @click.option("--no-progress", is_flag=True, help="Do not draw progress bars on stderr.")
     @click.option("--strict", is_flag=True,
                   help="Treat a truncated input as an error (exit 3) instead of a warning.")
-    @click.option("--traceback", is_flag=True, hidden=True,
+    @click.option("--traceback", is_flag=True,
                   help="Show Python tracebacks (for bug reports).")
     @functools.wraps(func)
     def wrapper(*args: Any, no_progress: bool, strict: bool, traceback: bool,
@@ -102,6 +99,7 @@ def common_options(func: F) -> F:
         ctx = click.get_current_context()
         ctx.meta["xenlat.no_progress"] = no_progress
         ctx.meta["xenlat.strict"] = strict
+        ctx.meta["xenlat.traceback"] = traceback
         if strict:
             warnings.simplefilter("error", TruncatedInput)
         return func(*args, **kwargs)

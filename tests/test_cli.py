@@ -1,0 +1,114 @@
+"""The command shell: help texts, usage errors, and how exceptions become exit codes."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from xentrace_cli.cli import XenlatGroup, main
+from xentrace_cli.errors import ExitCode, InputError, TruncatedInput
+
+
+@pytest.mark.parametrize("command", sorted(main.commands))
+def test_every_command_has_help_with_an_example(runner: CliRunner, command: str) -> None:
+    result = runner.invoke(main, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example:" in result.stdout
+    assert f"xenlat {command}" in result.stdout or command == "simulate"
+
+
+def test_version(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert "0.1.0" in result.stdout
+
+
+def test_analyze_without_sources_is_a_usage_error(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["analyze"])
+    assert result.exit_code == ExitCode.USAGE
+    assert "nothing to analyze" in result.stderr
+    assert result.stdout == ""
+
+
+def test_capture_given_twice_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["analyze", "a.pcap", "--guest", "b.pcap"])
+    assert result.exit_code == ExitCode.USAGE
+    assert "either as CAPTURE or as --guest" in result.stderr
+
+
+def test_check_without_budgets_is_a_usage_error(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["check", "guest.pcap"])
+    assert result.exit_code == ExitCode.USAGE
+    assert "nothing to check" in result.stderr
+
+
+def test_unknown_command_is_a_usage_error(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["frobnicate"])
+    assert result.exit_code == ExitCode.USAGE
+
+
+# --- exceptions to exit codes, through a throwaway group using the same class -------------
+
+def _group() -> click.Group:
+    @click.group(cls=XenlatGroup)
+    def cli() -> None:
+        pass
+
+    @cli.command()
+    def bad() -> None:
+        raise InputError("x.pcap", "not a capture file (magic 0xdeadbeef)", offset=0)
+
+    @cli.command()
+    def cut() -> None:
+        warnings.warn(TruncatedInput("x.pcap: offset 495 (packet 5): cut short"), stacklevel=1)
+        click.echo("data")
+
+    @cli.command()
+    def bug() -> None:
+        raise ZeroDivisionError("division by zero")
+
+    return cli
+
+
+def test_input_error_is_one_line_exit_3(runner: CliRunner) -> None:
+    result = runner.invoke(_group(), ["bad"])
+    assert result.exit_code == ExitCode.BAD_INPUT
+    assert result.stderr == ("xenlat: error: x.pcap: offset 0: not a capture file "
+                             "(magic 0xdeadbeef)\n")
+    assert result.stdout == ""
+
+
+def test_truncation_warns_and_keeps_data(runner: CliRunner) -> None:
+    result = runner.invoke(_group(), ["cut"])
+    assert result.exit_code == ExitCode.OK
+    assert result.stdout == "data\n"
+    assert result.stderr == "xenlat: warning: x.pcap: offset 495 (packet 5): cut short\n"
+
+
+def test_internal_error_is_one_line_without_traceback(runner: CliRunner) -> None:
+    result = runner.invoke(_group(), ["bug"])
+    assert result.exit_code == ExitCode.INTERNAL
+    assert "internal error: ZeroDivisionError" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_strict_turns_truncation_into_exit_3(runner: CliRunner) -> None:
+    from xentrace_cli.cli import common_options
+
+    cli = _group()
+
+    @cli.command()
+    @common_options
+    def cut_strict() -> None:
+        warnings.warn(TruncatedInput("x.pcap: offset 495 (packet 5): cut short"), stacklevel=1)
+        click.echo("data")
+
+    assert runner.invoke(cli, ["cut-strict"]).exit_code == ExitCode.OK
+    result = runner.invoke(cli, ["cut-strict", "--strict"])
+    assert result.exit_code == ExitCode.BAD_INPUT
+    assert result.stderr == "xenlat: error: x.pcap: offset 495 (packet 5): cut short (--strict)\n"
+    assert result.stdout == ""

@@ -1,0 +1,75 @@
+"""Table writers: the same table round-trips through CSV, JSON and Parquet, batch by batch."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xentrace_cli.output import dumps_json, write_table
+
+
+def _table() -> pd.DataFrame:
+    return pd.DataFrame({
+        "frame": np.array([1, 2, 3], dtype="int64"),
+        "src": pd.Categorical(["10.0.0.1", None, "fe80::1"]),
+        "sport": pd.array([11211, None, 53], dtype="UInt16"),
+        "socket_read_us": [12.5, float("nan"), 100_123.0],
+    })
+
+
+def _batches() -> list[pd.DataFrame]:
+    table = _table()
+    return [table.iloc[:2], table.iloc[2:]]
+
+
+def test_csv_streams_batches_with_one_header(tmp_path: Path) -> None:
+    out = tmp_path / "t.csv"
+    assert write_table(_batches(), "csv", out) == 3
+    lines = out.read_text().splitlines()
+    assert lines[0] == '"frame","src","sport","socket_read_us"'
+    assert len(lines) == 4
+    back = pd.read_csv(out)
+    assert back["frame"].tolist() == [1, 2, 3]
+    assert math.isnan(back["sport"][1]) and back["sport"][2] == 53
+    assert back["src"].isna().tolist() == [False, True, False]
+
+
+def test_json_is_one_array_with_nulls(tmp_path: Path) -> None:
+    out = tmp_path / "t.json"
+    assert write_table(_batches(), "json", out) == 3
+    rows = json.loads(out.read_text())
+    assert [r["frame"] for r in rows] == [1, 2, 3]
+    assert rows[1]["sport"] is None and rows[1]["src"] is None
+    assert rows[2]["src"] == "fe80::1"
+
+
+def test_json_empty_table_is_empty_array(tmp_path: Path) -> None:
+    out = tmp_path / "t.json"
+    assert write_table([], "json", out) == 0
+    assert json.loads(out.read_text()) == []
+
+
+def test_parquet_keeps_dtypes(tmp_path: Path) -> None:
+    out = tmp_path / "t.parquet"
+    assert write_table(_batches(), "parquet", out) == 3
+    back = pd.read_parquet(out)
+    assert str(back["sport"].dtype) == "UInt16"
+    assert back["sport"].isna().tolist() == [False, True, False]
+    assert back["socket_read_us"][2] == pytest.approx(100_123.0)
+
+
+def test_unknown_format_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown table format"):
+        write_table(_table(), "xml", tmp_path / "t.xml")
+
+
+def test_dumps_json_is_deterministic_and_nan_safe() -> None:
+    doc = {"b": np.float64("nan"), "a": [np.int64(3), Path("x/y")], "c": pd.NA}
+    text = dumps_json(doc)
+    assert text == dumps_json(dict(reversed(list(doc.items()))))
+    assert json.loads(text) == {"a": [3, "x/y"], "b": None, "c": None}
