@@ -1,0 +1,303 @@
+"""The same bytes across capture points: data segments, flow ids, byte-range matching.
+
+Identity is the flow (addresses, ports, protocol, direction) plus the position in the stream:
+TCP sequence byte ranges (the raw sequence number is the same at every capture point, since
+nothing on the path rewrites it), IP ID and payload digest for UDP and others. Offloads change
+frame boundaries (one 64 KB GSO segment at the backend, 45 MTU frames in the guest, GRO the
+other way), so TCP is matched byte range against byte range, never frame against frame:
+
+* every capture's segments are placed on one integer axis, ``flow << 41 | (offset + 2**40)``,
+  so all flows are matched in one vectorized pass;
+* the other capture's segment boundaries cut that axis into elementary intervals; each interval
+  remembers the earliest segment covering it (retransmissions cover an interval twice: the
+  first transmission wins, the count says it was retransmitted);
+* a segment of the anchor capture is seen at the other point when both its first and its last
+  byte are; its time there is the later of the two (the segment was whole only then).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+#: Bits of the stream offset on the matching axis (offsets live in ±2**40: a terabyte).
+_OFFSET_BITS = 41
+_OFFSET_BIAS = 1 << 40
+_SEQ_MOD = 1 << 32
+_SEQ_HALF = 1 << 31
+
+TCP = 6
+#: TCP flags.
+SYN = 0x02
+FIN = 0x01
+RST = 0x04
+
+#: Columns a segment table has (beyond the flow columns).
+FLOW_COLUMNS = ("src", "sport", "dst", "dport", "proto")
+
+
+def data_segments(packets: pd.DataFrame) -> pd.DataFrame:
+    """The frames of a packet table that carry transport payload, with plain numpy dtypes.
+
+    Columns: ``frame``, ``ts_ns`` (int64), ``src``, ``dst`` (str), ``sport``, ``dport``,
+    ``proto`` (int64, -1 when absent), ``seq`` (raw TCP sequence, int64, -1 for non-TCP),
+    ``len`` (payload bytes), ``ip_id``, ``digest`` (int64, -1 when absent), ``flags``.
+    Frames without a timestamp or without IP are dropped: they cannot be placed in time.
+    """
+    payload = _int(packets, "payload_len", 0)
+    ts = packets["ts_ns"] if "ts_ns" in packets.columns else pd.Series(pd.NA, index=packets.index)
+    keep = (payload > 0) & ts.notna().to_numpy() & (_int(packets, "ip_version", 0) > 0)
+    return _columns(packets, keep, payload)
+
+
+def syn_segments(packets: pd.DataFrame) -> pd.DataFrame:
+    """The TCP SYN frames of a packet table (their sequence number is the ISN), same columns."""
+    flags = _int(packets, "tcp_flags", 0)
+    ts = packets["ts_ns"] if "ts_ns" in packets.columns else pd.Series(pd.NA, index=packets.index)
+    keep = ((flags & SYN) != 0) & (_int(packets, "proto", -1) == TCP) & ts.notna().to_numpy()
+    return _columns(packets, keep, _int(packets, "payload_len", 0))
+
+
+def _int(frame: pd.DataFrame, column: str, missing: int) -> np.ndarray:
+    if column not in frame.columns:
+        return np.full(len(frame), missing, dtype=np.int64)
+    return pd.to_numeric(frame[column]).astype("Int64").fillna(missing).to_numpy(np.int64)
+
+
+def _columns(packets: pd.DataFrame, keep: np.ndarray, payload: np.ndarray) -> pd.DataFrame:
+    sub = packets.loc[keep]
+    proto = _int(sub, "proto", -1)
+    seq = np.where(proto == TCP, _int(sub, "tcp_seq", -1), -1)
+    frame = _int(sub, "frame", 0) if "frame" in sub.columns else np.arange(1, len(sub) + 1)
+    return pd.DataFrame({
+        "frame": frame,
+        "ts_ns": _int(sub, "ts_ns", 0),
+        "src": sub["src"].astype(str).to_numpy() if "src" in sub.columns else "",
+        "sport": _int(sub, "sport", -1),
+        "dst": sub["dst"].astype(str).to_numpy() if "dst" in sub.columns else "",
+        "dport": _int(sub, "dport", -1),
+        "proto": proto,
+        "seq": seq,
+        "len": payload[keep],
+        "ip_id": _int(sub, "ip_id", -1),
+        "digest": _int(sub, "payload_digest", -1),
+        "flags": _int(sub, "tcp_flags", 0),
+    })
+
+
+def local_addresses(segments: pd.DataFrame) -> set[str]:
+    """The address(es) a capture was taken on: the one in most frames, as source or destination.
+
+    An address that appears in every frame the top one is absent from is local too (a guest
+    with an IPv4 and an IPv6 address).
+    """
+    if len(segments) == 0:
+        return set()
+    counts = pd.concat([segments["src"], segments["dst"]]).value_counts()
+    top = str(counts.index[0])
+    local = {top}
+    rest = segments[(segments["src"] != top) & (segments["dst"] != top)]
+    if len(rest):
+        counts = pd.concat([rest["src"], rest["dst"]]).value_counts()
+        if counts.iloc[0] == len(rest):
+            local.add(str(counts.index[0]))
+    return local
+
+
+def assign_flows(tables: dict[str, pd.DataFrame], local: set[str]) -> dict[str, pd.DataFrame]:
+    """Give every segment of every capture a common ``flow`` id, ``direction`` and stream axis.
+
+    ``direction`` is ``rx`` for segments towards a local address, ``tx`` otherwise. ``start``
+    and ``end`` are positions on the matching axis (TCP only; NA for other protocols): the
+    sequence number unwrapped per flow (period 2**32) relative to the flow's earliest segment
+    over all captures, so the same byte has the same position at every capture point.
+    """
+    names = [name for name, table in tables.items() if table is not None]
+    parts = []
+    for i, name in enumerate(names):
+        table = tables[name]
+        parts.append(table.assign(_capture=i, _row=np.arange(len(table))))
+    if not parts:
+        return {}
+    allseg = pd.concat(parts, ignore_index=True)
+    allseg["flow"] = allseg.groupby(list(FLOW_COLUMNS), sort=True, observed=True).ngroup()
+    allseg["flow"] = allseg["flow"].astype(np.int64)
+    allseg["direction"] = np.where(allseg["dst"].isin(list(local)), "rx", "tx")
+    start = np.full(len(allseg), -1, dtype=np.int64)
+    tcp = allseg["proto"].to_numpy() == TCP
+    if tcp.any():
+        sub = allseg.loc[tcp, ["flow", "ts_ns", "seq"]]
+        order = np.lexsort((sub["ts_ns"].to_numpy(), sub["flow"].to_numpy()))
+        flow = sub["flow"].to_numpy()[order]
+        rel = unwrap_seq(sub["seq"].to_numpy()[order], flow)
+        pos = np.empty_like(rel)
+        pos[order] = (flow << _OFFSET_BITS) + rel + _OFFSET_BIAS
+        start[np.flatnonzero(tcp)] = pos
+    allseg["start"] = start
+    allseg["end"] = np.where(tcp, start + allseg["len"].to_numpy(), -1)
+    out = {}
+    for i, name in enumerate(names):
+        part = allseg[allseg["_capture"] == i].sort_values("_row")
+        out[name] = part.drop(columns=["_capture", "_row"]).reset_index(drop=True)
+    return out
+
+
+def unwrap_seq(seq: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Sequence numbers (sorted by flow, then time) unwrapped per flow, 0 at the flow's first.
+
+    Consecutive differences are taken modulo 2**32 into [-2**31, 2**31): a stream longer than
+    4 GB keeps counting, and a retransmission of bytes before the wrap stays before it.
+    """
+    seq = seq.astype(np.int64)
+    if seq.size == 0:
+        return seq
+    diff = np.diff(seq, prepend=seq[:1])
+    diff = ((diff + _SEQ_HALF) % _SEQ_MOD) - _SEQ_HALF
+    first = np.ones(seq.size, dtype=bool)
+    first[1:] = flow[1:] != flow[:-1]
+    diff[first] = 0
+    total = np.cumsum(diff)
+    # subtract the running total at each flow's first row
+    start_idx = np.maximum.accumulate(np.where(first, np.arange(seq.size), 0))
+    return total - total[start_idx]
+
+
+def stream_offset(segments: pd.DataFrame, syns: pd.DataFrame | None = None) -> np.ndarray:
+    """Offset in the byte stream (0 = first byte after the SYN) of each TCP segment's first byte.
+
+    ``syns`` (SYN frames placed by :func:`assign_flows` together with the segments) give the
+    ISN: the first data byte is ISN + 1. Flows without a captured SYN count from the lowest
+    byte seen in ``segments``. -1 for non-TCP segments.
+    """
+    tcp = segments["proto"].to_numpy() == TCP
+    start = segments["start"].to_numpy()
+    flow = segments["flow"].to_numpy()
+    offset = np.full(len(segments), -1, dtype=np.int64)
+    if not tcp.any():
+        return offset
+    base = pd.Series(start[tcp]).groupby(flow[tcp]).min()
+    if syns is not None and len(syns):
+        syn_tcp = syns[syns["proto"].to_numpy() == TCP]
+        isn = (syn_tcp.groupby("flow")["start"].min() + 1).reindex(base.index)
+        base = isn.where(isn.notna(), base).astype(np.int64)
+    offset[tcp] = start[tcp] - base.reindex(flow[tcp]).to_numpy(np.int64)
+    return offset
+
+
+@dataclasses.dataclass
+class Match:
+    """Where each anchor segment was seen at another capture point."""
+
+    ts_ns: np.ndarray
+    """Time at the other point (its own clock) when the whole segment had been seen; -1 none."""
+    index: np.ndarray
+    """Row of the other capture's segment table that carried the segment's last byte; -1."""
+    retransmitted: np.ndarray
+    """The other point saw (part of) these bytes more than once."""
+
+    @property
+    def found(self) -> np.ndarray:
+        """Anchor segments seen at the other point."""
+        return self.index >= 0
+
+
+def match_segments(anchor: pd.DataFrame, other: pd.DataFrame) -> Match:
+    """Match each anchor segment to the other capture: TCP by byte range, others by identity.
+
+    Both tables come from :func:`assign_flows` (same flow ids and axis).
+    """
+    n = len(anchor)
+    ts = np.full(n, -1, dtype=np.int64)
+    index = np.full(n, -1, dtype=np.int64)
+    retrans = np.zeros(n, dtype=bool)
+    if n == 0 or len(other) == 0:
+        return Match(ts, index, retrans)
+    a_tcp = anchor["proto"].to_numpy() == TCP
+    o_tcp = other["proto"].to_numpy() == TCP
+    if a_tcp.any() and o_tcp.any():
+        rows = np.flatnonzero(o_tcp)
+        cover = _Coverage(other["start"].to_numpy()[rows], other["end"].to_numpy()[rows],
+                          other["ts_ns"].to_numpy()[rows])
+        a_rows = np.flatnonzero(a_tcp)
+        first_seg, first_n = cover.lookup(anchor["start"].to_numpy()[a_rows])
+        last_seg, last_n = cover.lookup(anchor["end"].to_numpy()[a_rows] - 1)
+        ok = (first_seg >= 0) & (last_seg >= 0)
+        t_first = np.where(first_seg >= 0, cover.ts[np.maximum(first_seg, 0)], -1)
+        t_last = np.where(last_seg >= 0, cover.ts[np.maximum(last_seg, 0)], -1)
+        later = np.where(t_first > t_last, first_seg, last_seg)
+        sel = a_rows[ok]
+        ts[sel] = np.maximum(t_first, t_last)[ok]
+        index[sel] = rows[later[ok]]
+        retrans[sel] = ((first_n > 1) | (last_n > 1))[ok]
+    if (~a_tcp).any() and (~o_tcp).any():
+        keys = ["flow", "ip_id", "digest", "len"]
+        left = anchor.loc[~a_tcp, keys].assign(_a=np.flatnonzero(~a_tcp))
+        right = other.loc[~o_tcp, [*keys, "ts_ns"]].assign(_o=np.flatnonzero(~o_tcp))
+        right = right.sort_values("ts_ns", kind="stable")
+        dup = right.duplicated(keys, keep=False)
+        counts = right[keys].assign(_n=1).groupby(keys)["_n"].transform("size")
+        right = right.assign(_retrans=dup & (counts > 1)).drop_duplicates(keys, keep="first")
+        merged = left.merge(right, on=keys, how="inner")
+        sel = merged["_a"].to_numpy()
+        ts[sel] = merged["ts_ns"].to_numpy()
+        index[sel] = merged["_o"].to_numpy()
+        retrans[sel] = merged["_retrans"].to_numpy()
+    return Match(ts, index, retrans)
+
+
+class _Coverage:
+    """For each byte position: the earliest segment covering it, and how many do."""
+
+    def __init__(self, start: np.ndarray, end: np.ndarray, ts: np.ndarray) -> None:
+        self.ts = ts
+        self.bounds = np.unique(np.concatenate([start, end]))
+        lo = np.searchsorted(self.bounds, start)
+        hi = np.searchsorted(self.bounds, end)
+        span = np.maximum(hi - lo, 0)
+        total = int(span.sum())
+        seg_of = np.repeat(np.arange(start.size), span)
+        # elementary interval index of each (segment, covered interval) pair
+        within = np.arange(total) - np.repeat(np.cumsum(span) - span, span)
+        elem = np.repeat(lo, span) + within
+        n_elem = max(self.bounds.size - 1, 0)
+        self.count = np.bincount(elem, minlength=n_elem)
+        self.best = np.full(n_elem, -1, dtype=np.int64)
+        if total:
+            order = np.lexsort((ts[seg_of], elem))
+            elem_sorted = elem[order]
+            head = np.ones(total, dtype=bool)
+            head[1:] = elem_sorted[1:] != elem_sorted[:-1]
+            self.best[elem_sorted[head]] = seg_of[order][head]
+
+    def lookup(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Earliest covering segment (-1 when none) and the number covering, per position."""
+        k = np.searchsorted(self.bounds, pos, side="right") - 1
+        valid = (k >= 0) & (k < self.best.size)
+        k = np.where(valid, k, 0)
+        if self.best.size == 0:
+            return np.full(pos.size, -1, dtype=np.int64), np.zeros(pos.size, dtype=np.int64)
+        seg = np.where(valid, self.best[k], -1)
+        count = np.where(valid, self.count[k], 0)
+        return seg, count
+
+
+def first_transmissions(segments: pd.DataFrame) -> np.ndarray:
+    """Mask of segments carrying a byte this capture had not seen before (not retransmissions).
+
+    A TCP segment is a retransmission when an earlier segment of the same capture already
+    covered both its first and its last byte.
+    """
+    keep = np.ones(len(segments), dtype=bool)
+    rows = np.flatnonzero(segments["proto"].to_numpy() == TCP)
+    if rows.size == 0:
+        return keep
+    start = segments["start"].to_numpy()[rows]
+    end = segments["end"].to_numpy()[rows]
+    cover = _Coverage(start, end, segments["ts_ns"].to_numpy()[rows])
+    first, _ = cover.lookup(start)
+    last, _ = cover.lookup(end - 1)
+    own = np.arange(rows.size)
+    keep[rows[(first != own) & (last != own)]] = False
+    return keep
