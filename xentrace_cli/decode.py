@@ -1,0 +1,392 @@
+"""Vectorized decoding of a batch of frames: link layer → IPv4/IPv6 → TCP/UDP/ICMP columns.
+
+No loop runs per packet. Every header field is one numpy gather: the chunk is viewed as
+``>u2``/``>u4``/``>u8`` arrays with a stride of one byte, so ``be32[pos]`` reads the 4 bytes at
+``pos`` for every packet at once. Header offsets are computed arrays; branches are masks (link
+type, ethertype, VLAN tags, IP version, IHL, IPv6 extension headers). A field is read only
+where the packet's captured bytes hold it (``pos + size <= packet end``), so a short frame gives
+missing fields, never another frame's bytes.
+
+Tunnels (IP-in-IP, IPv6-in-IP, GRE carrying IP, VXLAN on UDP 4789) are followed once: the
+columns describe the innermost IP header, as the architecture asks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from . import linktypes as lt
+
+IPPROTO_ICMP = 1
+IPPROTO_IPIP = 4
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_IPV6 = 41
+IPPROTO_GRE = 47
+IPPROTO_ICMPV6 = 58
+#: IPv6 extension headers followed to the transport header: hop-by-hop, routing, fragment,
+#: authentication, destination options, mobility.
+IPV6_EXT_HOPOPT = 0
+IPV6_EXT_ROUTING = 43
+IPV6_EXT_FRAGMENT = 44
+IPV6_EXT_AH = 51
+IPV6_EXT_DSTOPTS = 60
+IPV6_EXT_MOBILITY = 135
+IPV6_EXTENSIONS = (IPV6_EXT_HOPOPT, IPV6_EXT_ROUTING, IPV6_EXT_FRAGMENT, IPV6_EXT_AH,
+                   IPV6_EXT_DSTOPTS, IPV6_EXT_MOBILITY)
+#: most extension headers followed per packet (a loop over masks, not over packets)
+MAX_IPV6_EXTENSIONS = 8
+#: most VLAN tags stripped (802.1Q inside 802.1ad inside ...)
+MAX_VLAN_TAGS = 3
+IPV6_OPT_JUMBO = 0xC2
+VXLAN_PORT = 4789
+#: bytes of transport payload hashed into ``payload_digest``
+DIGEST_BYTES = 64
+
+
+@dataclasses.dataclass
+class Decoded:
+    """Columns of a decoded batch; ``*_ok`` masks say where the value exists."""
+
+    ip_version: np.ndarray          #: uint8: 4, 6, 0
+    src_v4: np.ndarray              #: uint32 (valid where ip_version == 4)
+    dst_v4: np.ndarray
+    src_v6: np.ndarray              #: (n, 2) uint64 big-endian halves (where ip_version == 6)
+    dst_v6: np.ndarray
+    proto: np.ndarray               #: uint8, valid where ip_version != 0
+    ip_id: np.ndarray               #: uint32
+    ip_id_ok: np.ndarray
+    frag_offset: np.ndarray         #: uint16 bytes
+    sport: np.ndarray               #: uint16
+    dport: np.ndarray
+    ports_ok: np.ndarray
+    tcp_seq: np.ndarray             #: uint32
+    tcp_ack: np.ndarray
+    tcp_flags: np.ndarray           #: uint16
+    tcp_ok: np.ndarray
+    payload_len: np.ndarray         #: int64
+    payload_ok: np.ndarray
+    payload_digest: np.ndarray      #: uint64
+    digest_ok: np.ndarray
+    undecoded_linktypes: dict[int, int]  #: link type -> frames of it not decoded (unsupported)
+
+
+class _Views:
+    """Unaligned big/little-endian views of one chunk, for gathers at any byte offset."""
+
+    #: bytes that must follow the last packet byte so that an 8-byte read there stays inside
+    SLACK = 8
+
+    def __init__(self, buf: np.ndarray, used: int) -> None:
+        if len(buf) < used + self.SLACK:  # the readers leave room; a bare buffer gets padded
+            pad = np.zeros(used + self.SLACK, dtype=np.uint8)
+            pad[:len(buf)] = buf[:used + self.SLACK]
+            buf = pad
+        size = len(buf) - self.SLACK
+        self.u8 = buf
+        self.be16 = np.ndarray((size,), dtype=">u2", buffer=buf, strides=(1,))
+        self.be32 = np.ndarray((size,), dtype=">u4", buffer=buf, strides=(1,))
+        self.be64 = np.ndarray((size,), dtype=">u8", buffer=buf, strides=(1,))
+        self.le32 = np.ndarray((size,), dtype="<u4", buffer=buf, strides=(1,))
+        self.le64 = np.ndarray((size,), dtype="<u8", buffer=buf, strides=(1,))
+
+
+def _at(view: np.ndarray, pos: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """``view[pos]`` where ``ok``, 0 elsewhere (positions outside the buffer are never read)."""
+    idx = np.where(ok, pos, 0)
+    out = view[idx]
+    out[~ok] = 0
+    return out
+
+
+def decode(buf: np.ndarray, data_off: np.ndarray, caplen: np.ndarray, wirelen: np.ndarray,
+           linktype: np.ndarray) -> Decoded:
+    """Decode every frame of a batch (see :class:`~xentrace_cli.readers.capture.RawBatch`)."""
+    n = len(data_off)
+    start = data_off.astype(np.int64)
+    pend = start + caplen
+    v = _Views(buf, int(pend.max()) if n else 0)
+    linktype = linktype.astype(np.int32)
+
+    # ---- link layer: offset of the network header and the protocol it announces ----------
+    l3 = np.full(n, -1, dtype=np.int64)
+    etype = np.zeros(n, dtype=np.int64)  # ethertype-like; 4/6 from raw link types below
+    undecoded: dict[int, int] = {}
+    for value in np.unique(linktype):
+        t = int(value)
+        sel = np.flatnonzero(linktype == t)
+        s = start[sel]
+        ok = np.ones(len(sel), dtype=bool)
+        if t == lt.ETHERNET:
+            ok = s + 14 <= pend[sel]
+            et = _at(v.be16, s + 12, ok).astype(np.int64)
+            pos = s + 14
+            for _ in range(MAX_VLAN_TAGS):
+                tag = ok & np.isin(et, lt.ETHERTYPE_VLAN) & (pos + 4 <= pend[sel])
+                if not tag.any():
+                    break
+                et = np.where(tag, _at(v.be16, pos + 2, tag), et)
+                pos = np.where(tag, pos + 4, pos)
+            etype[sel], l3[sel] = et, pos
+        elif t == lt.SLL:
+            ok = s + 16 <= pend[sel]
+            etype[sel], l3[sel] = _at(v.be16, s + 14, ok), s + 16
+        elif t == lt.SLL2:
+            ok = s + 20 <= pend[sel]
+            etype[sel], l3[sel] = _at(v.be16, s, ok), s + 20
+        elif t in (lt.RAW, lt.RAW_BSD_12, lt.RAW_BSD_14, lt.IPV4, lt.IPV6):
+            ok = s + 1 <= pend[sel]
+            nibble = _at(v.u8, s, ok) >> 4
+            if t == lt.IPV4:
+                nibble = np.where(ok, 4, 0)
+            elif t == lt.IPV6:
+                nibble = np.where(ok, 6, 0)
+            etype[sel] = np.where(nibble == 4, lt.ETHERTYPE_IPV4,
+                                  np.where(nibble == 6, lt.ETHERTYPE_IPV6, 0))
+            l3[sel] = s
+        elif t in (lt.NULL, lt.LOOP):
+            ok = s + 4 <= pend[sel]
+            fam = _at(v.be32, s, ok).astype(np.int64)
+            if t == lt.NULL:  # writer's host order: a family never exceeds 16 bits
+                fam = np.where(fam > 0xFFFF, _at(v.le32, s, ok), fam)
+            etype[sel] = np.where(fam == lt.AF_INET, lt.ETHERTYPE_IPV4,
+                                  np.where(np.isin(fam, lt.AF_INET6_BSD), lt.ETHERTYPE_IPV6, 0))
+            l3[sel] = s + 4
+        elif t == lt.IPNET:
+            ok = s + 24 <= pend[sel]
+            fam = _at(v.u8, s + 1, ok)
+            etype[sel] = np.where(fam == lt.IPNET_AF_INET, lt.ETHERTYPE_IPV4,
+                                  np.where(fam == lt.IPNET_AF_INET6, lt.ETHERTYPE_IPV6, 0))
+            l3[sel] = s + 24
+        else:
+            undecoded[t] = len(sel)
+            continue
+        etype[sel] = np.where(ok, etype[sel], 0)
+
+    cols = _Columns(n)
+    _decode_ip(v, np.arange(n), l3, etype, pend, start, wirelen, cols)
+    # ---- tunnels: decode the inner IP header over the outer values --------------------------
+    inner = cols.tunnel_l3 >= 0
+    if inner.any():
+        idx = np.flatnonzero(inner)
+        _decode_ip(v, idx, cols.tunnel_l3[idx], cols.tunnel_etype[idx], pend[idx],
+                   start[idx], wirelen[idx], cols, tunnel_pass=True)
+    _digest(v, cols, pend)
+    return Decoded(
+        ip_version=cols.ip_version, src_v4=cols.src_v4, dst_v4=cols.dst_v4,
+        src_v6=cols.src_v6, dst_v6=cols.dst_v6, proto=cols.proto,
+        ip_id=cols.ip_id, ip_id_ok=cols.ip_id_ok, frag_offset=cols.frag_offset,
+        sport=cols.sport, dport=cols.dport, ports_ok=cols.ports_ok,
+        tcp_seq=cols.tcp_seq, tcp_ack=cols.tcp_ack, tcp_flags=cols.tcp_flags,
+        tcp_ok=cols.tcp_ok, payload_len=cols.payload_len, payload_ok=cols.payload_ok,
+        payload_digest=cols.digest, digest_ok=cols.digest_ok, undecoded_linktypes=undecoded)
+
+
+class _Columns:
+    """Output columns being filled (plain arrays plus validity masks)."""
+
+    def __init__(self, n: int) -> None:
+        self.ip_version = np.zeros(n, dtype=np.uint8)
+        self.src_v4 = np.zeros(n, dtype=np.uint32)
+        self.dst_v4 = np.zeros(n, dtype=np.uint32)
+        self.src_v6 = np.zeros((n, 2), dtype=np.uint64)
+        self.dst_v6 = np.zeros((n, 2), dtype=np.uint64)
+        self.proto = np.zeros(n, dtype=np.uint8)
+        self.ip_id = np.zeros(n, dtype=np.uint32)
+        self.ip_id_ok = np.zeros(n, dtype=bool)
+        self.frag_offset = np.zeros(n, dtype=np.uint16)
+        self.sport = np.zeros(n, dtype=np.uint16)
+        self.dport = np.zeros(n, dtype=np.uint16)
+        self.ports_ok = np.zeros(n, dtype=bool)
+        self.tcp_seq = np.zeros(n, dtype=np.uint32)
+        self.tcp_ack = np.zeros(n, dtype=np.uint32)
+        self.tcp_flags = np.zeros(n, dtype=np.uint16)
+        self.tcp_ok = np.zeros(n, dtype=bool)
+        self.payload_len = np.zeros(n, dtype=np.int64)
+        self.payload_ok = np.zeros(n, dtype=bool)
+        self.payload_pos = np.zeros(n, dtype=np.int64)
+        self.digest = np.zeros(n, dtype=np.uint64)
+        self.digest_ok = np.zeros(n, dtype=bool)
+        self.tunnel_l3 = np.full(n, -1, dtype=np.int64)
+        self.tunnel_etype = np.zeros(n, dtype=np.int64)
+
+
+def _decode_ip(v: _Views, idx: np.ndarray, l3: np.ndarray, etype: np.ndarray,
+               pend: np.ndarray, start: np.ndarray, wirelen: np.ndarray, c: _Columns,
+               tunnel_pass: bool = False) -> None:
+    """Decode the IP header at ``l3`` of the frames ``idx`` and what it carries into ``c``."""
+    m = len(idx)
+
+    def has(pos: np.ndarray, nbytes: int) -> np.ndarray:
+        return (pos >= 0) & (pos + nbytes <= pend)
+
+    first = _at(v.u8, l3, has(l3, 1))
+    is4 = (etype == lt.ETHERTYPE_IPV4) & has(l3, 20) & ((first >> 4) == 4)
+    is6 = (etype == lt.ETHERTYPE_IPV6) & has(l3, 40) & ((first >> 4) == 6)
+    if tunnel_pass:  # keep the outer values where the inner header is not readable
+        keep = is4 | is6
+        idx, l3, pend, start, wirelen = idx[keep], l3[keep], pend[keep], start[keep], \
+            wirelen[keep]
+        first, is4, is6 = first[keep], is4[keep], is6[keep]
+        m = len(idx)
+        for arr in (c.ports_ok, c.tcp_ok, c.ip_id_ok, c.payload_ok):
+            arr[idx] = False
+        c.frag_offset[idx] = 0
+    version = np.where(is4, 4, np.where(is6, 6, 0)).astype(np.uint8)
+    proto = np.zeros(m, dtype=np.int64)
+    l4 = np.full(m, -1, dtype=np.int64)
+    ip_payload = np.zeros(m, dtype=np.int64)   # bytes after the IP header (and extensions)
+    ip_id = np.zeros(m, dtype=np.int64)
+    ip_id_ok = np.zeros(m, dtype=bool)
+    frag = np.zeros(m, dtype=np.int64)
+
+    # ---- IPv4 -------------------------------------------------------------------------------
+    if is4.any():
+        ihl = (first & 0x0F).astype(np.int64) * 4
+        tot = _at(v.be16, l3 + 2, is4).astype(np.int64)
+        # total length 0: TSO/GSO frame captured before segmentation; the frame gives it
+        tot = np.where(is4 & (tot == 0), wirelen - (l3 - start), tot)
+        proto = np.where(is4, _at(v.u8, l3 + 9, is4), proto)
+        ip_id = np.where(is4, _at(v.be16, l3 + 4, is4), ip_id)
+        ip_id_ok |= is4
+        fragword = _at(v.be16, l3 + 6, is4).astype(np.int64)
+        frag = np.where(is4, (fragword & 0x1FFF) * 8, frag)
+        good = is4 & (ihl >= 20)
+        l4 = np.where(good, l3 + ihl, l4)
+        ip_payload = np.where(good, tot - ihl, ip_payload)
+        c.src_v4[idx[is4]] = v.be32[l3[is4] + 12]
+        c.dst_v4[idx[is4]] = v.be32[l3[is4] + 16]
+
+    # ---- IPv6 and its extension headers ----------------------------------------------------
+    if is6.any():
+        plen = _at(v.be16, l3 + 4, is6).astype(np.int64)
+        nh = _at(v.u8, l3 + 6, is6).astype(np.int64)
+        i6 = np.flatnonzero(is6)
+        p6 = l3[i6]
+        c.src_v6[idx[i6], 0] = v.be64[p6 + 8]
+        c.src_v6[idx[i6], 1] = v.be64[p6 + 16]
+        c.dst_v6[idx[i6], 0] = v.be64[p6 + 24]
+        c.dst_v6[idx[i6], 1] = v.be64[p6 + 32]
+        # jumbogram (RFC 2675, BIG TCP): payload length 0 and a hop-by-hop jumbo option
+        jumbo = is6 & (plen == 0) & (nh == IPV6_EXT_HOPOPT) & has(l3 + 48, 0) \
+            & (_at(v.u8, l3 + 42, is6 & has(l3 + 43, 0)) == IPV6_OPT_JUMBO)
+        plen = np.where(jumbo, _at(v.be32, l3 + 44, jumbo).astype(np.int64) + 0, plen)
+        pos = l3 + 40
+        walking = is6.copy()
+        for _ in range(MAX_IPV6_EXTENSIONS):
+            ext = walking & np.isin(nh, IPV6_EXTENSIONS) & has(pos, 8)
+            if not ext.any():
+                break
+            is_frag = ext & (nh == IPV6_EXT_FRAGMENT)
+            hdrlen = np.where(nh == IPV6_EXT_AH, (_at(v.u8, pos + 1, ext).astype(np.int64) + 2)
+                              * 4, (_at(v.u8, pos + 1, ext).astype(np.int64) + 1) * 8)
+            hdrlen = np.where(is_frag, 8, hdrlen)
+            if is_frag.any():
+                frag = np.where(is_frag, _at(v.be16, pos + 2, is_frag).astype(np.int64)
+                                & 0xFFF8, frag)
+                ip_id = np.where(is_frag, _at(v.be32, pos + 4, is_frag), ip_id)
+                ip_id_ok |= is_frag
+            nh = np.where(ext, _at(v.u8, pos, ext), nh)
+            pos = np.where(ext, pos + hdrlen, pos)
+            walking = ext
+        # extension headers not all captured: the transport header is unknown
+        stuck = is6 & np.isin(nh, IPV6_EXTENSIONS)
+        proto = np.where(is6, nh, proto)
+        l4 = np.where(is6 & ~stuck, pos, l4)
+        ip_payload = np.where(is6, plen - (pos - (l3 + 40)), ip_payload)
+
+    ipv = version > 0
+    c.ip_version[idx] = version  # where 0 on a tunnel pass the rows were dropped above
+    c.proto[idx[ipv]] = proto[ipv]
+    c.ip_id[idx] = ip_id
+    c.ip_id_ok[idx] = ip_id_ok
+    c.frag_offset[idx] = np.where(ipv, frag, 0)
+
+    # ---- transport --------------------------------------------------------------------------
+    whole = ipv & (frag == 0) & (l4 >= 0)   # first fragments decode too (ports are there)
+    tcp = whole & (proto == IPPROTO_TCP) & has(l4, 20)
+    udp = whole & (proto == IPPROTO_UDP) & has(l4, 8)
+    icmp = whole & ((proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6)) & has(l4, 8)
+    ports = tcp | udp
+    c.sport[idx[ports]] = v.be16[l4[ports]]
+    c.dport[idx[ports]] = v.be16[l4[ports] + 2]
+    c.ports_ok[idx] = ports
+    doff = (_at(v.u8, l4 + 12, tcp) >> 4).astype(np.int64) * 4
+    if tcp.any():
+        it = np.flatnonzero(tcp)
+        c.tcp_seq[idx[it]] = v.be32[l4[it] + 4]
+        c.tcp_ack[idx[it]] = v.be32[l4[it] + 8]
+        c.tcp_flags[idx[it]] = v.be16[l4[it] + 12] & 0x01FF
+    c.tcp_ok[idx] = tcp
+    hdr = np.where(tcp, doff, np.where(udp | icmp, 8, 0))
+    has_l4 = ipv & (l4 >= 0)
+    c.payload_len[idx] = np.where(has_l4, ip_payload - hdr, 0)
+    c.payload_ok[idx] = has_l4
+    c.payload_pos[idx] = np.where(has_l4, l4 + hdr, 0)
+
+    # ---- tunnels to follow (first pass only) -----------------------------------------------
+    if tunnel_pass:
+        c.tunnel_l3[idx] = -1
+        return
+    ipip = whole & ((proto == IPPROTO_IPIP) | (proto == IPPROTO_IPV6))
+    inner_l3 = np.where(ipip, l4, -1)
+    inner_et = np.where(proto == IPPROTO_IPIP, lt.ETHERTYPE_IPV4, lt.ETHERTYPE_IPV6)
+    gre = whole & (proto == IPPROTO_GRE) & has(l4, 4)
+    if gre.any():
+        flags = _at(v.be16, l4, gre).astype(np.int64)
+        gre_len = 4 + 4 * (((flags >> 15) & 1) + ((flags >> 13) & 1) + ((flags >> 12) & 1))
+        gre_et = _at(v.be16, l4 + 2, gre).astype(np.int64)
+        into = gre & ((flags & 0x7) == 0) & np.isin(gre_et, (lt.ETHERTYPE_IPV4,
+                                                             lt.ETHERTYPE_IPV6))
+        inner_l3 = np.where(into, l4 + gre_len, inner_l3)
+        inner_et = np.where(into, gre_et, inner_et)
+    vxlan = udp & (_at(v.be16, l4 + 2, udp) == VXLAN_PORT) & has(l4, 8 + 8 + 14)
+    if vxlan.any():
+        eth = l4 + 16
+        vx_et = _at(v.be16, eth + 12, vxlan).astype(np.int64)
+        into = vxlan & np.isin(vx_et, (lt.ETHERTYPE_IPV4, lt.ETHERTYPE_IPV6))
+        inner_l3 = np.where(into, eth + 14, inner_l3)
+        inner_et = np.where(into, vx_et, inner_et)
+    c.tunnel_l3[idx] = inner_l3
+    c.tunnel_etype[idx] = inner_et
+
+
+#: multipliers of the payload hash (64-bit odd constants; splitmix64 / FNV-style mixing)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_SEED = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _digest(v: _Views, c: _Columns, pend: np.ndarray) -> None:
+    """64-bit hash of the first ≤ DIGEST_BYTES captured payload bytes (and their count).
+
+    Words of 8 bytes are read little-endian; bytes past the payload are masked to zero; each
+    word is folded in with a multiply-xorshift step (splitmix64's finalizer), so the same bytes
+    give the same value at every capture point.
+    """
+    avail = np.minimum(np.minimum(c.payload_len, pend - c.payload_pos), DIGEST_BYTES)
+    avail = np.where(c.payload_ok, np.maximum(avail, 0), 0)
+    ok = avail > 0
+    c.digest_ok = ok
+    if not ok.any():
+        return
+    pos = c.payload_pos[ok]
+    nbytes = avail[ok]
+    h = _SEED ^ nbytes.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(DIGEST_BYTES // 8):
+            keep = np.clip(nbytes - 8 * k, 0, 8)
+            if not keep.any():
+                break
+            word = v.le64[np.where(keep > 0, pos + 8 * k, 0)]
+            # mask of the bytes that belong to the payload: (1 << 8*keep) - 1, all ones for 8
+            mask = np.where(keep >= 8, np.uint64(0xFFFFFFFFFFFFFFFF),
+                            (np.uint64(1) << (keep.astype(np.uint64) * np.uint64(8)))
+                            - np.uint64(1))
+            h = h ^ (word & mask)
+            h = (h ^ (h >> np.uint64(30))) * _MIX1
+            h = (h ^ (h >> np.uint64(27))) * _MIX2
+            h = h ^ (h >> np.uint64(31))
+    c.digest[ok] = h

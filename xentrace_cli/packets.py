@@ -1,0 +1,281 @@
+"""The packet table: one row per frame of a capture, read in batches of bounded size.
+
+:func:`iter_packets` streams a capture (pcap, pcapng, gzip-compressed either) as DataFrames with
+the columns of ``docs/ARCHITECTURE.md`` ("The packet table"); :func:`read_packets` concatenates
+them. Filters: ``host`` and ``port`` are evaluated here on the decoded columns; a Wireshark
+display filter (``-Y``) runs real tshark once over the file and keeps the frames it selects, by
+frame number (the reader numbers frames as tshark does).
+
+Frames that cannot be decoded (non-IP, unknown link types, truncated headers) stay in the table
+with missing IP fields: counted, never dropped. Each frame's interface is described in
+``frame.attrs["interfaces"]`` (list of dicts with ``name``, ``linktype``, ``tsresol``, …).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import socket
+import subprocess
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import linktypes
+from .errors import InputError, OptionError, XenlatWarning
+
+ProgressCallback = Callable[[int, int], None]
+
+#: column name -> dtype of the packet table, in order (ARCHITECTURE.md)
+COLUMNS: dict[str, str] = {
+    "frame": "int64",
+    "ts_ns": "Int64",
+    "caplen": "int64",
+    "wirelen": "int64",
+    "interface": "int32",
+    "linktype": "int32",
+    "ip_version": "uint8",
+    "src": "category",
+    "dst": "category",
+    "proto": "UInt8",
+    "sport": "UInt16",
+    "dport": "UInt16",
+    "ip_id": "UInt32",
+    "frag_offset": "UInt16",
+    "tcp_seq": "UInt32",
+    "tcp_ack": "UInt32",
+    "tcp_flags": "UInt16",
+    "payload_len": "Int64",
+    "payload_digest": "UInt64",
+}
+
+#: seconds tshark may take for a display filter before xenlat gives up
+TSHARK_TIMEOUT_S = 3600
+
+
+class _AddressBook:
+    """Formats each distinct address once per file (the batches reuse the strings)."""
+
+    def __init__(self) -> None:
+        self.v4: dict[int, str] = {}
+        self.v6: dict[bytes, str] = {}
+
+    def name_v4(self, values: np.ndarray) -> list[str]:
+        out = []
+        for value in values.tolist():
+            text = self.v4.get(value)
+            if text is None:
+                text = self.v4[value] = socket.inet_ntoa(value.to_bytes(4, "big"))
+            out.append(text)
+        return out
+
+    def name_v6(self, values: np.ndarray) -> list[str]:
+        out = []
+        for raw in values:
+            key = bytes(raw)
+            text = self.v6.get(key)
+            if text is None:
+                text = self.v6[key] = _format_v6(key)
+            out.append(text)
+        return out
+
+
+def _format_v6(packed: bytes) -> str:
+    """IPv6 text as tshark prints it (RFC 5952: lowercase, longest zero run as ``::``)."""
+    addr = ipaddress.IPv6Address(packed)
+    mapped = addr.ipv4_mapped
+    if mapped is not None:
+        return f"::ffff:{mapped}"
+    return addr.compressed
+
+
+def _addresses(dec: Any, book: _AddressBook) -> tuple[pd.Categorical, pd.Categorical]:
+    """src and dst as Categoricals sharing one category list (np.unique over raw bytes)."""
+    n = len(dec.ip_version)
+    codes = np.full(2 * n, -1, dtype=np.int32)
+    categories: list[str] = []
+    v4 = np.concatenate([dec.ip_version == 4, dec.ip_version == 4])
+    if v4.any():
+        keys = np.concatenate([dec.src_v4, dec.dst_v4])[v4]
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        codes[v4] = inverse
+        categories += book.name_v4(uniq)
+    v6 = np.concatenate([dec.ip_version == 6, dec.ip_version == 6])
+    if v6.any():
+        pairs = np.concatenate([dec.src_v6, dec.dst_v6])[v6]
+        raw = np.ascontiguousarray(pairs.astype(">u8")).view("V16").ravel()
+        uniq, inverse = np.unique(raw, return_inverse=True)
+        codes[v6] = inverse.ravel() + len(categories)
+        categories += book.name_v6(uniq)
+    cats = pd.Index(categories, dtype=object)
+    src = pd.Categorical.from_codes(codes[:n], categories=cats, validate=False)
+    dst = pd.Categorical.from_codes(codes[n:], categories=cats, validate=False)
+    return src, dst
+
+
+def _nullable(values: np.ndarray, ok: np.ndarray, dtype: str) -> pd.api.extensions.ExtensionArray:
+    """A pandas nullable integer array from values and a validity mask (no copy of values)."""
+    np_dtype = np.dtype(dtype.lower())
+    return pd.arrays.IntegerArray(values.astype(np_dtype, copy=False), ~ok)
+
+
+def _frame(raw: Any, dec: Any, book: _AddressBook) -> pd.DataFrame:
+    """One batch of the packet table."""
+    src, dst = _addresses(dec, book)
+    ipv = dec.ip_version > 0
+    data = {
+        "frame": raw.frame,
+        "ts_ns": _nullable(raw.ts_ns, raw.ts_valid, "Int64"),
+        "caplen": raw.caplen,
+        "wirelen": raw.wirelen,
+        "interface": raw.interface,
+        "linktype": raw.linktype,
+        "ip_version": dec.ip_version,
+        "src": src,
+        "dst": dst,
+        "proto": _nullable(dec.proto, ipv, "UInt8"),
+        "sport": _nullable(dec.sport, dec.ports_ok, "UInt16"),
+        "dport": _nullable(dec.dport, dec.ports_ok, "UInt16"),
+        "ip_id": _nullable(dec.ip_id, dec.ip_id_ok, "UInt32"),
+        "frag_offset": _nullable(dec.frag_offset, ipv, "UInt16"),
+        "tcp_seq": _nullable(dec.tcp_seq, dec.tcp_ok, "UInt32"),
+        "tcp_ack": _nullable(dec.tcp_ack, dec.tcp_ok, "UInt32"),
+        "tcp_flags": _nullable(dec.tcp_flags, dec.tcp_ok, "UInt16"),
+        "payload_len": _nullable(dec.payload_len, dec.payload_ok, "Int64"),
+        "payload_digest": _nullable(dec.payload_digest, dec.digest_ok, "UInt64"),
+    }
+    return pd.DataFrame(data, copy=False)
+
+
+def empty_table() -> pd.DataFrame:
+    """The packet table with no rows (right columns and dtypes)."""
+    frame = pd.DataFrame({name: pd.Series([], dtype=dtype if dtype != "category" else object)
+                          for name, dtype in COLUMNS.items()})
+    for name in ("src", "dst"):
+        frame[name] = frame[name].astype("category")
+    return frame
+
+
+def _host_filter(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host)) if ":" not in host else _format_v6(
+            ipaddress.IPv6Address(host).packed)
+    except ValueError:
+        raise OptionError(f"--host: {host!r} is not an IPv4 or IPv6 address") from None
+
+
+def tshark_frames(path: str | os.PathLike[str], display_filter: str) -> np.ndarray:
+    """Frame numbers (sorted int64) tshark selects with a display filter."""
+    exe = shutil.which("tshark")
+    if exe is None:
+        raise InputError(path, "-Y needs tshark, which is not installed "
+                         "(apt-get install tshark)")
+    cmd = [exe, "-n", "-r", os.fspath(path), "-Y", display_filter, "-T", "fields",
+           "-e", "frame.number"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=TSHARK_TIMEOUT_S, check=False,
+                              env={**os.environ, "LC_ALL": "C"})
+    except subprocess.TimeoutExpired:
+        raise InputError(path, f"tshark did not finish within {TSHARK_TIMEOUT_S} s") from None
+    err = " ".join(line.strip() for line in proc.stderr.decode("utf-8", "replace").splitlines()
+                   if line.strip() and "Running as user" not in line)
+    if proc.returncode != 0:
+        if "filter" in err.lower() or "syntax" in err.lower() or proc.returncode == 4:
+            raise OptionError(f"-Y {display_filter!r}: {err or 'rejected by tshark'}")
+        if not proc.stdout.strip():
+            raise InputError(path, f"tshark failed: {err or f'exit {proc.returncode}'}")
+    text = proc.stdout.split()
+    return np.array(text, dtype=np.int64) if text else np.zeros(0, dtype=np.int64)
+
+
+def iter_packets(path: str | os.PathLike[str], *, display_filter: str | None = None,
+                 host: str | None = None, port: int | None = None,
+                 on_progress: ProgressCallback | None = None,
+                 interfaces_out: list[dict[str, Any]] | None = None,
+                 ) -> Iterator[pd.DataFrame]:
+    """Batches of the packet table of a capture, in file order.
+
+    ``interfaces_out``, when given, is filled with the capture's interfaces (as dicts) once they
+    are known. Warnings: ``TruncatedInput`` for a cut-short or corrupt capture (whole packets
+    kept), ``XenlatWarning`` for link types that are not decoded (with their frame counts).
+    """
+    from .decode import decode
+    from .readers.capture import open_capture
+
+    host_text = _host_filter(host) if host is not None else None
+    if port is not None and not 0 <= port <= 0xFFFF:
+        raise OptionError(f"--port: {port} is not a TCP/UDP port")
+    reader = open_capture(path)
+    with reader:
+        selected = tshark_frames(path, display_filter) if display_filter else None
+        book = _AddressBook()
+        undecoded: dict[int, int] = {}
+        produced = False
+        for raw in reader.batches():
+            dec = decode(raw.buf, raw.data_off, raw.caplen, raw.wirelen, raw.linktype)
+            for t, count in dec.undecoded_linktypes.items():
+                undecoded[t] = undecoded.get(t, 0) + count
+            table = _frame(raw, dec, book)
+            keep = None
+            if selected is not None:
+                keep = np.isin(raw.frame, selected, assume_unique=True)
+            if host_text is not None:
+                hit = ((table["src"] == host_text) | (table["dst"] == host_text)).to_numpy(
+                    dtype=bool, na_value=False)
+                keep = hit if keep is None else keep & hit
+            if port is not None:
+                hit = ((table["sport"] == port) | (table["dport"] == port)).to_numpy(
+                    dtype=bool, na_value=False)
+                keep = hit if keep is None else keep & hit
+            if keep is not None:
+                table = table[keep].reset_index(drop=True)
+            if interfaces_out is not None and not produced:
+                interfaces_out[:] = [i.to_dict() for i in reader.interfaces]
+            if on_progress is not None:
+                on_progress(reader.position, reader.file_bytes)
+            produced = True
+            if len(table):
+                yield table
+        if interfaces_out is not None:
+            interfaces_out[:] = [i.to_dict() for i in reader.interfaces]
+        if on_progress is not None:
+            on_progress(reader.file_bytes, reader.file_bytes)
+        for t, count in sorted(undecoded.items()):
+            warnings.warn(XenlatWarning(
+                f"{path}: {count} frames of link type {t} ({linktypes.name(t)}) are not "
+                "decoded (kept without IP fields)"), stacklevel=2)
+        if reader.bad_timestamps:
+            warnings.warn(XenlatWarning(
+                f"{path}: {reader.bad_timestamps} timestamps beyond the int64 nanosecond range "
+                "(year 2262) were left empty"), stacklevel=2)
+        reader.warn_damage()
+
+
+def read_packets(path: str | os.PathLike[str], **options: Any) -> pd.DataFrame:
+    """The whole packet table of a capture (see :func:`iter_packets` for the options).
+
+    ``attrs["interfaces"]`` lists the capture's interfaces (pcapng ``if_name`` such as
+    ``vif5.0``, link type, resolution); ``attrs["path"]`` the file.
+    """
+    interfaces: list[dict[str, Any]] = []
+    parts = list(iter_packets(path, interfaces_out=interfaces, **options))
+    if not parts:
+        table = empty_table()
+    elif len(parts) == 1:
+        table = parts[0]
+    else:
+        from pandas.api.types import union_categoricals
+
+        src = union_categoricals([p["src"] for p in parts])
+        dst = union_categoricals([p["dst"] for p in parts])
+        table = pd.concat([p.drop(columns=["src", "dst"]) for p in parts], ignore_index=True)
+        table.insert(list(COLUMNS).index("src"), "src", src)
+        table.insert(list(COLUMNS).index("dst"), "dst", dst)
+    table.attrs["interfaces"] = interfaces
+    table.attrs["path"] = str(Path(path))
+    return table

@@ -1,0 +1,337 @@
+"""pcapng files → raw batches: sections of either byte order, several interfaces, EPB/SPB/PB.
+
+Layout (https://datatracker.ietf.org/doc/draft-ietf-opsawg-pcapng/)::
+
+    every block                        Enhanced Packet Block (type 6)   Packet Block (2, obsolete)
+    +-----------------------------+    +--------------------------+     +------------------------+
+    | block type           u32    |    | interface id     u32     |     | interface id  u16      |
+    | block total length   u32    |    | timestamp high   u32     |     | drops count   u16      |
+    | body ...                    |    | timestamp low    u32     |     | timestamp hi, lo  u32  |
+    | block total length   u32    |    | captured length  u32     |     | captured, orig len u32 |
+    +-----------------------------+    | original length  u32     |     | data, options          |
+                                       | data, options            |     +------------------------+
+    Simple Packet Block (type 3):      +--------------------------+
+    original length u32, data (interface 0, no timestamp, caplen = min(len, snaplen, room))
+
+Lengths are rounded up to a multiple of 4 (Wireshark does so too: an unpadded length in a
+padded block is accepted). Each interface keeps its own ``if_tsresol`` (decimal 10^-n or binary
+2^-n) and ``if_tsoffset``; timestamps become int64 ns with integer arithmetic only.
+A section header switches the byte order and starts a new set of interfaces; interface numbers
+in the table are global (as tshark's ``frame.interface_id``).
+
+Custom blocks (types 0x00000BAD, 0x40000BAD) are not packets, yet tshark gives each a frame
+number; the reader counts them the same way so that frame numbers (and ``-Y`` selections by frame
+number) agree with tshark, and yields no row for them.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..errors import InputError
+from .capture import MAX_BLOCK_BYTES, MAX_PACKET_BYTES, CaptureReader, Interface, RawBatch
+
+SHB = 0x0A0D0D0A
+IDB = 0x00000001
+PB = 0x00000002
+SPB = 0x00000003
+EPB = 0x00000006
+CUSTOM = (0x00000BAD, 0x40000BAD)
+PACKET_BLOCKS = (EPB, SPB, PB)
+BYTE_ORDER_MAGIC = 0x1A2B3C4D
+
+#: smallest legal total length of each block type (header, fixed fields, trailing length)
+MIN_BLOCK_BYTES = {EPB: 32, PB: 32, SPB: 16, CUSTOM[0]: 16, CUSTOM[1]: 16, IDB: 20, SHB: 28}
+
+OPT_ENDOFOPT = 0
+IF_NAME = 2
+IF_DESCRIPTION = 3
+IF_TSRESOL = 9
+IF_TSOFFSET = 14
+
+TYPE_LEN = {"<": struct.Struct("<II"), ">": struct.Struct(">II")}
+IDB_FIXED = {"<": struct.Struct("<HHI"), ">": struct.Struct(">HHI")}
+OPT_HEADER = {"<": struct.Struct("<HH"), ">": struct.Struct(">HH")}
+I64 = {"<": struct.Struct("<q"), ">": struct.Struct(">q")}
+
+INT64_MAX = np.iinfo(np.int64).max
+
+
+def ticks_to_ns(ticks: np.ndarray, tsresol_code: int, tsoffset_s: int) -> tuple[np.ndarray,
+                                                                              np.ndarray]:
+    """uint64 ticks of one interface → (int64 ns, valid). Invalid where ns overflows int64."""
+    ticks = ticks.astype(np.uint64)
+    if tsresol_code & 0x80:  # binary: 2^-b s per tick
+        b = tsresol_code & 0x7F
+        sec = ticks >> np.uint64(b)
+        frac = ticks & np.uint64((1 << b) - 1)
+        if b > 34:  # keep frac * 1e9 below 2^64
+            frac >>= np.uint64(b - 34)
+            b = 34
+        frac_ns = (frac * np.uint64(1_000_000_000)) >> np.uint64(b)
+    else:
+        r = tsresol_code
+        if r <= 9:
+            scale = 10 ** (9 - r)
+            sec = ticks // np.uint64(10**r) if r else ticks
+            frac_ns = (ticks - sec * np.uint64(10**r)) * np.uint64(scale)
+        else:
+            div = 10**r
+            sec = ticks // np.uint64(div) if div < 2**64 else np.zeros_like(ticks)
+            rem = ticks - sec * np.uint64(div) if div < 2**64 else ticks
+            frac_ns = rem // np.uint64(10 ** (r - 9))
+    # sec * 1e9 + frac_ns + tsoffset * 1e9 must fit in int64
+    limit = (INT64_MAX // 1_000_000_000) - max(tsoffset_s, 0) - 1
+    valid = sec <= np.uint64(max(limit, 0))
+    sec_i = np.where(valid, sec, 0).astype(np.int64) + tsoffset_s
+    valid &= sec_i >= -(INT64_MAX // 1_000_000_000) + 1
+    ns = sec_i * 1_000_000_000 + frac_ns.astype(np.int64)
+    return np.where(valid, ns, 0), valid
+
+
+def _resolution_text(code: int) -> str:
+    return f"2^-{code & 0x7F}" if code & 0x80 else f"10^-{code}"
+
+
+class PcapngReader(CaptureReader):
+    """Reader of pcapng files."""
+
+    format = "pcapng"
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self._refill(0)
+        if self._len < 12:
+            raise InputError(self.path, f"pcapng section header cut short ({self._len} bytes)",
+                             offset=0)
+        self._order = self._section_order(0)
+        self.byte_order = "LE" if self._order == "<" else "BE"
+        self.byte_orders: list[str] = []
+        self.sections = 0
+        self._section_base = 0  # global index of the current section's interface 0
+        self.block_counts: dict[str, int] = {}
+
+    def _section_order(self, at: int) -> str:
+        magic = int.from_bytes(bytes(self._buf[at + 8:at + 12]), "little")
+        if magic == BYTE_ORDER_MAGIC:
+            return "<"
+        if magic == int.from_bytes(BYTE_ORDER_MAGIC.to_bytes(4, "little"), "big"):
+            return ">"
+        raise InputError(self.path, f"corrupt section header: byte-order magic "
+                         f"0x{magic:08x}", offset=self._base + at + 8)
+
+    # -- non-packet blocks --------------------------------------------------------------------
+    def _on_idb(self, at: int, length: int) -> None:
+        order = self._order
+        linktype, _res, snaplen = IDB_FIXED[order].unpack_from(self._buf, at + 8)
+        itf = Interface(linktype=linktype, snaplen=snaplen, section=self.sections - 1)
+        pos, end = at + 16, at + length - 4
+        while pos + 4 <= end:
+            code, olen = OPT_HEADER[order].unpack_from(self._buf, pos)
+            if code == OPT_ENDOFOPT:
+                break
+            value = bytes(self._buf[pos + 4:min(pos + 4 + olen, end)])
+            if code == IF_NAME:
+                itf.name = value.rstrip(b"\0").decode("utf-8", "replace")
+            elif code == IF_DESCRIPTION:
+                itf.description = value.rstrip(b"\0").decode("utf-8", "replace")
+            elif code == IF_TSRESOL and olen >= 1:
+                itf.tsresol_code = value[0]
+            elif code == IF_TSOFFSET and olen >= 8:
+                itf.tsoffset_s = I64[order].unpack_from(value)[0]
+            pos += 4 + ((olen + 3) & ~3)
+        itf.tsresol = _resolution_text(itf.tsresol_code)
+        self.interfaces.append(itf)
+
+    def _count(self, kind: str) -> None:
+        self.block_counts[kind] = self.block_counts.get(kind, 0) + 1
+
+    # -- the walk -----------------------------------------------------------------------------
+    def _walk(self, off: int, end: int) -> tuple[list[int], int, str | None]:
+        """Walk blocks from ``off``: offsets of packet and custom blocks, where it stopped, why.
+
+        Stops at the end of the data (reason None), before a section header ("shb") or at a
+        corrupt block ("corrupt: ...").
+        """
+        offs: list[int] = []
+        append = offs.append
+        unpack = TYPE_LEN[self._order].unpack_from
+        lim = end - 12
+        while off <= lim:
+            btype, blen = unpack(self._buf, off)
+            if btype == EPB and 32 <= blen <= MAX_PACKET_BYTES + 4096:  # the hot path
+                append(off)
+                off += (blen + 3) & ~3
+                continue
+            if btype == SHB:
+                return offs, off, "shb"
+            if btype not in MIN_BLOCK_BYTES and btype not in (PB, SPB) and blen < 12:
+                return offs, off, f"block length {blen} is too small"
+            if blen < MIN_BLOCK_BYTES.get(btype, 12):
+                return offs, off, f"block of type 0x{btype:08x} has a length of {blen}"
+            if blen > MAX_BLOCK_BYTES:
+                return offs, off, f"block length {blen} is larger than {MAX_BLOCK_BYTES} bytes"
+            padded = (blen + 3) & ~3
+            if off + padded > end:
+                break
+            if btype in PACKET_BLOCKS or btype in CUSTOM:
+                append(off)
+            elif btype == IDB:
+                if unpack(self._buf, off + padded - 8)[1] != blen:
+                    return offs, off, "interface description block: trailing length mismatch"
+                self._count("IDB")
+                self._on_idb(off, padded)
+            else:
+                self._count(f"0x{btype:x}")
+            off += padded
+        return offs, off, None
+
+    def batches(self) -> Iterator[RawBatch]:
+        """Raw batches, one per chunk (or section), in file order."""
+        off = 0
+        while True:
+            end = self._len
+            if end - off >= 12 and TYPE_LEN["<"].unpack_from(self._buf, off)[0] == SHB:
+                if end - off < 28 and not self._eof:
+                    self._refill(off)
+                    off, end = 0, self._len
+                if end - off < 28:
+                    self._report_cut(off, end - off, "section header")
+                    return
+                self._order = self._section_order(off)
+                blen = TYPE_LEN[self._order].unpack_from(self._buf, off)[1]
+                if blen < 28 or blen > MAX_BLOCK_BYTES:
+                    self._stop(self._base + off, f"section header length {blen}", corrupt=True)
+                    return
+                if off + blen > end and not self._eof:
+                    self._refill(off)
+                    off, end = 0, self._len
+                if off + blen > end:
+                    self._report_cut(off, end - off, "section header")
+                    return
+                self.sections += 1
+                self.byte_orders.append("LE" if self._order == "<" else "BE")
+                self._section_base = len(self.interfaces)
+                self._count("SHB")
+                off += (blen + 3) & ~3
+            offs, stop, why = self._walk(off, end)
+            batch, stop2, problem = self._columns(offs, end)
+            if batch is not None:
+                yield batch
+            if problem is not None:
+                self._stop(self._base + problem[0], problem[1], corrupt=True)
+                return
+            if stop2 is not None:  # a packet block ran past the chunk
+                stop = stop2
+            if why is not None and why != "shb":
+                self._stop(self._base + stop, why, corrupt=True)
+                return
+            if why == "shb":
+                off = stop
+                continue
+            if self._eof:
+                if stop < end:
+                    self._report_cut(stop, end - stop, "block")
+                return
+            self._refill(stop)
+            off = 0
+
+    def _report_cut(self, at: int, left: int, what: str) -> None:
+        if left < 8:
+            problem = f"{what} header cut short ({left} of 8 bytes)"
+        else:
+            blen = TYPE_LEN[self._order].unpack_from(self._buf, at)[1]
+            problem = f"{what} cut short ({left} of {blen} bytes)"
+        self._stop(self._base + at, problem, corrupt=False)
+
+    def _columns(self, offs: list[int], end: int
+                 ) -> tuple[RawBatch | None, int | None, tuple[int, str] | None]:
+        """Vectorized fields of the walked blocks → (batch, carry-over offset, corruption)."""
+        if not offs:
+            return None, None, None
+        o = np.asarray(offs, dtype=np.int64)
+        order = self._order
+        buf = self._buf
+        u32 = np.ndarray((end - 3,), dtype=np.dtype(order + "u4"), buffer=buf, strides=(1,))
+        u16 = np.ndarray((end - 1,), dtype=np.dtype(order + "u2"), buffer=buf, strides=(1,))
+        btype = u32[o]
+        blen = u32[o + 4].astype(np.int64)
+        padded = (blen + 3) & ~3
+        carry = None
+        # the last EPB may run past the chunk (the walk's hot path does not look)
+        if o[-1] + padded[-1] > end:
+            carry = int(o[-1])
+            o, btype, blen, padded = o[:-1], btype[:-1], blen[:-1], padded[:-1]
+        if not len(o):
+            return None, carry, None
+        problem = None
+        trailing = u32[o + padded - 4]
+        is_epb = btype == EPB
+        is_pb = btype == PB
+        is_spb = btype == SPB
+        is_pkt = is_epb | is_pb | is_spb
+        iface_local = np.where(is_epb, u32[o + 8], np.where(is_pb, u16[o + 8], 0)).astype(
+            np.int64)
+        caplen = np.where(is_spb, 0, u32[np.minimum(o + 20, end - 4)]).astype(np.int64)
+        wirelen = np.where(is_spb, u32[o + 8], u32[np.minimum(o + 24, end - 4)]).astype(
+            np.int64)
+        n_if = len(self.interfaces) - self._section_base
+        hdr = np.where(is_spb, 12, 28)
+        room = blen - hdr - 4
+        if is_spb.any():
+            snap = self.interfaces[self._section_base].snaplen if n_if > 0 else 0
+            spb_cap = np.minimum(wirelen, room)
+            if snap:
+                spb_cap = np.minimum(spb_cap, snap)
+            caplen = np.where(is_spb, spb_cap, caplen)
+        bad = ((trailing != blen) & (trailing != padded)) | (
+            is_pkt & ((iface_local >= n_if) | (caplen > room) | (caplen > MAX_PACKET_BYTES)))
+        if bad.any():
+            k = int(np.argmax(bad))
+            if trailing[k] != blen and trailing[k] != padded[k]:
+                why = f"block trailing length {int(trailing[k])} differs from {int(blen[k])}"
+            elif iface_local[k] >= n_if:
+                why = f"packet names interface {int(iface_local[k])} of {n_if}"
+            else:
+                why = f"captured length {int(caplen[k])} does not fit the block ({int(blen[k])})"
+            problem = (int(o[k]), why)
+            carry = None
+            o, btype, is_pkt, is_epb, is_spb = o[:k], btype[:k], is_pkt[:k], is_epb[:k], is_spb[:k]
+            iface_local, caplen, wirelen, hdr = iface_local[:k], caplen[:k], wirelen[:k], hdr[:k]
+        frame = np.arange(self.frames + 1, self.frames + len(o) + 1, dtype=np.int64)
+        self.frames += len(o)
+        for kind, mask in (("EPB", is_epb), ("SPB", is_spb), ("PB", btype == PB),
+                           ("custom", ~is_pkt)):
+            c = int(mask.sum())
+            if c:
+                self.block_counts[kind] = self.block_counts.get(kind, 0) + c
+        if not is_pkt.all():
+            o, frame, iface_local = o[is_pkt], frame[is_pkt], iface_local[is_pkt]
+            caplen, wirelen, hdr = caplen[is_pkt], wirelen[is_pkt], hdr[is_pkt]
+            is_spb = is_spb[is_pkt]
+        n = len(o)
+        if n == 0:
+            return None, carry, problem
+        ticks = (u32[o + 12].astype(np.uint64) << np.uint64(32)) | u32[o + 16].astype(np.uint64)
+        ts_ns = np.zeros(n, dtype=np.int64)
+        ts_valid = ~is_spb
+        iface = (iface_local + self._section_base).astype(np.int32)
+        linktype = np.zeros(n, dtype=np.int32)
+        for i in np.unique(iface):
+            itf = self.interfaces[int(i)]
+            sel = iface == i
+            linktype[sel] = itf.linktype
+            ns, ok = ticks_to_ns(ticks[sel], itf.tsresol_code, itf.tsoffset_s)
+            ts_ns[sel] = ns
+            bad_ts = ~ok & ts_valid[sel]
+            if bad_ts.any():
+                self.bad_timestamps += int(bad_ts.sum())
+                ts_valid[np.flatnonzero(sel)[bad_ts]] = False
+        batch = RawBatch(buf=buf, data_off=o + hdr, caplen=caplen, wirelen=wirelen,
+                         ts_ns=ts_ns, ts_valid=ts_valid, interface=iface, linktype=linktype,
+                         frame=frame, end_offset=self._base + (int(o[-1]) if carry is None
+                                                               else carry))
+        return batch, carry, problem
