@@ -1,0 +1,249 @@
+"""Tests of clock alignment (``xentrace_cli.clock``): causal offset/drift fits and TSC fits.
+
+Ground truth is a hand-written clock model in each test: an other clock that runs at
+``1 + drift`` against the reference and starts ``offset`` away, packets crossing with
+lognormal one-way delays above a known minimum.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xentrace_cli.clock import ClockFit, fit_offset_drift
+
+T0_NS = 1_700_000_000_000_000_000  # an epoch instant on the other clock (2023-11)
+
+
+class TwoClocks:
+    """Reference time = other + offset + drift·(other - T0); ``to_other`` is its inverse."""
+
+    def __init__(self, offset_ns: float, drift_ppm: float) -> None:
+        self.offset_ns = offset_ns
+        self.d = drift_ppm * 1e-6
+
+    def to_ref(self, other_ns: np.ndarray) -> np.ndarray:
+        rel = (other_ns - T0_NS).astype(float)
+        return other_ns + np.rint(self.offset_ns + self.d * rel).astype(np.int64)
+
+    def to_other(self, ref_ns: np.ndarray) -> np.ndarray:
+        rel = (ref_ns - T0_NS).astype(float)
+        return T0_NS + np.rint((rel - self.offset_ns) / (1 + self.d)).astype(np.int64)
+
+
+def delays(rng: np.random.Generator, n: int, min_ns: int) -> np.ndarray:
+    """One-way delays: a floor plus a lognormal tail (median ~ floor + 60 µs)."""
+    return min_ns + rng.lognormal(np.log(60e3), 0.8, n).astype(np.int64)
+
+
+def exchange(clocks: TwoClocks, rng: np.random.Generator, n: int, span_ns: int,
+             min_ns: int) -> tuple[np.ndarray, ...]:
+    """Packets both ways over ``span_ns``: (send_ref, recv_other, send_other, recv_ref)."""
+    send_ref = clocks.to_ref(T0_NS + np.sort(rng.integers(0, span_ns, n)))
+    recv_other = clocks.to_other(send_ref + delays(rng, n, min_ns))
+    send_other = T0_NS + np.sort(rng.integers(0, span_ns, n))
+    recv_ref = clocks.to_ref(send_other) + delays(rng, n, min_ns)
+    return send_ref, recv_other, send_other, recv_ref
+
+
+def worst_error_ns(fit: ClockFit, clocks: TwoClocks, other_ns: np.ndarray) -> float:
+    """Largest |fitted - true| reference time over a grid spanning the data."""
+    grid = np.linspace(other_ns.min(), other_ns.max(), 201).astype(np.int64)
+    return float(np.abs(fit.to_ref(grid) - clocks.to_ref(grid)).max())
+
+
+# --- both directions: bounded ----------------------------------------------------------------
+
+@pytest.mark.parametrize("offset_ns", [3_000, 2_000_000, -1_500_000_000, 40_000_000_000])
+@pytest.mark.parametrize("drift_ppm", [0.0, 50.0, -50.0])
+@pytest.mark.parametrize("min_delay_ns", [5_000, 50_000])
+def test_recovers_offset_and_drift_within_reported_bound(offset_ns, drift_ppm, min_delay_ns):
+    rng = np.random.default_rng(abs(offset_ns) % 1000 + int(drift_ppm) + min_delay_ns)
+    clocks = TwoClocks(offset_ns, drift_ppm)
+    data = exchange(clocks, rng, 20_000, 60_000_000_000, min_delay_ns)
+    fit = fit_offset_drift(*data)
+    assert fit.quality == "bounded"
+    assert fit.n_forward == fit.n_backward == 20_000
+    # the true line lies inside the reported band (+1 ns for rounding to integer ns)
+    other = np.concatenate([data[1], data[2]])
+    assert worst_error_ns(fit, clocks, other) <= fit.uncertainty_ns + 1
+    # and the band is as narrow as the fastest packets allow: both minima plus a little
+    assert fit.uncertainty_ns <= min_delay_ns + 15_000
+    assert fit.drift_range_ppm[0] <= drift_ppm <= fit.drift_range_ppm[1]
+    assert abs(fit.drift_ppm - drift_ppm) < 2.0
+    assert not fit.drift_fixed
+
+
+def test_known_min_delay_narrows_the_band_and_keeps_the_truth():
+    rng = np.random.default_rng(7)
+    clocks = TwoClocks(250_000, 20.0)
+    data = exchange(clocks, rng, 5_000, 10_000_000_000, 30_000)
+    loose = fit_offset_drift(*data)
+    tight = fit_offset_drift(*data, min_delay_ns=30_000)
+    assert tight.uncertainty_ns < loose.uncertainty_ns - 25_000
+    other = np.concatenate([data[1], data[2]])
+    assert worst_error_ns(tight, clocks, other) <= tight.uncertainty_ns + 1
+
+
+def test_one_pair_each_way_is_hand_checkable():
+    # forward: sent 1000 (ref), received 1500 (other) -> offset >= -500
+    # backward: sent 2000 (other), received 2600 (ref) -> offset <= 600
+    fit = fit_offset_drift([1000], [1500], [2000], [2600])
+    assert fit.quality == "bounded"
+    assert fit.drift_ppm == 0 and fit.drift_fixed
+    assert fit.offset_ns == pytest.approx(50.0)            # middle of [-500, 600]
+    # ref is the middle (1750); the worst feasible line at the end u = -250 has drift -500 ppm
+    # and meets the backward constraint at u = +250: 600 + 500e-6 * 500 = 600.25, 550.25 away
+    assert fit.uncertainty_ns == pytest.approx(600 + 500e-6 * 500 - 50)
+    assert fit.to_ref(np.array([1750]))[0] == 1800
+    assert "cannot tell the drift" in fit.detail
+
+
+def test_short_span_fixes_drift_and_still_bounds_the_truth():
+    rng = np.random.default_rng(3)
+    clocks = TwoClocks(-80_000, 50.0)
+    data = exchange(clocks, rng, 200, 2_000_000, 10_000)      # 2 ms of data
+    fit = fit_offset_drift(*data)
+    assert fit.quality == "bounded"
+    assert fit.drift_fixed and fit.drift_ppm == 0
+    assert "cannot tell the drift" in fit.detail
+    other = np.concatenate([data[1], data[2]])
+    assert worst_error_ns(fit, clocks, other) <= fit.uncertainty_ns + 1
+
+
+def test_fixed_drift_by_caller():
+    rng = np.random.default_rng(4)
+    clocks = TwoClocks(1_000_000, 50.0)
+    data = exchange(clocks, rng, 2_000, 30_000_000_000, 20_000)
+    fit = fit_offset_drift(*data, fix_drift_ppm=50.0)
+    assert fit.quality == "bounded" and fit.drift_ppm == 50.0 and fit.drift_fixed
+    other = np.concatenate([data[1], data[2]])
+    assert worst_error_ns(fit, clocks, other) <= fit.uncertainty_ns + 1
+    # fixing a drift the data exclude is inconsistent, not silently fitted
+    wrong = fit_offset_drift(*data, fix_drift_ppm=0.0)
+    assert wrong.quality == "inconsistent" and math.isinf(wrong.uncertainty_ns)
+
+
+def test_from_ref_inverts_to_ref():
+    fit = ClockFit(1.5e9, 37.0, T0_NS, "bounded", 10.0, 1, 1)
+    t = T0_NS + np.array([-30_000_000_000, 0, 12_345_678_901, 60_000_000_000])
+    assert np.abs(fit.from_ref(fit.to_ref(t)) - t).max() <= 1
+    # hand check: 10 s after ref the clocks differ by offset + 37 ppm of 10 s = 370 µs
+    assert fit.to_ref(np.array([T0_NS + 10_000_000_000]))[0] == (
+        T0_NS + 10_000_000_000 + 1_500_000_000 + 370_000)
+
+
+# --- one direction: one-sided ----------------------------------------------------------------
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_one_direction_is_one_sided(direction):
+    rng = np.random.default_rng(5)
+    clocks = TwoClocks(5_000_000, 30.0)
+    send_ref, recv_other, send_other, recv_ref = exchange(clocks, rng, 5_000,
+                                                          20_000_000_000, 25_000)
+    if direction == "forward":
+        fit = fit_offset_drift(send_ref, recv_other, None, None)
+        mid = np.array([recv_other.min() + (recv_other.max() - recv_other.min()) // 2])
+    else:
+        fit = fit_offset_drift(None, None, send_other, recv_ref)
+        mid = np.array([send_other.min() + (send_other.max() - send_other.min()) // 2])
+    assert fit.quality == "one-sided"
+    assert math.isinf(fit.uncertainty_ns)
+    assert fit.detail.startswith("one-sided")
+    assert fit.to_dict()["uncertainty_us"] is None
+    json.dumps(fit.to_dict(), allow_nan=False)
+    # the estimate assumes the fastest packet took 0: it errs by about the minimum delay, on
+    # the side the direction says (forward: true offset larger; backward: smaller)
+    err = int(clocks.to_ref(mid)[0] - fit.to_ref(mid)[0])
+    signed = err if direction == "forward" else -err
+    assert 20_000 <= signed <= 30_000
+
+
+# --- inconsistent ----------------------------------------------------------------------------
+
+def test_mismatched_packet_is_inconsistent_with_hand_computed_overlap():
+    # drift 0, every forward packet takes exactly 20 µs, every backward one 30 µs, except one
+    # backward packet "received" 100 µs before it was sent (a wrong match). The forward
+    # constraints say offset >= true - 20 µs, that packet says offset <= true - 100 µs, and a
+    # slope only makes it worse: the constraints cross by exactly 80 µs.
+    off = 7_000_000
+    t = T0_NS + np.arange(0, 10_000_000_000, 10_000_000)        # 1000 instants, 10 ms apart
+    send_ref, recv_other = t + off, t + 20_000
+    send_other, recv_ref = t, t + off + 30_000
+    recv_ref = recv_ref.copy()
+    recv_ref[321] = send_other[321] + off - 100_000
+    fit = fit_offset_drift(send_ref, recv_other, send_other, recv_ref)
+    assert fit.quality == "inconsistent"
+    assert math.isinf(fit.uncertainty_ns)
+    assert fit.overlap_ns == pytest.approx(80_000, abs=1)
+    assert "cross by 80 µs" in fit.detail
+    # the least-violating offset splits the difference: true - 60 µs
+    assert fit.offset_ns == pytest.approx(off - 60_000, abs=1)
+    assert fit.to_dict()["overlap_us"] == pytest.approx(80.0, abs=0.01)
+
+
+def test_clock_step_is_inconsistent():
+    rng = np.random.default_rng(6)
+    clocks = TwoClocks(1_000_000, 0.0)
+    send_ref, recv_other, send_other, recv_ref = exchange(clocks, rng, 2_000,
+                                                          10_000_000_000, 20_000)
+    # halfway through, the other clock steps 1 ms forward (an NTP step)
+    recv_other = np.where(recv_other > T0_NS + 5_000_000_000, recv_other + 1_000_000,
+                          recv_other)
+    send_other = np.where(send_other > T0_NS + 5_000_000_000, send_other + 1_000_000,
+                          send_other)
+    fit = fit_offset_drift(send_ref, recv_other, send_other, recv_ref)
+    assert fit.quality == "inconsistent"
+    assert fit.overlap_ns > 500_000
+    assert "inconsistent" in fit.detail
+
+
+# --- degenerate inputs -----------------------------------------------------------------------
+
+def test_no_pairs():
+    empty = np.empty(0, np.int64)
+    for fit in (fit_offset_drift(empty, empty, empty, empty),
+                fit_offset_drift(None, None, None, None)):
+        assert fit.quality == "none"
+        assert math.isinf(fit.uncertainty_ns)
+        assert fit.to_ref(np.array([123]))[0] == 123
+        json.dumps(fit.to_dict(), allow_nan=False)
+
+
+def test_one_pair_one_way():
+    fit = fit_offset_drift([1000], [1500], [], [])
+    assert fit.quality == "one-sided" and fit.n_forward == 1 and fit.n_backward == 0
+    assert fit.offset_ns == -500 and fit.drift_ppm == 0
+
+
+def test_all_pairs_at_one_instant():
+    n = 50
+    fit = fit_offset_drift(np.full(n, 1000), np.full(n, 1500), np.full(n, 1500),
+                           np.full(n, 2100))
+    assert fit.quality == "bounded" and fit.span_ns == 0 and fit.drift_fixed
+    assert fit.offset_ns == pytest.approx(50.0)
+    assert fit.uncertainty_ns == pytest.approx(550.0)
+    assert "one instant" in fit.detail
+
+
+def test_missing_values_are_dropped():
+    send = pd.array([1000, None, 3000], dtype="Int64")
+    recv = pd.array([1500, 2500, None], dtype="Int64")
+    fit = fit_offset_drift(send, recv, np.array([2000.0, np.nan]), np.array([2600.0, 5.0]))
+    assert fit.n_forward == 1 and fit.n_backward == 1
+    assert fit.offset_ns == pytest.approx(50.0)
+
+
+def test_unequal_pair_columns_are_a_programming_error():
+    with pytest.raises(ValueError, match="differ in length"):
+        fit_offset_drift([1, 2], [3], None, None)
+
+
+def test_identity():
+    fit = ClockFit.identity()
+    assert fit.quality == "identity" and fit.uncertainty_ns == 0
+    assert fit.to_ref(np.array([5]))[0] == 5

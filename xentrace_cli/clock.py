@@ -1,0 +1,452 @@
+"""Clock alignment: offset and drift between clock domains, and xentrace TSC to dom0 time.
+
+Three clock domains meet in an analysis (DESIGN.md, "Clock domains and alignment"): dom0's clock
+(the reference timeline of the dom0 captures), the guest's clock (guest capture, socket log) and
+the per-CPU cycle counter of the xentrace records. This module defines
+
+- :class:`ClockFit` and :func:`fit_offset_drift`: the linear map other clock → reference clock
+  from causality alone. Each packet seen on both clocks says "received no earlier than sent";
+  packets in both directions fence the line from both sides. The feasible lines form a convex
+  polygon (Duda; Poirier & Dagenais; Trace Compass' convex-hull synchronization); the estimate
+  is the line through the middle of the feasible band at both ends of the data, and its
+  uncertainty is a true bound: the half-width of that band at the worse end.
+- :class:`TscFit` and :func:`fit_tsc`: TSC cycles → dom0 nanoseconds, from the NIC interrupts
+  (each precedes the dom0 capture of the frames it delivered) and optionally the grant copies
+  (each follows the backend capture of its data and precedes the guest capture). The CPU
+  frequency is estimated when not given, by lining up the long idle gaps of both sequences.
+
+Only numpy: the data are reduced to their convex hulls (a vectorized quickhull), and the small
+linear programme over the hull vertices is solved exactly along its piecewise-linear envelope.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from xentrace_cli.units import format_duration
+
+# --- constants -------------------------------------------------------------------------------
+
+#: |drift| assumed possible between two computer clocks when the data cannot tell (NTP's limit
+#: on frequency correction). Used to fix the drift at 0 and still give an honest bound.
+MAX_PLAUSIBLE_DRIFT_PPM = 500.0
+#: Slopes searched at all: beyond 1 % the "clock" is something else.
+HARD_DRIFT_LIMIT_PPM = 10_000.0
+#: A one-sided fit estimates drift only over at least this span of data.
+MIN_ONE_SIDED_DRIFT_SPAN_NS = 1_000_000_000
+
+#: Frames closer than this to the previous frame belong to the same interrupt's burst.
+BURST_GAP_NS = 30_000
+#: An interrupt is matched to a burst when the burst starts within ± this of its predicted time.
+IRQ_MATCH_WINDOW_NS = 100_000
+#: How many of the longest idle gaps of each sequence are tried when lining them up.
+N_BIG_GAPS = 40
+#: Slack (ns) allowed between the length of an idle gap seen in the trace and in the capture.
+GAP_JITTER_NS = 100_000
+#: Plausible TSC frequencies when none is given.
+MIN_CPU_HZ, MAX_CPU_HZ = 0.5e9, 10e9
+#: Fraction of the lowest irq→frame delays dropped as mismatches before the causal bound.
+IRQ_LOW_TRIM = 0.002
+
+QUALITIES = ("bounded", "one-sided", "inconsistent", "identity", "none")
+
+IntArray = npt.NDArray[np.int64]
+
+
+# --- convex hulls ----------------------------------------------------------------------------
+
+def _upper_hull(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (``u`` ascending) of the upper convex hull of the points ``(u, v)``.
+
+    A quickhull done a level at a time over all segments at once: each round keeps the points
+    above their segment's chord and adds, per segment, the one farthest above. Points are
+    pre-sorted by ``u`` so that the segments' candidates come in contiguous groups.
+    """
+    if u.size == 0:
+        return u[:0], v[:0]
+    order = np.argsort(u, kind="stable")
+    u, v = u[order], v[order]
+    u_lo, u_hi = u[0], u[-1]
+    v_lo = v[u == u_lo].max()
+    if u_lo == u_hi:
+        return np.array([u_lo]), np.array([v_lo])
+    v_hi = v[u == u_hi].max()
+    hull_u, hull_v = np.array([u_lo, u_hi]), np.array([v_lo, v_hi])
+    inside = (u > u_lo) & (u < u_hi)
+    cu, cv = u[inside], v[inside]
+    while cu.size:
+        seg = np.searchsorted(hull_u, cu, side="right") - 1
+        slope = (hull_v[seg + 1] - hull_v[seg]) / (hull_u[seg + 1] - hull_u[seg])
+        height = cv - (hull_v[seg] + slope * (cu - hull_u[seg]))
+        above = height > 0
+        if not above.any():
+            break
+        cu, cv, seg, height = cu[above], cv[above], seg[above], height[above]
+        # per segment (contiguous groups, cu sorted) the farthest point becomes a vertex
+        starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
+        group_max = np.maximum.reduceat(height, starts)
+        counts = np.diff(np.r_[starts, seg.size])
+        is_max = np.flatnonzero(height == np.repeat(group_max, counts))
+        _, first = np.unique(seg[is_max], return_index=True)
+        new = is_max[first]
+        hull_u = np.concatenate([hull_u, cu[new]])
+        hull_v = np.concatenate([hull_v, cv[new]])
+        order = np.argsort(hull_u, kind="stable")
+        hull_u, hull_v = hull_u[order], hull_v[order]
+        keep = np.ones(cu.size, bool)
+        keep[new] = False
+        cu, cv = cu[keep], cv[keep]
+    return hull_u, hull_v
+
+
+@dataclasses.dataclass(frozen=True)
+class _Envelope:
+    """One side of the feasible region: the line ``c + b·u`` must stay above (``side`` +1) or
+    below (-1) every point; ``at(b)`` is the tightest intercept ``c`` for slope ``b``."""
+
+    u: np.ndarray
+    v: np.ndarray
+    slopes: np.ndarray
+    side: int
+
+    @classmethod
+    def build(cls, u: np.ndarray, v: np.ndarray, side: int) -> _Envelope:
+        hu, hv = _upper_hull(u, v * side)
+        hv = hv * side
+        slopes = np.diff(hv) / np.diff(hu) if hu.size > 1 else np.empty(0)
+        return cls(hu, hv, slopes, side)
+
+    def at(self, b: np.ndarray) -> np.ndarray:
+        """max (side +1) or min (side -1) over the points of ``v - b·u``."""
+        b = np.asarray(b, float)
+        if self.side > 0:     # upper hull: edge slopes decrease left to right
+            k = np.searchsorted(-self.slopes, -b, side="left")
+        else:                 # lower hull: edge slopes increase
+            k = np.searchsorted(self.slopes, b, side="left")
+        return self.v[k] - b * self.u[k]
+
+    def supporting_slope(self, u0: float) -> float:
+        """Slope of the hull edge above (or below) ``u0``: the line tightest around ``u0``."""
+        if self.slopes.size == 0:
+            return 0.0
+        k = int(np.clip(np.searchsorted(self.u, u0) - 1, 0, self.slopes.size - 1))
+        return float(self.slopes[k])
+
+
+# --- the linear programme over the two envelopes ---------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Region:
+    """Feasible (slope, intercept) lines within a slope window, or the least-violating one."""
+
+    feasible: bool
+    b_lo: float           # feasible slope range (or the best slope, twice, when infeasible)
+    b_hi: float
+    vertices: np.ndarray  # (k, 2): slope, intercept of the polygon's corners
+    gap: float            # max over slopes of U - L (< 0: the hulls overlap by -gap)
+    best_b: float
+
+
+def _solve(lower: _Envelope, upper: _Envelope, w_lo: float, w_hi: float) -> _Region:
+    """The lines ``c + b·u`` with ``lower.at(b) <= c <= upper.at(b)``, ``w_lo <= b <= w_hi``.
+
+    ``U(b) - L(b)`` is concave and piecewise linear with corners at the hulls' edge slopes,
+    so evaluating it there finds its maximum and the ends of the feasible slope interval
+    exactly.
+    """
+    knots = np.concatenate([lower.slopes, upper.slopes, [w_lo, w_hi, 0.0]])
+    knots = np.unique(knots[(knots >= w_lo) & (knots <= w_hi)])
+    gap = upper.at(knots) - lower.at(knots)
+    i_best = int(np.argmax(gap))
+    ties = np.flatnonzero(gap >= gap[i_best] - 1e-9 * max(1.0, abs(gap[i_best])))
+    i_best = int(ties[np.argmin(np.abs(knots[ties]))])   # among equals, the drift nearest 0
+    best_b = float(knots[i_best])
+    if gap[i_best] < 0:
+        c = 0.5 * (lower.at(best_b) + upper.at(best_b))
+        return _Region(False, best_b, best_b, np.array([[best_b, c]]), float(gap[i_best]),
+                       best_b)
+    ok = np.flatnonzero(gap >= 0)
+    i0, i1 = int(ok[0]), int(ok[-1])
+
+    def zero(i_out: int, i_in: int) -> float:
+        g_out, g_in = gap[i_out], gap[i_in]
+        return float(knots[i_in] + (knots[i_out] - knots[i_in]) * g_in / (g_in - g_out))
+
+    b_lo = float(knots[i0]) if i0 == 0 else zero(i0 - 1, i0)
+    b_hi = float(knots[i1]) if i1 == knots.size - 1 else zero(i1 + 1, i1)
+    corners = np.unique(np.r_[b_lo, knots[i0:i1 + 1], b_hi])
+    vertices = np.concatenate([
+        np.column_stack([corners, lower.at(corners)]),
+        np.column_stack([corners, upper.at(corners)]),
+    ])
+    return _Region(True, b_lo, b_hi, vertices, float(gap[i_best]), best_b)
+
+
+def _worst_deviation(vertices: np.ndarray, b: float, c: float, u_ends: tuple[float, float]
+                     ) -> float:
+    """Largest |feasible line - estimate| over the data span (at its ends, by convexity)."""
+    dev = 0.0
+    for u in u_ends:
+        dev = max(dev, float(np.max(np.abs(vertices[:, 1] + vertices[:, 0] * u - (c + b * u)))))
+    return dev
+
+
+# --- ClockFit --------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ClockFit:
+    """The map other clock → reference clock: ``t_ref = t + offset + drift·(t - ref_ns)``."""
+
+    offset_ns: float
+    """Reference minus other clock at ``ref_ns``."""
+    drift_ppm: float
+    """How much faster the reference clock runs, in parts per million of the other's."""
+    ref_ns: int
+    """Point of the other clock the offset is given at (the middle of the data)."""
+    quality: str
+    """``bounded`` | ``one-sided`` | ``inconsistent`` | ``identity`` | ``none``."""
+    uncertainty_ns: float
+    """Half-width of the feasible offset band at the worse end of the data; inf when none."""
+    n_forward: int
+    """Pairs sent on the reference clock, received on the other."""
+    n_backward: int
+    """Pairs sent on the other clock, received on the reference."""
+    overlap_ns: float = 0.0
+    """For ``inconsistent``: how far the two directions' constraints cross (0 otherwise)."""
+    drift_range_ppm: tuple[float, float] | None = None
+    """Drifts the data allow (``None`` when not bounded by them)."""
+    drift_fixed: bool = False
+    """True when the drift was not estimated (span too short, one pair, or fixed by caller)."""
+    span_ns: int = 0
+    """Span of the data on the other clock."""
+    detail: str = ""
+    """One sentence for the report: what the fit rests on and how far to trust it."""
+
+    @classmethod
+    def identity(cls, detail: str = "same clock: no alignment needed") -> ClockFit:
+        """Both sides read the same clock."""
+        return cls(0.0, 0.0, 0, "identity", 0.0, 0, 0, detail=detail)
+
+    @classmethod
+    def none(cls, detail: str, n_forward: int = 0, n_backward: int = 0) -> ClockFit:
+        """No information: the identity map, with infinite uncertainty."""
+        return cls(0.0, 0.0, 0, "none", math.inf, n_forward, n_backward, drift_fixed=True,
+                   detail=detail)
+
+    def _correction(self, t_other_ns: np.ndarray) -> np.ndarray:
+        rel = (t_other_ns - np.int64(self.ref_ns)).astype(np.float64)
+        return np.rint(self.offset_ns + self.drift_ppm * 1e-6 * rel).astype(np.int64)
+
+    def to_ref(self, t_ns: npt.ArrayLike) -> IntArray:
+        """Other clock → reference clock, int64 ns."""
+        t = np.asarray(t_ns, dtype=np.int64)
+        return t + self._correction(t)
+
+    def from_ref(self, t_ns: npt.ArrayLike) -> IntArray:
+        """Reference clock → other clock, int64 ns (the inverse of :meth:`to_ref`)."""
+        t = np.asarray(t_ns, dtype=np.int64)
+        d = self.drift_ppm * 1e-6
+        rel = (t - np.int64(self.ref_ns)).astype(np.float64)
+        return np.int64(self.ref_ns) + np.rint((rel - self.offset_ns) / (1.0 + d)).astype(
+            np.int64)
+
+    @property
+    def uncertainty_us(self) -> float:
+        return self.uncertainty_ns / 1e3
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary (infinities become ``None``)."""
+        def finite(x: float) -> float | None:
+            return float(x) if math.isfinite(x) else None
+        return {
+            "quality": self.quality,
+            "offset_ns": finite(self.offset_ns),
+            "drift_ppm": finite(self.drift_ppm),
+            "ref_ns": int(self.ref_ns),
+            "uncertainty_us": finite(self.uncertainty_us),
+            "overlap_us": finite(self.overlap_ns / 1e3),
+            "drift_range_ppm": (None if self.drift_range_ppm is None
+                                else [finite(x) for x in self.drift_range_ppm]),
+            "drift_fixed": self.drift_fixed,
+            "span_s": self.span_ns / 1e9,
+            "n_forward": self.n_forward,
+            "n_backward": self.n_backward,
+            "detail": self.detail,
+        }
+
+
+def _as_ns_pairs(a: npt.ArrayLike | None, b: npt.ArrayLike | None) -> tuple[IntArray, IntArray]:
+    """Two equally long time columns as int64 ns, pairs with a missing value dropped."""
+    if a is None or b is None:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    cols = []
+    for x in (a, b):
+        arr = np.asarray(x)
+        if arr.dtype == object or arr.dtype.kind == "f":
+            import pandas as pd  # nullable and float columns: NA/NaN marks "not seen"
+            ser = pd.Series(arr)
+            cols.append((ser.notna().to_numpy(), ser))
+        else:
+            cols.append((np.ones(arr.shape, bool), arr.astype(np.int64, copy=False)))
+    if cols[0][0].shape != cols[1][0].shape:
+        raise ValueError(f"paired time columns differ in length: {cols[0][0].shape} "
+                         f"and {cols[1][0].shape}")
+    valid = cols[0][0] & cols[1][0]
+    out = []
+    for _, col in cols:
+        if hasattr(col, "iloc"):
+            vals = col[valid]
+            out.append(np.rint(vals.to_numpy(dtype=np.float64)).astype(np.int64)
+                       if vals.dtype.kind == "f" else vals.to_numpy(dtype=np.int64))
+        else:
+            out.append(col if valid.all() else col[valid])
+    return out[0], out[1]
+
+
+def _fmt_us(ns: float) -> str:
+    """A duration given in ns, as the report writes it."""
+    return f"{ns:.0f} ns" if abs(ns) < 1e3 else format_duration(ns / 1e3)
+
+
+def fit_offset_drift(send_ref_ns: npt.ArrayLike | None, recv_other_ns: npt.ArrayLike | None,
+                     send_other_ns: npt.ArrayLike | None, recv_ref_ns: npt.ArrayLike | None,
+                     *, min_delay_ns: int = 0, fix_drift_ppm: float | None = None,
+                     names: tuple[str, str] = ("reference", "other")) -> ClockFit:
+    """Offset and drift of the other clock against the reference, from causality.
+
+    Forward pairs were sent at ``send_ref_ns`` (reference clock) and received at
+    ``recv_other_ns`` (other clock); backward pairs the other way. Every packet took at least
+    ``min_delay_ns``. ``fix_drift_ppm`` fixes the drift instead of estimating it. ``names``
+    (reference, other) are used in the ``detail`` sentence.
+    """
+    fs, fr = _as_ns_pairs(send_ref_ns, recv_other_ns)
+    bs, br = _as_ns_pairs(send_other_ns, recv_ref_ns)
+    nf, nb = int(fs.size), int(bs.size)
+    ref_name, other_name = names
+    if nf + nb == 0:
+        return ClockFit.none(f"no packet seen on both the {ref_name} and the {other_name} "
+                             "clock: clocks not aligned")
+    other_t = np.concatenate([fr, bs])
+    t_lo, t_hi = int(other_t.min()), int(other_t.max())
+    ref = t_lo + (t_hi - t_lo) // 2
+    span = t_hi - t_lo
+    u_ends = (float(t_lo - ref), float(t_hi - ref))
+    # work relative to a rough integer offset so that float64 keeps sub-ns precision
+    base = int(fs[0] - fr[0]) if nf else int(br[0] - bs[0])
+    # forward: t_recv + f(u) >= t_send + min_delay, i.e. f(u) >= v at u = t_recv - ref
+    f_u = (fr - ref).astype(float)
+    f_v = ((fs - fr) - base).astype(float) + min_delay_ns
+    # backward: t_send + f(u) + min_delay <= t_recv, i.e. f(u) <= v at u = t_send - ref
+    b_u = (bs - ref).astype(float)
+    b_v = ((br - bs) - base).astype(float) - min_delay_ns
+    lower = _Envelope.build(f_u, f_v, +1) if nf else None
+    upper = _Envelope.build(b_u, b_v, -1) if nb else None
+    common = dict(ref_ns=ref, n_forward=nf, n_backward=nb, span_ns=span)
+    plaus = MAX_PLAUSIBLE_DRIFT_PPM * 1e-6
+    hard = HARD_DRIFT_LIMIT_PPM * 1e-6
+
+    if lower is None or upper is None:
+        return _one_sided(lower if lower is not None else upper, nf, nb, base, span, u_ends,
+                          fix_drift_ppm, names, common)
+
+    if fix_drift_ppm is not None:
+        b_fix = fix_drift_ppm * 1e-6
+        region = _solve(lower, upper, b_fix, b_fix)
+        window_note = f"drift fixed at {fix_drift_ppm:g} ppm by the caller"
+    else:
+        region = _solve(lower, upper, -hard, hard)
+        window_note = ""
+    if not region.feasible:
+        if fix_drift_ppm is None:
+            region = _solve(lower, upper, -plaus, plaus)
+        b, c = region.best_b, float(region.vertices[0, 1])
+        overlap = -region.gap
+        detail = (f"inconsistent: no {'line' if fix_drift_ppm is None else 'offset'} puts all "
+                  f"{nf} {ref_name}→{other_name} and {nb} {other_name}→{ref_name} packets after "
+                  f"their sending; the constraints cross by {_fmt_us(overlap)} (a mismatched "
+                  "packet or a clock step?); the least-violating fit is shown, not trusted")
+        drift_ppm = fix_drift_ppm if fix_drift_ppm is not None else b * 1e6
+        return ClockFit(base + c, drift_ppm, quality="inconsistent", uncertainty_ns=math.inf,
+                        overlap_ns=overlap, drift_fixed=fix_drift_ppm is not None,
+                        detail=detail, **common)
+
+    b_lo, b_hi = region.b_lo, region.b_hi
+    determined = (fix_drift_ppm is None and span > 0 and b_hi - b_lo <= plaus
+                  and b_lo > -hard and b_hi < hard)
+    if fix_drift_ppm is not None:
+        b = fix_drift_ppm * 1e-6
+        c = 0.5 * float(lower.at(b) + upper.at(b))
+        unc = _worst_deviation(region.vertices, b, c, u_ends)
+        drift_range = None
+        note = window_note
+    elif not determined:
+        w_lo, w_hi = max(b_lo, -plaus), min(b_hi, plaus)
+        if w_lo > w_hi:
+            w_lo, w_hi = b_lo, b_hi
+        region = _solve(lower, upper, w_lo, w_hi)
+        b = min(max(0.0, w_lo), w_hi)
+        c = 0.5 * float(lower.at(b) + upper.at(b))
+        unc = _worst_deviation(region.vertices, b, c, u_ends)
+        drift_range = None
+        why = "one instant" if span == 0 else _fmt_us(span)
+        note = (f"{why} of data cannot tell the drift: fixed at {b * 1e6:g} ppm, bound assumes "
+                f"|drift| ≤ {MAX_PLAUSIBLE_DRIFT_PPM:g} ppm")
+    else:
+        # the line through the middle of the feasible band at both ends of the data: it
+        # minimizes the worst error over the span; fall back to the mean of the extreme-slope
+        # lines (Duda's bisector) should that line leave the polygon
+        verts = region.vertices
+        lo_vals = verts[:, 1] + verts[:, 0] * u_ends[0]
+        hi_vals = verts[:, 1] + verts[:, 0] * u_ends[1]
+        e_lo = 0.5 * (lo_vals.min() + lo_vals.max())
+        e_hi = 0.5 * (hi_vals.min() + hi_vals.max())
+        b = (e_hi - e_lo) / (u_ends[1] - u_ends[0])
+        c = e_lo - b * u_ends[0]
+        tol = 1e-6 * max(1.0, float(np.abs(verts[:, 1]).max()))
+        if not (lower.at(b) - tol <= c <= upper.at(b) + tol):
+            c_lo, c_hi = float(lower.at(b_lo)), float(lower.at(b_hi))
+            b, c = 0.5 * (b_lo + b_hi), 0.5 * (c_lo + c_hi)
+        unc = _worst_deviation(verts, b, c, u_ends)
+        drift_range = (b_lo * 1e6, b_hi * 1e6)
+        note = f"drift {b * 1e6:+.2f} ppm (data allow {b_lo * 1e6:+.2f} to {b_hi * 1e6:+.2f})"
+    detail = (f"{nf} {ref_name}→{other_name} and {nb} {other_name}→{ref_name} packets over "
+              f"{_fmt_us(span)} bound the offset to ±{_fmt_us(unc)}; {note}")
+    drift_ppm = fix_drift_ppm if fix_drift_ppm is not None else b * 1e6
+    return ClockFit(base + c, drift_ppm, quality="bounded", uncertainty_ns=unc,
+                    drift_range_ppm=drift_range, drift_fixed=drift_range is None,
+                    detail=detail, **common)
+
+
+def _one_sided(env: _Envelope, nf: int, nb: int, base: int, span: int,
+               u_ends: tuple[float, float], fix_drift_ppm: float | None,
+               names: tuple[str, str], common: dict[str, Any]) -> ClockFit:
+    """One direction only: the tightest line on the constrained side (Moon, Skelly & Towsley:
+    the hull edge over the middle of the data), i.e. the fastest packets took ``min_delay``."""
+    ref_name, other_name = names
+    u_mid = 0.5 * (u_ends[0] + u_ends[1])
+    if fix_drift_ppm is not None:
+        b, fixed, note = fix_drift_ppm * 1e-6, True, f"drift fixed at {fix_drift_ppm:g} ppm"
+    else:
+        b = env.supporting_slope(u_mid)
+        fixed = (span < MIN_ONE_SIDED_DRIFT_SPAN_NS or env.slopes.size == 0
+                 or abs(b) > MAX_PLAUSIBLE_DRIFT_PPM * 1e-6)
+        if fixed:
+            b, note = 0.0, "drift not estimated (fixed at 0)"
+        else:
+            note = f"drift {b * 1e6:+.2f} ppm from the fastest packets"
+    c = float(env.at(b))
+    if env.side > 0:
+        seen = f"only {ref_name}→{other_name} packets ({nf})"
+        way = f"the {other_name} clock may be later than shown"
+    else:
+        seen = f"only {other_name}→{ref_name} packets ({nb})"
+        way = f"the {other_name} clock may be earlier than shown"
+    detail = (f"one-sided: {seen} bound the offset from one side; the estimate assumes the "
+              f"fastest of them took the minimum delay, and {way} by an unknown amount; {note}")
+    return ClockFit(base + c, b * 1e6, quality="one-sided", uncertainty_ns=math.inf,
+                    drift_fixed=fixed, detail=detail, **common)
