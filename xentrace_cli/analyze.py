@@ -1,0 +1,455 @@
+"""The pipeline of ``xenlat analyze``: sources → aligned, matched, attributed table → Analysis.
+
+:func:`analyze` reads whatever sources are given (any of the guest capture, the backend and
+physical-NIC captures in dom0, a xentrace file, the guest application's socket log), aligns
+their clocks on dom0's (:mod:`clock`), matches each data segment across the capture points
+(:mod:`match`), computes its checkpoints and stages (:mod:`attribute`), the causes of stalls
+from the trace, and the anomalies (:mod:`anomalies`). One capture alone still gives the
+per-connection view of :mod:`lone`. :func:`analyze_files` is the same for Python callers.
+
+Example::
+
+    from xentrace_cli.analyze import analyze_files
+    result = analyze_files(guest="guest.pcapng", backend="vif5.0.pcap",
+                           xentrace="xentrace.bin", socket_log="app.strace")
+    slow = result.table[result.table["anomaly"] != ""]
+    print(slow[["seq", "total_us", "anomaly", "cause"]])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import anomalies, attribute, lone, match
+from .attribute import NA_NS
+from .errors import OptionError
+from .model import STAGES, Sources
+from .result import Analysis
+
+ProgressCallback = Callable[[int, int], None]
+
+#: Names a ``--threshold`` may use besides the stages.
+_INTERVAL_NAME = re.compile(r"^[a-z0-9_]+_to_[a-z0-9_]+$")
+#: Backend interface names: ``vif<domid>.<n>`` (file name or pcapng ``if_name``).
+_VIF = re.compile(r"vif(\d+)\.(\d+)")
+#: The capture points, downstream (receive direction) first.
+CAPTURES: tuple[str, ...] = ("guest", "backend", "phys")
+
+
+@dataclasses.dataclass
+class AnalyzeOptions:
+    """Options of an analysis (the CLI's ``--cpu-hz``, ``--domid`` …)."""
+
+    cpu_hz: float | None = None
+    """TSC frequency of the traced host; estimated from the data when None."""
+    domid: int | None = None
+    """Guest domain id; from the backend interface name ``vifD.N`` when None."""
+    nic_irq: int | None = None
+    """Xen IRQ of the NIC; the IRQ whose interrupts line up with packet arrivals when None."""
+    display_filter: str | None = None
+    """Wireshark display filter applied to every capture (runs tshark)."""
+    thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Absolute anomaly thresholds, µs, per stage (or interval, or ``total``)."""
+
+
+def parse_thresholds(strings: Iterable[str]) -> dict[str, float]:
+    """``["socket_read=10ms"]`` → ``{"socket_read": 10000.0}`` (µs). ValueError on bad input."""
+    from .units import parse_duration_us
+
+    out: dict[str, float] = {}
+    for text in strings:
+        name, sep, value = text.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"{text!r}: write STAGE=DURATION, e.g. socket_read=10ms")
+        known = (name in STAGES or name == "total" or name in lone.INTERVALS
+                 or _INTERVAL_NAME.match(name))
+        if not known:
+            raise ValueError(f"{text!r}: unknown stage {name!r} (one of "
+                             f"{', '.join((*STAGES, 'total'))}, or a merged interval such as "
+                             "backend_to_guest)")
+        us = parse_duration_us(value)
+        if us <= 0:
+            raise ValueError(f"{text!r}: the threshold must be positive")
+        out[name] = us
+    return out
+
+
+def analyze_files(guest: str | os.PathLike[str] | None = None, *,
+                  backend: str | os.PathLike[str] | None = None,
+                  phys: str | os.PathLike[str] | None = None,
+                  xentrace: str | os.PathLike[str] | None = None,
+                  socket_log: str | os.PathLike[str] | None = None,
+                  cpu_hz: float | None = None, domid: int | None = None,
+                  nic_irq: int | None = None, display_filter: str | None = None,
+                  thresholds: dict[str, float] | None = None,
+                  on_progress: ProgressCallback | None = None) -> Analysis:
+    """Analyze files given by path; ``result.table`` is the per-packet DataFrame."""
+    def p(x: str | os.PathLike[str] | None) -> Path | None:
+        return Path(x) if x is not None else None
+
+    sources = Sources(guest=p(guest), backend=p(backend), phys=p(phys), xentrace=p(xentrace),
+                      socket_log=p(socket_log))
+    if not sources.present:
+        raise OptionError("nothing to analyze: give at least one source")
+    options = AnalyzeOptions(cpu_hz=cpu_hz, domid=domid, nic_irq=nic_irq,
+                             display_filter=display_filter, thresholds=dict(thresholds or {}))
+    return analyze(sources, options, on_progress=on_progress)
+
+
+class _Progress:
+    """Turns each reader's progress into one (done, total) over all inputs, by file size."""
+
+    def __init__(self, sources: Sources, callback: ProgressCallback | None) -> None:
+        self.callback = callback
+        self.sizes = {}
+        for name in sources.present:
+            try:
+                self.sizes[name] = os.path.getsize(getattr(sources, name))
+            except OSError:
+                self.sizes[name] = 0
+        self.total = sum(self.sizes.values()) + 1
+        self.done: dict[str, int] = {}
+
+    def part(self, name: str) -> ProgressCallback | None:
+        if self.callback is None:
+            return None
+
+        def update(done: int, total: int) -> None:
+            size = self.sizes.get(name, 0)
+            self.done[name] = int(size * done / total) if total else size
+            self.report()
+
+        return update
+
+    def report(self, final: bool = False) -> None:
+        if self.callback is not None:
+            self.callback(self.total if final else min(sum(self.done.values()),
+                                                       self.total - 1), self.total)
+
+
+def domid_from_name(path: Path | None, packets: pd.DataFrame | None) -> int | None:
+    """Guest domain id from the backend interface name (``vif5.0``: file or pcapng if_name)."""
+    names = []
+    if packets is not None:
+        names += [str(i.get("if_name") or i.get("name") or "")
+                  for i in packets.attrs.get("interfaces", []) if isinstance(i, dict)]
+    if path is not None:
+        names.append(path.name)
+    for name in names:
+        found = _VIF.search(name)
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def analyze(sources: Sources, options: AnalyzeOptions,
+            on_progress: ProgressCallback | None = None) -> Analysis:
+    """Run the whole pipeline on ``sources`` (see the module docstring)."""
+    from .packets import read_packets
+
+    progress = _Progress(sources, on_progress)
+    notes: list[str] = []
+    alignment: dict[str, Any] = {}
+    present = set(sources.present)
+
+    packets: dict[str, pd.DataFrame] = {}
+    for name in CAPTURES[::-1]:
+        path = getattr(sources, name)
+        if path is not None:
+            packets[name] = read_packets(path, display_filter=options.display_filter,
+                                         on_progress=progress.part(name))
+    calls = None
+    if sources.socket_log is not None:
+        from .readers.strace import read_socket_log
+
+        calls = read_socket_log(sources.socket_log, on_progress=progress.part("socket_log"))
+    trace = None
+    if sources.xentrace is not None:
+        from .readers.xentrace import read_xentrace
+
+        trace = read_xentrace(sources.xentrace, on_progress=progress.part("xentrace"))
+
+    # --- segments on one axis -----------------------------------------------------------------
+    tables: dict[str, pd.DataFrame] = {}
+    for name, table in packets.items():
+        tables[name] = match.data_segments(table)
+        tables[f"{name}:syn"] = match.syn_segments(table)
+    anchor_name = next((n for n in CAPTURES if n in packets), None)
+    if anchor_name is None:
+        return _no_capture(sources, calls, trace, notes)
+    local = match.local_addresses(tables[anchor_name])
+    if not local and calls is not None:
+        local = set()
+    placed = match.assign_flows(tables, local)
+    syns = pd.concat([placed[k] for k in placed if k.endswith(":syn")], ignore_index=True)
+    anchor_all = placed[anchor_name]
+    fresh = match.first_transmissions(anchor_all)
+    anchor = anchor_all[fresh].reset_index(drop=True)
+    if (~fresh).any():
+        notes.append(f"{int((~fresh).sum())} retransmitted segments in the {anchor_name} "
+                     "capture are left out of the table (each byte counts once, at its first "
+                     "transmission).")
+    n = len(anchor)
+    own: dict[str, np.ndarray] = {anchor_name: anchor["ts_ns"].to_numpy(np.int64)}
+    matched_rows: dict[str, np.ndarray] = {anchor_name: np.flatnonzero(fresh)}
+    retrans = np.zeros(n, dtype=bool)
+    for name in CAPTURES:
+        if name == anchor_name or name not in placed:
+            continue
+        m = match.match_segments(anchor, placed[name])
+        own[name] = np.where(m.found, m.ts_ns, NA_NS)
+        matched_rows[name] = m.index
+        retrans |= m.retransmitted
+        missing = int((~m.found).sum())
+        if missing:
+            notes.append(f"{missing} of {n} segments of the {anchor_name} capture were not "
+                         f"found in the {name} capture (their {name} time is left empty).")
+
+    # --- the guest clock on dom0's --------------------------------------------------------------
+    dom0_point = "backend" if "backend" in own else ("phys" if "phys" in own else None)
+    direction = anchor["direction"].to_numpy()
+    rx = direction == "rx"
+    guest_fit = None
+    uncertainty = {"dom0": 0.0, "guest": 0.0, "tsc": 0.0}
+    if "guest" in own and dom0_point is not None:
+        from .clock import fit_offset_drift
+
+        g, d = own["guest"], own[dom0_point]
+        both = (g != NA_NS) & (d != NA_NS)
+        f, b = both & rx, both & ~rx
+        guest_fit = fit_offset_drift(d[f], g[f], g[b], d[b], names=("dom0", "guest"))
+        alignment["guest->dom0"] = {**guest_fit.to_dict(), "from": f"{dom0_point} ↔ guest"}
+        uncertainty["guest"] = guest_fit.uncertainty_ns / 1e3
+        if guest_fit.quality != "bounded":
+            notes.append(f"guest clock: {guest_fit.detail}")
+    elif "guest" in own:
+        notes.append("guest clock not aligned (no dom0 capture): stages within the guest "
+                     "(socket_read) are exact; times are on the guest's clock.")
+        alignment["guest->dom0"] = {"quality": "none", "offset_ns": None, "drift_ppm": None,
+                                    "uncertainty_us": None,
+                                    "detail": "no dom0 capture to align the guest clock with",
+                                    "from": ""}
+
+    def to_dom0(t_ns: np.ndarray, clock: str) -> np.ndarray:
+        if clock == "guest" and guest_fit is not None:
+            ok = t_ns != NA_NS
+            out = t_ns.copy()
+            out[ok] = guest_fit.to_ref(t_ns[ok])
+            return out
+        return t_ns
+
+    checkpoints: dict[str, np.ndarray] = {}
+    for name in CAPTURES:
+        if name in own:
+            checkpoints[name] = to_dom0(own[name], "guest" if name == "guest" else "dom0")
+
+    # --- the socket log -----------------------------------------------------------------------
+    if calls is not None:
+        offsets = match.stream_offset(anchor, syns)
+        mapping, method = attribute.map_streams(calls, anchor, offsets)
+        if method == "bytes":
+            notes.append("socket log: sockets matched to connections by byte counts (the log "
+                         "has no peer addresses).")
+        t_sock, _ = attribute.socket_times(calls, anchor, offsets, mapping)
+        if len(mapping) == 0:
+            notes.append("socket log: no socket could be matched to a connection of the "
+                         "capture; read and write times are left empty.")
+        sock_dom0 = to_dom0(t_sock, "guest") if "guest" in own else t_sock
+        if "guest" not in own and dom0_point is not None:
+            notes.append("socket log without a guest capture: its clock cannot be aligned "
+                         "with dom0's; read times are on the guest clock.")
+        checkpoints["read"] = np.where(rx, sock_dom0, NA_NS)
+        checkpoints["write"] = np.where(~rx, sock_dom0, NA_NS)
+
+    # --- the trace ----------------------------------------------------------------------------
+    cause = np.full(n, "", dtype=object)
+    cause_detail = np.full(n, "", dtype=object)
+    domid = options.domid
+    if domid is None:
+        domid = domid_from_name(sources.backend, packets.get("backend"))
+    if trace is not None:
+        result = attribute.attribute_trace(
+            trace, anchor=anchor, placed=placed, matched_rows=matched_rows,
+            checkpoints=checkpoints, rx=rx, domid=domid, options=options,
+            guest_fit=guest_fit)
+        checkpoints.update(result.checkpoints)
+        alignment.update(result.alignment)
+        notes.extend(result.notes)
+        uncertainty["tsc"] = result.uncertainty_us
+        trace_causes = result
+    else:
+        trace_causes = None
+        notes.append("no xentrace: causes cannot be named (the trace's vCPU run states are "
+                     "the evidence).")
+
+    # --- the table ----------------------------------------------------------------------------
+    table = anchor[list(match.FLOW_COLUMNS)].copy()
+    table["direction"] = direction
+    table["seq"] = anchor["seq"].to_numpy()
+    table["len"] = anchor["len"].to_numpy()
+    order = ["irq", "dom0_run", "phys", "backend", "copy", "guest_wake", "guest_run", "guest",
+             "read", "write"]
+    for point in order:
+        if point in checkpoints:
+            table[f"t_{point}"] = attribute.to_seconds(checkpoints[point])
+        elif point != "write" and attribute.NEEDS[point] in present:
+            table[f"t_{point}"] = np.nan
+    shown_intervals = (attribute.intervals(present, "rx")
+                       + attribute.intervals(present, "tx"))
+    notes.extend(attribute.merge_notes([iv for iv in shown_intervals if iv.direction == "rx"]))
+    for iv in shown_intervals:
+        values = attribute.durations_us(checkpoints.get(iv.start, np.full(n, NA_NS)),
+                                        checkpoints.get(iv.end, np.full(n, NA_NS)))
+        values[(rx if iv.direction == "tx" else ~rx)] = np.nan
+        table[iv.column] = values
+    for stage in STAGES:
+        if f"{stage}_us" not in table.columns:
+            table[f"{stage}_us"] = np.nan
+    # total: first → last measured boundary of the path
+    path_points = [p for p in ("irq", "dom0_run", "phys", "backend", "copy", "guest", "read",
+                               "write") if p in checkpoints]
+    if path_points:
+        stack = np.vstack([checkpoints[p] for p in path_points]).astype(np.float64)
+        stack[stack == float(NA_NS)] = np.nan
+        with np.errstate(all="ignore"):
+            span = np.nanmax(stack, axis=0) - np.nanmin(stack, axis=0)
+            count = np.isfinite(stack).sum(axis=0)
+        table["total_us"] = np.where(count >= 2, span / 1e3, np.nan)
+    else:
+        table["total_us"] = np.nan
+
+    # --- uncertainty, causes, anomalies -------------------------------------------------------
+    unc = np.zeros(n)
+    clocks_in_row = {}
+    for point, t in checkpoints.items():
+        clock = attribute.CLOCK_OF.get(point, "dom0")
+        clocks_in_row.setdefault(clock, np.zeros(n, dtype=bool))
+        clocks_in_row[clock] |= t != NA_NS
+    crossing = sum(v.astype(int) for v in clocks_in_row.values()) >= 2 if clocks_in_row \
+        else np.zeros(n, dtype=bool)
+    for clock, seen in clocks_in_row.items():
+        if clock != "dom0":
+            unc = np.where(crossing & seen, np.maximum(unc, uncertainty[clock]), unc)
+    table["uncertainty_us"] = unc
+
+    stage_values = {iv.name: table[iv.column].to_numpy(float) for iv in shown_intervals}
+    label = np.full(n, "", dtype=object)
+    baselines: dict[str, Any] = {}
+    for way in ("rx", "tx"):
+        sel = direction == way
+        names = [iv.name for iv in shown_intervals if iv.direction == way]
+        if not sel.any() or not names:
+            continue
+        lab, base = anomalies.detect({k: stage_values[k][sel] for k in names},
+                                     options.thresholds)
+        label[sel] = lab
+        for k, b in base.items():
+            baselines[k] = {**b.to_dict(), "direction": way,
+                            "uncertainty_us": _interval_uncertainty(k, shown_intervals,
+                                                                    uncertainty)}
+    if "total" in options.thresholds:
+        over = (table["total_us"].to_numpy(float) > options.thresholds["total"]) & (label == "")
+        label[over] = "total"
+    if trace_causes is not None:
+        label = trace_causes.spread(label, stage_values, baselines, checkpoints, table)
+        cause, cause_detail = trace_causes.causes(label, checkpoints)
+    stall_value = np.full(n, np.nan)
+    for name in set(label.tolist()) - {""}:
+        col = f"{name}_us"
+        if col in table.columns:
+            pick = label == name
+            base = baselines.get(name, {}).get("median_us", 0.0)
+            stall_value[pick] = table[col].to_numpy(float)[pick] - np.nan_to_num(base)
+    table["anomaly"] = label.astype(str)
+    table["stall"] = np.where(label != "", anomalies.name_stall(stall_value), "").astype(str)
+    table["cause"] = cause.astype(str)
+    table["cause_detail"] = cause_detail.astype(str)
+    table["retransmitted"] = retrans
+
+    # --- the lone view ------------------------------------------------------------------------
+    flows = lone.exchanges(placed[anchor_name])
+    capture_clock = "guest" if anchor_name == "guest" else "dom0"
+    if capture_clock == "guest" and guest_fit is not None and len(flows):
+        for col in ("t_request", "t_request_end", "t_response", "t_response_end", "t_next"):
+            v = flows[col].to_numpy(float)
+            ok = np.isfinite(v)
+            out = np.full(v.shape, np.nan)
+            out[ok] = guest_fit.to_ref(np.rint(v[ok] * 1e9).astype(np.int64)) / 1e9
+            flows[col] = out
+    only_one = len(packets) == 1 and trace is None
+    if only_one and len(flows):
+        _lone_rows(table, flows, fresh)
+        notes.extend(lone.notes(flows))
+    elif len(flows) and (flows["anomaly"] != "").any():
+        notes.extend(lone.notes(flows[flows["anomaly"] != ""], limit=3)[-3:])
+
+    progress.report(final=True)
+    return Analysis(table=table, sources=sources, alignment=alignment, notes=notes,
+                    flows=flows.drop(columns=["response_last"]) if len(flows) else flows,
+                    baselines=baselines)
+
+
+def _interval_uncertainty(name: str, shown: list[attribute.Interval],
+                          uncertainty: dict[str, float]) -> float:
+    for iv in shown:
+        if iv.name == name:
+            a = attribute.CLOCK_OF.get(iv.start, "dom0")
+            b = attribute.CLOCK_OF.get(iv.end, "dom0")
+            if a == b:
+                return 0.0
+            return max(uncertainty.get(a, 0.0) if a != "dom0" else 0.0,
+                       uncertainty.get(b, 0.0) if b != "dom0" else 0.0)
+    return 0.0
+
+
+def _lone_rows(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray) -> None:
+    """Put the lone view's intervals on the row of each response's last segment."""
+    # rows of the full capture → rows of the table (first transmissions only)
+    position = np.full(fresh.size, -1, dtype=np.int64)
+    position[fresh] = np.arange(int(fresh.sum()))
+    rows = position[flows["response_last"].to_numpy(np.int64)]
+    ok = rows >= 0
+    for name in lone.INTERVALS:
+        col = f"{name}_us"
+        values = np.full(len(table), np.nan)
+        values[rows[ok]] = flows[col].to_numpy(float)[ok]
+        table[col] = values
+    anomaly = table["anomaly"].to_numpy(object)
+    stall = table["stall"].to_numpy(object)
+    flagged = ok & (flows["anomaly"].to_numpy(str) != "")
+    anomaly[rows[flagged]] = flows["anomaly"].to_numpy(str)[flagged]
+    stall[rows[flagged]] = flows["stall"].to_numpy(str)[flagged]
+    table["anomaly"] = anomaly.astype(str)
+    table["stall"] = stall.astype(str)
+
+
+def _no_capture(sources: Sources, calls: pd.DataFrame | None, trace: Any,
+                notes: list[str]) -> Analysis:
+    """No capture at all: the socket log's calls (and the trace's summary) are all there is."""
+    columns = [*match.FLOW_COLUMNS, "direction", "seq", "len", "total_us", "anomaly", "cause",
+               "uncertainty_us"]
+    notes.append("no packet capture given: nothing to match; give the guest capture (and "
+                 "dom0's) to split latencies into stages.")
+    if calls is not None:
+        data = calls[calls["direction"].notna()]
+        notes.append(f"socket log: {len(data)} reads and writes on "
+                     f"{data['stream'].nunique() if 'stream' in data else data['fd'].nunique()}"
+                     " sockets.")
+    if trace is not None:
+        notes.append(f"xentrace: {trace.records} records on {trace.cpus} CPUs.")
+    return Analysis(table=pd.DataFrame({c: [] for c in columns}), sources=sources,
+                    notes=notes)
+
+
+def _finite(x: float) -> bool:
+    return x is not None and math.isfinite(x)

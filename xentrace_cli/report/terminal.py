@@ -1,0 +1,282 @@
+"""The terminal report of ``xenlat analyze``: stage summary, clock alignment, notes, worst packets.
+
+Rendered with rich into the console it is given (the CLI's stdout console honours NO_COLOR).
+Durations go through :func:`units.format_duration` with the uncertainty of the clocks the
+stage crosses, so nothing is printed more precisely than the alignment supports. Each of the
+worst packets gets a bar showing how its time split across the stages (one colour per stage,
+the same as the HTML report's; a letter per stage when colour is off).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from ..result import Analysis
+from ..units import format_duration
+from .waterfall import ANOMALY_COLOR, MERGED_COLOR, STAGE_COLORS, Interval, intervals
+
+#: Width of a packet's stage bar, in characters.
+BAR_WIDTH = 40
+
+#: The cause of a stalled stage, in words.
+CAUSE_WORDS: dict[str, str] = {
+    "vcpu_runnable": "the guest vCPU was runnable but not running (preempted)",
+    "vcpu_running": "the guest vCPU was running: the delay was inside the guest",
+    "vcpu_blocked": "the guest vCPU was blocked (nothing woke it)",
+    "dom0_runnable": "dom0's vCPU was runnable but not running (dom0 starved of CPU)",
+    "ring_full": "netback waited for free slots on the guest's I/O ring while the guest ran",
+    "lost_records": "the trace lost records during the stall: the cause is unknown",
+}
+
+#: Letters standing for the stages in a bar without colour.
+_LETTERS = {"vmm": "v", "driver_domain": "d", "ring": "r", "remap": "m", "socket_read": "s"}
+
+
+def render_analysis(analysis: Analysis, console: Console, top: int = 10) -> None:
+    """Print the report of one analysis."""
+    table = analysis.table
+    _header(analysis, console)
+    shown = [iv for iv in intervals(table) if _measured(table, iv)]
+    if shown and len(table):
+        console.print(_summary(analysis, shown))
+    if analysis.alignment:
+        console.print(_alignment(analysis.alignment))
+    if analysis.flows is not None and len(analysis.flows):
+        console.print(_flows(analysis.flows, top))
+    if analysis.notes:
+        console.print(Text("Notes", style="bold"))
+        for note in analysis.notes:
+            console.print(Text("• " + note))
+    if shown and len(table) and top > 0:
+        console.print(_worst(analysis, [iv for iv in shown if _measured(table, iv)], top,
+                             console.no_color, console.width))
+
+
+def _measured(table: pd.DataFrame, iv: Interval) -> bool:
+    return bool(pd.to_numeric(table[iv.column], errors="coerce").notna().any())
+
+
+def _header(analysis: Analysis, console: Console) -> None:
+    table = analysis.table
+    direction = table["direction"].astype(str) if "direction" in table.columns else pd.Series()
+    anomalies = int(table["anomaly"].fillna("").astype(str).ne("").sum()) \
+        if "anomaly" in table.columns else 0
+    sources = ", ".join(f"{name} ({getattr(analysis.sources, name).name})"
+                        for name in analysis.sources.present)
+    line = Text()
+    line.append("xenlat analyze", style="bold")
+    line.append(f": {len(table)} data segments ({int((direction == 'rx').sum())} received, "
+                f"{int((direction == 'tx').sum())} sent), ")
+    line.append(f"{anomalies} anomalous", style="bold red" if anomalies else "green")
+    line.append(f"\nsources: {sources or '–'}")
+    console.print(line)
+
+
+def _stage_uncertainty(analysis: Analysis, name: str) -> float | None:
+    base = analysis.baselines.get(name)
+    if isinstance(base, dict):
+        value = base.get("uncertainty_us")
+        if value is not None and math.isfinite(float(value)):
+            return float(value)
+    return None
+
+
+def _summary(analysis: Analysis, shown: list[Interval]) -> Table:
+    grid = Table(title="Where the time went (per data segment)", title_justify="left")
+    for column in ("stage", "span", "count", "p50", "p90", "p99", "max", "anomalous"):
+        grid.add_column(column, justify="left" if column in ("stage", "span") else "right",
+                        no_wrap=column == "stage")
+    anomaly = analysis.table["anomaly"].fillna("").astype(str) \
+        if "anomaly" in analysis.table.columns else pd.Series("", index=analysis.table.index)
+    rows = [(iv.name, f"{iv.start}→{iv.end}", iv.column, iv.color) for iv in shown]
+    rows.append(("total", "first→last", "total_us", STAGE_COLORS["total"]))
+    for name, span, column, color in rows:
+        if column not in analysis.table.columns:
+            continue
+        values = pd.to_numeric(analysis.table[column], errors="coerce").to_numpy(float)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            continue
+        unc = _stage_uncertainty(analysis, name)
+        p50, p90, p99 = np.percentile(values, [50, 90, 99])
+        flagged = int((anomaly == name).sum()) if name != "total" else int(anomaly.ne("").sum())
+        grid.add_row(Text(name, style=color), span, str(values.size),
+                     *(format_duration(float(v), unc) for v in (p50, p90, p99, values.max())),
+                     Text(str(flagged), style="bold red") if flagged else "0")
+    return grid
+
+
+def _alignment(alignment: dict[str, Any]) -> Table:
+    grid = Table(title="Clock alignment", title_justify="left")
+    for column in ("clocks", "quality", "offset", "drift", "uncertainty", "from"):
+        grid.add_column(column)
+    for pair, fit in alignment.items():
+        if not isinstance(fit, dict):
+            continue
+        quality = str(fit.get("quality", ""))
+        style = {"bounded": "green", "identity": "green", "one-sided": "yellow",
+                 "inconsistent": "red", "none": "red"}.get(quality, "")
+        offset = fit.get("offset_ns")
+        drift = fit.get("drift_ppm")
+        unc = fit.get("uncertainty_us")
+        grid.add_row(pair, Text(quality, style=style),
+                     format_duration(offset / 1e3) if _finite(offset) else "–",
+                     f"{drift:+.2f} ppm" if _finite(drift) else "–",
+                     format_duration(unc) if _finite(unc) else "–",
+                     str(fit.get("from", "")))
+    return grid
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _flows(flows: pd.DataFrame, top: int) -> Table:
+    grid = Table(title="Exchanges (server: request → response; client: response → next "
+                 "request)", title_justify="left")
+    for column in ("flow", "exchanges", "server p50", "client p50", "worst gap", "retx"):
+        grid.add_column(column, justify="left" if column == "flow" else "right",
+                        no_wrap=column == "flow")
+    groups = flows.groupby(["src", "sport", "dst", "dport"], sort=False, observed=True)
+    for (src, sport, dst, dport), part in list(groups)[:max(top, 1)]:
+        server = part["request_to_response_us"].to_numpy(float)
+        client = part["response_to_next_us"].to_numpy(float)
+        worst = np.nanmax(np.r_[server, client]) if np.isfinite(np.r_[server, client]).any() \
+            else float("nan")
+        flagged = part[part["anomaly"] != ""]
+        worst_text = Text(format_duration(float(worst)))
+        if len(flagged):
+            stall = flagged["stall"].iloc[0]
+            worst_text = Text(format_duration(float(worst)) + (f" {stall}" if stall else ""),
+                              style="bold red")
+        grid.add_row(f"{src}:{sport} → {dst}:{dport}", str(len(part)),
+                     format_duration(_nanmedian(server)), format_duration(_nanmedian(client)),
+                     worst_text, str(int(part["retransmissions"].sum())))
+    return grid
+
+
+def _nanmedian(values: np.ndarray) -> float:
+    return float(np.nanmedian(values)) if np.isfinite(values).any() else float("nan")
+
+
+def _worst(analysis: Analysis, shown: list[Interval], top: int, no_color: bool,
+           width: int = 80) -> Group:
+    """The worst packets: anomalous ones first (worst first), then the largest totals."""
+    table = analysis.table
+    total = pd.to_numeric(table["total_us"], errors="coerce") if "total_us" in table \
+        else pd.Series(np.nan, index=table.index)
+    flagged = table["anomaly"].fillna("").astype(str).ne("") if "anomaly" in table.columns \
+        else pd.Series(False, index=table.index)
+    key = total.fillna(-1.0) + np.where(flagged, 1e15, 0.0)
+    rows = key.sort_values(ascending=False, kind="stable").index[:top]
+    bar_width = max(10, min(BAR_WIDTH, width - 56))
+    lines: list[Text] = [Text(f"Worst {len(rows)} packets", style="bold italic")]
+    for row in rows:
+        record = table.loc[row]
+        head = Text(f"#{row:<6} {_time_of(record)}  {_packet_of(record)}")
+        body = Text("        total ")
+        body.append(format_duration(_float(record.get("total_us")),
+                                    _float(record.get("uncertainty_us"))))
+        body.append("  ")
+        body.append_text(_bar(record, shown, no_color, bar_width))
+        anomaly = _anomaly_of(record)
+        if anomaly.plain:
+            body.append("  ")
+            body.append_text(anomaly)
+        lines += [head, body]
+        cause = _cause_of(record)
+        if cause:
+            lines.append(Text("        cause: " + cause, style="italic"))
+    legend = Text("split: ", style="dim")
+    for iv in shown:
+        glyph = _LETTERS.get(iv.name, "·") if no_color else "█"
+        legend.append(glyph, style=iv.color)
+        legend.append(f" {iv.name}  ")
+    lines.append(legend)
+    return Group(*lines)
+
+
+def _float(value: Any) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return out
+
+
+def _time_of(record: pd.Series) -> str:
+    times = [_float(v) for k, v in record.items() if str(k).startswith("t_")]
+    times = [t for t in times if math.isfinite(t)]
+    if not times:
+        return "–"
+    import datetime as dt
+
+    first = min(times)
+    return dt.datetime.fromtimestamp(first, dt.UTC).strftime("%H:%M:%S.%f")
+
+
+def _packet_of(record: pd.Series) -> str:
+    return (f"{record.get('direction', '')} {record.get('src', '')}:{record.get('sport', '')}"
+            f"→{record.get('dst', '')}:{record.get('dport', '')} seq {record.get('seq', '')}"
+            f" len {record.get('len', '')}")
+
+
+def _bar(record: pd.Series, shown: list[Interval], no_color: bool,
+         width: int = BAR_WIDTH) -> Text:
+    values = [(iv, _float(record.get(iv.column))) for iv in shown]
+    values = [(iv, v) for iv, v in values if math.isfinite(v) and v > 0]
+    bar = Text()
+    total = sum(v for _, v in values)
+    if total <= 0:
+        return Text("–")
+    anomaly = str(record.get("anomaly") or "")
+    # largest-remainder rounding: the bar is always BAR_WIDTH characters
+    exact = [v / total * width for _, v in values]
+    widths = [int(x) for x in exact]
+    for i in sorted(range(len(exact)), key=lambda i: exact[i] - widths[i],
+                    reverse=True)[:width - sum(widths)]:
+        widths[i] += 1
+    for (iv, _), width in zip(values, widths, strict=True):
+        if width == 0:
+            continue
+        glyph = _LETTERS.get(iv.name, "·") if no_color else "█"
+        if iv.name == anomaly:
+            glyph = glyph.upper() if no_color else "█"
+            style = f"bold {ANOMALY_COLOR}"
+        else:
+            style = STAGE_COLORS.get(iv.name, MERGED_COLOR)
+        bar.append(glyph * width, style=style)
+    return bar
+
+
+def _anomaly_of(record: pd.Series) -> Text:
+    anomaly = str(record.get("anomaly") or "")
+    if not anomaly or anomaly == "nan":
+        return Text("")
+    stall = str(record.get("stall") or "")
+    value = _float(record.get(f"{anomaly}_us"))
+    text = f"{anomaly} {format_duration(value)}" if math.isfinite(value) else anomaly
+    if stall and stall != "nan":
+        text += f" ({stall})"
+    return Text(text, style=f"bold {ANOMALY_COLOR}")
+
+
+def _cause_of(record: pd.Series) -> str:
+    cause = str(record.get("cause") or "")
+    if not cause or cause == "nan":
+        return ""
+    words = CAUSE_WORDS.get(cause, cause)
+    detail = str(record.get("cause_detail") or "")
+    if detail and detail != "nan":
+        words += f" — {detail}"
+    return words
