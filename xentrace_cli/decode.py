@@ -353,18 +353,22 @@ def _decode_ip(v: _Views, idx: np.ndarray, l3: np.ndarray, etype: np.ndarray,
     c.tunnel_etype[idx] = inner_et
 
 
-#: multipliers of the payload hash (64-bit odd constants; splitmix64 / FNV-style mixing)
+#: odd 64-bit multipliers, one per 8-byte word of the hashed payload, and the finalizer's
+#: constants (splitmix64)
+_WORD_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                              0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53,
+                              0x94D049BB133111EB, 0xBF58476D1CE4E5B9], dtype=np.uint64)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
-_SEED = np.uint64(0x9E3779B97F4A7C15)
+_ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def _digest(v: _Views, c: _Columns, pend: np.ndarray) -> None:
     """64-bit hash of the first ≤ DIGEST_BYTES captured payload bytes (and their count).
 
-    Words of 8 bytes are read little-endian; bytes past the payload are masked to zero; each
-    word is folded in with a multiply-xorshift step (splitmix64's finalizer), so the same bytes
-    give the same value at every capture point.
+    The payload is read as 8-byte little-endian words; bytes past the payload are masked to
+    zero; the words are combined as ``count + sum(word_k * M_k)`` (mod 2^64) and mixed by
+    splitmix64's finalizer. The same bytes give the same value at every capture point.
     """
     avail = np.minimum(np.minimum(c.payload_len, pend - c.payload_pos), DIGEST_BYTES)
     avail = np.where(c.payload_ok, np.maximum(avail, 0), 0)
@@ -374,19 +378,19 @@ def _digest(v: _Views, c: _Columns, pend: np.ndarray) -> None:
         return
     pos = c.payload_pos[ok]
     nbytes = avail[ok]
-    h = _SEED ^ nbytes.astype(np.uint64)
+    h = nbytes.astype(np.uint64)
     with np.errstate(over="ignore"):
-        for k in range(DIGEST_BYTES // 8):
-            keep = np.clip(nbytes - 8 * k, 0, 8)
-            if not keep.any():
+        for k, multiplier in enumerate(_WORD_MULTIPLIERS):
+            inside = np.clip(nbytes - 8 * k, 0, 8)  # bytes of word k inside the payload
+            if not inside.any():
                 break
-            word = v.le64[np.where(keep > 0, pos + 8 * k, 0)]
-            # mask of the bytes that belong to the payload: (1 << 8*keep) - 1, all ones for 8
-            mask = np.where(keep >= 8, np.uint64(0xFFFFFFFFFFFFFFFF),
-                            (np.uint64(1) << (keep.astype(np.uint64) * np.uint64(8)))
+            word = v.le64[np.where(inside > 0, pos + 8 * k, 0)]
+            # keep the low `inside` bytes: (1 << 8*inside) - 1, all ones when inside == 8
+            mask = np.where(inside >= 8, _ALL_ONES,
+                            (np.uint64(1) << (inside.astype(np.uint64) * np.uint64(8)))
                             - np.uint64(1))
-            h = h ^ (word & mask)
-            h = (h ^ (h >> np.uint64(30))) * _MIX1
-            h = (h ^ (h >> np.uint64(27))) * _MIX2
-            h = h ^ (h >> np.uint64(31))
+            h += (word & mask) * multiplier
+        h = (h ^ (h >> np.uint64(30))) * _MIX1
+        h = (h ^ (h >> np.uint64(27))) * _MIX2
+        h ^= h >> np.uint64(31)
     c.digest[ok] = h

