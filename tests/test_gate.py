@@ -458,3 +458,52 @@ def test_scenario_baseline_catches_regression_not_rerun(runner, scenarios, tmp_p
                                      "--baseline", str(base), "--no-progress"])
     assert regressed.exit_code == 1
     assert "socket_read" in regressed.stderr
+
+
+def test_lone_capture_intervals_are_budgetable():
+    analysis = make_analysis()
+    table = analysis.table
+    table["request_to_response_us"] = np.where(table.index % 2 == 0, 50_000.0, np.nan)
+    table.loc[10, "request_to_response_us"] = 383_562.0
+    table.loc[10, "anomaly"] = "request_to_response"
+    result = _evaluate(analysis, ("request_to_response.max < 100ms",
+                                  "request_to_response.anomalies == 0",
+                                  "response_to_next.p99 < 1s optional"))
+    bound, count, optional = result.checks
+    assert bound.verdict == "fail" and bound.measured == 383_562.0
+    assert "seq 2000" in bound.worst[0]
+    assert count.verdict == "fail" and count.measured == 1
+    assert optional.verdict == "skipped"
+    doc = gate.baseline_document(analysis)
+    assert doc["stages"]["request_to_response"]["count"] == 100
+
+
+def test_real_capture_through_the_pipeline(runner, corpus):
+    """A real capture alone: the far side's 383.6 ms response, timed from tshark's output."""
+    pytest.importorskip("xentrace_cli.analyze", reason="analyzer not landed yet")
+    import csv
+
+    name = "pcapplusplus__four_ipv6_http_streams.pcap"
+    with open(corpus / "ref_aggregator_pipe" / f"{name}.csv", newline="") as fh:
+        rows = [r for r in csv.reader(fh) if r and r[0].isdigit()]
+    # columns: frame, time, len, caplen, ip.src, ip.dst, ipv6.src, ipv6.dst, sport, dport,
+    # seq_raw, tcp.len: the request is the client's data to port 80, the response the reply
+    request = [float(r[1]) for r in rows if r[8] == "40426" and int(r[11] or 0) > 0]
+    response = [float(r[1]) for r in rows if r[9] == "40426" and int(r[11] or 0) > 0]
+    expected_us = (min(response) - max(request)) * 1e6
+    capture = str(corpus / "captures" / name)
+    slow = runner.invoke(main, ["check", capture, "--budget", "request_to_response.max < 100ms",
+                                "--budget", "total.max < 50ms optional", "--format", "json",
+                                "--no-progress"])
+    assert slow.exit_code == 1, slow.stderr
+    doc = json.loads(slow.stdout)
+    first, total = doc["checks"]
+    assert first["verdict"] == "fail"
+    assert first["measured"] == pytest.approx(expected_us, abs=1.0)
+    assert total["verdict"] == "skipped"
+    assert "one capture alone gives no stage" in total["message"]
+    assert slow.stderr.startswith("::error title=xenlat budget%3A request_to_response.max")
+    ok = runner.invoke(main, ["check", capture, "--budget", "request_to_response.max < 1s",
+                              "--no-progress"])
+    assert ok.exit_code == 0, ok.stdout + ok.stderr
+    assert ok.stderr == ""

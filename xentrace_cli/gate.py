@@ -297,7 +297,9 @@ def parse_budget(text: str) -> Limit:
 
 
 def _check_stage(stage: str, context: str) -> None:
-    if stage in STAGES or stage == "total":
+    from .lone import INTERVALS as LONE_INTERVALS
+
+    if stage in STAGES or stage == "total" or stage in LONE_INTERVALS:
         return
     if "_to_" in stage:
         points = set(CHECKPOINTS) | set(TX_CHECKPOINTS)
@@ -305,7 +307,8 @@ def _check_stage(stage: str, context: str) -> None:
             if stage[:i] in points and stage[i + 4:] in points:
                 return
     raise ValueError(f"{context}: unknown stage {stage!r}; one of: {', '.join(STAGES)}, total, "
-                     "or a merged interval such as backend_to_guest")
+                     "request_to_response, response_to_next (one capture alone), or a merged "
+                     "interval such as backend_to_guest")
 
 
 def parse_tolerance(text: str) -> float:
@@ -413,7 +416,8 @@ def read_budgets_file(path: str | Path) -> tuple[list[Limit], FileBaseline | Non
 
 
 def measured_stats(analysis: Any) -> dict[str, dict[str, float | int | None]]:
-    """Stage statistics of an analysis, merged intervals (``<from>_to_<to>_us``) included."""
+    """Stage statistics of an analysis, with the merged intervals (``<from>_to_<to>_us``) and
+    the lone-capture intervals (``request_to_response_us``, ``response_to_next_us``)."""
     table: pd.DataFrame = analysis.table
     result = dict(analysis.stats)
     merged = sorted(c[:-3] for c in table.columns
@@ -549,6 +553,8 @@ def _why_not_measured(table: pd.DataFrame, stage: str) -> str:
     if stage in STAGES:
         start, end = STAGES[stage]
         return f"no packet has both its {start} and {end} checkpoints"
+    if stage == "total":
+        return "no packet has two checkpoints: one capture alone gives no stage"
     return "no packet has this interval"
 
 

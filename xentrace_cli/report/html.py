@@ -31,6 +31,7 @@ from .waterfall import (
     checkpoints,
     first_times,
     intervals,
+    measures,
     packet_labels,
     segments,
     select_packets,
@@ -84,6 +85,7 @@ def render_html_report(analysis: Any) -> str:
         _section("distributions", "Stage distributions", _distributions(table)),
         _section("alignment", "Clock alignment", _alignment(analysis.alignment)),
         _section("worst", "Worst packets", _worst_table(table, flagged)),
+        _flows(analysis.flows, table),
         f'<footer>Written by xenlat {html.escape(__version__)}. Times are dom0-clock; '
         "durations are rounded to what the clocks support.</footer>",
     ])
@@ -188,18 +190,21 @@ def _alignment(alignment: dict[str, Any]) -> str:
 def _worst_table(table: pd.DataFrame, flagged: pd.Series) -> str:
     if len(table) == 0:
         return "<p>No packet.</p>"
+    # how bad a packet is: its total, or (one capture alone) its longest measured interval
     total = _numeric(table, "total_us")
-    keep = set(total.nlargest(WORST_ROWS, keep="first").index)
-    keep |= set(total[flagged].sort_values(ascending=False, kind="stable")
+    longest = pd.concat([_numeric(table, iv.column) for iv in measures(table)]
+                        + [pd.Series(np.nan, index=table.index)], axis=1).max(axis=1)
+    badness = total.where(total.notna(), longest)
+    keep = set(badness.nlargest(WORST_ROWS, keep="first").index)
+    keep |= set(badness[flagged].sort_values(ascending=False, kind="stable")
                 .index[:MAX_ANOMALOUS_ROWS])
     keep |= set(table.index[flagged][:max(0, MAX_ANOMALOUS_ROWS - flagged.sum())])
-    rows = table.loc[sorted(keep)]
-    order = _numeric(rows, "total_us").sort_values(ascending=False, kind="stable",
-                                                   na_position="last").index
-    rows = rows.loc[order]
+    order = badness.loc[sorted(keep)].sort_values(ascending=False, kind="stable",
+                                                  na_position="last").index
+    rows = table.loc[order]
     t0 = np.nanmin(first_times(table)) if len(table) else np.nan
     when = first_times(rows) - t0
-    ivs = intervals(table)
+    ivs = measures(table)
     head = ("<th>#</th><th>time (s)</th><th class=\"text\">flow</th><th>seq</th><th>len</th>"
             + "".join(f"<th>{_swatch(iv.name)}{html.escape(iv.name)}</th>" for iv in ivs)
             + "<th>total</th><th>±</th><th class=\"text\">anomaly</th>"
@@ -239,6 +244,52 @@ def _worst_table(table: pd.DataFrame, flagged: pd.Series) -> str:
             f'<p class="caption">{len(rows)} packets: the {min(WORST_ROWS, len(table))} '
             f"slowest by total and every anomalous packet (up to {MAX_ANOMALOUS_ROWS}); "
             "click a column to sort. ± is the clock-alignment uncertainty.</p>")
+
+
+def _flows(flows: pd.DataFrame | None, table: pd.DataFrame) -> str:
+    """The request → response exchanges of one capture alone (``Analysis.flows``)."""
+    if flows is None or len(flows) == 0:
+        return ""
+    flows = flows.reset_index(drop=True)
+    gaps = {name: _numeric(flows, f"{name}_us") for name in ("request_to_response",
+                                                             "response_to_next")}
+    worst = pd.concat(gaps.values(), axis=1).max(axis=1)
+    flagged = anomalous(flows)
+    keep = set(worst.nlargest(WORST_ROWS, keep="first").index)
+    keep |= set(flows.index[flagged][:MAX_ANOMALOUS_ROWS])
+    rows = flows.loc[sorted(keep)]
+    t0 = np.nanmin(first_times(table)) if len(table) else np.nan
+    start = _numeric(rows, "t_request").to_numpy() - t0
+    flow = (_text(rows, "src") + ":" + _text(rows, "sport") + " → " + _text(rows, "dst")
+            + ":" + _text(rows, "dport"))
+    anomaly = _text(rows, "anomaly")
+    stall = _text(rows, "stall")
+    lines = []
+    for i, index in enumerate(rows.index):
+        cells = [f'<td data-v="{_num(start[i])}">{_seconds(start[i])}</td>',
+                 f'<td class="text">{html.escape(flow[i])}</td>']
+        for column in ("request_bytes", "response_bytes"):
+            value = _float(rows.at[index, column]) if column in rows.columns else None
+            cells.append(f'<td data-v="{_num(value)}">{"–" if value is None else int(value)}'
+                         "</td>")
+        for name, values in gaps.items():
+            hot = ' class="hot"' if anomaly[i] == name else ""
+            cells.append(f'<td{hot} data-v="{_num(values[index])}">'
+                         f"{html.escape(format_duration(_float(values[index])))}</td>")
+        cells += [f'<td class="text">{html.escape(anomaly[i])}</td>',
+                  f'<td class="text">{html.escape(stall[i])}</td>']
+        attrs = f' class="anomaly" data-anomaly="{html.escape(anomaly[i])}"' if anomaly[i] else ""
+        lines.append(f"<tr{attrs}>{''.join(cells)}</tr>")
+    content = ('<div class="scroll"><table class="sortable" id="flows-table"><thead><tr>'
+               '<th>request at (s)</th><th class="text">flow</th><th>request bytes</th>'
+               "<th>response bytes</th><th>request → response</th><th>response → next</th>"
+               '<th class="text">anomaly</th><th class="text">stall</th></tr></thead>\n'
+               "<tbody>\n" + "\n".join(lines) + "\n</tbody></table></div>\n"
+               f'<p class="caption">{len(rows)} of {len(flows)} exchanges: the slowest and '
+               "every anomalous one. request → response is the far side's time; response → "
+               "next is the client's own (where a black 0.1 s shows without a socket "
+               "log).</p>")
+    return _section("exchanges", "Request / response exchanges", content)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,7 +383,7 @@ def _timeline(table: pd.DataFrame) -> str:
     x_all = when - t0
     fig = go.Figure()
     downsampled = False
-    for interval in intervals(table):
+    for interval in measures(table):
         y = _numeric(table, interval.column).to_numpy()
         ok = np.isfinite(y) & np.isfinite(x_all)
         if not ok.any():
@@ -349,7 +400,7 @@ def _timeline(table: pd.DataFrame) -> str:
     flagged = anomalous(table).to_numpy()
     names = _text(table, "anomaly")
     value = np.full(len(table), np.nan)
-    for interval in intervals(table):
+    for interval in measures(table):
         hit = names == interval.name
         value[hit] = _numeric(table, interval.column).to_numpy()[hit]
     # an anomaly without a value of its own stage is still marked, at its total
@@ -357,6 +408,8 @@ def _timeline(table: pd.DataFrame) -> str:
     value[missing] = _numeric(table, "total_us").to_numpy()[missing]
     marked = flagged & np.isfinite(value) & np.isfinite(x_all)
     index = np.flatnonzero(marked)
+    if not fig.data and not len(index):
+        return "<p>No stage was measured: nothing to draw.</p>"
     fig.add_trace(go.Scatter(
         name="anomalies", mode="markers", x=_r(x_all[index], 6),
         y=_r(np.maximum(value[index], LOG_FLOOR_US)),
@@ -404,7 +457,7 @@ def _distributions(table: pd.DataFrame) -> str:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("histogram (log bins)", "CDF"),
                         horizontal_spacing=0.08)
     measured = {}
-    for interval in intervals(table):
+    for interval in measures(table):
         values = _numeric(table, interval.column).to_numpy()
         values = np.maximum(values[np.isfinite(values)], LOG_FLOOR_US)
         if values.size:

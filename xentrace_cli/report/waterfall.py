@@ -23,6 +23,8 @@ STAGE_COLORS: dict[str, str] = {
     "remap": "#CC79A7",
     "socket_read": "#0072B2",
     "total": "#555555",
+    "request_to_response": "#8C564B",
+    "response_to_next": "#BCBD22",
 }
 MERGED_COLOR = "#999999"
 ANOMALY_COLOR = "#D55E00"
@@ -74,6 +76,17 @@ def intervals(table: pd.DataFrame) -> list[Interval]:
                 break
     order = {p: i for i, p in enumerate(points)}
     return sorted(found, key=lambda iv: (order[iv.start], order[iv.end], iv.name))
+
+
+def measures(table: pd.DataFrame) -> list[Interval]:
+    """Everything the table measures per packet: :func:`intervals`, then the lone-capture
+    intervals (``request_to_response``, ``response_to_next``), which have no checkpoints."""
+    from ..lone import INTERVALS as LONE_INTERVALS
+
+    found = intervals(table)
+    found += [Interval(name, "", "") for name in LONE_INTERVALS
+              if stage_column(name) in table.columns]
+    return found
 
 
 def checkpoint_columns(table: pd.DataFrame) -> list[str]:
