@@ -46,6 +46,8 @@ BURST_GAP_NS = 30_000
 IRQ_MATCH_WINDOW_NS = 100_000
 #: How many of the longest idle gaps of each sequence are tried when lining them up.
 N_BIG_GAPS = 40
+#: Stray interrupts allowed inside one idle period when lining the gaps up.
+MAX_SKIP = 3
 #: Slack (ns) allowed between the length of an idle gap seen in the trace and in the capture.
 GAP_JITTER_NS = 100_000
 #: Plausible TSC frequencies when none is given.
@@ -450,3 +452,346 @@ def _one_sided(env: _Envelope, nf: int, nb: int, base: int, span: int,
               f"fastest of them took the minimum delay, and {way} by an unknown amount; {note}")
     return ClockFit(base + c, b * 1e6, quality="one-sided", uncertainty_ns=math.inf,
                     drift_fixed=fixed, detail=detail, **common)
+
+
+# --- TSC → dom0 time -------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class TscFit:
+    """The map xentrace TSC cycles → dom0 ns: ``ns = ref_ns + (tsc - tsc_at_ref)·1e9/cpu_hz``."""
+
+    cpu_hz: float
+    """Cycles per second of the trace's TSC (given, or estimated)."""
+    cpu_hz_estimated: bool
+    """True when ``cpu_hz`` was estimated from the data rather than given."""
+    tsc_at_ref: int
+    """A TSC value inside the trace (its middle)."""
+    ref_ns: int
+    """dom0 time (epoch ns) at ``tsc_at_ref``."""
+    quality: str
+    """``bounded`` | ``one-sided`` | ``inconsistent`` | ``none`` (as for :class:`ClockFit`)."""
+    uncertainty_ns: float
+    """Bound on the error of :meth:`to_ns` over the trace; inf when only one side is bounded."""
+    residual_us: tuple[float, float]
+    """p50 and p99 of the matched interrupt → first-frame delays after the fit, in µs."""
+    matched_fraction: float
+    """Fraction of frame bursts inside the trace that have an interrupt within the window."""
+    hz_uncertainty_ppm: float = 0.0
+    """Uncertainty of an estimated ``cpu_hz`` (0 when given)."""
+    n_irq: int = 0
+    n_bursts: int = 0
+    n_matched: int = 0
+    clock: ClockFit | None = None
+    """The causal fit underneath (trace cycles scaled to ns → dom0 clock)."""
+    detail: str = ""
+    """One sentence for the report: what the fit rests on and how well it fits."""
+
+    @classmethod
+    def none(cls, detail: str, cpu_hz: float | None = None, n_irq: int = 0,
+             n_bursts: int = 0) -> TscFit:
+        """The trace could not be put on dom0's timeline."""
+        return cls(float(cpu_hz or math.nan), False, 0, 0, "none", math.inf,
+                   (math.nan, math.nan), 0.0, math.inf, n_irq, n_bursts, 0, None, detail)
+
+    def to_ns(self, tsc: npt.ArrayLike) -> IntArray:
+        """TSC cycles → dom0-clock epoch ns (int64)."""
+        t = np.asarray(tsc, dtype=np.int64)
+        if self.quality == "none":
+            raise ValueError("no TSC mapping: " + self.detail)
+        rel = (t - np.int64(self.tsc_at_ref)).astype(np.float64)
+        return np.int64(self.ref_ns) + np.rint(rel * (1e9 / self.cpu_hz)).astype(np.int64)
+
+    @property
+    def uncertainty_us(self) -> float:
+        return self.uncertainty_ns / 1e3
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary (infinities and NaN become ``None``)."""
+        def finite(x: float) -> float | None:
+            return float(x) if math.isfinite(x) else None
+        return {
+            "quality": self.quality,
+            "cpu_hz": finite(self.cpu_hz),
+            "cpu_hz_estimated": self.cpu_hz_estimated,
+            "hz_uncertainty_ppm": finite(self.hz_uncertainty_ppm),
+            "tsc_at_ref": int(self.tsc_at_ref),
+            "ref_ns": int(self.ref_ns),
+            "uncertainty_us": finite(self.uncertainty_us),
+            "residual_us": {"p50": finite(self.residual_us[0]),
+                            "p99": finite(self.residual_us[1])},
+            "matched_fraction": float(self.matched_fraction),
+            "n_irq": self.n_irq,
+            "n_bursts": self.n_bursts,
+            "n_matched": self.n_matched,
+            "clock": None if self.clock is None else self.clock.to_dict(),
+            "detail": self.detail,
+        }
+
+
+def _densest(values: np.ndarray, width: float) -> tuple[int, int]:
+    """Start and count of the largest run of sorted ``values`` within ``width``."""
+    counts = np.searchsorted(values, values + width, side="right") - np.arange(values.size)
+    best = int(np.argmax(counts))
+    return best, int(counts[best])
+
+
+def _big_gaps(t: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``m`` longest gaps of sorted times: (length, time of the event ending the gap)."""
+    gaps = np.diff(t)
+    idx = np.argpartition(-gaps, m - 1)[:m] if gaps.size > m else np.arange(gaps.size)
+    return gaps[idx], t[idx + 1]
+
+
+def _skip_gaps(x: np.ndarray, m: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Gaps of the interrupts spanning 1 to ``MAX_SKIP`` intervals (an idle period may hold a
+    stray interrupt or two): (length, time of the interrupt ending it); the ``m`` longest of
+    each span, or all when ``m`` is None."""
+    lengths, ends = [], []
+    for s in range(1, MAX_SKIP + 1):
+        if x.size <= s:
+            break
+        g = x[s:] - x[:-s]
+        idx = (np.argpartition(-g, m - 1)[:m] if m is not None and g.size > m
+               else np.arange(g.size))
+        lengths.append(g[idx])
+        ends.append(x[idx + s])
+    return np.concatenate(lengths), np.concatenate(ends)
+
+
+def _stab(lo: np.ndarray, hi: np.ndarray) -> tuple[float, int]:
+    """The point inside most of the intervals ``[lo, hi]``, and how many."""
+    ends = np.concatenate([lo, hi])
+    step = np.concatenate([np.ones(lo.size, int), -np.ones(hi.size, int)])
+    order = np.lexsort((-step, ends))
+    depth = np.cumsum(step[order])
+    best = int(np.argmax(depth))
+    return float(ends[order][best]), int(depth[best])
+
+
+def _coarse_align(x_cyc: np.ndarray, a_ns: np.ndarray, ns_per_cycle: float | None
+                  ) -> tuple[float, float, float, float, int] | None:
+    """First guess of ``a ≈ o + k·x`` from the idle periods both sequences share.
+
+    The bursts that end the longest idle gaps of the capture vote: each is paired with the
+    interrupts that end a gap of the same length (allowing stray interrupts inside it). With
+    the frequency known, the offsets of the pairs vote. Otherwise each pair allows a range of
+    scales; the scale most pairs allow selects the likely pairs, and two such pairs far apart
+    fix the scale over their baseline. Returns (k, o, relative error of k, anchor time, votes).
+    """
+    ga, ea = _big_gaps(a_ns, N_BIG_GAPS)
+    if ga.size == 0:
+        return None
+    if ns_per_cycle is not None:
+        k = ns_per_cycle
+        gx, ex = _skip_gaps(x_cyc, None)
+        order = np.argsort(gx)
+        gx_ns, ex = gx[order] * k, ex[order]
+        lo = np.searchsorted(gx_ns, ga - GAP_JITTER_NS)
+        hi = np.searchsorted(gx_ns, ga + GAP_JITTER_NS)
+        n_each = hi - lo
+        if n_each.sum() < 2:
+            return None
+        jj = np.repeat(np.arange(ga.size), n_each)
+        ii = lo[jj] + np.arange(jj.size) - np.repeat(np.cumsum(n_each) - n_each, n_each)
+        offsets = ea[jj] - k * ex[ii]
+        order = np.argsort(offsets)
+        start, count = _densest(offsets[order], GAP_JITTER_NS)
+        if count < 2:
+            return None
+        chosen = order[start:start + count]
+        return k, float(np.median(offsets[chosen])), 0.0, float(np.median(ea[jj[chosen]])), count
+    gx, ex = _skip_gaps(x_cyc, N_BIG_GAPS)
+    ii, jj = (v.ravel() for v in np.meshgrid(np.arange(gx.size), np.arange(ga.size),
+                                             indexing="ij"))
+    s_lo = (ga[jj] - GAP_JITTER_NS) / gx[ii]
+    s_hi = (ga[jj] + GAP_JITTER_NS) / gx[ii]
+    ok = (s_hi >= 1e9 / MAX_CPU_HZ) & (s_lo <= 1e9 / MIN_CPU_HZ)
+    ii, jj, s_lo, s_hi = ii[ok], jj[ok], s_lo[ok], s_hi[ok]
+    if ii.size < 2:
+        return None
+    px, pa, pgx, pga = ex[ii], ea[jj], gx[ii], ga[jj]
+    # every two pairs in the same order on both sides give a scale over their baseline; it
+    # must agree with both gap lengths (in blocks of rows to bound memory)
+    found_s, found_base, found_p = [], [], []
+    rows = max(1, 2_000_000 // px.size)
+    for r0 in range(0, px.size, rows):
+        r = slice(r0, r0 + rows)
+        dx = px[None, :] - px[r, None]
+        da = pa[None, :] - pa[r, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sc = da / dx
+            valid = (dx > 0) & (da > 0)
+            valid &= (sc >= 1e9 / MAX_CPU_HZ) & (sc <= 1e9 / MIN_CPU_HZ)
+            valid &= np.abs(sc * pgx[r, None] - pga[r, None]) < GAP_JITTER_NS
+            valid &= np.abs(sc * pgx[None, :] - pga[None, :]) < GAP_JITTER_NS
+        p, q = np.nonzero(valid)
+        found_s.append(sc[p, q])
+        found_base.append(da[p, q])
+        found_p.append(p + r0)
+    s, base, p = (np.concatenate(v) for v in (found_s, found_base, found_p))
+    if s.size == 0:
+        return None
+    half = 2 * GAP_JITTER_NS / base * s            # each scale is known to ± this
+    k_star, votes = _stab(s - half, s + half)
+    inside = np.flatnonzero(np.abs(s - k_star) <= half)
+    pick = inside[np.argmax(base[inside])]        # the longest baseline is the most precise
+    k = float(s[pick])
+    o = float(pa[p[pick]] - k * px[p[pick]])
+    return k, o, float(half[pick] / k), float(pa[p[pick]]), votes
+
+
+def _nearest(pred: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Index of the element of sorted ``pred`` nearest to each ``a``."""
+    pos = np.searchsorted(pred, a)
+    left = np.clip(pos - 1, 0, pred.size - 1)
+    right = np.clip(pos, 0, pred.size - 1)
+    return np.where(np.abs(a - pred[left]) <= np.abs(pred[right] - a), left, right)
+
+
+def _match(x_cyc: np.ndarray, a_ns: np.ndarray, k: float, o: float, window: float,
+           sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bursts (indices in ``sel``) and their interrupts, each within ``window`` of the line;
+    an interrupt serves the first burst it matches only."""
+    pred = o + k * x_cyc
+    j = np.flatnonzero(sel)
+    i = _nearest(pred, a_ns[j])
+    ok = np.abs(a_ns[j] - pred[i]) <= window
+    i, j = i[ok], j[ok]
+    _, first = np.unique(i, return_index=True)
+    return i[first], j[first]
+
+
+def _line(x: np.ndarray, y: np.ndarray, k_fixed: float | None) -> tuple[float, float, float]:
+    """Least-squares ``y ≈ o + k·x`` (or only ``o``), trimmed of 3-MAD outliers once.
+    Returns (k, o, standard error of k)."""
+    keep = np.ones(x.size, bool)
+    k, o, se = (k_fixed or 0.0), 0.0, 0.0
+    for _ in range(2):
+        xs, ys = x[keep], y[keep]
+        if k_fixed is not None or xs.size < 3 or np.ptp(xs) == 0:
+            k = k_fixed if k_fixed is not None else k
+            o = float(np.median(ys - k * xs))
+        else:
+            xm, ym = xs.mean(), ys.mean()
+            sxx = float(((xs - xm) ** 2).sum())
+            k = float(((xs - xm) * (ys - ym)).sum() / sxx)
+            o = float(ym - k * xm)
+            resid_sd = float(np.std(ys - (o + k * xs), ddof=2)) if xs.size > 2 else 0.0
+            se = resid_sd / math.sqrt(sxx)
+        resid = y - (o + k * x)
+        mad = float(np.median(np.abs(resid[keep] - np.median(resid[keep])))) or 1.0
+        keep = np.abs(resid - np.median(resid[keep])) <= 3 * 1.4826 * mad + 1.0
+        if keep.sum() < 2:
+            break
+    return k, o, se
+
+
+def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
+            cpu_hz: float | None = None, copy_tsc: npt.ArrayLike | None = None,
+            copy_after_ns: npt.ArrayLike | None = None,
+            copy_before_ns: npt.ArrayLike | None = None,
+            min_irq_delay_ns: int = 0, min_copy_delay_ns: int = 0,
+            burst_gap_ns: int = BURST_GAP_NS, window_ns: int = IRQ_MATCH_WINDOW_NS) -> TscFit:
+    """Put the trace's TSC on dom0's clock.
+
+    ``irq_tsc``: TSCs of the NIC's HW_IRQ_HANDLED records. ``arrivals_ns``: dom0 capture times
+    of the received frames (phys or backend capture). Frames closer than ``burst_gap_ns`` form
+    one burst, delivered by one interrupt that precedes its first frame (by at least
+    ``min_irq_delay_ns``). Optional grant copies, one per packet: ``copy_tsc`` follows
+    ``copy_after_ns`` (that packet's backend capture) and precedes ``copy_before_ns`` (its
+    guest capture on dom0's clock), each by at least ``min_copy_delay_ns``; NaN/NA where
+    unknown. The copies bound the offset from the other side. With ``cpu_hz`` given only the
+    offset is fitted; otherwise the frequency too.
+    """
+    irq = np.unique(np.asarray(irq_tsc, dtype=np.int64))
+    arr = np.sort(np.asarray(arrivals_ns, dtype=np.int64))
+    starts = arr[np.r_[True, np.diff(arr) > burst_gap_ns]] if arr.size else arr
+    n_irq, n_bursts = int(irq.size), int(starts.size)
+    if n_irq < 2 or n_bursts < 2:
+        return TscFit.none(f"too few interrupts ({n_irq}) or frame bursts ({n_bursts}) to "
+                           "line the trace up with the capture", cpu_hz, n_irq, n_bursts)
+    tsc0, a0 = int(irq[0]), int(starts[0])
+    x = (irq - tsc0).astype(np.float64)
+    a = (starts - a0).astype(np.float64)
+    k_given = None if cpu_hz is None else 1e9 / cpu_hz
+    coarse = _coarse_align(x, a, k_given)
+    if coarse is None:
+        return TscFit.none("no idle gaps shared by the interrupts and the frames: could not "
+                           "line the trace up with the capture", cpu_hz, n_irq, n_bursts)
+    k, o, k_err, anchor, _votes = coarse
+
+    # grow the matched region from the anchor while the scale is good enough for it
+    radius = max(window_ns / max(k_err, 1e-9), 100.0 * window_ns)
+    whole = max(anchor - a[0], a[-1] - anchor)
+    se = 0.0
+    while True:
+        sel = np.abs(a - anchor) <= radius
+        i, j = _match(x, a, k, o, window_ns, sel)
+        if i.size >= 2:
+            k, o, se = _line(x[i], a[j], k_given)
+        if radius >= whole:
+            break
+        radius = min(whole, 2 * radius) if i.size >= 2 else whole
+    i, j = _match(x, a, k, o, window_ns, np.ones(a.size, bool))
+    pred = o + k * x
+    inside = (a >= pred[0] - window_ns) & (a <= pred[-1] + window_ns)
+    n_inside = max(int(inside.sum()), 1)
+    if i.size < 2:
+        return TscFit.none("no interrupt lines up with the frames", cpu_hz, n_irq, n_bursts)
+    k, o, se = _line(x[i], a[j], k_given)
+    resid = a[j] - (o + k * x[i])
+    keep = np.ones(i.size, bool)
+    if i.size >= 100:    # a spurious interrupt just before a frame is a mismatch, not a bound
+        keep = resid >= np.quantile(resid, IRQ_LOW_TRIM)
+
+    # the causal fit: trace time (cycles scaled to ns) is the "other" clock
+    def trace_ns(tsc: np.ndarray) -> np.ndarray:
+        return np.rint((tsc - tsc0).astype(np.float64) * k).astype(np.int64)
+
+    send_ref = recv_other = send_other = recv_ref = None
+    b_send = trace_ns(irq[i[keep]])
+    b_recv = starts[j[keep]] - int(min_irq_delay_ns)
+    if copy_tsc is not None:
+        if copy_after_ns is not None:       # backend capture → copy: a forward pair
+            after, c_tsc = _as_ns_pairs(copy_after_ns, copy_tsc)
+            send_ref, recv_other = after + int(min_copy_delay_ns), trace_ns(c_tsc)
+        if copy_before_ns is not None:      # copy → guest capture: a backward pair
+            c_tsc, before = _as_ns_pairs(copy_tsc, copy_before_ns)
+            b_send = np.concatenate([b_send, trace_ns(c_tsc)])
+            b_recv = np.concatenate([b_recv, before - int(min_copy_delay_ns)])
+    send_other, recv_ref = b_send, b_recv
+    clock = fit_offset_drift(send_ref, recv_other, send_other, recv_ref,
+                             fix_drift_ppm=0.0 if cpu_hz is not None else None,
+                             names=("dom0", "trace"))
+    d = clock.drift_ppm * 1e-6
+    ns_per_cycle = k * (1 + d)
+    hz = 1e9 / ns_per_cycle
+    mid_tsc = tsc0 + int((irq[-1] - irq[0]) // 2)
+    mid_other = int(trace_ns(np.array([mid_tsc]))[0])
+    ref_ns = int(clock.to_ref(np.array([mid_other]))[0])
+    fit_map = TscFit(hz, cpu_hz is None, mid_tsc, ref_ns, clock.quality, clock.uncertainty_ns,
+                     (math.nan, math.nan), 0.0)
+    delay_us = (starts[j] - fit_map.to_ns(irq[i])) / 1e3
+    p50, p99 = (float(v) for v in np.percentile(delay_us, [50, 99]))
+    matched = i.size / n_inside
+    hz_ppm = 0.0 if cpu_hz is not None else max(3e6 * se / k, abs(d) * 1e6)
+    parts = [f"{i.size} of {n_inside} frame bursts in the trace have an interrupt within "
+             f"{_fmt_us(window_ns)} ({matched:.0%}); irq→frame delay p50 {p50:.1f} µs, "
+             f"p99 {p99:.1f} µs"]
+    if cpu_hz is None:
+        parts.append(f"TSC {hz / 1e9:.6f} GHz ±{hz_ppm:.2g} ppm (estimated)")
+    else:
+        parts.append(f"TSC {hz / 1e9:.6f} GHz (given)")
+        free_k, _, free_se = _line(x[i], a[j], None)
+        off_ppm = (free_k / k - 1) * 1e6
+        trend_ns = abs(free_k - k) * float(np.ptp(x[i]))
+        if abs(off_ppm) > 5 * free_se / k * 1e6 and trend_ns > max(p99 * 1e3, window_ns / 4):
+            parts.append(f"the delays drift by {off_ppm:+.1f} ppm over the trace: is the given "
+                         "CPU frequency right?")
+    if matched < 0.5:
+        parts.append("few bursts matched: treat the trace times as rough")
+    parts.append(clock.detail)
+    return dataclasses.replace(
+        fit_map, residual_us=(p50, p99), matched_fraction=matched, hz_uncertainty_ppm=hz_ppm,
+        n_irq=n_irq, n_bursts=n_bursts, n_matched=int(i.size), clock=clock,
+        detail="; ".join(parts))
