@@ -1,0 +1,471 @@
+"""Tests of readers/xentrace.py: hand-built traces word by word, bad input, the real trace.
+
+Ground truth: the hand-built records themselves, and for the real trace an independent slow
+walk written here (one Python step per record, a different algorithm from the reader's).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xentrace_cli import xen_events as xe
+from xentrace_cli.cli import main
+from xentrace_cli.errors import InputError, TruncatedInput
+from xentrace_cli.readers import xentrace as reader
+from xentrace_cli.readers.xentrace import (
+    cpu_runs,
+    read_xentrace,
+    running_on,
+    state_at,
+    state_durations,
+    who_ran,
+)
+
+CORPUS_TRACE = "xentrace/xentrace-parser-rs__xentrace.bin"
+
+
+# --- building traces word by word ------------------------------------------------------------
+
+def rec(event: int, *extra: int, tsc: int | None = None) -> list[int]:
+    """One record as words: header, [tsc lo, tsc hi], extra words."""
+    header = event | (len(extra) << 28) | (0x80000000 if tsc is not None else 0)
+    words = [header]  # bits 0-27 event, 28-30 N extra words, 31 C timestamp present
+    if tsc is not None:
+        words += [tsc & 0xFFFFFFFF, tsc >> 32]  # TSC, low word first
+    return words + list(extra)  # N extra words
+
+
+def window(cpu: int, *records: list[int], size: int | None = None) -> bytes:
+    """A CPU-change record and its window of records (``size`` overrides window_size)."""
+    body = b"".join(struct.pack(f"<{len(r)}I", *r) for r in records)
+    return struct.pack("<IiI",
+                       0x2001F003,  # header: CPU change, N=2 extra words, no timestamp
+                       cpu,  # int32 physical CPU
+                       len(body) if size is None else size,  # uint32 window_size (bytes)
+                       ) + body
+
+
+def write(tmp_path: Path, *parts: bytes, name: str = "trace.bin") -> Path:
+    path = tmp_path / name
+    path.write_bytes(b"".join(parts))
+    return path
+
+
+def runstate(old: int, new: int, domid: int, vcpu: int, tsc: int) -> list[int]:
+    """RUNSTATE_CHANGE: old/new in the id, w0 = domid << 16 | vcpu."""
+    return rec(xe.TRC_SCHED_RUNSTATE_CHANGE | old << 8 | new << 4, domid << 16 | vcpu, tsc=tsc)
+
+
+# --- an independent slow reader (ground truth) ------------------------------------------------
+
+def slow_walk(path: Path) -> list[tuple[int, int, int, int | None, tuple[int, ...]]]:
+    """(offset, cpu, event, own tsc or None, extra words) per Xen record, one step per record."""
+    data = path.read_bytes()
+    out = []
+    off = 0
+    while off + 12 <= len(data):
+        header, cpu, size = struct.unpack_from("<IiI", data, off)
+        assert header == 0x2001F003
+        end = off + 12 + size
+        off += 12
+        while off < min(end, len(data)):
+            (header,) = struct.unpack_from("<I", data, off)
+            n = (header >> 28) & 7
+            c = header >> 31
+            length = 4 + 8 * c + 4 * n
+            if off + length > len(data):
+                break
+            tsc = struct.unpack_from("<Q", data, off + 4)[0] if c else None
+            extra = struct.unpack_from(f"<{n}I", data, off + 4 + 8 * c)
+            out.append((off, cpu, header & 0x0FFFFFFF, tsc, extra))
+            off += length
+        off = end
+    return out
+
+
+# --- features ----------------------------------------------------------------------------------
+
+def test_two_cpus_merge_by_tsc_and_carry_timestamps(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        window(0,
+               rec(xe.TRC_SCHED_WAKE, 1, 0, tsc=100),
+               rec(xe.TRC_HVM_VMENTRY),  # no timestamp: takes 100 (same CPU)
+               rec(xe.TRC_HVM_VMEXIT64, 7, 8, 9, tsc=300)),
+        window(1,
+               rec(xe.TRC_SCHED_BLOCK, 2, 1, tsc=200),
+               rec(xe.TRC_HVM_INJ_VIRQ, 0xF3, 0)),  # takes 200
+        window(0,
+               rec(xe.TRC_HVM_VMENTRY),  # carried from CPU 0's previous window: 300
+               rec(xe.TRC_SCHED_SLEEP, 1, 0, tsc=150)),  # TSC went back: order is by tsc
+    )
+    trace = read_xentrace(path)
+    ev = trace.events
+    assert (trace.records, trace.windows, trace.cpus, trace.truncated) == (7, 3, 2, False)
+    assert trace.cpu_ids == (0, 1)
+    assert ev["tsc"].tolist() == [100, 100, 150, 200, 200, 300, 300]
+    assert ev["cpu"].tolist() == [0, 0, 0, 1, 1, 0, 0]
+    assert ev["name"].tolist() == ["wake", "hvm_vmentry", "sleep", "block", "hvm_inj_virq",
+                                   "hvm_vmexit64", "hvm_vmentry"]
+    assert ev["timestamped"].tolist() == [True, False, True, True, False, True, False]
+    assert (trace.first_tsc, trace.last_tsc) == (100, 300)
+    exit64 = ev[ev["name"] == "hvm_vmexit64"].iloc[0]
+    assert [exit64[f"w{k}"] for k in range(7)] == [7, 8, 9, 0, 0, 0, 0]
+    assert exit64["n_extra"] == 3
+    # dtypes of the contract
+    assert ev["cpu"].dtype == np.int16 and ev["tsc"].dtype == np.int64
+    assert ev["event"].dtype == np.uint32 and ev["w6"].dtype == np.uint32
+    assert isinstance(ev["name"].dtype, pd.CategoricalDtype)
+    assert str(ev["domid"].dtype) == "Int32" and str(ev["old_state"].dtype) == "Int8"
+    # offsets point at the records (window header 12 bytes, then records of 20 and 4 bytes)
+    assert ev.sort_values("offset")["offset"].tolist()[:3] == [12, 32, 36]
+
+
+def test_record_before_any_timestamp_takes_its_cpus_first(tmp_path: Path) -> None:
+    path = write(tmp_path,
+                 window(3, rec(xe.TRC_HVM_VMENTRY), rec(xe.TRC_HVM_VMEXIT, 1, 2, 3)),
+                 window(3, rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=500)),
+                 window(2, rec(xe.TRC_SCHED_WAKE, 0, 1, tsc=400)))
+    trace = read_xentrace(path)
+    assert trace.events["tsc"].tolist() == [400, 500, 500, 500]
+    assert trace.events["cpu"].tolist() == [2, 3, 3, 3]
+    # per-CPU order kept for equal TSCs
+    assert trace.events["name"].tolist()[1:] == ["hvm_vmentry", "hvm_vmexit", "wake"]
+
+
+def test_wrap_record_skipped_by_length(tmp_path: Path) -> None:
+    garbage = (0xFFFFFFFF, 0x2001F003, 0x7001F001, 0, 0, 0, 0)  # look like headers: must not
+    path = write(tmp_path, window(0,
+                                  rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=10),
+                                  rec(xe.TRC_TRACE_WRAP_BUFFER, *garbage, tsc=11),
+                                  rec(xe.TRC_TRACE_WRAP_BUFFER, 0xFFFFFFFF),  # short: no TSC
+                                  rec(xe.TRC_SCHED_BLOCK, 0, 0, tsc=12)))
+    trace = read_xentrace(path)
+    assert trace.events["name"].tolist() == ["wake", "wrap_buffer", "wrap_buffer", "block"]
+    assert trace.records == 4
+
+
+def test_lost_records_in_events_and_lost_table(tmp_path: Path) -> None:
+    first = 0x1_0000_0010
+    path = write(tmp_path, window(5,
+                                  rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=0x1_0000_0000),
+                                  rec(xe.TRC_LOST_RECORDS,
+                                      1234,  # w0: records dropped
+                                      (3 << 16) | 14,  # w1: vcpu 3 (high), domid 14 (low)
+                                      first & 0xFFFFFFFF, first >> 32,  # TSC of first dropped
+                                      tsc=0x1_0000_0400)))
+    trace = read_xentrace(path)
+    lost = trace.lost
+    assert len(lost) == 1
+    row = lost.iloc[0]
+    assert (row["cpu"], row["dropped"], row["domid"], row["vcpu"]) == (5, 1234, 14, 3)
+    assert (row["tsc_first"], row["tsc"]) == (first, 0x1_0000_0400)
+    assert trace.events["name"].tolist() == ["wake", "lost_records"]
+    assert trace.records == 2
+
+
+def test_switch_infprev_infnext_layouts(tmp_path: Path) -> None:
+    path = write(tmp_path, window(
+        0,
+        rec(xe.TRC_SCHED_SWITCH_INFPREV, 5, 900, tsc=1),  # Xen <= 4.7: [domid, ran_ns]
+        rec(xe.TRC_SCHED_SWITCH_INFPREV, 5, 2, 901, tsc=2),  # [domid, vcpu, ran_ns]
+        rec(xe.TRC_SCHED_SWITCH_INFNEXT, 6, 70, 0xFFFFFFFF, tsc=3),  # [domid, wait, slice]
+        rec(xe.TRC_SCHED_SWITCH_INFNEXT, 6, 1, 71, 30000, tsc=4),  # [domid, vcpu, wait, slice]
+        rec(xe.TRC_SCHED_SWITCH, 5, 2, 6, 1, tsc=5),  # prev d5v2 -> next d6v1
+    ))
+    ev = read_xentrace(path).events
+    assert ev["domid"].tolist() == [5, 5, 6, 6, 5]
+    assert ev["vcpu"].tolist()[1::2] == [2, 1]
+    assert ev["vcpu"].isna().tolist() == [True, False, True, False, False]
+    assert ev["ran_ns"].tolist()[:2] == [900, 901]
+    assert ev["wait_ns"].tolist()[2:4] == [70, 71]
+    assert ev["next_domid"].tolist()[4] == 6 and ev["next_vcpu"].tolist()[4] == 1
+    assert ev["next_domid"].isna().sum() == 4
+
+
+def test_decoded_columns(tmp_path: Path) -> None:
+    path = write(tmp_path, window(
+        1,
+        runstate(2, 1, 14, 3, tsc=10),  # blocked -> runnable, d14v3
+        rec(xe.TRC_HW_IRQ_HANDLED, 57, 0x1000, 0x2000, tsc=11),  # irq 57
+        rec(xe.TRC_PV_HYPERCALL_V2, 0x01100014, 5, 17, tsc=12),  # grant_table_op copy x17
+        rec(xe.TRC_PV_HYPERCALL_V2, 0x0010001D, 1, tsc=13),  # sched_op, 1 arg
+        rec(xe.TRC_MEM_PAGE_GRANT_MAP, 9, tsc=14),  # granting domain 9
+        rec(xe.TRC_SCHED_CONTINUE_RUNNING, (0 << 16) | 2, tsc=15),  # d0v2
+    ))
+    ev = read_xentrace(path).events
+    assert ev["domid"].tolist()[0] == 14 and ev["vcpu"].tolist()[0] == 3
+    assert (ev["old_state"].iloc[0], ev["new_state"].iloc[0]) == (2, 1)
+    assert ev["old_state"].notna().sum() == 1
+    assert ev["irq"].tolist()[1] == 57 and ev["irq"].notna().sum() == 1
+    assert ev["hypercall"].tolist()[2:4] == [20, 29]
+    assert ev["gnttab_cmd"].tolist()[2] == xe.GNTTABOP_COPY
+    assert ev["count"].tolist()[2] == 17
+    assert ev["gnttab_cmd"].notna().sum() == 1 and ev["count"].notna().sum() == 1
+    assert ev["domid"].tolist()[4] == 9 and pd.isna(ev["vcpu"].iloc[4])
+    assert (ev["domid"].iloc[5], ev["vcpu"].iloc[5]) == (0, 2)
+
+
+def test_unknown_and_guest_events_kept_raw(tmp_path: Path) -> None:
+    path = write(tmp_path, window(
+        0,
+        rec(0x0800F000 | 0x42, 1, 2, 3, 4, 5, 6, 7),  # TRC_GUEST, 7 words, no timestamp
+        rec(0x0040F123, 0xDEAD, tsc=5),  # a shadow event xenlat does not know
+        rec(0x0FFFFFFF),  # an id of no class at all
+    ))
+    ev = read_xentrace(path).events
+    assert ev["name"].tolist() == ["guest", "shadow:0x0040f123", "unknown:0x0fffffff"]
+    assert [ev[f"w{k}"].iloc[0] for k in range(7)] == [1, 2, 3, 4, 5, 6, 7]
+    assert ev["w0"].iloc[1] == 0xDEAD
+    assert ev["event"].tolist()[0] == 0x0800F042
+
+
+def test_empty_window_and_many_chunks_match_slow_walk(tmp_path: Path, monkeypatch) -> None:
+    rng = np.random.default_rng(3)
+    windows = [window(0)]  # an empty window
+    tsc = 1000
+    for w in range(12):
+        records = []
+        for _ in range(int(rng.integers(0, 40))):
+            n = int(rng.integers(0, 8))
+            stamped = bool(rng.integers(0, 2))
+            tsc += int(rng.integers(1, 100))
+            words = rng.integers(0, 1 << 32, size=n, dtype=np.uint64).tolist()
+            records.append(rec(0x00081000 + int(rng.integers(0, 5)), *words,
+                               tsc=tsc if stamped else None))
+        windows.append(window(w % 3, *records))
+    path = write(tmp_path, *windows)
+    truth = slow_walk(path)
+    for chunk in (reader.CHUNK_WORDS, 7, 16, 101):  # records straddle chunk limits
+        monkeypatch.setattr(reader, "CHUNK_WORDS", chunk)
+        ev = read_xentrace(path).events.sort_values("offset", kind="stable")
+        assert ev["offset"].tolist() == [t[0] for t in truth]
+        assert ev["cpu"].tolist() == [t[1] for t in truth]
+        assert ev["event"].tolist() == [t[2] for t in truth]
+        for k in range(7):
+            assert ev[f"w{k}"].tolist() == [t[4][k] if k < len(t[4]) else 0 for t in truth]
+
+
+def test_truncated_last_window_keeps_whole_records(tmp_path: Path) -> None:
+    data = (window(0, rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=1))
+            + window(1, rec(xe.TRC_SCHED_WAKE, 0, 1, tsc=2), rec(xe.TRC_SCHED_BLOCK, 0, 1,
+                                                                     tsc=3)))
+    path = write(tmp_path, data[:-6])  # cut inside the last record (20 bytes long)
+    with pytest.warns(TruncatedInput) as caught:
+        trace = read_xentrace(path)
+    assert trace.truncated
+    assert trace.events["name"].tolist() == ["wake", "wake"]
+    cut_record = len(data) - 20
+    assert f"{path}: offset {cut_record}" in str(caught[0].message)
+
+
+def test_cut_inside_a_cpu_change_record(tmp_path: Path) -> None:
+    data = window(0, rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=1)) + window(1)
+    path = write(tmp_path, data[:-5])
+    with pytest.warns(TruncatedInput, match=f"offset {len(data) - 12}"):
+        trace = read_xentrace(path)
+    assert trace.records == 1 and trace.windows == 1
+
+
+def test_a_whole_file_reads_without_warning(tmp_path: Path) -> None:
+    path = write(tmp_path, window(0, rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=1)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_xentrace(path).records == 1
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+BAD_INPUTS = {
+    "not_xentrace": (b"\xd4\xc3\xb2\xa1" + bytes(40), 0, "not a xentrace file"),
+    "too_short": (b"\x03\xf0\x01\x20\x00", 0, "shorter than a CPU-change record"),
+    "window_larger_than_file": (struct.pack("<IiI", 0x2001F003, 0, 1 << 30), 8,
+                                "window size 1073741824 bytes is larger than the file"),
+    "cpu_out_of_range": (window(5000, rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=1)), 4,
+                         "CPU 5000, out of range"),
+    "cpu_negative": (window(-1), 4, "CPU -1, out of range"),
+    "record_runs_past_window": (window(0, rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=1), size=12)
+                                + window(1), 12, "runs past the end of its window at offset 24"),
+    "last_record_runs_past_window": (window(0, rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=1), size=8)
+                                     + bytes(12), 12, "runs past the end of its window"),
+    "window_size_not_multiple_of_4": (window(0, size=3) + bytes(3), 8, "not a multiple of 4"),
+    "garbage_after_window": (window(0) + b"\x01\x02\x03\x04" * 4, 12,
+                             "expected a CPU-change record"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_library(tmp_path: Path, case: str) -> None:
+    data, offset, message = BAD_INPUTS[case]
+    path = write(tmp_path, data)
+    with pytest.raises(InputError, match=message) as info:
+        read_xentrace(path)
+    assert info.value.offset == offset
+    assert str(info.value).startswith(f"{path}: offset {offset}: ")
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_cli(tmp_path: Path, runner, case: str) -> None:
+    data, offset, message = BAD_INPUTS[case]
+    path = write(tmp_path, data)
+    result = runner.invoke(main, ["trace", str(path)])
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"xenlat: error: {path}: offset {offset}: ")
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name, message", [
+    ("missing.bin", "no such file"), (".", "is a directory"), ("empty.bin", "empty file"),
+])
+def test_unusable_paths_cli(tmp_path: Path, runner, name: str, message: str) -> None:
+    (tmp_path / "empty.bin").write_bytes(b"")
+    path = tmp_path / name
+    result = runner.invoke(main, ["trace", str(path)])
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"xenlat: error: {path}")
+    assert message in result.stderr
+
+
+def test_truncated_cli_warns_and_strict_fails(tmp_path: Path, runner) -> None:
+    data = window(0, rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=1), rec(xe.TRC_SCHED_BLOCK, 0, 0, tsc=2))
+    path = write(tmp_path, data[:-4])
+    result = runner.invoke(main, ["trace", str(path), "--format", "json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["records"] == 1
+    assert json.loads(result.stdout)["truncated"] is True
+    assert result.stderr.startswith(f"xenlat: warning: {path}: offset 32: file ends inside")
+    strict = runner.invoke(main, ["trace", str(path), "--strict"])
+    assert strict.exit_code == 3
+    assert strict.stdout == ""
+    assert "file ends inside a window" in strict.stderr and "(--strict)" in strict.stderr
+
+
+# --- run states, switches ----------------------------------------------------------------------
+
+def _runstate_trace(tmp_path: Path) -> Path:
+    # d1v0: blocked until 100, runnable 100-150, running 150-400, runnable 400-450, running.
+    # CPU 2 ran d0v0 then d1v0 (switch at 150), idle (400), d1v0 again (450).
+    return write(tmp_path,
+                 window(2,
+                        rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=50),
+                        runstate(2, 1, 1, 0, tsc=100),
+                        rec(xe.TRC_SCHED_SWITCH, 0, 0, 1, 0, tsc=150),
+                        runstate(1, 0, 1, 0, tsc=150),
+                        rec(xe.TRC_SCHED_SWITCH, 1, 0, xe.DOMID_IDLE, 2, tsc=400),
+                        runstate(0, 1, 1, 0, tsc=400)),
+                 window(2,
+                        rec(xe.TRC_SCHED_SWITCH, xe.DOMID_IDLE, 2, 1, 0, tsc=450),
+                        runstate(1, 0, 1, 0, tsc=450),
+                        rec(xe.TRC_SCHED_BLOCK, 0, 0, tsc=600)))
+
+
+def test_runstate_intervals(tmp_path: Path) -> None:
+    trace = read_xentrace(_runstate_trace(tmp_path))
+    rs = trace.runstates
+    assert rs["state"].tolist() == ["blocked", "runnable", "running", "runnable", "running"]
+    assert rs["start_tsc"].tolist() == [50, 100, 150, 400, 450]
+    assert rs["end_tsc"].tolist()[:4] == [100, 150, 400, 450]
+    assert pd.isna(rs["end_tsc"].iloc[4])
+    assert rs["from_trace_start"].tolist() == [True, False, False, False, False]
+    assert rs["consistent"].all()
+    assert (rs["domid"] == 1).all() and (rs["vcpu"] == 0).all()
+
+
+def test_state_at_and_durations(tmp_path: Path) -> None:
+    rs = read_xentrace(_runstate_trace(tmp_path)).runstates
+    states = state_at(rs, 1, 0, [10, 50, 99, 100, 149, 150, 420, 599, 600, 601])
+    assert [None if pd.isna(x) else x for x in states] == [
+        None, "blocked", "blocked", "runnable", "runnable", "running", "runnable", "running",
+        None, None]  # last_tsc is 600: after it nothing is known
+    assert state_at(rs, 9, 9, [100]).isna().all()
+    d = state_durations(rs, 1, 0, [0, 120, 390], [130, 460, 700])
+    # [0,130): unknown 50, blocked 50, runnable 30
+    assert d.iloc[0].to_dict() == {"running": 0, "runnable": 30, "blocked": 50, "offline": 0,
+                                   "unknown": 50}
+    # [120,460): runnable 30 + 50, running 250 + 10
+    assert d.iloc[1].to_dict() == {"running": 260, "runnable": 80, "blocked": 0, "offline": 0,
+                                   "unknown": 0}
+    # [390,700): running 10, runnable 50, running 150 (to 600), unknown 100
+    assert d.iloc[2].to_dict() == {"running": 160, "runnable": 50, "blocked": 0, "offline": 0,
+                                   "unknown": 100}
+
+
+def test_switches_and_who_ran(tmp_path: Path) -> None:
+    trace = read_xentrace(_runstate_trace(tmp_path))
+    sw = trace.switches
+    assert sw["tsc"].tolist() == [150, 400, 450]
+    assert sw["next_domid"].tolist() == [1, xe.DOMID_IDLE, 1]
+    runs = trace.cpu_runs
+    assert runs["domid"].tolist() == [0, 1, xe.DOMID_IDLE, 1]
+    assert runs["start_tsc"].tolist() == [50, 150, 400, 450]
+    # d1v0 was runnable 100-150: who had CPU 2? d0v0.
+    held = who_ran(runs, 2, 100, 150)
+    assert held[["domid", "vcpu", "cycles"]].values.tolist() == [[0, 0, 50]]
+    held = who_ran(runs, 2, 300, 500)
+    assert held["domid"].tolist() == [1, xe.DOMID_IDLE, 1]
+    assert held["cycles"].tolist() == [100, 50, 50]
+    assert held["idle"].tolist() == [False, True, False]
+    on = running_on(runs, [2, 2, 2, 7], [10, 200, 420, 200])
+    assert on["domid"].tolist()[1:3] == [1, xe.DOMID_IDLE]
+    assert on["domid"].isna().tolist() == [True, False, False, True]
+    assert cpu_runs(trace.switches.iloc[:0]).empty
+
+
+# --- the real trace ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real(corpus: Path):
+    path = corpus / CORPUS_TRACE
+    return path, read_xentrace(path), slow_walk(path)
+
+
+def test_real_trace_counts(real) -> None:
+    _, trace, truth = real
+    assert (trace.records, trace.windows, trace.cpus) == (180_493, 187, 8)
+    assert trace.cpu_ids == tuple(range(8))
+    assert not trace.truncated
+    assert len(truth) == 180_493
+    want = pd.Series([t[2] for t in truth]).value_counts().sort_index()
+    got = trace.events["event"].value_counts().sort_index()
+    assert got.to_dict() == want.to_dict()
+    assert got[xe.TRC_TRACE_WRAP_BUFFER] > 0
+
+
+def test_real_trace_records_match_slow_walk(real) -> None:
+    _, trace, truth = real
+    ev = trace.events.sort_values("offset", kind="stable")
+    assert ev["offset"].tolist() == [t[0] for t in truth]
+    assert ev["cpu"].tolist() == [t[1] for t in truth]
+    own = ev["timestamped"].to_numpy()
+    assert own.tolist() == [t[3] is not None for t in truth]
+    assert ev["tsc"].to_numpy()[own].tolist() == [t[3] for t in truth if t[3] is not None]
+    assert ev["w3"].tolist() == [t[4][3] if len(t[4]) > 3 else 0 for t in truth]
+    # merged timeline: sorted by tsc; each CPU's records in file order
+    assert trace.events["tsc"].is_monotonic_increasing
+    for _, group in trace.events.groupby("cpu"):
+        assert group["offset"].is_monotonic_increasing
+
+
+def test_real_trace_runstates_contiguous(real) -> None:
+    _, trace, _ = real
+    rs = trace.runstates
+    assert len(rs) > 20_000
+    for _, g in rs.groupby(["domid", "vcpu"]):
+        start = g["start_tsc"].to_numpy()
+        end = g["end_tsc"].to_numpy(dtype=np.int64, na_value=-1)
+        assert (np.diff(start) >= 0).all()
+        assert (end[:-1] == start[1:]).all()  # contiguous, no overlap
+        assert end[-1] == -1  # the last one is open
+    assert rs["consistent"].all()  # no lost records in this trace: every change agrees
+    changes = trace.events["old_state"].notna().sum()
+    assert (~rs["from_trace_start"]).sum() == changes

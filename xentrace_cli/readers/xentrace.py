@@ -1,0 +1,818 @@
+"""Reader of xentrace binary files: the event table, lost records, the run-state timeline.
+
+Layout (``docs/xentrace-format.md``): windows, each a CPU-change record (``0x2001f003``,
+``int32 cpu``, ``uint32 window_size``) and ``window_size`` bytes of whole records of that CPU.
+A record is a header word (event id, ``N`` extra words, ``C`` timestamp flag), an optional
+64-bit TSC and ``N`` words, so its length is in its first word::
+
+    record:  | hdr | tsc_lo tsc_hi (if C) | w0 .. w(N-1) |      length = 1 + 2C + N words
+
+The CPU-change record is itself such a record (3 words), so the whole file is one chain of
+records from offset 0. The chain is found without a Python loop per record: every word's
+would-be successor ``next[i] = i + len(word i)`` is computed for a chunk at once, successors of
+successors by doubling (``next^2, next^4 … next^64``), a short loop walks the chain 64 records
+at a time, and the levels expand it back to every record. Window starts must be records of the
+chain (else a record ran past its window). Chunks are bounded, so memory is too.
+
+Public: :func:`read_xentrace` → :class:`XenTrace`, and the run-state helpers
+:func:`state_at`, :func:`state_durations`, :func:`cpu_runs`, :func:`running_on`,
+:func:`who_ran`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import mmap
+import os
+import struct
+import warnings
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError, TruncatedInput, check_readable
+from ..xen_events import (
+    CPU_CHANGE_HEADER,
+    DOMID_IDLE,
+    EVENT_MASK,
+    EXTRA_MASK,
+    EXTRA_SHIFT,
+    HYPERCALL_GRANT_TABLE_OP,
+    HYPERCALL_OP_MASK,
+    MAX_CPU,
+    MAX_EXTRA,
+    MAX_RECORD_WORDS,
+    RUNSTATE_CHANGE_MASK,
+    RUNSTATES,
+    TRC_HW_IRQ_HANDLED,
+    TRC_LOST_RECORDS,
+    TRC_MEM_PAGE_GRANT_MAP,
+    TRC_MEM_PAGE_GRANT_TRANSFER,
+    TRC_MEM_PAGE_GRANT_UNMAP,
+    TRC_PV_HYPERCALL_V2,
+    TRC_SCHED_BLOCK,
+    TRC_SCHED_CONTINUE_RUNNING,
+    TRC_SCHED_RUNSTATE_CHANGE,
+    TRC_SCHED_SLEEP,
+    TRC_SCHED_SWITCH,
+    TRC_SCHED_SWITCH_INFNEXT,
+    TRC_SCHED_SWITCH_INFPREV,
+    TRC_SCHED_WAKE,
+    TRC_SCHED_YIELD,
+    event_name,
+)
+
+ProgressCallback = Callable[[int, int], None]
+
+#: The CPU-change record: header, int32 cpu, uint32 window_size (little-endian).
+_CPU_CHANGE = struct.Struct("<IiI")
+#: Words of file per chunk of the chain walk (16 MiB): bounds the walk's working memory.
+CHUNK_WORDS = 1 << 22
+#: Doubling levels: the Python loop of the walk advances 2**_LEVELS records per step.
+_LEVELS = 6
+#: Run-state categories, in state-number order.
+RUNSTATE_DTYPE = pd.CategoricalDtype(list(RUNSTATES))
+_WORD_COLUMNS = tuple(f"w{k}" for k in range(MAX_EXTRA))
+
+
+@dataclasses.dataclass
+class XenTrace:
+    """A xentrace file read into tables (``docs/ARCHITECTURE.md``, "The xentrace tables")."""
+
+    path: Path
+    events: pd.DataFrame
+    """One row per record Xen wrote, merged by ``tsc`` (stable: per-CPU order kept)."""
+    lost: pd.DataFrame
+    """Lost-records records: ``cpu, dropped, domid, vcpu, tsc_first, tsc`` (blind spots)."""
+    runstates: pd.DataFrame
+    """Run-state intervals per ``(domid, vcpu)``: ``state, start_tsc, end_tsc`` (NA: open)."""
+    switches: pd.DataFrame
+    """SWITCH records: ``cpu, tsc, prev_domid, prev_vcpu, next_domid, next_vcpu``."""
+    records: int
+    """Records Xen wrote (wrap and lost-records included; not the CPU-change records)."""
+    windows: int
+    """CPU-change records (windows) read."""
+    cpu_ids: tuple[int, ...]
+    """Physical CPUs that have a window."""
+    truncated: bool
+    """The file ended inside a window or record (the whole records before were kept)."""
+    first_tsc: int | None
+    """Smallest TSC of a timestamped record (None when no record has one)."""
+    last_tsc: int | None
+    """Largest TSC of a timestamped record."""
+
+    @property
+    def cpus(self) -> int:
+        """Number of physical CPUs that have a window."""
+        return len(self.cpu_ids)
+
+    @cached_property
+    def cpu_runs(self) -> pd.DataFrame:
+        """Who ran on each physical CPU when (see :func:`cpu_runs`)."""
+        return cpu_runs(self.switches, self.first_tsc)
+
+
+# --- window walk ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Windows:
+    start_word: np.ndarray  # word index of each CPU-change record
+    cpu: np.ndarray
+    declared_end: int  # byte offset where the last window claims to end
+    truncated_at: int | None  # byte offset where whole data ends, when the file is cut short
+    problem: InputError | None  # a bad CPU-change record after the good ones (raised later)
+
+
+def _walk_windows(path: Path, mm: mmap.mmap | bytes, size: int) -> _Windows:
+    """Follow the CPU-change records (one Python step per window, not per record).
+
+    A bad CPU-change record ends the walk; its error is raised after the records before it
+    were checked, since a record running past its window is the likelier cause.
+    """
+    starts: list[int] = []
+    cpus: list[int] = []
+    off = 0
+    truncated_at = None
+    problem = None
+    if size < _CPU_CHANGE.size:
+        raise InputError(path, f"not a xentrace file: {size} bytes, shorter than a CPU-change "
+                         "record", offset=0)
+    while off < size:
+        if size - off < _CPU_CHANGE.size:
+            truncated_at = off
+            break
+        header, cpu, window_size = _CPU_CHANGE.unpack_from(mm, off)
+        if header != CPU_CHANGE_HEADER:
+            if off == 0:
+                raise InputError(path, f"not a xentrace file: no CPU-change record at offset 0 "
+                                 f"(header 0x{header:08x}, expected 0x{CPU_CHANGE_HEADER:08x}); "
+                                 "it might be Xen <= 3.1 fixed-size records, or not a trace",
+                                 offset=0)
+            problem = InputError(path, f"expected a CPU-change record "
+                                 f"(0x{CPU_CHANGE_HEADER:08x}) after the previous window, found "
+                                 f"header 0x{header:08x}", offset=off)
+        elif not 0 <= cpu <= MAX_CPU:
+            problem = InputError(path, f"CPU-change record names CPU {cpu}, out of range "
+                                 f"0..{MAX_CPU}", offset=off + 4)
+        elif window_size % 4:
+            problem = InputError(path, f"window size {window_size} is not a multiple of 4 "
+                                 "bytes", offset=off + 8)
+        elif window_size > size:
+            problem = InputError(path, f"window size {window_size} bytes is larger than the "
+                                 f"file ({size} bytes)", offset=off + 8)
+        if problem is not None:
+            break
+        starts.append(off // 4)
+        cpus.append(cpu)
+        off += _CPU_CHANGE.size + window_size
+        if off > size:
+            truncated_at = size - size % 4
+    return _Windows(np.asarray(starts, dtype=np.int64), np.asarray(cpus, dtype=np.int16),
+                    off, truncated_at, problem)
+
+
+# --- the record chain ----------------------------------------------------------------------------
+
+def _record_words(hdr: np.ndarray) -> np.ndarray:
+    """Length in words of the record each header word would start: 1 + 2C + N."""
+    return 1 + ((hdr >> EXTRA_SHIFT) & EXTRA_MASK) + ((hdr >> 31) << 1)
+
+
+def _chain(lens: np.ndarray, start: int, limit: int) -> np.ndarray:
+    """Positions of the records reachable from ``start`` that begin before ``limit``.
+
+    ``lens`` holds the would-be length of a record at every word position of the chunk (more
+    positions than ``limit`` when records cross it). Returns int64 positions in order; the
+    record after the last one starts at ``last + lens[last]``.
+    """
+    size = len(lens)
+    sentinel = np.int32(size)
+    nxt = np.empty(size + 1, dtype=np.int32)
+    np.add(np.arange(size, dtype=np.int32), lens, out=nxt[:size], casting="unsafe")
+    nxt[limit:] = sentinel  # beyond the limit: the chain of this chunk stops
+    np.minimum(nxt, sentinel, out=nxt)
+    levels = [nxt]
+    for _ in range(_LEVELS):
+        levels.append(levels[-1][levels[-1]])
+    # Walk 2**_LEVELS records per step (a loop per 64 records, not per record).
+    top = levels[-1]
+    skeleton = []
+    pos = start
+    while pos < limit:
+        skeleton.append(pos)
+        pos = int(top[pos])
+    nodes = np.asarray(skeleton, dtype=np.int32)
+    # Expand: between two nodes 2**(k+1) records apart lies the one 2**k after the first.
+    for level in reversed(levels[:-1]):
+        half = level[nodes]
+        both = np.empty(2 * len(nodes), dtype=np.int32)
+        both[0::2] = nodes
+        both[1::2] = half
+        nodes = both[both < limit]
+    return nodes.astype(np.int64)
+
+
+@dataclasses.dataclass
+class _Batch:
+    """Records of one chunk, in file order."""
+
+    offset: np.ndarray  # byte offset, int64
+    cpu: np.ndarray  # int16
+    header: np.ndarray  # uint32
+    tsc: np.ndarray  # int64: own TSC, else the CPU's last (pending rows: fixed at the end)
+    extra: np.ndarray  # (7, n) uint32, zero beyond N (one row per word: columns stay contiguous)
+    pending: np.ndarray  # rows before their CPU's first TSC
+
+
+class _Clock:
+    """Per-CPU TSC carried across windows and chunks (records without one take the last)."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, int] = {}
+        self.first: dict[int, int] = {}
+
+    def fill(self, window: np.ndarray, cpu_of_window: np.ndarray, tsc: np.ndarray,
+             stamped: np.ndarray) -> np.ndarray:
+        """Fill ``tsc`` in place for unstamped rows; return the rows with no TSC yet."""
+        n = len(tsc)
+        if n == 0:
+            return np.empty(0, dtype=np.int64)
+        index = np.arange(n)
+        boundary = np.empty(n, dtype=bool)
+        boundary[0] = True
+        np.not_equal(window[1:], window[:-1], out=boundary[1:])
+        seg_start = np.flatnonzero(boundary)
+        seg_end = np.r_[seg_start[1:], n] - 1
+        last = np.maximum.accumulate(np.where(stamped, index, -1))
+        # Within a window: the last TSC before the row.
+        row_seg = np.repeat(seg_start, seg_end - seg_start + 1)
+        inside = last >= row_seg
+        fill = ~stamped & inside
+        tsc[fill] = tsc[last[fill]]
+        # Leading rows of a window: the CPU's TSC from its previous window (a step per window).
+        seg_cpu = cpu_of_window[window[seg_start]].tolist()
+        seg_has = (last[seg_end] >= seg_start).tolist()
+        seg_last = tsc[seg_end].tolist()
+        first_at = np.flatnonzero(stamped)
+        carry = np.full(len(seg_start), -1, dtype=np.int64)
+        for k, cpu in enumerate(seg_cpu):
+            carry[k] = self.last.get(cpu, -1)
+            if seg_has[k]:
+                self.last[cpu] = seg_last[k]
+                if cpu not in self.first:
+                    j = first_at[np.searchsorted(first_at, seg_start[k])]
+                    self.first[cpu] = int(tsc[j])
+        need = np.flatnonzero(~stamped & ~inside)
+        value = carry[np.searchsorted(seg_start, need, side="right") - 1]
+        tsc[need] = value
+        return need[value < 0]
+
+
+def _extract(words: np.ndarray, base: int, nodes: np.ndarray, window: np.ndarray,
+             cpu_of_window: np.ndarray, clock: _Clock) -> _Batch:
+    """Columns of the records at chunk positions ``nodes`` (all whole within ``words``)."""
+    hdr = words[nodes]
+    stamped = (hdr >> 31).astype(bool)
+    n_extra = (hdr >> EXTRA_SHIFT) & EXTRA_MASK
+    tsc = np.zeros(len(nodes), dtype=np.uint64)
+    at = nodes[stamped]
+    tsc[stamped] = words[at + 1].astype(np.uint64) | (words[at + 2].astype(np.uint64) << 32)
+    tsc = tsc.view(np.int64)
+    pending = clock.fill(window, cpu_of_window, tsc, stamped)
+    first = nodes + 1 + 2 * stamped
+    last = len(words) - 1
+    extra = np.empty((MAX_EXTRA, len(nodes)), dtype=np.uint32)
+    for k in range(MAX_EXTRA):
+        row = words[np.minimum(first + k, last)]
+        row[n_extra <= k] = 0
+        extra[k] = row
+    return _Batch((nodes + base) * 4, cpu_of_window[window], hdr, tsc, extra, pending)
+
+
+def _read_records(path: Path, handle: BinaryIO, win: _Windows, size: int,
+                  on_progress: ProgressCallback | None) -> tuple[list[_Batch], int | None]:
+    """Walk the chain over the file in bounded chunks; return batches and a truncation offset."""
+    nwords = size // 4
+    win_start = win.start_word
+    batches: list[_Batch] = []
+    clock = _Clock()
+    pos = 0
+    truncated_at = win.truncated_at
+    data_end = min(nwords, win.declared_end // 4)
+    while pos < data_end:
+        limit = min(pos + CHUNK_WORDS, data_end)
+        stop = min(limit + MAX_RECORD_WORDS, nwords)
+        handle.seek(pos * 4)
+        chunk = np.fromfile(handle, dtype="<u4", count=stop - pos)
+        if len(chunk) != stop - pos:
+            raise InputError(path, "file changed while being read", offset=pos * 4)
+        lens = _record_words(chunk)
+        nodes = _chain(lens, 0, limit - pos)
+        after = int(nodes[-1] + lens[nodes[-1]])
+        # Every window start in the span the chain covered must be a record of the chain.
+        span_lo, span_hi = np.searchsorted(win_start, [pos, pos + after])
+        starts = win_start[span_lo:span_hi] - pos
+        found = np.searchsorted(nodes, starts)
+        bad = nodes[np.minimum(found, len(nodes) - 1)] != starts
+        if bad.any():
+            boundary = int(starts[np.argmax(bad)])
+            culprit = int(nodes[np.searchsorted(nodes, boundary) - 1])
+            raise InputError(path, f"record with header 0x{int(chunk[culprit]):08x} "
+                             f"({int(lens[culprit]) * 4} bytes) runs past the end of its "
+                             f"window at offset {(pos + boundary) * 4}",
+                             offset=(pos + culprit) * 4)
+        # A record running past the end of the data: cut by the file's end, or corrupt.
+        cut = False
+        if pos + after > data_end:
+            last = int(nodes[-1])
+            if not (win.declared_end > size and pos + after > nwords):
+                raise InputError(path, f"record with header 0x{int(chunk[last]):08x} "
+                                 f"({int(lens[last]) * 4} bytes) runs past the end of its "
+                                 f"window at offset {data_end * 4}", offset=(pos + last) * 4)
+            truncated_at = (pos + last) * 4
+            nodes = nodes[:-1]
+            after = last
+            cut = True
+        # Drop the CPU-change records; each record belongs to the window before it.
+        window_of = np.searchsorted(win_start, nodes + pos, side="right") - 1
+        is_change = win_start[window_of] == nodes + pos
+        keep = ~is_change
+        nodes = nodes[keep]
+        batches.append(_extract(chunk, pos, nodes, window_of[keep], win.cpu, clock))
+        pos += after
+        if on_progress is not None:
+            on_progress(min(pos * 4, size), size)
+        if cut:
+            break
+    if win.problem is not None:
+        raise win.problem
+    # Records before their CPU's first TSC take that first TSC (else the trace's first).
+    starts = [int(b.tsc[b.header >> 31 == 1].min()) for b in batches if (b.header >> 31).any()]
+    origin = min(starts) if starts else 0
+    for b in batches:
+        if len(b.pending):
+            cpus = b.cpu[b.pending].tolist()
+            b.tsc[b.pending] = [clock.first.get(c, origin) for c in cpus]
+    return batches, truncated_at
+
+
+# --- tables --------------------------------------------------------------------------------------
+
+def _nullable(values: np.ndarray, valid: np.ndarray, dtype: str) -> pd.arrays.IntegerArray:
+    """A pandas nullable integer array from values and a validity mask (no copy of NA)."""
+    np_dtype = np.dtype(dtype.lower())
+    return pd.arrays.IntegerArray(values.astype(np_dtype, copy=False), ~valid)
+
+
+# Kinds of events the decoder treats alike (index into _KIND_OF, per distinct event id).
+_K_OTHER, _K_UNIT, _K_RUNSTATE, _K_PAIR, _K_SWITCH, _K_INFPREV, _K_INFNEXT, _K_LOST, \
+    _K_GRANT, _K_IRQ, _K_HCALL = range(11)
+
+
+def _kind(event: int) -> int:
+    if (event & RUNSTATE_CHANGE_MASK) == TRC_SCHED_RUNSTATE_CHANGE:
+        return _K_RUNSTATE
+    return {
+        TRC_SCHED_CONTINUE_RUNNING: _K_UNIT,
+        TRC_SCHED_WAKE: _K_PAIR, TRC_SCHED_BLOCK: _K_PAIR, TRC_SCHED_SLEEP: _K_PAIR,
+        TRC_SCHED_YIELD: _K_PAIR,
+        TRC_SCHED_SWITCH: _K_SWITCH,
+        TRC_SCHED_SWITCH_INFPREV: _K_INFPREV,
+        TRC_SCHED_SWITCH_INFNEXT: _K_INFNEXT,
+        TRC_LOST_RECORDS: _K_LOST,
+        TRC_MEM_PAGE_GRANT_MAP: _K_GRANT, TRC_MEM_PAGE_GRANT_UNMAP: _K_GRANT,
+        TRC_MEM_PAGE_GRANT_TRANSFER: _K_GRANT,
+        TRC_HW_IRQ_HANDLED: _K_IRQ,
+        TRC_PV_HYPERCALL_V2: _K_HCALL,
+    }.get(event, _K_OTHER)
+
+
+class _Column:
+    """A nullable integer column filled at a few rows (values and an NA mask)."""
+
+    def __init__(self, n: int, dtype: type) -> None:
+        self.values = np.zeros(n, dtype=dtype)
+        self.na = np.ones(n, dtype=bool)
+
+    def put(self, rows: np.ndarray, values: np.ndarray) -> None:
+        self.values[rows] = values
+        self.na[rows] = False
+
+    def array(self) -> pd.arrays.IntegerArray:
+        return pd.arrays.IntegerArray(self.values, self.na)
+
+
+def _decode(columns: dict[str, object], event: np.ndarray, codes: np.ndarray,
+            uniques: np.ndarray, n_extra: np.ndarray, w: list[np.ndarray]) -> None:
+    """Add the decoded columns (domid, vcpu, states, switch target, irq, hypercall …).
+
+    Only the rows of the events concerned are touched: rows are grouped by kind once.
+    """
+    n = len(event)
+    kind_of = np.array([_kind(int(e)) for e in uniques], dtype=np.int8)
+    kind = kind_of[codes] if n else np.zeros(0, dtype=np.int8)
+    order = np.argsort(kind, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(kind, minlength=11))]
+
+    def rows(k: int, min_extra: int = 0, exact: int | None = None) -> np.ndarray:
+        r = order[bounds[k]:bounds[k + 1]]
+        if exact is not None:
+            return r[n_extra[r] == exact]
+        return r[n_extra[r] >= min_extra]
+
+    domid, vcpu = _Column(n, np.int32), _Column(n, np.int32)
+    old_state, new_state = _Column(n, np.int8), _Column(n, np.int8)
+    next_domid, next_vcpu = _Column(n, np.int32), _Column(n, np.int32)
+    ran_ns, wait_ns = _Column(n, np.int64), _Column(n, np.int64)
+    irq, hypercall = _Column(n, np.int32), _Column(n, np.int32)
+    gnttab_cmd, count = _Column(n, np.int32), _Column(n, np.int64)
+
+    for k in (_K_UNIT, _K_RUNSTATE):  # w0: vcpu in bits 0-15, domid in bits 16-31
+        r = rows(k, 1)
+        domid.put(r, w[0][r] >> 16)
+        vcpu.put(r, w[0][r] & 0xFFFF)
+    r = rows(_K_RUNSTATE, 1)
+    old_state.put(r, (event[r] >> 8) & 0xF)
+    new_state.put(r, (event[r] >> 4) & 0xF)
+    r = rows(_K_PAIR, 2)  # [domid, vcpu]
+    domid.put(r, w[0][r])
+    vcpu.put(r, w[1][r])
+    r = rows(_K_SWITCH, 4)  # [prev domid, prev vcpu, next domid, next vcpu]
+    domid.put(r, w[0][r])
+    vcpu.put(r, w[1][r])
+    next_domid.put(r, w[2][r])
+    next_vcpu.put(r, w[3][r])
+    # SWITCH_INFPREV: [domid, vcpu, ran_ns]; Xen <= 4.7: [domid, ran_ns].
+    r = rows(_K_INFPREV, exact=2)
+    domid.put(r, w[0][r])
+    ran_ns.put(r, w[1][r])
+    r = rows(_K_INFPREV, 3)
+    domid.put(r, w[0][r])
+    vcpu.put(r, w[1][r])
+    ran_ns.put(r, w[2][r])
+    # SWITCH_INFNEXT: [domid, vcpu, wait_ns, slice]; Xen <= 4.7: [domid, wait_ns, slice].
+    r = rows(_K_INFNEXT, exact=3)
+    domid.put(r, w[0][r])
+    wait_ns.put(r, w[1][r])
+    r = rows(_K_INFNEXT, 4)
+    domid.put(r, w[0][r])
+    vcpu.put(r, w[1][r])
+    wait_ns.put(r, w[2][r])
+    r = rows(_K_LOST, 2)  # w1: domid in bits 0-15, vcpu in bits 16-31
+    domid.put(r, w[1][r] & 0xFFFF)
+    vcpu.put(r, w[1][r] >> 16)
+    r = rows(_K_GRANT, 1)
+    domid.put(r, w[0][r])
+    r = rows(_K_IRQ, 1)
+    irq.put(r, w[0][r])
+    # PV_HYPERCALL_V2: w0 = op | 2 presence bits per argument from bit 20 (1: one 32-bit word,
+    # 2: a 64-bit value in two words), then the present arguments in order.
+    r = rows(_K_HCALL, 1)
+    op = w[0][r] & HYPERCALL_OP_MASK
+    hypercall.put(r, op)
+    r = r[op == HYPERCALL_GRANT_TABLE_OP]
+    flags = w[0][r].astype(np.int64)
+    a0, a1, a2 = (flags >> 20) & 3, (flags >> 22) & 3, (flags >> 24) & 3
+    ne = n_extra[r].astype(np.int64)
+    ok = (a0 != 0) & (ne >= 2)
+    gnttab_cmd.put(r[ok], w[1][r[ok]])
+    at = 1 + a0 + a1  # word index of argument 2 (the count)
+    ok = (a2 != 0) & (at < ne)
+    extra = np.stack([w[k][r[ok]] for k in range(MAX_EXTRA)]) if ok.any() else None
+    if extra is not None:
+        count.put(r[ok], extra[at[ok], np.arange(int(ok.sum()))])
+
+    for name, col in (("domid", domid), ("vcpu", vcpu), ("old_state", old_state),
+                      ("new_state", new_state), ("next_domid", next_domid),
+                      ("next_vcpu", next_vcpu), ("ran_ns", ran_ns), ("wait_ns", wait_ns),
+                      ("irq", irq), ("hypercall", hypercall), ("gnttab_cmd", gnttab_cmd),
+                      ("count", count)):
+        columns[name] = col.array()
+
+
+def _names(codes: np.ndarray, uniques: np.ndarray) -> pd.Categorical:
+    """Event names as a categorical (one name lookup per distinct id)."""
+    names = [event_name(int(i)) for i in uniques]
+    categories = sorted(set(names))
+    name_code = np.array([categories.index(x) for x in names], dtype=np.int32)
+    return pd.Categorical.from_codes(name_code[codes] if len(codes) else codes.astype(np.int32),
+                                     categories=categories)
+
+
+def _events_table(batches: list[_Batch], win: _Windows
+                  ) -> tuple[pd.DataFrame, int | None, int | None]:
+    """Concatenate the batches, fill timestamps, merge by TSC, decode."""
+    def cat(name: str, dtype: str) -> np.ndarray:
+        parts = [getattr(b, name) for b in batches]
+        return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+    tsc = cat("tsc", "int64")
+    order = np.argsort(tsc, kind="stable")
+    tsc = tsc[order]
+    header = cat("header", "uint32")[order]
+    stamped = (header >> 31).astype(bool)
+    first_tsc = last_tsc = None
+    if stamped.any():
+        stamped_tsc = tsc[stamped]
+        first_tsc, last_tsc = int(stamped_tsc.min()), int(stamped_tsc.max())
+        del stamped_tsc
+    event = header & EVENT_MASK
+    n_extra = ((header >> EXTRA_SHIFT) & EXTRA_MASK).astype(np.uint8)
+    del header
+    codes, uniques = pd.factorize(event, sort=False)
+    columns: dict[str, object] = {
+        "cpu": cat("cpu", "int16")[order],
+        "tsc": tsc,
+        "event": event,
+        "name": _names(codes, uniques),
+        "n_extra": n_extra,
+    }
+    del tsc
+    w = []
+    for k, col in enumerate(_WORD_COLUMNS):
+        parts = [b.extra[k] for b in batches]
+        w.append((np.concatenate(parts) if parts else np.empty(0, dtype=np.uint32))[order])
+        columns[col] = w[-1]
+    _decode(columns, event, codes, uniques, n_extra, w)
+    columns["timestamped"] = stamped
+    columns["offset"] = cat("offset", "int64")[order]
+    return pd.DataFrame(columns, copy=False), first_tsc, last_tsc
+
+
+def _lost_table(events: pd.DataFrame) -> pd.DataFrame:
+    """Lost-records records: how many were dropped, and the span nothing was seen."""
+    lost = events[(events["event"] == TRC_LOST_RECORDS) & (events["n_extra"] >= 4)]
+    first = lost["w2"].to_numpy(np.uint64) | (lost["w3"].to_numpy(np.uint64) << np.uint64(32))
+    return pd.DataFrame({
+        "cpu": lost["cpu"].to_numpy(),
+        "dropped": lost["w0"].to_numpy(np.int64),
+        "domid": lost["domid"].array,
+        "vcpu": lost["vcpu"].array,
+        "tsc_first": first.view(np.int64),
+        "tsc": lost["tsc"].to_numpy(),
+    })
+
+
+def _switches_table(events: pd.DataFrame) -> pd.DataFrame:
+    """SWITCH records: which scheduling unit left and which took each physical CPU."""
+    sw = events[(events["event"] == TRC_SCHED_SWITCH) & (events["n_extra"] >= 4)]
+    return pd.DataFrame({
+        "cpu": sw["cpu"].to_numpy(),
+        "tsc": sw["tsc"].to_numpy(),
+        "prev_domid": sw["w0"].to_numpy(np.int32),
+        "prev_vcpu": sw["w1"].to_numpy(np.int32),
+        "next_domid": sw["w2"].to_numpy(np.int32),
+        "next_vcpu": sw["w3"].to_numpy(np.int32),
+    })
+
+
+def _intervals(key: np.ndarray, tsc: np.ndarray, before: np.ndarray, after: np.ndarray,
+               origin: int) -> dict[str, np.ndarray]:
+    """Intervals from change points sorted by (key, tsc): each change closes one, opens one.
+
+    The first change of a key also yields the interval before it (state ``before``), from
+    ``origin`` (the trace's first TSC). Returns arrays keyed ``row`` (source change for the
+    opening), ``state``, ``start``, ``end`` (-1: open), ``from_origin``, ``consistent``.
+    """
+    n = len(key)
+    if n == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return {"row": empty, "state": empty, "start": empty, "end": empty,
+                "from_origin": np.empty(0, dtype=bool), "consistent": np.empty(0, dtype=bool)}
+    same_next = np.r_[key[1:] == key[:-1], False]
+    first = np.r_[True, key[1:] != key[:-1]]
+    end = np.where(same_next, np.r_[tsc[1:], 0], -1)
+    consistent = np.where(same_next, np.r_[before[1:], 0] == after, True)
+    lead = np.flatnonzero(first & (tsc > origin))
+    rows = np.r_[lead, np.arange(n)]
+    state = np.r_[before[lead], after]
+    start = np.r_[np.full(len(lead), origin, dtype=np.int64), tsc]
+    ends = np.r_[tsc[lead], end]
+    from_origin = np.r_[np.ones(len(lead), dtype=bool), np.zeros(n, dtype=bool)]
+    cons = np.r_[np.ones(len(lead), dtype=bool), consistent]
+    order = np.lexsort((start, key[rows]))
+    return {"row": rows[order], "state": state[order], "start": start[order],
+            "end": ends[order], "from_origin": from_origin[order], "consistent": cons[order]}
+
+
+def _runstates_table(events: pd.DataFrame, first_tsc: int | None,
+                     last_tsc: int | None) -> pd.DataFrame:
+    """Run-state intervals from RUNSTATE_CHANGE records (vectorized, no loop per vCPU)."""
+    rs = events[events["old_state"].notna() & events["domid"].notna()]
+    domid = rs["domid"].to_numpy(np.int64)
+    vcpu = rs["vcpu"].to_numpy(np.int64)
+    tsc = rs["tsc"].to_numpy()
+    key = (domid << 16) | vcpu
+    order = np.argsort(key, kind="stable")  # events are in TSC order: stays within a vCPU
+    key, tsc = key[order], tsc[order]
+    before = rs["old_state"].to_numpy(np.int64)[order]
+    after = rs["new_state"].to_numpy(np.int64)[order]
+    cpu = rs["cpu"].to_numpy()[order]
+    origin = first_tsc if first_tsc is not None else 0
+    iv = _intervals(key, tsc, before, after, origin)
+    rows = iv["row"]
+    known = iv["state"] < len(RUNSTATES)
+    codes = np.where(known, iv["state"], -1).astype(np.int8)
+    frame = pd.DataFrame({
+        "domid": (key[rows] >> 16).astype(np.int32),
+        "vcpu": (key[rows] & 0xFFFF).astype(np.int32),
+        "state": pd.Categorical.from_codes(codes, dtype=RUNSTATE_DTYPE),
+        "start_tsc": iv["start"],
+        "end_tsc": _nullable(iv["end"], iv["end"] >= 0, "Int64"),
+        "cpu": cpu[rows],
+        "from_trace_start": iv["from_origin"],
+        "consistent": iv["consistent"],
+    })
+    frame.attrs["first_tsc"] = first_tsc
+    frame.attrs["last_tsc"] = last_tsc
+    return frame
+
+
+def read_xentrace(path: str | os.PathLike[str],
+                  on_progress: ProgressCallback | None = None) -> XenTrace:
+    """Read a xentrace file into an event table, lost records and the run-state timeline.
+
+    Raises ``InputError`` for input that is not a usable trace; warns ``TruncatedInput`` when
+    the file ends inside a window (the whole records before are kept).
+    """
+    path = Path(path)
+    check_readable(path)
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            win = _walk_windows(path, mm, size)
+        batches, truncated_at = _read_records(path, handle, win, size, on_progress)
+    if truncated_at is not None:
+        warnings.warn(TruncatedInput(
+            f"{path}: offset {truncated_at}: file ends inside a window (of {size} bytes, the "
+            f"last window needs {win.declared_end}); kept the whole records before"),
+            stacklevel=2)
+    events, first_tsc, last_tsc = _events_table(batches, win)
+    del batches
+    return XenTrace(
+        path=path,
+        events=events,
+        lost=_lost_table(events),
+        runstates=_runstates_table(events, first_tsc, last_tsc),
+        switches=_switches_table(events),
+        records=len(events),
+        windows=len(win.start_word),
+        cpu_ids=tuple(sorted(set(win.cpu.tolist()))),
+        truncated=truncated_at is not None,
+        first_tsc=first_tsc,
+        last_tsc=last_tsc,
+    )
+
+
+# --- run-state and CPU-occupancy queries ----------------------------------------------------------
+
+def _rows_of(runstates: pd.DataFrame, domid: int, vcpu: int) -> pd.DataFrame:
+    mask = (runstates["domid"].to_numpy() == domid) & (runstates["vcpu"].to_numpy() == vcpu)
+    return runstates[mask]
+
+
+def _ends(rows: pd.DataFrame, open_end: int) -> np.ndarray:
+    return rows["end_tsc"].to_numpy(dtype=np.int64, na_value=open_end)
+
+
+def state_at(runstates: pd.DataFrame, domid: int, vcpu: int,
+             tsc: np.ndarray | list[int]) -> pd.Categorical:
+    """Run state of vCPU ``domid.vcpu`` at each TSC (NA before its first known state).
+
+    An open last interval counts until ``runstates.attrs["last_tsc"]`` (after that: NA).
+    """
+    tsc = np.asarray(tsc, dtype=np.int64)
+    rows = _rows_of(runstates, domid, vcpu)
+    start = rows["start_tsc"].to_numpy(np.int64)
+    end = _ends(rows, _open_end(runstates))
+    out = np.full(len(tsc), -1, dtype=np.int8)
+    if len(start):
+        idx = np.searchsorted(start, tsc, side="right") - 1
+        safe = np.maximum(idx, 0)
+        inside = (idx >= 0) & (tsc < end[safe])
+        codes = rows["state"].cat.codes.to_numpy()
+        out = np.where(inside, codes[safe], -1).astype(np.int8)
+    return pd.Categorical.from_codes(out, dtype=RUNSTATE_DTYPE)
+
+
+def _open_end(runstates: pd.DataFrame) -> int:
+    last = runstates.attrs.get("last_tsc")
+    if last is None:
+        return int(runstates["start_tsc"].max()) if len(runstates) else 0
+    return int(last)
+
+
+def state_durations(runstates: pd.DataFrame, domid: int, vcpu: int,
+                    start_tsc: np.ndarray | list[int],
+                    end_tsc: np.ndarray | list[int]) -> pd.DataFrame:
+    """Cycles vCPU ``domid.vcpu`` spent in each state within each ``[start, end)`` interval.
+
+    One row per interval: ``running``, ``runnable``, ``blocked``, ``offline`` and ``unknown``
+    (no state known: before the trace shows one, after the trace). Vectorized over intervals.
+    """
+    start = np.asarray(start_tsc, dtype=np.int64)
+    end = np.maximum(np.asarray(end_tsc, dtype=np.int64), start)
+    rows = _rows_of(runstates, domid, vcpu)
+    s = rows["start_tsc"].to_numpy(np.int64)
+    e = _ends(rows, _open_end(runstates))
+    e = np.maximum(e, s)
+    codes = rows["state"].cat.codes.to_numpy()
+    out: dict[str, np.ndarray] = {}
+    known = np.zeros(len(start), dtype=np.int64)
+    for code, name in enumerate(RUNSTATES):
+        dur = np.where(codes == code, e - s, 0)
+        before = np.r_[0, np.cumsum(dur)[:-1]] if len(dur) else dur
+
+        def spent(t: np.ndarray, code: int = code, before: np.ndarray = before) -> np.ndarray:
+            # Cycles in state `code` before time t: whole intervals before, part of this one.
+            i = np.searchsorted(s, t, side="right") - 1
+            ok = i >= 0
+            j = np.maximum(i, 0)
+            if not len(s):
+                return np.zeros(len(t), dtype=np.int64)
+            part = np.where(codes[j] == code, np.minimum(t, e[j]) - s[j], 0)
+            return np.where(ok, before[j] + part, 0)
+
+        out[name] = spent(end) - spent(start)
+        known += out[name]
+    out["unknown"] = (end - start) - known
+    return pd.DataFrame(out)
+
+
+def cpu_runs(switches: pd.DataFrame, first_tsc: int | None = None) -> pd.DataFrame:
+    """Intervals of each physical CPU's occupant from SWITCH records.
+
+    Columns ``cpu, domid, vcpu, start_tsc, end_tsc`` (NA: still running at the end); before a
+    CPU's first switch its previous occupant ran since ``first_tsc`` (``from_trace_start``).
+    """
+    key = switches["cpu"].to_numpy().astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    tsc = switches["tsc"].to_numpy()[order]
+    prev = ((switches["prev_domid"].to_numpy().astype(np.int64) << 16)
+            | switches["prev_vcpu"].to_numpy().astype(np.int64))[order]
+    nxt = ((switches["next_domid"].to_numpy().astype(np.int64) << 16)
+           | switches["next_vcpu"].to_numpy().astype(np.int64))[order]
+    origin = first_tsc if first_tsc is not None else (int(tsc.min()) if len(tsc) else 0)
+    iv = _intervals(key, tsc, prev, nxt, origin)
+    unit = iv["state"]
+    return pd.DataFrame({
+        "cpu": key[iv["row"]].astype(np.int16),
+        "domid": (unit >> 16).astype(np.int32),
+        "vcpu": (unit & 0xFFFF).astype(np.int32),
+        "start_tsc": iv["start"],
+        "end_tsc": _nullable(iv["end"], iv["end"] >= 0, "Int64"),
+        "from_trace_start": iv["from_origin"],
+    })
+
+
+def running_on(runs: pd.DataFrame, cpu: np.ndarray | list[int],
+               tsc: np.ndarray | list[int]) -> pd.DataFrame:
+    """Who ran on physical CPU ``cpu[i]`` at ``tsc[i]``: ``domid``, ``vcpu`` (NA: unknown)."""
+    cpu = np.asarray(cpu, dtype=np.int64)
+    tsc = np.asarray(tsc, dtype=np.int64)
+    domid = np.zeros(len(tsc), dtype=np.int64)
+    vcpu = np.zeros(len(tsc), dtype=np.int64)
+    found = np.zeros(len(tsc), dtype=bool)
+    big = np.iinfo(np.int64).max
+    for c in np.unique(cpu):  # one step per physical CPU, vectorized within it
+        rows = runs[runs["cpu"].to_numpy() == c]
+        if not len(rows):
+            continue
+        pick = np.flatnonzero(cpu == c)
+        start = rows["start_tsc"].to_numpy(np.int64)
+        end = rows["end_tsc"].to_numpy(dtype=np.int64, na_value=big)
+        i = np.searchsorted(start, tsc[pick], side="right") - 1
+        j = np.maximum(i, 0)
+        ok = (i >= 0) & (tsc[pick] < end[j])
+        domid[pick] = rows["domid"].to_numpy()[j]
+        vcpu[pick] = rows["vcpu"].to_numpy()[j]
+        found[pick] = ok
+    return pd.DataFrame({"domid": _nullable(domid, found, "Int32"),
+                         "vcpu": _nullable(vcpu, found, "Int32")})
+
+
+def who_ran(runs: pd.DataFrame, cpu: int, start_tsc: int, end_tsc: int) -> pd.DataFrame:
+    """Occupants of physical CPU ``cpu`` during ``[start_tsc, end_tsc)``, clipped to it.
+
+    Columns ``domid, vcpu, start_tsc, end_tsc, cycles``; the idle domain is ``0x7fff``. Answers
+    "runnable, but who had the CPU?".
+    """
+    rows = runs[runs["cpu"].to_numpy() == cpu]
+    end = rows["end_tsc"].to_numpy(dtype=np.int64, na_value=np.iinfo(np.int64).max)
+    start = rows["start_tsc"].to_numpy(np.int64)
+    hit = (start < end_tsc) & (end > start_tsc)
+    s = np.maximum(start[hit], start_tsc)
+    e = np.minimum(end[hit], end_tsc)
+    return pd.DataFrame({
+        "domid": rows["domid"].to_numpy()[hit],
+        "vcpu": rows["vcpu"].to_numpy()[hit],
+        "start_tsc": s,
+        "end_tsc": e,
+        "cycles": e - s,
+        "idle": rows["domid"].to_numpy()[hit] == DOMID_IDLE,
+    })
