@@ -281,7 +281,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         result = attribute.attribute_trace(
             trace, anchor=anchor, placed=placed, matched_rows=matched_rows,
             checkpoints=checkpoints, rx=rx, domid=domid, options=options,
-            guest_fit=guest_fit)
+            packets=packets, local=local)
         checkpoints.update(result.checkpoints)
         alignment.update(result.alignment)
         notes.extend(result.notes)
@@ -360,9 +360,11 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     if "total" in options.thresholds:
         over = (table["total_us"].to_numpy(float) > options.thresholds["total"]) & (label == "")
         label[over] = "total"
+    label = _shared_stalls(label, shown_intervals, checkpoints, baselines, direction)
     if trace_causes is not None:
-        label = trace_causes.spread(label, stage_values, baselines, checkpoints, table)
-        cause, cause_detail = trace_causes.causes(label, checkpoints)
+        starts = {iv.name: iv.start for iv in shown_intervals}
+        ends = {iv.name: iv.end for iv in shown_intervals}
+        cause, cause_detail = trace_causes.causes(label, checkpoints, starts, ends)
     stall_value = np.full(n, np.nan)
     for name in set(label.tolist()) - {""}:
         col = f"{name}_us"
@@ -397,6 +399,30 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     return Analysis(table=table, sources=sources, alignment=alignment, notes=notes,
                     flows=flows.drop(columns=["response_last"]) if len(flows) else flows,
                     baselines=baselines)
+
+
+def _shared_stalls(label: np.ndarray, shown: list[attribute.Interval],
+                   checkpoints: dict[str, np.ndarray], baselines: dict[str, Any],
+                   direction: np.ndarray) -> np.ndarray:
+    """Label the packets that waited inside another packet's stall of the same stage."""
+    label = label.copy()
+    for iv in shown:
+        if iv.start not in checkpoints or iv.end not in checkpoints:
+            continue
+        sel = direction == iv.direction
+        flagged = (label == iv.name) & sel
+        if not flagged.any():
+            continue
+        a, b = checkpoints[iv.start], checkpoints[iv.end]
+        ok = (a != NA_NS) & (b != NA_NS) & sel
+        values = attribute.durations_us(a, b)
+        base = baselines.get(iv.name, {})
+        hit = anomalies.shared_stalls(np.where(ok, a, -1), np.where(ok, b, -1),
+                                      flagged & ok, values,
+                                      float(np.nan_to_num(base.get("median_us", 0.0))),
+                                      anomalies.SHARED_MARGIN_US)
+        label[hit & (label == "") & ok] = iv.name
+    return label
 
 
 def _interval_uncertainty(name: str, shown: list[attribute.Interval],

@@ -20,6 +20,8 @@ import numpy as np
 ROBUST_K = 10.0
 #: Absolute margin over the median below which nothing is anomalous (µs).
 FLOOR_US = 1000.0
+#: A packet inside another's stall counts as sharing it when it waited this much over the median.
+SHARED_MARGIN_US = 200.0
 #: A stage needs this many measured values before its baseline is trusted.
 MIN_SAMPLES = 8
 #: MAD → standard deviation of a normal distribution.

@@ -260,3 +260,498 @@ def socket_times(calls: pd.DataFrame, segments: pd.DataFrame, offsets: np.ndarra
 def flow_frame(segments: pd.DataFrame) -> pd.DataFrame:
     """The flow columns of the output table for some segments."""
     return segments[list(FLOW_COLUMNS)].reset_index(drop=True)
+
+
+# --- the trace -------------------------------------------------------------------------------
+
+#: A guest vCPU state must fill this share of a stalled stage to be named its cause.
+CAUSE_SHARE = 0.5
+#: Candidate NIC IRQs tried when ``--nic-irq`` is not given (the busiest ones).
+MAX_IRQ_CANDIDATES = 4
+
+
+@dataclasses.dataclass
+class TraceAttribution:
+    """What the trace adds: checkpoints on dom0's clock, the TSC fit, and the run states."""
+
+    checkpoints: dict[str, np.ndarray]
+    alignment: dict[str, object]
+    notes: list[str]
+    uncertainty_us: float
+    trace: object = None
+    fit: object = None
+    domid: int | None = None
+    guest_vcpu: int = 0
+    dom0_vcpu: np.ndarray | None = None
+    """Per row: the dom0 vCPU the NIC interrupt went to (-1 unknown)."""
+    netback_vcpu: int | None = None
+
+    def ns_to_tsc(self, t_ns: np.ndarray) -> np.ndarray:
+        """dom0 ns → TSC (the inverse of the fit; NA_NS stays a very small TSC)."""
+        fit = self.fit
+        return (fit.tsc_at_ref + np.rint((t_ns.astype(np.float64) - fit.ref_ns)
+                                         * fit.cpu_hz / 1e9)).astype(np.int64)
+
+    def causes(self, label: np.ndarray, checkpoints: dict[str, np.ndarray],
+               starts: dict[str, str], ends: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+        """Cause and detail per anomalous row, from what the relevant vCPU did during the stall.
+
+        ``starts``/``ends`` give each labelled interval's checkpoints.
+        """
+        n = label.size
+        cause = np.full(n, "", dtype=object)
+        detail = np.full(n, "", dtype=object)
+        if self.fit is None or self.trace is None:
+            return cause, detail
+        from .readers.xentrace import state_durations, who_ran
+
+        trace = self.trace
+        runstates = trace.runstates
+        for name in sorted(set(label.tolist()) - {""}):
+            if name not in starts:
+                continue
+            rows = np.flatnonzero(label == name)
+            a = checkpoints.get(starts[name])
+            b = checkpoints.get(ends[name])
+            if a is None or b is None:
+                continue
+            ok = (a[rows] != NA_NS) & (b[rows] != NA_NS)
+            rows = rows[ok]
+            if rows.size == 0:
+                continue
+            s_tsc = self.ns_to_tsc(a[rows])
+            e_tsc = self.ns_to_tsc(b[rows])
+            blind = _overlaps_lost(trace.lost, s_tsc, e_tsc)
+            cause[rows[blind]] = "lost_records"
+            detail[rows[blind]] = "the trace dropped records during this interval"
+            todo = ~blind
+            dom0_stage = name in ("vmm", "driver_domain", "irq_to_dom0_run")
+            if dom0_stage and self.dom0_vcpu is not None:
+                for v in np.unique(self.dom0_vcpu[rows[todo]]):
+                    pick = todo & (self.dom0_vcpu[rows] == v)
+                    if v < 0 or not pick.any():
+                        continue
+                    d = state_durations(runstates, 0, int(v), s_tsc[pick], e_tsc[pick])
+                    share = d["runnable"].to_numpy() / np.maximum(e_tsc[pick] - s_tsc[pick], 1)
+                    hit = rows[pick][share >= CAUSE_SHARE]
+                    cause[hit] = "dom0_runnable"
+                    detail[hit] = f"dom0 vCPU {v} waited runnable"
+                continue
+            if name == "ring" and self.netback_vcpu is not None:
+                d = state_durations(runstates, 0, self.netback_vcpu, s_tsc[todo], e_tsc[todo])
+                share = d["runnable"].to_numpy() / np.maximum(e_tsc[todo] - s_tsc[todo], 1)
+                hit = share >= CAUSE_SHARE
+                cause[rows[todo][hit]] = "dom0_runnable"
+                detail[rows[todo][hit]] = f"netback's dom0 vCPU {self.netback_vcpu} waited " \
+                    "runnable"
+                todo[np.flatnonzero(todo)[hit]] = False
+            if self.domid is None or not todo.any():
+                continue
+            d = state_durations(runstates, self.domid, self.guest_vcpu, s_tsc[todo],
+                                e_tsc[todo])
+            span = np.maximum(e_tsc[todo] - s_tsc[todo], 1)
+            shares = {state: d[state].to_numpy() / span
+                      for state in ("running", "runnable", "blocked")}
+            top = np.argmax(np.vstack(list(shares.values())), axis=0)
+            top_share = np.max(np.vstack(list(shares.values())), axis=0)
+            names = np.array(["vcpu_running", "vcpu_runnable", "vcpu_blocked"], dtype=object)
+            picked = names[top]
+            if name == "ring":
+                picked = np.where(picked == "vcpu_running", "ring_full", picked)
+            good = top_share >= CAUSE_SHARE
+            target = rows[todo][good]
+            cause[target] = picked[good]
+            # who had the CPU while the guest vCPU waited runnable
+            runs = trace.cpu_runs
+            for r, s, e, c in zip(target, s_tsc[todo][good], e_tsc[todo][good], picked[good],
+                                  strict=True):
+                if c == "vcpu_runnable":
+                    detail[r] = _preempted_by(runs, self.domid, self.guest_vcpu, int(s),
+                                              int(e), who_ran)
+                elif c == "vcpu_running":
+                    detail[r] = f"d{self.domid}v{self.guest_vcpu} ran: the delay was in the guest"
+                elif c == "ring_full":
+                    detail[r] = f"d{self.domid}v{self.guest_vcpu} ran without refilling the ring"
+                elif c == "vcpu_blocked":
+                    detail[r] = f"d{self.domid}v{self.guest_vcpu} was blocked"
+        return cause, detail
+
+
+def _overlaps_lost(lost: pd.DataFrame, s_tsc: np.ndarray, e_tsc: np.ndarray) -> np.ndarray:
+    """Rows whose [s, e] overlaps a lost-records blind spot."""
+    if lost is None or len(lost) == 0:
+        return np.zeros(s_tsc.size, dtype=bool)
+    first = lost["tsc_first"].to_numpy(dtype=np.int64, na_value=0)
+    last = lost["tsc"].to_numpy(np.int64)
+    lo = np.minimum(first, last)
+    order = np.argsort(lo)
+    lo, hi = lo[order], np.maximum.accumulate(np.maximum(first, last)[order])
+    k = np.searchsorted(lo, e_tsc, side="right") - 1
+    ok = k >= 0
+    return ok & (hi[np.maximum(k, 0)] >= s_tsc)
+
+
+def _preempted_by(runs: pd.DataFrame, domid: int, vcpu: int, s: int, e: int,
+                  who_ran: object) -> str:
+    """``preempted by d3v0`` — the busiest other occupant of the vCPU's CPU meanwhile."""
+    mine = runs[(runs["domid"].to_numpy() == domid) & (runs["vcpu"].to_numpy() == vcpu)]
+    if len(mine) == 0:
+        return "preempted"
+    start = mine["start_tsc"].to_numpy(np.int64)
+    k = int(np.clip(np.searchsorted(start, e, side="left"), 0, len(mine) - 1))
+    cpu = int(mine["cpu"].to_numpy()[k])
+    occupants = who_ran(runs, cpu, s, e)
+    others = occupants[(occupants["domid"] != domid) & ~occupants["idle"]]
+    if len(others) == 0:
+        return f"runnable on CPU {cpu} (no other domain ran there)"
+    top = others.groupby(["domid", "vcpu"])["cycles"].sum().sort_values(ascending=False)
+    (d, v), cycles = top.index[0], top.iloc[0]
+    return f"preempted by d{d}v{v} on CPU {cpu} ({100 * cycles / max(e - s, 1):.0f}% of it)"
+
+
+_QUALITY_RANK = {"bounded": 0, "one-sided": 1, "inconsistent": 2, "none": 3}
+
+
+def _fit_rank(fit: object) -> tuple[int, float]:
+    return (_QUALITY_RANK.get(fit.quality, 3), -float(fit.matched_fraction))
+
+
+def _frames_to_guest(packets: pd.DataFrame | None, local: set[str]) -> np.ndarray:
+    """Capture times of every frame towards the guest (ACKs too: netback copies them all)."""
+    if packets is None or len(packets) == 0:
+        return np.zeros(0, dtype=np.int64)
+    ts = packets["ts_ns"]
+    keep = packets["dst"].astype(str).isin(list(local)).to_numpy() & ts.notna().to_numpy()
+    return np.sort(ts[keep].to_numpy(np.int64))
+
+
+def assign_batches(frame_ns: np.ndarray, batch_ns: np.ndarray, count: np.ndarray
+                   ) -> np.ndarray:
+    """Batch of each frame (sorted by time): FIFO, each batch copying ``count`` frames.
+
+    A frame goes into the first batch after it arrived unless earlier frames filled that
+    batch (the queue is FIFO): slot ``s(k) = k + max_{k'≤k}(before[j0(k')] - k')`` where
+    ``j0`` is the first batch after the frame and ``before`` the slots of earlier batches.
+    Returns -1 for frames after the last batch.
+    """
+    if frame_ns.size == 0 or batch_ns.size == 0:
+        return np.full(frame_ns.size, -1, dtype=np.int64)
+    cum = np.cumsum(np.maximum(count, 1))
+    before = np.r_[0, cum[:-1]]
+    j0 = np.searchsorted(batch_ns, frame_ns, side="left")
+    valid = j0 < batch_ns.size
+    first_slot = np.where(valid, before[np.minimum(j0, batch_ns.size - 1)], cum[-1])
+    k = np.arange(frame_ns.size)
+    slot = k + np.maximum.accumulate(first_slot - k)
+    j = np.searchsorted(cum, slot, side="right")
+    return np.where(j < batch_ns.size, j, -1)
+
+
+def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd.DataFrame],
+                    matched_rows: dict[str, np.ndarray], checkpoints: dict[str, np.ndarray],
+                    rx: np.ndarray, domid: int | None, options: object,
+                    packets: dict[str, pd.DataFrame] | None = None,
+                    local: set[str] | None = None) -> TraceAttribution:
+    """The trace's checkpoints for each row: irq, dom0_run, copy, guest_wake, guest_run.
+
+    Puts the TSC on dom0's clock first (:func:`clock.fit_tsc`, from the NIC's interrupts
+    against the dom0 capture's arrivals, then refined with the grant copies), finds the NIC's
+    IRQ when not given, follows netback's vCPU and its copy batches, and the guest vCPU's run
+    states after each copy.
+    """
+    from .clock import fit_tsc
+    from .readers.xentrace import state_at
+    from .xen_events import (
+        GNTTABOP_COPY,
+        HYPERCALL_GRANT_TABLE_OP,
+        TRC_HW_IRQ_HANDLED,
+        TRC_PV_HYPERCALL_V2,
+        TRC_SCHED_WAKE,
+    )
+
+    packets = packets or {}
+    local = local or set()
+    n = len(anchor)
+    notes: list[str] = []
+    result = TraceAttribution({}, {}, notes, float("inf"), trace=trace)
+    ev = trace.events
+    event = ev["event"].to_numpy()
+    tsc = ev["tsc"].to_numpy(np.int64)
+    cpu = ev["cpu"].to_numpy(np.int64)
+
+    # --- the dom0 arrivals the interrupts delivered ------------------------------------------
+    dom0_point = "phys" if "phys" in packets else ("backend" if "backend" in packets else None)
+    if dom0_point is None:
+        notes.append("xentrace without a dom0 capture: the trace cannot be put on a packet "
+                     "clock, so its checkpoints are left empty.")
+        return result
+    arrivals = _frames_to_guest(packets[dom0_point], local) if dom0_point == "backend" else \
+        np.sort(packets["phys"]["ts_ns"].dropna().to_numpy(np.int64))
+
+    is_irq = event == TRC_HW_IRQ_HANDLED
+    irq_no = ev["irq"].to_numpy(dtype=np.int64, na_value=-1)
+    if options.nic_irq is not None:
+        candidates = [int(options.nic_irq)]
+    else:
+        counts = pd.Series(irq_no[is_irq]).value_counts()
+        candidates = [int(x) for x in counts.index[:MAX_IRQ_CANDIDATES]]
+    if not candidates:
+        notes.append("xentrace has no HW_IRQ_HANDLED records: the trace cannot be lined up "
+                     "with the captures (was it recorded with the irq class?).")
+        return result
+    fits = []
+    for irq in candidates:
+        sel = is_irq & (irq_no == irq)
+        fits.append((irq, fit_tsc(tsc[sel], arrivals, cpu_hz=options.cpu_hz)))
+    nic_irq, fit = min(fits, key=lambda item: _fit_rank(item[1]))
+    if fit.quality == "none":
+        notes.append(f"xentrace: {fit.detail}")
+        result.alignment["tsc->dom0"] = {**_tsc_dict(fit), "from": f"irq {nic_irq}"}
+        return result
+    if options.nic_irq is None:
+        notes.append(f"NIC interrupt: Xen IRQ {nic_irq} (its interrupts line up with the "
+                     f"{dom0_point} capture's arrivals; give --nic-irq to override).")
+
+    # --- the guest domain -------------------------------------------------------------------
+    dom = ev["domid"].to_numpy(dtype=np.int64, na_value=-1)
+    is_wake = event == TRC_SCHED_WAKE
+    if domid is None:
+        woken = pd.Series(dom[is_wake & (dom > 0) & (dom < 0x7FF0)]).value_counts()
+        if len(woken):
+            domid = int(woken.index[0])
+            notes.append(f"guest domain: d{domid} (the busiest guest in the trace; give "
+                         "--domid to override).")
+    result.domid = domid
+
+    # --- grant copies, netback's vCPU and its batches ----------------------------------------
+    hyper = ev["hypercall"].to_numpy(dtype=np.int64, na_value=-1)
+    cmd = ev["gnttab_cmd"].to_numpy(dtype=np.int64, na_value=-1)
+    is_copy = ((event == TRC_PV_HYPERCALL_V2) & (hyper == HYPERCALL_GRANT_TABLE_OP)
+               & (cmd == GNTTABOP_COPY))
+    copy_tsc = tsc[is_copy]
+    copy_count = ev["count"].to_numpy(dtype=np.int64, na_value=1)[is_copy]
+    copy_cpu = cpu[is_copy]
+    issuer = np.full(copy_tsc.size, -1, dtype=np.int64)
+    if copy_tsc.size and len(trace.switches):
+        from .readers.xentrace import running_on
+
+        who = running_on(trace.cpu_runs, copy_cpu, copy_tsc)
+        d0 = who["domid"].to_numpy(dtype=np.int64, na_value=-1) == 0
+        issuer = np.where(d0, who["vcpu"].to_numpy(dtype=np.int64, na_value=-1), -1)
+    if (issuer < 0).all():
+        issuer = -1 - copy_cpu  # unknown vCPU: follow the physical CPU instead
+    backend_frames = _frames_to_guest(packets.get("backend"), local)
+    frame_ns = backend_frames if backend_frames.size else arrivals
+    row_frame_ns = checkpoints.get("backend", checkpoints.get("phys"))
+    copy_row_tsc = np.full(n, NA_NS, dtype=np.int64)
+    if copy_tsc.size and frame_ns.size and row_frame_ns is not None:
+        copy_ns_all = fit.to_ns(copy_tsc)
+        best = None
+        for v in np.unique(issuer):
+            mine = issuer == v
+            b_ns, b_cnt = copy_ns_all[mine], copy_count[mine]
+            j = assign_batches(frame_ns, b_ns, b_cnt)
+            ok = j >= 0
+            if ok.sum() < max(1, frame_ns.size // 10):
+                continue
+            delay = np.median(b_ns[j[ok]] - frame_ns[ok])
+            score = (-(ok.mean() > 0.5), delay)
+            if best is None or score < best[0]:
+                best = (score, v, mine, j)
+        if best is not None:
+            _, v, mine, j = best
+            result.netback_vcpu = int(v) if v >= 0 else None
+            # each row's frame: its time at the backend (dom0 clock) locates it in frame_ns
+            pos = np.searchsorted(frame_ns, row_frame_ns, side="left")
+            have = (row_frame_ns != NA_NS) & rx & (pos < frame_ns.size)
+            pos = np.minimum(pos, frame_ns.size - 1)
+            have &= frame_ns[pos] == row_frame_ns
+            have &= j[pos] >= 0
+            copy_row_tsc[have] = copy_tsc[mine][j[pos[have]]]
+            where = f"dom0 vCPU {v}" if v >= 0 else f"CPU {-1 - v}"
+            notes.append(f"netback's receive copies: {int(mine.sum())} grant-copy batches on "
+                         f"{where}, {int(have.sum())} segments placed in their batch.")
+
+    # --- refit the TSC with the copies (they bound it from the other side) ---------------------
+    guest_ns = checkpoints.get("guest")
+    back_ns = checkpoints.get("backend")
+    have_copy = copy_row_tsc != NA_NS
+    if have_copy.any() and back_ns is not None:
+        after = np.where(have_copy & (back_ns != NA_NS), back_ns, NA_NS)
+        before = np.where(have_copy & (guest_ns != NA_NS), guest_ns, NA_NS) \
+            if guest_ns is not None else np.full(n, NA_NS)
+        sel = have_copy
+        refit = fit_tsc(tsc[is_irq & (irq_no == nic_irq)], arrivals, cpu_hz=options.cpu_hz,
+                        copy_tsc=copy_row_tsc[sel],
+                        copy_after_ns=_na_float(after[sel]),
+                        copy_before_ns=_na_float(before[sel]))
+        if _fit_rank(refit)[0] <= _fit_rank(fit)[0]:
+            fit = refit
+    result.fit = fit
+    result.uncertainty_us = float(fit.uncertainty_ns) / 1e3
+    result.alignment["tsc->dom0"] = {**_tsc_dict(fit), "from": f"irq {nic_irq} ↔ {dom0_point}"}
+    if fit.quality != "bounded":
+        notes.append(f"xentrace clock: {fit.detail}")
+
+    # --- irq and dom0_run ---------------------------------------------------------------------
+    out: dict[str, np.ndarray] = {}
+    irq_sel = np.flatnonzero(is_irq & (irq_no == nic_irq))
+    irq_tsc = tsc[irq_sel]
+    irq_ns = fit.to_ns(irq_tsc)
+    arrive = checkpoints.get("phys", checkpoints.get("backend"))
+    irq_row = np.full(n, -1, dtype=np.int64)
+    if arrive is not None and irq_ns.size:
+        k = np.searchsorted(irq_ns, arrive, side="right") - 1
+        ok = (arrive != NA_NS) & rx & (k >= 0) & (arrive <= fit.to_ns([trace.last_tsc])[0])
+        irq_row[ok] = k[ok]
+    used = np.unique(irq_row[irq_row >= 0])
+    dom0_run_tsc = np.full(irq_tsc.size, NA_NS, dtype=np.int64)
+    dom0_vcpu = np.full(irq_tsc.size, -1, dtype=np.int64)
+    if used.size:
+        dom0_run_tsc[used], dom0_vcpu[used] = _dom0_run(
+            trace, irq_tsc[used], cpu[irq_sel][used], ev, irq_sel[used], event, dom, tsc)
+    have = irq_row >= 0
+    irq_cp = np.full(n, NA_NS, dtype=np.int64)
+    irq_cp[have] = irq_ns[irq_row[have]]
+    out["irq"] = irq_cp
+    run = np.full(n, NA_NS, dtype=np.int64)
+    run_tsc = np.where(have, dom0_run_tsc[np.maximum(irq_row, 0)], NA_NS)
+    ok = run_tsc != NA_NS
+    run[ok] = fit.to_ns(run_tsc[ok])
+    out["dom0_run"] = run
+    result.dom0_vcpu = np.where(have, dom0_vcpu[np.maximum(irq_row, 0)], -1)
+
+    # --- copy, guest_wake, guest_run ----------------------------------------------------------
+    copy_cp = np.full(n, NA_NS, dtype=np.int64)
+    copy_cp[have_copy] = fit.to_ns(copy_row_tsc[have_copy])
+    out["copy"] = copy_cp
+    wake = np.full(n, NA_NS, dtype=np.int64)
+    grun = np.full(n, NA_NS, dtype=np.int64)
+    if domid is not None and have_copy.any():
+        runstates = trace.runstates
+        mine = runstates[runstates["domid"].to_numpy() == domid]
+        vcpus = np.unique(mine["vcpu"].to_numpy())
+        result.guest_vcpu = _event_vcpu(mine, vcpus, copy_row_tsc[have_copy])
+        v = result.guest_vcpu
+        rows = mine[mine["vcpu"].to_numpy() == v]
+        starts = rows["start_tsc"].to_numpy(np.int64)
+        states = rows["state"].astype(str).to_numpy()
+        c = copy_row_tsc[have_copy]
+        state = np.asarray(state_at(runstates, domid, v, c).astype(str))
+        nxt = np.searchsorted(starts, c, side="right")
+        run_starts = starts[states == "running"]
+        nxt_run = np.searchsorted(run_starts, c, side="right")
+        t_wake = np.where((state == "blocked") & (nxt < starts.size),
+                          starts[np.minimum(nxt, starts.size - 1)], NA_NS)
+        t_run = np.where(state == "running", c,
+                         np.where(nxt_run < run_starts.size,
+                                  run_starts[np.minimum(nxt_run, run_starts.size - 1)], NA_NS))
+        idx = np.flatnonzero(have_copy)
+        ok = t_wake != NA_NS
+        wake[idx[ok]] = fit.to_ns(t_wake[ok])
+        ok = t_run != NA_NS
+        grun[idx[ok]] = fit.to_ns(t_run[ok])
+    out["guest_wake"] = wake
+    out["guest_run"] = grun
+    result.checkpoints = out
+    return result
+
+
+def _na_float(t: np.ndarray) -> np.ndarray:
+    out = t.astype(np.float64)
+    out[t == NA_NS] = np.nan
+    return out
+
+
+def _tsc_dict(fit: object) -> dict[str, object]:
+    d = dict(fit.to_dict()) if hasattr(fit, "to_dict") else {}
+    d.setdefault("quality", fit.quality)
+    if "uncertainty_us" not in d:
+        d["uncertainty_us"] = fit.uncertainty_ns / 1e3 if np.isfinite(fit.uncertainty_ns) \
+            else None
+    d.setdefault("detail", getattr(fit, "detail", ""))
+    return d
+
+
+def _event_vcpu(runstates: pd.DataFrame, vcpus: np.ndarray, copy_tsc: np.ndarray) -> int:
+    """The guest vCPU netback's notifications go to: the one that runs soonest after copies."""
+    if vcpus.size <= 1:
+        return int(vcpus[0]) if vcpus.size else 0
+    best, best_v = None, int(vcpus[0])
+    for v in vcpus:
+        rows = runstates[(runstates["vcpu"].to_numpy() == v)
+                         & (runstates["state"].astype(str).to_numpy() == "running")]
+        starts = np.sort(rows["start_tsc"].to_numpy(np.int64))
+        if starts.size == 0:
+            continue
+        k = np.minimum(np.searchsorted(starts, copy_tsc), starts.size - 1)
+        gap = float(np.median(np.abs(starts[k] - copy_tsc)))
+        if best is None or gap < best:
+            best, best_v = gap, int(v)
+    return best_v
+
+
+def _dom0_run(trace: object, irq_tsc: np.ndarray, irq_cpu: np.ndarray, ev: pd.DataFrame,
+              irq_rows: np.ndarray, event: np.ndarray, dom: np.ndarray, tsc: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """When the dom0 vCPU an interrupt went to ran, and which vCPU that was.
+
+    The forwarding wakes the vCPU inside the handler (a dom0 WAKE on the interrupt's CPU
+    between the handler's entry and the HW_IRQ_HANDLED record): then it is the next time that
+    vCPU runs. Without a wake the vCPU was running (dom0 on the CPU: the interrupt itself) or
+    runnable (the next time a dom0 vCPU runs).
+    """
+    from .readers.xentrace import running_on
+    from .xen_events import TRC_SCHED_WAKE
+
+    n = irq_tsc.size
+    out = np.full(n, NA_NS, dtype=np.int64)
+    vcpu_out = np.full(n, -1, dtype=np.int64)
+    w1 = ev["w1"].to_numpy()[irq_rows].astype(np.int64)
+    w2 = ev["w2"].to_numpy()[irq_rows].astype(np.int64)
+    entry = irq_tsc - ((w2 - w1) & 0xFFFFFFFF)
+    vcol = ev["vcpu"].to_numpy(dtype=np.int64, na_value=-1)
+    wakes = np.flatnonzero((event == TRC_SCHED_WAKE) & (dom == 0))
+    woken = np.full(n, -1, dtype=np.int64)
+    if wakes.size:
+        w_tsc, w_cpu = tsc[wakes], ev["cpu"].to_numpy(np.int64)[wakes]
+        for c in np.unique(irq_cpu):
+            pick = np.flatnonzero(irq_cpu == c)
+            on = w_cpu == c
+            if not on.any():
+                continue
+            t = w_tsc[on]
+            k = np.searchsorted(t, irq_tsc[pick], side="right") - 1
+            ok = (k >= 0) & (t[np.maximum(k, 0)] >= entry[pick] - 1)
+            woken[pick[ok]] = vcol[wakes[on]][k[ok]]
+    runstates = trace.runstates
+    d0 = runstates[(runstates["domid"].to_numpy() == 0)
+                   & (runstates["state"].astype(str).to_numpy() == "running")]
+    run_v = d0["vcpu"].to_numpy(np.int64)
+    run_s = d0["start_tsc"].to_numpy(np.int64)
+    order = np.argsort(run_s, kind="stable")
+    run_v, run_s = run_v[order], run_s[order]
+    # woken: that vCPU's next run
+    for v in np.unique(woken[woken >= 0]):
+        pick = np.flatnonzero(woken == v)
+        s = run_s[run_v == v]
+        k = np.searchsorted(s, irq_tsc[pick], side="left")
+        ok = k < s.size
+        out[pick[ok]] = s[np.minimum(k, s.size - 1)][ok]
+        vcpu_out[pick] = v
+    rest = np.flatnonzero(woken < 0)
+    if rest.size:
+        occupant = running_on(trace.cpu_runs, irq_cpu[rest], irq_tsc[rest]) \
+            if len(trace.switches) else None
+        if occupant is not None:
+            d = occupant["domid"].to_numpy(dtype=np.int64, na_value=-1)
+            running = d == 0
+            out[rest[running]] = irq_tsc[rest[running]]
+            vcpu_out[rest[running]] = occupant["vcpu"].to_numpy(dtype=np.int64,
+                                                                 na_value=-1)[running]
+            rest = rest[~running]
+        k = np.searchsorted(run_s, irq_tsc[rest], side="left")
+        ok = k < run_s.size
+        out[rest[ok]] = run_s[np.minimum(k, run_s.size - 1)][ok]
+        vcpu_out[rest[ok]] = run_v[np.minimum(k, run_s.size - 1)][ok]
+    return out, vcpu_out
