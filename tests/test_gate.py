@@ -507,3 +507,20 @@ def test_real_capture_through_the_pipeline(runner, corpus):
                               "--no-progress"])
     assert ok.exit_code == 0, ok.stdout + ok.stderr
     assert ok.stderr == ""
+
+
+def test_documented_budgets_file_works(tmp_path):
+    """The budgets.toml of docs/ci-example.md parses and means what the page says."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "ci-example.md").read_text()
+    toml = re.search(r"```toml\n(.*?)```", page, re.S).group(1)
+    (tmp_path / "budgets.toml").write_text(toml, encoding="utf-8")
+    _baseline_file(tmp_path, make_analysis())
+    limits = gate.collect_budgets([], tmp_path / "budgets.toml", None, None)
+    budgets = [lim.text for lim in limits if lim.source == "budget"]
+    assert budgets == ["socket_read.p99 < 2ms", "total.max < 50ms", "remap.anomalies == 0",
+                       "vmm.p99.9 < 500us", "vmm.p99.9 > 0us", "ring.p99 < 1ms optional"]
+    compared = [lim for lim in limits if lim.source == "baseline"]
+    assert len(compared) == 6 * 4 and compared[0].tolerance == pytest.approx(0.2)
+    assert compared[0].floor_us == 20.0
+    assert gate.evaluate(make_analysis(), limits).passed
+    assert not gate.evaluate(make_analysis(stalls=BLACK_STALLS), limits).passed
