@@ -16,8 +16,9 @@ numpy over the whole chunk.
 from __future__ import annotations
 
 import dataclasses
-import gzip
+import io
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -127,6 +128,8 @@ class CaptureReader:
         self._base = 0
         self._eof = False
         self._head = head
+        #: why the (gzip) stream ended early, if it did
+        self.stream_error: str | None = None
 
     # -- chunk buffer -------------------------------------------------------------------------
     def _refill(self, keep_from: int) -> bool:
@@ -143,6 +146,7 @@ class CaptureReader:
             got = self._fh.readinto(self._mv[self._len:self._len + want])
             if not got:
                 self._eof = True
+                self.stream_error = getattr(self._fh, "error", None)
                 break
             self._len += got
             want -= got
@@ -181,12 +185,76 @@ class CaptureReader:
     def damage_warning(self) -> TruncatedInput | None:
         """The one warning about the damage found (after the last batch), or None."""
         d = self.damage
+        if d is None and self.stream_error is not None:
+            d = self.damage = Damage(offset=self._base + self._len, packet=self.frames + 1,
+                                     problem=self.stream_error, kept=self.frames)
         if d is None:
             return None
+        if self.stream_error is not None and self.stream_error not in d.problem:
+            d.problem += f" ({self.stream_error})"
         what = "corrupt" if d.corrupt else "cut short"
         return TruncatedInput(
             f"{self.path}: offset {d.offset} (packet {d.packet}): capture {what}: {d.problem}; "
             f"the {d.kept} whole packets before it were kept")
+
+
+#: compressed bytes read from disk at a time, and most bytes one inflate step may produce
+GZIP_READ_BYTES = 1 << 20
+GZIP_INFLATE_BYTES = 4 << 20
+
+
+class GunzipStream(io.RawIOBase):
+    """Streaming gzip decompression that keeps every byte inflated before damage.
+
+    Unlike :class:`gzip.GzipFile`, a stream cut short or corrupt does not raise: reading ends
+    there and :attr:`error` says why. Concatenated gzip members are read one after another;
+    no step inflates more than ``GZIP_INFLATE_BYTES`` (a zip bomb cannot exhaust memory).
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self.raw = raw
+        self.error: str | None = None
+        self._z = zlib.decompressobj(wbits=31)
+        self._pending = bytearray()
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self, need: int) -> None:
+        while len(self._pending) < need and not self._done:
+            if self._z.unconsumed_tail:
+                src = self._z.unconsumed_tail
+            elif self._z.eof:  # member finished: another may follow
+                src = self._z.unused_data or self.raw.read(GZIP_READ_BYTES)
+                if not src:
+                    self._done = True
+                    break
+                self._z = zlib.decompressobj(wbits=31)
+            else:
+                src = self.raw.read(GZIP_READ_BYTES)
+                if not src:
+                    self.error = "gzip data ends before the end of its stream"
+                    self._done = True
+                    break
+            try:
+                self._pending += self._z.decompress(src, GZIP_INFLATE_BYTES)
+            except zlib.error as exc:
+                self.error = f"corrupt gzip data ({exc})"
+                self._done = True
+
+    def peek(self, n: int) -> bytes:
+        self._fill(n)
+        return bytes(self._pending[:n])
+
+    def readinto(self, b: Any) -> int:
+        n = len(b)
+        self._fill(n)
+        k = min(n, len(self._pending))
+        b[:k] = self._pending[:k]
+        del self._pending[:k]
+        return k
 
 
 def sniff(head: bytes) -> str:
@@ -217,15 +285,13 @@ def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
     if sniff(head) == "gzip":
         gzipped = True
         raw.seek(0)
-        fh = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
-        try:
-            head = fh.peek(64)[:64] if hasattr(fh, "peek") else b""
-        except (OSError, EOFError) as exc:
-            raw.close()
-            raise InputError(path, f"gzip data unreadable: {exc}", offset=0) from None
+        stream = GunzipStream(raw)
+        head = stream.peek(64)
         if not head:
             raw.close()
-            raise InputError(path, "empty gzip-compressed file", offset=0)
+            raise InputError(path, stream.error or "gzip-compressed file holds no data",
+                             offset=0)
+        fh = stream  # type: ignore[assignment]
     else:
         raw.seek(0)
     kind = sniff(head)
