@@ -14,8 +14,11 @@ import pytest
 from report_fixtures import BLACK_STALLS, make_analysis
 
 from xentrace_cli.cli import main
-from xentrace_cli.report import html as report_html
-from xentrace_cli.report.html import render_html_report, write_html_report
+
+pytest.importorskip("plotly", reason="plotly missing: it is a runtime dependency of the report")
+
+from xentrace_cli.report import html as report_html  # noqa: E402
+from xentrace_cli.report.html import render_html_report, write_html_report  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
