@@ -247,3 +247,146 @@ def test_identity():
     fit = ClockFit.identity()
     assert fit.quality == "identity" and fit.uncertainty_ns == 0
     assert fit.to_ref(np.array([5]))[0] == 5
+
+
+# --- TSC → dom0 time -------------------------------------------------------------------------
+
+from xentrace_cli.clock import TscFit, fit_tsc  # noqa: E402
+
+TSC_AT_T0 = 123_456_789_012_345    # the trace's TSC at T0_NS (dom0 clock)
+
+
+class NicModel:
+    """Receive traffic on dom0's clock and the NIC interrupts Xen traced for it.
+
+    Bursts of 1–4 frames (1–3 µs apart) arrive as a Poisson process with occasional idle
+    periods; Xen handles the interrupt 5–40 µs before each burst's first frame is captured.
+    A burst within 60 µs of the previous one was delivered by the same interrupt (coalescing);
+    a fraction of interrupts is lost and stray ones are added at random times. Each frame is
+    then captured on the backend 10–20 µs later, grant-copied 10–30 µs after that and captured
+    in the guest 20–60 µs after the copy.
+    """
+
+    def __init__(self, seed: int, hz: float = 2.9e9, span_s: float = 10.0,
+                 rate_hz: float = 800.0, missing: float = 0.03, stray: float = 0.05) -> None:
+        rng = np.random.default_rng(seed)
+        self.hz = hz
+        n = int(rate_hz * span_s)
+        gaps = rng.exponential(1e9 / rate_hz, n)
+        gaps[rng.random(n) < 0.02] *= 30                      # idle periods
+        first = T0_NS + np.cumsum(gaps).astype(np.int64)
+        irq_ns = first - rng.integers(5_000, 40_001, n)
+        irq_ns = irq_ns[np.r_[True, np.diff(first) >= 60_000]]   # coalesced bursts: no irq
+        irq_ns = irq_ns[rng.random(irq_ns.size) >= missing]
+        strays = rng.integers(first[0], first[-1], int(stray * irq_ns.size))
+        self.irq_ns = np.sort(np.r_[irq_ns, strays])
+        self.irq_tsc = self.tsc(self.irq_ns)
+        sizes = rng.integers(1, 5, n)
+        frames = [first + k * rng.integers(1_000, 3_001, n) for k in range(4)]
+        self.phys_ns = np.sort(np.concatenate([f[sizes > k] for k, f in enumerate(frames)]))
+        m = self.phys_ns.size
+        self.backend_ns = self.phys_ns + rng.integers(10_000, 20_001, m)
+        copy_ns = self.backend_ns + rng.integers(10_000, 30_001, m)
+        self.copy_tsc = self.tsc(copy_ns)
+        self.guest_ns = copy_ns + rng.integers(20_000, 60_001, m)
+
+    def tsc(self, ns: np.ndarray) -> np.ndarray:
+        return TSC_AT_T0 + np.rint((ns - T0_NS) * self.hz / 1e9).astype(np.int64)
+
+    def true_ns(self, tsc: np.ndarray) -> np.ndarray:
+        return T0_NS + np.rint((tsc - TSC_AT_T0) * 1e9 / self.hz).astype(np.int64)
+
+    def error_ns(self, fit: TscFit) -> np.ndarray:
+        """fitted - true dom0 time over the trace."""
+        grid = np.linspace(self.irq_tsc.min(), self.irq_tsc.max(), 101).astype(np.int64)
+        return fit.to_ns(grid) - self.true_ns(grid)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tsc_offset_with_given_frequency(seed):
+    nic = NicModel(seed)
+    fit = fit_tsc(nic.irq_tsc, nic.phys_ns, cpu_hz=2.9e9)
+    assert fit.quality == "one-sided" and math.isinf(fit.uncertainty_ns)
+    assert fit.cpu_hz == 2.9e9 and not fit.cpu_hz_estimated
+    # assuming the fastest interrupt took 0, the trace reads later than the truth by the true
+    # minimum delay (5 µs), the same across the trace
+    err = nic.error_ns(fit)
+    assert np.all(np.abs(err - 5_000) <= 500)
+    # delays 5–40 µs uniform, seen 5 µs short: median 17.5 µs, p99 about 34.7 µs
+    assert 16.0 <= fit.residual_us[0] <= 19.0
+    assert 33.5 <= fit.residual_us[1] <= 35.5
+    assert fit.matched_fraction > 0.9
+    # telling it the minimum delay removes the bias
+    fit5 = fit_tsc(nic.irq_tsc, nic.phys_ns, cpu_hz=2.9e9, min_irq_delay_ns=5_000)
+    assert np.all(np.abs(nic.error_ns(fit5)) <= 500)
+
+
+@pytest.mark.parametrize("hz", [2.9e9, 2_093_417_000.0, 3.6e9])
+def test_tsc_frequency_estimated(hz):
+    nic = NicModel(int(hz) % 97, hz=hz)
+    fit = fit_tsc(nic.irq_tsc, nic.phys_ns)
+    assert fit.cpu_hz_estimated
+    assert fit.quality == "one-sided"
+    err_ppm = abs(fit.cpu_hz / hz - 1) * 1e6
+    assert err_ppm <= fit.hz_uncertainty_ppm + 0.05
+    assert fit.hz_uncertainty_ppm < 1.0
+    assert np.all(np.abs(nic.error_ns(fit) - 5_000) <= 600)
+    assert fit.matched_fraction > 0.9
+    assert "estimated" in fit.detail
+    json.dumps(fit.to_dict(), allow_nan=False)
+
+
+def test_tsc_copies_bound_the_other_side():
+    nic = NicModel(4)
+    fit = fit_tsc(nic.irq_tsc, nic.phys_ns, cpu_hz=2.9e9, copy_tsc=nic.copy_tsc,
+                  copy_after_ns=nic.backend_ns, copy_before_ns=nic.guest_ns)
+    assert fit.quality == "bounded"
+    # irq ≥ 5 µs before its frame, copy ≥ 10 µs after the backend capture: a ~15 µs band
+    assert fit.uncertainty_ns <= 9_000
+    assert np.all(np.abs(nic.error_ns(fit)) <= fit.uncertainty_ns + 1)
+    assert fit.to_dict()["uncertainty_us"] == pytest.approx(fit.uncertainty_ns / 1e3)
+
+
+def test_tsc_copies_with_missing_times_and_estimated_frequency():
+    nic = NicModel(5, hz=2.4e9)
+    after = pd.array(nic.backend_ns, dtype="Int64")
+    after[::3] = pd.NA                       # the backend capture missed some packets
+    fit = fit_tsc(nic.irq_tsc, nic.phys_ns, copy_tsc=nic.copy_tsc, copy_after_ns=after)
+    assert fit.quality == "bounded" and fit.cpu_hz_estimated
+    assert np.all(np.abs(nic.error_ns(fit)) <= fit.uncertainty_ns + 1)
+    assert abs(fit.cpu_hz / 2.4e9 - 1) * 1e6 < 1.0
+
+
+def test_tsc_wrong_given_frequency_is_reported():
+    nic = NicModel(6, hz=2.9e9 * (1 + 10e-6))    # the TSC runs 10 ppm faster than told
+    fit = fit_tsc(nic.irq_tsc, nic.phys_ns, cpu_hz=2.9e9)
+    assert "line up best at 2.900029 GHz (+10.0 ppm): is the given CPU frequency right?" \
+        in fit.detail
+    right = fit_tsc(nic.irq_tsc, nic.phys_ns, cpu_hz=2.9e9 * (1 + 10e-6))
+    assert "CPU frequency" not in right.detail
+
+
+def test_tsc_unrelated_interrupts_do_not_line_up():
+    nic = NicModel(7)
+    rng = np.random.default_rng(70)
+    unrelated = np.sort(rng.integers(nic.irq_tsc.min(), nic.irq_tsc.max(), nic.irq_tsc.size))
+    fit = fit_tsc(unrelated, nic.phys_ns, cpu_hz=2.9e9)
+    real = fit_tsc(nic.irq_tsc, nic.phys_ns, cpu_hz=2.9e9)
+    assert fit.quality == "none" or fit.matched_fraction < 0.3
+    assert real.matched_fraction > fit.matched_fraction + 0.5
+
+
+@pytest.mark.parametrize("irq, arrivals", [
+    ([], [1, 2, 3]),
+    ([5, 6, 7], []),
+    ([5], [1_000_000]),
+    ([5, 5, 5], [1_000_000, 1_000_000]),
+])
+def test_tsc_degenerate_inputs(irq, arrivals):
+    fit = fit_tsc(np.array(irq, np.int64), np.array(arrivals, np.int64), cpu_hz=2.9e9)
+    assert fit.quality == "none"
+    assert math.isinf(fit.uncertainty_ns)
+    assert fit.detail
+    json.dumps(fit.to_dict(), allow_nan=False)
+    with pytest.raises(ValueError, match="no TSC mapping"):
+        fit.to_ns([1])
