@@ -1,0 +1,102 @@
+"""Benchmark of readers.strace.read_socket_log on a generated 1,000,000-line strace log.
+
+Run by hand: ``python benchmarks/strace.py [--lines N] [--keep PATH]``. The log mimics
+``strace -f -ttt -T`` of a threaded memcached-like server: mostly complete read/write calls
+with escaped data, some epoll_wait lines, unfinished/resumed pairs across threads, accepts and
+closes. Prints generation time, file size, read time and the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from xentrace_cli.readers.strace import read_socket_log
+
+
+def generate(path: Path, n_lines: int) -> int:
+    """Write an ``n_lines`` strace log; return the number of socket-call rows it should give."""
+    rows = 0
+    t_us = 1700000000 * 10**6
+    conns = {}                     # fd -> port
+    next_port = 40000
+    with open(path, "w", encoding="ascii") as f:
+        i = 0
+        while i < n_lines:
+            pid = 1000 + i % 4
+            t_us += 7
+            sec, us = divmod(t_us, 10**6)
+            lead = f"[pid {pid:5d}] {sec}.{us:06d} "
+            fd = 5 + i % 8
+            k = i % 50
+            if fd not in conns or k == 49:
+                if fd in conns:
+                    f.write(f"{lead}close({fd}) = 0 <0.000004>\n")
+                    rows += 1
+                    i += 1
+                    t_us += 3
+                    sec, us = divmod(t_us, 10**6)
+                    lead = f"[pid {pid:5d}] {sec}.{us:06d} "
+                conns[fd] = next_port
+                next_port += 1
+                f.write(f"{lead}accept4(3, {{sa_family=AF_INET, sin_port=htons({conns[fd]}), "
+                        f"sin_addr=inet_addr(\"10.0.{fd}.2\")}}, [128 => 16], SOCK_CLOEXEC) = "
+                        f"{fd} <0.000006>\n")
+                rows += 1
+            elif k % 10 == 3:
+                f.write(f"{lead}epoll_wait(4, [{{events=EPOLLIN, data={{u32={fd}, u64={fd}}}}}],"
+                        f" 512, -1) = 1 <0.000050>\n")
+            elif k % 10 == 7 and i + 1 < n_lines:
+                f.write(f"{lead}read({fd},  <unfinished ...>\n")
+                t_us += 20
+                sec, us = divmod(t_us, 10**6)
+                other = 1000 + (i + 1) % 4
+                if other == pid:
+                    other = 1000 + (i + 2) % 4
+                f.write(f"[pid {other:5d}] {sec}.{us:06d} futex(0x7f00, FUTEX_WAKE, 1) = 0 "
+                        f"<0.000002>\n")
+                t_us += 20
+                sec, us = divmod(t_us, 10**6)
+                f.write(f"[pid {pid:5d}] {sec}.{us:06d} <... read resumed>\"get key:{i}\\r\\n"
+                        f"\", 2048) = {len(f'get key:{i}') + 2} <0.000045>\n")
+                rows += 1
+                i += 2
+            elif k % 2 == 0:
+                body = f"get key:{i}\\r\\n"
+                f.write(f"{lead}read({fd}, \"{body}\", 2048) = {len(f'get key:{i}') + 2} "
+                        f"<0.000011>\n")
+                rows += 1
+            else:
+                f.write(f"{lead}write({fd}, \"VALUE key:{i} 0 4\\r\\n\\0\\1\\177\\377\\r\\nEND\\r"
+                        f"\\n\"..., 300) = 300 <0.000013>\n")
+                rows += 1
+            i += 1
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--keep", type=Path, help="write the log here and keep it")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.keep or Path(tmp) / "bench.strace"
+        t0 = time.perf_counter()
+        expected = generate(path, args.lines)
+        t1 = time.perf_counter()
+        size = os.path.getsize(path)
+        frame = read_socket_log(path)
+        t2 = time.perf_counter()
+    assert len(frame) == expected, (len(frame), expected)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"generated {args.lines:,} lines ({size / 2**20:.1f} MiB) in {t1 - t0:.2f} s")
+    print(f"read_socket_log: {len(frame):,} rows in {t2 - t1:.2f} s "
+          f"({args.lines / (t2 - t1) / 1e6:.2f} M lines/s); peak RSS {peak_mib:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

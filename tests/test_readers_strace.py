@@ -1,0 +1,363 @@
+"""Tests of xentrace_cli.readers.strace (and readers.socklog): strace text and plain logs →
+the socket call table. Expected values are worked out by hand from the fixture lines."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xentrace_cli.errors import InputError, TruncatedInput, XenlatWarning
+from xentrace_cli.readers import strace
+from xentrace_cli.readers.strace import COLUMNS, decode_strace_string, read_socket_log
+
+DATA = Path(__file__).resolve().parent / "data" / "strace"
+S = 10**9  # ns per second
+US = 10**3  # ns per microsecond
+
+
+def read_quiet(path: Path) -> pd.DataFrame:
+    """Read, failing the test on any warning (fixtures meant to be clean)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return read_socket_log(path)
+
+
+def write(tmp_path: Path, text: str, name: str = "app.strace") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode("latin-1"))
+    return path
+
+
+# ---------------------------------------------------------------------------- escaping
+
+
+@pytest.mark.parametrize(("shown", "raw"), [
+    (rb"plain text", b"plain text"),
+    (rb"\t\n\v\f\r\"\\", b"\t\n\v\f\r\"\\"),       # C escapes
+    (rb"\0\1\177", b"\x00\x01\x7f"),                   # shortest octal
+    (rb"\0012", b"\x012"),                              # 3 digits before a digit
+    (rb"\3770", b"\xff0"),
+    (rb"\x7f\x00ab", b"\x7f\x00ab"),                   # -x
+    (rb"\x61\x62\x0d\x0a", b"ab\r\n"),                 # -xx (every byte)
+])
+def test_decode_strace_string(shown: bytes, raw: bytes) -> None:
+    assert decode_strace_string(shown) == raw
+
+
+def test_escapes_fixture_data_and_offsets() -> None:
+    f = read_quiet(DATA / "escapes.strace")
+    assert list(f.columns) == list(COLUMNS)
+    assert list(f["data"]) == [b"\t\n\v\f\r\"\\", b"\x00\x01\x012\x7f\x80\xff", b"GET\n",
+                               b'a) = 5 <0.1>"', b"cut here", b"pq", b"\x00\xff"]
+    assert list(f["data_truncated"]) == [False, False, False, False, True, False, False]
+    # bytes come from the return value, not the (cut) string: recv returned 4000.
+    assert list(f["bytes"]) == [7, 7, 4, 13, 4000, 2, 2]
+    rx_offsets = [0, 7, 7 + 7, 7 + 7 + 4, 7 + 7 + 4 + 13, 7 + 7 + 4 + 13 + 4000]
+    assert list(f["stream_offset"][:6]) == rx_offsets
+    assert f["stream_offset"][6] == 0                 # first tx call on fd 3
+    assert list(f["direction"]) == ["rx"] * 6 + ["tx"]
+    assert f["pid"].isna().all()                      # no -f: no pid prefix
+
+
+# ---------------------------------------------------------------------------- basic -ttt
+
+
+def test_basic_ttt_rows() -> None:
+    f = read_quiet(DATA / "basic_ttt.strace")
+    assert f.attrs["format"] == "strace"
+    assert f.attrs["time_of_day_only"] is False
+    # socket() and epoll_wait() and "+++ exited" give no row.
+    assert list(f["syscall"]) == ["connect", "write", "read", "read", "read", "close"]
+    base = 1700000000 * S
+    assert list(f["entry_ns"]) == [base + 200 * US, base + 300 * US, base + 400 * US,
+                                   base + 500 * US, base + 700 * US, base + 800 * US]
+    assert list(f["duration_ns"]) == [50 * US, 15 * US, 12 * US, 4 * US, 10 * US, 8 * US]
+    assert (f["ts_ns"] == f["entry_ns"] + f["duration_ns"]).all()
+    assert list(f["pid"]) == [1234] * 6               # "1234  " prefix of strace -f -o
+    assert list(f["fd"]) == [3] * 6
+    assert list(f["ret"]) == [-1, 7, 25, -1, 8, 0]
+    assert list(f["errno"].fillna("")) == ["EINPROGRESS", "", "", "EAGAIN", "", ""]
+    assert list(f["bytes"]) == [0, 7, 25, 0, 8, 0]
+    assert list(f["stream_offset"]) == [0, 0, 0, 25, 25, 0]
+    assert f["direction"].isna().tolist() == [True, False, False, False, False, True]
+    # connect in progress still names the peer of fd 3 for every later call.
+    assert set(f["peer"]) == {"10.0.0.1:11211"}
+    assert f["data"][2] == b"VALUE k 0 5\r\nhello\r\nEND\r\n"
+    assert f["data"][4] == b"\x00\x01\x7fabc\xff0"
+    assert f["data"][3] == b""                        # error: strace shows an address
+    assert str(f["pid"].dtype) == "Int32" and str(f["fd"].dtype) == "Int32"
+    assert str(f["ret"].dtype) == "Int64" and f["ts_ns"].dtype == np.int64
+    assert f["syscall"].dtype == "category"
+
+
+# ---------------------------------------------------------------------------- threads
+
+
+def test_threads_unfinished_resumed_fd_reuse() -> None:
+    f = read_quiet(DATA / "threads_f.strace")
+    base = 1700000001 * S
+    rows = {(int(r.pid), int(r.fd), r.syscall, int(r.entry_ns - base) // US): r
+            for r in f.itertuples()}
+    # read(4) unfinished at .000200 in pid 100, resumed at .000300 with <0.000100>.
+    r = rows[(100, 4, "read", 200)]
+    assert (r.duration_ns, r.ts_ns, r.data, r.bytes) == (100 * US, base + 300 * US,
+                                                          b"GET / HTTP/1.1\r\n", 16)
+    # pid 101's read(5) interleaved: entry .000220 + 130 µs.
+    r = rows[(101, 5, "read", 220)]
+    assert (r.ts_ns, r.data) == (base + 350 * US, b"PING\n")
+    # write unfinished: the data is on the entry line, the return on the resumed one.
+    r = rows[(101, 5, "write", 1200)]
+    assert (r.ts_ns, r.data, r.ret) == (base + 1300 * US, b"bye", 3)
+    # fd 4 first names [2001:db8::2]:40000; rx offsets 0, 16; closed; then reused.
+    first = f[(f["fd"] == 4) & (f["peer"] == "[2001:db8::2]:40000") & (f["direction"] == "rx")]
+    assert list(first["bytes"]) == [16, 4]
+    assert list(first["stream_offset"]) == [0, 16]
+    second = f[(f["fd"] == 4) & (f["peer"] == "[2001:db8::3]:40002") & (f["direction"] == "rx")]
+    # after close + accept4 the offset restarts; the thread 100 read shares the fd table.
+    assert list(second["pid"]) == [101, 100]
+    assert list(second["stream_offset"]) == [0, 3]
+    assert first["stream"].nunique() == 1 and second["stream"].nunique() == 1
+    assert first["stream"].iloc[0] != second["stream"].iloc[0]
+    # fd 5 (accepted by thread 101, read by both threads): read 5, recvmsg 4, readv 3.
+    fd5_rx = f[(f["fd"] == 5) & (f["direction"] == "rx")]
+    assert list(fd5_rx["syscall"]) == ["read", "recvmsg", "readv"]
+    assert list(fd5_rx["data"]) == [b"PING\n", b"abcd", b"xyz"]
+    assert list(fd5_rx["stream_offset"]) == [0, 5, 5 + 4]
+    fd5_tx = f[(f["fd"] == 5) & (f["direction"] == "tx")]
+    assert list(fd5_tx["syscall"]) == ["sendmsg", "write"]
+    assert list(fd5_tx["stream_offset"]) == [0, 5]
+    assert set(fd5_rx["peer"]) == {"[::ffff:10.0.0.9]:40001"}
+    w = f[f["syscall"] == "writev"].iloc[0]
+    assert (w.data, w.bytes, w.peer) == (b"HTTP/1.1 200 OK\r\nhi", 19, "[2001:db8::2]:40000")
+    # accept rows: listening fd, new fd as ret, the peer accepted.
+    acc = f[f["syscall"].isin(["accept", "accept4"])]
+    assert list(acc["ret"]) == [4, 5, 4]
+    assert f["ts_ns"].is_monotonic_increasing
+
+
+def test_fork_copies_fd_table(tmp_path: Path) -> None:
+    """A forked child shares the parent's open sockets but not later closes or accepts."""
+    text = (
+        "200   1700000003.000000 accept(3, {sa_family=AF_INET, sin_port=htons(1000), "
+        "sin_addr=inet_addr(\"10.0.0.5\")}, [16]) = 4 <0.000001>\n"
+        "200   1700000003.000010 read(4, \"aaaa\", 100) = 4 <0.000001>\n"
+        "200   1700000003.000020 fork()            = 201 <0.000050>\n"
+        "201   1700000003.000030 read(4, \"bb\", 100) = 2 <0.000001>\n"
+        "200   1700000003.000040 close(4)          = 0 <0.000001>\n"
+        "200   1700000003.000050 accept(3, {sa_family=AF_INET, sin_port=htons(2000), "
+        "sin_addr=inet_addr(\"10.0.0.6\")}, [16]) = 4 <0.000001>\n"
+        "201   1700000003.000060 read(4, \"ccc\", 100) = 3 <0.000001>\n"
+        "200   1700000003.000070 read(4, \"d\", 100) = 1 <0.000001>\n"
+    )
+    f = read_quiet(write(tmp_path, text))
+    reads = f[f["syscall"] == "read"]
+    assert list(reads["data"]) == [b"aaaa", b"bb", b"ccc", b"d"]
+    # The child's fd 4 is still the first connection: 4, then 4 + 2.
+    assert list(reads["stream_offset"]) == [0, 4, 4 + 2, 0]
+    assert list(reads["peer"]) == ["10.0.0.5:1000"] * 3 + ["10.0.0.6:2000"]
+
+
+# ---------------------------------------------------------------------------- -tt and -yy
+
+
+def test_time_of_day_yy_hex_and_files() -> None:
+    f = read_quiet(DATA / "tod_yy.strace")
+    assert f.attrs["time_of_day_only"] is True
+    day = 86400 * S
+    # 23:59:59.999100 + 100 µs; the midnight crossing adds a day to later lines.
+    assert f["ts_ns"].iloc[0] == (86399 * S + 999100 * US) + 100 * US
+    assert f["entry_ns"].iloc[1] == day + 100 * US
+    # reads of /etc/hosts (fd 4 from openat, with and without annotation) give no row.
+    assert 4 not in set(f["fd"])
+    assert list(f["syscall"]) == ["recvfrom", "connect", "sendto", "recvfrom", "recvfrom",
+                                  "read"]
+    assert f["data"].iloc[0] == b"ab\x01"             # -x hex
+    assert f["peer"].iloc[0] == "10.0.0.7:5353"        # recvfrom address argument
+    assert list(f["peer"].iloc[1:5]) == ["10.0.0.1:80"] * 4   # connect and -yy
+    assert f["peer"].iloc[5] == "[2001:db8::2]:51000"  # TCPv6 -yy annotation
+    assert list(f["data_truncated"].iloc[2:4]) == [True, True]
+    assert list(f["bytes"].iloc[2:5]) == [64, 1200, 0]
+    assert list(f["stream_offset"].iloc[2:5]) == [0, 0, 1200]
+
+
+def test_ttt_and_tt_give_the_same_times_of_day(tmp_path: Path) -> None:
+    ttt = "1700000004.250000 read(3, \"x\", 9) = 1 <0.000007>\n"
+    # 1700000004 = 2023-11-14 22:13:24 UTC
+    tt = "22:13:24.250000 read(3, \"x\", 9) = 1 <0.000007>\n"
+    a = read_quiet(write(tmp_path, ttt, "a.strace"))
+    b = read_quiet(write(tmp_path, tt, "b.strace"))
+    assert a["ts_ns"][0] == 1700000004 * S + 250000 * US + 7 * US
+    assert b["ts_ns"][0] == (22 * 3600 + 13 * 60 + 24) * S + 250000 * US + 7 * US
+    assert a["ts_ns"][0] % (86400 * S) == b["ts_ns"][0]
+    assert (a.attrs["time_of_day_only"], b.attrs["time_of_day_only"]) == (False, True)
+
+
+def test_nanosecond_timestamps(tmp_path: Path) -> None:
+    text = "1700000005.123456789 read(3, \"x\", 9) = 1 <0.000000123>\n"
+    f = read_quiet(write(tmp_path, text))
+    assert f["entry_ns"][0] == 1700000005 * S + 123456789
+    assert f["duration_ns"][0] == 123
+
+
+def test_no_T_resumed_pair_takes_duration_from_resume_line(tmp_path: Path) -> None:
+    text = ("[pid  7] 1700000006.000000 read(3,  <unfinished ...>\n"
+            "[pid  8] 1700000006.000100 write(4, \"q\", 1) = 1\n"
+            "[pid  7] 1700000006.000400 <... read resumed>\"r\", 10) = 1\n")
+    f = read_quiet(write(tmp_path, text))
+    assert list(f["syscall"]) == ["write", "read"]
+    assert list(f["duration_ns"]) == [0, 400 * US]
+    assert list(f["ts_ns"]) == [1700000006 * S + 100 * US, 1700000006 * S + 400 * US]
+    assert list(f["pid"]) == [8, 7]
+
+
+def test_per_process_file_pid_from_name(tmp_path: Path) -> None:
+    text = "1700000007.000000 read(3, \"x\", 9) = 1 <0.000001>\n"
+    f = read_quiet(write(tmp_path, text, "trace.4321"))
+    assert list(f["pid"]) == [4321]
+
+
+def test_chunk_boundaries_do_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = read_quiet(DATA / "threads_f.strace")
+    monkeypatch.setattr(strace, "CHUNK_BYTES", 97)   # cuts lines and unfinished pairs
+    small = read_quiet(DATA / "threads_f.strace")
+    pd.testing.assert_frame_equal(whole, small)
+
+
+def test_progress_reaches_total() -> None:
+    seen: list[tuple[int, int]] = []
+    read_socket_log(DATA / "basic_ttt.strace", on_progress=lambda d, t: seen.append((d, t)))
+    size = (DATA / "basic_ttt.strace").stat().st_size
+    assert seen and seen[-1] == (size, size)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+GOOD = "1700000008.000000 read(3, \"abc\", 9) = 3 <0.000001>\n"
+
+
+def test_one_malformed_line_warns_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + "this is not strace\n" + GOOD)
+    with pytest.warns(XenlatWarning) as record:
+        f = read_socket_log(path)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert message.startswith(f"{path}: line 2: not an strace line")
+    assert "more" not in message
+    assert list(f["stream_offset"]) == [0, 3]
+
+
+def test_many_malformed_lines_are_counted(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + "junk\n" * 5 + "1700000008.1 read(3, \"unclosed, 9) = 3\n"
+                 + GOOD)
+    with pytest.warns(XenlatWarning) as record:
+        f = read_socket_log(path)
+    assert len(record) == 1
+    assert str(record[0].message).startswith(f"{path}: line 2: ")
+    assert "(5 more malformed lines skipped)" in str(record[0].message)
+    assert len(f) == 2
+
+
+def test_cut_last_line_is_truncated_input(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + GOOD + "1700000008.000300 read(3, \"ab")
+    with pytest.warns(TruncatedInput, match=r"line 3: file ends in the middle"):
+        f = read_socket_log(path)
+    assert len(f) == 2
+
+
+def test_no_socket_call_is_input_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "1700000009.000000 futex(0x7f, FUTEX_WAKE, 1) = 0 <0.000001>\n"
+                 "1700000009.000010 +++ exited with 0 +++\n")
+    with pytest.raises(InputError, match=r"line 1: no socket call found") as info:
+        read_socket_log(path)
+    assert info.value.path == path and info.value.exit_code == 3
+
+
+def test_not_strace_is_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "blob.bin"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(InputError, match="no socket call found"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        read_socket_log(path)
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty"])
+def test_unusable_paths(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "x.strace"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "empty":
+        path.write_bytes(b"")
+    with pytest.raises(InputError) as info:
+        read_socket_log(path)
+    assert str(path) in str(info.value)
+
+
+# ---------------------------------------------------------------------------- plain logs
+
+
+def test_csv_log(tmp_path: Path) -> None:
+    path = write(tmp_path, "ts,fd,bytes,direction,peer\n"
+                           "1700000010.000001,5,100,rx,10.0.0.1:80\n"
+                           "1700000010.000002,5,50,rx,10.0.0.1:80\n"
+                           "1700000010.000003,5,7,tx,10.0.0.1:80\n"
+                           "1700000010.000004,6,20,rx,10.0.0.2:80\n"
+                           "1700000010.123456789,5,30,rx,10.0.0.1:80\n", "reads.csv")
+    f = read_quiet(path)
+    assert f.attrs["format"] == "csv"
+    assert list(f["ts_ns"]) == [1700000010 * S + 1000, 1700000010 * S + 2000,
+                                1700000010 * S + 3000, 1700000010 * S + 4000,
+                                1700000010 * S + 123456789]
+    assert list(f["stream_offset"]) == [0, 100, 0, 0, 100 + 50]
+    assert list(f["syscall"]) == ["read", "read", "write", "read", "read"]
+    assert list(f["peer"]) == ["10.0.0.1:80"] * 3 + ["10.0.0.2:80", "10.0.0.1:80"]
+    assert f["data"].isna().all()
+
+
+def test_csv_close_restarts_fd_stream(tmp_path: Path) -> None:
+    path = write(tmp_path, "ts_ns,fd,bytes,syscall\n"
+                           "100,5,10,read\n200,5,0,close\n300,5,4,read\n400,5,6,read\n",
+                 "reads.csv")
+    f = read_quiet(path)
+    assert list(f["stream_offset"]) == [0, 0, 0, 4]
+    assert f["direction"].isna().tolist() == [False, True, False, False]
+
+
+def test_jsonl_log(tmp_path: Path) -> None:
+    path = write(tmp_path, '{"ts": 1700000011.000123, "flow": "a", "bytes": 10}\n'
+                           '{"ts": 1700000011.000456, "flow": "b", "bytes": 3}\n'
+                           '{"ts": 1700000011.000789, "flow": "a", "bytes": 5, '
+                           '"direction": "rx", "duration_ns": 2000}\n', "reads.jsonl")
+    f = read_quiet(path)
+    assert f.attrs["format"] == "jsonl"
+    # JSON floats are rounded to the microsecond.
+    assert list(f["ts_ns"]) == [1700000011 * S + 123 * US, 1700000011 * S + 456 * US,
+                                1700000011 * S + 789 * US]
+    assert f["entry_ns"][2] == 1700000011 * S + 787 * US
+    assert list(f["stream_offset"]) == [0, 0, 10]
+
+
+def test_jsonl_bad_and_cut_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, '{"ts_ns": 5, "bytes": 1}\n'
+                           'oops\n'
+                           '{"ts_ns": 6, "bytes": 2}\n'
+                           '{"ts_ns": 7, "by', "reads.jsonl")
+    with pytest.warns(XenlatWarning) as record:
+        f = read_socket_log(path)
+    messages = sorted(str(r.message) for r in record)
+    assert any(m.startswith(f"{path}: line 2: not a JSON object") for m in messages)
+    assert any(isinstance(r.message, TruncatedInput) and "line 4" in str(r.message)
+               for r in record)
+    assert list(f["ts_ns"]) == [5, 6]
+    assert list(f["stream_offset"]) == [0, 1]
+
+
+def test_csv_without_required_columns(tmp_path: Path) -> None:
+    path = write(tmp_path, "ts,foo,bytes\nnot-a-time,1,2\n", "reads.csv")
+    with pytest.raises(InputError, match="no valid record"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        read_socket_log(path)

@@ -1,0 +1,903 @@
+"""strace text → the socket call table (one row per completed socket call, guest clock).
+
+Defines :func:`read_socket_log` (the entry point for ``--socket-log``: strace output, or a plain
+CSV / JSON Lines log, told apart by content), :func:`decode_strace_string` (strace's C-string
+escaping undone) and :data:`COLUMNS`, the table's column order.
+
+Expected input is ``strace -f -ttt -T`` (also ``-tt``, with or without ``-f`` pid prefixes,
+``-o`` / ``-ff -o`` files, ``-x`` / ``-xx`` string escaping, ``-s N`` cut strings, ``-y`` /
+``-yy`` fd annotations). The common line — a complete ``read(...) = N <dur>`` — is parsed for a
+whole chunk at once by one RE2 regex (:func:`pyarrow.compute.extract_regex`); the rare lines
+(``<unfinished ...>`` / ``<... resumed>`` pairs, vector I/O, ``connect``/``accept``/``close``,
+``clone``/``dup``) go through a small sequential parser.
+
+Streams: a call's ``stream_offset`` counts the bytes already moved on the same socket in the same
+direction, in order of completion. A socket is identified the way the kernel does: per fd table
+(threads created with ``CLONE_FILES`` share their parent's; ``fork`` copies it), a ``close``
+ends the fd, ``socket``/``accept``/``dup`` start one. The table carries that identity as the
+extra column ``stream`` (int64) so a consumer can group by (``stream``, ``direction``).
+
+Times: ``entry_ns`` is strace's line timestamp, ``duration_ns`` the ``-T`` time (0 without
+``-T``, except for unfinished/resumed pairs where the resume line's timestamp gives it) and
+``ts_ns = entry_ns + duration_ns``. With ``-tt`` the times count from 1970-01-01 (times of day,
+a midnight crossing adds a day) and ``frame.attrs["time_of_day_only"]`` is True.
+"""
+
+from __future__ import annotations
+
+import codecs
+import concurrent.futures
+import dataclasses
+import os
+import re
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from xentrace_cli.errors import InputError, TruncatedInput, XenlatWarning, check_readable
+
+# --------------------------------------------------------------------------------------------
+# Constants
+
+#: Calls whose data flows from the socket to the application.
+READ_CALLS: frozenset[str] = frozenset(
+    {"read", "recv", "recvfrom", "recvmsg", "readv", "pread64"})
+#: Calls whose data flows from the application to the socket.
+WRITE_CALLS: frozenset[str] = frozenset({"write", "send", "sendto", "sendmsg", "writev"})
+#: Socket calls without data; they appear in the table with ``direction`` NA.
+CONTROL_CALLS: frozenset[str] = frozenset({"connect", "accept", "accept4", "close"})
+#: Calls that only change which socket an fd names (not rows of the table).
+FD_CALLS: frozenset[str] = frozenset({
+    "socket", "socketpair", "dup", "dup2", "dup3", "clone", "clone3", "fork", "vfork",
+    "open", "openat", "openat2", "creat", "pipe", "pipe2", "eventfd", "eventfd2",
+})
+#: Calls that create an fd known not to be a socket.
+NON_SOCKET_CALLS: frozenset[str] = frozenset(
+    {"open", "openat", "openat2", "creat", "pipe", "pipe2", "eventfd", "eventfd2"})
+#: Every call the reader looks at; other lines are skipped.
+INTERESTING_CALLS: frozenset[str] = READ_CALLS | WRITE_CALLS | CONTROL_CALLS | FD_CALLS
+
+#: Categories of the ``syscall`` and ``direction`` columns.
+SYSCALL_NAMES: tuple[str, ...] = tuple(sorted(READ_CALLS | WRITE_CALLS | CONTROL_CALLS))
+DIRECTIONS: tuple[str, ...] = ("rx", "tx")
+_SYSCALL_SET = pa.array(SYSCALL_NAMES)
+#: Direction code (0 rx, 1 tx, -1 none) of each syscall category code.
+_DIRECTION_OF = np.array([0 if c in READ_CALLS else 1 if c in WRITE_CALLS else -1
+                          for c in SYSCALL_NAMES], dtype=np.int8)
+
+#: The table's columns, in order (``stream`` is an addition to the ARCHITECTURE.md contract).
+COLUMNS: tuple[str, ...] = (
+    "ts_ns", "entry_ns", "duration_ns", "pid", "fd", "syscall", "direction", "ret", "errno",
+    "bytes", "stream_offset", "stream", "peer", "data", "data_truncated",
+)
+
+#: Bytes read per chunk: bounds memory (the chunk's lines live as one Arrow array).
+CHUNK_BYTES = 16 << 20
+#: Sub-slices of a chunk parsed in parallel by the RE2 regex (pyarrow releases the GIL).
+REGEX_THREADS = max(1, min(4, os.cpu_count() or 1))
+#: How many malformed lines are named one by one before the rest are only counted.
+MALFORMED_NAMED = 1
+#: How many malformed lines are remembered (the first is named; the rest are counted).
+MALFORMED_KEEP = 16
+#: A time of day going back by more than this is a midnight crossing (``-tt``), not disorder.
+MIDNIGHT_JUMP_NS = 12 * 3600 * 10**9
+NS_PER_DAY = 86400 * 10**9
+
+# --------------------------------------------------------------------------------------------
+# Regular expressions (RE2 for the vectorized path; Python ``re`` below for the rare lines)
+
+#: The line leader: optional pid prefix (``[pid  1234] `` on stderr, ``1234  `` with -o),
+#: then the timestamp, split by TS_RE afterwards (a loose leader keeps RE2 fast).
+_LEADER = r"^(?:\[pid +(?P<pid_a>\d+)\] |(?P<pid_b>\d+) +)?(?P<ts>\d[\d:.]*) "
+#: ``-ttt`` epoch seconds or ``-tt``/``-t`` time of day, with optional fraction.
+TS_RE = r"^(?:(?P<epoch>\d+)|(?P<hh>\d\d):(?P<mm>\d\d):(?P<ss>\d\d))(?:\.(?P<frac>\d+))?$"
+#: The fd argument, with the -y / -yy annotation (``3<TCP:[a:1->b:2]>``; ``->`` may appear).
+_FD = r"(?P<fd>\d+)(?:<(?P<ann>[^>]*(?:->[^>]*)?)>)?"
+#: ``= N``, ``= -1 EAGAIN (...)``, then the -T duration.
+_RET = (r"\) += (?:(?P<ret>\d+)|-1 (?P<errno>E[A-Z0-9]+)(?: \(.*\))?)"
+        r"(?: <(?P<dur>\d+\.\d+)>)?\r?\n?$")
+#: The common call: a complete single-buffer read/write family call. Its tail (arguments after
+#: the buffer) holds no string but the quoted addresses of recvfrom/sendto.
+_COMMON_CALL = (
+    r"(?P<call>read|recv|recvfrom|pread64|write|send|sendto)\(" + _FD
+    + r', (?:"(?P<data>(?:[^"\\]|\\.)*)"(?P<trunc>\.\.\.)?|(?P<ptr>0x[0-9a-f]+|NULL))'
+    + r'(?P<tail>(?:[^"]|"[^"]*")*)' + _RET
+)
+#: A whole line of the common form.
+COMMON_RE = _LEADER + _COMMON_CALL
+#: A call text of the common form (after the leader; a joined unfinished/resumed pair).
+COMMON_CALL_RE = "^" + _COMMON_CALL
+#: Any line with a leader; ``name`` / ``rname`` tell the call or the resumed call.
+LEADER_RE = _LEADER + r"(?:<\.\.\. (?P<rname>\w+) resumed>|(?P<name>\w+)\()?"
+#: A socket address in an argument list (connect, accept, recvfrom, msg_name, ...).
+SOCKADDR_RE = (
+    r"sin_port=htons\((?P<port4>\d+)\), sin_addr=inet_addr\(\"(?P<ip4>[^\"]*)\"\)"
+    r"|sin6_port=htons\((?P<port6>\d+)\).*?inet_pton\(AF_INET6, \"(?P<ip6>[^\"]*)\""
+)
+#: A -y / -yy annotation naming a socket; with -yy ``PROTO:[local->peer]``.
+SOCKET_ANN_RE = (
+    r"^(?:socket:\[|(?:TCP|UDP|UDPLITE|DCCP|SCTP|RAW|UNIX|NETLINK|PACKET|L2TP|MPTCP)"
+    r"(?:v[46])?(?:-[A-Z]+)?:\[)"
+)
+ANN_PEER_RE = r"^[A-Za-z0-9-]+:\[(?P<local>[^\]]*(?:\][^\]-]*)?)->(?P<peer>.*)\]$"
+
+_PY_LEADER = re.compile(rb"^(?:\[pid +\d+\] |\d+ +)?\d[\d:.]* ")
+_PY_SOCKADDR = re.compile(SOCKADDR_RE.encode())
+_PY_SOCKET_ANN = re.compile(SOCKET_ANN_RE.encode())
+_PY_ANN_PEER = re.compile(ANN_PEER_RE.encode())
+_PY_QSTR = re.compile(rb'"((?:[^"\\]|\\.)*)"(\.\.\.)?')
+_PY_IOV = re.compile(rb'iov_base="((?:[^"\\]|\\.)*)"(\.\.\.)?')
+#: A complete call text (after resumed pairs are joined): name, args, return, -T duration.
+_PY_CALL = re.compile(
+    rb"^(\w+)\((.*)\) += (-?\d+|\?)(?:<([^>]*(?:->[^>]*)?)>)?"
+    rb"(?: (E[A-Z0-9]+)(?: \(.*\))?| \(.*\))?(?: <(\d+)\.(\d+)>)?\s*$", re.S)
+_PY_FD_ARG = re.compile(rb"^(\d+)(?:<([^>]*(?:->[^>]*)?)>)?(?:, |$)")
+_PY_UNFINISHED = re.compile(rb"^(.*?) ?<unfinished \.\.\.>\s*$", re.S)
+_PY_RESUMED = re.compile(rb"^<\.\.\. (\w+) resumed> ?(.*)$", re.S)
+_PY_FD_PAIR = re.compile(rb"\[(\d+)(?:<[^>]*>)?, (\d+)(?:<[^>]*>)?\]")
+_PY_CLONE_CHILD_FILES = re.compile(rb"\bCLONE_FILES\b")
+_PY_FDS_ANY = re.compile(rb"(\d+)")
+#: Lines written by strace itself or for -e read=/-k: skipped without complaint.
+_SKIP_PREFIXES = (b"strace: ", b" | ", b" > ", b"+++ ", b"--- ")
+
+
+# --------------------------------------------------------------------------------------------
+# Public helpers
+
+def decode_strace_string(text: bytes) -> bytes:
+    """Undo strace's quoting of a string argument (the text between the quotes).
+
+    strace writes printable ASCII as is, ``\\" \\\\ \\n \\r \\t \\v \\f`` as C escapes and other
+    bytes as octal (``\\0``, ``\\177``, always three digits before a digit) or, with ``-x`` /
+    ``-xx``, as ``\\xHH``: exactly the escapes Python's bytes literals use.
+    """
+    if b"\\" not in text:
+        return bytes(text)
+    return codecs.escape_decode(text)[0]
+
+
+def read_socket_log(path: str | os.PathLike[str], *,
+                    on_progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """Read an strace log or a plain CSV / JSON Lines read log into the socket call table.
+
+    The kind of file is told by content (``frame.attrs["format"]``: ``strace``, ``csv`` or
+    ``jsonl``). ``on_progress(done_bytes, total_bytes)`` is called after each chunk.
+    """
+    check_readable(path)
+    kind = sniff_format(path)
+    if kind == "strace":
+        return _read_strace(path, on_progress)
+    from xentrace_cli.readers import socklog
+    return socklog.read_plain_log(path, kind, on_progress=on_progress)
+
+
+def sniff_format(path: str | os.PathLike[str]) -> str:
+    """``strace``, ``csv`` or ``jsonl`` from the first non-blank line of the file."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    for raw in head.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith(b"{"):
+            return "jsonl"
+        first = line.split(b",")
+        names = {c.strip().strip(b'"').lower() for c in first}
+        if len(first) > 1 and names & {b"ts", b"ts_ns"} and b"bytes" in names:
+            return "csv"
+        return "strace"
+    return "strace"
+
+
+# --------------------------------------------------------------------------------------------
+# Table assembly shared with the plain-log reader
+
+def finish_table(rows: pd.DataFrame, *, fmt: str, time_of_day_only: bool,
+                 extra_attrs: dict[str, object] | None = None) -> pd.DataFrame:
+    """Give ``rows`` (in completion order, with ``stream`` set) offsets, dtypes, sort by time.
+
+    ``rows`` holds at least: ``entry_ns``, ``duration_ns``, ``pid``, ``fd``, ``syscall``,
+    ``direction`` (``rx``/``tx``/None), ``ret``, ``errno``, ``bytes``, ``stream``, ``peer``,
+    ``data``, ``data_truncated``.
+    """
+    n = len(rows)
+    nbytes = rows["bytes"].to_numpy(np.int64)
+    direction = pd.Categorical(rows["direction"], categories=DIRECTIONS)
+    # stream_offset: bytes before this call on the same (socket, direction), completion order.
+    offset = np.zeros(n, np.int64)
+    has_dir = direction.codes >= 0
+    if has_dir.any():
+        key = pd.DataFrame({"s": rows["stream"].to_numpy(np.int64)[has_dir],
+                            "d": direction.codes[has_dir], "b": nbytes[has_dir]})
+        offset[has_dir] = (key.groupby(["s", "d"], sort=False)["b"].cumsum().to_numpy()
+                           - key["b"].to_numpy())
+    entry = rows["entry_ns"].to_numpy(np.int64)
+    duration = rows["duration_ns"].to_numpy(np.int64)
+    frame = pd.DataFrame({
+        "ts_ns": entry + duration,
+        "entry_ns": entry,
+        "duration_ns": duration,
+        "pid": pd.array(rows["pid"], dtype="Int32"),
+        "fd": pd.array(rows["fd"], dtype="Int32"),
+        "syscall": pd.Categorical(rows["syscall"]),
+        "direction": direction,
+        "ret": pd.array(rows["ret"], dtype="Int64"),
+        "errno": pd.array(rows["errno"], dtype="string"),
+        "bytes": nbytes,
+        "stream_offset": offset,
+        "stream": rows["stream"].to_numpy(np.int64),
+        "peer": pd.Categorical(rows["peer"]),
+        "data": rows["data"].to_numpy(object),
+        "data_truncated": rows["data_truncated"].to_numpy(bool),
+    })
+    order = np.argsort(frame["ts_ns"].to_numpy(), kind="stable")
+    frame = frame.take(order).reset_index(drop=True)
+    # Stream ids numbered 0, 1, ... in order of first appearance in the table.
+    frame["stream"] = pd.factorize(frame["stream"])[0].astype(np.int64)
+    frame.attrs["format"] = fmt
+    frame.attrs["time_of_day_only"] = bool(time_of_day_only)
+    if extra_attrs:
+        frame.attrs.update(extra_attrs)
+    return frame
+
+
+class Malformed:
+    """Collects malformed lines; warns once, naming the first and counting the rest."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = path
+        self.lines: list[tuple[int, str]] = []
+        self.count = 0
+
+    def add(self, line: int, problem: str) -> None:
+        """Record one malformed line (1-based number)."""
+        self.count += 1
+        if len(self.lines) < MALFORMED_KEEP:
+            self.lines.append((line, problem))
+
+    def discard(self, line: int) -> bool:
+        """Forget ``line`` if it was recorded (a cut last line is reported otherwise)."""
+        for i, (number, _) in enumerate(self.lines):
+            if number == line:
+                del self.lines[i]
+                self.count -= 1
+                return True
+        return False
+
+    def warn(self, stacklevel: int = 3) -> None:
+        """Emit one ``XenlatWarning`` for everything collected."""
+        if not self.count:
+            return
+        self.lines.sort()
+        line, problem = self.lines[0]
+        message = f"{self.path}: line {line}: {problem}; line skipped"
+        if self.count > MALFORMED_NAMED:
+            message += f" ({self.count - MALFORMED_NAMED} more malformed lines skipped)"
+        warnings.warn(XenlatWarning(message), stacklevel=stacklevel)
+
+
+# --------------------------------------------------------------------------------------------
+# strace: vectorized chunk parsing
+
+def _iter_chunks(path: str | os.PathLike[str], on_progress: Callable[[int, int], None] | None):
+    """Yield (first line number, lines as an Arrow binary array, ends_with_newline) per chunk."""
+    total = os.path.getsize(path)
+    done = 0
+    line_no = 1
+    rest = b""
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(CHUNK_BYTES)
+            done += len(block)
+            data = rest + block
+            if block:
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:
+                    rest = data
+                    continue
+                data, rest = data[:cut], data[cut:]
+            else:
+                rest = b""
+            if data:
+                buf = np.frombuffer(data, np.uint8)
+                nl = np.flatnonzero(buf == 10)
+                ends = nl + 1
+                if not ends.size or ends[-1] != len(data):
+                    ends = np.append(ends, len(data))
+                offsets = np.concatenate(([0], ends)).astype(np.int32)
+                lines = pa.BinaryArray.from_buffers(
+                    pa.binary(), len(offsets) - 1,
+                    [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+                yield line_no, lines, data.endswith(b"\n")
+                line_no += len(lines)
+            if on_progress is not None:
+                on_progress(min(done, total), total)
+            if not block:
+                return
+
+
+def _extract(lines: pa.Array, pattern: str) -> pa.StructArray:
+    """``extract_regex`` over ``lines``, in parallel slices for big arrays."""
+    n = len(lines)
+    if REGEX_THREADS == 1 or n < 20000:
+        return pc.extract_regex(lines, pattern)
+    step = -(-n // REGEX_THREADS)
+    parts = [lines.slice(i, step) for i in range(0, n, step)]
+    with concurrent.futures.ThreadPoolExecutor(REGEX_THREADS) as pool:
+        results = list(pool.map(lambda a: pc.extract_regex(a, pattern), parts))
+    return pa.concat_arrays(results)
+
+
+def _field(m: pa.StructArray, name: str) -> pa.Array:
+    """A group of an ``extract_regex`` result; RE2 gives "" for a group that did not take
+    part in the match, made null here so that presence tests are ``is_valid``."""
+    arr = m.field(name)
+    return pc.if_else(pc.equal(pc.binary_length(arr), 0), pa.scalar(None, arr.type), arr)
+
+
+def _digits(arr: pa.Array) -> np.ndarray:
+    """A column of decimal digit strings (nulls → 0) as int64."""
+    text = pc.cast(arr, pa.string())
+    return pc.cast(pc.fill_null(text, "0"), pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def _fraction_ns(arr: pa.Array) -> np.ndarray:
+    """Decimal fraction digits (``123456`` of ``.123456``) as nanoseconds; null → 0."""
+    text = pc.fill_null(pc.cast(arr, pa.string()), "0")
+    text = pc.utf8_slice_codeunits(pc.utf8_rpad(text, width=9, padding="0"), 0, 9)
+    return pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def _seconds_ns(arr: pa.Array) -> np.ndarray | None:
+    """Decimal seconds (``1700000000.123456``, nulls → 0) as int64 ns; None if any is not one.
+
+    Arrow's decimal cast does the parsing; the 128-bit unscaled value at scale 9 *is* the
+    count of nanoseconds, read as the low 64 bits (values stay far below 2**63).
+    """
+    text = pc.fill_null(pc.cast(arr, pa.string()), "0")
+    try:
+        dec = pc.cast(text, pa.decimal128(20, 9))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    words = np.frombuffer(dec.buffers()[1], dtype="<i8")
+    return words[2 * dec.offset:2 * (dec.offset + len(dec)):2].copy()
+
+
+def _leader(m: pa.StructArray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per matched row: timestamp ns (a time of day not yet unwrapped), is-time-of-day, pid
+    (-1 without prefix), and whether the timestamp is well formed."""
+    pid = pc.coalesce(_field(m, "pid_a"), _field(m, "pid_b"))
+    pid_valid = pc.is_valid(pid).to_numpy(zero_copy_only=False)
+    pid_num = np.where(pid_valid, _digits(pid), -1)
+    n = len(m)
+    ts = None
+    if not pc.any(pc.match_substring(m.field("ts"), ":")).as_py():
+        ts = _seconds_ns(m.field("ts"))          # -ttt: the fast path
+    if ts is not None:
+        return ts, np.zeros(n, bool), pid_num, np.ones(n, bool)
+    t = pc.extract_regex(m.field("ts"), TS_RE)
+    ok = pc.is_valid(t).to_numpy(zero_copy_only=False)
+    tod = pc.is_valid(_field(t, "hh")).to_numpy(zero_copy_only=False) & ok
+    seconds = _digits(_field(t, "epoch"))
+    if tod.any():
+        clock = _digits(_field(t, "hh")) * 3600 + _digits(_field(t, "mm")) * 60 \
+            + _digits(_field(t, "ss"))
+        seconds = np.where(tod, clock, seconds)
+    ts = seconds * 10**9 + _fraction_ns(_field(t, "frac"))
+    return ts, tod, pid_num, ok
+
+
+def _peer_strings(m: pa.StructArray) -> np.ndarray:
+    """``ip:port`` / ``[ip6]:port`` from a SOCKADDR_RE match, None where absent."""
+    ip4, port4 = _field(m, "ip4"), _field(m, "port4")
+    ip6, port6 = _field(m, "ip6"), _field(m, "port6")
+    v4 = pc.binary_join_element_wise(ip4, port4, b":")
+    v6 = pc.binary_join_element_wise(
+        pc.binary_join_element_wise(b"[", ip6, b""), port6, b"]:")
+    both = pc.coalesce(v4, v6)
+    return np.array([None if b is None else b.decode("latin-1") for b in both.to_pylist()],
+                    dtype=object)
+
+
+def _ann_info(ann: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """From fd annotations: kind (0 none, 1 socket, 2 not a socket) and -yy peer (or None)."""
+    valid = pc.is_valid(ann).to_numpy(zero_copy_only=False)
+    kind = np.zeros(len(ann), np.int8)
+    peer = np.full(len(ann), None, dtype=object)
+    if not valid.any():
+        return kind, peer
+    is_sock = pc.fill_null(pc.match_substring_regex(ann, SOCKET_ANN_RE), False)
+    kind[valid] = 2
+    kind[is_sock.to_numpy(zero_copy_only=False)] = 1
+    for i in np.flatnonzero(kind == 1):
+        peer[i] = _ann_peer(ann[int(i)].as_py())
+    return kind, peer
+
+
+def _ann_peer(ann: bytes | None) -> str | None:
+    """The peer of a ``-yy`` socket annotation ``TCP:[local->peer]`` (None if not shown)."""
+    if not ann:
+        return None
+    m = _PY_ANN_PEER.match(ann)
+    if m is None:
+        return None
+    peer = m.group("peer").decode("latin-1")
+    if peer.count(":") > 1 and not peer.startswith("["):  # bare IPv6: bracket the address
+        host, _, port = peer.rpartition(":")
+        peer = f"[{host}]:{port}"
+    return peer
+
+
+def _ann_kind(ann: bytes | None) -> int:
+    """0 without annotation, 1 for a socket, 2 for anything else (file, pipe, ...)."""
+    if ann is None:
+        return 0
+    return 1 if _PY_SOCKET_ANN.match(ann) else 2
+
+
+@dataclasses.dataclass
+class _Rows:
+    """Columns of parsed calls, accumulated over chunks (completion order is ``order``)."""
+
+    parts: list[pd.DataFrame] = dataclasses.field(default_factory=list)
+
+    def add(self, frame: pd.DataFrame) -> None:
+        if len(frame):
+            self.parts.append(frame)
+
+    def frame(self) -> pd.DataFrame:
+        if not self.parts:
+            return pd.DataFrame(columns=_ROW_COLUMNS)
+        return pd.concat(self.parts, ignore_index=True)
+
+
+#: Internal row columns: the table's plus ``order`` (completion line), ``ann_kind``, ``row_peer``.
+_ROW_COLUMNS = ("order", "entry_ns", "duration_ns", "tod", "pid", "fd", "syscall", "direction",
+                "ret", "errno", "bytes", "row_peer", "ann_kind", "data", "data_truncated")
+
+
+def _common_rows(m: pa.StructArray, order: np.ndarray, ts: np.ndarray, tod: np.ndarray,
+                 pid: np.ndarray, resume_ns: np.ndarray | None = None) -> pd.DataFrame:
+    """Rows of the complete single-buffer calls matched by COMMON_RE / COMMON_CALL_RE.
+
+    ``order`` is each call's completion line; ``resume_ns`` (joined unfinished/resumed pairs)
+    the resume line's time, which gives the duration when ``-T`` did not.
+    """
+    call_arr = pc.cast(_field(m, "call"), pa.string())
+    errno_arr = _field(m, "errno")
+    is_err = pc.is_valid(errno_arr).to_numpy(zero_copy_only=False)
+    ret = np.where(is_err, -1, _digits(_field(m, "ret")))
+    data_field = pc.fill_null(_field(m, "data"), b"")
+    raw = data_field.to_pylist()
+    has_escape = pc.match_substring(data_field, "\\").to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(has_escape):
+        raw[i] = codecs.escape_decode(raw[i])[0]
+    truncated = pc.is_valid(_field(m, "trunc")).to_numpy(zero_copy_only=False)
+    dur = _field(m, "dur")
+    has_dur = pc.is_valid(dur).to_numpy(zero_copy_only=False)
+    fallback = 0 if resume_ns is None else np.maximum(resume_ns - ts, 0)
+    dur_ns = _seconds_ns(dur)
+    if dur_ns is None:                 # more than 9 decimals: keep the first 9
+        parts = pc.extract_regex(pc.fill_null(dur, b"0.0"), r"(?P<s>\d+)\.(?P<f>\d+)")
+        dur_ns = _digits(parts.field("s")) * 10**9 + _fraction_ns(parts.field("f"))
+    duration = np.where(has_dur, dur_ns, fallback)
+    ann_kind, ann_peer = _ann_info(_field(m, "ann"))
+    row_peer = ann_peer
+    # recvfrom / sendto may carry an address in their tail arguments.
+    tail = _field(m, "tail")
+    addr_rows = pc.match_substring(pc.fill_null(tail, b""), "sin").to_numpy(zero_copy_only=False)
+    if addr_rows.any():
+        sel = np.flatnonzero(addr_rows)
+        peers = _peer_strings(pc.extract_regex(tail.take(pa.array(sel)), SOCKADDR_RE))
+        for j, i in enumerate(sel):
+            if peers[j] is not None:
+                row_peer[i] = peers[j]
+    # Categoricals with fixed categories: no Python string per row, and concat keeps them.
+    codes = pc.index_in(call_arr, value_set=_SYSCALL_SET).to_numpy(zero_copy_only=False)
+    syscall = pd.Categorical.from_codes(codes, categories=SYSCALL_NAMES)
+    direction = pd.Categorical.from_codes(_DIRECTION_OF[codes], categories=DIRECTIONS)
+    return pd.DataFrame({
+        "order": order,
+        "entry_ns": ts,
+        "duration_ns": duration,
+        "tod": tod,
+        "pid": pid,
+        "fd": _digits(_field(m, "fd")),
+        "syscall": syscall,
+        "direction": direction,
+        "ret": ret,
+        "errno": pc.cast(errno_arr, pa.string()).to_numpy(zero_copy_only=False),
+        "bytes": np.maximum(ret, 0),
+        "row_peer": row_peer,
+        "ann_kind": ann_kind,
+        "data": np.array(raw + [None], dtype=object)[:-1],
+        "data_truncated": truncated,
+    })
+
+
+# --------------------------------------------------------------------------------------------
+# strace: the sequential parser of the rare lines, and the fd tables
+
+@dataclasses.dataclass
+class _Event:
+    """A change to which socket an fd names, at line ``order``."""
+
+    order: int
+    pid: int
+    kind: str          # open (socket/accept), file, peer, close, dup, clone
+    fd: int = -1
+    fd2: int = -1      # dup target, clone child pid
+    peer: str | None = None
+    shares_files: bool = False
+
+
+class _Slow:
+    """Sequential parser of unfinished/resumed pairs and of the non-common calls."""
+
+    def __init__(self, malformed: Malformed) -> None:
+        self.malformed = malformed
+        self.pending: dict[int, tuple[bytes, int, int]] = {}   # pid → (text, entry ns, line)
+        self.events: list[_Event] = []
+        self.rows: list[tuple] = []
+        self.frames: list[pd.DataFrame] = []
+        self.batch: list[tuple[int, int, int, int, int, bool, bytes]] = []
+        self.orphans = 0
+
+    def feed(self, line: int, pid: int, ts: int, tod: bool, body: bytes) -> None:
+        """One line whose call (or resumed call) is of interest."""
+        m = _PY_RESUMED.match(body)
+        if m is not None:
+            pending = self.pending.pop(pid, None)
+            if pending is None:
+                self.orphans += 1      # started before the trace (or in another -ff file)
+                return
+            text, entry_ns, entry_line = pending
+            rest = m.group(2)
+            if not text.startswith(m.group(1) + b"("):
+                self.orphans += 1      # resumed call is not the one pending: cannot pair
+                return
+            if rest.rstrip().endswith(b"<unfinished ...>"):
+                return                 # interrupted again (strace writes "= ? <unfinished")
+            self.batch.append((line, entry_line, pid, entry_ns, ts, tod,
+                               text + rest.lstrip(b" ")))
+            return
+        m = _PY_UNFINISHED.match(body)
+        if m is not None:
+            self.pending[pid] = (m.group(1), ts, line)
+            return
+        self.batch.append((line, line, pid, ts, -1, tod, body))
+
+    def flush(self) -> None:
+        """Parse the calls fed so far: the common form vectorized, the others one by one."""
+        if not self.batch:
+            return
+        batch, self.batch = self.batch, []
+        texts = pa.array([b[6] for b in batch], pa.binary())
+        m = pc.extract_regex(texts, COMMON_CALL_RE)
+        ok = pc.is_valid(m).to_numpy(zero_copy_only=False)
+        if ok.any():
+            cols = np.array([b[:6] for b in batch], dtype=np.int64)[ok]
+            self.frames.append(_common_rows(
+                m.filter(pa.array(ok)), order=cols[:, 0], ts=cols[:, 3],
+                tod=cols[:, 5].astype(bool), pid=cols[:, 2], resume_ns=cols[:, 4]))
+        for j in np.flatnonzero(~ok):
+            line, entry_line, pid, entry_ns, resume_ns, tod, text = batch[j]
+            self._call(text, line, entry_line, pid, entry_ns,
+                       None if resume_ns < 0 else resume_ns, tod)
+
+    def _call(self, text: bytes, line: int, entry_line: int, pid: int, entry_ns: int,
+              resume_ns: int | None, tod: bool) -> None:
+        m = _PY_CALL.match(text)
+        if m is None:
+            self.malformed.add(line, f"cannot parse socket call {text[:60]!r}")
+            return
+        name = m.group(1).decode()
+        args = m.group(2)
+        ret_text = m.group(3)
+        if ret_text == b"?":          # never returned (killed, or restarted later)
+            return
+        ret = int(ret_text)
+        errno = m.group(5).decode() if m.group(5) else None
+        if m.group(6) is not None:
+            duration = int(m.group(6)) * 10**9 + int(m.group(7).ljust(9, b"0")[:9])
+        elif resume_ns is not None:
+            duration = max(resume_ns - entry_ns, 0)
+        else:
+            duration = 0
+        ret_ann = m.group(4)
+        if name in ("clone", "clone3", "fork", "vfork"):
+            if ret > 0:
+                self.events.append(_Event(entry_line, pid, "clone", fd2=ret, shares_files=bool(
+                    _PY_CLONE_CHILD_FILES.search(args))))
+            return
+        if name in ("pipe", "pipe2", "socketpair"):
+            pair = _PY_FD_PAIR.search(args)
+            if ret == 0 and pair is not None:
+                kind = "open" if name == "socketpair" else "file"
+                for fd in (int(pair.group(1)), int(pair.group(2))):
+                    self.events.append(_Event(line, pid, kind, fd))
+            return
+        if name in NON_SOCKET_CALLS or name == "socket":
+            if ret >= 0:
+                self.events.append(_Event(line, pid, "open" if name == "socket" else "file",
+                                          ret))
+            return
+        fdm = _PY_FD_ARG.match(args)
+        if fdm is None:
+            self.malformed.add(line, f"no file descriptor in {name} call")
+            return
+        fd = int(fdm.group(1))
+        ann = fdm.group(2)
+        rest = args[fdm.end():]
+        if name in ("dup", "dup2", "dup3"):
+            if ret >= 0:
+                self.events.append(_Event(line, pid, "dup", fd, ret))
+            return
+        peer = None
+        addr = _PY_SOCKADDR.search(rest)
+        if addr is not None:
+            peer = _sockaddr_peer(addr)
+        data: bytes = b""
+        truncated = False
+        direction = None
+        if name in READ_CALLS or name in WRITE_CALLS:
+            direction = "rx" if name in READ_CALLS else "tx"
+            if name in ("readv", "writev", "recvmsg", "sendmsg"):
+                pieces = _PY_IOV.findall(rest)
+                data = b"".join(decode_strace_string(p) for p, _ in pieces)
+                truncated = any(cut for _, cut in pieces) or b"}, ...]" in rest
+            else:
+                q = _PY_QSTR.match(rest)
+                if q is None and rest.startswith(b'"'):
+                    self.malformed.add(line, f"unterminated string in {name} call")
+                    return
+                if q is not None:
+                    data = decode_strace_string(q.group(1))
+                    truncated = q.group(2) is not None
+        elif name == "close":
+            self.events.append(_Event(line, pid, "close", fd))
+        elif name in ("accept", "accept4"):
+            if ret >= 0:
+                self.events.append(_Event(line, pid, "open", ret,
+                                          peer=peer or _ann_peer(ret_ann)))
+        elif name == "connect" and peer is not None and errno in (
+                None, "EINPROGRESS", "EALREADY", "EINTR"):
+            self.events.append(_Event(line, pid, "peer", fd, peer=peer))
+        kind = _ann_kind(ann)
+        row_peer = peer
+        if row_peer is None and kind == 1:
+            row_peer = _ann_peer(ann)
+        nbytes = ret if (direction is not None and ret > 0) else 0
+        self.rows.append((line, entry_ns, duration, tod, pid, fd, name, direction, ret, errno,
+                          nbytes, row_peer, kind, data, truncated))
+
+
+def _sockaddr_peer(m: re.Match[bytes]) -> str:
+    """``ip:port`` (IPv4) or ``[ip]:port`` (IPv6) of a SOCKADDR match."""
+    if m.group("ip4") is not None:
+        return f"{m.group('ip4').decode()}:{int(m.group('port4'))}"
+    return f"[{m.group('ip6').decode()}]:{int(m.group('port6'))}"
+
+
+def _assign_streams(rows: pd.DataFrame, events: list[_Event]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Socket identity per row, its peer, and whether the fd is known not to be a socket.
+
+    Replays the fd-changing events in line order over per-process fd tables (shared by
+    ``CLONE_FILES`` children, copied by ``fork``), recording each (table, fd) → socket id
+    change; each row then takes the id in force just before its line (``merge_asof``).
+    An fd used with nothing known about it gets an id of its own per table lineage.
+    """
+    table_of: dict[int, int] = {}          # pid → fd table id (unknown pids: table 0)
+    current: dict[int, dict[int, int]] = {0: {}}
+    sock_peer: dict[int, str | None] = {}
+    sock_file: dict[int, bool] = {}
+    records: list[tuple[int, int, int, int]] = []    # (order, table, fd, socket id)
+    next_id = 0
+
+    def new_socket(peer: str | None = None, is_file: bool = False) -> int:
+        nonlocal next_id
+        sid = next_id
+        next_id += 1
+        sock_peer[sid] = peer
+        sock_file[sid] = is_file
+        return sid
+
+    initial: dict[int, int] = {}           # fd → id of the socket open before the trace
+
+    def lookup(table: int, fd: int) -> int:
+        sid = current[table].get(fd)
+        if sid is None:
+            if fd not in initial:
+                initial[fd] = new_socket()
+            sid = initial[fd]
+        return sid
+
+    for ev in sorted(events, key=lambda e: e.order):
+        table = table_of.get(ev.pid, 0)
+        fds = current[table]
+        if ev.kind == "clone":
+            if ev.shares_files:
+                table_of[ev.fd2] = table
+            else:
+                child = len(current)
+                current[child] = dict(fds)
+                table_of[ev.fd2] = child
+                records.extend((ev.order, child, fd, sid) for fd, sid in fds.items())
+            continue
+        if ev.kind in ("open", "file"):
+            sid = new_socket(ev.peer, ev.kind == "file")
+        elif ev.kind == "close":
+            sid = new_socket()             # a later use without open: a socket we did not see
+        elif ev.kind == "dup":
+            sid = lookup(table, ev.fd)
+            fds[ev.fd2] = sid
+            records.append((ev.order, table, ev.fd2, sid))
+            continue
+        else:                              # peer (connect)
+            sid = lookup(table, ev.fd)
+            sock_peer[sid] = ev.peer
+            if ev.fd not in fds:
+                fds[ev.fd] = sid
+                records.append((ev.order, table, ev.fd, sid))
+            continue
+        fds[ev.fd] = sid
+        records.append((ev.order, table, ev.fd, sid))
+
+    n = len(rows)
+    pids = rows["pid"].to_numpy(np.int64)
+    tables = np.zeros(n, np.int64)
+    if table_of:
+        tables = pd.Series(pids).map(table_of).fillna(0).to_numpy(np.int64)
+    left = pd.DataFrame({"order": rows["order"].to_numpy(np.int64), "table": tables,
+                         "fd": rows["fd"].to_numpy(np.int64), "row": np.arange(n)})
+    sid = np.full(n, -1, np.int64)
+    if records:
+        right = pd.DataFrame(records, columns=["order", "table", "fd", "sid"])
+        right = right.sort_values("order", kind="stable")
+        merged = pd.merge_asof(left.sort_values("order", kind="stable"), right, on="order",
+                               by=["table", "fd"], allow_exact_matches=False)
+        sid[merged["row"].to_numpy()] = merged["sid"].fillna(-1).to_numpy(np.int64)
+    missing = sid < 0
+    if missing.any():
+        # fds never opened in the trace: one socket per fd number (before any close).
+        fds_missing = left["fd"].to_numpy()[missing]
+        for fd in np.unique(fds_missing):
+            if int(fd) not in initial:
+                initial[int(fd)] = new_socket()
+        sid[missing] = pd.Series(fds_missing).map(initial).to_numpy(np.int64)
+    peer_of = np.array([sock_peer.get(i) for i in range(next_id)] + [None], dtype=object)
+    file_of = np.array([sock_file.get(i, False) for i in range(next_id)] + [False], dtype=bool)
+    return sid, peer_of[sid], file_of[sid]
+
+
+# --------------------------------------------------------------------------------------------
+# strace: the reader
+
+def _read_strace(path: str | os.PathLike[str],
+                 on_progress: Callable[[int, int], None] | None) -> pd.DataFrame:
+    """The strace reader: chunks of lines → rows; then streams, peers, the finished table."""
+    malformed = Malformed(path)
+    slow = _Slow(malformed)
+    rows = _Rows()
+    wanted_names = pa.array(sorted(INTERESTING_CALLS))
+    style_tod: bool | None = None  # the file's time style, from its first timestamp
+    prev_tod: int | None = None    # last time of day seen (ns), for midnight crossings
+    day_ns = 0
+
+    for first, lines, ends_newline in _iter_chunks(path, on_progress):
+        if not ends_newline:
+            # strace ends every line with a newline: a last line without one was cut.
+            cut_line = first + len(lines) - 1
+            lines = lines.slice(0, len(lines) - 1)
+            warnings.warn(TruncatedInput(
+                f"{path}: line {cut_line}: file ends in the middle of a line (cut); "
+                "the partial line was dropped"), stacklevel=3)
+        n = len(lines)
+        if not n:
+            continue
+        # Pass 1: the common complete read/write line. Pass 2, on the rest: the leader and name.
+        m1 = _extract(lines, COMMON_RE)
+        ok1 = pc.is_valid(m1).to_numpy(zero_copy_only=False)
+        idx1 = np.flatnonzero(ok1)
+        idx_rest = np.flatnonzero(~ok1)
+        rest_lines = lines.take(pa.array(idx_rest))
+        m2 = _extract(rest_lines, LEADER_RE)
+        ok2 = pc.is_valid(m2).to_numpy(zero_copy_only=False)
+        idx2 = idx_rest[ok2]
+        m1v = m1.filter(pa.array(ok1))
+        m2v = m2.filter(pa.array(ok2))
+
+        # Timestamps of every line with a leader, in line order (for midnight crossings).
+        ts = np.zeros(n, np.int64)
+        tod = np.zeros(n, bool)
+        pid = np.full(n, -1, np.int64)
+        good = np.zeros(n, bool)
+        for sel, mv in ((idx1, m1v), (idx2, m2v)):
+            if len(sel):
+                ts[sel], tod[sel], pid[sel], good[sel] = _leader(mv)
+        if style_tod is None and good.any():
+            style_tod = bool(tod[np.flatnonzero(good)[0]])
+        has_leader = np.zeros(n, bool)
+        has_leader[idx1] = has_leader[idx2] = True
+        for i in np.flatnonzero(has_leader & ~good)[:MALFORMED_KEEP]:
+            malformed.add(first + int(i), "timestamp not understood")
+        malformed.count += max(0, int((has_leader & ~good).sum()) - MALFORMED_KEEP)
+        other_style = good & (tod != style_tod)
+        for i in np.flatnonzero(other_style)[:MALFORMED_KEEP]:
+            malformed.add(first + int(i), "mixes -tt times of day and -ttt epoch times")
+        malformed.count += max(0, int(other_style.sum()) - MALFORMED_KEEP)
+        good &= ~other_style
+        if style_tod and good.any():
+            sel = np.flatnonzero(good)
+            t = ts[sel]
+            prev = np.concatenate(([t[0] if prev_tod is None else prev_tod], t[:-1]))
+            wraps = np.cumsum(t < prev - MIDNIGHT_JUMP_NS)
+            ts[sel] = t + day_ns + wraps * NS_PER_DAY
+            day_ns += int(wraps[-1]) * NS_PER_DAY
+            prev_tod = int(t[-1])
+
+        keep1 = good[idx1]
+        if keep1.any():
+            sel = idx1[keep1]
+            rows.add(_common_rows(m1v.filter(pa.array(keep1)), order=sel + first,
+                                  ts=ts[sel], tod=tod[sel], pid=pid[sel]))
+
+        # Lines without a leader: blank, strace's own, or malformed.
+        no_leader = idx_rest[~ok2]
+        if len(no_leader):
+            for i, raw in zip(no_leader, lines.take(pa.array(no_leader)).to_pylist(),
+                              strict=True):
+                text = raw.rstrip(b"\r\n")
+                if text.strip() and not text.startswith(_SKIP_PREFIXES):
+                    malformed.add(first + int(i), "not an strace line (expected a -tt/-ttt "
+                                                  "timestamp and a system call)")
+
+        # Other leader lines: calls of interest go to the sequential parser, others are skipped.
+        if len(idx2):
+            name = pc.coalesce(_field(m2v, "rname"), _field(m2v, "name"))
+            wanted = pc.fill_null(pc.is_in(pc.cast(name, pa.string()), value_set=wanted_names),
+                                  False).to_numpy(zero_copy_only=False) & good[idx2]
+            sel = idx2[wanted]
+            for i, raw in zip(sel, lines.take(pa.array(sel)).to_pylist(), strict=True):
+                body = raw[_PY_LEADER.match(raw).end():].rstrip(b"\r\n")
+                slow.feed(first + int(i), int(pid[i]), int(ts[i]), bool(tod[i]), body)
+        slow.flush()
+
+    for frame in slow.frames:
+        rows.add(frame)
+    if slow.rows:
+        rows.add(pd.DataFrame(slow.rows, columns=list(_ROW_COLUMNS)))
+    table = rows.frame()
+    if not len(table):
+        first_bad = min((line for line, _ in malformed.lines), default=1)
+        raise InputError(path, "no socket call found (expected strace -f -ttt -T output, or a "
+                               "CSV/JSON Lines log with ts and bytes)", line=first_bad)
+    malformed.warn(stacklevel=3)
+    table = table.sort_values("order", kind="stable").reset_index(drop=True)
+
+    # pid: from the prefix; -ff -o files (``name.1234``) carry it in the file name instead.
+    pid = table["pid"].to_numpy(np.int64)
+    suffix = Path(path).suffix.lstrip(".")
+    if (pid < 0).all() and suffix.isdigit():
+        table["pid"] = int(suffix)
+        for ev in slow.events:
+            ev.pid = int(suffix)
+    sid, sock_peer, is_file = _assign_streams(table, slow.events)
+    row_peer = table["row_peer"].to_numpy(object)
+    table["stream"] = sid
+    table["peer"] = np.where(pd.isna(row_peer), sock_peer, row_peer)
+    # Calls on fds known not to be sockets (opened files, pipes; -y annotations) are dropped.
+    table = table[~is_file & (table["ann_kind"].to_numpy(np.int64) != 2)]
+    pid = table["pid"].to_numpy(np.int64)
+    table = table.assign(pid=pd.array(np.where(pid < 0, 0, pid), dtype="Int32"))
+    table.loc[pid < 0, "pid"] = pd.NA
+    return finish_table(table, fmt="strace", time_of_day_only=bool(style_tod),
+                        extra_attrs={"durations": bool((table["duration_ns"] > 0).any()),
+                                     "orphan_resumed": slow.orphans,
+                                     "unfinished_at_end": len(slow.pending)})
