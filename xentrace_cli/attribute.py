@@ -485,8 +485,7 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
         notes.append("xentrace without a dom0 capture: the trace cannot be put on a packet "
                      "clock, so its checkpoints are left empty.")
         return result
-    arrivals = _frames_to_guest(packets[dom0_point], local) if dom0_point == "backend" else \
-        np.sort(packets["phys"]["ts_ns"].dropna().to_numpy(np.int64))
+    arrivals = _frames_to_guest(packets[dom0_point], local)
 
     is_irq = event == TRC_HW_IRQ_HANDLED
     irq_no = ev["irq"].to_numpy(dtype=np.int64, na_value=-1)
