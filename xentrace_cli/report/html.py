@@ -52,6 +52,8 @@ MAX_ANOMALOUS_ROWS = 200
 WATERFALL_WORST = 30
 WATERFALL_NORMAL = 30
 WATERFALL_ANOMALOUS = 60
+#: The waterfall starts on a log axis when the slowest packet took this many typical ones.
+WATERFALL_LOG_RATIO = 20.0
 #: Smallest duration on log axes (a stage can measure 0 µs).
 LOG_FLOOR_US = 0.1
 
@@ -346,17 +348,22 @@ def _waterfall(table: pd.DataFrame) -> str:
         customdata=[f"{v:.6f}" for v in marks["epoch_s"]],
         hovertemplate="%{text} at +%{x:.3f} ms<br>epoch %{customdata} s<extra>%{y}</extra>",
     ))
+    # a stall next to µs stages: start on a log axis (the first stage then reaches the left
+    # edge, as its start, 0, has no logarithm)
+    ends = (bars["start_us"] + bars["duration_us"]).groupby(bars["order"]).max()
+    typical = float(ends.median())
+    log_x = bool(typical > 0 and ends.max() > WATERFALL_LOG_RATIO * typical)
     ordered = labels.tolist()
     fig.update_layout(
         barmode="overlay", bargap=0.25, hovermode="closest",
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
         xaxis={"title": {"text": "time since the packet's first checkpoint (ms)"},
-               "type": "linear"},
+               "type": "log" if log_x else "linear"},
         yaxis={"categoryorder": "array", "categoryarray": ordered, "autorange": "reversed",
                "tickfont": {"size": 10}},
         updatemenus=[{"type": "buttons", "direction": "left", "x": 1.0, "xanchor": "right",
                       "y": -0.02, "yanchor": "top", "showactive": True,
-                      "active": 0,
+                      "active": 1 if log_x else 0,
                       "buttons": [
                           {"label": "linear", "method": "relayout",
                            "args": [{"xaxis.type": "linear"}]},
@@ -368,8 +375,9 @@ def _waterfall(table: pd.DataFrame) -> str:
                f"(up to {WATERFALL_ANOMALOUS}), the {WATERFALL_WORST} slowest, and "
                f"{WATERFALL_NORMAL} normal ones spread over the capture. Bars are stages, "
                "ticks are checkpoints; anomalous stages are hatched with a thick outline. "
-               "Drag to zoom, double-click to reset; the log button spreads short stages "
-               "(the first stage then reaches the left edge).</p>")
+               "Drag to zoom, double-click to reset. On the log axis (chosen when a packet "
+               f"took over {WATERFALL_LOG_RATIO:g}× the typical one) the first stage reaches "
+               "the left edge.</p>")
     return _figure_html(fig, "fig-waterfall", height) + caption
 
 
