@@ -171,15 +171,18 @@ def map_streams(calls: pd.DataFrame, segments: pd.DataFrame, offsets: np.ndarray
     per_stream = per_stream.reset_index().rename(columns={stream_col: "stream"})
 
     # connections as the capture shows them: remote endpoint, time span, bytes each way
-    rx = segments["direction"].to_numpy() == "rx"
-    remote = pd.Series(np.where(rx, _peer_key(segments["src"], segments["sport"]),
-                                _peer_key(segments["dst"], segments["dport"])))
     from .lone import connection_ids
     conn = connection_ids(segments)
+    firsts = segments.assign(_conn=conn).drop_duplicates("flow")
+    rx_first = firsts["direction"].to_numpy() == "rx"
+    remote_of_flow = pd.Series(
+        np.where(rx_first, _peer_key(firsts["src"], firsts["sport"]),
+                 _peer_key(firsts["dst"], firsts["dport"])), index=firsts["flow"].to_numpy())
     seg = pd.DataFrame({"conn": conn, "flow": segments["flow"].to_numpy(),
-                        "direction": segments["direction"].to_numpy(), "remote": remote,
+                        "direction": segments["direction"].to_numpy(),
                         "ts": segments["ts_ns"].to_numpy(),
                         "end": offsets + segments["len"].to_numpy()})
+    seg["remote"] = remote_of_flow.reindex(seg["flow"].to_numpy()).to_numpy()
     per_conn = seg.groupby("conn").agg(remote=("remote", "first"), t0=("ts", "min"),
                                        t1=("ts", "max"))
     ends = seg.groupby(["conn", "direction"])["end"].max().unstack(fill_value=0)

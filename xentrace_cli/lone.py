@@ -27,12 +27,17 @@ INTERVALS: tuple[str, ...] = ("request_to_response", "response_to_next")
 
 def connection_ids(segments: pd.DataFrame) -> np.ndarray:
     """An id per connection (both directions of a flow share it)."""
-    a = segments["src"].astype(str) + "|" + segments["sport"].astype(str)
-    b = segments["dst"].astype(str) + "|" + segments["dport"].astype(str)
-    lo = np.where(a < b, a, b)
-    hi = np.where(a < b, b, a)
-    key = pd.DataFrame({"lo": lo, "hi": hi, "proto": segments["proto"].to_numpy()})
-    return key.groupby(["lo", "hi", "proto"], sort=True).ngroup().to_numpy(np.int64)
+    n = len(segments)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    codes, _ = pd.factorize(pd.concat([segments["src"], segments["dst"]], ignore_index=True)
+                            .astype(str))
+    a = codes[:n].astype(np.int64) * 65536 + segments["sport"].to_numpy(np.int64)
+    b = codes[n:].astype(np.int64) * 65536 + segments["dport"].to_numpy(np.int64)
+    key = np.stack([np.minimum(a, b), np.maximum(a, b),
+                    segments["proto"].to_numpy(np.int64)], axis=1)
+    _, ids = np.unique(key, axis=0, return_inverse=True)
+    return ids.reshape(-1).astype(np.int64)
 
 
 def exchanges(segments: pd.DataFrame) -> pd.DataFrame:
