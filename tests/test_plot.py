@@ -102,3 +102,8 @@ def test_cli_analyze_plot_wrong_suffix_exits_2(runner, monkeypatch, tmp_path):
     assert result.stdout == ""
     assert result.stderr.startswith("xenlat: error: ")
     assert "name the file *.png or *.svg" in result.stderr
+
+
+def test_unwritable_path_is_option_error(tmp_path):
+    with pytest.raises(OptionError, match=r"no-such-dir/w\.png: cannot write the plot"):
+        plot_waterfall(make_analysis(), tmp_path / "no-such-dir" / "w.png")

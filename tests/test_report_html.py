@@ -207,3 +207,15 @@ def test_report_renders_in_chromium(browser, tmp_path):
             shutil.copyfile(shot, extra)
     finally:
         page.close()
+
+
+def test_cli_report_unwritable_exits_2(runner, monkeypatch, tmp_path):
+    import xentrace_cli.cli as cli
+
+    monkeypatch.setattr(cli, "_run_analysis", lambda *a, **k: make_analysis())
+    out = tmp_path / "missing" / "report.html"
+    result = runner.invoke(main, ["report", "guest.pcap", "-o", str(out)])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == (f"xenlat: error: {out}: cannot write the report: "
+                             "No such file or directory\n")

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import OptionError
 from ..units import format_duration
 from .waterfall import (
     ANOMALY_COLOR,
@@ -63,9 +64,16 @@ _TEMPLATE = "plotly_white"
 
 
 def write_html_report(analysis: Any, path: str | Path) -> Path:
-    """Write the report of ``analysis`` to ``path``; returns the path."""
+    """Write the report of ``analysis`` to ``path``; returns the path.
+
+    Raises ``OptionError`` when ``path`` cannot be written (a missing directory, say).
+    """
     path = Path(path)
-    path.write_text(render_html_report(analysis), encoding="utf-8")
+    text = render_html_report(analysis)
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise OptionError(f"{path}: cannot write the report: {exc.strerror or exc}") from None
     return path
 
 

@@ -36,7 +36,7 @@ def plot_waterfall(analysis: Any, path: str | Path, *, worst: int = 15,
                    normal: int = 15) -> Path:
     """Draw the waterfall of ``analysis`` to ``path`` (PNG or SVG by suffix); returns the path.
 
-    Raises ``OptionError`` for another suffix.
+    Raises ``OptionError`` for another suffix or a path that cannot be written.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -65,7 +65,10 @@ def plot_waterfall(analysis: Any, path: str | Path, *, worst: int = 15,
             _draw(ax, table, bars, marks, labels, n)
         fig.suptitle(_title(analysis, n, len(table)), fontsize=10)
         metadata = {"Date": None} if suffix == ".svg" else None
-        fig.savefig(path, format=suffix[1:], dpi=110, metadata=metadata)
+        try:
+            fig.savefig(path, format=suffix[1:], dpi=110, metadata=metadata)
+        except OSError as exc:
+            raise OptionError(f"{path}: cannot write the plot: {exc.strerror or exc}") from None
     return path
 
 
