@@ -291,7 +291,7 @@ class PcapngReader(CaptureReader):
             is_pkt & ((iface_local >= n_if) | (caplen > room) | (caplen > MAX_PACKET_BYTES)))
         if bad.any():
             k = int(np.argmax(bad))
-            if trailing[k] != blen and trailing[k] != padded[k]:
+            if trailing[k] != blen[k] and trailing[k] != padded[k]:
                 why = f"block trailing length {int(trailing[k])} differs from {int(blen[k])}"
             elif iface_local[k] >= n_if:
                 why = f"packet names interface {int(iface_local[k])} of {n_if}"

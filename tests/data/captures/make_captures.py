@@ -1,4 +1,4 @@
-"""Builds the small test captures in this folder (run: ``python tests/data/captures/make_captures.py``).
+"""Builds the small test captures in this folder: ``python tests/data/captures/make_captures.py``.
 
 Packets come from scapy (headers with correct lengths and checksums); the containers are written
 byte by byte here, so that every format variant is exactly what the tests claim: classic pcap in
@@ -208,6 +208,15 @@ def ticks(ts_ns: int, tsresol: int, tsoffset_s: int = 0) -> int:
     return ns * 10**tsresol // 1_000_000_000
 
 
+def ticks_ns(units: int, tsresol: int, tsoffset_s: int = 0) -> int:
+    """The epoch ns a timestamp of ``units`` stands for (floor to the ns), in Python integers."""
+    if tsresol & 0x80:
+        ns = (units * 1_000_000_000) >> (tsresol & 0x7F)
+    else:
+        ns = units * 1_000_000_000 // 10**tsresol
+    return ns + tsoffset_s * 1_000_000_000
+
+
 def epb(order: str, iface: int, units: int, data: bytes, wirelen: int | None = None,
         comment: str | None = None) -> bytes:
     body = struct.pack(order + "IIIII", iface, units >> 32, units & 0xFFFFFFFF, len(data),
@@ -247,12 +256,7 @@ def multi_section_pcapng() -> tuple[bytes, list[dict]]:
         else:
             data, iface, tsres = sll[i], 1, 0x80 | 20
         units = ticks(ts, tsres)
-        # the ns value the file really holds: binary resolution rounds to 2^-20 s
-        if tsres & 0x80:
-            exact = (units >> 20) * 1_000_000_000 + ((units & ((1 << 20) - 1)) * 1_000_000_000
-                                                      >> 20)
-        else:
-            exact = units
+        exact = ticks_ns(units, tsres)  # what the file holds: 2^-20 s ticks round down
         out.append(epb("<", iface, units, data, comment="a comment" if i == 2 else None))
         frame += 1
         rows.append({"frame": frame, "interface": iface, "linktype": 1 if iface == 0 else 113,
@@ -281,15 +285,17 @@ def multi_section_pcapng() -> tuple[bytes, list[dict]]:
     out += [shb(">"), idb(">", 101, name="raw0"), idb(">", 1, name="vif7.1", tsresol=9,
                                                        tsoffset_s=100)]
     for i in range(8, 14):
-        ts = T0_NS + i * 1_000_000_000 + 250_000  # whole µs, so the µs interface is exact
+        ts = T0_NS + i * 1_000_000_000 + 250_000
         if i % 2 == 0:
             data, iface, tsres, off = raw[i], 0, 6, 0
         else:
             data, iface, tsres, off = eth[i], 1, 9, 100
-        out.append(epb(">", iface, ticks(ts, tsres, off), data))
+        units = ticks(ts, tsres, off)
+        out.append(epb(">", iface, units, data))
         frame += 1
         rows.append({"frame": frame, "interface": 2 + iface,
-                     "linktype": 101 if iface == 0 else 1, "ts_ns": ts, "caplen": len(data)})
+                     "linktype": 101 if iface == 0 else 1, "ts_ns": ticks_ns(units, tsres, off),
+                     "caplen": len(data)})
     return b"".join(out), rows
 
 
