@@ -126,6 +126,8 @@ SOCKET_ANN_RE = (
 )
 ANN_PEER_RE = r"^[A-Za-z0-9-]+:\[(?P<local>[^\]]*(?:\][^\]-]*)?)->(?P<peer>.*)\]$"
 
+_PY_INET_PEER = re.compile(r"^(?:\[[0-9A-Fa-f:.%\w]+\]|\d{1,3}(?:\.\d{1,3}){3}):\d+$")
+_PY_NO_TIMESTAMP = re.compile(rb"^(?:\[pid +\d+\] |\d+ +)?[a-z_0-9]+\(.*\) += ")
 _PY_LEADER = re.compile(rb"^(?:\[pid +\d+\] |\d+ +)?\d[\d:.]* ")
 _PY_SOCKADDR = re.compile(SOCKADDR_RE.encode())
 _PY_SOCKET_ANN = re.compile(SOCKET_ANN_RE.encode())
@@ -430,7 +432,8 @@ def _ann_peer(ann: bytes | None) -> str | None:
     if peer.count(":") > 1 and not peer.startswith("["):  # bare IPv6: bracket the address
         host, _, port = peer.rpartition(":")
         peer = f"[{host}]:{port}"
-    return peer
+    # Only an address and port is a peer (UNIX sockets show inode numbers and paths).
+    return peer if _PY_INET_PEER.match(peer) else None
 
 
 def _ann_kind(ann: bytes | None) -> int:
@@ -789,6 +792,7 @@ def _read_strace(path: str | os.PathLike[str],
     style_tod: bool | None = None  # the file's time style, from its first timestamp
     prev_tod: int | None = None    # last time of day seen (ns), for midnight crossings
     day_ns = 0
+    untimed = 0                    # first line that looks like strace without a timestamp
 
     for first, lines, ends_newline in _iter_chunks(path, on_progress):
         if not ends_newline:
@@ -854,6 +858,8 @@ def _read_strace(path: str | os.PathLike[str],
             for i, raw in zip(no_leader, lines.take(pa.array(no_leader)).to_pylist(),
                               strict=True):
                 text = raw.rstrip(b"\r\n")
+                if not untimed and _PY_NO_TIMESTAMP.match(text):
+                    untimed = first + int(i)
                 if text.strip() and not text.startswith(_SKIP_PREFIXES):
                     malformed.add(first + int(i), "not an strace line (expected a -tt/-ttt "
                                                   "timestamp and a system call)")
@@ -876,6 +882,9 @@ def _read_strace(path: str | os.PathLike[str],
     table = rows.frame()
     if not len(table):
         first_bad = min((line for line, _ in malformed.lines), default=1)
+        if untimed:
+            raise InputError(path, "strace output without timestamps: record it with "
+                                   "strace -f -ttt -T", line=untimed)
         raise InputError(path, "no socket call found (expected strace -f -ttt -T output, or a "
                                "CSV/JSON Lines log with ts and bytes)", line=first_bad)
     malformed.warn(stacklevel=3)
