@@ -321,6 +321,16 @@ def test_tsc_offset_with_given_frequency(seed):
     assert np.all(np.abs(nic.error_ns(fit5)) <= 500)
 
 
+@pytest.mark.parametrize("rate_hz, missing, stray", [(5_000, 0.10, 0.10), (20_000, 0.03, 0.05)])
+def test_tsc_busy_link_mismatches_do_not_bias_the_bound(rate_hz, missing, stray):
+    # at thousands of bursts a second a burst whose interrupt was lost sits next to another
+    # burst's interrupt; such mismatches must not pull the one-sided bound (5 µs) away
+    nic = NicModel(8, span_s=3.0, rate_hz=rate_hz, missing=missing, stray=stray)
+    fit = fit_tsc(nic.irq_tsc, nic.phys_ns, cpu_hz=2.9e9)
+    assert fit.quality == "one-sided"
+    assert np.all(np.abs(nic.error_ns(fit) - 5_000) <= 1_000)
+
+
 @pytest.mark.parametrize("hz", [2.9e9, 2_093_417_000.0, 3.6e9])
 def test_tsc_frequency_estimated(hz):
     nic = NicModel(int(hz) % 97, hz=hz)

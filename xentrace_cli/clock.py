@@ -52,6 +52,8 @@ MAX_SKIP = 3
 GAP_JITTER_NS = 100_000
 #: Plausible TSC frequencies when none is given.
 MIN_CPU_HZ, MAX_CPU_HZ = 0.5e9, 10e9
+#: Fewest unambiguous interrupt/burst pairs to bound the offset with (else all pairs are used).
+MIN_CLEAN_PAIRS = 20
 #: A given CPU frequency is questioned when the delays drift by more than this over the trace.
 FREQ_CHECK_NS = 10_000
 #: Fraction of the lowest irq→frame delays dropped as mismatches before the causal bound.
@@ -688,6 +690,23 @@ def _line(x: np.ndarray, y: np.ndarray, k_fixed: float | None) -> tuple[float, f
     return k, o, se
 
 
+def _unambiguous(x_cyc: np.ndarray, a_ns: np.ndarray, k: float, o: float, i: np.ndarray,
+                 j: np.ndarray) -> np.ndarray:
+    """Matched pairs with no competitor: no other interrupt and no other burst within the
+    spread of the delays around them. Only these may bound the offset: a burst whose own
+    interrupt was lost, matched to a neighbour's, would claim a delay it never had."""
+    pred = o + k * x_cyc
+    resid = a_ns[j] - pred[i]
+    spread = max(float(np.ptp(np.quantile(resid, [0.01, 0.99]))), 1_000.0)
+    prev_irq = np.where(i > 0, pred[np.maximum(i - 1, 0)], -np.inf)
+    next_irq = np.where(i + 1 < pred.size, pred[np.minimum(i + 1, pred.size - 1)], np.inf)
+    prev_burst = np.where(j > 0, a_ns[np.maximum(j - 1, 0)], -np.inf)
+    next_burst = np.where(j + 1 < a_ns.size, a_ns[np.minimum(j + 1, a_ns.size - 1)], np.inf)
+    centre = 0.5 * (pred[i] + a_ns[j])
+    return ((centre - prev_irq > 2 * spread) & (next_irq - centre > 2 * spread)
+            & (centre - prev_burst > 2 * spread) & (next_burst - centre > 2 * spread))
+
+
 def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
             cpu_hz: float | None = None, copy_tsc: npt.ArrayLike | None = None,
             copy_after_ns: npt.ArrayLike | None = None,
@@ -741,10 +760,12 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
     if i.size < 2:
         return TscFit.none("no interrupt lines up with the frames", cpu_hz, n_irq, n_bursts)
     k, o, se = _line(x[i], a[j], k_given)
+    keep = _unambiguous(x, a, k, o, i, j)
+    if keep.sum() < MIN_CLEAN_PAIRS:
+        keep = np.ones(i.size, bool)
     resid = a[j] - (o + k * x[i])
-    keep = np.ones(i.size, bool)
-    if i.size >= 100:    # a spurious interrupt just before a frame is a mismatch, not a bound
-        keep = resid >= np.quantile(resid, IRQ_LOW_TRIM)
+    if keep.sum() >= 1 / IRQ_LOW_TRIM:   # a stray interrupt is a mismatch, not a bound
+        keep &= resid >= np.quantile(resid[keep], IRQ_LOW_TRIM)
 
     # the causal fit: trace time (cycles scaled to ns) is the "other" clock
     def trace_ns(tsc: np.ndarray) -> np.ndarray:
