@@ -1,0 +1,140 @@
+"""Scenario simulator: consistent capture sets with their ground truth.
+
+``run_scenario(name, out_dir)`` writes, for one simulated guest (domid 5) and its dom0:
+``phys.pcap`` and ``vif5.0.pcap`` (dom0 clock), ``guest.pcapng`` and ``app.strace`` (guest
+clock), ``xentrace.bin`` (TSC), ``truth.csv`` and ``scenario.json``. Modules: ``physics`` (the
+event model), ``scenarios`` (what each scenario changes), ``frames`` and ``writers`` (bytes),
+``captures``, ``trace`` (the hypervisor trace), ``truth``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .captures import GUEST_IP, SERVER_IP, SERVER_PORT, Clock, write_captures
+from .physics import Params, Sim
+from .scenarios import SCENARIOS, ScenarioSpec, draw_requests
+from .trace import N_PCPUS, build_records, write_trace
+from .truth import truth_table, write_truth
+from .writers import write_strace
+
+__all__ = ["SCENARIOS", "ScenarioSpec", "run_scenario", "simulate"]
+
+#: True time of the simulation start: 2026-01-01 00:00:00 UTC + 1 h.
+T0_NS = 1_767_229_200 * 10**9
+CPU_HZ = 2.9e9
+#: TSC at T0 (≈ 11.8 h of uptime at 2.9 GHz): TSC 0 is not the epoch.
+TSC_AT_T0 = 123_456_789_012_345
+GUEST_DOMID = 5
+NIC_IRQ = 58
+APP_PID = 4242
+#: Captured bytes per frame (``tcpdump -s 128``): headers and the first payload bytes.
+SNAPLEN = 128
+
+
+@dataclasses.dataclass
+class Simulation:
+    """Everything one run produced, in memory (for tests and benchmarks)."""
+
+    spec: ScenarioSpec
+    sim: Sim
+    meta: dict[str, Any]
+    truth: Any
+
+
+def simulate(name: str, *, seed: int = 1, requests: int | None = None,
+             cpu_hz: float = CPU_HZ) -> tuple[Simulation, Any]:
+    """Run the event model of scenario ``name``; return it and the trace records."""
+    spec = SCENARIOS[name]
+    n = spec.default_requests if requests is None else requests
+    rnd = random.Random(f"{name}/{seed}")
+    params = dataclasses.replace(Params(), **spec.params)  # type: ignore[arg-type]
+    reqs, content = draw_requests(n, params, rnd)
+    plan = spec.plan(n, rnd)
+    sim = Sim(params, reqs, content, plan, T0_NS, rnd.getrandbits(64), tsc_at_t0=TSC_AT_T0,
+              cpu_hz=cpu_hz, guest_domid=GUEST_DOMID, nic_irq=NIC_IRQ)
+    sim.run()
+    faults = [dict(f) for f in sim.fault_log]
+    blind = []
+    for f in faults:
+        if f["cause"] == "lost_records":
+            blind.append((sim.guest.pcpu, f["start_ns"] - sim.lat(400_000),
+                          f["end_ns"] + sim.lat(300_000)))
+    records, spots = build_records(sim, rnd, tsc_at_t0=TSC_AT_T0, cpu_hz=cpu_hz,
+                                   blind_spots=blind)
+    for s in spots:
+        faults.append(dict(kind="lost_records", cpu=s["cpu"], start_ns=s["start_ns"],
+                           end_ns=s["end_ns"], dropped=s["dropped"]))
+    truth = truth_table(sim, faults)
+    meta = {
+        "scenario": name,
+        "description": spec.description,
+        "seed": seed,
+        "requests": n,
+        "domid": GUEST_DOMID,
+        "guest_vcpu": {"domid": GUEST_DOMID, "vcpu": 0, "pcpu": sim.guest.pcpu},
+        "dom0_vcpus": [{"vcpu": v.vcpu, "pcpu": v.pcpu} for v in (sim.v0, sim.v1)],
+        "nic_irq": NIC_IRQ,
+        "nic_irq_vcpu": sim.v0.vcpu,
+        "netback_rx_vcpu": sim.v1.vcpu,
+        "netback_tx_vcpu": sim.v0.vcpu,
+        "pcpus": N_PCPUS,
+        "cpu_hz": cpu_hz,
+        "t0_ns": T0_NS,
+        "tsc_at_t0": TSC_AT_T0,
+        "tsc_formula": "tsc = tsc_at_t0 + round((t_ns - t0_ns) * cpu_hz / 1e9)",
+        "guest_clock": {"offset_ns": spec.offset_ns, "drift_ppm": spec.drift_ppm,
+                        "formula": "guest_ns = true_ns + offset_ns + drift_ppm*1e-6*(true_ns "
+                                   "- t0_ns)"},
+        "server": f"{SERVER_IP}:{SERVER_PORT}",
+        "guest_ip": GUEST_IP,
+        "snaplen": SNAPLEN,
+        "conventions": {
+            "t_write": "entry of the application's write call",
+            "t_read": "return of the first read covering the segment's last byte",
+            "guest_run_when_running": "the event-channel notification, a few µs after copy",
+            "merged_rows": "checkpoints of the frame/unit carrying the row's last byte",
+        },
+        "faults": [{**f, "start": f["start_ns"] / 1e9, "end": f["end_ns"] / 1e9,
+                    "size_ms": (f["end_ns"] - f["start_ns"]) / 1e6} for f in faults],
+        "span": {"start_ns": sim.t_begin, "end_ns": sim.t_end},
+    }
+    return Simulation(spec, sim, meta, truth), (records, content)
+
+
+def run_scenario(name: str, out_dir: str | os.PathLike[str], *, seed: int = 1,
+                 requests: int | None = None) -> list[Path]:
+    """Simulate scenario ``name`` and write its files into ``out_dir``; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run, (records, content) = simulate(name, seed=seed, requests=requests)
+    sim, meta = run.sim, run.meta
+    guest_clock = Clock(T0_NS, run.spec.offset_ns, run.spec.drift_ppm)
+    vif = f"vif{GUEST_DOMID}.0.pcap"
+    files = write_captures(sim, out, content=content, guest_clock=guest_clock,
+                           snaplen=SNAPLEN, vif_name=vif)
+    write_trace(out / "xentrace.bin", records, meta["cpu_hz"])
+    files["xentrace"] = "xentrace.bin"
+    entry = np.array([e for e, _, _ in sim.strace], dtype=np.int64)
+    ret = entry + np.array([d for _, d, _ in sim.strace], dtype=np.int64)
+    g_entry = guest_clock.local(entry)
+    write_strace(out / "app.strace", APP_PID, g_entry, guest_clock.local(ret) - g_entry,
+                 [c for _, _, c in sim.strace])
+    files["socket_log"] = "app.strace"
+    write_truth(out / "truth.csv", run.truth)
+    files["truth"] = "truth.csv"
+    files["scenario"] = "scenario.json"
+    meta["files"] = files
+    with open(out / "scenario.json", "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2, sort_keys=False)
+        f.write("\n")
+    order = ("phys", "backend", "guest", "xentrace", "socket_log", "truth", "scenario")
+    return [out / files[k] for k in order]
+

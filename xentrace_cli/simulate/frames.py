@@ -1,0 +1,209 @@
+"""Vectorized Ethernet / IPv4 / TCP frame building, and the byte content of simulated streams.
+
+A batch of frames is described by columns (addresses, ports, sequence numbers, flags, payload
+length, where the payload comes from); :func:`build_frames` turns the batch into the captured
+bytes of every frame at once — header fields through one packed big-endian structured dtype,
+payload bytes through one gather — with no Python loop per frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+ETH_P_IP = 0x0800
+IPPROTO_TCP = 6
+
+#: TCP flag bits (RFC 9293).
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+
+#: Ethernet II + IPv4 (no options) + TCP with room for one 4-byte option (MSS on SYNs).
+#: One field per line, network byte order, no padding: this *is* the wire layout.
+HEADER_DTYPE = np.dtype([
+    ("eth_dst", "u1", 6),
+    ("eth_src", "u1", 6),
+    ("eth_type", ">u2"),
+    ("ip_vihl", "u1"),        # version 4, IHL 5
+    ("ip_tos", "u1"),
+    ("ip_len", ">u2"),        # IP total length
+    ("ip_id", ">u2"),
+    ("ip_frag", ">u2"),       # flags (DF) and fragment offset
+    ("ip_ttl", "u1"),
+    ("ip_proto", "u1"),
+    ("ip_csum", ">u2"),
+    ("ip_src", ">u4"),
+    ("ip_dst", ">u4"),
+    ("tcp_sport", ">u2"),
+    ("tcp_dport", ">u2"),
+    ("tcp_seq", ">u4"),
+    ("tcp_ack", ">u4"),
+    ("tcp_off", "u1"),        # data offset in 32-bit words, high nibble
+    ("tcp_flags", "u1"),
+    ("tcp_win", ">u2"),
+    ("tcp_csum", ">u2"),
+    ("tcp_urp", ">u2"),
+    ("tcp_opt", "u1", 4),     # MSS option on SYNs only
+])
+ETH_LEN, IP_LEN, TCP_LEN = 14, 20, 20
+IP_OFFSET = ETH_LEN
+MSS_OPTION_KIND = 2
+
+
+def ip_to_int(addr: str) -> int:
+    """Dotted IPv4 address → 32-bit integer."""
+    a, b, c, d = (int(x) for x in addr.split("."))
+    return (a << 24) | (b << 16) | (c << 8) | d
+
+
+def mac_to_bytes(mac: str) -> np.ndarray:
+    """``aa:bb:cc:dd:ee:ff`` → 6 uint8."""
+    return np.array([int(x, 16) for x in mac.split(":")], dtype=np.uint8)
+
+
+@dataclasses.dataclass
+class Content:
+    """Byte content of every simulated stream, addressable by a virtual position.
+
+    The streams are laid end to end in one virtual space. Each region starts with literal bytes
+    (a request, or a response's header line) and continues with a printable pattern, so the
+    content of gigabytes of responses is computed on demand and never stored.
+    """
+
+    region_start: np.ndarray
+    """Virtual position where each region starts (sorted, int64)."""
+    literal_off: np.ndarray
+    """Offset of the region's literal bytes in ``literal`` (int64)."""
+    literal_len: np.ndarray
+    """Number of literal bytes at the start of the region (int64)."""
+    literal: np.ndarray
+    """All literal bytes (uint8)."""
+
+    def bytes_at(self, pos: np.ndarray) -> np.ndarray:
+        """The content byte at each virtual position (uint8)."""
+        pos = np.asarray(pos, dtype=np.int64)
+        region = np.searchsorted(self.region_start, pos, side="right") - 1
+        off = pos - self.region_start[region]
+        is_literal = off < self.literal_len[region]
+        # the pattern: lowercase letters shifted per position, so a 64-byte digest of any
+        # segment differs from its neighbours'
+        out = (97 + (pos * 7 + pos // 26) % 26).astype(np.uint8)
+        lit_idx = self.literal_off[region[is_literal]] + off[is_literal]
+        out[is_literal] = self.literal[lit_idx]
+        return out
+
+    def slice(self, start: int, n: int) -> bytes:
+        """``n`` content bytes from virtual position ``start``."""
+        return self.bytes_at(np.arange(start, start + n, dtype=np.int64)).tobytes()
+
+
+@dataclasses.dataclass
+class FrameBatch:
+    """Captured bytes of a batch of frames, laid end to end."""
+
+    data: np.ndarray
+    """All captured bytes (uint8)."""
+    offsets: np.ndarray
+    """Start of each frame in ``data`` (int64, length n + 1)."""
+    wirelen: np.ndarray
+    """Original length of each frame on the wire (int64)."""
+
+    @property
+    def caplen(self) -> np.ndarray:
+        """Captured length of each frame."""
+        return np.diff(self.offsets)
+
+
+def _ones_complement_sum(words: np.ndarray) -> np.ndarray:
+    """Fold per-row sums of 16-bit words into the one's complement checksum (RFC 1071)."""
+    total = words.astype(np.uint64).sum(axis=1)
+    while True:  # at most three folds for any realistic row width
+        carry = total >> np.uint64(16)
+        if not carry.any():
+            break
+        total = (total & np.uint64(0xFFFF)) + carry
+    return (~total.astype(np.uint16)).astype(np.uint16)
+
+
+def _ragged_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(s, s + n)`` for each (s, n), without a Python loop."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    first = ends - lengths
+    # position within its run, then shift each run to its start
+    within = np.arange(total, dtype=np.int64) - np.repeat(first, lengths)
+    return np.repeat(np.asarray(starts, dtype=np.int64), lengths) + within
+
+
+def build_frames(*, eth_src: np.ndarray, eth_dst: np.ndarray, ip_src: np.ndarray,
+                 ip_dst: np.ndarray, ip_id: np.ndarray, ttl: np.ndarray, sport: np.ndarray,
+                 dport: np.ndarray, seq: np.ndarray, ack: np.ndarray, flags: np.ndarray,
+                 window: np.ndarray, payload_len: np.ndarray, content_pos: np.ndarray,
+                 content: Content, snaplen: int) -> FrameBatch:
+    """Build the captured bytes of n TCP/IPv4/Ethernet frames.
+
+    ``eth_src``/``eth_dst`` are (n, 6) uint8; SYN frames carry an MSS option. The IPv4 header
+    checksum is correct; the TCP checksum holds the pseudo-header sum only, as captures taken
+    before checksum offload completes show it.
+    """
+    n = len(seq)
+    payload_len = np.asarray(payload_len, dtype=np.int64)
+    flags = np.asarray(flags, dtype=np.uint8)
+    has_opt = (flags & SYN) != 0
+    tcp_len = TCP_LEN + 4 * has_opt.astype(np.int64)
+    hdr_len = ETH_LEN + IP_LEN + tcp_len
+    ip_total = IP_LEN + tcp_len + payload_len
+
+    h = np.zeros(n, dtype=HEADER_DTYPE)
+    h["eth_dst"] = eth_dst
+    h["eth_src"] = eth_src
+    h["eth_type"] = ETH_P_IP
+    h["ip_vihl"] = 0x45
+    h["ip_len"] = ip_total
+    h["ip_id"] = ip_id
+    h["ip_frag"] = 0x4000  # DF
+    h["ip_ttl"] = ttl
+    h["ip_proto"] = IPPROTO_TCP
+    h["ip_src"] = ip_src
+    h["ip_dst"] = ip_dst
+    h["tcp_sport"] = sport
+    h["tcp_dport"] = dport
+    h["tcp_seq"] = seq
+    h["tcp_ack"] = ack
+    h["tcp_off"] = (tcp_len // 4) << 4
+    h["tcp_flags"] = flags
+    h["tcp_win"] = window
+    h["tcp_opt"][has_opt] = np.array([MSS_OPTION_KIND, 4, 0x05, 0xB4], dtype=np.uint8)  # 1460
+    raw = h.view(np.uint8).reshape(n, HEADER_DTYPE.itemsize)
+
+    ip_words = raw[:, IP_OFFSET:IP_OFFSET + IP_LEN].copy().view(">u2")
+    h["ip_csum"] = _ones_complement_sum(ip_words)
+    # TCP pseudo-header partial sum (src, dst, proto, TCP length), not inverted
+    pseudo = (np.asarray(ip_src, np.uint64) >> np.uint64(16)) + (np.asarray(ip_src, np.uint64)
+              & np.uint64(0xFFFF)) + (np.asarray(ip_dst, np.uint64) >> np.uint64(16)) + (
+        np.asarray(ip_dst, np.uint64) & np.uint64(0xFFFF)) + np.uint64(IPPROTO_TCP) + (
+        (tcp_len + payload_len).astype(np.uint64))
+    pseudo = (pseudo & np.uint64(0xFFFF)) + (pseudo >> np.uint64(16))
+    pseudo = (pseudo & np.uint64(0xFFFF)) + (pseudo >> np.uint64(16))
+    h["tcp_csum"] = pseudo.astype(np.uint16)
+    raw = h.view(np.uint8).reshape(n, HEADER_DTYPE.itemsize)
+
+    wirelen = hdr_len + payload_len
+    caplen = np.minimum(wirelen, snaplen)
+    hdr_cap = np.minimum(hdr_len, caplen)
+    pay_cap = caplen - hdr_cap
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(caplen, out=offsets[1:])
+    data = np.empty(int(offsets[-1]), dtype=np.uint8)
+
+    # headers: rows of the (n, 58) matrix, cut to each frame's header length
+    cols = np.arange(HEADER_DTYPE.itemsize)
+    mask = cols[None, :] < hdr_cap[:, None]
+    data[_ragged_index(offsets[:-1], hdr_cap)] = raw[mask]
+    # payload: gathered from the stream content
+    src = _ragged_index(np.asarray(content_pos, dtype=np.int64), pay_cap)
+    data[_ragged_index(offsets[:-1] + hdr_cap, pay_cap)] = content.bytes_at(src)
+    return FrameBatch(data=data, offsets=offsets, wirelen=wirelen)
