@@ -400,3 +400,74 @@ def test_tsc_degenerate_inputs(irq, arrivals):
     json.dumps(fit.to_dict(), allow_nan=False)
     with pytest.raises(ValueError, match="no TSC mapping"):
         fit.to_ns([1])
+
+
+# --- against the simulator's truth -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    """The clock-skew scenario (guest clock 7.3 ms ahead, 40 ppm fast), written once."""
+    simulate = pytest.importorskip("xentrace_cli.simulate")
+    out = tmp_path_factory.mktemp("clock-skew")
+    simulate.run_scenario("clock-skew", out)
+    return out, json.loads((out / "scenario.json").read_text())
+
+
+def _tcp(path):
+    from xentrace_cli.packets import read_packets
+
+    key = ["src", "dst", "sport", "dport", "tcp_seq", "tcp_ack", "payload_len", "tcp_flags"]
+    p = read_packets(path)
+    p = p[p["proto"] == 6][key + ["ts_ns"]].copy()
+    for col in key:
+        p[col] = p[col].astype(str) if col in ("src", "dst") else p[col].astype("int64")
+    return p.drop_duplicates(key, keep=False), key
+
+
+def test_simulated_guest_clock_recovered(simulated):
+    out, meta = simulated
+    backend, key = _tcp(out / meta["files"]["backend"])
+    guest, _ = _tcp(out / meta["files"]["guest"])
+    both = backend.merge(guest, on=key, suffixes=("_dom0", "_guest"))
+    rx = (both["dst"] == meta["guest_ip"]).to_numpy()
+    dom0, gst = both["ts_ns_dom0"].to_numpy(), both["ts_ns_guest"].to_numpy()
+    fit = fit_offset_drift(dom0[rx], gst[rx], gst[~rx], dom0[~rx], names=("dom0", "guest"))
+    assert fit.quality == "bounded"
+    # the simulator's formula, inverted: guest = true + offset + drift·(true - t0)
+    clock, t0 = meta["guest_clock"], meta["t0_ns"]
+    grid = np.linspace(gst.min(), gst.max(), 101).astype(np.int64)
+    true = t0 + np.rint((grid - t0 - clock["offset_ns"])
+                        / (1 + clock["drift_ppm"] * 1e-6)).astype(np.int64)
+    assert np.abs(fit.to_ref(grid) - true).max() <= fit.uncertainty_ns + 1
+    assert fit.drift_range_ppm[0] <= -clock["drift_ppm"] / (1 + clock["drift_ppm"] * 1e-6) \
+        <= fit.drift_range_ppm[1]
+    assert fit.uncertainty_ns < 20_000
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_simulated_tsc_recovered(simulated, given):
+    from xentrace_cli.readers.xentrace import read_xentrace
+    from xentrace_cli.xen_events import TRC_HW_IRQ_HANDLED
+
+    out, meta = simulated
+    ev = read_xentrace(out / meta["files"]["xentrace"]).events
+    nic = ((ev["event"].to_numpy() == TRC_HW_IRQ_HANDLED)
+           & (ev["irq"].to_numpy(dtype=np.int64, na_value=-1) == meta["nic_irq"]))
+    irq_tsc = ev["tsc"].to_numpy(np.int64)[nic]
+    phys, _ = _tcp(out / meta["files"]["phys"])
+    arrivals = np.sort(phys.loc[phys["dst"] == meta["guest_ip"], "ts_ns"].to_numpy(np.int64))
+    fit = fit_tsc(irq_tsc, arrivals, cpu_hz=meta["cpu_hz"] if given else None)
+    assert fit.quality == "one-sided"
+    assert fit.matched_fraction > 0.9
+    hz_err_ppm = abs(fit.cpu_hz / meta["cpu_hz"] - 1) * 1e6
+    assert hz_err_ppm <= fit.hz_uncertainty_ppm + (0 if given else 0.05)
+    # tsc = tsc_at_t0 + (t - t0)·cpu_hz/1e9; the fit reads late by the fastest irq→frame delay,
+    # no more than the fastest the truth table shows for a data segment (float seconds: ±0.5 µs)
+    truth = pd.read_csv(out / meta["files"]["truth"])
+    fastest_ns = float(((truth["t_phys"] - truth["t_irq"]).min()) * 1e9)
+    grid = np.linspace(irq_tsc.min(), irq_tsc.max(), 101).astype(np.int64)
+    true = meta["t0_ns"] + np.rint((grid - meta["tsc_at_t0"]) * 1e9
+                                   / meta["cpu_hz"]).astype(np.int64)
+    err = fit.to_ns(grid) - true
+    assert err.min() >= -1_000
+    assert err.max() <= fastest_ns + 1_500

@@ -217,7 +217,9 @@ class ClockFit:
     quality: str
     """``bounded`` | ``one-sided`` | ``inconsistent`` | ``identity`` | ``none``."""
     uncertainty_ns: float
-    """Half-width of the feasible offset band at the worse end of the data; inf when none."""
+    """Largest distance, over the span of the data, from the estimate to any line the data
+    allow: the half-width of the feasible band at its wider end (the estimate runs through the
+    band's middle at both ends). inf when one-sided, inconsistent or none."""
     n_forward: int
     """Pairs sent on the reference clock, received on the other."""
     n_backward: int
@@ -797,7 +799,8 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
     delay_us = (starts[j] - fit_map.to_ns(irq[i])) / 1e3
     p50, p99 = (float(v) for v in np.percentile(delay_us, [50, 99]))
     matched = i.size / n_inside
-    hz_ppm = 0.0 if cpu_hz is not None else max(3e6 * se / k, abs(d) * 1e6)
+    # the least-squares scale's 3σ plus how far the fastest-interrupt line turned from it
+    hz_ppm = 0.0 if cpu_hz is not None else 3e6 * se / k + abs(d) * 1e6
     parts = [f"{i.size} of {n_inside} frame bursts in the trace have an interrupt within "
              f"{_fmt_us(window_ns)} ({matched:.0%}); irq→frame delay p50 {p50:.1f} µs, "
              f"p99 {p99:.1f} µs"]
@@ -813,8 +816,23 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
                          "ppm): is the given CPU frequency right?")
     if matched < 0.5:
         parts.append("few bursts matched: treat the trace times as rough")
-    parts.append(clock.detail)
+    parts.append(_tsc_bound_sentence(clock, min_irq_delay_ns))
     return dataclasses.replace(
         fit_map, residual_us=(p50, p99), matched_fraction=matched, hz_uncertainty_ppm=hz_ppm,
         n_irq=n_irq, n_bursts=n_bursts, n_matched=int(i.size), clock=clock,
         detail="; ".join(parts))
+
+
+def _tsc_bound_sentence(clock: ClockFit, min_irq_delay_ns: int) -> str:
+    """What bounds the trace's offset, in the words of the trace (interrupts, copies)."""
+    if clock.quality == "bounded":
+        return (f"interrupts and grant copies bound the offset to ±{_fmt_us(clock.uncertainty_ns)}"
+                + (" (at the given frequency)" if clock.drift_fixed else ""))
+    if clock.quality == "inconsistent":
+        return (f"inconsistent: the interrupts and the grant copies contradict each other by "
+                f"{_fmt_us(clock.overlap_ns)} (copies placed in the wrong packet?); the "
+                "least-violating fit is shown, not trusted")
+    return ("one-sided: the interrupts bound the offset from one side only; trace times assume "
+            f"the fastest interrupt came {_fmt_us(min_irq_delay_ns)} before its frame, and are "
+            "late by however much longer the true minimum was (grant copies would bound the "
+            "other side)")
