@@ -469,3 +469,55 @@ def test_real_trace_runstates_contiguous(real) -> None:
     assert rs["consistent"].all()  # no lost records in this trace: every change agrees
     changes = trace.events["old_state"].notna().sum()
     assert (~rs["from_trace_start"]).sum() == changes
+
+
+# --- round trip through the simulator's writer -------------------------------------------------
+
+def test_round_trip_simulator_writer(tmp_path: Path) -> None:
+    writers = pytest.importorskip("xentrace_cli.simulate.writers")
+    rng = np.random.default_rng(11)
+    n = 3000
+    cpu = rng.integers(0, 4, n)
+    has_ts = rng.random(n) < 0.7
+    has_ts[np.unique(cpu, return_index=True)[1]] = True  # each CPU starts with a TSC
+    n_extra = rng.integers(0, 8, n)
+    event = rng.choice([xe.TRC_SCHED_WAKE, xe.TRC_HVM_VMEXIT64, xe.TRC_HW_IRQ_HANDLED,
+                        xe.TRC_GUEST | 3, 0x00022209], n).astype(np.uint32)
+    extra = rng.integers(0, 1 << 32, (n, 7), dtype=np.uint64).astype(np.uint32)
+    extra[np.arange(7)[None, :] >= n_extra[:, None]] = 0
+    own = np.cumsum(rng.integers(1, 1000, n)) + 10**12
+    # In per-CPU order, a record without a TSC carries its CPU's last one (the writer's rule).
+    tsc = own.copy()
+    for c in range(4):
+        rows = np.flatnonzero(cpu == c)
+        last = np.maximum.accumulate(np.where(has_ts[rows], np.arange(len(rows)), 0))
+        tsc[rows] = own[rows][last]
+    path = tmp_path / "sim.bin"
+    writers.write_xentrace(path, cpu, tsc, event, extra, n_extra, has_ts, window_cycles=50_000)
+    trace = read_xentrace(path)
+    assert trace.records == n and not trace.truncated
+    assert trace.windows > 4 and trace.cpu_ids == (0, 1, 2, 3)
+    ev = trace.events
+    for c in range(4):
+        got = ev[ev["cpu"] == c].sort_values("offset")
+        rows = np.flatnonzero(cpu == c)
+        assert got["event"].tolist() == event[rows].tolist()
+        assert got["tsc"].tolist() == tsc[rows].tolist()
+        assert got["timestamped"].tolist() == has_ts[rows].tolist()
+        assert got["n_extra"].tolist() == n_extra[rows].tolist()
+        for k in range(7):
+            assert got[f"w{k}"].tolist() == extra[rows, k].tolist()
+
+
+def test_round_trip_simulated_scenario(tmp_path: Path) -> None:
+    simulate = pytest.importorskip("xentrace_cli.simulate")
+    simulate.run_scenario("lost-records", tmp_path, seed=3, requests=30)
+    trace = read_xentrace(tmp_path / "xentrace.bin")
+    assert trace.records > 0 and not trace.truncated
+    assert trace.records == len(slow_walk(tmp_path / "xentrace.bin"))
+    assert len(trace.lost) > 0  # the scenario's blind spot
+    assert (trace.lost["tsc_first"] <= trace.lost["tsc"]).all()
+    rs = trace.runstates
+    for _, g in rs.groupby(["domid", "vcpu"]):
+        end = g["end_tsc"].to_numpy(dtype=np.int64, na_value=-1)
+        assert (end[:-1] == g["start_tsc"].to_numpy()[1:]).all()

@@ -70,8 +70,8 @@ ProgressCallback = Callable[[int, int], None]
 
 #: The CPU-change record: header, int32 cpu, uint32 window_size (little-endian).
 _CPU_CHANGE = struct.Struct("<IiI")
-#: Words of file per chunk of the chain walk (16 MiB): bounds the walk's working memory.
-CHUNK_WORDS = 1 << 22
+#: Words of file per chunk of the chain walk (4 MiB): bounds the walk's working memory.
+CHUNK_WORDS = 1 << 20
 #: Doubling levels: the Python loop of the walk advances 2**_LEVELS records per step.
 _LEVELS = 6
 #: Run-state categories, in state-number order.
@@ -177,43 +177,64 @@ def _walk_windows(path: Path, mm: mmap.mmap | bytes, size: int) -> _Windows:
 
 # --- the record chain ----------------------------------------------------------------------------
 
-def _record_words(hdr: np.ndarray) -> np.ndarray:
-    """Length in words of the record each header word would start: 1 + 2C + N."""
-    return 1 + ((hdr >> EXTRA_SHIFT) & EXTRA_MASK) + ((hdr >> 31) << 1)
+class _Workspace:
+    """Buffers of the chain walk, reused chunk after chunk (no fresh memory per chunk)."""
 
+    def __init__(self, capacity: int) -> None:
+        self.words = np.zeros(capacity + MAX_EXTRA, dtype="<u4")  # slack: see _extract
+        self.lens = np.empty(capacity, dtype=np.uint32)
+        self.tmp = np.empty(capacity, dtype=np.uint32)
+        self.index = np.arange(capacity, dtype=np.int32)
+        self.levels = [np.empty(capacity + 1, dtype=np.int32) for _ in range(_LEVELS + 1)]
 
-def _chain(lens: np.ndarray, start: int, limit: int) -> np.ndarray:
-    """Positions of the records reachable from ``start`` that begin before ``limit``.
+    def read(self, handle: BinaryIO, count: int) -> np.ndarray:
+        """The next ``count`` words of the file (fewer at its end)."""
+        got = handle.readinto(memoryview(self.words[:count]).cast("B"))
+        return self.words[: (got or 0) // 4]
 
-    ``lens`` holds the would-be length of a record at every word position of the chunk (more
-    positions than ``limit`` when records cross it). Returns int64 positions in order; the
-    record after the last one starts at ``last + lens[last]``.
-    """
-    size = len(lens)
-    sentinel = np.int32(size)
-    nxt = np.empty(size + 1, dtype=np.int32)
-    np.add(np.arange(size, dtype=np.int32), lens, out=nxt[:size], casting="unsafe")
-    nxt[limit:] = sentinel  # beyond the limit: the chain of this chunk stops
-    np.minimum(nxt, sentinel, out=nxt)
-    levels = [nxt]
-    for _ in range(_LEVELS):
-        levels.append(levels[-1][levels[-1]])
-    # Walk 2**_LEVELS records per step (a loop per 64 records, not per record).
-    top = levels[-1]
-    skeleton = []
-    pos = start
-    while pos < limit:
-        skeleton.append(pos)
-        pos = int(top[pos])
-    nodes = np.asarray(skeleton, dtype=np.int32)
-    # Expand: between two nodes 2**(k+1) records apart lies the one 2**k after the first.
-    for level in reversed(levels[:-1]):
-        half = level[nodes]
-        both = np.empty(2 * len(nodes), dtype=np.int32)
-        both[0::2] = nodes
-        both[1::2] = half
-        nodes = both[both < limit]
-    return nodes.astype(np.int64)
+    def record_words(self, hdr: np.ndarray) -> np.ndarray:
+        """Length in words of the record each header word would start: 1 + 2C + N."""
+        size = len(hdr)
+        lens, tmp = self.lens[:size], self.tmp[:size]
+        np.right_shift(hdr, EXTRA_SHIFT, out=lens)
+        np.bitwise_and(lens, EXTRA_MASK, out=lens)  # N
+        np.right_shift(hdr, 31, out=tmp)
+        np.left_shift(tmp, 1, out=tmp)  # 2C
+        lens += tmp
+        lens += 1
+        return lens
+
+    def chain(self, lens: np.ndarray, start: int, limit: int) -> np.ndarray:
+        """Positions of the records reachable from ``start`` that begin before ``limit``.
+
+        ``lens`` holds the would-be length of a record at every word position of the chunk
+        (more positions than ``limit`` when records cross it). Returns int64 positions in
+        order; the record after the last one starts at ``last + lens[last]``.
+        """
+        size = len(lens)
+        sentinel = np.int32(size)
+        nxt = self.levels[0][: size + 1]
+        np.add(self.index[:size], lens, out=nxt[:size], casting="unsafe")
+        nxt[limit:] = sentinel  # beyond the limit: the chain of this chunk stops
+        np.minimum(nxt, sentinel, out=nxt)
+        levels = [nxt]
+        for k in range(1, _LEVELS + 1):  # next^2, next^4, …: successors of successors
+            levels.append(np.take(levels[-1], levels[-1], out=self.levels[k][: size + 1]))
+        # Walk 2**_LEVELS records per step (a loop per 64 records, not per record).
+        top = levels[-1]
+        skeleton = []
+        pos = start
+        while pos < limit:
+            skeleton.append(pos)
+            pos = int(top[pos])
+        nodes = np.asarray(skeleton, dtype=np.int32)
+        # Expand: between two nodes 2**(k+1) records apart lies the one 2**k after the first.
+        for level in reversed(levels[:-1]):
+            both = np.empty(2 * len(nodes), dtype=np.int32)
+            both[0::2] = nodes
+            np.take(level, nodes, out=both[1::2])
+            nodes = both[both < limit]
+        return nodes.astype(np.int64)
 
 
 @dataclasses.dataclass
@@ -272,9 +293,12 @@ class _Clock:
         return need[value < 0]
 
 
-def _extract(words: np.ndarray, base: int, nodes: np.ndarray, window: np.ndarray,
-             cpu_of_window: np.ndarray, clock: _Clock) -> _Batch:
-    """Columns of the records at chunk positions ``nodes`` (all whole within ``words``)."""
+def _extract(words: np.ndarray, padded: np.ndarray, base: int, nodes: np.ndarray,
+             window: np.ndarray, cpu_of_window: np.ndarray, clock: _Clock) -> _Batch:
+    """Columns of the records at chunk positions ``nodes`` (all whole within ``words``).
+
+    ``padded`` is the buffer ``words`` starts, with at least ``MAX_EXTRA`` words beyond it.
+    """
     hdr = words[nodes]
     stamped = (hdr >> 31).astype(bool)
     n_extra = (hdr >> EXTRA_SHIFT) & EXTRA_MASK
@@ -284,12 +308,10 @@ def _extract(words: np.ndarray, base: int, nodes: np.ndarray, window: np.ndarray
     tsc = tsc.view(np.int64)
     pending = clock.fill(window, cpu_of_window, tsc, stamped)
     first = nodes + 1 + 2 * stamped
-    last = len(words) - 1
     extra = np.empty((MAX_EXTRA, len(nodes)), dtype=np.uint32)
-    for k in range(MAX_EXTRA):
-        row = words[np.minimum(first + k, last)]
-        row[n_extra <= k] = 0
-        extra[k] = row
+    for k in range(MAX_EXTRA):  # past a record's N words: whatever follows, then zeroed
+        np.take(padded, first + k, out=extra[k])
+        extra[k] *= n_extra > k
     return _Batch((nodes + base) * 4, cpu_of_window[window], hdr, tsc, extra, pending)
 
 
@@ -303,15 +325,16 @@ def _read_records(path: Path, handle: BinaryIO, win: _Windows, size: int,
     pos = 0
     truncated_at = win.truncated_at
     data_end = min(nwords, win.declared_end // 4)
+    work = _Workspace(min(CHUNK_WORDS, data_end) + MAX_RECORD_WORDS)
     while pos < data_end:
         limit = min(pos + CHUNK_WORDS, data_end)
         stop = min(limit + MAX_RECORD_WORDS, nwords)
         handle.seek(pos * 4)
-        chunk = np.fromfile(handle, dtype="<u4", count=stop - pos)
+        chunk = work.read(handle, stop - pos)
         if len(chunk) != stop - pos:
             raise InputError(path, "file changed while being read", offset=pos * 4)
-        lens = _record_words(chunk)
-        nodes = _chain(lens, 0, limit - pos)
+        lens = work.record_words(chunk)
+        nodes = work.chain(lens, 0, limit - pos)
         after = int(nodes[-1] + lens[nodes[-1]])
         # Every window start in the span the chain covered must be a record of the chain.
         span_lo, span_hi = np.searchsorted(win_start, [pos, pos + after])
@@ -342,7 +365,8 @@ def _read_records(path: Path, handle: BinaryIO, win: _Windows, size: int,
         is_change = win_start[window_of] == nodes + pos
         keep = ~is_change
         nodes = nodes[keep]
-        batches.append(_extract(chunk, pos, nodes, window_of[keep], win.cpu, clock))
+        batches.append(_extract(chunk, work.words, pos, nodes, window_of[keep], win.cpu,
+                                clock))
         pos += after
         if on_progress is not None:
             on_progress(min(pos * 4, size), size)
@@ -543,31 +567,35 @@ def _events_table(batches: list[_Batch], win: _Windows
     return pd.DataFrame(columns, copy=False), first_tsc, last_tsc
 
 
+def _rows_where(events: pd.DataFrame, event: int, min_extra: int) -> np.ndarray:
+    """Row numbers of the records of one event id with at least ``min_extra`` words."""
+    ev = events["event"].to_numpy()
+    return np.flatnonzero((ev == event) & (events["n_extra"].to_numpy() >= min_extra))
+
+
 def _lost_table(events: pd.DataFrame) -> pd.DataFrame:
     """Lost-records records: how many were dropped, and the span nothing was seen."""
-    lost = events[(events["event"] == TRC_LOST_RECORDS) & (events["n_extra"] >= 4)]
-    first = lost["w2"].to_numpy(np.uint64) | (lost["w3"].to_numpy(np.uint64) << np.uint64(32))
+    r = _rows_where(events, TRC_LOST_RECORDS, 4)
+    w2 = events["w2"].to_numpy()[r].astype(np.uint64)
+    w3 = events["w3"].to_numpy()[r].astype(np.uint64)
     return pd.DataFrame({
-        "cpu": lost["cpu"].to_numpy(),
-        "dropped": lost["w0"].to_numpy(np.int64),
-        "domid": lost["domid"].array,
-        "vcpu": lost["vcpu"].array,
-        "tsc_first": first.view(np.int64),
-        "tsc": lost["tsc"].to_numpy(),
+        "cpu": events["cpu"].to_numpy()[r],
+        "dropped": events["w0"].to_numpy()[r].astype(np.int64),
+        "domid": events["domid"].array.take(r),
+        "vcpu": events["vcpu"].array.take(r),
+        "tsc_first": (w2 | (w3 << np.uint64(32))).view(np.int64),
+        "tsc": events["tsc"].to_numpy()[r],
     })
 
 
 def _switches_table(events: pd.DataFrame) -> pd.DataFrame:
     """SWITCH records: which scheduling unit left and which took each physical CPU."""
-    sw = events[(events["event"] == TRC_SCHED_SWITCH) & (events["n_extra"] >= 4)]
-    return pd.DataFrame({
-        "cpu": sw["cpu"].to_numpy(),
-        "tsc": sw["tsc"].to_numpy(),
-        "prev_domid": sw["w0"].to_numpy(np.int32),
-        "prev_vcpu": sw["w1"].to_numpy(np.int32),
-        "next_domid": sw["w2"].to_numpy(np.int32),
-        "next_vcpu": sw["w3"].to_numpy(np.int32),
-    })
+    r = _rows_where(events, TRC_SCHED_SWITCH, 4)
+    columns = {"cpu": events["cpu"].to_numpy()[r], "tsc": events["tsc"].to_numpy()[r]}
+    for name, word in (("prev_domid", "w0"), ("prev_vcpu", "w1"), ("next_domid", "w2"),
+                       ("next_vcpu", "w3")):
+        columns[name] = events[word].to_numpy()[r].astype(np.int32)
+    return pd.DataFrame(columns)
 
 
 def _intervals(key: np.ndarray, tsc: np.ndarray, before: np.ndarray, after: np.ndarray,
@@ -588,30 +616,40 @@ def _intervals(key: np.ndarray, tsc: np.ndarray, before: np.ndarray, after: np.n
     end = np.where(same_next, np.r_[tsc[1:], 0], -1)
     consistent = np.where(same_next, np.r_[before[1:], 0] == after, True)
     lead = np.flatnonzero(first & (tsc > origin))
-    rows = np.r_[lead, np.arange(n)]
-    state = np.r_[before[lead], after]
-    start = np.r_[np.full(len(lead), origin, dtype=np.int64), tsc]
-    ends = np.r_[tsc[lead], end]
-    from_origin = np.r_[np.ones(len(lead), dtype=bool), np.zeros(n, dtype=bool)]
-    cons = np.r_[np.ones(len(lead), dtype=bool), consistent]
-    order = np.lexsort((start, key[rows]))
-    return {"row": rows[order], "state": state[order], "start": start[order],
-            "end": ends[order], "from_origin": from_origin[order], "consistent": cons[order]}
+    # Each lead interval goes just before its key's first change (no sort needed).
+    m = len(lead)
+    at_lead = lead + np.arange(m)
+    at_change = np.arange(n) + np.searchsorted(lead, np.arange(n), side="right")
+    out = {"row": np.empty(n + m, dtype=np.int64), "state": np.empty(n + m, dtype=np.int64),
+           "start": np.empty(n + m, dtype=np.int64), "end": np.empty(n + m, dtype=np.int64),
+           "from_origin": np.zeros(n + m, dtype=bool), "consistent": np.ones(n + m, dtype=bool)}
+    for name, lead_values, values in (("row", lead, np.arange(n)),
+                                      ("state", before[lead], after),
+                                      ("start", origin, tsc),
+                                      ("end", tsc[lead], end)):
+        out[name][at_lead] = lead_values
+        out[name][at_change] = values
+    out["from_origin"][at_lead] = True
+    out["consistent"][at_change] = consistent
+    return out
 
 
 def _runstates_table(events: pd.DataFrame, first_tsc: int | None,
                      last_tsc: int | None) -> pd.DataFrame:
     """Run-state intervals from RUNSTATE_CHANGE records (vectorized, no loop per vCPU)."""
-    rs = events[events["old_state"].notna() & events["domid"].notna()]
-    domid = rs["domid"].to_numpy(np.int64)
-    vcpu = rs["vcpu"].to_numpy(np.int64)
-    tsc = rs["tsc"].to_numpy()
-    key = (domid << 16) | vcpu
+    r = np.flatnonzero(~events["old_state"].array.isna() & ~events["domid"].array.isna())
+
+    def values(column: str) -> np.ndarray:
+        return events[column].array[r].to_numpy(dtype=np.int64, na_value=0)
+
+    key = (values("domid") << 16) | values("vcpu")
     order = np.argsort(key, kind="stable")  # events are in TSC order: stays within a vCPU
-    key, tsc = key[order], tsc[order]
-    before = rs["old_state"].to_numpy(np.int64)[order]
-    after = rs["new_state"].to_numpy(np.int64)[order]
-    cpu = rs["cpu"].to_numpy()[order]
+    key = key[order]
+    before = values("old_state")[order]
+    after = values("new_state")[order]
+    r = r[order]
+    tsc = events["tsc"].to_numpy()[r]
+    cpu = events["cpu"].to_numpy()[r]
     origin = first_tsc if first_tsc is not None else 0
     iv = _intervals(key, tsc, before, after, origin)
     rows = iv["row"]
