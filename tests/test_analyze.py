@@ -63,8 +63,8 @@ def run(directory: Path, *names: str, **options: object):
 
 
 def truth(directory: Path) -> pd.DataFrame:
-    return pd.read_csv(directory / "truth.csv", keep_default_na=False,
-                       na_values={c: [""] for c in ("sport", "dport", "seq", "len")})
+    real = pd.read_csv(directory / "truth.csv", dtype={"anomaly": str, "cause": str})
+    return real.fillna({"anomaly": "", "cause": ""})
 
 
 def joined(analysis, directory: Path) -> pd.DataFrame:

@@ -453,6 +453,8 @@ def _lone_rows(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray) -> N
     anomaly = table["anomaly"].to_numpy(object)
     stall = table["stall"].to_numpy(object)
     flagged = ok & (flows["anomaly"].to_numpy(str) != "")
+    # a stage anomaly on the same row (socket_read, with a socket log) says more: keep it
+    flagged[ok] &= anomaly[rows[ok]] == ""
     anomaly[rows[flagged]] = flows["anomaly"].to_numpy(str)[flagged]
     stall[rows[flagged]] = flows["stall"].to_numpy(str)[flagged]
     table["anomaly"] = anomaly.astype(str)

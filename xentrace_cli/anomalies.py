@@ -86,7 +86,7 @@ def detect(stages: Mapping[str, np.ndarray], thresholds: Mapping[str, float] | N
     thresholds = dict(thresholds or {})
     names = list(stages)
     n = len(next(iter(stages.values()))) if stages else 0
-    best_excess = np.zeros(n)
+    best_excess = np.full(n, -np.inf)
     label = np.full(n, "", dtype=object)
     baselines = {}
     for name in names:

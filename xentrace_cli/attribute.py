@@ -557,7 +557,7 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
             if ok.sum() < max(1, frame_ns.size // 10):
                 continue
             delay = np.median(b_ns[j[ok]] - frame_ns[ok])
-            score = (-(ok.mean() > 0.5), delay)
+            score = (-int(ok.mean() > 0.5), float(delay))
             if best is None or score < best[0]:
                 best = (score, v, mine, j)
         if best is not None:

@@ -76,11 +76,11 @@ def exchanges(segments: pd.DataFrame) -> pd.DataFrame:
     run_retx = np.bincount(run, weights=(~fresh[order]).astype(float), minlength=n_runs)
     # exchange k: run i is a request (forward), run i+1 its response in the same connection
     i = np.flatnonzero(run_fwd[:-1] & ~run_fwd[1:] & (run_conn[:-1] == run_conn[1:]))
-    has_next = (i + 2 < n_runs)
-    nxt = np.minimum(i + 2, n_runs - 1)
-    has_next &= run_conn[nxt] == run_conn[i]
     req = segments.iloc[first_row[i]]
-    t_next_ns = np.where(has_next, run_t0[nxt], -1)
+    # the client's next action: its next request on any connection after the response
+    client = segments["src"].astype(str).to_numpy()[first_row]
+    t_next_ns = _next_request(client, run_fwd, run_t0, client[i], run_t1[i + 1])
+    has_next = t_next_ns >= 0
     out = pd.DataFrame({
         **{c: req[c].to_numpy() for c in FLOW_COLUMNS},
         "t_request": run_t0[i] / 1e9,
@@ -97,10 +97,29 @@ def exchanges(segments: pd.DataFrame) -> pd.DataFrame:
     })
     label, _ = anomalies.detect({name: out[f"{name}_us"].to_numpy(float) for name in INTERVALS})
     out["anomaly"] = label.astype(str)
-    gap = np.where(label == "request_to_response", out["request_to_response_us"],
-                   out["response_to_next_us"])
-    stall = anomalies.name_stall(gap)
+    # a stall is named by how far it stands above the usual gap
+    excess = np.where(label == "request_to_response",
+                      out["request_to_response_us"] - out["request_to_response_us"].median(),
+                      out["response_to_next_us"] - out["response_to_next_us"].median())
+    stall = anomalies.name_stall(excess)
     out["stall"] = np.where(label != "", stall, "").astype(str)
+    return out
+
+
+def _next_request(client: np.ndarray, forward: np.ndarray, t0: np.ndarray,
+                  who: np.ndarray, after_ns: np.ndarray) -> np.ndarray:
+    """First request run of client ``who[k]`` (any connection) starting after ``after_ns[k]``."""
+    requests = pd.DataFrame({"client": client[forward], "t": t0[forward]}).sort_values("t")
+    queries = pd.DataFrame({"client": who, "t": after_ns, "k": np.arange(who.size)})
+    if len(requests) == 0 or len(queries) == 0:
+        return np.full(who.size, -1, dtype=np.int64)
+    times = requests["t"].to_numpy(np.int64)
+    requests["pos"] = np.arange(len(requests))  # small integers survive the float NaN upcast
+    merged = pd.merge_asof(queries.sort_values("t"), requests, on="t", by="client",
+                           direction="forward", allow_exact_matches=False)
+    out = np.full(who.size, -1, dtype=np.int64)
+    found = merged["pos"].notna().to_numpy()
+    out[merged["k"].to_numpy()[found]] = times[merged["pos"].to_numpy()[found].astype(np.int64)]
     return out
 
 
