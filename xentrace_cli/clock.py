@@ -771,7 +771,9 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
 
     # the causal fit: trace time (cycles scaled to ns) is the "other" clock
     def trace_ns(tsc: np.ndarray) -> np.ndarray:
-        return np.rint((tsc - tsc0).astype(np.float64) * k).astype(np.int64)
+        # on the matched line already, so that the causal fit's offset stays small (precise)
+        rel = (tsc - tsc0).astype(np.float64)
+        return np.int64(a0) + np.rint(o + k * rel).astype(np.int64)
 
     send_ref = recv_other = send_other = recv_ref = None
     b_send = trace_ns(irq[i[keep]])
