@@ -200,47 +200,60 @@ def sniff_format(path: str | os.PathLike[str]) -> str:
 # Table assembly shared with the plain-log reader
 
 def finish_table(rows: pd.DataFrame, *, fmt: str, time_of_day_only: bool,
+                 select: np.ndarray | None = None,
                  extra_attrs: dict[str, object] | None = None) -> pd.DataFrame:
-    """Give ``rows`` (in completion order, with ``stream`` set) offsets, dtypes, sort by time.
+    """The socket call table from parsed rows: stream offsets, dtypes, sorted by ``ts_ns``.
 
-    ``rows`` holds at least: ``entry_ns``, ``duration_ns``, ``pid``, ``fd``, ``syscall``,
-    ``direction`` (``rx``/``tx``/None), ``ret``, ``errno``, ``bytes``, ``stream``, ``peer``,
-    ``data``, ``data_truncated``.
+    ``rows`` holds ``entry_ns``, ``duration_ns``, ``pid`` and ``fd`` (int64, -1 when unknown),
+    ``syscall``, ``direction`` (``rx``/``tx``/None), ``ret``, ``errno``, ``bytes``, ``stream``,
+    ``peer``, ``data``, ``data_truncated``. ``select`` lists the positions of the rows to keep
+    in completion order (default: all, in ``rows`` order); offsets count in that order. Each
+    column is gathered once, straight into the final order.
     """
-    n = len(rows)
-    nbytes = rows["bytes"].to_numpy(np.int64)
-    direction = pd.Categorical(rows["direction"], categories=DIRECTIONS)
+    sel = np.arange(len(rows)) if select is None else np.asarray(select, np.int64)
+    nbytes = rows["bytes"].to_numpy(np.int64)[sel]
+    dir_codes = pd.Categorical(rows["direction"], categories=DIRECTIONS).codes[sel]
+    stream = rows["stream"].to_numpy(np.int64)[sel]
     # stream_offset: bytes before this call on the same (socket, direction), completion order.
-    offset = np.zeros(n, np.int64)
-    has_dir = direction.codes >= 0
+    offset = np.zeros(len(sel), np.int64)
+    has_dir = dir_codes >= 0
     if has_dir.any():
-        key = pd.DataFrame({"s": rows["stream"].to_numpy(np.int64)[has_dir],
-                            "d": direction.codes[has_dir], "b": nbytes[has_dir]})
+        key = pd.DataFrame({"s": stream[has_dir], "d": dir_codes[has_dir],
+                            "b": nbytes[has_dir]})
         offset[has_dir] = (key.groupby(["s", "d"], sort=False)["b"].cumsum().to_numpy()
-                           - key["b"].to_numpy())
-    entry = rows["entry_ns"].to_numpy(np.int64)
-    duration = rows["duration_ns"].to_numpy(np.int64)
+                           - nbytes[has_dir])
+    entry = rows["entry_ns"].to_numpy(np.int64)[sel]
+    duration = rows["duration_ns"].to_numpy(np.int64)[sel]
+    ts = entry + duration
+    final = np.argsort(ts, kind="stable")      # ties keep completion order
+    idx = sel[final]
+
+    def nullable(name: str, dtype: str) -> pd.api.extensions.ExtensionArray:
+        values = rows[name].to_numpy(np.int64)[idx]
+        out = pd.array(values, dtype=dtype)
+        out[values < 0] = pd.NA
+        return out
+
+    syscall = pd.Categorical(rows["syscall"]).take(idx) if len(idx) else \
+        pd.Categorical(rows["syscall"])
     frame = pd.DataFrame({
-        "ts_ns": entry + duration,
-        "entry_ns": entry,
-        "duration_ns": duration,
-        "pid": pd.array(rows["pid"], dtype="Int32"),
-        "fd": pd.array(rows["fd"], dtype="Int32"),
-        "syscall": pd.Categorical(rows["syscall"]),
-        "direction": direction,
-        "ret": pd.array(rows["ret"], dtype="Int64"),
-        "errno": pd.array(rows["errno"], dtype="string"),
-        "bytes": nbytes,
-        "stream_offset": offset,
-        "stream": rows["stream"].to_numpy(np.int64),
-        "peer": pd.Categorical(rows["peer"]),
-        "data": rows["data"].to_numpy(object),
-        "data_truncated": rows["data_truncated"].to_numpy(bool),
+        "ts_ns": ts[final],
+        "entry_ns": entry[final],
+        "duration_ns": duration[final],
+        "pid": nullable("pid", "Int32"),
+        "fd": nullable("fd", "Int32"),
+        "syscall": syscall.remove_unused_categories(),
+        "direction": pd.Categorical.from_codes(dir_codes[final], categories=DIRECTIONS),
+        "ret": pd.array(rows["ret"].to_numpy(np.int64)[idx], dtype="Int64"),
+        "errno": pd.array(rows["errno"].to_numpy(object)[idx], dtype="string"),
+        "bytes": nbytes[final],
+        "stream_offset": offset[final],
+        # Stream ids numbered 0, 1, ... in order of first appearance in the table.
+        "stream": pd.factorize(stream[final])[0].astype(np.int64),
+        "peer": pd.Categorical(rows["peer"].to_numpy(object)[idx]),
+        "data": rows["data"].to_numpy(object)[idx],
+        "data_truncated": rows["data_truncated"].to_numpy(bool)[idx],
     })
-    order = np.argsort(frame["ts_ns"].to_numpy(), kind="stable")
-    frame = frame.take(order).reset_index(drop=True)
-    # Stream ids numbered 0, 1, ... in order of first appearance in the table.
-    frame["stream"] = pd.factorize(frame["stream"])[0].astype(np.int64)
     frame.attrs["format"] = fmt
     frame.attrs["time_of_day_only"] = bool(time_of_day_only)
     if extra_attrs:
@@ -261,15 +274,6 @@ class Malformed:
         self.count += 1
         if len(self.lines) < MALFORMED_KEEP:
             self.lines.append((line, problem))
-
-    def discard(self, line: int) -> bool:
-        """Forget ``line`` if it was recorded (a cut last line is reported otherwise)."""
-        for i, (number, _) in enumerate(self.lines):
-            if number == line:
-                del self.lines[i]
-                self.count -= 1
-                return True
-        return False
 
     def warn(self, stacklevel: int = 3) -> None:
         """Emit one ``XenlatWarning`` for everything collected."""
@@ -454,9 +458,11 @@ class _Rows:
             self.parts.append(frame)
 
     def frame(self) -> pd.DataFrame:
-        if not self.parts:
+        """All rows in one frame; the parts are released (they would double the memory)."""
+        parts, self.parts = self.parts, []
+        if not parts:
             return pd.DataFrame(columns=_ROW_COLUMNS)
-        return pd.concat(self.parts, ignore_index=True)
+        return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
 #: Internal row columns: the table's plus ``order`` (completion line), ``ann_kind``, ``row_peer``.
@@ -687,13 +693,14 @@ def _sockaddr_peer(m: re.Match[bytes]) -> str:
     return f"[{m.group('ip6').decode()}]:{int(m.group('port6'))}"
 
 
-def _assign_streams(rows: pd.DataFrame, events: list[_Event]
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _assign_streams(order: np.ndarray, pids: np.ndarray, fds_of_rows: np.ndarray,
+                    events: list[_Event]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Socket identity per row, its peer, and whether the fd is known not to be a socket.
 
     Replays the fd-changing events in line order over per-process fd tables (shared by
     ``CLONE_FILES`` children, copied by ``fork``), recording each (table, fd) → socket id
-    change; each row then takes the id in force just before its line (``merge_asof``).
+    change; each row (completion line ``order``) then takes the id in force just before its
+    line (``merge_asof``).
     An fd used with nothing known about it gets an id of its own per table lineage.
     """
     table_of: dict[int, int] = {}          # pid → fd table id (unknown pids: table 0)
@@ -752,13 +759,12 @@ def _assign_streams(rows: pd.DataFrame, events: list[_Event]
         fds[ev.fd] = sid
         records.append((ev.order, table, ev.fd, sid))
 
-    n = len(rows)
-    pids = rows["pid"].to_numpy(np.int64)
+    n = len(order)
     tables = np.zeros(n, np.int64)
     if table_of:
         tables = pd.Series(pids).map(table_of).fillna(0).to_numpy(np.int64)
-    left = pd.DataFrame({"order": rows["order"].to_numpy(np.int64), "table": tables,
-                         "fd": rows["fd"].to_numpy(np.int64), "row": np.arange(n)})
+    left = pd.DataFrame({"order": order, "table": tables, "fd": fds_of_rows,
+                         "row": np.arange(n)})
     sid = np.full(n, -1, np.int64)
     if records:
         right = pd.DataFrame(records, columns=["order", "table", "fd", "sid"])
@@ -879,6 +885,7 @@ def _read_strace(path: str | os.PathLike[str],
         rows.add(frame)
     if slow.rows:
         rows.add(pd.DataFrame(slow.rows, columns=list(_ROW_COLUMNS)))
+    slow.frames, slow.rows = [], []
     table = rows.frame()
     if not len(table):
         first_bad = min((line for line, _ in malformed.lines), default=1)
@@ -888,25 +895,31 @@ def _read_strace(path: str | os.PathLike[str],
         raise InputError(path, "no socket call found (expected strace -f -ttt -T output, or a "
                                "CSV/JSON Lines log with ts and bytes)", line=first_bad)
     malformed.warn(stacklevel=3)
-    table = table.sort_values("order", kind="stable").reset_index(drop=True)
 
     # pid: from the prefix; -ff -o files (``name.1234``) carry it in the file name instead.
     pid = table["pid"].to_numpy(np.int64)
     suffix = Path(path).suffix.lstrip(".")
     if (pid < 0).all() and suffix.isdigit():
-        table["pid"] = int(suffix)
+        pid = np.full(len(pid), int(suffix), np.int64)
+        table["pid"] = pid
         for ev in slow.events:
             ev.pid = int(suffix)
-    sid, sock_peer, is_file = _assign_streams(table, slow.events)
+    # Completion order: line order (rows of the sequential parser were appended at the end).
+    order = table["order"].to_numpy(np.int64)
+    comp = np.argsort(order, kind="stable")
+    sid, sock_peer, is_file = _assign_streams(order[comp], pid[comp],
+                                              table["fd"].to_numpy(np.int64)[comp], slow.events)
+    stream = np.empty(len(table), np.int64)
+    stream[comp] = sid
+    peer = np.empty(len(table), object)
+    peer[comp] = sock_peer
     row_peer = table["row_peer"].to_numpy(object)
-    table["stream"] = sid
-    table["peer"] = np.where(pd.isna(row_peer), sock_peer, row_peer)
+    table["stream"] = stream
+    table["peer"] = np.where(pd.isna(row_peer), peer, row_peer)
     # Calls on fds known not to be sockets (opened files, pipes; -y annotations) are dropped.
-    table = table[~is_file & (table["ann_kind"].to_numpy(np.int64) != 2)]
-    pid = table["pid"].to_numpy(np.int64)
-    table = table.assign(pid=pd.array(np.where(pid < 0, 0, pid), dtype="Int32"))
-    table.loc[pid < 0, "pid"] = pd.NA
+    keep = ~is_file & (table["ann_kind"].to_numpy(np.int64)[comp] != 2)
     return finish_table(table, fmt="strace", time_of_day_only=bool(style_tod),
+                        select=comp[keep],
                         extra_attrs={"durations": bool((table["duration_ns"] > 0).any()),
                                      "orphan_resumed": slow.orphans,
                                      "unfinished_at_end": len(slow.pending)})
