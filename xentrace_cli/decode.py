@@ -50,12 +50,13 @@ DIGEST_BYTES = 64
 class Decoded:
     """Columns of a decoded batch; ``*_ok`` masks say where the value exists."""
 
-    ip_version: np.ndarray          #: uint8: 4, 6, 0
+    ip_version: np.ndarray          #: uint8: 4, 6, 0 (src valid where not 0)
     src_v4: np.ndarray              #: uint32 (valid where ip_version == 4)
     dst_v4: np.ndarray
     src_v6: np.ndarray              #: (n, 2) uint64 big-endian halves (where ip_version == 6)
     dst_v6: np.ndarray
-    proto: np.ndarray               #: uint8, valid where ip_version != 0
+    proto: np.ndarray               #: uint8, valid where whole_ip
+    whole_ip: np.ndarray            #: the IP header was captured whole (dst, proto valid)
     ip_id: np.ndarray               #: uint32
     ip_id_ok: np.ndarray
     frag_offset: np.ndarray         #: uint16 bytes
@@ -65,7 +66,8 @@ class Decoded:
     tcp_seq: np.ndarray             #: uint32
     tcp_ack: np.ndarray
     tcp_flags: np.ndarray           #: uint16
-    tcp_ok: np.ndarray
+    tcp_ok: np.ndarray              #: ack and flags captured
+    tcp_seq_ok: np.ndarray
     payload_len: np.ndarray         #: int64
     payload_ok: np.ndarray
     payload_digest: np.ndarray      #: uint64
@@ -176,11 +178,12 @@ def decode(buf: np.ndarray, data_off: np.ndarray, caplen: np.ndarray, wirelen: n
     _digest(v, cols, pend)
     return Decoded(
         ip_version=cols.ip_version, src_v4=cols.src_v4, dst_v4=cols.dst_v4,
-        src_v6=cols.src_v6, dst_v6=cols.dst_v6, proto=cols.proto,
+        src_v6=cols.src_v6, dst_v6=cols.dst_v6, proto=cols.proto, whole_ip=cols.whole_ip,
         ip_id=cols.ip_id, ip_id_ok=cols.ip_id_ok, frag_offset=cols.frag_offset,
         sport=cols.sport, dport=cols.dport, ports_ok=cols.ports_ok,
         tcp_seq=cols.tcp_seq, tcp_ack=cols.tcp_ack, tcp_flags=cols.tcp_flags,
-        tcp_ok=cols.tcp_ok, payload_len=cols.payload_len, payload_ok=cols.payload_ok,
+        tcp_ok=cols.tcp_ok, tcp_seq_ok=cols.tcp_seq_ok, payload_len=cols.payload_len,
+        payload_ok=cols.payload_ok,
         payload_digest=cols.digest, digest_ok=cols.digest_ok, undecoded_linktypes=undecoded)
 
 
@@ -194,6 +197,7 @@ class _Columns:
         self.src_v6 = np.zeros((n, 2), dtype=np.uint64)
         self.dst_v6 = np.zeros((n, 2), dtype=np.uint64)
         self.proto = np.zeros(n, dtype=np.uint8)
+        self.whole_ip = np.zeros(n, dtype=bool)
         self.ip_id = np.zeros(n, dtype=np.uint32)
         self.ip_id_ok = np.zeros(n, dtype=bool)
         self.frag_offset = np.zeros(n, dtype=np.uint16)
@@ -204,6 +208,7 @@ class _Columns:
         self.tcp_ack = np.zeros(n, dtype=np.uint32)
         self.tcp_flags = np.zeros(n, dtype=np.uint16)
         self.tcp_ok = np.zeros(n, dtype=bool)
+        self.tcp_seq_ok = np.zeros(n, dtype=bool)
         self.payload_len = np.zeros(n, dtype=np.int64)
         self.payload_ok = np.zeros(n, dtype=bool)
         self.payload_pos = np.zeros(n, dtype=np.int64)
@@ -231,7 +236,7 @@ def _decode_ip(v: _Views, idx: np.ndarray, l3: np.ndarray, etype: np.ndarray,
             wirelen[keep]
         first, is4, is6 = first[keep], is4[keep], is6[keep]
         m = len(idx)
-        for arr in (c.ports_ok, c.tcp_ok, c.ip_id_ok, c.payload_ok):
+        for arr in (c.ports_ok, c.tcp_ok, c.tcp_seq_ok, c.ip_id_ok, c.payload_ok):
             arr[idx] = False
         c.frag_offset[idx] = 0
     version = np.where(is4, 4, np.where(is6, 6, 0)).astype(np.uint8)
@@ -272,7 +277,10 @@ def _decode_ip(v: _Views, idx: np.ndarray, l3: np.ndarray, etype: np.ndarray,
         # jumbogram (RFC 2675, BIG TCP): payload length 0 and a hop-by-hop jumbo option
         jumbo = is6 & (plen == 0) & (nh == IPV6_EXT_HOPOPT) & has(l3 + 48, 0) \
             & (_at(v.u8, l3 + 42, is6 & has(l3 + 43, 0)) == IPV6_OPT_JUMBO)
-        plen = np.where(jumbo, _at(v.be32, l3 + 44, jumbo).astype(np.int64) + 0, plen)
+        plen = np.where(jumbo, _at(v.be32, l3 + 44, jumbo).astype(np.int64), plen)
+        # payload length 0 without a jumbo option: a GSO/BIG TCP frame captured before
+        # segmentation (Linux strips the hop-by-hop header); the frame gives the length
+        plen = np.where(is6 & (plen == 0) & ~jumbo, wirelen - (l3 - start) - 40, plen)
         pos = l3 + 40
         walking = is6.copy()
         for _ in range(MAX_IPV6_EXTENSIONS):
@@ -300,28 +308,49 @@ def _decode_ip(v: _Views, idx: np.ndarray, l3: np.ndarray, etype: np.ndarray,
     ipv = version > 0
     c.ip_version[idx] = version  # where 0 on a tunnel pass the rows were dropped above
     c.proto[idx[ipv]] = proto[ipv]
+    c.whole_ip[idx] = ipv
     c.ip_id[idx] = ip_id
     c.ip_id_ok[idx] = ip_id_ok
     c.frag_offset[idx] = np.where(ipv, frag, 0)
+    if not tunnel_pass:
+        # a header cut by the snapshot length still names its source (tshark shows it): IPv4
+        # needs 16 bytes for it (and gives its id), IPv6 24; the destination and the rest
+        # stay missing
+        part4 = (etype == lt.ETHERTYPE_IPV4) & ~is4 & has(l3, 16) & ((first >> 4) == 4)
+        part6 = (etype == lt.ETHERTYPE_IPV6) & ~is6 & has(l3, 24) & ((first >> 4) == 6)
+        if part4.any():
+            c.ip_version[idx[part4]] = 4
+            c.src_v4[idx[part4]] = v.be32[l3[part4] + 12]
+            c.ip_id[idx[part4]] = v.be16[l3[part4] + 4]
+            c.ip_id_ok[idx[part4]] = True
+        if part6.any():
+            c.ip_version[idx[part6]] = 6
+            c.src_v6[idx[part6], 0] = v.be64[l3[part6] + 8]
+            c.src_v6[idx[part6], 1] = v.be64[l3[part6] + 16]
 
     # ---- transport --------------------------------------------------------------------------
+    # a field is given when its bytes were captured, as tshark does for a short frame: ports
+    # need 4 bytes of the transport header, the sequence number 8, ack and flags 14, the TCP
+    # payload length the data offset (13)
     whole = ipv & (frag == 0) & (l4 >= 0)   # first fragments decode too (ports are there)
-    tcp = whole & (proto == IPPROTO_TCP) & has(l4, 20)
-    udp = whole & (proto == IPPROTO_UDP) & has(l4, 8)
-    icmp = whole & ((proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6)) & has(l4, 8)
-    ports = tcp | udp
+    is_tcp = whole & (proto == IPPROTO_TCP)
+    is_udp = whole & (proto == IPPROTO_UDP)
+    icmp = whole & ((proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6))
+    ports = (is_tcp | is_udp) & has(l4, 4)
     c.sport[idx[ports]] = v.be16[l4[ports]]
     c.dport[idx[ports]] = v.be16[l4[ports] + 2]
     c.ports_ok[idx] = ports
-    doff = (_at(v.u8, l4 + 12, tcp) >> 4).astype(np.int64) * 4
-    if tcp.any():
-        it = np.flatnonzero(tcp)
-        c.tcp_seq[idx[it]] = v.be32[l4[it] + 4]
-        c.tcp_ack[idx[it]] = v.be32[l4[it] + 8]
-        c.tcp_flags[idx[it]] = v.be16[l4[it] + 12] & 0x01FF
-    c.tcp_ok[idx] = tcp
-    hdr = np.where(tcp, doff, np.where(udp | icmp, 8, 0))
-    has_l4 = ipv & (l4 >= 0)
+    seq_ok = is_tcp & has(l4, 8)
+    c.tcp_seq[idx[seq_ok]] = v.be32[l4[seq_ok] + 4]
+    c.tcp_seq_ok[idx] = seq_ok
+    ack_ok = is_tcp & has(l4, 14)
+    c.tcp_ack[idx[ack_ok]] = v.be32[l4[ack_ok] + 8]
+    c.tcp_flags[idx[ack_ok]] = v.be16[l4[ack_ok] + 12] & 0x01FF
+    c.tcp_ok[idx] = ack_ok
+    doff_ok = is_tcp & has(l4, 13)
+    doff = (_at(v.u8, l4 + 12, doff_ok) >> 4).astype(np.int64) * 4
+    hdr = np.where(is_tcp, doff, np.where(is_udp | icmp, 8, 0))
+    has_l4 = ipv & (l4 >= 0) & (~is_tcp | doff_ok)
     c.payload_len[idx] = np.where(has_l4, ip_payload - hdr, 0)
     c.payload_ok[idx] = has_l4
     c.payload_pos[idx] = np.where(has_l4, l4 + hdr, 0)
@@ -342,7 +371,8 @@ def _decode_ip(v: _Views, idx: np.ndarray, l3: np.ndarray, etype: np.ndarray,
                                                              lt.ETHERTYPE_IPV6))
         inner_l3 = np.where(into, l4 + gre_len, inner_l3)
         inner_et = np.where(into, gre_et, inner_et)
-    vxlan = udp & (_at(v.be16, l4 + 2, udp) == VXLAN_PORT) & has(l4, 8 + 8 + 14)
+    vxlan = is_udp & has(l4, 8 + 8 + 14)
+    vxlan &= _at(v.be16, l4 + 2, vxlan) == VXLAN_PORT
     if vxlan.any():
         eth = l4 + 16
         vx_et = _at(v.be16, eth + 12, vxlan).astype(np.int64)

@@ -104,13 +104,13 @@ def _addresses(dec: Any, book: _AddressBook) -> tuple[pd.Categorical, pd.Categor
     n = len(dec.ip_version)
     codes = np.full(2 * n, -1, dtype=np.int32)
     categories: list[str] = []
-    v4 = np.concatenate([dec.ip_version == 4, dec.ip_version == 4])
+    v4 = np.concatenate([dec.ip_version == 4, (dec.ip_version == 4) & dec.whole_ip])
     if v4.any():
         keys = np.concatenate([dec.src_v4, dec.dst_v4])[v4]
         uniq, inverse = np.unique(keys, return_inverse=True)
         codes[v4] = inverse
         categories += book.name_v4(uniq)
-    v6 = np.concatenate([dec.ip_version == 6, dec.ip_version == 6])
+    v6 = np.concatenate([dec.ip_version == 6, (dec.ip_version == 6) & dec.whole_ip])
     if v6.any():
         pairs = np.concatenate([dec.src_v6, dec.dst_v6])[v6]
         raw = np.ascontiguousarray(pairs.astype(">u8")).view("V16").ravel()
@@ -150,7 +150,7 @@ def _merge(parts: list[tuple[Any, Any]]) -> tuple[SimpleNamespace, SimpleNamespa
 def _frame(raw: Any, dec: Any, book: _AddressBook) -> pd.DataFrame:
     """One batch of the packet table."""
     src, dst = _addresses(dec, book)
-    ipv = dec.ip_version > 0
+    ipv = dec.whole_ip
     data = {
         "frame": raw.frame,
         "ts_ns": _nullable(raw.ts_ns, raw.ts_valid, "Int64"),
@@ -166,7 +166,7 @@ def _frame(raw: Any, dec: Any, book: _AddressBook) -> pd.DataFrame:
         "dport": _nullable(dec.dport, dec.ports_ok, "UInt16"),
         "ip_id": _nullable(dec.ip_id, dec.ip_id_ok, "UInt32"),
         "frag_offset": _nullable(dec.frag_offset, ipv, "UInt16"),
-        "tcp_seq": _nullable(dec.tcp_seq, dec.tcp_ok, "UInt32"),
+        "tcp_seq": _nullable(dec.tcp_seq, dec.tcp_seq_ok, "UInt32"),
         "tcp_ack": _nullable(dec.tcp_ack, dec.tcp_ok, "UInt32"),
         "tcp_flags": _nullable(dec.tcp_flags, dec.tcp_ok, "UInt16"),
         "payload_len": _nullable(dec.payload_len, dec.payload_ok, "Int64"),
