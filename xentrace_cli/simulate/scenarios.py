@@ -49,7 +49,7 @@ def _none(n: int, rnd: random.Random) -> FaultPlan:
 
 
 def _black(n: int, rnd: random.Random) -> FaultPlan:
-    chosen = _pick(n, 6, rnd)
+    chosen = _pick(n, max(2, min(6, n // 40)), rnd)
     rnd.shuffle(chosen)
     half = len(chosen) // 2
     return FaultPlan(
@@ -59,11 +59,13 @@ def _black(n: int, rnd: random.Random) -> FaultPlan:
 
 
 def _dom0_starved(n: int, rnd: random.Random) -> FaultPlan:
-    return FaultPlan(dom0_starve={r: int(rnd.uniform(15, 45) * MS) for r in _pick(n, 4, rnd)})
+    chosen = _pick(n, max(1, min(4, n // 40)), rnd)
+    return FaultPlan(dom0_starve={r: int(rnd.uniform(15, 45) * MS) for r in chosen})
 
 
 def _ring_full(n: int, rnd: random.Random) -> FaultPlan:
-    return FaultPlan(ring_full={r: int(rnd.uniform(4, 15) * MS) for r in _pick(n, 4, rnd)})
+    chosen = _pick(n, max(1, min(4, n // 40)), rnd)
+    return FaultPlan(ring_full={r: int(rnd.uniform(4, 15) * MS) for r in chosen})
 
 
 def _lost(n: int, rnd: random.Random) -> FaultPlan:
