@@ -90,3 +90,41 @@ def make_analysis(n: int = 200, *, stalls: tuple[int, ...] = (), seed: int = 1,
 
 #: Row indices of the stalled packets in the "black 0.1 s" analysis.
 BLACK_STALLS = (40, 41, 120, 121, 122)
+
+
+def simulate_scenario(name: str, directory: Path, *, seed: int = 3,
+                      requests: int = 200) -> Path:
+    """``xenlat simulate NAME -o DIRECTORY`` through the library (skips until it exists)."""
+    import pytest
+
+    simulate = pytest.importorskip("xentrace_cli.simulate", reason="simulator not landed yet")
+    if not hasattr(simulate, "run_scenario"):
+        pytest.skip("simulator not landed yet")
+    simulate.run_scenario(name, directory, seed=seed, requests=requests)
+    return directory
+
+
+def scenario_sources(directory: Path, *, xentrace: bool = True) -> list[str]:
+    """The CLI source arguments of a simulated capture set."""
+    guest = sorted(directory.glob("guest.pcap*"))[0]
+    args = [str(guest), "--socket-log", str(directory / "app.strace"),
+            "--phys", str(directory / "phys.pcap")]
+    if xentrace:
+        args += ["--xentrace", str(directory / "xentrace.bin")]
+    backend = sorted(directory.glob("vif*.pcap"))
+    if backend:
+        args += ["--backend", str(backend[0])]
+    return args
+
+
+def truth_analysis(directory: Path) -> Analysis:
+    """The simulator's ground truth (truth.csv, analysis-table columns) as an Analysis."""
+    table = pd.read_csv(directory / "truth.csv", keep_default_na=False,
+                        na_values={c: [""] for c in ()})
+    for column in table.columns:
+        if column.startswith("t_") or column.endswith("_us"):
+            table[column] = pd.to_numeric(table[column], errors="coerce")
+    for column in ("anomaly", "cause"):
+        if column in table.columns:
+            table[column] = table[column].astype(str).replace("nan", "")
+    return Analysis(table=table, sources=Sources(guest=sorted(directory.glob("guest.pcap*"))[0]))

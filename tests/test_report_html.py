@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_fixtures import BLACK_STALLS, make_analysis
+from report_fixtures import BLACK_STALLS, make_analysis, scenario_sources, simulate_scenario
 
 from xentrace_cli.cli import main
 
@@ -219,3 +219,32 @@ def test_cli_report_unwritable_exits_2(runner, monkeypatch, tmp_path):
     assert result.stdout == ""
     assert result.stderr == (f"xenlat: error: {out}: cannot write the report: "
                              "No such file or directory\n")
+
+
+def test_black_scenario_report_in_chromium(browser, runner, tmp_path):
+    """The real pipeline on the simulated black 0.1 s: the stalls show in the browser."""
+    pytest.importorskip("xentrace_cli.analyze", reason="analyzer not landed yet")
+    directory = simulate_scenario("black-0.1s", tmp_path / "black")
+    out = tmp_path / "black.html"
+    result = runner.invoke(main, ["report", *scenario_sources(directory, xentrace=False),
+                                  "-o", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    text = out.read_text()
+    flagged = int(re.search(r'data-anomalies="(\d+)"', text).group(1))
+    assert flagged > 0
+    page, problems, requests, _ = _open(browser, out)
+    try:
+        assert problems == [] and requests == []
+        marks = page.evaluate("""() => document.getElementById('fig-timeline').data
+                                     .find(t => t.name === 'anomalies').x.length""")
+        assert marks == flagged
+        hot = page.locator("#worst-table tr.anomaly[data-anomaly='socket_read']").count()
+        assert hot > 0
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot), full_page=True)
+        extra = os.environ.get("XENLAT_REPORT_SCREENSHOT")
+        if extra:
+            shutil.copyfile(shot, extra)
+    finally:
+        page.close()

@@ -164,7 +164,8 @@ def _stats_table(stats: dict[str, dict[str, Any]]) -> str:
                 text = format_duration(value)
             hot = ' class="hot"' if column == "anomalies" and value else ""
             cells.append(f'<td{hot} data-v="{_num(value)}">{html.escape(text)}</td>')
-        rows.append(f'<tr><td class="text">{_swatch(stage)}{html.escape(stage)}</td>'
+        color = Interval(stage, "", "").color
+        rows.append(f'<tr><td class="text">{_swatch(color)}{html.escape(stage)}</td>'
                     f"{''.join(cells)}</tr>")
     return (f'<table class="sortable" id="stats-table"><thead><tr><th class="text">stage</th>'
             f"{head}</tr></thead>\n<tbody>\n{chr(10).join(rows)}\n</tbody></table>")
@@ -186,8 +187,7 @@ def _alignment(alignment: dict[str, Any]) -> str:
             f"<td>{html.escape(format_duration(_float(entry.get('uncertainty_us'))))}</td>"
             f"<td>{html.escape(_plain(entry.get('offset')))}</td>"
             f"<td>{html.escape(_plain(entry.get('drift')))}</td>"
-            f'<td class="text">{html.escape(json.dumps(extra, sort_keys=True, default=str))}'
-            "</td></tr>")
+            f'<td class="text details">{_details(extra)}</td></tr>')
     return ('<table id="alignment-table"><thead><tr><th class="text">clocks</th>'
             '<th class="text">quality</th><th>uncertainty</th><th>offset</th><th>drift</th>'
             '<th class="text">details</th></tr></thead>\n<tbody>\n'
@@ -214,9 +214,9 @@ def _worst_table(table: pd.DataFrame, flagged: pd.Series) -> str:
     rows = table.loc[order]
     t0 = np.nanmin(first_times(table)) if len(table) else np.nan
     when = first_times(rows) - t0
-    ivs = measures(table)
+    ivs = [iv for iv in measures(table) if _numeric(table, iv.column).notna().any()]
     head = ("<th>#</th><th>time (s)</th><th class=\"text\">flow</th><th>seq</th><th>len</th>"
-            + "".join(f"<th>{_swatch(iv.name)}{html.escape(iv.name)}</th>" for iv in ivs)
+            + "".join(f"<th>{_swatch(iv.color)}{html.escape(iv.name)}</th>" for iv in ivs)
             + "<th>total</th><th>±</th><th class=\"text\">anomaly</th>"
               "<th class=\"text\">cause</th>")
     lines = []
@@ -333,7 +333,7 @@ def _waterfall(table: pd.DataFrame) -> str:
             continue
         odd = part["anomalous"].to_numpy()
         fig.add_trace(go.Bar(
-            name=interval.name + (" (merged)" if interval.merged else ""),
+            name=interval.label,
             orientation="h", y=labels[part["order"].to_numpy(dtype=int)].tolist(),
             x=_r(part["duration_us"] / 1e3), base=_r(part["start_us"] / 1e3),
             marker={"color": interval.color,
@@ -512,9 +512,24 @@ def _distributions(table: pd.DataFrame) -> str:
 # Helpers
 
 
-def _swatch(stage: str) -> str:
-    color = Interval(stage, "", "").color
+def _swatch(color: str) -> str:
     return f'<span class="swatch" style="background:{color}"></span>'
+
+
+def _details(extra: dict[str, Any]) -> str:
+    """Other alignment fields as ``key: value`` lines (values as JSON, numbers shortened)."""
+    lines = []
+    for key in sorted(extra):
+        value = extra[key]
+        number = _float(value) if not isinstance(value, (bool, str)) else None
+        if number is not None:
+            text = f"{number:.6g}"
+        elif isinstance(value, str):
+            text = value
+        else:
+            text = json.dumps(value, default=str, ensure_ascii=False)
+        lines.append(f"<b>{html.escape(str(key))}</b>: {html.escape(text)}")
+    return "<br>".join(lines)
 
 
 def _numeric(table: pd.DataFrame, column: str) -> pd.Series:

@@ -17,8 +17,6 @@ from ..errors import OptionError
 from ..units import format_duration
 from .waterfall import (
     ANOMALY_COLOR,
-    MERGED_COLOR,
-    STAGE_COLORS,
     checkpoints,
     intervals,
     packet_labels,
@@ -78,8 +76,8 @@ def _draw(ax: Any, table: Any, bars: Any, marks: Any, labels: list[str], n: int)
         part = bars[bars["interval"] == interval.name]
         if part.empty:
             continue
-        color = STAGE_COLORS.get(interval.name, MERGED_COLOR)
-        label = interval.name + (" (merged)" if interval.merged else "")
+        color = interval.color
+        label = interval.label
         normal = part[~part["anomalous"]]
         ax.barh(normal["order"], normal["duration_us"] * scale_ms,
                 left=normal["start_us"] * scale_ms, color=color, height=0.62, label=label)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..model import CHECKPOINTS, STAGES, TX_CHECKPOINTS, checkpoint_column, stage_column
 
-#: One colour per stage (colour-blind-safe Okabe–Ito palette), and one for merged intervals.
+#: One colour per stage (colour-blind-safe Okabe–Ito palette).
 STAGE_COLORS: dict[str, str] = {
     "vmm": "#E69F00",
     "driver_domain": "#56B4E9",
@@ -26,7 +26,11 @@ STAGE_COLORS: dict[str, str] = {
     "request_to_response": "#8C564B",
     "response_to_next": "#BCBD22",
 }
-MERGED_COLOR = "#999999"
+#: Merged and transmit intervals take these in path order (greys and muted tones, so that
+#: the five stages stay the loud colours).
+OTHER_COLORS: tuple[str, ...] = ("#999999", "#6F4E7C", "#5F9E6E", "#B07AA1", "#7F7F7F",
+                                 "#9C755F", "#76B7B2")
+MERGED_COLOR = OTHER_COLORS[0]
 ANOMALY_COLOR = "#D55E00"
 
 #: Packets a waterfall shows by default.
@@ -37,13 +41,15 @@ MAX_ANOMALOUS = 40
 
 @dataclasses.dataclass(frozen=True)
 class Interval:
-    """One drawable interval of the analysis table: a stage or a merged interval."""
+    """One drawable interval of the analysis table: a stage, a merged or a transmit interval."""
 
     name: str
     start: str
     """Checkpoint the interval starts at."""
     end: str
     """Checkpoint the interval ends at."""
+    other_color: str = MERGED_COLOR
+    """Colour when the interval is not one of ``STAGE_COLORS``."""
 
     @property
     def column(self) -> str:
@@ -53,12 +59,27 @@ class Interval:
     @property
     def color(self) -> str:
         """Its colour in every figure."""
-        return STAGE_COLORS.get(self.name, MERGED_COLOR)
+        return STAGE_COLORS.get(self.name, self.other_color)
 
     @property
     def merged(self) -> bool:
-        """True for an interval that stands for several stages."""
+        """True for an interval that stands for several stages (or a transmit interval)."""
         return self.name not in STAGES
+
+    @property
+    def transmit(self) -> bool:
+        """True for an interval of the transmit path (write → guest → backend → phys)."""
+        if self.start not in TX_CHECKPOINTS or self.end not in TX_CHECKPOINTS:
+            return False
+        return TX_CHECKPOINTS.index(self.start) < TX_CHECKPOINTS.index(self.end)
+
+    @property
+    def label(self) -> str:
+        """Legend text: ``socket_read``, ``backend_to_guest (merged)``, ``guest_to_backend
+        (tx)``."""
+        if self.name in STAGES or not self.start:
+            return self.name
+        return f"{self.name} ({'tx' if self.transmit else 'merged'})"
 
 
 def intervals(table: pd.DataFrame) -> list[Interval]:
@@ -66,15 +87,19 @@ def intervals(table: pd.DataFrame) -> list[Interval]:
     found = [Interval(name, a, b) for name, (a, b) in STAGES.items()
              if stage_column(name) in table.columns]
     points = (*CHECKPOINTS, *[p for p in TX_CHECKPOINTS if p not in CHECKPOINTS])
+    others = []
     for column in table.columns:
         if not column.endswith("_us") or "_to_" not in column:
             continue
         name = column[:-3]
         for i in range(len(name)):
             if name.startswith("_to_", i) and name[:i] in points and name[i + 4:] in points:
-                found.append(Interval(name, name[:i], name[i + 4:]))
+                others.append((name, name[:i], name[i + 4:]))
                 break
     order = {p: i for i, p in enumerate(points)}
+    others.sort(key=lambda o: (order[o[1]], order[o[2]], o[0]))
+    found += [Interval(name, a, b, OTHER_COLORS[i % len(OTHER_COLORS)])
+              for i, (name, a, b) in enumerate(others)]
     return sorted(found, key=lambda iv: (order[iv.start], order[iv.end], iv.name))
 
 
