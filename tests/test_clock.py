@@ -384,6 +384,12 @@ def test_tsc_unrelated_interrupts_do_not_line_up():
     real = fit_tsc(nic.irq_tsc, nic.phys_ns, cpu_hz=2.9e9)
     assert fit.quality == "none" or fit.matched_fraction < 0.3
     assert real.matched_fraction > fit.matched_fraction + 0.5
+    # a 1 kHz timer interrupt lines up with nothing, whatever frequency is tried
+    timer = TSC_AT_T0 + np.arange(10_000, dtype=np.int64) * 2_900_000
+    for hz in (2.9e9, None):
+        fit = fit_tsc(timer, nic.phys_ns, cpu_hz=hz)
+        assert fit.quality == "none"
+        assert "line" in fit.detail
 
 
 @pytest.mark.parametrize("irq, arrivals", [

@@ -48,12 +48,16 @@ IRQ_MATCH_WINDOW_NS = 100_000
 N_BIG_GAPS = 40
 #: Stray interrupts allowed inside one idle period when lining the gaps up.
 MAX_SKIP = 3
+#: An idle gap matching more interrupt gaps than this (a periodic interrupt) is not used.
+MAX_GAP_CANDIDATES = 20_000
 #: Slack (ns) allowed between the length of an idle gap seen in the trace and in the capture.
 GAP_JITTER_NS = 100_000
 #: Plausible TSC frequencies when none is given.
 MIN_CPU_HZ, MAX_CPU_HZ = 0.5e9, 10e9
 #: Fewest unambiguous interrupt/burst pairs to bound the offset with (else all pairs are used).
 MIN_CLEAN_PAIRS = 20
+#: Below this fraction of bursts matched, the alignment is declared failed.
+MIN_MATCHED_FRACTION = 0.25
 #: A given CPU frequency is questioned when the delays drift by more than this over the trace.
 FREQ_CHECK_NS = 10_000
 #: Fraction of the lowest irq→frame delays dropped as mismatches before the causal bound.
@@ -360,7 +364,7 @@ def fit_offset_drift(send_ref_ns: npt.ArrayLike | None, recv_other_ns: npt.Array
 
     if lower is None or upper is None:
         return _one_sided(lower if lower is not None else upper, nf, nb, base, span, u_ends,
-                          fix_drift_ppm, names, common)
+                          fix_drift_ppm, min_delay_ns, names, common)
 
     if fix_drift_ppm is not None:
         b_fix = fix_drift_ppm * 1e-6
@@ -421,7 +425,8 @@ def fit_offset_drift(send_ref_ns: npt.ArrayLike | None, recv_other_ns: npt.Array
             b, c = 0.5 * (b_lo + b_hi), 0.5 * (c_lo + c_hi)
         unc = _worst_deviation(verts, b, c, u_ends)
         drift_range = (b_lo * 1e6, b_hi * 1e6)
-        note = f"drift {b * 1e6:+.2f} ppm (data allow {b_lo * 1e6:+.2f} to {b_hi * 1e6:+.2f})"
+        note = (f"drift {b * 1e6:+.2f} ppm: {_runs(other_name, b)} (data allow "
+                f"{b_lo * 1e6:+.2f} to {b_hi * 1e6:+.2f})")
     detail = (f"{nf} {ref_name}→{other_name} and {nb} {other_name}→{ref_name} packets over "
               f"{_fmt_us(span)} bound the offset to ±{_fmt_us(unc)}; {note}")
     drift_ppm = fix_drift_ppm if fix_drift_ppm is not None else b * 1e6
@@ -430,8 +435,13 @@ def fit_offset_drift(send_ref_ns: npt.ArrayLike | None, recv_other_ns: npt.Array
                     detail=detail, **common)
 
 
+def _runs(other_name: str, b: float) -> str:
+    """``the guest clock runs 40.00 ppm fast`` for a drift ``b`` (reference minus other)."""
+    return f"the {other_name} clock runs {abs(b) * 1e6:.2f} ppm {'fast' if b < 0 else 'slow'}"
+
+
 def _one_sided(env: _Envelope, nf: int, nb: int, base: int, span: int,
-               u_ends: tuple[float, float], fix_drift_ppm: float | None,
+               u_ends: tuple[float, float], fix_drift_ppm: float | None, min_delay_ns: int,
                names: tuple[str, str], common: dict[str, Any]) -> ClockFit:
     """One direction only: the tightest line on the constrained side (Moon, Skelly & Towsley:
     the hull edge over the middle of the data), i.e. the fastest packets took ``min_delay``."""
@@ -446,16 +456,17 @@ def _one_sided(env: _Envelope, nf: int, nb: int, base: int, span: int,
         if fixed:
             b, note = 0.0, "drift not estimated (fixed at 0)"
         else:
-            note = f"drift {b * 1e6:+.2f} ppm from the fastest packets"
+            note = f"drift {b * 1e6:+.2f} ppm from the fastest packets: {_runs(other_name, b)}"
     c = float(env.at(b))
     if env.side > 0:
         seen = f"only {ref_name}→{other_name} packets ({nf})"
-        way = f"the {other_name} clock may be later than shown"
+        way = "early"
     else:
         seen = f"only {other_name}→{ref_name} packets ({nb})"
-        way = f"the {other_name} clock may be earlier than shown"
-    detail = (f"one-sided: {seen} bound the offset from one side; the estimate assumes the "
-              f"fastest of them took the minimum delay, and {way} by an unknown amount; {note}")
+        way = "late"
+    detail = (f"one-sided: {seen} bound the offset from one side only; the estimate assumes the "
+              f"fastest of them took {_fmt_us(min_delay_ns)}, so {other_name} times put on the "
+              f"{ref_name} clock may be {way} by however much longer it really took; {note}")
     return ClockFit(base + c, b * 1e6, quality="one-sided", uncertainty_ns=math.inf,
                     drift_fixed=fixed, detail=detail, **common)
 
@@ -595,6 +606,8 @@ def _coarse_align(x_cyc: np.ndarray, a_ns: np.ndarray, ns_per_cycle: float | Non
         lo = np.searchsorted(gx_ns, ga - GAP_JITTER_NS)
         hi = np.searchsorted(gx_ns, ga + GAP_JITTER_NS)
         n_each = hi - lo
+        n_each[n_each > MAX_GAP_CANDIDATES] = 0        # a gap that long is everywhere: no clue
+        lo = np.where(n_each > 0, lo, hi)
         if n_each.sum() < 2:
             return None
         jj = np.repeat(np.arange(ga.size), n_each)
@@ -801,6 +814,11 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
     delay_us = (starts[j] - fit_map.to_ns(irq[i])) / 1e3
     p50, p99 = (float(v) for v in np.percentile(delay_us, [50, 99]))
     matched = i.size / n_inside
+    if matched < MIN_MATCHED_FRACTION:
+        failed = TscFit.none(f"the interrupts do not line up with the frames: only {i.size} of "
+                             f"{n_inside} frame bursts have one within {_fmt_us(window_ns)} at "
+                             "the best alignment found (wrong IRQ?)", cpu_hz, n_irq, n_bursts)
+        return dataclasses.replace(failed, matched_fraction=matched, n_matched=int(i.size))
     # the least-squares scale's 3σ plus how far the fastest-interrupt line turned from it
     hz_ppm = 0.0 if cpu_hz is not None else 3e6 * se / k + abs(d) * 1e6
     parts = [f"{i.size} of {n_inside} frame bursts in the trace have an interrupt within "
@@ -817,7 +835,7 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
             parts.append(f"the interrupts line up best at {1 / free_k:.6f} GHz ({off_ppm:+.1f} "
                          "ppm): is the given CPU frequency right?")
     if matched < 0.5:
-        parts.append("few bursts matched: treat the trace times as rough")
+        parts.append("only a minority of bursts matched: treat the trace times as rough")
     parts.append(_tsc_bound_sentence(clock, min_irq_delay_ns))
     return dataclasses.replace(
         fit_map, residual_us=(p50, p99), matched_fraction=matched, hz_uncertainty_ppm=hz_ppm,
