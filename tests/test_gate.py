@@ -430,7 +430,7 @@ def test_scenario_truth_against_budgets(scenarios):
 
 
 #: Whether the scenario checks give the analyzer the hypervisor trace too.
-SCENARIO_XENTRACE = False
+SCENARIO_XENTRACE = True
 
 
 def _analysis_args(directory: Path) -> list[str]:

@@ -226,7 +226,7 @@ def test_black_scenario_report_in_chromium(browser, runner, tmp_path):
     pytest.importorskip("xentrace_cli.analyze", reason="analyzer not landed yet")
     directory = simulate_scenario("black-0.1s", tmp_path / "black")
     out = tmp_path / "black.html"
-    result = runner.invoke(main, ["report", *scenario_sources(directory, xentrace=False),
+    result = runner.invoke(main, ["report", *scenario_sources(directory),
                                   "-o", str(out), "--no-progress"])
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""
