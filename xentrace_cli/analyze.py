@@ -230,8 +230,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         guest_fit = fit_offset_drift(d[f], g[f], g[b], d[b], names=("dom0", "guest"))
         alignment["guest->dom0"] = {**guest_fit.to_dict(), "from": f"{dom0_point} ↔ guest"}
         uncertainty["guest"] = guest_fit.uncertainty_ns / 1e3
-        if guest_fit.quality != "bounded":
-            notes.append(f"guest clock: {guest_fit.detail}")
+        notes.append(f"guest clock: {guest_fit.detail}")
     elif "guest" in own:
         notes.append("guest clock not aligned (no dom0 capture): stages within the guest "
                      "(socket_read) are exact; times are on the guest's clock.")

@@ -27,7 +27,7 @@ BAR_WIDTH = 40
 
 #: The cause of a stalled stage, in words.
 CAUSE_WORDS: dict[str, str] = {
-    "vcpu_runnable": "the guest vCPU was runnable but not running (preempted)",
+    "vcpu_runnable": "the guest vCPU was runnable but not running",
     "vcpu_running": "the guest vCPU was running: the delay was inside the guest",
     "vcpu_blocked": "the guest vCPU was blocked (nothing woke it)",
     "dom0_runnable": "dom0's vCPU was runnable but not running (dom0 starved of CPU)",
@@ -115,7 +115,7 @@ def _summary(analysis: Analysis, shown: list[Interval]) -> Table:
 
 def _alignment(alignment: dict[str, Any]) -> Table:
     grid = Table(title="Clock alignment", title_justify="left")
-    for column in ("clocks", "quality", "offset", "drift", "uncertainty", "from"):
+    for column in ("clocks", "quality", "offset / TSC rate", "drift", "uncertainty", "from"):
         grid.add_column(column)
     for pair, fit in alignment.items():
         if not isinstance(fit, dict):
@@ -126,9 +126,17 @@ def _alignment(alignment: dict[str, Any]) -> Table:
         offset = fit.get("offset_ns")
         drift = fit.get("drift_ppm")
         unc = fit.get("uncertainty_us")
-        grid.add_row(pair, Text(quality, style=style),
-                     format_duration(offset / 1e3) if _finite(offset) else "–",
-                     f"{drift:+.2f} ppm" if _finite(drift) else "–",
+        hz = fit.get("cpu_hz")
+        if _finite(hz):  # the TSC: its frequency is what was fitted (with the offset)
+            offset_text = f"{float(hz) / 1e9:.6f} GHz"
+            if fit.get("cpu_hz_estimated"):
+                offset_text += " (est.)"
+            drift_text = f"±{fit['hz_uncertainty_ppm']:.1f} ppm" \
+                if _finite(fit.get("hz_uncertainty_ppm")) else "–"
+        else:
+            offset_text = format_duration(offset / 1e3) if _finite(offset) else "–"
+            drift_text = f"{drift:+.2f} ppm" if _finite(drift) else "–"
+        grid.add_row(pair, Text(quality, style=style), offset_text, drift_text,
                      format_duration(unc) if _finite(unc) else "–",
                      str(fit.get("from", "")))
     return grid
@@ -146,7 +154,7 @@ def _flows(flows: pd.DataFrame, top: int) -> Table:
                  "request)", title_justify="left")
     for column in ("flow", "exchanges", "server p50", "client p50", "worst gap", "retx"):
         grid.add_column(column, justify="left" if column == "flow" else "right",
-                        no_wrap=column == "flow")
+                        no_wrap=True)
     groups = flows.groupby(["src", "sport", "dst", "dport"], sort=False, observed=True)
     for (src, sport, dst, dport), part in list(groups)[:max(top, 1)]:
         server = part["request_to_response_us"].to_numpy(float)
@@ -178,7 +186,17 @@ def _worst(analysis: Analysis, shown: list[Interval], top: int, no_color: bool,
     flagged = table["anomaly"].fillna("").astype(str).ne("") if "anomaly" in table.columns \
         else pd.Series(False, index=table.index)
     key = total.fillna(-1.0) + np.where(flagged, 1e15, 0.0)
-    rows = key.sort_values(ascending=False, kind="stable").index[:top]
+    ranked = key.sort_values(ascending=False, kind="stable").index
+    # one line per stall: packets of one flow that waited through the same stall look alike
+    stall_key = pd.DataFrame({
+        "flow": table.loc[ranked].apply(_packet_of, axis=1).str.split(" seq").str[0]
+        if len(ranked) else "",
+        "anomaly": table.loc[ranked, "anomaly"].astype(str) if "anomaly" in table.columns
+        else "",
+        "ms": (total.loc[ranked].fillna(-1.0) / 1000).round(0)}, index=ranked)
+    same = stall_key.duplicated() & flagged.loc[ranked].to_numpy()
+    alike = stall_key[flagged.loc[ranked].to_numpy()].value_counts()
+    rows = ranked[~same.to_numpy()][:top]
     bar_width = max(10, min(BAR_WIDTH, width - 56))
     lines: list[Text] = [Text(f"Worst {len(rows)} packets", style="bold italic")]
     for row in rows:
@@ -193,6 +211,9 @@ def _worst(analysis: Analysis, shown: list[Interval], top: int, no_color: bool,
         if anomaly.plain:
             body.append("  ")
             body.append_text(anomaly)
+            others = int(alike.get(tuple(stall_key.loc[row]), 1)) - 1
+            if others > 0:
+                body.append(f" (+{others} packets in the same stall)", style="dim")
         lines += [head, body]
         cause = _cause_of(record)
         if cause:
