@@ -27,6 +27,8 @@ MAX_RECORD_WORDS = 1 + 2 + MAX_EXTRA  # header, TSC lo/hi, 7 extra words
 TRC_LOST_RECORDS = 0x0001F001
 TRC_TRACE_WRAP_BUFFER = 0x0001F002
 TRC_TRACE_CPU_CHANGE = 0x0001F003
+#: Written by Xen before a record traced in interrupt context.
+TRC_TRACE_IRQ = 0x0001F004
 #: Header word of xentrace's CPU-change record: 2 extra words (int32 cpu, uint32 window_size).
 CPU_CHANGE_HEADER = TRC_TRACE_CPU_CHANGE | (2 << EXTRA_SHIFT)
 #: Highest physical CPU number accepted in a CPU-change record (Xen's NR_CPUS tops out at 4096).
@@ -122,6 +124,7 @@ EVENT_NAMES: dict[int, str] = {
     TRC_LOST_RECORDS: "lost_records",
     TRC_TRACE_WRAP_BUFFER: "wrap_buffer",
     TRC_TRACE_CPU_CHANGE: "cpu_change",
+    TRC_TRACE_IRQ: "trace_irq",
     TRC_SCHED_CONTINUE_RUNNING: "continue_running",
     TRC_SCHED_DOM_ADD: "dom_add",
     TRC_SCHED_DOM_REM: "dom_rem",

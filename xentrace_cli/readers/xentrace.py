@@ -685,10 +685,14 @@ def read_xentrace(path: str | os.PathLike[str],
             win = _walk_windows(path, mm, size)
         batches, truncated_at = _read_records(path, handle, win, size, on_progress)
     if truncated_at is not None:
-        warnings.warn(TruncatedInput(
-            f"{path}: offset {truncated_at}: file ends inside a window (of {size} bytes, the "
-            f"last window needs {win.declared_end}); kept the whole records before"),
-            stacklevel=2)
+        if win.declared_end > size:
+            what = (f"file ends inside a window of CPU {int(win.cpu[-1])} (the file has {size} "
+                    f"bytes, the window needs {win.declared_end})")
+        else:
+            what = (f"file ends inside a CPU-change record ({size - win.declared_end} bytes "
+                    "after the last whole window)")
+        warnings.warn(TruncatedInput(f"{path}: offset {truncated_at}: {what}; kept the whole "
+                                     "records before"), stacklevel=2)
     events, first_tsc, last_tsc = _events_table(batches, win)
     del batches
     return XenTrace(
