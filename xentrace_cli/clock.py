@@ -737,7 +737,8 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
     ``copy_after_ns`` (that packet's backend capture) and precedes ``copy_before_ns`` (its
     guest capture on dom0's clock), each by at least ``min_copy_delay_ns``; NaN/NA where
     unknown. The copies bound the offset from the other side. With ``cpu_hz`` given only the
-    offset is fitted; otherwise the frequency too.
+    offset is fitted; otherwise the frequency too. The CPUs' TSCs are taken to be one clock
+    (synchronized, invariant TSC).
     """
     irq = np.unique(np.asarray(irq_tsc, dtype=np.int64))
     arr = np.sort(np.asarray(arrivals_ns, dtype=np.int64))
@@ -754,7 +755,7 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
     if coarse is None:
         return TscFit.none("no idle gaps shared by the interrupts and the frames: could not "
                            "line the trace up with the capture", cpu_hz, n_irq, n_bursts)
-    k, o, k_err, anchor, _votes = coarse
+    k, o, k_err, anchor, _ = coarse
 
     # grow the matched region from the anchor while the scale is good enough for it
     radius = max(window_ns / max(k_err, 1e-9), 100.0 * window_ns)
@@ -774,6 +775,12 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
     n_inside = max(int(inside.sum()), 1)
     if i.size < 2:
         return TscFit.none("no interrupt lines up with the frames", cpu_hz, n_irq, n_bursts)
+    matched = i.size / n_inside
+    if matched < MIN_MATCHED_FRACTION:
+        failed = TscFit.none(f"the interrupts do not line up with the frames: only {i.size} of "
+                             f"{n_inside} frame bursts have one within {_fmt_us(window_ns)} at "
+                             "the best alignment found (wrong IRQ?)", cpu_hz, n_irq, n_bursts)
+        return dataclasses.replace(failed, matched_fraction=matched, n_matched=int(i.size))
     k, o, se = _line(x[i], a[j], k_given)
     keep = _unambiguous(x, a, k, o, i, j)
     if keep.sum() < MIN_CLEAN_PAIRS:
@@ -813,12 +820,6 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
                      (math.nan, math.nan), 0.0)
     delay_us = (starts[j] - fit_map.to_ns(irq[i])) / 1e3
     p50, p99 = (float(v) for v in np.percentile(delay_us, [50, 99]))
-    matched = i.size / n_inside
-    if matched < MIN_MATCHED_FRACTION:
-        failed = TscFit.none(f"the interrupts do not line up with the frames: only {i.size} of "
-                             f"{n_inside} frame bursts have one within {_fmt_us(window_ns)} at "
-                             "the best alignment found (wrong IRQ?)", cpu_hz, n_irq, n_bursts)
-        return dataclasses.replace(failed, matched_fraction=matched, n_matched=int(i.size))
     # the least-squares scale's 3σ plus how far the fastest-interrupt line turned from it
     hz_ppm = 0.0 if cpu_hz is not None else 3e6 * se / k + abs(d) * 1e6
     parts = [f"{i.size} of {n_inside} frame bursts in the trace have an interrupt within "
