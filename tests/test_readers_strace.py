@@ -435,6 +435,32 @@ def test_jsonl_bad_and_cut_lines(tmp_path: Path) -> None:
     assert list(f["stream_offset"]) == [0, 1]
 
 
+def test_csv_bad_rows_are_named_by_file_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "ts,fd,bytes\n1.5,3,10\n1.6,3\n\n1.7,3,5\nbad,3,1\n", "reads.csv")
+    with pytest.warns(XenlatWarning) as record:
+        f = read_socket_log(path)
+    assert len(record) == 1
+    # line 3 has two fields; line 6 (after a blank line 4) has no valid time: counted.
+    assert str(record[0].message).startswith(f"{path}: line 3: expected 3 fields, found 2")
+    assert "(1 more malformed lines skipped)" in str(record[0].message)
+    assert list(f["ts_ns"]) == [1500000000, 1700000000]
+    assert list(f["stream_offset"]) == [0, 10]
+
+
+def test_plain_log_offsets_follow_time_order(tmp_path: Path) -> None:
+    """Lines out of time order (merged per-thread logs): offsets count in time order."""
+    path = write(tmp_path, '{"ts": "2.000000001", "fd": 4, "bytes": 7}\n'
+                           '{"ts": "1.5", "fd": 4, "bytes": 3}\n'
+                           '{"ts": 1, "fd": 4, "bytes": 100, "direction": "tx"}\n'
+                           '{"ts": "bad", "fd": 4, "bytes": 1}\n', "reads.jsonl")
+    with pytest.warns(XenlatWarning, match=r"line 4: ts, bytes or direction"):
+        f = read_socket_log(path)
+    # Mixed number/string values: the line-by-line path keeps the decimal text exact.
+    assert list(f["ts_ns"]) == [1 * S, 1500 * 10**6, 2 * S + 1]
+    assert list(f["direction"]) == ["tx", "rx", "rx"]
+    assert list(f["stream_offset"]) == [0, 0, 3]
+
+
 def test_csv_without_required_columns(tmp_path: Path) -> None:
     path = write(tmp_path, "ts,foo,bytes\nnot-a-time,1,2\n", "reads.csv")
     with pytest.raises(InputError, match="no valid record"), warnings.catch_warnings():

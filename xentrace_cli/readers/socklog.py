@@ -13,7 +13,8 @@ JSON keys):
   (default 0), ``ret`` (default ``bytes``), ``errno``.
 
 Streams are keyed by ``fd`` (a ``close`` row starts a new one), else ``flow``, else ``peer``;
-offsets count in file order. ``data`` is None (a plain log carries no bytes).
+offsets count in time order (file order among equal times). ``data`` is None (a plain log
+carries no bytes).
 """
 
 from __future__ import annotations
@@ -50,10 +51,16 @@ def read_plain_log(path: str | os.PathLike[str], kind: str, *,
         warnings.warn(TruncatedInput(
             f"{path}: line {cut_line}: file ends in the middle of a record (cut); "
             "the partial record was dropped"), stacklevel=3)
-    table = _parse_csv(body, malformed) if kind == "csv" else _parse_jsonl(body, malformed)
+    skipped: list[int] = []       # file lines that gave no record (bad or blank)
+    table = (_parse_csv(body, malformed, skipped) if kind == "csv"
+             else _parse_jsonl(body, malformed, skipped))
     if on_progress is not None:
         on_progress(total, total)
-    frame = _to_rows(path, table, kind, malformed)
+    # File line of each record: the lines after the header (CSV) that were not skipped.
+    first = 2 if kind == "csv" else 1
+    candidates = np.arange(first, first + table.num_rows + len(skipped))
+    line_of = np.setdiff1d(candidates, np.asarray(skipped, np.int64), assume_unique=True)
+    frame = _to_rows(path, table, kind, malformed, line_of)
     malformed.warn(stacklevel=3)
     return frame
 
@@ -77,17 +84,19 @@ def _drop_cut_line(raw: bytes, kind: str) -> tuple[bytes, int | None]:
     return raw[:start], raw.count(b"\n") + 1
 
 
-def _parse_csv(body: bytes, malformed: Malformed) -> pa.Table:
+def _parse_csv(body: bytes, malformed: Malformed, skipped: list[int]) -> pa.Table:
     """All columns as strings (validated later); rows with a wrong field count are skipped."""
     header = body[: body.find(b"\n")].decode("utf-8", "replace")
     names = [n.strip().strip('"') for n in header.split(",")]
 
     def bad_row(row: pacsv.InvalidRow) -> str:
-        line = row.number + 1 if row.number is not None else 0
+        line = row.number if row.number is not None else 0   # 1-based, header included
+        skipped.append(line)
         malformed.add(line, f"expected {row.expected_columns} fields, found "
                             f"{row.actual_columns}")
         return "skip"
 
+    skipped.extend(_blank_lines(body))
     return pacsv.read_csv(
         io.BytesIO(body),
         read_options=pacsv.ReadOptions(use_threads=False, column_names=names, skip_rows=1),
@@ -96,26 +105,49 @@ def _parse_csv(body: bytes, malformed: Malformed) -> pa.Table:
                                              strings_can_be_null=True))
 
 
-def _parse_jsonl(body: bytes, malformed: Malformed) -> pa.Table:
+def _blank_lines(body: bytes) -> list[int]:
+    """1-based numbers of the blank lines (which the parsers skip without a record)."""
+    if b"\n\n" not in body and not body.startswith(b"\n") and b"\n \n" not in body:
+        return []
+    return [number for number, line in enumerate(body.split(b"\n")[:-1], start=1)
+            if not line.strip()]
+
+
+def _parse_jsonl(body: bytes, malformed: Malformed, skipped: list[int]) -> pa.Table:
     """Vectorized with pyarrow; line by line (to name the bad line) when that fails."""
+    lines = body.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    blank = _blank_lines(body)
     try:
-        return pajson.read_json(io.BytesIO(body))
+        table = pajson.read_json(io.BytesIO(body))
+        skipped.extend(blank)
+        return table
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         pass
     records = []
-    for number, line in enumerate(body.split(b"\n"), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
+            skipped.append(number)
             continue
         try:
             record = json.loads(line)
         except ValueError as exc:
             malformed.add(number, f"not a JSON object ({exc.msg})")
+            skipped.append(number)
             continue
         if not isinstance(record, dict):
             malformed.add(number, "not a JSON object")
+            skipped.append(number)
             continue
-        records.append({k: record.get(k) for k in KNOWN_FIELDS if k in record})
-    return pa.Table.from_pylist(records) if records else pa.table({})
+        # As text: one line's number and another's string must not clash in a column.
+        records.append({k: None if record[k] is None else str(record[k])
+                        for k in KNOWN_FIELDS if k in record})
+    if not records:
+        return pa.table({})
+    present = [k for k in KNOWN_FIELDS if any(k in r for r in records)]
+    schema = pa.schema([(k, pa.string()) for k in present])
+    return pa.Table.from_pylist(records, schema=schema)
 
 
 def _numbers(col: pd.Series) -> pd.Series:
@@ -140,10 +172,9 @@ def _ts_ns_from_seconds(col: pd.Series, exact_text: bool) -> tuple[np.ndarray, n
 
 
 def _to_rows(path: str | os.PathLike[str], table: pa.Table, kind: str,
-             malformed: Malformed) -> pd.DataFrame:
+             malformed: Malformed, line_of: np.ndarray) -> pd.DataFrame:
     """Validate the columns, build the rows and their streams, finish the table."""
     df = table.to_pandas()
-    line_of = np.arange(len(df)) + (2 if kind == "csv" else 1)
     names = set(df.columns)
     if not len(df) or not ({"ts", "ts_ns"} & names) or "bytes" not in names:
         missing = "no records" if not len(df) else "missing the ts (or ts_ns) and bytes fields"
@@ -153,7 +184,8 @@ def _to_rows(path: str | os.PathLike[str], table: pa.Table, kind: str,
         ok = ts.notna().to_numpy().copy()
         ts_ns = ts.fillna(0).to_numpy(np.int64)
     else:
-        ts_ns, ok = _ts_ns_from_seconds(df["ts"], exact_text=kind == "csv")
+        text = kind == "csv" or pd.api.types.is_string_dtype(df["ts"])
+        ts_ns, ok = _ts_ns_from_seconds(df["ts"], exact_text=text)
     nbytes = _numbers(df["bytes"])
     ok &= nbytes.notna().to_numpy() & (nbytes.fillna(0).to_numpy() >= 0)
     direction = (df["direction"].astype("string").str.strip().str.lower().fillna("rx")
@@ -167,11 +199,14 @@ def _to_rows(path: str | os.PathLike[str], table: pa.Table, kind: str,
     malformed.count += max(0, int((~ok).sum()) - 16)
     if not ok.any():
         raise InputError(path, "no valid record (ts, bytes, direction)", line=int(line_of[0]))
-    df = df[ok].reset_index(drop=True)
-    ts_ns, nbytes, direction, syscall = (ts_ns[ok], nbytes[ok].to_numpy(np.int64),
-                                         direction[ok].reset_index(drop=True),
-                                         syscall[ok].reset_index(drop=True))
-    is_close = is_close[ok]
+    # Completion order is the time order (stable: file order among equal times).
+    keep = np.flatnonzero(ok)
+    keep = keep[np.argsort(ts_ns[keep], kind="stable")]
+    df = df.take(keep).reset_index(drop=True)
+    ts_ns, nbytes, direction, syscall = (ts_ns[keep], nbytes.to_numpy(np.int64)[keep],
+                                         direction.take(keep).reset_index(drop=True),
+                                         syscall.take(keep).reset_index(drop=True))
+    is_close = is_close[keep]
     direction = direction.where(~is_close, None)
     syscall = syscall.fillna(direction.map({"rx": "read", "tx": "write"}))
 
