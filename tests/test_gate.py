@@ -376,7 +376,8 @@ def test_cli_baseline_then_check(runner, fake_analysis, tmp_path):
     slow = runner.invoke(main, ["check", "guest.pcap", "--baseline", str(base),
                                 "--tolerance", "20%"])
     assert slow.exit_code == 1
-    assert "remap.p50 ≤ baseline" in slow.stderr
+    assert "::error title=xenlat baseline%3A remap.p50 vs baseline::remap.p50 = " in slow.stderr
+    assert "regressed beyond the baseline" in slow.stderr and "+20%25" in slow.stderr
 
 
 @pytest.mark.parametrize(("args", "complaint"), [
@@ -539,3 +540,12 @@ def test_documented_budgets_file_works(tmp_path):
     assert compared[0].floor_us == 20.0
     assert gate.evaluate(make_analysis(), limits).passed
     assert not gate.evaluate(make_analysis(stalls=BLACK_STALLS), limits).passed
+
+
+def test_baseline_comparisons_in_path_order(tmp_path):
+    analysis = make_analysis(xentrace=False)
+    path = _baseline_file(tmp_path, analysis)
+    limits = gate.collect_budgets([], None, path, "20%")
+    stages = list(dict.fromkeys(lim.stage for lim in limits))
+    assert stages == ["socket_read", "backend_to_guest", "total"]
+    assert [lim.stat for lim in limits[:4]] == ["p50", "p90", "p99", "max"]

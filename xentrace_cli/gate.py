@@ -472,7 +472,12 @@ def baseline_limits(document: dict[str, Any], tolerance: float, floor_us: float,
                     stats: Sequence[str], file: str) -> list[Limit]:
     """One limit per (stage, statistic) the baseline measured: ``≤ max(b·(1+tol), b+floor)``."""
     limits = []
-    for stage, entry in document["stages"].items():
+    # path order (the saved document's keys are sorted): stages, other intervals, total
+    stages = sorted(document["stages"], key=lambda name: (
+        0 if name in STAGES else 2 if name == "total" else 1,
+        list(STAGES).index(name) if name in STAGES else 0, name))
+    for stage in stages:
+        entry = document["stages"][stage]
         if not isinstance(entry, dict):
             raise InputError(file, f"baseline stage {stage!r} is not a table of statistics")
         for stat in stats:
@@ -484,7 +489,7 @@ def baseline_limits(document: dict[str, Any], tolerance: float, floor_us: float,
                 stage=stage, stat=stat, op="<=", value=bound, source="baseline",
                 baseline_value=float(saved), tolerance=tolerance, floor_us=floor_us,
                 baseline_file=file,
-                text=f"{stage}.{stat} ≤ baseline {format_duration(saved)} +{tolerance:.0%}"))
+                text=f"{stage}.{stat} vs baseline"))  # stable across baseline refreshes
     return limits
 
 
@@ -536,7 +541,8 @@ def _check(table: pd.DataFrame, stats: dict[str, dict[str, Any]], limit: Limit) 
     if limit.source == "baseline":
         detail = (f"baseline {limit.format_value(limit.baseline_value)}, limit "
                   f"{limit.format_value(limit.value)}")
-        message = f"{shown} {'within' if ok else 'regressed beyond'} the baseline ({detail})"
+        message = (f"{shown} {'within' if ok else 'regressed beyond'} the baseline ({detail}: "
+                   f"+{limit.tolerance or 0:.0%}, at least +{format_duration(limit.floor_us)})")
     else:
         message = f"{shown} {relation} {limit.format_value(limit.value)}"
     if ok:

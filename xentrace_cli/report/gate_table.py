@@ -19,15 +19,17 @@ def render_gate(result: Any, console: Any) -> None:
     table.add_column("check", overflow="fold")
     table.add_column("measured", justify="right")
     table.add_column("limit", justify="right")
+    table.add_column("baseline", justify="right")
     table.add_column("verdict")
     for check in result.checks:
         limit = check.limit
         if limit.source == "baseline":
-            bound = (f"≤ {limit.format_value(limit.value)} "
-                     f"(baseline {limit.format_value(limit.baseline_value)})")
+            name, bound = limit.name, f"≤ {limit.format_value(limit.value)}"
+            saved = limit.format_value(limit.baseline_value)
         else:
-            bound = limit.bound
-        table.add_row(Text(limit.text), Text(limit.format_value(check.measured)), Text(bound),
+            name, bound, saved = limit.text, limit.bound, ""
+        table.add_row(Text(name), Text(limit.format_value(check.measured)), Text(bound),
+                      Text(saved),
                       Text(check.verdict, style=VERDICT_STYLES.get(check.verdict, "")))
     console.print(table)
     for check in result.checks:
