@@ -254,7 +254,10 @@ def test_empty_window_and_many_chunks_match_slow_walk(tmp_path: Path, monkeypatc
             assert ev[f"w{k}"].tolist() == [t[4][k] if k < len(t[4]) else 0 for t in truth]
 
 
-def test_truncated_last_window_keeps_whole_records(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk", [reader.CHUNK_WORDS, 4, 9])
+def test_truncated_last_window_keeps_whole_records(tmp_path: Path, monkeypatch,
+                                                   chunk: int) -> None:
+    monkeypatch.setattr(reader, "CHUNK_WORDS", chunk)
     data = (window(0, rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=1))
             + window(1, rec(xe.TRC_SCHED_WAKE, 0, 1, tsc=2), rec(xe.TRC_SCHED_BLOCK, 0, 1,
                                                                      tsc=3)))
@@ -263,6 +266,7 @@ def test_truncated_last_window_keeps_whole_records(tmp_path: Path) -> None:
         trace = read_xentrace(path)
     assert trace.truncated
     assert trace.events["name"].tolist() == ["wake", "wake"]
+    assert trace.events["cpu"].tolist() == [0, 1]
     cut_record = len(data) - 20
     assert str(caught[0].message).startswith(
         f"{path}: offset {cut_record}: file ends inside a window of CPU 1 (the file has "
@@ -301,6 +305,13 @@ BAD_INPUTS = {
                                 + window(1), 12, "runs past the end of its window at offset 24"),
     "last_record_runs_past_window": (window(0, rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=1), size=8)
                                      + bytes(12), 12, "runs past the end of its window"),
+    "window_swallows_next_window": (window(0, rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=1), size=44)
+                                    + window(1, rec(xe.TRC_SCHED_WAKE, 0, 1, tsc=2)), 32,
+                                    "a CPU-change record lies inside the window of the "
+                                    "CPU-change record at offset 0"),
+    "window_size_past_the_end_swallows": (window(0, size=40) + window(1, rec(xe.TRC_SCHED_WAKE,
+                                                                              0, 1, tsc=2)),
+                                          12, "a CPU-change record lies inside the window"),
     "window_size_not_multiple_of_4": (window(0, size=3) + bytes(3), 8, "not a multiple of 4"),
     "garbage_after_window": (window(0) + b"\x01\x02\x03\x04" * 4, 12,
                              "expected a CPU-change record"),

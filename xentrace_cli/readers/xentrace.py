@@ -336,6 +336,16 @@ def _read_records(path: Path, handle: BinaryIO, win: _Windows, size: int,
         lens = work.record_words(chunk)
         nodes = work.chain(lens, 0, limit - pos)
         after = int(nodes[-1] + lens[nodes[-1]])
+        window_of = np.searchsorted(win_start, nodes + pos, side="right") - 1
+        is_change = win_start[window_of] == nodes + pos
+        # Xen never writes CPU-change records: one inside a window means a wrong window size.
+        inner = (chunk[nodes] == CPU_CHANGE_HEADER) & ~is_change
+        if inner.any():
+            at = int(nodes[np.argmax(inner)])
+            owner = int(win_start[window_of[np.argmax(inner)]]) * 4
+            raise InputError(path, f"a CPU-change record lies inside the window of the "
+                             f"CPU-change record at offset {owner}: that window's size is wrong",
+                             offset=(pos + at) * 4)
         # Every window start in the span the chain covered must be a record of the chain.
         span_lo, span_hi = np.searchsorted(win_start, [pos, pos + after])
         starts = win_start[span_lo:span_hi] - pos
@@ -357,12 +367,10 @@ def _read_records(path: Path, handle: BinaryIO, win: _Windows, size: int,
                                  f"({int(lens[last]) * 4} bytes) runs past the end of its "
                                  f"window at offset {data_end * 4}", offset=(pos + last) * 4)
             truncated_at = (pos + last) * 4
-            nodes = nodes[:-1]
+            nodes, window_of, is_change = nodes[:-1], window_of[:-1], is_change[:-1]
             after = last
             cut = True
         # Drop the CPU-change records; each record belongs to the window before it.
-        window_of = np.searchsorted(win_start, nodes + pos, side="right") - 1
-        is_change = win_start[window_of] == nodes + pos
         keep = ~is_change
         nodes = nodes[keep]
         batches.append(_extract(chunk, work.words, pos, nodes, window_of[keep], win.cpu,
