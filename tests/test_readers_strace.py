@@ -3,6 +3,7 @@ the socket call table. Expected values are worked out by hand from the fixture l
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -508,3 +509,46 @@ def test_simulator_quote_of_a_byte_before_a_digit(tmp_path: Path) -> None:
     writers.write_strace(path, 1, np.array([S]), np.array([US]),
                          [f"read(3, {writers.strace_quote(payload, 4)}, 9) = 4"])
     assert read_quiet(path)["data"][0] == payload
+
+
+SIM_SCENARIOS = ["healthy", "black-0.1s", "clock-skew", "offload"]
+
+
+@pytest.mark.parametrize("scenario", SIM_SCENARIOS)
+def test_simulated_reads_cover_the_truth(tmp_path: Path, scenario: str) -> None:
+    """Each received segment's t_read (truth.csv) is the return of the first read whose
+    stream_offset + bytes covers the segment's last byte, on one fd per connection."""
+    simulate = pytest.importorskip("xentrace_cli.simulate")
+    if scenario not in simulate.SCENARIOS:
+        pytest.skip(f"scenario {scenario} not defined")
+    simulate.run_scenario(scenario, tmp_path, seed=5, requests=40)
+    meta = json.loads((tmp_path / "scenario.json").read_text())
+    table = read_quiet(tmp_path / "app.strace")
+    reads = table[(table["direction"] == "rx") & (table["bytes"] > 0)]
+    assert set(reads["peer"]) == {meta["server"]}
+    truth = pd.read_csv(tmp_path / "truth.csv")
+    rx = truth[(truth["direction"] == "rx") & truth["t_read"].notna()]
+    assert len(rx)
+    # truth times are true-clock epoch seconds; the log is on the guest clock.
+    clock = meta["guest_clock"]
+    true_ns = np.round(rx["t_read"].to_numpy() * 1e9).astype(np.int64)
+    guest_ns = true_ns + clock["offset_ns"] + np.round(
+        clock["drift_ppm"] * 1e-6 * (true_ns - meta["t0_ns"])).astype(np.int64)
+    rx = rx.assign(read_guest_ns=guest_ns)
+    # strace prints microseconds: entry and duration each lose < 1 µs; t_read (a float)
+    # another ~0.25 µs.
+    tolerance_ns = 2 * US + 300
+    fd_of: dict[int, int] = {}
+    for port, seg in rx.groupby("dport"):
+        seg = seg.sort_values("seq")
+        last_byte_end = (seg["seq"] - seg["seq"].min() + seg["len"]).to_numpy()
+        for fd, r in reads.groupby("fd", observed=True):
+            covered = (r["stream_offset"] + r["bytes"]).to_numpy()
+            first = np.searchsorted(covered, last_byte_end)   # first read covering the end
+            if (first >= len(r)).any():
+                continue
+            error = np.abs(r["ts_ns"].to_numpy()[first] - seg["read_guest_ns"].to_numpy())
+            if error.max() <= tolerance_ns:
+                fd_of[int(port)] = int(fd)
+        assert int(port) in fd_of, f"no fd's reads match connection {port}"
+    assert len(set(fd_of.values())) == len(fd_of)              # one fd per connection
