@@ -327,3 +327,50 @@ def test_cli_bad_threshold(runner, tmp_path: Path) -> None:
     result = runner.invoke(main, ["analyze", str(junk), "--threshold", "nosuch=1ms"])
     assert result.exit_code == 2
     assert "nosuch" in result.stderr
+
+
+# --- the terminal report on a hand-made analysis ----------------------------------------------
+
+def hand_made():
+    from xentrace_cli.result import Analysis
+
+    table = pd.DataFrame({
+        "src": ["10.0.0.1"] * 3, "sport": [11211] * 3, "dst": ["10.0.0.5"] * 3,
+        "dport": [40000] * 3, "proto": [6] * 3, "direction": ["rx"] * 3,
+        "seq": [100, 1560, 3020], "len": [1460] * 3,
+        "t_backend": [1.0, 2.0, 3.0], "t_guest": [1.00002, 2.00002, 3.00002],
+        "t_read": [1.00004, 2.10004, 3.00004],
+        "backend_to_guest_us": [20.0, 20.0, 20.0], "socket_read_us": [20.0, 100_020.0, 20.0],
+        "total_us": [40.0, 100_040.0, 40.0], "anomaly": ["", "socket_read", ""],
+        "cause": ["", "vcpu_runnable", ""], "cause_detail": ["", "preempted by d7v1", ""],
+        "stall": ["", "≈100 ms", ""], "uncertainty_us": [12.0, 12.0, 12.0]})
+    return Analysis(table=table, sources=Sources(guest=Path("g.pcap"), backend=Path("v.pcap")),
+                    alignment={"guest->dom0": {"quality": "bounded", "offset_ns": -355_000.0,
+                                               "drift_ppm": 1.5, "uncertainty_us": 12.0}},
+                    notes=["backend_to_guest: the stages ring, remap are measured together"],
+                    baselines={"socket_read": {"uncertainty_us": 0.0},
+                               "backend_to_guest": {"uncertainty_us": 12.0}})
+
+
+def test_terminal_report_without_colour() -> None:
+    import io
+
+    from rich.console import Console
+
+    from xentrace_cli.report.terminal import render_analysis
+
+    out = io.StringIO()
+    console = Console(file=out, width=140, no_color=True, color_system=None)
+    render_analysis(hand_made(), console, top=2)
+    text = out.getvalue()
+    assert "\x1b[" not in text  # NO_COLOR: no escape sequences at all
+    assert "3 data segments (3 received, 0 sent), 1 anomalous" in text
+    # a duration crossing clocks is never printed finer than its ±12 µs
+    row = next(line for line in text.splitlines() if line.startswith("│ backend_to_guest"))
+    assert [cell.strip() for cell in row.split("│")[4:9]] == ["20 µs"] * 4 + ["12 µs"]
+    assert "socket_read 100.0 ms (≈100 ms)" in text
+    assert "the guest vCPU was runnable but not running — preempted by d7v1" in text
+    # the bar of the stalled packet: letters stand for stages without colour, upper = anomaly
+    assert "S" * 30 in text
+    assert "guest->dom0" in text and "-355 µs" in text and "+1.50 ppm" in text
+    assert "measured together" in text

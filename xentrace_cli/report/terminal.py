@@ -90,9 +90,9 @@ def _stage_uncertainty(analysis: Analysis, name: str) -> float | None:
 
 def _summary(analysis: Analysis, shown: list[Interval]) -> Table:
     grid = Table(title="Where the time went (per data segment)", title_justify="left")
-    for column in ("stage", "span", "count", "p50", "p90", "p99", "max", "anomalous"):
+    for column in ("stage", "span", "count", "p50", "p90", "p99", "max", "±", "anomalous"):
         grid.add_column(column, justify="left" if column in ("stage", "span") else "right",
-                        no_wrap=column == "stage")
+                        no_wrap=column != "span")
     anomaly = analysis.table["anomaly"].fillna("").astype(str) \
         if "anomaly" in analysis.table.columns else pd.Series("", index=analysis.table.index)
     rows = [(iv.name, f"{iv.start}→{iv.end}", iv.column, iv.color) for iv in shown]
@@ -107,8 +107,11 @@ def _summary(analysis: Analysis, shown: list[Interval]) -> Table:
         unc = _stage_uncertainty(analysis, name)
         p50, p90, p99 = np.percentile(values, [50, 90, 99])
         flagged = int((anomaly == name).sum()) if name != "total" else int(anomaly.ne("").sum())
-        grid.add_row(Text(name, style=color), span, str(values.size),
-                     *(format_duration(float(v), unc) for v in (p50, p90, p99, values.max())),
+        # rounded to what the clocks allow; the ± goes once in its own column
+        cells = [format_duration(float(v), unc).split(" ±")[0]
+                 for v in (p50, p90, p99, values.max())]
+        grid.add_row(Text(name, style=color), span, str(values.size), *cells,
+                     format_duration(unc) if unc else "",
                      Text(str(flagged), style="bold red") if flagged else "0")
     return grid
 
