@@ -7,7 +7,8 @@ type, ethertype, VLAN tags, IP version, IHL, IPv6 extension headers). A field is
 where the packet's captured bytes hold it (``pos + size <= packet end``), so a short frame gives
 missing fields, never another frame's bytes.
 
-Tunnels (IP-in-IP, IPv6-in-IP, GRE carrying IP, VXLAN on UDP 4789) are followed once: the
+Tunnels (IP-in-IP, IPv6-in-IP, GRE carrying IP, VXLAN on UDP 4789, Teredo on UDP 3544) are
+followed once: the
 columns describe the innermost IP header, as the architecture asks.
 """
 
@@ -42,6 +43,7 @@ MAX_IPV6_EXTENSIONS = 8
 MAX_VLAN_TAGS = 3
 IPV6_OPT_JUMBO = 0xC2
 VXLAN_PORT = 4789
+TEREDO_PORT = 3544
 #: bytes of transport payload hashed into ``payload_digest``
 DIGEST_BYTES = 64
 
@@ -379,6 +381,15 @@ def _decode_ip(v: _Views, idx: np.ndarray, l3: np.ndarray, etype: np.ndarray,
         into = vxlan & np.isin(vx_et, (lt.ETHERTYPE_IPV4, lt.ETHERTYPE_IPV6))
         inner_l3 = np.where(into, eth + 14, inner_l3)
         inner_et = np.where(into, vx_et, inner_et)
+    # Teredo (RFC 4380): IPv6 right after the UDP header on port 3544 (as tshark's heuristic;
+    # packets with authentication or origin indicators first are left as UDP)
+    teredo = is_udp & has(l4, 8 + 40)
+    teredo &= (_at(v.be16, l4, teredo) == TEREDO_PORT) | (_at(v.be16, l4 + 2, teredo)
+                                                           == TEREDO_PORT)
+    teredo &= (_at(v.u8, l4 + 8, teredo) >> 4) == 6
+    if teredo.any():
+        inner_l3 = np.where(teredo, l4 + 8, inner_l3)
+        inner_et = np.where(teredo, lt.ETHERTYPE_IPV6, inner_et)
     c.tunnel_l3[idx] = inner_l3
     c.tunnel_etype[idx] = inner_et
 
