@@ -415,8 +415,12 @@ def test_cli_check_unreadable_inputs_exit_3(runner, tmp_path):
 @pytest.fixture(scope="module")
 def scenarios(tmp_path_factory):
     """``xenlat simulate healthy`` and ``black-0.1s`` capture sets (skips until they exist)."""
-    return {name: simulate_scenario(name, tmp_path_factory.mktemp(name.replace(".", "")))
-            for name in ("healthy", "black-0.1s")}
+    out = {name: simulate_scenario(name, tmp_path_factory.mktemp(name.replace(".", "")))
+           for name in ("healthy", "black-0.1s")}
+    # the same scenario run again: other random draws, same system
+    out["healthy again"] = simulate_scenario("healthy", tmp_path_factory.mktemp("again"),
+                                             seed=4)
+    return out
 
 
 def test_scenario_truth_against_budgets(scenarios):
@@ -467,13 +471,16 @@ def test_scenario_baseline_catches_regression_not_rerun(runner, scenarios, tmp_p
     saved = runner.invoke(main, ["baseline", *_analysis_args(scenarios["healthy"]), "-o",
                                  str(base), "--no-progress"])
     assert saved.exit_code == 0, saved.stderr
-    rerun = runner.invoke(main, ["check", *_analysis_args(scenarios["healthy"]), "--baseline",
-                                 str(base), "--no-progress"])
-    assert rerun.exit_code == 0, rerun.stdout
+    for name in ("healthy", "healthy again"):
+        rerun = runner.invoke(main, ["check", *_analysis_args(scenarios[name]), "--baseline",
+                                     str(base), "--no-progress"])
+        assert rerun.exit_code == 0, rerun.stdout
+        assert rerun.stderr == ""
+        assert "smaller changes are not regressions" in " ".join(rerun.stdout.split())
     regressed = runner.invoke(main, ["check", *_analysis_args(scenarios["black-0.1s"]),
                                      "--baseline", str(base), "--no-progress"])
     assert regressed.exit_code == 1
-    assert "socket_read" in regressed.stderr
+    assert "::error title=xenlat baseline%3A socket_read.p99 vs baseline::" in regressed.stderr
 
 
 def test_lone_capture_intervals_are_budgetable():
