@@ -368,6 +368,34 @@ def test_truncated_cli_warns_and_strict_fails(tmp_path: Path, runner) -> None:
     assert strict.stderr.rstrip().endswith("(--strict)")
 
 
+def test_damaged_files_never_crash(tmp_path: Path, monkeypatch) -> None:
+    """Random byte changes and cuts: a trace, a warning or an InputError, nothing else."""
+    good = b"".join(window(c % 3, *[rec(0x00081000 + k % 5, *range(k % 8),
+                                       tsc=100 * c + k if k % 3 else None)
+                                   for k in range(12)]) for c in range(9))
+    rng = np.random.default_rng(7)
+    path = tmp_path / "damaged.bin"
+    outcomes = {"read": 0, "error": 0}
+    for _ in range(80):
+        data = bytearray(good)
+        for _ in range(int(rng.integers(1, 4))):
+            data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+        if rng.random() < 0.3:
+            data = data[: int(rng.integers(1, len(data)))]
+        path.write_bytes(bytes(data))
+        monkeypatch.setattr(reader, "CHUNK_WORDS", int(rng.choice([5, 37, 1 << 20])))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", TruncatedInput)
+                trace = read_xentrace(path)
+            assert trace.records <= len(data) // 4
+            outcomes["read"] += 1
+        except InputError as exc:
+            assert str(exc).startswith(f"{path}: offset ")
+            outcomes["error"] += 1
+    assert outcomes["read"] > 5 and outcomes["error"] > 5
+
+
 # --- run states, switches ----------------------------------------------------------------------
 
 def _runstate_trace(tmp_path: Path) -> Path:

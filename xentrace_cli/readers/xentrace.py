@@ -163,7 +163,8 @@ def _walk_windows(path: Path, mm: mmap.mmap | bytes, size: int) -> _Windows:
                                  "bytes", offset=off + 8)
         elif window_size > size:
             problem = InputError(path, f"window size {window_size} bytes is larger than the "
-                                 f"file ({size} bytes)", offset=off + 8)
+                                 f"file ({size} bytes): a corrupt CPU-change record, or a "
+                                 "file cut far too short", offset=off + 8)
         if problem is not None:
             break
         starts.append(off // 4)
