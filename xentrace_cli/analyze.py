@@ -200,6 +200,9 @@ def analyze(sources: Sources, options: AnalyzeOptions,
                      "capture are left out of the table (each byte counts once, at its first "
                      "transmission).")
     n = len(anchor)
+    if n == 0:
+        notes.append(f"the {anchor_name} capture holds no TCP or UDP data (after the filter, if "
+                     "any): nothing to split into stages.")
     own: dict[str, np.ndarray] = {anchor_name: anchor["ts_ns"].to_numpy(np.int64)}
     matched_rows: dict[str, np.ndarray] = {anchor_name: np.flatnonzero(fresh)}
     retrans = np.zeros(n, dtype=bool)
@@ -298,10 +301,10 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     table["len"] = anchor["len"].to_numpy()
     order = ["irq", "dom0_run", "phys", "backend", "copy", "guest_wake", "guest_run", "guest",
              "read", "write"]
-    for point in order:
+    for point in order:  # every checkpoint column, so that the schema never varies
         if point in checkpoints:
             table[f"t_{point}"] = attribute.to_seconds(checkpoints[point])
-        elif point != "write" and attribute.NEEDS[point] in present:
+        else:
             table[f"t_{point}"] = np.nan
     shown_intervals = (attribute.intervals(present, "rx")
                        + attribute.intervals(present, "tx"))

@@ -507,8 +507,9 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
     for irq in candidates:
         sel = is_irq & (irq_no == irq)
         fits.append((irq, fit_tsc(tsc[sel], arrivals, cpu_hz=options.cpu_hz)))
-        if fits[-1][1].quality == "bounded":
-            break
+        if fits[-1][1].quality in ("bounded", "one-sided") and \
+                fits[-1][1].matched_fraction >= 0.8:
+            break  # interrupts alone bound the TSC from one side: good enough to choose
     nic_irq, fit = min(fits, key=lambda item: _fit_rank(item[1]))
     if fit.quality == "none":
         notes.append(f"xentrace: {fit.detail}")
@@ -587,11 +588,20 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
         before = np.where(have_copy & (guest_ns != NA_NS), guest_ns, NA_NS) \
             if guest_ns is not None else np.full(n, NA_NS)
         sel = have_copy
-        refit = fit_tsc(tsc[is_irq & (irq_no == nic_irq)], arrivals, cpu_hz=options.cpu_hz,
+        # the frequency found above is kept (its error shows as the fit's drift, and the
+        # copies bound it from the other side): the costly coarse search is not repeated
+        refit = fit_tsc(tsc[is_irq & (irq_no == nic_irq)], arrivals, cpu_hz=fit.cpu_hz,
                         copy_tsc=copy_row_tsc[sel],
                         copy_after_ns=_na_float(after[sel]),
                         copy_before_ns=_na_float(before[sel]))
         if _fit_rank(refit)[0] <= _fit_rank(fit)[0]:
+            if fit.cpu_hz_estimated:
+                detail = refit.detail.replace(
+                    "(given)", f"(estimated, ±{fit.hz_uncertainty_ppm:.2g} ppm)").replace(
+                    " (at the given frequency)", "")
+                refit = dataclasses.replace(refit, cpu_hz_estimated=True,
+                                            hz_uncertainty_ppm=fit.hz_uncertainty_ppm,
+                                            detail=detail)
             fit = refit
     result.fit = fit
     result.uncertainty_us = float(fit.uncertainty_ns) / 1e3
