@@ -65,6 +65,7 @@ INTERESTING_CALLS: frozenset[str] = READ_CALLS | WRITE_CALLS | CONTROL_CALLS | F
 #: Categories of the ``syscall`` and ``direction`` columns.
 SYSCALL_NAMES: tuple[str, ...] = tuple(sorted(READ_CALLS | WRITE_CALLS | CONTROL_CALLS))
 DIRECTIONS: tuple[str, ...] = ("rx", "tx")
+_CATEGORIES = {"syscall": SYSCALL_NAMES, "direction": DIRECTIONS}
 _SYSCALL_SET = pa.array(SYSCALL_NAMES)
 #: Direction code (0 rx, 1 tx, -1 none) of each syscall category code.
 _DIRECTION_OF = np.array([0 if c in READ_CALLS else 1 if c in WRITE_CALLS else -1
@@ -112,6 +113,12 @@ _COMMON_CALL = (
 COMMON_RE = _LEADER + _COMMON_CALL
 #: A call text of the common form (after the leader; a joined unfinished/resumed pair).
 COMMON_CALL_RE = "^" + _COMMON_CALL
+#: A line's call text after the leader (without the line end).
+BODY_RE = _LEADER + r"(?P<body>[^\r\n]*)"
+#: ``<... read resumed>"abc", 9) = 3``: the call's name and the text after the marker.
+RESUMED_RE = _LEADER + r"<\.\.\. (?P<rname>\w+) resumed> ?(?P<rest>[^\r\n]*)"
+#: ``read(5,  <unfinished ...>``: the call's name and its text before the marker.
+UNFINISHED_RE = _LEADER + r"(?P<text>(?P<name>\w+)\([^\r\n]*) <unfinished \.\.\.>\r?\n?$"
 #: Any line with a leader; ``name`` / ``rname`` tell the call or the resumed call.
 LEADER_RE = _LEADER + r"(?:<\.\.\. (?P<rname>\w+) resumed>|(?P<name>\w+)\()?"
 #: A socket address in an argument list (connect, accept, recvfrom, msg_name, ...).
@@ -128,7 +135,6 @@ ANN_PEER_RE = r"^[A-Za-z0-9-]+:\[(?P<local>[^\]]*(?:\][^\]-]*)?)->(?P<peer>.*)\]
 
 _PY_INET_PEER = re.compile(r"^(?:\[[0-9A-Fa-f:.%\w]+\]|\d{1,3}(?:\.\d{1,3}){3}):\d+$")
 _PY_NO_TIMESTAMP = re.compile(rb"^(?:\[pid +\d+\] |\d+ +)?[a-z_0-9]+\(.*\) += ")
-_PY_LEADER = re.compile(rb"^(?:\[pid +\d+\] |\d+ +)?\d[\d:.]* ")
 _PY_SOCKADDR = re.compile(SOCKADDR_RE.encode())
 _PY_SOCKET_ANN = re.compile(SOCKET_ANN_RE.encode())
 _PY_ANN_PEER = re.compile(ANN_PEER_RE.encode())
@@ -139,8 +145,6 @@ _PY_CALL = re.compile(
     rb"^(\w+)\((.*)\) += (-?\d+|\?)(?:<([^>]*(?:->[^>]*)?)>)?"
     rb"(?: (E[A-Z0-9]+)(?: \(.*\))?| \(.*\))?(?: <(\d+)\.(\d+)>)?\s*$", re.S)
 _PY_FD_ARG = re.compile(rb"^(\d+)(?:<([^>]*(?:->[^>]*)?)>)?(?:, |$)")
-_PY_UNFINISHED = re.compile(rb"^(.*?) ?<unfinished \.\.\.>\s*$", re.S)
-_PY_RESUMED = re.compile(rb"^<\.\.\. (\w+) resumed> ?(.*)$", re.S)
 _PY_FD_PAIR = re.compile(rb"\[(\d+)(?:<[^>]*>)?, (\d+)(?:<[^>]*>)?\]")
 _PY_CLONE_CHILD_FILES = re.compile(rb"\bCLONE_FILES\b")
 _PY_FDS_ANY = re.compile(rb"(\d+)")
@@ -199,7 +203,7 @@ def sniff_format(path: str | os.PathLike[str]) -> str:
 # --------------------------------------------------------------------------------------------
 # Table assembly shared with the plain-log reader
 
-def finish_table(rows: pd.DataFrame, *, fmt: str, time_of_day_only: bool,
+def finish_table(rows: pd.DataFrame | Columns, *, fmt: str, time_of_day_only: bool,
                  select: np.ndarray | None = None,
                  extra_attrs: dict[str, object] | None = None) -> pd.DataFrame:
     """The socket call table from parsed rows: stream offsets, dtypes, sorted by ``ts_ns``.
@@ -210,10 +214,15 @@ def finish_table(rows: pd.DataFrame, *, fmt: str, time_of_day_only: bool,
     in completion order (default: all, in ``rows`` order); offsets count in that order. Each
     column is gathered once, straight into the final order.
     """
-    sel = np.arange(len(rows)) if select is None else np.asarray(select, np.int64)
-    nbytes = rows["bytes"].to_numpy(np.int64)[sel]
+    n = len(rows["bytes"])
+    sel = np.arange(n) if select is None else np.asarray(select, np.int64)
+
+    def values(name: str, dtype: type | str) -> np.ndarray:
+        return np.asarray(rows[name], dtype=dtype)
+
+    nbytes = values("bytes", np.int64)[sel]
     dir_codes = pd.Categorical(rows["direction"], categories=DIRECTIONS).codes[sel]
-    stream = rows["stream"].to_numpy(np.int64)[sel]
+    stream = values("stream", np.int64)[sel]
     # stream_offset: bytes before this call on the same (socket, direction), completion order.
     offset = np.zeros(len(sel), np.int64)
     has_dir = dir_codes >= 0
@@ -222,16 +231,16 @@ def finish_table(rows: pd.DataFrame, *, fmt: str, time_of_day_only: bool,
                             "b": nbytes[has_dir]})
         offset[has_dir] = (key.groupby(["s", "d"], sort=False)["b"].cumsum().to_numpy()
                            - nbytes[has_dir])
-    entry = rows["entry_ns"].to_numpy(np.int64)[sel]
-    duration = rows["duration_ns"].to_numpy(np.int64)[sel]
+    entry = values("entry_ns", np.int64)[sel]
+    duration = values("duration_ns", np.int64)[sel]
     ts = entry + duration
     final = np.argsort(ts, kind="stable")      # ties keep completion order
     idx = sel[final]
 
     def nullable(name: str, dtype: str) -> pd.api.extensions.ExtensionArray:
-        values = rows[name].to_numpy(np.int64)[idx]
-        out = pd.array(values, dtype=dtype)
-        out[values < 0] = pd.NA
+        ints = values(name, np.int64)[idx]
+        out = pd.array(ints, dtype=dtype)
+        out[ints < 0] = pd.NA
         return out
 
     syscall = pd.Categorical(rows["syscall"]).take(idx) if len(idx) else \
@@ -244,21 +253,30 @@ def finish_table(rows: pd.DataFrame, *, fmt: str, time_of_day_only: bool,
         "fd": nullable("fd", "Int32"),
         "syscall": syscall.remove_unused_categories(),
         "direction": pd.Categorical.from_codes(dir_codes[final], categories=DIRECTIONS),
-        "ret": pd.array(rows["ret"].to_numpy(np.int64)[idx], dtype="Int64"),
-        "errno": pd.array(rows["errno"].to_numpy(object)[idx], dtype="string"),
+        "ret": pd.array(values("ret", np.int64)[idx], dtype="Int64"),
+        # via Arrow: much faster than pandas' object → string conversion
+        "errno": pd.array(pa.array(values("errno", object)[idx], pa.string(), from_pandas=True),
+                          dtype=pd.StringDtype()),
         "bytes": nbytes[final],
         "stream_offset": offset[final],
         # Stream ids numbered 0, 1, ... in order of first appearance in the table.
         "stream": pd.factorize(stream[final])[0].astype(np.int64),
-        "peer": pd.Categorical(rows["peer"].to_numpy(object)[idx]),
-        "data": rows["data"].to_numpy(object)[idx],
-        "data_truncated": rows["data_truncated"].to_numpy(bool)[idx],
+        "peer": _categorical(values("peer", object)[idx]),
+        "data": values("data", object)[idx],
+        "data_truncated": values("data_truncated", bool)[idx],
     })
     frame.attrs["format"] = fmt
     frame.attrs["time_of_day_only"] = bool(time_of_day_only)
     if extra_attrs:
         frame.attrs.update(extra_attrs)
     return frame
+
+
+def _categorical(values: np.ndarray) -> pd.Categorical:
+    """An object array (None/NA for missing) as a Categorical, factorized by hash first
+    (``pd.Categorical`` on objects would first convert every value to a string array)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype="str"))
 
 
 class Malformed:
@@ -447,31 +465,64 @@ def _ann_kind(ann: bytes | None) -> int:
     return 1 if _PY_SOCKET_ANN.match(ann) else 2
 
 
+#: Columns of parsed rows, by name: numpy arrays, or Categoricals for ``syscall``/``direction``.
+Columns = dict[str, "np.ndarray | pd.Categorical"]
+
+
 @dataclasses.dataclass
 class _Rows:
-    """Columns of parsed calls, accumulated over chunks (completion order is ``order``)."""
+    """Columns of parsed calls, accumulated over chunks (completion order is ``order``).
 
-    parts: list[pd.DataFrame] = dataclasses.field(default_factory=list)
+    Plain dicts of arrays, not DataFrames: no block consolidation and no string inference
+    per chunk, and one concatenation per column at the end.
+    """
 
-    def add(self, frame: pd.DataFrame) -> None:
-        if len(frame):
-            self.parts.append(frame)
+    parts: list[Columns] = dataclasses.field(default_factory=list)
 
-    def frame(self) -> pd.DataFrame:
-        """All rows in one frame; the parts are released (they would double the memory)."""
+    def add(self, part: Columns) -> None:
+        if len(part["order"]):
+            self.parts.append(part)
+
+    def columns(self) -> Columns:
+        """All rows, column by column; the parts are released (they would double the memory)."""
         parts, self.parts = self.parts, []
-        if not parts:
-            return pd.DataFrame(columns=_ROW_COLUMNS)
-        return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        out: Columns = {}
+        for name in _ROW_COLUMNS:
+            pieces = [p[name] for p in parts]
+            if name in _CATEGORIES:
+                codes = [np.asarray(x.codes) for x in pieces]
+                out[name] = pd.Categorical.from_codes(
+                    np.concatenate(codes) if codes else np.zeros(0, np.int8),
+                    categories=_CATEGORIES[name])
+            else:
+                out[name] = (np.concatenate(pieces) if pieces
+                             else np.zeros(0, object if name in _OBJECT_COLUMNS else np.int64))
+        return out
+
+
+def _python_rows(rows: list[tuple]) -> Columns:
+    """Rows built one by one (tuples in ``_ROW_COLUMNS`` order) as columns."""
+    cols = list(zip(*rows, strict=True)) if rows else [()] * len(_ROW_COLUMNS)
+    out: Columns = {}
+    for name, values in zip(_ROW_COLUMNS, cols, strict=True):
+        if name in _CATEGORIES:
+            out[name] = pd.Categorical(list(values), categories=_CATEGORIES[name])
+        elif name in _OBJECT_COLUMNS:
+            out[name] = np.array(list(values) + [None], dtype=object)[:-1]
+        else:
+            out[name] = np.array(values, dtype=bool if name in ("tod", "data_truncated")
+                                 else np.int64)
+    return out
 
 
 #: Internal row columns: the table's plus ``order`` (completion line), ``ann_kind``, ``row_peer``.
 _ROW_COLUMNS = ("order", "entry_ns", "duration_ns", "tod", "pid", "fd", "syscall", "direction",
                 "ret", "errno", "bytes", "row_peer", "ann_kind", "data", "data_truncated")
+_OBJECT_COLUMNS = frozenset({"errno", "row_peer", "data"})
 
 
 def _common_rows(m: pa.StructArray, order: np.ndarray, ts: np.ndarray, tod: np.ndarray,
-                 pid: np.ndarray, resume_ns: np.ndarray | None = None) -> pd.DataFrame:
+                 pid: np.ndarray, resume_ns: np.ndarray | None = None) -> Columns:
     """Rows of the complete single-buffer calls matched by COMMON_RE / COMMON_CALL_RE.
 
     ``order`` is each call's completion line; ``resume_ns`` (joined unfinished/resumed pairs)
@@ -510,8 +561,8 @@ def _common_rows(m: pa.StructArray, order: np.ndarray, ts: np.ndarray, tod: np.n
     codes = pc.index_in(call_arr, value_set=_SYSCALL_SET).to_numpy(zero_copy_only=False)
     syscall = pd.Categorical.from_codes(codes, categories=SYSCALL_NAMES)
     direction = pd.Categorical.from_codes(_DIRECTION_OF[codes], categories=DIRECTIONS)
-    return pd.DataFrame({
-        "order": order,
+    return {
+        "order": np.asarray(order, np.int64),
         "entry_ns": ts,
         "duration_ns": duration,
         "tod": tod,
@@ -526,7 +577,7 @@ def _common_rows(m: pa.StructArray, order: np.ndarray, ts: np.ndarray, tod: np.n
         "ann_kind": ann_kind,
         "data": np.array(raw + [None], dtype=object)[:-1],
         "data_truncated": truncated,
-    })
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,58 +597,105 @@ class _Event:
 
 
 class _Slow:
-    """Sequential parser of unfinished/resumed pairs and of the non-common calls."""
+    """The lines other than the common form: unfinished/resumed pairs (paired per pid,
+    vectorized), then the common call form vectorized again, the rest one by one."""
 
     def __init__(self, malformed: Malformed) -> None:
         self.malformed = malformed
-        self.pending: dict[int, tuple[bytes, int, int]] = {}   # pid → (text, entry ns, line)
+        #: Calls still unfinished at the end of the last chunk: pid → (line, ts, tod, name, text).
+        self.pending: dict[int, tuple[int, int, bool, bytes, bytes]] = {}
         self.events: list[_Event] = []
         self.rows: list[tuple] = []
         self.frames: list[pd.DataFrame] = []
-        self.batch: list[tuple[int, int, int, int, int, bool, bytes]] = []
         self.orphans = 0
 
-    def feed(self, line: int, pid: int, ts: int, tod: bool, body: bytes) -> None:
-        """One line whose call (or resumed call) is of interest."""
-        m = _PY_RESUMED.match(body)
-        if m is not None:
-            pending = self.pending.pop(pid, None)
-            if pending is None:
-                self.orphans += 1      # started before the trace (or in another -ff file)
-                return
-            text, entry_ns, entry_line = pending
-            rest = m.group(2)
-            if not text.startswith(m.group(1) + b"("):
-                self.orphans += 1      # resumed call is not the one pending: cannot pair
-                return
-            if rest.rstrip().endswith(b"<unfinished ...>"):
-                return                 # interrupted again (strace writes "= ? <unfinished")
-            self.batch.append((line, entry_line, pid, entry_ns, ts, tod,
-                               text + rest.lstrip(b" ")))
-            return
-        m = _PY_UNFINISHED.match(body)
-        if m is not None:
-            self.pending[pid] = (m.group(1), ts, line)
-            return
-        self.batch.append((line, line, pid, ts, -1, tod, body))
+    def feed(self, lines: pa.Array, line_no: np.ndarray, pid: np.ndarray, ts: np.ndarray,
+             tod: np.ndarray) -> None:
+        """One chunk's lines of interest (with a leader), in line order."""
+        resumed = pc.extract_regex(lines, RESUMED_RE)
+        is_res = pc.is_valid(resumed).to_numpy(zero_copy_only=False)
+        unfinished = pc.extract_regex(lines, UNFINISHED_RE)
+        is_unf = pc.is_valid(unfinished).to_numpy(zero_copy_only=False)
+        # "<... read resumed>) = ? <unfinished ...>": interrupted again, never completed.
+        is_unf &= ~is_res
+        plain = ~is_res & ~is_unf
 
-    def flush(self) -> None:
-        """Parse the calls fed so far: the common form vectorized, the others one by one."""
-        if not self.batch:
+        # Unfinished entries (with those left from the previous chunk) and resumed exits.
+        carry = sorted(self.pending.items())
+        u_sel, r_sel = np.flatnonzero(is_unf), np.flatnonzero(is_res)
+        u = unfinished.filter(pa.array(is_unf))
+        r = resumed.filter(pa.array(is_res))
+        def column(values: list, *parts: np.ndarray, dtype: type = np.int64) -> np.ndarray:
+            return np.concatenate([np.array(values, dtype=dtype)]
+                                  + [part.astype(dtype) for part in parts])
+
+        ev_pid = column([c[0] for c in carry], pid[u_sel], pid[r_sel])
+        ev_line = column([c[1][0] for c in carry], line_no[u_sel], line_no[r_sel])
+        ev_ts = column([c[1][1] for c in carry], ts[u_sel], ts[r_sel])
+        ev_tod = column([c[1][2] for c in carry], tod[u_sel], tod[r_sel], dtype=bool)
+        n_u = len(carry) + len(u_sel)
+        ev_is_r = np.arange(len(ev_pid)) >= n_u
+        ev_name = pa.concat_arrays([pa.array([c[1][3] for c in carry], pa.binary()),
+                                    u.field("name"), r.field("rname")])
+        ev_text = pa.concat_arrays([pa.array([c[1][4] for c in carry], pa.binary()),
+                                    u.field("text"), r.field("rest")])
+        # strace keeps at most one call in flight per pid: a resumed line pairs with the
+        # event just before it for the same pid, which must be that call's unfinished line.
+        order = np.lexsort((ev_line, ev_pid))
+        s_pid, s_is_r = ev_pid[order], ev_is_r[order]
+        prev_same = np.zeros(len(order), bool)
+        prev_same[1:] = (s_pid[1:] == s_pid[:-1]) & ~s_is_r[:-1]
+        same_name = np.zeros(len(order), bool)
+        if len(order) > 1:
+            names = ev_name.take(pa.array(order))
+            same_name[1:] = pc.equal(names.slice(1), names.slice(0, len(order) - 1)) \
+                .to_numpy(zero_copy_only=False)
+        paired = s_is_r & prev_same & same_name
+        self.orphans += int((s_is_r & ~paired).sum())
+        exits = order[paired]                 # event index of each resumed line
+        entries = order[np.flatnonzero(paired) - 1]
+        # Still pending: an unfinished line that is its pid's last event.
+        last_of_pid = np.ones(len(order), bool)
+        last_of_pid[:-1] = s_pid[:-1] != s_pid[1:]
+        self.pending = {}
+        for k in order[~s_is_r & last_of_pid]:
+            self.pending[int(ev_pid[k])] = (int(ev_line[k]), int(ev_ts[k]), bool(ev_tod[k]),
+                                            ev_name[int(k)].as_py(), ev_text[int(k)].as_py())
+        # A pair whose resumed part is itself cut ("= ? <unfinished ...>") never completed.
+        joined = pc.binary_join_element_wise(ev_text.take(pa.array(entries)),
+                                             ev_text.take(pa.array(exits)), b"")
+        done = ~pc.match_substring(joined, "<unfinished ...>").to_numpy(zero_copy_only=False)
+
+        # Complete lines of interest and joined pairs: one batch of call texts.
+        p_sel = np.flatnonzero(plain)
+        bodies = pc.extract_regex(lines.filter(pa.array(plain)), BODY_RE).field("body")
+        texts = pa.concat_arrays([bodies, joined.filter(pa.array(done))])
+        exits, entries = exits[done], entries[done]
+        self._parse(texts,
+                    order=np.concatenate([line_no[p_sel], ev_line[exits]]),
+                    entry_line=np.concatenate([line_no[p_sel], ev_line[entries]]),
+                    pid=np.concatenate([pid[p_sel], ev_pid[exits]]),
+                    entry_ns=np.concatenate([ts[p_sel], ev_ts[entries]]),
+                    resume_ns=np.concatenate([np.full(len(p_sel), -1, np.int64),
+                                              ev_ts[exits]]),
+                    tod=np.concatenate([tod[p_sel], ev_tod[exits]]))
+
+    def _parse(self, texts: pa.Array, *, order: np.ndarray, entry_line: np.ndarray,
+               pid: np.ndarray, entry_ns: np.ndarray, resume_ns: np.ndarray,
+               tod: np.ndarray) -> None:
+        """Call texts: the common form vectorized, the others one by one."""
+        if not len(texts):
             return
-        batch, self.batch = self.batch, []
-        texts = pa.array([b[6] for b in batch], pa.binary())
         m = pc.extract_regex(texts, COMMON_CALL_RE)
         ok = pc.is_valid(m).to_numpy(zero_copy_only=False)
         if ok.any():
-            cols = np.array([b[:6] for b in batch], dtype=np.int64)[ok]
             self.frames.append(_common_rows(
-                m.filter(pa.array(ok)), order=cols[:, 0], ts=cols[:, 3],
-                tod=cols[:, 5].astype(bool), pid=cols[:, 2], resume_ns=cols[:, 4]))
-        for j in np.flatnonzero(~ok):
-            line, entry_line, pid, entry_ns, resume_ns, tod, text = batch[j]
-            self._call(text, line, entry_line, pid, entry_ns,
-                       None if resume_ns < 0 else resume_ns, tod)
+                m.filter(pa.array(ok)), order=order[ok], ts=entry_ns[ok], tod=tod[ok],
+                pid=pid[ok], resume_ns=resume_ns[ok]))
+        rest = np.flatnonzero(~ok)
+        for j, text in zip(rest, texts.take(pa.array(rest)).to_pylist(), strict=True):
+            self._call(text, int(order[j]), int(entry_line[j]), int(pid[j]), int(entry_ns[j]),
+                       None if resume_ns[j] < 0 else int(resume_ns[j]), bool(tod[j]))
 
     def _call(self, text: bytes, line: int, entry_line: int, pid: int, entry_ns: int,
               resume_ns: int | None, tod: bool) -> None:
@@ -876,18 +974,16 @@ def _read_strace(path: str | os.PathLike[str],
             wanted = pc.fill_null(pc.is_in(pc.cast(name, pa.string()), value_set=wanted_names),
                                   False).to_numpy(zero_copy_only=False) & good[idx2]
             sel = idx2[wanted]
-            for i, raw in zip(sel, lines.take(pa.array(sel)).to_pylist(), strict=True):
-                body = raw[_PY_LEADER.match(raw).end():].rstrip(b"\r\n")
-                slow.feed(first + int(i), int(pid[i]), int(ts[i]), bool(tod[i]), body)
-        slow.flush()
+            if len(sel):
+                slow.feed(lines.take(pa.array(sel)), sel + first, pid[sel], ts[sel], tod[sel])
 
-    for frame in slow.frames:
-        rows.add(frame)
-    if slow.rows:
-        rows.add(pd.DataFrame(slow.rows, columns=list(_ROW_COLUMNS)))
+    for part in slow.frames:
+        rows.add(part)
+    rows.add(_python_rows(slow.rows))
     slow.frames, slow.rows = [], []
-    table = rows.frame()
-    if not len(table):
+    table = rows.columns()
+    n = len(table["order"])
+    if not n:
         first_bad = min((line for line, _ in malformed.lines), default=1)
         if untimed:
             raise InputError(path, "strace output without timestamps: record it with "
@@ -897,7 +993,7 @@ def _read_strace(path: str | os.PathLike[str],
     malformed.warn(stacklevel=3)
 
     # pid: from the prefix; -ff -o files (``name.1234``) carry it in the file name instead.
-    pid = table["pid"].to_numpy(np.int64)
+    pid = table["pid"]
     suffix = Path(path).suffix.lstrip(".")
     if (pid < 0).all() and suffix.isdigit():
         pid = np.full(len(pid), int(suffix), np.int64)
@@ -905,19 +1001,19 @@ def _read_strace(path: str | os.PathLike[str],
         for ev in slow.events:
             ev.pid = int(suffix)
     # Completion order: line order (rows of the sequential parser were appended at the end).
-    order = table["order"].to_numpy(np.int64)
+    order = table["order"]
     comp = np.argsort(order, kind="stable")
-    sid, sock_peer, is_file = _assign_streams(order[comp], pid[comp],
-                                              table["fd"].to_numpy(np.int64)[comp], slow.events)
-    stream = np.empty(len(table), np.int64)
+    sid, sock_peer, is_file = _assign_streams(order[comp], pid[comp], table["fd"][comp],
+                                              slow.events)
+    stream = np.empty(n, np.int64)
     stream[comp] = sid
-    peer = np.empty(len(table), object)
+    peer = np.empty(n, object)
     peer[comp] = sock_peer
-    row_peer = table["row_peer"].to_numpy(object)
+    row_peer = table["row_peer"]
     table["stream"] = stream
     table["peer"] = np.where(pd.isna(row_peer), peer, row_peer)
     # Calls on fds known not to be sockets (opened files, pipes; -y annotations) are dropped.
-    keep = ~is_file & (table["ann_kind"].to_numpy(np.int64)[comp] != 2)
+    keep = ~is_file & (table["ann_kind"][comp] != 2)
     return finish_table(table, fmt="strace", time_of_day_only=bool(style_tod),
                         select=comp[keep],
                         extra_attrs={"durations": bool((table["duration_ns"] > 0).any()),
