@@ -383,3 +383,26 @@ def test_truncated_warning_is_one(corpus: Path) -> None:
     with pytest.warns(TruncatedInput) as caught:
         read_packets(corpus / "captures" / "truncated-pcapng-be-pb-midblock.pcap")
     assert len([w for w in caught if w.category is TruncatedInput]) == 1
+
+
+def test_cli_parquet_batches_with_growing_address_sets(runner, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # table batches of 200 rows: the first holds 197 addresses, the second 104; pandas codes
+    # them as int16, then int8; the Parquet stream must still have one schema
+    from scapy.all import IP, UDP
+
+    frames = [bytes(IP(src="10.0.0.1", dst="10.0.0.2") / UDP())] * 4 + [
+        bytes(IP(src=f"10.1.{i // 250}.{i % 250 + 1}", dst="10.0.0.2") / UDP())
+        for i in range(300)]
+    body = b"".join(struct.pack("<IIII", 1_700_000_000, i, len(f), len(f)) + f
+                    for i, f in enumerate(frames))
+    path = tmp_path / "many.pcap"
+    path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101) + body)
+    monkeypatch.setattr(packets, "TABLE_ROWS", 200)
+    monkeypatch.setattr(capture, "CHUNK_BYTES", 4 * 44)
+    out = tmp_path / "many.parquet"
+    result = runner.invoke(main, ["packets", str(path), "--format", "parquet", "-o", str(out),
+                                  "--no-progress"])
+    assert result.exit_code == 0, result.stderr
+    back = pd.read_parquet(out)
+    assert len(back) == 304 and back["src"].nunique() == 301

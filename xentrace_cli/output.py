@@ -22,7 +22,14 @@ TABLE_FORMATS = ("csv", "json", "parquet")
 def _arrow_table(frame: pd.DataFrame) -> Any:
     import pyarrow as pa
 
-    return pa.Table.from_pandas(frame, preserve_index=False)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    # pandas stores category codes as int8, int16 or int32 by the number of categories; the
+    # batches of one stream must share one schema (Parquet), so dictionary indices are widened
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type) and field.type.index_type != pa.int32():
+            wide = pa.dictionary(pa.int32(), field.type.value_type, field.type.ordered)
+            table = table.set_column(i, field.name, table.column(i).cast(wide))
+    return table
 
 
 class _Sink:
