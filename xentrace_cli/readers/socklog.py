@@ -12,7 +12,7 @@ JSON keys):
   ``syscall`` (default ``read``/``write``; ``close`` ends the fd's stream), ``duration_ns``
   (default 0), ``ret`` (default ``bytes``), ``errno``.
 
-Streams are keyed by ``fd`` (a ``close`` row starts a new one), else ``flow``, else ``peer``;
+Streams are keyed by ``pid`` and ``fd`` (a ``close`` row ends one), else ``flow``, else ``peer``;
 offsets count in time order (file order among equal times). ``data`` is None (a plain log
 carries no bytes).
 """
@@ -222,16 +222,18 @@ def _to_rows(path: str | os.PathLike[str], table: pa.Table, kind: str,
     peer = (df["peer"].astype("string") if "peer" in names
             else pd.Series(pd.NA, index=df.index, dtype="string"))
     flow = df["flow"].astype("string") if "flow" in names else peer
-    # Stream key: fd with a generation bumped by each close, else flow, else peer.
-    generation = pd.Series(is_close.astype(np.int64)).groupby(fd.fillna(-1).to_numpy()).cumsum()
+    # Stream key: (pid, fd) with a generation bumped by each close, else flow, else peer.
+    pid = pd.Series(optional_int("pid")).fillna(-1).to_numpy(np.int64)
+    fd_key = pd.Series(pid).astype(str) + "/" + fd.astype("string").fillna("")
+    generation = pd.Series(is_close.astype(np.int64)).groupby(fd_key.to_numpy()).cumsum()
     generation = generation - is_close  # the close row itself belongs to the stream it ends
-    key = np.where(fd.notna(), "fd" + fd.astype("string").fillna("") + "#"
-                   + generation.astype(str), "flow" + flow.fillna(""))
+    key = np.where(fd.notna(), "fd" + fd_key + "#" + generation.astype(str),
+                   "flow" + flow.fillna(""))
     stream = pd.factorize(pd.Series(key))[0].astype(np.int64)
     rows = pd.DataFrame({
         "entry_ns": ts_ns - duration,
         "duration_ns": duration,
-        "pid": pd.Series(optional_int("pid")).fillna(-1).to_numpy(np.int64),
+        "pid": pid,
         "fd": fd.fillna(-1).to_numpy(np.int64),
         "syscall": syscall.astype(object),
         "direction": direction.astype(object),

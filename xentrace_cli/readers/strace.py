@@ -6,10 +6,19 @@ escaping undone) and :data:`COLUMNS`, the table's column order.
 
 Expected input is ``strace -f -ttt -T`` (also ``-tt``, with or without ``-f`` pid prefixes,
 ``-o`` / ``-ff -o`` files, ``-x`` / ``-xx`` string escaping, ``-s N`` cut strings, ``-y`` /
-``-yy`` fd annotations). The common line — a complete ``read(...) = N <dur>`` — is parsed for a
-whole chunk at once by one RE2 regex (:func:`pyarrow.compute.extract_regex`); the rare lines
-(``<unfinished ...>`` / ``<... resumed>`` pairs, vector I/O, ``connect``/``accept``/``close``,
-``clone``/``dup``) go through a small sequential parser.
+``-yy`` fd annotations). The file is read in chunks of lines held as one Arrow array. The
+common line — a complete ``read(...) = N <dur>`` — is parsed for a whole chunk at once by one
+RE2 regex (:func:`pyarrow.compute.extract_regex`); ``<unfinished ...>`` / ``<... resumed>``
+pairs are matched per pid with array operations and their joined text goes through the same
+regex; what remains (vector I/O, ``connect``/``accept``/``close``, ``clone``/``dup``, odd
+lines) goes through a small sequential parser.
+
+Rows: one per completed read/write-family call and per ``connect``/``accept``/``accept4``/
+``close`` (``direction`` NA; an accept row carries the listening fd in ``fd`` and the new fd in
+``ret``). Calls on fds known not to be sockets (``open``/``pipe``/... results, ``-y`` paths)
+are dropped; calls on fds never seen opened are kept with ``peer`` NA unless known otherwise.
+``frame.attrs``: ``format``, ``time_of_day_only``, ``durations`` (any ``-T`` time seen),
+``orphan_resumed`` (resumed lines whose start the trace missed), ``unfinished_at_end``.
 
 Streams: a call's ``stream_offset`` counts the bytes already moved on the same socket in the same
 direction, in order of completion. A socket is identified the way the kernel does: per fd table
