@@ -112,3 +112,16 @@ def test_strict_turns_truncation_into_exit_3(runner: CliRunner) -> None:
     assert result.exit_code == ExitCode.BAD_INPUT
     assert result.stderr == "xenlat: error: x.pcap: offset 495 (packet 5): cut short (--strict)\n"
     assert result.stdout == ""
+
+
+def test_unwritable_output_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> None:
+    cli = _group()
+
+    @cli.command()
+    def write() -> None:
+        (tmp_path / "missing-dir" / "out.json").write_text("{}")
+
+    result = runner.invoke(cli, ["write"])
+    assert result.exit_code == ExitCode.USAGE
+    assert result.stderr.startswith("xenlat: error: ")
+    assert "missing-dir/out.json: No such file or directory" in result.stderr

@@ -74,6 +74,12 @@ class XenlatGroup(click.Group):
             ctx.exit(int(ExitCode.OK))
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except OSError as exc:  # an output path we cannot write (inputs raise InputError)
+            if ctx.meta.get("xenlat.traceback"):
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"xenlat: error: {where}{exc.strerror or exc}", err=True)
+            ctx.exit(int(ExitCode.USAGE))
         except KeyboardInterrupt:
             click.echo("xenlat: interrupted", err=True)
             ctx.exit(130)
