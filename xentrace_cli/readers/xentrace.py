@@ -536,17 +536,40 @@ def _names(codes: np.ndarray, uniques: np.ndarray) -> pd.Categorical:
                                      categories=categories)
 
 
+class _Merge:
+    """Batches' columns concatenated and put in TSC order through one reused scratch buffer.
+
+    Each column is built once in its final order; the scratch (8 bytes per record) is the only
+    other memory touched, and each batch column is dropped once merged.
+    """
+
+    def __init__(self, batches: list[_Batch], order: np.ndarray) -> None:
+        self.batches = batches
+        self.order = order
+        self.scratch = np.empty(len(order) * 8, dtype=np.uint8)
+
+    def column(self, parts: list[np.ndarray], dtype: type | str) -> np.ndarray:
+        buf = self.scratch[: len(self.order) * np.dtype(dtype).itemsize].view(dtype)
+        if parts:
+            np.concatenate(parts, out=buf)
+        return buf.take(self.order)
+
+    def take(self, name: str, dtype: type | str) -> np.ndarray:
+        parts = [getattr(b, name) for b in self.batches]
+        for b in self.batches:
+            setattr(b, name, None)  # merged: let it go
+        return self.column(parts, dtype)
+
+
 def _events_table(batches: list[_Batch], win: _Windows
                   ) -> tuple[pd.DataFrame, int | None, int | None]:
-    """Concatenate the batches, fill timestamps, merge by TSC, decode."""
-    def cat(name: str, dtype: str) -> np.ndarray:
-        parts = [getattr(b, name) for b in batches]
-        return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
-
-    tsc = cat("tsc", "int64")
+    """Concatenate the batches, merge by TSC (stable), decode."""
+    parts = [b.tsc for b in batches]
+    tsc = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
     order = np.argsort(tsc, kind="stable")
-    tsc = tsc[order]
-    header = cat("header", "uint32")[order]
+    tsc = tsc.take(order)
+    merge = _Merge(batches, order)
+    header = merge.take("header", np.uint32)
     stamped = (header >> 31).astype(bool)
     first_tsc = last_tsc = None
     if stamped.any():
@@ -558,21 +581,21 @@ def _events_table(batches: list[_Batch], win: _Windows
     del header
     codes, uniques = pd.factorize(event, sort=False)
     columns: dict[str, object] = {
-        "cpu": cat("cpu", "int16")[order],
+        "cpu": merge.take("cpu", np.int16),
         "tsc": tsc,
         "event": event,
         "name": _names(codes, uniques),
         "n_extra": n_extra,
     }
-    del tsc
     w = []
     for k, col in enumerate(_WORD_COLUMNS):
-        parts = [b.extra[k] for b in batches]
-        w.append((np.concatenate(parts) if parts else np.empty(0, dtype=np.uint32))[order])
+        w.append(merge.column([b.extra[k] for b in batches], np.uint32))
         columns[col] = w[-1]
+    for b in batches:
+        b.extra = None
     _decode(columns, event, codes, uniques, n_extra, w)
     columns["timestamped"] = stamped
-    columns["offset"] = cat("offset", "int64")[order]
+    columns["offset"] = merge.take("offset", np.int64)
     return pd.DataFrame(columns, copy=False), first_tsc, last_tsc
 
 
