@@ -222,19 +222,21 @@ class _Workspace:
         for k in range(1, _LEVELS + 1):  # next^2, next^4, …: successors of successors
             levels.append(np.take(levels[-1], levels[-1], out=self.levels[k][: size + 1]))
         # Walk 2**_LEVELS records per step (a loop per 64 records, not per record).
-        top = levels[-1]
+        step = levels[-1].item
         skeleton = []
+        append = skeleton.append
         pos = start
         while pos < limit:
-            skeleton.append(pos)
-            pos = int(top[pos])
+            append(pos)
+            pos = step(pos)
         nodes = np.asarray(skeleton, dtype=np.int32)
         # Expand: between two nodes 2**(k+1) records apart lies the one 2**k after the first.
+        # The result stays sorted; only its tail can reach past the limit.
         for level in reversed(levels[:-1]):
             both = np.empty(2 * len(nodes), dtype=np.int32)
             both[0::2] = nodes
             np.take(level, nodes, out=both[1::2])
-            nodes = both[both < limit]
+            nodes = both[: np.searchsorted(both, limit)]
         return nodes.astype(np.int64)
 
 
