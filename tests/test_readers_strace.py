@@ -185,6 +185,22 @@ def test_time_of_day_yy_hex_and_files() -> None:
     assert list(f["stream_offset"].iloc[2:5]) == [0, 0, 1200]
 
 
+def test_yy_nested_device_annotations_are_not_sockets(tmp_path: Path) -> None:
+    """-yy shows a terminal as ``0</dev/pts/0<char 136:0>>``: parsed, and not a socket."""
+    text = (
+        "1700000040.000000 openat(AT_FDCWD</root>, \"/dev/tty\", O_RDWR) = "
+        "5</dev/pts/0<char 136:0>> <0.000010>\n"
+        "1700000040.000010 read(0</dev/pts/0<char 136:0>>, \"q\\n\", 1024) = 2 <0.100000>\n"
+        "1700000040.200000 read(5</dev/pts/0<char 136:0>>, \"z\\n\", 1024) = 2 <0.100000>\n"
+        "1700000040.400000 read(3<TCP:[10.0.0.2:5555->10.0.0.1:11211]>, \"ok\", 1024) = 2 "
+        "<0.000010>\n"
+        "1700000040.500000 close(5</dev/pts/0<char 136:0>>) = 0 <0.000010>\n"
+    )
+    f = read_quiet(write(tmp_path, text))                # no malformed-line warning
+    assert list(f["fd"]) == [3]
+    assert list(f["peer"]) == ["10.0.0.1:11211"]
+
+
 def test_ttt_and_tt_give_the_same_times_of_day(tmp_path: Path) -> None:
     ttt = "1700000004.250000 read(3, \"x\", 9) = 1 <0.000007>\n"
     # 1700000004 = 2023-11-14 22:13:24 UTC

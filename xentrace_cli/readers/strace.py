@@ -106,8 +106,11 @@ NS_PER_DAY = 86400 * 10**9
 _LEADER = r"^(?:\[pid +(?P<pid_a>\d+)\] |(?P<pid_b>\d+) +)?(?P<ts>\d[\d:.]*) "
 #: ``-ttt`` epoch seconds or ``-tt``/``-t`` time of day, with optional fraction.
 TS_RE = r"^(?:(?P<epoch>\d+)|(?P<hh>\d\d):(?P<mm>\d\d):(?P<ss>\d\d))(?:\.(?P<frac>\d+))?$"
-#: The fd argument, with the -y / -yy annotation (``3<TCP:[a:1->b:2]>``; ``->`` may appear).
-_FD = r"(?P<fd>\d+)(?:<(?P<ann>[^>]*(?:->[^>]*)?)>)?"
+#: The inside of a -y / -yy fd annotation: ``TCP:[a:1->b:2]`` (``->`` holds a ``>``),
+#: ``/dev/pts/0<char 136:0>`` (one nested pair).
+_ANN = r"(?:[^<>]|->|<[^<>]*>)*"
+#: The fd argument, with its annotation.
+_FD = r"(?P<fd>\d+)(?:<(?P<ann>" + _ANN + r")>)?"
 #: ``= N``, ``= -1 EAGAIN (...)``, then the -T duration.
 _RET = (r"\) += (?:(?P<ret>\d+)|-1 (?P<errno>E[A-Z0-9]+)(?: \(.*\))?)"
         r"(?: <(?P<dur>\d+\.\d+)>)?\r?\n?$")
@@ -151,9 +154,9 @@ _PY_QSTR = re.compile(rb'"((?:[^"\\]|\\.)*)"(\.\.\.)?')
 _PY_IOV = re.compile(rb'iov_base="((?:[^"\\]|\\.)*)"(\.\.\.)?')
 #: A complete call text (after resumed pairs are joined): name, args, return, -T duration.
 _PY_CALL = re.compile(
-    rb"^(\w+)\((.*)\) += (-?\d+|\?)(?:<([^>]*(?:->[^>]*)?)>)?"
+    rb"^(\w+)\((.*)\) += (-?\d+|\?)(?:<(" + _ANN.encode() + rb")>)?"
     rb"(?: (E[A-Z0-9]+)(?: \(.*\))?| \(.*\))?(?: <(\d+)\.(\d+)>)?\s*$", re.S)
-_PY_FD_ARG = re.compile(rb"^(\d+)(?:<([^>]*(?:->[^>]*)?)>)?(?:, |$)")
+_PY_FD_ARG = re.compile(rb"^(\d+)(?:<(" + _ANN.encode() + rb")>)?(?:, |$)")
 _PY_FD_PAIR = re.compile(rb"\[(\d+)(?:<[^>]*>)?, (\d+)(?:<[^>]*>)?\]")
 _PY_CLONE_CHILD_FILES = re.compile(rb"\bCLONE_FILES\b")
 _PY_FDS_ANY = re.compile(rb"(\d+)")
