@@ -85,11 +85,17 @@ class XenTrace:
 
     path: Path
     events: pd.DataFrame
-    """One row per record Xen wrote, merged by ``tsc`` (stable: per-CPU order kept)."""
+    """One row per record Xen wrote, merged by ``tsc`` (stable: a CPU's records keep their
+    order as long as its TSC does not go back). Columns of the contract, plus ``ran_ns``
+    (SWITCH_INFPREV), ``wait_ns`` (SWITCH_INFNEXT), ``timestamped`` (the record has its own
+    TSC) and ``offset`` (byte offset of the record in the file)."""
     lost: pd.DataFrame
     """Lost-records records: ``cpu, dropped, domid, vcpu, tsc_first, tsc`` (blind spots)."""
     runstates: pd.DataFrame
-    """Run-state intervals per ``(domid, vcpu)``: ``state, start_tsc, end_tsc`` (NA: open)."""
+    """Run-state intervals per ``(domid, vcpu)`` sorted by start: ``state, start_tsc,
+    end_tsc`` (NA: open), ``cpu`` (of the record that opened it), ``from_trace_start`` (the
+    state before the vCPU's first change, from the first TSC), ``consistent`` (False when the
+    closing record's old state disagrees: records were lost between)."""
     switches: pd.DataFrame
     """SWITCH records: ``cpu, tsc, prev_domid, prev_vcpu, next_domid, next_vcpu``."""
     records: int
