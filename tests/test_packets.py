@@ -406,3 +406,25 @@ def test_cli_parquet_batches_with_growing_address_sets(runner, tmp_path: Path,
     assert result.exit_code == 0, result.stderr
     back = pd.read_parquet(out)
     assert len(back) == 304 and back["src"].nunique() == 301
+
+
+def test_cli_display_filter_on_a_damaged_file(runner, corpus: Path, tshark: str) -> None:
+    # tshark exits 2 on the cut-short file too: that is not a bad filter
+    path = corpus / "captures" / "truncated-be-ns-midpayload.pcap"
+    some = runner.invoke(main, ["packets", str(path), "-Y", "tcp.flags.ack == 1",
+                                "--no-progress"])
+    assert some.exit_code == 0
+    assert len(some.stdout.splitlines()) == 1 + len(tshark_selected(tshark, path,
+                                                                    "tcp.flags.ack == 1"))
+    assert "capture cut short" in some.stderr
+    none = runner.invoke(main, ["packets", str(path), "-Y", "udp", "--no-progress"])
+    assert none.exit_code == 0
+    assert none.stdout.splitlines() == [",".join(f'"{c}"' for c in COLUMNS)]  # header only
+
+
+def test_cli_unknown_field_in_display_filter(runner, tshark: str) -> None:
+    result = runner.invoke(main, ["packets", str(CAPTURES / "ether-le-nsec.pcap"), "-Y",
+                                  "foo.bar", "--no-progress"])
+    assert result.exit_code == 2
+    assert result.stderr == ("xenlat: error: -Y 'foo.bar': tshark: foo.bar is neither a field "
+                             "nor a protocol name.\n")

@@ -205,13 +205,14 @@ def tshark_frames(path: str | os.PathLike[str], display_filter: str) -> np.ndarr
                               env={**os.environ, "LC_ALL": "C"})
     except subprocess.TimeoutExpired:
         raise InputError(path, f"tshark did not finish within {TSHARK_TIMEOUT_S} s") from None
-    err = " ".join(line.strip() for line in proc.stderr.decode("utf-8", "replace").splitlines()
-                   if line.strip() and "Running as user" not in line)
-    if proc.returncode != 0:
-        if "filter" in err.lower() or "syntax" in err.lower() or proc.returncode == 4:
-            raise OptionError(f"-Y {display_filter!r}: {err or 'rejected by tshark'}")
-        if not proc.stdout.strip():
-            raise InputError(path, f"tshark failed: {err or f'exit {proc.returncode}'}")
+    lines = [line.strip() for line in proc.stderr.decode("utf-8", "replace").splitlines()
+             if line.strip() and "Running as user" not in line]
+    # tshark exits 2 both for a filter it rejects and for a damaged file; a damaged file is
+    # named in the message, and the reader reports the damage itself
+    if proc.returncode != 0 and not any(f'The file "{os.fspath(path)}"' in line
+                                        for line in lines):
+        problem = lines[0] if lines else f"tshark exited with status {proc.returncode}"
+        raise OptionError(f"-Y {display_filter!r}: {problem}")
     text = proc.stdout.split()
     return np.array(text, dtype=np.int64) if text else np.zeros(0, dtype=np.int64)
 
@@ -257,6 +258,7 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
     undecoded: dict[int, int] = {}
     parts: list[tuple[Any, Any]] = []
     rows = 0
+    yielded = False
     batches = reader.batches()
     while True:
         raw = next(batches, None)
@@ -291,9 +293,12 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
         if on_progress is not None:
             on_progress(reader.position, reader.file_bytes)
         if len(table):
+            yielded = True
             yield table
         if raw is None:
             break
+    if not yielded:  # the header (and schema) of an empty table still goes out
+        yield empty_table()
     if interfaces_out is not None:
         interfaces_out[:] = [i.to_dict() for i in reader.interfaces]
     if on_progress is not None:
