@@ -539,7 +539,8 @@ def _names(codes: np.ndarray, uniques: np.ndarray) -> pd.Categorical:
     """Event names as a categorical (one name lookup per distinct id)."""
     names = [event_name(int(i)) for i in uniques]
     categories = sorted(set(names))
-    name_code = np.array([categories.index(x) for x in names], dtype=np.int32)
+    code_of = {name: k for k, name in enumerate(categories)}
+    name_code = np.array([code_of[x] for x in names], dtype=np.int32)
     return pd.Categorical.from_codes(name_code[codes] if len(codes) else codes.astype(np.int32),
                                      categories=categories)
 
