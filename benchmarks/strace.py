@@ -3,7 +3,8 @@
 Run by hand: ``python benchmarks/strace.py [--lines N] [--keep PATH]``. The log mimics
 ``strace -f -ttt -T`` of a threaded memcached-like server: mostly complete read/write calls
 with escaped data, some epoll_wait lines, unfinished/resumed pairs across threads, accepts and
-closes. Prints generation time, file size, read time and the process's peak RSS.
+closes (``--yy``: fds annotated as ``strace -yy`` shows them). Prints generation time, file
+size, read wall and CPU time and the process's peak RSS.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from pathlib import Path
 from xentrace_cli.readers.strace import read_socket_log
 
 
-def generate(path: Path, n_lines: int) -> int:
-    """Write an ``n_lines`` strace log; return the number of socket-call rows it should give."""
+def generate(path: Path, n_lines: int, annotate: bool = False) -> int:
+    """Write an ``n_lines`` strace log; return the number of socket-call rows it should give.
+
+    ``annotate``: fds as ``strace -yy`` shows them (``5<TCP:[local->peer]>``).
+    """
     rows = 0
     t_us = 1700000000 * 10**6
     conns = {}                     # fd -> port
@@ -33,6 +37,8 @@ def generate(path: Path, n_lines: int) -> int:
             lead = f"[pid {pid:5d}] {sec}.{us:06d} "
             fd = 5 + i % 8
             k = i % 50
+            fd_text = (f"{fd}<TCP:[10.0.0.1:11211->10.0.{fd}.2:{conns[fd]}]>"
+                       if annotate and fd in conns else str(fd))
             if fd not in conns or k == 49:
                 if fd in conns:
                     f.write(f"{lead}close({fd}) = 0 <0.000004>\n")
@@ -51,7 +57,7 @@ def generate(path: Path, n_lines: int) -> int:
                 f.write(f"{lead}epoll_wait(4, [{{events=EPOLLIN, data={{u32={fd}, u64={fd}}}}}],"
                         f" 512, -1) = 1 <0.000050>\n")
             elif k % 10 == 7 and i + 1 < n_lines:
-                f.write(f"{lead}read({fd},  <unfinished ...>\n")
+                f.write(f"{lead}read({fd_text},  <unfinished ...>\n")
                 t_us += 20
                 sec, us = divmod(t_us, 10**6)
                 other = 1000 + (i + 1) % 4
@@ -67,12 +73,12 @@ def generate(path: Path, n_lines: int) -> int:
                 i += 2
             elif k % 2 == 0:
                 body = f"get key:{i}\\r\\n"
-                f.write(f"{lead}read({fd}, \"{body}\", 2048) = {len(f'get key:{i}') + 2} "
+                f.write(f"{lead}read({fd_text}, \"{body}\", 2048) = {len(f'get key:{i}') + 2} "
                         f"<0.000011>\n")
                 rows += 1
             else:
-                f.write(f"{lead}write({fd}, \"VALUE key:{i} 0 4\\r\\n\\0\\1\\177\\377\\r\\nEND\\r"
-                        f"\\n\"..., 300) = 300 <0.000013>\n")
+                f.write(f"{lead}write({fd_text}, \"VALUE key:{i} 0 4\\r\\n\\0\\1\\177"
+                        f"\\377\\r\\nEND\\r\\n\"..., 300) = 300 <0.000013>\n")
                 rows += 1
             i += 1
     return rows
@@ -82,20 +88,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, help="write the log here and keep it")
+    parser.add_argument("--yy", action="store_true", help="annotate fds as strace -yy does")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = args.keep or Path(tmp) / "bench.strace"
         t0 = time.perf_counter()
-        expected = generate(path, args.lines)
-        t1 = time.perf_counter()
+        expected = generate(path, args.lines, annotate=args.yy)
         size = os.path.getsize(path)
+        t1 = time.perf_counter()
+        cpu1 = time.process_time()
         frame = read_socket_log(path)
         t2 = time.perf_counter()
+        cpu = time.process_time() - cpu1
     assert len(frame) == expected, (len(frame), expected)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"generated {args.lines:,} lines ({size / 2**20:.1f} MiB) in {t1 - t0:.2f} s")
+    print(f"generated {args.lines:,} lines ({size / 2**20:.1f} MiB{', -yy' if args.yy else ''})"
+          f" in {t1 - t0:.2f} s")
     print(f"read_socket_log: {len(frame):,} rows in {t2 - t1:.2f} s "
-          f"({args.lines / (t2 - t1) / 1e6:.2f} M lines/s); peak RSS {peak_mib:.0f} MiB")
+          f"({args.lines / (t2 - t1) / 1e6:.2f} M lines/s), CPU {cpu:.2f} s (all threads); "
+          f"peak RSS {peak_mib:.0f} MiB")
 
 
 if __name__ == "__main__":

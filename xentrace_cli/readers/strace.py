@@ -428,31 +428,28 @@ def _leader(m: pa.StructArray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return ts, tod, pid_num, ok
 
 
-def _peer_strings(m: pa.StructArray) -> np.ndarray:
-    """``ip:port`` / ``[ip6]:port`` from a SOCKADDR_RE match, None where absent."""
-    ip4, port4 = _field(m, "ip4"), _field(m, "port4")
-    ip6, port6 = _field(m, "ip6"), _field(m, "port6")
-    v4 = pc.binary_join_element_wise(ip4, port4, b":")
-    v6 = pc.binary_join_element_wise(
-        pc.binary_join_element_wise(b"[", ip6, b""), port6, b"]:")
-    both = pc.coalesce(v4, v6)
-    return np.array([None if b is None else b.decode("latin-1") for b in both.to_pylist()],
-                    dtype=object)
+def _per_distinct(values: pa.Array, fn: Callable[[bytes], object]) -> np.ndarray:
+    """``fn`` of each value (None for null), computed once per distinct value: annotations
+    and address arguments repeat (one per socket or peer), so this stays cheap."""
+    encoded = pc.dictionary_encode(values)
+    results = np.array([fn(v) for v in encoded.dictionary.to_pylist()] + [None], dtype=object)
+    indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+    return results[indices]
+
+
+def _tail_peer(tail: bytes) -> str | None:
+    """The peer in the arguments after the buffer (recvfrom / sendto address), or None."""
+    m = _PY_SOCKADDR.search(tail)
+    return None if m is None else _sockaddr_peer(m)
 
 
 def _ann_info(ann: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """From fd annotations: kind (0 none, 1 socket, 2 not a socket) and -yy peer (or None)."""
-    valid = pc.is_valid(ann).to_numpy(zero_copy_only=False)
-    kind = np.zeros(len(ann), np.int8)
-    peer = np.full(len(ann), None, dtype=object)
-    if not valid.any():
-        return kind, peer
-    is_sock = pc.fill_null(pc.match_substring_regex(ann, SOCKET_ANN_RE), False)
-    kind[valid] = 2
-    kind[is_sock.to_numpy(zero_copy_only=False)] = 1
-    for i in np.flatnonzero(kind == 1):
-        peer[i] = _ann_peer(ann[int(i)].as_py())
-    return kind, peer
+    if not pc.any(pc.is_valid(ann)).as_py():
+        return np.zeros(len(ann), np.int8), np.full(len(ann), None, dtype=object)
+    kind = _per_distinct(ann, _ann_kind)
+    kind[pd.isna(kind)] = 0
+    return kind.astype(np.int8), _per_distinct(ann, _ann_peer)
 
 
 def _ann_peer(ann: bytes | None) -> str | None:
@@ -565,10 +562,9 @@ def _common_rows(m: pa.StructArray, order: np.ndarray, ts: np.ndarray, tod: np.n
     addr_rows = pc.match_substring(pc.fill_null(tail, b""), "sin").to_numpy(zero_copy_only=False)
     if addr_rows.any():
         sel = np.flatnonzero(addr_rows)
-        peers = _peer_strings(pc.extract_regex(tail.take(pa.array(sel)), SOCKADDR_RE))
-        for j, i in enumerate(sel):
-            if peers[j] is not None:
-                row_peer[i] = peers[j]
+        peers = _per_distinct(tail.take(pa.array(sel)), _tail_peer)
+        found = ~pd.isna(peers)
+        row_peer[sel[found]] = peers[found]
     # Categoricals with fixed categories: no Python string per row, and concat keeps them.
     codes = pc.index_in(call_arr, value_set=_SYSCALL_SET).to_numpy(zero_copy_only=False)
     syscall = pd.Categorical.from_codes(codes, categories=SYSCALL_NAMES)
