@@ -10,7 +10,7 @@ A record is a header word (event id, ``N`` extra words, ``C`` timestamp flag), a
 The CPU-change record is itself such a record (3 words), so the whole file is one chain of
 records from offset 0. The chain is found without a Python loop per record: every word's
 would-be successor ``next[i] = i + len(word i)`` is computed for a chunk at once, successors of
-successors by doubling (``next^2, next^4 … next^64``), a short loop walks the chain 64 records
+successors by doubling (``next^2, next^4 … next^16``), a short loop walks the chain 16 records
 at a time, and the levels expand it back to every record. Window starts must be records of the
 chain (else a record ran past its window). Chunks are bounded, so memory is too.
 
@@ -73,7 +73,7 @@ _CPU_CHANGE = struct.Struct("<IiI")
 #: Words of file per chunk of the chain walk (4 MiB): bounds the walk's working memory.
 CHUNK_WORDS = 1 << 20
 #: Doubling levels: the Python loop of the walk advances 2**_LEVELS records per step.
-_LEVELS = 6
+_LEVELS = 4
 #: Run-state categories, in state-number order.
 RUNSTATE_DTYPE = pd.CategoricalDtype(list(RUNSTATES))
 _WORD_COLUMNS = tuple(f"w{k}" for k in range(MAX_EXTRA))
@@ -227,7 +227,7 @@ class _Workspace:
         levels = [nxt]
         for k in range(1, _LEVELS + 1):  # next^2, next^4, …: successors of successors
             levels.append(np.take(levels[-1], levels[-1], out=self.levels[k][: size + 1]))
-        # Walk 2**_LEVELS records per step (a loop per 64 records, not per record).
+        # Walk 2**_LEVELS records per step (a loop per 16 records, not per record).
         step = levels[-1].item
         skeleton = []
         append = skeleton.append
