@@ -171,3 +171,14 @@ def test_snaplen_limits_simple_packet_block(tmp_path: Path) -> None:
     # SPB: captured length = min(original length, snaplen, room in the block)
     assert (int(table["caplen"][0]), int(table["wirelen"][0])) == (40, len(frame))
     assert table["ts_ns"].isna().all()
+
+
+def test_bad_second_section_keeps_the_first(tmp_path: Path) -> None:
+    first = _pcapng(mk.epb("<", 0, mk.T0_NS, mk.ethernet_frames()[0]))
+    second = bytearray(mk.shb(">"))
+    second[8:12] = b"\x01\x02\x03\x04"
+    path = tmp_path / "second.pcapng"
+    path.write_bytes(first + bytes(second))
+    with pytest.warns(TruncatedInput, match=rf"offset {len(first) + 8} \(packet 2\): capture "
+                      r"corrupt: corrupt section header: byte-order magic 0x04030201"):
+        assert len(read_packets(path)) == 1

@@ -127,7 +127,6 @@ class CaptureReader:
         self._len = 0
         self._base = 0
         self._eof = False
-        self._head = head
         #: why the (gzip) stream ended early, if it did
         self.stream_error: str | None = None
 

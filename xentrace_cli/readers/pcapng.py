@@ -201,7 +201,13 @@ class PcapngReader(CaptureReader):
                 if end - off < 28:
                     self._report_cut(off, end - off, "section header")
                     return
-                self._order = self._section_order(off)
+                try:
+                    self._order = self._section_order(off)
+                except InputError as exc:
+                    if self.frames == 0:
+                        raise
+                    self._stop(self._base + off + 8, exc.problem, corrupt=True)
+                    return
                 blen = TYPE_LEN[self._order].unpack_from(self._buf, off)[1]
                 if blen < 28 or blen > MAX_BLOCK_BYTES:
                     self._stop(self._base + off, f"section header length {blen}", corrupt=True)
