@@ -568,3 +568,18 @@ def test_simulated_reads_cover_the_truth(tmp_path: Path, scenario: str) -> None:
                 fd_of[int(port)] = int(fd)
         assert int(port) in fd_of, f"no fd's reads match connection {port}"
     assert len(set(fd_of.values())) == len(fd_of)              # one fd per connection
+
+
+def test_csv_header_only_is_input_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "ts,fd,bytes\n", "reads.csv")
+    with pytest.raises(InputError, match=r"line 1: not a socket log: no records"):
+        read_socket_log(path)
+
+
+def test_plain_log_progress_reaches_total(tmp_path: Path) -> None:
+    path = write(tmp_path, "ts_ns,bytes\n10,1\n20,2\n", "reads.csv")
+    seen: list[tuple[int, int]] = []
+    f = read_socket_log(path, on_progress=lambda d, t: seen.append((d, t)))
+    size = path.stat().st_size
+    assert seen[-1] == (size, size)
+    assert list(f["stream_offset"]) == [0, 1]        # no fd, flow or peer: one stream
