@@ -126,6 +126,30 @@ def test_payload_bytes_come_from_content(tmp_path: Path, tshark: str) -> None:
     assert bytes.fromhex(out[1])[:2] == b"\r\n" and len(bytes.fromhex(out[1])) == 10
 
 
+def test_gso_sized_frames_built_per_batch(tmp_path: Path, tshark: str) -> None:
+    """64 KB-class frames, built by a callable source; every payload byte is the content's."""
+    ts, fields, _ = _batch(n=4)
+    fields["flags"] = np.full(4, ACK)
+    fields["payload_len"] = np.array([0, 60000, 1460, 30000])
+    fields["content_pos"] = np.array([0, 3, 5000, 1])
+    content = _content()
+
+    def build(lo: int, hi: int):
+        return build_frames(**{k: v[lo:hi] for k, v in fields.items()}, content=content,
+                            snaplen=262144)
+
+    path = tmp_path / "gso.pcap"
+    write_pcap(path, ts, build)
+    out = subprocess.run([tshark, "-r", str(path), "-T", "fields", "-E", "separator=,",
+                          "-e", "frame.len", "-e", "tcp.len", "-e", "tcp.payload"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    for line, plen, pos in zip(out, fields["payload_len"], fields["content_pos"], strict=True):
+        flen, tlen, payload = line.split(",")
+        assert int(flen) == 54 + plen and int(tlen) == plen
+        want = content.bytes_at(np.arange(pos, pos + plen)).tobytes()
+        assert bytes.fromhex(payload) == want
+
+
 def test_pcap_and_pcapng_through_project_reader(tmp_path: Path) -> None:
     packets = pytest.importorskip("xentrace_cli.packets")
     ts, fields, frames = _batch(snaplen=128)

@@ -37,12 +37,8 @@ class Clock:
 
 
 def columns(table: Table, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Selected columns of a simulation table as int64 arrays (None → -1)."""
-    out = {}
-    for name in names:
-        col = table[name]
-        out[name] = np.array([-1 if v is None else v for v in col], dtype=np.int64)
-    return out
+    """Selected columns of a simulation table as int64 arrays (-1 where absent)."""
+    return {name: table.column(name) for name in names}
 
 
 def ip_ids(table: dict[str, np.ndarray], order: np.ndarray, key: np.ndarray) -> np.ndarray:
@@ -94,19 +90,21 @@ def write_captures(sim: Sim, out_dir: str | os.PathLike[str], *, content: Conten
     unit_ids = wire_ids[units["wire_first"]]
     row_ids = unit_ids[rows["unit"]]
     written = {}
-    order = np.argsort(wire["t_phys"], kind="stable")
-    batch = frames_of(sim, wire, order, wire_ids, content, snaplen)
-    write_pcap(os.path.join(out_dir, "phys.pcap"), wire["t_phys"][order], batch,
-               snaplen=snaplen)
-    written["phys"] = "phys.pcap"
-    order = np.argsort(units["t_backend"], kind="stable")
-    batch = frames_of(sim, units, order, unit_ids, content, snaplen)
-    write_pcap(os.path.join(out_dir, vif_name), units["t_backend"][order], batch,
-               snaplen=snaplen)
-    written["backend"] = vif_name
-    order = np.argsort(rows["t_guest"], kind="stable")
-    batch = frames_of(sim, rows, order, row_ids, content, snaplen)
-    write_pcapng(os.path.join(out_dir, "guest.pcapng"),
-                 guest_clock.local(rows["t_guest"][order]), batch, snaplen=snaplen)
-    written["guest"] = "guest.pcapng"
+    for key, name, t, ids, tcol, clock in (
+            ("phys", "phys.pcap", wire, wire_ids, "t_phys", None),
+            ("backend", vif_name, units, unit_ids, "t_backend", None),
+            ("guest", "guest.pcapng", rows, row_ids, "t_guest", guest_clock)):
+        order = np.argsort(t[tcol], kind="stable")
+        ts = t[tcol][order] if clock is None else clock.local(t[tcol][order])
+
+        def build(lo: int, hi: int, t: dict = t, ids: np.ndarray = ids,
+                  order: np.ndarray = order) -> FrameBatch:
+            return frames_of(sim, t, order[lo:hi], ids, content, snaplen)
+
+        path = os.path.join(out_dir, name)
+        if clock is None:
+            write_pcap(path, ts, build, snaplen=snaplen)
+        else:
+            write_pcapng(path, ts, build, snaplen=snaplen)
+        written[key] = name
     return written

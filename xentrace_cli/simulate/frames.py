@@ -48,6 +48,17 @@ HEADER_DTYPE = np.dtype([
 ETH_LEN, IP_LEN, TCP_LEN = 14, 20, 20
 IP_OFFSET = ETH_LEN
 MSS_OPTION_KIND = 2
+#: The content pattern repeats every PATTERN_PERIOD bytes (26 · 26).
+PATTERN_PERIOD = 676
+#: Bytes of frame matrix built at once (bounds memory for 64 KB GSO frames).
+MATRIX_BYTES = 64 << 20
+
+
+def pattern_bytes(pos: np.ndarray) -> np.ndarray:
+    """The filler pattern at virtual positions: letters shifted per position, so a 64-byte
+    digest of any segment differs from its neighbours' (period :data:`PATTERN_PERIOD`)."""
+    pos = np.asarray(pos, dtype=np.int64)
+    return (97 + (pos * 7 + pos // 26) % 26).astype(np.uint8)
 
 
 def ip_to_int(addr: str) -> int:
@@ -85,12 +96,26 @@ class Content:
         region = np.searchsorted(self.region_start, pos, side="right") - 1
         off = pos - self.region_start[region]
         is_literal = off < self.literal_len[region]
-        # the pattern: lowercase letters shifted per position, so a 64-byte digest of any
-        # segment differs from its neighbours'
-        out = (97 + (pos * 7 + pos // 26) % 26).astype(np.uint8)
+        out = pattern_bytes(pos)
         lit_idx = self.literal_off[region[is_literal]] + off[is_literal]
         out[is_literal] = self.literal[lit_idx]
         return out
+
+    def matrix(self, start: np.ndarray, width: int) -> np.ndarray:
+        """Rows of ``width`` content bytes from each start (n, width), one gather per row."""
+        start = np.asarray(start, dtype=np.int64)
+        ext = pattern_bytes(np.arange(PATTERN_PERIOD + width))
+        rows = np.lib.stride_tricks.sliding_window_view(ext, width)[start % PATTERN_PERIOD]
+        # literal bytes: only rows starting inside a region's literal part
+        region = np.searchsorted(self.region_start, start, side="right") - 1
+        lit_left = self.region_start[region] + self.literal_len[region] - start
+        hit = np.flatnonzero(lit_left > 0)
+        if len(hit):
+            n_lit = np.minimum(lit_left[hit], width)
+            r_idx = np.repeat(hit, n_lit)
+            c_idx = _ragged_index(np.zeros(len(hit), dtype=np.int64), n_lit)
+            rows[r_idx, c_idx] = self.bytes_at(start[r_idx] + c_idx)
+        return rows
 
     def slice(self, start: int, n: int) -> bytes:
         """``n`` content bytes from virtual position ``start``."""
@@ -193,17 +218,23 @@ def build_frames(*, eth_src: np.ndarray, eth_dst: np.ndarray, ip_src: np.ndarray
 
     wirelen = hdr_len + payload_len
     caplen = np.minimum(wirelen, snaplen)
-    hdr_cap = np.minimum(hdr_len, caplen)
-    pay_cap = caplen - hdr_cap
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(caplen, out=offsets[1:])
     data = np.empty(int(offsets[-1]), dtype=np.uint8)
-
-    # headers: rows of the (n, 58) matrix, cut to each frame's header length
-    cols = np.arange(HEADER_DTYPE.itemsize)
-    mask = cols[None, :] < hdr_cap[:, None]
-    data[_ragged_index(offsets[:-1], hdr_cap)] = raw[mask]
-    # payload: gathered from the stream content
-    src = _ragged_index(np.asarray(content_pos, dtype=np.int64), pay_cap)
-    data[_ragged_index(offsets[:-1] + hdr_cap, pay_cap)] = content.bytes_at(src)
+    width = int(caplen.max()) if n else 0
+    step = max(1, MATRIX_BYTES // max(width, 1))
+    base = ETH_LEN + IP_LEN + TCP_LEN
+    for lo in range(0, n, step):   # frames as rows of a matrix, cut to each caplen
+        hi = min(n, lo + step)
+        cl = caplen[lo:hi]
+        w = int(cl.max())
+        m = np.zeros((hi - lo, max(w, base)), dtype=np.uint8)
+        if w > base:
+            m[:, base:] = content.matrix(np.asarray(content_pos[lo:hi]), w - base)
+        m[:, :base] = raw[lo:hi, :base]
+        opt = np.flatnonzero(has_opt[lo:hi])   # SYNs carry no payload: option bytes win
+        k = min(4, m.shape[1] - base)
+        m[opt, base:base + k] = raw[lo + opt, base:base + k]
+        m = m[:, :w]
+        data[offsets[lo]:offsets[hi]] = m[np.arange(w)[None, :] < cl[:, None]]
     return FrameBatch(data=data, offsets=offsets, wirelen=wirelen)

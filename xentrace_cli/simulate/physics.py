@@ -17,8 +17,11 @@ import dataclasses
 import heapq
 import math
 import random
+from array import array
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from ..xen_events import (
     DOMID_IDLE,
@@ -55,6 +58,9 @@ READ_BUFFER = 16384
 #: Credit scheduler time slice, ns (SWITCH_INFNEXT's next-slice word).
 SLICE_NS = 30 * MS
 U32 = 0xFFFFFFFF
+#: Width of one record in ``Sim.trace``: cpu, t_ns, event, timestamped, n_words, 4 words.
+REC_WIDTH = 9
+_PAD = ((0, 0, 0, 0), (0, 0, 0), (0, 0), (0,), ())
 
 
 def runstate_event(old: int, new: int) -> int:
@@ -119,20 +125,30 @@ class Conn:
 
 
 class Table:
-    """Columns as Python lists, appended row by row during the event loop."""
+    """Rows as dicts, appended during the event loop; columns built once at the end."""
 
     def __init__(self, *columns: str) -> None:
-        self.cols: dict[str, list[Any]] = {c: [] for c in columns}
-        self.n = 0
+        self.columns = columns
+        self.rows: list[dict[str, Any]] = []
+        self._cache: dict[str, np.ndarray] = {}
 
     def add(self, **values: Any) -> int:
-        for c, col in self.cols.items():
-            col.append(values.get(c))
-        self.n += 1
-        return self.n - 1
+        self.rows.append(values)
+        return len(self.rows) - 1
 
-    def __getitem__(self, column: str) -> list[Any]:
-        return self.cols[column]
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.rows[i]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def column(self, name: str) -> np.ndarray:
+        """One column as int64, -1 where a row never set it or set None (cached)."""
+        if name not in self._cache:
+            vals = np.array([r.get(name) for r in self.rows], dtype=object)
+            vals[vals == None] = -1  # noqa: E711 (elementwise comparison)
+            self._cache[name] = vals.astype(np.int64)
+        return self._cache[name]
 
 
 IDLE = "idle"
@@ -264,15 +280,15 @@ class Sim:
         self.faults = faults
         self.t_begin = t_begin
         self.rnd = random.Random(seed)
+        self._np_rng = np.random.default_rng(seed)
+        self._z: list[float] = []
+        self._m: list[float] = []
+        self._zi = 0
         self.heap: list[tuple[int, int, Callable[..., None], tuple[Any, ...]]] = []
         self.seq = 0
         self.now = t_begin
-        # trace records: cpu, true time, event, words, timestamped
-        self.tr_cpu: list[int] = []
-        self.tr_t: list[int] = []
-        self.tr_ev: list[int] = []
-        self.tr_w: list[tuple[int, ...]] = []
-        self.tr_ts: list[bool] = []
+        # trace records, REC_WIDTH int64 each: cpu, true time, event, timestamped, n, w0..w3
+        self.trace = array("q")
         self.domid = guest_domid
         self.nic_irq = nic_irq
         self.v0 = Vcpu(self, 0, 0, 0)
@@ -314,19 +330,23 @@ class Sim:
     # ---------------------------------------------------------------- helpers
     def lat(self, median: float, sigma: float | None = None) -> int:
         """A lognormal delay (ns) around ``median``, capped at 20× the median."""
-        s = self.p.sigma if sigma is None else sigma
-        return max(1, int(median * min(20.0, math.exp(s * self.rnd.gauss(0.0, 1.0)))))
+        i = self._zi
+        if i >= len(self._z):   # normals drawn in blocks: numpy is fast per block, not per call
+            z = self._np_rng.standard_normal(1 << 16)
+            self._z = z.tolist()
+            self._m = np.minimum(20.0, np.exp(self.p.sigma * z)).tolist()
+            i = 0
+        self._zi = i + 1
+        if sigma is None:
+            return max(1, int(median * self._m[i]))
+        return max(1, int(median * min(20.0, math.exp(sigma * self._z[i]))))
 
     def at(self, t: int, fn: Callable[..., None], *args: Any) -> None:
         self.seq += 1
         heapq.heappush(self.heap, (t, self.seq, fn, args))
 
     def rec(self, cpu: int, t: int, event: int, words: tuple[int, ...], ts: bool = True) -> None:
-        self.tr_cpu.append(cpu)
-        self.tr_t.append(t)
-        self.tr_ev.append(event)
-        self.tr_w.append(words)
-        self.tr_ts.append(ts)
+        self.trace.extend((cpu, t, event, ts, len(words), *words, *_PAD[len(words)]))
 
     def switch(self, pcpu: int, t: int, prev: tuple[int, int] | None, prev_state: int,
                nxt: tuple[int, int] | None, ran_ns: int, waited_ns: int) -> None:
@@ -520,19 +540,19 @@ class Sim:
             cur += self.lat(0.6 * US)
             t_backend = cur
             cur += self.lat(self.p.bridge_median)
-            unit = self.units.add(dir=1, conn=rows["conn"][row], seq=rows["seq"][row],
-                                  ack=rows["ack"][row], flags=rows["flags"][row],
-                                  plen=rows["plen"][row], cpos=rows["cpos"][row],
+            unit = self.units.add(dir=1, conn=rows[row]["conn"], seq=rows[row]["seq"],
+                                  ack=rows[row]["ack"], flags=rows[row]["flags"],
+                                  plen=rows[row]["plen"], cpos=rows[row]["cpos"],
                                   t_backend=t_backend, copy=s, copy_cpu=self.v0.pcpu,
-                                  req=rows["req"][row])
-            rows["unit"][row] = unit
-            wire = self.wire.add(dir=1, conn=rows["conn"][row], seq=rows["seq"][row],
-                                 ack=rows["ack"][row], flags=rows["flags"][row],
-                                 plen=rows["plen"][row], cpos=rows["cpos"][row],
-                                 t_phys=cur, unit=unit, req=rows["req"][row])
-            self.units["wire_first"][unit] = self.units["wire_last"][unit] = wire
-            self._server_sees(cur, rows["conn"][row], rows["flags"][row], rows["req"][row],
-                              rows["plen"][row])
+                                  req=rows[row]["req"])
+            rows[row]["unit"] = unit
+            wire = self.wire.add(dir=1, conn=rows[row]["conn"], seq=rows[row]["seq"],
+                                 ack=rows[row]["ack"], flags=rows[row]["flags"],
+                                 plen=rows[row]["plen"], cpos=rows[row]["cpos"],
+                                 t_phys=cur, unit=unit, req=rows[row]["req"])
+            self.units[unit]["wire_first"] = self.units[unit]["wire_last"] = wire
+            self._server_sees(cur, rows[row]["conn"], rows[row]["flags"], rows[row]["req"],
+                              rows[row]["plen"])
         self.v0.hold(cur + self.lat(1 * US))
         if self.tx_pending:
             self.at(max(cur, min(k for k, _ in self.tx_pending)), self.tx_kick)
@@ -570,7 +590,7 @@ class Sim:
             self.nic_pending.append(wid)
         if self.nic_armed:
             self.nic_armed = False
-            first = self.wire["t_nic"][self.nic_pending[0]]
+            first = self.wire[self.nic_pending[0]]["t_nic"]
             self.at(first + self.lat(self.p.coalesce_median, 0.3), self.nic_irq_fire)
 
     def nic_irq_fire(self, t: int) -> None:
@@ -579,7 +599,7 @@ class Sim:
         handler = self.lat(1.2 * US)
         self.rec(v0.pcpu, t, TRC_HW_IRQ_HANDLED, (self.nic_irq, self._tsc32(t - handler),
                                                   self._tsc32(t)))
-        first_req = self.wire["req"][self.nic_pending[0]]
+        first_req = self.wire[self.nic_pending[0]]["req"]
         starve = self.faults.dom0_starve.pop(first_req, None) if first_req >= 0 else None
         if starve is not None and not v0.running_at(t):
             os_ = max(v0.since + 5 * US, t - self.lat(400 * US))
@@ -595,13 +615,13 @@ class Sim:
         taken: list[int] = []
         while self.nic_pending and len(taken) < NAPI_BUDGET:
             w = self.nic_pending[0]
-            if wire["t_nic"][w] > cur:
+            if wire[w]["t_nic"] > cur:
                 break
             self.nic_pending.pop(0)
             cur += self.lat(p.driver_median)
-            wire["t_phys"][w] = cur
-            wire["irq"][w] = t
-            wire["dom0_run"][w] = run
+            wire[w]["t_phys"] = cur
+            wire[w]["irq"] = t
+            wire[w]["dom0_run"] = run
             taken.append(w)
             if not p.gso:
                 cur += self.lat(p.bridge_median)
@@ -612,18 +632,18 @@ class Sim:
             group: list[int] = []
             size = 0
             for w in taken:
-                if group and (size + wire["plen"][w] > GSO_MAX_PAYLOAD or wire["plen"][w] == 0
-                              or wire["conn"][w] != wire["conn"][group[0]]
-                              or wire["plen"][group[0]] == 0):
+                if group and (size + wire[w]["plen"] > GSO_MAX_PAYLOAD or wire[w]["plen"] == 0
+                              or wire[w]["conn"] != wire[group[0]]["conn"]
+                              or wire[group[0]]["plen"] == 0):
                     self._to_netback(group, cur)
                     cur += self.lat(0.5 * US)
                     group, size = [], 0
                 group.append(w)
-                size += wire["plen"][w]
+                size += wire[w]["plen"]
             self._to_netback(group, cur)
         v0.hold(cur + self.lat(1 * US))
         if self.nic_pending:
-            nxt = max(cur, wire["t_nic"][self.nic_pending[0]])
+            nxt = max(cur, wire[self.nic_pending[0]]["t_nic"])
             self.at(nxt + self.lat(p.coalesce_median, 0.3), self.nic_irq_fire)
         else:
             self.nic_armed = True
@@ -636,16 +656,16 @@ class Sim:
         """Frames (one unit: a frame, or a GRO segment) reach the vif tap; queue to netback."""
         wire = self.wire
         w0 = wires[0]
-        plen = sum(wire["plen"][w] for w in wires)
+        plen = sum(wire[w]["plen"] for w in wires)
         flags = 0
         for w in wires:
-            flags |= wire["flags"][w]
-        unit = self.units.add(dir=0, conn=wire["conn"][w0], seq=wire["seq"][w0],
-                              ack=wire["ack"][wires[-1]], flags=flags, plen=plen,
-                              cpos=wire["cpos"][w0], t_backend=t_backend, req=wire["req"][w0],
+            flags |= wire[w]["flags"]
+        unit = self.units.add(dir=0, conn=wire[w0]["conn"], seq=wire[w0]["seq"],
+                              ack=wire[wires[-1]]["ack"], flags=flags, plen=plen,
+                              cpos=wire[w0]["cpos"], t_backend=t_backend, req=wire[w0]["req"],
                               wire_first=w0, wire_last=wires[-1])
         for w in wires:
-            wire["unit"][w] = unit
+            wire[w]["unit"] = unit
         self.rx_queue.append(unit)
         if not self.rx_scheduled:
             self.rx_scheduled = True
@@ -653,7 +673,7 @@ class Sim:
 
     def rx_kick(self, t: int, waker_pcpu: int = 0) -> None:
         """netback's guest-rx thread is woken (its dom0 vCPU too, if blocked)."""
-        req = self.units["req"][self.rx_queue[0]] if self.rx_queue else -1
+        req = self.units[self.rx_queue[0]]["req"] if self.rx_queue else -1
         d = self.faults.ring_full.pop(req, None) if req >= 0 else None
         if d is not None:
             # the guest posted no rx requests: it runs something else meanwhile
@@ -682,31 +702,31 @@ class Sim:
         take: list[int] = []
         while self.rx_queue and len(take) < NETBACK_BATCH:
             u = self.rx_queue[0]
-            if units["t_backend"][u] > s:
+            if units[u]["t_backend"] > s:
                 break
             take.append(self.rx_queue.pop(0))
         if not take:
             self.rx_scheduled = False
             if self.rx_queue:
                 self.rx_scheduled = True
-                self.at(units["t_backend"][self.rx_queue[0]], self.rx_kick)
+                self.at(units[self.rx_queue[0]]["t_backend"], self.rx_kick)
             return
         self.rx_batch_no += 1
         self.rec(self.v1.pcpu, s, TRC_PV_HYPERCALL_V2, (HYPERCALL_GNTTAB_W0, GNTTABOP_COPY,
                                                         len(take)))
-        nbytes = sum(units["plen"][u] for u in take)
+        nbytes = sum(units[u]["plen"] for u in take)
         for u in take:
-            units["copy"][u] = s
-            units["copy_cpu"][u] = self.v1.pcpu
-            units["batch"][u] = self.rx_batch_no
+            units[u]["copy"] = s
+            units[u]["copy_cpu"] = self.v1.pcpu
+            units[u]["batch"] = self.rx_batch_no
         notify = s + self.lat(0.6 * US) + int(nbytes * 0.25) + self.lat(self.p.notify_median)
         self.at(notify, self.guest_notify, take)
         end = notify + self.lat(0.8 * US)
         self.v1.hold(end + 1 * US)
-        if self.rx_queue and units["t_backend"][self.rx_queue[0]] <= end:
+        if self.rx_queue and units[self.rx_queue[0]]["t_backend"] <= end:
             self.at(end, self.rx_batch)
         elif self.rx_queue:
-            self.at(units["t_backend"][self.rx_queue[0]], self.rx_kick)
+            self.at(units[self.rx_queue[0]]["t_backend"], self.rx_kick)
         else:
             self.rx_scheduled = False
 
@@ -721,18 +741,18 @@ class Sim:
         last_row_t = cur
         preempt_at: int | None = None
         for u in take:
-            units["guest_wake"][u] = woke
-            units["guest_run"][u] = run
-            c = units["conn"][u]
+            units[u]["guest_wake"] = woke
+            units[u]["guest_run"] = run
+            c = units[u]["conn"]
             conn = self.conns[c]
             for seq, plen, cpos, flags in self._guest_split(u):
                 cur += self.lat(p.netfront_per_frame)
-                row = self.rows.add(dir=0, conn=c, seq=seq, ack=units["ack"][u], flags=flags,
+                row = self.rows.add(dir=0, conn=c, seq=seq, ack=units[u]["ack"], flags=flags,
                                     plen=plen, cpos=cpos, t_guest=cur, unit=u,
-                                    req=units["req"][u])
+                                    req=units[u]["req"])
                 last_row_t = cur
                 sock = cur + self.lat(p.stack_median)
-                self.rows["t_socket"][row] = sock
+                self.rows[row]["t_socket"] = sock
                 if flags & SYN:
                     conn.delivered.append((sock, -1))
                     self._handshake_done(sock, c)
@@ -741,7 +761,7 @@ class Sim:
                     conn.rx_next = max(conn.rx_next, end)
                     conn.delivered.append((sock, end))
                     delivered[c] = min(delivered.get(c, sock), sock)
-            r = units["req"][u]
+            r = units[u]["req"]
             if r in self.faults.guest_preempt and self._last_unit_of(u):
                 preempt_at = last_row_t
         g.hold(cur + self.lat(2 * US))
@@ -757,7 +777,7 @@ class Sim:
         g.hold(cur + self.lat(2 * US))
         if preempt_at is not None:
             preempt_at = g.busy_until - 200   # after the guest saw the response and ACKed
-            r = units["req"][take[-1]]
+            r = units[take[-1]]["req"]
             d = self.faults.guest_preempt.pop(r)
             g.preempt(preempt_at, preempt_at + d, (7, 1), RUNSTATE_BLOCKED)
             cause = "lost_records" if r in self.faults.blind_spot else "vcpu_runnable"
@@ -777,10 +797,10 @@ class Sim:
                         self.app_wake)
 
     def _last_unit_of(self, u: int) -> bool:
-        r = self.units["req"][u]
+        r = self.units[u]["req"]
         req = self.reqs[r]
         conn = self.conns[req.conn]
-        end = (self.units["seq"][u] - conn.s_isn - 1) % (1 << 32) + self.units["plen"][u]
+        end = (self.units[u]["seq"] - conn.s_isn - 1) % (1 << 32) + self.units[u]["plen"]
         return end >= req.rx_off + req.resp_len
 
     def _handshake_done(self, t_sock: int, c: int) -> None:
@@ -794,8 +814,8 @@ class Sim:
     def _guest_split(self, u: int) -> list[tuple[int, int, int, int]]:
         """Guest frames of a unit: itself, or (guest GRO) chunks with other boundaries."""
         units = self.units
-        seq, plen, cpos, flags = (units["seq"][u], units["plen"][u], units["cpos"][u],
-                                  units["flags"][u])
+        seq, plen, cpos, flags = (units[u]["seq"], units[u]["plen"], units[u]["cpos"],
+                                  units[u]["flags"])
         if not self.p.guest_gro or plen <= self.p.mss:
             return [(seq, plen, cpos, flags)]
         out = []

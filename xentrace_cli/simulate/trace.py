@@ -15,7 +15,6 @@ import random
 import numpy as np
 
 from ..xen_events import (
-    MAX_EXTRA,
     RUNSTATE_BLOCKED,
     RUNSTATE_RUNNABLE,
     TRC_GUEST,
@@ -26,7 +25,7 @@ from ..xen_events import (
     TRC_SCHED_WAKE,
     TRC_TRACE_WRAP_BUFFER,
 )
-from .physics import MS, US, Sim, runstate_event
+from .physics import MS, REC_WIDTH, US, Sim, runstate_event
 from .writers import write_xentrace
 
 N_PCPUS = 4
@@ -100,16 +99,32 @@ def add_background(sim: Sim, rnd: random.Random) -> None:
             t += int(rnd.uniform(1, 20) * MS)
 
 
-def _extra_matrix(words: list[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
-    n = len(words)
-    m = np.zeros((n, MAX_EXTRA), dtype=np.uint32)
-    n_extra = np.fromiter((len(w) for w in words), dtype=np.int64, count=n)
-    flat = np.fromiter((x & 0xFFFFFFFF for w in words for x in w), dtype=np.uint32,
-                       count=int(n_extra.sum()))
-    rows = np.repeat(np.arange(n), n_extra)
-    cols = np.arange(len(flat)) - np.repeat(np.cumsum(n_extra) - n_extra, n_extra)
-    m[rows, cols] = flat
-    return m, n_extra
+def _noise(sim: Sim, rnd: random.Random) -> np.ndarray:
+    """Timer ticks, another device's interrupts, guest records, wrap padding (REC_WIDTH + 3
+    columns: the last three are the extra words 4..6 only wrap records use)."""
+    rows: list[list[int]] = []
+    span = sim.t_end - sim.t_begin
+    for pc in range(N_PCPUS):   # scheduler timer ticks on every pCPU
+        for tt in range(sim.t_begin + (pc + 1) * 997 * US, sim.t_end, TIMER_PERIOD_NS):
+            rows.append([pc, tt, TRC_SCHED_S_TIMER_FN, 1, 0])
+    for _ in range(max(1, int(span / (5 * MS)))):   # a disk on the background pCPU
+        rows.append([BACKGROUND_PCPU, sim.t_begin + rnd.randrange(span), TRC_HW_IRQ_HANDLED,
+                     1, 3, DISK_IRQ, 0, 0])
+    rec = np.frombuffer(sim.trace, dtype=np.int64).reshape(-1, REC_WIDTH)
+    on_guest = rec[rec[:, 0] == sim.guest.pcpu, 1]
+    # guest-inserted records (no timestamp) right after some guest-pCPU records
+    for i in rnd.sample(range(len(on_guest)), min(len(on_guest), max(2, len(on_guest) // 50))):
+        n = rnd.randrange(0, 4)
+        rows.append([sim.guest.pcpu, int(on_guest[i]), TRC_GUEST | rnd.randrange(1, 16), 0, n,
+                     *(rnd.getrandbits(32) for _ in range(n))])
+    # wrap padding: one short (no timestamp), one long (timestamped), garbage words
+    for pc, n, with_ts in ((0, 5, 0), (BACKGROUND_PCPU, 7, 1)):
+        rows.append([pc, sim.t_begin + span // 3 + pc * MS, TRC_TRACE_WRAP_BUFFER, with_ts, n,
+                     *(rnd.getrandbits(32) for _ in range(n))])
+    out = np.zeros((len(rows), REC_WIDTH + 3), dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
 
 
 def build_records(sim: Sim, rnd: random.Random, *, tsc_at_t0: int, cpu_hz: float,
@@ -120,54 +135,16 @@ def build_records(sim: Sim, rnd: random.Random, *, tsc_at_t0: int, cpu_hz: float
     Returns the records and one description per blind spot (records dropped, first dropped).
     """
     add_background(sim, rnd)
-    cpu = list(sim.tr_cpu)
-    t = list(sim.tr_t)
-    ev = list(sim.tr_ev)
-    words = list(sim.tr_w)
-    ts = list(sim.tr_ts)
-    span = sim.t_end - sim.t_begin
-    # scheduler timer ticks on every pCPU
-    for pc in range(N_PCPUS):
-        ticks = range(sim.t_begin + (pc + 1) * 997 * US, sim.t_end, TIMER_PERIOD_NS)
-        cpu += [pc] * len(ticks)
-        t += list(ticks)
-        ev += [TRC_SCHED_S_TIMER_FN] * len(ticks)
-        words += [()] * len(ticks)
-        ts += [True] * len(ticks)
-    # another device's interrupts on the background pCPU
-    n_disk = max(1, int(span / (5 * MS)))
-    for _ in range(n_disk):
-        tt = sim.t_begin + rnd.randrange(span)
-        cpu.append(BACKGROUND_PCPU)
-        t.append(tt)
-        ev.append(TRC_HW_IRQ_HANDLED)
-        words.append((DISK_IRQ, 0, 0))
-        ts.append(True)
-    # guest-inserted records (no timestamp) after some guest-pCPU records
-    on_guest = [i for i in range(len(sim.tr_cpu)) if sim.tr_cpu[i] == sim.guest.pcpu]
-    for i in rnd.sample(on_guest, min(len(on_guest), max(2, len(on_guest) // 50))):
-        cpu.append(sim.guest.pcpu)
-        t.append(sim.tr_t[i])
-        ev.append(TRC_GUEST | rnd.randrange(1, 16))
-        words.append(tuple(rnd.getrandbits(32) for _ in range(rnd.randrange(0, 4))))
-        ts.append(False)
-    # wrap padding: one short (no timestamp), one long (timestamped), garbage words
-    for pc, n_words, with_ts in ((0, 5, False), (BACKGROUND_PCPU, 7, True)):
-        cpu.append(pc)
-        t.append(sim.t_begin + span // 3 + pc * MS)
-        ev.append(TRC_TRACE_WRAP_BUFFER)
-        words.append(tuple(rnd.getrandbits(32) for _ in range(n_words)))
-        ts.append(with_ts)
-
-    cpu_a = np.array(cpu, dtype=np.int64)
-    t_a = np.array(t, dtype=np.int64)
-    ev_a = np.array(ev, dtype=np.uint32)
-    ts_a = np.array(ts, dtype=bool)
-    extra, n_extra = _extra_matrix(words)
+    path = np.frombuffer(sim.trace, dtype=np.int64).reshape(-1, REC_WIDTH)
+    noise = _noise(sim, rnd)
+    rec = np.zeros((len(path) + len(noise), REC_WIDTH + 3), dtype=np.int64)
+    rec[:len(path), :REC_WIDTH] = path
+    rec[len(path):] = noise
+    cpu_a, t_a = rec[:, 0], rec[:, 1]
     # blind spots: drop the CPU's records there, one lost-records record at the end
     spots = []
-    keep = np.ones(len(cpu_a), dtype=bool)
-    add_rows = []
+    keep = np.ones(len(rec), dtype=bool)
+    lost_rows = []
     for pc, start, end in blind_spots:
         gone = (cpu_a == pc) & (t_a >= start) & (t_a < end)
         if not gone.any():
@@ -176,25 +153,20 @@ def build_records(sim: Sim, rnd: random.Random, *, tsc_at_t0: int, cpu_hz: float
         keep &= ~gone
         dropped = int(gone.sum())
         first_tsc = tsc_at_t0 + round((first - sim.t_begin) * cpu_hz / 1e9)
-        add_rows.append((pc, end, (dropped, sim.domid | (sim.guest.vcpu << 16),
-                                   first_tsc & 0xFFFFFFFF, first_tsc >> 32)))
+        lost_rows.append([pc, end, TRC_LOST_RECORDS, 1, 4, dropped,
+                          sim.domid | (sim.guest.vcpu << 16), first_tsc & 0xFFFFFFFF,
+                          first_tsc >> 32, 0, 0, 0])
         spots.append(dict(cpu=pc, start_ns=first, end_ns=end, dropped=dropped))
-    cpu_a, t_a, ev_a, ts_a = cpu_a[keep], t_a[keep], ev_a[keep], ts_a[keep]
-    extra, n_extra = extra[keep], n_extra[keep]
-    if add_rows:
-        m, ne = _extra_matrix([w for _, _, w in add_rows])
-        cpu_a = np.concatenate([cpu_a, [pc for pc, _, _ in add_rows]])
-        t_a = np.concatenate([t_a, [e for _, e, _ in add_rows]])
-        ev_a = np.concatenate([ev_a, np.full(len(add_rows), TRC_LOST_RECORDS, np.uint32)])
-        ts_a = np.concatenate([ts_a, np.ones(len(add_rows), bool)])
-        extra = np.concatenate([extra, m])
-        n_extra = np.concatenate([n_extra, ne])
-    order = np.lexsort((np.arange(len(cpu_a)), t_a, cpu_a))
-    cpu_a, t_a, ev_a, ts_a = cpu_a[order], t_a[order], ev_a[order], ts_a[order]
-    extra, n_extra = extra[order], n_extra[order]
-    tsc = tsc_at_t0 + np.round((t_a - sim.t_begin) * (cpu_hz / 1e9)).astype(np.int64)
-    return TraceRecords(cpu=cpu_a, t_ns=t_a, tsc=tsc.astype(np.uint64), event=ev_a,
-                        extra=extra, n_extra=n_extra, has_ts=ts_a), spots
+    rec = rec[keep]
+    if lost_rows:
+        rec = np.concatenate([rec, np.array(lost_rows, dtype=np.int64)])
+    order = np.lexsort((np.arange(len(rec)), rec[:, 1], rec[:, 0]))
+    rec = rec[order]
+    tsc = tsc_at_t0 + np.round((rec[:, 1] - sim.t_begin) * (cpu_hz / 1e9)).astype(np.int64)
+    extra = rec[:, 5:].astype(np.uint32)
+    return TraceRecords(cpu=rec[:, 0], t_ns=rec[:, 1], tsc=tsc.astype(np.uint64),
+                        event=rec[:, 2].astype(np.uint32), extra=extra, n_extra=rec[:, 4],
+                        has_ts=rec[:, 3].astype(bool)), spots
 
 
 def write_trace(path: str | os.PathLike[str], rec: TraceRecords, cpu_hz: float) -> None:

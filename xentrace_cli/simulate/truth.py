@@ -127,8 +127,7 @@ def _read_cover(conn: np.ndarray, end: np.ndarray, reads: np.ndarray) -> np.ndar
 
 
 def _tx_wire(sim: Sim, unit_ids: np.ndarray) -> np.ndarray:
-    first = np.array([-1 if v is None else v for v in sim.units["wire_first"]], dtype=np.int64)
-    return first[unit_ids]
+    return sim.units.column("wire_first")[unit_ids]
 
 
 def label(t: dict[str, np.ndarray], rx: np.ndarray, faults: list[dict[str, Any]]) -> tuple[

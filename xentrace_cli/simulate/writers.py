@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -45,28 +45,41 @@ PCAPNG_EPB_DTYPE = np.dtype([
     ("orig_len", "<u4"),
 ])
 
-#: Frames per batch written at once (bounds the index arrays of the scatter).
+#: Frames per batch written at once, and bytes (bounds the memory of a batch).
 BATCH_FRAMES = 100_000
+BATCH_BYTES = 64 << 20
 NS_PER_S = 1_000_000_000
 
 FrameChunks = Iterable[tuple[np.ndarray, FrameBatch]]
+#: Frames already built, or a builder of frames [lo, hi) called once per batch.
+FrameSource = FrameBatch | Callable[[int, int], FrameBatch]
 
 
-def _batches(ts_ns: np.ndarray, frames: FrameBatch) -> FrameChunks:
-    """Split one big batch into writer-sized ones."""
+def _batches(ts_ns: np.ndarray, frames: FrameSource) -> FrameChunks:
+    """Writer-sized pieces of the frames: slices of a built batch, or built per slice."""
     n = len(ts_ns)
-    for lo in range(0, n, BATCH_FRAMES):
-        hi = min(n, lo + BATCH_FRAMES)
+    if callable(frames):
+        for lo in range(0, n, BATCH_FRAMES):
+            hi = min(n, lo + BATCH_FRAMES)
+            yield ts_ns[lo:hi], frames(lo, hi)
+        return
+    lo = 0
+    while lo < n:
+        # cut by bytes as well as frames (64 KB GSO frames make big batches)
+        hi = int(np.searchsorted(frames.offsets, frames.offsets[lo] + BATCH_BYTES, "right"))
+        hi = min(n, max(lo + 1, min(hi - 1, lo + BATCH_FRAMES)))
         a, b = frames.offsets[lo], frames.offsets[hi]
         yield ts_ns[lo:hi], FrameBatch(frames.data[a:b], frames.offsets[lo:hi + 1] - a,
                                        frames.wirelen[lo:hi])
+        lo = hi
 
 
 def _interleave(prefix: np.ndarray, frames: FrameBatch, suffix_len: np.ndarray) -> tuple[
         np.ndarray, np.ndarray]:
     """Lay out ``prefix[i] + frame i + suffix_len[i] zero bytes`` for every i.
 
-    Returns the output bytes and the start of each record in them.
+    Returns the output bytes and the start of each record in them. The frame bytes go in with
+    one boolean-mask fill (no index per byte).
     """
     n, plen = prefix.shape
     caplen = frames.caplen
@@ -74,12 +87,16 @@ def _interleave(prefix: np.ndarray, frames: FrameBatch, suffix_len: np.ndarray) 
     start = np.zeros(n, dtype=np.int64)
     np.cumsum(rec_len[:-1], out=start[1:])
     out = np.zeros(int(rec_len.sum()), dtype=np.uint8)
-    out[(start[:, None] + np.arange(plen)).ravel()] = prefix.ravel()
-    out[_ragged_index(start + plen, caplen)] = frames.data
+    is_data = np.ones(len(out), dtype=bool)
+    head = (start[:, None] + np.arange(plen)).ravel()
+    is_data[head] = False
+    is_data[_ragged_index(start + plen + caplen, suffix_len)] = False
+    out[head] = prefix.ravel()
+    out[is_data] = frames.data
     return out, start
 
 
-def write_pcap(path: str | os.PathLike[str], ts_ns: np.ndarray, frames: FrameBatch, *,
+def write_pcap(path: str | os.PathLike[str], ts_ns: np.ndarray, frames: FrameSource, *,
                snaplen: int = 262144, linktype: int = LINKTYPE_ETHERNET) -> None:
     """Write a classic little-endian microsecond pcap (timestamps truncated to µs)."""
     ts_ns = np.asarray(ts_ns, dtype=np.int64)
@@ -108,7 +125,7 @@ def _pcapng_block(block_type: int, body: bytes) -> bytes:
     return struct.pack("<II", block_type, total) + body + struct.pack("<I", total)
 
 
-def write_pcapng(path: str | os.PathLike[str], ts_ns: np.ndarray, frames: FrameBatch, *,
+def write_pcapng(path: str | os.PathLike[str], ts_ns: np.ndarray, frames: FrameSource, *,
                  if_name: str = "eth0", snaplen: int = 262144,
                  linktype: int = LINKTYPE_ETHERNET, userappl: str = "xenlat simulate") -> None:
     """Write a pcapng file: one section, one interface (``if_tsresol`` 9 = ns), EPBs."""
@@ -201,27 +218,22 @@ def write_xentrace(path: str | os.PathLike[str], cpu: np.ndarray, tsc: np.ndarra
         f.write(all_rows[mask].astype("<u4").tobytes())
 
 
+def _strace_escape_table() -> dict[int, str]:
+    """How strace shows each byte inside a quoted string (C escapes, octal otherwise)."""
+    table = {b: chr(b) for b in range(32, 127)}
+    table.update({b: f"\\{b:o}" for b in (*range(0, 32), *range(127, 256))})
+    table.update({ord('"'): '\\"', ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r",
+                  ord("\t"): "\\t"})
+    return table
+
+
+_STRACE_ESCAPES = _strace_escape_table()
+
+
 def strace_quote(data: bytes, total: int, max_len: int = 64) -> str:
     """A buffer as ``strace -s max_len`` prints it (C escapes, ``...`` when cut)."""
-    shown = data[:max_len]
-    out = []
-    for b in shown:
-        c = chr(b)
-        if c == '"':
-            out.append('\\"')
-        elif c == "\\":
-            out.append("\\\\")
-        elif c == "\n":
-            out.append("\\n")
-        elif c == "\r":
-            out.append("\\r")
-        elif c == "\t":
-            out.append("\\t")
-        elif 32 <= b < 127:
-            out.append(c)
-        else:
-            out.append(f"\\{b:o}")
-    return '"' + "".join(out) + '"' + ("..." if total > max_len else "")
+    text = data[:max_len].decode("latin-1").translate(_STRACE_ESCAPES)
+    return '"' + text + '"' + ("..." if total > max_len else "")
 
 
 def write_strace(path: str | os.PathLike[str], pid: int, entry_ns: np.ndarray,
