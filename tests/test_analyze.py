@@ -46,6 +46,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory):
     return make
 
 
+_RUNS: dict[tuple[Path, tuple[str, ...]], object] = {}
+
+
 def files(directory: Path) -> dict[str, Path]:
     """The simulated set's files by source name."""
     found = {p.name: p for p in directory.iterdir()}
@@ -56,10 +59,17 @@ def files(directory: Path) -> dict[str, Path]:
 
 
 def run(directory: Path, *names: str, **options: object):
+    """The analysis of some of a set's sources (cached: tests only read it)."""
     paths = files(directory)
     use = names or tuple(paths)
-    sources = Sources(**{n: paths[n] for n in use})
-    return analyze(sources, AnalyzeOptions(**options))
+    key = (directory, tuple(sorted(use)))
+    if options or key not in _RUNS:
+        sources = Sources(**{n: paths[n] for n in use})
+        result = analyze(sources, AnalyzeOptions(**options))
+        if options:
+            return result
+        _RUNS[key] = result
+    return _RUNS[key]
 
 
 def truth(directory: Path) -> pd.DataFrame:
@@ -260,15 +270,17 @@ CONTRACT = ["src", "sport", "dst", "dport", "proto", "direction", "seq", "len", 
 @pytest.mark.parametrize("fmt", ["json", "csv", "parquet"])
 def test_cli_formats_parse_back(scenario, runner, tmp_path: Path, fmt: str) -> None:
     out = tmp_path / f"out.{fmt}"
-    result = runner.invoke(main, ["analyze", *cli_args(scenario("healthy")), "--format", fmt,
-                                  "-o", str(out)])
+    p = files(scenario("healthy"))
+    args = [str(p["guest"]), "--backend", str(p["backend"]), "--socket-log", str(p["socket_log"])]
+    result = runner.invoke(main, ["analyze", *args, "--format", fmt, "-o", str(out)])
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""
     if fmt == "json":
         doc = json.loads(out.read_text())
         packets = pd.DataFrame(doc["packets"])
         assert doc["summary"]["packets"] == len(packets)
-        assert "guest->dom0" in doc["alignment"]
+        assert doc["alignment"]["guest->dom0"]["quality"] == "bounded"
+        assert doc["summary"]["stages"]["socket_read"]["count"] > 100
     elif fmt == "csv":
         packets = pd.read_csv(out)
     else:
@@ -292,10 +304,12 @@ def test_cli_truncated_trace_is_a_warning_or_bad_input(scenario, runner, tmp_pat
     data = p["xentrace"].read_bytes()
     cut.write_bytes(data[: len(data) // 2 + 3])
     args = ["analyze", str(p["guest"]), "--backend", str(p["backend"]), "--xentrace", str(cut)]
-    result = runner.invoke(main, args)
-    assert result.exit_code in (0, 3)
+    result = runner.invoke(main, [*args, "--format", "csv"])
+    # salvageable: the whole records are kept, one warning line names the file and offset
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.startswith(f"xenlat: warning: {cut}: offset ")
     assert "Traceback" not in result.stderr
-    assert str(cut) in result.stderr
+    assert result.stdout.startswith('"src","sport"')
     strict = runner.invoke(main, [*args, "--strict"])
     assert strict.exit_code == 3
     assert strict.stderr.count("\n") == 1 and "xenlat: error:" in strict.stderr

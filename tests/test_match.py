@@ -140,3 +140,16 @@ def test_vectorized_on_many_segments() -> None:
     assert m.found.all()
     expected = (np.arange(n) // 10) * 10 * 1000 + 500
     np.testing.assert_array_equal(m.ts_ns, expected)
+
+
+def test_local_address_when_two_addresses_tie() -> None:
+    # one peer: both addresses in every frame; the socket log's peer is remote, else the
+    # address with more ports (the client of several connections) is local
+    rows = [(1, GUEST, SERVER, 1, 1), (2, SERVER, GUEST, 1, 1)]
+    t = table(rows)
+    second = table(rows)
+    second["sport"] = pd.array([40001, 11211], dtype="UInt16")
+    second["dport"] = pd.array([11211, 40001], dtype="UInt16")
+    segs = match.data_segments(pd.concat([t, second], ignore_index=True))
+    assert match.local_addresses(segs) == {GUEST}
+    assert match.local_addresses(segs, remote={GUEST}) == {SERVER}

@@ -187,9 +187,11 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     anchor_name = next((n for n in CAPTURES if n in packets), None)
     if anchor_name is None:
         return _no_capture(sources, calls, trace, notes)
-    local = match.local_addresses(tables[anchor_name])
-    if not local and calls is not None:
-        local = set()
+    remote = set()
+    if calls is not None and "peer" in calls.columns:
+        peers = calls["peer"].dropna().astype(str).unique()
+        remote = {p.rsplit(":", 1)[0].strip("[]") for p in peers}
+    local = match.local_addresses(tables[anchor_name], remote)
     placed = match.assign_flows(tables, local)
     syns = pd.concat([placed[k] for k in placed if k.endswith(":syn")], ignore_index=True)
     anchor_all = placed[anchor_name]
@@ -218,8 +220,18 @@ def analyze(sources: Sources, options: AnalyzeOptions,
             notes.append(f"{missing} of {n} segments of the {anchor_name} capture were not "
                          f"found in the {name} capture (their {name} time is left empty).")
 
-    # --- the guest clock on dom0's --------------------------------------------------------------
+    # --- which side is the guest: data towards it reaches dom0 first, data from it the guest -
     dom0_point = "backend" if "backend" in own else ("phys" if "phys" in own else None)
+    if "guest" in own and dom0_point is not None and n:
+        flipped = _check_direction(anchor, own["guest"], own[dom0_point], local)
+        if flipped is not None:
+            local = flipped
+            for table in (*placed.values(), anchor):
+                table["direction"] = pd.Categorical(
+                    np.where(table["dst"].isin(list(local)).to_numpy(), "rx", "tx"),
+                    categories=["rx", "tx"])
+
+    # --- the guest clock on dom0's --------------------------------------------------------------
     direction = anchor["direction"].to_numpy()
     rx = direction == "rx"
     guest_fit = None
@@ -401,6 +413,25 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     return Analysis(table=table, sources=sources, alignment=alignment, notes=notes,
                     flows=flows.drop(columns=["response_last"]) if len(flows) else flows,
                     baselines=baselines)
+
+
+def _check_direction(anchor: pd.DataFrame, t_guest: np.ndarray, t_dom0: np.ndarray,
+                     local: set[str]) -> set[str] | None:
+    """The other address, when the timing says the guest is not where ``local`` put it.
+
+    Whatever the clock offset, data towards the guest is seen in dom0 before the guest, and
+    data from it the other way round: ``t_guest - t_dom0`` is larger received than sent.
+    """
+    both = (t_guest != NA_NS) & (t_dom0 != NA_NS)
+    rx = (anchor["direction"] == "rx").to_numpy()
+    if not (both & rx).any() or not (both & ~rx).any():
+        return None
+    delay = (t_guest - t_dom0).astype(np.float64)
+    if np.median(delay[both & rx]) >= np.median(delay[both & ~rx]):
+        return None
+    others = set(anchor["src"].astype(str).unique()) | set(anchor["dst"].astype(str).unique())
+    others -= local
+    return others if len(others) == 1 else None
 
 
 def _shared_stalls(label: np.ndarray, shown: list[attribute.Interval],

@@ -478,7 +478,7 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
     ev = trace.events
     event = ev["event"].to_numpy()
     tsc = ev["tsc"].to_numpy(np.int64)
-    cpu = ev["cpu"].to_numpy(np.int64)
+    cpu = ev["cpu"].to_numpy()
 
     # --- the dom0 arrivals the interrupts delivered ------------------------------------------
     dom0_point = "phys" if "phys" in packets else ("backend" if "backend" in packets else None)
@@ -489,7 +489,8 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
     arrivals = _frames_to_guest(packets[dom0_point], local)
 
     is_irq = event == TRC_HW_IRQ_HANDLED
-    irq_no = ev["irq"].to_numpy(dtype=np.int64, na_value=-1)
+    irq_no = np.full(event.size, -1, dtype=np.int64)
+    irq_no[is_irq] = _subset(ev, "irq", is_irq, -1)
     if options.nic_irq is not None:
         candidates = [int(options.nic_irq)]
     else:
@@ -520,8 +521,9 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
                      f"{dom0_point} capture's arrivals; give --nic-irq to override).")
 
     # --- the guest domain -------------------------------------------------------------------
-    dom = ev["domid"].to_numpy(dtype=np.int64, na_value=-1)
     is_wake = event == TRC_SCHED_WAKE
+    dom = np.full(event.size, -1, dtype=np.int64)
+    dom[is_wake] = _subset(ev, "domid", is_wake, -1)
     if domid is None:
         woken = pd.Series(dom[is_wake & (dom > 0) & (dom < 0x7FF0)]).value_counts()
         if len(woken):
@@ -531,13 +533,13 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
     result.domid = domid
 
     # --- grant copies, netback's vCPU and its batches ----------------------------------------
-    hyper = ev["hypercall"].to_numpy(dtype=np.int64, na_value=-1)
-    cmd = ev["gnttab_cmd"].to_numpy(dtype=np.int64, na_value=-1)
-    is_copy = ((event == TRC_PV_HYPERCALL_V2) & (hyper == HYPERCALL_GRANT_TABLE_OP)
-               & (cmd == GNTTABOP_COPY))
+    is_copy = event == TRC_PV_HYPERCALL_V2
+    hcall = (_subset(ev, "hypercall", is_copy, -1) == HYPERCALL_GRANT_TABLE_OP) & \
+        (_subset(ev, "gnttab_cmd", is_copy, -1) == GNTTABOP_COPY)
+    copy_count = _subset(ev, "count", is_copy, 1)[hcall]
+    is_copy[np.flatnonzero(is_copy)[~hcall]] = False
     copy_tsc = tsc[is_copy]
-    copy_count = ev["count"].to_numpy(dtype=np.int64, na_value=1)[is_copy]
-    copy_cpu = cpu[is_copy]
+    copy_cpu = cpu[is_copy].astype(np.int64)
     issuer = np.full(copy_tsc.size, -1, dtype=np.int64)
     if copy_tsc.size and len(trace.switches):
         from .readers.xentrace import running_on
@@ -672,6 +674,12 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
     return result
 
 
+def _subset(events: pd.DataFrame, column: str, mask: np.ndarray, missing: int) -> np.ndarray:
+    """A nullable event column at the rows of ``mask`` only (converting all rows is slow)."""
+    return events[column].iloc[np.flatnonzero(mask)].to_numpy(dtype=np.int64,
+                                                                na_value=missing)
+
+
 def _na_float(t: np.ndarray) -> np.ndarray:
     out = t.astype(np.float64)
     out[t == NA_NS] = np.nan
@@ -724,12 +732,14 @@ def _dom0_run(trace: object, irq_tsc: np.ndarray, irq_cpu: np.ndarray, ev: pd.Da
     vcpu_out = np.full(n, -1, dtype=np.int64)
     w1 = ev["w1"].to_numpy()[irq_rows].astype(np.int64)
     w2 = ev["w2"].to_numpy()[irq_rows].astype(np.int64)
+    is_wake = event == TRC_SCHED_WAKE
     entry = irq_tsc - ((w2 - w1) & 0xFFFFFFFF)
-    vcol = ev["vcpu"].to_numpy(dtype=np.int64, na_value=-1)
-    wakes = np.flatnonzero((event == TRC_SCHED_WAKE) & (dom == 0))
+    wakes = np.flatnonzero(is_wake & (dom == 0))
+    vcol = np.full(event.size, -1, dtype=np.int64)
+    vcol[wakes] = ev["vcpu"].iloc[wakes].to_numpy(dtype=np.int64, na_value=-1)
     woken = np.full(n, -1, dtype=np.int64)
     if wakes.size:
-        w_tsc, w_cpu = tsc[wakes], ev["cpu"].to_numpy(np.int64)[wakes]
+        w_tsc, w_cpu = tsc[wakes], ev["cpu"].to_numpy()[wakes].astype(np.int64)
         for c in np.unique(irq_cpu):
             pick = np.flatnonzero(irq_cpu == c)
             on = w_cpu == c

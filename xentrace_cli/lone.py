@@ -26,18 +26,21 @@ INTERVALS: tuple[str, ...] = ("request_to_response", "response_to_next")
 
 
 def connection_ids(segments: pd.DataFrame) -> np.ndarray:
-    """An id per connection (both directions of a flow share it)."""
+    """An id per connection (both directions of a flow share it), from the ``flow`` ids."""
     n = len(segments)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    codes, _ = pd.factorize(pd.concat([segments["src"], segments["dst"]], ignore_index=True)
-                            .astype(str))
-    a = codes[:n].astype(np.int64) * 65536 + segments["sport"].to_numpy(np.int64)
-    b = codes[n:].astype(np.int64) * 65536 + segments["dport"].to_numpy(np.int64)
-    key = np.stack([np.minimum(a, b), np.maximum(a, b),
-                    segments["proto"].to_numpy(np.int64)], axis=1)
-    _, ids = np.unique(key, axis=0, return_inverse=True)
-    return ids.reshape(-1).astype(np.int64)
+    flow = segments["flow"].to_numpy(np.int64)
+    # one row per flow: its endpoints, ordered so that both directions give the same key
+    firsts = segments.drop_duplicates("flow")
+    a = firsts["src"].astype(str) + "|" + firsts["sport"].astype(str)
+    b = firsts["dst"].astype(str) + "|" + firsts["dport"].astype(str)
+    swap = (a > b).to_numpy()
+    key = pd.DataFrame({"lo": np.where(swap, b, a), "hi": np.where(swap, a, b),
+                        "proto": firsts["proto"].to_numpy()})
+    conn_of_flow = pd.Series(key.groupby(["lo", "hi", "proto"], sort=True).ngroup().to_numpy(),
+                             index=firsts["flow"].to_numpy())
+    return conn_of_flow.reindex(flow).to_numpy(np.int64)
 
 
 def exchanges(segments: pd.DataFrame) -> pd.DataFrame:
@@ -78,7 +81,7 @@ def exchanges(segments: pd.DataFrame) -> pd.DataFrame:
     i = np.flatnonzero(run_fwd[:-1] & ~run_fwd[1:] & (run_conn[:-1] == run_conn[1:]))
     req = segments.iloc[first_row[i]]
     # the client's next action: its next request on any connection after the response
-    client = segments["src"].astype(str).to_numpy()[first_row]
+    client = segments["src"].iloc[first_row].astype(str).to_numpy()
     t_next_ns = _next_request(client, run_fwd, run_t0, client[i], run_t1[i + 1])
     has_next = t_next_ns >= 0
     out = pd.DataFrame({

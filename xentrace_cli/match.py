@@ -66,6 +66,16 @@ def _int(frame: pd.DataFrame, column: str, missing: int) -> np.ndarray:
     return pd.to_numeric(frame[column]).astype("Int64").fillna(missing).to_numpy(np.int64)
 
 
+def _category(frame: pd.DataFrame, column: str) -> pd.Categorical:
+    """An address column as a categorical of strings (cheap to compare, group and concat)."""
+    if column not in frame.columns:
+        return pd.Categorical([""] * len(frame))
+    values = frame[column]
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return pd.Categorical(values).remove_unused_categories()
+    return pd.Categorical(values.astype(str))
+
+
 def _columns(packets: pd.DataFrame, keep: np.ndarray, payload: np.ndarray) -> pd.DataFrame:
     sub = packets.loc[keep]
     proto = _int(sub, "proto", -1)
@@ -74,9 +84,9 @@ def _columns(packets: pd.DataFrame, keep: np.ndarray, payload: np.ndarray) -> pd
     return pd.DataFrame({
         "frame": frame,
         "ts_ns": _int(sub, "ts_ns", 0),
-        "src": sub["src"].astype(str).to_numpy() if "src" in sub.columns else "",
+        "src": _category(sub, "src"),
         "sport": _int(sub, "sport", -1),
-        "dst": sub["dst"].astype(str).to_numpy() if "dst" in sub.columns else "",
+        "dst": _category(sub, "dst"),
         "dport": _int(sub, "dport", -1),
         "proto": proto,
         "seq": seq,
@@ -87,20 +97,34 @@ def _columns(packets: pd.DataFrame, keep: np.ndarray, payload: np.ndarray) -> pd
     })
 
 
-def local_addresses(segments: pd.DataFrame) -> set[str]:
-    """The address(es) a capture was taken on: the one in most frames, as source or destination.
+def local_addresses(segments: pd.DataFrame, remote: set[str] | None = None) -> set[str]:
+    """The address(es) a capture was taken on.
 
-    An address that appears in every frame the top one is absent from is local too (a guest
-    with an IPv4 and an IPv6 address).
+    The address in most frames (as source or destination) — a host talking to many peers.
+    When two addresses tie (one peer only), ``remote`` addresses (peers named in a socket log)
+    decide, else the address using more distinct ports (the client of several connections).
+    An address in every frame the local one is absent from is local too (IPv4 and IPv6).
     """
     if len(segments) == 0:
         return set()
-    counts = pd.concat([segments["src"], segments["dst"]]).value_counts()
-    top = str(counts.index[0])
+    src = segments["src"].astype(str)
+    dst = segments["dst"].astype(str)
+    counts = pd.concat([src, dst]).value_counts()
+    tied = counts.index[counts == counts.iloc[0]].tolist()
+    top = str(tied[0])
+    if len(tied) > 1:
+        candidates = [a for a in tied if a not in (remote or set())] or tied
+        if len(candidates) > 1:
+            ports = pd.concat([
+                pd.DataFrame({"addr": src, "port": segments["sport"].to_numpy()}),
+                pd.DataFrame({"addr": dst, "port": segments["dport"].to_numpy()})])
+            distinct = ports.drop_duplicates().groupby("addr")["port"].size()
+            candidates = sorted(candidates, key=lambda a: -int(distinct.get(a, 0)))
+        top = str(candidates[0])
     local = {top}
-    rest = segments[(segments["src"] != top) & (segments["dst"] != top)]
+    rest = segments[(src != top).to_numpy() & (dst != top).to_numpy()]
     if len(rest):
-        counts = pd.concat([rest["src"], rest["dst"]]).value_counts()
+        counts = pd.concat([rest["src"].astype(str), rest["dst"].astype(str)]).value_counts()
         if counts.iloc[0] == len(rest):
             local.add(str(counts.index[0]))
     return local
@@ -115,16 +139,23 @@ def assign_flows(tables: dict[str, pd.DataFrame], local: set[str]) -> dict[str, 
     over all captures, so the same byte has the same position at every capture point.
     """
     names = [name for name, table in tables.items() if table is not None]
+    if not names:
+        return {}
+    # one set of address categories for every capture, so that concat keeps them categorical
+    cats = sorted({str(c) for name in names for col in ("src", "dst")
+                   for c in pd.Categorical(tables[name][col]).categories})
     parts = []
     for i, name in enumerate(names):
         table = tables[name]
-        parts.append(table.assign(_capture=i, _row=np.arange(len(table))))
-    if not parts:
-        return {}
+        parts.append(table.assign(
+            src=pd.Categorical(table["src"]).set_categories(cats),
+            dst=pd.Categorical(table["dst"]).set_categories(cats),
+            _capture=i, _row=np.arange(len(table))))
     allseg = pd.concat(parts, ignore_index=True)
     allseg["flow"] = allseg.groupby(list(FLOW_COLUMNS), sort=True, observed=True).ngroup()
     allseg["flow"] = allseg["flow"].astype(np.int64)
-    allseg["direction"] = np.where(allseg["dst"].isin(list(local)), "rx", "tx")
+    allseg["direction"] = pd.Categorical(
+        np.where(allseg["dst"].isin(list(local)).to_numpy(), "rx", "tx"), categories=["rx", "tx"])
     start = np.full(len(allseg), -1, dtype=np.int64)
     tcp = allseg["proto"].to_numpy() == TCP
     if tcp.any():
@@ -247,12 +278,22 @@ def match_segments(anchor: pd.DataFrame, other: pd.DataFrame) -> Match:
     return Match(ts, index, retrans)
 
 
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` by sorting (much faster than the hash path for large int64 arrays)."""
+    values = np.sort(values)
+    if values.size == 0:
+        return values
+    keep = np.ones(values.size, dtype=bool)
+    keep[1:] = values[1:] != values[:-1]
+    return values[keep]
+
+
 class _Coverage:
     """For each byte position: the earliest segment covering it, and how many do."""
 
     def __init__(self, start: np.ndarray, end: np.ndarray, ts: np.ndarray) -> None:
         self.ts = ts
-        self.bounds = np.unique(np.concatenate([start, end]))
+        self.bounds = _sorted_unique(np.concatenate([start, end]))
         lo = np.searchsorted(self.bounds, start)
         hi = np.searchsorted(self.bounds, end)
         span = np.maximum(hi - lo, 0)
