@@ -93,6 +93,45 @@ def slow_walk(path: Path) -> list[tuple[int, int, int, int | None, tuple[int, ..
 
 # --- features ----------------------------------------------------------------------------------
 
+def test_annotated_bytes(tmp_path: Path) -> None:
+    """One trace spelled out word by word, each field commented (after dpkt's dloff test)."""
+    words = [
+        0x2001F003,  # CPU change: event 0x1f003, N=2, C=0
+        1,           #   cpu 1
+        60,          #   window_size: 60 bytes follow (16 + 16 + 28)
+        0x90021211,  # RUNSTATE_CHANGE blocked(2)->runnable(1): N=1, C=1
+        0x00000064,  #   TSC low  (0x00000005_00000064)
+        0x00000005,  #   TSC high
+        0x00050003,  #   w0: domid 5 (bits 16-31), vcpu 3 (bits 0-15)
+        0x30082004,  # HVM_INJ_VIRQ: N=3, C=0 (takes the TSC above)
+        0x000000F3,  #   w0: vector 0xf3
+        0x00000000,  #   w1
+        0x00000001,  #   w2
+        0xC001F001,  # lost records: N=4, C=1
+        0x000000C8,  #   TSC low  (0x00000005_000000c8)
+        0x00000005,  #   TSC high
+        0x00000007,  #   w0: 7 records dropped
+        0x00020000,  #   w1: domid 0 (bits 0-15), vcpu 2 (bits 16-31)
+        0x00000070,  #   w2: TSC low of the first dropped record
+        0x00000005,  #   w3: TSC high
+    ]
+    path = write(tmp_path, struct.pack(f"<{len(words)}I", *words))
+    trace = read_xentrace(path)
+    ev = trace.events
+    assert (trace.records, trace.windows, trace.cpu_ids) == (3, 1, (1,))
+    assert ev["event"].tolist() == [0x00021211, 0x00082004, 0x0001F001]
+    assert ev["tsc"].tolist() == [0x5_00000064, 0x5_00000064, 0x5_000000C8]
+    assert ev["offset"].tolist() == [12, 28, 44]
+    assert ev["n_extra"].tolist() == [1, 3, 4]
+    assert (ev["domid"].iloc[0], ev["vcpu"].iloc[0]) == (5, 3)
+    assert (ev["old_state"].iloc[0], ev["new_state"].iloc[0]) == (2, 1)
+    assert ev["w0"].iloc[1] == 0xF3 and ev["w2"].iloc[1] == 1 and ev["w3"].iloc[1] == 0
+    lost = trace.lost.iloc[0]
+    assert (lost["dropped"], lost["domid"], lost["vcpu"]) == (7, 0, 2)
+    assert (lost["tsc_first"], lost["tsc"]) == (0x5_00000070, 0x5_000000C8)
+
+
+
 def test_two_cpus_merge_by_tsc_and_carry_timestamps(tmp_path: Path) -> None:
     path = write(
         tmp_path,
