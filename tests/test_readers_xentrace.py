@@ -597,11 +597,21 @@ def test_round_trip_simulator_writer(tmp_path: Path) -> None:
 def test_round_trip_simulated_scenario(tmp_path: Path) -> None:
     simulate = pytest.importorskip("xentrace_cli.simulate")
     simulate.run_scenario("lost-records", tmp_path, seed=3, requests=30)
+    scenario = json.loads((tmp_path / "scenario.json").read_text())
     trace = read_xentrace(tmp_path / "xentrace.bin")
     assert trace.records > 0 and not trace.truncated
     assert trace.records == len(slow_walk(tmp_path / "xentrace.bin"))
-    assert len(trace.lost) > 0  # the scenario's blind spot
-    assert (trace.lost["tsc_first"] <= trace.lost["tsc"]).all()
+    # The blind spots the simulator injected (its truth), at its TSC formula.
+    t0, tsc0, hz = scenario["t0_ns"], scenario["tsc_at_t0"], scenario["cpu_hz"]
+
+    def tsc(ns: int) -> int:
+        return tsc0 + round((ns - t0) * hz / 1e9)
+
+    want = [[f["cpu"], f["dropped"], tsc(f["start_ns"]), tsc(f["end_ns"])]
+            for f in scenario["faults"] if f["kind"] == "lost_records"]
+    assert want
+    got = trace.lost[["cpu", "dropped", "tsc_first", "tsc"]].values.tolist()
+    assert got == want
     rs = trace.runstates
     for _, g in rs.groupby(["domid", "vcpu"]):
         end = g["end_tsc"].to_numpy(dtype=np.int64, na_value=-1)
