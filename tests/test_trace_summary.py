@@ -93,12 +93,22 @@ def test_runstate_totals_and_waits(trace_file: Path) -> None:
     assert vcpu["running_s"] == pytest.approx(4.0)
     assert vcpu["offline_s"] == 0
     assert vcpu["changes"] == 4
+    assert summary["domains"] == [{"domid": 1, "idle": False, "vcpus": 1, "running_s": 4.0,
+                                   "runnable_s": 1.0, "blocked_s": 0.5, "offline_s": 0.0}]
     waits = summary["longest_runnable"]
     assert [(w["start_s"], w["duration_s"]) for w in waits] == [(0.5, 0.5), (3.5, 0.5)]
     assert waits[0]["ran_on_cpu"] == 2
     assert waits[0]["cpu_held_by"] == [{"unit": "d0v0", "domid": 0, "vcpu": 0,
                                         "duration_s": 0.5}]
     assert waits[1]["cpu_held_by"][0]["unit"] == "didlev2"
+
+
+def test_progress_reaches_the_file_size(trace_file: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    summarize_trace(trace_file, on_progress=lambda done, total: calls.append((done, total)))
+    size = trace_file.stat().st_size
+    assert calls and calls[-1] == (size, size)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
 
 def test_render_table(trace_file: Path) -> None:
@@ -149,4 +159,8 @@ def test_real_trace_json(corpus: Path, runner) -> None:
         total = sum(v[f"{s}_s"] for s in xe.RUNSTATES)
         assert total <= span + 1e-9
     assert {v["domid"] for v in doc["vcpus"]} == {0, 14, xe.DOMID_IDLE}
+    doms = {d["domid"]: d for d in doc["domains"]}
+    assert (doms[0]["vcpus"], doms[14]["vcpus"], doms[xe.DOMID_IDLE]["vcpus"]) == (8, 4, 8)
+    running_14 = sum(v["running_s"] for v in doc["vcpus"] if v["domid"] == 14)
+    assert doms[14]["running_s"] == pytest.approx(running_14)
     assert all(w["domid"] != xe.DOMID_IDLE for w in doc["longest_runnable"])

@@ -84,6 +84,18 @@ def _runstate_totals(trace: XenTrace, hz: float) -> list[dict[str, Any]]:
     return out
 
 
+def _domain_totals(vcpus: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run-state seconds summed over each domain's vCPUs."""
+    out: dict[int, dict[str, Any]] = {}
+    for v in vcpus:
+        dom = out.setdefault(v["domid"], {"domid": v["domid"], "idle": v["idle"], "vcpus": 0,
+                                          **{f"{s}_s": 0.0 for s in RUNSTATES}})
+        dom["vcpus"] += 1
+        for state in RUNSTATES:
+            dom[f"{state}_s"] += v[f"{state}_s"]
+    return [out[d] for d in sorted(out)]
+
+
 def _longest_waits(trace: XenTrace, origin: int, hz: float) -> list[dict[str, Any]]:
     rs = trace.runstates
     if not len(rs):
@@ -134,6 +146,7 @@ def summarize_trace(path: str | os.PathLike[str], cpu_hz: float | None = None,
     origin = trace.first_tsc or 0
     span = (trace.last_tsc - trace.first_tsc) if trace.first_tsc is not None else 0
     per_cpu = trace.events["cpu"].value_counts(sort=False)
+    vcpus = _runstate_totals(trace, hz)
     return {
         "file": str(path),
         "records": trace.records,
@@ -149,6 +162,7 @@ def summarize_trace(path: str | os.PathLike[str], cpu_hz: float | None = None,
         "duration_s": span / hz,
         "events": _event_counts(trace),
         "lost": _blind_spots(trace, origin, hz),
-        "vcpus": _runstate_totals(trace, hz),
+        "vcpus": vcpus,
+        "domains": _domain_totals(vcpus),
         "longest_runnable": _longest_waits(trace, origin, hz),
     }
