@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
 import os
@@ -162,22 +163,33 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     alignment: dict[str, Any] = {}
     present = set(sources.present)
 
-    packets: dict[str, pd.DataFrame] = {}
-    for name in CAPTURES[::-1]:
-        path = getattr(sources, name)
-        if path is not None:
-            packets[name] = read_packets(path, display_filter=options.display_filter,
-                                         on_progress=progress.part(name))
-    calls = None
-    if sources.socket_log is not None:
-        from .readers.strace import read_socket_log
-
-        calls = read_socket_log(sources.socket_log, on_progress=progress.part("socket_log"))
-    trace = None
+    # the trace is the largest input: read it in a second thread while the captures are read
+    # (the readers spend their time in numpy, which lets the other thread run)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    trace_job = None
     if sources.xentrace is not None:
         from .readers.xentrace import read_xentrace
 
-        trace = read_xentrace(sources.xentrace, on_progress=progress.part("xentrace"))
+        trace_job = pool.submit(read_xentrace, sources.xentrace,
+                                on_progress=progress.part("xentrace"))
+    try:
+        packets: dict[str, pd.DataFrame] = {}
+        for name in CAPTURES[::-1]:
+            path = getattr(sources, name)
+            if path is not None:
+                packets[name] = read_packets(path, display_filter=options.display_filter,
+                                             on_progress=progress.part(name))
+        calls = None
+        if sources.socket_log is not None:
+            from .readers.strace import read_socket_log
+
+            calls = read_socket_log(sources.socket_log,
+                                    on_progress=progress.part("socket_log"))
+        trace = trace_job.result() if trace_job is not None else None
+    finally:
+        if trace_job is not None:
+            trace_job.cancel()
+        pool.shutdown(wait=True)
 
     # --- segments on one axis -----------------------------------------------------------------
     tables: dict[str, pd.DataFrame] = {}
