@@ -131,8 +131,10 @@ BODY_RE = _LEADER + r"(?P<body>[^\r\n]*)"
 RESUMED_RE = _LEADER + r"<\.\.\. (?P<rname>\w+) resumed> ?(?P<rest>[^\r\n]*)"
 #: ``read(5,  <unfinished ...>``: the call's name and its text before the marker.
 UNFINISHED_RE = _LEADER + r"(?P<text>(?P<name>\w+)\([^\r\n]*) <unfinished \.\.\.>\r?\n?$"
-#: Any line with a leader; ``name`` / ``rname`` tell the call or the resumed call.
-LEADER_RE = _LEADER + r"(?:<\.\.\. (?P<rname>\w+) resumed>|(?P<name>\w+)\()?"
+#: Any line with a leader: the common call's groups, or ``name`` / ``rname`` (the call or the
+#: resumed call) for the others. One pass costs about as much as COMMON_RE alone.
+LINE_RE = (_LEADER + "(?:" + _COMMON_CALL
+           + r"|<\.\.\. (?P<rname>\w+) resumed>|(?P<name>\w+)\()?")
 #: A socket address in an argument list (connect, accept, recvfrom, msg_name, ...).
 SOCKADDR_RE = (
     r"sin_port=htons\((?P<port4>\d+)\), sin_addr=inet_addr\(\"(?P<ip4>[^\"]*)\"\)"
@@ -917,30 +919,24 @@ def _read_strace(path: str | os.PathLike[str],
         n = len(lines)
         if not n:
             continue
-        # Pass 1: the common complete read/write line. Pass 2, on the rest: the leader and name.
-        m1 = _extract(lines, COMMON_RE)
-        ok1 = pc.is_valid(m1).to_numpy(zero_copy_only=False)
-        idx1 = np.flatnonzero(ok1)
-        idx_rest = np.flatnonzero(~ok1)
-        rest_lines = lines.take(pa.array(idx_rest))
-        m2 = _extract(rest_lines, LEADER_RE)
-        ok2 = pc.is_valid(m2).to_numpy(zero_copy_only=False)
-        idx2 = idx_rest[ok2]
-        m1v = m1.filter(pa.array(ok1))
-        m2v = m2.filter(pa.array(ok2))
+        # One pass: the leader, then the common complete read/write call or the call's name.
+        m = _extract(lines, LINE_RE)
+        has_leader = pc.is_valid(m).to_numpy(zero_copy_only=False)
+        ok1 = has_leader & pc.is_valid(_field(m, "call")).to_numpy(zero_copy_only=False)
+        ok2 = has_leader & ~ok1
+        idx1, idx2 = np.flatnonzero(ok1), np.flatnonzero(ok2)
+        m1v, m2v = m.filter(pa.array(ok1)), m.filter(pa.array(ok2))
 
         # Timestamps of every line with a leader, in line order (for midnight crossings).
         ts = np.zeros(n, np.int64)
         tod = np.zeros(n, bool)
         pid = np.full(n, -1, np.int64)
         good = np.zeros(n, bool)
-        for sel, mv in ((idx1, m1v), (idx2, m2v)):
-            if len(sel):
-                ts[sel], tod[sel], pid[sel], good[sel] = _leader(mv)
+        sel = np.flatnonzero(has_leader)
+        if len(sel):
+            ts[sel], tod[sel], pid[sel], good[sel] = _leader(m.filter(pa.array(has_leader)))
         if style_tod is None and good.any():
             style_tod = bool(tod[np.flatnonzero(good)[0]])
-        has_leader = np.zeros(n, bool)
-        has_leader[idx1] = has_leader[idx2] = True
         for i in np.flatnonzero(has_leader & ~good)[:MALFORMED_KEEP]:
             malformed.add(first + int(i), "timestamp not understood")
         malformed.count += max(0, int((has_leader & ~good).sum()) - MALFORMED_KEEP)
@@ -965,7 +961,7 @@ def _read_strace(path: str | os.PathLike[str],
                                   ts=ts[sel], tod=tod[sel], pid=pid[sel]))
 
         # Lines without a leader: blank, strace's own, or malformed.
-        no_leader = idx_rest[~ok2]
+        no_leader = np.flatnonzero(~has_leader)
         if len(no_leader):
             for i, raw in zip(no_leader, lines.take(pa.array(no_leader)).to_pylist(),
                               strict=True):
