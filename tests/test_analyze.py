@@ -164,13 +164,36 @@ def test_clock_skew_aligned(scenario) -> None:
     analysis = run(directory)
     fit = analysis.alignment["guest->dom0"]
     assert fit["quality"] == "bounded"
+    # guest_ns = true_ns + offset + drift·(true_ns - t0): at the fit's reference point the
+    # correction to dom0's (true) clock is minus that, within the fit's own bound
     spec = json.loads((directory / "scenario.json").read_text())
-    assert spec  # the offset and drift are the scenario's; the stages must come out right
+    clock = spec["guest_clock"]
+    ref_true = fit["ref_ns"] - clock["offset_ns"]
+    expected = -(clock["offset_ns"] + clock["drift_ppm"] * 1e-6 * (ref_true - spec["t0_ns"]))
+    assert abs(fit["offset_ns"] - expected) <= fit["uncertainty_us"] * 1e3 + 1_000
+    assert abs(fit["drift_ppm"] + clock["drift_ppm"]) < 20
     both = joined(analysis, directory)
     rx = both[both["direction"] == "rx"]
     for column in stage_columns(rx):
         check_stage(rx, column)
     assert (analysis.table["uncertainty_us"] > 0).any()
+
+
+def test_given_options_give_the_same_split(scenario) -> None:
+    directory = scenario("healthy")
+    spec = json.loads((directory / "scenario.json").read_text())
+    given = run(directory, cpu_hz=spec["cpu_hz"], nic_irq=spec["nic_irq"], domid=spec["domid"])
+    assert given.alignment["tsc->dom0"]["cpu_hz_estimated"] is False
+    assert not any("NIC interrupt: Xen IRQ" in note for note in given.notes)
+    both = joined(given, directory)
+    rx = both[both["direction"] == "rx"]
+    for column in stage_columns(rx):
+        check_stage(rx, column)
+    # a wrong NIC IRQ cannot be lined up with the arrivals: said, and no trace checkpoints
+    wrong = run(directory, nic_irq=999)
+    assert wrong.table["t_irq"].isna().all() and wrong.table["ring_us"].isna().all()
+    assert wrong.table["backend_to_guest_us"].notna().any()  # merged, as without a trace
+    assert any("xentrace" in note for note in wrong.notes)
 
 
 def test_offload_gso_gro(scenario) -> None:
@@ -234,6 +257,17 @@ def test_analyze_files_and_thresholds(scenario) -> None:
     flagged = result.table[result.table["anomaly"] == "socket_read"]
     measured = result.table["socket_read_us"].notna()
     assert len(flagged) == int((result.table.loc[measured, "socket_read_us"] > 1.0).sum())
+
+
+def test_progress_reaches_the_total(scenario) -> None:
+    paths = files(scenario("healthy"))
+    calls: list[tuple[int, int]] = []
+    analyze_files(guest=paths["guest"], xentrace=paths["xentrace"],
+                  backend=paths["backend"], on_progress=lambda d, t: calls.append((d, t)))
+    assert len(calls) >= 3
+    done = [d for d, _ in calls]
+    assert calls[-1][0] == calls[-1][1] > 0
+    assert all(d <= t for d, t in calls) and max(done[:-1]) < calls[-1][1]
 
 
 def test_parse_thresholds() -> None:

@@ -313,6 +313,9 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         notes.extend(result.notes)
         uncertainty["tsc"] = result.uncertainty_us
         trace_causes = result
+        if result.fit is None:  # not on dom0's timeline: measure as if there were no trace
+            present.discard("xentrace")
+            trace_causes = None
     else:
         trace_causes = None
         notes.append("no xentrace: causes cannot be named (the trace's vCPU run states are "
