@@ -153,3 +153,17 @@ def test_local_address_when_two_addresses_tie() -> None:
     segs = match.data_segments(pd.concat([t, second], ignore_index=True))
     assert match.local_addresses(segs) == {GUEST}
     assert match.local_addresses(segs, remote={GUEST}) == {SERVER}
+
+
+def test_flow_ids_with_many_addresses() -> None:
+    # beyond 1024 addresses the packed key would not fit: the groupby path gives the same ids
+    n = 1500
+    frame = pd.DataFrame({
+        "frame": np.arange(1, 2 * n + 1), "ts_ns": np.arange(2 * n), "ip_version": 4,
+        "src": [f"10.1.{i // 250}.{i % 250}" for i in range(n)] * 2, "dst": GUEST,
+        "proto": 6, "sport": 80, "dport": 40000, "tcp_seq": np.r_[np.zeros(n), np.ones(n) * 5],
+        "tcp_flags": 0x18, "payload_len": 5, "ip_id": 0, "payload_digest": 1})
+    segs = match.assign_flows({"g": match.data_segments(frame)}, {GUEST})["g"]
+    flow = segs["flow"].to_numpy()
+    assert len(np.unique(flow)) == n
+    np.testing.assert_array_equal(flow[:n], flow[n:])

@@ -145,15 +145,13 @@ def assign_flows(tables: dict[str, pd.DataFrame], local: set[str]) -> dict[str, 
     cats = sorted({str(c) for name in names for col in ("src", "dst")
                    for c in pd.Categorical(tables[name][col]).categories})
     parts = []
-    for i, name in enumerate(names):
+    for name in names:
         table = tables[name]
-        parts.append(table.assign(
-            src=pd.Categorical(table["src"]).set_categories(cats),
-            dst=pd.Categorical(table["dst"]).set_categories(cats),
-            _capture=i, _row=np.arange(len(table))))
+        parts.append(table.assign(src=pd.Categorical(table["src"]).set_categories(cats),
+                                  dst=pd.Categorical(table["dst"]).set_categories(cats)))
+    sizes = [len(p) for p in parts]
     allseg = pd.concat(parts, ignore_index=True)
-    allseg["flow"] = allseg.groupby(list(FLOW_COLUMNS), sort=True, observed=True).ngroup()
-    allseg["flow"] = allseg["flow"].astype(np.int64)
+    allseg["flow"] = _flow_ids(allseg, len(cats))
     allseg["direction"] = pd.Categorical(
         np.where(allseg["dst"].isin(list(local)).to_numpy(), "rx", "tx"), categories=["rx", "tx"])
     start = np.full(len(allseg), -1, dtype=np.int64)
@@ -169,10 +167,26 @@ def assign_flows(tables: dict[str, pd.DataFrame], local: set[str]) -> dict[str, 
     allseg["start"] = start
     allseg["end"] = np.where(tcp, start + allseg["len"].to_numpy(), -1)
     out = {}
-    for i, name in enumerate(names):
-        part = allseg[allseg["_capture"] == i].sort_values("_row")
-        out[name] = part.drop(columns=["_capture", "_row"]).reset_index(drop=True)
+    bounds = np.r_[0, np.cumsum(sizes)]
+    for i, name in enumerate(names):  # concat kept each capture's rows together, in order
+        out[name] = allseg.iloc[bounds[i]:bounds[i + 1]].reset_index(drop=True)
     return out
+
+
+def _flow_ids(segments: pd.DataFrame, n_addresses: int) -> np.ndarray:
+    """A dense id per (src, sport, dst, dport, proto): packed into one int64 when it fits."""
+    if n_addresses <= (1 << 10):  # 10 + 10 + 17 + 17 + 9 = 63 bits
+        src = segments["src"].cat.codes.to_numpy().astype(np.int64)
+        dst = segments["dst"].cat.codes.to_numpy().astype(np.int64)
+        key = src
+        for part, bits in ((dst, 10), (segments["sport"].to_numpy(np.int64) + 1, 17),
+                           (segments["dport"].to_numpy(np.int64) + 1, 17),
+                           (segments["proto"].to_numpy(np.int64) + 1, 9)):
+            key = (key << bits) | part
+        codes, _ = pd.factorize(key, sort=True)
+        return codes.astype(np.int64)
+    return segments.groupby(list(FLOW_COLUMNS), sort=True, observed=True).ngroup().to_numpy(
+        np.int64)
 
 
 def unwrap_seq(seq: np.ndarray, flow: np.ndarray) -> np.ndarray:
