@@ -422,7 +422,7 @@ def _frames_to_guest(packets: pd.DataFrame | None, local: set[str]) -> np.ndarra
     if packets is None or len(packets) == 0:
         return np.zeros(0, dtype=np.int64)
     ts = packets["ts_ns"]
-    keep = packets["dst"].astype(str).isin(list(local)).to_numpy() & ts.notna().to_numpy()
+    keep = packets["dst"].isin(list(local)).to_numpy() & ts.notna().to_numpy()
     return np.sort(ts[keep].to_numpy(np.int64))
 
 
@@ -703,7 +703,7 @@ def _event_vcpu(runstates: pd.DataFrame, vcpus: np.ndarray, copy_tsc: np.ndarray
     best, best_v = None, int(vcpus[0])
     for v in vcpus:
         rows = runstates[(runstates["vcpu"].to_numpy() == v)
-                         & (runstates["state"].astype(str).to_numpy() == "running")]
+                         & (runstates["state"] == "running").to_numpy()]
         starts = np.sort(rows["start_tsc"].to_numpy(np.int64))
         if starts.size == 0:
             continue
@@ -751,7 +751,7 @@ def _dom0_run(trace: object, irq_tsc: np.ndarray, irq_cpu: np.ndarray, ev: pd.Da
             woken[pick[ok]] = vcol[wakes[on]][k[ok]]
     runstates = trace.runstates
     d0 = runstates[(runstates["domid"].to_numpy() == 0)
-                   & (runstates["state"].astype(str).to_numpy() == "running")]
+                   & (runstates["state"] == "running").to_numpy()]
     run_v = d0["vcpu"].to_numpy(np.int64)
     run_s = d0["start_tsc"].to_numpy(np.int64)
     order = np.argsort(run_s, kind="stable")

@@ -77,7 +77,10 @@ def _category(frame: pd.DataFrame, column: str) -> pd.Categorical:
 
 
 def _columns(packets: pd.DataFrame, keep: np.ndarray, payload: np.ndarray) -> pd.DataFrame:
-    sub = packets.loc[keep]
+    # only the columns used, each taken at the kept rows (not the whole table's rows)
+    wanted = [c for c in ("frame", "ts_ns", "src", "sport", "dst", "dport", "proto", "tcp_seq",
+                          "ip_id", "payload_digest", "tcp_flags") if c in packets.columns]
+    sub = packets[wanted].iloc[np.flatnonzero(keep)]
     proto = _int(sub, "proto", -1)
     seq = np.where(proto == TCP, _int(sub, "tcp_seq", -1), -1)
     frame = _int(sub, "frame", 0) if "frame" in sub.columns else np.arange(1, len(sub) + 1)
