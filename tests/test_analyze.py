@@ -237,6 +237,20 @@ def test_guest_capture_and_socket_log_only(scenario) -> None:
     assert (wanted["anomaly"] == "socket_read").all()
 
 
+def test_backend_capture_and_socket_log_align_the_guest_clock(scenario) -> None:
+    # no guest capture: reads follow the backend capture of their bytes, writes precede it
+    directory = scenario("healthy")
+    analysis = run(directory, "backend", "socket_log")
+    fit = analysis.alignment["guest->dom0"]
+    assert fit["quality"] == "bounded" and fit["from"] == "backend ↔ socket log"
+    both = joined(analysis, directory)
+    rx = both[both["direction"] == "rx"]
+    real = rx["ring_us_true"] + rx["remap_us_true"] + rx["socket_read_us_true"]
+    err = (rx["backend_to_read_us"] - real).abs()
+    assert (err <= fit["uncertainty_us"] + 1).all()  # never beyond the stated bound
+    assert (rx["uncertainty_us"] == fit["uncertainty_us"]).all()
+
+
 def test_guest_capture_alone_shows_the_gap(scenario) -> None:
     directory = scenario("black-0.1s")
     analysis = run(directory, "guest")

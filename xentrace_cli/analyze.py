@@ -290,10 +290,23 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         if len(mapping) == 0:
             notes.append("socket log: no socket could be matched to a connection of the "
                          "capture; read and write times are left empty.")
-        sock_dom0 = to_dom0(t_sock, "guest") if "guest" in own else t_sock
         if "guest" not in own and dom0_point is not None:
-            notes.append("socket log without a guest capture: its clock cannot be aligned "
-                         "with dom0's; read times are on the guest clock.")
+            # no guest capture: the socket log itself is on the guest's clock; reads follow
+            # the dom0 capture of their bytes, writes precede it
+            from .clock import fit_offset_drift
+
+            d = own[dom0_point]
+            both = (t_sock != NA_NS) & (d != NA_NS)
+            guest_fit = fit_offset_drift(d[both & rx], t_sock[both & rx], t_sock[both & ~rx],
+                                         d[both & ~rx], names=("dom0", "guest"))
+            alignment["guest->dom0"] = {**guest_fit.to_dict(),
+                                        "from": f"{dom0_point} ↔ socket log"}
+            uncertainty["guest"] = guest_fit.uncertainty_ns / 1e3
+            notes.append(f"guest clock (from the socket log): {guest_fit.detail}")
+            if guest_fit.quality in ("none", "inconsistent"):
+                present.discard("socket_log")  # an interval across unaligned clocks is no use
+                guest_fit = None
+        sock_dom0 = to_dom0(t_sock, "guest")
         checkpoints["read"] = np.where(rx, sock_dom0, NA_NS)
         checkpoints["write"] = np.where(~rx, sock_dom0, NA_NS)
 
