@@ -13,8 +13,10 @@ Layout (https://datatracker.ietf.org/doc/draft-ietf-opsawg-pcap/)::
     | linktype       u32 (FCS bits)  |    +--------------------------------+
     +--------------------------------+    packet data (caplen bytes)
 
-The record walk is a loop over ``caplen`` fields only (one ``Struct.unpack_from`` per record,
-~0.25 µs); timestamps and lengths are then gathered for the whole chunk with numpy.
+The record walk is a loop over ``caplen`` fields only: one ``Struct.unpack_from`` and one list
+append per record, 0.17-0.25 µs on the benchmark machine (a memoryview cast at the four
+alignments and ``int.from_bytes`` were measured too: no faster). Timestamps and lengths are then
+gathered for the whole chunk with numpy.
 """
 
 from __future__ import annotations
