@@ -17,7 +17,7 @@ import pytest
 
 from xentrace_cli.cli import main
 from xentrace_cli.model import CHECKPOINTS, STAGES
-from xentrace_cli.simulate import SCENARIOS, run_scenario
+from xentrace_cli.simulate import SCENARIOS, run_scenario, segments
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_pcaps"
@@ -26,6 +26,7 @@ FILES = ["phys.pcap", "vif5.0.pcap", "guest.pcapng", "xentrace.bin", "app.strace
 REQUESTS = 60
 FAULTY = ("black-0.1s", "dom0-starved", "ring-full", "lost-records")
 CLEAN = ("healthy", "clock-skew", "offload")
+SEGMENTED = "healthy-in-segments"
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,15 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         d = tmp_path_factory.mktemp(name)
         run_scenario(name, d, seed=2, requests=REQUESTS)
         out[name] = d
+    # a long run's way: segments of 25 requests simulated in parallel, then joined
+    saved = segments.SEGMENT_REQUESTS
+    segments.SEGMENT_REQUESTS = 25
+    try:
+        d = tmp_path_factory.mktemp(SEGMENTED)
+        run_scenario("healthy", d, seed=2, requests=REQUESTS)
+        out[SEGMENTED] = d
+    finally:
+        segments.SEGMENT_REQUESTS = saved
     return out
 
 
@@ -82,7 +92,7 @@ def test_files_and_metadata(runs: dict[str, Path], name: str) -> None:
     assert len(meta["dom0_vcpus"]) == 2
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", [*SCENARIOS, SEGMENTED])
 def test_checkpoint_order_and_stage_arithmetic(runs: dict[str, Path], name: str) -> None:
     t = _truth(runs[name])
     rx = t[t["direction"] == "rx"]
@@ -114,7 +124,7 @@ def _packets(path: Path) -> pd.DataFrame:
     return packets.read_packets(path)
 
 
-@pytest.mark.parametrize("name", ["healthy", "clock-skew", "black-0.1s"])
+@pytest.mark.parametrize("name", ["healthy", "clock-skew", "black-0.1s", SEGMENTED])
 def test_capture_times_are_truth_through_each_clock(runs: dict[str, Path], name: str) -> None:
     d = runs[name]
     meta, t = _meta(d), _truth(d)
@@ -143,7 +153,7 @@ def test_guest_clock_offset_and_drift_visible(runs: dict[str, Path]) -> None:
         assert lo_ms * 1e6 <= gap.min() and gap.max() < (lo_ms + 1) * 1e6
 
 
-@pytest.mark.parametrize("name", ["healthy", "offload"])
+@pytest.mark.parametrize("name", ["healthy", "offload", SEGMENTED])
 def test_tcp_streams_consistent_for_tshark(runs: dict[str, Path], name: str,
                                            tshark: str) -> None:
     for f in ("phys.pcap", "vif5.0.pcap", "guest.pcapng"):
@@ -156,7 +166,7 @@ def test_tcp_streams_consistent_for_tshark(runs: dict[str, Path], name: str,
         assert {r[0] for r in rows} == {"0", "1", "2", "3"}   # four connections
 
 
-@pytest.mark.parametrize("name", CLEAN)
+@pytest.mark.parametrize("name", [*CLEAN, SEGMENTED])
 def test_rx_bytes_contiguous_per_connection(runs: dict[str, Path], name: str) -> None:
     """Hand check of sequence numbering: each connection's rx rows tile its byte stream."""
     t = _truth(runs[name])
@@ -189,7 +199,7 @@ def _trace(d: Path):
     return xt.read_xentrace(d / "xentrace.bin")
 
 
-@pytest.mark.parametrize("name", ["healthy", "offload", "dom0-starved"])
+@pytest.mark.parametrize("name", ["healthy", "offload", "dom0-starved", SEGMENTED])
 def test_trace_records_at_truth_checkpoints(runs: dict[str, Path], name: str) -> None:
     d = runs[name]
     meta, t, trace = _meta(d), _truth(d), _trace(d)
@@ -207,10 +217,14 @@ def test_trace_records_at_truth_checkpoints(runs: dict[str, Path], name: str) ->
     assert copies[copies["cpu"] != rx_cpu]["w2"].sum() == (vif["dport"] == 11211).sum()
     irqs = ev[(ev["event"] == 0x00802008) & (ev["w0"] == meta["nic_irq"])]
     assert set(_tsc(meta, _ns(rx["t_irq"]))) <= set(irqs["tsc"])
+    # HW_IRQ_HANDLED's words: TSC low bits at entry, then at exit (= its own timestamp)
+    assert (irqs["w2"].to_numpy(np.int64) == irqs["tsc"].to_numpy(np.int64) % 2**32).all()
+    spent = (irqs["w2"].to_numpy(np.int64) - irqs["w1"].to_numpy(np.int64)) % 2**32
+    assert ((spent > 0) & (spent < 200_000)).all()
     woke = _ns(rx["t_guest_wake"])
     wakes = ev[(ev["event"] == 0x00028004) & (ev["w0"] == 5)]
     assert (woke > 0).any()
-    if name == "healthy":   # also notifications that found the guest vCPU running
+    if name != "offload":   # also notifications that found the guest vCPU running
         assert not (woke > 0).all()
     assert set(_tsc(meta, woke[woke > 0])) <= set(wakes["tsc"])
     runs_ = ev[(ev["event"] == 0x00021101) & (ev["w0"] == 5 << 16)]

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from .captures import GUEST_IP, SERVER_IP, SERVER_PORT, Clock, write_captures
-from .physics import Params, Sim
+from .physics import Params, Sim, draw_conns
 from .scenarios import SCENARIOS, ScenarioSpec, draw_requests
+from .segments import run_segments
 from .trace import N_PCPUS, build_records, write_trace
 from .truth import truth_table, write_truth
 from .writers import write_strace
@@ -58,9 +59,9 @@ def simulate(name: str, *, seed: int = 1, requests: int | None = None,
     params = dataclasses.replace(Params(), **spec.params)  # type: ignore[arg-type]
     reqs, content = draw_requests(n, params, rnd)
     plan = spec.plan(n, rnd)
-    sim = Sim(params, reqs, content, plan, T0_NS, rnd.getrandbits(64), tsc_at_t0=TSC_AT_T0,
-              cpu_hz=cpu_hz, guest_domid=GUEST_DOMID, nic_irq=NIC_IRQ)
-    sim.run()
+    conns = draw_conns(params, rnd)
+    sim = run_segments(params, reqs, content, plan, T0_NS, [rnd.getrandbits(63)], conns,
+                       guest_domid=GUEST_DOMID, nic_irq=NIC_IRQ)
     faults = [dict(f) for f in sim.fault_log]
     blind = []
     for f in faults:

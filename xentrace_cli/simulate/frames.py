@@ -8,6 +8,7 @@ payload bytes through one gather — with no Python loop per frame.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 
 import numpy as np
@@ -89,6 +90,8 @@ class Content:
     """Number of literal bytes at the start of the region (int64)."""
     literal: np.ndarray
     """All literal bytes (uint8)."""
+    _starts: list[int] | None = dataclasses.field(default=None, repr=False)
+    _pattern: bytes = dataclasses.field(default=b"", repr=False)
 
     def bytes_at(self, pos: np.ndarray) -> np.ndarray:
         """The content byte at each virtual position (uint8)."""
@@ -118,8 +121,15 @@ class Content:
         return rows
 
     def slice(self, start: int, n: int) -> bytes:
-        """``n`` content bytes from virtual position ``start``."""
-        return self.bytes_at(np.arange(start, start + n, dtype=np.int64)).tobytes()
+        """``n`` content bytes from virtual position ``start`` (pure Python: called per read)."""
+        if self._starts is None:
+            self._starts = self.region_start.tolist()
+            self._pattern = pattern_bytes(np.arange(2 * PATTERN_PERIOD + 4096)).tobytes()
+        r = bisect.bisect_right(self._starts, start) - 1
+        if start - self._starts[r] < self.literal_len[r] or n > PATTERN_PERIOD + 4096:
+            return self.bytes_at(np.arange(start, start + n, dtype=np.int64)).tobytes()
+        k = start % PATTERN_PERIOD
+        return self._pattern[k:k + n]
 
 
 @dataclasses.dataclass

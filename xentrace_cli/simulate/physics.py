@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import math
+import operator
 import random
 from array import array
 from collections.abc import Callable
@@ -61,6 +62,7 @@ U32 = 0xFFFFFFFF
 #: Width of one record in ``Sim.trace``: cpu, t_ns, event, timestamped, n_words, 4 words.
 REC_WIDTH = 9
 _PAD = ((0, 0, 0, 0), (0, 0, 0), (0, 0), (0,), ())
+_TO_RUNNING = TRC_SCHED_RUNSTATE_CHANGE | RUNSTATE_RUNNABLE << 8 | RUNSTATE_RUNNING << 4
 
 
 def runstate_event(old: int, new: int) -> int:
@@ -109,6 +111,28 @@ class Request:
     rx_off: int = 0            # stream offset (server → client) of the response
 
 
+def draw_conns(params: Params, rnd: random.Random) -> list[Conn]:
+    """The client's connections: ephemeral ports, initial sequence numbers, fds 3, 4, …"""
+    return [Conn(sport=40000 + rnd.randrange(20000) + c, c_isn=rnd.getrandbits(32),
+                 s_isn=rnd.getrandbits(32), fd=3 + c) for c in range(params.n_conns)]
+
+
+def conns_at(conns: list[Conn], reqs: list[Request], first: int) -> list[Conn]:
+    """The connections' stream positions just before request ``first`` (all idle then)."""
+    out = []
+    for c, conn in enumerate(conns):
+        nxt = next((r for r in reqs[first:] if r.conn == c), None)
+        if nxt is not None:
+            tx, rx = nxt.tx_off, nxt.rx_off
+        else:
+            mine = [r for r in reqs if r.conn == c]
+            tx = mine[-1].tx_off + len(mine[-1].request) if mine else 0
+            rx = mine[-1].rx_off + mine[-1].resp_len if mine else 0
+        out.append(dataclasses.replace(conn, tx_next=tx, rx_next=rx, acked=rx, consumed=rx,
+                                       delivered=[]))
+    return out
+
+
 @dataclasses.dataclass
 class Conn:
     """A TCP connection's numbering state."""
@@ -125,30 +149,32 @@ class Conn:
 
 
 class Table:
-    """Rows as dicts, appended during the event loop; columns built once at the end."""
+    """Rows as dicts (every column present, -1 = not applicable), appended during the event
+    loop; turned into an int64 matrix once at the end."""
 
     def __init__(self, *columns: str) -> None:
         self.columns = columns
-        self.rows: list[dict[str, Any]] = []
-        self._cache: dict[str, np.ndarray] = {}
+        self.rows: list[dict[str, int]] = []
+        self._defaults = dict.fromkeys(columns, -1)
+        self._matrix: np.ndarray | None = None
 
-    def add(self, **values: Any) -> int:
-        self.rows.append(values)
+    def add(self, **values: int) -> int:
+        self.rows.append({**self._defaults, **values})
         return len(self.rows) - 1
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, i: int) -> dict[str, int]:
         return self.rows[i]
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def column(self, name: str) -> np.ndarray:
-        """One column as int64, -1 where a row never set it or set None (cached)."""
-        if name not in self._cache:
-            vals = np.array([r.get(name) for r in self.rows], dtype=object)
-            vals[vals == None] = -1  # noqa: E711 (elementwise comparison)
-            self._cache[name] = vals.astype(np.int64)
-        return self._cache[name]
+        """One column as int64 (the matrix is built on first use)."""
+        if self._matrix is None:
+            get = operator.itemgetter(*self.columns)
+            self._matrix = np.array(list(map(get, self.rows)), dtype=np.int64).reshape(
+                len(self.rows), len(self.columns))
+        return self._matrix[:, self.columns.index(name)]
 
 
 IDLE = "idle"
@@ -271,11 +297,11 @@ class Sim:
     """The event loop and everything it records."""
 
     def __init__(self, params: Params, requests: list[Request], content: Content,
-                 faults: FaultPlan, t_begin: int, seed: int, *, tsc_at_t0: int, cpu_hz: float,
+                 faults: FaultPlan, t_begin: int, seed: int, *, conns: list[Conn],
+                 req_range: tuple[int, int] | None = None, connect: bool = True,
                  guest_domid: int = 5, nic_irq: int = 58) -> None:
         self.p = params
         self.content = content
-        self.tsc_at_t0, self.cpu_hz = tsc_at_t0, cpu_hz
         self.reqs = requests
         self.faults = faults
         self.t_begin = t_begin
@@ -294,11 +320,7 @@ class Sim:
         self.v0 = Vcpu(self, 0, 0, 0)
         self.v1 = Vcpu(self, 0, 1, 1)
         self.guest = Vcpu(self, guest_domid, 0, 2)
-        self.conns: list[Conn] = []
-        for c in range(params.n_conns):
-            self.conns.append(Conn(sport=40000 + self.rnd.randrange(20000) + c,
-                                   c_isn=self.rnd.getrandbits(32),
-                                   s_isn=self.rnd.getrandbits(32), fd=3 + c))
+        self.conns = [dataclasses.replace(c, delivered=[]) for c in conns]
         # tables: wire frames (phys), units (vif), guest rows
         self.wire = Table("dir", "conn", "seq", "ack", "flags", "plen", "cpos", "t_nic",
                           "t_phys", "irq", "dom0_run", "unit", "req")
@@ -323,8 +345,9 @@ class Sim:
         self.app_req = -1
         self.app_conn = -1
         self.app_entry = 0
-        self.connecting = 0
-        self.next_req = 0
+        lo, hi = req_range if req_range is not None else (0, len(requests))
+        self.connecting = 0 if connect else len(self.conns)
+        self.next_req, self.req_end = lo, hi
         self.t_end = t_begin
 
     # ---------------------------------------------------------------- helpers
@@ -350,20 +373,21 @@ class Sim:
 
     def switch(self, pcpu: int, t: int, prev: tuple[int, int] | None, prev_state: int,
                nxt: tuple[int, int] | None, ran_ns: int, waited_ns: int) -> None:
-        """The records of one context switch on ``pcpu``, in Xen's order (None = idle)."""
+        """The records of one context switch on ``pcpu``, in Xen's order (None = idle):
+        SWITCH_INFPREV, SWITCH_INFNEXT, RUNSTATE_CHANGE of prev and next, SWITCH."""
         pv = prev if prev is not None else (DOMID_IDLE, pcpu)
         nx = nxt if nxt is not None else (DOMID_IDLE, pcpu)
-        self.rec(pcpu, t, TRC_SCHED_SWITCH_INFPREV, (pv[0], pv[1], min(U32, max(0, ran_ns))))
-        self.rec(pcpu, t, TRC_SCHED_SWITCH_INFNEXT,
-                 (nx[0], nx[1], min(U32, max(0, waited_ns)) if nxt else 0,
-                  SLICE_NS if nxt else U32))
+        recs = [pcpu, t, TRC_SCHED_SWITCH_INFPREV, 1, 3, pv[0], pv[1],
+                min(U32, max(0, ran_ns)), 0,
+                pcpu, t, TRC_SCHED_SWITCH_INFNEXT, 1, 4, nx[0], nx[1],
+                min(U32, max(0, waited_ns)) if nxt else 0, SLICE_NS if nxt else U32]
         if prev is not None:
-            self.rec(pcpu, t, runstate_event(RUNSTATE_RUNNING, prev_state),
-                     (prev[1] | prev[0] << 16,))
+            recs += (pcpu, t, TRC_SCHED_RUNSTATE_CHANGE | RUNSTATE_RUNNING << 8 | prev_state << 4,
+                     1, 1, prev[1] | prev[0] << 16, 0, 0, 0)
         if nxt is not None:
-            self.rec(pcpu, t, runstate_event(RUNSTATE_RUNNABLE, RUNSTATE_RUNNING),
-                     (nxt[1] | nxt[0] << 16,))
-        self.rec(pcpu, t, TRC_SCHED_SWITCH, (pv[0], pv[1], nx[0], nx[1]))
+            recs += (pcpu, t, _TO_RUNNING, 1, 1, nxt[1] | nxt[0] << 16, 0, 0, 0)
+        recs += (pcpu, t, TRC_SCHED_SWITCH, 1, 4, pv[0], pv[1], nx[0], nx[1])
+        self.trace.extend(recs)
 
     # ---------------------------------------------------------------- run
     def run(self) -> None:
@@ -387,7 +411,7 @@ class Sim:
         if self.connecting < len(self.conns):
             self._connect(t, self.connecting)
             self.connecting += 1
-        elif self.next_req < len(self.reqs):
+        elif self.next_req < self.req_end:
             self._send_request(t, self.next_req)
             self.next_req += 1
 
@@ -512,7 +536,7 @@ class Sim:
 
     # ---------------------------------------------------------------- transmit path
     def _guest_tx(self, t_guest: int, c: int, *, seq: int, ack: int, flags: int, plen: int,
-                  cpos: int, req: int, t_write: int | None = None) -> None:
+                  cpos: int, req: int, t_write: int = -1) -> None:
         """The guest stack hands a frame to netfront; netfront notifies dom0's tx vCPU."""
         row = self.rows.add(dir=1, conn=c, seq=seq, ack=ack, flags=flags, plen=plen, cpos=cpos,
                             t_guest=t_guest, t_write=t_write, req=req)
@@ -597,8 +621,9 @@ class Sim:
         """HW_IRQ_HANDLED (at handler exit = ``irq``), forwarded to dom0 vCPU 0; NAPI poll."""
         p, v0 = self.p, self.v0
         handler = self.lat(1.2 * US)
-        self.rec(v0.pcpu, t, TRC_HW_IRQ_HANDLED, (self.nic_irq, self._tsc32(t - handler),
-                                                  self._tsc32(t)))
+        # words 1, 2 (TSC low bits at entry, exit) are filled in TSC by the trace builder;
+        # here word 1 holds the handler's duration in ns
+        self.rec(v0.pcpu, t, TRC_HW_IRQ_HANDLED, (self.nic_irq, handler, 0))
         first_req = self.wire[self.nic_pending[0]]["req"]
         starve = self.faults.dom0_starve.pop(first_req, None) if first_req >= 0 else None
         if starve is not None and not v0.running_at(t):
@@ -647,10 +672,6 @@ class Sim:
             self.at(nxt + self.lat(p.coalesce_median, 0.3), self.nic_irq_fire)
         else:
             self.nic_armed = True
-
-    def _tsc32(self, t: int) -> int:
-        """Low 32 bits of the TSC at true time ``t`` (HW_IRQ_HANDLED's entry/exit words)."""
-        return (self.tsc_at_t0 + round((t - self.t_begin) * self.cpu_hz / 1e9)) & U32
 
     def _to_netback(self, wires: list[int], t_backend: int) -> None:
         """Frames (one unit: a frame, or a GRO segment) reach the vif tap; queue to netback."""
@@ -741,7 +762,7 @@ class Sim:
         last_row_t = cur
         preempt_at: int | None = None
         for u in take:
-            units[u]["guest_wake"] = woke
+            units[u]["guest_wake"] = -1 if woke is None else woke
             units[u]["guest_run"] = run
             c = units[u]["conn"]
             conn = self.conns[c]

@@ -109,7 +109,7 @@ def _noise(sim: Sim, rnd: random.Random) -> np.ndarray:
             rows.append([pc, tt, TRC_SCHED_S_TIMER_FN, 1, 0])
     for _ in range(max(1, int(span / (5 * MS)))):   # a disk on the background pCPU
         rows.append([BACKGROUND_PCPU, sim.t_begin + rnd.randrange(span), TRC_HW_IRQ_HANDLED,
-                     1, 3, DISK_IRQ, 0, 0])
+                     1, 3, DISK_IRQ, rnd.randrange(800, 4000), 0])
     rec = np.frombuffer(sim.trace, dtype=np.int64).reshape(-1, REC_WIDTH)
     on_guest = rec[rec[:, 0] == sim.guest.pcpu, 1]
     # guest-inserted records (no timestamp) right after some guest-pCPU records
@@ -160,9 +160,16 @@ def build_records(sim: Sim, rnd: random.Random, *, tsc_at_t0: int, cpu_hz: float
     rec = rec[keep]
     if lost_rows:
         rec = np.concatenate([rec, np.array(lost_rows, dtype=np.int64)])
-    order = np.lexsort((np.arange(len(rec)), rec[:, 1], rec[:, 0]))
-    rec = rec[order]
+    # one sort key: cpu in the high bits, time since the start below (stable: Xen's order)
+    key = (rec[:, 0] << 44) | (rec[:, 1] - sim.t_begin)
+    rec = rec[np.argsort(key, kind="stable")]
     tsc = tsc_at_t0 + np.round((rec[:, 1] - sim.t_begin) * (cpu_hz / 1e9)).astype(np.int64)
+    # HW_IRQ_HANDLED: TSC low bits at handler entry and exit (word 1 held the duration in ns)
+    irq = rec[:, 2] == TRC_HW_IRQ_HANDLED
+    entry = tsc_at_t0 + np.round((rec[irq, 1] - rec[irq, 6] - sim.t_begin) * (cpu_hz / 1e9)
+                                 ).astype(np.int64)
+    rec[irq, 6] = entry & 0xFFFFFFFF
+    rec[irq, 7] = tsc[irq] & 0xFFFFFFFF
     extra = rec[:, 5:].astype(np.uint32)
     return TraceRecords(cpu=rec[:, 0], t_ns=rec[:, 1], tsc=tsc.astype(np.uint64),
                         event=rec[:, 2].astype(np.uint32), extra=extra, n_extra=rec[:, 4],

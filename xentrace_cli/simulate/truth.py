@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from ..model import CHECKPOINTS, STAGES, TX_CHECKPOINTS
 from .captures import GUEST_IP, SERVER_IP, SERVER_PORT, columns
@@ -151,30 +154,37 @@ def label(t: dict[str, np.ndarray], rx: np.ndarray, faults: list[dict[str, Any]]
     return anomaly, cause
 
 
-def _fixed(v: np.ndarray, scale: int, digits: int) -> pd.Series:
-    """Non-negative integers ``v`` / ``scale`` as decimal text; empty where ``v`` < 0."""
+def _fixed(v: np.ndarray, scale: int, digits: int) -> pa.Array:
+    """Non-negative integers ``v`` / ``scale`` as exact decimal text; empty where ``v`` < 0."""
     v = np.asarray(v, dtype=np.int64)
-    whole = pd.Series(np.maximum(v, 0) // scale).astype(str)
-    frac = pd.Series(np.maximum(v, 0) % scale).astype(str).str.zfill(digits)
-    return (whole + "." + frac).where(v >= 0, "")
+    w = np.maximum(v, 0)
+    whole = pc.cast(pa.array(w // scale), pa.string())
+    frac = pc.utf8_lpad(pc.cast(pa.array(w % scale), pa.string()), width=digits, padding="0")
+    return pc.if_else(pa.array(v >= 0), pc.binary_join_element_wise(whole, frac, "."), "")
 
 
 def write_truth(path: str | os.PathLike[str], table: pd.DataFrame) -> None:
     """truth.csv: times to the ns (9 decimals), durations to the ns (3 decimals of µs)."""
     t = table.attrs["t_ns"]
-    out = table.copy()
-    for col in TIME_COLUMNS:
-        out[col] = _fixed(t[col], 10**9, 9).to_numpy()
-    for col in (*STAGE_COLUMNS, "total_us"):
-        if col == "total_us":
-            rx = table["direction"].to_numpy() == "rx"
+    rx = table["direction"].to_numpy() == "rx"
+    cols: dict[str, pa.Array] = {}
+    for col in COLUMNS:
+        if col in TIME_COLUMNS:
+            cols[col] = _fixed(t[col], 10**9, 9)
+        elif col == "total_us":
             ns = np.where(rx, t["t_read"] - t["t_irq"], t["t_phys"] - t["t_write"])
             ok = np.where(rx, (t["t_read"] >= 0) & (t["t_irq"] >= 0),
                           (t["t_phys"] >= 0) & (t["t_write"] >= 0))
-        else:
+            cols[col] = _fixed(np.where(ok, ns, -1), 1000, 3)
+        elif col in STAGE_COLUMNS:
             a, b = STAGES[col[:-3]]
-            ns = t[f"t_{b}"] - t[f"t_{a}"]
-            ok = (table["direction"].to_numpy() == "rx") & (t[f"t_{a}"] >= 0) & (t[f"t_{b}"] >= 0)
-        out[col] = _fixed(np.where(ok, ns, -1), 1000, 3).to_numpy()
-    out.attrs = {}
-    out.to_csv(path, index=False, columns=list(COLUMNS))
+            ok = rx & (t[f"t_{a}"] >= 0) & (t[f"t_{b}"] >= 0)
+            cols[col] = _fixed(np.where(ok, t[f"t_{b}"] - t[f"t_{a}"], -1), 1000, 3)
+        elif table[col].dtype == object:
+            cols[col] = pa.array(table[col].to_numpy().astype(str))
+        else:
+            cols[col] = pa.array(table[col].to_numpy())
+    with open(path, "wb") as f:
+        f.write((",".join(COLUMNS) + "\n").encode())
+        pacsv.write_csv(pa.table(cols), f, write_options=pacsv.WriteOptions(
+            include_header=False, quoting_style="none"))
