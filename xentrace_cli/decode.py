@@ -107,6 +107,8 @@ def _any_of(values: np.ndarray, choices: tuple[int, ...]) -> np.ndarray:
 
 def _at(view: np.ndarray, pos: np.ndarray, ok: np.ndarray) -> np.ndarray:
     """``view[pos]`` where ``ok``, 0 elsewhere (positions outside the buffer are never read)."""
+    if ok.all():  # the common case: one gather, no masking
+        return view[pos]
     idx = np.where(ok, pos, 0)
     out = view[idx]
     out[~ok] = 0
@@ -427,18 +429,26 @@ def _digest(v: _Views, c: _Columns, pend: np.ndarray) -> None:
         return
     pos = c.payload_pos[ok]
     nbytes = avail[ok]
+    full = nbytes >> 3  # whole words inside the payload
+    rem = nbytes & 7    # bytes of the last, partial word
     h = nbytes.astype(np.uint64)
     with np.errstate(over="ignore"):
         for k, multiplier in enumerate(_WORD_MULTIPLIERS):
-            inside = np.clip(nbytes - 8 * k, 0, 8)  # bytes of word k inside the payload
-            if not inside.any():
+            inside = full > k
+            if inside.all():  # the common case: payloads of 64 bytes and more
+                h += v.le64[pos + 8 * k] * multiplier
+            elif inside.any():
+                word = v.le64[np.where(inside, pos + 8 * k, 0)]
+                h += np.where(inside, word, np.uint64(0)) * multiplier
+            else:
                 break
-            word = v.le64[np.where(inside > 0, pos + 8 * k, 0)]
-            # keep the low `inside` bytes: (1 << 8*inside) - 1, all ones when inside == 8
-            mask = np.where(inside >= 8, _ALL_ONES,
-                            (np.uint64(1) << (inside.astype(np.uint64) * np.uint64(8)))
-                            - np.uint64(1))
-            h += (word & mask) * multiplier
+        part = np.flatnonzero(rem > 0)
+        if len(part):
+            # keep the low `rem` bytes of the partial word: (1 << 8*rem) - 1
+            word = v.le64[pos[part] + 8 * full[part]]
+            word &= (np.uint64(1) << (rem[part].astype(np.uint64) * np.uint64(8))) \
+                - np.uint64(1)
+            h[part] += word * _WORD_MULTIPLIERS[full[part]]
         h = (h ^ (h >> np.uint64(30))) * _MIX1
         h = (h ^ (h >> np.uint64(27))) * _MIX2
         h ^= h >> np.uint64(31)
