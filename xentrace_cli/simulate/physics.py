@@ -480,8 +480,9 @@ class Sim:
             self.faults.app_stall.pop(self.app_req)
             nxt = t + stall
             self.fault_log.append(dict(kind="app_stall", stage="socket_read",
-                                       cause="vcpu_running", start_ns=t, end_ns=nxt,
-                                       by_domid=self.domid, request=self.app_req))
+                                       stages=["socket_read"], cause="vcpu_running",
+                                       start_ns=t, end_ns=nxt, by_domid=self.domid,
+                                       request=self.app_req))
         g.hold(nxt + 1 * US, app=True)
         self.at(nxt, self.app_read)
 
@@ -631,7 +632,7 @@ class Sim:
             oe = t + starve
             if os_ < t - 1 * US:
                 v0.occupy(os_, oe, (7, 0), RUNSTATE_BLOCKED)
-                self.fault_log.append(dict(kind="dom0_starve", stage="vmm",
+                self.fault_log.append(dict(kind="dom0_starve", stage="vmm", stages=["vmm"],
                                            cause="dom0_runnable", start_ns=os_, end_ns=oe,
                                            by_domid=7, request=first_req))
         run, start, _ = v0.acquire(t, v0.pcpu)
@@ -702,7 +703,8 @@ class Sim:
             g.acquire(t, g.pcpu, app=True)
             g.hold(t + d + 30 * US, app=True)
             self.ring_stall = (t, t + d)
-            self.fault_log.append(dict(kind="ring_full", stage="ring", cause="ring_full",
+            self.fault_log.append(dict(kind="ring_full", stage="ring", stages=["ring"],
+                                       cause="ring_full",
                                        start_ns=t, end_ns=t + d, by_domid=self.domid,
                                        request=req))
         _, start, _ = self.v1.acquire(t + self.lat(self.p.kick_median), waker_pcpu)
@@ -759,7 +761,6 @@ class Sim:
             self.rec(g.pcpu, t, TRC_HVM_INJ_VIRQ, (HVM_CALLBACK_VECTOR,), ts=False)
         cur = start + self.lat(p.netfront_median)
         delivered: dict[int, int] = {}
-        last_row_t = cur
         preempt_at: int | None = None
         for u in take:
             units[u]["guest_wake"] = -1 if woke is None else woke
@@ -771,7 +772,6 @@ class Sim:
                 row = self.rows.add(dir=0, conn=c, seq=seq, ack=units[u]["ack"], flags=flags,
                                     plen=plen, cpos=cpos, t_guest=cur, unit=u,
                                     req=units[u]["req"])
-                last_row_t = cur
                 sock = cur + self.lat(p.stack_median)
                 self.rows[row]["t_socket"] = sock
                 if flags & SYN:
@@ -782,9 +782,6 @@ class Sim:
                     conn.rx_next = max(conn.rx_next, end)
                     conn.delivered.append((sock, end))
                     delivered[c] = min(delivered.get(c, sock), sock)
-            r = units[u]["req"]
-            if r in self.faults.guest_preempt and self._last_unit_of(u):
-                preempt_at = last_row_t
         g.hold(cur + self.lat(2 * US))
         for c in delivered:     # one ACK per connection per netfront batch
             conn = self.conns[c]
@@ -796,13 +793,20 @@ class Sim:
                                cpos=0, req=-1)
                 cur = t_ack
         g.hold(cur + self.lat(2 * US))
+        r = units[take[-1]]["req"]
+        if r in self.faults.guest_preempt:
+            # preempted after netfront delivered the response's last batch, or (half the time)
+            # an earlier one: the later segments are then copied while the vCPU waits
+            last = self._last_unit_of(take[-1])
+            if last or self.rnd.random() < 0.5:
+                preempt_at = g.busy_until - 200   # after the guest saw these and ACKed
         if preempt_at is not None:
-            preempt_at = g.busy_until - 200   # after the guest saw the response and ACKed
-            r = units[take[-1]]["req"]
             d = self.faults.guest_preempt.pop(r)
             g.preempt(preempt_at, preempt_at + d, (7, 1), RUNSTATE_BLOCKED)
             cause = "lost_records" if r in self.faults.blind_spot else "vcpu_runnable"
             self.fault_log.append(dict(kind="guest_preempt", stage="socket_read", cause=cause,
+                                       stages=["socket_read"] if last else
+                                       ["socket_read", "remap"],
                                        start_ns=preempt_at, end_ns=preempt_at + d, by_domid=7,
                                        request=r))
             for c in delivered:    # the stack finishes its work after the preemption
