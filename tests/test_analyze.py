@@ -118,6 +118,14 @@ def test_healthy_all_sources_match_the_truth(scenario) -> None:
     rx = both[both["direction"] == "rx"]
     for column in stage_columns(rx):
         check_stage(rx, column)
+    # the transmit direction: write → guest → backend → phys, from the truth's checkpoints
+    tx = both[both["direction"] == "tx"]
+    assert len(tx) > 50
+    for name, (a, b) in {"write_to_guest": ("write", "guest"),
+                         "guest_to_backend": ("guest", "backend"),
+                         "backend_to_phys": ("backend", "phys")}.items():
+        tx = tx.assign(**{f"{name}_us_true": (tx[f"t_{b}_true"] - tx[f"t_{a}_true"]) * 1e6})
+        check_stage(tx, f"{name}_us")
     assert (analysis.table["anomaly"] == "").all(), \
         analysis.table.loc[analysis.table["anomaly"] != "", ["anomaly", "total_us"]]
     assert analysis.alignment["guest->dom0"]["quality"] == "bounded"
