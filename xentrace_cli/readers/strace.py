@@ -121,8 +121,6 @@ _COMMON_CALL = (
     + r', (?:"(?P<data>(?:[^"\\]|\\.)*)"(?P<trunc>\.\.\.)?|(?P<ptr>0x[0-9a-f]+|NULL))'
     + r'(?P<tail>(?:[^"]|"[^"]*")*)' + _RET
 )
-#: A whole line of the common form.
-COMMON_RE = _LEADER + _COMMON_CALL
 #: A call text of the common form (after the leader; a joined unfinished/resumed pair).
 COMMON_CALL_RE = "^" + _COMMON_CALL
 #: A line's call text after the leader (without the line end).
@@ -132,7 +130,7 @@ RESUMED_RE = _LEADER + r"<\.\.\. (?P<rname>\w+) resumed> ?(?P<rest>[^\r\n]*)"
 #: ``read(5,  <unfinished ...>``: the call's name and its text before the marker.
 UNFINISHED_RE = _LEADER + r"(?P<text>(?P<name>\w+)\([^\r\n]*) <unfinished \.\.\.>\r?\n?$"
 #: Any line with a leader: the common call's groups, or ``name`` / ``rname`` (the call or the
-#: resumed call) for the others. One pass costs about as much as COMMON_RE alone.
+#: resumed call) for the others. One pass costs about as much as the common form alone.
 LINE_RE = (_LEADER + "(?:" + _COMMON_CALL
            + r"|<\.\.\. (?P<rname>\w+) resumed>|(?P<name>\w+)\()?")
 #: A socket address in an argument list (connect, accept, recvfrom, msg_name, ...).
@@ -161,7 +159,6 @@ _PY_CALL = re.compile(
 _PY_FD_ARG = re.compile(rb"^(\d+)(?:<(" + _ANN.encode() + rb")>)?(?:, |$)")
 _PY_FD_PAIR = re.compile(rb"\[(\d+)(?:<[^>]*>)?, (\d+)(?:<[^>]*>)?\]")
 _PY_CLONE_CHILD_FILES = re.compile(rb"\bCLONE_FILES\b")
-_PY_FDS_ANY = re.compile(rb"(\d+)")
 #: Lines written by strace itself or for -e read=/-k: skipped without complaint.
 _SKIP_PREFIXES = (b"strace: ", b" | ", b" > ", b"+++ ", b"--- ")
 
@@ -534,7 +531,7 @@ _OBJECT_COLUMNS = frozenset({"errno", "row_peer", "data"})
 
 def _common_rows(m: pa.StructArray, order: np.ndarray, ts: np.ndarray, tod: np.ndarray,
                  pid: np.ndarray, resume_ns: np.ndarray | None = None) -> Columns:
-    """Rows of the complete single-buffer calls matched by COMMON_RE / COMMON_CALL_RE.
+    """Rows of the complete single-buffer calls matched by LINE_RE / COMMON_CALL_RE.
 
     ``order`` is each call's completion line; ``resume_ns`` (joined unfinished/resumed pairs)
     the resume line's time, which gives the duration when ``-T`` did not.
