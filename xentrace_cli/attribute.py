@@ -489,12 +489,12 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
     arrivals = _frames_to_guest(packets[dom0_point], local)
 
     is_irq = event == TRC_HW_IRQ_HANDLED
-    irq_no = np.full(event.size, -1, dtype=np.int64)
-    irq_no[is_irq] = _subset(ev, "irq", is_irq, -1)
+    irq_rows_all = np.flatnonzero(is_irq)
+    irq_no = _subset(ev, "irq", is_irq, -1)  # at irq_rows_all
     if options.nic_irq is not None:
         candidates = [int(options.nic_irq)]
     else:
-        counts = pd.Series(irq_no[is_irq]).value_counts()
+        counts = pd.Series(irq_no).value_counts()
         candidates = [int(x) for x in counts.index[:MAX_IRQ_CANDIDATES]]
     if not candidates:
         notes.append("xentrace has no HW_IRQ_HANDLED records: the trace cannot be lined up "
@@ -502,11 +502,11 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
         return result
     # the NIC's interrupts come about once per burst of arrivals: try the closest count first
     bursts = 1 + int((np.diff(arrivals) > BURST_GAP_NS).sum()) if arrivals.size else 0
-    per_irq = pd.Series(irq_no[is_irq]).value_counts()
+    per_irq = pd.Series(irq_no).value_counts()
     candidates.sort(key=lambda irq: abs(np.log(max(per_irq.get(irq, 1), 1) / max(bursts, 1))))
     fits = []
     for irq in candidates:
-        sel = is_irq & (irq_no == irq)
+        sel = irq_rows_all[irq_no == irq]
         fits.append((irq, fit_tsc(tsc[sel], arrivals, cpu_hz=options.cpu_hz)))
         if fits[-1][1].quality in ("bounded", "one-sided") and \
                 fits[-1][1].matched_fraction >= 0.8:
@@ -521,11 +521,10 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
                      f"{dom0_point} capture's arrivals; give --nic-irq to override).")
 
     # --- the guest domain -------------------------------------------------------------------
-    is_wake = event == TRC_SCHED_WAKE
-    dom = np.full(event.size, -1, dtype=np.int64)
-    dom[is_wake] = _subset(ev, "domid", is_wake, -1)
+    wake_rows = np.flatnonzero(event == TRC_SCHED_WAKE)
+    wake_dom = ev["domid"].iloc[wake_rows].to_numpy(dtype=np.int64, na_value=-1)
     if domid is None:
-        woken = pd.Series(dom[is_wake & (dom > 0) & (dom < 0x7FF0)]).value_counts()
+        woken = pd.Series(wake_dom[(wake_dom > 0) & (wake_dom < 0x7FF0)]).value_counts()
         if len(woken):
             domid = int(woken.index[0])
             notes.append(f"guest domain: d{domid} (the busiest guest in the trace; give "
@@ -592,7 +591,7 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
         sel = have_copy
         # the frequency found above is kept (its error shows as the fit's drift, and the
         # copies bound it from the other side): the costly coarse search is not repeated
-        refit = fit_tsc(tsc[is_irq & (irq_no == nic_irq)], arrivals, cpu_hz=fit.cpu_hz,
+        refit = fit_tsc(tsc[irq_rows_all[irq_no == nic_irq]], arrivals, cpu_hz=fit.cpu_hz,
                         copy_tsc=copy_row_tsc[sel],
                         copy_after_ns=_na_float(after[sel]),
                         copy_before_ns=_na_float(before[sel]))
@@ -612,7 +611,7 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
 
     # --- irq and dom0_run ---------------------------------------------------------------------
     out: dict[str, np.ndarray] = {}
-    irq_sel = np.flatnonzero(is_irq & (irq_no == nic_irq))
+    irq_sel = irq_rows_all[irq_no == nic_irq]
     irq_tsc = tsc[irq_sel]
     irq_ns = fit.to_ns(irq_tsc)
     arrive = checkpoints.get("phys", checkpoints.get("backend"))
@@ -626,7 +625,8 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
     dom0_vcpu = np.full(irq_tsc.size, -1, dtype=np.int64)
     if used.size:
         dom0_run_tsc[used], dom0_vcpu[used] = _dom0_run(
-            trace, irq_tsc[used], cpu[irq_sel][used], ev, irq_sel[used], event, dom, tsc)
+            trace, irq_tsc[used], cpu[irq_sel][used], ev, irq_sel[used],
+            wake_rows[wake_dom == 0], tsc)
     have = irq_row >= 0
     irq_cp = np.full(n, NA_NS, dtype=np.int64)
     irq_cp[have] = irq_ns[irq_row[have]]
@@ -715,7 +715,7 @@ def _event_vcpu(runstates: pd.DataFrame, vcpus: np.ndarray, copy_tsc: np.ndarray
 
 
 def _dom0_run(trace: object, irq_tsc: np.ndarray, irq_cpu: np.ndarray, ev: pd.DataFrame,
-              irq_rows: np.ndarray, event: np.ndarray, dom: np.ndarray, tsc: np.ndarray
+              irq_rows: np.ndarray, wakes: np.ndarray, tsc: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray]:
     """When the dom0 vCPU an interrupt went to ran, and which vCPU that was.
 
@@ -725,18 +725,14 @@ def _dom0_run(trace: object, irq_tsc: np.ndarray, irq_cpu: np.ndarray, ev: pd.Da
     runnable (the next time a dom0 vCPU runs).
     """
     from .readers.xentrace import running_on
-    from .xen_events import TRC_SCHED_WAKE
 
     n = irq_tsc.size
     out = np.full(n, NA_NS, dtype=np.int64)
     vcpu_out = np.full(n, -1, dtype=np.int64)
     w1 = ev["w1"].to_numpy()[irq_rows].astype(np.int64)
     w2 = ev["w2"].to_numpy()[irq_rows].astype(np.int64)
-    is_wake = event == TRC_SCHED_WAKE
     entry = irq_tsc - ((w2 - w1) & 0xFFFFFFFF)
-    wakes = np.flatnonzero(is_wake & (dom == 0))
-    vcol = np.full(event.size, -1, dtype=np.int64)
-    vcol[wakes] = ev["vcpu"].iloc[wakes].to_numpy(dtype=np.int64, na_value=-1)
+    wake_vcpu = ev["vcpu"].iloc[wakes].to_numpy(dtype=np.int64, na_value=-1)
     woken = np.full(n, -1, dtype=np.int64)
     if wakes.size:
         w_tsc, w_cpu = tsc[wakes], ev["cpu"].to_numpy()[wakes].astype(np.int64)
@@ -748,7 +744,7 @@ def _dom0_run(trace: object, irq_tsc: np.ndarray, irq_cpu: np.ndarray, ev: pd.Da
             t = w_tsc[on]
             k = np.searchsorted(t, irq_tsc[pick], side="right") - 1
             ok = (k >= 0) & (t[np.maximum(k, 0)] >= entry[pick] - 1)
-            woken[pick[ok]] = vcol[wakes[on]][k[ok]]
+            woken[pick[ok]] = wake_vcpu[on][k[ok]]
     runstates = trace.runstates
     d0 = runstates[(runstates["domid"].to_numpy() == 0)
                    & (runstates["state"] == "running").to_numpy()]
