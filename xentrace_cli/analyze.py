@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import math
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -538,7 +537,3 @@ def _no_capture(sources: Sources, calls: pd.DataFrame | None, trace: Any,
         notes.append(f"xentrace: {trace.records} records on {trace.cpus} CPUs.")
     return Analysis(table=pd.DataFrame({c: [] for c in columns}), sources=sources,
                     notes=notes)
-
-
-def _finite(x: float) -> bool:
-    return x is not None and math.isfinite(x)

@@ -32,7 +32,7 @@ NAMED_STALLS: tuple[tuple[float, str, str], ...] = (
     (10_000.0, "≈10 ms", "timer tick"),
     (30_000.0, "≈30 ms", "scheduler slice"),
     (40_000.0, "≈40 ms", "delayed ACK"),
-    (100_000.0, "≈100 ms", "100 ms stall"),
+    (100_000.0, "≈100 ms", ""),
     (200_000.0, "≈200 ms", "delayed ACK / RTO"),
     (1_000_000.0, "≈1 s", "initial RTO"),
 )

@@ -20,8 +20,6 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from .match import FLOW_COLUMNS
-
 #: "Not measured" in an int64 ns checkpoint column.
 NA_NS = np.iinfo(np.int64).min
 
@@ -258,11 +256,6 @@ def socket_times(calls: pd.DataFrame, segments: pd.DataFrame, offsets: np.ndarra
         t[sel[ok]] = sub[time_col].to_numpy(np.int64)[rows[ok]]
         row[sel[ok]] = sub.index.to_numpy()[rows[ok]]
     return t, row
-
-
-def flow_frame(segments: pd.DataFrame) -> pd.DataFrame:
-    """The flow columns of the output table for some segments."""
-    return segments[list(FLOW_COLUMNS)].reset_index(drop=True)
 
 
 # --- the trace -------------------------------------------------------------------------------

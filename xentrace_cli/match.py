@@ -29,10 +29,8 @@ _SEQ_MOD = 1 << 32
 _SEQ_HALF = 1 << 31
 
 TCP = 6
-#: TCP flags.
+#: The TCP SYN flag.
 SYN = 0x02
-FIN = 0x01
-RST = 0x04
 
 #: Columns a segment table has (beyond the flow columns).
 FLOW_COLUMNS = ("src", "sport", "dst", "dport", "proto")

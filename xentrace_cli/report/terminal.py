@@ -18,6 +18,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from ..anomalies import stall_reason
 from ..result import Analysis
 from ..units import format_duration
 from .waterfall import ANOMALY_COLOR, MERGED_COLOR, STAGE_COLORS, Interval, intervals
@@ -291,7 +292,8 @@ def _anomaly_of(record: pd.Series) -> Text:
     value = _float(record.get(f"{anomaly}_us"))
     text = f"{anomaly} {format_duration(value)}" if math.isfinite(value) else anomaly
     if stall and stall != "nan":
-        text += f" ({stall})"
+        reason = stall_reason(stall)
+        text += f" ({stall}: {reason})" if reason else f" ({stall})"
     return Text(text, style=f"bold {ANOMALY_COLOR}")
 
 
