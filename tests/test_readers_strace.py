@@ -162,6 +162,23 @@ def test_fork_copies_fd_table(tmp_path: Path) -> None:
     assert list(reads["peer"]) == ["10.0.0.5:1000"] * 3 + ["10.0.0.6:2000"]
 
 
+@pytest.mark.parametrize("chunk_bytes", [strace.CHUNK_BYTES, 64, 200])
+def test_fork_on_stderr_with_glued_attach_message(monkeypatch: pytest.MonkeyPatch,
+                                                  chunk_bytes: int) -> None:
+    """strace -f on stderr: the clone starts unprefixed, strace's attach message is glued
+    into its line, it resumes as "[pid 200]"; the child keeps the first connection."""
+    monkeypatch.setattr(strace, "CHUNK_BYTES", chunk_bytes)
+    f = read_quiet(DATA / "fork_stderr.strace")
+    reads = f[f["syscall"] == "read"]
+    assert list(reads["data"]) == [b"aaaa", b"bb", b"ccc", b"d"]
+    assert list(reads["pid"].fillna(-1)) == [-1, 201, 201, 200]
+    # fork copies the fd table: the child's fd 4 stays the first connection (4, then 4 + 2)
+    # after the parent closed it and accepted a new one on the same number.
+    assert list(reads["stream_offset"]) == [0, 4, 4 + 2, 0]
+    assert list(reads["peer"]) == ["10.0.0.5:1000"] * 3 + ["10.0.0.6:2000"]
+    assert f.attrs["orphan_resumed"] == 0 and f.attrs["unfinished_at_end"] == 0
+
+
 # ---------------------------------------------------------------------------- -tt and -yy
 
 

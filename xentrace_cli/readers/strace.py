@@ -159,6 +159,11 @@ _PY_CALL = re.compile(
 _PY_FD_ARG = re.compile(rb"^(\d+)(?:<(" + _ANN.encode() + rb")>)?(?:, |$)")
 _PY_FD_PAIR = re.compile(rb"\[(\d+)(?:<[^>]*>)?, (\d+)(?:<[^>]*>)?\]")
 _PY_CLONE_CHILD_FILES = re.compile(rb"\bCLONE_FILES\b")
+#: strace -f writing to stderr may print its attach message in the middle of the line of the
+#: call that created the process: ``clone(...strace: Process 12 attached`` then, on the next
+#: line, `` <unfinished ...>``. Rejoined (the continuation line becomes blank: numbering kept).
+_ATTACH = b"strace: Process "
+_GLUED_ATTACH = re.compile(rb"(?<=[^\n])strace: Process \d+ attached[^\n]*\n ?<unfinished \.\.\.>")
 #: Lines written by strace itself or for -e read=/-k: skipped without complaint.
 _SKIP_PREFIXES = (b"strace: ", b" | ", b" > ", b"+++ ", b"--- ")
 
@@ -332,12 +337,18 @@ def _iter_chunks(path: str | os.PathLike[str], on_progress: Callable[[int, int],
             data = rest + block
             if block:
                 cut = data.rfind(b"\n") + 1
+                # keep a line with a glued attach message together with its continuation
+                prev = data.rfind(b"\n", 0, max(cut - 1, 0)) + 1
+                if _ATTACH in data[prev:cut] and not data.startswith(_ATTACH, prev):
+                    cut = prev
                 if cut == 0:
                     rest = data
                     continue
                 data, rest = data[:cut], data[cut:]
             else:
                 rest = b""
+            if _ATTACH in data:
+                data = _GLUED_ATTACH.sub(rb" <unfinished ...>\n", data)
             if data:
                 buf = np.frombuffer(data, np.uint8)
                 nl = np.flatnonzero(buf == 10)
@@ -658,14 +669,25 @@ class _Slow:
             same_name[1:] = pc.equal(names.slice(1), names.slice(0, len(order) - 1)) \
                 .to_numpy(zero_copy_only=False)
         paired = s_is_r & prev_same & same_name
-        self.orphans += int((s_is_r & ~paired).sum())
         exits = order[paired]                 # event index of each resumed line
         entries = order[np.flatnonzero(paired) - 1]
         # Still pending: an unfinished line that is its pid's last event.
         last_of_pid = np.ones(len(order), bool)
         last_of_pid[:-1] = s_pid[:-1] != s_pid[1:]
+        open_calls = order[~s_is_r & last_of_pid]
+        orphans = order[s_is_r & ~paired]
+        # strace -f on stderr prefixes pids only once a second process exists: the call that
+        # creates it (clone) starts on an unprefixed line and resumes on a "[pid N]" one.
+        for k in open_calls[ev_pid[open_calls] == -1]:
+            later = orphans[(ev_line[orphans] > ev_line[k])]
+            later = later[[ev_name[int(j)].as_py() == ev_name[int(k)].as_py() for j in later]]
+            if len(later):
+                j = later[np.argmin(ev_line[later])]
+                exits, entries = np.append(exits, j), np.append(entries, k)
+                open_calls, orphans = open_calls[open_calls != k], orphans[orphans != j]
+        self.orphans += len(orphans)
         self.pending = {}
-        for k in order[~s_is_r & last_of_pid]:
+        for k in open_calls:
             self.pending[int(ev_pid[k])] = (int(ev_line[k]), int(ev_ts[k]), bool(ev_tod[k]),
                                             ev_name[int(k)].as_py(), ev_text[int(k)].as_py())
         # A pair whose resumed part is itself cut ("= ? <unfinished ...>") never completed.
