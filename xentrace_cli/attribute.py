@@ -329,9 +329,13 @@ class TraceAttribution:
                         continue
                     d = state_durations(runstates, 0, int(v), s_tsc[pick], e_tsc[pick])
                     share = d["runnable"].to_numpy() / np.maximum(e_tsc[pick] - s_tsc[pick], 1)
-                    hit = rows[pick][share >= CAUSE_SHARE]
+                    good = share >= CAUSE_SHARE
+                    hit = rows[pick][good]
                     cause[hit] = "dom0_runnable"
-                    detail[hit] = f"dom0 vCPU {v} waited runnable"
+                    runs = trace.cpu_runs
+                    for r, s, e in zip(hit, s_tsc[pick][good], e_tsc[pick][good], strict=True):
+                        detail[r] = f"d0v{v} " + _preempted_by(runs, 0, int(v), int(s), int(e),
+                                                              who_ran)
                 continue
             if name == "ring" and self.netback_vcpu is not None:
                 d = state_durations(runstates, 0, self.netback_vcpu, s_tsc[todo], e_tsc[todo])

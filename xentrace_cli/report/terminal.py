@@ -292,8 +292,10 @@ def _anomaly_of(record: pd.Series) -> Text:
     value = _float(record.get(f"{anomaly}_us"))
     text = f"{anomaly} {format_duration(value)}" if math.isfinite(value) else anomaly
     if stall and stall != "nan":
-        reason = stall_reason(stall)
-        text += f" ({stall}: {reason})" if reason else f" ({stall})"
+        # what a stall of that size usually is — only a guess when the trace names no cause
+        cause = str(record.get("cause") or "")
+        reason = stall_reason(stall) if cause in ("", "nan") else ""
+        text += f" ({stall}: {reason}?)" if reason else f" ({stall})"
     return Text(text, style=f"bold {ANOMALY_COLOR}")
 
 
