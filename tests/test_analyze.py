@@ -118,6 +118,7 @@ def test_healthy_all_sources_match_the_truth(scenario) -> None:
     rx = both[both["direction"] == "rx"]
     for column in stage_columns(rx):
         check_stage(rx, column)
+    check_stage(both, "total_us")  # first → last checkpoint, both directions
     # the transmit direction: write → guest → backend → phys, from the truth's checkpoints
     tx = both[both["direction"] == "tx"]
     assert len(tx) > 50

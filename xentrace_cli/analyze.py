@@ -360,12 +360,15 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     path_points = [p for p in ("irq", "dom0_run", "phys", "backend", "copy", "guest", "read",
                                "write") if p in checkpoints]
     if path_points:
-        stack = np.vstack([checkpoints[p] for p in path_points]).astype(np.float64)
-        stack[stack == float(NA_NS)] = np.nan
-        with np.errstate(all="ignore"):
-            span = np.nanmax(stack, axis=0) - np.nanmin(stack, axis=0)
-            count = np.isfinite(stack).sum(axis=0)
-        table["total_us"] = np.where(count >= 2, span / 1e3, np.nan)
+        # in int64 ns: epoch ns as float64 would round to 256 ns
+        stack = np.vstack([checkpoints[p] for p in path_points])
+        have = stack != NA_NS
+        last = stack.max(axis=0)  # NA_NS is the smallest int64: never the max of a measured row
+        first = np.where(have, stack, np.iinfo(np.int64).max).min(axis=0)
+        ok = have.sum(axis=0) >= 2
+        total = np.full(n, np.nan)
+        total[ok] = (last[ok] - first[ok]) / 1e3
+        table["total_us"] = total
     else:
         table["total_us"] = np.nan
 
