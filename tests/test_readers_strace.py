@@ -332,6 +332,17 @@ def test_message_addresses_and_cut_iovec(tmp_path: Path) -> None:
     assert list(f["stream_offset"]) == [0, 0, 1]       # tx: 1 byte of sendto before writev
 
 
+def test_sendfile_counts_tx_bytes(tmp_path: Path) -> None:
+    text = ("1700000033.000000 write(5, \"HTTP/1.1 200 OK\\r\\n\\r\\n\", 19) = 19 <0.000003>\n"
+            "1700000033.000010 sendfile(5, 6, [0] => [4096], 4096) = 4096 <0.000020>\n"
+            "1700000033.000040 sendfile(5, 6, [4096] => [5000], 904) = 904 <0.000010>\n")
+    f = read_quiet(write(tmp_path, text))
+    assert list(f["direction"]) == ["tx"] * 3
+    assert list(f["bytes"]) == [19, 4096, 904]
+    assert list(f["stream_offset"]) == [0, 19, 19 + 4096]
+    assert list(f["data"]) == [b"HTTP/1.1 200 OK\r\n\r\n", b"", b""]
+
+
 # ---------------------------------------------------------------------------- bad input
 
 

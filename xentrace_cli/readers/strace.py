@@ -56,8 +56,10 @@ from xentrace_cli.errors import InputError, TruncatedInput, XenlatWarning, check
 #: Calls whose data flows from the socket to the application.
 READ_CALLS: frozenset[str] = frozenset(
     {"read", "recv", "recvfrom", "recvmsg", "readv", "pread64"})
-#: Calls whose data flows from the application to the socket.
-WRITE_CALLS: frozenset[str] = frozenset({"write", "send", "sendto", "sendmsg", "writev"})
+#: Calls whose data flows from the application to the socket (``sendfile``: from a file,
+#: no data shown).
+WRITE_CALLS: frozenset[str] = frozenset(
+    {"write", "send", "sendto", "sendmsg", "writev", "sendfile", "sendfile64"})
 #: Socket calls without data; they appear in the table with ``direction`` NA.
 CONTROL_CALLS: frozenset[str] = frozenset({"connect", "accept", "accept4", "close"})
 #: Calls that only change which socket an fd names (not rows of the table).
