@@ -10,6 +10,8 @@ Prints wall and CPU seconds per phase and the packets per capture point.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -66,6 +68,9 @@ def main() -> None:
             return
         files = _timed(f"{args.scenario} x{args.requests}", run_scenario, args.scenario, out,
                        requests=args.requests)
+        child = resource.getrusage(resource.RUSAGE_CHILDREN)
+        print(f"{'  in worker processes':28s} cpu {child.ru_utime + child.ru_stime:7.2f} s   "
+              f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})")
         from xentrace_cli.packets import read_packets
 
         for f in files:

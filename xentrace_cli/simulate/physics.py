@@ -315,6 +315,8 @@ class Sim:
         self.now = t_begin
         # trace records, REC_WIDTH int64 each: cpu, true time, event, timestamped, n, w0..w3
         self.trace = array("q")
+        #: records of segments simulated elsewhere, joined (n, REC_WIDTH), before ``trace``
+        self.joined_trace = np.zeros((0, REC_WIDTH), dtype=np.int64)
         self.domid = guest_domid
         self.nic_irq = nic_irq
         self.v0 = Vcpu(self, 0, 0, 0)
@@ -367,6 +369,13 @@ class Sim:
     def at(self, t: int, fn: Callable[..., None], *args: Any) -> None:
         self.seq += 1
         heapq.heappush(self.heap, (t, self.seq, fn, args))
+
+    def trace_records(self) -> np.ndarray:
+        """All records so far, (n, REC_WIDTH) int64 (not yet in time order)."""
+        mine = np.frombuffer(self.trace, dtype=np.int64).reshape(-1, REC_WIDTH)
+        if not len(self.joined_trace):
+            return mine
+        return np.concatenate([self.joined_trace, mine])
 
     def rec(self, cpu: int, t: int, event: int, words: tuple[int, ...], ts: bool = True) -> None:
         self.trace.extend((cpu, t, event, ts, len(words), *words, *_PAD[len(words)]))

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from array import array
 from typing import Any
 
 import numpy as np
 
 from .frames import Content
-from .physics import MS, Conn, FaultPlan, Params, Request, Sim, Table, conns_at
+from .physics import MS, REC_WIDTH, Conn, FaultPlan, Params, Request, Sim, Table, conns_at
 
 #: Requests per segment (a run no longer than this is one segment: samples stay as they are).
 SEGMENT_REQUESTS = 8000
@@ -39,7 +38,7 @@ def _run_one(args: tuple[Any, ...]) -> dict[str, Any]:
               connect=lo == 0, **kw)
     sim.run()
     out: dict[str, Any] = {"t_end": sim.t_end, "fault_log": sim.fault_log,
-                           "trace": np.frombuffer(sim.trace, dtype=np.int64).copy(),
+                           "trace": sim.trace_records().copy(),
                            "reads": np.array(sim.reads, dtype=np.int64).reshape(-1, 3),
                            "strace": sim.strace}
     for name in _TIME:
@@ -86,7 +85,7 @@ def _join(parts: list[dict[str, Any]], params: Params, reqs: list[Request], cont
                 j = table.columns.index(col)
                 m[:, j] = np.where(m[:, j] >= 0, m[:, j] + base[target], m[:, j])
             mats[name].append(m)
-        tr = part["trace"].reshape(-1, 9).copy()
+        tr = part["trace"].reshape(-1, REC_WIDTH)
         tr[:, 1] += shift
         traces.append(tr)
         rd = part["reads"].copy()
@@ -103,6 +102,6 @@ def _join(parts: list[dict[str, Any]], params: Params, reqs: list[Request], cont
         table = getattr(sim, name)
         table._matrix = np.concatenate(mats[name])
         table.rows = []
-    sim.trace = array("q", np.concatenate(traces).ravel().tobytes())
+    sim.joined_trace = np.concatenate(traces)
     sim.reads = [tuple(r) for r in np.concatenate(reads).tolist()]
     return sim

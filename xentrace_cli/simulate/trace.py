@@ -99,7 +99,7 @@ def add_background(sim: Sim, rnd: random.Random) -> None:
             t += int(rnd.uniform(1, 20) * MS)
 
 
-def _noise(sim: Sim, rnd: random.Random) -> np.ndarray:
+def _noise(sim: Sim, rnd: random.Random, rec: np.ndarray) -> np.ndarray:
     """Timer ticks, another device's interrupts, guest records, wrap padding (REC_WIDTH + 3
     columns: the last three are the extra words 4..6 only wrap records use)."""
     rows: list[list[int]] = []
@@ -110,7 +110,6 @@ def _noise(sim: Sim, rnd: random.Random) -> np.ndarray:
     for _ in range(max(1, int(span / (5 * MS)))):   # a disk on the background pCPU
         rows.append([BACKGROUND_PCPU, sim.t_begin + rnd.randrange(span), TRC_HW_IRQ_HANDLED,
                      1, 3, DISK_IRQ, rnd.randrange(800, 4000), 0])
-    rec = np.frombuffer(sim.trace, dtype=np.int64).reshape(-1, REC_WIDTH)
     on_guest = rec[rec[:, 0] == sim.guest.pcpu, 1]
     # guest-inserted records (no timestamp) right after some guest-pCPU records
     for i in rnd.sample(range(len(on_guest)), min(len(on_guest), max(2, len(on_guest) // 50))):
@@ -135,8 +134,8 @@ def build_records(sim: Sim, rnd: random.Random, *, tsc_at_t0: int, cpu_hz: float
     Returns the records and one description per blind spot (records dropped, first dropped).
     """
     add_background(sim, rnd)
-    path = np.frombuffer(sim.trace, dtype=np.int64).reshape(-1, REC_WIDTH)
-    noise = _noise(sim, rnd)
+    path = sim.trace_records()
+    noise = _noise(sim, rnd, path)
     rec = np.zeros((len(path) + len(noise), REC_WIDTH + 3), dtype=np.int64)
     rec[:len(path), :REC_WIDTH] = path
     rec[len(path):] = noise
@@ -157,7 +156,8 @@ def build_records(sim: Sim, rnd: random.Random, *, tsc_at_t0: int, cpu_hz: float
                           sim.domid | (sim.guest.vcpu << 16), first_tsc & 0xFFFFFFFF,
                           first_tsc >> 32, 0, 0, 0])
         spots.append(dict(cpu=pc, start_ns=first, end_ns=end, dropped=dropped))
-    rec = rec[keep]
+    if not keep.all():
+        rec = rec[keep]
     if lost_rows:
         rec = np.concatenate([rec, np.array(lost_rows, dtype=np.int64)])
     # one sort key: cpu in the high bits, time since the start below (stable: Xen's order)
