@@ -371,6 +371,23 @@ def test_many_malformed_lines_are_counted(tmp_path: Path) -> None:
     assert len(f) == 2
 
 
+def test_damaged_line_remainder_is_not_read_as_a_call(tmp_path: Path) -> None:
+    """A line cut inside its timestamp by foreign text: its remainder on the next line would
+    parse as a read at epoch 8 s; both pieces are reported instead."""
+    path = write(tmp_path, "1234  " + GOOD
+                 + "1234  17000garbage line\n"
+                 + "00008.000200 read(3, \"xyz\", 9) = 3 <0.000001>\n"
+                 + "1234  " + GOOD)
+    with pytest.warns(XenlatWarning) as record:
+        f = read_socket_log(path)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert message.startswith(f"{path}: line 2: ")
+    assert "(1 more malformed lines skipped)" in message
+    assert list(f["data"]) == [b"abc", b"abc"]
+    assert list(f["stream_offset"]) == [0, 3]
+
+
 def test_cut_last_line_is_truncated_input(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD + GOOD + "1700000008.000300 read(3, \"ab")
     with pytest.warns(TruncatedInput, match=r"line 3: file ends in the middle"):

@@ -134,7 +134,8 @@ UNFINISHED_RE = _LEADER + r"(?P<text>(?P<name>\w+)\([^\r\n]*) <unfinished \.\.\.
 #: Any line with a leader: the common call's groups, or ``name`` / ``rname`` (the call or the
 #: resumed call) for the others. One pass costs about as much as the common form alone.
 LINE_RE = (_LEADER + "(?:" + _COMMON_CALL
-           + r"|<\.\.\. (?P<rname>\w+) resumed>|(?P<name>\w+)\()?")
+           + r"|<\.\.\. (?P<rname>\w+) resumed>|(?P<name>\w+)\(|(?P<event>\+\+\+ |--- |"
+           r"\?\?\?\(|\[ Process ))?")
 #: A socket address in an argument list (connect, accept, recvfrom, msg_name, ...).
 SOCKADDR_RE = (
     r"sin_port=htons\((?P<port4>\d+)\), sin_addr=inet_addr\(\"(?P<ip4>[^\"]*)\"\)"
@@ -167,7 +168,7 @@ _PY_CLONE_CHILD_FILES = re.compile(rb"\bCLONE_FILES\b")
 _ATTACH = b"strace: Process "
 _GLUED_ATTACH = re.compile(rb"(?<=[^\n])strace: Process \d+ attached[^\n]*\n ?<unfinished \.\.\.>")
 #: Lines written by strace itself or for -e read=/-k: skipped without complaint.
-_SKIP_PREFIXES = (b"strace: ", b" | ", b" > ", b"+++ ", b"--- ")
+_SKIP_PREFIXES = (b"strace: ", b" | ", b" > ", b"+++ ", b"--- ", b"[ Process ")
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,9 +434,9 @@ def _leader(m: pa.StructArray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     tod = pc.is_valid(_field(t, "hh")).to_numpy(zero_copy_only=False) & ok
     seconds = _digits(_field(t, "epoch"))
     if tod.any():
-        clock = _digits(_field(t, "hh")) * 3600 + _digits(_field(t, "mm")) * 60 \
-            + _digits(_field(t, "ss"))
-        seconds = np.where(tod, clock, seconds)
+        hh, mm, ss = (_digits(_field(t, k)) for k in ("hh", "mm", "ss"))
+        ok &= ~tod | ((hh < 24) & (mm < 60) & (ss < 61))
+        seconds = np.where(tod, hh * 3600 + mm * 60 + ss, seconds)
     ts = seconds * 10**9 + _fraction_ns(_field(t, "frac"))
     return ts, tod, pid_num, ok
 
@@ -926,6 +927,7 @@ def _read_strace(path: str | os.PathLike[str],
     wanted_names = pa.array(sorted(INTERESTING_CALLS))
     style_tod: bool | None = None  # the file's time style, from its first timestamp
     prev_tod: int | None = None    # last time of day seen (ns), for midnight crossings
+    prev_epoch: int | None = None  # last epoch time seen (ns), for damaged-line checks
     day_ns = 0
     untimed = 0                    # first line that looks like strace without a timestamp
 
@@ -945,6 +947,10 @@ def _read_strace(path: str | os.PathLike[str],
         has_leader = pc.is_valid(m).to_numpy(zero_copy_only=False)
         ok1 = has_leader & pc.is_valid(_field(m, "call")).to_numpy(zero_copy_only=False)
         ok2 = has_leader & ~ok1
+        # After a leader strace writes a call, a resumed call, a signal or an exit: else junk.
+        known = ok1.copy()
+        for group in ("rname", "name", "event"):
+            known |= pc.is_valid(_field(m, group)).to_numpy(zero_copy_only=False)
         idx1, idx2 = np.flatnonzero(ok1), np.flatnonzero(ok2)
         m1v, m2v = m.filter(pa.array(ok1)), m.filter(pa.array(ok2))
 
@@ -966,6 +972,25 @@ def _read_strace(path: str | os.PathLike[str],
             malformed.add(first + int(i), "mixes -tt times of day and -ttt epoch times")
         malformed.count += max(0, int(other_style.sum()) - MALFORMED_KEEP)
         good &= ~other_style
+        junk = good & ~known
+        for i in np.flatnonzero(junk)[:MALFORMED_KEEP]:
+            malformed.add(first + int(i), "no system call after the timestamp")
+        malformed.count += max(0, int(junk.sum()) - MALFORMED_KEEP)
+        good &= known
+        if not style_tod and good.any():
+            # An epoch time more than a day away from both neighbours is damage (a cut line's
+            # remainder read as a timestamp), not a gap in the trace.
+            sel = np.flatnonzero(good)
+            t = ts[sel]
+            before = np.concatenate(([t[0] if prev_epoch is None else prev_epoch], t[:-1]))
+            after = np.concatenate((t[1:], t[-1:]))
+            stray = (np.abs(t - before) > NS_PER_DAY) & (np.abs(after - t) > NS_PER_DAY)
+            for i in sel[stray][:MALFORMED_KEEP]:
+                malformed.add(first + int(i), "timestamp out of sequence (damaged line?)")
+            malformed.count += max(0, int(stray.sum()) - MALFORMED_KEEP)
+            good[sel[stray]] = False
+            if (~stray).any():
+                prev_epoch = int(t[~stray][-1])
         if style_tod and good.any():
             sel = np.flatnonzero(good)
             t = ts[sel]
