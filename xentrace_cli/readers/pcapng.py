@@ -159,12 +159,14 @@ class PcapngReader(CaptureReader):
         offs: list[int] = []
         append = offs.append
         unpack = TYPE_LEN[self._order].unpack_from
+        buf = self._buf
         lim = end - 12
+        epb, largest = EPB, MAX_PACKET_BYTES + 4096  # locals: the loop body is the hot path
         while off <= lim:
-            btype, blen = unpack(self._buf, off)
-            if btype == EPB and 32 <= blen <= MAX_PACKET_BYTES + 4096:  # the hot path
+            btype, blen = unpack(buf, off)
+            if btype == epb and 32 <= blen <= largest:
                 append(off)
-                off += (blen + 3) & ~3
+                off += (blen + 3) & -4
                 continue
             if btype == SHB:
                 return offs, off, "shb"
