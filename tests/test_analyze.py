@@ -271,6 +271,20 @@ def test_guest_capture_alone_shows_the_gap(scenario) -> None:
     assert any("≈100 ms" in note for note in analysis.notes)
 
 
+def test_real_capture_exchanges_agree_with_tshark(corpus: Path, tshark: str) -> None:
+    # a browser loading a page over HTTP/1.1: one exchange per request, per connection
+    import subprocess
+
+    path = corpus / "captures" / "zeek__http_bro.org.pcap"
+    out = subprocess.run([tshark, "-r", str(path), "-Y", "http.request", "-T", "fields",
+                          "-e", "tcp.srcport"], capture_output=True, text=True, check=True)
+    expected = pd.Series(out.stdout.split()).astype(int).value_counts().sort_index()
+    flows = analyze_files(guest=path).flows
+    got = flows.groupby("sport").size().sort_index()
+    assert got.to_dict() == expected.to_dict()
+    assert (flows["request_to_response_us"] > 0).all()
+
+
 # --- the Python API and thresholds ----------------------------------------------------------------
 
 def test_analyze_files_and_thresholds(scenario) -> None:

@@ -258,8 +258,8 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         uncertainty["guest"] = guest_fit.uncertainty_ns / 1e3
         notes.append(f"guest clock: {guest_fit.detail}")
     elif "guest" in own:
-        notes.append("guest clock not aligned (no dom0 capture): stages within the guest "
-                     "(socket_read) are exact; times are on the guest's clock.")
+        notes.append("no dom0 capture: the guest's clock is not aligned with dom0's (nor "
+                     "needed): intervals within the guest are exact, on the guest's clock.")
         alignment["guest->dom0"] = {"quality": "none", "offset_ns": None, "drift_ppm": None,
                                     "uncertainty_us": None,
                                     "detail": "no dom0 capture to align the guest clock with",
