@@ -231,6 +231,18 @@ def test_trace_records_at_truth_checkpoints(runs: dict[str, Path], name: str) ->
     assert set(_tsc(meta, _ns(rx["t_guest_run"])[woke > 0])) <= set(runs_["tsc"])
 
 
+def test_cpu_hz_configurable(tmp_path: Path) -> None:
+    run_scenario("healthy", tmp_path, seed=4, requests=12, cpu_hz=2.4e9)
+    meta, t, trace = _meta(tmp_path), _truth(tmp_path), _trace(tmp_path)
+    assert meta["cpu_hz"] == 2.4e9
+    rx = t[t["direction"] == "rx"]
+    ev = trace.events
+    copies = ev[(ev["event"] == 0x0020100D) & (ev["cpu"] == meta["dom0_vcpus"][1]["pcpu"])]
+    assert set(_tsc(meta, _ns(rx["t_copy"]))) <= set(copies["tsc"])
+    # the default rate would not map the copies onto the trace
+    assert not set(_tsc({**meta, "cpu_hz": 2.9e9}, _ns(rx["t_copy"]))) & set(copies["tsc"])
+
+
 def _state_during(trace, meta: dict, domid: int, vcpu: int, state: str, a: int, b: int) -> int:
     """ns the vCPU spent in ``state`` within true-time [a, b]."""
     rs = trace.runstates

@@ -111,11 +111,11 @@ def simulate(name: str, *, seed: int = 1, requests: int | None = None,
 
 
 def run_scenario(name: str, out_dir: str | os.PathLike[str], *, seed: int = 1,
-                 requests: int | None = None) -> list[Path]:
+                 requests: int | None = None, cpu_hz: float = CPU_HZ) -> list[Path]:
     """Simulate scenario ``name`` and write its files into ``out_dir``; return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    run, (records, content) = simulate(name, seed=seed, requests=requests)
+    run, (records, content) = simulate(name, seed=seed, requests=requests, cpu_hz=cpu_hz)
     sim, meta = run.sim, run.meta
     guest_clock = Clock(T0_NS, run.spec.offset_ns, run.spec.drift_ppm)
     vif = f"vif{GUEST_DOMID}.0.pcap"
