@@ -162,6 +162,37 @@ def test_fork_copies_fd_table(tmp_path: Path) -> None:
     assert list(reads["peer"]) == ["10.0.0.5:1000"] * 3 + ["10.0.0.6:2000"]
 
 
+@pytest.mark.parametrize(("flags", "shared"), [
+    ("CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM|CLONE_SETTLS|"
+     "CLONE_PARENT_SETTID|CLONE_CHILD_CLEARTID", True),          # a thread
+    ("CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID", False),          # a process (as fork)
+])
+def test_clone3_fd_table_shared_or_copied(tmp_path: Path, flags: str, shared: bool) -> None:
+    """A child closing and reusing fd 4 changes it for its parent only when the fd table is
+    shared (CLONE_FILES)."""
+    text = (
+        "300   1700000034.000000 accept(3, {sa_family=AF_INET, sin_port=htons(1000), "
+        "sin_addr=inet_addr(\"10.0.0.5\")}, [16]) = 4 <0.000001>\n"
+        "300   1700000034.000010 read(4, \"aaaa\", 100) = 4 <0.000001>\n"
+        f"300   1700000034.000020 clone3({{flags={flags}, child_tid=0x7f35a1ffe910, "
+        "parent_tid=0x7f35a1ffe910, exit_signal=0, stack=0x7f35a17fe000, stack_size=0x7fff00, "
+        "tls=0x7f35a1ffe640} => {parent_tid=[301]}, 88) = 301 <0.000040>\n"
+        "301   1700000034.000070 close(4)          = 0 <0.000001>\n"
+        "301   1700000034.000080 accept(3, {sa_family=AF_INET, sin_port=htons(2000), "
+        "sin_addr=inet_addr(\"10.0.0.6\")}, [16]) = 4 <0.000001>\n"
+        "300   1700000034.000090 read(4, \"bb\", 100) = 2 <0.000001>\n"
+        "301   1700000034.000100 read(4, \"c\", 100) = 1 <0.000001>\n"
+    )
+    f = read_quiet(write(tmp_path, text))
+    reads = f[f["syscall"] == "read"]
+    if shared:   # the parent's fd 4 is the child's new connection
+        assert list(reads["peer"]) == ["10.0.0.5:1000", "10.0.0.6:2000", "10.0.0.6:2000"]
+        assert list(reads["stream_offset"]) == [0, 0, 2]
+    else:        # the parent's fd 4 is still the first connection
+        assert list(reads["peer"]) == ["10.0.0.5:1000", "10.0.0.5:1000", "10.0.0.6:2000"]
+        assert list(reads["stream_offset"]) == [0, 4, 0]
+
+
 @pytest.mark.parametrize("chunk_bytes", [strace.CHUNK_BYTES, 64, 200])
 def test_fork_on_stderr_with_glued_attach_message(monkeypatch: pytest.MonkeyPatch,
                                                   chunk_bytes: int) -> None:
