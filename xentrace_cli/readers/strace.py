@@ -543,6 +543,25 @@ _ROW_COLUMNS = ("order", "entry_ns", "duration_ns", "tod", "pid", "fd", "syscall
 _OBJECT_COLUMNS = frozenset({"errno", "row_peer", "data"})
 
 
+def _decode_strings(strings: pa.Array) -> np.ndarray:
+    """strace strings (the text between the quotes) → their bytes, as an object array.
+
+    Decoded straight from the Arrow buffer: creating the escaped ``bytes`` first and
+    replacing them would leave the heap fragmented (most strace data holds escapes).
+    """
+    strings = strings.cast(pa.binary())
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[
+        strings.offset:strings.offset + len(strings) + 1]
+    view = memoryview(strings.buffers()[2] or b"")
+    has_escape = pc.match_substring(strings, "\\").to_numpy(zero_copy_only=False)
+    decode = codecs.escape_decode
+    out = np.empty(len(strings), dtype=object)
+    out[:] = [decode(view[a:b])[0] if esc else bytes(view[a:b])
+              for a, b, esc in zip(offsets[:-1].tolist(), offsets[1:].tolist(),
+                                   has_escape.tolist(), strict=True)]
+    return out
+
+
 def _common_rows(m: pa.StructArray, order: np.ndarray, ts: np.ndarray, tod: np.ndarray,
                  pid: np.ndarray, resume_ns: np.ndarray | None = None) -> Columns:
     """Rows of the complete single-buffer calls matched by LINE_RE / COMMON_CALL_RE.
@@ -555,10 +574,7 @@ def _common_rows(m: pa.StructArray, order: np.ndarray, ts: np.ndarray, tod: np.n
     is_err = pc.is_valid(errno_arr).to_numpy(zero_copy_only=False)
     ret = np.where(is_err, -1, _digits(_field(m, "ret")))
     data_field = pc.fill_null(_field(m, "data"), b"")
-    raw = data_field.to_pylist()
-    has_escape = pc.match_substring(data_field, "\\").to_numpy(zero_copy_only=False)
-    for i in np.flatnonzero(has_escape):
-        raw[i] = codecs.escape_decode(raw[i])[0]
+    data = _decode_strings(data_field)
     truncated = pc.is_valid(_field(m, "trunc")).to_numpy(zero_copy_only=False)
     dur = _field(m, "dur")
     has_dur = pc.is_valid(dur).to_numpy(zero_copy_only=False)
@@ -596,7 +612,7 @@ def _common_rows(m: pa.StructArray, order: np.ndarray, ts: np.ndarray, tod: np.n
         "bytes": np.maximum(ret, 0),
         "row_peer": row_peer,
         "ann_kind": ann_kind,
-        "data": np.array(raw + [None], dtype=object)[:-1],
+        "data": data,
         "data_truncated": truncated,
     }
 
