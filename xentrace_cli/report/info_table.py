@@ -26,7 +26,8 @@ def render_info(info: Any, console: Any) -> None:
     """Print an :class:`~xentrace_cli.info.CaptureInfo` as a property table and an interface
     table."""
     d = info.to_dict()
-    table = Table(title=f"xenlat info: {d['path']}", title_justify="left", show_header=False)
+    table = Table(title=Text(f"xenlat info: {d['path']}"), title_justify="left",
+                  show_header=False)
     table.add_column("property", style="bold")
     table.add_column("value", overflow="fold")
     fmt = d["format"] + (" (gzip-compressed)" if d["gzip"] else "")
