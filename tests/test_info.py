@@ -144,3 +144,11 @@ def test_cli_info_truncated(runner, corpus: Path) -> None:
     assert result.stderr.startswith(f"xenlat: warning: {path}: offset 22908 (packet 100)")
     strict = runner.invoke(main, ["info", str(path), "--strict", "--no-progress"])
     assert strict.exit_code == 3 and strict.stdout == ""
+
+
+def test_render_info_path_is_not_markup(tmp_path: Path) -> None:
+    path = tmp_path / "[bold]guest.pcap"
+    path.write_bytes((CAPTURES / "ether-le-usec.pcap").read_bytes())
+    buf = io.StringIO()
+    render_info(capture_info(path), Console(file=buf, width=200, color_system=None))
+    assert f"xenlat info: {path}" in buf.getvalue()
