@@ -136,13 +136,11 @@ def build_records(sim: Sim, rnd: random.Random, *, tsc_at_t0: int, cpu_hz: float
     add_background(sim, rnd)
     path = sim.trace_records()
     noise = _noise(sim, rnd, path)
-    rec = np.zeros((len(path) + len(noise), REC_WIDTH + 3), dtype=np.int64)
-    rec[:len(path), :REC_WIDTH] = path
-    rec[len(path):] = noise
-    cpu_a, t_a = rec[:, 0], rec[:, 1]
+    cpu_a = np.concatenate([path[:, 0], noise[:, 0]])
+    t_a = np.concatenate([path[:, 1], noise[:, 1]])
     # blind spots: drop the CPU's records there, one lost-records record at the end
     spots = []
-    keep = np.ones(len(rec), dtype=bool)
+    keep = np.ones(len(cpu_a), dtype=bool)
     lost_rows = []
     for pc, start, end in blind_spots:
         gone = (cpu_a == pc) & (t_a >= start) & (t_a < end)
@@ -156,24 +154,34 @@ def build_records(sim: Sim, rnd: random.Random, *, tsc_at_t0: int, cpu_hz: float
                           sim.domid | (sim.guest.vcpu << 16), first_tsc & 0xFFFFFFFF,
                           first_tsc >> 32, 0, 0, 0])
         spots.append(dict(cpu=pc, start_ns=first, end_ns=end, dropped=dropped))
-    if not keep.all():
-        rec = rec[keep]
-    if lost_rows:
-        rec = np.concatenate([rec, np.array(lost_rows, dtype=np.int64)])
-    # one sort key: cpu in the high bits, time since the start below (stable: Xen's order)
-    key = (rec[:, 0] << 44) | (rec[:, 1] - sim.t_begin)
-    rec = rec[np.argsort(key, kind="stable")]
-    tsc = tsc_at_t0 + np.round((rec[:, 1] - sim.t_begin) * (cpu_hz / 1e9)).astype(np.int64)
+    lost = np.array(lost_rows, dtype=np.int64).reshape(-1, REC_WIDTH + 3)
+    cpu_a = np.concatenate([cpu_a, lost[:, 0]])
+    t_a = np.concatenate([t_a, lost[:, 1]])
+    keep = np.concatenate([keep, np.ones(len(lost), dtype=bool)])
+    # one sort key: cpu in the high bits, time since the start below (stable: Xen's order);
+    # dropped records sort last and are cut off
+    key = (cpu_a << 44) | (t_a - sim.t_begin)
+    key[~keep] = np.iinfo(np.int64).max
+    order = np.argsort(key, kind="stable")[:int(keep.sum())]
+
+    def column(j: int, dtype: type) -> np.ndarray:
+        parts = [path[:, j] if j < REC_WIDTH else np.zeros(len(path), np.int64), noise[:, j],
+                 lost[:, j]]
+        return np.concatenate(parts)[order].astype(dtype)
+
+    t_sorted = t_a[order]
+    tsc = tsc_at_t0 + np.round((t_sorted - sim.t_begin) * (cpu_hz / 1e9)).astype(np.int64)
+    event = column(2, np.uint32)
+    extra = np.stack([column(j, np.int64) for j in range(5, REC_WIDTH + 3)], axis=1)
     # HW_IRQ_HANDLED: TSC low bits at handler entry and exit (word 1 held the duration in ns)
-    irq = rec[:, 2] == TRC_HW_IRQ_HANDLED
-    entry = tsc_at_t0 + np.round((rec[irq, 1] - rec[irq, 6] - sim.t_begin) * (cpu_hz / 1e9)
-                                 ).astype(np.int64)
-    rec[irq, 6] = entry & 0xFFFFFFFF
-    rec[irq, 7] = tsc[irq] & 0xFFFFFFFF
-    extra = rec[:, 5:].astype(np.uint32)
-    return TraceRecords(cpu=rec[:, 0], t_ns=rec[:, 1], tsc=tsc.astype(np.uint64),
-                        event=rec[:, 2].astype(np.uint32), extra=extra, n_extra=rec[:, 4],
-                        has_ts=rec[:, 3].astype(bool)), spots
+    irq = event == TRC_HW_IRQ_HANDLED
+    entry = tsc_at_t0 + np.round((t_sorted[irq] - extra[irq, 1] - sim.t_begin)
+                                 * (cpu_hz / 1e9)).astype(np.int64)
+    extra[irq, 1] = entry & 0xFFFFFFFF
+    extra[irq, 2] = tsc[irq] & 0xFFFFFFFF
+    return TraceRecords(cpu=cpu_a[order], t_ns=t_sorted, tsc=tsc.astype(np.uint64),
+                        event=event, extra=extra.astype(np.uint32),
+                        n_extra=column(4, np.int64), has_ts=column(3, bool)), spots
 
 
 def write_trace(path: str | os.PathLike[str], rec: TraceRecords, cpu_hz: float) -> None:
