@@ -346,6 +346,14 @@ def test_cli_simulate(runner, tmp_path: Path) -> None:
     assert _meta(tmp_path)["requests"] == 10
 
 
+def test_cli_simulate_negative_requests(runner, tmp_path: Path) -> None:
+    res = runner.invoke(main, ["simulate", "healthy", "-o", str(tmp_path), "--requests", "-3"])
+    assert res.exit_code == 2
+    assert res.stdout == ""
+    assert "--requests must be 0 or more, not -3" in res.stderr
+    assert not (tmp_path / "truth.csv").exists()
+
+
 def test_cli_simulate_unknown_and_list(runner, tmp_path: Path) -> None:
     res = runner.invoke(main, ["simulate", "nope", "-o", str(tmp_path)])
     assert res.exit_code == 2

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import OptionError
 from .captures import GUEST_IP, SERVER_IP, SERVER_PORT, Clock, write_captures
 from .physics import Params, Sim, draw_conns
 from .scenarios import SCENARIOS, ScenarioSpec, draw_requests
@@ -55,6 +56,8 @@ def simulate(name: str, *, seed: int = 1, requests: int | None = None,
     """Run the event model of scenario ``name``; return it and the trace records."""
     spec = SCENARIOS[name]
     n = spec.default_requests if requests is None else requests
+    if n < 0:
+        raise OptionError(f"--requests must be 0 or more, not {n}")
     rnd = random.Random(f"{name}/{seed}")
     params = dataclasses.replace(Params(), **spec.params)  # type: ignore[arg-type]
     reqs, content = draw_requests(n, params, rnd)
@@ -113,9 +116,9 @@ def simulate(name: str, *, seed: int = 1, requests: int | None = None,
 def run_scenario(name: str, out_dir: str | os.PathLike[str], *, seed: int = 1,
                  requests: int | None = None, cpu_hz: float = CPU_HZ) -> list[Path]:
     """Simulate scenario ``name`` and write its files into ``out_dir``; return their paths."""
+    run, (records, content) = simulate(name, seed=seed, requests=requests, cpu_hz=cpu_hz)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    run, (records, content) = simulate(name, seed=seed, requests=requests, cpu_hz=cpu_hz)
     sim, meta = run.sim, run.meta
     guest_clock = Clock(T0_NS, run.spec.offset_ns, run.spec.drift_ppm)
     vif = f"vif{GUEST_DOMID}.0.pcap"
