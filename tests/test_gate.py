@@ -471,14 +471,18 @@ def test_scenario_baseline_catches_regression_not_rerun(runner, scenarios, tmp_p
     saved = runner.invoke(main, ["baseline", *_analysis_args(scenarios["healthy"]), "-o",
                                  str(base), "--no-progress"])
     assert saved.exit_code == 0, saved.stderr
-    for name in ("healthy", "healthy again"):
+    # Same captures: the default 20 % holds exactly. Another seed draws other packets: with a
+    # few hundred packets the truth's own remap p99 and max move by ~20 %, so that rerun is
+    # judged at 50 % — still far below the black 0.1 s regression (1000x).
+    for name, tolerance in (("healthy", "20%"), ("healthy again", "50%")):
         rerun = runner.invoke(main, ["check", *_analysis_args(scenarios[name]), "--baseline",
-                                     str(base), "--no-progress"])
+                                     str(base), "--tolerance", tolerance, "--no-progress"])
         assert rerun.exit_code == 0, rerun.stdout
         assert rerun.stderr == ""
         assert "smaller changes are not regressions" in " ".join(rerun.stdout.split())
     regressed = runner.invoke(main, ["check", *_analysis_args(scenarios["black-0.1s"]),
-                                     "--baseline", str(base), "--no-progress"])
+                                     "--baseline", str(base), "--tolerance", "50%",
+                                     "--no-progress"])
     assert regressed.exit_code == 1
     assert "::error title=xenlat baseline%3A socket_read.p99 vs baseline::" in regressed.stderr
 
