@@ -246,6 +246,9 @@ def test_xentrace_through_project_reader(tmp_path: Path) -> None:
 
 def test_strace_quote_escapes() -> None:
     assert strace_quote(b'a"b\\c\r\n\t\x01', 9) == '"a\\"b\\\\c\\r\\n\\t\\1"'
+    # as strace: three octal digits when an octal digit follows, \v and \f by name
+    assert strace_quote(b"\x001\x012\x018\x0b\x0c\xff", 9) == \
+        '"\\0001\\0012\\18\\v\\f\\377"'
     assert strace_quote(b"x" * 70, 70) == '"' + "x" * 64 + '"...'
     assert strace_quote(b"x" * 64, 64) == '"' + "x" * 64 + '"'
 
@@ -266,3 +269,12 @@ def test_strace_lines_and_reader(tmp_path: Path) -> None:
     assert t["bytes"].tolist() == [17, 0]
     assert t["data"].iloc[0] == b"VALUE k1 0 5\r\nabc"
     assert t["errno"].iloc[1] == "EAGAIN"
+
+
+def test_strace_binary_payload_round_trip(tmp_path: Path) -> None:
+    strace = pytest.importorskip("xentrace_cli.readers.strace")
+    payloads = [bytes(range(64)), b"\x001\x012\x0189", bytes(range(192, 256))]
+    calls = [f"read(3, {strace_quote(p, len(p))}, 4096) = {len(p)}" for p in payloads]
+    path = tmp_path / "bin.strace"
+    write_strace(path, 7, T0 + np.arange(3) * 10**6, np.full(3, 1000), calls)
+    assert list(strace.read_socket_log(path)["data"]) == payloads

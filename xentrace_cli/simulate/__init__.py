@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..errors import OptionError
 from .captures import GUEST_IP, SERVER_IP, SERVER_PORT, Clock, write_captures
+from .frames import Content
 from .physics import Params, Sim, draw_conns
 from .scenarios import SCENARIOS, ScenarioSpec, draw_requests
 from .segments import run_segments
-from .trace import N_PCPUS, build_records, write_trace
+from .trace import N_PCPUS, TraceRecords, build_records, write_trace
 from .truth import truth_table, write_truth
 from .writers import write_strace
 
@@ -47,13 +49,21 @@ class Simulation:
 
     spec: ScenarioSpec
     sim: Sim
+    """The event model after its run (tables of frames, units, guest rows; strace calls)."""
     meta: dict[str, Any]
-    truth: Any
+    """What ``scenario.json`` holds (but the file list)."""
+    truth: pd.DataFrame
+    """The truth table (``truth.csv``); ``attrs["t_ns"]`` keeps the exact checkpoints."""
+    records: TraceRecords
+    """The hypervisor trace, in TSC, sorted per CPU."""
+    content: Content
+    """Byte content of the simulated streams."""
+    guest_clock: Clock
 
 
 def simulate(name: str, *, seed: int = 1, requests: int | None = None,
-             cpu_hz: float = CPU_HZ) -> tuple[Simulation, Any]:
-    """Run the event model of scenario ``name``; return it and the trace records."""
+             cpu_hz: float = CPU_HZ) -> Simulation:
+    """Run scenario ``name`` in memory: the event model, its trace and its truth."""
     spec = SCENARIOS[name]
     n = spec.default_requests if requests is None else requests
     if n < 0:
@@ -110,21 +120,21 @@ def simulate(name: str, *, seed: int = 1, requests: int | None = None,
                     "size_ms": (f["end_ns"] - f["start_ns"]) / 1e6} for f in faults],
         "span": {"start_ns": sim.t_begin, "end_ns": sim.t_end},
     }
-    return Simulation(spec, sim, meta, truth), (records, content)
+    return Simulation(spec, sim, meta, truth, records, content,
+                      Clock(T0_NS, spec.offset_ns, spec.drift_ppm))
 
 
 def run_scenario(name: str, out_dir: str | os.PathLike[str], *, seed: int = 1,
                  requests: int | None = None, cpu_hz: float = CPU_HZ) -> list[Path]:
     """Simulate scenario ``name`` and write its files into ``out_dir``; return their paths."""
-    run, (records, content) = simulate(name, seed=seed, requests=requests, cpu_hz=cpu_hz)
+    run = simulate(name, seed=seed, requests=requests, cpu_hz=cpu_hz)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sim, meta = run.sim, run.meta
-    guest_clock = Clock(T0_NS, run.spec.offset_ns, run.spec.drift_ppm)
+    sim, meta, guest_clock = run.sim, run.meta, run.guest_clock
     vif = f"vif{GUEST_DOMID}.0.pcap"
-    files = write_captures(sim, out, content=content, guest_clock=guest_clock,
+    files = write_captures(sim, out, content=run.content, guest_clock=guest_clock,
                            snaplen=SNAPLEN, vif_name=vif)
-    write_trace(out / "xentrace.bin", records, meta["cpu_hz"])
+    write_trace(out / "xentrace.bin", run.records, meta["cpu_hz"])
     files["xentrace"] = "xentrace.bin"
     entry = np.array([e for e, _, _ in sim.strace], dtype=np.int64)
     ret = entry + np.array([d for _, d, _ in sim.strace], dtype=np.int64)

@@ -219,20 +219,35 @@ def write_xentrace(path: str | os.PathLike[str], cpu: np.ndarray, tsc: np.ndarra
 
 
 def _strace_escape_table() -> dict[int, str]:
-    """How strace shows each byte inside a quoted string (C escapes, octal otherwise)."""
+    """How strace shows each byte inside a quoted string: C escapes, else shortest octal."""
     table = {b: chr(b) for b in range(32, 127)}
     table.update({b: f"\\{b:o}" for b in (*range(0, 32), *range(127, 256))})
-    table.update({ord('"'): '\\"', ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r",
-                  ord("\t"): "\\t"})
+    table.update({ord('"'): '\\"', ord("\\"): "\\\\", ord("\f"): "\\f", ord("\n"): "\\n",
+                  ord("\r"): "\\r", ord("\t"): "\\t", ord("\v"): "\\v"})
     return table
 
 
 _STRACE_ESCAPES = _strace_escape_table()
+_OCTAL_DIGITS = b"01234567"
 
 
 def strace_quote(data: bytes, total: int, max_len: int = 64) -> str:
-    """A buffer as ``strace -s max_len`` prints it (C escapes, ``...`` when cut)."""
-    text = data[:max_len].decode("latin-1").translate(_STRACE_ESCAPES)
+    """A buffer as ``strace -s max_len`` prints it (C escapes, ``...`` when cut).
+
+    Like strace, an octal escape takes all three digits when an octal digit follows it, so
+    ``b"\\x01" b"1"`` reads back unambiguously as ``\\0011``.
+    """
+    shown = data[:max_len]
+    text = shown.decode("latin-1").translate(_STRACE_ESCAPES)
+    if len(text) != len(shown):   # some escapes: redo those before a digit in full
+        parts = []
+        for i, b in enumerate(shown):
+            esc = _STRACE_ESCAPES[b]
+            if (esc[0] == "\\" and esc[1:].isdigit() and i + 1 < len(shown)
+                    and shown[i + 1] in _OCTAL_DIGITS):
+                esc = f"\\{b:03o}"
+            parts.append(esc)
+        text = "".join(parts)
     return '"' + text + '"' + ("..." if total > max_len else "")
 
 
