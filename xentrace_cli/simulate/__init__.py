@@ -4,7 +4,8 @@
 ``phys.pcap`` and ``vif5.0.pcap`` (dom0 clock), ``guest.pcapng`` and ``app.strace`` (guest
 clock), ``xentrace.bin`` (TSC), ``truth.csv`` and ``scenario.json``. Modules: ``physics`` (the
 event model), ``scenarios`` (what each scenario changes), ``frames`` and ``writers`` (bytes),
-``captures``, ``trace`` (the hypervisor trace), ``truth``.
+``captures``, ``trace`` (the hypervisor trace), ``truth``, ``segments`` (long runs in
+parallel).
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ class Content:
         if len(hit):
             n_lit = np.minimum(lit_left[hit], width)
             r_idx = np.repeat(hit, n_lit)
-            c_idx = _ragged_index(np.zeros(len(hit), dtype=np.int64), n_lit)
+            c_idx = ragged_index(np.zeros(len(hit), dtype=np.int64), n_lit)
             rows[r_idx, c_idx] = self.bytes_at(start[r_idx] + c_idx)
         return rows
 
@@ -160,7 +160,7 @@ def _ones_complement_sum(words: np.ndarray) -> np.ndarray:
     return (~total.astype(np.uint16)).astype(np.uint16)
 
 
-def _ragged_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def ragged_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenated ``arange(s, s + n)`` for each (s, n), without a Python loop."""
     lengths = np.asarray(lengths, dtype=np.int64)
     total = int(lengths.sum())

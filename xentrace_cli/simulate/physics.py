@@ -168,13 +168,17 @@ class Table:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def column(self, name: str) -> np.ndarray:
-        """One column as int64 (the matrix is built on first use)."""
+    def matrix(self) -> np.ndarray:
+        """All rows as an int64 matrix, one column per name (built once, on first use)."""
         if self._matrix is None:
             get = operator.itemgetter(*self.columns)
             self._matrix = np.array(list(map(get, self.rows)), dtype=np.int64).reshape(
                 len(self.rows), len(self.columns))
-        return self._matrix[:, self.columns.index(name)]
+        return self._matrix
+
+    def column(self, name: str) -> np.ndarray:
+        """One column as int64."""
+        return self.matrix()[:, self.columns.index(name)]
 
 
 IDLE = "idle"

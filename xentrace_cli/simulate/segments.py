@@ -42,9 +42,7 @@ def _run_one(args: tuple[Any, ...]) -> dict[str, Any]:
                            "reads": np.array(sim.reads, dtype=np.int64).reshape(-1, 3),
                            "strace": sim.strace}
     for name in _TIME:
-        table: Table = getattr(sim, name)
-        table.column(table.columns[0])
-        out[name] = table._matrix
+        out[name] = getattr(sim, name).matrix()
     return out
 
 

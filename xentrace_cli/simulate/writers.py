@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from ..xen_events import CPU_CHANGE_HEADER, CYCLES_FLAG, EXTRA_SHIFT, MAX_EXTRA
-from .frames import FrameBatch, _ragged_index
+from .frames import FrameBatch, ragged_index
 
 LINKTYPE_ETHERNET = 1
 PCAP_MAGIC_US = 0xA1B2C3D4
@@ -90,7 +90,7 @@ def _interleave(prefix: np.ndarray, frames: FrameBatch, suffix_len: np.ndarray) 
     is_data = np.ones(len(out), dtype=bool)
     head = (start[:, None] + np.arange(plen)).ravel()
     is_data[head] = False
-    is_data[_ragged_index(start + plen + caplen, suffix_len)] = False
+    is_data[ragged_index(start + plen + caplen, suffix_len)] = False
     out[head] = prefix.ravel()
     out[is_data] = frames.data
     return out, start
