@@ -292,6 +292,12 @@ def test_causes_visible_in_trace(runs: dict[str, Path]) -> None:
             lo, hi = (int(_ns(pd.Series([row[f"t_{c}"]]))[0]) for c in (a, b))
             spent = _state_during(trace, meta, *who, state, lo, hi)
             assert spent >= 0.9 * (hi - lo) - 100_000, (name, cause, spent, hi - lo)
+        # the domain scenario.json names ran during the whole fault (or the guest itself did)
+        for f in meta["faults"]:
+            if f.get("cause") == cause:
+                ran = _state_during(trace, meta, f["by_domid"], f["by_vcpu"], "running",
+                                    f["start_ns"], f["end_ns"])
+                assert ran >= f["end_ns"] - f["start_ns"] - 10_000, f
 
 
 def test_lost_records_blind_spot_covers_stall(runs: dict[str, Path]) -> None:

@@ -494,7 +494,7 @@ class Sim:
             nxt = t + stall
             self.fault_log.append(dict(kind="app_stall", stage="socket_read",
                                        stages=["socket_read"], cause="vcpu_running",
-                                       start_ns=t, end_ns=nxt, by_domid=self.domid,
+                                       start_ns=t, end_ns=nxt, by_domid=self.domid, by_vcpu=0,
                                        request=self.app_req))
         g.hold(nxt + 1 * US, app=True)
         self.at(nxt, self.app_read)
@@ -647,7 +647,7 @@ class Sim:
                 v0.occupy(os_, oe, (7, 0), RUNSTATE_BLOCKED)
                 self.fault_log.append(dict(kind="dom0_starve", stage="vmm", stages=["vmm"],
                                            cause="dom0_runnable", start_ns=os_, end_ns=oe,
-                                           by_domid=7, request=first_req))
+                                           by_domid=7, by_vcpu=0, request=first_req))
         run, start, _ = v0.acquire(t, v0.pcpu)
         cur = start + self.lat(2 * US)
         wire = self.wire
@@ -718,7 +718,7 @@ class Sim:
             self.ring_stall = (t, t + d)
             self.fault_log.append(dict(kind="ring_full", stage="ring", stages=["ring"],
                                        cause="ring_full",
-                                       start_ns=t, end_ns=t + d, by_domid=self.domid,
+                                       start_ns=t, end_ns=t + d, by_domid=self.domid, by_vcpu=0,
                                        request=req))
         _, start, _ = self.v1.acquire(t + self.lat(self.p.kick_median), waker_pcpu)
         s = start + self.lat(self.p.copy_setup_median)
@@ -821,6 +821,7 @@ class Sim:
                                        stages=["socket_read"] if last else
                                        ["socket_read", "remap"],
                                        start_ns=preempt_at, end_ns=preempt_at + d, by_domid=7,
+                                       by_vcpu=1,
                                        request=r))
             for c in delivered:    # the stack finishes its work after the preemption
                 conn = self.conns[c]
