@@ -31,9 +31,14 @@ _INDEX = {"wire": {"unit": "units"}, "units": {"wire_first": "wire", "wire_last"
           "rows": {"unit": "units"}}
 
 
+#: What every segment shares, set before the worker processes fork (so never pickled).
+_SHARED: tuple[Any, ...] = ()
+
+
 def _run_one(args: tuple[Any, ...]) -> dict[str, Any]:
     """Simulate one segment; return its tables as int64 matrices (cheap to send back)."""
-    params, reqs, content, plan, t_begin, seed, conns, lo, hi, kw = args
+    params, reqs, content, plan, t_begin, kw = _SHARED
+    seed, conns, lo, hi = args
     sim = Sim(params, reqs, content, plan, t_begin, seed, conns=conns, req_range=(lo, hi),
               connect=lo == 0, **kw)
     sim.run()
@@ -52,16 +57,20 @@ def run_segments(params: Params, reqs: list[Request], content: Content, plan: Fa
     n = len(reqs)
     bounds = [(lo, min(n, lo + SEGMENT_REQUESTS)) for lo in range(0, max(n, 1),
                                                                    SEGMENT_REQUESTS)]
-    jobs = [(params, reqs, content, plan, t_begin, seeds[k % len(seeds)] + k,
-             conns_at(conns, reqs, lo) if lo else conns, lo, hi, kw)
+    jobs = [(seeds[k % len(seeds)] + k, conns_at(conns, reqs, lo) if lo else conns, lo, hi)
             for k, (lo, hi) in enumerate(bounds)]
     if len(jobs) == 1:
-        sim = Sim(params, reqs, content, plan, t_begin, jobs[0][5], conns=conns, **kw)
+        sim = Sim(params, reqs, content, plan, t_begin, jobs[0][0], conns=conns, **kw)
         sim.run()
         return sim
+    global _SHARED
+    _SHARED = (params, reqs, content, plan, t_begin, kw)
     workers = min(len(jobs), os.cpu_count() or 1)
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        parts = pool.map(_run_one, jobs, chunksize=1)
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_run_one, jobs, chunksize=1)
+    finally:
+        _SHARED = ()
     return _join(parts, params, reqs, content, plan, t_begin, conns, kw)
 
 
