@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from xentrace_cli.errors import InputError, TruncatedInput
@@ -182,3 +183,65 @@ def test_bad_second_section_keeps_the_first(tmp_path: Path) -> None:
     with pytest.warns(TruncatedInput, match=rf"offset {len(first) + 8} \(packet 2\): capture "
                       r"corrupt: corrupt section header: byte-order magic 0x04030201"):
         assert len(read_packets(path)) == 1
+
+
+# ---- the vectorized EPB walk must find exactly what the block-by-block loop finds ------------
+def _pcapng_files() -> list[Path]:
+    corpus = CAPTURES.parent.parent.parent.parent / "shared" / "corpus" / "captures"
+    files = [MULTI]
+    if corpus.exists():
+        files += sorted(p for p in corpus.iterdir()
+                        if p.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a")
+    return files
+
+
+def _read_all(path: Path) -> tuple[object, list[str]]:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            table = read_packets(path).astype(str)
+        except InputError as exc:
+            table = str(exc)
+    return table, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("path", _pcapng_files(), ids=lambda p: p.name)
+@pytest.mark.parametrize("chunk", [97, 1000, 1 << 20])
+def test_vectorized_walk_equals_the_loop(path: Path, chunk: int,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from xentrace_cli.readers import pcapng
+
+    monkeypatch.setattr(capture, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(pcapng, "FAST_WALK_MIN_BYTES", 1 << 62)
+    loop = _read_all(path)
+    monkeypatch.setattr(pcapng, "FAST_WALK_MIN_BYTES", 0)
+    fast = _read_all(path)
+    if isinstance(loop[0], str):
+        assert fast[0] == loop[0]
+    else:
+        assert fast[0].equals(loop[0])
+    assert fast[1] == loop[1]
+
+
+def test_vectorized_walk_skips_impostors(tmp_path: Path, tshark: str,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from xentrace_cli.readers import pcapng
+
+    # payloads holding aligned words equal to 6 (the EPB type) followed by plausible lengths,
+    # some pointing at each other, some at the next real block
+    fake = struct.pack("<II", 6, 40) + bytes(32) + struct.pack("<II", 6, 64) + bytes(8)
+    frames = [mk.ethernet_frames()[0][:44] + fake * (1 + i % 3) for i in range(40)]
+    blocks = [mk.epb("<", 0, mk.T0_NS + i * 1000, f) for i, f in enumerate(frames)]
+    path = tmp_path / "impostors.pcapng"
+    path.write_bytes(_pcapng(*blocks))
+    monkeypatch.setattr(pcapng, "FAST_WALK_MIN_BYTES", 0)
+    data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    chain = pcapng._EpbChain(data, "<", 0, len(data))
+    assert len(chain.cand) > 40 + 40  # the impostors are aligned candidates
+    table = read_packets(path)
+    assert list(table["caplen"]) == [len(f) for f in frames]
+    assert list(table["ts_ns"]) == [mk.T0_NS + i * 1000 for i in range(40)]
+    ref = tshark_rows(tshark, path)
+    assert len(ref) == 40

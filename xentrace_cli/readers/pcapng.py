@@ -150,32 +150,53 @@ class PcapngReader(CaptureReader):
         self.block_counts[kind] = self.block_counts.get(kind, 0) + 1
 
     # -- the walk -----------------------------------------------------------------------------
-    def _walk(self, off: int, end: int) -> tuple[list[int], int, str | None]:
+    def _walk(self, off: int, end: int) -> tuple[np.ndarray, int, str | None]:
         """Walk blocks from ``off``: offsets of packet and custom blocks, where it stopped, why.
 
         Stops at the end of the data (reason None), before a section header ("shb") or at a
-        corrupt block ("corrupt: ...").
+        corrupt block ("corrupt: ..."). Runs of Enhanced Packet Blocks go through
+        :class:`_EpbChain` (vectorized); other blocks, and whatever it declines, through the
+        loop here, one block at a time.
         """
+        pieces: list[np.ndarray] = []
         offs: list[int] = []
         append = offs.append
         unpack = TYPE_LEN[self._order].unpack_from
         buf = self._buf
         lim = end - 12
         epb, largest = EPB, MAX_PACKET_BYTES + 4096  # locals: the loop body is the hot path
+        chain = _EpbChain(buf, self._order, off, end) if end - off >= FAST_WALK_MIN_BYTES \
+            else None
+
+        def result(stop: int, why: str | None) -> tuple[np.ndarray, int, str | None]:
+            if offs:
+                pieces.append(np.asarray(offs, dtype=np.int64))
+            found = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+            return found, stop, why
+
         while off <= lim:
+            if chain is not None:
+                run, after = chain.follow(off)
+                if len(run):
+                    if offs:
+                        pieces.append(np.asarray(offs, dtype=np.int64))
+                        offs.clear()
+                    pieces.append(run)
+                    off = after
+                    continue
+                if chain.misses > FAST_WALK_MISSES:
+                    chain = None
             btype, blen = unpack(buf, off)
             if btype == epb and 32 <= blen <= largest:
                 append(off)
                 off += (blen + 3) & -4
                 continue
             if btype == SHB:
-                return offs, off, "shb"
-            if btype not in MIN_BLOCK_BYTES and btype not in (PB, SPB) and blen < 12:
-                return offs, off, f"block length {blen} is too small"
+                return result(off, "shb")
             if blen < MIN_BLOCK_BYTES.get(btype, 12):
-                return offs, off, f"block of type 0x{btype:08x} has a length of {blen}"
+                return result(off, f"block of type 0x{btype:08x} has a length of {blen}")
             if blen > MAX_BLOCK_BYTES:
-                return offs, off, f"block length {blen} is larger than {MAX_BLOCK_BYTES} bytes"
+                return result(off, f"block length {blen} is larger than {MAX_BLOCK_BYTES} bytes")
             padded = (blen + 3) & ~3
             if off + padded > end:
                 break
@@ -183,13 +204,13 @@ class PcapngReader(CaptureReader):
                 append(off)
             elif btype == IDB:
                 if unpack(self._buf, off + padded - 8)[1] != blen:
-                    return offs, off, "interface description block: trailing length mismatch"
+                    return result(off, "interface description block: trailing length mismatch")
                 self._count("IDB")
                 self._on_idb(off, padded)
             else:
                 self._count(f"0x{btype:x}")
             off += padded
-        return offs, off, None
+        return result(off, None)
 
     def batches(self) -> Iterator[RawBatch]:
         """Raw batches, one per chunk (or section), in file order."""
@@ -255,10 +276,10 @@ class PcapngReader(CaptureReader):
             problem = f"{what} cut short ({left} of {blen} bytes)"
         self._stop(self._base + at, problem, corrupt=False)
 
-    def _columns(self, offs: list[int], end: int
+    def _columns(self, offs: np.ndarray, end: int
                  ) -> tuple[RawBatch | None, int | None, tuple[int, str] | None]:
         """Vectorized fields of the walked blocks → (batch, carry-over offset, corruption)."""
-        if not offs:
+        if not len(offs):
             return None, None, None
         o = np.asarray(offs, dtype=np.int64)
         order = self._order
@@ -343,3 +364,71 @@ class PcapngReader(CaptureReader):
                          frame=frame, end_offset=self._base + (int(o[-1]) if carry is None
                                                                else carry))
         return batch, carry, problem
+
+
+#: chunks shorter than this are walked by the loop only (the vectorized set-up would not pay)
+FAST_WALK_MIN_BYTES = 64 << 10
+#: times the vectorized walk may decline a block before the loop takes the rest of the chunk
+FAST_WALK_MISSES = 8
+
+
+class _EpbChain:
+    """Runs of Enhanced Packet Blocks found without a Python loop per block.
+
+    pcapng blocks are padded to 4 bytes, so in a chunk that starts at a block, every block
+    starts at a multiple of 4. Candidates are the aligned words equal to 6 (the EPB type);
+    each candidate's length gives where its successor must start. A run of candidates that
+    link one to the next (``start + padded length == next candidate``) is a run of real blocks,
+    as the loop would find them, once its first block is real: the loop's own start offset.
+    A payload word that happens to equal 6 breaks a link; the chain then continues at the
+    candidate the real block points to, skipping the impostor. Whatever does not fit (another
+    block type, a length out of range, misalignment) is left to the loop.
+
+    Cost: one comparison over the chunk's words plus a few gathers over the candidates (about
+    0.06 µs per block, against 0.2 µs for the loop).
+    """
+
+    def __init__(self, buf: np.ndarray, order: str, off: int, end: int) -> None:
+        words = np.frombuffer(buf, dtype=np.dtype(order + "u4"), count=end // 4)
+        first, last = off >> 2, (end - 12) >> 2  # a block header must fit before end
+        cand = np.flatnonzero(words[first:last + 1] == EPB) + first
+        length = words[cand + 1].astype(np.int64)
+        self.cand = cand
+        self.good = (length >= 32) & (length <= MAX_PACKET_BYTES + 4096)
+        self.next = cand + ((length + 3) >> 2)
+        linked = self.good[:-1] & (self.next[:-1] == cand[1:])
+        # indices where a run of linked candidates ends (the last candidate always does)
+        self.breaks = np.append(np.flatnonzero(~linked), len(cand) - 1)
+        self.misses = 0
+
+    def follow(self, off: int) -> tuple[np.ndarray, int]:
+        """Byte offsets of the EPBs from ``off`` on, and the offset after the last of them."""
+        cand, n = self.cand, len(self.cand)
+        w = off >> 2
+        i = int(np.searchsorted(cand, w)) if not off & 3 else n
+        if i >= n or cand[i] != w:
+            self.misses += 1
+            return _NO_OFFSETS, off
+        runs = []
+        while True:
+            b = int(self.breaks[np.searchsorted(self.breaks, i)])
+            if not self.good[b]:  # a length the loop must judge
+                if b > i:
+                    runs.append(cand[i:b])
+                stop = int(cand[b]) << 2
+                break
+            runs.append(cand[i:b + 1])
+            after = int(self.next[b])
+            j = int(np.searchsorted(cand, after))
+            if j < n and cand[j] == after:  # skipped an impostor: go on from the real block
+                i = j
+                continue
+            stop = after << 2
+            break
+        if not runs:
+            self.misses += 1
+            return _NO_OFFSETS, off
+        return np.concatenate(runs) << 2, stop
+
+
+_NO_OFFSETS = np.zeros(0, dtype=np.int64)
