@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import os
 import random
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import OptionError
+from . import segments
 from .captures import GUEST_IP, SERVER_IP, SERVER_PORT, Clock, write_captures
 from .frames import Content
 from .physics import Params, Sim, draw_conns
@@ -55,16 +57,54 @@ class Simulation:
     """What ``scenario.json`` holds (but the file list)."""
     truth: pd.DataFrame
     """The truth table (``truth.csv``); ``attrs["t_ns"]`` keeps the exact checkpoints."""
-    records: TraceRecords
-    """The hypervisor trace, in TSC, sorted per CPU."""
+    records: TraceRecords | None
+    """The hypervisor trace, in TSC, sorted per CPU (None when a forked process wrote it)."""
     content: Content
     """Byte content of the simulated streams."""
     guest_clock: Clock
+    pending: Any = None
+    """(process, pipe) of the forked trace writer, until :meth:`wait_trace`."""
+
+    def wait_trace(self) -> None:
+        """Wait for the forked trace writer; add its blind spots to the faults."""
+        if self.pending is None:
+            return
+        proc, recv = self.pending
+        spots = recv.recv()
+        proc.join()
+        self.pending = None
+        if proc.exitcode != 0:
+            raise RuntimeError(f"the trace writer failed (exit {proc.exitcode})")
+        self.meta["faults"] += [_fault_entry(s) for s in _spot_faults(spots)]
+
+
+def _spot_faults(spots: list[dict[str, int]]) -> list[dict[str, Any]]:
+    return [dict(kind="lost_records", cpu=s["cpu"], start_ns=s["start_ns"], end_ns=s["end_ns"],
+                 dropped=s["dropped"]) for s in spots]
+
+
+def _fault_entry(f: dict[str, Any]) -> dict[str, Any]:
+    """A fault as scenario.json lists it: ns and seconds, size in ms."""
+    return {**f, "start": f["start_ns"] / 1e9, "end": f["end_ns"] / 1e9,
+            "size_ms": (f["end_ns"] - f["start_ns"]) / 1e6}
+
+
+def _trace_job(send: Any, sim: Sim, rnd: random.Random, blind: list[tuple[int, int, int]],
+               cpu_hz: float, path: Path) -> None:
+    """In a forked process: build and write the hypervisor trace; send back the blind spots."""
+    records, spots = build_records(sim, rnd, tsc_at_t0=TSC_AT_T0, cpu_hz=cpu_hz,
+                                   blind_spots=blind)
+    write_trace(path, records, cpu_hz)
+    send.send(spots)
 
 
 def simulate(name: str, *, seed: int = 1, requests: int | None = None,
-             cpu_hz: float = CPU_HZ) -> Simulation:
-    """Run scenario ``name`` in memory: the event model, its trace and its truth."""
+             cpu_hz: float = CPU_HZ, trace_path: Path | None = None) -> Simulation:
+    """Run scenario ``name`` in memory: the event model, its trace and its truth.
+
+    With ``trace_path`` the trace is also written there — for a long run by a forked process
+    while this one computes the truth (``records`` is then None).
+    """
     spec = SCENARIOS[name]
     n = spec.default_requests if requests is None else requests
     if n < 0:
@@ -82,12 +122,21 @@ def simulate(name: str, *, seed: int = 1, requests: int | None = None,
         if f["cause"] == "lost_records":
             blind.append((sim.guest.pcpu, f["start_ns"] - sim.lat(400_000),
                           f["end_ns"] + sim.lat(300_000)))
-    records, spots = build_records(sim, rnd, tsc_at_t0=TSC_AT_T0, cpu_hz=cpu_hz,
-                                   blind_spots=blind)
-    for s in spots:
-        faults.append(dict(kind="lost_records", cpu=s["cpu"], start_ns=s["start_ns"],
-                           end_ns=s["end_ns"], dropped=s["dropped"]))
-    truth = truth_table(sim, faults)
+    records: TraceRecords | None = None
+    pending = None
+    if trace_path is not None and n > segments.SEGMENT_REQUESTS:
+        ctx = multiprocessing.get_context("fork")
+        recv, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_trace_job, args=(send, sim, rnd, blind, cpu_hz, trace_path))
+        proc.start()
+        pending = (proc, recv)
+    else:
+        records, spots = build_records(sim, rnd, tsc_at_t0=TSC_AT_T0, cpu_hz=cpu_hz,
+                                       blind_spots=blind)
+        if trace_path is not None:
+            write_trace(trace_path, records, cpu_hz)
+        faults += _spot_faults(spots)
+    truth = truth_table(sim, faults)   # labels come from the stalls, not the blind spots
     meta = {
         "scenario": name,
         "description": spec.description,
@@ -117,25 +166,35 @@ def simulate(name: str, *, seed: int = 1, requests: int | None = None,
             "guest_run_when_running": "the event-channel notification, a few µs after copy",
             "merged_rows": "checkpoints of the frame/unit carrying the row's last byte",
         },
-        "faults": [{**f, "start": f["start_ns"] / 1e9, "end": f["end_ns"] / 1e9,
-                    "size_ms": (f["end_ns"] - f["start_ns"]) / 1e6} for f in faults],
+        "faults": [_fault_entry(f) for f in faults],
         "span": {"start_ns": sim.t_begin, "end_ns": sim.t_end},
     }
     return Simulation(spec, sim, meta, truth, records, content,
-                      Clock(T0_NS, spec.offset_ns, spec.drift_ppm))
+                      Clock(T0_NS, spec.offset_ns, spec.drift_ppm), pending)
 
 
 def run_scenario(name: str, out_dir: str | os.PathLike[str], *, seed: int = 1,
                  requests: int | None = None, cpu_hz: float = CPU_HZ) -> list[Path]:
     """Simulate scenario ``name`` and write its files into ``out_dir``; return their paths."""
-    run = simulate(name, seed=seed, requests=requests, cpu_hz=cpu_hz)
+    if requests is not None and requests < 0:
+        raise OptionError(f"--requests must be 0 or more, not {requests}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    run = simulate(name, seed=seed, requests=requests, cpu_hz=cpu_hz,
+                   trace_path=out / "xentrace.bin")
+    try:
+        return _write_rest(run, out)
+    finally:
+        if run.pending is not None:   # an error on the way: do not leave the writer behind
+            run.pending[0].join()
+
+
+def _write_rest(run: Simulation, out: Path) -> list[Path]:
+    """Captures, socket log, truth, then (the trace written) scenario.json."""
     sim, meta, guest_clock = run.sim, run.meta, run.guest_clock
     vif = f"vif{GUEST_DOMID}.0.pcap"
     files = write_captures(sim, out, content=run.content, guest_clock=guest_clock,
                            snaplen=SNAPLEN, vif_name=vif)
-    write_trace(out / "xentrace.bin", run.records, meta["cpu_hz"])
     files["xentrace"] = "xentrace.bin"
     entry = np.array([e for e, _, _ in sim.strace], dtype=np.int64)
     ret = entry + np.array([d for _, d, _ in sim.strace], dtype=np.int64)
@@ -145,6 +204,7 @@ def run_scenario(name: str, out_dir: str | os.PathLike[str], *, seed: int = 1,
     files["socket_log"] = "app.strace"
     write_truth(out / "truth.csv", run.truth)
     files["truth"] = "truth.csv"
+    run.wait_trace()
     files["scenario"] = "scenario.json"
     meta["files"] = files
     with open(out / "scenario.json", "w", encoding="utf-8") as f:
