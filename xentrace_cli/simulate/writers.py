@@ -229,6 +229,8 @@ def _strace_escape_table() -> dict[int, str]:
 
 _STRACE_ESCAPES = _strace_escape_table()
 _OCTAL_DIGITS = b"01234567"
+#: Bytes strace does NOT print in octal (deleting them leaves the ones it does).
+_NOT_OCTAL = bytes(b for b in range(256) if not _STRACE_ESCAPES[b][1:].isdigit())
 
 
 def strace_quote(data: bytes, total: int, max_len: int = 64) -> str:
@@ -239,7 +241,7 @@ def strace_quote(data: bytes, total: int, max_len: int = 64) -> str:
     """
     shown = data[:max_len]
     text = shown.decode("latin-1").translate(_STRACE_ESCAPES)
-    if len(text) != len(shown):   # some escapes: redo those before a digit in full
+    if shown.translate(None, _NOT_OCTAL):   # octal escapes: redo those before a digit
         parts = []
         for i, b in enumerate(shown):
             esc = _STRACE_ESCAPES[b]
