@@ -133,11 +133,11 @@ def make_capture(path: Path, packets: int, pcapng: bool, seed: int = 1) -> None:
             done += n
 
 
-def timed(cmd: list[str]) -> tuple[float, int]:
-    """Run a command, stdout to /dev/null: (wall seconds, peak RSS in MiB).
+def timed(cmd: list[str]) -> tuple[float, float, int]:
+    """Run a command, stdout to /dev/null: (wall s, CPU s = user + system, peak RSS MiB).
 
-    The RSS is the child's ``ru_maxrss`` from ``os.wait4``; this script stays small (captures
-    are built in a child process) so that the forked child does not start out big.
+    From ``os.wait4``'s rusage of the child. This script stays small (captures are built in a
+    child process) so that the forked child does not start out big.
     """
     t0 = time.perf_counter()
     with open(os.devnull, "wb") as out:
@@ -147,7 +147,7 @@ def timed(cmd: list[str]) -> tuple[float, int]:
     err = proc.stderr.read().decode() if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         print(f"  ! {' '.join(cmd)} failed: {err[-500:]}", file=sys.stderr)
-    return wall, usage.ru_maxrss // 1024
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024
 
 
 SCAPY_SNIPPET = """
@@ -223,42 +223,46 @@ def main() -> None:
         size = cap.stat().st_size
         n = args.packets
         print(f"\n{fmt}: {cap.name}: {n:,} packets, {size / 1e6:,.0f} MB")
-        results: list[tuple[str, float, int, str]] = []
+        results: list[tuple[str, float, float, int]] = []
         csv_out = out_dir / f"ingest-{fmt}.csv"
-
-        def best(cmd: list[str]) -> tuple[float, int]:
-            runs = [timed(cmd) for _ in range(args.repeat)]
-            return min(r[0] for r in runs), max(r[1] for r in runs)
-
-        w, rss = best([xenlat, "packets", str(cap), "--format", "csv", "-o", str(csv_out),
-                       "--no-progress"])
-        results.append(("xenlat packets --format csv -o FILE", w, rss, ""))
+        fast = {
+            "xenlat packets --format csv -o FILE": [xenlat, "packets", str(cap), "--format",
+                                                    "csv", "-o", str(csv_out), "--no-progress"],
+            "cat": ["cat", str(cap)],
+            "tcpdump -nn -tt -r": ["tcpdump", "-nn", "-tt", "-r", str(cap)],
+        }
+        # interleaved, so that a busy moment of the machine falls on every tool alike
+        runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name in fast}
+        for _ in range(args.repeat):
+            for name, cmd in fast.items():
+                runs[name].append(timed(cmd))
+        for name, measured in runs.items():
+            results.append((name, min(r[0] for r in measured), min(r[1] for r in measured),
+                            max(r[2] for r in measured)))
         if shutil.which("tshark") and args.verify:
             bad = verify(cap, csv_out, args.verify)
             print(f"xenlat's CSV vs tshark on the first {args.verify:,} packets: {bad} "
                   "mismatching cells")
-        w, rss = best(["cat", str(cap)])
-        results.append(("cat", w, rss, ""))
-        w, rss = best(["tcpdump", "-nn", "-tt", "-r", str(cap)])
-        results.append(("tcpdump -nn -tt -r", w, rss, ""))
         if not args.skip_tshark and shutil.which("tshark"):
             cmd = ["tshark", "-n", "-r", str(cap), "--disable-protocol", "thrift", "-T",
                    "fields", "-E", "separator=,"]
             for field in TSHARK_FIELDS:
                 cmd += ["-e", field]
-            w, rss = timed(cmd)
-            results.append(("tshark -T fields (--disable-protocol thrift)", w, rss, ""))
+            results.append(("tshark -T fields (--disable-protocol thrift)", *timed(cmd)))
         if not args.skip_scapy and fmt == "pcap":
             k = min(args.scapy_packets, n)
-            w, rss = timed([sys.executable, "-c", SCAPY_SNIPPET, str(cap), str(k)])
-            results.append((f"scapy PcapReader ({k:,} packets, extrapolated)", w * n / k, rss,
-                            "extrapolated"))
+            w, cpu, rss = timed([sys.executable, "-c", SCAPY_SNIPPET, str(cap), str(k)])
+            results.append((f"scapy PcapReader ({k:,} packets, extrapolated)", w * n / k,
+                            cpu * n / k, rss))
         base = results[0][1]
-        print(f"(best of {args.repeat} for xenlat, cat, tcpdump; one run for tshark and scapy)")
-        print(f"{'tool':48} {'seconds':>9} {'packets/s':>12} {'peak RSS':>10} {'vs xenlat':>10}")
-        for name, wall, rss, _note in results:
-            print(f"{name:48} {wall:9.2f} {n / wall:12,.0f} {rss:7d} MiB {wall / base:9.1f}x")
-        print(f"peak RSS of xenlat / capture size: {results[0][2] * 2**20 / size:.2f}")
+        print(f"(xenlat, cat, tcpdump: best of {args.repeat} interleaved runs; tshark and "
+              f"scapy: one run; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+        print(f"{'tool':48} {'wall s':>7} {'CPU s':>7} {'packets/s':>11} {'peak RSS':>10} "
+              f"{'vs xenlat':>9}")
+        for name, wall, cpu, rss in results:
+            print(f"{name:48} {wall:7.2f} {cpu:7.2f} {n / wall:11,.0f} {rss:6d} MiB "
+                  f"{wall / base:8.1f}x")
+        print(f"peak RSS of xenlat / capture size: {results[0][3] * 2**20 / size:.2f}")
 
 
 if __name__ == "__main__":
