@@ -215,3 +215,18 @@ def test_digest_ignores_bytes_after_the_payload() -> None:
                  np.array([1, 1], dtype=np.int32))
     assert dec.payload_len.tolist() == [3, 3]
     assert dec.payload_digest[0] == dec.payload_digest[1] == reference_digest(b"abc")
+
+
+def test_ip_length_shorter_than_its_headers_gives_no_payload_length() -> None:
+    from scapy.all import IP, TCP, Ether
+
+    good = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1, dport=2))
+    bad = bytearray(good)
+    bad[14 + 2:14 + 4] = struct.pack(">H", 30)  # total length 30 < 20 (IP) + 20 (TCP)
+    frames = [good, bytes(bad)]
+    buf = np.frombuffer(b"".join(frames), dtype=np.uint8)
+    lengths = np.array([len(f) for f in frames])
+    dec = decode(buf, np.array([0, len(good)]), lengths, lengths,
+                 np.array([1, 1], dtype=np.int32))
+    assert dec.payload_ok.tolist() == [True, False]
+    assert dec.payload_len[0] == 0 and dec.sport.tolist() == [1, 1]  # ports still read

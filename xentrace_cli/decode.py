@@ -362,7 +362,8 @@ def _decode_ip(v: _Views, idx: np.ndarray, l3: np.ndarray, etype: np.ndarray,
     doff_ok = is_tcp & has(l4, 13)
     doff = (_at(v.u8, l4 + 12, doff_ok) >> 4).astype(np.int64) * 4
     hdr = np.where(is_tcp, doff, np.where(is_udp | icmp, 8, 0))
-    has_l4 = ipv & (l4 >= 0) & (~is_tcp | doff_ok)
+    # a length field smaller than the headers it covers is malformed: no payload length
+    has_l4 = ipv & (l4 >= 0) & (~is_tcp | doff_ok) & (ip_payload >= hdr)
     c.payload_len[idx] = np.where(has_l4, ip_payload - hdr, 0)
     c.payload_ok[idx] = has_l4
     c.payload_pos[idx] = np.where(has_l4, l4 + hdr, 0)
