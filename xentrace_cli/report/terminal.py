@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -37,7 +38,10 @@ CAUSE_WORDS: dict[str, str] = {
 }
 
 #: Letters standing for the stages in a bar without colour.
-_LETTERS = {"vmm": "v", "driver_domain": "d", "ring": "r", "remap": "m", "socket_read": "s"}
+_LETTERS = {"vmm": "v", "driver_domain": "d", "ring": "r", "remap": "m", "socket_read": "s",
+            # merged receive intervals and the transmit path
+            "backend_to_guest": "b", "phys_to_guest": "b", "guest_to_read": "s",
+            "write_to_guest": "w", "guest_to_backend": "g", "backend_to_phys": "p"}
 
 
 def render_analysis(analysis: Analysis, console: Console, top: int = 10) -> None:
@@ -45,8 +49,11 @@ def render_analysis(analysis: Analysis, console: Console, top: int = 10) -> None
     table = analysis.table
     _header(analysis, console)
     shown = [iv for iv in intervals(table) if _measured(table, iv)]
+    # receive stages first, then the transmit path, each in path order
+    shown = [iv for iv in shown if not iv.transmit] + [iv for iv in shown if iv.transmit]
+    plain = _plain(console)
     if shown and len(table):
-        console.print(_summary(analysis, shown))
+        console.print(_summary(analysis, shown, console.width))
     if analysis.alignment:
         console.print(_alignment(analysis.alignment))
     if analysis.flows is not None and len(analysis.flows):
@@ -56,8 +63,12 @@ def render_analysis(analysis: Analysis, console: Console, top: int = 10) -> None
         for note in analysis.notes:
             console.print(Text("• " + note))
     if shown and len(table) and top > 0:
-        console.print(_worst(analysis, [iv for iv in shown if _measured(table, iv)], top,
-                             console.no_color, console.width))
+        console.print(_worst(analysis, shown, top, plain, console.width))
+
+
+def _plain(console: Console) -> bool:
+    """No colour to tell stages apart (NO_COLOR, a pipe, a dumb terminal): use letters."""
+    return bool(console.no_color or console.color_system is None)
 
 
 def _measured(table: pd.DataFrame, iv: Interval) -> bool:
@@ -89,16 +100,22 @@ def _stage_uncertainty(analysis: Analysis, name: str) -> float | None:
     return None
 
 
-def _summary(analysis: Analysis, shown: list[Interval]) -> Table:
-    grid = Table(title="Where the time went (per data segment)", title_justify="left")
-    for column in ("stage", "span", "count", "p50", "p90", "p99", "max", "±", "anomalous"):
+def _summary(analysis: Analysis, shown: list[Interval], width: int = 80) -> Table:
+    grid = Table(title="Where the time went (per data segment)", title_justify="left",
+                 box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    with_span = width >= 110  # the checkpoints of each interval, where there is room
+    columns = ("stage", "span", "n", "p50", "p90", "p99", "max", "±", "anom.")
+    for column in columns:
+        if column == "span" and not with_span:
+            continue
         grid.add_column(column, justify="left" if column in ("stage", "span") else "right",
-                        no_wrap=column != "span")
+                        no_wrap=True)
     anomaly = analysis.table["anomaly"].fillna("").astype(str) \
         if "anomaly" in analysis.table.columns else pd.Series("", index=analysis.table.index)
-    rows = [(iv.name, f"{iv.start}→{iv.end}", iv.column, iv.color) for iv in shown]
-    rows.append(("total", "first→last", "total_us", STAGE_COLORS["total"]))
-    for name, span, column, color in rows:
+    rows = [(iv.name + (" (tx)" if iv.transmit else ""), iv.name, f"{iv.start}→{iv.end}",
+             iv.column, iv.color) for iv in shown]
+    rows.append(("total", "total", "first→last", "total_us", STAGE_COLORS["total"]))
+    for label, name, span, column, color in rows:
         if column not in analysis.table.columns:
             continue
         values = pd.to_numeric(analysis.table[column], errors="coerce").to_numpy(float)
@@ -111,14 +128,16 @@ def _summary(analysis: Analysis, shown: list[Interval]) -> Table:
         # rounded to what the clocks allow; the ± goes once in its own column
         cells = [format_duration(float(v), unc).split(" ±")[0]
                  for v in (p50, p90, p99, values.max())]
-        grid.add_row(Text(name, style=color), span, str(values.size), *cells,
+        grid.add_row(Text(label, style=color), *([span] if with_span else []),
+                     str(values.size), *cells,
                      format_duration(unc) if unc else "",
                      Text(str(flagged), style="bold red") if flagged else "0")
     return grid
 
 
 def _alignment(alignment: dict[str, Any]) -> Table:
-    grid = Table(title="Clock alignment", title_justify="left")
+    grid = Table(title="Clock alignment", title_justify="left", box=box.SIMPLE_HEAD,
+                 pad_edge=False)
     for column in ("clocks", "quality", "offset / TSC rate", "drift", "uncertainty", "from"):
         grid.add_column(column)
     for pair, fit in alignment.items():
@@ -155,10 +174,10 @@ def _finite(value: Any) -> bool:
 
 def _flows(flows: pd.DataFrame, top: int) -> Table:
     grid = Table(title="Exchanges (server: request → response; client: response → next "
-                 "request)", title_justify="left")
-    for column in ("flow", "exchanges", "server p50", "client p50", "worst gap", "retx"):
+                 "request)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("flow", "n", "server p50", "client p50", "worst gap", "retx"):
         grid.add_column(column, justify="left" if column == "flow" else "right",
-                        no_wrap=True)
+                        no_wrap=column != "flow")
     groups = flows.groupby(["src", "sport", "dst", "dport"], sort=False, observed=True)
     for (src, sport, dst, dport), part in list(groups)[:max(top, 1)]:
         server = part["request_to_response_us"].to_numpy(float)
@@ -181,7 +200,7 @@ def _nanmedian(values: np.ndarray) -> float:
     return float(np.nanmedian(values)) if np.isfinite(values).any() else float("nan")
 
 
-def _worst(analysis: Analysis, shown: list[Interval], top: int, no_color: bool,
+def _worst(analysis: Analysis, shown: list[Interval], top: int, plain: bool,
            width: int = 80) -> Group:
     """The worst packets: anomalous ones first (worst first), then the largest totals."""
     table = analysis.table
@@ -210,7 +229,7 @@ def _worst(analysis: Analysis, shown: list[Interval], top: int, no_color: bool,
         body.append(format_duration(_float(record.get("total_us")),
                                     _float(record.get("uncertainty_us"))))
         body.append("  ")
-        body.append_text(_bar(record, shown, no_color, bar_width))
+        body.append_text(_bar(record, shown, plain, bar_width))
         anomaly = _anomaly_of(record)
         if anomaly.plain:
             body.append("  ")
@@ -224,7 +243,7 @@ def _worst(analysis: Analysis, shown: list[Interval], top: int, no_color: bool,
             lines.append(Text("        cause: " + cause, style="italic"))
     legend = Text("split: ", style="dim")
     for iv in shown:
-        glyph = _LETTERS.get(iv.name, "·") if no_color else "█"
+        glyph = _LETTERS.get(iv.name, "·") if plain else "█"
         legend.append(glyph, style=iv.color)
         legend.append(f" {iv.name}  ")
     lines.append(legend)
@@ -256,7 +275,7 @@ def _packet_of(record: pd.Series) -> str:
             f" len {record.get('len', '')}")
 
 
-def _bar(record: pd.Series, shown: list[Interval], no_color: bool,
+def _bar(record: pd.Series, shown: list[Interval], plain: bool,
          width: int = BAR_WIDTH) -> Text:
     values = [(iv, _float(record.get(iv.column))) for iv in shown]
     values = [(iv, v) for iv, v in values if math.isfinite(v) and v > 0]
@@ -274,9 +293,9 @@ def _bar(record: pd.Series, shown: list[Interval], no_color: bool,
     for (iv, _), width in zip(values, widths, strict=True):
         if width == 0:
             continue
-        glyph = _LETTERS.get(iv.name, "·") if no_color else "█"
+        glyph = _LETTERS.get(iv.name, "·") if plain else "█"
         if iv.name == anomaly:
-            glyph = glyph.upper() if no_color else "█"
+            glyph = glyph.upper() if plain else "█"
             style = f"bold {ANOMALY_COLOR}"
         else:
             style = STAGE_COLORS.get(iv.name, MERGED_COLOR)
