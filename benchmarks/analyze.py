@@ -5,12 +5,16 @@ requests for about a million packets per capture point, a trace of several milli
 the strace log, then runs the whole command in a fresh process and reports wall time and peak
 memory (``ru_maxrss`` of the child). Target: under 10 s and 2 GB on a 2-core machine.
 
-    python benchmarks/analyze.py --dir /tmp/xenlat-bench --requests 200000
+    python benchmarks/analyze.py --requests 200000 --repeat 2
+
+The set lives in ``benchmarks/out/analyze`` (gitignored) unless ``--dir`` says otherwise. The
+machine's load average is printed with each run: other processes make wall times longer.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -42,12 +46,13 @@ def count_packets(path: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=Path("/tmp/xenlat-bench"))
+    parser.add_argument("--dir", type=Path, default=Path(__file__).parent / "out" / "analyze")
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--scenario", default="black-0.1s")
     parser.add_argument("--format", default="parquet", choices=["table", "json", "csv",
                                                                    "parquet"])
     parser.add_argument("--count", action="store_true", help="also count packets per capture")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of the whole command")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     simulate(args.dir, args.requests, args.scenario)
@@ -63,18 +68,22 @@ def main() -> None:
                "--xentrace", str(args.dir / "xentrace.bin"),
                "--socket-log", str(args.dir / "app.strace"), "--no-progress",
                "--format", args.format, "-o", str(out)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    if proc.returncode != 0:
-        print(proc.stderr, file=sys.stderr)
-        raise SystemExit(f"analyze failed with exit {proc.returncode}")
-    if proc.stderr.strip():
-        print(proc.stderr.strip())
-    print(f"analyze end to end: {wall:.2f} s wall, peak RSS {peak_mb:.0f} MB "
-          f"(target < 10 s, < 2048 MB) -> {out}")
-
+    for _ in range(args.repeat):
+        load = os.getloadavg()[0]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        peak_mb = after.ru_maxrss / 1024  # the largest child so far (each run is alike)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        if proc.returncode != 0:
+            print(proc.stderr, file=sys.stderr)
+            raise SystemExit(f"analyze failed with exit {proc.returncode}")
+        if proc.stderr.strip():
+            print(proc.stderr.strip())
+        print(f"analyze end to end: {wall:.2f} s wall, {cpu:.2f} s CPU, peak RSS {peak_mb:.0f} MB "
+              f"(target < 10 s, < 2048 MB; load average before {load:.2f}) -> {out}")
 
 if __name__ == "__main__":
     main()

@@ -556,6 +556,45 @@ def test_real_trace_runstates_contiguous(real) -> None:
     assert (~rs["from_trace_start"]).sum() == changes
 
 
+
+def test_real_trace_filtered_read_keeps_wanted_ids_and_whole_tables(real) -> None:
+    """``events=``: the event table holds just those ids (rows equal to the full read's), the
+    lost / run-state / switch tables and the counts are those of the full read."""
+    path, full, _ = real
+    wanted = [xe.TRC_SCHED_WAKE, xe.TRC_HW_IRQ_HANDLED, xe.TRC_PV_HYPERCALL_V2]
+    part = read_xentrace(path, events=wanted)
+    ev = full.events
+    expect = ev[ev["event"].isin(wanted)].reset_index(drop=True)
+    assert 0 < len(part.events) < len(ev) / 2
+    assert set(part.events["event"].unique()) <= set(wanted)
+    pd.testing.assert_frame_equal(part.events.drop(columns="name"), expect.drop(columns="name"))
+    assert part.events["name"].astype(str).tolist() == expect["name"].astype(str).tolist()
+    for table in ("lost", "runstates", "switches"):
+        pd.testing.assert_frame_equal(getattr(part, table), getattr(full, table))
+    assert part.runstates.attrs == full.runstates.attrs
+    assert (part.records, part.windows, part.cpu_ids, part.first_tsc, part.last_tsc) == \
+        (full.records, full.windows, full.cpu_ids, full.first_tsc, full.last_tsc)
+
+
+def test_filtered_read_fills_pending_and_carried_tsc(tmp_path: Path, monkeypatch) -> None:
+    """Records left out still carry their TSC to the kept ones, across windows and chunks."""
+    monkeypatch.setattr(reader, "CHUNK_WORDS", 8)
+    path = write(tmp_path,
+                 window(3, rec(xe.TRC_HVM_VMENTRY), rec(xe.TRC_SCHED_WAKE, 0, 1)),  # pending
+                 window(3, rec(xe.TRC_HVM_VMEXIT, 1, 2, 3, tsc=500),  # dropped, has the TSC
+                        rec(xe.TRC_HVM_VMENTRY)),
+                 window(3, rec(xe.TRC_SCHED_WAKE, 4, 0)),  # carried from the window before
+                 window(2, runstate(1, 0, 4, 0, tsc=400), rec(xe.TRC_SCHED_WAKE, 4, 1)))
+    part = read_xentrace(path, events=[xe.TRC_SCHED_WAKE])
+    assert part.events["tsc"].tolist() == [400, 500, 500]  # 500: CPU 3's first TSC
+    assert part.events["cpu"].tolist() == [2, 3, 3]
+    assert part.events["domid"].tolist() == [4, 0, 4]
+    assert part.records == 7 and (part.first_tsc, part.last_tsc) == (400, 500)
+    # the change is at the trace's first TSC: no interval before it
+    assert part.runstates["state"].astype(str).tolist() == ["running"]
+    assert part.runstates["start_tsc"].tolist() == [400]
+
+
 # --- round trip through the simulator's writer -------------------------------------------------
 
 def test_round_trip_simulator_writer(tmp_path: Path) -> None:

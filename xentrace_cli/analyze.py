@@ -170,7 +170,8 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         from .readers.xentrace import read_xentrace
 
         trace_job = pool.submit(read_xentrace, sources.xentrace,
-                                on_progress=progress.part("xentrace"))
+                                on_progress=progress.part("xentrace"),
+                                events=attribute.TRACE_EVENTS)
     try:
         packets: dict[str, pd.DataFrame] = {}
         for name in CAPTURES[::-1]:

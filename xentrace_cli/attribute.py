@@ -20,6 +20,8 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from . import xen_events as _xe
+
 #: "Not measured" in an int64 ns checkpoint column.
 NA_NS = np.iinfo(np.int64).min
 
@@ -264,6 +266,10 @@ def socket_times(calls: pd.DataFrame, segments: pd.DataFrame, offsets: np.ndarra
 CAUSE_SHARE = 0.5
 #: Candidate NIC IRQs tried when ``--nic-irq`` is not given (the busiest ones).
 MAX_IRQ_CANDIDATES = 4
+#: Event ids :func:`attribute_trace` reads from the trace's event table (besides the lost,
+#: run-state and switch tables): NIC interrupts, wakes, grant-copy hypercalls.
+TRACE_EVENTS: tuple[int, ...] = (_xe.TRC_HW_IRQ_HANDLED, _xe.TRC_SCHED_WAKE,
+                                  _xe.TRC_PV_HYPERCALL_V2)
 
 
 @dataclasses.dataclass

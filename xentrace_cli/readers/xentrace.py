@@ -26,7 +26,7 @@ import mmap
 import os
 import struct
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
@@ -256,6 +256,9 @@ class _Batch:
     tsc: np.ndarray  # int64: own TSC, else the CPU's last (pending rows: fixed at the end)
     extra: np.ndarray  # (7, n) uint32, zero beyond N (one row per word: columns stay contiguous)
     pending: np.ndarray  # rows before their CPU's first TSC
+    records: int  # records of the chunk, kept or not
+    stamped_min: int | None  # smallest / largest own TSC among all the chunk's records
+    stamped_max: int | None
 
 
 class _Clock:
@@ -303,29 +306,56 @@ class _Clock:
 
 
 def _extract(words: np.ndarray, padded: np.ndarray, base: int, nodes: np.ndarray,
-             window: np.ndarray, cpu_of_window: np.ndarray, clock: _Clock) -> _Batch:
+             window: np.ndarray, cpu_of_window: np.ndarray, clock: _Clock,
+             keep_ids: np.ndarray | None = None) -> _Batch:
     """Columns of the records at chunk positions ``nodes`` (all whole within ``words``).
 
     ``padded`` is the buffer ``words`` starts, with at least ``MAX_EXTRA`` words beyond it.
+    With ``keep_ids``, only records of those event ids and of the kinds the derived tables
+    need (:func:`_kept`) get columns; every record still carries the TSC forward.
     """
     hdr = words[nodes]
     stamped = (hdr >> 31).astype(bool)
-    n_extra = (hdr >> EXTRA_SHIFT) & EXTRA_MASK
     tsc = np.zeros(len(nodes), dtype=np.uint64)
     at = nodes[stamped]
     tsc[stamped] = words[at + 1].astype(np.uint64) | (words[at + 2].astype(np.uint64) << 32)
     tsc = tsc.view(np.int64)
     pending = clock.fill(window, cpu_of_window, tsc, stamped)
+    records = len(nodes)
+    lo = hi = None
+    if stamped.any():
+        own = tsc[stamped]
+        lo, hi = int(own.min()), int(own.max())
+    if keep_ids is not None:
+        keep = _kept(hdr & EVENT_MASK, keep_ids)
+        was_pending = np.zeros(records, dtype=bool)
+        was_pending[pending] = True
+        pending = np.flatnonzero(was_pending[keep])
+        nodes, window, hdr, tsc, stamped = (nodes[keep], window[keep], hdr[keep], tsc[keep],
+                                            stamped[keep])
+    n_extra = (hdr >> EXTRA_SHIFT) & EXTRA_MASK
     first = nodes + 1 + 2 * stamped
     extra = np.empty((MAX_EXTRA, len(nodes)), dtype=np.uint32)
     for k in range(MAX_EXTRA):  # past a record's N words: whatever follows, then zeroed
         np.take(padded, first + k, out=extra[k])
         extra[k] *= n_extra > k
-    return _Batch((nodes + base) * 4, cpu_of_window[window], hdr, tsc, extra, pending)
+    return _Batch((nodes + base) * 4, cpu_of_window[window], hdr, tsc, extra, pending, records,
+                  lo, hi)
+
+
+#: Event ids the derived tables (lost, switches) are built from; run-state changes too.
+_DERIVED_IDS = (TRC_LOST_RECORDS, TRC_SCHED_SWITCH)
+
+
+def _kept(event: np.ndarray, keep_ids: np.ndarray) -> np.ndarray:
+    """Records a filtered read keeps: the wanted ids and those of the derived tables."""
+    return (np.isin(event, keep_ids) | np.isin(event, _DERIVED_IDS)
+            | ((event & RUNSTATE_CHANGE_MASK) == TRC_SCHED_RUNSTATE_CHANGE))
 
 
 def _read_records(path: Path, handle: BinaryIO, win: _Windows, size: int,
-                  on_progress: ProgressCallback | None) -> tuple[list[_Batch], int | None]:
+                  on_progress: ProgressCallback | None, keep_ids: np.ndarray | None = None
+                  ) -> tuple[list[_Batch], int | None]:
     """Walk the chain over the file in bounded chunks; return batches and a truncation offset."""
     nwords = size // 4
     win_start = win.start_word
@@ -383,7 +413,7 @@ def _read_records(path: Path, handle: BinaryIO, win: _Windows, size: int,
         keep = ~is_change
         nodes = nodes[keep]
         batches.append(_extract(chunk, work.words, pos, nodes, window_of[keep], win.cpu,
-                                clock))
+                                clock, keep_ids))
         pos += after
         if on_progress is not None:
             on_progress(min(pos * 4, size), size)
@@ -392,7 +422,7 @@ def _read_records(path: Path, handle: BinaryIO, win: _Windows, size: int,
     if win.problem is not None:
         raise win.problem
     # Records before their CPU's first TSC take that first TSC (else the trace's first).
-    starts = [int(b.tsc[b.header >> 31 == 1].min()) for b in batches if (b.header >> 31).any()]
+    starts = [b.stamped_min for b in batches if b.stamped_min is not None]
     origin = min(starts) if starts else 0
     for b in batches:
         if len(b.pending):
@@ -570,72 +600,96 @@ class _Merge:
         return self.column(parts, dtype)
 
 
-def _events_table(batches: list[_Batch], win: _Windows
-                  ) -> tuple[pd.DataFrame, int | None, int | None]:
-    """Concatenate the batches, merge by TSC (stable), decode."""
+@dataclasses.dataclass
+class _Tables:
+    events: pd.DataFrame
+    lost: pd.DataFrame
+    runstates: pd.DataFrame
+    switches: pd.DataFrame
+    first_tsc: int | None
+    last_tsc: int | None
+
+
+def _tables(batches: list[_Batch], keep_ids: np.ndarray | None) -> _Tables:
+    """Concatenate the batches, merge by TSC (stable), build the derived tables, decode.
+
+    With ``keep_ids`` the event table holds only those ids (the batches also hold the records
+    of the derived tables, which are dropped once those are built).
+    """
     parts = [b.tsc for b in batches]
     tsc = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    del parts
     order = np.argsort(tsc, kind="stable")
     tsc = tsc.take(order)
+    lows = [b.stamped_min for b in batches if b.stamped_min is not None]
+    highs = [b.stamped_max for b in batches if b.stamped_max is not None]
+    first_tsc = min(lows) if lows else None
+    last_tsc = max(highs) if highs else None
     merge = _Merge(batches, order)
     header = merge.take("header", np.uint32)
-    stamped = (header >> 31).astype(bool)
-    first_tsc = last_tsc = None
-    if stamped.any():
-        stamped_tsc = tsc[stamped]
-        first_tsc, last_tsc = int(stamped_tsc.min()), int(stamped_tsc.max())
-        del stamped_tsc
+    cpu = merge.take("cpu", np.int16)
+    w = []
+    for k in range(MAX_EXTRA):
+        w.append(merge.column([b.extra[k] for b in batches], np.uint32))
+    for b in batches:
+        b.extra = None
+    offset = merge.take("offset", np.int64)
+    del merge, order
     event = header & EVENT_MASK
     n_extra = ((header >> EXTRA_SHIFT) & EXTRA_MASK).astype(np.uint8)
+    lost = _lost_table(event, n_extra, cpu, tsc, w)
+    switches = _switches_table(event, n_extra, cpu, tsc, w)
+    runstates = _runstates_table(event, n_extra, cpu, tsc, w[0], first_tsc, last_tsc)
+    if keep_ids is not None:
+        sel = np.flatnonzero(np.isin(event, keep_ids))
+        header, cpu, tsc, offset, event, n_extra = (x.take(sel) for x in (header, cpu, tsc,
+                                                                            offset, event,
+                                                                            n_extra))
+        w = [x.take(sel) for x in w]
+        del sel
+    stamped = (header >> 31).astype(bool)
     del header
     codes, uniques = pd.factorize(event, sort=False)
     columns: dict[str, object] = {
-        "cpu": merge.take("cpu", np.int16),
+        "cpu": cpu,
         "tsc": tsc,
         "event": event,
         "name": _names(codes, uniques),
         "n_extra": n_extra,
     }
-    w = []
-    for k, col in enumerate(_WORD_COLUMNS):
-        w.append(merge.column([b.extra[k] for b in batches], np.uint32))
-        columns[col] = w[-1]
-    for b in batches:
-        b.extra = None
+    for col, values in zip(_WORD_COLUMNS, w, strict=True):
+        columns[col] = values
     _decode(columns, event, codes, uniques, n_extra, w)
     columns["timestamped"] = stamped
-    columns["offset"] = merge.take("offset", np.int64)
-    return pd.DataFrame(columns, copy=False), first_tsc, last_tsc
+    columns["offset"] = offset
+    events = pd.DataFrame(columns, copy=False)
+    return _Tables(events, lost, runstates, switches, first_tsc, last_tsc)
 
 
-def _rows_where(events: pd.DataFrame, event: int, min_extra: int) -> np.ndarray:
-    """Row numbers of the records of one event id with at least ``min_extra`` words."""
-    ev = events["event"].to_numpy()
-    return np.flatnonzero((ev == event) & (events["n_extra"].to_numpy() >= min_extra))
-
-
-def _lost_table(events: pd.DataFrame) -> pd.DataFrame:
+def _lost_table(event: np.ndarray, n_extra: np.ndarray, cpu: np.ndarray, tsc: np.ndarray,
+                w: list[np.ndarray]) -> pd.DataFrame:
     """Lost-records records: how many were dropped, and the span nothing was seen."""
-    r = _rows_where(events, TRC_LOST_RECORDS, 4)
-    w2 = events["w2"].to_numpy()[r].astype(np.uint64)
-    w3 = events["w3"].to_numpy()[r].astype(np.uint64)
+    r = np.flatnonzero((event == TRC_LOST_RECORDS) & (n_extra >= 4))
+    w1 = w[1][r]
+    tsc_first = (w[2][r].astype(np.uint64) | (w[3][r].astype(np.uint64) << np.uint64(32)))
+    valid = np.ones(len(r), dtype=bool)
     return pd.DataFrame({
-        "cpu": events["cpu"].to_numpy()[r],
-        "dropped": events["w0"].to_numpy()[r].astype(np.int64),
-        "domid": events["domid"].array.take(r),
-        "vcpu": events["vcpu"].array.take(r),
-        "tsc_first": (w2 | (w3 << np.uint64(32))).view(np.int64),
-        "tsc": events["tsc"].to_numpy()[r],
+        "cpu": cpu[r],
+        "dropped": w[0][r].astype(np.int64),
+        "domid": _nullable(w1 & 0xFFFF, valid, "Int32"),  # w1: domid bits 0-15, vcpu 16-31
+        "vcpu": _nullable(w1 >> 16, valid, "Int32"),
+        "tsc_first": tsc_first.view(np.int64),
+        "tsc": tsc[r],
     })
 
 
-def _switches_table(events: pd.DataFrame) -> pd.DataFrame:
+def _switches_table(event: np.ndarray, n_extra: np.ndarray, cpu: np.ndarray, tsc: np.ndarray,
+                    w: list[np.ndarray]) -> pd.DataFrame:
     """SWITCH records: which scheduling unit left and which took each physical CPU."""
-    r = _rows_where(events, TRC_SCHED_SWITCH, 4)
-    columns = {"cpu": events["cpu"].to_numpy()[r], "tsc": events["tsc"].to_numpy()[r]}
-    for name, word in (("prev_domid", "w0"), ("prev_vcpu", "w1"), ("next_domid", "w2"),
-                       ("next_vcpu", "w3")):
-        columns[name] = events[word].to_numpy()[r].astype(np.int32)
+    r = np.flatnonzero((event == TRC_SCHED_SWITCH) & (n_extra >= 4))
+    columns = {"cpu": cpu[r], "tsc": tsc[r]}
+    for k, name in enumerate(("prev_domid", "prev_vcpu", "next_domid", "next_vcpu")):
+        columns[name] = w[k][r].astype(np.int32)
     return pd.DataFrame(columns)
 
 
@@ -683,22 +737,23 @@ def _group_order(key: np.ndarray) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
-def _runstates_table(events: pd.DataFrame, first_tsc: int | None,
+def _runstates_table(event: np.ndarray, n_extra: np.ndarray, cpu: np.ndarray, tsc: np.ndarray,
+                     w0: np.ndarray, first_tsc: int | None,
                      last_tsc: int | None) -> pd.DataFrame:
     """Run-state intervals from RUNSTATE_CHANGE records (vectorized, no loop per vCPU)."""
-    r = np.flatnonzero(~events["old_state"].array.isna() & ~events["domid"].array.isna())
-
-    def values(column: str) -> np.ndarray:
-        return events[column].array[r].to_numpy(dtype=np.int64, na_value=0)
-
-    key = (values("domid") << 16) | values("vcpu")
+    r = np.flatnonzero(((event & RUNSTATE_CHANGE_MASK) == TRC_SCHED_RUNSTATE_CHANGE)
+                       & (n_extra >= 1))
+    ev = event[r]
+    # w0: vcpu in bits 0-15, domid in bits 16-31; the states in the event id
+    key = w0[r].astype(np.int64)
     order = _group_order(key)  # stable: events are in TSC order, so each vCPU stays so
     key = key[order]
-    before = values("old_state")[order]
-    after = values("new_state")[order]
+    before = ((ev >> 8) & 0xF).astype(np.int64)[order]
+    after = ((ev >> 4) & 0xF).astype(np.int64)[order]
+    del ev
     r = r[order]
-    tsc = events["tsc"].to_numpy()[r]
-    cpu = events["cpu"].to_numpy()[r]
+    tsc = tsc[r]
+    cpu = cpu[r]
     origin = first_tsc if first_tsc is not None else 0
     iv = _intervals(key, tsc, before, after, origin)
     rows = iv["row"]
@@ -720,19 +775,25 @@ def _runstates_table(events: pd.DataFrame, first_tsc: int | None,
 
 
 def read_xentrace(path: str | os.PathLike[str],
-                  on_progress: ProgressCallback | None = None) -> XenTrace:
+                  on_progress: ProgressCallback | None = None,
+                  events: Iterable[int] | None = None) -> XenTrace:
     """Read a xentrace file into an event table, lost records and the run-state timeline.
 
+    ``events``: keep only records of these event ids in the event table (the lost-records,
+    run-state and switch tables are still whole; ``records`` still counts every record). The
+    analyzer needs a few ids of millions of records: the others never get columns.
     Raises ``InputError`` for input that is not a usable trace; warns ``TruncatedInput`` when
     the file ends inside a window (the whole records before are kept).
     """
     path = Path(path)
+    keep_ids = None if events is None else np.unique(np.asarray(list(events), dtype=np.uint32))
     check_readable(path)
     size = path.stat().st_size
     with open(path, "rb") as handle:
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             win = _walk_windows(path, mm, size)
-        batches, truncated_at = _read_records(path, handle, win, size, on_progress)
+        batches, truncated_at = _read_records(path, handle, win, size, on_progress,
+                                               keep_ids)
     if truncated_at is not None:
         if win.declared_end > size:
             what = (f"file ends inside a window of CPU {int(win.cpu[-1])} (the file has {size} "
@@ -742,20 +803,21 @@ def read_xentrace(path: str | os.PathLike[str],
                     "after the last whole window)")
         warnings.warn(TruncatedInput(f"{path}: offset {truncated_at}: {what}; kept the whole "
                                      "records before"), stacklevel=2)
-    events, first_tsc, last_tsc = _events_table(batches, win)
+    records = sum(b.records for b in batches)
+    tables = _tables(batches, keep_ids)
     del batches
     return XenTrace(
         path=path,
-        events=events,
-        lost=_lost_table(events),
-        runstates=_runstates_table(events, first_tsc, last_tsc),
-        switches=_switches_table(events),
-        records=len(events),
+        events=tables.events,
+        lost=tables.lost,
+        runstates=tables.runstates,
+        switches=tables.switches,
+        records=records,
         windows=len(win.start_word),
         cpu_ids=tuple(sorted(set(win.cpu.tolist()))),
         truncated=truncated_at is not None,
-        first_tsc=first_tsc,
-        last_tsc=last_tsc,
+        first_tsc=tables.first_tsc,
+        last_tsc=tables.last_tsc,
     )
 
 
