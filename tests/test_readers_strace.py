@@ -592,8 +592,6 @@ def test_round_trip_through_the_simulator_writer(tmp_path: Path) -> None:
     assert list(f["errno"].fillna("")) == ["", "", "", "", "", "EAGAIN"]
 
 
-@pytest.mark.xfail(reason="simulate.writers.strace_quote writes the shortest octal escape even "
-                          "before a digit (strace writes \\0011 for b'\\x01' b'1')")
 def test_simulator_quote_of_a_byte_before_a_digit(tmp_path: Path) -> None:
     writers = pytest.importorskip("xentrace_cli.simulate.writers")
     payload = b"\x001\x012"
