@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import struct
 import subprocess
 import warnings
@@ -191,21 +190,15 @@ def test_corpus_quirk_timestamp_past_int64(corpus: Path) -> None:
 
 
 # ---- the table contract -----------------------------------------------------------------------
-def test_columns_and_dtypes_are_the_contract() -> None:
+def test_columns_and_dtypes_are_the_contract(tmp_path: Path) -> None:
     table = read_packets(CAPTURES / "ether-le-nsec.pcap")
     assert list(table.columns) == list(COLUMNS)
     assert {c: str(t) for c, t in table.dtypes.items()} == COLUMNS
-    empty = read_packets(_header_only())
+    header_only = tmp_path / "header-only.pcap"
+    header_only.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    empty = read_packets(header_only)
     assert list(empty.columns) == list(COLUMNS) and len(empty) == 0
     assert {c: str(t) for c, t in empty.dtypes.items()} == COLUMNS
-
-
-def _header_only() -> Path:
-    path = CAPTURES.parent / "header-only.pcap"
-    if not path.exists():
-        path = Path(os.environ.get("TMPDIR", "/tmp")) / "xenlat-header-only.pcap"
-        path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-    return path
 
 
 def test_batches_concatenate_to_the_same_table(monkeypatch: pytest.MonkeyPatch) -> None:
