@@ -259,6 +259,16 @@ class _Batch:
     records: int  # records of the chunk, kept or not
     stamped_min: int | None  # smallest / largest own TSC among all the chunk's records
     stamped_max: int | None
+    runstate: _Part  # RUNSTATE_CHANGE records (N >= 1): tsc, cpu, event, w0
+    switch: _Part  # SWITCH records (N >= 4): tsc, cpu, w0 .. w3
+
+
+@dataclasses.dataclass
+class _Part:
+    """Narrow columns of the records of one kind (those the derived tables are built from)."""
+
+    columns: dict[str, np.ndarray]
+    pending: np.ndarray  # rows before their CPU's first TSC
 
 
 class _Clock:
@@ -311,8 +321,9 @@ def _extract(words: np.ndarray, padded: np.ndarray, base: int, nodes: np.ndarray
     """Columns of the records at chunk positions ``nodes`` (all whole within ``words``).
 
     ``padded`` is the buffer ``words`` starts, with at least ``MAX_EXTRA`` words beyond it.
-    With ``keep_ids``, only records of those event ids and of the kinds the derived tables
-    need (:func:`_kept`) get columns; every record still carries the TSC forward.
+    Run-state changes and switches also go to narrow parts of their own (the derived tables
+    are built from those). With ``keep_ids``, only records of those ids and lost-records
+    records get the full columns; every record still carries the TSC forward.
     """
     hdr = words[nodes]
     stamped = (hdr >> 31).astype(bool)
@@ -326,31 +337,37 @@ def _extract(words: np.ndarray, padded: np.ndarray, base: int, nodes: np.ndarray
     if stamped.any():
         own = tsc[stamped]
         lo, hi = int(own.min()), int(own.max())
-    if keep_ids is not None:
-        keep = _kept(hdr & EVENT_MASK, keep_ids)
-        was_pending = np.zeros(records, dtype=bool)
-        was_pending[pending] = True
-        pending = np.flatnonzero(was_pending[keep])
-        nodes, window, hdr, tsc, stamped = (nodes[keep], window[keep], hdr[keep], tsc[keep],
-                                            stamped[keep])
+    cpu = cpu_of_window[window]
+    event = hdr & EVENT_MASK
     n_extra = (hdr >> EXTRA_SHIFT) & EXTRA_MASK
     first = nodes + 1 + 2 * stamped
+    was_pending = np.zeros(records, dtype=bool)
+    was_pending[pending] = True
+
+    def part(mask: np.ndarray, words_wanted: int, with_event: bool) -> _Part:
+        rows = np.flatnonzero(mask)
+        columns = {"tsc": tsc[rows], "cpu": cpu[rows]}
+        if with_event:
+            columns["event"] = event[rows]
+        at = first[rows]
+        for k in range(words_wanted):  # N >= words_wanted: all are the record's own
+            columns[f"w{k}"] = padded[at + k]
+        return _Part(columns, np.flatnonzero(was_pending[rows]))
+
+    runstate = part(((event & RUNSTATE_CHANGE_MASK) == TRC_SCHED_RUNSTATE_CHANGE)
+                    & (n_extra >= 1), 1, True)
+    switch = part((event == TRC_SCHED_SWITCH) & (n_extra >= 4), 4, False)
+    if keep_ids is not None:
+        keep = np.flatnonzero(np.isin(event, keep_ids) | (event == TRC_LOST_RECORDS))
+        pending = np.flatnonzero(was_pending[keep])
+        nodes, hdr, tsc, cpu, n_extra, first = (x[keep] for x in (nodes, hdr, tsc, cpu,
+                                                                  n_extra, first))
     extra = np.empty((MAX_EXTRA, len(nodes)), dtype=np.uint32)
     for k in range(MAX_EXTRA):  # past a record's N words: whatever follows, then zeroed
         np.take(padded, first + k, out=extra[k])
         extra[k] *= n_extra > k
-    return _Batch((nodes + base) * 4, cpu_of_window[window], hdr, tsc, extra, pending, records,
-                  lo, hi)
-
-
-#: Event ids the derived tables (lost, switches) are built from; run-state changes too.
-_DERIVED_IDS = (TRC_LOST_RECORDS, TRC_SCHED_SWITCH)
-
-
-def _kept(event: np.ndarray, keep_ids: np.ndarray) -> np.ndarray:
-    """Records a filtered read keeps: the wanted ids and those of the derived tables."""
-    return (np.isin(event, keep_ids) | np.isin(event, _DERIVED_IDS)
-            | ((event & RUNSTATE_CHANGE_MASK) == TRC_SCHED_RUNSTATE_CHANGE))
+    return _Batch((nodes + base) * 4, cpu, hdr, tsc, extra, pending, records, lo, hi,
+                  runstate, switch)
 
 
 def _read_records(path: Path, handle: BinaryIO, win: _Windows, size: int,
@@ -425,9 +442,11 @@ def _read_records(path: Path, handle: BinaryIO, win: _Windows, size: int,
     starts = [b.stamped_min for b in batches if b.stamped_min is not None]
     origin = min(starts) if starts else 0
     for b in batches:
-        if len(b.pending):
-            cpus = b.cpu[b.pending].tolist()
-            b.tsc[b.pending] = [clock.first.get(c, origin) for c in cpus]
+        for tsc, cpu, pending in ((b.tsc, b.cpu, b.pending),
+                                  *((p.columns["tsc"], p.columns["cpu"], p.pending)
+                                    for p in (b.runstate, b.switch))):
+            if len(pending):
+                tsc[pending] = [clock.first.get(c, origin) for c in cpu[pending].tolist()]
     return batches, truncated_at
 
 
@@ -613,18 +632,24 @@ class _Tables:
 def _tables(batches: list[_Batch], keep_ids: np.ndarray | None) -> _Tables:
     """Concatenate the batches, merge by TSC (stable), build the derived tables, decode.
 
-    With ``keep_ids`` the event table holds only those ids (the batches also hold the records
-    of the derived tables, which are dropped once those are built).
+    With ``keep_ids`` the event table holds only those ids (the batches also hold the
+    lost-records records, dropped once the lost table is built).
     """
+    lows = [b.stamped_min for b in batches if b.stamped_min is not None]
+    highs = [b.stamped_max for b in batches if b.stamped_max is not None]
+    first_tsc = min(lows) if lows else None
+    last_tsc = max(highs) if highs else None
+    runstate = _merged_part([b.runstate for b in batches])
+    runstates = _runstates_table(runstate, first_tsc, last_tsc)
+    del runstate
+    switches = _switches_table(_merged_part([b.switch for b in batches]))
+    for b in batches:
+        b.runstate = b.switch = None
     parts = [b.tsc for b in batches]
     tsc = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
     del parts
     order = np.argsort(tsc, kind="stable")
     tsc = tsc.take(order)
-    lows = [b.stamped_min for b in batches if b.stamped_min is not None]
-    highs = [b.stamped_max for b in batches if b.stamped_max is not None]
-    first_tsc = min(lows) if lows else None
-    last_tsc = max(highs) if highs else None
     merge = _Merge(batches, order)
     header = merge.take("header", np.uint32)
     cpu = merge.take("cpu", np.int16)
@@ -638,15 +663,13 @@ def _tables(batches: list[_Batch], keep_ids: np.ndarray | None) -> _Tables:
     event = header & EVENT_MASK
     n_extra = ((header >> EXTRA_SHIFT) & EXTRA_MASK).astype(np.uint8)
     lost = _lost_table(event, n_extra, cpu, tsc, w)
-    switches = _switches_table(event, n_extra, cpu, tsc, w)
-    runstates = _runstates_table(event, n_extra, cpu, tsc, w[0], first_tsc, last_tsc)
     if keep_ids is not None:
-        sel = np.flatnonzero(np.isin(event, keep_ids))
-        header, cpu, tsc, offset, event, n_extra = (x.take(sel) for x in (header, cpu, tsc,
-                                                                            offset, event,
-                                                                            n_extra))
-        w = [x.take(sel) for x in w]
-        del sel
+        wanted = np.isin(event, keep_ids)
+        if not wanted.all():  # lost-records records kept for the lost table only
+            sel = np.flatnonzero(wanted)
+            header, cpu, tsc, offset, event, n_extra = (x.take(sel) for x in (
+                header, cpu, tsc, offset, event, n_extra))
+            w = [x.take(sel) for x in w]
     stamped = (header >> 31).astype(bool)
     del header
     codes, uniques = pd.factorize(event, sort=False)
@@ -666,6 +689,20 @@ def _tables(batches: list[_Batch], keep_ids: np.ndarray | None) -> _Tables:
     return _Tables(events, lost, runstates, switches, first_tsc, last_tsc)
 
 
+def _merged_part(parts: list[_Part]) -> dict[str, np.ndarray]:
+    """The parts' columns concatenated and put in TSC order (stable: file order on ties)."""
+    names = list(parts[0].columns) if parts else []
+    tsc = np.concatenate([p.columns["tsc"] for p in parts]) if parts else \
+        np.empty(0, dtype=np.int64)
+    order = np.argsort(tsc, kind="stable")
+    out = {"tsc": tsc.take(order)}
+    del tsc
+    for name in names:
+        if name != "tsc":
+            out[name] = np.concatenate([p.columns[name] for p in parts]).take(order)
+    return out
+
+
 def _lost_table(event: np.ndarray, n_extra: np.ndarray, cpu: np.ndarray, tsc: np.ndarray,
                 w: list[np.ndarray]) -> pd.DataFrame:
     """Lost-records records: how many were dropped, and the span nothing was seen."""
@@ -683,13 +720,12 @@ def _lost_table(event: np.ndarray, n_extra: np.ndarray, cpu: np.ndarray, tsc: np
     })
 
 
-def _switches_table(event: np.ndarray, n_extra: np.ndarray, cpu: np.ndarray, tsc: np.ndarray,
-                    w: list[np.ndarray]) -> pd.DataFrame:
+def _switches_table(part: dict[str, np.ndarray]) -> pd.DataFrame:
     """SWITCH records: which scheduling unit left and which took each physical CPU."""
-    r = np.flatnonzero((event == TRC_SCHED_SWITCH) & (n_extra >= 4))
-    columns = {"cpu": cpu[r], "tsc": tsc[r]}
+    columns = {"cpu": part.get("cpu", np.empty(0, np.int16)),
+               "tsc": part.get("tsc", np.empty(0, np.int64))}
     for k, name in enumerate(("prev_domid", "prev_vcpu", "next_domid", "next_vcpu")):
-        columns[name] = w[k][r].astype(np.int32)
+        columns[name] = part.get(f"w{k}", np.empty(0, np.uint32)).astype(np.int32)
     return pd.DataFrame(columns)
 
 
@@ -737,23 +773,19 @@ def _group_order(key: np.ndarray) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
-def _runstates_table(event: np.ndarray, n_extra: np.ndarray, cpu: np.ndarray, tsc: np.ndarray,
-                     w0: np.ndarray, first_tsc: int | None,
+def _runstates_table(part: dict[str, np.ndarray], first_tsc: int | None,
                      last_tsc: int | None) -> pd.DataFrame:
     """Run-state intervals from RUNSTATE_CHANGE records (vectorized, no loop per vCPU)."""
-    r = np.flatnonzero(((event & RUNSTATE_CHANGE_MASK) == TRC_SCHED_RUNSTATE_CHANGE)
-                       & (n_extra >= 1))
-    ev = event[r]
+    ev = part.get("event", np.empty(0, np.uint32))
     # w0: vcpu in bits 0-15, domid in bits 16-31; the states in the event id
-    key = w0[r].astype(np.int64)
-    order = _group_order(key)  # stable: events are in TSC order, so each vCPU stays so
+    key = part.get("w0", np.empty(0, np.uint32)).astype(np.int64)
+    order = _group_order(key)  # stable: the part is in TSC order, so each vCPU stays so
     key = key[order]
     before = ((ev >> 8) & 0xF).astype(np.int64)[order]
     after = ((ev >> 4) & 0xF).astype(np.int64)[order]
     del ev
-    r = r[order]
-    tsc = tsc[r]
-    cpu = cpu[r]
+    tsc = part.get("tsc", np.empty(0, np.int64))[order]
+    cpu = part.get("cpu", np.empty(0, np.int16))[order]
     origin = first_tsc if first_tsc is not None else 0
     iv = _intervals(key, tsc, before, after, origin)
     rows = iv["row"]
