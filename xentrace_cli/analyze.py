@@ -239,8 +239,8 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         if flipped is not None:
             local = flipped
             for table in (*placed.values(), anchor):
-                table["direction"] = pd.Categorical(
-                    np.where(table["dst"].isin(list(local)).to_numpy(), "rx", "tx"),
+                table["direction"] = pd.Categorical.from_codes(
+                    np.where(table["dst"].isin(list(local)).to_numpy(), 0, 1).astype(np.int8),
                     categories=["rx", "tx"])
 
     # --- the guest clock on dom0's --------------------------------------------------------------

@@ -153,8 +153,9 @@ def assign_flows(tables: dict[str, pd.DataFrame], local: set[str]) -> dict[str, 
     sizes = [len(p) for p in parts]
     allseg = pd.concat(parts, ignore_index=True)
     allseg["flow"] = _flow_ids(allseg, len(cats))
-    allseg["direction"] = pd.Categorical(
-        np.where(allseg["dst"].isin(list(local)).to_numpy(), "rx", "tx"), categories=["rx", "tx"])
+    allseg["direction"] = pd.Categorical.from_codes(  # codes: no strings per row
+        np.where(allseg["dst"].isin(list(local)).to_numpy(), 0, 1).astype(np.int8),
+        categories=["rx", "tx"])
     start = np.full(len(allseg), -1, dtype=np.int64)
     tcp = allseg["proto"].to_numpy() == TCP
     if tcp.any():
