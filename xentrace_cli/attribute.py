@@ -655,15 +655,18 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
         v = result.guest_vcpu
         rows = mine[mine["vcpu"].to_numpy() == v]
         starts = rows["start_tsc"].to_numpy(np.int64)
-        states = rows["state"].astype(str).to_numpy()
+        # run states by category code (no strings per row)
+        running, blocked = (list(rows["state"].cat.categories).index(x)
+                            for x in ("running", "blocked"))
+        states = rows["state"].cat.codes.to_numpy()
         c = copy_row_tsc[have_copy]
-        state = np.asarray(state_at(runstates, domid, v, c).astype(str))
+        state = state_at(runstates, domid, v, c).codes
         nxt = np.searchsorted(starts, c, side="right")
-        run_starts = starts[states == "running"]
+        run_starts = starts[states == running]
         nxt_run = np.searchsorted(run_starts, c, side="right")
-        t_wake = np.where((state == "blocked") & (nxt < starts.size),
+        t_wake = np.where((state == blocked) & (nxt < starts.size),
                           starts[np.minimum(nxt, starts.size - 1)], NA_NS)
-        t_run = np.where(state == "running", c,
+        t_run = np.where(state == running, c,
                          np.where(nxt_run < run_starts.size,
                                   run_starts[np.minimum(nxt_run, run_starts.size - 1)], NA_NS))
         idx = np.flatnonzero(have_copy)

@@ -322,11 +322,17 @@ class _Coverage:
         self.count = np.bincount(elem, minlength=n_elem)
         self.best = np.full(n_elem, -1, dtype=np.int64)
         if total:
-            order = np.lexsort((ts[seg_of], elem))
-            elem_sorted = elem[order]
-            head = np.ones(total, dtype=bool)
-            head[1:] = elem_sorted[1:] != elem_sorted[:-1]
-            self.best[elem_sorted[head]] = seg_of[order][head]
+            # an interval covered once has its one segment; only the others need a sort
+            shared = self.count[elem] > 1
+            alone = ~shared
+            self.best[elem[alone]] = seg_of[alone]
+            if shared.any():
+                elem, seg_of = elem[shared], seg_of[shared]
+                order = np.lexsort((ts[seg_of], elem))
+                elem_sorted = elem[order]
+                head = np.ones(elem_sorted.size, dtype=bool)
+                head[1:] = elem_sorted[1:] != elem_sorted[:-1]
+                self.best[elem_sorted[head]] = seg_of[order][head]
 
     def lookup(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Earliest covering segment (-1 when none) and the number covering, per position."""

@@ -742,26 +742,40 @@ def _intervals(key: np.ndarray, tsc: np.ndarray, before: np.ndarray, after: np.n
         empty = np.empty(0, dtype=np.int64)
         return {"row": empty, "state": empty, "start": empty, "end": empty,
                 "from_origin": np.empty(0, dtype=bool), "consistent": np.empty(0, dtype=bool)}
-    same_next = np.r_[key[1:] == key[:-1], False]
-    first = np.r_[True, key[1:] != key[:-1]]
-    end = np.where(same_next, np.r_[tsc[1:], 0], -1)
-    consistent = np.where(same_next, np.r_[before[1:], 0] == after, True)
-    lead = np.flatnonzero(first & (tsc > origin))
+    same_next = np.zeros(n, dtype=bool)
+    np.equal(key[1:], key[:-1], out=same_next[:-1])
+    end = np.full(n, -1, dtype=np.int64)
+    np.copyto(end[:-1], tsc[1:], where=same_next[:-1])
+    consistent = np.ones(n, dtype=bool)
+    consistent[:-1] = ~same_next[:-1] | (before[1:] == after[:-1])
+    firsts = np.r_[0, np.flatnonzero(~same_next[:-1]) + 1]
+    lead = firsts[tsc[firsts] > origin]
     # Each lead interval goes just before its key's first change (no sort needed).
-    m = len(lead)
-    at_lead = lead + np.arange(m)
-    at_change = np.arange(n) + np.searchsorted(lead, np.arange(n), side="right")
-    out = {"row": np.empty(n + m, dtype=np.int64), "state": np.empty(n + m, dtype=np.int64),
-           "start": np.empty(n + m, dtype=np.int64), "end": np.empty(n + m, dtype=np.int64),
-           "from_origin": np.zeros(n + m, dtype=bool), "consistent": np.ones(n + m, dtype=bool)}
-    for name, lead_values, values in (("row", lead, np.arange(n)),
-                                      ("state", before[lead], after),
-                                      ("start", origin, tsc),
-                                      ("end", tsc[lead], end)):
-        out[name][at_lead] = lead_values
-        out[name][at_change] = values
-    out["from_origin"][at_lead] = True
-    out["consistent"][at_change] = consistent
+    lead_values = {"row": lead, "state": before[lead], "start": np.full(len(lead), origin),
+                   "end": tsc[lead], "from_origin": np.ones(len(lead), dtype=bool),
+                   "consistent": np.ones(len(lead), dtype=bool)}
+    values = {"row": np.arange(n), "state": after, "start": tsc, "end": end,
+              "from_origin": np.zeros(n, dtype=bool), "consistent": consistent}
+    return {name: _interleave(values[name], lead, lead_values[name]) for name in values}
+
+
+def _interleave(values: np.ndarray, at: np.ndarray, inserted: np.ndarray) -> np.ndarray:
+    """``values`` with ``inserted[k]`` put just before ``values[at[k]]`` (``at`` sorted)."""
+    m = len(at)
+    out = np.empty(len(values) + m, dtype=np.result_type(values, inserted))
+    if m > 256:  # many keys: scatter
+        where = at + np.arange(m)
+        rest = np.ones(len(out), dtype=bool)
+        rest[where] = False
+        out[where] = inserted
+        out[rest] = values
+        return out
+    prev = 0
+    for k, i in enumerate(at.tolist()):  # few keys (CPUs, vCPUs): copy the runs between
+        out[prev + k:i + k] = values[prev:i]
+        out[i + k] = inserted[k]
+        prev = i
+    out[prev + m:] = values[prev:]
     return out
 
 
@@ -934,9 +948,9 @@ def cpu_runs(switches: pd.DataFrame, first_tsc: int | None = None) -> pd.DataFra
     Columns ``cpu, domid, vcpu, start_tsc, end_tsc`` (NA: still running at the end); before a
     CPU's first switch its previous occupant ran since ``first_tsc`` (``from_trace_start``).
     """
-    key = switches["cpu"].to_numpy().astype(np.int64)
-    order = np.argsort(key, kind="stable")
-    key = key[order]
+    cpu = switches["cpu"].to_numpy()
+    order = np.argsort(cpu.astype(np.int16), kind="stable")  # radix sort: few CPUs
+    key = cpu.astype(np.int64)[order]
     tsc = switches["tsc"].to_numpy()[order]
     prev = ((switches["prev_domid"].to_numpy().astype(np.int64) << 16)
             | switches["prev_vcpu"].to_numpy().astype(np.int64))[order]
