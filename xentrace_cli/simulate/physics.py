@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import math
-import operator
 import random
 from array import array
 from collections.abc import Callable
@@ -63,6 +62,10 @@ U32 = 0xFFFFFFFF
 REC_WIDTH = 9
 _PAD = ((0, 0, 0, 0), (0, 0, 0), (0, 0), (0,), ())
 _TO_RUNNING = TRC_SCHED_RUNSTATE_CHANGE | RUNSTATE_RUNNABLE << 8 | RUNSTATE_RUNNING << 4
+_TO_RUNNABLE = TRC_SCHED_RUNSTATE_CHANGE | RUNSTATE_BLOCKED << 8 | RUNSTATE_RUNNABLE << 4
+_TO_BLOCKED = TRC_SCHED_RUNSTATE_CHANGE | RUNSTATE_RUNNING << 8 | RUNSTATE_BLOCKED << 4
+#: Normals drawn per block for :meth:`Sim.lat`.
+LAT_BLOCK = 1 << 16
 
 
 def runstate_event(old: int, new: int) -> int:
@@ -149,20 +152,15 @@ class Conn:
 
 
 class Table:
-    """Rows as dicts (every column present, -1 = not applicable), appended during the event
-    loop; turned into an int64 matrix once at the end."""
+    """Rows as lists (one int per column, -1 = not applicable), appended during the event
+    loop and indexed by the column constants below; turned into an int64 matrix at the end."""
 
     def __init__(self, *columns: str) -> None:
         self.columns = columns
-        self.rows: list[dict[str, int]] = []
-        self._defaults = dict.fromkeys(columns, -1)
+        self.rows: list[list[int]] = []
         self._matrix: np.ndarray | None = None
 
-    def add(self, **values: int) -> int:
-        self.rows.append({**self._defaults, **values})
-        return len(self.rows) - 1
-
-    def __getitem__(self, i: int) -> dict[str, int]:
+    def __getitem__(self, i: int) -> list[int]:
         return self.rows[i]
 
     def __len__(self) -> int:
@@ -171,14 +169,25 @@ class Table:
     def matrix(self) -> np.ndarray:
         """All rows as an int64 matrix, one column per name (built once, on first use)."""
         if self._matrix is None:
-            get = operator.itemgetter(*self.columns)
-            self._matrix = np.array(list(map(get, self.rows)), dtype=np.int64).reshape(
+            self._matrix = np.array(self.rows, dtype=np.int64).reshape(
                 len(self.rows), len(self.columns))
         return self._matrix
 
     def column(self, name: str) -> np.ndarray:
         """One column as int64."""
         return self.matrix()[:, self.columns.index(name)]
+
+
+#: Columns of the three tables; the first seven (the frame's fields) are common to all.
+FRAME_COLUMNS = ("dir", "conn", "seq", "ack", "flags", "plen", "cpos")
+WIRE_COLUMNS = (*FRAME_COLUMNS, "t_nic", "t_phys", "irq", "dom0_run", "unit", "req")
+UNIT_COLUMNS = (*FRAME_COLUMNS, "t_backend", "copy", "copy_cpu", "batch", "guest_wake",
+                "guest_run", "req", "wire_first", "wire_last")
+ROW_COLUMNS = (*FRAME_COLUMNS, "t_guest", "unit", "t_socket", "t_write", "req")
+F_DIR, F_CONN, F_SEQ, F_ACK, F_FLAGS, F_PLEN, F_CPOS = range(7)
+W_NIC, W_PHYS, W_IRQ, W_RUN, W_UNIT, W_REQ = range(7, 13)
+U_BACKEND, U_COPY, U_COPY_CPU, U_BATCH, U_WAKE, U_RUN, U_REQ, U_WFIRST, U_WLAST = range(7, 16)
+R_GUEST, R_UNIT, R_SOCKET, R_WRITE, R_REQ = range(7, 12)
 
 
 IDLE = "idle"
@@ -205,8 +214,14 @@ class Vcpu:
         """Apply the block that happened when the vCPU ran out of work before ``t``."""
         if self.state == RUNSTATE_RUNNING and t > self.busy_until:
             b = self.busy_until
-            self.sim.rec(self.pcpu, b, TRC_SCHED_BLOCK, (self.domid, self.vcpu))
-            self.sim.switch(self.pcpu, b, self.ident, RUNSTATE_BLOCKED, None, b - self.since, 0)
+            pc, d, v = self.pcpu, self.domid, self.vcpu
+            # BLOCK, then the switch to idle (as Sim.rec and Sim.switch write them)
+            self.sim.trace.extend((
+                pc, b, TRC_SCHED_BLOCK, 1, 2, d, v, 0, 0,
+                pc, b, TRC_SCHED_SWITCH_INFPREV, 1, 3, d, v, min(U32, max(0, b - self.since)), 0,
+                pc, b, TRC_SCHED_SWITCH_INFNEXT, 1, 4, DOMID_IDLE, pc, 0, U32,
+                pc, b, _TO_BLOCKED, 1, 1, v | d << 16, 0, 0, 0,
+                pc, b, TRC_SCHED_SWITCH, 1, 4, d, v, DOMID_IDLE, pc))
             self.state, self.since = RUNSTATE_BLOCKED, b
 
     def running_at(self, t: int) -> bool:
@@ -215,41 +230,53 @@ class Vcpu:
 
     def acquire(self, t: int, waker_pcpu: int, *, app: bool = False) -> tuple[int, int, int | None]:
         """Work arrives at ``t``: (time the vCPU runs, time the work starts, wake time or None)."""
-        self.settle(t)
-        for ps, pe in self.windows:
-            if ps <= t < pe:
-                free = self.app_free if app else self.kernel_free
-                return pe, max(pe, free), None
+        if self.state == RUNSTATE_RUNNING and t > self.busy_until:
+            self.settle(t)
+        if self.windows:
+            for ps, pe in self.windows:
+                if ps <= t < pe:
+                    free = self.app_free if app else self.kernel_free
+                    return pe, max(pe, free), None
         if self.state == RUNSTATE_RUNNING:
-            return t, max(t, self.app_free if app else self.kernel_free), None
+            free = self.app_free if app else self.kernel_free
+            return t, (free if free > t else t), None
         sim = self.sim
-        sim.rec(waker_pcpu, t, TRC_SCHED_WAKE, (self.domid, self.vcpu))
-        sim.rec(waker_pcpu, t, runstate_event(RUNSTATE_BLOCKED, RUNSTATE_RUNNABLE),
-                (self.vcpu | self.domid << 16,))
         run = t + sim.lat(sim.p.sched_median)
-        prev: tuple[int, int] | None = None
-        prev_state = RUNSTATE_BLOCKED
-        if self.occupant is not None and self.occupant[0] <= run:
+        pc, d, v = self.pcpu, self.domid, self.vcpu
+        if self.occupant is None or self.occupant[0] > run:
+            # WAKE and blocked→runnable by the waker, then the switch from idle
+            sim.trace.extend((
+                waker_pcpu, t, TRC_SCHED_WAKE, 1, 2, d, v, 0, 0,
+                waker_pcpu, t, _TO_RUNNABLE, 1, 1, v | d << 16, 0, 0, 0,
+                pc, run, TRC_SCHED_SWITCH_INFPREV, 1, 3, DOMID_IDLE, pc,
+                min(U32, max(0, run - self.since)), 0,
+                pc, run, TRC_SCHED_SWITCH_INFNEXT, 1, 4, d, v, min(U32, max(0, run - t)),
+                SLICE_NS,
+                pc, run, _TO_RUNNING, 1, 1, v | d << 16, 0, 0, 0,
+                pc, run, TRC_SCHED_SWITCH, 1, 4, DOMID_IDLE, pc, d, v))
+        else:
+            sim.rec(waker_pcpu, t, TRC_SCHED_WAKE, (d, v))
+            sim.rec(waker_pcpu, t, _TO_RUNNABLE, (v | d << 16,))
             _, end, prev, prev_state = self.occupant
             run = max(run, end)
             if prev_state == RUNSTATE_BLOCKED:
-                sim.rec(self.pcpu, run, TRC_SCHED_BLOCK, prev)
+                sim.rec(pc, run, TRC_SCHED_BLOCK, prev)
             ran = run - self.occupant[0]
             self.occupant = None
-        else:
-            ran = run - self.since
-        sim.switch(self.pcpu, run, prev, prev_state, self.ident, ran, run - t)
+            sim.switch(pc, run, prev, prev_state, self.ident, ran, run - t)
         self.state, self.since = RUNSTATE_RUNNING, run
         self.busy_until = self.kernel_free = self.app_free = run
         return run, run, t
 
     def hold(self, end: int, *, app: bool = False) -> None:
         """The vCPU keeps running until at least ``end`` (kernel or application work)."""
-        self.busy_until = max(self.busy_until, end)
+        if end > self.busy_until:
+            self.busy_until = end
         if app:
-            self.app_free = max(self.app_free, end)
-        else:
-            self.kernel_free = max(self.kernel_free, end)
+            if end > self.app_free:
+                self.app_free = end
+        elif end > self.kernel_free:
+            self.kernel_free = end
 
     def preempt(self, ps: int, pe: int, who: tuple[int, int], who_after: int) -> None:
         """Another domain's vCPU takes this pCPU during [ps, pe) while this one is running."""
@@ -313,7 +340,7 @@ class Sim:
         self._np_rng = np.random.default_rng(seed)
         self._z: list[float] = []
         self._m: list[float] = []
-        self._zi = 0
+        self._zi = LAT_BLOCK
         self.heap: list[tuple[int, int, Callable[..., None], tuple[Any, ...]]] = []
         self.seq = 0
         self.now = t_begin
@@ -328,13 +355,9 @@ class Sim:
         self.guest = Vcpu(self, guest_domid, 0, 2)
         self.conns = [dataclasses.replace(c, delivered=[]) for c in conns]
         # tables: wire frames (phys), units (vif), guest rows
-        self.wire = Table("dir", "conn", "seq", "ack", "flags", "plen", "cpos", "t_nic",
-                          "t_phys", "irq", "dom0_run", "unit", "req")
-        self.units = Table("dir", "conn", "seq", "ack", "flags", "plen", "cpos", "t_backend",
-                           "copy", "copy_cpu", "batch", "guest_wake", "guest_run", "req",
-                           "wire_first", "wire_last")
-        self.rows = Table("dir", "conn", "seq", "ack", "flags", "plen", "cpos", "t_guest",
-                          "unit", "t_socket", "t_write", "req")
+        self.wire = Table(*WIRE_COLUMNS)
+        self.units = Table(*UNIT_COLUMNS)
+        self.rows = Table(*ROW_COLUMNS)
         self.reads: list[tuple[int, int, int]] = []      # conn, stream end offset, return
         self.strace: list[tuple[int, int, str]] = []      # entry, duration, call text
         self.fault_log: list[dict[str, Any]] = []
@@ -360,15 +383,17 @@ class Sim:
     def lat(self, median: float, sigma: float | None = None) -> int:
         """A lognormal delay (ns) around ``median``, capped at 20× the median."""
         i = self._zi
-        if i >= len(self._z):   # normals drawn in blocks: numpy is fast per block, not per call
-            z = self._np_rng.standard_normal(1 << 16)
+        if i >= LAT_BLOCK:   # normals drawn in blocks: numpy is fast per block, not per call
+            z = self._np_rng.standard_normal(LAT_BLOCK)
             self._z = z.tolist()
             self._m = np.minimum(20.0, np.exp(self.p.sigma * z)).tolist()
             i = 0
         self._zi = i + 1
         if sigma is None:
-            return max(1, int(median * self._m[i]))
-        return max(1, int(median * min(20.0, math.exp(sigma * self._z[i]))))
+            v = int(median * self._m[i])
+        else:
+            v = int(median * min(20.0, math.exp(sigma * self._z[i])))
+        return v if v > 1 else 1
 
     def at(self, t: int, fn: Callable[..., None], *args: Any) -> None:
         self.seq += 1
@@ -552,10 +577,10 @@ class Sim:
     def _guest_tx(self, t_guest: int, c: int, *, seq: int, ack: int, flags: int, plen: int,
                   cpos: int, req: int, t_write: int = -1) -> None:
         """The guest stack hands a frame to netfront; netfront notifies dom0's tx vCPU."""
-        row = self.rows.add(dir=1, conn=c, seq=seq, ack=ack, flags=flags, plen=plen, cpos=cpos,
-                            t_guest=t_guest, t_write=t_write, req=req)
+        rows = self.rows.rows
+        rows.append([1, c, seq, ack, flags, plen, cpos, t_guest, -1, -1, t_write, req])
         kick = t_guest + self.lat(self.p.notify_median)
-        self.tx_pending.append((kick, row))
+        self.tx_pending.append((kick, len(rows) - 1))
         if not self.tx_scheduled:
             self.tx_scheduled = True
             self.at(kick, self.tx_kick)
@@ -568,30 +593,30 @@ class Sim:
 
     def tx_batch(self, s: int) -> None:
         """netback's transmit side: one grant copy for the pending frames, then out."""
-        take = [row for kick, row in self.tx_pending if kick <= s]
-        self.tx_pending = [(k, r) for k, r in self.tx_pending if k > s]
+        pending = self.tx_pending
+        take = [row for kick, row in pending if kick <= s]
+        self.tx_pending = [(k, r) for k, r in pending if k > s]
         self.rec(self.v0.pcpu, s, TRC_PV_HYPERCALL_V2, (HYPERCALL_GNTTAB_W0, GNTTABOP_COPY,
                                                         len(take)))
-        cur = s + self.lat(1 * US)
-        rows = self.rows
+        lat = self.lat
+        bridge = self.p.bridge_median
+        cur = s + lat(1 * US)
+        rows = self.rows.rows
+        units = self.units.rows
+        wire = self.wire.rows
+        cpu = self.v0.pcpu
         for row in take:
-            cur += self.lat(0.6 * US)
+            cur += lat(0.6 * US)
             t_backend = cur
-            cur += self.lat(self.p.bridge_median)
-            unit = self.units.add(dir=1, conn=rows[row]["conn"], seq=rows[row]["seq"],
-                                  ack=rows[row]["ack"], flags=rows[row]["flags"],
-                                  plen=rows[row]["plen"], cpos=rows[row]["cpos"],
-                                  t_backend=t_backend, copy=s, copy_cpu=self.v0.pcpu,
-                                  req=rows[row]["req"])
-            rows[row]["unit"] = unit
-            wire = self.wire.add(dir=1, conn=rows[row]["conn"], seq=rows[row]["seq"],
-                                 ack=rows[row]["ack"], flags=rows[row]["flags"],
-                                 plen=rows[row]["plen"], cpos=rows[row]["cpos"],
-                                 t_phys=cur, unit=unit, req=rows[row]["req"])
-            self.units[unit]["wire_first"] = self.units[unit]["wire_last"] = wire
-            self._server_sees(cur, rows[row]["conn"], rows[row]["flags"], rows[row]["req"],
-                              rows[row]["plen"])
-        self.v0.hold(cur + self.lat(1 * US))
+            cur += lat(bridge)
+            f = rows[row]
+            unit = len(units)
+            wid = len(wire)
+            units.append([*f[:7], t_backend, s, cpu, -1, -1, -1, f[R_REQ], wid, wid])
+            f[R_UNIT] = unit
+            wire.append([*f[:7], -1, cur, -1, -1, unit, f[R_REQ]])
+            self._server_sees(cur, f[F_CONN], f[F_FLAGS], f[R_REQ], f[F_PLEN])
+        self.v0.hold(cur + lat(1 * US))
         if self.tx_pending:
             self.at(max(cur, min(k for k, _ in self.tx_pending)), self.tx_kick)
         else:
@@ -602,46 +627,53 @@ class Sim:
         conn = self.conns[c]
         if flags & SYN:
             a = t_phys + self.lat(self.p.server_median * 0.5)
-            self._arrive([(a, dict(dir=0, conn=c, seq=conn.s_isn, ack=(conn.c_isn + 1) & U32,
-                                   flags=SYN | ACK, plen=0, cpos=0, req=-1))])
+            self._arrive([[0, c, conn.s_isn, (conn.c_isn + 1) & U32, SYN | ACK, 0, 0, a,
+                           -1, -1, -1, -1, -1]])
         elif plen > 0 and r >= 0:
             req = self.reqs[r]
-            a = t_phys + self.lat(self.p.server_median, 0.35)
+            p = self.p
+            a = t_phys + self.lat(p.server_median, 0.35)
             ack = (conn.c_isn + 1 + req.tx_off + len(req.request)) & U32
             frames = []
             off = 0
-            while off < req.resp_len:
-                n = min(self.p.mss, req.resp_len - off)
-                last = off + n >= req.resp_len
-                frames.append((a, dict(dir=0, conn=c,
-                                       seq=(conn.s_isn + 1 + req.rx_off + off) & U32, ack=ack,
-                                       flags=ACK | (PSH if last else 0), plen=n,
-                                       cpos=req.resp_pos + off, req=r)))
-                a += int((n + 78) * self.p.wire_ns_per_byte) + self.rnd.randrange(200)
+            mss, resp_len, per_byte = p.mss, req.resp_len, p.wire_ns_per_byte
+            seq0 = conn.s_isn + 1 + req.rx_off
+            randrange = self.rnd.randrange
+            while off < resp_len:
+                n = min(mss, resp_len - off)
+                last = off + n >= resp_len
+                frames.append([0, c, (seq0 + off) & U32, ack, ACK | (PSH if last else 0), n,
+                               req.resp_pos + off, a, -1, -1, -1, -1, r])
+                a += int((n + 78) * per_byte) + randrange(200)
                 off += n
             self._arrive(frames)
 
     # ---------------------------------------------------------------- receive path
-    def _arrive(self, frames: list[tuple[int, dict[str, Any]]]) -> None:
-        for a, f in frames:
-            wid = self.wire.add(t_nic=a, **f)
-            self.nic_pending.append(wid)
+    def _arrive(self, frames: list[list[int]]) -> None:
+        """Wire rows (``t_nic`` set) reach the NIC; arm its interrupt if it is not pending."""
+        wire = self.wire.rows
+        pending = self.nic_pending
+        for f in frames:
+            pending.append(len(wire))
+            wire.append(f)
         if self.nic_armed:
             self.nic_armed = False
-            first = self.wire[self.nic_pending[0]]["t_nic"]
+            first = wire[pending[0]][W_NIC]
             self.at(first + self.lat(self.p.coalesce_median, 0.3), self.nic_irq_fire)
 
     def nic_irq_fire(self, t: int) -> None:
         """HW_IRQ_HANDLED (at handler exit = ``irq``), forwarded to dom0 vCPU 0; NAPI poll."""
-        p, v0 = self.p, self.v0
-        handler = self.lat(1.2 * US)
+        p, v0, lat = self.p, self.v0, self.lat
+        handler = lat(1.2 * US)
         # words 1, 2 (TSC low bits at entry, exit) are filled in TSC by the trace builder;
         # here word 1 holds the handler's duration in ns
         self.rec(v0.pcpu, t, TRC_HW_IRQ_HANDLED, (self.nic_irq, handler, 0))
-        first_req = self.wire[self.nic_pending[0]]["req"]
+        wire = self.wire.rows
+        pending = self.nic_pending
+        first_req = wire[pending[0]][W_REQ]
         starve = self.faults.dom0_starve.pop(first_req, None) if first_req >= 0 else None
         if starve is not None and not v0.running_at(t):
-            os_ = max(v0.since + 5 * US, t - self.lat(400 * US))
+            os_ = max(v0.since + 5 * US, t - lat(400 * US))
             oe = t + starve
             if os_ < t - 1 * US:
                 v0.occupy(os_, oe, (7, 0), RUNSTATE_BLOCKED)
@@ -649,58 +681,67 @@ class Sim:
                                            cause="dom0_runnable", start_ns=os_, end_ns=oe,
                                            by_domid=7, by_vcpu=0, request=first_req))
         run, start, _ = v0.acquire(t, v0.pcpu)
-        cur = start + self.lat(2 * US)
-        wire = self.wire
+        cur = start + lat(2 * US)
         taken: list[int] = []
-        while self.nic_pending and len(taken) < NAPI_BUDGET:
-            w = self.nic_pending[0]
-            if wire[w]["t_nic"] > cur:
+        driver, bridge, gso = p.driver_median, p.bridge_median, p.gso
+        k = 0
+        while k < len(pending) and k < NAPI_BUDGET:
+            w = pending[k]
+            f = wire[w]
+            if f[W_NIC] > cur:
                 break
-            self.nic_pending.pop(0)
-            cur += self.lat(p.driver_median)
-            wire[w]["t_phys"] = cur
-            wire[w]["irq"] = t
-            wire[w]["dom0_run"] = run
+            k += 1
+            cur += lat(driver)
+            f[W_PHYS] = cur
+            f[W_IRQ] = t
+            f[W_RUN] = run
             taken.append(w)
-            if not p.gso:
-                cur += self.lat(p.bridge_median)
+            if not gso:
+                cur += lat(bridge)
                 self._to_netback([w], cur)
-        if p.gso and taken:
+        del pending[:k]
+        if gso and taken:
             # GRO merged the poll's frames per flow; the bridge forwards ≤ 64 KB segments
-            cur += self.lat(p.bridge_median)
+            cur += lat(bridge)
             group: list[int] = []
             size = 0
             for w in taken:
-                if group and (size + wire[w]["plen"] > GSO_MAX_PAYLOAD or wire[w]["plen"] == 0
-                              or wire[w]["conn"] != wire[group[0]]["conn"]
-                              or wire[group[0]]["plen"] == 0):
+                if group and (size + wire[w][F_PLEN] > GSO_MAX_PAYLOAD or wire[w][F_PLEN] == 0
+                              or wire[w][F_CONN] != wire[group[0]][F_CONN]
+                              or wire[group[0]][F_PLEN] == 0):
                     self._to_netback(group, cur)
-                    cur += self.lat(0.5 * US)
+                    cur += lat(0.5 * US)
                     group, size = [], 0
                 group.append(w)
-                size += wire[w]["plen"]
+                size += wire[w][F_PLEN]
             self._to_netback(group, cur)
-        v0.hold(cur + self.lat(1 * US))
-        if self.nic_pending:
-            nxt = max(cur, wire[self.nic_pending[0]]["t_nic"])
-            self.at(nxt + self.lat(p.coalesce_median, 0.3), self.nic_irq_fire)
+        v0.hold(cur + lat(1 * US))
+        if pending:
+            nxt = max(cur, wire[pending[0]][W_NIC])
+            self.at(nxt + lat(p.coalesce_median, 0.3), self.nic_irq_fire)
         else:
             self.nic_armed = True
 
     def _to_netback(self, wires: list[int], t_backend: int) -> None:
         """Frames (one unit: a frame, or a GRO segment) reach the vif tap; queue to netback."""
-        wire = self.wire
+        wire = self.wire.rows
+        units = self.units.rows
+        unit = len(units)
         w0 = wires[0]
-        plen = sum(wire[w]["plen"] for w in wires)
-        flags = 0
-        for w in wires:
-            flags |= wire[w]["flags"]
-        unit = self.units.add(dir=0, conn=wire[w0]["conn"], seq=wire[w0]["seq"],
-                              ack=wire[wires[-1]]["ack"], flags=flags, plen=plen,
-                              cpos=wire[w0]["cpos"], t_backend=t_backend, req=wire[w0]["req"],
-                              wire_first=w0, wire_last=wires[-1])
-        for w in wires:
-            wire[w]["unit"] = unit
+        f0 = wire[w0]
+        if len(wires) == 1:
+            f0[W_UNIT] = unit
+            units.append([*f0[:7], t_backend, -1, -1, -1, -1, -1, f0[W_REQ], w0, w0])
+        else:
+            plen = 0
+            flags = 0
+            for w in wires:
+                f = wire[w]
+                plen += f[F_PLEN]
+                flags |= f[F_FLAGS]
+                f[W_UNIT] = unit
+            units.append([0, f0[F_CONN], f0[F_SEQ], wire[wires[-1]][F_ACK], flags, plen,
+                          f0[F_CPOS], t_backend, -1, -1, -1, -1, -1, f0[W_REQ], w0, wires[-1]])
         self.rx_queue.append(unit)
         if not self.rx_scheduled:
             self.rx_scheduled = True
@@ -708,18 +749,19 @@ class Sim:
 
     def rx_kick(self, t: int, waker_pcpu: int = 0) -> None:
         """netback's guest-rx thread is woken (its dom0 vCPU too, if blocked)."""
-        req = self.units[self.rx_queue[0]]["req"] if self.rx_queue else -1
-        d = self.faults.ring_full.pop(req, None) if req >= 0 else None
-        if d is not None:
-            # the guest posted no rx requests: it runs something else meanwhile
-            g = self.guest
-            g.acquire(t, g.pcpu, app=True)
-            g.hold(t + d + 30 * US, app=True)
-            self.ring_stall = (t, t + d)
-            self.fault_log.append(dict(kind="ring_full", stage="ring", stages=["ring"],
-                                       cause="ring_full",
-                                       start_ns=t, end_ns=t + d, by_domid=self.domid, by_vcpu=0,
-                                       request=req))
+        ring_full = self.faults.ring_full
+        if ring_full:
+            req = self.units.rows[self.rx_queue[0]][U_REQ] if self.rx_queue else -1
+            d = ring_full.pop(req, None) if req >= 0 else None
+            if d is not None:
+                # the guest posted no rx requests: it runs something else meanwhile
+                g = self.guest
+                g.acquire(t, g.pcpu, app=True)
+                g.hold(t + d + 30 * US, app=True)
+                self.ring_stall = (t, t + d)
+                self.fault_log.append(dict(kind="ring_full", stage="ring", stages=["ring"],
+                                           cause="ring_full", start_ns=t, end_ns=t + d,
+                                           by_domid=self.domid, by_vcpu=0, request=req))
         _, start, _ = self.v1.acquire(t + self.lat(self.p.kick_median), waker_pcpu)
         s = start + self.lat(self.p.copy_setup_median)
         self.v1.hold(s + 1 * US)
@@ -734,79 +776,88 @@ class Sim:
             self.v1.hold(s + 1 * US)
             self.at(re, self.rx_kick, self.guest.pcpu)   # netfront refilled the ring
             return
-        units = self.units
-        take: list[int] = []
-        while self.rx_queue and len(take) < NETBACK_BATCH:
-            u = self.rx_queue[0]
-            if units[u]["t_backend"] > s:
+        units = self.units.rows
+        queue = self.rx_queue
+        k = 0
+        while k < len(queue) and k < NETBACK_BATCH:
+            if units[queue[k]][U_BACKEND] > s:
                 break
-            take.append(self.rx_queue.pop(0))
+            k += 1
+        take = queue[:k]
+        del queue[:k]
         if not take:
             self.rx_scheduled = False
-            if self.rx_queue:
+            if queue:
                 self.rx_scheduled = True
-                self.at(units[self.rx_queue[0]]["t_backend"], self.rx_kick)
+                self.at(units[queue[0]][U_BACKEND], self.rx_kick)
             return
         self.rx_batch_no += 1
-        self.rec(self.v1.pcpu, s, TRC_PV_HYPERCALL_V2, (HYPERCALL_GNTTAB_W0, GNTTABOP_COPY,
-                                                        len(take)))
-        nbytes = sum(units[u]["plen"] for u in take)
+        batch = self.rx_batch_no
+        cpu = self.v1.pcpu
+        self.rec(cpu, s, TRC_PV_HYPERCALL_V2, (HYPERCALL_GNTTAB_W0, GNTTABOP_COPY, len(take)))
+        nbytes = 0
         for u in take:
-            units[u]["copy"] = s
-            units[u]["copy_cpu"] = self.v1.pcpu
-            units[u]["batch"] = self.rx_batch_no
+            f = units[u]
+            nbytes += f[F_PLEN]
+            f[U_COPY] = s
+            f[U_COPY_CPU] = cpu
+            f[U_BATCH] = batch
         notify = s + self.lat(0.6 * US) + int(nbytes * 0.25) + self.lat(self.p.notify_median)
         self.at(notify, self.guest_notify, take)
         end = notify + self.lat(0.8 * US)
         self.v1.hold(end + 1 * US)
-        if self.rx_queue and units[self.rx_queue[0]]["t_backend"] <= end:
+        if queue and units[queue[0]][U_BACKEND] <= end:
             self.at(end, self.rx_batch)
-        elif self.rx_queue:
-            self.at(units[self.rx_queue[0]]["t_backend"], self.rx_kick)
+        elif queue:
+            self.at(units[queue[0]][U_BACKEND], self.rx_kick)
         else:
             self.rx_scheduled = False
 
     def guest_notify(self, t: int, take: list[int]) -> None:
         """The event channel fires: the guest vCPU wakes or is already running; netfront."""
-        p, g, units = self.p, self.guest, self.units
+        p, g, units, lat = self.p, self.guest, self.units.rows, self.lat
+        rows = self.rows.rows
         run, start, woke = g.acquire(t, self.v1.pcpu)
         if woke is None and run == t:
             self.rec(g.pcpu, t, TRC_HVM_INJ_VIRQ, (HVM_CALLBACK_VECTOR,), ts=False)
-        cur = start + self.lat(p.netfront_median)
+        cur = start + lat(p.netfront_median)
         delivered: dict[int, int] = {}
         preempt_at: int | None = None
+        wake = -1 if woke is None else woke
+        per_frame, stack = p.netfront_per_frame, p.stack_median
         for u in take:
-            units[u]["guest_wake"] = -1 if woke is None else woke
-            units[u]["guest_run"] = run
-            c = units[u]["conn"]
+            uf = units[u]
+            uf[U_WAKE] = wake
+            uf[U_RUN] = run
+            c = uf[F_CONN]
             conn = self.conns[c]
             for seq, plen, cpos, flags in self._guest_split(u):
-                cur += self.lat(p.netfront_per_frame)
-                row = self.rows.add(dir=0, conn=c, seq=seq, ack=units[u]["ack"], flags=flags,
-                                    plen=plen, cpos=cpos, t_guest=cur, unit=u,
-                                    req=units[u]["req"])
-                sock = cur + self.lat(p.stack_median)
-                self.rows[row]["t_socket"] = sock
+                cur += lat(per_frame)
+                sock = cur + lat(stack)
+                rows.append([0, c, seq, uf[F_ACK], flags, plen, cpos, cur, u, sock, -1,
+                             uf[U_REQ]])
                 if flags & SYN:
                     conn.delivered.append((sock, -1))
                     self._handshake_done(sock, c)
                 elif plen:
                     end = (seq - conn.s_isn - 1) % (1 << 32) + plen
-                    conn.rx_next = max(conn.rx_next, end)
+                    if end > conn.rx_next:
+                        conn.rx_next = end
                     conn.delivered.append((sock, end))
-                    delivered[c] = min(delivered.get(c, sock), sock)
-        g.hold(cur + self.lat(2 * US))
+                    if c not in delivered or sock < delivered[c]:
+                        delivered[c] = sock
+        g.hold(cur + lat(2 * US))
         for c in delivered:     # one ACK per connection per netfront batch
             conn = self.conns[c]
             if conn.rx_next > conn.acked:
                 conn.acked = conn.rx_next
-                t_ack = cur + self.lat(2 * US)
+                t_ack = cur + lat(2 * US)
                 self._guest_tx(t_ack, c, seq=(conn.c_isn + 1 + conn.tx_next) & U32,
                                ack=(conn.s_isn + 1 + conn.rx_next) & U32, flags=ACK, plen=0,
                                cpos=0, req=-1)
                 cur = t_ack
-        g.hold(cur + self.lat(2 * US))
-        r = units[take[-1]]["req"]
+        g.hold(cur + lat(2 * US))
+        r = units[take[-1]][U_REQ]
         if r in self.faults.guest_preempt:
             # preempted after netfront delivered the response's last batch, or (half the time)
             # an earlier one: the later segments are then copied while the vCPU waits
@@ -832,14 +883,14 @@ class Sim:
             c = self.app_conn
             if c in delivered:
                 self.app_state = "waking"
-                self.at(max(self.app_entry, delivered[c]) + self.lat(p.app_wake_median),
+                self.at(max(self.app_entry, delivered[c]) + lat(p.app_wake_median),
                         self.app_wake)
 
     def _last_unit_of(self, u: int) -> bool:
-        r = self.units[u]["req"]
-        req = self.reqs[r]
+        f = self.units.rows[u]
+        req = self.reqs[f[U_REQ]]
         conn = self.conns[req.conn]
-        end = (self.units[u]["seq"] - conn.s_isn - 1) % (1 << 32) + self.units[u]["plen"]
+        end = (f[F_SEQ] - conn.s_isn - 1) % (1 << 32) + f[F_PLEN]
         return end >= req.rx_off + req.resp_len
 
     def _handshake_done(self, t_sock: int, c: int) -> None:
@@ -852,9 +903,8 @@ class Sim:
 
     def _guest_split(self, u: int) -> list[tuple[int, int, int, int]]:
         """Guest frames of a unit: itself, or (guest GRO) chunks with other boundaries."""
-        units = self.units
-        seq, plen, cpos, flags = (units[u]["seq"], units[u]["plen"], units[u]["cpos"],
-                                  units[u]["flags"])
+        f = self.units.rows[u]
+        seq, plen, cpos, flags = f[F_SEQ], f[F_PLEN], f[F_CPOS], f[F_FLAGS]
         if not self.p.guest_gro or plen <= self.p.mss:
             return [(seq, plen, cpos, flags)]
         out = []
