@@ -593,6 +593,9 @@ def test_filtered_read_fills_pending_and_carried_tsc(tmp_path: Path, monkeypatch
     # the change is at the trace's first TSC: no interval before it
     assert part.runstates["state"].astype(str).tolist() == ["running"]
     assert part.runstates["start_tsc"].tolist() == [400]
+    narrow = read_xentrace(path, events=[xe.TRC_SCHED_WAKE], columns=("tsc", "domid"))
+    assert list(narrow.events.columns) == ["tsc", "domid"]
+    assert narrow.events["domid"].tolist() == [4, 0, 4]
 
 
 # --- round trip through the simulator's writer -------------------------------------------------

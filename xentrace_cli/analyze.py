@@ -171,7 +171,8 @@ def analyze(sources: Sources, options: AnalyzeOptions,
 
         trace_job = pool.submit(read_xentrace, sources.xentrace,
                                 on_progress=progress.part("xentrace"),
-                                events=attribute.TRACE_EVENTS)
+                                events=attribute.TRACE_EVENTS,
+                                columns=attribute.TRACE_COLUMNS)
     try:
         packets: dict[str, pd.DataFrame] = {}
         for name in CAPTURES[::-1]:
@@ -199,12 +200,20 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     anchor_name = next((n for n in CAPTURES if n in packets), None)
     if anchor_name is None:
         return _no_capture(sources, calls, trace, notes)
+    # of the raw captures only dom0's arrival times are still needed (the trace's interrupts
+    # and copies): the rest go (memory)
+    n_captures = len(packets)
+    domid = options.domid
+    if domid is None:
+        domid = domid_from_name(sources.backend, packets.get("backend"))
+    packets = {k: v[["dst", "ts_ns"]] for k, v in packets.items() if k in ("phys", "backend")}
     remote = set()
     if calls is not None and "peer" in calls.columns:
         peers = calls["peer"].dropna().astype(str).unique()
         remote = {p.rsplit(":", 1)[0].strip("[]") for p in peers}
     local = match.local_addresses(tables[anchor_name], remote)
     placed = match.assign_flows(tables, local)
+    del tables  # placed holds copies: let the per-capture tables go (memory)
     syns = pd.concat([placed[k] for k in placed if k.endswith(":syn")], ignore_index=True)
     anchor_all = placed[anchor_name]
     fresh = match.first_transmissions(anchor_all)
@@ -309,18 +318,18 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         sock_dom0 = to_dom0(t_sock, "guest")
         checkpoints["read"] = np.where(rx, sock_dom0, NA_NS)
         checkpoints["write"] = np.where(~rx, sock_dom0, NA_NS)
+        calls = None  # no longer needed: let it go (memory)
 
     # --- the trace ----------------------------------------------------------------------------
     cause = np.full(n, "", dtype=object)
     cause_detail = np.full(n, "", dtype=object)
-    domid = options.domid
-    if domid is None:
-        domid = domid_from_name(sources.backend, packets.get("backend"))
     if trace is not None:
         result = attribute.attribute_trace(
             trace, anchor=anchor, placed=placed, matched_rows=matched_rows,
             checkpoints=checkpoints, rx=rx, domid=domid, options=options,
             packets=packets, local=local)
+        packets = {}
+        trace.events = trace.events.iloc[:0]  # the causes need run states, not events
         checkpoints.update(result.checkpoints)
         alignment.update(result.alignment)
         notes.extend(result.notes)
@@ -433,7 +442,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
             out = np.full(v.shape, np.nan)
             out[ok] = guest_fit.to_ref(np.rint(v[ok] * 1e9).astype(np.int64)) / 1e9
             flows[col] = out
-    only_one = len(packets) == 1 and trace is None
+    only_one = n_captures == 1 and trace is None
     if only_one and len(flows):
         _lone_rows(table, flows, fresh)
         notes.extend(lone.notes(flows))

@@ -270,6 +270,9 @@ MAX_IRQ_CANDIDATES = 4
 #: run-state and switch tables): NIC interrupts, wakes, grant-copy hypercalls.
 TRACE_EVENTS: tuple[int, ...] = (_xe.TRC_HW_IRQ_HANDLED, _xe.TRC_SCHED_WAKE,
                                   _xe.TRC_PV_HYPERCALL_V2)
+#: Columns of the event table :func:`attribute_trace` reads.
+TRACE_COLUMNS: tuple[str, ...] = ("cpu", "tsc", "event", "w1", "w2", "domid", "vcpu", "irq",
+                                  "hypercall", "gnttab_cmd", "count")
 
 
 @dataclasses.dataclass

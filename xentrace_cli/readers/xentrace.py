@@ -629,7 +629,8 @@ class _Tables:
     last_tsc: int | None
 
 
-def _tables(batches: list[_Batch], keep_ids: np.ndarray | None) -> _Tables:
+def _tables(batches: list[_Batch], keep_ids: np.ndarray | None,
+            keep_columns: tuple[str, ...] | None = None) -> _Tables:
     """Concatenate the batches, merge by TSC (stable), build the derived tables, decode.
 
     With ``keep_ids`` the event table holds only those ids (the batches also hold the
@@ -685,6 +686,8 @@ def _tables(batches: list[_Batch], keep_ids: np.ndarray | None) -> _Tables:
     _decode(columns, event, codes, uniques, n_extra, w)
     columns["timestamped"] = stamped
     columns["offset"] = offset
+    if keep_columns is not None:
+        columns = {name: columns[name] for name in keep_columns}
     events = pd.DataFrame(columns, copy=False)
     return _Tables(events, lost, runstates, switches, first_tsc, last_tsc)
 
@@ -822,12 +825,14 @@ def _runstates_table(part: dict[str, np.ndarray], first_tsc: int | None,
 
 def read_xentrace(path: str | os.PathLike[str],
                   on_progress: ProgressCallback | None = None,
-                  events: Iterable[int] | None = None) -> XenTrace:
+                  events: Iterable[int] | None = None,
+                  columns: Iterable[str] | None = None) -> XenTrace:
     """Read a xentrace file into an event table, lost records and the run-state timeline.
 
     ``events``: keep only records of these event ids in the event table (the lost-records,
     run-state and switch tables are still whole; ``records`` still counts every record). The
     analyzer needs a few ids of millions of records: the others never get columns.
+    ``columns``: keep only these columns of the event table (memory).
     Raises ``InputError`` for input that is not a usable trace; warns ``TruncatedInput`` when
     the file ends inside a window (the whole records before are kept).
     """
@@ -850,7 +855,7 @@ def read_xentrace(path: str | os.PathLike[str],
         warnings.warn(TruncatedInput(f"{path}: offset {truncated_at}: {what}; kept the whole "
                                      "records before"), stacklevel=2)
     records = sum(b.records for b in batches)
-    tables = _tables(batches, keep_ids)
+    tables = _tables(batches, keep_ids, None if columns is None else tuple(columns))
     del batches
     return XenTrace(
         path=path,
