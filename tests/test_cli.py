@@ -125,3 +125,31 @@ def test_unwritable_output_is_a_usage_error(runner: CliRunner, tmp_path: Path) -
     assert result.exit_code == ExitCode.USAGE
     assert result.stderr.startswith("xenlat: error: ")
     assert "missing-dir/out.json: No such file or directory" in result.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["analyze", "g.pcap", "--cpu-hz", "0"],
+    ["analyze", "g.pcap", "--cpu-hz", "-2.9e9"],
+    ["check", "g.pcap", "--cpu-hz", "0", "--budget", "total.max < 1s"],
+    ["trace", "t.bin", "--cpu-hz", "0"],
+    ["analyze", "g.pcap", "--top", "-1"],
+    ["analyze", "g.pcap", "--domid", "-3"],
+    ["simulate", "healthy", "-o", "x", "--requests", "0"],
+])
+def test_out_of_range_numbers_are_usage_errors(runner: CliRunner, args: list[str]) -> None:
+    result = runner.invoke(main, args)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "Invalid value" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_simulate_list_needs_no_output_dir(runner: CliRunner) -> None:
+    from xentrace_cli.simulate import SCENARIOS
+
+    result = runner.invoke(main, ["simulate", "list"])
+    assert result.exit_code == ExitCode.OK, result.stderr
+    listed = [line.split()[0] for line in result.stdout.splitlines()]
+    assert listed == list(SCENARIOS)
+    result = runner.invoke(main, ["simulate", "healthy"])
+    assert result.exit_code == ExitCode.USAGE
+    assert "give -o DIR" in result.stderr

@@ -26,6 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 ProgressCallback = Callable[[int, int], None]
 
 EXISTING_FILE = click.Path(path_type=Path)  # existence is checked by the readers (exit 3, not 2)
+FREQUENCY = click.FloatRange(min=0, min_open=True)
 
 
 def _stderr_console() -> Any:
@@ -143,12 +144,12 @@ def source_options(func: F) -> F:
                   help="Binary trace written by xentrace.")
     @click.option("--socket-log", type=EXISTING_FILE,
                   help="strace -f -ttt -T output of the guest application (or a CSV/JSONL log).")
-    @click.option("--cpu-hz", type=float, help="TSC frequency of the traced host (estimated "
-                  "from the data when not given).")
-    @click.option("--domid", type=int, help="Guest domain id (default: from the backend "
-                  "interface name vifD.N).")
-    @click.option("--nic-irq", type=int, help="Xen IRQ number of the NIC (default: found in "
-                  "the trace).")
+    @click.option("--cpu-hz", type=FREQUENCY, help="TSC frequency of the traced host "
+                  "(estimated from the data when not given).")
+    @click.option("--domid", type=click.IntRange(0, 0x7FFE), help="Guest domain id "
+                  "(default: from the backend interface name vifD.N).")
+    @click.option("--nic-irq", type=click.IntRange(min=0), help="Xen IRQ number of the NIC "
+                  "(default: found in the trace).")
     @click.option("-Y", "--display-filter", help="Wireshark display filter applied to every "
                   "capture (runs tshark).")
     @click.option("--threshold", "thresholds", multiple=True, metavar="STAGE=DURATION",
@@ -256,7 +257,7 @@ def info(file: Path, fmt: str) -> None:
 
 @main.command()
 @click.argument("file", type=EXISTING_FILE)
-@click.option("--cpu-hz", type=float, help="TSC frequency for converting cycles to time "
+@click.option("--cpu-hz", type=FREQUENCY, help="TSC frequency for converting cycles to time "
               "(default: 2.4 GHz, as xenalyze).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
@@ -284,18 +285,22 @@ def trace(file: Path, cpu_hz: float | None, fmt: str) -> None:
 
 @main.command()
 @click.argument("scenario")
-@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), required=True,
-              help="Directory to write the capture set into.")
-@click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--requests", type=int, help="Number of request/response exchanges.")
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path),
+              help="Directory to write the capture set into (required unless SCENARIO is "
+              "'list').")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Random seed: the same seed writes byte-identical files.")
+@click.option("--requests", type=click.IntRange(min=1),
+              help="Number of request/response exchanges (default: the scenario's).")
 @common_options
-def simulate(scenario: str, out_dir: Path, seed: int, requests: int | None) -> None:
+def simulate(scenario: str, out_dir: Path | None, seed: int, requests: int | None) -> None:
     """Write a simulated, consistent capture set with its ground truth (truth.csv).
 
-    Scenarios: run ``xenlat simulate list``.
+    SCENARIO is one of the scenarios that 'xenlat simulate list' prints.
 
     \b
     Example:
+      xenlat simulate list
       xenlat simulate black-0.1s -o /tmp/black --seed 7 --requests 500
     """
     from .simulate import SCENARIOS, run_scenario
@@ -304,6 +309,8 @@ def simulate(scenario: str, out_dir: Path, seed: int, requests: int | None) -> N
         for name, spec in SCENARIOS.items():
             click.echo(f"{name:16} {spec.description}")
         return
+    if out_dir is None:
+        raise click.UsageError("give -o DIR: the directory to write the capture set into")
     if scenario not in SCENARIOS:
         raise click.BadParameter(f"unknown scenario {scenario!r}; one of: "
                                  f"{', '.join(SCENARIOS)}", param_hint="SCENARIO")
@@ -320,7 +327,7 @@ def simulate(scenario: str, out_dir: Path, seed: int, requests: int | None) -> N
               "(default: stdout).")
 @click.option("--plot", type=click.Path(path_type=Path), help="Also draw the per-packet "
               "waterfall to FILE.png or FILE.svg.")
-@click.option("--top", type=int, default=10, show_default=True,
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
               help="Worst packets to show in the table.")
 @common_options
 def analyze(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq: int | None,
