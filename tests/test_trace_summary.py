@@ -100,7 +100,7 @@ def test_runstate_totals_and_waits(trace_file: Path) -> None:
     assert waits[0]["ran_on_cpu"] == 2
     assert waits[0]["cpu_held_by"] == [{"unit": "d0v0", "domid": 0, "vcpu": 0,
                                         "duration_s": 0.5}]
-    assert waits[1]["cpu_held_by"][0]["unit"] == "didlev2"
+    assert waits[1]["cpu_held_by"][0]["unit"] == "idle(v2)"
 
 
 def test_progress_reaches_the_file_size(trace_file: Path) -> None:
@@ -118,9 +118,9 @@ def test_render_table(trace_file: Path) -> None:
     text = out.getvalue()
     assert "11 records in 3 windows from 2 CPUs" in text
     assert "given" in text
-    assert "lost records: 40 dropped, blind for 1.000 s" in text
+    assert "lost records: 40 dropped, blind for 1.00 s" in text
     assert "runstate_change runnable->running" in text
-    assert "d1v0" in text and "d0v0 500.000 ms" in text
+    assert "d1v0" in text and "d0v0 500.0 ms" in text
 
 
 def test_cli_json_and_table(trace_file: Path, runner) -> None:
@@ -140,7 +140,7 @@ def test_cli_bad_cpu_hz(trace_file: Path, runner) -> None:
     result = runner.invoke(main, ["trace", str(trace_file), "--cpu-hz", "-5"])
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert "--cpu-hz must be a positive frequency" in result.stderr
+    assert "Invalid value for '--cpu-hz': -5.0 is not in the range x>0" in result.stderr
 
 
 def test_real_trace_json(corpus: Path, runner) -> None:

@@ -25,7 +25,7 @@ LONGEST_WAITS = 10
 
 
 def _unit(domid: int, vcpu: int) -> str:
-    return f"d{'idle' if domid == DOMID_IDLE else domid}v{vcpu}"
+    return f"idle(v{vcpu})" if domid == DOMID_IDLE else f"d{domid}v{vcpu}"
 
 
 def _describe(event: int) -> str:

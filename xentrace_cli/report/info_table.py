@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.table import Table
@@ -15,19 +16,39 @@ def _size(n: int) -> str:
     return f"{n:,} bytes"
 
 
-def _duration(ns: int | None) -> str:
+def _digits(interfaces: list[dict[str, Any]]) -> int:
+    """Decimals the finest interface's timestamps carry (capinfos prints no more)."""
+    digits = 0
+    for itf in interfaces:
+        base, _, exponent = str(itf.get("tsresol") or "10^-6").partition("^-")
+        try:
+            power = int(exponent)
+        except ValueError:
+            power = 6
+        digits = max(digits, power if base == "10" else math.ceil(power * math.log10(2)))
+    return min(digits, 9) if interfaces else 9
+
+
+def _trim(text: str, digits: int) -> str:
+    """``"1767229200.000248000"`` → ``"1767229200.000248"`` for 6 digits."""
+    whole, _, frac = text.partition(".")
+    return f"{whole}.{frac[:digits]}" if digits and frac else whole
+
+
+def _duration(ns: int | None, digits: int) -> str:
     if ns is None:
         return "–"
     sec, frac = divmod(ns, 1_000_000_000)
-    return f"{sec}.{frac:09d} s"
+    return _trim(f"{sec}.{frac:09d}", digits) + " s"
 
 
 def render_info(info: Any, console: Any) -> None:
     """Print an :class:`~xentrace_cli.info.CaptureInfo` as a property table and an interface
     table."""
     d = info.to_dict()
-    table = Table(title=Text(f"xenlat info: {d['path']}"), title_justify="left",
-                  show_header=False)
+    # the path on a line of its own: a table title would wrap it at the table's width
+    console.print(Text(f"xenlat info: {d['path']}", style="bold"))
+    table = Table(show_header=False)
     table.add_column("property", style="bold")
     table.add_column("value", overflow="fold")
     fmt = d["format"] + (" (gzip-compressed)" if d["gzip"] else "")
@@ -48,10 +69,17 @@ def render_info(info: Any, console: Any) -> None:
         rows.append(("frames (as tshark counts)", f"{d['frames']:,}"))
     if d["packets_without_timestamp"]:
         rows.append(("packets without timestamp", f"{d['packets_without_timestamp']:,}"))
+    digits = _digits(d["interfaces"])
+
+    def _when(epoch: str | None, utc: str | None) -> str:
+        if not epoch:
+            return "–"
+        return f"{_trim(epoch, digits)} ({_trim(str(utc).rstrip('Z'), digits)}Z)"
+
     rows += [
-        ("first packet", f"{d['first_time']} ({d['first_utc']})" if d["first_time"] else "–"),
-        ("last packet", f"{d['last_time']} ({d['last_utc']})" if d["last_time"] else "–"),
-        ("duration", _duration(d["duration_ns"])),
+        ("first packet", _when(d["first_time"], d["first_utc"])),
+        ("last packet", _when(d["last_time"], d["last_utc"])),
+        ("duration", _duration(d["duration_ns"], digits)),
         ("data size (captured)", _size(d["data_bytes"])),
         ("wire size", _size(d["wire_bytes"])),
     ]

@@ -7,16 +7,13 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from ..units import format_duration
 from ..xen_events import RUNSTATES
 
 
 def _seconds(value: float) -> str:
-    """A duration in s/ms/µs, three significant decimals."""
-    if value >= 1:
-        return f"{value:.3f} s"
-    if value >= 1e-3:
-        return f"{value * 1e3:.3f} ms"
-    return f"{value * 1e6:.3f} µs"
+    """A duration, as every report prints one (the TSC rate behind it may be assumed)."""
+    return format_duration(value * 1e6)
 
 
 def render_trace_summary(summary: dict[str, Any], console: Any) -> None:
@@ -25,7 +22,8 @@ def render_trace_summary(summary: dict[str, Any], console: Any) -> None:
     console.print(Text(
         f"{summary['file']}: {summary['records']:,} records in {summary['windows']:,} windows "
         f"from {summary['cpus']} CPUs; {_seconds(summary['duration_s'])} at "
-        f"{hz / 1e9:g} GHz ({summary['cpu_hz_source']})"
+        + (f"{hz / 1e9:g} GHz (given)" if summary["cpu_hz_source"] == "given" else
+           f"an assumed {hz / 1e9:g} GHz (xenalyze's default; give --cpu-hz for true times)")
         + ("; TRUNCATED" if summary["truncated"] else "")))
 
     events = Table(title="records per event", title_justify="left")
@@ -56,7 +54,7 @@ def render_trace_summary(summary: dict[str, Any], console: Any) -> None:
             states.add_column(state, justify="right")
         states.add_column("changes", justify="right")
         for v in summary["vcpus"]:
-            name = f"d{'idle' if v['idle'] else v['domid']}v{v['vcpu']}"
+            name = f"idle(v{v['vcpu']})" if v["idle"] else f"d{v['domid']}v{v['vcpu']}"
             states.add_row(name, *(_seconds(v[f"{s}_s"]) for s in RUNSTATES),
                            f"{v['changes']:,}")
         console.print(states)
