@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, check_readable
-from .model import CHECKPOINTS, STAGES, TX_CHECKPOINTS, stage_column
+from .model import CHECKPOINTS, STAGES, TX_CHECKPOINTS, format_flow, stage_column
 from .stats import STATISTICS, stage_stats
 from .units import format_duration, parse_duration_us
 
@@ -584,8 +584,8 @@ def describe_packet(row: pd.Series, value_us: float | None = None) -> str:
         value = row.get(name)
         return "?" if value is None or (isinstance(value, float) and math.isnan(value)) \
             or value is pd.NA else value
-    text = (f"{get('src')}:{get('sport')}→{get('dst')}:{get('dport')} seq {get('seq')} "
-            f"len {get('len')}")
+    text = (f"{format_flow(get('src'), get('sport'), get('dst'), get('dport'), '→')} "
+            f"seq {get('seq')} len {get('len')}")
     if value_us is not None and not (isinstance(value_us, float) and math.isnan(value_us)):
         text += f": {format_duration(float(value_us))}"
     cause = row.get("cause")

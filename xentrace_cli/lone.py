@@ -20,6 +20,7 @@ import pandas as pd
 
 from . import anomalies
 from .match import FLOW_COLUMNS, first_transmissions
+from .model import format_flow
 
 #: The two intervals of the lone view, named as merged intervals are (``<from>_to_<to>``).
 INTERVALS: tuple[str, ...] = ("request_to_response", "response_to_next")
@@ -147,7 +148,7 @@ def notes(flows: pd.DataFrame, *, limit: int = 5) -> list[str]:
         client = part["response_to_next_us"].to_numpy(float)
         client_med = np.nanmedian(client) if np.isfinite(client).any() else np.nan
         out.append(
-            f"{src}:{sport} → {dst}:{dport}: {len(part)} exchanges, request → response "
+            f"{format_flow(src, sport, dst, dport)}: {len(part)} exchanges, request → response "
             f"median {_us(server)}, response → next request median {_us(client_med)}, "
             f"{int(part['retransmissions'].sum())} retransmitted segments.")
     flagged = flows[flows["anomaly"] != ""]
@@ -157,7 +158,7 @@ def notes(flows: pd.DataFrame, *, limit: int = 5) -> list[str]:
         gap = (row["request_to_response_us"] if row["anomaly"] == "request_to_response"
                else row["response_to_next_us"])
         stall = f" ({row['stall']})" if row["stall"] else ""
-        out.append(f"{row['src']}:{row['sport']} → {row['dst']}:{row['dport']} at "
+        out.append(f"{format_flow(row['src'], row['sport'], row['dst'], row['dport'])} at "
                    f"t={row['t_response']:.6f}: " + what.format(_us(gap)) + stall + ".")
     if len(flagged) > limit:
         out.append(f"… and {len(flagged) - limit} more exchanges with gaps that stand out.")

@@ -49,6 +49,19 @@ CAUSES: tuple[str, ...] = (
 )
 
 
+def format_endpoint(address: object, port: object) -> str:
+    """``10.0.0.1:11211``; ``[2001:db8::1]:80`` for IPv6, so the port stays unambiguous."""
+    text = "?" if address is None or address != address else str(address)  # NaN != NaN
+    port_text = "?" if port is None or port != port else str(port)
+    return f"[{text}]:{port_text}" if ":" in text else f"{text}:{port_text}"
+
+
+def format_flow(src: object, sport: object, dst: object, dport: object,
+                arrow: str = " → ") -> str:
+    """``10.0.0.5:40000 → 10.0.0.1:11211``: one direction of a connection."""
+    return f"{format_endpoint(src, sport)}{arrow}{format_endpoint(dst, dport)}"
+
+
 def stage_column(stage: str) -> str:
     """Output column of a stage duration, in microseconds."""
     return f"{stage}_us"

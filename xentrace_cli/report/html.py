@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import OptionError
+from ..model import format_flow
 from ..units import format_duration
 from .waterfall import (
     ANOMALY_COLOR,
@@ -225,8 +226,7 @@ def _worst_table(table: pd.DataFrame, flagged: pd.Series) -> str:
     unc = _numeric(rows, "uncertainty_us").to_numpy()
     anomaly = _text(rows, "anomaly")
     cause = _text(rows, "cause")
-    flows = (_text(rows, "src") + ":" + _text(rows, "sport") + " → " + _text(rows, "dst")
-             + ":" + _text(rows, "dport"))
+    flows = _flow_labels(rows)
     seq = _numeric(rows, "seq").to_numpy()
     length = _numeric(rows, "len").to_numpy()
     for i, index in enumerate(rows.index):
@@ -270,8 +270,7 @@ def _flows(flows: pd.DataFrame | None, table: pd.DataFrame) -> str:
     rows = flows.loc[sorted(keep)]
     t0 = np.nanmin(first_times(table)) if len(table) else np.nan
     start = _numeric(rows, "t_request").to_numpy() - t0
-    flow = (_text(rows, "src") + ":" + _text(rows, "sport") + " → " + _text(rows, "dst")
-            + ":" + _text(rows, "dport"))
+    flow = _flow_labels(rows)
     anomaly = _text(rows, "anomaly")
     stall = _text(rows, "stall")
     lines = []
@@ -536,6 +535,12 @@ def _numeric(table: pd.DataFrame, column: str) -> pd.Series:
     if column not in table.columns:
         return pd.Series(np.nan, index=table.index, dtype=float)
     return pd.to_numeric(table[column], errors="coerce").astype(float)
+
+
+def _flow_labels(rows: pd.DataFrame) -> list[str]:
+    """Each row's ``src:sport → dst:dport`` (IPv6 in brackets)."""
+    columns = [_text(rows, c) for c in ("src", "sport", "dst", "dport")]
+    return [format_flow(*parts) for parts in zip(*columns, strict=True)]
 
 
 def _text(table: pd.DataFrame, column: str) -> np.ndarray:

@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..anomalies import stall_reason
+from ..model import format_flow
 from ..result import Analysis
 from ..units import format_duration
 from .waterfall import ANOMALY_COLOR, MERGED_COLOR, STAGE_COLORS, Interval, intervals
@@ -156,6 +157,8 @@ def _alignment(alignment: dict[str, Any]) -> Table:
                 offset_text += " (est.)"
             drift_text = f"±{fit['hz_uncertainty_ppm']:.1f} ppm" \
                 if _finite(fit.get("hz_uncertainty_ppm")) else "–"
+        elif quality == "none":  # nothing was fitted: no numbers to show
+            offset_text = drift_text = "–"
         else:
             offset_text = format_duration(offset / 1e3) if _finite(offset) else "–"
             drift_text = f"{drift:+.2f} ppm" if _finite(drift) else "–"
@@ -178,19 +181,22 @@ def _flows(flows: pd.DataFrame, top: int) -> Table:
     for column in ("flow", "n", "server p50", "client p50", "worst gap", "retx"):
         grid.add_column(column, justify="left" if column == "flow" else "right",
                         no_wrap=column != "flow")
-    groups = flows.groupby(["src", "sport", "dst", "dport"], sort=False, observed=True)
-    for (src, sport, dst, dport), part in list(groups)[:max(top, 1)]:
+    # each exchange's larger gap, then flows worst first
+    gaps = flows[["request_to_response_us", "response_to_next_us"]].astype(float).max(axis=1)
+    groups = flows.assign(_gap=gaps.fillna(-1.0)).groupby(["src", "sport", "dst", "dport"],
+                                                          sort=False, observed=True)
+    ranked = sorted(groups, key=lambda item: -item[1]["_gap"].max())
+    for (src, sport, dst, dport), part in ranked[:max(top, 1)]:
         server = part["request_to_response_us"].to_numpy(float)
         client = part["response_to_next_us"].to_numpy(float)
-        worst = np.nanmax(np.r_[server, client]) if np.isfinite(np.r_[server, client]).any() \
-            else float("nan")
-        flagged = part[part["anomaly"] != ""]
-        worst_text = Text(format_duration(float(worst)))
-        if len(flagged):
-            stall = flagged["stall"].iloc[0]
-            worst_text = Text(format_duration(float(worst)) + (f" {stall}" if stall else ""),
+        worst_row = part.loc[part["_gap"].idxmax()]
+        worst = float(worst_row["_gap"]) if worst_row["_gap"] >= 0 else float("nan")
+        worst_text = Text(format_duration(worst))
+        if str(worst_row["anomaly"] or ""):  # the stall named is the worst exchange's own
+            stall = str(worst_row["stall"] or "")
+            worst_text = Text(format_duration(worst) + (f" {stall}" if stall else ""),
                               style="bold red")
-        grid.add_row(f"{src}:{sport} → {dst}:{dport}", str(len(part)),
+        grid.add_row(format_flow(src, sport, dst, dport), str(len(part)),
                      format_duration(_nanmedian(server)), format_duration(_nanmedian(client)),
                      worst_text, str(int(part["retransmissions"].sum())))
     return grid
@@ -270,9 +276,10 @@ def _time_of(record: pd.Series) -> str:
 
 
 def _packet_of(record: pd.Series) -> str:
-    return (f"{record.get('direction', '')} {record.get('src', '')}:{record.get('sport', '')}"
-            f"→{record.get('dst', '')}:{record.get('dport', '')} seq {record.get('seq', '')}"
-            f" len {record.get('len', '')}")
+    flow = format_flow(record.get("src"), record.get("sport"), record.get("dst"),
+                       record.get("dport"), "→")
+    return f"{record.get('direction', '')} {flow} seq {record.get('seq', '')} " \
+           f"len {record.get('len', '')}"
 
 
 def _bar(record: pd.Series, shown: list[Interval], plain: bool,
