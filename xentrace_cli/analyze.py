@@ -459,10 +459,10 @@ def analyze(sources: Sources, options: AnalyzeOptions,
             pick = label == name
             base = baselines.get(name, {}).get("median_us", 0.0)
             stall_value[pick] = table[col].to_numpy(float)[pick] - np.nan_to_num(base)
-    table["anomaly"] = label.astype(str)
-    table["stall"] = np.where(label != "", anomalies.name_stall(stall_value), "").astype(str)
-    table["cause"] = cause.astype(str)
-    table["cause_detail"] = cause_detail.astype(str)
+    table["anomaly"] = _text(label)
+    table["stall"] = _text(np.where(label != "", anomalies.name_stall(stall_value), ""))
+    table["cause"] = _text(cause)
+    table["cause_detail"] = _text(cause_detail)
     table["retransmitted"] = retrans
 
     # --- the lone view ------------------------------------------------------------------------
@@ -486,6 +486,12 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     return Analysis(table=table, sources=sources, alignment=alignment, notes=notes,
                     flows=flows.drop(columns=["response_last"]) if len(flows) else flows,
                     baselines=baselines)
+
+
+def _text(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """A text column of the table (pandas' ``str``), made straight from Python strings: the
+    same as ``values.astype(str)`` but without a fixed-width copy of every row (10x faster)."""
+    return pd.array(np.asarray(values, dtype=object), dtype="str")
 
 
 def _check_direction(anchor: pd.DataFrame, t_guest: np.ndarray, t_dom0: np.ndarray,
@@ -563,8 +569,8 @@ def _lone_rows(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray) -> N
     flagged[ok] &= anomaly[rows[ok]] == ""
     anomaly[rows[flagged]] = flows["anomaly"].to_numpy(str)[flagged]
     stall[rows[flagged]] = flows["stall"].to_numpy(str)[flagged]
-    table["anomaly"] = anomaly.astype(str)
-    table["stall"] = stall.astype(str)
+    table["anomaly"] = _text(anomaly)
+    table["stall"] = _text(stall)
 
 
 def _no_capture(sources: Sources, calls: pd.DataFrame | None, trace: Any,
