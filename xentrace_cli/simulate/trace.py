@@ -104,9 +104,13 @@ def _noise(sim: Sim, rnd: random.Random, rec: np.ndarray) -> np.ndarray:
     columns: the last three are the extra words 4..6 only wrap records use)."""
     rows: list[list[int]] = []
     span = sim.t_end - sim.t_begin
+    ticks = []
     for pc in range(N_PCPUS):   # scheduler timer ticks on every pCPU
-        for tt in range(sim.t_begin + (pc + 1) * 997 * US, sim.t_end, TIMER_PERIOD_NS):
-            rows.append([pc, tt, TRC_SCHED_S_TIMER_FN, 1, 0])
+        tt = np.arange(sim.t_begin + (pc + 1) * 997 * US, sim.t_end, TIMER_PERIOD_NS,
+                       dtype=np.int64)
+        tick = np.zeros((len(tt), REC_WIDTH + 3), dtype=np.int64)
+        tick[:, 0], tick[:, 1], tick[:, 2], tick[:, 3] = pc, tt, TRC_SCHED_S_TIMER_FN, 1
+        ticks.append(tick)
     for _ in range(max(1, int(span / (5 * MS)))):   # a disk on the background pCPU
         rows.append([BACKGROUND_PCPU, sim.t_begin + rnd.randrange(span), TRC_HW_IRQ_HANDLED,
                      1, 3, DISK_IRQ, rnd.randrange(800, 4000), 0])
@@ -123,7 +127,7 @@ def _noise(sim: Sim, rnd: random.Random, rec: np.ndarray) -> np.ndarray:
     out = np.zeros((len(rows), REC_WIDTH + 3), dtype=np.int64)
     for i, r in enumerate(rows):
         out[i, :len(r)] = r
-    return out
+    return np.concatenate([*ticks, out])
 
 
 def build_records(sim: Sim, rnd: random.Random, *, tsc_at_t0: int, cpu_hz: float,
@@ -164,24 +168,41 @@ def build_records(sim: Sim, rnd: random.Random, *, tsc_at_t0: int, cpu_hz: float
     key[~keep] = np.iinfo(np.int64).max
     order = np.argsort(key, kind="stable")[:int(keep.sum())]
 
-    def column(j: int, dtype: type) -> np.ndarray:
-        parts = [path[:, j] if j < REC_WIDTH else np.zeros(len(path), np.int64), noise[:, j],
-                 lost[:, j]]
-        return np.concatenate(parts)[order].astype(dtype)
+    # gather each column in sorted order: from the path records (the bulk) in one take, then
+    # the few noise and lost records over it
+    tail = np.concatenate([noise, lost])
+    n_path = len(path)
+    from_tail = np.flatnonzero(order >= n_path)
+    tail_rows = order[from_tail] - n_path
+    path_rows = np.minimum(order, max(n_path - 1, 0))
+
+    def column(j: int) -> np.ndarray:
+        if j < REC_WIDTH and n_path:
+            out = path[:, j].take(path_rows)
+        else:
+            out = np.zeros(len(order), dtype=np.int64)
+        out[from_tail] = tail[tail_rows, j]
+        return out
 
     t_sorted = t_a[order]
     tsc = tsc_at_t0 + np.round((t_sorted - sim.t_begin) * (cpu_hz / 1e9)).astype(np.int64)
-    event = column(2, np.uint32)
-    extra = np.stack([column(j, np.int64) for j in range(5, REC_WIDTH + 3)], axis=1)
-    # HW_IRQ_HANDLED: TSC low bits at handler entry and exit (word 1 held the duration in ns)
-    irq = event == TRC_HW_IRQ_HANDLED
-    entry = tsc_at_t0 + np.round((t_sorted[irq] - extra[irq, 1] - sim.t_begin)
-                                 * (cpu_hz / 1e9)).astype(np.int64)
-    extra[irq, 1] = entry & 0xFFFFFFFF
-    extra[irq, 2] = tsc[irq] & 0xFFFFFFFF
+    event = column(2).astype(np.uint32)
+    extra = np.empty((len(order), REC_WIDTH + 3 - 5), dtype=np.uint32)
+    irq = np.flatnonzero(event == TRC_HW_IRQ_HANDLED)
+    for k, j in enumerate(range(5, REC_WIDTH + 3)):
+        col = column(j)
+        if k == 1:
+            # HW_IRQ_HANDLED: TSC low bits at handler entry and exit (word 1 held the
+            # duration in ns)
+            entry = tsc_at_t0 + np.round((t_sorted[irq] - col[irq] - sim.t_begin)
+                                         * (cpu_hz / 1e9)).astype(np.int64)
+            col[irq] = entry & 0xFFFFFFFF
+        elif k == 2:
+            col[irq] = tsc[irq] & 0xFFFFFFFF
+        np.copyto(extra[:, k], col, casting="unsafe")
     return TraceRecords(cpu=cpu_a[order], t_ns=t_sorted, tsc=tsc.astype(np.uint64),
-                        event=event, extra=extra.astype(np.uint32),
-                        n_extra=column(4, np.int64), has_ts=column(3, bool)), spots
+                        event=event, extra=extra, n_extra=column(4),
+                        has_ts=column(3).astype(bool)), spots
 
 
 def write_trace(path: str | os.PathLike[str], rec: TraceRecords, cpu_hz: float) -> None:
