@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from xentrace_cli.cli import main
+from xentrace_cli.errors import OptionError
 from xentrace_cli.model import CHECKPOINTS, STAGES
 from xentrace_cli.simulate import SCENARIOS, run_scenario, segments
 
@@ -356,7 +357,10 @@ def test_cli_simulate_negative_requests(runner, tmp_path: Path) -> None:
     res = runner.invoke(main, ["simulate", "healthy", "-o", str(tmp_path), "--requests", "-3"])
     assert res.exit_code == 2
     assert res.stdout == ""
-    assert "--requests must be 0 or more, not -3" in res.stderr
+    assert "'--requests'" in res.stderr and "-3" in res.stderr   # click's range check
+    assert not (tmp_path / "truth.csv").exists()
+    with pytest.raises(OptionError, match="--requests must be 0 or more, not -3"):
+        run_scenario("healthy", tmp_path, requests=-3)   # the library's own check
     assert not (tmp_path / "truth.csv").exists()
 
 

@@ -196,11 +196,12 @@ def _write_rest(run: Simulation, out: Path) -> list[Path]:
     files = write_captures(sim, out, content=run.content, guest_clock=guest_clock,
                            snaplen=SNAPLEN, vif_name=vif)
     files["xentrace"] = "xentrace.bin"
-    entry = np.array([e for e, _, _ in sim.strace], dtype=np.int64)
-    ret = entry + np.array([d for _, d, _ in sim.strace], dtype=np.int64)
+    calls = np.asarray(sim.strace_ns, dtype=np.int64).reshape(-1, 2)
+    entry = calls[:, 0]
+    ret = entry + calls[:, 1]
     g_entry = guest_clock.local(entry)
     write_strace(out / "app.strace", APP_PID, g_entry, guest_clock.local(ret) - g_entry,
-                 [c for _, _, c in sim.strace])
+                 sim.strace_calls)
     files["socket_log"] = "app.strace"
     write_truth(out / "truth.csv", run.truth)
     files["truth"] = "truth.csv"

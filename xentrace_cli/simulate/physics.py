@@ -358,8 +358,12 @@ class Sim:
         self.wire = Table(*WIRE_COLUMNS)
         self.units = Table(*UNIT_COLUMNS)
         self.rows = Table(*ROW_COLUMNS)
-        self.reads: list[tuple[int, int, int]] = []      # conn, stream end offset, return
-        self.strace: list[tuple[int, int, str]] = []      # entry, duration, call text
+        #: reads: conn, stream end offset, return time (flat int64 triples; an (n, 3) matrix
+        #: once segments are joined)
+        self.reads: array[int] | np.ndarray = array("q")
+        #: socket calls: entry and duration (flat int64 pairs), and each call's text
+        self.strace_ns: array[int] | np.ndarray = array("q")
+        self.strace_calls: list[str] = []
         self.fault_log: list[dict[str, Any]] = []
         # NIC and netback state
         self.nic_pending: list[int] = []       # wire ids arrived or arriving, not yet polled
@@ -394,6 +398,11 @@ class Sim:
         else:
             v = int(median * min(20.0, math.exp(sigma * self._z[i])))
         return v if v > 1 else 1
+
+    def _call(self, entry: int, duration: int, text: str) -> None:
+        """One socket call for the strace log (true time)."""
+        self.strace_ns.extend((entry, duration))
+        self.strace_calls.append(text)
 
     def at(self, t: int, fn: Callable[..., None], *args: Any) -> None:
         self.seq += 1
@@ -456,8 +465,8 @@ class Sim:
     def _connect(self, t: int, c: int) -> None:
         conn, g = self.conns[c], self.guest
         dur = self.lat(9 * US)
-        self.strace.append((t, dur, "socket(AF_INET, SOCK_STREAM, IPPROTO_TCP) = "
-                            f"{conn.fd}"))
+        self._call(t, dur, "socket(AF_INET, SOCK_STREAM, IPPROTO_TCP) = "
+                            f"{conn.fd}")
         entry = t + dur + self.lat(2 * US)
         self.app_entry, self.app_conn, self.app_state = entry, c, "connect"
         t_syn = entry + self.lat(12 * US)
@@ -476,14 +485,14 @@ class Sim:
         conn.acked = conn.rx_next
         conn.tx_next = req.tx_off + len(req.request)
         ret = t_guest + self.lat(2 * US)
-        self.strace.append((entry, ret - entry, f"write({conn.fd}, "
+        self._call(entry, ret - entry, f"write({conn.fd}, "
                             f"{strace_quote(req.request, len(req.request))}, "
-                            f"{len(req.request)}) = {len(req.request)}"))
+                            f"{len(req.request)}) = {len(req.request)}")
         cur = ret + self.lat(1 * US)
         if self.rnd.random() < 0.3:   # an eager read before the response can be there
             d = self.lat(1.5 * US)
-            self.strace.append((cur, d, f"read({conn.fd}, 0x7ffd5c1e2a40, {READ_BUFFER}) = -1 "
-                                "EAGAIN (Resource temporarily unavailable)"))
+            self._call(cur, d, f"read({conn.fd}, 0x7ffd5c1e2a40, {READ_BUFFER}) = -1 "
+                                "EAGAIN (Resource temporarily unavailable)")
             cur += d + self.lat(1 * US)
         self.app_req, self.app_conn, self.app_entry, self.app_state = r, req.conn, cur, "poll"
         g.hold(cur + self.lat(1 * US), app=True)
@@ -497,20 +506,20 @@ class Sim:
             return
         conn = self.conns[self.app_conn]
         if self.app_state == "connect_wake":
-            self.strace.append((self.app_entry, t - self.app_entry,
+            self._call(self.app_entry, t - self.app_entry,
                                 f"connect({conn.fd}, {{sa_family=AF_INET, sin_port=htons(11211), "
-                                'sin_addr=inet_addr("10.0.0.1")}, 16) = 0'))
+                                'sin_addr=inet_addr("10.0.0.1")}, 16) = 0')
             d = self.lat(2 * US)
-            self.strace.append((t + 1 * US, d, f"fcntl({conn.fd}, F_SETFL, O_RDWR|O_NONBLOCK)"
-                                " = 0"))
+            self._call(t + 1 * US, d, f"fcntl({conn.fd}, F_SETFL, O_RDWR|O_NONBLOCK)"
+                                " = 0")
             self.app_state = "idle"
             end = t + 1 * US + d
             g.hold(end + 2 * US, app=True)
             self.at(end + self.lat(20 * US), self.app_timer)
             return
-        self.strace.append((self.app_entry, t - self.app_entry,
+        self._call(self.app_entry, t - self.app_entry,
                             f"poll([{{fd={conn.fd}, events=POLLIN}}], 1, 1000) = 1 "
-                            f"([{{fd={conn.fd}, revents=POLLIN}}])"))
+                            f"([{{fd={conn.fd}, revents=POLLIN}}])")
         self.app_state = "reading"
         nxt = t + self.lat(1.5 * US)
         stall = self.faults.app_stall.get(self.app_req)
@@ -544,8 +553,8 @@ class Sim:
         avail = self._available(conn, t)
         if avail == 0:
             d = self.lat(1.2 * US)
-            self.strace.append((t, d, f"read({conn.fd}, 0x7ffd5c1e2a40, {READ_BUFFER}) = -1 "
-                                "EAGAIN (Resource temporarily unavailable)"))
+            self._call(t, d, f"read({conn.fd}, 0x7ffd5c1e2a40, {READ_BUFFER}) = -1 "
+                                "EAGAIN (Resource temporarily unavailable)")
             self.app_entry = t + d + self.lat(1 * US)
             self.app_state = "poll"
             g.hold(self.app_entry + 1 * US, app=True)
@@ -559,10 +568,10 @@ class Sim:
         ret = t + self.lat(1.5 * US) + int(n * 0.08)
         first = req.resp_pos + (conn.consumed - req.rx_off)
         data = self.content.slice(first, min(n, 64))
-        self.strace.append((t, ret - t, f"read({conn.fd}, {strace_quote(data, n)}, "
-                            f"{READ_BUFFER}) = {n}"))
+        self._call(t, ret - t, f"read({conn.fd}, {strace_quote(data, n)}, "
+                            f"{READ_BUFFER}) = {n}")
         conn.consumed += n
-        self.reads.append((req.conn, conn.consumed, ret))
+        self.reads.extend((req.conn, conn.consumed, ret))
         if conn.consumed >= req.rx_off + req.resp_len:
             self.app_state = "idle"
             g.hold(ret + self.lat(2 * US), app=True)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import tempfile
 from typing import Any
 
 import numpy as np
 
 from .frames import Content
-from .physics import MS, REC_WIDTH, Conn, FaultPlan, Params, Request, Sim, Table, conns_at
+from .physics import MS, Conn, FaultPlan, Params, Request, Sim, Table, conns_at
 
 #: Requests per segment (a run no longer than this is one segment: samples stay as they are).
 SEGMENT_REQUESTS = 8000
@@ -33,22 +34,33 @@ _INDEX = {"wire": {"unit": "units"}, "units": {"wire_first": "wire", "wire_last"
 
 #: What every segment shares, set before the worker processes fork (so never pickled).
 _SHARED: tuple[Any, ...] = ()
+#: Arrays a segment hands back through files (in memory-backed /dev/shm where there is one):
+#: one copy each way instead of a pickle through a pipe.
+_ARRAYS = ("wire", "units", "rows", "trace", "reads", "strace_ns")
 
 
 def _run_one(args: tuple[Any, ...]) -> dict[str, Any]:
-    """Simulate one segment; return its tables as int64 matrices (cheap to send back)."""
-    params, reqs, content, plan, t_begin, kw = _SHARED
-    seed, conns, lo, hi = args
+    """Simulate one segment; save its tables as int64 matrices, return the small rest."""
+    params, reqs, content, plan, t_begin, kw, tmp = _SHARED
+    k, seed, conns, lo, hi = args
     sim = Sim(params, reqs, content, plan, t_begin, seed, conns=conns, req_range=(lo, hi),
               connect=lo == 0, **kw)
     sim.run()
-    out: dict[str, Any] = {"t_end": sim.t_end, "fault_log": sim.fault_log,
-                           "trace": sim.trace_records().copy(),
-                           "reads": np.array(sim.reads, dtype=np.int64).reshape(-1, 3),
-                           "strace": sim.strace}
+    arrays = {"trace": sim.trace_records(),
+              "reads": np.asarray(sim.reads, dtype=np.int64).reshape(-1, 3),
+              "strace_ns": np.asarray(sim.strace_ns, dtype=np.int64).reshape(-1, 2)}
     for name in _TIME:
-        out[name] = getattr(sim, name).matrix()
-    return out
+        arrays[name] = getattr(sim, name).matrix()
+    for name, a in arrays.items():
+        np.save(os.path.join(tmp, f"{k}-{name}.npy"), a)
+    return {"t_end": sim.t_end, "fault_log": sim.fault_log, "strace_calls": sim.strace_calls,
+            "k": k}
+
+
+def _load(tmp: str, part: dict[str, Any]) -> None:
+    """Map a segment's saved arrays into ``part`` (read-only, copied once by the join)."""
+    for name in _ARRAYS:
+        part[name] = np.load(os.path.join(tmp, f"{part['k']}-{name}.npy"), mmap_mode="r")
 
 
 def run_segments(params: Params, reqs: list[Request], content: Content, plan: FaultPlan,
@@ -57,48 +69,54 @@ def run_segments(params: Params, reqs: list[Request], content: Content, plan: Fa
     n = len(reqs)
     bounds = [(lo, min(n, lo + SEGMENT_REQUESTS)) for lo in range(0, max(n, 1),
                                                                    SEGMENT_REQUESTS)]
-    jobs = [(seeds[k % len(seeds)] + k, conns_at(conns, reqs, lo) if lo else conns, lo, hi)
+    jobs = [(k, seeds[k % len(seeds)] + k, conns_at(conns, reqs, lo) if lo else conns, lo, hi)
             for k, (lo, hi) in enumerate(bounds)]
     if len(jobs) == 1:
-        sim = Sim(params, reqs, content, plan, t_begin, jobs[0][0], conns=conns, **kw)
+        sim = Sim(params, reqs, content, plan, t_begin, jobs[0][1], conns=conns, **kw)
         sim.run()
         return sim
     global _SHARED
-    _SHARED = (params, reqs, content, plan, t_begin, kw)
-    workers = min(len(jobs), os.cpu_count() or 1)
-    try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            parts = pool.map(_run_one, jobs, chunksize=1)
-    finally:
-        _SHARED = ()
-    return _join(parts, params, reqs, content, plan, t_begin, conns, kw)
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="xenlat-segments-", dir=shm) as tmp:
+        _SHARED = (params, reqs, content, plan, t_begin, kw, tmp)
+        workers = min(len(jobs), os.cpu_count() or 1)
+        try:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                parts = pool.map(_run_one, jobs, chunksize=1)
+        finally:
+            _SHARED = ()
+        for part in parts:
+            _load(tmp, part)
+        return _join(parts, params, reqs, content, plan, t_begin, conns, kw)
 
 
 def _join(parts: list[dict[str, Any]], params: Params, reqs: list[Request], content: Content,
           plan: FaultPlan, t_begin: int, conns: list[Conn], kw: dict[str, Any]) -> Sim:
     sim = Sim(params, reqs, content, FaultPlan(), t_begin, 0, conns=conns, **kw)
+    out = {name: np.empty((sum(len(p[name]) for p in parts), parts[0][name].shape[1]),
+                          dtype=np.int64) for name in _ARRAYS}
     shift = 0
     base = {"wire": 0, "units": 0, "rows": 0}
-    mats: dict[str, list[np.ndarray]] = {name: [] for name in _TIME}
-    traces, reads = [], []
+    at = dict.fromkeys(_ARRAYS, 0)
     for part in parts:
-        for name in _TIME:
-            table: Table = getattr(sim, name)
-            m = part[name].copy()
-            for col in _TIME[name]:
-                j = table.columns.index(col)
-                m[:, j] = np.where(m[:, j] >= 0, m[:, j] + shift, m[:, j])
-            for col, target in _INDEX[name].items():
-                j = table.columns.index(col)
-                m[:, j] = np.where(m[:, j] >= 0, m[:, j] + base[target], m[:, j])
-            mats[name].append(m)
-        tr = part["trace"].reshape(-1, REC_WIDTH)
-        tr[:, 1] += shift
-        traces.append(tr)
-        rd = part["reads"].copy()
-        rd[:, 2] += shift
-        reads.append(rd)
-        sim.strace += [(e + shift, d, c) for e, d, c in part["strace"]]
+        for name in _ARRAYS:
+            lo = at[name]
+            hi = lo + len(part[name])
+            m = out[name][lo:hi]
+            m[:] = part[name]
+            at[name] = hi
+            if name in _TIME:
+                table: Table = getattr(sim, name)
+                for col in _TIME[name]:
+                    c = m[:, table.columns.index(col)]
+                    c[c >= 0] += shift
+                for col, target in _INDEX[name].items():
+                    c = m[:, table.columns.index(col)]
+                    c[c >= 0] += base[target]
+        out["trace"][at["trace"] - len(part["trace"]):at["trace"], 1] += shift
+        out["reads"][at["reads"] - len(part["reads"]):at["reads"], 2] += shift
+        out["strace_ns"][at["strace_ns"] - len(part["strace_ns"]):at["strace_ns"], 0] += shift
+        sim.strace_calls += part["strace_calls"]
         sim.fault_log += [{**f, "start_ns": f["start_ns"] + shift, "end_ns": f["end_ns"] + shift}
                           for f in part["fault_log"]]
         for name in _TIME:
@@ -107,8 +125,9 @@ def _join(parts: list[dict[str, Any]], params: Params, reqs: list[Request], cont
         shift = sim.t_end + SEGMENT_GAP_NS - t_begin
     for name in _TIME:
         table = getattr(sim, name)
-        table._matrix = np.concatenate(mats[name])
+        table._matrix = out[name]
         table.rows = []
-    sim.joined_trace = np.concatenate(traces)
-    sim.reads = [tuple(r) for r in np.concatenate(reads).tolist()]
+    sim.joined_trace = out["trace"]
+    sim.reads = out["reads"]
+    sim.strace_ns = out["strace_ns"]
     return sim

@@ -84,8 +84,8 @@ def truth_table(sim: Sim, faults: list[dict[str, Any]]) -> pd.DataFrame:
                           ("t_guest_run", units["guest_run"], ur)):
         t[col][rx] = src[idx]
     # read: the first read on the connection whose cumulative bytes cover the last byte
-    if sim.reads:
-        rd = np.array(sim.reads, dtype=np.int64)
+    if len(sim.reads):
+        rd = np.asarray(sim.reads, dtype=np.int64).reshape(-1, 3)
         t["t_read"][rx] = _read_cover(conn[rx], r_end[rx], rd)
     # tx: write (call entry), guest, backend, phys
     tx = ~rx
