@@ -95,6 +95,18 @@ def test_basic_ttt_rows() -> None:
     assert f["syscall"].dtype == "category"
 
 
+def test_without_data_same_rows_no_bytes() -> None:
+    """``data=False`` (the analyzer's read): every column as before but ``data`` all None."""
+    for name in ("basic_ttt.strace", "escapes.strace"):
+        full = read_quiet(DATA / name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", XenlatWarning)
+            lean = read_socket_log(DATA / name, data=False)
+        assert full["data"].map(len).sum() > 0
+        assert lean["data"].isna().all() and len(lean) == len(full)
+        pd.testing.assert_frame_equal(lean.drop(columns="data"), full.drop(columns="data"))
+
+
 # ---------------------------------------------------------------------------- threads
 
 

@@ -215,7 +215,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
             from .readers.strace import read_socket_log
 
             calls = read_socket_log(sources.socket_log,
-                                    on_progress=progress.part("socket_log"))
+                                    on_progress=progress.part("socket_log"), data=False)
             give_back_memory()
         trace = trace_job.result() if trace_job is not None else None
     finally:

@@ -187,16 +187,19 @@ def decode_strace_string(text: bytes) -> bytes:
 
 
 def read_socket_log(path: str | os.PathLike[str], *,
-                    on_progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+                    on_progress: Callable[[int, int], None] | None = None,
+                    data: bool = True) -> pd.DataFrame:
     """Read an strace log or a plain CSV / JSON Lines read log into the socket call table.
 
     The kind of file is told by content (``frame.attrs["format"]``: ``strace``, ``csv`` or
     ``jsonl``). ``on_progress(done_bytes, total_bytes)`` is called after each chunk.
+    ``data=False``: strace strings are not decoded and the ``data`` column is all None (the
+    analyzer needs byte counts, not bytes; decoding is a Python step per call).
     """
     check_readable(path)
     kind = sniff_format(path)
     if kind == "strace":
-        return _read_strace(path, on_progress)
+        return _read_strace(path, on_progress, data)
     from xentrace_cli.readers import socklog
     return socklog.read_plain_log(path, kind, on_progress=on_progress)
 
@@ -563,7 +566,8 @@ def _decode_strings(strings: pa.Array) -> np.ndarray:
 
 
 def _common_rows(m: pa.StructArray, order: np.ndarray, ts: np.ndarray, tod: np.ndarray,
-                 pid: np.ndarray, resume_ns: np.ndarray | None = None) -> Columns:
+                 pid: np.ndarray, resume_ns: np.ndarray | None = None,
+                 with_data: bool = True) -> Columns:
     """Rows of the complete single-buffer calls matched by LINE_RE / COMMON_CALL_RE.
 
     ``order`` is each call's completion line; ``resume_ns`` (joined unfinished/resumed pairs)
@@ -573,8 +577,10 @@ def _common_rows(m: pa.StructArray, order: np.ndarray, ts: np.ndarray, tod: np.n
     errno_arr = _field(m, "errno")
     is_err = pc.is_valid(errno_arr).to_numpy(zero_copy_only=False)
     ret = np.where(is_err, -1, _digits(_field(m, "ret")))
-    data_field = pc.fill_null(_field(m, "data"), b"")
-    data = _decode_strings(data_field)
+    if with_data:
+        data = _decode_strings(pc.fill_null(_field(m, "data"), b""))
+    else:  # the caller does not want the bytes: no Python object per call
+        data = np.full(len(m), None, dtype=object)
     truncated = pc.is_valid(_field(m, "trunc")).to_numpy(zero_copy_only=False)
     dur = _field(m, "dur")
     has_dur = pc.is_valid(dur).to_numpy(zero_copy_only=False)
@@ -935,7 +941,8 @@ def _assign_streams(order: np.ndarray, pids: np.ndarray, fds_of_rows: np.ndarray
 # strace: the reader
 
 def _read_strace(path: str | os.PathLike[str],
-                 on_progress: Callable[[int, int], None] | None) -> pd.DataFrame:
+                 on_progress: Callable[[int, int], None] | None,
+                 with_data: bool = True) -> pd.DataFrame:
     """The strace reader: chunks of lines → rows; then streams, peers, the finished table."""
     malformed = Malformed(path)
     slow = _Slow(malformed)
@@ -1020,6 +1027,7 @@ def _read_strace(path: str | os.PathLike[str],
         if keep1.any():
             sel = idx1[keep1]
             rows.add(_common_rows(m1v.filter(pa.array(keep1)), order=sel + first,
+                                  with_data=with_data,
                                   ts=ts[sel], tod=tod[sel], pid=pid[sel]))
 
         # Lines without a leader: blank, strace's own, or malformed.
@@ -1080,8 +1088,11 @@ def _read_strace(path: str | os.PathLike[str],
     table["peer"] = np.where(pd.isna(row_peer), peer, row_peer)
     # Calls on fds known not to be sockets (opened files, pipes; -y annotations) are dropped.
     keep = ~is_file & (table["ann_kind"][comp] != 2)
-    return finish_table(table, fmt="strace", time_of_day_only=bool(style_tod),
-                        select=comp[keep],
-                        extra_attrs={"durations": bool((table["duration_ns"] > 0).any()),
-                                     "orphan_resumed": slow.orphans,
-                                     "unfinished_at_end": len(slow.pending)})
+    frame = finish_table(table, fmt="strace", time_of_day_only=bool(style_tod),
+                         select=comp[keep],
+                         extra_attrs={"durations": bool((table["duration_ns"] > 0).any()),
+                                      "orphan_resumed": slow.orphans,
+                                      "unfinished_at_end": len(slow.pending)})
+    if not with_data:
+        frame["data"] = np.full(len(frame), None, dtype=object)
+    return frame
