@@ -247,6 +247,49 @@ def test_guest_capture_and_socket_log_only(scenario) -> None:
     assert (wanted["anomaly"] == "socket_read").all()
 
 
+def to_time_of_day(strace: Path, out: Path, utc_offset_h: float) -> Path:
+    """``strace -ttt`` → ``-tt``: each epoch time as the time of day in that UTC offset."""
+    def local(match: re.Match) -> str:
+        micros = round(float(match.group(2)) * 1e6) + round(utc_offset_h * 3600e6)
+        seconds, us = divmod(micros % (86_400 * 10**6), 10**6)
+        return f"{match.group(1)}{seconds // 3600:02d}:{seconds // 60 % 60:02d}:" \
+            f"{seconds % 60:02d}.{us:06d}"
+    text = re.sub(r"^(\d+\s+)(\d{9,}\.\d{6})", local, strace.read_text(), flags=re.M)
+    out.write_text(text)
+    return out
+
+
+@pytest.mark.parametrize("utc_offset_h", [-5.0, 5.75])
+def test_time_of_day_socket_log_placed_on_the_capture_date(scenario, tmp_path: Path,
+                                                          utc_offset_h: float) -> None:
+    # the same log written with -tt in another time zone gives the same socket_read
+    directory = scenario("black-0.1s")
+    paths = files(directory)
+    tod = to_time_of_day(paths["socket_log"], tmp_path / "app-tt.strace", utc_offset_h)
+    assert re.search(r"^\d+\s+\d\d:\d\d:\d\d\.\d{6} ", tod.read_text(), re.M)
+    epoch = run(directory, "guest", "socket_log").table
+    analysis = analyze(Sources(guest=paths["guest"], socket_log=tod), AnalyzeOptions())
+    ours = analysis.table
+    ok = epoch["socket_read_us"].notna()
+    assert ok.sum() > 100
+    np.testing.assert_allclose(ours["socket_read_us"][ok], epoch["socket_read_us"][ok])
+    # 2026-01-01 01:00 UTC is 2025-12-31 20:00 at UTC-5, 2026-01-01 06:45 at UTC+5:45
+    sign = "-" if utc_offset_h < 0 else "+"
+    zone = f"UTC{sign}{int(abs(utc_offset_h)):02d}:{round(abs(utc_offset_h) % 1 * 60):02d}"
+    date = "2025-12-31" if utc_offset_h < 0 else "2026-01-01"
+    assert any(f"times of day only: placed on {date} at {zone}" in n for n in analysis.notes), \
+        analysis.notes
+
+
+def test_time_of_day_socket_log_without_a_capture_is_bad_input(scenario, tmp_path: Path,
+                                                               runner) -> None:
+    tod = to_time_of_day(files(scenario("black-0.1s"))["socket_log"], tmp_path / "a.strace", 1)
+    result = runner.invoke(main, ["analyze", "--socket-log", str(tod), "--no-progress"])
+    assert result.exit_code == 3, result.output
+    assert result.stdout == ""
+    assert "-ttt" in result.stderr and "a.strace" in result.stderr
+
+
 def test_backend_capture_and_socket_log_align_the_guest_clock(scenario) -> None:
     # no guest capture: reads follow the backend capture of their bytes, writes precede it
     directory = scenario("healthy")

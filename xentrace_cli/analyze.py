@@ -33,7 +33,7 @@ import pandas as pd
 
 from . import anomalies, attribute, lone, match
 from .attribute import NA_NS
-from .errors import OptionError
+from .errors import InputError, OptionError
 from .model import STAGES, Sources
 from .result import Analysis
 
@@ -329,6 +329,12 @@ def analyze(sources: Sources, options: AnalyzeOptions,
             notes.append("socket log: sockets matched to connections by byte counts (the log "
                          "has no peer addresses).")
         t_sock, _ = attribute.socket_times(calls, anchor, offsets, mapping)
+        if calls.attrs.get("time_of_day_only"):
+            ref_ns = own.get("guest", own.get(dom0_point or ""))
+            shift = _time_of_day_shift(sources.socket_log, t_sock, ref_ns, rx, notes)
+            calls = calls.assign(ts_ns=calls["ts_ns"] + shift, entry_ns=calls["entry_ns"] + shift)
+            mapping, method = attribute.map_streams(calls, anchor, offsets)
+            t_sock, _ = attribute.socket_times(calls, anchor, offsets, mapping)
         if len(mapping) == 0:
             notes.append("socket log: no socket could be matched to a connection of the "
                          "capture; read and write times are left empty.")
@@ -573,6 +579,25 @@ def _lone_rows(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray) -> N
     table["stall"] = _text(stall)
 
 
+def _time_of_day_shift(path: Path | None, t_sock: np.ndarray, ref_ns: np.ndarray | None,
+                       rx: np.ndarray, notes: list[str]) -> int:
+    """The shift (ns) that puts a ``-tt`` log's times of day on the capture's dates."""
+    from .clock import anchor_time_of_day
+
+    rerun = "rerun strace with -ttt (epoch times) to place them"
+    if ref_ns is None:
+        raise InputError(path, "the socket log has times of day only and there is no capture "
+                         f"to take the date from: {rerun}")
+    both = rx & (t_sock != NA_NS) & (ref_ns != NA_NS)
+    placed = anchor_time_of_day(t_sock[both], ref_ns[both])
+    if placed is None:
+        raise InputError(path, "the socket log has times of day only and its reads do not "
+                         "place it on the capture's date unambiguously "
+                         f"({int(both.sum())} reads matched): {rerun}")
+    notes.append(f"socket log has times of day only: {placed.detail}.")
+    return placed.shift_ns
+
+
 def _no_capture(sources: Sources, calls: pd.DataFrame | None, trace: Any,
                 notes: list[str]) -> Analysis:
     """No capture at all: the socket log's calls (and the trace's summary) are all there is."""
@@ -580,6 +605,10 @@ def _no_capture(sources: Sources, calls: pd.DataFrame | None, trace: Any,
                "uncertainty_us"]
     notes.append("no packet capture given: nothing to match; give the guest capture (and "
                  "dom0's) to split latencies into stages.")
+    if calls is not None and calls.attrs.get("time_of_day_only"):
+        raise InputError(sources.socket_log, "the socket log has times of day only and there "
+                         "is no capture to take the date from: rerun strace with -ttt (epoch "
+                         "times)")
     if calls is not None:
         data = calls[calls["direction"].notna()]
         notes.append(f"socket log: {len(data)} reads and writes on "

@@ -22,6 +22,7 @@ linear programme over the hull vertices is solved exactly along its piecewise-li
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 from typing import Any
 
@@ -857,3 +858,70 @@ def _tsc_bound_sentence(clock: ClockFit, min_irq_delay_ns: int) -> str:
             f"the fastest interrupt came {_fmt_us(min_irq_delay_ns)} before its frame, and are "
             "late by however much longer the true minimum was (grant copies would bound the "
             "other side)")
+
+
+# --- socket logs with times of day only (strace -tt) ---------------------------------------
+
+#: Time zones are whole multiples of a quarter hour: a ``-tt`` log sits on its day by this.
+TIME_ZONE_STEP_NS = 15 * 60 * 1_000_000_000
+#: UTC offsets that exist (hours).
+MIN_UTC_OFFSET_H, MAX_UTC_OFFSET_H = -12, 14
+#: Reads stand after their segments by less than this when the placement is trusted.
+MAX_ANCHORED_DELAY_NS = TIME_ZONE_STEP_NS // 2
+NS_PER_DAY = 86_400 * 1_000_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class DayAnchor:
+    """Where a log of times of day lies: ``epoch = time_of_day + shift_ns``."""
+
+    shift_ns: int
+    """A whole multiple of 15 minutes: local midnight of the log's first day, in epoch ns."""
+    date: str
+    """Local date of the log's first day (``2026-01-01``)."""
+    utc_offset: str
+    """``UTC+01:00``: the time zone the log's times were written in."""
+    median_delay_ns: float
+    """Median read − segment delay once placed."""
+
+    @property
+    def detail(self) -> str:
+        return (f"placed on {self.date} at {self.utc_offset} (reads follow their segments by "
+                f"{_fmt_us(self.median_delay_ns)} median)")
+
+
+def anchor_time_of_day(read_ns: npt.ArrayLike, segment_ns: npt.ArrayLike) -> DayAnchor | None:
+    """Place reads timed by day only (``-tt``) on the capture's dates, or None if ambiguous.
+
+    ``read_ns`` counts from 1970-01-01 (the local time of day), ``segment_ns`` is the epoch
+    time of the segment each read returned. The true shift is a whole number of days plus a
+    time zone, a multiple of 15 minutes: the smallest one that puts no read before its
+    segment. It is trusted only when the delays it leaves are well under 15 minutes (else
+    another shift would fit as well, or the log is not of this capture).
+    """
+    r = np.asarray(read_ns, dtype=np.int64)
+    s = np.asarray(segment_ns, dtype=np.int64)
+    if r.size == 0:
+        return None
+    need = s - r  # the shift must be at least this for every pair
+    step = TIME_ZONE_STEP_NS
+    shift = -(-int(need.max()) // step) * step
+    delay = r + shift - s
+    median = float(np.median(delay))
+    if median >= MAX_ANCHORED_DELAY_NS or int(need.max() - need.min()) >= step:
+        return None
+    # shift = local midnight (UTC) of some day D = D·86400 s − UTC offset
+    best = None
+    for days in (shift // NS_PER_DAY, shift // NS_PER_DAY + 1):
+        offset_ns = days * NS_PER_DAY - shift
+        valid = MIN_UTC_OFFSET_H * 3600e9 <= offset_ns <= MAX_UTC_OFFSET_H * 3600e9
+        if valid and (best is None or abs(offset_ns) < abs(best[1])):
+            best = (days, offset_ns)
+    if best is None:
+        return None
+    days, offset_ns = best
+    date = (datetime.date(1970, 1, 1) + datetime.timedelta(days=int(days))).isoformat()
+    minutes = int(offset_ns // 60_000_000_000)
+    sign = "+" if minutes >= 0 else "-"
+    utc = f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    return DayAnchor(int(shift), date, utc, median)
