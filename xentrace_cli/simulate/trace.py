@@ -138,8 +138,15 @@ def build_records(sim: Sim, rnd: random.Random, *, tsc_at_t0: int, cpu_hz: float
     Returns the records and one description per blind spot (records dropped, first dropped).
     """
     add_background(sim, rnd)
-    path = sim.trace_records()
-    noise = _noise(sim, rnd, path)
+    # the bulk (joined segments, else this run's records) stays where it is; what follows it
+    # in write order (this run's own records after a join, then noise) is small
+    own = np.frombuffer(sim.trace, dtype=np.int64).reshape(-1, REC_WIDTH)
+    path = sim.joined_trace
+    if not len(path):
+        path, own = own, own[:0]
+    own = np.concatenate([own, np.zeros((len(own), 3), dtype=np.int64)], axis=1)
+    noise = _noise(sim, rnd, np.concatenate([path[:, :2], own[:, :2]]) if len(own) else path)
+    noise = np.concatenate([own, noise])
     cpu_a = np.concatenate([path[:, 0], noise[:, 0]])
     t_a = np.concatenate([path[:, 1], noise[:, 1]])
     # blind spots: drop the CPU's records there, one lost-records record at the end
