@@ -34,7 +34,7 @@ import pandas as pd
 from . import anomalies, attribute, lone, match
 from .attribute import NA_NS
 from .errors import InputError, OptionError
-from .model import STAGES, Sources
+from .model import STAGES, TABLE_COLUMNS, Sources
 from .result import Analysis
 
 ProgressCallback = Callable[[int, int], None]
@@ -217,17 +217,17 @@ def analyze(sources: Sources, options: AnalyzeOptions,
             calls = read_socket_log(sources.socket_log,
                                     on_progress=progress.part("socket_log"), data=False)
             give_back_memory()
+        # --- segments on one axis (while the trace may still be read) -------------------------
+        tables: dict[str, pd.DataFrame] = {}
+        for name, table in packets.items():
+            tables[name] = match.data_segments(table)
+            tables[f"{name}:syn"] = match.syn_segments(table)
         trace = trace_job.result() if trace_job is not None else None
     finally:
         if trace_job is not None:
             trace_job.cancel()
         pool.shutdown(wait=True)
 
-    # --- segments on one axis -----------------------------------------------------------------
-    tables: dict[str, pd.DataFrame] = {}
-    for name, table in packets.items():
-        tables[name] = match.data_segments(table)
-        tables[f"{name}:syn"] = match.syn_segments(table)
     anchor_name = next((n for n in CAPTURES if n in packets), None)
     if anchor_name is None:
         return _no_capture(sources, calls, trace, notes)
@@ -481,17 +481,36 @@ def analyze(sources: Sources, options: AnalyzeOptions,
             out = np.full(v.shape, np.nan)
             out[ok] = guest_fit.to_ref(np.rint(v[ok] * 1e9).astype(np.int64)) / 1e9
             flows[col] = out
+    # always on the table: a second source must not hide what the capture alone shows (a
+    # stage anomaly on the same row says more and is kept)
+    if len(flows):
+        _lone_rows(table, flows, fresh)
     only_one = n_captures == 1 and trace is None
     if only_one and len(flows):
-        _lone_rows(table, flows, fresh)
         notes.extend(lone.notes(flows))
     elif len(flows) and (flows["anomaly"] != "").any():
         notes.extend(lone.notes(flows[flows["anomaly"] != ""], limit=3)[-3:])
 
     progress.report(final=True)
-    return Analysis(table=table, sources=sources, alignment=alignment, notes=notes,
+    return Analysis(table=fixed_schema(table), sources=sources, alignment=alignment, notes=notes,
                     flows=flows.drop(columns=["response_last"]) if len(flows) else flows,
                     baselines=baselines)
+
+
+def fixed_schema(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with every column of ``model.TABLE_COLUMNS``, in that order, whatever the
+    sources (NaN where not measured, empty text, not retransmitted)."""
+    extra = [c for c in table.columns if c not in TABLE_COLUMNS]  # never drop data
+    out = table.reindex(columns=[*TABLE_COLUMNS, *extra])
+    n = len(out)
+    for column in ("anomaly", "stall", "cause", "cause_detail"):
+        if column not in table.columns:
+            out[column] = _text(np.full(n, "", dtype=object))
+    if "retransmitted" not in table.columns:
+        out["retransmitted"] = np.zeros(n, dtype=bool)
+    if "direction" not in table.columns:
+        out["direction"] = _text(np.full(n, "", dtype=object))
+    return out
 
 
 def _text(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
@@ -616,5 +635,5 @@ def _no_capture(sources: Sources, calls: pd.DataFrame | None, trace: Any,
                      " sockets.")
     if trace is not None:
         notes.append(f"xentrace: {trace.records} records on {trace.cpus} CPUs.")
-    return Analysis(table=pd.DataFrame({c: [] for c in columns}), sources=sources,
-                    notes=notes)
+    return Analysis(table=fixed_schema(pd.DataFrame({c: [] for c in columns})),
+                    sources=sources, notes=notes)
