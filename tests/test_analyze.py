@@ -315,6 +315,46 @@ def test_guest_capture_alone_shows_the_gap(scenario) -> None:
     assert any("≈100 ms" in note for note in analysis.notes)
 
 
+def test_a_second_source_keeps_the_lone_view(scenario) -> None:
+    # the black 0.1 s the guest capture alone shows stays on the table whatever is added
+    directory = scenario("black-0.1s")
+    alone = run(directory, "guest").table
+    gaps = alone["anomaly"] == "response_to_next"
+    assert gaps.sum() >= 3
+    for names in (("guest", "backend"), ("guest", "xentrace"), ("guest", "backend", "phys")):
+        table = run(directory, *names).table
+        assert table["request_to_response_us"].notna().sum() > 100, names
+        np.testing.assert_array_equal(table["response_to_next_us"], alone["response_to_next_us"])
+        # flagged on the same rows (a stage anomaly there, naming the stage, counts too)
+        assert (table["anomaly"][gaps] != "").all(), names
+    # an unrelated backend capture (another run) matches nothing, hides nothing
+    other = files(scenario("healthy"))["backend"]
+    unrelated = analyze(Sources(guest=files(directory)["guest"], backend=other),
+                        AnalyzeOptions()).table
+    assert (unrelated["anomaly"][gaps] == "response_to_next").all()
+
+
+def test_the_table_schema_never_varies(scenario, runner) -> None:
+    # the same CSV header for one capture, capture + socket log, all sources, and no capture
+    directory = scenario("healthy")
+    paths = files(directory)
+    headers = []
+    for names in (("guest",), ("guest", "socket_log"), tuple(paths), ("socket_log",),
+                  ("backend", "socket_log")):
+        args = [str(paths["guest"])] if "guest" in names else []
+        for name in names:
+            if name != "guest":
+                args += [f"--{name.replace('_', '-')}", str(paths[name])]
+        result = runner.invoke(main, ["analyze", *args, "--format", "csv", "--no-progress"])
+        assert result.exit_code == 0, (names, result.stderr)
+        headers.append(result.stdout.splitlines()[0])
+    assert len(set(headers)) == 1, headers
+    header = headers[0].replace('"', "").split(",")
+    assert header[:8] == ["src", "sport", "dst", "dport", "proto", "direction", "seq", "len"]
+    assert header[-1] == "uncertainty_us" and len(header) == 46
+    assert "t_write" in header and "response_to_next_us" in header
+
+
 def test_real_capture_exchanges_agree_with_tshark(corpus: Path, tshark: str) -> None:
     # a browser loading a page over HTTP/1.1: one exchange per request, per connection
     import subprocess

@@ -95,3 +95,26 @@ class Sources:
         """Names of the sources given, in path order."""
         order = ("xentrace", "phys", "backend", "guest", "socket_log")
         return [name for name in order if getattr(self, name) is not None]
+
+#: Receive intervals that stand for several stages when a source is missing, in path order.
+MERGED_INTERVALS: tuple[str, ...] = (
+    "dom0_run_to_phys", "dom0_run_to_copy", "phys_to_copy", "phys_to_guest", "phys_to_read",
+    "backend_to_guest", "backend_to_read", "copy_to_read",
+)
+#: Transmit intervals: the three steps, then those that span a missing source.
+TX_INTERVALS: tuple[str, ...] = (
+    "write_to_guest", "guest_to_backend", "backend_to_phys", "write_to_backend",
+    "write_to_phys", "guest_to_phys",
+)
+#: What one capture alone measures (``lone.py``).
+LONE_INTERVALS: tuple[str, ...] = ("request_to_response", "response_to_next")
+
+#: Every column of the analysis table, in order: the schema never varies with the sources
+#: given (a column a run cannot measure is NaN or empty).
+TABLE_COLUMNS: tuple[str, ...] = (
+    "src", "sport", "dst", "dport", "proto", "direction", "seq", "len",
+    *(checkpoint_column(c) for c in (*CHECKPOINTS, "write")),
+    *STAGE_COLUMNS,
+    *(stage_column(i) for i in (*MERGED_INTERVALS, *TX_INTERVALS, *LONE_INTERVALS)),
+    "total_us", "anomaly", "stall", "cause", "cause_detail", "retransmitted", "uncertainty_us",
+)
