@@ -16,6 +16,7 @@ import pandas as pd
 
 from xentrace_cli.model import Sources
 from xentrace_cli.result import Analysis
+from xentrace_cli.simulate import run_scenario
 
 START_S = 1_700_000_000.0
 SPACING_S = 0.010
@@ -94,13 +95,8 @@ BLACK_STALLS = (40, 41, 120, 121, 122)
 
 def simulate_scenario(name: str, directory: Path, *, seed: int = 3,
                       requests: int = 200) -> Path:
-    """``xenlat simulate NAME -o DIRECTORY`` through the library (skips until it exists)."""
-    import pytest
-
-    simulate = pytest.importorskip("xentrace_cli.simulate", reason="simulator not landed yet")
-    if not hasattr(simulate, "run_scenario"):
-        pytest.skip("simulator not landed yet")
-    simulate.run_scenario(name, directory, seed=seed, requests=requests)
+    """``xenlat simulate NAME -o DIRECTORY`` through the library."""
+    run_scenario(name, directory, seed=seed, requests=requests)
     return directory
 
 

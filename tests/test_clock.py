@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from xentrace_cli.clock import ClockFit, fit_offset_drift
+from xentrace_cli.simulate import run_scenario
 
 T0_NS = 1_700_000_000_000_000_000  # an epoch instant on the other clock (2023-11)
 
@@ -413,9 +414,8 @@ def test_tsc_degenerate_inputs(irq, arrivals):
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     """The clock-skew scenario (guest clock 7.3 ms ahead, 40 ppm fast), written once."""
-    simulate = pytest.importorskip("xentrace_cli.simulate")
     out = tmp_path_factory.mktemp("clock-skew")
-    simulate.run_scenario("clock-skew", out)
+    run_scenario("clock-skew", out)
     return out, json.loads((out / "scenario.json").read_text())
 
 

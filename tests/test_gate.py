@@ -253,7 +253,8 @@ def test_bad_baseline_is_input_error(tmp_path):
 
 
 def _schema():
-    xmlschema = pytest.importorskip("xmlschema")
+    import xmlschema  # a test dependency (pyproject [test])
+
     return xmlschema.XMLSchema(DATA / "junit-10.xsd")
 
 
@@ -439,7 +440,6 @@ SCENARIO_XENTRACE = True
 
 
 def _analysis_args(directory: Path) -> list[str]:
-    pytest.importorskip("xentrace_cli.analyze", reason="analyzer not landed yet")
     return scenario_sources(directory, xentrace=SCENARIO_XENTRACE)
 
 
@@ -507,7 +507,6 @@ def test_lone_capture_intervals_are_budgetable():
 
 def test_real_capture_through_the_pipeline(runner, corpus):
     """A real capture alone: the far side's 383.6 ms response, timed from tshark's output."""
-    pytest.importorskip("xentrace_cli.analyze", reason="analyzer not landed yet")
     import csv
 
     name = "pcapplusplus__four_ipv6_http_streams.pcap"

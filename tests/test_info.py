@@ -41,7 +41,15 @@ def epoch_ns(text: str) -> int:
     return int(sec) * 10**9 + int(frac)
 
 
-@pytest.mark.parametrize("entry", READABLE, ids=[e["file"] for e in READABLE])
+def corpus_cases(entries: list[dict[str, str]]) -> list[object]:
+    """One case per manifest entry; without the corpus one stand-in case, which the ``corpus``
+    fixture skips with its reason (fails in CI) instead of an empty parameter set."""
+    if not entries:
+        return [pytest.param(None, id="corpus-absent")]
+    return [pytest.param(e, id=e["file"]) for e in entries]
+
+
+@pytest.mark.parametrize("entry", corpus_cases(READABLE))
 def test_corpus_manifest(entry: dict[str, str], corpus: Path) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

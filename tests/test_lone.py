@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xentrace_cli import lone, match
+from xentrace_cli import lone, match, packets
 
 GUEST, SERVER = "10.0.0.2", "10.0.0.1"
 MS = 1_000_000
@@ -73,8 +73,8 @@ def test_empty_capture() -> None:
 
 
 def test_lone_view_from_a_scapy_capture(tmp_path: Path) -> None:
-    packets = pytest.importorskip("xentrace_cli.packets", reason="packets.py not landed yet")
-    scapy = pytest.importorskip("scapy.all")
+    from scapy import all as scapy
+
     frames = []
     for ts, src, dst, seq, length in conversation(n=12, black=4):
         sport, dport = (40000, 11211) if src == GUEST else (11211, 40000)

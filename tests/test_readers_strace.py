@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from xentrace_cli import simulate
 from xentrace_cli.errors import InputError, TruncatedInput, XenlatWarning
 from xentrace_cli.readers import strace
 from xentrace_cli.readers.strace import COLUMNS, decode_strace_string, read_socket_log
+from xentrace_cli.simulate.writers import strace_quote, write_strace
 
 DATA = Path(__file__).resolve().parent / "data" / "strace"
 S = 10**9  # ns per second
@@ -577,19 +579,18 @@ def test_csv_without_required_columns(tmp_path: Path) -> None:
 
 
 def test_round_trip_through_the_simulator_writer(tmp_path: Path) -> None:
-    writers = pytest.importorskip("xentrace_cli.simulate.writers")
     payloads = [b"GET /x HTTP/1.1\r\n\r\n", bytes(range(40)), b"q" * 100,
                 b'say "hi" \\ ok\t\x7f\xff']
     calls = ["socket(AF_INET, SOCK_STREAM, IPPROTO_TCP) = 7",
              'connect(7, {sa_family=AF_INET, sin_port=htons(11211), '
              'sin_addr=inet_addr("10.1.2.3")}, 16) = 0']
-    calls += [f"read(7, {writers.strace_quote(p, len(p), 64)}, 4096) = {len(p)}"
+    calls += [f"read(7, {strace_quote(p, len(p), 64)}, 4096) = {len(p)}"
               for p in payloads]
     calls.append("read(7, 0x7ffd5c1e2a40, 4096) = -1 EAGAIN (Resource temporarily unavailable)")
     entry_ns = 1700000020 * S + np.arange(len(calls), dtype=np.int64) * 1000 * US
     duration_ns = np.full(len(calls), 25 * US, dtype=np.int64)
     path = tmp_path / "app.strace"
-    writers.write_strace(path, 4242, entry_ns, duration_ns, calls)
+    write_strace(path, 4242, entry_ns, duration_ns, calls)
     f = read_quiet(path)
     reads = f[f["syscall"] == "read"]
     assert list(reads["data"]) == [p[:64] for p in payloads] + [b""]
@@ -605,11 +606,10 @@ def test_round_trip_through_the_simulator_writer(tmp_path: Path) -> None:
 
 
 def test_simulator_quote_of_a_byte_before_a_digit(tmp_path: Path) -> None:
-    writers = pytest.importorskip("xentrace_cli.simulate.writers")
     payload = b"\x001\x012"
     path = tmp_path / "app.strace"
-    writers.write_strace(path, 1, np.array([S]), np.array([US]),
-                         [f"read(3, {writers.strace_quote(payload, 4)}, 9) = 4"])
+    write_strace(path, 1, np.array([S]), np.array([US]),
+                 [f"read(3, {strace_quote(payload, 4)}, 9) = 4"])
     assert read_quiet(path)["data"][0] == payload
 
 
@@ -620,9 +620,6 @@ SIM_SCENARIOS = ["healthy", "black-0.1s", "clock-skew", "offload"]
 def test_simulated_reads_cover_the_truth(tmp_path: Path, scenario: str) -> None:
     """Each received segment's t_read (truth.csv) is the return of the first read whose
     stream_offset + bytes covers the segment's last byte, on one fd per connection."""
-    simulate = pytest.importorskip("xentrace_cli.simulate")
-    if scenario not in simulate.SCENARIOS:
-        pytest.skip(f"scenario {scenario} not defined")
     simulate.run_scenario(scenario, tmp_path, seed=5, requests=40)
     meta = json.loads((tmp_path / "scenario.json").read_text())
     table = read_quiet(tmp_path / "app.strace")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from xentrace_cli import simulate
 from xentrace_cli import xen_events as xe
 from xentrace_cli.cli import main
 from xentrace_cli.errors import InputError, TruncatedInput
@@ -28,6 +29,7 @@ from xentrace_cli.readers.xentrace import (
     state_durations,
     who_ran,
 )
+from xentrace_cli.simulate.writers import write_xentrace
 
 CORPUS_TRACE = "xentrace/xentrace-parser-rs__xentrace.bin"
 
@@ -601,7 +603,6 @@ def test_filtered_read_fills_pending_and_carried_tsc(tmp_path: Path, monkeypatch
 # --- round trip through the simulator's writer -------------------------------------------------
 
 def test_round_trip_simulator_writer(tmp_path: Path) -> None:
-    writers = pytest.importorskip("xentrace_cli.simulate.writers")
     rng = np.random.default_rng(11)
     n = 3000
     cpu = rng.integers(0, 4, n)
@@ -620,7 +621,7 @@ def test_round_trip_simulator_writer(tmp_path: Path) -> None:
         last = np.maximum.accumulate(np.where(has_ts[rows], np.arange(len(rows)), 0))
         tsc[rows] = own[rows][last]
     path = tmp_path / "sim.bin"
-    writers.write_xentrace(path, cpu, tsc, event, extra, n_extra, has_ts, window_cycles=50_000)
+    write_xentrace(path, cpu, tsc, event, extra, n_extra, has_ts, window_cycles=50_000)
     trace = read_xentrace(path)
     assert trace.records == n and not trace.truncated
     assert trace.windows > 4 and trace.cpu_ids == (0, 1, 2, 3)
@@ -637,7 +638,6 @@ def test_round_trip_simulator_writer(tmp_path: Path) -> None:
 
 
 def test_round_trip_simulated_scenario(tmp_path: Path) -> None:
-    simulate = pytest.importorskip("xentrace_cli.simulate")
     simulate.run_scenario("lost-records", tmp_path, seed=3, requests=30)
     scenario = json.loads((tmp_path / "scenario.json").read_text())
     trace = read_xentrace(tmp_path / "xentrace.bin")

@@ -14,13 +14,9 @@ import pytest
 from report_fixtures import BLACK_STALLS, make_analysis, scenario_sources, simulate_scenario
 
 from xentrace_cli.cli import main
+from xentrace_cli.report import html as report_html
+from xentrace_cli.report.html import render_html_report, write_html_report
 
-pytest.importorskip("plotly", reason="plotly missing: it is a runtime dependency of the report")
-
-from xentrace_cli.report import html as report_html  # noqa: E402
-from xentrace_cli.report.html import render_html_report, write_html_report  # noqa: E402
-
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 
@@ -117,13 +113,12 @@ def test_cli_report(runner, monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(chromium: str):
     """Headless Debian Chromium driven by playwright (no browser download)."""
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"chromium not installed at {CHROMIUM} (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api
+
     with sync_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        instance = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield instance
         instance.close()
 
@@ -223,7 +218,6 @@ def test_cli_report_unwritable_exits_2(runner, monkeypatch, tmp_path):
 
 def test_black_scenario_report_in_chromium(browser, runner, tmp_path):
     """The real pipeline on the simulated black 0.1 s: the stalls show in the browser."""
-    pytest.importorskip("xentrace_cli.analyze", reason="analyzer not landed yet")
     directory = simulate_scenario("black-0.1s", tmp_path / "black")
     out = tmp_path / "black.html"
     result = runner.invoke(main, ["report", *scenario_sources(directory),

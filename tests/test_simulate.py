@@ -15,9 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from xentrace_cli import packets
 from xentrace_cli.cli import main
 from xentrace_cli.errors import OptionError
 from xentrace_cli.model import CHECKPOINTS, STAGES
+from xentrace_cli.readers import strace
+from xentrace_cli.readers import xentrace as xt
 from xentrace_cli.simulate import SCENARIOS, run_scenario, segments
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,7 +124,6 @@ def test_checkpoint_order_and_stage_arithmetic(runs: dict[str, Path], name: str)
 # ---------------------------------------------------------------- the sources agree
 
 def _packets(path: Path) -> pd.DataFrame:
-    packets = pytest.importorskip("xentrace_cli.packets")
     return packets.read_packets(path)
 
 
@@ -196,7 +198,6 @@ def test_offload_changes_boundaries(runs: dict[str, Path]) -> None:
 # ---------------------------------------------------------------- the trace agrees
 
 def _trace(d: Path):
-    xt = pytest.importorskip("xentrace_cli.readers.xentrace")
     return xt.read_xentrace(d / "xentrace.bin")
 
 
@@ -314,7 +315,6 @@ def test_lost_records_blind_spot_covers_stall(runs: dict[str, Path]) -> None:
 
 
 def test_socket_log_matches_truth(runs: dict[str, Path]) -> None:
-    strace = pytest.importorskip("xentrace_cli.readers.strace")
     d = runs["healthy"]
     meta, t = _meta(d), _truth(d)
     log = strace.read_socket_log(d / "app.strace")
@@ -377,8 +377,6 @@ def test_cli_simulate_unknown_and_list(runner, tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["healthy", "black-0.1s"])
 def test_samples_regenerate_byte_for_byte(tmp_path: Path, name: str) -> None:
     sample = SAMPLES / name
-    if not (sample / "scenario.json").exists():
-        pytest.skip(f"sample {sample} not committed")
     meta = _meta(sample)
     run_scenario(name, tmp_path, seed=meta["seed"], requests=meta["requests"])
     for f in FILES:

@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xentrace_cli import packets
+from xentrace_cli.readers import strace
+from xentrace_cli.readers import xentrace as xt
 from xentrace_cli.simulate.frames import ACK, PSH, SYN, Content, build_frames, mac_to_bytes
 from xentrace_cli.simulate.writers import (
     strace_quote,
@@ -151,7 +154,6 @@ def test_gso_sized_frames_built_per_batch(tmp_path: Path, tshark: str) -> None:
 
 
 def test_pcap_and_pcapng_through_project_reader(tmp_path: Path) -> None:
-    packets = pytest.importorskip("xentrace_cli.packets")
     ts, fields, frames = _batch(snaplen=128)
     write_pcap(tmp_path / "a.pcap", ts, frames, snaplen=128)
     write_pcapng(tmp_path / "a.pcapng", ts, frames, snaplen=128)
@@ -225,7 +227,6 @@ def test_xentrace_independent_decoder(tmp_path: Path) -> None:
 
 
 def test_xentrace_through_project_reader(tmp_path: Path) -> None:
-    xt = pytest.importorskip("xentrace_cli.readers.xentrace")
     cpu, tsc, event, extra, n_extra, has_ts = _records()
     path = tmp_path / "t.bin"
     write_xentrace(path, cpu, tsc, event, extra, n_extra, has_ts, window_cycles=1_000_000)
@@ -263,7 +264,6 @@ def test_strace_lines_and_reader(tmp_path: Path) -> None:
     lines = path.read_text().splitlines()
     assert lines[0] == ('4242  1767229201.234567 read(3, "VALUE k1 0 5\\r\\nabc", 16384) = 17 '
                         "<0.000012>")
-    strace = pytest.importorskip("xentrace_cli.readers.strace")
     t = strace.read_socket_log(path)
     assert t["ts_ns"].tolist() == [T0 + 1_234_567_000 + 12_000, T0 + 1_300_000_000 + 5_000]
     assert t["bytes"].tolist() == [17, 0]
@@ -272,7 +272,6 @@ def test_strace_lines_and_reader(tmp_path: Path) -> None:
 
 
 def test_strace_binary_payload_round_trip(tmp_path: Path) -> None:
-    strace = pytest.importorskip("xentrace_cli.readers.strace")
     payloads = [bytes(range(64)), b"\x001\x012\x0189", bytes(range(192, 256))]
     calls = [f"read(3, {strace_quote(p, len(p))}, 4096) = {len(p)}" for p in payloads]
     path = tmp_path / "bin.strace"
