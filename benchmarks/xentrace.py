@@ -152,6 +152,15 @@ def main() -> int:
               f"{trace.windows} windows; events table "
               f"{trace.events.memory_usage(deep=True).sum() / 2**20:.0f} MiB")
         del trace
+        from xentrace_cli.attribute import TRACE_COLUMNS, TRACE_EVENTS
+
+        wall, cpu, trace = _timed(lambda: read_xentrace(path, events=TRACE_EVENTS,
+                                                        columns=TRACE_COLUMNS), args.repeat)
+        print(f"read_xentrace as xenlat analyze reads it (3 event ids, {len(TRACE_COLUMNS)} "
+              f"columns; best of {args.repeat}): wall {wall:.2f} s, CPU {cpu:.2f} s; "
+              f"{len(trace.events):,} rows kept, events table "
+              f"{trace.events.memory_usage(deep=True).sum() / 2**20:.0f} MiB")
+        del trace
 
         def trace_command() -> dict:
             summary = summarize_trace(path)
