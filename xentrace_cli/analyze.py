@@ -24,6 +24,7 @@ import dataclasses
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ import pandas as pd
 
 from . import anomalies, attribute, lone, match
 from .attribute import NA_NS
-from .errors import InputError, OptionError
+from .errors import InputError, OptionError, XenlatWarning
 from .model import STAGES, TABLE_COLUMNS, Sources
 from .result import Analysis
 
@@ -43,6 +44,8 @@ ProgressCallback = Callable[[int, int], None]
 _INTERVAL_NAME = re.compile(r"^[a-z0-9_]+_to_[a-z0-9_]+$")
 #: Backend interface names: ``vif<domid>.<n>`` (file name or pcapng ``if_name``).
 _VIF = re.compile(r"vif(\d+)\.(\d+)")
+#: Slack for reads before / writes after the guest capture of their bytes (strace prints µs).
+SOCKET_SLACK_NS = 1_000
 #: The capture points, downstream (receive direction) first.
 CAPTURES: tuple[str, ...] = ("guest", "backend", "phys")
 
@@ -237,7 +240,8 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     domid = options.domid
     if domid is None:
         domid = domid_from_name(sources.backend, packets.get("backend"))
-    packets = {k: v[["dst", "ts_ns"]] for k, v in packets.items() if k in ("phys", "backend")}
+    packets = {k: v[[c for c in ("dst", "ts_ns") if c in v.columns]]
+               for k, v in packets.items() if k in ("phys", "backend")}
     remote = set()
     if calls is not None and "peer" in calls.columns:
         peers = calls["peer"].dropna().astype(str).unique()
@@ -278,12 +282,38 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     dom0_point = "backend" if "backend" in own else ("phys" if "phys" in own else None)
     if "guest" in own and dom0_point is not None and n:
         flipped = _check_direction(anchor, own["guest"], own[dom0_point], local)
-        if flipped is not None:
+        if flipped is not None and remote:
+            # the socket log names the peers: the addresses are right, the timing is not
+            warnings.warn(XenlatWarning(
+                f"the guest capture and the {dom0_point} capture look swapped: data from "
+                f"{', '.join(sorted(remote))} reaches the guest capture before dom0's; check "
+                f"which file is the guest's (the positional CAPTURE) and which --{dom0_point}"),
+                stacklevel=2)
+        elif flipped is not None:
+            warnings.warn(XenlatWarning(
+                f"taking {', '.join(sorted(flipped))} as the guest, not "
+                f"{', '.join(sorted(local))}: data towards it reaches dom0 first. If the guest "
+                f"capture and the {dom0_point} capture were swapped instead, the split is wrong"),
+                stacklevel=2)
             local = flipped
             for table in (*placed.values(), anchor):
                 table["direction"] = pd.Categorical.from_codes(
                     np.where(table["dst"].isin(list(local)).to_numpy(), 0, 1).astype(np.int8),
                     categories=["rx", "tx"])
+    if "phys" in own and "backend" in own and n \
+            and _dom0_captures_swapped((anchor["direction"] == "rx").to_numpy(), own["phys"],
+                                       own["backend"]):
+        warnings.warn(XenlatWarning(
+            "the --phys and --backend captures look swapped: most frames reach the backend "
+            "capture before the physical NIC's going to the guest (and after it going out); "
+            "they are used the other way round"), stacklevel=2)
+        notes.append("--phys and --backend swapped: the timing says each is the other's "
+                     "capture point (see the warning).")
+        own["phys"], own["backend"] = own["backend"], own["phys"]
+        matched_rows["phys"], matched_rows["backend"] = (matched_rows["backend"],
+                                                         matched_rows["phys"])
+        if "phys" in packets and "backend" in packets:
+            packets["phys"], packets["backend"] = packets["backend"], packets["phys"]
 
     # --- the guest clock on dom0's --------------------------------------------------------------
     direction = anchor["direction"].to_numpy()
@@ -322,6 +352,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
             checkpoints[name] = to_dom0(own[name], "guest" if name == "guest" else "dom0")
 
     # --- the socket log -----------------------------------------------------------------------
+    calls_unc_us = 0.0
     if calls is not None:
         offsets = match.stream_offset(anchor, syns)
         mapping, method = attribute.map_streams(calls, anchor, offsets)
@@ -338,7 +369,16 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         if len(mapping) == 0:
             notes.append("socket log: no socket could be matched to a connection of the "
                          "capture; read and write times are left empty.")
-        if "guest" not in own and dom0_point is not None:
+        if "guest" in own:
+            # the same clock as the guest capture, or not this capture's log at all
+            placed_sock = _socket_log_on_guest_clock(t_sock, own["guest"], rx, notes,
+                                                     alignment)
+            if placed_sock is None:
+                present.discard("socket_log")
+                t_sock = np.full(n, NA_NS, dtype=np.int64)
+            else:
+                t_sock, calls_unc_us = placed_sock
+        elif dom0_point is not None:
             # no guest capture: the socket log itself is on the guest's clock; reads follow
             # the dom0 capture of their bytes, writes precede it
             from .clock import fit_offset_drift
@@ -354,6 +394,10 @@ def analyze(sources: Sources, options: AnalyzeOptions,
             if guest_fit.quality in ("none", "inconsistent"):
                 present.discard("socket_log")  # an interval across unaligned clocks is no use
                 guest_fit = None
+                t_sock = np.full(n, NA_NS, dtype=np.int64)
+                notes.append("socket log left out: its reads and writes cannot be placed on "
+                             f"dom0's clock ({alignment['guest->dom0']['quality']}); it does "
+                             "not seem to belong to these captures.")
         sock_dom0 = to_dom0(t_sock, "guest")
         checkpoints["read"] = np.where(rx, sock_dom0, NA_NS)
         checkpoints["write"] = np.where(~rx, sock_dom0, NA_NS)
@@ -433,6 +477,12 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     for clock, seen in clocks_in_row.items():
         if clock != "dom0":
             unc = np.where(crossing & seen, np.maximum(unc, uncertainty[clock]), unc)
+    if calls_unc_us:  # a socket log on a clock of its own, aligned on the guest capture's
+        sock = np.zeros(n, dtype=bool)
+        for point in ("read", "write"):
+            if point in checkpoints:
+                sock |= checkpoints[point] != NA_NS
+        unc = np.where(sock, np.maximum(unc, calls_unc_us), unc)
     table["uncertainty_us"] = unc
 
     stage_values = {iv.name: table[iv.column].to_numpy(float) for iv in shown_intervals}
@@ -536,6 +586,50 @@ def _check_direction(anchor: pd.DataFrame, t_guest: np.ndarray, t_dom0: np.ndarr
     others = set(anchor["src"].astype(str).unique()) | set(anchor["dst"].astype(str).unique())
     others -= local
     return others if len(others) == 1 else None
+
+
+def _socket_log_on_guest_clock(t_sock: np.ndarray, t_guest: np.ndarray, rx: np.ndarray,
+                               notes: list[str], alignment: dict[str, Any]
+                               ) -> tuple[np.ndarray, float] | None:
+    """The socket log's times checked against the guest capture (reads follow their segments,
+    writes precede theirs): as they are, aligned when the log's clock is simply another one
+    (a constant offset, with its uncertainty in µs), or None when no line fits (not this
+    capture's log)."""
+    from .clock import fit_offset_drift
+
+    both = (t_sock != NA_NS) & (t_guest != NA_NS)
+    f, b = both & rx, both & ~rx
+    early = (f & (t_sock < t_guest - SOCKET_SLACK_NS)) | (b & (t_sock > t_guest + SOCKET_SLACK_NS))
+    if not early.any():
+        return t_sock, 0.0
+    bad = (f"{int((early & rx).sum())} of {int(f.sum())} reads return before the guest "
+           f"capture saw their bytes and {int((early & ~rx).sum())} of {int(b.sum())} writes "
+           "start after it")
+    fit = fit_offset_drift(t_guest[f], t_sock[f], t_sock[b], t_guest[b],
+                           names=("guest capture", "socket log"))
+    alignment["socket log->guest"] = {**fit.to_dict(), "from": "guest ↔ socket log"}
+    if fit.quality == "bounded":
+        out = t_sock.copy()
+        ok = out != NA_NS
+        out[ok] = fit.to_ref(out[ok])
+        notes.append(f"socket log: {bad}: it was timed by another clock, "
+                     f"{fit.offset_ns / 1e6:+.3f} ms off the guest capture's; aligned on it "
+                     f"({fit.detail}).")
+        return out, fit.uncertainty_ns / 1e3
+    notes.append(f"socket log left out: {bad}, and no clock offset puts them in order "
+                 f"({fit.quality}): the log does not belong to this capture.")
+    return None
+
+
+def _dom0_captures_swapped(rx: np.ndarray, t_phys: np.ndarray, t_backend: np.ndarray
+                           ) -> bool:
+    """True when most frames pass the two dom0 capture points in the wrong order (received:
+    physical NIC, then backend; sent: backend, then physical NIC)."""
+    both = (t_phys != NA_NS) & (t_backend != NA_NS)
+    if both.sum() < anomalies.MIN_SAMPLES:
+        return False
+    ahead = np.where(rx, t_backend - t_phys, t_phys - t_backend)[both]
+    return bool((ahead < 0).mean() > 0.5)
 
 
 def _shared_stalls(label: np.ndarray, shown: list[attribute.Interval],
