@@ -16,6 +16,7 @@ import pytest
 
 from xentrace_cli.analyze import AnalyzeOptions, analyze, analyze_files, parse_thresholds
 from xentrace_cli.cli import main
+from xentrace_cli.errors import XenlatWarning
 from xentrace_cli.model import STAGES, Sources
 
 simulate = pytest.importorskip("xentrace_cli.simulate", reason="simulator not landed yet")
@@ -353,6 +354,62 @@ def test_the_table_schema_never_varies(scenario, runner) -> None:
     assert header[:8] == ["src", "sport", "dst", "dport", "proto", "direction", "seq", "len"]
     assert header[-1] == "uncertainty_us" and len(header) == 46
     assert "t_write" in header and "response_to_next_us" in header
+
+
+def test_a_socket_log_of_another_run_is_left_out(scenario) -> None:
+    directory = scenario("black-0.1s")
+    other = files(scenario("healthy"))["socket_log"]
+    analysis = analyze(Sources(guest=files(directory)["guest"], socket_log=other),
+                       AnalyzeOptions())
+    # never a negative read time: the log is dropped, and the report says why
+    assert analysis.table["socket_read_us"].isna().all()
+    assert any(n.startswith("socket log left out") and "does not belong" in n
+               for n in analysis.notes), analysis.notes
+
+
+def test_a_socket_log_on_another_clock_is_aligned(scenario, tmp_path: Path) -> None:
+    # the same log an hour off (another clock): aligned on the guest capture, same intervals
+    directory = scenario("black-0.1s")
+    paths = files(directory)
+    text = re.sub(r"^(\d+\s+)(\d{9,})\.", lambda m: f"{m.group(1)}{int(m.group(2)) + 3600}.",
+                  paths["socket_log"].read_text(), flags=re.M)
+    (tmp_path / "late.strace").write_text(text)
+    analysis = analyze(Sources(guest=paths["guest"], socket_log=tmp_path / "late.strace"),
+                       AnalyzeOptions())
+    fit = analysis.alignment["socket log->guest"]
+    assert fit["quality"] == "bounded" and abs(fit["offset_ns"] + 3600e9) < 1e6
+    both = joined(analysis, directory)
+    for column, truth_column in (("socket_read_us", "socket_read_us_true"),):
+        rx = both[both["direction"] == "rx"]
+        err = (rx[column] - rx[truth_column]).abs()
+        assert (err <= rx["uncertainty_us"] + 2).mean() >= SHARE, err.describe()
+    tx = both[both["direction"] == "tx"]
+    real = (tx["t_guest_true"] - tx["t_write_true"]) * 1e6
+    assert ((tx["write_to_guest_us"] - real).abs() <= tx["uncertainty_us"] + 2).all()
+    assert any("another clock" in n for n in analysis.notes)
+
+
+def test_swapped_dom0_captures_are_said_and_used_the_right_way(scenario) -> None:
+    directory = scenario("healthy")
+    paths = files(directory)
+    right = run(directory, "guest", "backend", "phys").table
+    with pytest.warns(XenlatWarning, match="--phys and --backend captures look swapped"):
+        swapped = analyze(Sources(guest=paths["guest"], phys=paths["backend"],
+                                  backend=paths["phys"]), AnalyzeOptions()).table
+    tx = right["direction"] == "tx"
+    assert (right["backend_to_phys_us"][tx] >= 0).all()
+    np.testing.assert_array_equal(swapped["backend_to_phys_us"], right["backend_to_phys_us"])
+
+
+def test_guest_and_backend_swapped_is_a_warning(scenario) -> None:
+    paths = files(scenario("black-0.1s"))
+    # the socket log names the server: the timing contradicts the files' roles
+    with pytest.warns(XenlatWarning, match="guest capture and the backend capture look swapped"):
+        analyze(Sources(guest=paths["backend"], backend=paths["guest"],
+                        socket_log=paths["socket_log"]), AnalyzeOptions())
+    # without it the guest is redefined by the timing, and that is said, not silent
+    with pytest.warns(XenlatWarning, match="taking 10.0.0.1 as the guest, not 10.0.0.5"):
+        analyze(Sources(guest=paths["backend"], backend=paths["guest"]), AnalyzeOptions())
 
 
 def test_real_capture_exchanges_agree_with_tshark(corpus: Path, tshark: str) -> None:

@@ -559,3 +559,16 @@ def test_baseline_comparisons_in_path_order(tmp_path):
     stages = list(dict.fromkeys(lim.stage for lim in limits))
     assert stages == ["socket_read", "backend_to_guest", "total"]
     assert [lim.stat for lim in limits[:4]] == ["p50", "p90", "p99", "max"]
+
+
+def test_negative_statistic_is_not_measured_never_a_pass():
+    # a negative latency (clocks or captures mixed up) must not pass "< 1ms", even if optional
+    analysis = make_analysis()
+    analysis.table["socket_read_us"] = -analysis.table["socket_read_us"].abs() - 1.0
+    result = _evaluate(analysis, ("socket_read.p50 < 1ms", "socket_read.max < 1ms optional",
+                                  "socket_read.count > 10"))
+    p50, worst, count = result.checks
+    assert p50.verdict == "not measured" and p50.failed and "negative" in p50.message
+    assert worst.verdict == "not measured" and worst.failed
+    assert count.verdict == "pass"
+    assert not result.passed

@@ -535,6 +535,13 @@ def _check(table: pd.DataFrame, stats: dict[str, dict[str, Any]], limit: Limit) 
                      f"{limit.name} not measured ({reason}); add the missing source or mark "
                      "the budget optional")
     value = float(measured if measured is not None else 0)
+    if limit.stat not in ("count", "anomalies") and value < 0:
+        # no latency is negative: the clocks or the captures' roles are wrong, so the stage
+        # was not measured, whatever the bound says (and whether or not it is optional)
+        return Check(limit, None, "not measured",
+                     f"{limit.name} not measured: it came out negative "
+                     f"({format_duration(value)}), which no latency is; the sources' clocks "
+                     "or capture points do not fit (see the analysis notes)")
     ok = OPERATORS[limit.op](value, limit.value)
     relation = _SHOWN_RELATION[int(np.sign(value - limit.value))]
     shown = f"{limit.name} = {limit.format_value(value)}"
