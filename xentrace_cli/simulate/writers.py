@@ -184,6 +184,35 @@ def xentrace_record_words(event: np.ndarray, tsc: np.ndarray, has_ts: np.ndarray
     return m, 1 + 2 * has_ts.astype(np.int64) + n_extra
 
 
+def _write_contiguous_windows(path: str | os.PathLike[str], cpu: np.ndarray,
+                              period: np.ndarray, words: np.ndarray,
+                              length: np.ndarray) -> bool:
+    """The common case, records grouped by CPU (as the trace builder sorts them): each window
+    is one run of records, so its words go out as one slice; False when that does not hold."""
+    n = len(cpu)
+    if n == 0:
+        return False
+    key = period * (int(cpu.max()) + 1) + cpu
+    starts = np.r_[0, np.flatnonzero(key[1:] != key[:-1]) + 1]
+    run_key = key[starts]
+    if len(np.unique(run_key)) != len(run_key):
+        return False
+    flat = words[np.arange(words.shape[1])[None, :] < length[:, None]]   # input order
+    word_end = np.cumsum(length)
+    lo = (word_end - length)[starts]
+    hi = np.r_[lo[1:], word_end[-1]]
+    head = np.zeros((len(starts), 3), dtype=np.uint32)
+    head[:, 0] = CPU_CHANGE_HEADER
+    head[:, 1] = cpu[starts]
+    head[:, 2] = (hi - lo) * 4
+    pieces = []
+    for r in np.argsort(run_key, kind="stable").tolist():
+        pieces += (head[r], flat[lo[r]:hi[r]])
+    with open(path, "wb") as f:
+        f.write(np.concatenate(pieces).astype("<u4", copy=False).tobytes())
+    return True
+
+
 def write_xentrace(path: str | os.PathLike[str], cpu: np.ndarray, tsc: np.ndarray,
                    event: np.ndarray, extra: np.ndarray, n_extra: np.ndarray,
                    has_ts: np.ndarray, *, window_cycles: int) -> None:
@@ -198,6 +227,8 @@ def write_xentrace(path: str | os.PathLike[str], cpu: np.ndarray, tsc: np.ndarra
     words, length = xentrace_record_words(event, tsc, has_ts, n_extra, extra)
     t_min = int(tsc.min()) if len(tsc) else 0
     period = ((tsc - np.uint64(t_min)) // np.uint64(window_cycles)).astype(np.int64)
+    if _write_contiguous_windows(path, cpu, period, words, length):
+        return
     order = np.lexsort((np.arange(len(cpu)), cpu, period))
     words, length, cpu, period = words[order], length[order], cpu[order], period[order]
     # one window per (period, cpu) run: a CPU-change row in front of each
