@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from xentrace_cli import simulate
+from xentrace_cli.cli import main
 from xentrace_cli.errors import InputError, TruncatedInput, XenlatWarning
 from xentrace_cli.readers import strace
 from xentrace_cli.readers.strace import COLUMNS, decode_strace_string, read_socket_log
@@ -448,12 +449,48 @@ def test_no_socket_call_is_input_error(tmp_path: Path) -> None:
     assert info.value.path == path and info.value.exit_code == 3
 
 
-def test_not_strace_is_input_error(tmp_path: Path) -> None:
-    path = tmp_path / "blob.bin"
-    path.write_bytes(bytes(range(256)) * 4)
-    with pytest.raises(InputError, match="no socket call found"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+PCAP_HEADER_REST = bytes(20)   # version, zone, sigfigs, snaplen, linktype: not looked at
+
+
+@pytest.mark.parametrize(("head", "looks"), [
+    (bytes.fromhex("d4c3b2a1") + PCAP_HEADER_REST, "looks like a pcap capture"),     # µs, LE
+    (bytes.fromhex("a1b23c4d") + PCAP_HEADER_REST, "looks like a pcap capture"),     # ns, BE
+    (bytes.fromhex("0a0d0d0a") + bytes(24), "looks like a pcapng capture"),
+    (b"\x1f\x8b\x08\x00" + b"1700000000.000000 read(3, ", "gzip-compressed"),
+    (GOOD.encode() + b"\x00" + GOOD.encode(), "NUL bytes in the first 8 KiB"),
+    (bytes(range(256)) * 4, "NUL bytes in the first 8 KiB"),
+], ids=["pcap-us-le", "pcap-ns-be", "pcapng", "gzip", "nul-in-text", "all-bytes"])
+def test_binary_file_is_one_input_error(tmp_path: Path, head: bytes, looks: str) -> None:
+    """No cut-line warning and no "no socket call" error: one error saying what the file is."""
+    path = tmp_path / "blob"
+    path.write_bytes(head + GOOD.encode() * 50)
+    with pytest.raises(InputError) as info, warnings.catch_warnings():
+        warnings.simplefilter("error")
         read_socket_log(path)
+    assert str(info.value) == f"{path}: offset 0: binary file ({looks}), not a text socket log"
+    assert info.value.exit_code == 3
+
+
+def test_nul_past_the_sniffed_head_is_not_binary(tmp_path: Path) -> None:
+    """Only the first 8 KiB are looked at; a later NUL is a malformed line, not a binary file."""
+    lines = GOOD * (strace.BINARY_SNIFF_BYTES // len(GOOD) + 1)
+    path = write(tmp_path, lines + "1700000009.000000 \x00junk\n" + GOOD)
+    bad_line = lines.count("\n") + 1
+    with pytest.warns(XenlatWarning, match=rf"line {bad_line}: no system call after the time"):
+        f = read_socket_log(path)
+    assert len(f) == bad_line
+
+
+def test_capture_given_as_socket_log_through_the_cli(runner) -> None:
+    """``xenlat analyze guest.pcapng --socket-log phys.pcap``: exit 3, one line on stderr."""
+    sample = Path(__file__).resolve().parent.parent / "sample_pcaps" / "healthy"
+    phys = sample / "phys.pcap"
+    result = runner.invoke(main, ["analyze", str(sample / "guest.pcapng"),
+                                  "--socket-log", str(phys)])
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert result.stderr == (f"xenlat: error: {phys}: offset 0: binary file (looks like a pcap "
+                             "capture), not a text socket log\n")
 
 
 @pytest.mark.parametrize("kind", ["missing", "directory", "empty"])

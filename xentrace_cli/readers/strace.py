@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from xentrace_cli.errors import InputError, TruncatedInput, XenlatWarning, check_readable
+from xentrace_cli.readers.capture import GZIP_MAGIC, PCAP_MAGICS, PCAPNG_MAGIC
 
 # --------------------------------------------------------------------------------------------
 # Constants
@@ -99,6 +100,8 @@ MALFORMED_KEEP = 16
 #: A time of day going back by more than this is a midnight crossing (``-tt``), not disorder.
 MIDNIGHT_JUMP_NS = 12 * 3600 * 10**9
 NS_PER_DAY = 86400 * 10**9
+#: A NUL byte in this many first bytes makes the file binary, not a text log.
+BINARY_SNIFF_BYTES = 8 << 10
 
 # --------------------------------------------------------------------------------------------
 # Regular expressions (RE2 for the vectorized path; Python ``re`` below for the rare lines)
@@ -204,10 +207,31 @@ def read_socket_log(path: str | os.PathLike[str], *,
     return socklog.read_plain_log(path, kind, on_progress=on_progress)
 
 
+def _binary_kind(head: bytes) -> str | None:
+    """What a binary file's first bytes look like (None: they look like text)."""
+    if head[:4] == PCAPNG_MAGIC:
+        return "looks like a pcapng capture"
+    if len(head) >= 4 and (int.from_bytes(head[:4], "little") in PCAP_MAGICS
+                           or int.from_bytes(head[:4], "big") in PCAP_MAGICS):
+        return "looks like a pcap capture"
+    if head[:2] == GZIP_MAGIC:
+        return "gzip-compressed"
+    if b"\0" in head[:BINARY_SNIFF_BYTES]:
+        return f"NUL bytes in the first {BINARY_SNIFF_BYTES >> 10} KiB"
+    return None
+
+
 def sniff_format(path: str | os.PathLike[str]) -> str:
-    """``strace``, ``csv`` or ``jsonl`` from the first non-blank line of the file."""
+    """``strace``, ``csv`` or ``jsonl`` from the first non-blank line of the file.
+
+    A binary file (a capture given as the socket log, say) is one ``InputError`` here, before
+    the text reader would find a cut last line and no socket call in it.
+    """
     with open(path, "rb") as f:
         head = f.read(1 << 16)
+    binary = _binary_kind(head)
+    if binary is not None:
+        raise InputError(path, f"binary file ({binary}), not a text socket log", offset=0)
     for raw in head.splitlines():
         line = raw.strip()
         if not line:
