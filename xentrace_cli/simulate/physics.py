@@ -466,7 +466,7 @@ class Sim:
         conn, g = self.conns[c], self.guest
         dur = self.lat(9 * US)
         self._call(t, dur, "socket(AF_INET, SOCK_STREAM, IPPROTO_TCP) = "
-                            f"{conn.fd}")
+                   f"{conn.fd}")
         entry = t + dur + self.lat(2 * US)
         self.app_entry, self.app_conn, self.app_state = entry, c, "connect"
         t_syn = entry + self.lat(12 * US)
@@ -486,13 +486,13 @@ class Sim:
         conn.tx_next = req.tx_off + len(req.request)
         ret = t_guest + self.lat(2 * US)
         self._call(entry, ret - entry, f"write({conn.fd}, "
-                            f"{strace_quote(req.request, len(req.request))}, "
-                            f"{len(req.request)}) = {len(req.request)}")
+                   f"{strace_quote(req.request, len(req.request))}, "
+                   f"{len(req.request)}) = {len(req.request)}")
         cur = ret + self.lat(1 * US)
         if self.rnd.random() < 0.3:   # an eager read before the response can be there
             d = self.lat(1.5 * US)
             self._call(cur, d, f"read({conn.fd}, 0x7ffd5c1e2a40, {READ_BUFFER}) = -1 "
-                                "EAGAIN (Resource temporarily unavailable)")
+                       "EAGAIN (Resource temporarily unavailable)")
             cur += d + self.lat(1 * US)
         self.app_req, self.app_conn, self.app_entry, self.app_state = r, req.conn, cur, "poll"
         g.hold(cur + self.lat(1 * US), app=True)
@@ -507,19 +507,19 @@ class Sim:
         conn = self.conns[self.app_conn]
         if self.app_state == "connect_wake":
             self._call(self.app_entry, t - self.app_entry,
-                                f"connect({conn.fd}, {{sa_family=AF_INET, sin_port=htons(11211), "
-                                'sin_addr=inet_addr("10.0.0.1")}, 16) = 0')
+                       f"connect({conn.fd}, {{sa_family=AF_INET, sin_port=htons(11211), "
+                       'sin_addr=inet_addr("10.0.0.1")}, 16) = 0')
             d = self.lat(2 * US)
             self._call(t + 1 * US, d, f"fcntl({conn.fd}, F_SETFL, O_RDWR|O_NONBLOCK)"
-                                " = 0")
+                       " = 0")
             self.app_state = "idle"
             end = t + 1 * US + d
             g.hold(end + 2 * US, app=True)
             self.at(end + self.lat(20 * US), self.app_timer)
             return
         self._call(self.app_entry, t - self.app_entry,
-                            f"poll([{{fd={conn.fd}, events=POLLIN}}], 1, 1000) = 1 "
-                            f"([{{fd={conn.fd}, revents=POLLIN}}])")
+                   f"poll([{{fd={conn.fd}, events=POLLIN}}], 1, 1000) = 1 "
+                   f"([{{fd={conn.fd}, revents=POLLIN}}])")
         self.app_state = "reading"
         nxt = t + self.lat(1.5 * US)
         stall = self.faults.app_stall.get(self.app_req)
@@ -554,7 +554,7 @@ class Sim:
         if avail == 0:
             d = self.lat(1.2 * US)
             self._call(t, d, f"read({conn.fd}, 0x7ffd5c1e2a40, {READ_BUFFER}) = -1 "
-                                "EAGAIN (Resource temporarily unavailable)")
+                       "EAGAIN (Resource temporarily unavailable)")
             self.app_entry = t + d + self.lat(1 * US)
             self.app_state = "poll"
             g.hold(self.app_entry + 1 * US, app=True)
@@ -569,7 +569,7 @@ class Sim:
         first = req.resp_pos + (conn.consumed - req.rx_off)
         data = self.content.slice(first, min(n, 64))
         self._call(t, ret - t, f"read({conn.fd}, {strace_quote(data, n)}, "
-                            f"{READ_BUFFER}) = {n}")
+                   f"{READ_BUFFER}) = {n}")
         conn.consumed += n
         self.reads.extend((req.conn, conn.consumed, ret))
         if conn.consumed >= req.rx_off + req.resp_len:
