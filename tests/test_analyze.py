@@ -207,6 +207,30 @@ def test_given_options_give_the_same_split(scenario) -> None:
     assert any("xentrace" in note for note in wrong.notes)
 
 
+def test_given_cpu_hz_rounded_to_mhz_is_refined(scenario) -> None:
+    # xl info gives MHz: 2.901 GHz for a 2.9 GHz TSC (+345 ppm) keeps the trace and its split
+    directory = scenario("healthy")
+    spec = json.loads((directory / "scenario.json").read_text())
+    given = spec["cpu_hz"] + 1e6
+    analysis = run(directory, cpu_hz=given)
+    tsc = analysis.alignment["tsc->dom0"]
+    assert tsc["quality"] in ("bounded", "one-sided")
+    assert f"given {given / 1e9:.6g} GHz, fitted" in tsc["detail"], tsc["detail"]
+    assert abs(tsc["cpu_hz"] / spec["cpu_hz"] - 1) < 10e-6
+    rx = joined(analysis, directory).query("direction == 'rx'")
+    for column in stage_columns(rx):
+        check_stage(rx, column)
+    # 10 % off is no rounding: said, with the estimate, and not blamed on a missing trace
+    far = run(directory, cpu_hz=spec["cpu_hz"] * 1.1)
+    assert far.table["ring_us"].isna().all()
+    said = [re.search(r"given --cpu-hz .* does not fit.* line up at ([\d.]+) GHz", n)
+            for n in far.notes]
+    estimate = next(float(m.group(1)) for m in said if m)
+    assert abs(estimate * 1e9 / spec["cpu_hz"] - 1) < 10e-6
+    assert any("xentrace could not be aligned with the captures" in n for n in far.notes)
+    assert not any("xentrace is missing" in n for n in far.notes)
+
+
 def test_offload_gso_gro(scenario) -> None:
     directory = scenario("offload")
     analysis = run(directory)

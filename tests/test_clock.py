@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -368,13 +369,27 @@ def test_tsc_copies_with_missing_times_and_estimated_frequency():
     assert abs(fit.cpu_hz / 2.4e9 - 1) * 1e6 < 1.0
 
 
-def test_tsc_wrong_given_frequency_is_reported():
-    nic = NicModel(6, hz=2.9e9 * (1 + 10e-6))    # the TSC runs 10 ppm faster than told
+@pytest.mark.parametrize("off_ppm", [10.0, -345.0, 900.0])
+def test_tsc_given_frequency_slightly_off_is_refined(off_ppm):
+    # xl info gives MHz: a given 2.901 GHz for a 2.9 GHz TSC (-345 ppm) must not lose the trace
+    true_hz = 2.9e9 * (1 + off_ppm * 1e-6)
+    nic = NicModel(6, hz=true_hz)
     fit = fit_tsc(nic.irq_tsc, nic.phys_ns, cpu_hz=2.9e9)
-    assert "line up best at 2.900029 GHz (+10.0 ppm): is the given CPU frequency right?" \
-        in fit.detail
-    right = fit_tsc(nic.irq_tsc, nic.phys_ns, cpu_hz=2.9e9 * (1 + 10e-6))
-    assert "CPU frequency" not in right.detail
+    assert fit.quality == "one-sided" and fit.cpu_hz_estimated and fit.cpu_hz_given == 2.9e9
+    assert abs(fit.cpu_hz / true_hz - 1) * 1e6 <= fit.hz_uncertainty_ppm + 0.05
+    ppm = re.escape(f"({off_ppm:+.1f} ppm)")
+    assert re.search(rf"TSC given 2\.9 GHz, fitted 2\.\d{{6}} GHz {ppm}", fit.detail), fit.detail
+    assert np.all(np.abs(nic.error_ns(fit) - 5_000) <= 600)
+    right = fit_tsc(nic.irq_tsc, nic.phys_ns, cpu_hz=true_hz)
+    assert "fitted" not in right.detail and right.cpu_hz == true_hz
+
+
+def test_tsc_given_frequency_far_off_says_so():
+    nic = NicModel(6)
+    fit = fit_tsc(nic.irq_tsc, nic.phys_ns, cpu_hz=3.2e9)   # 10 % off: not a rounding
+    assert fit.quality == "none"
+    assert fit.detail.startswith("the given --cpu-hz 3.2 GHz does not fit the interrupts")
+    assert "without it the interrupts line up at 2.900000 GHz" in fit.detail
 
 
 def test_tsc_unrelated_interrupts_do_not_line_up():

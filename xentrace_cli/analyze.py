@@ -440,7 +440,8 @@ def analyze(sources: Sources, options: AnalyzeOptions,
             table[f"t_{point}"] = np.nan
     shown_intervals = (attribute.intervals(present, "rx")
                        + attribute.intervals(present, "tx"))
-    notes.extend(attribute.merge_notes([iv for iv in shown_intervals if iv.direction == "rx"]))
+    notes.extend(attribute.merge_notes([iv for iv in shown_intervals if iv.direction == "rx"],
+                                       unusable=set(sources.present) - present))
     for iv in shown_intervals:
         values = attribute.durations_us(checkpoints.get(iv.start, np.full(n, NA_NS)),
                                         checkpoints.get(iv.end, np.full(n, NA_NS)))

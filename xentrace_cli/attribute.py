@@ -16,6 +16,7 @@ Everything here works on columns of checkpoint times already on dom0's clock: in
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -96,18 +97,22 @@ def intervals(present: set[str], direction: str) -> list[Interval]:
     return out
 
 
-def merge_notes(items: list[Interval]) -> list[str]:
-    """One sentence per merged interval: which stages it stands for and why."""
+def merge_notes(items: list[Interval], unusable: Iterable[str] = ()) -> list[str]:
+    """One sentence per merged interval: which stages it stands for and why (a source not
+    given, or given but ``unusable``: not on the packets' timeline)."""
     notes = []
+    unusable = set(unusable)
     for iv in items:
         if iv.merged and len(iv.merged) > 1:
             missing = sorted({NEEDS[p] for p in RX_BOUNDARIES
                               if p not in (iv.start, iv.end)
                               and _between(p, iv)} - {""})
+            why = [f"{m} could not be aligned with the captures" if m in unusable
+                   else f"{m} is missing" for m in missing]
             notes.append(
                 f"{iv.name}: the stages {', '.join(iv.merged)} are measured together "
-                f"({iv.start} → {iv.end}) because {' and '.join(missing) or 'a source'} "
-                "is missing; xenlat does not split them.")
+                f"({iv.start} → {iv.end}) because {' and '.join(why) or 'a source is missing'}"
+                "; xenlat does not split them.")
         elif iv.direction == "rx" and iv.start == "phys":
             notes.append(f"{iv.name}: without the backend capture, the interval starts at the "
                          "physical NIC capture (inside driver_domain).")
@@ -603,12 +608,15 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
                         copy_before_ns=_na_float(before[sel]))
         if _fit_rank(refit)[0] <= _fit_rank(fit)[0]:
             if fit.cpu_hz_estimated:
-                detail = refit.detail.replace(
-                    "(given)", f"(estimated, ±{fit.hz_uncertainty_ppm:.2g} ppm)").replace(
+                how = f"estimated, ±{fit.hz_uncertainty_ppm:.2g} ppm"
+                if fit.cpu_hz_given is not None:
+                    how = (f"given {fit.cpu_hz_given / 1e9:.6g} GHz, fitted "
+                           f"±{fit.hz_uncertainty_ppm:.2g} ppm")
+                detail = refit.detail.replace("(given)", f"({how})").replace(
                     " (at the given frequency)", "")
                 refit = dataclasses.replace(refit, cpu_hz_estimated=True,
                                             hz_uncertainty_ppm=fit.hz_uncertainty_ppm,
-                                            detail=detail)
+                                            cpu_hz_given=fit.cpu_hz_given, detail=detail)
             fit = refit
     result.fit = fit
     result.uncertainty_us = float(fit.uncertainty_ns) / 1e3

@@ -61,6 +61,8 @@ MIN_CLEAN_PAIRS = 20
 MIN_MATCHED_FRACTION = 0.25
 #: A given CPU frequency is questioned when the delays drift by more than this over the trace.
 FREQ_CHECK_NS = 10_000
+#: A given CPU frequency is refined within ± this (ppm): ``xl info`` gives whole MHz.
+REFINE_PPM = 1000.0
 #: Fraction of the lowest irq→frame delays dropped as mismatches before the causal bound.
 IRQ_LOW_TRIM = 0.002
 
@@ -503,6 +505,10 @@ class TscFit:
     """The causal fit underneath (trace cycles scaled to ns → dom0 clock)."""
     detail: str = ""
     """One sentence for the report: what the fit rests on and how well it fits."""
+    cpu_hz_given: float | None = None
+    """The frequency the user gave, when the fit refined it (``cpu_hz`` is then fitted)."""
+    hz_mismatch: bool = False
+    """True when the interrupts line up at a frequency measurably off the given one."""
 
     @classmethod
     def none(cls, detail: str, cpu_hz: float | None = None, n_irq: int = 0,
@@ -729,7 +735,49 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
             copy_before_ns: npt.ArrayLike | None = None,
             min_irq_delay_ns: int = 0, min_copy_delay_ns: int = 0,
             burst_gap_ns: int = BURST_GAP_NS, window_ns: int = IRQ_MATCH_WINDOW_NS) -> TscFit:
-    """Put the trace's TSC on dom0's clock.
+    """Put the trace's TSC on dom0's clock (see :func:`_fit_tsc_once` for the arguments).
+
+    A given ``cpu_hz`` is a starting point, not the truth (``xl info`` gives MHz only): when
+    the interrupts do not line up at it, or line up measurably better at another rate, the
+    rate is fitted (the search of an unknown rate) and kept when within ±``REFINE_PPM`` of
+    the given one; when that fails too the fit says the given
+    frequency does not fit and what the interrupts suggest without it.
+    """
+    kwargs = dict(copy_tsc=copy_tsc, copy_after_ns=copy_after_ns,
+                  copy_before_ns=copy_before_ns, min_irq_delay_ns=min_irq_delay_ns,
+                  min_copy_delay_ns=min_copy_delay_ns, burst_gap_ns=burst_gap_ns,
+                  window_ns=window_ns)
+    if cpu_hz is None:
+        return _fit_tsc_once(irq_tsc, arrivals_ns, **kwargs)
+    given = _fit_tsc_once(irq_tsc, arrivals_ns, cpu_hz=cpu_hz, **kwargs)
+    good = ("bounded", "one-sided")
+    if given.quality in good and not given.hz_mismatch:
+        return given
+    if given.n_irq < 2 or given.n_bursts < 2:
+        return given
+    refined = _fit_tsc_once(irq_tsc, arrivals_ns, hz_hint=cpu_hz, **kwargs)
+    near = math.isfinite(refined.cpu_hz) and abs(refined.cpu_hz / cpu_hz - 1) <= REFINE_PPM * 1e-6
+    if refined.quality in good and near and refined.matched_fraction >= given.matched_fraction:
+        return refined
+    if given.quality in good:
+        return given  # questioned, but no better rate nearby: keep it, with the question
+    free = _fit_tsc_once(irq_tsc, arrivals_ns, **kwargs)
+    without = (f"without it the interrupts line up at {free.cpu_hz / 1e9:.6f} GHz "
+               f"({free.quality}, {free.matched_fraction:.0%} of bursts matched)"
+               if free.quality in good else "without it no frequency lines them up either")
+    return dataclasses.replace(given, detail=(
+        f"the given --cpu-hz {cpu_hz / 1e9:.6g} GHz does not fit the interrupts, even within "
+        f"±{REFINE_PPM:g} ppm ({given.detail}); {without}"))
+
+
+def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
+                  cpu_hz: float | None = None, copy_tsc: npt.ArrayLike | None = None,
+                  copy_after_ns: npt.ArrayLike | None = None,
+                  copy_before_ns: npt.ArrayLike | None = None,
+                  min_irq_delay_ns: int = 0, min_copy_delay_ns: int = 0,
+                  burst_gap_ns: int = BURST_GAP_NS, window_ns: int = IRQ_MATCH_WINDOW_NS,
+                  hz_hint: float | None = None) -> TscFit:
+    """Put the trace's TSC on dom0's clock, at the given ``cpu_hz`` or a fitted one.
 
     ``irq_tsc``: TSCs of the NIC's HW_IRQ_HANDLED records. ``arrivals_ns``: dom0 capture times
     of the received frames (phys or backend capture). Frames closer than ``burst_gap_ns`` form
@@ -739,7 +787,8 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
     guest capture on dom0's clock), each by at least ``min_copy_delay_ns``; NaN/NA where
     unknown. The copies bound the offset from the other side. With ``cpu_hz`` given only the
     offset is fitted; otherwise the frequency too. The CPUs' TSCs are taken to be one clock
-    (synchronized, invariant TSC).
+    (synchronized, invariant TSC). ``hz_hint``: the frequency the user gave, which this fit
+    (``cpu_hz`` None) refines: named in the detail.
     """
     irq = np.unique(np.asarray(irq_tsc, dtype=np.int64))
     arr = np.sort(np.asarray(arrivals_ns, dtype=np.int64))
@@ -826,7 +875,11 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
     parts = [f"{i.size} of {n_inside} frame bursts in the trace have an interrupt within "
              f"{_fmt_us(window_ns)} ({matched:.0%}); irq→frame delay p50 {p50:.1f} µs, "
              f"p99 {p99:.1f} µs"]
-    if cpu_hz is None:
+    mismatch = False
+    if hz_hint is not None:
+        parts.append(f"TSC given {hz_hint / 1e9:.6g} GHz, fitted {hz / 1e9:.6f} GHz "
+                     f"({(hz / hz_hint - 1) * 1e6:+.1f} ppm) ±{hz_ppm:.2g} ppm")
+    elif cpu_hz is None:
         parts.append(f"TSC {hz / 1e9:.6f} GHz ±{hz_ppm:.2g} ppm (estimated)")
     else:
         parts.append(f"TSC {hz / 1e9:.6f} GHz (given)")
@@ -834,6 +887,7 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
         off_ppm = (k / free_k - 1) * 1e6
         trend_ns = abs(free_k - k) * float(np.ptp(x[i]))
         if abs(free_k - k) > 5 * free_se and trend_ns > FREQ_CHECK_NS:
+            mismatch = True
             parts.append(f"the interrupts line up best at {1 / free_k:.6f} GHz ({off_ppm:+.1f} "
                          "ppm): is the given CPU frequency right?")
     if matched < 0.5:
@@ -842,7 +896,7 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
     return dataclasses.replace(
         fit_map, residual_us=(p50, p99), matched_fraction=matched, hz_uncertainty_ppm=hz_ppm,
         n_irq=n_irq, n_bursts=n_bursts, n_matched=int(i.size), clock=clock,
-        detail="; ".join(parts))
+        detail="; ".join(parts), cpu_hz_given=hz_hint, hz_mismatch=mismatch)
 
 
 def _tsc_bound_sentence(clock: ClockFit, min_irq_delay_ns: int) -> str:
