@@ -19,6 +19,7 @@ import math
 import random
 from array import array
 from collections.abc import Callable
+from heapq import heappush as _heappush
 from typing import Any
 
 import numpy as np
@@ -387,17 +388,19 @@ class Sim:
     def lat(self, median: float, sigma: float | None = None) -> int:
         """A lognormal delay (ns) around ``median``, capped at 20× the median."""
         i = self._zi
-        if i >= LAT_BLOCK:   # normals drawn in blocks: numpy is fast per block, not per call
-            z = self._np_rng.standard_normal(LAT_BLOCK)
-            self._z = z.tolist()
-            self._m = np.minimum(20.0, np.exp(self.p.sigma * z)).tolist()
-            i = 0
         self._zi = i + 1
-        if sigma is None:
-            v = int(median * self._m[i])
-        else:
-            v = int(median * min(20.0, math.exp(sigma * self._z[i])))
-        return v if v > 1 else 1
+        if i < LAT_BLOCK:
+            if sigma is None:
+                v = int(median * self._m[i])
+            else:
+                v = int(median * min(20.0, math.exp(sigma * self._z[i])))
+            return v if v > 1 else 1
+        # normals drawn in blocks: numpy is fast per block, not per call
+        z = self._np_rng.standard_normal(LAT_BLOCK)
+        self._z = z.tolist()
+        self._m = np.minimum(20.0, np.exp(self.p.sigma * z)).tolist()
+        self._zi = 0
+        return self.lat(median, sigma)
 
     def _call(self, entry: int, duration: int, text: str) -> None:
         """One socket call for the strace log (true time)."""
@@ -405,8 +408,8 @@ class Sim:
         self.strace_calls.append(text)
 
     def at(self, t: int, fn: Callable[..., None], *args: Any) -> None:
-        self.seq += 1
-        heapq.heappush(self.heap, (t, self.seq, fn, args))
+        self.seq = seq = self.seq + 1
+        _heappush(self.heap, (t, seq, fn, args))
 
     def trace_records(self) -> np.ndarray:
         """All records so far, (n, REC_WIDTH) int64 (not yet in time order)."""
@@ -439,8 +442,10 @@ class Sim:
     # ---------------------------------------------------------------- run
     def run(self) -> None:
         self.at(self.t_begin + 200 * US, self.app_timer)
-        while self.heap:
-            t, _, fn, args = heapq.heappop(self.heap)
+        heap, pop = self.heap, heapq.heappop
+        t = self.now
+        while heap:
+            t, _, fn, args = pop(heap)
             self.now = t
             fn(t, *args)
         self.t_end = self.now + 200 * US
