@@ -114,10 +114,12 @@ class Content:
         lit_left = self.region_start[region] + self.literal_len[region] - start
         hit = np.flatnonzero(lit_left > 0)
         if len(hit):
+            # every byte before lit_left is literal: read it straight from the literal bytes
             n_lit = np.minimum(lit_left[hit], width)
+            lit_at = self.literal_off[region[hit]] + (start[hit] - self.region_start[region[hit]])
             r_idx = np.repeat(hit, n_lit)
             c_idx = ragged_index(np.zeros(len(hit), dtype=np.int64), n_lit)
-            rows[r_idx, c_idx] = self.bytes_at(start[r_idx] + c_idx)
+            rows[r_idx, c_idx] = self.literal[ragged_index(lit_at, n_lit)]
         return rows
 
     def slice(self, start: int, n: int) -> bytes:
