@@ -24,26 +24,32 @@ if not hasattr(simulate, "run_scenario"):
     pytest.skip("simulator not landed yet (no run_scenario)", allow_module_level=True)
 
 REQUESTS = 150
-#: A stage is right when within this of the truth (µs) …
-TOLERANCE_US = 50.0
-#: … for at least this share of the packets,
+#: pcap timestamps are whole microseconds (truncated): an interval between two of them, or
+#: between one and a clock fitted on them, may be off by up to 2 µs beyond the uncertainty
+#: the analysis states for the clocks involved. Measured errors at seed 11 stay within it
+#: (driver_domain/ring ≤ 2.5 µs against a stated 0.3–1.8 µs, remap ≤ 5.3 µs against 8.8–10
+#: µs), while a 30 µs shifted checkpoint or ring and remap swapped break it.
+QUANTUM_US = 2.0
+#: A stage is right when within its stated uncertainty + QUANTUM_US of the truth …
+STAGE_SHARE = 0.99
+#: … for this share of the packets (other comparisons: SHARE),
 SHARE = 0.95
-#: and never off by more than this (µs).
-WORST_US = 1000.0
+#: and never off by more than this (µs): a packet matched to the wrong copy batch.
+WORST_US = 100.0
 KEYS = ["direction", "src", "sport", "dst", "dport", "seq"]
 
 
 @pytest.fixture(scope="session")
 def scenario(tmp_path_factory: pytest.TempPathFactory):
-    """``scenario(name) -> dir``: each scenario simulated once per session."""
-    made: dict[str, Path] = {}
+    """``scenario(name, seed=11) -> dir``: each scenario simulated once per session."""
+    made: dict[tuple[str, int], Path] = {}
 
-    def make(name: str) -> Path:
-        if name not in made:
-            out = tmp_path_factory.mktemp(name)
-            simulate.run_scenario(name, out, seed=11, requests=REQUESTS)
-            made[name] = out
-        return made[name]
+    def make(name: str, seed: int = 11) -> Path:
+        if (name, seed) not in made:
+            out = tmp_path_factory.mktemp(f"{name}-{seed}")
+            simulate.run_scenario(name, out, seed=seed, requests=REQUESTS)
+            made[name, seed] = out
+        return made[name, seed]
 
     return make
 
@@ -87,21 +93,29 @@ def joined(analysis, directory: Path) -> pd.DataFrame:
             frame[col] = pd.to_numeric(frame[col]).astype("int64")
         for col in ("src", "dst", "direction"):
             frame[col] = frame[col].astype(str)
-    return ours.merge(real, on=KEYS, suffixes=("", "_true"), how="inner")
+    both = ours.merge(real, on=KEYS, suffixes=("", "_true"), how="inner")
+    both.attrs["baselines"] = analysis.baselines  # the stated uncertainty of each stage
+    return both
 
 
 def check_stage(both: pd.DataFrame, column: str, truth_column: str | None = None) -> None:
-    """Within TOLERANCE_US of the truth for SHARE of the packets, never beyond WORST_US."""
+    """Within the stage's stated uncertainty (the row's when the stage has no baseline) plus
+    QUANTUM_US of the truth for STAGE_SHARE of the packets, never beyond WORST_US."""
     truth_column = truth_column or f"{column}_true"
     ours = pd.to_numeric(both[column], errors="coerce").to_numpy(float)
     real = pd.to_numeric(both[truth_column], errors="coerce").to_numpy(float)
     ok = np.isfinite(real)
     assert ok.sum() > 0, f"no truth for {column}"
+    base = both.attrs.get("baselines", {}).get(column.removesuffix("_us"))
+    if base is not None and base.get("uncertainty_us") is not None:
+        tolerance = np.full(ok.sum(), base["uncertainty_us"] + QUANTUM_US)
+    else:
+        tolerance = both["uncertainty_us"].to_numpy(float)[ok] + QUANTUM_US
     err = np.abs(ours[ok] - real[ok])
     err = np.where(np.isfinite(err), err, np.inf)  # not measured = wrong
-    share = float((err <= TOLERANCE_US).mean())
-    assert share >= SHARE, f"{column}: only {share:.1%} within {TOLERANCE_US} µs " \
-        f"(median error {np.median(err):.1f} µs)"
+    share = float((err <= tolerance).mean())
+    assert share >= STAGE_SHARE, f"{column}: only {share:.1%} within {tolerance.max():.1f} " \
+        f"µs (median error {np.median(err):.1f} µs, max {err.max():.1f} µs)"
     assert err.max() <= WORST_US, f"{column}: worst error {err.max():.0f} µs"
 
 
@@ -164,10 +178,17 @@ def test_black_tenth_of_a_second_found_with_its_cause(scenario) -> None:
     assert flagged["cause_detail"].str.contains("preempted by d").any()
 
 
+@pytest.mark.parametrize("seed", [11, 5, 7])
 @pytest.mark.parametrize("name", ["dom0-starved", "ring-full", "lost-records"])
-def test_injected_faults_found(scenario, name: str) -> None:
-    directory = scenario(name)
-    check_recall(run(directory), directory)
+def test_injected_faults_found(scenario, name: str, seed: int) -> None:
+    # seed 5 of ring-full once attached an interrupt 4 ms too early to a packet (a false
+    # driver_domain stall): every stage is checked against the truth, not only the faults
+    directory = scenario(name, seed)
+    analysis = run(directory)
+    check_recall(analysis, directory)
+    rx = joined(analysis, directory).query("direction == 'rx'")
+    for column in stage_columns(rx):
+        check_stage(rx, column)
 
 
 def test_clock_skew_aligned(scenario) -> None:

@@ -106,3 +106,18 @@ def test_streams_by_byte_counts_without_peers() -> None:
     assert how == "bytes"
     t, _ = attribute.socket_times(log, segs, offsets, mapping)
     assert t.tolist() == [2_500, 3_100]
+
+
+def test_an_interrupt_long_before_the_burst_is_not_its_own() -> None:
+    # interrupts handled at 3 µs and 52 µs; frames: a burst at 10–12 µs, a burst of frames
+    # 20 µs apart from 100 µs to 1 ms, and a frame at 5 ms whose interrupt was not traced
+    handled = np.array([3_000, 52_000], dtype=np.int64)
+    frames = np.r_[10_000, 12_000, np.arange(100_000, 1_000_001, 20_000), 5_000_000]
+    arrive = np.array([10_000, 12_000, 900_000, 5_000_000, NA_NS], dtype=np.int64)
+    irq_row = np.array([0, 0, 1, 1, -1], dtype=np.int64)  # the last interrupt before each
+    kept = attribute.bound_interrupts(irq_row, handled, frames, arrive, bound_ns=100_000)
+    # 10 µs − 3 µs and 100 µs − 52 µs are within 100 µs; 5 ms − 52 µs is not
+    assert kept.tolist() == [0, 0, 1, -1, -1]
+    # a tighter bound drops the long burst too (its start is 48 µs after the interrupt)
+    assert attribute.bound_interrupts(irq_row, handled, frames, arrive, 40_000).tolist() == \
+        [0, 0, -1, -1, -1]

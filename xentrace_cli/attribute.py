@@ -269,6 +269,10 @@ def socket_times(calls: pd.DataFrame, segments: pd.DataFrame, offsets: np.ndarra
 
 #: A guest vCPU state must fill this share of a stalled stage to be named its cause.
 CAUSE_SHARE = 0.5
+#: An interrupt delivered a frame's burst only if dom0 handled it at most this many p99
+#: irq→frame delays (or the fit's uncertainty, or IRQ_BOUND_MIN_NS) before the burst.
+IRQ_BOUND_K = 4.0
+IRQ_BOUND_MIN_NS = 100_000
 #: Candidate NIC IRQs tried when ``--nic-irq`` is not given (the busiest ones).
 MAX_IRQ_CANDIDATES = 4
 #: Event ids :func:`attribute_trace` reads from the trace's event table (besides the lost,
@@ -426,6 +430,31 @@ _QUALITY_RANK = {"bounded": 0, "one-sided": 1, "inconsistent": 2, "none": 3}
 
 def _fit_rank(fit: object) -> tuple[int, float]:
     return (_QUALITY_RANK.get(fit.quality, 3), -float(fit.matched_fraction))
+
+
+def bound_interrupts(irq_row: np.ndarray, handled_ns: np.ndarray, frames_ns: np.ndarray,
+                     arrive_ns: np.ndarray, bound_ns: int) -> np.ndarray:
+    """``irq_row`` with -1 where the interrupt cannot have delivered the frame.
+
+    ``irq_row``: per packet, the last interrupt at or before its arrival (-1 none);
+    ``handled_ns``: per interrupt, when dom0 ran to handle it (its ``dom0_run``, else the
+    interrupt itself); ``frames_ns``: sorted dom0 arrival times of all frames towards the
+    guest. A frame comes shortly after dom0 handled the interrupt that delivered its burst
+    (frames closer than ``BURST_GAP_NS``); when the burst starts more than ``bound_ns``
+    after that, its own interrupt is missing from the trace and the earlier one is not it.
+    """
+    from .clock import BURST_GAP_NS
+
+    out = irq_row.copy()
+    have = np.flatnonzero((out >= 0) & (arrive_ns != NA_NS))
+    if have.size == 0 or frames_ns.size == 0:
+        return out
+    starts = frames_ns[np.r_[True, np.diff(frames_ns) > BURST_GAP_NS]]
+    b = np.searchsorted(starts, arrive_ns[have], side="right") - 1
+    burst_start = np.where(b >= 0, starts[np.maximum(b, 0)], arrive_ns[have])
+    late = burst_start - handled_ns[out[have]] > bound_ns
+    out[have[late]] = -1
+    return out
 
 
 def _frames_to_guest(packets: pd.DataFrame | None, local: set[str]) -> np.ndarray:
@@ -641,6 +670,15 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
         dom0_run_tsc[used], dom0_vcpu[used] = _dom0_run(
             trace, irq_tsc[used], cpu[irq_sel][used], ev, irq_sel[used],
             wake_rows[wake_dom == 0], tsc)
+    # an interrupt long before the frame's burst did not deliver it (its own was not traced)
+    bound_ns = max(IRQ_BOUND_K * float(np.nan_to_num(fit.residual_us[1])) * 1e3,
+                   fit.uncertainty_ns if np.isfinite(fit.uncertainty_ns) else 0.0,
+                   float(IRQ_BOUND_MIN_NS))
+    ran_ns = np.where(dom0_run_tsc != NA_NS, 0, irq_ns)
+    ran = dom0_run_tsc != NA_NS
+    ran_ns[ran] = fit.to_ns(dom0_run_tsc[ran])
+    if arrive is not None:
+        irq_row = bound_interrupts(irq_row, ran_ns, arrivals, arrive, int(bound_ns))
     have = irq_row >= 0
     irq_cp = np.full(n, NA_NS, dtype=np.int64)
     irq_cp[have] = irq_ns[irq_row[have]]
