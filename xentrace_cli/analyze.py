@@ -238,8 +238,13 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     # and copies): the rest go (memory)
     n_captures = len(packets)
     domid = options.domid
+    named = domid_from_name(sources.backend, packets.get("backend"))
     if domid is None:
-        domid = domid_from_name(sources.backend, packets.get("backend"))
+        domid = named
+    elif named is not None and named != domid:
+        warnings.warn(XenlatWarning(
+            f"--domid {domid} contradicts the backend capture's interface name (vif{named}.N "
+            f"serves domain {named}); using {domid} as given"), stacklevel=2)
     packets = {k: v[[c for c in ("dst", "ts_ns") if c in v.columns]]
                for k, v in packets.items() if k in ("phys", "backend")}
     remote = set()
@@ -484,7 +489,8 @@ def analyze(sources: Sources, options: AnalyzeOptions,
             if point in checkpoints:
                 sock |= checkpoints[point] != NA_NS
         unc = np.where(sock, np.maximum(unc, calls_unc_us), unc)
-    table["uncertainty_us"] = unc
+    # a bound, to 0.1 µs (rounded up: never tighter than the clocks allow)
+    table["uncertainty_us"] = np.ceil(np.round(unc * 10, 6)) / 10
 
     stage_values = {iv.name: table[iv.column].to_numpy(float) for iv in shown_intervals}
     label = np.full(n, "", dtype=object)

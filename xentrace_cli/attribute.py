@@ -273,6 +273,11 @@ CAUSE_SHARE = 0.5
 #: irq→frame delays (or the fit's uncertainty, or IRQ_BOUND_MIN_NS) before the burst.
 IRQ_BOUND_K = 4.0
 IRQ_BOUND_MIN_NS = 100_000
+#: A guest reacts to a copy when its vCPU changes run state within this after it (ns) …
+NEAR_COPY_NS = 50_000
+#: … the chosen guest is questioned when it reacts to fewer than QUIET_SHARE of the copies
+#: and another domain to at least REACT_SHARE.
+QUIET_SHARE, REACT_SHARE = 0.05, 0.3
 #: Candidate NIC IRQs tried when ``--nic-irq`` is not given (the busiest ones).
 MAX_IRQ_CANDIDATES = 4
 #: Event ids :func:`attribute_trace` reads from the trace's event table (besides the lost,
@@ -699,6 +704,10 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
     if domid is not None and have_copy.any():
         runstates = trace.runstates
         mine = runstates[runstates["domid"].to_numpy() == domid]
+        quiet = _quiet_domain(runstates, domid, copy_row_tsc[have_copy],
+                              int(NEAR_COPY_NS * fit.cpu_hz / 1e9))
+        if quiet:
+            notes.append(quiet)
         vcpus = np.unique(mine["vcpu"].to_numpy())
         result.guest_vcpu = _event_vcpu(mine, vcpus, copy_row_tsc[have_copy])
         v = result.guest_vcpu
@@ -727,6 +736,32 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
     out["guest_run"] = grun
     result.checkpoints = out
     return result
+
+
+def _quiet_domain(runstates: pd.DataFrame, domid: int, copy_tsc: np.ndarray,
+                  near_tsc: int) -> str:
+    """A note when guest ``domid`` does not react to netback's copies while another domain
+    does (a wrong ``--domid``: its run states explain nothing).
+
+    Reacting: a run-state change (a wake, a run) of the domain within ``near_tsc`` cycles
+    after a copy, as the event channel notification causes.
+    """
+    c = np.sort(copy_tsc)
+    doms = runstates["domid"].to_numpy(np.int64)
+    starts = runstates["start_tsc"].to_numpy(np.int64)
+    share = {}
+    for d in np.unique(doms[(doms > 0) & (doms < 0x7FF0)]):
+        st = np.sort(starts[doms == d])
+        k = np.searchsorted(st, c, side="left")
+        nxt = st[np.minimum(k, st.size - 1)]
+        share[int(d)] = float(((k < st.size) & (nxt - c <= near_tsc)).mean())
+    mine = share.get(int(domid), 0.0)
+    best = max(share, key=share.get) if share else None
+    if best is None or best == domid or mine >= QUIET_SHARE or share[best] < REACT_SHARE:
+        return ""
+    return (f"guest domain d{domid} reacts to {mine:.0%} of netback's copies (a wake or run "
+            f"within {NEAR_COPY_NS // 1000} µs), d{best} to {share[best]:.0%}: is the domain id "
+            f"right? The causes below are read from d{domid}'s run states.")
 
 
 def _subset(events: pd.DataFrame, column: str, mask: np.ndarray, missing: int) -> np.ndarray:
