@@ -420,8 +420,10 @@ def measured_stats(analysis: Any) -> dict[str, dict[str, float | int | None]]:
     the lone-capture intervals (``request_to_response_us``, ``response_to_next_us``)."""
     table: pd.DataFrame = analysis.table
     result = dict(analysis.stats)
+    # the table has every interval's column (a fixed schema): those these sources measure
     merged = sorted(c[:-3] for c in table.columns
-                    if c.endswith("_us") and "_to_" in c and c[:-3] not in result)
+                    if c.endswith("_us") and "_to_" in c and c[:-3] not in result
+                    and table[c].notna().any())
     for name in merged:
         # stats.stage_stats knows the five stages and total; present the interval as one
         frame = pd.DataFrame({stage_column("total"): table[f"{name}_us"]})
