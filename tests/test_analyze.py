@@ -19,10 +19,7 @@ from xentrace_cli.analyze import AnalyzeOptions, analyze, analyze_files, parse_t
 from xentrace_cli.cli import main
 from xentrace_cli.errors import XenlatWarning
 from xentrace_cli.model import STAGES, Sources
-
-simulate = pytest.importorskip("xentrace_cli.simulate", reason="simulator not landed yet")
-if not hasattr(simulate, "run_scenario"):
-    pytest.skip("simulator not landed yet (no run_scenario)", allow_module_level=True)
+from xentrace_cli.simulate import run_scenario
 
 REQUESTS = 150
 #: pcap timestamps are whole microseconds (truncated): an interval between two of them, or
@@ -48,7 +45,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory):
     def make(name: str, seed: int = 11) -> Path:
         if (name, seed) not in made:
             out = tmp_path_factory.mktemp(f"{name}-{seed}")
-            simulate.run_scenario(name, out, seed=seed, requests=REQUESTS)
+            run_scenario(name, out, seed=seed, requests=REQUESTS)
             made[name, seed] = out
         return made[name, seed]
 
@@ -668,3 +665,26 @@ def test_terminal_report_without_colour() -> None:
     assert "S" * 30 in text
     assert "guest->dom0" in text and "-355 µs" in text and "+1.50 ppm" in text
     assert "measured together" in text
+
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_pcaps"
+
+
+def test_think_time_after_a_timed_read_is_not_an_anomaly() -> None:
+    """The healthy sample has one long client think time (≈51 ms, the simulator's tail).
+
+    From the guest capture alone it is a gap that stands out (response → next request); with
+    the socket log that gap splits into the read (socket_read, short) and the application's
+    own work after it, which is no stage of the host's path: not an anomaly.
+    """
+    guest = SAMPLES / "healthy" / "guest.pcapng"
+    alone = analyze_files(guest=guest).table
+    flagged = alone[alone["anomaly"] == "response_to_next"]
+    assert len(flagged) == 1
+    gap_us = float(flagged["response_to_next_us"].iloc[0])
+    assert gap_us > 20_000
+    both = analyze_files(guest=guest, socket_log=SAMPLES / "healthy" / "app.strace").table
+    assert (both["anomaly"] == "").all()
+    row = both[(both["seq"] == flagged["seq"].iloc[0])]
+    assert float(row["response_to_next_us"].iloc[0]) == pytest.approx(gap_us)
+    assert float(row["socket_read_us"].iloc[0]) < 1_000  # the read itself was prompt

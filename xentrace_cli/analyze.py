@@ -690,9 +690,15 @@ def _lone_rows(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray) -> N
         table[col] = values
     anomaly = table["anomaly"].to_numpy(object)
     stall = table["stall"].to_numpy(object)
-    flagged = ok & (flows["anomaly"].to_numpy(str) != "")
+    kind = flows["anomaly"].to_numpy(str)
+    flagged = ok & (kind != "")
     # a stage anomaly on the same row (socket_read, with a socket log) says more: keep it
     flagged[ok] &= anomaly[rows[ok]] == ""
+    # Where the socket log timed the read, response → next request is split in two: the
+    # read (socket_read, judged as a stage) and the application's own work after it, which
+    # is no stage of the host's path — a long think time there is not a latency anomaly.
+    read_timed = np.isfinite(table["socket_read_us"].to_numpy(float))
+    flagged[ok] &= ~((kind[ok] == "response_to_next") & read_timed[rows[ok]])
     anomaly[rows[flagged]] = flows["anomaly"].to_numpy(str)[flagged]
     stall[rows[flagged]] = flows["stall"].to_numpy(str)[flagged]
     table["anomaly"] = _text(anomaly)
