@@ -23,7 +23,7 @@ from ..anomalies import stall_reason
 from ..model import format_flow
 from ..result import Analysis
 from ..units import format_duration
-from .waterfall import ANOMALY_COLOR, MERGED_COLOR, STAGE_COLORS, Interval, intervals
+from .waterfall import ANOMALY_COLOR, MERGED_COLOR, STAGE_COLORS, Interval, intervals, measures
 
 #: Width of a packet's stage bar, in characters.
 BAR_WIDTH = 40
@@ -49,14 +49,18 @@ def render_analysis(analysis: Analysis, console: Console, top: int = 10) -> None
     """Print the report of one analysis."""
     table = analysis.table
     _header(analysis, console)
-    shown = [iv for iv in intervals(table) if _measured(table, iv)]
+    shown = intervals(table)
     # receive stages first, then the transmit path, each in path order
     shown = [iv for iv in shown if not iv.transmit] + [iv for iv in shown if iv.transmit]
     plain = _plain(console)
-    if shown and len(table):
-        console.print(_summary(analysis, shown, console.width))
-    if analysis.alignment:
-        console.print(_alignment(analysis.alignment))
+    # the lone view's intervals (request → response, response → next) summarized too
+    lone = [iv for iv in measures(table) if not iv.start]
+    if (shown or lone) and len(table):
+        console.print(_summary(analysis, shown + lone, console.width))
+    fitted = {pair: fit for pair, fit in analysis.alignment.items()
+              if not (isinstance(fit, dict) and fit.get("quality") == "none")}
+    if fitted:  # nothing fitted (one clock only): the notes say why
+        console.print(_alignment(fitted))
     if analysis.flows is not None and len(analysis.flows):
         console.print(_flows(analysis.flows, top))
     if analysis.notes:
@@ -70,10 +74,6 @@ def render_analysis(analysis: Analysis, console: Console, top: int = 10) -> None
 def _plain(console: Console) -> bool:
     """No colour to tell stages apart (NO_COLOR, a pipe, a dumb terminal): use letters."""
     return bool(console.no_color or console.color_system is None)
-
-
-def _measured(table: pd.DataFrame, iv: Interval) -> bool:
-    return bool(pd.to_numeric(table[iv.column], errors="coerce").notna().any())
 
 
 def _header(analysis: Analysis, console: Console) -> None:
@@ -113,8 +113,9 @@ def _summary(analysis: Analysis, shown: list[Interval], width: int = 80) -> Tabl
                         no_wrap=True)
     anomaly = analysis.table["anomaly"].fillna("").astype(str) \
         if "anomaly" in analysis.table.columns else pd.Series("", index=analysis.table.index)
-    rows = [(iv.name + (" (tx)" if iv.transmit else ""), iv.name, f"{iv.start}→{iv.end}",
-             iv.column, iv.color) for iv in shown]
+    rows = [(iv.name + (" (tx)" if iv.transmit else ""), iv.name,
+             f"{iv.start}→{iv.end}" if iv.start else "per exchange", iv.column, iv.color)
+            for iv in shown]
     rows.append(("total", "total", "first→last", "total_us", STAGE_COLORS["total"]))
     for label, name, span, column, color in rows:
         if column not in analysis.table.columns:

@@ -82,14 +82,20 @@ class Interval:
         return f"{self.name} ({'tx' if self.transmit else 'merged'})"
 
 
+def _measured(table: pd.DataFrame, column: str) -> bool:
+    """The column exists and holds at least one value (the schema is fixed: most are empty)."""
+    return column in table.columns and \
+        bool(pd.to_numeric(table[column], errors="coerce").notna().any())
+
+
 def intervals(table: pd.DataFrame) -> list[Interval]:
-    """The stages and merged intervals the table has columns for, in path order."""
+    """The stages and merged intervals the table measures for some packet, in path order."""
     found = [Interval(name, a, b) for name, (a, b) in STAGES.items()
-             if stage_column(name) in table.columns]
+             if _measured(table, stage_column(name))]
     points = (*CHECKPOINTS, *[p for p in TX_CHECKPOINTS if p not in CHECKPOINTS])
     others = []
     for column in table.columns:
-        if not column.endswith("_us") or "_to_" not in column:
+        if not column.endswith("_us") or "_to_" not in column or not _measured(table, column):
             continue
         name = column[:-3]
         for i in range(len(name)):
@@ -110,7 +116,7 @@ def measures(table: pd.DataFrame) -> list[Interval]:
 
     found = intervals(table)
     found += [Interval(name, "", "") for name in LONE_INTERVALS
-              if stage_column(name) in table.columns]
+              if _measured(table, stage_column(name))]
     return found
 
 
