@@ -40,10 +40,13 @@ GZIP_MAGIC = b"\x1f\x8b"
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 #: pcap magic numbers as the first four bytes read little-endian: (resolution name, ns per tick,
 #: record header bytes).
+PCAP_MAGIC_USEC = 0xA1B2C3D4
+PCAP_MAGIC_NSEC = 0xA1B23C4D
+PCAP_MAGIC_MODIFIED = 0xA1B2CD34  # Kuznetzov's patched libpcap
 PCAP_MAGICS: dict[int, tuple[str, int, int]] = {
-    0xA1B2C3D4: ("usec", 1000, 16),
-    0xA1B23C4D: ("nsec", 1, 16),
-    0xA1B2CD34: ("usec-modified", 1000, 24),  # Kuznetzov's patched libpcap
+    PCAP_MAGIC_USEC: ("usec", 1000, 16),
+    PCAP_MAGIC_NSEC: ("nsec", 1, 16),
+    PCAP_MAGIC_MODIFIED: ("usec-modified", 1000, 24),
 }
 
 

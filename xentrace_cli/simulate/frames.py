@@ -13,7 +13,8 @@ import dataclasses
 
 import numpy as np
 
-ETH_P_IP = 0x0800
+from ..linktypes import ETHERTYPE_IPV4
+
 IPPROTO_TCP = 6
 
 #: TCP flag bits (RFC 9293).
@@ -197,7 +198,7 @@ def build_frames(*, eth_src: np.ndarray, eth_dst: np.ndarray, ip_src: np.ndarray
     h = np.zeros(n, dtype=HEADER_DTYPE)
     h["eth_dst"] = eth_dst
     h["eth_src"] = eth_src
-    h["eth_type"] = ETH_P_IP
+    h["eth_type"] = ETHERTYPE_IPV4
     h["ip_vihl"] = 0x45
     h["ip_len"] = ip_total
     h["ip_id"] = ip_id

@@ -28,6 +28,7 @@ from ..xen_events import (
     DOMID_IDLE,
     GNTTABOP_COPY,
     HVM_CALLBACK_VECTOR,
+    HYPERCALL_GRANT_TABLE_OP,
     RUNSTATE_BLOCKED,
     RUNSTATE_RUNNABLE,
     RUNSTATE_RUNNING,
@@ -46,8 +47,9 @@ from .writers import strace_quote
 
 US = 1_000
 MS = 1_000_000
-#: PV_HYPERCALL_V2 first word for grant_table_op (20) with its argument-present bits.
-HYPERCALL_GNTTAB_W0 = 0x01100014
+#: PV_HYPERCALL_V2 first word for grant_table_op: the hypercall number in bits 0-11 and the
+#: argument-present bits Xen sets for its three arguments (0x01100000).
+HYPERCALL_GNTTAB_W0 = 0x01100000 | HYPERCALL_GRANT_TABLE_OP
 #: netback copies at most this many packets per grant-copy hypercall.
 NETBACK_BATCH = 64
 #: NAPI budget of the dom0 NIC driver per poll.

@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..linktypes import ETHERNET
+from ..readers.capture import PCAP_MAGIC_USEC
+from ..readers.pcapng import BYTE_ORDER_MAGIC, EPB, IDB, SHB
 from ..xen_events import CPU_CHANGE_HEADER, CYCLES_FLAG, EXTRA_SHIFT, MAX_EXTRA
 from .frames import FrameBatch, ragged_index
 
-LINKTYPE_ETHERNET = 1
-PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_VERSION = (2, 4)
 #: Classic pcap file header (little-endian): magic, version, thiszone, sigfigs, snaplen, network.
 PCAP_FILE_HEADER = struct.Struct("<IHHiIII")
@@ -29,10 +30,6 @@ PCAP_RECORD_DTYPE = np.dtype([
     ("orig_len", "<u4"),
 ])
 
-PCAPNG_SHB = 0x0A0D0D0A
-PCAPNG_IDB = 0x00000001
-PCAPNG_EPB = 0x00000006
-PCAPNG_BYTE_ORDER_MAGIC = 0x1A2B3C4D
 OPT_ENDOFOPT, OPT_SHB_USERAPPL, OPT_IF_NAME, OPT_IF_TSRESOL = 0, 4, 2, 9
 #: Enhanced Packet Block up to its packet data, one field per line.
 PCAPNG_EPB_DTYPE = np.dtype([
@@ -97,11 +94,11 @@ def _interleave(prefix: np.ndarray, frames: FrameBatch, suffix_len: np.ndarray) 
 
 
 def write_pcap(path: str | os.PathLike[str], ts_ns: np.ndarray, frames: FrameSource, *,
-               snaplen: int = 262144, linktype: int = LINKTYPE_ETHERNET) -> None:
+               snaplen: int = 262144, linktype: int = ETHERNET) -> None:
     """Write a classic little-endian microsecond pcap (timestamps truncated to µs)."""
     ts_ns = np.asarray(ts_ns, dtype=np.int64)
     with open(path, "wb") as f:
-        f.write(PCAP_FILE_HEADER.pack(PCAP_MAGIC_US, *PCAP_VERSION, 0, 0, snaplen, linktype))
+        f.write(PCAP_FILE_HEADER.pack(PCAP_MAGIC_USEC, *PCAP_VERSION, 0, 0, snaplen, linktype))
         for ts, batch in _batches(ts_ns, frames):
             hdr = np.zeros(len(ts), dtype=PCAP_RECORD_DTYPE)
             hdr["ts_sec"] = ts // NS_PER_S
@@ -127,13 +124,13 @@ def _pcapng_block(block_type: int, body: bytes) -> bytes:
 
 def write_pcapng(path: str | os.PathLike[str], ts_ns: np.ndarray, frames: FrameSource, *,
                  if_name: str = "eth0", snaplen: int = 262144,
-                 linktype: int = LINKTYPE_ETHERNET, userappl: str = "xenlat simulate") -> None:
+                 linktype: int = ETHERNET, userappl: str = "xenlat simulate") -> None:
     """Write a pcapng file: one section, one interface (``if_tsresol`` 9 = ns), EPBs."""
     ts_ns = np.asarray(ts_ns, dtype=np.int64)
-    shb = _pcapng_block(PCAPNG_SHB, struct.pack("<IHHq", PCAPNG_BYTE_ORDER_MAGIC, 1, 0, -1)
+    shb = _pcapng_block(SHB, struct.pack("<IHHq", BYTE_ORDER_MAGIC, 1, 0, -1)
                         + _pcapng_option(OPT_SHB_USERAPPL, userappl.encode())
                         + _pcapng_option(OPT_ENDOFOPT, b""))
-    idb = _pcapng_block(PCAPNG_IDB, struct.pack("<HHI", linktype, 0, snaplen)
+    idb = _pcapng_block(IDB, struct.pack("<HHI", linktype, 0, snaplen)
                         + _pcapng_option(OPT_IF_NAME, if_name.encode())
                         + _pcapng_option(OPT_IF_TSRESOL, bytes([9]))
                         + _pcapng_option(OPT_ENDOFOPT, b""))
@@ -145,7 +142,7 @@ def write_pcapng(path: str | os.PathLike[str], ts_ns: np.ndarray, frames: FrameS
             pad = (-caplen) % 4
             block_len = PCAPNG_EPB_DTYPE.itemsize + caplen + pad + 4
             hdr = np.zeros(n, dtype=PCAPNG_EPB_DTYPE)
-            hdr["block_type"] = PCAPNG_EPB
+            hdr["block_type"] = EPB
             hdr["block_len"] = block_len
             hdr["ts_high"] = ts.astype(np.uint64) >> np.uint64(32)
             hdr["ts_low"] = ts.astype(np.uint64) & np.uint64(0xFFFFFFFF)
