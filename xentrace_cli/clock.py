@@ -117,6 +117,11 @@ def _upper_hull(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hull_u, hull_v
 
 
+def _finite(x: float) -> float | None:
+    """``x``, or None where JSON has no number for it (infinity, NaN)."""
+    return float(x) if math.isfinite(x) else None
+
+
 @dataclasses.dataclass(frozen=True)
 class _Envelope:
     """One side of the feasible region: the line ``c + b·u`` must stay above (``side`` +1) or
@@ -276,17 +281,15 @@ class ClockFit:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary (infinities become ``None``)."""
-        def finite(x: float) -> float | None:
-            return float(x) if math.isfinite(x) else None
         return {
             "quality": self.quality,
-            "offset_ns": finite(self.offset_ns),
-            "drift_ppm": finite(self.drift_ppm),
+            "offset_ns": _finite(self.offset_ns),
+            "drift_ppm": _finite(self.drift_ppm),
             "ref_ns": int(self.ref_ns),
-            "uncertainty_us": finite(self.uncertainty_us),
-            "overlap_us": finite(self.overlap_ns / 1e3),
+            "uncertainty_us": _finite(self.uncertainty_us),
+            "overlap_us": _finite(self.overlap_ns / 1e3),
             "drift_range_ppm": (None if self.drift_range_ppm is None
-                                else [finite(x) for x in self.drift_range_ppm]),
+                                else [_finite(x) for x in self.drift_range_ppm]),
             "drift_fixed": self.drift_fixed,
             "span_s": self.span_ns / 1e9,
             "n_forward": self.n_forward,
@@ -531,18 +534,16 @@ class TscFit:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary (infinities and NaN become ``None``)."""
-        def finite(x: float) -> float | None:
-            return float(x) if math.isfinite(x) else None
         return {
             "quality": self.quality,
-            "cpu_hz": finite(self.cpu_hz),
+            "cpu_hz": _finite(self.cpu_hz),
             "cpu_hz_estimated": self.cpu_hz_estimated,
-            "hz_uncertainty_ppm": finite(self.hz_uncertainty_ppm),
+            "hz_uncertainty_ppm": _finite(self.hz_uncertainty_ppm),
             "tsc_at_ref": int(self.tsc_at_ref),
             "ref_ns": int(self.ref_ns),
-            "uncertainty_us": finite(self.uncertainty_us),
-            "residual_us": {"p50": finite(self.residual_us[0]),
-                            "p99": finite(self.residual_us[1])},
+            "uncertainty_us": _finite(self.uncertainty_us),
+            "residual_us": {"p50": _finite(self.residual_us[0]),
+                            "p99": _finite(self.residual_us[1])},
             "matched_fraction": float(self.matched_fraction),
             "n_irq": self.n_irq,
             "n_bursts": self.n_bursts,
