@@ -412,7 +412,6 @@ _WORD_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B1
                               0x94D049BB133111EB, 0xBF58476D1CE4E5B9], dtype=np.uint64)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
-_ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def _digest(v: _Views, c: _Columns, pend: np.ndarray) -> None:

@@ -537,21 +537,16 @@ def _decode(columns: dict[str, object], event: np.ndarray, codes: np.ndarray,
     next_domid.put(r, w[2][r])
     next_vcpu.put(r, w[3][r])
     # SWITCH_INFPREV: [domid, vcpu, ran_ns]; Xen <= 4.7: [domid, ran_ns].
-    r = rows(_K_INFPREV, exact=2)
-    domid.put(r, w[0][r])
-    ran_ns.put(r, w[1][r])
-    r = rows(_K_INFPREV, 3)
-    domid.put(r, w[0][r])
-    vcpu.put(r, w[1][r])
-    ran_ns.put(r, w[2][r])
     # SWITCH_INFNEXT: [domid, vcpu, wait_ns, slice]; Xen <= 4.7: [domid, wait_ns, slice].
-    r = rows(_K_INFNEXT, exact=3)
-    domid.put(r, w[0][r])
-    wait_ns.put(r, w[1][r])
-    r = rows(_K_INFNEXT, 4)
-    domid.put(r, w[0][r])
-    vcpu.put(r, w[1][r])
-    wait_ns.put(r, w[2][r])
+    # The old layout is told by its exact word count; the new one has a word more.
+    for k, ns, old_words in ((_K_INFPREV, ran_ns, 2), (_K_INFNEXT, wait_ns, 3)):
+        r = rows(k, exact=old_words)
+        domid.put(r, w[0][r])
+        ns.put(r, w[1][r])
+        r = rows(k, old_words + 1)
+        domid.put(r, w[0][r])
+        vcpu.put(r, w[1][r])
+        ns.put(r, w[2][r])
     r = rows(_K_LOST, 2)  # w1: domid in bits 0-15, vcpu in bits 16-31
     domid.put(r, w[1][r] & 0xFFFF)
     vcpu.put(r, w[1][r] >> 16)
