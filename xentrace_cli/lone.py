@@ -21,6 +21,7 @@ import pandas as pd
 from . import anomalies
 from .match import FLOW_COLUMNS, first_transmissions
 from .model import format_flow
+from .units import format_duration
 
 #: The two intervals of the lone view, named as merged intervals are (``<from>_to_<to>``).
 INTERVALS: tuple[str, ...] = ("request_to_response", "response_to_next")
@@ -149,7 +150,8 @@ def notes(flows: pd.DataFrame, *, limit: int = 5) -> list[str]:
         client_med = np.nanmedian(client) if np.isfinite(client).any() else np.nan
         out.append(
             f"{format_flow(src, sport, dst, dport)}: {len(part)} exchanges, request → response "
-            f"median {_us(server)}, response → next request median {_us(client_med)}, "
+            f"median {format_duration(server)}, response → next request median "
+            f"{format_duration(client_med)}, "
             f"{int(part['retransmissions'].sum())} retransmitted segments.")
     flagged = flows[flows["anomaly"] != ""]
     for _, row in flagged.head(limit).iterrows():
@@ -159,13 +161,7 @@ def notes(flows: pd.DataFrame, *, limit: int = 5) -> list[str]:
                else row["response_to_next_us"])
         stall = f" ({row['stall']})" if row["stall"] else ""
         out.append(f"{format_flow(row['src'], row['sport'], row['dst'], row['dport'])} at "
-                   f"t={row['t_response']:.6f}: " + what.format(_us(gap)) + stall + ".")
+                   f"t={row['t_response']:.6f}: " + what.format(format_duration(gap)) + stall + ".")
     if len(flagged) > limit:
         out.append(f"… and {len(flagged) - limit} more exchanges with gaps that stand out.")
     return out
-
-
-def _us(value: float) -> str:
-    from .units import format_duration
-
-    return format_duration(float(value))
