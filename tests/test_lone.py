@@ -62,10 +62,13 @@ def test_exchanges_and_the_black_tenth_of_a_second() -> None:
 
 
 def test_retransmission_counted_in_its_exchange() -> None:
-    flows = lone.exchanges(segments(conversation(black=-1, retransmit=5)))
+    segs = segments(conversation(black=-1, retransmit=5))
+    flows = lone.exchanges(segs)
     assert flows["retransmissions"].tolist() == [1 if k == 5 else 0 for k in range(40)]
     assert flows.loc[5, "response_bytes"] == 400
     assert (flows["anomaly"] == "").all()
+    # the caller's first transmissions (analyze has them already) give the same exchanges
+    pd.testing.assert_frame_equal(lone.exchanges(segs, match.first_transmissions(segs)), flows)
 
 
 def test_empty_capture() -> None:

@@ -529,7 +529,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     table["retransmitted"] = retrans
 
     # --- the lone view ------------------------------------------------------------------------
-    flows = lone.exchanges(placed[anchor_name])
+    flows = lone.exchanges(placed[anchor_name], fresh)
     capture_clock = "guest" if anchor_name == "guest" else "dom0"
     if capture_clock == "guest" and guest_fit is not None and len(flows):
         for col in ("t_request", "t_request_end", "t_response", "t_response_end", "t_next"):

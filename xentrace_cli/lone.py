@@ -45,10 +45,11 @@ def connection_ids(segments: pd.DataFrame) -> np.ndarray:
     return conn_of_flow.reindex(flow).to_numpy(np.int64)
 
 
-def exchanges(segments: pd.DataFrame) -> pd.DataFrame:
+def exchanges(segments: pd.DataFrame, fresh: np.ndarray | None = None) -> pd.DataFrame:
     """One row per request/response exchange of each connection in one capture's segments.
 
-    ``segments`` comes from :func:`match.assign_flows`. Columns: the request's flow
+    ``segments`` comes from :func:`match.assign_flows`; ``fresh`` is its
+    :func:`match.first_transmissions` when the caller has it already. Columns: the request's flow
     (``src, sport, dst, dport, proto``: client → server), ``t_request``, ``t_request_end``,
     ``t_response``, ``t_response_end``, ``t_next`` (epoch seconds of the capture's clock, NaN
     when absent), ``request_bytes``, ``response_bytes``, ``request_to_response_us``,
@@ -61,7 +62,8 @@ def exchanges(segments: pd.DataFrame) -> pd.DataFrame:
     if len(segments) == 0:
         return pd.DataFrame({c: [] for c in columns})
     conn = connection_ids(segments)
-    fresh = first_transmissions(segments)
+    if fresh is None:
+        fresh = first_transmissions(segments)
     ts = segments["ts_ns"].to_numpy()
     order = np.lexsort((ts, conn))
     conn_s, ts_s = conn[order], ts[order]
