@@ -3,7 +3,6 @@ the hand-built captures, the rich table and the JSON document."""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import re
@@ -11,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from corpus_cases import MANIFEST, corpus_cases
 from rich.console import Console
 
 from xentrace_cli.cli import main
@@ -20,17 +20,6 @@ from xentrace_cli.report.info_table import render_info
 
 HERE = Path(__file__).resolve().parent
 CAPTURES = HERE / "data" / "captures"
-CORPUS = HERE.parent.parent / "shared" / "corpus"
-
-
-def _manifest() -> list[dict[str, str]]:
-    if not (CORPUS / "manifest.csv").exists():
-        return []
-    with open(CORPUS / "manifest.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-MANIFEST = _manifest()
 READABLE = [e for e in MANIFEST if e["tshark_exit"] == "0"]
 #: capinfos' format names → the reader's
 FORMATS = {"pcap": "pcap", "nsecpcap": "nsecpcap", "modpcap": "modpcap", "pcapng": "pcapng"}
@@ -39,14 +28,6 @@ FORMATS = {"pcap": "pcap", "nsecpcap": "nsecpcap", "modpcap": "modpcap", "pcapng
 def epoch_ns(text: str) -> int:
     sec, frac = text.split(".")
     return int(sec) * 10**9 + int(frac)
-
-
-def corpus_cases(entries: list[dict[str, str]]) -> list[object]:
-    """One case per manifest entry; without the corpus one stand-in case, which the ``corpus``
-    fixture skips with its reason (fails in CI) instead of an empty parameter set."""
-    if not entries:
-        return [pytest.param(None, id="corpus-absent")]
-    return [pytest.param(e, id=e["file"]) for e in entries]
 
 
 @pytest.mark.parametrize("entry", corpus_cases(READABLE))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from corpus_cases import CORPUS, MANIFEST, corpus_cases
 
 from xentrace_cli import linktypes, packets
 from xentrace_cli.cli import main
@@ -23,21 +24,10 @@ from xentrace_cli.readers import capture
 
 HERE = Path(__file__).resolve().parent
 CAPTURES = HERE / "data" / "captures"
-CORPUS = HERE.parent.parent / "shared" / "corpus"
 REF_FIELDS = ["frame", "time", "len", "caplen", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst",
               "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.len", "udp.srcport",
               "udp.dstport"]
 
-
-def _manifest() -> list[dict[str, str]]:
-    path = CORPUS / "manifest.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-MANIFEST = _manifest()
 
 #: Files tshark cannot read and what the reader says instead.
 REJECTED = {
@@ -92,14 +82,6 @@ def fragment_rows(table: pd.DataFrame) -> np.ndarray:
         table["ip_id"].astype(str)
     later = set(key[table["frag_offset"].fillna(0) > 0])
     return key.isin(later).to_numpy()
-
-
-def corpus_cases(entries: list[dict[str, str]]) -> list[object]:
-    """One case per manifest entry; without the corpus one stand-in case, which the ``corpus``
-    fixture skips with its reason (fails in CI) instead of an empty parameter set."""
-    if not entries:
-        return [pytest.param(None, id="corpus-absent")]
-    return [pytest.param(e, id=e["file"]) for e in entries]
 
 
 @pytest.mark.parametrize("entry", corpus_cases(MANIFEST))
