@@ -163,12 +163,6 @@ class Table:
         self.rows: list[list[int]] = []
         self._matrix: np.ndarray | None = None
 
-    def __getitem__(self, i: int) -> list[int]:
-        return self.rows[i]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
     def matrix(self) -> np.ndarray:
         """All rows as an int64 matrix, one column per name (built once, on first use)."""
         if self._matrix is None:
@@ -191,9 +185,6 @@ F_DIR, F_CONN, F_SEQ, F_ACK, F_FLAGS, F_PLEN, F_CPOS = range(7)
 W_NIC, W_PHYS, W_IRQ, W_RUN, W_UNIT, W_REQ = range(7, 13)
 U_BACKEND, U_COPY, U_COPY_CPU, U_BATCH, U_WAKE, U_RUN, U_REQ, U_WFIRST, U_WLAST = range(7, 16)
 R_GUEST, R_UNIT, R_SOCKET, R_WRITE, R_REQ = range(7, 12)
-
-
-IDLE = "idle"
 
 
 class Vcpu:
