@@ -359,11 +359,8 @@ def read_budgets_file(path: str | Path) -> tuple[list[Limit], FileBaseline | Non
         stats = ["p50", "p90", "p99", "max"]
     """
     path = Path(path)
-    check_readable(path)
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(path, "not a TOML text file (not UTF-8)", offset=exc.start) from None
+        document = tomllib.loads(_read_text(path, "not a TOML text file (not UTF-8)"))
     except tomllib.TOMLDecodeError as exc:
         # Python 3.11 puts the position only in the text: "Invalid value (at line 2, column 7)"
         where = re.search(r"\s*\(at line (\d+), column \d+\)$", str(exc))
@@ -453,11 +450,8 @@ def baseline_document(analysis: Any) -> dict[str, Any]:
 def load_baseline(path: str | Path) -> dict[str, Any]:
     """Read a baseline document; ``InputError`` when it is not one."""
     path = Path(path)
-    check_readable(path)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(path, "not a baseline (not UTF-8 text)", offset=exc.start) from None
+        document = json.loads(_read_text(path, "not a baseline (not UTF-8 text)"))
     except json.JSONDecodeError as exc:
         raise InputError(path, f"not a baseline: invalid JSON ({exc.msg})",
                          line=exc.lineno) from None
@@ -605,6 +599,15 @@ def describe_packet(row: pd.Series, value_us: float | None = None) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
+
+
+def _read_text(path: Path, not_utf8: str) -> str:
+    """A readable UTF-8 file's text; ``InputError`` (``not_utf8``, at the bad byte) otherwise."""
+    check_readable(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, not_utf8, offset=exc.start) from None
 
 
 def _round(value: Any) -> float | int | None:
