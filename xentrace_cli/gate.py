@@ -164,10 +164,14 @@ class GateResult:
         return [check for check in self.checks if check.failed]
 
     @property
+    def skipped(self) -> int:
+        """How many optional checks found their stage unmeasured."""
+        return sum(check.verdict == "skipped" for check in self.checks)
+
+    @property
     def summary(self) -> str:
         """``2 of 3 checks passed, 1 failed``."""
-        failed = len(self.failures)
-        skipped = sum(check.verdict == "skipped" for check in self.checks)
+        failed, skipped = len(self.failures), self.skipped
         passed = len(self.checks) - failed - skipped
         text = f"{passed} of {len(self.checks)} checks passed"
         if failed:
@@ -219,11 +223,9 @@ class GateResult:
 
     def to_junit(self) -> str:
         """JUnit XML: one testsuite, one testcase per check (valid against junit-10.xsd)."""
-        failures = len(self.failures)
-        skipped = sum(check.verdict == "skipped" for check in self.checks)
         out = ['<?xml version="1.0" encoding="UTF-8"?>',
                f'<testsuite name="xenlat check" tests="{len(self.checks)}" '
-               f'failures="{failures}" errors="0" skipped="{skipped}">',
+               f'failures="{len(self.failures)}" errors="0" skipped="{self.skipped}">',
                "  <properties>"]
         properties = [(f"source.{name}", value) for name, value in self.sources.items()]
         properties.append(("packets", str(self.packets)))
@@ -333,8 +335,8 @@ def collect_budgets(budget_strings: Iterable[str], budgets_file: str | Path | No
         file_limits, file_baseline = read_budgets_file(budgets_file)
         limits.extend(file_limits)
     if baseline_file is not None:
-        limits.extend(baseline_limits(load_baseline(baseline_file),
-                                      parse_tolerance(tolerance or "20%"), BASELINE_FLOOR_US,
+        tol = parse_tolerance(tolerance) if tolerance else DEFAULT_TOLERANCE
+        limits.extend(baseline_limits(load_baseline(baseline_file), tol, BASELINE_FLOOR_US,
                                       BASELINE_STATISTICS, str(baseline_file)))
     elif file_baseline is not None:
         path, tol, floor_us, stats = file_baseline
