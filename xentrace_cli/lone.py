@@ -20,11 +20,12 @@ import pandas as pd
 
 from . import anomalies
 from .match import FLOW_COLUMNS, first_transmissions
-from .model import format_flow
+from .model import LONE_INTERVALS, format_flow
 from .units import format_duration
 
-#: The two intervals of the lone view, named as merged intervals are (``<from>_to_<to>``).
-INTERVALS: tuple[str, ...] = ("request_to_response", "response_to_next")
+#: The two intervals of the lone view, named as merged intervals are (``<from>_to_<to>``);
+#: defined with the table's columns in :mod:`model`.
+INTERVALS: tuple[str, ...] = LONE_INTERVALS
 
 
 def connection_ids(segments: pd.DataFrame) -> np.ndarray:
