@@ -35,7 +35,7 @@ import pandas as pd
 from . import anomalies, attribute, lone, match
 from .attribute import NA_NS
 from .errors import InputError, OptionError, XenlatWarning
-from .model import STAGES, TABLE_COLUMNS, Sources
+from .model import CHECKPOINTS, STAGES, TABLE_COLUMNS, Sources, checkpoint_column
 from .result import Analysis
 
 ProgressCallback = Callable[[int, int], None]
@@ -436,13 +436,9 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     table["direction"] = direction
     table["seq"] = anchor["seq"].to_numpy()
     table["len"] = anchor["len"].to_numpy()
-    order = ["irq", "dom0_run", "phys", "backend", "copy", "guest_wake", "guest_run", "guest",
-             "read", "write"]
-    for point in order:  # every checkpoint column, so that the schema never varies
+    for point in (*CHECKPOINTS, "write"):  # those not measured: NaN, from fixed_schema
         if point in checkpoints:
-            table[f"t_{point}"] = attribute.to_seconds(checkpoints[point])
-        else:
-            table[f"t_{point}"] = np.nan
+            table[checkpoint_column(point)] = attribute.to_seconds(checkpoints[point])
     shown_intervals = (attribute.intervals(present, "rx")
                        + attribute.intervals(present, "tx"))
     notes.extend(attribute.merge_notes([iv for iv in shown_intervals if iv.direction == "rx"],
@@ -565,8 +561,6 @@ def fixed_schema(table: pd.DataFrame) -> pd.DataFrame:
             out[column] = _text(np.full(n, "", dtype=object))
     if "retransmitted" not in table.columns:
         out["retransmitted"] = np.zeros(n, dtype=bool)
-    if "direction" not in table.columns:
-        out["direction"] = _text(np.full(n, "", dtype=object))
     return out
 
 
