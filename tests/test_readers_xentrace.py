@@ -439,21 +439,25 @@ def test_damaged_files_never_crash(tmp_path: Path, monkeypatch) -> None:
 
 # --- run states, switches ----------------------------------------------------------------------
 
+def runstate_windows() -> tuple[bytes, bytes]:
+    """CPU 2's two windows: d1v0 blocked until 100, runnable 100-150, running 150-400,
+    runnable 400-450, running from 450 (blocks at 600). CPU 2 ran d0v0 then d1v0 (switch at
+    150), idle (400), d1v0 again (450). Also test_trace_summary's trace, around a lost window."""
+    return (window(2,
+                   rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=50),
+                   runstate(2, 1, 1, 0, tsc=100),
+                   rec(xe.TRC_SCHED_SWITCH, 0, 0, 1, 0, tsc=150),
+                   runstate(1, 0, 1, 0, tsc=150),
+                   rec(xe.TRC_SCHED_SWITCH, 1, 0, xe.DOMID_IDLE, 2, tsc=400),
+                   runstate(0, 1, 1, 0, tsc=400)),
+            window(2,
+                   rec(xe.TRC_SCHED_SWITCH, xe.DOMID_IDLE, 2, 1, 0, tsc=450),
+                   runstate(1, 0, 1, 0, tsc=450),
+                   rec(xe.TRC_SCHED_BLOCK, 0, 0, tsc=600)))
+
+
 def _runstate_trace(tmp_path: Path) -> Path:
-    # d1v0: blocked until 100, runnable 100-150, running 150-400, runnable 400-450, running.
-    # CPU 2 ran d0v0 then d1v0 (switch at 150), idle (400), d1v0 again (450).
-    return write(tmp_path,
-                 window(2,
-                        rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=50),
-                        runstate(2, 1, 1, 0, tsc=100),
-                        rec(xe.TRC_SCHED_SWITCH, 0, 0, 1, 0, tsc=150),
-                        runstate(1, 0, 1, 0, tsc=150),
-                        rec(xe.TRC_SCHED_SWITCH, 1, 0, xe.DOMID_IDLE, 2, tsc=400),
-                        runstate(0, 1, 1, 0, tsc=400)),
-                 window(2,
-                        rec(xe.TRC_SCHED_SWITCH, xe.DOMID_IDLE, 2, 1, 0, tsc=450),
-                        runstate(1, 0, 1, 0, tsc=450),
-                        rec(xe.TRC_SCHED_BLOCK, 0, 0, tsc=600)))
+    return write(tmp_path, *runstate_windows())
 
 
 def test_runstate_intervals(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from test_readers_xentrace import CORPUS_TRACE, rec, runstate, window, write
+from test_readers_xentrace import CORPUS_TRACE, rec, runstate_windows, window, write
 
 from xentrace_cli import xen_events as xe
 from xentrace_cli.cli import main
@@ -26,21 +26,13 @@ def trace_file(tmp_path: Path) -> Path:
     # d1v0: blocked [50,100), runnable [100,150), running [150,400), runnable [400,450),
     # running [450, 600 = last TSC). CPU 2: d0v0 until 150, d1v0, idle from 400, d1v0 at 450.
     # CPU 0: 40 records lost between TSC 200 and 300.
+    before, after = runstate_windows()
     return write(tmp_path,
-                 window(2,
-                        rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=50),
-                        runstate(2, 1, 1, 0, tsc=100),
-                        rec(xe.TRC_SCHED_SWITCH, 0, 0, 1, 0, tsc=150),
-                        runstate(1, 0, 1, 0, tsc=150),
-                        rec(xe.TRC_SCHED_SWITCH, 1, 0, xe.DOMID_IDLE, 2, tsc=400),
-                        runstate(0, 1, 1, 0, tsc=400)),
+                 before,
                  window(0,
                         rec(xe.TRC_LOST_RECORDS, 40, 0, 200, 0, tsc=300),
                         rec(xe.TRC_TRACE_WRAP_BUFFER, 0xFFFFFFFF)),
-                 window(2,
-                        rec(xe.TRC_SCHED_SWITCH, xe.DOMID_IDLE, 2, 1, 0, tsc=450),
-                        runstate(1, 0, 1, 0, tsc=450),
-                        rec(xe.TRC_SCHED_BLOCK, 0, 0, tsc=600)))
+                 after)
 
 
 def test_counts_and_events(trace_file: Path) -> None:
