@@ -25,7 +25,14 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, check_readable
-from .model import CHECKPOINTS, STAGES, TX_CHECKPOINTS, format_flow, stage_column
+from .model import (
+    CHECKPOINTS,
+    LONE_INTERVALS,
+    STAGES,
+    TX_CHECKPOINTS,
+    format_flow,
+    stage_column,
+)
 from .stats import STATISTICS, stage_stats
 from .units import format_duration, parse_duration_us
 
@@ -299,8 +306,6 @@ def parse_budget(text: str) -> Limit:
 
 
 def _check_stage(stage: str, context: str) -> None:
-    from .lone import INTERVALS as LONE_INTERVALS
-
     if stage in STAGES or stage == "total" or stage in LONE_INTERVALS:
         return
     if "_to_" in stage:

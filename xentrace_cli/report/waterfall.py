@@ -13,7 +13,14 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from ..model import CHECKPOINTS, STAGES, TX_CHECKPOINTS, checkpoint_column, stage_column
+from ..model import (
+    CHECKPOINTS,
+    LONE_INTERVALS,
+    STAGES,
+    TX_CHECKPOINTS,
+    checkpoint_column,
+    stage_column,
+)
 
 #: One colour per stage (colour-blind-safe Okabe–Ito palette).
 STAGE_COLORS: dict[str, str] = {
@@ -112,8 +119,6 @@ def intervals(table: pd.DataFrame) -> list[Interval]:
 def measures(table: pd.DataFrame) -> list[Interval]:
     """Everything the table measures per packet: :func:`intervals`, then the lone-capture
     intervals (``request_to_response``, ``response_to_next``), which have no checkpoints."""
-    from ..lone import INTERVALS as LONE_INTERVALS
-
     found = intervals(table)
     found += [Interval(name, "", "") for name in LONE_INTERVALS
               if _measured(table, stage_column(name))]
