@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from xentrace_cli.errors import InputError, TruncatedInput, XenlatWarning, check_readable
-from xentrace_cli.readers.capture import GZIP_MAGIC, PCAP_MAGICS, PCAPNG_MAGIC
+from xentrace_cli.readers.capture import sniff
 
 # --------------------------------------------------------------------------------------------
 # Constants
@@ -209,12 +209,10 @@ def read_socket_log(path: str | os.PathLike[str], *,
 
 def _binary_kind(head: bytes) -> str | None:
     """What a binary file's first bytes look like (None: they look like text)."""
-    if head[:4] == PCAPNG_MAGIC:
-        return "looks like a pcapng capture"
-    if len(head) >= 4 and (int.from_bytes(head[:4], "little") in PCAP_MAGICS
-                           or int.from_bytes(head[:4], "big") in PCAP_MAGICS):
-        return "looks like a pcap capture"
-    if head[:2] == GZIP_MAGIC:
+    kind = sniff(head)  # the capture reader's own magic-number test
+    if kind in ("pcap", "pcapng"):
+        return f"looks like a {kind} capture"
+    if kind == "gzip":
         return "gzip-compressed"
     if b"\0" in head[:BINARY_SNIFF_BYTES]:
         return f"NUL bytes in the first {BINARY_SNIFF_BYTES >> 10} KiB"
