@@ -19,6 +19,7 @@ from xentrace_cli.analyze import AnalyzeOptions, analyze, analyze_files, parse_t
 from xentrace_cli.cli import main
 from xentrace_cli.errors import XenlatWarning
 from xentrace_cli.model import STAGES, Sources
+from xentrace_cli.result import Analysis
 from xentrace_cli.simulate import run_scenario
 
 REQUESTS = 150
@@ -124,14 +125,20 @@ def stage_columns(both: pd.DataFrame) -> list[str]:
 
 # --- all sources -------------------------------------------------------------------------------
 
-def test_healthy_all_sources_match_the_truth(scenario) -> None:
-    directory = scenario("healthy")
+def check_all_sources(directory: Path) -> tuple[Analysis, pd.DataFrame]:
+    """All sources of a set: nearly every true segment in the table, and every receive stage
+    within its tolerance of the truth. Returns the analysis and its join with the truth."""
     analysis = run(directory)
     both = joined(analysis, directory)
     assert len(both) >= 0.95 * len(truth(directory))
     rx = both[both["direction"] == "rx"]
     for column in stage_columns(rx):
         check_stage(rx, column)
+    return analysis, both
+
+
+def test_healthy_all_sources_match_the_truth(scenario) -> None:
+    analysis, both = check_all_sources(scenario("healthy"))
     check_stage(both, "total_us")  # first → last checkpoint, both directions
     # the transmit direction: write → guest → backend → phys, from the truth's checkpoints
     tx = both[both["direction"] == "tx"]
@@ -262,13 +269,7 @@ def test_wrong_domid_is_questioned(scenario) -> None:
 
 
 def test_offload_gso_gro(scenario) -> None:
-    directory = scenario("offload")
-    analysis = run(directory)
-    both = joined(analysis, directory)
-    assert len(both) >= 0.95 * len(truth(directory))
-    rx = both[both["direction"] == "rx"]
-    for column in stage_columns(rx):
-        check_stage(rx, column)
+    check_all_sources(scenario("offload"))
 
 
 # --- fewer sources ------------------------------------------------------------------------------
