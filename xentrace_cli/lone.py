@@ -103,12 +103,13 @@ def exchanges(segments: pd.DataFrame, fresh: np.ndarray | None = None) -> pd.Dat
         "retransmissions": (run_retx[i] + run_retx[i + 1]).astype(np.int64),
         "response_last": order[last_pos[i + 1]],
     })
-    label, _ = anomalies.detect({name: out[f"{name}_us"].to_numpy(float) for name in INTERVALS})
+    label, base = anomalies.detect({name: out[f"{name}_us"].to_numpy(float)
+                                    for name in INTERVALS})
     out["anomaly"] = label.astype(str)
-    # a stall is named by how far it stands above the usual gap
+    # a stall is named by how far it stands above the usual gap (the baseline's median)
     excess = np.where(label == "request_to_response",
-                      out["request_to_response_us"] - out["request_to_response_us"].median(),
-                      out["response_to_next_us"] - out["response_to_next_us"].median())
+                      out["request_to_response_us"] - base["request_to_response"].median_us,
+                      out["response_to_next_us"] - base["response_to_next"].median_us)
     stall = anomalies.name_stall(excess)
     out["stall"] = np.where(label != "", stall, "").astype(str)
     return out
