@@ -34,6 +34,7 @@ from .waterfall import (
     first_times,
     intervals,
     measures,
+    numeric,
     packet_labels,
     segments,
     select_packets,
@@ -202,8 +203,8 @@ def _worst_table(table: pd.DataFrame, flagged: pd.Series) -> str:
     if len(table) == 0:
         return "<p>No packet.</p>"
     # how bad a packet is: its total, or (one capture alone) its longest measured interval
-    total = _numeric(table, "total_us")
-    longest = pd.concat([_numeric(table, iv.column) for iv in measures(table)]
+    total = numeric(table, "total_us")
+    longest = pd.concat([numeric(table, iv.column) for iv in measures(table)]
                         + [pd.Series(np.nan, index=table.index)], axis=1).max(axis=1)
     badness = total.where(total.notna(), longest)
     keep = set(badness.nlargest(WORST_ROWS, keep="first").index)
@@ -215,20 +216,20 @@ def _worst_table(table: pd.DataFrame, flagged: pd.Series) -> str:
     rows = table.loc[order]
     t0 = np.nanmin(first_times(table)) if len(table) else np.nan
     when = first_times(rows) - t0
-    ivs = [iv for iv in measures(table) if _numeric(table, iv.column).notna().any()]
+    ivs = [iv for iv in measures(table) if numeric(table, iv.column).notna().any()]
     head = ("<th>#</th><th>time (s)</th><th class=\"text\">flow</th><th>seq</th><th>len</th>"
             + "".join(f"<th>{_swatch(iv.color)}{html.escape(iv.name)}</th>" for iv in ivs)
             + "<th>total</th><th>±</th><th class=\"text\">anomaly</th>"
               "<th class=\"text\">cause</th>")
     lines = []
-    stage_values = {iv.name: _numeric(rows, iv.column).to_numpy() for iv in ivs}
-    totals = _numeric(rows, "total_us").to_numpy()
-    unc = _numeric(rows, "uncertainty_us").to_numpy()
+    stage_values = {iv.name: numeric(rows, iv.column).to_numpy() for iv in ivs}
+    totals = numeric(rows, "total_us").to_numpy()
+    unc = numeric(rows, "uncertainty_us").to_numpy()
     anomaly = _text(rows, "anomaly")
     cause = _text(rows, "cause")
     flows = _flow_labels(rows)
-    seq = _numeric(rows, "seq").to_numpy()
-    length = _numeric(rows, "len").to_numpy()
+    seq = numeric(rows, "seq").to_numpy()
+    length = numeric(rows, "len").to_numpy()
     for i, index in enumerate(rows.index):
         cells = [f'<td data-v="{index}">{index}</td>',
                  f'<td data-v="{_num(when[i])}">{_seconds(when[i])}</td>',
@@ -261,7 +262,7 @@ def _flows(flows: pd.DataFrame | None, table: pd.DataFrame) -> str:
     if flows is None or len(flows) == 0:
         return ""
     flows = flows.reset_index(drop=True)
-    gaps = {name: _numeric(flows, f"{name}_us") for name in ("request_to_response",
+    gaps = {name: numeric(flows, f"{name}_us") for name in ("request_to_response",
                                                              "response_to_next")}
     worst = pd.concat(gaps.values(), axis=1).max(axis=1)
     flagged = anomalous(flows)
@@ -269,7 +270,7 @@ def _flows(flows: pd.DataFrame | None, table: pd.DataFrame) -> str:
     keep |= set(flows.index[flagged][:MAX_ANOMALOUS_ROWS])
     rows = flows.loc[sorted(keep)]
     t0 = np.nanmin(first_times(table)) if len(table) else np.nan
-    start = _numeric(rows, "t_request").to_numpy() - t0
+    start = numeric(rows, "t_request").to_numpy() - t0
     flow = _flow_labels(rows)
     anomaly = _text(rows, "anomaly")
     stall = _text(rows, "stall")
@@ -399,7 +400,7 @@ def _timeline(table: pd.DataFrame) -> str:
     fig = go.Figure()
     downsampled = False
     for interval in measures(table):
-        y = _numeric(table, interval.column).to_numpy()
+        y = numeric(table, interval.column).to_numpy()
         ok = np.isfinite(y) & np.isfinite(x_all)
         if not ok.any():
             continue
@@ -417,10 +418,10 @@ def _timeline(table: pd.DataFrame) -> str:
     value = np.full(len(table), np.nan)
     for interval in measures(table):
         hit = names == interval.name
-        value[hit] = _numeric(table, interval.column).to_numpy()[hit]
+        value[hit] = numeric(table, interval.column).to_numpy()[hit]
     # an anomaly without a value of its own stage is still marked, at its total
     missing = flagged & ~np.isfinite(value)
-    value[missing] = _numeric(table, "total_us").to_numpy()[missing]
+    value[missing] = numeric(table, "total_us").to_numpy()[missing]
     marked = flagged & np.isfinite(value) & np.isfinite(x_all)
     index = np.flatnonzero(marked)
     if not fig.data and not len(index):
@@ -473,7 +474,7 @@ def _distributions(table: pd.DataFrame) -> str:
                         horizontal_spacing=0.08)
     measured = {}
     for interval in measures(table):
-        values = _numeric(table, interval.column).to_numpy()
+        values = numeric(table, interval.column).to_numpy()
         values = np.maximum(values[np.isfinite(values)], LOG_FLOOR_US)
         if values.size:
             measured[interval] = values
@@ -529,12 +530,6 @@ def _details(extra: dict[str, Any]) -> str:
             text = json.dumps(value, default=str, ensure_ascii=False)
         lines.append(f"<b>{html.escape(str(key))}</b>: {html.escape(text)}")
     return "<br>".join(lines)
-
-
-def _numeric(table: pd.DataFrame, column: str) -> pd.Series:
-    if column not in table.columns:
-        return pd.Series(np.nan, index=table.index, dtype=float)
-    return pd.to_numeric(table[column], errors="coerce").astype(float)
 
 
 def _flow_labels(rows: pd.DataFrame) -> list[str]:

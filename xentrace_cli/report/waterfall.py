@@ -45,6 +45,9 @@ WORST_PACKETS = 15
 NORMAL_PACKETS = 15
 MAX_ANOMALOUS = 40
 
+#: Every checkpoint, receive path then the transmit-only ones, in path order.
+_POINTS: tuple[str, ...] = (*CHECKPOINTS, *[p for p in TX_CHECKPOINTS if p not in CHECKPOINTS])
+
 
 @dataclasses.dataclass(frozen=True)
 class Interval:
@@ -99,17 +102,16 @@ def intervals(table: pd.DataFrame) -> list[Interval]:
     """The stages and merged intervals the table measures for some packet, in path order."""
     found = [Interval(name, a, b) for name, (a, b) in STAGES.items()
              if _measured(table, stage_column(name))]
-    points = (*CHECKPOINTS, *[p for p in TX_CHECKPOINTS if p not in CHECKPOINTS])
     others = []
     for column in table.columns:
         if not column.endswith("_us") or "_to_" not in column or not _measured(table, column):
             continue
         name = column[:-3]
         for i in range(len(name)):
-            if name.startswith("_to_", i) and name[:i] in points and name[i + 4:] in points:
+            if name.startswith("_to_", i) and name[:i] in _POINTS and name[i + 4:] in _POINTS:
                 others.append((name, name[:i], name[i + 4:]))
                 break
-    order = {p: i for i, p in enumerate(points)}
+    order = {p: i for i, p in enumerate(_POINTS)}
     others.sort(key=lambda o: (order[o[1]], order[o[2]], o[0]))
     found += [Interval(name, a, b, OTHER_COLORS[i % len(OTHER_COLORS)])
               for i, (name, a, b) in enumerate(others)]
@@ -127,8 +129,7 @@ def measures(table: pd.DataFrame) -> list[Interval]:
 
 def checkpoint_columns(table: pd.DataFrame) -> list[str]:
     """The ``t_<checkpoint>`` columns present, in path order."""
-    points = (*CHECKPOINTS, *[p for p in TX_CHECKPOINTS if p not in CHECKPOINTS])
-    return [checkpoint_column(p) for p in points if checkpoint_column(p) in table.columns]
+    return [checkpoint_column(p) for p in _POINTS if checkpoint_column(p) in table.columns]
 
 
 def first_times(table: pd.DataFrame) -> np.ndarray:
@@ -157,7 +158,7 @@ def select_packets(table: pd.DataFrame, worst: int = WORST_PACKETS,
     and ``normal`` rows spread evenly over the rest. Deterministic."""
     if len(table) == 0:
         return table.index
-    total = _numeric(table, "total_us")
+    total = numeric(table, "total_us")
     flagged = anomalous(table)
     keep = set(total[flagged].sort_values(ascending=False, kind="stable")
                .index[:max_anomalous])
@@ -198,9 +199,9 @@ def segments(table: pd.DataFrame, rows: pd.Index) -> pd.DataFrame:
         pd.Series("", index=picked.index)
     parts = []
     for interval in intervals(picked):
-        duration = _numeric(picked, interval.column).to_numpy()
+        duration = numeric(picked, interval.column).to_numpy()
         start_col = checkpoint_column(interval.start)
-        start = (_numeric(picked, start_col).to_numpy() - t0) * 1e6 \
+        start = (numeric(picked, start_col).to_numpy() - t0) * 1e6 \
             if start_col in picked.columns else np.full(len(picked), np.nan)
         ok = np.isfinite(duration) & np.isfinite(start)
         parts.append(pd.DataFrame({
@@ -224,7 +225,7 @@ def checkpoints(table: pd.DataFrame, rows: pd.Index) -> pd.DataFrame:
     t0 = first_times(picked)
     parts = []
     for column in checkpoint_columns(picked):
-        values = _numeric(picked, column).to_numpy()
+        values = numeric(picked, column).to_numpy()
         ok = np.isfinite(values)
         parts.append(pd.DataFrame({
             "row": picked.index[ok], "order": np.arange(len(picked))[ok],
@@ -236,7 +237,8 @@ def checkpoints(table: pd.DataFrame, rows: pd.Index) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def _numeric(table: pd.DataFrame, column: str) -> pd.Series:
+def numeric(table: pd.DataFrame, column: str) -> pd.Series:
+    """A column as floats (NaN where not a number; all NaN when the column is absent)."""
     if column not in table.columns:
         return pd.Series(np.nan, index=table.index, dtype=float)
     return pd.to_numeric(table[column], errors="coerce").astype(float)
