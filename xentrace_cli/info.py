@@ -119,6 +119,12 @@ class CaptureInfo:
         }
 
 
+def _count(counts: dict[int, int], values: np.ndarray) -> None:
+    """Add each distinct value's occurrences in ``values`` to ``counts``."""
+    for value, count in zip(*np.unique(values, return_counts=True), strict=True):
+        counts[int(value)] = counts.get(int(value), 0) + int(count)
+
+
 def capture_info(path: str | os.PathLike[str],
                  on_progress: ProgressCallback | None = None) -> CaptureInfo:
     """Describe a capture (pcap, pcapng, gzip-compressed either) without decoding packets."""
@@ -136,11 +142,8 @@ def capture_info(path: str | os.PathLike[str],
             packets += len(batch)
             data_bytes += int(batch.caplen.sum())
             wire_bytes += int(batch.wirelen.sum())
-            for value, count in zip(*np.unique(batch.linktype, return_counts=True), strict=True):
-                per_linktype[int(value)] = per_linktype.get(int(value), 0) + int(count)
-            for value, count in zip(*np.unique(batch.interface, return_counts=True),
-                                    strict=True):
-                per_interface[int(value)] = per_interface.get(int(value), 0) + int(count)
+            _count(per_linktype, batch.linktype)
+            _count(per_interface, batch.interface)
             ts = batch.ts_ns[batch.ts_valid]
             no_ts += len(batch) - len(ts)
             if len(ts):
