@@ -536,18 +536,17 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
     is_irq = event == TRC_HW_IRQ_HANDLED
     irq_rows_all = np.flatnonzero(is_irq)
     irq_no = _subset(ev, "irq", is_irq, -1)  # at irq_rows_all
+    per_irq = pd.Series(irq_no).value_counts()
     if options.nic_irq is not None:
         candidates = [int(options.nic_irq)]
     else:
-        counts = pd.Series(irq_no).value_counts()
-        candidates = [int(x) for x in counts.index[:MAX_IRQ_CANDIDATES]]
+        candidates = [int(x) for x in per_irq.index[:MAX_IRQ_CANDIDATES]]
     if not candidates:
         notes.append("xentrace has no HW_IRQ_HANDLED records: the trace cannot be lined up "
                      "with the captures (was it recorded with the irq class?).")
         return result
     # the NIC's interrupts come about once per burst of arrivals: try the closest count first
     bursts = 1 + int((np.diff(arrivals) > BURST_GAP_NS).sum()) if arrivals.size else 0
-    per_irq = pd.Series(irq_no).value_counts()
     candidates.sort(key=lambda irq: abs(np.log(max(per_irq.get(irq, 1), 1) / max(bursts, 1))))
     fits = []
     for irq in candidates:
@@ -557,6 +556,7 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
                 fits[-1][1].matched_fraction >= 0.8:
             break  # interrupts alone bound the TSC from one side: good enough to choose
     nic_irq, fit = min(fits, key=lambda item: _fit_rank(item[1]))
+    irq_sel = irq_rows_all[irq_no == nic_irq]  # the NIC's interrupts
     if fit.quality == "none":
         notes.append(f"xentrace: {fit.detail}")
         result.alignment["tsc->dom0"] = {**_tsc_dict(fit), "from": f"irq {nic_irq}"}
@@ -636,7 +636,7 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
         sel = have_copy
         # the frequency found above is kept (its error shows as the fit's drift, and the
         # copies bound it from the other side): the costly coarse search is not repeated
-        refit = fit_tsc(tsc[irq_rows_all[irq_no == nic_irq]], arrivals, cpu_hz=fit.cpu_hz,
+        refit = fit_tsc(tsc[irq_sel], arrivals, cpu_hz=fit.cpu_hz,
                         copy_tsc=copy_row_tsc[sel],
                         copy_after_ns=_na_float(after[sel]),
                         copy_before_ns=_na_float(before[sel]))
@@ -659,7 +659,6 @@ def attribute_trace(trace: object, *, anchor: pd.DataFrame, placed: dict[str, pd
 
     # --- irq and dom0_run ---------------------------------------------------------------------
     out: dict[str, np.ndarray] = {}
-    irq_sel = irq_rows_all[irq_no == nic_irq]
     irq_tsc = tsc[irq_sel]
     irq_ns = fit.to_ns(irq_tsc)
     arrive = checkpoints.get("phys", checkpoints.get("backend"))
