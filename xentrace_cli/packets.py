@@ -278,14 +278,11 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
         keep = None
         if selected is not None:
             keep = np.isin(merged_raw.frame, selected, assume_unique=True)
-        if host_text is not None:
-            hit = ((table["src"] == host_text) | (table["dst"] == host_text)).to_numpy(
-                dtype=bool, na_value=False)
-            keep = hit if keep is None else keep & hit
-        if port is not None:
-            hit = ((table["sport"] == port) | (table["dport"] == port)).to_numpy(
-                dtype=bool, na_value=False)
-            keep = hit if keep is None else keep & hit
+        for a, b, value in (("src", "dst", host_text), ("sport", "dport", port)):
+            if value is not None:  # --host / --port: either end of the packet
+                hit = ((table[a] == value) | (table[b] == value)).to_numpy(
+                    dtype=bool, na_value=False)
+                keep = hit if keep is None else keep & hit
         if keep is not None:
             table = table[keep].reset_index(drop=True)
         if interfaces_out is not None:
@@ -367,10 +364,8 @@ def read_packets(path: str | os.PathLike[str], **options: Any) -> pd.DataFrame:
     ``vif5.0``, link type, resolution); ``attrs["path"]`` the file.
     """
     interfaces: list[dict[str, Any]] = []
-    parts = list(iter_packets(path, interfaces_out=interfaces, **options))
-    if not parts:
-        table = empty_table()
-    elif len(parts) == 1:
+    parts = list(iter_packets(path, interfaces_out=interfaces, **options))  # never empty
+    if len(parts) == 1:
         table = parts[0]
     else:
         from pandas.api.types import union_categoricals
