@@ -219,8 +219,7 @@ def _worst(analysis: Analysis, shown: list[Interval], top: int, plain: bool,
     ranked = key.sort_values(ascending=False, kind="stable").index
     # one line per stall: packets of one flow that waited through the same stall look alike
     stall_key = pd.DataFrame({
-        "flow": table.loc[ranked].apply(_packet_of, axis=1).str.split(" seq").str[0]
-        if len(ranked) else "",
+        "flow": _directed_flows(table.loc[ranked]),
         "anomaly": table.loc[ranked, "anomaly"].astype(str) if "anomaly" in table.columns
         else "",
         "ms": (total.loc[ranked].fillna(-1.0) / 1000).round(0)}, index=ranked)
@@ -274,6 +273,18 @@ def _time_of(record: pd.Series) -> str:
 
     first = min(times)
     return dt.datetime.fromtimestamp(first, dt.UTC).strftime("%H:%M:%S.%f")
+
+
+def _directed_flows(rows: pd.DataFrame) -> list[str]:
+    """Each row's ``rx src:sport→dst:dport``, as :func:`_packet_of` begins (without a
+    row-wise ``apply``: this runs over every packet of the table)."""
+    def column(name: str, missing: Any) -> Any:
+        return rows[name] if name in rows.columns else [missing] * len(rows)
+
+    endpoints = (column(name, None) for name in ("src", "sport", "dst", "dport"))
+    return [f"{direction} {format_flow(src, sport, dst, dport, '→')}"
+            for direction, src, sport, dst, dport
+            in zip(column("direction", ""), *endpoints, strict=True)]
 
 
 def _packet_of(record: pd.Series) -> str:
