@@ -10,7 +10,7 @@ Everything here works on columns of checkpoint times already on dom0's clock: in
   cumulative bytes on the socket cover the segment's last byte (:func:`socket_times`), with
   sockets mapped to flows by peer address or by byte counts (:func:`map_streams`);
 * from a xentrace: ``irq``, ``dom0_run``, ``copy``, ``guest_wake``, ``guest_run``
-  (:func:`trace_checkpoints`) and causes (:func:`causes`).
+  (:func:`attribute_trace`) and causes (:meth:`TraceAttribution.causes`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import xen_events as _xe
+from .model import CHECKPOINT_SOURCE, STAGES
 
 #: "Not measured" in an int64 ns checkpoint column.
 NA_NS = np.iinfo(np.int64).min
@@ -31,21 +32,11 @@ NA_NS = np.iinfo(np.int64).min
 RX_BOUNDARIES: tuple[str, ...] = ("irq", "dom0_run", "backend", "copy", "guest", "read")
 TX_BOUNDARIES: tuple[str, ...] = ("write", "guest", "backend", "phys")
 
-#: Stage names of the receive direction: (from, to) → stage.
-RX_STAGES: dict[tuple[str, str], str] = {
-    ("irq", "dom0_run"): "vmm",
-    ("dom0_run", "backend"): "driver_domain",
-    ("backend", "copy"): "ring",
-    ("copy", "guest"): "remap",
-    ("guest", "read"): "socket_read",
-}
+#: Stage names of the receive direction: (from, to) → stage (``model.STAGES`` inverted).
+RX_STAGES: dict[tuple[str, str], str] = {ends: stage for stage, ends in STAGES.items()}
 
-#: Which source each checkpoint needs.
-NEEDS: dict[str, str] = {
-    "irq": "xentrace", "dom0_run": "xentrace", "phys": "phys", "backend": "backend",
-    "copy": "xentrace", "guest_wake": "xentrace", "guest_run": "xentrace", "guest": "guest",
-    "read": "socket_log", "write": "socket_log",
-}
+#: Which source each checkpoint needs (``model.CHECKPOINT_SOURCE``, and the transmit ``write``).
+NEEDS: dict[str, str] = {**CHECKPOINT_SOURCE, "write": "socket_log"}
 
 #: Clock domain of each checkpoint (before alignment).
 CLOCK_OF: dict[str, str] = {
