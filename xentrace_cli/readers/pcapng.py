@@ -58,6 +58,9 @@ OPT_HEADER = {"<": struct.Struct("<HH"), ">": struct.Struct(">HH")}
 I64 = {"<": struct.Struct("<q"), ">": struct.Struct(">q")}
 
 INT64_MAX = np.iinfo(np.int64).max
+#: longest Enhanced Packet Block the fast paths take (a longest packet plus room for options);
+#: a longer one goes to the checks of the block-by-block walk
+MAX_EPB_BYTES = MAX_PACKET_BYTES + 4096
 
 
 def ticks_to_ns(ticks: np.ndarray, tsresol_code: int, tsoffset_s: int) -> tuple[np.ndarray,
@@ -164,7 +167,7 @@ class PcapngReader(CaptureReader):
         unpack = TYPE_LEN[self._order].unpack_from
         buf = self._buf
         lim = end - 12
-        epb, largest = EPB, MAX_PACKET_BYTES + 4096  # locals: the loop body is the hot path
+        epb, largest = EPB, MAX_EPB_BYTES  # locals: the loop body is the hot path
         chain = _EpbChain(buf, self._order, off, end) if end - off >= FAST_WALK_MIN_BYTES \
             else None
 
@@ -394,7 +397,7 @@ class _EpbChain:
         cand = np.flatnonzero(words[first:last + 1] == EPB) + first
         length = words[cand + 1].astype(np.int64)
         self.cand = cand
-        self.good = (length >= 32) & (length <= MAX_PACKET_BYTES + 4096)
+        self.good = (length >= 32) & (length <= MAX_EPB_BYTES)
         self.next = cand + ((length + 3) >> 2)
         linked = self.good[:-1] & (self.next[:-1] == cand[1:])
         # indices where a run of linked candidates ends (the last candidate always does)
