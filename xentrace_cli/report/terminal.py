@@ -23,7 +23,16 @@ from ..anomalies import stall_reason
 from ..model import format_flow
 from ..result import Analysis
 from ..units import format_duration
-from .waterfall import ANOMALY_COLOR, MERGED_COLOR, STAGE_COLORS, Interval, intervals, measures
+from .waterfall import (
+    ANOMALY_COLOR,
+    MERGED_COLOR,
+    STAGE_COLORS,
+    Interval,
+    anomalous,
+    intervals,
+    measures,
+    numeric,
+)
 
 #: Width of a packet's stage bar, in characters.
 BAR_WIDTH = 40
@@ -211,10 +220,8 @@ def _worst(analysis: Analysis, shown: list[Interval], top: int, plain: bool,
            width: int = 80) -> Group:
     """The worst packets: anomalous ones first (worst first), then the largest totals."""
     table = analysis.table
-    total = pd.to_numeric(table["total_us"], errors="coerce") if "total_us" in table \
-        else pd.Series(np.nan, index=table.index)
-    flagged = table["anomaly"].fillna("").astype(str).ne("") if "anomaly" in table.columns \
-        else pd.Series(False, index=table.index)
+    total = numeric(table, "total_us")
+    flagged = anomalous(table)
     key = total.fillna(-1.0) + np.where(flagged, 1e15, 0.0)
     ranked = key.sort_values(ascending=False, kind="stable").index
     # one line per stall: packets of one flow that waited through the same stall look alike
