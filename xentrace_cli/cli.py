@@ -353,14 +353,13 @@ def analyze(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq: 
     if fmt == "table":
         from .report.terminal import render_analysis
 
-        console = _stdout_console()
         if output is not None:
             from rich.console import Console
 
             with open(output, "w", encoding="utf-8") as fh:
                 render_analysis(analysis, Console(file=fh, no_color=True, width=120), top=top)
         else:
-            render_analysis(analysis, console, top=top)
+            render_analysis(analysis, _stdout_console(), top=top)
     elif fmt == "json":
         from .output import dumps_json
 
