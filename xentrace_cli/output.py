@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -78,19 +78,9 @@ def write_table(frames: pd.DataFrame | Iterable[pd.DataFrame], fmt: str,
 def _write_csv(frames: Iterable[pd.DataFrame], sink: IO[bytes]) -> int:
     import pyarrow.csv as pacsv
 
-    rows = 0
-    writer = None
-    for frame in frames:
-        table = _arrow_table(frame)
-        if writer is None:
-            writer = pacsv.CSVWriter(sink, table.schema,
-                                     write_options=pacsv.WriteOptions(quoting_style="needed"))
-        writer.write_table(table)
-        rows += len(frame)
-    if writer is None:
-        return 0
-    writer.close()
-    return rows
+    options = pacsv.WriteOptions(quoting_style="needed")
+    return _write_arrow(frames, lambda schema: pacsv.CSVWriter(sink, schema,
+                                                               write_options=options))
 
 
 def _write_json(frames: Iterable[pd.DataFrame], sink: IO[bytes]) -> int:
@@ -112,12 +102,17 @@ def _write_json(frames: Iterable[pd.DataFrame], sink: IO[bytes]) -> int:
 def _write_parquet(frames: Iterable[pd.DataFrame], sink: IO[bytes]) -> int:
     import pyarrow.parquet as pq
 
+    return _write_arrow(frames, lambda schema: pq.ParquetWriter(sink, schema))
+
+
+def _write_arrow(frames: Iterable[pd.DataFrame], open_writer: Callable[[Any], Any]) -> int:
+    """Batches through one Arrow writer (CSV or Parquet), opened on the first batch's schema."""
     rows = 0
     writer = None
     for frame in frames:
         table = _arrow_table(frame)
         if writer is None:
-            writer = pq.ParquetWriter(sink, table.schema)
+            writer = open_writer(table.schema)
         writer.write_table(table)
         rows += len(frame)
     if writer is not None:
