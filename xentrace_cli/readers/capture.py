@@ -58,13 +58,17 @@ class Interface:
     snaplen: int
     name: str | None = None
     description: str | None = None
-    #: timestamp resolution as written: ``10^-6`` (decimal) or ``2^-20`` (binary)
-    tsresol: str = "10^-6"
     #: seconds added to every timestamp (``if_tsoffset``)
     tsoffset_s: int = 0
     section: int = 0
     #: resolution code (pcapng ``if_tsresol`` byte: bit 7 set = power of two)
     tsresol_code: int = 6
+
+    @property
+    def tsresol(self) -> str:
+        """Timestamp resolution as written: ``10^-6`` (decimal) or ``2^-20`` (binary)."""
+        code = self.tsresol_code
+        return f"2^-{code & 0x7F}" if code & 0x80 else f"10^-{code}"
 
     def to_dict(self) -> dict[str, Any]:
         from ..linktypes import name

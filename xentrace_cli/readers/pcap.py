@@ -86,7 +86,6 @@ class PcapReader(CaptureReader):
         self.snaplen = snaplen
         self.linktype = linkfield & LINKTYPE_MASK
         self.interfaces = [Interface(linktype=self.linktype, snaplen=snaplen,
-                                     tsresol="10^-9" if self._ns_per_tick == 1 else "10^-6",
                                      tsresol_code=9 if self._ns_per_tick == 1 else 6)]
 
     def batches(self) -> Iterator[RawBatch]:

@@ -95,10 +95,6 @@ def ticks_to_ns(ticks: np.ndarray, tsresol_code: int, tsoffset_s: int) -> tuple[
     return np.where(valid, ns, 0), valid
 
 
-def _resolution_text(code: int) -> str:
-    return f"2^-{code & 0x7F}" if code & 0x80 else f"10^-{code}"
-
-
 class PcapngReader(CaptureReader):
     """Reader of pcapng files."""
 
@@ -146,7 +142,6 @@ class PcapngReader(CaptureReader):
             elif code == IF_TSOFFSET and olen >= 8:
                 itf.tsoffset_s = I64[order].unpack_from(value)[0]
             pos += 4 + ((olen + 3) & ~3)
-        itf.tsresol = _resolution_text(itf.tsresol_code)
         self.interfaces.append(itf)
 
     def _count(self, kind: str) -> None:
