@@ -38,3 +38,16 @@ def test_stage_without_measurements() -> None:
     assert ring["count"] == 0
     assert ring["p99"] is None and ring["max"] is None
     assert ring["anomalies"] == 0
+
+
+def test_intervals_by_name() -> None:
+    # a merged interval: 10, 20, 30 µs and one not measured; one row labelled with it
+    table = pd.DataFrame({"backend_to_guest_us": [10.0, 20.0, 30.0, np.nan],
+                          "socket_read_us": [1.0, 2.0, 3.0, 4.0],
+                          "anomaly": ["backend_to_guest", "", "socket_read", ""]})
+    stats = stage_stats(table, ["backend_to_guest"])
+    assert list(stats) == ["backend_to_guest"]
+    entry = stats["backend_to_guest"]
+    assert entry["count"] == 3 and entry["p50"] == 20.0 and entry["max"] == 30.0
+    assert entry["mean"] == pytest.approx(20.0)
+    assert entry["anomalies"] == 1

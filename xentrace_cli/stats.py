@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -13,14 +15,17 @@ STATISTICS: tuple[str, ...] = ("count", "p50", "p90", "p99", "p99.9", "max", "me
 _PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
 
 
-def stage_stats(table: pd.DataFrame) -> dict[str, dict[str, float | int | None]]:
+def stage_stats(table: pd.DataFrame, names: Iterable[str] = (*STAGES, "total"),
+                ) -> dict[str, dict[str, float | int | None]]:
     """Per stage (and ``total``): count, percentiles, max, mean (µs) and anomaly count.
 
-    Stages with no measured packet get ``count`` 0 and None for the rest.
+    ``names`` may also hold intervals (``backend_to_guest``, ``response_to_next``): any name
+    with a ``<name>_us`` column, whose anomalies are the rows labelled with it. Stages with no
+    measured packet get ``count`` 0 and None for the rest.
     """
     result: dict[str, dict[str, float | int | None]] = {}
     anomaly = table["anomaly"] if "anomaly" in table.columns else None
-    for stage in (*STAGES, "total"):
+    for stage in names:
         column = stage_column(stage)
         if column not in table.columns:
             continue
