@@ -144,8 +144,8 @@ class PcapngReader(CaptureReader):
             pos += 4 + ((olen + 3) & ~3)
         self.interfaces.append(itf)
 
-    def _count(self, kind: str) -> None:
-        self.block_counts[kind] = self.block_counts.get(kind, 0) + 1
+    def _count(self, kind: str, n: int = 1) -> None:
+        self.block_counts[kind] = self.block_counts.get(kind, 0) + n
 
     # -- the walk -----------------------------------------------------------------------------
     def _walk(self, off: int, end: int) -> tuple[np.ndarray, int, str | None]:
@@ -334,7 +334,7 @@ class PcapngReader(CaptureReader):
                            ("custom", ~is_pkt)):
             c = int(mask.sum())
             if c:
-                self.block_counts[kind] = self.block_counts.get(kind, 0) + c
+                self._count(kind, c)
         if not is_pkt.all():
             o, frame, iface_local = o[is_pkt], frame[is_pkt], iface_local[is_pkt]
             caplen, wirelen, hdr = caplen[is_pkt], wirelen[is_pkt], hdr[is_pkt]
