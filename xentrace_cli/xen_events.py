@@ -15,6 +15,11 @@ and a record header adds ``N`` (extra words, bits 28-30) and ``C`` (timestamp, b
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
 # --- record header bits --------------------------------------------------------------------
 EVENT_MASK = 0x0FFFFFFF
 EXTRA_SHIFT = 28
@@ -222,8 +227,8 @@ CLASS_NAMES: dict[int, str] = {
 }
 
 
-def is_runstate_change(event: int) -> bool:
-    """Whether ``event`` is a RUNSTATE_CHANGE (any old/new pair)."""
+def is_runstate_change(event: int | np.ndarray) -> bool | np.ndarray:
+    """Whether ``event`` is a RUNSTATE_CHANGE (any old/new pair); elementwise for an array."""
     return (event & RUNSTATE_CHANGE_MASK) == TRC_SCHED_RUNSTATE_CHANGE
 
 

@@ -46,7 +46,6 @@ from ..xen_events import (
     MAX_CPU,
     MAX_EXTRA,
     MAX_RECORD_WORDS,
-    RUNSTATE_CHANGE_MASK,
     RUNSTATES,
     TRC_HW_IRQ_HANDLED,
     TRC_LOST_RECORDS,
@@ -56,7 +55,6 @@ from ..xen_events import (
     TRC_PV_HYPERCALL_V2,
     TRC_SCHED_BLOCK,
     TRC_SCHED_CONTINUE_RUNNING,
-    TRC_SCHED_RUNSTATE_CHANGE,
     TRC_SCHED_SLEEP,
     TRC_SCHED_SWITCH,
     TRC_SCHED_SWITCH_INFNEXT,
@@ -64,6 +62,7 @@ from ..xen_events import (
     TRC_SCHED_WAKE,
     TRC_SCHED_YIELD,
     event_name,
+    is_runstate_change,
 )
 
 ProgressCallback = Callable[[int, int], None]
@@ -354,8 +353,7 @@ def _extract(words: np.ndarray, padded: np.ndarray, base: int, nodes: np.ndarray
             columns[f"w{k}"] = padded[at + k]
         return _Part(columns, np.flatnonzero(was_pending[rows]))
 
-    runstate = part(((event & RUNSTATE_CHANGE_MASK) == TRC_SCHED_RUNSTATE_CHANGE)
-                    & (n_extra >= 1), 1, True)
+    runstate = part(is_runstate_change(event) & (n_extra >= 1), 1, True)
     switch = part((event == TRC_SCHED_SWITCH) & (n_extra >= 4), 4, False)
     if keep_ids is not None:
         keep = np.flatnonzero(np.isin(event, keep_ids) | (event == TRC_LOST_RECORDS))
@@ -464,7 +462,7 @@ _K_OTHER, _K_UNIT, _K_RUNSTATE, _K_PAIR, _K_SWITCH, _K_INFPREV, _K_INFNEXT, _K_L
 
 
 def _kind(event: int) -> int:
-    if (event & RUNSTATE_CHANGE_MASK) == TRC_SCHED_RUNSTATE_CHANGE:
+    if is_runstate_change(event):
         return _K_RUNSTATE
     return {
         TRC_SCHED_CONTINUE_RUNNING: _K_UNIT,
