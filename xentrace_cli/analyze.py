@@ -302,9 +302,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
                 stacklevel=2)
             local = flipped
             for table in (*placed.values(), anchor):
-                table["direction"] = pd.Categorical.from_codes(
-                    np.where(table["dst"].isin(list(local)).to_numpy(), 0, 1).astype(np.int8),
-                    categories=["rx", "tx"])
+                table["direction"] = match.directions(table, local)
     if "phys" in own and "backend" in own and n \
             and _dom0_captures_swapped((anchor["direction"] == "rx").to_numpy(), own["phys"],
                                        own["backend"]):

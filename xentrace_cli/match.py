@@ -153,9 +153,7 @@ def assign_flows(tables: dict[str, pd.DataFrame], local: set[str]) -> dict[str, 
     sizes = [len(p) for p in parts]
     allseg = pd.concat(parts, ignore_index=True)
     allseg["flow"] = _flow_ids(allseg, len(cats))
-    allseg["direction"] = pd.Categorical.from_codes(  # codes: no strings per row
-        np.where(allseg["dst"].isin(list(local)).to_numpy(), 0, 1).astype(np.int8),
-        categories=["rx", "tx"])
+    allseg["direction"] = directions(allseg, local)
     start = np.full(len(allseg), -1, dtype=np.int64)
     tcp = allseg["proto"].to_numpy() == TCP
     if tcp.any():
@@ -173,6 +171,14 @@ def assign_flows(tables: dict[str, pd.DataFrame], local: set[str]) -> dict[str, 
     for i, name in enumerate(names):  # concat kept each capture's rows together, in order
         out[name] = allseg.iloc[bounds[i]:bounds[i + 1]].reset_index(drop=True)
     return out
+
+
+def directions(segments: pd.DataFrame, local: set[str]) -> pd.Categorical:
+    """``rx`` for segments towards a ``local`` address, ``tx`` for the others (categorical
+    codes: no string per row)."""
+    return pd.Categorical.from_codes(
+        np.where(segments["dst"].isin(list(local)).to_numpy(), 0, 1).astype(np.int8),
+        categories=["rx", "tx"])
 
 
 def _flow_ids(segments: pd.DataFrame, n_addresses: int) -> np.ndarray:
