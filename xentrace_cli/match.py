@@ -45,17 +45,22 @@ def data_segments(packets: pd.DataFrame) -> pd.DataFrame:
     Frames without a timestamp or without IP are dropped: they cannot be placed in time.
     """
     payload = _int(packets, "payload_len", 0)
-    ts = packets["ts_ns"] if "ts_ns" in packets.columns else pd.Series(pd.NA, index=packets.index)
-    keep = (payload > 0) & ts.notna().to_numpy() & (_int(packets, "ip_version", 0) > 0)
+    keep = (payload > 0) & _timed(packets) & (_int(packets, "ip_version", 0) > 0)
     return _columns(packets, keep, payload)
 
 
 def syn_segments(packets: pd.DataFrame) -> pd.DataFrame:
     """The TCP SYN frames of a packet table (their sequence number is the ISN), same columns."""
     flags = _int(packets, "tcp_flags", 0)
-    ts = packets["ts_ns"] if "ts_ns" in packets.columns else pd.Series(pd.NA, index=packets.index)
-    keep = ((flags & SYN) != 0) & (_int(packets, "proto", -1) == TCP) & ts.notna().to_numpy()
+    keep = ((flags & SYN) != 0) & (_int(packets, "proto", -1) == TCP) & _timed(packets)
     return _columns(packets, keep, _int(packets, "payload_len", 0))
+
+
+def _timed(packets: pd.DataFrame) -> np.ndarray:
+    """Frames with a timestamp (the others cannot be placed in time)."""
+    if "ts_ns" not in packets.columns:
+        return np.zeros(len(packets), dtype=bool)
+    return packets["ts_ns"].notna().to_numpy()
 
 
 def _int(frame: pd.DataFrame, column: str, missing: int) -> np.ndarray:
