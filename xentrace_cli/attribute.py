@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import xen_events as _xe
-from .model import CHECKPOINT_SOURCE, STAGES
+from .model import CHECKPOINT_SOURCE, STAGES, TX_CHECKPOINTS
 
 #: "Not measured" in an int64 ns checkpoint column.
 NA_NS = np.iinfo(np.int64).min
@@ -30,7 +30,7 @@ NA_NS = np.iinfo(np.int64).min
 #: The checkpoints that bound stages, in path order, per direction. ``phys`` is a boundary only
 #: when ``backend`` is missing (it lies inside ``driver_domain``).
 RX_BOUNDARIES: tuple[str, ...] = ("irq", "dom0_run", "backend", "copy", "guest", "read")
-TX_BOUNDARIES: tuple[str, ...] = ("write", "guest", "backend", "phys")
+TX_BOUNDARIES: tuple[str, ...] = TX_CHECKPOINTS
 
 #: Stage names of the receive direction: (from, to) → stage (``model.STAGES`` inverted).
 RX_STAGES: dict[tuple[str, str], str] = {ends: stage for stage, ends in STAGES.items()}
