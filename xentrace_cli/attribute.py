@@ -341,9 +341,7 @@ class TraceAttribution:
                     pick = todo & (self.dom0_vcpu[rows] == v)
                     if v < 0 or not pick.any():
                         continue
-                    d = state_durations(runstates, 0, int(v), s_tsc[pick], e_tsc[pick])
-                    share = d["runnable"].to_numpy() / np.maximum(e_tsc[pick] - s_tsc[pick], 1)
-                    good = share >= CAUSE_SHARE
+                    good = _mostly_runnable(runstates, 0, int(v), s_tsc[pick], e_tsc[pick])
                     hit = rows[pick][good]
                     cause[hit] = "dom0_runnable"
                     runs = trace.cpu_runs
@@ -352,9 +350,8 @@ class TraceAttribution:
                                                               who_ran)
                 continue
             if name == "ring" and self.netback_vcpu is not None:
-                d = state_durations(runstates, 0, self.netback_vcpu, s_tsc[todo], e_tsc[todo])
-                share = d["runnable"].to_numpy() / np.maximum(e_tsc[todo] - s_tsc[todo], 1)
-                hit = share >= CAUSE_SHARE
+                hit = _mostly_runnable(runstates, 0, self.netback_vcpu, s_tsc[todo],
+                                       e_tsc[todo])
                 cause[rows[todo][hit]] = "dom0_runnable"
                 detail[rows[todo][hit]] = f"netback's dom0 vCPU {self.netback_vcpu} waited " \
                     "runnable"
@@ -387,6 +384,15 @@ class TraceAttribution:
                 elif c == "vcpu_blocked":
                     detail[r] = f"d{self.domid}v{self.guest_vcpu} was blocked"
         return cause, detail
+
+
+def _mostly_runnable(runstates: pd.DataFrame, domid: int, vcpu: int, s_tsc: np.ndarray,
+                     e_tsc: np.ndarray) -> np.ndarray:
+    """Rows whose [s, e] the vCPU spent at least :data:`CAUSE_SHARE` of waiting runnable."""
+    from .readers.xentrace import state_durations
+
+    d = state_durations(runstates, domid, vcpu, s_tsc, e_tsc)
+    return d["runnable"].to_numpy() / np.maximum(e_tsc - s_tsc, 1) >= CAUSE_SHARE
 
 
 def _overlaps_lost(lost: pd.DataFrame, s_tsc: np.ndarray, e_tsc: np.ndarray) -> np.ndarray:
