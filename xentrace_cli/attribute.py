@@ -335,7 +335,7 @@ class TraceAttribution:
             cause[rows[blind]] = "lost_records"
             detail[rows[blind]] = "the trace dropped records during this interval"
             todo = ~blind
-            dom0_stage = name in ("vmm", "driver_domain", "irq_to_dom0_run")
+            dom0_stage = name in ("vmm", "driver_domain")  # (irq, dom0_run) is always vmm
             if dom0_stage and self.dom0_vcpu is not None:
                 for v in np.unique(self.dom0_vcpu[rows[todo]]):
                     pick = todo & (self.dom0_vcpu[rows] == v)
