@@ -428,13 +428,7 @@ def measured_stats(analysis: Any) -> dict[str, dict[str, float | int | None]]:
     merged = sorted(c[:-3] for c in table.columns
                     if c.endswith("_us") and "_to_" in c and c[:-3] not in result
                     and table[c].notna().any())
-    for name in merged:
-        # stats.stage_stats knows the five stages and total; present the interval as one
-        frame = pd.DataFrame({stage_column("total"): table[f"{name}_us"]})
-        entry = stage_stats(frame)["total"]
-        if "anomaly" in table.columns:
-            entry["anomalies"] = int((table["anomaly"] == name).sum())
-        result[name] = entry
+    result.update(stage_stats(table, merged))
     return result
 
 
