@@ -58,38 +58,42 @@ class XenlatGroup(click.Group):
                 warnings.showwarning = _show_warning
                 warnings.simplefilter("always", XenlatWarning)
                 return super().invoke(ctx)
-        except XenlatError as exc:
-            if ctx.meta.get("xenlat.traceback"):
-                raise
-            click.echo(f"xenlat: error: {exc}", err=True)
-            ctx.exit(int(exc.exit_code))
-        except TruncatedInput as exc:  # --strict
-            if ctx.meta.get("xenlat.traceback"):
-                raise
-            click.echo(f"xenlat: error: {exc} (--strict)", err=True)
-            ctx.exit(int(ExitCode.BAD_INPUT))
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
         except BrokenPipeError:
             # stdout closed early (``| head``): not an error of ours.
             with contextlib.suppress(Exception):
                 sys.stdout = open(os.devnull, "w")  # noqa: SIM115
             ctx.exit(int(ExitCode.OK))
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except OSError as exc:  # an output path we cannot write (inputs raise InputError)
-            if ctx.meta.get("xenlat.traceback"):
-                raise
-            where = f"{exc.filename}: " if exc.filename else ""
-            click.echo(f"xenlat: error: {where}{exc.strerror or exc}", err=True)
-            ctx.exit(int(ExitCode.USAGE))
         except KeyboardInterrupt:
             click.echo("xenlat: interrupted", err=True)
             ctx.exit(130)
-        except Exception as exc:  # a bug of ours: say so in one line unless asked for more
+        except Exception as exc:
             if ctx.meta.get("xenlat.traceback"):
                 raise
-            click.echo(f"xenlat: internal error: {type(exc).__name__}: {exc} "
-                       "(rerun with --traceback and report it)", err=True)
-            ctx.exit(int(ExitCode.INTERNAL))
+            message, code = _failure(exc)
+            click.echo(message, err=True)
+            ctx.exit(int(code))
+
+
+def _failure(exc: Exception) -> tuple[str, ExitCode]:
+    """The one line on stderr and the exit code for an exception reaching the command line."""
+    if isinstance(exc, XenlatError):
+        return f"xenlat: error: {exc}", exc.exit_code
+    if isinstance(exc, TruncatedInput):  # a warning made an error by --strict
+        return f"xenlat: error: {exc} (--strict)", ExitCode.BAD_INPUT
+    if isinstance(exc, OSError):  # an output path we cannot write (inputs raise InputError)
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"xenlat: error: {where}{exc.strerror or exc}", ExitCode.USAGE
+    # a bug of ours: one line unless asked for the traceback
+    return (f"xenlat: internal error: {type(exc).__name__}: {exc} "
+            "(rerun with --traceback and report it)", ExitCode.INTERNAL)
+
+
+def _check_parquet_destination(fmt: str, output: Path | None) -> None:
+    """Parquet is binary: refuse to write it to a terminal."""
+    if fmt == "parquet" and output is None and sys.stdout.isatty():
+        raise click.UsageError("parquet is binary: give -o FILE or redirect stdout")
 
 
 def common_options(func: F) -> F:
@@ -221,8 +225,7 @@ def packets(file: Path, display_filter: str | None, host: str | None, port: int 
     from .output import write_table
     from .packets import iter_packets
 
-    if fmt == "parquet" and output is None and sys.stdout.isatty():
-        raise click.UsageError("parquet is binary: give -o FILE or redirect stdout")
+    _check_parquet_destination(fmt, output)
     with progress_callback(f"reading {file.name}") as on_progress:
         batches = iter_packets(file, display_filter=display_filter, host=host, port=port,
                                on_progress=on_progress)
@@ -343,8 +346,7 @@ def analyze(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq: 
       xenlat analyze guest.pcap --backend vif5.0.pcap --phys eth0.pcap \\
           --xentrace trace.bin --socket-log app.strace --format csv -o packets.csv
     """
-    if fmt == "parquet" and output is None and sys.stdout.isatty():
-        raise click.UsageError("parquet is binary: give -o FILE or redirect stdout")
+    _check_parquet_destination(fmt, output)
     analysis = _run_analysis(sources, cpu_hz, domid, nic_irq, display_filter, thresholds)
     if plot is not None:
         from .report.plot import plot_waterfall
