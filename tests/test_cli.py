@@ -153,3 +153,30 @@ def test_simulate_list_needs_no_output_dir(runner: CliRunner) -> None:
     result = runner.invoke(main, ["simulate", "healthy"])
     assert result.exit_code == ExitCode.USAGE
     assert "give -o DIR" in result.stderr
+
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_pcaps"
+
+
+@pytest.mark.parametrize(("budget", "expected"), [
+    (None, ExitCode.OK),                          # analyze: nothing to report but the data
+    ("socket_read.p99 < 2ms", ExitCode.GATE_BREACHED),  # check: the verdict survives
+])
+def test_reader_leaving_early_keeps_the_exit_code(budget: str | None,
+                                                  expected: ExitCode) -> None:
+    """``xenlat … | head``: stdout closes before xenlat writes; no traceback, honest code."""
+    import subprocess
+    import sys
+
+    sample = SAMPLES / "black-0.1s"
+    args = [str(sample / "guest.pcapng"), "--socket-log", str(sample / "app.strace")]
+    command = ["analyze", *args] if budget is None else ["check", *args, "--budget", budget]
+    proc = subprocess.Popen([sys.executable, "-m", "xentrace_cli", *command, "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the analysis ends
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == expected
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+    if budget is None:
+        assert stderr == ""

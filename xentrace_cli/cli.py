@@ -38,7 +38,13 @@ def _stderr_console() -> Any:
 def _stdout_console() -> Any:
     from rich.console import Console
 
-    return Console(no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
+    class StdoutConsole(Console):
+        def on_broken_pipe(self) -> None:
+            # rich's own handling exits 1, which reads as "gate breached": let the group
+            # decide (XenlatGroup.invoke, BrokenPipeError)
+            raise BrokenPipeError
+
+    return StdoutConsole(no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
@@ -61,10 +67,11 @@ class XenlatGroup(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except BrokenPipeError:
-            # stdout closed early (``| head``): not an error of ours.
+            # stdout closed early (``| head``): not an error of ours. Point the descriptor at
+            # /dev/null so the final flush cannot fail, and keep a verdict already reached.
             with contextlib.suppress(Exception):
-                sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-            ctx.exit(int(ExitCode.OK))
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(int(ctx.meta.get("xenlat.exit_code", ExitCode.OK)))
         except KeyboardInterrupt:
             click.echo("xenlat: interrupted", err=True)
             ctx.exit(130)
@@ -410,6 +417,9 @@ def check(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq: in
         raise click.UsageError("nothing to check: give --budget, --budgets-file or --baseline")
     analysis = _run_analysis(sources, cpu_hz, domid, nic_irq, display_filter, thresholds)
     result = gate.evaluate(analysis, limits)
+    verdict = ExitCode.OK if result.passed else ExitCode.GATE_BREACHED
+    ctx = click.get_current_context()
+    ctx.meta["xenlat.exit_code"] = verdict  # holds even if the reader of stdout leaves early
     if junit is not None:
         junit.write_text(result.to_junit(), encoding="utf-8")
     for line in result.annotations():
@@ -422,8 +432,8 @@ def check(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq: in
         from .report.gate_table import render_gate
 
         render_gate(result, _stdout_console())
-    if not result.passed:
-        raise click.exceptions.Exit(int(ExitCode.GATE_BREACHED))
+    if verdict != ExitCode.OK:
+        raise click.exceptions.Exit(int(verdict))
 
 
 @main.command()
