@@ -18,7 +18,7 @@ import pytest
 from xentrace_cli.analyze import AnalyzeOptions, analyze, analyze_files, parse_thresholds
 from xentrace_cli.cli import main
 from xentrace_cli.errors import XenlatWarning
-from xentrace_cli.model import STAGES, Sources
+from xentrace_cli.model import STAGES, TABLE_COLUMNS, Sources
 from xentrace_cli.result import Analysis
 from xentrace_cli.simulate import run_scenario
 
@@ -143,9 +143,8 @@ def test_healthy_all_sources_match_the_truth(scenario) -> None:
     # the transmit direction: write → guest → backend → phys, from the truth's checkpoints
     tx = both[both["direction"] == "tx"]
     assert len(tx) > 50
-    for name, (a, b) in {"write_to_guest": ("write", "guest"),
-                         "guest_to_backend": ("guest", "backend"),
-                         "backend_to_phys": ("backend", "phys")}.items():
+    for name, (a, b) in {"socket_write": ("write", "guest"),
+                         "driver_domain": ("backend", "phys")}.items():
         tx = tx.assign(**{f"{name}_us_true": (tx[f"t_{b}_true"] - tx[f"t_{a}_true"]) * 1e6})
         check_stage(tx, f"{name}_us")
     assert (analysis.table["anomaly"] == "").all(), \
@@ -410,13 +409,13 @@ def test_the_table_schema_never_varies(scenario, runner) -> None:
     assert len(set(headers)) == 1, headers
     header = headers[0].replace('"', "").split(",")
     assert header[:8] == ["src", "sport", "dst", "dport", "proto", "direction", "seq", "len"]
-    assert header[-1] == "uncertainty_us" and len(header) == 46
+    assert header[-1] == "uncertainty_us" and len(header) == len(TABLE_COLUMNS)
     assert "t_write" in header and "response_to_next_us" in header
     # statistics (check, baseline) cover what these sources measure, not every column
     from xentrace_cli.gate import measured_stats
 
     stats = measured_stats(run(directory, "guest", "socket_log"))
-    assert {"socket_read", "response_to_next", "write_to_guest"} <= set(stats)
+    assert {"socket_read", "response_to_next", "tx.socket_write"} <= set(stats)
     assert "backend_to_guest" not in stats and "phys_to_read" not in stats
 
 
@@ -449,7 +448,7 @@ def test_a_socket_log_on_another_clock_is_aligned(scenario, tmp_path: Path) -> N
         assert (err <= rx["uncertainty_us"] + 2).mean() >= SHARE, err.describe()
     tx = both[both["direction"] == "tx"]
     real = (tx["t_guest_true"] - tx["t_write_true"]) * 1e6
-    assert ((tx["write_to_guest_us"] - real).abs() <= tx["uncertainty_us"] + 2).all()
+    assert ((tx["socket_write_us"] - real).abs() <= tx["uncertainty_us"] + 2).all()
     assert any("another clock" in n for n in analysis.notes)
 
 
@@ -461,8 +460,8 @@ def test_swapped_dom0_captures_are_said_and_used_the_right_way(scenario) -> None
         swapped = analyze(Sources(guest=paths["guest"], phys=paths["backend"],
                                   backend=paths["phys"]), AnalyzeOptions()).table
     tx = right["direction"] == "tx"
-    assert (right["backend_to_phys_us"][tx] >= 0).all()
-    np.testing.assert_array_equal(swapped["backend_to_phys_us"], right["backend_to_phys_us"])
+    assert (right["driver_domain_us"][tx] >= 0).all()
+    np.testing.assert_array_equal(swapped["driver_domain_us"], right["driver_domain_us"])
 
 
 def test_guest_and_backend_swapped_is_a_warning(scenario) -> None:

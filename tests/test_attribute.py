@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from xentrace_cli import attribute, match
+from xentrace_cli import attribute, match, model
 from xentrace_cli.attribute import NA_NS
 
 GUEST, SERVER = "10.0.0.2", "10.0.0.1"
@@ -18,7 +18,20 @@ def names(present: set[str], direction: str = "rx") -> list[str]:
 def test_all_sources_give_the_five_stages() -> None:
     everything = {"xentrace", "phys", "backend", "guest", "socket_log"}
     assert names(everything) == ["vmm", "driver_domain", "ring", "remap", "socket_read"]
-    assert names(everything, "tx") == ["write_to_guest", "guest_to_backend", "backend_to_phys"]
+    assert names(everything, "tx") == ["socket_write", "vmm", "ring", "remap", "driver_domain"]
+    no_trace = attribute.intervals(everything - {"xentrace"}, "tx")
+    assert [iv.name for iv in no_trace] == ["socket_write", "guest_to_backend", "driver_domain"]
+    assert no_trace[1].merged == ("vmm", "ring", "remap")
+
+
+def test_the_schema_holds_every_interval_any_sources_give() -> None:
+    for way in ("rx", "tx"):
+        for name in attribute.possible_intervals(way):
+            assert f"{name}_us" in model.TABLE_COLUMNS, (way, name)
+    merged = set(model.MERGED_INTERVALS) | set(model.TX_INTERVALS)
+    stages = set(model.ALL_STAGES)
+    possible = set(attribute.possible_intervals("rx")) | set(attribute.possible_intervals("tx"))
+    assert possible == merged | stages
 
 
 def test_missing_sources_merge_stages_and_say_so() -> None:

@@ -26,7 +26,7 @@ from xentrace_cli.simulate import SCENARIOS, run_scenario, segments
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_pcaps"
 FILES = ["phys.pcap", "vif5.0.pcap", "guest.pcapng", "xentrace.bin", "app.strace",
-         "truth.csv", "scenario.json"]
+         "truth.csv", "scenario.json", "xenlat-set.toml"]
 REQUESTS = 60
 FAULTY = ("black-0.1s", "dom0-starved", "ring-full", "lost-records")
 CLEAN = ("healthy", "clock-skew", "offload")

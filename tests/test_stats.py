@@ -51,3 +51,16 @@ def test_intervals_by_name() -> None:
     assert entry["count"] == 3 and entry["p50"] == 20.0 and entry["max"] == 30.0
     assert entry["mean"] == pytest.approx(20.0)
     assert entry["anomalies"] == 1
+
+
+def test_directions_are_apart() -> None:
+    # one column per stage serves both directions: rx rows 1, 2, 3 µs; tx rows 100, 200 µs
+    table = pd.DataFrame({"ring_us": [1.0, 2.0, 3.0, 100.0, 200.0],
+                          "direction": ["rx", "rx", "rx", "tx", "tx"],
+                          "anomaly": ["", "", "ring", "ring", ""]})
+    stats = stage_stats(table, ["ring", "tx.ring", "rx.ring"])
+    assert stats["ring"] == stats["rx.ring"]
+    assert stats["ring"]["count"] == 3 and stats["ring"]["max"] == 3.0
+    assert stats["ring"]["anomalies"] == 1
+    assert stats["tx.ring"]["count"] == 2 and stats["tx.ring"]["p50"] == 150.0
+    assert stats["tx.ring"]["anomalies"] == 1

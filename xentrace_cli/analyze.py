@@ -35,7 +35,15 @@ import pandas as pd
 from . import anomalies, attribute, lone, match
 from .attribute import NA_NS
 from .errors import InputError, OptionError, XenlatWarning
-from .model import CHECKPOINTS, STAGES, TABLE_COLUMNS, Sources, checkpoint_column
+from .model import (
+    ALL_STAGES,
+    CHECKPOINTS,
+    STAGES,
+    TABLE_COLUMNS,
+    Sources,
+    checkpoint_column,
+    stat_key,
+)
 from .result import Analysis
 
 ProgressCallback = Callable[[int, int], None]
@@ -439,14 +447,17 @@ def analyze(sources: Sources, options: AnalyzeOptions,
             table[checkpoint_column(point)] = attribute.to_seconds(checkpoints[point])
     shown_intervals = (attribute.intervals(present, "rx")
                        + attribute.intervals(present, "tx"))
-    notes.extend(attribute.merge_notes([iv for iv in shown_intervals if iv.direction == "rx"],
+    notes.extend(attribute.merge_notes(shown_intervals,
                                        unusable=set(sources.present) - present))
-    for iv in shown_intervals:
+    for iv in shown_intervals:  # a stage's column holds both directions, each on its rows
         values = attribute.durations_us(checkpoints.get(iv.start, np.full(n, NA_NS)),
                                         checkpoints.get(iv.end, np.full(n, NA_NS)))
-        values[(rx if iv.direction == "tx" else ~rx)] = np.nan
-        table[iv.column] = values
-    for stage in STAGES:
+        column = table[iv.column].to_numpy(float).copy() if iv.column in table.columns \
+            else np.full(n, np.nan)
+        mine = direction == iv.direction
+        column[mine] = values[mine]
+        table[iv.column] = column
+    for stage in ALL_STAGES:
         if f"{stage}_us" not in table.columns:
             table[f"{stage}_us"] = np.nan
     # total: first → last measured boundary of the path
@@ -486,35 +497,37 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     # a bound, to 0.1 µs (rounded up: never tighter than the clocks allow)
     table["uncertainty_us"] = np.ceil(np.round(unc * 10, 6)) / 10
 
-    stage_values = {iv.name: table[iv.column].to_numpy(float) for iv in shown_intervals}
     label = np.full(n, "", dtype=object)
-    baselines: dict[str, Any] = {}
+    baselines: dict[str, Any] = {}  # keyed as statistics are: "ring", "tx.ring"
     for way in ("rx", "tx"):
         sel = direction == way
-        names = [iv.name for iv in shown_intervals if iv.direction == way]
-        if not sel.any() or not names:
+        shown = [iv for iv in shown_intervals if iv.direction == way]
+        if not sel.any() or not shown:
             continue
-        lab, base = anomalies.detect({k: stage_values[k][sel] for k in names},
-                                     options.thresholds)
+        lab, base = anomalies.detect({iv.name: table[iv.column].to_numpy(float)[sel]
+                                      for iv in shown}, options.thresholds)
         label[sel] = lab
         for k, b in base.items():
-            baselines[k] = {**b.to_dict(), "direction": way,
-                            "uncertainty_us": _interval_uncertainty(k, shown_intervals,
-                                                                    uncertainty)}
+            baselines[stat_key(k, way)] = {
+                **b.to_dict(), "direction": way,
+                "uncertainty_us": _interval_uncertainty(k, shown, uncertainty)}
     if "total" in options.thresholds:
         over = (table["total_us"].to_numpy(float) > options.thresholds["total"]) & (label == "")
         label[over] = "total"
     label = _shared_stalls(label, shown_intervals, checkpoints, baselines, direction)
     if trace_causes is not None:
-        starts = {iv.name: iv.start for iv in shown_intervals}
-        ends = {iv.name: iv.end for iv in shown_intervals}
-        cause, cause_detail = trace_causes.causes(label, checkpoints, starts, ends)
+        starts = {iv.name: iv.start for iv in shown_intervals if iv.direction == "rx"}
+        ends = {iv.name: iv.end for iv in shown_intervals if iv.direction == "rx"}
+        cause, cause_detail = trace_causes.causes(np.where(rx, label, ""), checkpoints,
+                                                  starts, ends)
     stall_value = np.full(n, np.nan)
     for name in set(label.tolist()) - {""}:
         col = f"{name}_us"
-        if col in table.columns:
-            pick = label == name
-            base = baselines.get(name, {}).get("median_us", 0.0)
+        if col not in table.columns:
+            continue
+        for way in ("rx", "tx"):
+            pick = (label == name) & (direction == way)
+            base = baselines.get(stat_key(name, way), {}).get("median_us", 0.0)
             stall_value[pick] = table[col].to_numpy(float)[pick] - np.nan_to_num(base)
     table["anomaly"] = _text(label)
     table["stall"] = _text(np.where(label != "", anomalies.name_stall(stall_value), ""))
@@ -646,7 +659,7 @@ def _shared_stalls(label: np.ndarray, shown: list[attribute.Interval],
         a, b = checkpoints[iv.start], checkpoints[iv.end]
         ok = (a != NA_NS) & (b != NA_NS) & sel
         values = attribute.durations_us(a, b)
-        base = baselines.get(iv.name, {})
+        base = baselines.get(stat_key(iv.name, iv.direction), {})
         hit = anomalies.shared_stalls(np.where(ok, a, -1), np.where(ok, b, -1),
                                       flagged & ok, values,
                                       float(np.nan_to_num(base.get("median_us", 0.0))),

@@ -22,18 +22,27 @@ import numpy as np
 import pandas as pd
 
 from . import xen_events as _xe
-from .model import CHECKPOINT_SOURCE, STAGES, TX_CHECKPOINTS
+from .model import CHECKPOINT_SOURCE, STAGES, TX_CHECKPOINTS, TX_STAGES
 
 #: "Not measured" in an int64 ns checkpoint column.
 NA_NS = np.iinfo(np.int64).min
 
-#: The checkpoints that bound stages, in path order, per direction. ``phys`` is a boundary only
-#: when ``backend`` is missing (it lies inside ``driver_domain``).
-RX_BOUNDARIES: tuple[str, ...] = ("irq", "dom0_run", "backend", "copy", "guest", "read")
-TX_BOUNDARIES: tuple[str, ...] = TX_CHECKPOINTS
+#: The checkpoints that bound stages, in path order, per direction. On receive ``phys`` is a
+#: boundary only when ``backend`` is missing (it lies inside ``driver_domain``, just before
+#: ``backend``, and stands in for it).
+BOUNDARIES: dict[str, tuple[str, ...]] = {
+    "rx": ("irq", "dom0_run", "backend", "copy", "guest", "read"),
+    "tx": TX_CHECKPOINTS,
+}
+RX_BOUNDARIES: tuple[str, ...] = BOUNDARIES["rx"]
+TX_BOUNDARIES: tuple[str, ...] = BOUNDARIES["tx"]
 
-#: Stage names of the receive direction: (from, to) → stage (``model.STAGES`` inverted).
-RX_STAGES: dict[tuple[str, str], str] = {ends: stage for stage, ends in STAGES.items()}
+#: Stage names per direction: (from, to) → stage.
+STAGE_OF: dict[str, dict[tuple[str, str], str]] = {
+    "rx": {ends: stage for stage, ends in STAGES.items()},
+    "tx": {ends: stage for stage, ends in TX_STAGES.items()},
+}
+RX_STAGES: dict[tuple[str, str], str] = STAGE_OF["rx"]
 
 #: Which source each checkpoint needs (``model.CHECKPOINT_SOURCE``, and the transmit ``write``).
 NEEDS: dict[str, str] = {**CHECKPOINT_SOURCE, "write": "socket_log"}
@@ -62,30 +71,47 @@ class Interval:
         return f"{self.name}_us"
 
 
+def _boundaries(present: set[str], direction: str) -> list[str]:
+    """The boundary checkpoints the given sources measure, in path order."""
+    points = [p for p in BOUNDARIES[direction] if NEEDS[p] in present]
+    if direction == "rx" and "backend" not in present and "phys" in present:
+        points = [("phys" if p == "backend" else p)
+                  for p in BOUNDARIES["rx"] if p == "backend" or NEEDS[p] in present]
+    return points
+
+
+def _stages_between(a: str, b: str, direction: str) -> tuple[str, ...]:
+    """The stages a merged interval ``a → b`` stands for (receive ``phys`` counts as
+    ``backend``, whose place it takes)."""
+    order = BOUNDARIES[direction]
+    lo = order.index("backend" if (direction, a) == ("rx", "phys") else a)
+    hi = order.index("backend" if (direction, b) == ("rx", "phys") else b)
+    return tuple(STAGE_OF[direction][(order[i], order[i + 1])] for i in range(lo, hi))
+
+
 def intervals(present: set[str], direction: str) -> list[Interval]:
     """The intervals the given sources can measure, for one direction, in path order."""
-    if direction == "rx":
-        points = [p for p in RX_BOUNDARIES if NEEDS[p] in present]
-        if "backend" not in present and "phys" in present:
-            # phys stands in for the backend boundary (it comes just before it)
-            points = [p for p in ("irq", "dom0_run", "phys", "copy", "guest", "read")
-                      if NEEDS[p] in present]
-    else:
-        points = [p for p in TX_BOUNDARIES if NEEDS[p] in present]
+    points = _boundaries(present, direction)
     out = []
     for a, b in zip(points, points[1:], strict=False):
-        stage = RX_STAGES.get((a, b)) if direction == "rx" else None
+        stage = STAGE_OF[direction].get((a, b))
         if stage is not None:
             out.append(Interval(stage, a, b, direction))
-            continue
-        covered: tuple[str, ...] = ()
-        if direction == "rx":
-            order = list(RX_BOUNDARIES)
-            lo = order.index("backend" if a == "phys" else a)
-            hi = order.index("backend" if b == "phys" else b)
-            covered = tuple(RX_STAGES[(order[i], order[i + 1])] for i in range(lo, hi))
-        out.append(Interval(f"{a}_to_{b}", a, b, direction, covered))
+        else:
+            out.append(Interval(f"{a}_to_{b}", a, b, direction,
+                                _stages_between(a, b, direction)))
     return out
+
+
+def possible_intervals(direction: str) -> list[str]:
+    """Every interval name some combination of sources yields, in path order of its start."""
+    sources = sorted(set(NEEDS.values()))
+    names: dict[str, None] = {}
+    for mask in range(1 << len(sources)):
+        present = {s for i, s in enumerate(sources) if mask >> i & 1}
+        for iv in intervals(present, direction):
+            names.setdefault(iv.name)
+    return list(names)
 
 
 def merge_notes(items: list[Interval], unusable: Iterable[str] = ()) -> list[str]:
@@ -95,13 +121,14 @@ def merge_notes(items: list[Interval], unusable: Iterable[str] = ()) -> list[str
     unusable = set(unusable)
     for iv in items:
         if iv.merged and len(iv.merged) > 1:
-            missing = sorted({NEEDS[p] for p in RX_BOUNDARIES
-                              if p not in (iv.start, iv.end)
-                              and _between(p, iv)} - {""})
+            order = BOUNDARIES[iv.direction]
+            inner = order[order.index(_place(iv.start, iv)) + 1:order.index(_place(iv.end, iv))]
+            missing = sorted({NEEDS[p] for p in inner})
             why = [f"{m} could not be aligned with the captures" if m in unusable
                    else f"{m} is missing" for m in missing]
+            way = "" if iv.direction == "rx" else "transmit "
             notes.append(
-                f"{iv.name}: the stages {', '.join(iv.merged)} are measured together "
+                f"{iv.name}: the {way}stages {', '.join(iv.merged)} are measured together "
                 f"({iv.start} → {iv.end}) because {' and '.join(why) or 'a source is missing'}"
                 "; xenlat does not split them.")
         elif iv.direction == "rx" and iv.start == "phys":
@@ -110,9 +137,8 @@ def merge_notes(items: list[Interval], unusable: Iterable[str] = ()) -> list[str
     return notes
 
 
-def _between(point: str, iv: Interval) -> bool:
-    order = ["irq", "dom0_run", "phys", "backend", "copy", "guest", "read"]
-    return order.index(iv.start) < order.index(point) < order.index(iv.end)
+def _place(point: str, iv: Interval) -> str:
+    return "backend" if (iv.direction, point) == ("rx", "phys") else point
 
 
 def durations_us(t_from: np.ndarray, t_to: np.ndarray) -> np.ndarray:

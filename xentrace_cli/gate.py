@@ -32,8 +32,9 @@ from .model import (
     TX_CHECKPOINTS,
     format_flow,
     stage_column,
+    stat_key,
 )
-from .stats import STATISTICS, stage_stats
+from .stats import STATISTICS, direction_rows, stage_stats
 from .units import format_duration, parse_duration_us
 
 #: Comparison operators a budget may use.
@@ -424,11 +425,14 @@ def measured_stats(analysis: Any) -> dict[str, dict[str, float | int | None]]:
     the lone-capture intervals (``request_to_response_us``, ``response_to_next_us``)."""
     table: pd.DataFrame = analysis.table
     result = dict(analysis.stats)
-    # the table has every interval's column (a fixed schema): those these sources measure
-    merged = sorted(c[:-3] for c in table.columns
-                    if c.endswith("_us") and "_to_" in c and c[:-3] not in result
-                    and table[c].notna().any())
-    result.update(stage_stats(table, merged))
+    # the table has every interval's column (a fixed schema): those these sources measure,
+    # per direction
+    for way in ("rx", "tx"):
+        rows = direction_rows(table, way)
+        merged = sorted(stat_key(c[:-3], way) for c in table.columns
+                        if c.endswith("_us") and "_to_" in c
+                        and stat_key(c[:-3], way) not in result and table[c][rows].notna().any())
+        result.update(stage_stats(table, merged))
     return result
 
 

@@ -39,8 +39,22 @@ STAGES: dict[str, tuple[str, str]] = {
     "socket_read": ("guest", "read"),
 }
 
-#: Transmit direction checkpoints in path order (write -> guest -> backend -> phys).
-TX_CHECKPOINTS: tuple[str, ...] = ("write", "guest", "backend", "phys")
+#: Transmit-direction checkpoints, in path order (DESIGN.md "transmit direction").
+TX_CHECKPOINTS: tuple[str, ...] = ("write", "guest", "dom0_run", "copy", "backend", "phys")
+
+#: The five transmit stages: name -> (from checkpoint, to checkpoint). The same layer keeps
+#: the same name as on receive, so one ``<stage>_us`` column serves both directions (the
+#: row's ``direction`` says which); ``socket_write`` is transmit-only.
+TX_STAGES: dict[str, tuple[str, str]] = {
+    "socket_write": ("write", "guest"),
+    "vmm": ("guest", "dom0_run"),
+    "ring": ("dom0_run", "copy"),
+    "remap": ("copy", "backend"),
+    "driver_domain": ("backend", "phys"),
+}
+
+#: Stage names per direction, in path order.
+DIRECTION_STAGES: dict[str, tuple[str, ...]] = {"rx": tuple(STAGES), "tx": tuple(TX_STAGES)}
 
 #: Causes the attributor may name for a stalled stage.
 CAUSES: tuple[str, ...] = (
@@ -72,7 +86,23 @@ def checkpoint_column(checkpoint: str) -> str:
     return f"t_{checkpoint}"
 
 
-STAGE_COLUMNS: tuple[str, ...] = tuple(stage_column(s) for s in STAGES)
+#: Every stage of either direction, receive first.
+ALL_STAGES: tuple[str, ...] = (*STAGES, *(s for s in TX_STAGES if s not in STAGES))
+STAGE_COLUMNS: tuple[str, ...] = tuple(stage_column(s) for s in ALL_STAGES)
+
+
+def stat_key(name: str, direction: str) -> str:
+    """How statistics, budgets and baselines name a stage of a direction: ``ring`` for the
+    receive direction (the default), ``tx.ring`` for transmit."""
+    return name if direction == "rx" else f"{direction}.{name}"
+
+
+def split_stat_key(key: str) -> tuple[str, str]:
+    """``tx.ring`` → (``tx``, ``ring``); ``rx.ring`` and ``ring`` → (``rx``, ``ring``)."""
+    head, dot, rest = key.partition(".")
+    if dot and head in ("rx", "tx"):
+        return head, rest
+    return "rx", key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,10 +131,10 @@ MERGED_INTERVALS: tuple[str, ...] = (
     "dom0_run_to_phys", "dom0_run_to_copy", "phys_to_copy", "phys_to_guest", "phys_to_read",
     "backend_to_guest", "backend_to_read", "copy_to_read",
 )
-#: Transmit intervals: the three steps, then those that span a missing source.
+#: Transmit intervals that stand for several stages when a source is missing, in path order.
 TX_INTERVALS: tuple[str, ...] = (
-    "write_to_guest", "guest_to_backend", "backend_to_phys", "write_to_backend",
-    "write_to_phys", "guest_to_phys",
+    "write_to_dom0_run", "write_to_backend", "write_to_phys", "guest_to_backend",
+    "guest_to_phys", "copy_to_phys",
 )
 #: What one capture alone measures (``lone.py``).
 LONE_INTERVALS: tuple[str, ...] = ("request_to_response", "response_to_next")

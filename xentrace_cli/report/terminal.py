@@ -51,7 +51,7 @@ CAUSE_WORDS: dict[str, str] = {
 _LETTERS = {"vmm": "v", "driver_domain": "d", "ring": "r", "remap": "m", "socket_read": "s",
             # merged receive intervals and the transmit path
             "backend_to_guest": "b", "phys_to_guest": "b", "guest_to_read": "s",
-            "write_to_guest": "w", "guest_to_backend": "g", "backend_to_phys": "p"}
+            "socket_write": "w", "guest_to_backend": "g"}
 
 
 def render_analysis(analysis: Analysis, console: Console, top: int = 10) -> None:

@@ -2,7 +2,8 @@
 
 ``run_scenario(name, out_dir)`` writes, for one simulated guest (domid 5) and its dom0:
 ``phys.pcap`` and ``vif5.0.pcap`` (dom0 clock), ``guest.pcapng`` and ``app.strace`` (guest
-clock), ``xentrace.bin`` (TSC), ``truth.csv`` and ``scenario.json``. Modules: ``physics`` (the
+clock), ``xentrace.bin`` (TSC), ``truth.csv``, ``scenario.json`` and the capture-set manifest
+``xenlat-set.toml`` (:mod:`xentrace_cli.manifest`). Modules: ``physics`` (the
 event model), ``scenarios`` (what each scenario changes), ``frames`` and ``writers`` (bytes),
 ``captures``, ``trace`` (the hypervisor trace), ``truth``, ``segments`` (long runs in
 parallel).
@@ -11,6 +12,7 @@ parallel).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import multiprocessing
 import os
@@ -22,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import OptionError
+from ..manifest import FILE_KEYS, MANIFEST_NAME, write_manifest
 from . import segments
 from .captures import GUEST_IP, SERVER_IP, SERVER_PORT, Clock, write_captures
 from .frames import Content
@@ -42,6 +45,8 @@ TSC_AT_T0 = 123_456_789_012_345
 GUEST_DOMID = 5
 NIC_IRQ = 58
 APP_PID = 4242
+#: The Xen host's name in the manifest of a simulated set.
+SIM_HOST = "simulated"
 #: Captured bytes per frame (``tcpdump -s 128``): headers and the first payload bytes.
 SNAPLEN = 128
 
@@ -206,11 +211,15 @@ def _write_rest(run: Simulation, out: Path) -> list[Path]:
     write_truth(out / "truth.csv", run.truth)
     files["truth"] = "truth.csv"
     run.wait_trace()
+    write_manifest(out, {k: v for k, v in files.items() if k in FILE_KEYS},
+                   xen_host=SIM_HOST, domid=GUEST_DOMID,
+                   started=dt.datetime.fromtimestamp(sim.t_begin // 10**9, dt.UTC))
+    files["manifest"] = MANIFEST_NAME
     files["scenario"] = "scenario.json"
     meta["files"] = files
     with open(out / "scenario.json", "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=2, sort_keys=False)
         f.write("\n")
     order = ("phys", "backend", "guest", "xentrace", "socket_log", "truth", "scenario")
-    return [out / files[k] for k in order]
+    return [out / files[k] for k in (*order, "manifest")]
 
