@@ -1,8 +1,10 @@
-"""Fixtures shared by the test modules: the shared corpus, tshark, Chromium, the CLI runner.
+"""Fixtures shared by the test modules: the corpus of real captures, tshark, Chromium, the CLI
+runner.
 
-Outside the project, and so skipped where absent: the shared corpus (``../shared/corpus``),
-tshark, Debian's Chromium with playwright. CI (``CI=true``) installs all three (``.ci/run``),
-so there a missing one FAILS the test instead: a green CI run has run every test.
+The corpus is vendored (``tests/data/corpus``, its PROVENANCE beside it), so it is always there.
+Outside the project, and so skipped where absent: tshark, Debian's Chromium with playwright.
+CI (``CI=true``) installs both (``.ci/run``), so there a missing one FAILS the test instead: a
+green CI run has run every test.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus"
 DATA = Path(__file__).resolve().parent / "data"
+#: Real captures, tshark's reference output and a real xentrace file (see its PROVENANCE).
+CORPUS = DATA / "corpus"
 CHROMIUM = "/usr/bin/chromium"
 #: CI sets this; then nothing outside the project may be missing.
 IN_CI = os.environ.get("CI") == "true"
@@ -33,9 +36,9 @@ def missing(what: str) -> NoReturn:
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
-    """The shared corpus of real captures (skips where it is absent; fails in CI)."""
+    """The vendored corpus of real captures (tests/data/corpus)."""
     if not (CORPUS / "manifest.csv").exists():
-        missing(f"shared corpus not found at {CORPUS} (CI has ../shared beside the clone)")
+        pytest.fail(f"corpus not found at {CORPUS}: it is part of the repository", pytrace=False)
     return CORPUS
 
 

@@ -1,4 +1,4 @@
-"""The shared corpus's manifest as test parameters: its rows, and one pytest case per row.
+"""The vendored corpus's manifest as test parameters: its rows, and one pytest case per row.
 
 Used by the tests that compare a reader with tshark's and capinfos' figures (test_packets,
 test_info). The path is conftest's, so the ``corpus`` fixture and the manifest agree.

@@ -1,4 +1,4 @@
-"""The packet table: the shared corpus against tshark's reference output and manifest, filters
+"""The packet table: the vendored corpus against tshark's reference output and manifest, filters
 (built-in and tshark ``-Y``), the table contract, batching, and ``xenlat packets``."""
 
 from __future__ import annotations

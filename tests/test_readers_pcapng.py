@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CORPUS
 
 from xentrace_cli.errors import InputError, TruncatedInput
 from xentrace_cli.packets import read_packets
@@ -186,7 +187,7 @@ def test_bad_second_section_keeps_the_first(tmp_path: Path) -> None:
 
 
 # ---- the vectorized EPB walk must find exactly what the block-by-block loop finds ------------
-CORPUS_CAPTURES = CAPTURES.parent.parent.parent.parent / "shared" / "corpus" / "captures"
+CORPUS_CAPTURES = CORPUS / "captures"
 #: Chunk sizes tried: a block straddles nearly every boundary at 97, some at 1000, few at 1 MiB.
 WALK_CHUNKS = [97, 1000, 1 << 20]
 #: Above this size a file is compared whole only at the largest chunk size; at the small ones
@@ -197,11 +198,8 @@ PACKET_BLOCKS = {2, 3, 6}     # obsolete packet, simple packet, enhanced packet
 
 def _pcapng_files() -> list[object]:
     files: list[object] = [MULTI]
-    if CORPUS_CAPTURES.exists():
-        files += sorted(p for p in CORPUS_CAPTURES.iterdir()
-                        if p.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a")
-    else:  # a stand-in case: the ``corpus`` fixture skips it (fails it in CI)
-        files.append(pytest.param(None, id="corpus-absent"))
+    files += sorted(p for p in CORPUS_CAPTURES.iterdir()
+                    if p.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a")
     return files
 
 
@@ -237,17 +235,13 @@ def _read_all(path: Path) -> tuple[object, list[str]]:
 
 @pytest.mark.parametrize("path", _pcapng_files(), ids=lambda p: p.name)
 @pytest.mark.parametrize("chunk", WALK_CHUNKS)
-def test_vectorized_walk_equals_the_loop(path: Path | None, chunk: int, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch,
-                                         request: pytest.FixtureRequest) -> None:
+def test_vectorized_walk_equals_the_loop(path: Path, chunk: int, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Every pcapng file is compared whole at the largest chunk size; a big one is thinned at
     the small sizes (its first 64 KiB of packets still cross hundreds of chunk boundaries),
     which keeps the suite fast: the 1.1 MB corpus file at 97-byte chunks took 5 s."""
     from xentrace_cli.readers import pcapng
 
-    if path is None:
-        request.getfixturevalue("corpus")     # absent: skips, or fails in CI
-        pytest.fail(f"{CORPUS_CAPTURES} appeared after collection")
     if chunk < max(WALK_CHUNKS) and path.stat().st_size > WALK_WHOLE_MAX_BYTES:
         thinned = tmp_path / path.name
         thinned.write_bytes(_thin(path.read_bytes(), WALK_WHOLE_MAX_BYTES))
