@@ -39,9 +39,11 @@ from .model import (
     ALL_STAGES,
     CHECKPOINTS,
     STAGES,
+    TABLE_CHECKPOINTS,
     TABLE_COLUMNS,
     Sources,
     checkpoint_column,
+    checkpoint_ns_column,
     stat_key,
 )
 from .result import Analysis
@@ -68,8 +70,6 @@ class AnalyzeOptions:
     """Guest domain id; from the backend interface name ``vifD.N`` when None."""
     nic_irq: int | None = None
     """Xen IRQ of the NIC; the IRQ whose interrupts line up with packet arrivals when None."""
-    display_filter: str | None = None
-    """Wireshark display filter applied to every capture (runs tshark)."""
     thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
     """Absolute anomaly thresholds, µs, per stage (or interval, or ``total``)."""
 
@@ -115,8 +115,13 @@ def analyze_files(guest: str | os.PathLike[str] | None = None, *,
     if not sources.present:
         raise OptionError("nothing to analyze: give at least one source")
     options = AnalyzeOptions(cpu_hz=cpu_hz, domid=domid, nic_irq=nic_irq,
-                             display_filter=display_filter, thresholds=dict(thresholds or {}))
-    return analyze(sources, options, on_progress=on_progress)
+                             thresholds=dict(thresholds or {}))
+    analysis = analyze(sources, options, on_progress=on_progress)
+    if display_filter is None:
+        return analysis
+    from .select import Selection, select  # -Y picks what is reported, after the analysis
+
+    return select(analysis, Selection(display_filter=display_filter))
 
 
 class _Progress:
@@ -218,8 +223,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         for name in CAPTURES[::-1]:
             path = getattr(sources, name)
             if path is not None:
-                packets[name] = read_packets(path, display_filter=options.display_filter,
-                                             on_progress=progress.part(name))
+                packets[name] = read_packets(path, on_progress=progress.part(name))
         give_back_memory()
         calls = None
         if sources.socket_log is not None:
@@ -272,8 +276,8 @@ def analyze(sources: Sources, options: AnalyzeOptions,
                      "transmission).")
     n = len(anchor)
     if n == 0:
-        notes.append(f"the {anchor_name} capture holds no TCP or UDP data (after the filter, if "
-                     "any): nothing to split into stages.")
+        notes.append(f"the {anchor_name} capture holds no TCP or UDP data: nothing to "
+                     "split into stages.")
     own: dict[str, np.ndarray] = {anchor_name: anchor["ts_ns"].to_numpy(np.int64)}
     matched_rows: dict[str, np.ndarray] = {anchor_name: np.flatnonzero(fresh)}
     retrans = np.zeros(n, dtype=bool)
@@ -445,6 +449,8 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     for point in (*CHECKPOINTS, "write"):  # those not measured: NaN, from fixed_schema
         if point in checkpoints:
             table[checkpoint_column(point)] = attribute.to_seconds(checkpoints[point])
+    _exact_times(table, anchor, checkpoints,
+                 "dom0" if dom0_point is not None else anchor_name)
     shown_intervals = (attribute.intervals(present, "rx")
                        + attribute.intervals(present, "tx"))
     notes.extend(attribute.merge_notes(shown_intervals,
@@ -561,6 +567,20 @@ def analyze(sources: Sources, options: AnalyzeOptions,
                     baselines=baselines)
 
 
+def _exact_times(table: pd.DataFrame, anchor: pd.DataFrame,
+                 checkpoints: dict[str, np.ndarray], clock: str) -> None:
+    """Where each row can be found and when, exactly: the anchor capture's frame number of
+    the segment's first frame, each checkpoint as int64 epoch ns (``t_<checkpoint>_ns``,
+    beside the float seconds, which round to 240 ns) and the clock they are on, in
+    ``table.attrs["clock"]``: dom0's when a dom0 capture is given, else the guest capture's."""
+    table["frame"] = anchor["frame"].to_numpy(np.int64)
+    for point, t_ns in checkpoints.items():
+        if point in TABLE_CHECKPOINTS:
+            table[checkpoint_ns_column(point)] = pd.arrays.IntegerArray(
+                t_ns.astype(np.int64), t_ns == NA_NS)
+    table.attrs["clock"] = clock
+
+
 def fixed_schema(table: pd.DataFrame) -> pd.DataFrame:
     """The table with every column of ``model.TABLE_COLUMNS``, in that order, whatever the
     sources (NaN where not measured, empty text, not retransmitted)."""
@@ -572,6 +592,10 @@ def fixed_schema(table: pd.DataFrame) -> pd.DataFrame:
             out[column] = _text(np.full(n, "", dtype=object))
     if "retransmitted" not in table.columns:
         out["retransmitted"] = np.zeros(n, dtype=bool)
+    for column in ("frame", *(checkpoint_ns_column(c) for c in TABLE_CHECKPOINTS)):
+        if column not in table.columns:  # integers, absent: not float NaN
+            out[column] = pd.array([pd.NA] * n, dtype="Int64")
+    out.attrs = dict(table.attrs)
     return out
 
 

@@ -8,6 +8,7 @@ input into exit 3). Data goes to stdout, progress and colour to stderr.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import sys
@@ -35,8 +36,18 @@ def _stderr_console() -> Any:
     return Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
 
 
-def _stdout_console() -> Any:
+#: Width of terminal reports written to a pipe or a file: no line is cut or wrapped (a
+#: program or a pager reads them, not an 80-column screen).
+UNLIMITED_WIDTH = 10_000
+
+
+def _stdout_console(width: int | None = None) -> Any:
+    """The console for data on stdout: ``width`` when given, else the terminal's, else (a
+    pipe, a file) :data:`UNLIMITED_WIDTH`."""
     from rich.console import Console
+
+    if width is None and not sys.stdout.isatty():
+        width = UNLIMITED_WIDTH
 
     class StdoutConsole(Console):
         def on_broken_pipe(self) -> None:
@@ -44,7 +55,8 @@ def _stdout_console() -> Any:
             # decide (XenlatGroup.invoke, BrokenPipeError)
             raise BrokenPipeError
 
-    return StdoutConsole(no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
+    return StdoutConsole(no_color=bool(os.environ.get("NO_COLOR")), highlight=False,
+                         width=width)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
@@ -144,8 +156,27 @@ def progress_callback(label: str) -> Iterator[ProgressCallback | None]:
         yield update
 
 
+@dataclasses.dataclass(frozen=True)
+class AnalysisInputs:
+    """What an analysing command was given: the sources, the analysis options, and the
+    selection of what to report (``select.Selection``'s fields)."""
+
+    sources: Sources
+    cpu_hz: float | None = None
+    domid: int | None = None
+    nic_irq: int | None = None
+    thresholds: tuple[str, ...] = ()
+    selection: dict[str, Any] = dataclasses.field(default_factory=dict)
+    capture_set: Path | None = None
+    """The set directory the sources came from, if any."""
+
+
 def source_options(func: F) -> F:
-    """The inputs of an analysis, shared by ``analyze``, ``check``, ``baseline`` and ``report``."""
+    """The inputs of an analysis, shared by ``analyze``, ``check``, ``baseline`` and
+    ``report``: the sources (files, or a capture-set directory whose manifest names them and
+    gives ``--domid``/``--cpu-hz``/``--nic-irq`` defaults), the analysis options, and what to
+    report (``-Y``, ``--begin/--end``, ``--host``, ``--port``, ``--min-duration``). The command
+    gets one ``inputs: AnalysisInputs``."""
 
     @click.argument("capture", required=False, type=EXISTING_FILE)
     @click.option("--guest", type=EXISTING_FILE, help="Capture inside the guest.")
@@ -161,40 +192,91 @@ def source_options(func: F) -> F:
                   "(default: from the backend interface name vifD.N).")
     @click.option("--nic-irq", type=click.IntRange(min=0), help="Xen IRQ number of the NIC "
                   "(default: found in the trace).")
-    @click.option("-Y", "--display-filter", help="Wireshark display filter applied to every "
-                  "capture (runs tshark).")
     @click.option("--threshold", "thresholds", multiple=True, metavar="STAGE=DURATION",
                   help="Absolute anomaly threshold, e.g. socket_read=10ms (repeatable).")
+    @click.option("-Y", "--display-filter", help="Report only the segments whose frame this "
+                  "Wireshark display filter keeps in the guest capture (else dom0's); the "
+                  "analysis itself uses every packet (runs tshark).")
+    @click.option("--begin", metavar="TIME", help="Report from this time: +1.5s after the "
+                  "first packet, epoch seconds, 2026-01-01T01:00:00Z or 01:00:00 (UTC).")
+    @click.option("--end", metavar="TIME", help="Report up to this time (as --begin).")
+    @click.option("--host", help="Report only segments from or to this IP address.")
+    @click.option("--port", type=click.IntRange(0, 0xFFFF),
+                  help="Report only segments from or to this TCP/UDP port.")
+    @click.option("--min-duration", metavar="DURATION", help="Report only segments that took "
+                  "at least this long in total, e.g. 10ms.")
     @functools.wraps(func)
     def wrapper(*args: Any, capture: Path | None, guest: Path | None, backend: Path | None,
                 phys: Path | None, xentrace_file: Path | None, socket_log: Path | None,
-                **kwargs: Any) -> Any:
-        if capture is not None and guest is not None:
-            raise click.UsageError("give the guest capture either as CAPTURE or as --guest")
-        sources = Sources(guest=capture or guest, backend=backend, phys=phys,
-                          xentrace=xentrace_file, socket_log=socket_log)
+                cpu_hz: float | None, domid: int | None, nic_irq: int | None,
+                thresholds: tuple[str, ...], display_filter: str | None, begin: str | None,
+                end: str | None, host: str | None, port: int | None,
+                min_duration: str | None, **kwargs: Any) -> Any:
+        given = {"guest": guest, "backend": backend, "phys": phys, "xentrace": xentrace_file,
+                 "socket_log": socket_log}
+        capture_set = None
+        if capture is not None and capture.is_dir():
+            from .manifest import read_manifest
+
+            found = read_manifest(capture)  # exit 3 naming the manifest when it is wrong
+            capture_set = found.directory
+            # options given beside the directory win over its manifest
+            given = {k: v if v is not None else getattr(found.sources, k)
+                     for k, v in given.items()}
+            cpu_hz = cpu_hz if cpu_hz is not None else found.cpu_hz
+            domid = domid if domid is not None else found.domid
+            nic_irq = nic_irq if nic_irq is not None else found.nic_irq
+        elif capture is not None:
+            if guest is not None:
+                raise click.UsageError("give the guest capture either as CAPTURE or as --guest")
+            given["guest"] = capture
+        sources = Sources(**given)
         if not sources.present:
-            raise click.UsageError("nothing to analyze: give a capture or --guest/--backend/"
-                                   "--phys/--xentrace/--socket-log")
-        return func(*args, sources=sources, **kwargs)
+            raise click.UsageError("nothing to analyze: give a capture, a capture-set "
+                                   "directory or --guest/--backend/--phys/--xentrace/"
+                                   "--socket-log")
+        selection = {"display_filter": display_filter, "begin": begin, "end": end,
+                     "host": host, "port": port,
+                     "min_duration_us": _duration_option(min_duration, "--min-duration")}
+        inputs = AnalysisInputs(sources=sources, cpu_hz=cpu_hz, domid=domid, nic_irq=nic_irq,
+                                thresholds=thresholds, selection=selection,
+                                capture_set=capture_set)
+        return func(*args, inputs=inputs, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
 
-def _run_analysis(sources: Sources, cpu_hz: float | None, domid: int | None,
-                  nic_irq: int | None, display_filter: str | None,
-                  thresholds: tuple[str, ...]) -> Any:
-    """The one set-up every analysing command shares."""
-    from .analyze import AnalyzeOptions, analyze, parse_thresholds
+def _duration_option(text: str | None, option: str) -> float | None:
+    if text is None:
+        return None
+    from .units import parse_duration_us
 
     try:
-        parsed = parse_thresholds(thresholds)
+        return parse_duration_us(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def _run_analysis(inputs: AnalysisInputs) -> Any:
+    """The one set-up every analysing command shares: analyze every packet, then select
+    what to report."""
+    from .analyze import AnalyzeOptions, analyze, parse_thresholds
+    from .select import Selection, select
+
+    try:
+        parsed = parse_thresholds(inputs.thresholds)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--threshold") from exc
-    options = AnalyzeOptions(cpu_hz=cpu_hz, domid=domid, nic_irq=nic_irq,
-                             display_filter=display_filter, thresholds=parsed)
+    options = AnalyzeOptions(cpu_hz=inputs.cpu_hz, domid=inputs.domid, nic_irq=inputs.nic_irq,
+                             thresholds=parsed)
+    selection = Selection(**inputs.selection)
+    if selection.host is not None:
+        from .select import normalize_host
+
+        normalize_host(selection.host)  # a usage error before the long analysis, not after
     with progress_callback("analyzing") as on_progress:
-        return analyze(sources, options, on_progress=on_progress)
+        analysis = analyze(inputs.sources, options, on_progress=on_progress)
+    return select(analysis, selection)
 
 
 @click.group(cls=XenlatGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -339,22 +421,27 @@ def simulate(scenario: str, out_dir: Path | None, seed: int, requests: int | Non
               "waterfall to FILE.png or FILE.svg.")
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
               help="Worst packets to show in the table.")
+@click.option("--width", type=click.IntRange(min=40), help="Width of the terminal report in "
+              "characters (default: the terminal's; unlimited when stdout is not a terminal).")
 @common_options
-def analyze(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq: int | None,
-            display_filter: str | None, thresholds: tuple[str, ...], fmt: str,
-            output: Path | None, plot: Path | None, top: int) -> None:
+def analyze(inputs: AnalysisInputs, fmt: str, output: Path | None, plot: Path | None,
+            top: int, width: int | None) -> None:
     """Split each packet's latency into stages and point at the anomalies.
 
-    CAPTURE is the capture inside the guest; more sources sharpen the split.
+    CAPTURE is the capture inside the guest, or a capture-set directory (its
+    xenlat-set.toml, written by 'xenlat record --run' or 'xenlat simulate', names the files);
+    more sources sharpen the split. -Y, --begin/--end, --host, --port and --min-duration
+    select the packets reported: the analysis always uses them all.
 
     \b
     Example:
       xenlat analyze guest.pcap --socket-log app.strace
+      xenlat analyze sample_pcaps/black-0.1s --host 10.0.0.1 --min-duration 10ms
       xenlat analyze guest.pcap --backend vif5.0.pcap --phys eth0.pcap \\
           --xentrace trace.bin --socket-log app.strace --format csv -o packets.csv
     """
     _check_parquet_destination(fmt, output)
-    analysis = _run_analysis(sources, cpu_hz, domid, nic_irq, display_filter, thresholds)
+    analysis = _run_analysis(inputs)
     if plot is not None:
         from .report.plot import plot_waterfall
 
@@ -366,9 +453,10 @@ def analyze(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq: 
             from rich.console import Console
 
             with open(output, "w", encoding="utf-8") as fh:
-                render_analysis(analysis, Console(file=fh, no_color=True, width=120), top=top)
+                render_analysis(analysis, Console(file=fh, no_color=True,
+                                                  width=width or UNLIMITED_WIDTH), top=top)
         else:
-            render_analysis(analysis, _stdout_console(), top=top)
+            render_analysis(analysis, _stdout_console(width), top=top)
     elif fmt == "json":
         from .output import dumps_json
 
@@ -396,10 +484,8 @@ def analyze(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq: 
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @common_options
-def check(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq: int | None,
-          display_filter: str | None, thresholds: tuple[str, ...], budgets: tuple[str, ...],
-          budgets_file: Path | None, baseline_file: Path | None, tolerance: str,
-          junit: Path | None, fmt: str) -> None:
+def check(inputs: AnalysisInputs, budgets: tuple[str, ...], budgets_file: Path | None,
+          baseline_file: Path | None, tolerance: str, junit: Path | None, fmt: str) -> None:
     """Gate: exit 1 when a stage statistic breaks its budget or regresses from a baseline.
 
     \b
@@ -415,7 +501,7 @@ def check(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq: in
         raise click.UsageError(str(exc)) from exc
     if not limits:
         raise click.UsageError("nothing to check: give --budget, --budgets-file or --baseline")
-    analysis = _run_analysis(sources, cpu_hz, domid, nic_irq, display_filter, thresholds)
+    analysis = _run_analysis(inputs)
     result = gate.evaluate(analysis, limits)
     verdict = ExitCode.OK if result.passed else ExitCode.GATE_BREACHED
     ctx = click.get_current_context()
@@ -441,8 +527,7 @@ def check(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq: in
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Where to save the statistics (JSON).")
 @common_options
-def baseline(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq: int | None,
-             display_filter: str | None, thresholds: tuple[str, ...], output: Path) -> None:
+def baseline(inputs: AnalysisInputs, output: Path) -> None:
     """Save the stage statistics of an analysis, for a later 'check --baseline'.
 
     \b
@@ -452,7 +537,7 @@ def baseline(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq:
     from .gate import baseline_document
     from .output import dumps_json
 
-    analysis = _run_analysis(sources, cpu_hz, domid, nic_irq, display_filter, thresholds)
+    analysis = _run_analysis(inputs)
     output.write_text(dumps_json(baseline_document(analysis)), encoding="utf-8")
 
 
@@ -460,19 +545,22 @@ def baseline(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq:
 @source_options
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="HTML file to write.")
+@click.option("--top", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Slowest packets listed in the worst-packets table (every anomalous one "
+              "is listed too).")
 @common_options
-def report(sources: Sources, cpu_hz: float | None, domid: int | None, nic_irq: int | None,
-           display_filter: str | None, thresholds: tuple[str, ...], output: Path) -> None:
+def report(inputs: AnalysisInputs, output: Path, top: int) -> None:
     """Write a self-contained HTML report: waterfall, stages over time, worst packets.
 
     \b
     Example:
       xenlat report guest.pcap --socket-log app.strace -o report.html
+      xenlat report sample_pcaps/black-0.1s --begin +1s --end +2s -o window.html
     """
     from .report.html import write_html_report
 
-    analysis = _run_analysis(sources, cpu_hz, domid, nic_irq, display_filter, thresholds)
-    write_html_report(analysis, output)
+    analysis = _run_analysis(inputs)
+    write_html_report(analysis, output, top=top)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -82,8 +82,14 @@ def stage_column(stage: str) -> str:
 
 
 def checkpoint_column(checkpoint: str) -> str:
-    """Output column of a checkpoint time, dom0-clock epoch seconds."""
+    """Output column of a checkpoint time, epoch seconds (float) on the table's clock."""
     return f"t_{checkpoint}"
+
+
+def checkpoint_ns_column(checkpoint: str) -> str:
+    """Output column of a checkpoint time, epoch nanoseconds (int64) on the table's clock:
+    the exact twin of :func:`checkpoint_column` (float seconds round to 240 ns)."""
+    return f"t_{checkpoint}_ns"
 
 
 #: Every stage of either direction, receive first.
@@ -141,9 +147,13 @@ LONE_INTERVALS: tuple[str, ...] = ("request_to_response", "response_to_next")
 
 #: Every column of the analysis table, in order: the schema never varies with the sources
 #: given (a column a run cannot measure is NaN or empty).
+#: The checkpoints the analysis table has columns for: receive path, then ``write``.
+TABLE_CHECKPOINTS: tuple[str, ...] = (*CHECKPOINTS, "write")
+
 TABLE_COLUMNS: tuple[str, ...] = (
-    "src", "sport", "dst", "dport", "proto", "direction", "seq", "len",
-    *(checkpoint_column(c) for c in (*CHECKPOINTS, "write")),
+    "src", "sport", "dst", "dport", "proto", "direction", "seq", "len", "frame",
+    *(checkpoint_column(c) for c in TABLE_CHECKPOINTS),
+    *(checkpoint_ns_column(c) for c in TABLE_CHECKPOINTS),
     *STAGE_COLUMNS,
     *(stage_column(i) for i in (*MERGED_INTERVALS, *TX_INTERVALS, *LONE_INTERVALS)),
     "total_us", "anomaly", "stall", "cause", "cause_detail", "retransmitted", "uncertainty_us",

@@ -48,7 +48,9 @@ class Analysis:
                         self.sources.present},
             "summary": {"stages": self.stats, "notes": list(self.notes),
                         "baselines": self.baselines,
-                        "packets": int(len(self.table))},
+                        "packets": int(len(self.table)),
+                        # the clock of every t_<checkpoint> (dom0's, or the guest capture's)
+                        "clock": self.table.attrs.get("clock")},
             "alignment": self.alignment,
             "flows": frame_to_records(self.flows) if self.flows is not None else [],
             "packets": frame_to_records(self.table),

@@ -65,13 +65,13 @@ _PLOT_CONFIG = {"displaylogo": False, "responsive": True,
 _TEMPLATE = "plotly_white"
 
 
-def write_html_report(analysis: Any, path: str | Path) -> Path:
+def write_html_report(analysis: Any, path: str | Path, *, top: int = 30) -> Path:
     """Write the report of ``analysis`` to ``path``; returns the path.
 
     Raises ``OptionError`` when ``path`` cannot be written (a missing directory, say).
     """
     path = Path(path)
-    text = render_html_report(analysis)
+    text = render_html_report(analysis, top=top)
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
@@ -79,7 +79,7 @@ def write_html_report(analysis: Any, path: str | Path) -> Path:
     return path
 
 
-def render_html_report(analysis: Any) -> str:
+def render_html_report(analysis: Any, *, top: int = 30) -> str:
     """The report as one HTML document (a str)."""
     from plotly.offline import get_plotlyjs
 
