@@ -152,7 +152,7 @@ def main() -> int:
               f"{trace.windows} windows; events table "
               f"{trace.events.memory_usage(deep=True).sum() / 2**20:.0f} MiB")
         del trace
-        from xentrace_cli.attribute import TRACE_COLUMNS, TRACE_EVENTS
+        from xentrace_cli.trace_attribute import TRACE_COLUMNS, TRACE_EVENTS
 
         wall, cpu, trace = _timed(lambda: read_xentrace(path, events=TRACE_EVENTS,
                                                         columns=TRACE_COLUMNS), args.repeat)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from xentrace_cli import attribute, match, model
+from xentrace_cli import attribute, match, model, trace_attribute, trace_path
 from xentrace_cli.attribute import NA_NS
 
 GUEST, SERVER = "10.0.0.2", "10.0.0.1"
@@ -60,10 +60,10 @@ def test_assign_batches_fifo_with_full_batches() -> None:
     # frames at 0..5; batches at 10 (2 frames), 20 (2), 30 (5): FIFO overflow into later ones
     frames = np.array([0, 1, 2, 3, 4, 25])
     batches = np.array([10, 20, 30])
-    j = attribute.assign_batches(frames, batches, np.array([2, 2, 5]))
+    j = trace_path.assign_batches(frames, batches, np.array([2, 2, 5]))
     assert j.tolist() == [0, 0, 1, 1, 2, 2]
     # a frame after the last batch has none; the trace starting late skips no slot
-    j = attribute.assign_batches(np.array([5, 15, 35]), np.array([10, 20]), np.array([3, 3]))
+    j = trace_path.assign_batches(np.array([5, 15, 35]), np.array([10, 20]), np.array([3, 3]))
     assert j.tolist() == [0, 1, -1]
 
 
@@ -128,9 +128,9 @@ def test_an_interrupt_long_before_the_burst_is_not_its_own() -> None:
     frames = np.r_[10_000, 12_000, np.arange(100_000, 1_000_001, 20_000), 5_000_000]
     arrive = np.array([10_000, 12_000, 900_000, 5_000_000, NA_NS], dtype=np.int64)
     irq_row = np.array([0, 0, 1, 1, -1], dtype=np.int64)  # the last interrupt before each
-    kept = attribute.bound_interrupts(irq_row, handled, frames, arrive, bound_ns=100_000)
+    kept = trace_attribute.bound_interrupts(irq_row, handled, frames, arrive, bound_ns=100_000)
     # 10 µs − 3 µs and 100 µs − 52 µs are within 100 µs; 5 ms − 52 µs is not
     assert kept.tolist() == [0, 0, 1, -1, -1]
     # a tighter bound drops the long burst too (its start is 48 µs after the interrupt)
-    assert attribute.bound_interrupts(irq_row, handled, frames, arrive, 40_000).tolist() == \
+    assert trace_attribute.bound_interrupts(irq_row, handled, frames, arrive, 40_000).tolist() == \
         [0, 0, -1, -1, -1]

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import anomalies, attribute, lone, match
+from . import anomalies, attribute, causes, lone, match, path_order, trace_attribute
 from .attribute import NA_NS
 from .errors import InputError, OptionError, XenlatWarning
 from .model import (
@@ -212,8 +212,8 @@ def analyze(sources: Sources, options: AnalyzeOptions,
 
         def read_trace() -> Any:
             trace = read_xentrace(sources.xentrace, on_progress=progress.part("xentrace"),
-                                  events=attribute.TRACE_EVENTS,
-                                  columns=attribute.TRACE_COLUMNS)
+                                  events=trace_attribute.TRACE_EVENTS,
+                                  columns=trace_attribute.TRACE_COLUMNS)
             give_back_memory()
             return trace
 
@@ -257,7 +257,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         warnings.warn(XenlatWarning(
             f"--domid {domid} contradicts the backend capture's interface name (vif{named}.N "
             f"serves domain {named}); using {domid} as given"), stacklevel=2)
-    packets = {k: v[[c for c in ("dst", "ts_ns") if c in v.columns]]
+    packets = {k: v[[c for c in ("src", "dst", "ts_ns") if c in v.columns]]
                for k, v in packets.items() if k in ("phys", "backend")}
     remote = set()
     if calls is not None and "peer" in calls.columns:
@@ -421,11 +421,11 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     # --- the trace ----------------------------------------------------------------------------
     cause = np.full(n, "", dtype=object)
     cause_detail = np.full(n, "", dtype=object)
+    trace_causes = None
     if trace is not None:
-        result = attribute.attribute_trace(
-            trace, anchor=anchor, placed=placed, matched_rows=matched_rows,
-            checkpoints=checkpoints, rx=rx, domid=domid, options=options,
-            packets=packets, local=local)
+        result = trace_attribute.attribute_trace(
+            trace, checkpoints=checkpoints, rx=rx, frames=dom0_frames(packets, local),
+            domid=domid, cpu_hz=options.cpu_hz, nic_irq=options.nic_irq)
         packets = {}
         trace.events = trace.events.iloc[:0]  # the causes need run states, not events
         checkpoints.update(result.checkpoints)
@@ -437,9 +437,15 @@ def analyze(sources: Sources, options: AnalyzeOptions,
             present.discard("xentrace")
             trace_causes = None
     else:
-        trace_causes = None
         notes.append("no xentrace: causes cannot be named (the trace's vCPU run states are "
                      "the evidence).")
+    tolerance_ns = {"dom0": 0.0, "guest": uncertainty["guest"] * 1e3,
+                    "tsc": uncertainty["tsc"] * 1e3,
+                    "socket": (uncertainty["guest"] + calls_unc_us) * 1e3}
+    checkpoints, unresolved = path_order.enforce_path_order(
+        checkpoints, direction, tolerance_ns, {**attribute.CLOCK_OF, "read": "socket",
+                                               "write": "socket"})
+    notes.extend(unresolved.notes())
 
     # --- the table ----------------------------------------------------------------------------
     table = anchor[list(match.FLOW_COLUMNS)].copy()
@@ -502,6 +508,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         unc = np.where(sock, np.maximum(unc, calls_unc_us), unc)
     # a bound, to 0.1 µs (rounded up: never tighter than the clocks allow)
     table["uncertainty_us"] = np.ceil(np.round(unc * 10, 6)) / 10
+    notes.extend(_guard_intervals(table, shown_intervals, direction))
 
     label = np.full(n, "", dtype=object)
     baselines: dict[str, Any] = {}  # keyed as statistics are: "ring", "tx.ring"
@@ -522,10 +529,12 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         label[over] = "total"
     label = _shared_stalls(label, shown_intervals, checkpoints, baselines, direction)
     if trace_causes is not None:
-        starts = {iv.name: iv.start for iv in shown_intervals if iv.direction == "rx"}
-        ends = {iv.name: iv.end for iv in shown_intervals if iv.direction == "rx"}
-        cause, cause_detail = trace_causes.causes(np.where(rx, label, ""), checkpoints,
-                                                  starts, ends)
+        missing = np.full(n, NA_NS, dtype=np.int64)
+        spans = {(iv.direction, iv.name): (checkpoints.get(iv.start, missing),
+                                           checkpoints.get(iv.end, missing),
+                                           causes.owner_of(iv.direction, iv.name, iv.merged))
+                 for iv in shown_intervals}
+        cause, cause_detail = causes.stage_causes(trace_causes, label, direction, spans)
     stall_value = np.full(n, np.nan)
     for name in set(label.tolist()) - {""}:
         col = f"{name}_us"
@@ -579,6 +588,27 @@ def _exact_times(table: pd.DataFrame, anchor: pd.DataFrame,
             table[checkpoint_ns_column(point)] = pd.arrays.IntegerArray(
                 t_ns.astype(np.int64), t_ns == NA_NS)
     table.attrs["clock"] = clock
+
+
+def dom0_frames(packets: dict[str, pd.DataFrame], local: set[str]
+                ) -> trace_attribute.Dom0Frames | None:
+    """dom0 capture times of every frame to and from the guest (``local`` addresses)."""
+    point = "phys" if "phys" in packets else ("backend" if "backend" in packets else None)
+    if point is None:
+        return None
+    copied = "backend" if "backend" in packets else point
+
+    def times(name: str, column: str) -> np.ndarray:
+        frame = packets[name]
+        if column not in frame.columns or len(frame) == 0:
+            return np.zeros(0, dtype=np.int64)
+        ts = frame["ts_ns"]
+        keep = frame[column].isin(list(local)).to_numpy() & ts.notna().to_numpy()
+        return np.sort(ts[keep].to_numpy(np.int64))
+
+    return trace_attribute.Dom0Frames(arrivals=times(point, "dst"),
+                                      to_guest=times(copied, "dst"),
+                                      from_guest=times(copied, "src"), point=point)
 
 
 def fixed_schema(table: pd.DataFrame) -> pd.DataFrame:
@@ -690,6 +720,25 @@ def _shared_stalls(label: np.ndarray, shown: list[attribute.Interval],
                                       anomalies.SHARED_MARGIN_US)
         label[hit & (label == "") & ok] = iv.name
     return label
+
+
+def _guard_intervals(table: pd.DataFrame, shown: list[attribute.Interval],
+                     direction: np.ndarray) -> list[str]:
+    """Empty every interval value below −(its row's uncertainty + timestamp resolution): an
+    impossible value is never printed. One note per interval that had any."""
+    notes = []
+    unc = table["uncertainty_us"].to_numpy(float)
+    for iv in shown:
+        values = table[iv.column].to_numpy(float).copy()
+        bad = path_order.guard_intervals(values, unc) & (direction == iv.direction)
+        if bad.any():
+            values[bad] = np.nan
+            table[iv.column] = values
+            kind = "received" if iv.direction == "rx" else "sent"
+            notes.append(f"{int(bad.sum())} {kind} segments: {iv.name} left empty: its "
+                         f"checkpoints ({iv.start} → {iv.end}) are out of order beyond the "
+                         "clocks' uncertainty (a capture or alignment problem).")
+    return notes
 
 
 def _interval_uncertainty(name: str, shown: list[attribute.Interval],

@@ -730,8 +730,20 @@ def _unambiguous(x_cyc: np.ndarray, a_ns: np.ndarray, k: float, o: float, i: np.
             & (centre - prev_burst > 2 * spread) & (next_burst - centre > 2 * spread))
 
 
+@dataclasses.dataclass(frozen=True)
+class HzOrigin:
+    """Where a fixed ``cpu_hz`` came from when it is an earlier fit's, not the user's: the
+    refit with grant copies keeps the rate the interrupts gave and fits the offset only."""
+
+    uncertainty_ppm: float
+    """How well that fit knew the rate."""
+    given_hz: float | None = None
+    """The rate the user gave, when that fit refined it (else the rate was estimated)."""
+
+
 def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
-            cpu_hz: float | None = None, copy_tsc: npt.ArrayLike | None = None,
+            cpu_hz: float | None = None, hz_origin: HzOrigin | None = None,
+            copy_tsc: npt.ArrayLike | None = None,
             copy_after_ns: npt.ArrayLike | None = None,
             copy_before_ns: npt.ArrayLike | None = None,
             min_irq_delay_ns: int = 0, min_copy_delay_ns: int = 0,
@@ -748,6 +760,9 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
                   copy_before_ns=copy_before_ns, min_irq_delay_ns=min_irq_delay_ns,
                   min_copy_delay_ns=min_copy_delay_ns, burst_gap_ns=burst_gap_ns,
                   window_ns=window_ns)
+    if hz_origin is not None and cpu_hz is not None:
+        return _fit_tsc_once(irq_tsc, arrivals_ns, cpu_hz=cpu_hz, hz_origin=hz_origin,
+                             **kwargs)
     if cpu_hz is None:
         return _fit_tsc_once(irq_tsc, arrivals_ns, **kwargs)
     given = _fit_tsc_once(irq_tsc, arrivals_ns, cpu_hz=cpu_hz, **kwargs)
@@ -777,7 +792,7 @@ def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
                   copy_before_ns: npt.ArrayLike | None = None,
                   min_irq_delay_ns: int = 0, min_copy_delay_ns: int = 0,
                   burst_gap_ns: int = BURST_GAP_NS, window_ns: int = IRQ_MATCH_WINDOW_NS,
-                  hz_hint: float | None = None) -> TscFit:
+                  hz_hint: float | None = None, hz_origin: HzOrigin | None = None) -> TscFit:
     """Put the trace's TSC on dom0's clock, at the given ``cpu_hz`` or a fitted one.
 
     ``irq_tsc``: TSCs of the NIC's HW_IRQ_HANDLED records. ``arrivals_ns``: dom0 capture times
@@ -789,7 +804,8 @@ def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
     unknown. The copies bound the offset from the other side. With ``cpu_hz`` given only the
     offset is fitted; otherwise the frequency too. The CPUs' TSCs are taken to be one clock
     (synchronized, invariant TSC). ``hz_hint``: the frequency the user gave, which this fit
-    (``cpu_hz`` None) refines: named in the detail.
+    (``cpu_hz`` None) refines: named in the detail. ``hz_origin``: ``cpu_hz`` is an earlier
+    fit's rate, kept fixed (the result says it was estimated, with that fit's uncertainty).
     """
     irq = np.unique(np.asarray(irq_tsc, dtype=np.int64))
     arr = np.sort(np.asarray(arrivals_ns, dtype=np.int64))
@@ -877,7 +893,14 @@ def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
              f"{_fmt_us(window_ns)} ({matched:.0%}); irq→frame delay p50 {p50:.1f} µs, "
              f"p99 {p99:.1f} µs"]
     mismatch = False
-    if hz_hint is not None:
+    if hz_origin is not None:
+        hz_ppm, hz_hint = hz_origin.uncertainty_ppm, hz_origin.given_hz
+        if hz_hint is not None:
+            parts.append(f"TSC given {hz_hint / 1e9:.6g} GHz, fitted {hz / 1e9:.6f} GHz "
+                         f"({(hz / hz_hint - 1) * 1e6:+.1f} ppm) ±{hz_ppm:.2g} ppm")
+        else:
+            parts.append(f"TSC {hz / 1e9:.6f} GHz ±{hz_ppm:.2g} ppm (estimated)")
+    elif hz_hint is not None:
         parts.append(f"TSC given {hz_hint / 1e9:.6g} GHz, fitted {hz / 1e9:.6f} GHz "
                      f"({(hz / hz_hint - 1) * 1e6:+.1f} ppm) ±{hz_ppm:.2g} ppm")
     elif cpu_hz is None:
@@ -893,18 +916,19 @@ def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
                          "ppm): is the given CPU frequency right?")
     if matched < 0.5:
         parts.append("only a minority of bursts matched: treat the trace times as rough")
-    parts.append(_tsc_bound_sentence(clock, min_irq_delay_ns))
+    parts.append(_tsc_bound_sentence(clock, min_irq_delay_ns, hz_origin is None))
     return dataclasses.replace(
-        fit_map, residual_us=(p50, p99), matched_fraction=matched, hz_uncertainty_ppm=hz_ppm,
+        fit_map, cpu_hz_estimated=cpu_hz is None or hz_origin is not None,
+        residual_us=(p50, p99), matched_fraction=matched, hz_uncertainty_ppm=hz_ppm,
         n_irq=n_irq, n_bursts=n_bursts, n_matched=int(i.size), clock=clock,
         detail="; ".join(parts), cpu_hz_given=hz_hint, hz_mismatch=mismatch)
 
 
-def _tsc_bound_sentence(clock: ClockFit, min_irq_delay_ns: int) -> str:
+def _tsc_bound_sentence(clock: ClockFit, min_irq_delay_ns: int, user_hz: bool = True) -> str:
     """What bounds the trace's offset, in the words of the trace (interrupts, copies)."""
     if clock.quality == "bounded":
         return (f"interrupts and grant copies bound the offset to ±{_fmt_us(clock.uncertainty_ns)}"
-                + (" (at the given frequency)" if clock.drift_fixed else ""))
+                + (" (at the given frequency)" if clock.drift_fixed and user_hz else ""))
     if clock.quality == "inconsistent":
         return (f"inconsistent: the interrupts and the grant copies contradict each other by "
                 f"{_fmt_us(clock.overlap_ns)} (copies placed in the wrong packet?); the "

@@ -1,0 +1,113 @@
+"""Path order: a packet's checkpoints follow each other along its path, within the clocks.
+
+Every stage is the difference of two checkpoints on one path, so none can be negative beyond
+the alignment's uncertainty (DESIGN.md). A pair of checkpoints out of order says one of them
+was taken from a record of another packet's path. The checkpoints the analysis *chose* from
+the trace (``irq``, ``dom0_run``, ``copy``, ``guest_wake``, ``guest_run``) are then emptied for
+that packet, with the ones derived from them; those *measured* by a capture or the socket log
+are kept. :func:`enforce_path_order` does that and counts why, for the report;
+:func:`guard_intervals` is the last line: an interval still below −(its uncertainty + the
+timestamps' resolution) is emptied and counted, never printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+NA_NS = np.iinfo(np.int64).min
+
+#: Checkpoints in path order, per direction (DESIGN.md).
+ORDER: dict[str, tuple[str, ...]] = {
+    "rx": ("irq", "dom0_run", "phys", "backend", "copy", "guest_wake", "guest_run", "guest",
+           "read"),
+    "tx": ("write", "guest", "dom0_run", "copy", "backend", "phys"),
+}
+#: Checkpoints chosen from trace records (the others are measured).
+CHOSEN: frozenset[str] = frozenset({"irq", "dom0_run", "copy", "guest_wake", "guest_run"})
+#: Chosen checkpoints that stand or fall together, per direction: one choice made them.
+TOGETHER: dict[str, dict[str, tuple[str, ...]]] = {
+    "rx": {"irq": ("dom0_run",), "dom0_run": ("irq",),
+           "copy": ("guest_wake", "guest_run")},
+    "tx": {"copy": ("dom0_run",)},
+}
+#: Timestamps of captures and strace logs are whole microseconds (truncated): two of them
+#: differ from the true interval by less than this.
+RESOLUTION_NS = 1_000
+
+
+@dataclasses.dataclass
+class Unresolved:
+    """Why checkpoints were emptied: (direction, emptied, against) → rows."""
+
+    counts: dict[tuple[str, str, str], int] = dataclasses.field(default_factory=dict)
+
+    def add(self, direction: str, emptied: str, against: str, rows: int) -> None:
+        if rows:
+            key = (direction, emptied, against)
+            self.counts[key] = self.counts.get(key, 0) + rows
+
+    def notes(self) -> list[str]:
+        """One sentence per reason, for the report."""
+        out = []
+        for (way, emptied, against), rows in sorted(self.counts.items()):
+            kind = "received" if way == "rx" else "sent"
+            out.append(f"{rows} {kind} segments: {emptied} left empty (with what rests on it): "
+                       f"the trace record chosen for it is out of path order with {against} "
+                       "beyond the clocks' uncertainty, so it was not on this packet's path; "
+                       "the stages it bounds are not measured for them.")
+        return out
+
+
+def enforce_path_order(checkpoints: dict[str, np.ndarray], direction: np.ndarray,
+                       tolerance_ns: dict[str, float], clock_of: dict[str, str]
+                       ) -> tuple[dict[str, np.ndarray], Unresolved]:
+    """Checkpoints with every chosen one out of path order emptied (``NA_NS``).
+
+    ``tolerance_ns``: per clock (``dom0``, ``guest``, ``tsc``, ``socket``), how far its times
+    may be off dom0's (0 for dom0; inf when unbounded: then its pairs are not checked);
+    ``clock_of``: the clock of each checkpoint.
+    """
+    out = {k: v.copy() for k, v in checkpoints.items()}
+    unresolved = Unresolved()
+    for way, order in ORDER.items():
+        rows = direction == way
+        present = [p for p in order if p in out]
+        for i, a in enumerate(present):
+            for b in present[i + 1:]:
+                allowed = _allowed(a, b, tolerance_ns, clock_of)
+                if not np.isfinite(allowed) or (a not in CHOSEN and b not in CHOSEN):
+                    continue
+                ta, tb = out[a], out[b]
+                bad = rows & (ta != NA_NS) & (tb != NA_NS) & (ta - tb > allowed)
+                if bad.any():
+                    emptied = _empty(out, way, a if a in CHOSEN else b, bad)
+                    emptied += [] if (a in CHOSEN) != (b in CHOSEN) else _empty(out, way, b, bad)
+                    unresolved.add(way, "/".join(sorted(set(emptied))),
+                                   b if a in CHOSEN else a, int(bad.sum()))
+    return out, unresolved
+
+
+def _allowed(a: str, b: str, tolerance_ns: dict[str, float], clock_of: dict[str, str]
+             ) -> float:
+    """How far ``a`` may come after ``b`` by the clocks alone."""
+    ca, cb = clock_of.get(a, "dom0"), clock_of.get(b, "dom0")
+    if ca == cb:
+        return float(RESOLUTION_NS)
+    return tolerance_ns.get(ca, 0.0) + tolerance_ns.get(cb, 0.0) + RESOLUTION_NS
+
+
+def _empty(out: dict[str, np.ndarray], way: str, point: str, rows: np.ndarray) -> list[str]:
+    """Empty ``point`` (and the checkpoints that stand with it) on ``rows``."""
+    names = [point, *TOGETHER[way].get(point, ())]
+    for name in names:
+        if name in out:
+            out[name][rows] = NA_NS
+    return [point]
+
+
+def guard_intervals(values: np.ndarray, uncertainty_us: np.ndarray) -> np.ndarray:
+    """Mask of interval values below −(uncertainty + resolution): impossible, to be emptied."""
+    limit = -(np.nan_to_num(uncertainty_us, nan=0.0) + RESOLUTION_NS / 1e3)
+    return np.isfinite(values) & (values < limit)
