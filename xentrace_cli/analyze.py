@@ -369,7 +369,8 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     # --- the socket log -----------------------------------------------------------------------
     calls_unc_us = 0.0
     if calls is not None:
-        offsets = match.stream_offset(anchor, syns)
+        offsets = np.where(anchor["proto"].to_numpy() == match.TCP,
+                           match.stream_offset(anchor, syns), match.datagram_offset(anchor))
         mapping, method = attribute.map_streams(calls, anchor, offsets)
         if method == "bytes":
             notes.append("socket log: sockets matched to connections by byte counts (the log "

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from .match import TCP
 from .model import CHECKPOINT_SOURCE, STAGES, TX_CHECKPOINTS, TX_STAGES
 
 #: "Not measured" in an int64 ns checkpoint column.
@@ -244,7 +245,11 @@ def socket_times(calls: pd.DataFrame, segments: pd.DataFrame, offsets: np.ndarra
 
     Received segments: return time of the first read whose cumulative bytes on the socket
     cover the segment's last byte. Sent segments: entry time of the write that handed the
-    segment's last byte to the kernel.
+    segment's last byte to the kernel. A datagram (not TCP) is read or written whole by one
+    call: that call must start exactly at the datagram's offset and carry exactly its bytes
+    (:func:`match.datagram_offset`), else the datagram is left without a time — one lost
+    between the capture and the socket shifts the rest, and a shifted match would be a wrong
+    time, not a missing one.
     """
     n = len(segments)
     t = np.full(n, NA_NS, dtype=np.int64)
@@ -276,6 +281,10 @@ def socket_times(calls: pd.DataFrame, segments: pd.DataFrame, offsets: np.ndarra
         k = np.minimum(k, key.size - 1)
         ok &= (key[k] >> 42) == want_stream
         rows = order[k]
+        datagram = segments["proto"].to_numpy()[sel] != TCP
+        exact = (sub["stream_offset"].to_numpy(np.int64)[rows] == offsets[sel]) & \
+            (sub["bytes"].to_numpy(np.int64)[rows] == segments["len"].to_numpy()[sel])
+        ok &= ~datagram | exact
         t[sel[ok]] = sub[time_col].to_numpy(np.int64)[rows[ok]]
         row[sel[ok]] = sub.index.to_numpy()[rows[ok]]
     return t, row

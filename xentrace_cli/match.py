@@ -244,6 +244,26 @@ def stream_offset(segments: pd.DataFrame, syns: pd.DataFrame | None = None) -> n
     return offset
 
 
+def datagram_offset(segments: pd.DataFrame) -> np.ndarray:
+    """Bytes of the same flow's earlier datagrams (in capture order) before each non-TCP
+    segment: a datagram socket's reads count them the same way, one datagram per read, so
+    the socket log's cumulative bytes meet each datagram at exactly this offset while none
+    is lost between the capture and the socket. -1 for TCP segments."""
+    out = np.full(len(segments), -1, dtype=np.int64)
+    rows = np.flatnonzero(segments["proto"].to_numpy() != TCP)
+    if rows.size == 0:
+        return out
+    flow = segments["flow"].to_numpy()[rows]
+    order = rows[np.lexsort((segments["ts_ns"].to_numpy()[rows], flow))]
+    length = segments["len"].to_numpy(np.int64)[order]
+    flow_sorted = segments["flow"].to_numpy()[order]
+    total = np.cumsum(length) - length
+    first = np.r_[True, flow_sorted[1:] != flow_sorted[:-1]]
+    base = np.maximum.accumulate(np.where(first, np.arange(order.size), 0))
+    out[order] = total - total[base]
+    return out
+
+
 @dataclasses.dataclass
 class Match:
     """Where each anchor segment was seen at another capture point."""

@@ -1,0 +1,180 @@
+"""Each step of following a packet's path through the trace (trace_path, path_order), on
+records written by hand: a few interrupts, wakes, copies and run states whose right answer
+is worked out in the comments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xentrace_cli import path_order, trace_path
+from xentrace_cli.readers.xentrace import RUNSTATE_DTYPE
+from xentrace_cli.timelines import (
+    NO_TSC,
+    Copies,
+    Interrupts,
+    Timelines,
+    TraceRecords,
+    Wakes,
+)
+
+NA = np.iinfo(np.int64).min
+
+
+def records(interrupts=(), wakes=(), copies=()) -> TraceRecords:
+    """``interrupts``: (tsc, entry_tsc, cpu, irq); ``wakes``: (tsc, cpu, domid, vcpu);
+    ``copies``: (tsc, cpu, count, issuer)."""
+    def cols(rows, n):
+        a = np.array(sorted(rows), dtype=np.int64).reshape(-1, n)
+        return [a[:, i] for i in range(n)]
+    return TraceRecords(Interrupts(*cols(interrupts, 4)), Wakes(*cols(wakes, 4)),
+                        Copies(*cols(copies, 4)))
+
+
+def timelines(*intervals: tuple[int, int, str, int, int, int]) -> Timelines:
+    """Run-state intervals (domid, vcpu, state, cpu, start, end)."""
+    frame = pd.DataFrame(intervals, columns=["domid", "vcpu", "state", "cpu", "start_tsc",
+                                             "end_tsc"])
+    frame["state"] = pd.Categorical(frame["state"], dtype=RUNSTATE_DTYPE)
+    frame.attrs["last_tsc"] = 10_000
+    return Timelines(frame)
+
+
+def test_running_clamp_is_the_sequential_recurrence() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        n = int(rng.integers(1, 200))
+        low = rng.integers(-50, 50, n)
+        high = low + rng.integers(0, 30, n)
+        t, want = -(10**18), []
+        for lo, hi in zip(low, high, strict=True):
+            t = min(hi, max(lo, t))
+            want.append(t)
+        assert trace_path.running_clamp(low, high).tolist() == want
+
+
+def test_fifo_assign_by_hand() -> None:
+    # batches of 2, 2 and 5 frames; 6 frames, each possible from its first batch on
+    first = np.array([0, 0, 0, 1, 2, 2])
+    last = np.full(6, 2)
+    # frames 0,1 fill batch 0; 2,3 batch 1 (frame 2 could have gone in 0: full); 4,5 batch 2
+    assert trace_path.fifo_assign(first, last, np.array([2, 2, 5])).tolist() == \
+        [0, 0, 1, 1, 2, 2]
+
+
+def test_fifo_assign_resyncs_after_a_batch_that_was_not_this_queues() -> None:
+    # batch 1 (count 3) was another queue's, but counts as ours: frames 2-3 would be put in
+    # it and frames 4-5 pushed to batch 3. Their deadlines (last) say batch 2 at the latest:
+    # the shift comes back down, and only the frames the bound cannot place move
+    first = np.array([0, 0, 1, 1, 2, 2])
+    last = np.array([0, 0, 2, 2, 2, 2])
+    got = trace_path.fifo_assign(first, last, np.array([2, 3, 2, 9]))
+    assert got.tolist()[4:] == [2, 2]
+    assert all(f <= g <= lst for f, g, lst in zip(first, got, last, strict=True) if g >= 0)
+
+
+def test_the_interrupt_goes_to_the_vcpu_serving_it_not_to_who_runs_on_its_cpu() -> None:
+    # NIC IRQ 58 lands on pCPU 4 (the guest's). d0v1 (pCPU 1) serves it.
+    #  irq A at 1000: the handler wakes d0v1 (WAKE on CPU 4 at 995, inside [990, 1000]);
+    #                 d0v1 runs at 1040 → dom0_run 1040.
+    #  irq B at 3000: no wake; d0v1 is running (2000-3500) → dom0_run = the irq, 3000.
+    #  irq C at 5000: no wake; d0v1 runnable (4500-5600), runs at 5600 → dom0_run 5600.
+    # Meanwhile d0v3 runs on CPU 4 at 4900-5100: the old rule ("dom0 runs on the interrupt's
+    # CPU: dom0_run = the interrupt") would have answered 5000 for C.
+    rec = records(interrupts=[(1000, 990, 4, 58), (3000, 2990, 4, 58), (5000, 4990, 4, 58)],
+                  wakes=[(995, 4, 0, 1)])
+    lines = timelines((0, 1, "blocked", 1, 0, 995), (0, 1, "runnable", 1, 995, 1040),
+                      (0, 1, "running", 1, 1040, 1200), (0, 1, "blocked", 1, 1200, 2000),
+                      (0, 1, "running", 1, 2000, 3500), (0, 1, "blocked", 1, 3500, 4500),
+                      (0, 1, "runnable", 1, 4500, 5600), (0, 1, "running", 1, 5600, 6000),
+                      (0, 3, "running", 4, 4900, 5100))
+    runs = trace_path.interrupt_runs(rec, lines, np.arange(3))
+    assert runs.vcpu.tolist() == [1, 1, 1]
+    assert runs.run_tsc.tolist() == [1040, 3000, 5600]
+    assert runs.woken.tolist() == [True, False, False]
+
+
+def test_a_blocked_serving_vcpu_without_a_wake_breaks_the_chain() -> None:
+    # irq at 1000 woke d0v2; irq at 3000 woke nobody while d0v2 was blocked: no choice
+    rec = records(interrupts=[(1000, 990, 0, 58), (3000, 2990, 0, 58)], wakes=[(995, 0, 0, 2)])
+    lines = timelines((0, 2, "runnable", 2, 995, 1010), (0, 2, "running", 2, 1010, 1100),
+                      (0, 2, "blocked", 2, 1100, 6000))
+    runs = trace_path.interrupt_runs(rec, lines, np.arange(2))
+    assert runs.run_tsc.tolist() == [1010, NO_TSC]
+
+
+def test_a_poll_that_ran_after_the_frame_did_not_carry_it() -> None:
+    # interrupts at 100 (dom0 ran 110) and 200 (dom0 ran 260); a frame captured at 230 came
+    # in the first poll: the second one's dom0 vCPU ran only after it
+    irq = np.array([100, 200])
+    run = np.array([110, 260])
+    arrive = np.array([150, 230, 270, NA])
+    assert trace_path.pick_interrupts(irq, run, arrive, tolerance_ns=5).tolist() == \
+        [0, 0, 1, -1]
+
+
+def test_another_guests_copy_is_set_aside() -> None:
+    # copies on CPU 1 at 100 (then d5 woken at 103) and 200 (then d7 woken at 204), and at
+    # 300 with d7's wake only after the next copy at 310
+    rec = records(copies=[(100, 1, 1, 1), (200, 1, 1, 1), (300, 1, 1, 1), (310, 1, 1, 1)],
+                  wakes=[(103, 1, 5, 0), (204, 1, 7, 0), (315, 1, 7, 0)])
+    assert trace_path.classify_copies(rec, 5, window_cycles=30).tolist() == \
+        [False, True, False, True]
+
+
+def test_the_transmit_copy_is_the_notified_vcpus_last_before_the_frame() -> None:
+    # d0v2 copies at 1000 (2 frames) and hands them to dom0's stack at 1004 and 1006; d0v1's
+    # receive copy at 1003 falls between, and within the clocks' ±5: it is not theirs
+    copy_ns = np.array([1000, 1003])
+    issuer = np.array([2, 1])
+    got = trace_path.assign_tx_copies(copy_ns, np.array([2, 1]), np.ones(2, bool), issuer,
+                                      np.array([1004, 1006]), np.array([2, 2]),
+                                      np.full(2, NA), tolerance_ns=5)
+    assert got.tolist() == [0, 0]
+    # without knowing the vCPU, the last copy before the frames is d0v1's: the counts keep
+    # at most one frame there
+    unknown = trace_path.assign_tx_copies(copy_ns, np.array([2, 1]), np.ones(2, bool), issuer,
+                                          np.array([1004, 1006]), np.array([-1, -1]),
+                                          np.full(2, NA), tolerance_ns=5)
+    assert unknown.tolist() != [1, 1]
+
+
+def test_the_guest_vcpu_the_copy_woke_and_its_run() -> None:
+    # copy at 100 on CPU 1 wakes d5v1 at 104 (runs at 130); copy at 500: no wake, d5v1 is
+    # running → guest_run = the copy; copy at 800: no wake, d5v1 runnable until 900
+    rec = records(copies=[(100, 1, 1, 1), (500, 1, 1, 1), (800, 1, 1, 1)],
+                  wakes=[(104, 1, 5, 1)])
+    lines = timelines((5, 1, "blocked", 3, 0, 104), (5, 1, "runnable", 3, 104, 130),
+                      (5, 1, "running", 3, 130, 700), (5, 1, "runnable", 3, 700, 900),
+                      (5, 1, "running", 3, 900, 1000), (5, 0, "running", 2, 0, 1000))
+    runs = trace_path.guest_runs(rec, lines, np.arange(3), 5, window_cycles=30)
+    assert runs.vcpu.tolist() == [1, 1, 1]
+    assert runs.wake_tsc.tolist() == [104, NO_TSC, NO_TSC]
+    assert runs.run_tsc.tolist() == [130, 500, 900]
+
+
+def test_path_order_empties_the_chosen_checkpoint_never_a_measured_one() -> None:
+    # row 0 in order; row 1: its copy (chosen) precedes the backend capture by 10 µs, beyond
+    # the trace's ±2 µs; row 2 (tx): dom0_run before the guest capture beyond ±2+3 µs
+    us = 1_000
+    cps = {"backend": [100, 100, 300], "copy": [105, 90, 290], "guest_run": [110, 95, -1],
+           "guest": [120, 120, 280], "dom0_run": [-1, -1, 270]}   # µs; -1: not measured
+    cps = {k: np.where(np.array(v) < 0, NA, np.array(v) * us) for k, v in cps.items()}
+    clock = {"backend": "dom0", "copy": "tsc", "guest_run": "tsc", "guest": "guest",
+             "dom0_run": "tsc"}
+    out, why = path_order.enforce_path_order(cps, np.array(["rx", "rx", "tx"]),
+                                             {"dom0": 0, "tsc": 2 * us, "guest": 3 * us},
+                                             clock)
+    assert out["copy"].tolist() == [105 * us, NA, 290 * us]  # tx: the copy is in order
+    assert out["guest_run"].tolist()[:2] == [110 * us, NA]   # rests on the copy
+    assert out["backend"].tolist() == cps["backend"].tolist()  # measured: kept
+    assert out["dom0_run"][2] == NA
+    assert why.counts[("rx", "copy", "backend")] == 1
+    assert sum(why.counts.values()) == 2
+
+
+@pytest.mark.parametrize(("value", "unc", "bad"), [(-0.5, 0.0, False), (-1.5, 0.0, True),
+                                                   (-3.0, 2.5, False), (-4.0, 2.5, True)])
+def test_guard_intervals(value: float, unc: float, bad: bool) -> None:
+    assert path_order.guard_intervals(np.array([value]), np.array([unc]))[0] == bad
