@@ -384,8 +384,12 @@ def trace(file: Path, cpu_hz: float | None, fmt: str) -> None:
               help="Random seed: the same seed writes byte-identical files.")
 @click.option("--requests", type=click.IntRange(min=1),
               help="Number of request/response exchanges (default: the scenario's).")
+@click.option("--host", "host", type=click.Choice(["toy", "realistic"]),
+              help="The simulated Xen host: 'toy' (two dom0 vCPUs in fixed roles) or "
+              "'realistic' (docs/simulator.md). Default: the scenario's default host.")
 @common_options
-def simulate(scenario: str, out_dir: Path | None, seed: int, requests: int | None) -> None:
+def simulate(scenario: str, out_dir: Path | None, seed: int, requests: int | None,
+             host: str | None) -> None:
     """Write a simulated, consistent capture set with its ground truth (truth.csv).
 
     SCENARIO is one of the scenarios that 'xenlat simulate list' prints.
@@ -394,6 +398,7 @@ def simulate(scenario: str, out_dir: Path | None, seed: int, requests: int | Non
     Example:
       xenlat simulate list
       xenlat simulate black-0.1s -o /tmp/black --seed 7 --requests 500
+      xenlat simulate tx-stall -o /tmp/tx --host realistic
     """
     from .simulate import SCENARIOS, run_scenario
 
@@ -406,7 +411,7 @@ def simulate(scenario: str, out_dir: Path | None, seed: int, requests: int | Non
     if scenario not in SCENARIOS:
         raise click.BadParameter(f"unknown scenario {scenario!r}; one of: "
                                  f"{', '.join(SCENARIOS)}", param_hint="SCENARIO")
-    written = run_scenario(scenario, out_dir, seed=seed, requests=requests)
+    written = run_scenario(scenario, out_dir, seed=seed, requests=requests, host=host)
     for path in written:
         click.echo(str(path))
 

@@ -1,5 +1,11 @@
 """Scenario simulator: consistent capture sets with their ground truth.
 
+Two hosts: the ``toy`` host (two dom0 vCPUs in fixed roles, one guest; :mod:`.physics`) and
+the ``realistic`` host of :mod:`.host` (several dom0 vCPUs doing unrelated work, the NIC
+interrupt moving among pCPUs, netback's rx and tx paths sharing vCPUs, a second guest, UDP,
+credit2's records; docs/simulator.md). :data:`DEFAULT_HOST` is the one a scenario runs on
+unless told.
+
 ``run_scenario(name, out_dir)`` writes, for one simulated guest (domid 5) and its dom0:
 ``phys.pcap`` and ``vif5.0.pcap`` (dom0 clock), ``guest.pcapng`` and ``app.strace`` (guest
 clock), ``xentrace.bin`` (TSC), ``truth.csv``, ``scenario.json`` and the capture-set manifest
@@ -28,6 +34,15 @@ from ..manifest import FILE_KEYS, MANIFEST_NAME, write_manifest
 from . import segments
 from .captures import GUEST_IP, SERVER_IP, SERVER_PORT, Clock, write_captures
 from .frames import Content
+from .host.captures import write_captures as host_write_captures
+from .host.report import host_conventions
+from .host.report import realistic_host as _realistic_host
+from .host.shape import HostShape, draw_role_plan
+from .host.sim import HostParams, HostSim
+from .host.tracebuild import build_records as host_build_records
+from .host.traffic import draw_traffic
+from .host.truth import truth_table as host_truth_table
+from .host.truth import write_truth as host_write_truth
 from .physics import Params, Sim, draw_conns
 from .scenarios import SCENARIOS, ScenarioSpec, draw_requests
 from .segments import run_segments
@@ -35,7 +50,12 @@ from .trace import N_PCPUS, TraceRecords, build_records, write_trace
 from .truth import truth_table, write_truth
 from .writers import write_strace
 
-__all__ = ["SCENARIOS", "ScenarioSpec", "run_scenario", "simulate"]
+__all__ = ["DEFAULT_HOST", "HOSTS", "SCENARIOS", "ScenarioSpec", "run_scenario", "simulate"]
+
+#: The hosts a scenario can run on, and the one it runs on unless told (flip to "realistic"
+#: once the analyzer follows each packet's path on it: issue 9).
+HOSTS = ("toy", "realistic")
+DEFAULT_HOST = "toy"
 
 #: True time of the simulation start: 2026-01-01 00:00:00 UTC + 1 h.
 T0_NS = 1_767_229_200 * 10**9
@@ -56,7 +76,7 @@ class Simulation:
     """Everything one run produced, in memory (for tests and benchmarks)."""
 
     spec: ScenarioSpec
-    sim: Sim
+    sim: Any
     """The event model after its run (tables of frames, units, guest rows; strace calls)."""
     meta: dict[str, Any]
     """What ``scenario.json`` holds (but the file list)."""
@@ -69,6 +89,8 @@ class Simulation:
     guest_clock: Clock
     pending: Any = None
     """(process, pipe) of the forked trace writer, until :meth:`wait_trace`."""
+    host: str = "toy"
+    """The host simulated: ``toy`` or ``realistic``."""
 
     def wait_trace(self) -> None:
         """Wait for the forked trace writer; add its blind spots to the faults."""
@@ -94,67 +116,98 @@ def _fault_entry(f: dict[str, Any]) -> dict[str, Any]:
             "size_ms": (f["end_ns"] - f["start_ns"]) / 1e6}
 
 
-def _trace_job(send: Any, sim: Sim, rnd: random.Random, blind: list[tuple[int, int, int]],
-               cpu_hz: float, path: Path) -> None:
+def _trace_job(send: Any, sim: Any, rnd: random.Random, blind: list[tuple[int, int, int]],
+               cpu_hz: float, path: Path, build: Any) -> None:
     """In a forked process: build and write the hypervisor trace; send back the blind spots."""
-    records, spots = build_records(sim, rnd, tsc_at_t0=TSC_AT_T0, cpu_hz=cpu_hz,
-                                   blind_spots=blind)
+    records, spots = build(sim, rnd, tsc_at_t0=TSC_AT_T0, cpu_hz=cpu_hz, blind_spots=blind)
     write_trace(path, records, cpu_hz)
     send.send(spots)
 
 
+def resolve_host(spec: ScenarioSpec, host: str | None) -> str:
+    """The host a scenario runs on: ``host`` if given, else the default if the scenario
+    supports it, else the scenario's own."""
+    if host is None:
+        return DEFAULT_HOST if DEFAULT_HOST in spec.hosts else spec.hosts[0]
+    if host not in HOSTS:
+        raise OptionError(f"unknown host {host!r}; one of: {', '.join(HOSTS)}")
+    if host not in spec.hosts:
+        raise OptionError(f"scenario {spec.name!r} runs on the {' or '.join(spec.hosts)} "
+                          f"host only, not {host!r}")
+    return host
+
+
 def simulate(name: str, *, seed: int = 1, requests: int | None = None,
-             cpu_hz: float = CPU_HZ, trace_path: Path | None = None) -> Simulation:
+             cpu_hz: float = CPU_HZ, trace_path: Path | None = None,
+             host: str | None = None, shape: HostShape | None = None) -> Simulation:
     """Run scenario ``name`` in memory: the event model, its trace and its truth.
 
     With ``trace_path`` the trace is also written there — for a long run by a forked process
-    while this one computes the truth (``records`` is then None).
+    while this one computes the truth (``records`` is then None). ``host``: ``toy`` or
+    ``realistic`` (default: :func:`resolve_host`); ``shape``: the realistic host's shape
+    (default :class:`HostShape`).
     """
     spec = SCENARIOS[name]
+    kind = resolve_host(spec, host)
     n = spec.default_requests if requests is None else requests
     if n < 0:
         raise OptionError(f"--requests must be 0 or more, not {n}")
-    rnd = random.Random(f"{name}/{seed}")
-    params = dataclasses.replace(Params(), **spec.params)  # type: ignore[arg-type]
-    reqs, content = draw_requests(n, params, rnd)
-    plan = spec.plan(n, rnd)
-    conns = draw_conns(params, rnd)
-    sim = run_segments(params, reqs, content, plan, T0_NS, [rnd.getrandbits(63)], conns,
-                       guest_domid=GUEST_DOMID, nic_irq=NIC_IRQ)
+    if kind == "toy":
+        rnd = random.Random(f"{name}/{seed}")
+        params = dataclasses.replace(Params(), **spec.params)  # type: ignore[arg-type]
+        reqs, content = draw_requests(n, params, rnd)
+        plan = spec.plan(n, rnd)
+        conns = draw_conns(params, rnd)
+        sim = run_segments(params, reqs, content, plan, T0_NS, [rnd.getrandbits(63)], conns,
+                           guest_domid=GUEST_DOMID, nic_irq=NIC_IRQ)
+        guest_pcpu, build = sim.guest.pcpu, build_records
+    else:
+        rnd = random.Random(f"{name}/{seed}/realistic")
+        params = dataclasses.replace(HostParams(), **spec.params)  # type: ignore[arg-type]
+        shape = shape or HostShape()
+        flows, exchanges, content = draw_traffic(n, params, shape.guests, rnd)
+        plan = spec.plan(n, rnd)
+        roles = draw_role_plan(shape, rnd, n)
+        sim = run_segments(params, exchanges, content, plan, T0_NS, [rnd.getrandbits(63)],
+                           flows, sim_cls=HostSim, guest_domid=GUEST_DOMID, nic_irq=NIC_IRQ,
+                           shape=shape, role_plan=roles)
+        guest_pcpu, build = sim.guest.pcpu.id, host_build_records
     faults = [dict(f) for f in sim.fault_log]
-    blind = []
-    for f in faults:
-        if f["cause"] == "lost_records":
-            blind.append((sim.guest.pcpu, f["start_ns"] - sim.lat(400_000),
-                          f["end_ns"] + sim.lat(300_000)))
+    blind = [(guest_pcpu, f["start_ns"] - sim.lat(400_000), f["end_ns"] + sim.lat(300_000))
+             for f in faults if f["cause"] == "lost_records"]
     records: TraceRecords | None = None
     pending = None
     if trace_path is not None and n > segments.SEGMENT_REQUESTS:
         ctx = multiprocessing.get_context("fork")
         recv, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_trace_job, args=(send, sim, rnd, blind, cpu_hz, trace_path))
+        proc = ctx.Process(target=_trace_job, args=(send, sim, rnd, blind, cpu_hz, trace_path,
+                                                    build))
         proc.start()
         pending = (proc, recv)
     else:
-        records, spots = build_records(sim, rnd, tsc_at_t0=TSC_AT_T0, cpu_hz=cpu_hz,
-                                       blind_spots=blind)
+        records, spots = build(sim, rnd, tsc_at_t0=TSC_AT_T0, cpu_hz=cpu_hz, blind_spots=blind)
         if trace_path is not None:
             write_trace(trace_path, records, cpu_hz)
         faults += _spot_faults(spots)
-    truth = truth_table(sim, faults)   # labels come from the stalls, not the blind spots
+    # labels come from the stalls, not the blind spots
+    truth = truth_table(sim, faults) if kind == "toy" else host_truth_table(sim, faults)
+    meta = _meta(name, spec, seed, n, cpu_hz, sim, faults, kind)
+    return Simulation(spec, sim, meta, truth, records, content,
+                      Clock(T0_NS, spec.offset_ns, spec.drift_ppm), pending, kind)
+
+
+def _meta(name: str, spec: ScenarioSpec, seed: int, n: int, cpu_hz: float, sim: Any,
+          faults: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """What scenario.json says (but the file list)."""
     meta = {
         "scenario": name,
         "description": spec.description,
         "seed": seed,
         "requests": n,
         "domid": GUEST_DOMID,
-        "guest_vcpu": {"domid": GUEST_DOMID, "vcpu": 0, "pcpu": sim.guest.pcpu},
-        "dom0_vcpus": [{"vcpu": v.vcpu, "pcpu": v.pcpu} for v in (sim.v0, sim.v1)],
-        "nic_irq": NIC_IRQ,
-        "nic_irq_vcpu": sim.v0.vcpu,
-        "netback_rx_vcpu": sim.v1.vcpu,
-        "netback_tx_vcpu": sim.v0.vcpu,
-        "pcpus": N_PCPUS,
+    }
+    meta.update(_toy_host(sim) if kind == "toy" else _realistic_host(sim))
+    meta.update({
         "cpu_hz": cpu_hz,
         "t0_ns": T0_NS,
         "tsc_at_t0": TSC_AT_T0,
@@ -173,20 +226,35 @@ def simulate(name: str, *, seed: int = 1, requests: int | None = None,
         },
         "faults": [_fault_entry(f) for f in faults],
         "span": {"start_ns": sim.t_begin, "end_ns": sim.t_end},
+    })
+    if kind != "toy":
+        meta["conventions"].update(host_conventions())
+    return meta
+
+
+def _toy_host(sim: Sim) -> dict[str, Any]:
+    return {
+        "guest_vcpu": {"domid": GUEST_DOMID, "vcpu": 0, "pcpu": sim.guest.pcpu},
+        "dom0_vcpus": [{"vcpu": v.vcpu, "pcpu": v.pcpu} for v in (sim.v0, sim.v1)],
+        "nic_irq": NIC_IRQ,
+        "nic_irq_vcpu": sim.v0.vcpu,
+        "netback_rx_vcpu": sim.v1.vcpu,
+        "netback_tx_vcpu": sim.v0.vcpu,
+        "pcpus": N_PCPUS,
     }
-    return Simulation(spec, sim, meta, truth, records, content,
-                      Clock(T0_NS, spec.offset_ns, spec.drift_ppm), pending)
 
 
 def run_scenario(name: str, out_dir: str | os.PathLike[str], *, seed: int = 1,
-                 requests: int | None = None, cpu_hz: float = CPU_HZ) -> list[Path]:
+                 requests: int | None = None, cpu_hz: float = CPU_HZ,
+                 host: str | None = None) -> list[Path]:
     """Simulate scenario ``name`` and write its files into ``out_dir``; return their paths."""
     if requests is not None and requests < 0:
         raise OptionError(f"--requests must be 0 or more, not {requests}")
+    resolve_host(SCENARIOS[name], host)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = simulate(name, seed=seed, requests=requests, cpu_hz=cpu_hz,
-                   trace_path=out / "xentrace.bin")
+                   trace_path=out / "xentrace.bin", host=host)
     try:
         return _write_rest(run, out)
     finally:
@@ -198,8 +266,9 @@ def _write_rest(run: Simulation, out: Path) -> list[Path]:
     """Captures, socket log, truth, then (the trace written) scenario.json."""
     sim, meta, guest_clock = run.sim, run.meta, run.guest_clock
     vif = f"vif{GUEST_DOMID}.0.pcap"
-    files = write_captures(sim, out, content=run.content, guest_clock=guest_clock,
-                           snaplen=SNAPLEN, vif_name=vif)
+    writer = write_captures if run.host == "toy" else host_write_captures
+    files = writer(sim, out, content=run.content, guest_clock=guest_clock, snaplen=SNAPLEN,
+                   vif_name=vif)
     files["xentrace"] = "xentrace.bin"
     calls = np.asarray(sim.strace_ns, dtype=np.int64).reshape(-1, 2)
     entry = calls[:, 0]
@@ -208,7 +277,10 @@ def _write_rest(run: Simulation, out: Path) -> list[Path]:
     write_strace(out / "app.strace", APP_PID, g_entry, guest_clock.local(ret) - g_entry,
                  sim.strace_calls)
     files["socket_log"] = "app.strace"
-    write_truth(out / "truth.csv", run.truth)
+    if run.host == "toy":
+        write_truth(out / "truth.csv", run.truth)
+    else:
+        host_write_truth(out / "truth.csv", run.truth)
     files["truth"] = "truth.csv"
     run.wait_trace()
     write_manifest(out, {k: v for k, v in files.items() if k in FILE_KEYS},

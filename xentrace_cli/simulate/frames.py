@@ -16,6 +16,7 @@ import numpy as np
 from ..linktypes import ETHERTYPE_IPV4
 
 IPPROTO_TCP = 6
+IPPROTO_UDP = 17
 
 #: TCP flag bits (RFC 9293).
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
@@ -250,4 +251,82 @@ def build_frames(*, eth_src: np.ndarray, eth_dst: np.ndarray, ip_src: np.ndarray
         m[opt, base:base + k] = raw[lo + opt, base:base + k]
         m = m[:, :w]
         data[offsets[lo]:offsets[hi]] = m[np.arange(w)[None, :] < cl[:, None]]
+    return FrameBatch(data=data, offsets=offsets, wirelen=wirelen)
+
+
+#: Ethernet II + IPv4 (no options) + UDP, one field per line, network byte order.
+UDP_HEADER_DTYPE = np.dtype([
+    ("eth_dst", "u1", 6),
+    ("eth_src", "u1", 6),
+    ("eth_type", ">u2"),
+    ("ip_vihl", "u1"),
+    ("ip_tos", "u1"),
+    ("ip_len", ">u2"),
+    ("ip_id", ">u2"),
+    ("ip_frag", ">u2"),
+    ("ip_ttl", "u1"),
+    ("ip_proto", "u1"),
+    ("ip_csum", ">u2"),
+    ("ip_src", ">u4"),
+    ("ip_dst", ">u4"),
+    ("udp_sport", ">u2"),
+    ("udp_dport", ">u2"),
+    ("udp_len", ">u2"),
+    ("udp_csum", ">u2"),
+])
+UDP_LEN = 8
+
+
+def build_udp_frames(*, eth_src: np.ndarray, eth_dst: np.ndarray, ip_src: np.ndarray,
+                     ip_dst: np.ndarray, ip_id: np.ndarray, ttl: np.ndarray, sport: np.ndarray,
+                     dport: np.ndarray, payload_len: np.ndarray, content_pos: np.ndarray,
+                     content: Content, snaplen: int) -> FrameBatch:
+    """Build the captured bytes of n UDP/IPv4/Ethernet datagrams (DF set; the UDP checksum
+    holds the pseudo-header sum only, as before checksum offload completes)."""
+    n = len(payload_len)
+    payload_len = np.asarray(payload_len, dtype=np.int64)
+    h = np.zeros(n, dtype=UDP_HEADER_DTYPE)
+    h["eth_dst"], h["eth_src"], h["eth_type"] = eth_dst, eth_src, ETHERTYPE_IPV4
+    h["ip_vihl"], h["ip_len"], h["ip_id"], h["ip_frag"] = 0x45, IP_LEN + UDP_LEN + payload_len, \
+        ip_id, 0x4000
+    h["ip_ttl"], h["ip_proto"], h["ip_src"], h["ip_dst"] = ttl, IPPROTO_UDP, ip_src, ip_dst
+    h["udp_sport"], h["udp_dport"], h["udp_len"] = sport, dport, UDP_LEN + payload_len
+    raw = h.view(np.uint8).reshape(n, UDP_HEADER_DTYPE.itemsize)
+    h["ip_csum"] = _ones_complement_sum(raw[:, IP_OFFSET:IP_OFFSET + IP_LEN].copy().view(">u2"))
+    src, dst = np.asarray(ip_src, np.uint64), np.asarray(ip_dst, np.uint64)
+    m16 = np.uint64(0xFFFF)
+    pseudo = ((src >> np.uint64(16)) + (src & m16) + (dst >> np.uint64(16)) + (dst & m16)
+              + np.uint64(IPPROTO_UDP) + (UDP_LEN + payload_len).astype(np.uint64))
+    pseudo = (pseudo & m16) + (pseudo >> np.uint64(16))
+    h["udp_csum"] = ((pseudo & m16) + (pseudo >> np.uint64(16))).astype(np.uint16)
+    raw = h.view(np.uint8).reshape(n, UDP_HEADER_DTYPE.itemsize)
+    base = UDP_HEADER_DTYPE.itemsize
+    wirelen = base + payload_len
+    caplen = np.minimum(wirelen, snaplen)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(caplen, out=offsets[1:])
+    width = int(caplen.max()) if n else 0
+    m = np.zeros((n, max(width, base)), dtype=np.uint8)
+    if width > base:
+        m[:, base:] = content.matrix(np.asarray(content_pos), width - base)
+    m[:, :base] = raw
+    data = m[:, :width][np.arange(width)[None, :] < caplen[:, None]]
+    return FrameBatch(data=data, offsets=offsets, wirelen=wirelen)
+
+
+def merge_frames(first: FrameBatch, second: FrameBatch, is_second: np.ndarray) -> FrameBatch:
+    """Interleave two batches: row i comes from ``second`` where ``is_second[i]``, else from
+    ``first``, each in its own order."""
+    n = len(is_second)
+    src_a, src_b = np.flatnonzero(~is_second), np.flatnonzero(is_second)
+    caplen = np.empty(n, dtype=np.int64)
+    caplen[src_a], caplen[src_b] = first.caplen, second.caplen
+    wirelen = np.empty(n, dtype=np.int64)
+    wirelen[src_a], wirelen[src_b] = first.wirelen, second.wirelen
+    start = np.empty(n, dtype=np.int64)
+    start[src_a] = first.offsets[:-1]
+    start[src_b] = second.offsets[:-1] + len(first.data)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(caplen, out=offsets[1:])
+    data = np.concatenate([first.data, second.data])[ragged_index(start, caplen)]
     return FrameBatch(data=data, offsets=offsets, wirelen=wirelen)

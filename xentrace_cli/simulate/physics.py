@@ -321,6 +321,15 @@ class FaultPlan:
 class Sim:
     """The event loop and everything it records."""
 
+    #: Time columns (shifted when segments are joined) and index columns (re-based: the table
+    #: they point into) of each table.
+    TABLE_TIME = {"wire": ("t_nic", "t_phys", "irq", "dom0_run"),
+                  "units": ("t_backend", "copy", "guest_wake", "guest_run"),
+                  "rows": ("t_guest", "t_socket", "t_write")}
+    TABLE_INDEX = {"wire": {"unit": "units"},
+                   "units": {"wire_first": "wire", "wire_last": "wire"},
+                   "rows": {"unit": "units"}}
+
     def __init__(self, params: Params, requests: list[Request], content: Content,
                  faults: FaultPlan, t_begin: int, seed: int, *, conns: list[Conn],
                  req_range: tuple[int, int] | None = None, connect: bool = True,
@@ -376,6 +385,24 @@ class Sim:
         self.connecting = 0 if connect else len(self.conns)
         self.next_req, self.req_end = lo, hi
         self.t_end = t_begin
+
+    # ---------------------------------------------------------------- segments
+    n_requests = staticmethod(len)
+
+    @staticmethod
+    def conns_at(conns: list[Conn], reqs: list[Request], first: int) -> list[Conn]:
+        return conns_at(conns, reqs, first)
+
+    def segment_extra(self) -> dict[str, Any]:
+        """What a segment hands back besides its arrays (nothing on this host)."""
+        return {}
+
+    def join_extra(self, extra: dict[str, Any], shift: int) -> None:
+        """Add a joined segment's :meth:`segment_extra`, its times shifted by ``shift``."""
+
+    def set_trace(self, trace: np.ndarray) -> None:
+        """The joined segments' trace records."""
+        self.joined_trace = trace
 
     # ---------------------------------------------------------------- helpers
     def lat(self, median: float, sigma: float | None = None) -> int:

@@ -34,6 +34,8 @@ class ScenarioSpec:
     drift_ppm: float = 1.5
     """Guest clock drift."""
     default_requests: int = 500
+    hosts: tuple[str, ...] = ("toy", "realistic")
+    """The hosts it runs on (``simulate.HOSTS``)."""
 
 
 def _pick(n: int, k: int, rnd: random.Random) -> list[int]:
@@ -74,6 +76,18 @@ def _lost(n: int, rnd: random.Random) -> FaultPlan:
                      blind_spot=set(chosen))
 
 
+def _tx_stall(n: int, rnd: random.Random) -> FaultPlan:
+    from .host.faults import HostFaultPlan
+
+    chosen = _pick(n, max(2, min(6, n // 40)), rnd)
+    rnd.shuffle(chosen)
+    half = len(chosen) // 2
+    return HostFaultPlan(
+        tx_dom0_stall={r: int(rnd.uniform(8, 30) * MS) for r in chosen[:half]},
+        socket_write={r: int(rnd.uniform(8, 30) * MS) for r in chosen[half:]},
+    )
+
+
 SCENARIOS: dict[str, ScenarioSpec] = {s.name: s for s in (
     ScenarioSpec("healthy", "no fault: every stage in its normal range", _none),
     ScenarioSpec("black-0.1s", "reads ~100 ms late: guest vCPU preempted (vcpu_runnable) or "
@@ -89,6 +103,10 @@ SCENARIOS: dict[str, ScenarioSpec] = {s.name: s for s in (
                  params={"gso": True, "guest_gro": True}),
     ScenarioSpec("lost-records", "guest vCPU preempted while xentrace lost records: the "
                  "blind spot covers the stall (lost_records)", _lost),
+    ScenarioSpec("tx-stall", "requests held on the transmit path: the dom0 vCPU of netback's "
+                 "tx poll runnable behind another domain (tx vmm, dom0_runnable), or the "
+                 "guest vCPU preempted between write and netfront (tx socket_write, "
+                 "vcpu_runnable); realistic host only", _tx_stall, hosts=("realistic",)),
 )}
 
 

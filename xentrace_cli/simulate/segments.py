@@ -17,19 +17,12 @@ from typing import Any
 import numpy as np
 
 from .frames import Content
-from .physics import MS, Conn, FaultPlan, Params, Request, Sim, Table, conns_at
+from .physics import MS, Conn, FaultPlan, Params, Sim, Table
 
 #: Requests per segment (a run no longer than this is one segment: samples stay as they are).
 SEGMENT_REQUESTS = 8000
 #: Pause between two segments (an application think time).
 SEGMENT_GAP_NS = 4 * MS
-
-#: Time columns (shifted) and index columns (re-based: table they point into) per table.
-_TIME = {"wire": ("t_nic", "t_phys", "irq", "dom0_run"),
-         "units": ("t_backend", "copy", "guest_wake", "guest_run"),
-         "rows": ("t_guest", "t_socket", "t_write")}
-_INDEX = {"wire": {"unit": "units"}, "units": {"wire_first": "wire", "wire_last": "wire"},
-          "rows": {"unit": "units"}}
 
 
 #: What every segment shares, set before the worker processes fork (so never pickled).
@@ -41,10 +34,10 @@ _ARRAYS = ("wire", "units", "rows", "trace", "reads", "strace_ns")
 
 def _run_one(args: tuple[Any, ...]) -> dict[str, Any]:
     """Simulate one segment; save its tables as int64 matrices, return the small rest."""
-    params, reqs, content, plan, t_begin, kw, tmp = _SHARED
+    params, reqs, content, plan, t_begin, kw, tmp, sim_cls = _SHARED
     k, seed, conns, lo, hi = args
-    sim = Sim(params, reqs, content, plan, t_begin, seed, conns=conns, req_range=(lo, hi),
-              connect=lo == 0, **kw)
+    sim = sim_cls(params, reqs, content, plan, t_begin, seed, conns=conns, req_range=(lo, hi),
+                  connect=lo == 0, **kw)
     sim.run()
     trace = sim.trace_records()
     # in (cpu, time) order already, ties in write order: the trace builder's sort of all
@@ -53,12 +46,12 @@ def _run_one(args: tuple[Any, ...]) -> dict[str, Any]:
     arrays = {"trace": trace[np.argsort(key, kind="stable")],
               "reads": np.asarray(sim.reads, dtype=np.int64).reshape(-1, 3),
               "strace_ns": np.asarray(sim.strace_ns, dtype=np.int64).reshape(-1, 2)}
-    for name in _TIME:
+    for name in sim_cls.TABLE_TIME:
         arrays[name] = getattr(sim, name).matrix()
     for name, a in arrays.items():
         np.save(os.path.join(tmp, f"{k}-{name}.npy"), a)
     return {"t_end": sim.t_end, "fault_log": sim.fault_log, "strace_calls": sim.strace_calls,
-            "k": k}
+            "k": k, "extra": sim.segment_extra()}
 
 
 def _load(tmp: str, part: dict[str, Any]) -> None:
@@ -67,22 +60,24 @@ def _load(tmp: str, part: dict[str, Any]) -> None:
         part[name] = np.load(os.path.join(tmp, f"{part['k']}-{name}.npy"), mmap_mode="r")
 
 
-def run_segments(params: Params, reqs: list[Request], content: Content, plan: FaultPlan,
-                 t_begin: int, seeds: list[int], conns: list[Conn], **kw: Any) -> Sim:
-    """Simulate ``reqs`` in segments (in parallel when there are several); one joined Sim."""
-    n = len(reqs)
+def run_segments(params: Params, reqs: Any, content: Content, plan: FaultPlan,
+                 t_begin: int, seeds: list[int], conns: list[Conn], *, sim_cls: type = Sim,
+                 **kw: Any) -> Any:
+    """Simulate ``reqs`` in segments (in parallel when there are several); one joined
+    ``sim_cls`` (the toy host's :class:`Sim` by default)."""
+    n = sim_cls.n_requests(reqs)
     bounds = [(lo, min(n, lo + SEGMENT_REQUESTS)) for lo in range(0, max(n, 1),
                                                                    SEGMENT_REQUESTS)]
-    jobs = [(k, seeds[k % len(seeds)] + k, conns_at(conns, reqs, lo) if lo else conns, lo, hi)
-            for k, (lo, hi) in enumerate(bounds)]
+    jobs = [(k, seeds[k % len(seeds)] + k, sim_cls.conns_at(conns, reqs, lo) if lo else conns,
+             lo, hi) for k, (lo, hi) in enumerate(bounds)]
     if len(jobs) == 1:
-        sim = Sim(params, reqs, content, plan, t_begin, jobs[0][1], conns=conns, **kw)
+        sim = sim_cls(params, reqs, content, plan, t_begin, jobs[0][1], conns=conns, **kw)
         sim.run()
         return sim
     global _SHARED
     shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix="xenlat-segments-", dir=shm) as tmp:
-        _SHARED = (params, reqs, content, plan, t_begin, kw, tmp)
+        _SHARED = (params, reqs, content, plan, t_begin, kw, tmp, sim_cls)
         workers = min(len(jobs), os.cpu_count() or 1)
         try:
             with multiprocessing.get_context("fork").Pool(workers) as pool:
@@ -91,12 +86,13 @@ def run_segments(params: Params, reqs: list[Request], content: Content, plan: Fa
             _SHARED = ()
         for part in parts:
             _load(tmp, part)
-        return _join(parts, params, reqs, content, plan, t_begin, conns, kw)
+        return _join(parts, params, reqs, content, t_begin, conns, kw, sim_cls)
 
 
-def _join(parts: list[dict[str, Any]], params: Params, reqs: list[Request], content: Content,
-          plan: FaultPlan, t_begin: int, conns: list[Conn], kw: dict[str, Any]) -> Sim:
-    sim = Sim(params, reqs, content, FaultPlan(), t_begin, 0, conns=conns, **kw)
+def _join(parts: list[dict[str, Any]], params: Params, reqs: Any, content: Content,
+          t_begin: int, conns: list[Conn], kw: dict[str, Any], sim_cls: type) -> Any:
+    sim = sim_cls(params, reqs, content, FaultPlan(), t_begin, 0, conns=conns, **kw)
+    table_time, table_index = sim_cls.TABLE_TIME, sim_cls.TABLE_INDEX
     out = {name: np.empty((sum(len(p[name]) for p in parts), parts[0][name].shape[1]),
                           dtype=np.int64) for name in _ARRAYS}
     shift = 0
@@ -109,12 +105,12 @@ def _join(parts: list[dict[str, Any]], params: Params, reqs: list[Request], cont
             m = out[name][lo:hi]
             m[:] = part[name]
             at[name] = hi
-            if name in _TIME:
+            if name in table_time:
                 table: Table = getattr(sim, name)
-                for col in _TIME[name]:
+                for col in table_time[name]:
                     c = m[:, table.columns.index(col)]
                     c[c >= 0] += shift
-                for col, target in _INDEX[name].items():
+                for col, target in table_index[name].items():
                     c = m[:, table.columns.index(col)]
                     c[c >= 0] += base[target]
         out["trace"][at["trace"] - len(part["trace"]):at["trace"], 1] += shift
@@ -123,15 +119,16 @@ def _join(parts: list[dict[str, Any]], params: Params, reqs: list[Request], cont
         sim.strace_calls += part["strace_calls"]
         sim.fault_log += [{**f, "start_ns": f["start_ns"] + shift, "end_ns": f["end_ns"] + shift}
                           for f in part["fault_log"]]
-        for name in _TIME:
+        sim.join_extra(part["extra"], shift)
+        for name in table_time:
             base[name] += len(part[name])
         sim.t_end = part["t_end"] + shift
         shift = sim.t_end + SEGMENT_GAP_NS - t_begin
-    for name in _TIME:
+    for name in table_time:
         table = getattr(sim, name)
         table._matrix = out[name]
         table.rows = []
-    sim.joined_trace = out["trace"]
+    sim.set_trace(out["trace"])
     sim.reads = out["reads"]
     sim.strace_ns = out["strace_ns"]
     return sim
