@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xentrace_cli.stats import stage_stats
+from xentrace_cli.stats import parse_statistic, stage_stats
 
 
 def test_stats_by_hand() -> None:
@@ -64,3 +64,35 @@ def test_directions_are_apart() -> None:
     assert stats["ring"]["anomalies"] == 1
     assert stats["tx.ring"]["count"] == 2 and stats["tx.ring"]["p50"] == 150.0
     assert stats["tx.ring"]["anomalies"] == 1
+
+
+def test_any_percentile_by_hand() -> None:
+    # 1..100 µs: numpy's linear interpolation puts p<q> at 1 + 99·q/100
+    table = pd.DataFrame({"socket_read_us": np.arange(1, 101, dtype=float),
+                          "anomaly": [""] * 100})
+    entry = stage_stats(table, ["socket_read"], ["p95", "p99.99", "p12.5", "p0", "p100"])
+    assert entry["socket_read"]["p95"] == pytest.approx(95.05)
+    assert entry["socket_read"]["p99.99"] == pytest.approx(99.9901)
+    assert entry["socket_read"]["p12.5"] == pytest.approx(13.375)
+    assert (entry["socket_read"]["p0"], entry["socket_read"]["p100"]) == (1.0, 100.0)
+    # listed in increasing order, then max, mean and the anomalies; the defaults are not added
+    assert list(entry["socket_read"]) == ["count", "p0", "p12.5", "p95", "p99.99", "p100",
+                                          "max", "mean", "anomalies"]
+    empty = stage_stats(table.iloc[:0], ["socket_read"], ["p95"])["socket_read"]
+    assert empty == {"count": 0, "p95": None, "max": None, "mean": None, "anomalies": 0}
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    ("p50", "p50"), ("p050", "p50"), ("p99.90", "p99.9"), ("p99.99", "p99.99"), ("p0", "p0"),
+    ("p100", "p100"), ("p100.0", "p100"), ("p0.5", "p0.5"), ("max", "max"), ("mean", "mean"),
+    ("count", "count"), ("anomalies", "anomalies"),
+])
+def test_parse_statistic(text: str, name: str) -> None:
+    assert parse_statistic(text) == name
+
+
+@pytest.mark.parametrize("text", ["p101", "p100.5", "p", "p-1", "p99.", "P99", "median", "min",
+                                  "p99.1234567", "p1e2", ""])
+def test_parse_statistic_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="unknown statistic"):
+        parse_statistic(text)

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .errors import ExitCode, TruncatedInput, XenlatError, XenlatWarning
+from .errors import ExitCode, OptionError, TruncatedInput, XenlatError, XenlatWarning
 from .model import Sources
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -478,20 +478,46 @@ def analyze(inputs: AnalysisInputs, fmt: str, output: Path | None, plot: Path | 
 
 @main.command()
 @source_options
-@click.option("--budget", "budgets", multiple=True, metavar="'STAGE.STAT < DURATION'",
-              help="A limit, e.g. 'socket_read.p99 < 2ms' (repeatable).")
-@click.option("--budgets-file", type=EXISTING_FILE, help="TOML file of budgets.")
+@click.option("--budget", "budgets", multiple=True, metavar="'[tx.]STAGE.STAT OP VALUE'",
+              help="A limit, e.g. 'socket_read.p99 < 2ms' or 'tx.ring.p99.9 < 50us' "
+              "(repeatable).")
+@click.option("--budgets-file", type=EXISTING_FILE, help="TOML file of budgets and a "
+              "[baseline] (default: budgets.toml in the capture-set directory, else beside the first "
+              "source, if there is one).")
+@click.option("--no-budgets-file", is_flag=True,
+              help="Do not read budgets.toml beside the sources.")
 @click.option("--baseline", "baseline_file", type=EXISTING_FILE,
               help="Statistics saved by 'xenlat baseline' to compare with.")
-@click.option("--tolerance", default="20%", show_default=True,
-              help="Allowed regression against --baseline.")
+@click.option("--tolerance", help="Allowed regression against the baseline  [default: 20%, "
+              "or the budgets file's]")
+@click.option("--baseline-stat", "baseline_stats", multiple=True, metavar="STAT",
+              help="A statistic compared with the baseline (repeatable; default: p50, p90, "
+              "p99, max).")
+@click.option("--baseline-stage", "baseline_stages", multiple=True, metavar="[tx.]STAGE",
+              help="A stage compared with the baseline (repeatable; default: each "
+              "direction's five stages, the merged intervals that stand in for them, total).")
 @click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML here.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @common_options
 def check(inputs: AnalysisInputs, budgets: tuple[str, ...], budgets_file: Path | None,
-          baseline_file: Path | None, tolerance: str, junit: Path | None, fmt: str) -> None:
+          no_budgets_file: bool, baseline_file: Path | None, tolerance: str | None,
+          baseline_stats: tuple[str, ...], baseline_stages: tuple[str, ...],
+          junit: Path | None, fmt: str) -> None:
     """Gate: exit 1 when a stage statistic breaks its budget or regresses from a baseline.
+
+    \b
+    A budget: [rx.|tx.]STAGE.STAT OP VALUE UNIT, e.g. 'tx.ring.p99 < 50us'
+    (no prefix: receive). Its grammar, budgets.toml and baselines:
+    docs/ci-example.md
+
+    Without --budgets-file, budgets.toml is read when it exists in the capture-set
+    directory given as CAPTURE, else in the directory of the first source (the guest
+    capture).
+
+    Exit 0 every check passed, 1 a check failed, 2 text on the command line that does
+    not parse, 3 an input (a budgets or baseline file included) unreadable or holding
+    a value of the wrong kind.
 
     \b
     Example:
@@ -500,14 +526,18 @@ def check(inputs: AnalysisInputs, budgets: tuple[str, ...], budgets_file: Path |
     """
     from . import gate
 
-    try:
-        limits = gate.collect_budgets(budgets, budgets_file, baseline_file, tolerance)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+    if no_budgets_file and budgets_file is not None:
+        raise OptionError("--budgets-file and --no-budgets-file: give one of them")
+    if budgets_file is None and not no_budgets_file:
+        budgets_file = gate.default_budgets_file(inputs.sources, inputs.capture_set)
+    limits = gate.collect_budgets(budgets, budgets_file, baseline_file, tolerance,
+                                  baseline_stats=baseline_stats,
+                                  baseline_stages=baseline_stages)
     if not limits:
-        raise click.UsageError("nothing to check: give --budget, --budgets-file or --baseline")
+        raise OptionError("nothing to check: give --budget, --budgets-file or --baseline")
     analysis = _run_analysis(inputs)
-    result = gate.evaluate(analysis, limits)
+    result = gate.evaluate(analysis, limits,
+                           budgets_file=None if budgets_file is None else str(budgets_file))
     verdict = ExitCode.OK if result.passed else ExitCode.GATE_BREACHED
     ctx = click.get_current_context()
     ctx.meta["xenlat.exit_code"] = verdict  # holds even if the reader of stdout leaves early
@@ -531,19 +561,29 @@ def check(inputs: AnalysisInputs, budgets: tuple[str, ...], budgets_file: Path |
 @source_options
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Where to save the statistics (JSON).")
+@click.option("--stat", "stats", multiple=True, metavar="pQ",
+              help="Also save this percentile, e.g. p95 or p99.99 (repeatable; saved "
+              "always: p50, p90, p99, p99.9, max, mean, count, anomalies).")
 @common_options
-def baseline(inputs: AnalysisInputs, output: Path) -> None:
+def baseline(inputs: AnalysisInputs, output: Path, stats: tuple[str, ...]) -> None:
     """Save the stage statistics of an analysis, for a later 'check --baseline'.
+
+    Keys and statistics are named as budgets name them (docs/ci-example.md).
 
     \b
     Example:
-      xenlat baseline guest.pcap --socket-log app.strace -o baseline.json
+      xenlat baseline guest.pcap --socket-log app.strace -o baseline.json --stat p95
     """
     from .gate import baseline_document
     from .output import dumps_json
+    from .stats import parse_statistic
 
+    try:
+        percentiles = [parse_statistic(text) for text in stats]
+    except ValueError as exc:
+        raise OptionError(f"--stat: {exc}") from None
     analysis = _run_analysis(inputs)
-    output.write_text(dumps_json(baseline_document(analysis)), encoding="utf-8")
+    output.write_text(dumps_json(baseline_document(analysis, percentiles)), encoding="utf-8")
 
 
 @main.command()

@@ -38,6 +38,8 @@ def render_gate(result: Any, console: Any) -> None:
                                style=VERDICT_STYLES.get(check.verdict, "")))
             for packet in check.worst:
                 console.print(Text(f"  worst: {packet}"))
+    if result.budgets_file is not None:
+        console.print(Text(f"budgets from {result.budgets_file}"))
     if result.baseline is not None:
         console.print(Text(result.baseline.describe()))
     verdict = "PASSED" if result.passed else "FAILED"
