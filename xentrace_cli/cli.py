@@ -482,8 +482,8 @@ def analyze(inputs: AnalysisInputs, fmt: str, output: Path | None, plot: Path | 
               help="A limit, e.g. 'socket_read.p99 < 2ms' or 'tx.ring.p99.9 < 50us' "
               "(repeatable).")
 @click.option("--budgets-file", type=EXISTING_FILE, help="TOML file of budgets and a "
-              "[baseline] (default: budgets.toml in the capture-set directory, else beside the first "
-              "source, if there is one).")
+              "[baseline] (default: budgets.toml in the capture-set directory, else beside "
+              "the first source, if there is one).")
 @click.option("--no-budgets-file", is_flag=True,
               help="Do not read budgets.toml beside the sources.")
 @click.option("--baseline", "baseline_file", type=EXISTING_FILE,
