@@ -107,3 +107,69 @@ def test_cli_analyze_plot_wrong_suffix_exits_2(runner, monkeypatch, tmp_path):
 def test_unwritable_path_is_option_error(tmp_path):
     with pytest.raises(OptionError, match=r"no-such-dir/w\.png: cannot write the plot"):
         plot_waterfall(make_analysis(), tmp_path / "no-such-dir" / "w.png")
+
+
+def _both_directions():
+    """Four received rows from make_table and two sent rows built by hand: tx stages
+    socket_write 10, vmm 5, ring 7, remap 3, driver_domain 2 µs from t_write."""
+    import pandas as pd
+
+    rx = make_table(4)
+    t_write = 1_700_000_000.5 + np.arange(2) * 0.01
+    points = {"t_write": 0.0, "t_guest": 10.0, "t_dom0_run": 15.0, "t_copy": 22.0,
+              "t_backend": 25.0, "t_phys": 27.0}
+    tx = pd.DataFrame({"src": "10.0.0.2", "sport": 40000, "dst": "10.0.0.1", "dport": 11211,
+                       "proto": 6, "direction": "tx", "seq": [1, 2], "len": 50,
+                       **{k: t_write + v * 1e-6 for k, v in points.items()},
+                       "socket_write_us": 10.0, "vmm_us": 5.0, "ring_us": 7.0,
+                       "remap_us": 3.0, "driver_domain_us": 2.0, "total_us": 27.0,
+                       "anomaly": ["", "ring"], "cause": ""})
+    return pd.concat([rx, tx], ignore_index=True)
+
+
+def test_intervals_and_bars_keep_the_directions_apart():
+    table = _both_directions()
+    rx = [iv.key for iv in intervals(table, "rx")]
+    tx = [iv.key for iv in intervals(table, "tx")]
+    assert rx == ["vmm", "driver_domain", "ring", "remap", "socket_read"]
+    assert tx == ["tx.socket_write", "tx.vmm", "tx.ring", "tx.remap", "tx.driver_domain"]
+    bars = segments(table, table.index)
+    sent = bars[bars["row"] == 5].set_index("key")
+    # the transmit ring starts at dom0_run, 15 µs after the write (not at backend)
+    assert sent.loc["tx.ring", "start_us"] == pytest.approx(15.0, abs=0.5)  # float s
+    assert sent.loc["tx.driver_domain", "start_us"] == pytest.approx(25.0, abs=0.5)
+    assert bool(sent.loc["tx.ring", "anomalous"]) and not bool(sent.loc["tx.vmm", "anomalous"])
+    # a received row gets no transmit bar and the other way round
+    assert set(bars[bars["row"] == 0]["key"]) == set(rx)
+    assert set(sent.index) == set(tx)
+
+
+def test_plot_draws_one_panel_per_direction(tmp_path):
+    analysis = make_analysis()
+    analysis.table = _both_directions()
+    path = plot_waterfall(analysis, tmp_path / "both.svg")
+    texts = " ".join("".join(t.itertext()) for t in ET.parse(path).getroot().iter(f"{SVG}text"))
+    assert "received (rx): 4 of 4 shown" in texts and "sent (tx): 2 of 2 shown" in texts
+    assert "⚠ tx.ring 7 µs" in texts
+
+
+def test_one_capture_plot_shows_the_exchanges(tmp_path):
+    import pandas as pd
+
+    analysis = make_analysis(4)
+    table = analysis.table
+    for column in [c for c in table.columns if c.endswith("_us")] + ["t_irq", "t_dom0_run",
+                                                                      "t_backend", "t_copy",
+                                                                      "t_guest_wake",
+                                                                      "t_guest_run", "t_read",
+                                                                      "t_phys"]:
+        table[column] = np.nan
+    table["request_to_response_us"] = [90.0, 95.0, 100.0, 80.0]
+    table["response_to_next_us"] = [3000.0, 2500.0, 103_000.0, np.nan]
+    table["anomaly"] = ["", "", "response_to_next", ""]
+    analysis.table = pd.DataFrame(table)
+    path = plot_waterfall(analysis, tmp_path / "lone.svg")
+    texts = " ".join("".join(t.itertext()) for t in ET.parse(path).getroot().iter(f"{SVG}text"))
+    assert "exchanges (one capture" in texts and "4 of 4 packets shown" in texts
+    assert "⚠ response_to_next 103.0 ms" in texts
+    assert "no packet with a measured stage" not in texts

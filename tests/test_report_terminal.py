@@ -54,3 +54,32 @@ def test_flows_worst_first_with_their_own_stall() -> None:
 def test_top_keeps_the_worst_flow() -> None:
     lines = [line for line in _render(top=1).splitlines() if "[2001:db8::5]:" in line]
     assert len(lines) == 1 and "6.15 s" in lines[0]
+
+
+def test_numbers_one_unit_and_decimals_per_column() -> None:
+    from xentrace_cli.report.numbers import column_format
+
+    fmt = column_format([4.2, 107_013.4, 43.0], uncertainty_us=8.0)
+    assert (fmt.unit, fmt.digits) == ("ms", 3)  # ±8 µs: the last digit is a µs
+    assert [fmt(v) for v in (4.2, 107_013.4, 43.0)] == ["0.004", "107.013", "0.043"]
+    coarse = column_format([150.0, 2_500.0], uncertainty_us=400.0)
+    assert coarse(2_500.0) == "2.5"  # ±400 µs: never more precise than 0.1 ms
+    micro = column_format([4.0, 61.0])
+    assert (micro.unit, micro(61.0), micro(float("nan"))) == ("µs", "61", "–")
+
+
+def test_piped_report_is_not_cut_at_80_columns(runner) -> None:
+    from pathlib import Path
+
+    from xentrace_cli.cli import main
+
+    sample = Path(__file__).resolve().parent.parent / "sample_pcaps" / "black-0.1s"
+    result = runner.invoke(main, ["analyze", str(sample), "--no-progress"])
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) > 120  # not wrapped at 80
+    note = next(line for line in lines if line.startswith("• guest clock:"))
+    assert note.rstrip().endswith(")")  # the whole note on one line
+    assert any(line.startswith(" tx.socket_write") for line in lines)
+    narrow = runner.invoke(main, ["analyze", str(sample), "--no-progress", "--width", "80"])
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 80

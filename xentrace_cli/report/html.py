@@ -1,9 +1,17 @@
-"""The self-contained HTML report of ``xenlat report`` (plotly charts, inlined, offline).
+"""The self-contained HTML report of ``xenlat report`` (plotly.js charts, inlined, offline).
 
-One file: plotly.js, the styles and a small table-sorting script are inlined, nothing is
-fetched. Sections: verdict and sources, notes, stage statistics, the per-packet waterfall,
-latency over time per stage with every anomaly marked, stage distributions (histogram and
-CDF), clock alignment, and the worst packets with their causes.
+One file: plotly.js (its *basic* partial bundle, 1.2 MB: scatter and bar charts are all the
+report draws), the styles and a small table-sorting script are inlined, nothing is fetched.
+The charts are plain plotly.js figure documents written here as JSON: no Python plotting
+library is imported. Sections: verdict and what the run says at a glance (clocks, first
+packet), notes, statistics per direction, the per-packet waterfall of each direction
+(received, sent), latency over time with every anomaly marked, distributions, clock
+alignment, and the worst packets with their causes.
+
+The report is read at a glance: the waterfall's time axis is linear (a 100 ms stall is the
+long bar, a 4 µs stage a sliver), each anomalous stage is labelled where its bar ends, every
+duration column has one unit and one number of decimals, and packet times are written one
+way: seconds after the first packet (whose UTC time the header gives once).
 
 Large analyses stay light: the waterfall draws a selection of packets, the time series keeps
 per time bucket the min / median / max of each stage (and every anomalous packet), the
@@ -12,6 +20,7 @@ distributions are binned. The output is deterministic: same analysis, same bytes
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
 import math
@@ -25,14 +34,21 @@ import pandas as pd
 
 from ..errors import OptionError
 from ..model import format_flow
+from ..stats import stage_stats
 from ..units import format_duration
+from .numbers import ColumnFormat, column_format
 from .waterfall import (
     ANOMALY_COLOR,
+    CAUSE_WORDS,
+    DIRECTIONS,
+    STAGE_COLORS,
     Interval,
     anomalous,
     checkpoints,
+    direction_rows,
     first_times,
     intervals,
+    lone_intervals,
     measures,
     numeric,
     packet_labels,
@@ -48,25 +64,24 @@ TIME_BUCKETS = 1000
 HISTOGRAM_BINS = 80
 #: Points of each CDF curve.
 CDF_POINTS = 201
-#: Rows of the worst-packets table (anomalous packets come on top of these, up to the cap).
+#: Rows of the worst-packets table by default (anomalous packets come on top, up to the cap).
 WORST_ROWS = 30
 MAX_ANOMALOUS_ROWS = 200
-#: Packets the interactive waterfall shows.
-WATERFALL_WORST = 30
-WATERFALL_NORMAL = 30
-WATERFALL_ANOMALOUS = 60
-#: The waterfall starts on a log axis when the slowest packet took this many typical ones.
-WATERFALL_LOG_RATIO = 20.0
+#: Packets the interactive waterfall of each direction shows.
+WATERFALL_WORST = 20
+WATERFALL_NORMAL = 20
+WATERFALL_ANOMALOUS = 40
 #: Smallest duration on log axes (a stage can measure 0 µs).
 LOG_FLOOR_US = 0.1
 
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True,
                 "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
-_TEMPLATE = "plotly_white"
+_FONT = {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12}
 
 
-def write_html_report(analysis: Any, path: str | Path, *, top: int = 30) -> Path:
-    """Write the report of ``analysis`` to ``path``; returns the path.
+def write_html_report(analysis: Any, path: str | Path, *, top: int = WORST_ROWS) -> Path:
+    """Write the report of ``analysis`` to ``path``; returns the path. ``top``: slowest
+    packets listed (every anomalous one is listed too).
 
     Raises ``OptionError`` when ``path`` cannot be written (a missing directory, say).
     """
@@ -79,41 +94,38 @@ def write_html_report(analysis: Any, path: str | Path, *, top: int = 30) -> Path
     return path
 
 
-def render_html_report(analysis: Any, *, top: int = 30) -> str:
+def render_html_report(analysis: Any, *, top: int = WORST_ROWS) -> str:
     """The report as one HTML document (a str)."""
-    from plotly.offline import get_plotlyjs
-
     from .. import __version__
 
     table = analysis.table.reset_index(drop=True)
     flagged = anomalous(table)
     assets = resources.files(__package__) / "assets"
-    body = "\n".join([
+    sections = [
         _header(analysis, table, flagged),
         _section("notes", "Notes", _notes(analysis.notes)),
-        _section("stages", "Stage statistics", _stats_table(analysis.stats)),
-        _section("waterfall", "Per-packet waterfall", _waterfall(table)),
+        _section("stages", "Where the time went", _stats_table(analysis, table)),
+        _section("waterfall", "Per-packet waterfall", _waterfalls(table, top)),
         _section("timeline", "Latency over time", _timeline(table)),
-        _section("distributions", "Stage distributions", _distributions(table)),
+        _section("distributions", "Distributions", _distributions(table)),
         _section("alignment", "Clock alignment", _alignment(analysis.alignment)),
-        _section("worst", "Worst packets", _worst_table(table, flagged)),
+        _section("worst", "Worst packets", _worst_table(table, flagged, top)),
         _flows(analysis.flows, table),
-        f'<footer>Written by xenlat {html.escape(__version__)}. Times are dom0-clock; '
-        "durations are rounded to what the clocks support.</footer>",
-    ])
+        # sections of other modules (the Wireshark view of the worst packets, idle gaps)
+        # are added here, each a _section(...) string
+        f'<footer>Written by xenlat {html.escape(__version__)}. Times are on the '
+        f"{html.escape(str(table.attrs.get('clock') or 'capture'))} clock; durations are "
+        "rounded to what the clocks support. Charts: plotly.js (MIT).</footer>",
+    ]
     return Template((assets / "report.html").read_text(encoding="utf-8")).substitute(
         version=html.escape(__version__),
         title=html.escape(f"xenlat report: {_source_names(analysis) or 'analysis'}"),
         style=(assets / "report.css").read_text(encoding="utf-8"),
-        plotlyjs=get_plotlyjs(),
+        plotlyjs=(assets / "plotly-basic.min.js").read_text(encoding="utf-8"),
         packets=len(table), anomalies=int(flagged.sum()),
-        body=body,
+        body="\n".join(s for s in sections if s),
         script=(assets / "report.js").read_text(encoding="utf-8"),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Sections
 
 
 def _section(anchor: str, title: str, content: str) -> str:
@@ -129,20 +141,59 @@ def _header(analysis: Any, table: pd.DataFrame, flagged: pd.Series) -> str:
     sources = "".join(
         f"<li><b>{html.escape(name)}</b>: {html.escape(str(getattr(analysis.sources, name)))}"
         "</li>" for name in analysis.sources.present)
-    counts = (table.loc[flagged, "anomaly"].astype(str).value_counts().sort_index()
-              if flagged.any() else pd.Series(dtype=int))
     if flagged.any():
-        parts = ", ".join(f"{html.escape(stage)} ×{n}" for stage, n in counts.items())
+        counts = (table.loc[flagged].assign(key=_keys(table.loc[flagged]))["key"]
+                  .value_counts().sort_index())
+        parts = ", ".join(f"{html.escape(key)} ×{n}" for key, n in counts.items())
         verdict = (f'<span class="verdict bad">{int(flagged.sum())} anomalous packets: '
                    f"{parts}</span>")
     else:
         verdict = '<span class="verdict ok">no anomalous packet</span>'
+    ways = ", ".join(f"{int(direction_rows(table, w).sum())} {word}"
+                     for w, word in DIRECTIONS.items())
+    glance = [f"<li>{len(table)} data segments ({ways}). {verdict}</li>"]
+    when = first_times(table)
+    if np.isfinite(when).any():
+        first = dt.datetime.fromtimestamp(float(np.nanmin(when)), dt.UTC)
+        clock = table.attrs.get("clock")
+        glance.append(f"<li>First packet at <b>{first:%Y-%m-%d %H:%M:%S.%f} UTC</b>"
+                      f"{f' ({html.escape(clock)} clock)' if clock else ''}; every time below "
+                      "is in seconds after it.</li>")
+    for pair, entry in sorted(analysis.alignment.items()):
+        if isinstance(entry, dict):
+            glance.append(f'<li class="clock">{html.escape(_clock_words(pair, entry))}</li>')
     nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in (
         ("waterfall", "waterfall"), ("timeline", "over time"),
         ("distributions", "distributions"), ("alignment", "alignment"),
         ("worst", "worst packets")))
-    return (f"<header>\n<h1>xenlat report</h1>\n<p class=\"lede\">{len(table)} packets. "
-            f"{verdict}</p>\n<nav>{nav}</nav>\n<ul>{sources}</ul>\n</header>")
+    return (f'<header>\n<h1>xenlat report</h1>\n<ul class="glance">{"".join(glance)}</ul>\n'
+            f"<nav>{nav}</nav>\n<details><summary>sources</summary><ul>{sources}</ul>"
+            "</details>\n</header>")
+
+
+def _keys(rows: pd.DataFrame) -> pd.Series:
+    """Each anomalous row's anomaly as budgets name it (``socket_read``, ``tx.vmm``)."""
+    label = rows["anomaly"].astype(str)
+    way = rows["direction"].astype(str) if "direction" in rows.columns else "rx"
+    return label.where((way == "rx") | (label.isin(["request_to_response",
+                                                      "response_to_next"])),
+                       way + "." + label)
+
+
+def _clock_words(pair: str, entry: dict[str, Any]) -> str:
+    """``guest->dom0: offset -355 µs, drift -1.45 ppm, ±8 µs (bounded)``."""
+    quality = str(entry.get("quality", "?"))
+    hz = _float(entry.get("cpu_hz"))
+    unc = _float(entry.get("uncertainty_us"))
+    plus = f", ±{format_duration(unc)}" if unc is not None else ""
+    if hz is not None:
+        est = " estimated" if entry.get("cpu_hz_estimated") else ""
+        return f"{pair}: TSC {hz / 1e9:.6f} GHz{est}{plus} ({quality})"
+    offset, drift = _float(entry.get("offset_ns")), _float(entry.get("drift_ppm"))
+    if offset is None:
+        return f"{pair}: not aligned ({quality}) — {entry.get('detail', '')}"
+    drift_text = f", drift {drift:+.2f} ppm" if drift is not None else ""
+    return f"{pair}: offset {format_duration(offset / 1e3)}{drift_text}{plus} ({quality})"
 
 
 def _notes(notes: list[str]) -> str:
@@ -152,25 +203,48 @@ def _notes(notes: list[str]) -> str:
     return f'<ul class="notes">\n{items}\n</ul>'
 
 
-def _stats_table(stats: dict[str, dict[str, Any]]) -> str:
-    columns = ("count", "p50", "p90", "p99", "p99.9", "max", "mean", "anomalies")
-    head = "".join(f"<th>{c}</th>" for c in columns)
+def _stat_rows(table: pd.DataFrame) -> list[tuple[Interval, str]]:
+    """(interval, span) per statistics row: each direction's intervals and total, then the
+    lone-capture intervals — only what the table measures."""
     rows = []
-    for stage, entry in stats.items():
-        cells = []
-        for column in columns:
-            value = entry.get(column)
-            if column in ("count", "anomalies"):
-                text = "–" if value is None else str(int(value))
-            else:
-                text = format_duration(value)
-            hot = ' class="hot"' if column == "anomalies" and value else ""
-            cells.append(f'<td{hot} data-v="{_num(value)}">{html.escape(text)}</td>')
-        color = Interval(stage, "", "").color
-        rows.append(f'<tr><td class="text">{_swatch(color)}{html.escape(stage)}</td>'
-                    f"{''.join(cells)}</tr>")
-    return (f'<table class="sortable" id="stats-table"><thead><tr><th class="text">stage</th>'
-            f"{head}</tr></thead>\n<tbody>\n{chr(10).join(rows)}\n</tbody></table>")
+    for way in DIRECTIONS:
+        mine = intervals(table, way)
+        if mine:
+            rows += [(iv, f"{iv.start}→{iv.end}") for iv in mine]
+            rows.append((Interval("total", "first", "last", direction=way), "first→last"))
+    rows += [(iv, "per exchange") for iv in lone_intervals(table)]
+    return rows
+
+
+def _stats_table(analysis: Any, table: pd.DataFrame) -> str:
+    rows = _stat_rows(table)
+    stats = stage_stats(table, [iv.key for iv, _ in rows])
+    rows = [(iv, span) for iv, span in rows if (stats.get(iv.key) or {}).get("count")]
+    if not rows:
+        return "<p>No stage was measured: nothing to summarize.</p>"
+    columns = ("p50", "p90", "p99", "p99.9", "max", "mean")
+    unc = max((_float((analysis.baselines.get(iv.key) or {}).get("uncertainty_us")) or 0.0
+               for iv, _ in rows), default=0.0)
+    formats = {c: column_format([stats[iv.key][c] for iv, _ in rows], unc) for c in columns}
+    head = "".join(f"<th>{c} ({formats[c].unit})</th>" for c in columns)
+    lines = []
+    for iv, span in rows:
+        entry = stats[iv.key]
+        cells = [f'<td data-v="{entry["count"]}">{entry["count"]}</td>']
+        cells += [f'<td data-v="{_num(entry[c])}">{formats[c](entry[c])}</td>' for c in columns]
+        own = _float((analysis.baselines.get(iv.key) or {}).get("uncertainty_us"))
+        cells.append(f"<td>{html.escape(format_duration(own)) if own else ''}</td>")
+        hot = ' class="hot"' if entry["anomalies"] else ""
+        cells.append(f'<td{hot} data-v="{entry["anomalies"]}">{entry["anomalies"]}</td>')
+        lines.append(f'<tr data-key="{html.escape(iv.key)}"><td class="text">'
+                     f"{_swatch(iv.color)}{html.escape(iv.key)}</td>"
+                     f'<td class="text span">{html.escape(span)}</td>{"".join(cells)}</tr>')
+    return ('<table class="sortable" id="stats-table"><thead><tr><th class="text">stage</th>'
+            f'<th class="text">span</th><th>n</th>{head}<th>±</th><th>anomalies</th></tr>'
+            f"</thead>\n<tbody>\n{chr(10).join(lines)}\n</tbody></table>\n"
+            '<p class="caption">Received segments first (their stages in path order), then '
+            "sent ones (<code>tx.</code>, as budgets name them), then what one capture alone "
+            "measures per exchange. ± is the clock-alignment uncertainty of the stage.</p>")
 
 
 def _alignment(alignment: dict[str, Any]) -> str:
@@ -178,83 +252,123 @@ def _alignment(alignment: dict[str, Any]) -> str:
         return "<p>No clock alignment was needed (one clock domain).</p>"
     rows = []
     for pair in sorted(alignment):
-        entry = alignment[pair] if isinstance(alignment[pair], dict) else {"value":
-                                                                          alignment[pair]}
+        entry = alignment[pair] if isinstance(alignment[pair], dict) else {}
         quality = str(entry.get("quality", "–"))
-        known = {"quality", "uncertainty_us", "offset", "drift"}
-        extra = {k: v for k, v in entry.items() if k not in known}
+        hz = _float(entry.get("cpu_hz"))
+        if hz is not None:  # the TSC: its rate is what was fitted, with an offset
+            offset = f"TSC {hz / 1e9:.6f} GHz" + (" (est.)" if entry.get("cpu_hz_estimated")
+                                                  else "")
+            ppm = _float(entry.get("hz_uncertainty_ppm"))
+            drift = f"±{ppm:.2f} ppm" if ppm is not None else "–"
+        else:
+            value = _float(entry.get("offset_ns"))
+            offset = format_duration(value / 1e3) if value is not None else "–"
+            value = _float(entry.get("drift_ppm"))
+            drift = f"{value:+.2f} ppm" if value is not None else "–"
+        how = str(entry.get("detail") or "")
+        if entry.get("from"):
+            how = f"from {entry['from']}: {how}" if how else f"from {entry['from']}"
         rows.append(
             f'<tr><td class="text">{html.escape(pair)}</td>'
             f'<td class="text quality-{html.escape(quality)}">{html.escape(quality)}</td>'
+            f'<td class="offset">{html.escape(offset)}</td><td class="drift">'
+            f"{html.escape(drift)}</td>"
             f"<td>{html.escape(format_duration(_float(entry.get('uncertainty_us'))))}</td>"
-            f"<td>{html.escape(_plain(entry.get('offset')))}</td>"
-            f"<td>{html.escape(_plain(entry.get('drift')))}</td>"
-            f'<td class="text details">{_details(extra)}</td></tr>')
+            f'<td class="text details">{html.escape(how)}</td></tr>')
     return ('<table id="alignment-table"><thead><tr><th class="text">clocks</th>'
-            '<th class="text">quality</th><th>uncertainty</th><th>offset</th><th>drift</th>'
-            '<th class="text">details</th></tr></thead>\n<tbody>\n'
+            '<th class="text">quality</th><th>offset</th><th>drift</th><th>±</th>'
+            '<th class="text">how it was found</th></tr></thead>\n<tbody>\n'
             + "\n".join(rows) + "\n</tbody></table>\n"
             '<p class="caption">bounded: packets in both directions bound the offset; '
             "one-sided: only one direction, the offset is a bound; inconsistent: the "
             "constraints contradict each other, stages across these clocks are suspect.</p>")
 
 
-def _worst_table(table: pd.DataFrame, flagged: pd.Series) -> str:
-    if len(table) == 0:
-        return "<p>No packet.</p>"
-    # how bad a packet is: its total, or (one capture alone) its longest measured interval
+def _badness(table: pd.DataFrame) -> pd.Series:
+    """How bad a packet is: its total, or (one capture alone) its longest measured interval."""
     total = numeric(table, "total_us")
     longest = pd.concat([numeric(table, iv.column) for iv in measures(table)]
                         + [pd.Series(np.nan, index=table.index)], axis=1).max(axis=1)
-    badness = total.where(total.notna(), longest)
-    keep = set(badness.nlargest(WORST_ROWS, keep="first").index)
+    return total.where(total.notna(), longest)
+
+
+def _worst_table(table: pd.DataFrame, flagged: pd.Series, top: int) -> str:
+    if len(table) == 0:
+        return "<p>No packet.</p>"
+    badness = _badness(table)
+    keep = set(badness.nlargest(top, keep="first").index)
     keep |= set(badness[flagged].sort_values(ascending=False, kind="stable")
                 .index[:MAX_ANOMALOUS_ROWS])
-    keep |= set(table.index[flagged][:max(0, MAX_ANOMALOUS_ROWS - flagged.sum())])
     order = badness.loc[sorted(keep)].sort_values(ascending=False, kind="stable",
                                                   na_position="last").index
     rows = table.loc[order]
-    t0 = np.nanmin(first_times(table)) if len(table) else np.nan
-    when = first_times(rows) - t0
-    ivs = [iv for iv in measures(table) if numeric(table, iv.column).notna().any()]
-    head = ("<th>#</th><th>time (s)</th><th class=\"text\">flow</th><th>seq</th><th>len</th>"
-            + "".join(f"<th>{_swatch(iv.color)}{html.escape(iv.name)}</th>" for iv in ivs)
-            + "<th>total</th><th>±</th><th class=\"text\">anomaly</th>"
-              "<th class=\"text\">cause</th>")
-    lines = []
-    stage_values = {iv.name: numeric(rows, iv.column).to_numpy() for iv in ivs}
-    totals = numeric(rows, "total_us").to_numpy()
+    when = first_times(table)
+    t0 = float(np.nanmin(when)) if np.isfinite(when).any() else np.nan
+    at = first_times(rows) - t0
     unc = numeric(rows, "uncertainty_us").to_numpy()
-    anomaly = _text(rows, "anomaly")
-    cause = _text(rows, "cause")
-    flows = _flow_labels(rows)
-    seq = numeric(rows, "seq").to_numpy()
-    length = numeric(rows, "len").to_numpy()
+    worst_unc = float(np.nanmax(unc)) if np.isfinite(unc).any() else None
+    totals = badness.loc[order].to_numpy()
+    fmt = column_format(totals, worst_unc)
+    anomaly, cause = _text(rows, "anomaly"), _text(rows, "cause")
+    detail, stall = _text(rows, "cause_detail"), _text(rows, "stall")
+    direction, flows = _text(rows, "direction"), _flow_labels(rows)
+    length = _text(rows, "len")
+    frames = _text(rows, "frame")
+    # the intervals a row can hold: its direction's, else (one capture) the exchange's
+    shown = {way: intervals(table, way) or lone_intervals(table) for way in DIRECTIONS}
+    lines = []
     for i, index in enumerate(rows.index):
-        cells = [f'<td data-v="{index}">{index}</td>',
-                 f'<td data-v="{_num(when[i])}">{_seconds(when[i])}</td>',
-                 f'<td class="text">{html.escape(flows[i])}</td>',
-                 f'<td data-v="{_num(seq[i])}">{html.escape(_text(rows, "seq")[i])}</td>',
-                 f'<td data-v="{_num(length[i])}">{html.escape(_text(rows, "len")[i])}</td>']
-        for iv in ivs:
-            value = stage_values[iv.name][i]
-            hot = ' class="hot"' if anomaly[i] == iv.name else ""
-            cells.append(f'<td{hot} data-v="{_num(value)}">'
-                         f"{html.escape(format_duration(_float(value)))}</td>")
-        cells += [f'<td data-v="{_num(totals[i])}">'
-                  f"{html.escape(format_duration(_float(totals[i])))}</td>",
-                  f'<td data-v="{_num(unc[i])}">{html.escape(format_duration(_float(unc[i])))}'
-                  "</td>",
-                  f'<td class="text">{html.escape(anomaly[i])}</td>',
-                  f'<td class="text">{html.escape(cause[i])}</td>']
+        record = rows.loc[index]
+        anomaly_text = anomaly[i] + (f" {stall[i]}" if anomaly[i] and stall[i] else "")
+        cause_text = cause[i] + (f" — {detail[i]}" if detail[i] else "")
+        cells = [f'<td data-v="{_num(_float(frames[i]))}">{html.escape(frames[i])}</td>',
+                 f'<td data-v="{_num(at[i])}">{_seconds(at[i])}</td>',
+                 f'<td class="text">{html.escape(direction[i])}</td>',
+                 f'<td class="text flow">{html.escape(flows[i])}</td>',
+                 f'<td data-v="{_num(_float(length[i]))}">{html.escape(length[i])}</td>',
+                 f'<td class="text">'
+                 f'{_split_bar(record, shown.get(direction[i], []), anomaly[i], fmt)}</td>',
+                 f'<td data-v="{_num(totals[i])}">{fmt(totals[i])}</td>',
+                 f'<td data-v="{_num(unc[i])}">{html.escape(format_duration(_float(unc[i])))}'
+                 "</td>",
+                 f'<td class="text hot">{html.escape(anomaly_text)}</td>',
+                 f'<td class="text cause" title="{html.escape(CAUSE_WORDS.get(cause[i], ""))}">'
+                 f"{html.escape(cause_text)}</td>"]
         attrs = (f' class="anomaly" data-anomaly="{html.escape(anomaly[i])}"' if anomaly[i]
                  else "")
         lines.append(f'<tr data-row="{index}"{attrs}>{"".join(cells)}</tr>')
-    return ('<div class="scroll"><table class="sortable" id="worst-table"><thead><tr>'
-            f"{head}</tr></thead>\n<tbody>\n" + "\n".join(lines) + "\n</tbody></table></div>\n"
-            f'<p class="caption">{len(rows)} packets: the {min(WORST_ROWS, len(table))} '
-            f"slowest by total and every anomalous packet (up to {MAX_ANOMALOUS_ROWS}); "
-            "click a column to sort. ± is the clock-alignment uncertainty.</p>")
+    return ('<table class="sortable" id="worst-table"><thead><tr>'
+            '<th>frame</th><th>t (s)</th><th class="text">dir</th>'
+            '<th class="text">flow</th><th>len</th><th class="text">split</th>'
+            f'<th>total ({fmt.unit})</th><th>±</th><th class="text">anomaly</th>'
+            f'<th class="text">cause</th></tr></thead>\n<tbody>\n' + "\n".join(lines)
+            + "\n</tbody></table>\n"
+            f'<p class="caption">{len(rows)} packets: the {min(top, len(table))} slowest and '
+            f"every anomalous one (up to {MAX_ANOMALOUS_ROWS}); click a column to sort. frame "
+            "is the packet's number in the guest capture (else dom0's), as Wireshark shows "
+            "it; t is seconds after the first packet; split shows how the total divides "
+            "into stages (hover for the values), the anomalous stage outlined; ± is the "
+            "clock-alignment uncertainty.</p>")
+
+
+def _split_bar(record: pd.Series, shown: list[Interval], anomaly: str,
+               fmt: ColumnFormat) -> str:
+    """The row's intervals (``shown``: its direction's) as one proportional bar."""
+    parts = []
+    for iv in shown:
+        value = _float(record.get(iv.column))
+        if value is not None and value > 0:
+            parts.append((iv, value))
+    total = sum(v for _, v in parts)
+    if total <= 0:
+        return "–"
+    spans = []
+    for iv, value in parts:
+        outline = " odd" if iv.name == anomaly else ""
+        spans.append(f'<span class="seg{outline}" style="flex-grow:{value / total:.4f};'
+                     f'background:{iv.color}" title="{html.escape(iv.key)} '
+                     f'{fmt.with_unit(value)}"></span>')
+    return f'<span class="split">{"".join(spans)}</span>'
 
 
 def _flows(flows: pd.DataFrame | None, table: pd.DataFrame) -> str:
@@ -269,11 +383,12 @@ def _flows(flows: pd.DataFrame | None, table: pd.DataFrame) -> str:
     keep = set(worst.nlargest(WORST_ROWS, keep="first").index)
     keep |= set(flows.index[flagged][:MAX_ANOMALOUS_ROWS])
     rows = flows.loc[sorted(keep)]
-    t0 = np.nanmin(first_times(table)) if len(table) else np.nan
+    when = first_times(table)
+    t0 = float(np.nanmin(when)) if np.isfinite(when).any() else np.nan
     start = numeric(rows, "t_request").to_numpy() - t0
     flow = _flow_labels(rows)
-    anomaly = _text(rows, "anomaly")
-    stall = _text(rows, "stall")
+    anomaly, stall = _text(rows, "anomaly"), _text(rows, "stall")
+    formats = {name: column_format(values.loc[rows.index]) for name, values in gaps.items()}
     lines = []
     for i, index in enumerate(rows.index):
         cells = [f'<td data-v="{_num(start[i])}">{_seconds(start[i])}</td>',
@@ -285,16 +400,18 @@ def _flows(flows: pd.DataFrame | None, table: pd.DataFrame) -> str:
         for name, values in gaps.items():
             hot = ' class="hot"' if anomaly[i] == name else ""
             cells.append(f'<td{hot} data-v="{_num(values[index])}">'
-                         f"{html.escape(format_duration(_float(values[index])))}</td>")
+                         f"{formats[name](values[index])}</td>")
         cells += [f'<td class="text">{html.escape(anomaly[i])}</td>',
                   f'<td class="text">{html.escape(stall[i])}</td>']
         attrs = f' class="anomaly" data-anomaly="{html.escape(anomaly[i])}"' if anomaly[i] else ""
         lines.append(f"<tr{attrs}>{''.join(cells)}</tr>")
-    content = ('<div class="scroll"><table class="sortable" id="flows-table"><thead><tr>'
-               '<th>request at (s)</th><th class="text">flow</th><th>request bytes</th>'
-               "<th>response bytes</th><th>request → response</th><th>response → next</th>"
+    r2r, r2n = formats["request_to_response"].unit, formats["response_to_next"].unit
+    content = ('<table class="sortable" id="flows-table"><thead><tr>'
+               '<th>request at t (s)</th><th class="text">flow</th><th>request bytes</th>'
+               f"<th>response bytes</th><th>request → response ({r2r})</th>"
+               f"<th>response → next ({r2n})</th>"
                '<th class="text">anomaly</th><th class="text">stall</th></tr></thead>\n'
-               "<tbody>\n" + "\n".join(lines) + "\n</tbody></table></div>\n"
+               "<tbody>\n" + "\n".join(lines) + "\n</tbody></table>\n"
                f'<p class="caption">{len(rows)} of {len(flows)} exchanges: the slowest and '
                "every anomalous one. request → response is the far side's time; response → "
                "next is the client's own (where a black 0.1 s shows without a socket "
@@ -302,154 +419,183 @@ def _flows(flows: pd.DataFrame | None, table: pd.DataFrame) -> str:
     return _section("exchanges", "Request / response exchanges", content)
 
 
-# ---------------------------------------------------------------------------------------------
-# Charts
+# Charts: plotly.js figure documents (data, layout), drawn by the inlined bundle
 
 
-def _figure_html(fig: Any, div_id: str, height: int) -> str:
-    import plotly.io as pio
+def _figure_html(data: list[dict[str, Any]], layout: dict[str, Any], div_id: str,
+                 height: int) -> str:
+    layout = {"template": None, "font": _FONT, "height": height, "paper_bgcolor": "#fff",
+              "plot_bgcolor": "#fff",
+              "margin": {"l": 100, "r": 20, "t": 40, "b": 50}, **layout}
+    args = ", ".join(_json(v) for v in (data, layout, _PLOT_CONFIG))
+    return (f'<div class="figure"><div id="{div_id}" class="plot" style="height:{height}px">'
+            f'</div></div>\n<script>Plotly.newPlot("{div_id}", {args});</script>')
 
-    fig.update_layout(template=_TEMPLATE, height=height, margin={"l": 60, "r": 20, "t": 40,
-                                                                 "b": 50})
-    return ('<div class="figure">' + pio.to_html(
-        fig, include_plotlyjs=False, full_html=False, div_id=div_id, config=_PLOT_CONFIG,
-        default_height=f"{height}px", default_width="100%", validate=False) + "</div>")
+
+def _json(value: Any) -> str:
+    """JSON safe inside a <script> element (no ``</`` can close it)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False) \
+        .replace("</", "<\\/").replace("<!--", "<\\!--")
 
 
-def _waterfall(table: pd.DataFrame) -> str:
-    import plotly.graph_objects as go
+def _axis(title: str, **extra: Any) -> dict[str, Any]:
+    return {"title": {"text": title}, "gridcolor": "#e6e6e6", "zeroline": False,
+            "linecolor": "#999", **extra}
 
-    rows = select_packets(table, worst=WATERFALL_WORST, normal=WATERFALL_NORMAL,
-                          max_anomalous=WATERFALL_ANOMALOUS)
-    bars = segments(table, rows)
-    if bars.empty:
+
+def _waterfalls(table: pd.DataFrame, top: int) -> str:
+    parts = [_waterfall(table, way) for way in DIRECTIONS if intervals(table, way)]
+    if not parts:
+        if lone_intervals(table):
+            return ("<p>One capture gives each packet one checkpoint: the split into stages "
+                    "needs a second source (dom0's captures, xentrace, the socket log). What "
+                    "this capture measures per exchange — request → response, response → "
+                    "next request — is in the statistics, over time and in the exchanges "
+                    "below.</p>")
         return "<p>No packet has two checkpoints: nothing to draw.</p>"
-    labels = np.array(packet_labels(table.loc[rows]), dtype=object)
-    marks = checkpoints(table, rows)
-    fig = go.Figure()
-    for interval in intervals(table):
+    return "\n".join(parts)
+
+
+def _waterfall(table: pd.DataFrame, way: str) -> str:
+    mine = table[direction_rows(table, way)]
+    rows = select_packets(mine, worst=WATERFALL_WORST, normal=WATERFALL_NORMAL,
+                          max_anomalous=WATERFALL_ANOMALOUS)
+    bars = segments(mine, rows)
+    if bars.empty:
+        return ""
+    labels = np.array(packet_labels(mine.loc[rows]), dtype=object)
+    marks = checkpoints(mine, rows)
+    data: list[dict[str, Any]] = []
+    for interval in intervals(mine, way):
         part = bars[bars["interval"] == interval.name]
         if part.empty:
             continue
         odd = part["anomalous"].to_numpy()
-        fig.add_trace(go.Bar(
-            name=interval.label,
-            orientation="h", y=labels[part["order"].to_numpy(dtype=int)].tolist(),
-            x=_r(part["duration_us"] / 1e3), base=_r(part["start_us"] / 1e3),
-            marker={"color": interval.color,
-                    "line": {"color": np.where(odd, ANOMALY_COLOR, interval.color).tolist(),
-                             "width": np.where(odd, 3, 0).tolist()},
-                    "pattern": {"shape": np.where(odd, "/", "").tolist(),
-                                "fgcolor": "#ffffff"}},
-            customdata=np.column_stack([
-                [format_duration(v) for v in part["duration_us"]],
-                np.where(odd, "ANOMALY " + part["cause"].astype(str), ""),
-            ]).tolist(),
-            hovertemplate=(f"<b>{interval.name}</b> %{{customdata[0]}}<br>from %{{base:.3f}} ms"
-                           "<br>%{customdata[1]}<extra>%{y}</extra>"),
-        ))
-    fig.add_trace(go.Scatter(
-        name="checkpoints", mode="markers",
-        x=_r(marks["at_us"] / 1e3), y=labels[marks["order"].to_numpy(dtype=int)].tolist(),
-        marker={"symbol": "line-ns-open", "size": 12, "color": "#222", "line": {"width": 1.5}},
-        text=marks["checkpoint"].tolist(),
-        customdata=[f"{v:.6f}" for v in marks["epoch_s"]],
-        hovertemplate="%{text} at +%{x:.3f} ms<br>epoch %{customdata} s<extra>%{y}</extra>",
-    ))
-    # a stall next to µs stages: start on a log axis (the first stage then reaches the left
-    # edge, as its start, 0, has no logarithm)
-    ends = (bars["start_us"] + bars["duration_us"]).groupby(bars["order"]).max()
-    typical = float(ends.median())
-    log_x = bool(typical > 0 and ends.max() > WATERFALL_LOG_RATIO * typical)
-    ordered = labels.tolist()
-    fig.update_layout(
-        barmode="overlay", bargap=0.25, hovermode="closest",
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
-        xaxis={"title": {"text": "time since the packet's first checkpoint (ms)"},
-               "type": "log" if log_x else "linear"},
-        yaxis={"categoryorder": "array", "categoryarray": ordered, "autorange": "reversed",
-               "tickfont": {"size": 10}},
-        updatemenus=[{"type": "buttons", "direction": "left", "x": 1.0, "xanchor": "right",
-                      "y": -0.02, "yanchor": "top", "showactive": True,
-                      "active": 1 if log_x else 0,
-                      "buttons": [
-                          {"label": "linear", "method": "relayout",
-                           "args": [{"xaxis.type": "linear"}]},
-                          {"label": "log", "method": "relayout",
-                           "args": [{"xaxis.type": "log"}]}]}],
-    )
-    height = 140 + 20 * len(rows)
-    caption = (f'<p class="caption">{len(rows)} of {len(table)} packets: every anomalous one '
-               f"(up to {WATERFALL_ANOMALOUS}), the {WATERFALL_WORST} slowest, and "
-               f"{WATERFALL_NORMAL} normal ones spread over the capture. Bars are stages, "
-               "ticks are checkpoints; anomalous stages are hatched with a thick outline. "
-               "Drag to zoom, double-click to reset. On the log axis (chosen when a packet "
-               f"took over {WATERFALL_LOG_RATIO:g}× the typical one) the first stage reaches "
-               "the left edge.</p>")
-    return _figure_html(fig, "fig-waterfall", height) + caption
+        data.append({
+            "type": "bar", "orientation": "h", "name": interval.label,
+            "y": labels[part["order"].to_numpy(dtype=int)].tolist(),
+            "x": _r(part["duration_us"] / 1e3, 6), "base": _r(part["start_us"] / 1e3, 6),
+            "marker": {"color": interval.color,
+                       "line": {"color": np.where(odd, ANOMALY_COLOR, interval.color).tolist(),
+                                "width": np.where(odd, 3, 0).tolist()},
+                       "pattern": {"shape": np.where(odd, "/", "").tolist(),
+                                   "fgcolor": "#ffffff", "solidity": 0.25}},
+            "customdata": [format_duration(v) for v in part["duration_us"]],
+            "hovertemplate": (f"<b>{interval.key}</b> %{{customdata}}<br>from +%{{base:.3f}} "
+                              "ms<extra>%{y}</extra>"),
+        })
+    data.append({
+        "type": "scatter", "name": "checkpoints", "mode": "markers",
+        "x": _r(marks["at_us"] / 1e3, 6), "y": labels[marks["order"].to_numpy(dtype=int)].tolist(),
+        "marker": {"symbol": "line-ns-open", "size": 12, "color": "#222", "line": {"width": 1.5}},
+        "text": marks["checkpoint"].tolist(),
+        "hovertemplate": "%{text} at +%{x:.3f} ms<extra>%{y}</extra>",
+    })
+    odd = bars[bars["anomalous"].astype(bool)]
+    if len(odd):  # each stall named where its bar ends: obvious without hovering
+        ends = (odd["start_us"] + odd["duration_us"]) / 1e3
+        data.append({
+            "type": "scatter", "name": "anomalies", "mode": "text", "showlegend": False,
+            "x": _r(ends, 6), "y": labels[odd["order"].to_numpy(dtype=int)].tolist(),
+            "text": [f"  ⚠ {key} {format_duration(v)}" + (f" ({c})" if c else "")
+                     for key, v, c in zip(odd["key"], odd["duration_us"], odd["cause"],
+                                          strict=True)],
+            "textposition": "middle right",
+            "textfont": {"color": ANOMALY_COLOR, "size": 11}, "hoverinfo": "skip",
+        })
+    ends = (bars["start_us"] + bars["duration_us"]).groupby(bars["order"]).max() / 1e3
+    layout = {
+        "barmode": "overlay", "bargap": 0.25, "hovermode": "closest",
+        "legend": {"orientation": "h", "y": 1.0, "yanchor": "bottom"},
+        "xaxis": _axis("time since the packet's first checkpoint (ms)", type="linear",
+                       range=[0, float(ends.max()) * (1.45 if len(odd) else 1.05)]),
+        "yaxis": {"categoryorder": "array", "categoryarray": labels.tolist(),
+                  "autorange": "reversed", "tickfont": {"size": 10}},
+        "updatemenus": [{"type": "buttons", "direction": "left", "x": 1.0, "xanchor": "right",
+                         "y": -0.02, "yanchor": "top", "showactive": True, "active": 0,
+                         "buttons": [
+                             {"label": "linear", "method": "relayout",
+                              "args": [{"xaxis.type": "linear", "xaxis.autorange": True}]},
+                             {"label": "log", "method": "relayout",
+                              "args": [{"xaxis.type": "log", "xaxis.autorange": True}]}]}],
+    }
+    word = DIRECTIONS[way]
+    caption = (f'<p class="caption">{len(rows)} of {len(mine)} {word} segments: every '
+               f"anomalous one (up to {WATERFALL_ANOMALOUS}), the {WATERFALL_WORST} slowest "
+               f"and {WATERFALL_NORMAL} normal ones spread over the capture. Bars are stages "
+               "on a linear time axis (a stall is the long bar); ticks are checkpoints; an "
+               "anomalous stage is hatched, outlined and named where it ends. The log button "
+               "spreads the µs stages; drag to zoom, double-click to reset.</p>")
+    height = 150 + 18 * len(rows)
+    title = f"<h3>{word.capitalize()} ({way})</h3>"
+    return title + _figure_html(data, layout, f"fig-waterfall-{way}", height) + caption
+
+
+def _series(table: pd.DataFrame) -> list[tuple[Interval, np.ndarray]]:
+    """Per measured interval key: its values on its own rows (NaN on the others)."""
+    out = []
+    for interval in measures(table):
+        values = numeric(table, interval.column).to_numpy().copy()
+        values[~direction_rows(table, interval.direction)] = np.nan
+        if np.isfinite(values).any():
+            out.append((interval, values))
+    return out
 
 
 def _timeline(table: pd.DataFrame) -> str:
-    import plotly.graph_objects as go
-
     when = first_times(table)
     if len(table) == 0 or not np.isfinite(when).any():
         return "<p>No packet has a time: nothing to draw.</p>"
-    t0 = float(np.nanmin(when))
-    x_all = when - t0
-    fig = go.Figure()
+    x_all = when - float(np.nanmin(when))
+    data: list[dict[str, Any]] = []
     downsampled = False
-    for interval in measures(table):
-        y = numeric(table, interval.column).to_numpy()
+    for interval, y in _series(table):
         ok = np.isfinite(y) & np.isfinite(x_all)
-        if not ok.any():
-            continue
         x, yv = x_all[ok], y[ok]
         if ok.sum() > MAX_POINTS_PER_SERIES:
             x, yv = _downsample(x, yv)
             downsampled = True
-        fig.add_trace(go.Scatter(
-            name=interval.name, mode="markers", x=_r(x, 6), y=_r(np.maximum(yv, LOG_FLOOR_US)),
-            marker={"color": interval.color, "size": 4, "opacity": 0.7},
-            hovertemplate=f"{interval.name} %{{y:.1f}} µs at %{{x:.6f}} s<extra></extra>",
-        ))
+        data.append({
+            "type": "scatter", "name": interval.key, "mode": "markers",
+            "x": _r(x, 6), "y": _r(np.maximum(yv, LOG_FLOOR_US)),
+            "marker": {"color": interval.color, "size": 4, "opacity": 0.7,
+                       "symbol": "triangle-up" if interval.transmit else "circle"},
+            "hovertemplate": f"{interval.key} %{{y:.1f}} µs at t=%{{x:.6f}} s<extra></extra>",
+        })
     flagged = anomalous(table).to_numpy()
     names = _text(table, "anomaly")
     value = np.full(len(table), np.nan)
-    for interval in measures(table):
+    for interval, y in _series(table):
         hit = names == interval.name
-        value[hit] = numeric(table, interval.column).to_numpy()[hit]
-    # an anomaly without a value of its own stage is still marked, at its total
-    missing = flagged & ~np.isfinite(value)
+        value[hit & np.isfinite(y)] = y[hit & np.isfinite(y)]
+    missing = flagged & ~np.isfinite(value)  # an anomaly without its own value: at its total
     value[missing] = numeric(table, "total_us").to_numpy()[missing]
-    marked = flagged & np.isfinite(value) & np.isfinite(x_all)
-    index = np.flatnonzero(marked)
-    if not fig.data and not len(index):
+    index = np.flatnonzero(flagged & np.isfinite(value) & np.isfinite(x_all))
+    if not data and not len(index):
         return "<p>No stage was measured: nothing to draw.</p>"
-    fig.add_trace(go.Scatter(
-        name="anomalies", mode="markers", x=_r(x_all[index], 6),
-        y=_r(np.maximum(value[index], LOG_FLOOR_US)),
-        marker={"symbol": "x", "size": 11, "color": ANOMALY_COLOR,
-                "line": {"width": 1, "color": "#000"}},
-        customdata=np.column_stack([names[index], _text(table, "cause")[index],
-                                    index.astype(str),
-                                    [format_duration(v) for v in value[index]]]).tolist()
-        if len(index) else [],
-        hovertemplate=("<b>anomaly: %{customdata[0]}</b> %{customdata[3]}<br>"
-                       "cause: %{customdata[1]}<br>packet #%{customdata[2]} at %{x:.6f} s"
-                       "<extra></extra>"),
-    ))
-    fig.update_layout(
-        hovermode="closest", legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
-        xaxis={"title": {"text": "time since the first packet (s)"}},
-        yaxis={"title": {"text": "duration (µs)"}, "type": "log"},
-    )
+    keys = _keys(table.iloc[index]).to_numpy(str) if len(index) else np.array([], dtype=str)
+    data.append({
+        "type": "scatter", "name": "anomalies", "mode": "markers", "x": _r(x_all[index], 6),
+        "y": _r(np.maximum(value[index], LOG_FLOOR_US)),
+        "marker": {"symbol": "x", "size": 11, "color": ANOMALY_COLOR,
+                   "line": {"width": 1, "color": "#000"}},
+        "customdata": [[k, c, str(i), format_duration(v)] for k, c, i, v in
+                       zip(keys, _text(table, "cause")[index], index, value[index],
+                           strict=True)],
+        "hovertemplate": ("<b>anomaly: %{customdata[0]}</b> %{customdata[3]}<br>cause: "
+                          "%{customdata[1]}<br>t=%{x:.6f} s<extra></extra>"),
+    })
+    layout = {"hovermode": "closest", "legend": {"orientation": "h", "y": 1.02,
+                                                 "yanchor": "bottom"},
+              "xaxis": _axis("t: seconds after the first packet"),
+              "yaxis": _axis("duration (µs)", type="log")}
     note = (f" More than {MAX_POINTS_PER_SERIES} packets: each stage shows the min, median "
             f"and max of {TIME_BUCKETS} time buckets; every anomalous packet is kept."
             if downsampled else "")
-    return (_figure_html(fig, "fig-timeline", 460)
-            + f'<p class="caption">Each dot is a packet\'s stage duration; crosses are the '
-              f"{int(marked.sum())} anomalous packets (at their anomalous stage).{note}</p>")
+    return (_figure_html(data, layout, "fig-timeline", 460)
+            + f'<p class="caption">Each dot is a packet\'s stage duration (triangles: sent '
+              f"segments); crosses are the {len(index)} anomalous packets at their anomalous "
+              f"stage.{note}</p>")
 
 
 def _downsample(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -467,14 +613,8 @@ def _downsample(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _distributions(table: pd.DataFrame) -> str:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("histogram (log bins)", "CDF"),
-                        horizontal_spacing=0.08)
     measured = {}
-    for interval in measures(table):
-        values = numeric(table, interval.column).to_numpy()
+    for interval, values in _series(table):
         values = np.maximum(values[np.isfinite(values)], LOG_FLOOR_US)
         if values.size:
             measured[interval] = values
@@ -484,52 +624,42 @@ def _distributions(table: pd.DataFrame) -> str:
     lo = min(float(v.min()) for v in measured.values())
     hi = max(float(v.max()) for v in measured.values())
     edges = np.geomspace(lo, hi * 1.0001 if hi > lo else lo * 1.01 + 1e-9, HISTOGRAM_BINS + 1)
+    centres = np.sqrt(edges[:-1] * edges[1:])
+    probs = np.linspace(0.0, 1.0, CDF_POINTS)
+    data: list[dict[str, Any]] = []
     for interval, values in measured.items():
         counts, _ = np.histogram(values, bins=edges)
-        centres = np.sqrt(edges[:-1] * edges[1:])
-        group = {"legendgroup": interval.name, "line": {"color": interval.color}}
-        fig.add_trace(go.Scatter(
-            name=interval.name, x=_r(centres), y=counts.tolist(), mode="lines",
-            line_shape="hvh", fill="tozeroy", opacity=0.6,
-            hovertemplate=f"{interval.name} ≈%{{x:.1f}} µs: %{{y}} packets<extra></extra>",
-            **group), row=1, col=1)
-        probs = np.linspace(0.0, 1.0, CDF_POINTS)
-        fig.add_trace(go.Scatter(
-            name=interval.name, x=_r(np.quantile(values, probs)), y=_r(probs, 4),
-            mode="lines", showlegend=False,
-            hovertemplate=f"{interval.name} p%{{y:.3f}} = %{{x:.1f}} µs<extra></extra>",
-            **group), row=1, col=2)
-    fig.update_xaxes(type="log", title_text="duration (µs)")
-    fig.update_yaxes(title_text="packets", row=1, col=1)
-    fig.update_yaxes(title_text="fraction of packets ≤ duration", row=1, col=2)
-    fig.update_layout(legend={"orientation": "h", "y": 1.08, "yanchor": "bottom"})
-    return (_figure_html(fig, "fig-distributions", 420)
-            + '<p class="caption">Stages are measured per packet; a stage missing here '
-              "was not measurable with the sources given (see the notes).</p>")
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers
+        dash = "dot" if interval.transmit else "solid"
+        line = {"color": interval.color, "dash": dash}
+        data.append({"type": "scatter", "name": interval.key, "legendgroup": interval.key,
+                     "x": _r(centres), "y": counts.tolist(), "mode": "lines",
+                     "line": {**line, "shape": "hvh"}, "fill": "tozeroy", "opacity": 0.6,
+                     "hovertemplate": f"{interval.key} ≈%{{x:.1f}} µs: %{{y}} packets"
+                                      "<extra></extra>"})
+        data.append({"type": "scatter", "name": interval.key, "legendgroup": interval.key,
+                     "x": _r(np.quantile(values, probs)), "y": _r(probs, 4), "mode": "lines",
+                     "showlegend": False, "xaxis": "x2", "yaxis": "y2", "line": line,
+                     "hovertemplate": f"{interval.key} p%{{y:.3f}} = %{{x:.1f}} µs"
+                                      "<extra></extra>"})
+    layout = {
+        "legend": {"orientation": "h", "y": 1.08, "yanchor": "bottom"},
+        "xaxis": _axis("duration (µs)", type="log", domain=[0, 0.46]),
+        "yaxis": _axis("packets"),
+        "xaxis2": _axis("duration (µs)", type="log", domain=[0.54, 1], anchor="y2"),
+        "yaxis2": _axis("fraction of packets ≤ duration", anchor="x2", range=[0, 1]),
+        "annotations": [
+            {"text": "histogram (log bins)", "x": 0.23, "y": 1.0, "xref": "paper",
+             "yref": "paper", "showarrow": False, "yanchor": "bottom"},
+            {"text": "CDF", "x": 0.77, "y": 1.0, "xref": "paper", "yref": "paper",
+             "showarrow": False, "yanchor": "bottom"}],
+    }
+    return (_figure_html(data, layout, "fig-distributions", 420)
+            + '<p class="caption">Each stage on its own rows (dotted: sent segments); a stage '
+              "missing here was not measurable with the sources given (see the notes).</p>")
 
 
 def _swatch(color: str) -> str:
     return f'<span class="swatch" style="background:{color}"></span>'
-
-
-def _details(extra: dict[str, Any]) -> str:
-    """Other alignment fields as ``key: value`` lines (values as JSON, numbers shortened)."""
-    lines = []
-    for key in sorted(extra):
-        value = extra[key]
-        number = _float(value) if not isinstance(value, (bool, str)) else None
-        if number is not None:
-            text = f"{number:.6g}"
-        elif isinstance(value, str):
-            text = value
-        else:
-            text = json.dumps(value, default=str, ensure_ascii=False)
-        lines.append(f"<b>{html.escape(str(key))}</b>: {html.escape(text)}")
-    return "<br>".join(lines)
 
 
 def _flow_labels(rows: pd.DataFrame) -> list[str]:
@@ -546,7 +676,7 @@ def _text(table: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _r(values: Any, digits: int = 3) -> list[float | None]:
-    """Rounded plain floats for chart data (1 ns for µs, NaN → None): small, stable JSON."""
+    """Rounded plain floats for chart data (NaN → None): small, stable JSON."""
     array = np.round(np.asarray(values, dtype=float), digits)
     return [None if not math.isfinite(v) else float(v) for v in array.tolist()]
 
@@ -564,12 +694,8 @@ def _float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _plain(value: Any) -> str:
-    number = _float(value)
-    if number is None:
-        return "–" if value is None else str(value)
-    return f"{number:.6g}"
-
-
 def _seconds(value: float) -> str:
     return "–" if not math.isfinite(value) else f"{value:.6f}"
+
+
+__all__ = ["STAGE_COLORS", "render_html_report", "write_html_report"]

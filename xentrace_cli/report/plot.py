@@ -1,9 +1,12 @@
 """The static per-packet waterfall of ``analyze --plot FILE.png|FILE.svg`` (matplotlib, Agg).
 
-One horizontal row per packet (the anomalous and worst ones, plus a sample of normal ones),
-its intervals as bars on a timeline starting at the packet's first checkpoint, coloured by
-stage; anomalous intervals hatched and outlined, with a label naming stage, duration, cause.
-The files are reproducible: no date in the SVG, fixed SVG ids.
+One panel per direction (received, then sent), one horizontal row per packet (the anomalous
+and worst ones, plus a sample of normal ones), its intervals as bars on a timeline starting
+at the packet's first checkpoint, coloured by stage; anomalous intervals hatched and
+outlined, with a label naming stage, duration, cause. One capture alone has no stages: the
+panel then shows each exchange as request → response followed by response → next request.
+matplotlib is imported only here, when a plot is asked for. The files are reproducible: no
+date in the SVG, fixed SVG ids.
 """
 
 from __future__ import annotations
@@ -17,8 +20,13 @@ from ..errors import OptionError
 from ..units import format_duration
 from .waterfall import (
     ANOMALY_COLOR,
+    DIRECTIONS,
+    Interval,
     checkpoints,
+    direction_rows,
     intervals,
+    lone_intervals,
+    numeric,
     packet_labels,
     segments,
     select_packets,
@@ -26,8 +34,6 @@ from .waterfall import (
 
 #: File suffixes plot_waterfall writes.
 PLOT_SUFFIXES = (".png", ".svg")
-#: Linear axis unless the longest packet is this many times the typical one.
-SYMLOG_RATIO = 20.0
 
 
 def plot_waterfall(analysis: Any, path: str | Path, *, worst: int = 15,
@@ -45,23 +51,25 @@ def plot_waterfall(analysis: Any, path: str | Path, *, worst: int = 15,
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
     table = analysis.table.reset_index(drop=True)
-    rows = select_packets(table, worst=worst, normal=normal)
-    bars = segments(table, rows)
-    marks = checkpoints(table, rows)
-    labels = packet_labels(table.loc[rows])
-    n = len(rows)
-
+    panels = _panels(table, worst, normal)
     rc = {"svg.hashsalt": "xenlat", "svg.fonttype": "none", "font.size": 8}
     with matplotlib.rc_context(rc):
-        fig = Figure(figsize=(11, 1.6 + 0.24 * max(n, 4)), layout="constrained")
-        ax = fig.add_subplot()
-        if n == 0 or bars.empty:
-            ax.text(0.5, 0.5, "no packet with a measured stage", ha="center", va="center",
-                    transform=ax.transAxes)
-            ax.set_axis_off()
-        else:
-            _draw(ax, table, bars, marks, labels, n)
-        fig.suptitle(_title(analysis, n, len(table)), fontsize=10)
+        heights = [max(len(rows), 4) for _, _, rows, _, _ in panels] or [4]
+        fig = Figure(figsize=(11, 1.2 + 0.24 * sum(heights) + 0.5 * len(heights)),
+                     layout="constrained")
+        axes = fig.subplots(len(heights), 1, squeeze=False,
+                            gridspec_kw={"height_ratios": heights})[:, 0]
+        if not panels:
+            axes[0].text(0.5, 0.5, "no packet with a measured stage", ha="center",
+                         va="center", transform=axes[0].transAxes)
+            axes[0].set_axis_off()
+        shown = 0
+        for ax, (title, sub, rows, bars, marks) in zip(axes, panels, strict=False):
+            labels = packet_labels(sub.loc[rows])
+            _draw(ax, bars, marks, labels, len(rows), _panel_intervals(sub, title))
+            ax.set_title(f"{title}: {len(rows)} of {len(sub)} shown", loc="left", fontsize=9)
+            shown += len(rows)
+        fig.suptitle(_title(analysis, shown, sum(len(p[1]) for p in panels)), fontsize=10)
         metadata = {"Date": None} if suffix == ".svg" else None
         try:
             fig.savefig(path, format=suffix[1:], dpi=110, metadata=metadata)
@@ -70,9 +78,56 @@ def plot_waterfall(analysis: Any, path: str | Path, *, worst: int = 15,
     return path
 
 
-def _draw(ax: Any, table: Any, bars: Any, marks: Any, labels: list[str], n: int) -> None:
+def _panels(table: Any, worst: int, normal: int) -> list[tuple[str, Any, Any, Any, Any]]:
+    """(title, rows of the direction, rows drawn, bars, checkpoint marks) per panel."""
+    panels = []
+    for way, word in DIRECTIONS.items():
+        sub = table[direction_rows(table, way)]
+        if not intervals(sub, way):
+            continue
+        rows = select_packets(sub, worst=worst, normal=normal)
+        bars = segments(sub, rows)
+        if not bars.empty:
+            panels.append((f"{word} ({way})", sub, rows, bars, checkpoints(sub, rows)))
+    if not panels and lone_intervals(table):
+        sub = table[numeric(table, "request_to_response_us").notna()
+                    | numeric(table, "response_to_next_us").notna()]
+        rows = select_packets(sub, worst=worst, normal=normal)
+        panels.append(("exchanges (one capture: request → response → next request)", sub,
+                       rows, _lone_bars(sub, rows), None))
+    return panels
+
+
+def _panel_intervals(sub: Any, title: str) -> list[Interval]:
+    if title.startswith("exchanges"):
+        return lone_intervals(sub)
+    return intervals(sub, "tx" if "(tx)" in title else "rx")
+
+
+def _lone_bars(sub: Any, rows: Any) -> Any:
+    """Bars of one capture alone: request → response from 0, response → next after it."""
+    import pandas as pd
+
+    picked = sub.loc[rows]
+    first = numeric(picked, "request_to_response_us").fillna(0.0).to_numpy()
+    anomaly = picked["anomaly"].fillna("").astype(str).to_numpy() \
+        if "anomaly" in picked.columns else np.full(len(picked), "")
+    parts = []
+    for iv, start in zip(lone_intervals(sub), (np.zeros(len(picked)), first), strict=False):
+        duration = numeric(picked, iv.column).to_numpy()
+        ok = np.isfinite(duration)
+        parts.append(pd.DataFrame({
+            "row": picked.index[ok], "order": np.arange(len(picked))[ok],
+            "interval": iv.name, "key": iv.key, "color": iv.color, "start_us": start[ok],
+            "duration_us": duration[ok], "anomalous": (anomaly == iv.name)[ok],
+            "cause": ""}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _draw(ax: Any, bars: Any, marks: Any, labels: list[str], n: int,
+          shown: list[Interval]) -> None:
     scale_ms = 1e-3
-    for interval in intervals(table):
+    for interval in shown:
         part = bars[bars["interval"] == interval.name]
         if part.empty:
             continue
@@ -89,25 +144,22 @@ def _draw(ax: Any, table: Any, bars: Any, marks: Any, labels: list[str], n: int)
                             edgecolor=ANOMALY_COLOR, linewidth=1.6, hatch="///",
                             label=None if not normal.empty else label)
         for patch, (_, seg) in zip(container.patches, odd.iterrows(), strict=True):
-            patch.set_gid(f"anomaly-{interval.name}-{int(seg['row'])}")
+            patch.set_gid(f"anomaly-{interval.key}-{int(seg['row'])}")
             end = (seg["start_us"] + seg["duration_us"]) * scale_ms
-            text = f" ⚠ {interval.name} {format_duration(seg['duration_us'])}"
+            text = f" ⚠ {interval.key} {format_duration(seg['duration_us'])}"
             if seg["cause"]:
                 text += f" ({seg['cause']})"
             ax.text(end, seg["order"], text, va="center", ha="left", color=ANOMALY_COLOR,
-                    fontsize=7, gid=f"anomaly-label-{interval.name}-{int(seg['row'])}")
-    ax.scatter(marks["at_us"] * scale_ms, marks["order"], marker="|", s=40, color="black",
-               linewidths=0.8, zorder=3, label="checkpoint")
+                    fontsize=7, gid=f"anomaly-label-{interval.key}-{int(seg['row'])}")
+    if marks is not None and len(marks):
+        ax.scatter(marks["at_us"] * scale_ms, marks["order"], marker="|", s=40,
+                   color="black", linewidths=0.8, zorder=3, label="checkpoint")
     ends = (bars["start_us"] + bars["duration_us"]).to_numpy() * scale_ms
     per_packet = np.zeros(n)
     np.maximum.at(per_packet, bars["order"].to_numpy(dtype=int), ends)
-    typical = float(np.median(per_packet[per_packet > 0])) if (per_packet > 0).any() else 0.0
-    if typical > 0 and per_packet.max() > SYMLOG_RATIO * typical:
-        ax.set_xscale("symlog", linthresh=typical * 2, linscale=1.0)
-        ax.set_xlabel("time since the packet's first checkpoint (ms, symlog scale: linear "
-                      f"to {typical * 2:.3g} ms, logarithmic beyond)")
-    else:
-        ax.set_xlabel("time since the packet's first checkpoint (ms)")
+    # linear: a stall is the long bar and the µs stages slivers (a log axis would make the
+    # first, smallest stage look the biggest)
+    ax.set_xlabel("time since the packet's first checkpoint (ms)")
     ax.set_xlim(left=0, right=per_packet.max() * 1.35)
     ax.set_yticks(range(n), labels)
     ax.set_ylim(n - 0.5, -0.5)

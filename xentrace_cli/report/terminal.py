@@ -23,49 +23,43 @@ from ..anomalies import stall_reason
 from ..model import format_flow
 from ..result import Analysis
 from ..units import format_duration
+from .numbers import column_format
 from .waterfall import (
     ANOMALY_COLOR,
+    CAUSE_WORDS,
+    DIRECTIONS,
     MERGED_COLOR,
     STAGE_COLORS,
     Interval,
     anomalous,
+    direction_rows,
+    first_times,
     intervals,
-    measures,
+    lone_intervals,
     numeric,
 )
 
 #: Width of a packet's stage bar, in characters.
 BAR_WIDTH = 40
 
-#: The cause of a stalled stage, in words.
-CAUSE_WORDS: dict[str, str] = {
-    "vcpu_runnable": "the guest vCPU was runnable but not running",
-    "vcpu_running": "the guest vCPU was running: the delay was inside the guest",
-    "vcpu_blocked": "the guest vCPU was blocked (nothing woke it)",
-    "dom0_runnable": "dom0's vCPU was runnable but not running (dom0 starved of CPU)",
-    "ring_full": "netback waited for free slots on the guest's I/O ring while the guest ran",
-    "lost_records": "the trace lost records during the stall: the cause is unknown",
-}
-
 #: Letters standing for the stages in a bar without colour.
 _LETTERS = {"vmm": "v", "driver_domain": "d", "ring": "r", "remap": "m", "socket_read": "s",
             # merged receive intervals and the transmit path
             "backend_to_guest": "b", "phys_to_guest": "b", "guest_to_read": "s",
-            "socket_write": "w", "guest_to_backend": "g"}
+            "socket_write": "w", "guest_to_backend": "g", "write_to_backend": "g",
+            "guest_to_phys": "g", "write_to_phys": "g"}
 
 
 def render_analysis(analysis: Analysis, console: Console, top: int = 10) -> None:
     """Print the report of one analysis."""
     table = analysis.table
     _header(analysis, console)
-    shown = intervals(table)
-    # receive stages first, then the transmit path, each in path order
-    shown = [iv for iv in shown if not iv.transmit] + [iv for iv in shown if iv.transmit]
+    shown = intervals(table)  # receive stages first, then the transmit path, in path order
     plain = _plain(console)
     # the lone view's intervals (request → response, response → next) summarized too
-    lone = [iv for iv in measures(table) if not iv.start]
+    lone = lone_intervals(table)
     if (shown or lone) and len(table):
-        console.print(_summary(analysis, shown + lone, console.width))
+        console.print(_summary(analysis, shown, lone, console.width))
     fitted = {pair: fit for pair, fit in analysis.alignment.items()
               if not (isinstance(fit, dict) and fit.get("quality") == "none")}
     if fitted:  # nothing fitted (one clock only): the notes say why
@@ -98,6 +92,15 @@ def _header(analysis: Analysis, console: Console) -> None:
                 f"{int((direction == 'tx').sum())} sent), ")
     line.append(f"{anomalies} anomalous", style="bold red" if anomalies else "green")
     line.append(f"\nsources: {sources or '–'}")
+    when = first_times(table)
+    if np.isfinite(when).any():
+        import datetime as dt
+
+        first = dt.datetime.fromtimestamp(float(np.nanmin(when)), dt.UTC)
+        clock = table.attrs.get("clock")
+        line.append(f"\nfirst packet: {first:%Y-%m-%d %H:%M:%S.%f} UTC"
+                    + (f" ({clock} clock)" if clock else "")
+                    + "; packet times are seconds after it")
     console.print(line)
 
 
@@ -110,40 +113,69 @@ def _stage_uncertainty(analysis: Analysis, name: str) -> float | None:
     return None
 
 
-def _summary(analysis: Analysis, shown: list[Interval], width: int = 80) -> Table:
+def _summary(analysis: Analysis, shown: list[Interval], lone: list[Interval],
+             width: int = 80) -> Table:
+    """One section per direction (its stages in path order, then its total), then the
+    exchanges of the lone view. Stages are named as budgets name them: ``ring``, ``tx.ring``.
+    Each duration column has one unit and one number of decimals (the header names it)."""
+    table = analysis.table
+    anomaly = table["anomaly"].fillna("").astype(str).to_numpy() \
+        if "anomaly" in table.columns else np.full(len(table), "")
+    groups = []
+    for way in DIRECTIONS:
+        mine = [iv for iv in shown if iv.direction == way]
+        if mine:
+            groups.append([*mine, Interval("total", "first", "last", direction=way)])
+    if lone:
+        groups.append(lone)
+    measured = [[m for m in (_measure(analysis, iv, anomaly) for iv in group) if m]
+                for group in groups]
+    every = [m for group in measured for m in group]
+    worst_unc = max((m["unc"] or 0.0 for m in every), default=0.0)
+    formats = {c: column_format([m[c] for m in every], worst_unc)
+               for c in ("p50", "p90", "p99", "max")}
     grid = Table(title="Where the time went (per data segment)", title_justify="left",
                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     with_span = width >= 110  # the checkpoints of each interval, where there is room
-    columns = ("stage", "span", "n", "p50", "p90", "p99", "max", "±", "anom.")
-    for column in columns:
-        if column == "span" and not with_span:
-            continue
-        grid.add_column(column, justify="left" if column in ("stage", "span") else "right",
-                        no_wrap=True)
-    anomaly = analysis.table["anomaly"].fillna("").astype(str) \
-        if "anomaly" in analysis.table.columns else pd.Series("", index=analysis.table.index)
-    rows = [(iv.name + (" (tx)" if iv.transmit else ""), iv.name,
-             f"{iv.start}→{iv.end}" if iv.start else "per exchange", iv.column, iv.color)
-            for iv in shown]
-    rows.append(("total", "total", "first→last", "total_us", STAGE_COLORS["total"]))
-    for label, name, span, column, color in rows:
-        if column not in analysis.table.columns:
-            continue
-        values = pd.to_numeric(analysis.table[column], errors="coerce").to_numpy(float)
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            continue
-        unc = _stage_uncertainty(analysis, name)
-        p50, p90, p99 = np.percentile(values, [50, 90, 99])
-        flagged = int((anomaly == name).sum()) if name != "total" else int(anomaly.ne("").sum())
-        # rounded to what the clocks allow; the ± goes once in its own column
-        cells = [format_duration(float(v), unc).split(" ±")[0]
-                 for v in (p50, p90, p99, values.max())]
-        grid.add_row(Text(label, style=color), *([span] if with_span else []),
-                     str(values.size), *cells,
-                     format_duration(unc) if unc else "",
-                     Text(str(flagged), style="bold red") if flagged else "0")
+    grid.add_column("stage", no_wrap=True)
+    if with_span:
+        grid.add_column("span", no_wrap=True)
+    grid.add_column("n", justify="right", no_wrap=True)
+    for column, fmt in formats.items():
+        grid.add_column(f"{column} ({fmt.unit})", justify="right", no_wrap=True)
+    grid.add_column("±", justify="right", no_wrap=True)
+    grid.add_column("anom.", justify="right", no_wrap=True)
+    for group in measured:
+        if grid.rows and group:
+            grid.add_section()
+        for m in group:
+            iv = m["iv"]
+            grid.add_row(Text(iv.key, style=STAGE_COLORS.get(iv.name, iv.color)),
+                         *([m["span"]] if with_span else []), str(m["n"]),
+                         *(fmt(m[c]) for c, fmt in formats.items()),
+                         format_duration(m["unc"]) if m["unc"] else "",
+                         Text(str(m["flagged"]), style="bold red") if m["flagged"] else "0")
     return grid
+
+
+def _measure(analysis: Analysis, iv: Interval, anomaly: np.ndarray) -> dict[str, Any] | None:
+    """One summary row's numbers, or None when the interval has no value."""
+    table = analysis.table
+    if iv.column not in table.columns:
+        return None
+    rows = direction_rows(table, iv.direction)
+    values = pd.to_numeric(table[iv.column], errors="coerce").to_numpy(float)[rows]
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    mine = anomaly[rows]
+    span = "per exchange" if not iv.start else f"{iv.start}→{iv.end}"
+    return {"iv": iv, "n": int(values.size), "p50": p50, "p90": p90, "p99": p99,
+            "max": float(values.max()), "unc": _stage_uncertainty(analysis, iv.key),
+            "span": "first→last" if iv.name == "total" else span,
+            "flagged": int((mine != "").sum()) if iv.name == "total"
+            else int((mine == iv.name).sum())}
 
 
 def _alignment(alignment: dict[str, Any]) -> Table:
@@ -233,11 +265,14 @@ def _worst(analysis: Analysis, shown: list[Interval], top: int, plain: bool,
     same = stall_key.duplicated() & flagged.loc[ranked].to_numpy()
     alike = stall_key[flagged.loc[ranked].to_numpy()].value_counts()
     rows = ranked[~same.to_numpy()][:top]
+    when = pd.Series(first_times(table), index=table.index)
+    t0 = float(np.nanmin(when)) if when.notna().any() else float("nan")
     bar_width = max(10, min(BAR_WIDTH, width - 56))
     lines: list[Text] = [Text(f"Worst {len(rows)} packets", style="bold italic")]
     for row in rows:
         record = table.loc[row]
-        head = Text(f"#{row:<6} {_time_of(record)}  {_packet_of(record)}")
+        head = Text(f"{_where(record, row):<12} {_seconds_after(when[row], t0)}  "
+                    f"{_packet_of(record)}")
         body = Text("        total ")
         body.append(format_duration(_float(record.get("total_us")),
                                     _float(record.get("uncertainty_us"))))
@@ -255,8 +290,12 @@ def _worst(analysis: Analysis, shown: list[Interval], top: int, plain: bool,
         if cause:
             lines.append(Text("        cause: " + cause, style="italic"))
     legend = Text("split: ", style="dim")
+    seen = set()
     for iv in shown:
         glyph = _LETTERS.get(iv.name, "·") if plain else "█"
+        if (glyph, iv.color) in seen:
+            continue
+        seen.add((glyph, iv.color))
         legend.append(glyph, style=iv.color)
         legend.append(f" {iv.name}  ")
     lines.append(legend)
@@ -271,15 +310,17 @@ def _float(value: Any) -> float:
     return out
 
 
-def _time_of(record: pd.Series) -> str:
-    times = [_float(v) for k, v in record.items() if str(k).startswith("t_")]
-    times = [t for t in times if math.isfinite(t)]
-    if not times:
-        return "–"
-    import datetime as dt
+def _where(record: pd.Series, row: Any) -> str:
+    """``frame 812`` (the anchor capture's frame, to find it in Wireshark), else ``#row``."""
+    frame = record.get("frame")
+    if frame is not None and frame is not pd.NA and _float(frame) == _float(frame):
+        return f"frame {int(frame)}"
+    return f"#{row}"
 
-    first = min(times)
-    return dt.datetime.fromtimestamp(first, dt.UTC).strftime("%H:%M:%S.%f")
+
+def _seconds_after(t: float, t0: float) -> str:
+    """A packet's time the one way every report writes it: seconds after the first packet."""
+    return f"+{t - t0:.6f} s" if math.isfinite(t) and math.isfinite(t0) else "–"
 
 
 def _directed_flows(rows: pd.DataFrame) -> list[str]:
@@ -303,7 +344,8 @@ def _packet_of(record: pd.Series) -> str:
 
 def _bar(record: pd.Series, shown: list[Interval], plain: bool,
          width: int = BAR_WIDTH) -> Text:
-    values = [(iv, _float(record.get(iv.column))) for iv in shown]
+    way = str(record.get("direction") or "rx")
+    values = [(iv, _float(record.get(iv.column))) for iv in shown if iv.direction == way]
     values = [(iv, v) for iv, v in values if math.isfinite(v) and v > 0]
     bar = Text()
     total = sum(v for _, v in values)
@@ -335,7 +377,10 @@ def _anomaly_of(record: pd.Series) -> Text:
         return Text("")
     stall = str(record.get("stall") or "")
     value = _float(record.get(f"{anomaly}_us"))
-    text = f"{anomaly} {format_duration(value)}" if math.isfinite(value) else anomaly
+    unc = _float(record.get("uncertainty_us"))
+    # written as the total is (same rounding), without repeating the ±
+    text = f"{anomaly} {format_duration(value, unc).split(' ±')[0]}" \
+        if math.isfinite(value) else anomaly
     if stall and stall != "nan":
         # what a stall of that size usually is — only a guess when the trace names no cause
         cause = str(record.get("cause") or "")

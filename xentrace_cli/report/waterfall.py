@@ -1,9 +1,14 @@
-"""What the HTML report and the matplotlib plot both draw: the per-packet waterfall.
+"""What the HTML report, the terminal report and the matplotlib plot all draw: the intervals
+of each direction and the per-packet waterfall.
 
+A row of the analysis table is a received (``rx``) or a transmitted (``tx``) segment; the two
+paths share the ``<stage>_us`` columns where the same layer holds the packet, with different
+checkpoints (receive ``ring`` is backend → copy, transmit ``ring`` is dom0_run → copy), so
+every interval here belongs to one direction and is laid out on that direction's rows only.
 Chooses the packets worth showing (every anomalous one up to a cap, the worst by total, and
-an evenly spread sample of normal ones) and lays each packet's intervals out on a shared
-timeline that starts at the packet's first checkpoint. Vectorized over packets: loops run over
-the handful of intervals, never over rows. The stage colours live here, once.
+an evenly spread sample of normal ones) and lays each packet's intervals out on a timeline
+that starts at the packet's first checkpoint. Vectorized over packets: loops run over the
+handful of intervals, never over rows. The stage colours live here, once.
 """
 
 from __future__ import annotations
@@ -15,51 +20,79 @@ import pandas as pd
 
 from ..model import (
     CHECKPOINTS,
+    DIRECTION_STAGES,
     LONE_INTERVALS,
+    MERGED_INTERVALS,
     STAGES,
     TX_CHECKPOINTS,
+    TX_INTERVALS,
+    TX_STAGES,
     checkpoint_column,
     stage_column,
+    stat_key,
 )
 
-#: One colour per stage (colour-blind-safe Okabe–Ito palette).
+#: One colour per layer (colour-blind-safe Okabe–Ito palette): a stage keeps its colour in
+#: both directions.
 STAGE_COLORS: dict[str, str] = {
     "vmm": "#E69F00",
     "driver_domain": "#56B4E9",
     "ring": "#009E73",
     "remap": "#CC79A7",
     "socket_read": "#0072B2",
+    "socket_write": "#F0E442",
     "total": "#555555",
     "request_to_response": "#8C564B",
     "response_to_next": "#BCBD22",
 }
-#: Merged and transmit intervals take these in path order (greys and muted tones, so that
-#: the five stages stay the loud colours).
+#: Merged intervals take these in path order (greys and muted tones, so that the stages stay
+#: the loud colours).
 OTHER_COLORS: tuple[str, ...] = ("#999999", "#6F4E7C", "#5F9E6E", "#B07AA1", "#7F7F7F",
                                  "#9C755F", "#76B7B2")
 MERGED_COLOR = OTHER_COLORS[0]
 ANOMALY_COLOR = "#D55E00"
+
+#: The cause of a stalled stage, in words (every report says it the same way).
+CAUSE_WORDS: dict[str, str] = {
+    "vcpu_runnable": "the guest vCPU was runnable but not running",
+    "vcpu_running": "the guest vCPU was running: the delay was inside the guest",
+    "vcpu_blocked": "the guest vCPU was blocked (nothing woke it)",
+    "dom0_runnable": "dom0's vCPU was runnable but not running (dom0 starved of CPU)",
+    "ring_full": "netback waited for free slots on the guest's I/O ring while the guest ran",
+    "lost_records": "the trace lost records during the stall: the cause is unknown",
+}
 
 #: Packets a waterfall shows by default.
 WORST_PACKETS = 15
 NORMAL_PACKETS = 15
 MAX_ANOMALOUS = 40
 
-#: Every checkpoint, receive path then the transmit-only ones, in path order.
+#: The directions, in the order reports show them, with their words.
+DIRECTIONS: dict[str, str] = {"rx": "received", "tx": "sent"}
+#: Each direction's stages: name -> (from, to).
+_STAGES_OF: dict[str, dict[str, tuple[str, str]]] = {"rx": STAGES, "tx": TX_STAGES}
+#: Each direction's merged intervals, in path order.
+_MERGED_OF: dict[str, tuple[str, ...]] = {"rx": MERGED_INTERVALS, "tx": TX_INTERVALS}
+#: Each direction's checkpoints, in path order.
+_POINTS_OF: dict[str, tuple[str, ...]] = {"rx": CHECKPOINTS, "tx": TX_CHECKPOINTS}
+#: Every checkpoint, receive path then the transmit-only ones.
 _POINTS: tuple[str, ...] = (*CHECKPOINTS, *[p for p in TX_CHECKPOINTS if p not in CHECKPOINTS])
 
 
 @dataclasses.dataclass(frozen=True)
 class Interval:
-    """One drawable interval of the analysis table: a stage, a merged or a transmit interval."""
+    """One drawable interval of the analysis table: a stage, a merged interval of one
+    direction, or a lone-capture interval (no checkpoints, no direction)."""
 
     name: str
     start: str
-    """Checkpoint the interval starts at."""
+    """Checkpoint the interval starts at ("" for a lone-capture interval)."""
     end: str
     """Checkpoint the interval ends at."""
     other_color: str = MERGED_COLOR
     """Colour when the interval is not one of ``STAGE_COLORS``."""
+    direction: str = "rx"
+    """``rx`` or ``tx``: the rows the interval is measured on ("" for a lone interval)."""
 
     @property
     def column(self) -> str:
@@ -73,58 +106,78 @@ class Interval:
 
     @property
     def merged(self) -> bool:
-        """True for an interval that stands for several stages (or a transmit interval)."""
-        return self.name not in STAGES
+        """True for an interval that stands for several stages."""
+        return bool(self.start) and self.name not in DIRECTION_STAGES.get(self.direction, ())
 
     @property
     def transmit(self) -> bool:
-        """True for an interval of the transmit path (write → guest → backend → phys)."""
-        if self.start not in TX_CHECKPOINTS or self.end not in TX_CHECKPOINTS:
-            return False
-        return TX_CHECKPOINTS.index(self.start) < TX_CHECKPOINTS.index(self.end)
+        """True for an interval of the transmit path."""
+        return self.direction == "tx"
+
+    @property
+    def key(self) -> str:
+        """How statistics and budgets name it: ``ring`` (receive), ``tx.ring`` (transmit)."""
+        return stat_key(self.name, self.direction) if self.start else self.name
 
     @property
     def label(self) -> str:
-        """Legend text: ``socket_read``, ``backend_to_guest (merged)``, ``guest_to_backend
-        (tx)``."""
-        if self.name in STAGES or not self.start:
-            return self.name
-        return f"{self.name} ({'tx' if self.transmit else 'merged'})"
+        """Legend text: ``ring``, ``tx.ring``, ``backend_to_guest (merged)``."""
+        return f"{self.key} (merged)" if self.merged else self.key
 
 
-def _measured(table: pd.DataFrame, column: str) -> bool:
-    """The column exists and holds at least one value (the schema is fixed: most are empty)."""
-    return column in table.columns and \
-        bool(pd.to_numeric(table[column], errors="coerce").notna().any())
+def direction_rows(table: pd.DataFrame, direction: str) -> np.ndarray:
+    """Boolean mask of one direction's rows (a table without ``direction`` is all receive)."""
+    if not direction:
+        return np.ones(len(table), dtype=bool)
+    if "direction" not in table.columns:
+        return np.full(len(table), direction == "rx")
+    return (table["direction"].astype(str) == direction).to_numpy()
 
 
-def intervals(table: pd.DataFrame) -> list[Interval]:
-    """The stages and merged intervals the table measures for some packet, in path order."""
-    found = [Interval(name, a, b) for name, (a, b) in STAGES.items()
-             if _measured(table, stage_column(name))]
-    others = []
-    for column in table.columns:
-        if not column.endswith("_us") or "_to_" not in column or not _measured(table, column):
-            continue
-        name = column[:-3]
-        for i in range(len(name)):
-            if name.startswith("_to_", i) and name[:i] in _POINTS and name[i + 4:] in _POINTS:
-                others.append((name, name[:i], name[i + 4:]))
-                break
-    order = {p: i for i, p in enumerate(_POINTS)}
-    others.sort(key=lambda o: (order[o[1]], order[o[2]], o[0]))
-    found += [Interval(name, a, b, OTHER_COLORS[i % len(OTHER_COLORS)])
-              for i, (name, a, b) in enumerate(others)]
-    return sorted(found, key=lambda iv: (order[iv.start], order[iv.end], iv.name))
+def _measured(table: pd.DataFrame, column: str, direction: str = "") -> bool:
+    """The column exists and holds a value on some row of the direction."""
+    if column not in table.columns:
+        return False
+    values = pd.to_numeric(table[column], errors="coerce")
+    return bool(values[direction_rows(table, direction)].notna().any())
+
+
+def _split_name(name: str) -> tuple[str, str] | None:
+    """``backend_to_guest`` → (``backend``, ``guest``)."""
+    for i in range(len(name)):
+        if name.startswith("_to_", i) and name[:i] in _POINTS and name[i + 4:] in _POINTS:
+            return name[:i], name[i + 4:]
+    return None
+
+
+def intervals(table: pd.DataFrame, direction: str | None = None) -> list[Interval]:
+    """The stages and merged intervals the table measures for some packet of ``direction``
+    (both, receive first, when None), each direction in path order."""
+    if direction is None:
+        return [iv for way in DIRECTIONS for iv in intervals(table, way)]
+    found = [Interval(name, a, b, direction=direction)
+             for name, (a, b) in _STAGES_OF[direction].items()
+             if _measured(table, stage_column(name), direction)]
+    merged = [(name, *_split_name(name)) for name in _MERGED_OF[direction]
+              if _split_name(name) and _measured(table, stage_column(name), direction)]
+    found += [Interval(name, a, b, OTHER_COLORS[i % len(OTHER_COLORS)], direction)
+              for i, (name, a, b) in enumerate(merged)]
+    order = {p: i for i, p in enumerate(_POINTS_OF[direction])}
+    return sorted(found, key=lambda iv: (order.get(iv.start, 99), order.get(iv.end, 99),
+                                         iv.name))
+
+
+def lone_intervals(table: pd.DataFrame) -> list[Interval]:
+    """The lone-capture intervals measured (``request_to_response``, ``response_to_next``):
+    per exchange, on the row of the response, whichever its direction."""
+    return [Interval(name, "", "", direction="") for name in LONE_INTERVALS
+            if _measured(table, stage_column(name))]
 
 
 def measures(table: pd.DataFrame) -> list[Interval]:
-    """Everything the table measures per packet: :func:`intervals`, then the lone-capture
-    intervals (``request_to_response``, ``response_to_next``), which have no checkpoints."""
-    found = intervals(table)
-    found += [Interval(name, "", "") for name in LONE_INTERVALS
-              if _measured(table, stage_column(name))]
-    return found
+    """Everything the table measures per packet: :func:`intervals` of both directions, then
+    the lone-capture intervals."""
+    return intervals(table) + lone_intervals(table)
 
 
 def checkpoint_columns(table: pd.DataFrame) -> list[str]:
@@ -176,8 +229,15 @@ def select_packets(table: pd.DataFrame, worst: int = WORST_PACKETS,
 
 
 def packet_labels(rows: pd.DataFrame) -> list[str]:
-    """Short, unique y-axis labels: ``#12 rx seq 1300``."""
-    direction = rows["direction"].astype(str) if "direction" in rows.columns else ""
+    """Short, unique y-axis labels: ``frame 812 rx`` (the anchor capture's frame number, as
+    Wireshark shows it), or ``#12 rx seq 1300`` for a table without frame numbers."""
+    direction = rows["direction"].astype(str) if "direction" in rows.columns else \
+        pd.Series("", index=rows.index)
+    if "frame" in rows.columns and rows["frame"].notna().all():
+        frames = pd.Series(pd.array(rows["frame"], dtype="Int64"), index=rows.index)
+        labels = "frame " + frames.astype(str) + " " + direction
+        if not labels.duplicated().any():
+            return labels.tolist()
     seq = rows["seq"].astype(str) if "seq" in rows.columns else ""
     labels = ("#" + pd.Series(rows.index, index=rows.index).astype(str) + " " + direction
               + " seq " + seq)
@@ -187,7 +247,8 @@ def packet_labels(rows: pd.DataFrame) -> list[str]:
 def segments(table: pd.DataFrame, rows: pd.Index) -> pd.DataFrame:
     """Long table of the bars to draw for ``rows``: one row per (packet, interval) measured.
 
-    Columns: ``row`` (table index), ``order`` (position in ``rows``), ``interval``, ``color``,
+    Columns: ``row`` (table index), ``order`` (position in ``rows``), ``interval`` (its
+    name), ``key`` (``ring`` or ``tx.ring``), ``color``,
     ``start_us`` (from the packet's first checkpoint), ``duration_us``, ``anomalous``,
     ``cause``.
     """
@@ -203,16 +264,18 @@ def segments(table: pd.DataFrame, rows: pd.Index) -> pd.DataFrame:
         start_col = checkpoint_column(interval.start)
         start = (numeric(picked, start_col).to_numpy() - t0) * 1e6 \
             if start_col in picked.columns else np.full(len(picked), np.nan)
-        ok = np.isfinite(duration) & np.isfinite(start)
+        # the column holds the other direction's stage on the other rows: not this interval
+        ok = np.isfinite(duration) & np.isfinite(start) & \
+            direction_rows(picked, interval.direction)
         parts.append(pd.DataFrame({
             "row": picked.index[ok], "order": np.arange(len(picked))[ok],
-            "interval": interval.name, "color": interval.color,
+            "interval": interval.name, "key": interval.key, "color": interval.color,
             "start_us": start[ok], "duration_us": duration[ok],
             "anomalous": (anomaly.to_numpy() == interval.name)[ok],
             "cause": cause.to_numpy()[ok],
         }))
     if not parts:
-        return pd.DataFrame(columns=["row", "order", "interval", "color", "start_us",
+        return pd.DataFrame(columns=["row", "order", "interval", "key", "color", "start_us",
                                      "duration_us", "anomalous", "cause"])
     return pd.concat(parts, ignore_index=True).sort_values(["order", "start_us"],
                                                            kind="stable", ignore_index=True)
