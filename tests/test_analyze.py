@@ -658,8 +658,9 @@ def test_terminal_report_without_colour() -> None:
     row = next(line for line in text.splitlines() if line.lstrip().startswith("backend_to_g"))
     cells = re.split(r"\s{2,}", row.strip())
     assert cells[:3] == ["backend_to_guest", "backend→guest", "3"]  # width 140: span shown
-    assert cells[3:8] == ["20 µs"] * 4 + ["12 µs"]
-    assert "socket_read 100.0 ms (≈100 ms)" in text
+    # one unit per table (ms: another row holds a stall), the last digit that of the ±12 µs
+    assert cells[3:8] == ["0.02"] * 4 + ["12 µs"]
+    assert "socket_read 100.02 ms (≈100 ms)" in text  # rounded as the total is
     assert "the guest vCPU was runnable but not running — preempted by d7v1" in text
     # the bar of the stalled packet: letters stand for stages without colour, upper = anomaly
     assert "S" * 30 in text

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -414,6 +415,110 @@ def simulate(scenario: str, out_dir: Path | None, seed: int, requests: int | Non
     written = run_scenario(scenario, out_dir, seed=seed, requests=requests, host=host)
     for path in written:
         click.echo(str(path))
+
+
+@main.command()
+@click.option("--domid", type=click.IntRange(0, 0x7FEF), help="The guest's domain id "
+              "(xl list).")
+@click.option("--guest-name", help="The guest's name (xl list); its domid is looked up with "
+              "'xl domid' when --domid is not given.")
+@click.option("--duration", default="30s", show_default=True,
+              help="How long to record, e.g. 30s, 2m (a bare number is seconds).")
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path),
+              default=Path("xenlat-set"), show_default=True,
+              help="Directory to record into (the capture set).")
+@click.option("--nic", default="eth0", show_default=True, help="dom0's physical NIC.")
+@click.option("--vif", help="The guest's backend interface (default: vif<domid>.0).")
+@click.option("--guest-iface", default="eth0", show_default=True,
+              help="The network interface inside the guest.")
+@click.option("--guest-ip", help="Keep only this address's traffic in the physical-NIC "
+              "capture.")
+@click.option("--pid", type=click.IntRange(min=1), help="The application to strace.")
+@click.option("--app", help="The application to start under strace instead of --pid.")
+@click.option("--type", "guest_type", type=click.Choice(["pv", "hvm"]), default="pv",
+              show_default=True, help="The guest's virtualization mode.")
+@click.option("--side", type=click.Choice(["auto", "dom0", "guest"]), default="auto",
+              show_default=True, help="Which side of the plan --run executes (auto: detect "
+              "from /proc/xen).")
+@click.option("--run", "execute", is_flag=True, help="Run this side's commands for the "
+              "duration and write the manifest (default: print the plan).")
+@common_options
+def record(domid: int | None, guest_name: str | None, duration: str, out_dir: Path,
+           nic: str, vif: str | None, guest_iface: str, guest_ip: str | None,
+           pid: int | None, app: str | None, guest_type: str, side: str,
+           execute: bool) -> None:
+    """Print (or, with --run, execute) the commands that record a capture set.
+
+    dom0's side: tcpdump on the physical NIC and on vifD.N, xentrace, the TSC frequency from
+    'xl info'; the guest's side: tcpdump on its interface, strace on the application. --run
+    runs the side it is on for the duration, into the directory, and writes
+    xenlat-set.toml, which 'xenlat analyze DIR' reads. docs/record.md has PV and HVM plans.
+
+    \b
+    Example:
+      xenlat record --domid 5 --duration 30s -o /var/tmp/set --pid 1234
+      xenlat record --domid 5 --duration 30s -o /var/tmp/set --run
+    """
+    from . import record as rec
+
+    seconds = _seconds_option(duration)
+    if domid is None and guest_name is not None:
+        domid = _domid_of(guest_name)
+    if domid is None:
+        raise click.UsageError("give --domid (or --guest-name, looked up with 'xl domid')")
+    options = rec.RecordOptions(domid=domid, duration_s=seconds, out_dir=out_dir, nic=nic,
+                                vif=vif, guest_iface=guest_iface, pid=pid, app=app,
+                                guest_ip=guest_ip, guest_type=guest_type,
+                                guest_name=guest_name)
+    steps = rec.plan(options)
+    if not execute:
+        click.echo(rec.format_plan(options, steps))
+        return
+    where = rec.detect_side() if side == "auto" else side
+    if where is None:
+        raise click.UsageError("this machine is neither Xen's dom0 nor a Xen guest (no "
+                               "/proc/xen): give --side dom0 or --side guest")
+    problems = rec.preflight(steps, where, options)
+    if problems:
+        raise click.UsageError(f"cannot record on the {where} side: " + "; ".join(problems))
+    with progress_callback(f"recording ({where})") as on_progress:
+        done = rec.run(options, where,
+                       on_progress=(lambda a, b: on_progress(round(a * 10), round(b * 10)))
+                       if on_progress else None)
+    for warning in done.warnings:
+        click.echo(f"xenlat: warning: {warning}", err=True)
+    for name in done.files.values():
+        click.echo(str(out_dir / name))
+    click.echo(str(done.manifest))
+    click.echo(f"# then: {rec.analyze_line(options, done.files, done.cpu_hz)}", err=True)
+
+
+_SECONDS = {"": 1.0, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def _seconds_option(text: str) -> float:
+    """``--duration``: ``30s``, ``2m``, ``1h``, ``500ms``; a bare number is seconds."""
+    found = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|min|m|h)?\s*", text)
+    value = float(found.group(1)) * _SECONDS[found.group(2) or ""] if found else 0.0
+    if not value > 0:
+        raise click.BadParameter(f"{text!r}: write a positive duration such as 30s or 2m",
+                                 param_hint="--duration")
+    return value
+
+
+def _domid_of(name: str) -> int:
+    import subprocess
+
+    try:
+        proc = subprocess.run(["xl", "domid", name], capture_output=True, text=True,
+                              check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise click.UsageError(f"--guest-name {name}: cannot run 'xl domid' ({exc}); give "
+                               "--domid") from None
+    if proc.returncode != 0 or not proc.stdout.strip().isdigit():
+        raise click.UsageError(f"--guest-name {name}: 'xl domid' knows no such guest; give "
+                               "--domid")
+    return int(proc.stdout.strip())
 
 
 @main.command()

@@ -225,7 +225,9 @@ def _stats_table(analysis: Any, table: pd.DataFrame) -> str:
     columns = ("p50", "p90", "p99", "p99.9", "max", "mean")
     unc = max((_float((analysis.baselines.get(iv.key) or {}).get("uncertainty_us")) or 0.0
                for iv, _ in rows), default=0.0)
-    formats = {c: column_format([stats[iv.key][c] for iv, _ in rows], unc) for c in columns}
+    # one unit for every duration column, so that a row reads across
+    shared = column_format([stats[iv.key][c] for iv, _ in rows for c in columns], unc)
+    formats = dict.fromkeys(columns, shared)
     head = "".join(f"<th>{c} ({formats[c].unit})</th>" for c in columns)
     lines = []
     for iv, span in rows:

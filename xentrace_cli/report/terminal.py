@@ -132,8 +132,10 @@ def _summary(analysis: Analysis, shown: list[Interval], lone: list[Interval],
                 for group in groups]
     every = [m for group in measured for m in group]
     worst_unc = max((m["unc"] or 0.0 for m in every), default=0.0)
-    formats = {c: column_format([m[c] for m in every], worst_unc)
-               for c in ("p50", "p90", "p99", "max")}
+    # one unit for the four columns too, so that a row reads across (p50 µs, p99 ms would not)
+    shared = column_format([m[c] for m in every for c in ("p50", "p90", "p99", "max")],
+                           worst_unc)
+    formats = dict.fromkeys(("p50", "p90", "p99", "max"), shared)
     grid = Table(title="Where the time went (per data segment)", title_justify="left",
                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     with_span = width >= 110  # the checkpoints of each interval, where there is room
