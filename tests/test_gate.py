@@ -1225,6 +1225,26 @@ def test_baseline_comparisons_in_path_order(tmp_path):
     assert [lim.stat for lim in limits[:4]] == ["p50", "p90", "p99", "max"]
 
 
+def test_negative_within_uncertainty_is_a_measurement():
+    # the analysis lets a stage lie below 0 by its uncertainty (+1 µs): a tx remap of
+    # -1.5 µs ±2 µs is a measurement near 0, not an impossible value; -4 µs is beyond it
+    analysis = make_two_way_analysis()
+    tx = analysis.table["direction"] == "tx"
+    analysis.table.loc[tx, "remap_us"] = np.linspace(-1.5, 3.0, int(tx.sum()))
+    near, low = _evaluate(analysis, ("tx.remap.p0 < 10us", "tx.remap.p50 < 10us")).checks
+    assert (near.verdict, near.measured) == ("pass", -1.5)
+    assert low.verdict == "pass"
+    analysis.table.loc[tx, "remap_us"] = np.linspace(-4.0, -3.5, int(tx.sum()))
+    beyond = _evaluate(analysis, ("tx.remap.p50 < 10us",)).checks[0]
+    assert beyond.verdict == "not measured"
+    assert "beyond its uncertainty ±3 µs" in beyond.message  # 2 µs of the rows + 1 µs
+    # without a table (a plain statistics mapping) the slack is the 1 µs alone
+    stats = {"ring": {"count": 5, "p50": -0.5, "p99": -1.5}}
+    checks = gate.evaluate(stats, [gate.parse_budget("ring.p50 < 1ms"),
+                                   gate.parse_budget("ring.p99 < 1ms")]).checks
+    assert [c.verdict for c in checks] == ["pass", "not measured"]
+
+
 def test_negative_statistic_is_not_measured_never_a_pass():
     # a negative latency (clocks or captures mixed up) must not pass "< 1ms", even if optional
     analysis = make_analysis()

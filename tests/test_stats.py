@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from xentrace_cli.stats import parse_statistic, stage_stats
+from xentrace_cli.stats import parse_statistic, percentile_q, stage_stats
 
 
 def test_stats_by_hand() -> None:
@@ -96,3 +98,16 @@ def test_parse_statistic(text: str, name: str) -> None:
 def test_parse_statistic_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="unknown statistic"):
         parse_statistic(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(q=st.decimals(min_value=0, max_value=100, places=4))
+def test_any_percentile_name_is_its_numpy_percentile(q) -> None:
+    # a percentile written with trailing zeros is the same statistic, computed as numpy does
+    text = f"p{q:f}"
+    name = parse_statistic(text)
+    assert percentile_q(name) == float(q)
+    assert parse_statistic(name) == name
+    values = np.linspace(0.0, 1.0, 37) ** 2
+    entry = stage_stats(pd.DataFrame({"ring_us": values}), ["ring"], [name])["ring"]
+    assert entry[name] == pytest.approx(np.percentile(values, float(q)))

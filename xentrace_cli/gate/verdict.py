@@ -29,6 +29,9 @@ from .grammar import OPERATORS, Limit
 
 #: How many of the worst packets a failing check names.
 WORST_PACKETS: int = 3
+#: A duration statistic may lie this far (µs) below 0 beyond its packets' uncertainty and
+#: still be a measurement: the resolution of a µs capture.
+NEGATIVE_SLACK_US: float = 1.0
 #: A statistics mapping: key → statistic → value.
 Stats = Mapping[str, Mapping[str, Any]]
 
@@ -255,18 +258,34 @@ def _check(stats: Stats, limit: Limit, table: pd.DataFrame | None) -> Check:
         return Check(limit, None, "not measured", f"{limit.name} not measured: the statistics "
                      f"hold no {limit.stat} for {limit.stage}")
     value = float(measured)
-    if limit.stat not in COUNT_STATISTICS and value < 0:
-        # no latency is negative: the clocks or the captures' roles are wrong, so the stage
-        # was not measured, whatever the bound says (and whether or not it is optional)
+    slack = 0.0 if value >= 0 else _negative_slack_us(table, limit)  # (a pass over the table)
+    if limit.stat not in COUNT_STATISTICS and value < -slack:
+        # no latency is negative beyond its uncertainty: the clocks or the captures' roles
+        # are wrong, so the stage was not measured, whatever the bound says (and whether or
+        # not it is optional)
         return Check(limit, None, "not measured",
                      f"{limit.name} not measured: it came out negative "
-                     f"({format_duration(value)}), which no latency is; the sources' clocks "
-                     "or capture points do not fit (see the analysis notes)")
+                     f"({format_duration(value)}, beyond its uncertainty "
+                     f"±{format_duration(slack)}), which no latency is; the sources' clocks or "
+                     "capture points do not fit (see the analysis notes)")
     ok = OPERATORS[limit.op](value, limit.value)
     if ok:
         return Check(limit, value, "pass", _message(limit, value, ok))
     worst = () if table is None else _worst_packets(table, limit)
     return Check(limit, value, "fail", _message(limit, value, ok), worst)
+
+
+def _negative_slack_us(table: pd.DataFrame | None, limit: Limit) -> float:
+    """How far below 0 a duration statistic may lie and still be a measurement: the largest
+    uncertainty of the packets it summarizes, plus the 1 µs of a capture's resolution (what
+    the analysis itself lets through); 1 µs without a table."""
+    column = stage_column(limit.stage_name)
+    if table is None or "uncertainty_us" not in table.columns or column not in table.columns:
+        return NEGATIVE_SLACK_US
+    rows = direction_rows(table, limit.direction) & table[column].notna().to_numpy()
+    uncertainty = pd.to_numeric(table["uncertainty_us"], errors="coerce").to_numpy(float)[rows]
+    uncertainty = uncertainty[~np.isnan(uncertainty)]
+    return (float(uncertainty.max()) if uncertainty.size else 0.0) + NEGATIVE_SLACK_US
 
 
 def _message(limit: Limit, value: float, ok: bool) -> str:
