@@ -42,7 +42,8 @@ def score_set(directory: Path) -> tuple[list, object]:
     return stage_errors(both), anomaly_scores(both)
 
 
-def run(scenarios: list[str], seeds: list[int], requests: int) -> tuple[dict, dict]:
+def run(scenarios: list[str], seeds: list[int], requests: int, host: str | None = None
+        ) -> tuple[dict, dict]:
     """Stage errors pooled over seeds, per (scenario, direction, stage); anomaly scores."""
     stages: dict[tuple[str, str, str], list] = defaultdict(list)
     found: dict[str, list] = defaultdict(list)
@@ -50,7 +51,7 @@ def run(scenarios: list[str], seeds: list[int], requests: int) -> tuple[dict, di
         for name in scenarios:
             for seed in seeds:
                 directory = Path(tmp) / f"{name}-{seed}"
-                run_scenario(name, directory, seed=seed, requests=requests)
+                run_scenario(name, directory, seed=seed, requests=requests, host=host)
                 errors, anomalies = score_set(directory)
                 for e in errors:
                     stages[(name, e.direction, e.stage)].append(e)
@@ -103,9 +104,11 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--host", default=None, help="the simulated host (default: the "
+                        "simulator's)")
     parser.add_argument("--write", type=Path, help="Markdown file to put the tables in")
     args = parser.parse_args()
-    stages, found = run(args.scenarios, args.seeds, args.requests)
+    stages, found = run(args.scenarios, args.seeds, args.requests, args.host)
     text = markdown(stages, found, args.seeds, args.requests)
     print(text)
     if args.write:

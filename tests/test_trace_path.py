@@ -125,19 +125,23 @@ def test_another_guests_copy_is_set_aside() -> None:
 
 def test_the_transmit_copy_is_the_notified_vcpus_last_before_the_frame() -> None:
     # d0v2 copies at 1000 (2 frames) and hands them to dom0's stack at 1004 and 1006; d0v1's
-    # receive copy at 1003 falls between, and within the clocks' ±5: it is not theirs
-    copy_ns = np.array([1000, 1003])
-    issuer = np.array([2, 1])
-    got = trace_path.assign_tx_copies(copy_ns, np.array([2, 1]), np.ones(2, bool), issuer,
-                                      np.array([1004, 1006]), np.array([2, 2]),
-                                      np.full(2, NA), tolerance_ns=5)
+    # receive copy at 1003 falls between, and within the clocks' ±5: it is not theirs.
+    # d0v2's own receive copy at 1010 comes after (its softirq had finished)
+    copy_ns = np.array([1000, 1003, 1010])
+    issuer = np.array([2, 1, 2])
+    frames = np.array([1004, 1006])
+    got = trace_path.assign_tx_copies(copy_ns, np.ones(3, bool), issuer, frames,
+                                      np.array([2, 2]), np.full(2, NA), tolerance_ns=2)
     assert got.tolist() == [0, 0]
-    # without knowing the vCPU, the last copy before the frames is d0v1's: the counts keep
-    # at most one frame there
-    unknown = trace_path.assign_tx_copies(copy_ns, np.array([2, 1]), np.ones(2, bool), issuer,
-                                          np.array([1004, 1006]), np.array([-1, -1]),
-                                          np.full(2, NA), tolerance_ns=5)
-    assert unknown.tolist() != [1, 1]
+    # without knowing the vCPU, the last copy before the frames is d0v1's
+    unknown = trace_path.assign_tx_copies(copy_ns, np.ones(3, bool), issuer, frames,
+                                          np.array([-1, -1]), np.full(2, NA), tolerance_ns=2)
+    assert unknown.tolist() == [1, 1]
+    # a copy before the frame's guest capture cannot have taken it out of the guest
+    late_guest = trace_path.assign_tx_copies(copy_ns, np.ones(3, bool), issuer, frames,
+                                             np.array([2, 2]), np.array([1002, 1002]),
+                                             tolerance_ns=1)
+    assert late_guest.tolist() == [-1, -1]
 
 
 def test_the_guest_vcpu_the_copy_woke_and_its_run() -> None:

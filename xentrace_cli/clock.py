@@ -65,6 +65,9 @@ FREQ_CHECK_NS = 10_000
 REFINE_PPM = 1000.0
 #: Fraction of the lowest irq→frame delays dropped as mismatches before the causal bound.
 IRQ_LOW_TRIM = 0.002
+#: An interrupt → burst delay more than this many (median − 10th percentile) spreads below
+#: the 10th percentile is a mismatched pair, not a fast delivery.
+LOW_DELAY_SPREADS = 3.0
 
 QUALITIES = ("bounded", "one-sided", "inconsistent", "identity", "none")
 
@@ -855,6 +858,11 @@ def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
     resid = a[j] - (o + k * x[i])
     if keep.sum() >= 1 / IRQ_LOW_TRIM:   # a stray interrupt is a mismatch, not a bound
         keep &= resid >= np.quantile(resid[keep], IRQ_LOW_TRIM)
+    if keep.sum() >= MIN_CLEAN_PAIRS:
+        # a burst matched to a later interrupt (its own came long before: dom0 starved) shows
+        # a delay far below the bulk's, whose lower side is steep: such a pair is no bound
+        q_lo, q_mid = np.quantile(resid[keep], [0.1, 0.5])
+        keep &= resid >= q_lo - LOW_DELAY_SPREADS * max(q_mid - q_lo, 1_000.0)
 
     # the causal fit: trace time (cycles scaled to ns) is the "other" clock
     def trace_ns(tsc: np.ndarray) -> np.ndarray:
@@ -874,9 +882,16 @@ def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
             b_send = np.concatenate([b_send, trace_ns(c_tsc)])
             b_recv = np.concatenate([b_recv, before - int(min_copy_delay_ns)])
     send_other, recv_ref = b_send, b_recv
+    # The rate: a user's is kept. An estimated one is the matched pairs' least-squares line
+    # (the fastest interrupts are no steady reference on a busy host: how long the dom0
+    # vCPU took to run varies with the hour), and it stays fixed until grant copies bound
+    # the offset from the other side too; then the two-sided hull may turn it.
+    free = copy_tsc is not None and (cpu_hz is None or hz_origin is not None)
     clock = fit_offset_drift(send_ref, recv_other, send_other, recv_ref,
-                             fix_drift_ppm=0.0 if cpu_hz is not None else None,
-                             names=("dom0", "trace"))
+                             fix_drift_ppm=None if free else 0.0, names=("dom0", "trace"))
+    if clock.quality != "bounded" and free:
+        clock = fit_offset_drift(send_ref, recv_other, send_other, recv_ref,
+                                 fix_drift_ppm=0.0, names=("dom0", "trace"))
     d = clock.drift_ppm * 1e-6
     ns_per_cycle = k * (1 + d)
     hz = 1e9 / ns_per_cycle
@@ -889,12 +904,16 @@ def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
     p50, p99 = (float(v) for v in np.percentile(delay_us, [50, 99]))
     # the least-squares scale's 3σ plus how far the fastest-interrupt line turned from it
     hz_ppm = 0.0 if cpu_hz is not None else 3e6 * se / k + abs(d) * 1e6
+    if hz_origin is not None:
+        hz_ppm = hz_origin.uncertainty_ppm
+        if clock.drift_range_ppm is not None:    # the hull turned the rate: its own bound
+            hz_ppm = 0.5 * (clock.drift_range_ppm[1] - clock.drift_range_ppm[0])
     parts = [f"{i.size} of {n_inside} frame bursts in the trace have an interrupt within "
              f"{_fmt_us(window_ns)} ({matched:.0%}); irq→frame delay p50 {p50:.1f} µs, "
              f"p99 {p99:.1f} µs"]
     mismatch = False
     if hz_origin is not None:
-        hz_ppm, hz_hint = hz_origin.uncertainty_ppm, hz_origin.given_hz
+        hz_hint = hz_origin.given_hz
         if hz_hint is not None:
             parts.append(f"TSC given {hz_hint / 1e9:.6g} GHz, fitted {hz / 1e9:.6f} GHz "
                          f"({(hz / hz_hint - 1) * 1e6:+.1f} ppm) ±{hz_ppm:.2g} ppm")

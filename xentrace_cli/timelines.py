@@ -170,6 +170,28 @@ class VcpuTimeline:
         return out
 
 
+    def ran_since(self, tsc: np.ndarray, amount: int) -> np.ndarray:
+        """Per TSC: the latest time ``t`` at or before it such that the vCPU ran ``amount``
+        cycles within [t, tsc] (``NO_TSC`` when it did not run that long before)."""
+        tsc = np.asarray(tsc, dtype=np.int64)
+        run = self.state == RUNNING
+        s, e = self.start[run], self.end[run]
+        out = np.full(tsc.size, NO_TSC, dtype=np.int64)
+        if s.size == 0:
+            return out
+        done = np.cumsum(e - s)                     # cycles run by the end of each interval
+        k = np.searchsorted(s, tsc, side="right") - 1   # the last run starting by tsc
+        j = np.maximum(k, 0)
+        ran = np.where(k >= 0, done[j] - (e[j] - np.minimum(tsc, e[j])), 0)
+        target = ran - amount                       # cycles run by the time t sought
+        ok = (k >= 0) & (target >= 0)
+        m = np.searchsorted(done, target, side="left")  # the interval where it is reached
+        m = np.minimum(m, s.size - 1)
+        before = done[m] - (e[m] - s[m])
+        out[ok] = (s[m] + (target - before))[ok]
+        return out
+
+
 class Timelines:
     """Every vCPU's :class:`VcpuTimeline`, built on first use."""
 

@@ -258,18 +258,35 @@ def place_copies(records: TraceRecords, timelines: Timelines, fit: TscFit,
     tx_pos = _locate(frames.from_guest, dom0, ~rx)
     frame_vcpu = _tx_frame_vcpus(records, timelines, fit, frames, checkpoints, rx, domid)
     tx_of_frame = trace_path.assign_tx_copies(
-        copy_ns, records.copies.count, usable, records.copies.issuer, frames.from_guest,
-        frame_vcpu, _per_frame(guest, tx_pos, frames.from_guest.size), tolerance)
+        copy_ns, usable, records.copies.issuer, frames.from_guest, frame_vcpu,
+        _per_frame(guest, tx_pos, frames.from_guest.size), tolerance)
     is_tx = np.zeros(copy_ns.size, dtype=bool)
     is_tx[tx_of_frame[tx_of_frame >= 0]] = True
     rx_of_frame = trace_path.assign_rx_copies(
         copy_ns, records.copies.count, usable & ~is_tx, frames.to_guest,
-        _per_frame(guest, rx_pos, frames.to_guest.size), tolerance)
+        _per_frame(guest, rx_pos, frames.to_guest.size),
+        _per_frame(_remap_floor(timelines, fit, guest, rx, domid), rx_pos,
+                   frames.to_guest.size), tolerance)
     copy = np.full(n, -1, dtype=np.int64)
     for pos, of_frame in ((rx_pos, rx_of_frame), (tx_pos, tx_of_frame)):
         have = pos >= 0
         copy[have] = of_frame[pos[have]]
     return RowPaths(copy=copy, interrupt=np.full(n, -1, dtype=np.int64))
+
+
+def _remap_floor(timelines: Timelines, fit: TscFit, guest: np.ndarray | None,
+                 rx: np.ndarray, domid: int | None) -> np.ndarray | None:
+    """Per received row: the earliest its copy can be by the guest's run states (dom0 ns;
+    ``NA_NS`` none): :func:`trace_path.remap_floor`."""
+    if guest is None or domid is None:
+        return None
+    rows = np.flatnonzero(rx & (guest != NA_NS))
+    out = np.full(rx.size, NA_NS, dtype=np.int64)
+    floor = trace_path.remap_floor(timelines, domid, fit_tsc_of(fit, guest[rows]),
+                                   int(trace_path.REMAP_RUN_MAX_NS * fit.cpu_hz / 1e9))
+    ok = floor != NO_TSC
+    out[rows[ok]] = fit.to_ns(floor[ok])
+    return out
 
 
 def _per_frame(row_ns: np.ndarray | None, pos: np.ndarray, size: int) -> np.ndarray:

@@ -32,6 +32,8 @@ NOTIFY_NS = 30_000
 #: An interrupt's poll cannot have carried a frame when dom0 ran to handle it more than this
 #: after the frame was captured (ns), beyond the clock's uncertainty.
 RUN_AFTER_FRAME_NS = 2_000
+#: netfront takes a copied frame off the ring before its vCPU has run this long (ns).
+REMAP_RUN_MAX_NS = 1_000_000
 #: Interrupts walked back from the last one before a frame, looking for the one whose poll
 #: carried it.
 MAX_IRQ_STEPS = 3
@@ -245,19 +247,21 @@ def assign_batches(frame_ns: np.ndarray, batch_ns: np.ndarray, count: np.ndarray
 
 
 def assign_rx_copies(copy_ns: np.ndarray, count: np.ndarray, usable: np.ndarray,
-                     frames_ns: np.ndarray, deadline_ns: np.ndarray, tolerance_ns: float
-                     ) -> np.ndarray:
+                     frames_ns: np.ndarray, deadline_ns: np.ndarray, floor_ns: np.ndarray,
+                     tolerance_ns: float) -> np.ndarray:
     """Per received frame (dom0 times at the backend, sorted): the receive copy that carried
     it (index into ``copy_ns``; -1 none).
 
     FIFO over the usable copies (not another guest's, not a transmit copy), each taking at
-    most ``count`` frames; a frame's copy comes after its backend capture and before
-    ``deadline_ns`` (its guest capture on dom0's clock; ``NA`` unknown), each within the
-    clocks' ``tolerance_ns``.
+    most ``count`` frames; a frame's copy comes after its backend capture and after
+    ``floor_ns`` (:func:`remap_floor`), and before ``deadline_ns`` (its guest capture on
+    dom0's clock), each within the clocks' ``tolerance_ns`` (``NA``: unknown).
     """
     idx = np.flatnonzero(usable)
     c = copy_ns[idx]
-    first = np.searchsorted(c, frames_ns - tolerance_ns, side="left")
+    na = np.iinfo(np.int64).min
+    start = np.where(floor_ns != na, np.maximum(frames_ns, floor_ns), frames_ns)
+    first = np.searchsorted(c, start - tolerance_ns, side="left")
     known = deadline_ns != np.iinfo(np.int64).min
     last = np.where(known, np.searchsorted(c, deadline_ns + tolerance_ns, side="right") - 1,
                     c.size - 1)
@@ -265,18 +269,18 @@ def assign_rx_copies(copy_ns: np.ndarray, count: np.ndarray, usable: np.ndarray,
     return np.where(j >= 0, idx[np.maximum(j, 0)], -1)
 
 
-def assign_tx_copies(copy_ns: np.ndarray, count: np.ndarray, usable: np.ndarray,
-                     issuer: np.ndarray, frames_ns: np.ndarray, frame_vcpu: np.ndarray,
-                     earliest_ns: np.ndarray, tolerance_ns: float) -> np.ndarray:
+def assign_tx_copies(copy_ns: np.ndarray, usable: np.ndarray, issuer: np.ndarray,
+                     frames_ns: np.ndarray, frame_vcpu: np.ndarray, earliest_ns: np.ndarray,
+                     tolerance_ns: float) -> np.ndarray:
     """Per transmitted frame (dom0 times at the backend, sorted): the transmit copy that took
     it out of the guest (index into ``copy_ns``; -1 none).
 
-    netback's transmit path copies a batch, then hands each frame to dom0's stack on the same
-    vCPU at once (where the backend capture sees it), before that vCPU's next copy: a frame's
-    copy is the last one of the dom0 vCPU that took the guest's notification (``frame_vcpu``;
-    -1 unknown: any vCPU) before the frame's capture, each copy taking ``count`` frames in
-    order. Where the clocks (``tolerance_ns``) leave two copies possible, the counts decide.
-    ``earliest_ns``: the frame's guest capture on dom0's clock (``NA`` unknown).
+    netback's transmit path copies a batch, then hands each frame to dom0's stack at once on
+    the same vCPU (where the backend capture sees it), all in one softirq run: no other copy
+    of that vCPU comes between. A frame's copy is therefore the last usable copy (not another
+    guest's) of the dom0 vCPU that took the guest's notification (``frame_vcpu``; -1
+    unknown: any vCPU) before the frame's capture (within the clocks' ``tolerance_ns``), and
+    after ``earliest_ns`` (the frame's guest capture on dom0's clock; ``NA`` unknown).
     """
     out = np.full(frames_ns.size, -1, dtype=np.int64)
     groups = [(frame_vcpu < 0, usable)]
@@ -288,14 +292,29 @@ def assign_tx_copies(copy_ns: np.ndarray, count: np.ndarray, usable: np.ndarray,
         rows = np.flatnonzero(frames_sel)
         if idx.size == 0 or rows.size == 0:
             continue
-        c, b = copy_ns[idx], frames_ns[rows]
-        last = np.searchsorted(c, b + tolerance_ns, side="right") - 1
-        first = np.searchsorted(c, b - tolerance_ns, side="left") - 1
+        c = copy_ns[idx]
+        last = np.searchsorted(c, frames_ns[rows] + tolerance_ns, side="right") - 1
         early = earliest_ns[rows]
         floor = np.searchsorted(c, early - tolerance_ns, side="left")
-        first = np.where(early != na, np.maximum(first, floor), first)
-        j = fifo_assign(np.maximum(first, 0), last, count[idx])
-        out[rows] = np.where(j >= 0, idx[np.maximum(j, 0)], -1)
+        ok = (last >= 0) & ((early == na) | (last >= floor))
+        out[rows[ok]] = idx[last[ok]]
+    return out
+
+
+def remap_floor(timelines: Timelines, domid: int, guest_tsc: np.ndarray, run_cycles: int
+                ) -> np.ndarray:
+    """Per received frame's guest capture (TSC): the earliest its copy can be (TSC;
+    ``NO_TSC``: no bound).
+
+    Once a copy is done netback notifies the guest, and netfront takes the frames off the
+    ring as soon as the vCPU runs: a copy after which the guest's vCPUs all ran longer than
+    ``run_cycles`` before the capture did not carry the frame (it belongs to another queue;
+    the frame still waited for ring slots then, as when the ring is full).
+    """
+    out = np.full(guest_tsc.size, NO_TSC, dtype=np.int64)
+    for i, v in enumerate(timelines.vcpus(domid)):
+        since = timelines[(domid, v)].ran_since(guest_tsc, run_cycles)
+        out = since if i == 0 else np.minimum(out, since)
     return out
 
 

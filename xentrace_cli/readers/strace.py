@@ -56,11 +56,13 @@ from xentrace_cli.readers.capture import sniff
 
 #: Calls whose data flows from the socket to the application.
 READ_CALLS: frozenset[str] = frozenset(
-    {"read", "recv", "recvfrom", "recvmsg", "readv", "pread64"})
+    {"read", "recv", "recvfrom", "recvmsg", "recvmmsg", "readv", "pread64"})
 #: Calls whose data flows from the application to the socket (``sendfile``: from a file,
 #: no data shown).
 WRITE_CALLS: frozenset[str] = frozenset(
-    {"write", "send", "sendto", "sendmsg", "writev", "sendfile", "sendfile64"})
+    {"write", "send", "sendto", "sendmsg", "sendmmsg", "writev", "sendfile", "sendfile64"})
+#: Calls that move several datagrams at once: one table row per message.
+MMSG_CALLS: frozenset[str] = frozenset({"recvmmsg", "sendmmsg"})
 #: Socket calls without data; they appear in the table with ``direction`` NA.
 CONTROL_CALLS: frozenset[str] = frozenset({"connect", "accept", "accept4", "close"})
 #: Calls that only change which socket an fd names (not rows of the table).
@@ -158,6 +160,8 @@ _PY_SOCKET_ANN = re.compile(SOCKET_ANN_RE.encode())
 _PY_ANN_PEER = re.compile(ANN_PEER_RE.encode())
 _PY_QSTR = re.compile(rb'"((?:[^"\\]|\\.)*)"(\.\.\.)?')
 _PY_IOV = re.compile(rb'iov_base="((?:[^"\\]|\\.)*)"(\.\.\.)?')
+#: One message of a recvmmsg/sendmmsg vector: its header, then the bytes it moved.
+_PY_MMSG = re.compile(rb"\{msg_hdr=\{(.*?)\}, msg_len=(\d+)\}", re.S)
 #: A complete call text (after resumed pairs are joined): name, args, return, -T duration.
 _PY_CALL = re.compile(
     rb"^(\w+)\((.*)\) += (-?\d+|\?)(?:<(" + _ANN.encode() + rb")>)?"
@@ -855,9 +859,28 @@ class _Slow:
         row_peer = peer
         if row_peer is None and kind == 1:
             row_peer = _ann_peer(ann)
+        if name in MMSG_CALLS and ret > 0:
+            self._messages(line, entry_ns, duration, tod, pid, fd, name, direction, ret, rest,
+                           row_peer, kind)
+            return
         nbytes = ret if (direction is not None and ret > 0) else 0
         self.rows.append((line, entry_ns, duration, tod, pid, fd, name, direction, ret, errno,
                           nbytes, row_peer, kind, data, truncated))
+
+    def _messages(self, line: int, entry_ns: int, duration: int, tod: bool, pid: int, fd: int,
+                  name: str, direction: str | None, ret: int, rest: bytes,
+                  peer: str | None, kind: int) -> None:
+        """One row per datagram a recvmmsg/sendmmsg moved (``ret`` of them): its bytes are
+        its ``msg_len``, its data its ``iov_base`` strings, its peer its ``msg_name``."""
+        for hdr, length in _PY_MMSG.findall(rest)[:ret]:
+            pieces = _PY_IOV.findall(hdr)
+            data = b"".join(decode_strace_string(p) for p, _ in pieces)
+            truncated = any(cut for _, cut in pieces)
+            addr = _PY_SOCKADDR.search(hdr)
+            nbytes = int(length)
+            self.rows.append((line, entry_ns, duration, tod, pid, fd, name, direction, nbytes,
+                              None, nbytes, _sockaddr_peer(addr) if addr else peer, kind, data,
+                              truncated))
 
 
 def _sockaddr_peer(m: re.Match[bytes]) -> str:
