@@ -114,6 +114,17 @@ def test_a_poll_that_ran_after_the_frame_did_not_carry_it() -> None:
         [0, 0, 1, -1]
 
 
+def test_interrupts_waiting_for_one_run_share_the_first_ones_poll() -> None:
+    # d0v1 starved: interrupts at 100, 200, 300 all wait for its run at 900; the poll that
+    # run carries out was scheduled by the first. An interrupt at 1000 finds d0v1 running.
+    irq = np.array([100, 200, 300, 1000])
+    run = np.array([900, 900, 900, 1000])
+    vcpu = np.array([1, 1, 1, 1])
+    assert trace_path.first_of_run(run, vcpu).tolist() == [0, 0, 0, 3]
+    arrive = np.array([905, 950, 1010])
+    assert trace_path.pick_interrupts(irq, run, arrive, 5, vcpu).tolist() == [0, 0, 3]
+
+
 def test_another_guests_copy_is_set_aside() -> None:
     # copies on CPU 1 at 100 (then d5 woken at 103) and 200 (then d7 woken at 204), and at
     # 300 with d7's wake only after the next copy at 310

@@ -420,7 +420,7 @@ def rx_dom0_runs(records: TraceRecords, timelines: Timelines, nic_rows: np.ndarr
     last_ns = fit.to_ns(np.array([timelines.last_tsc]))[0]
     tolerance = _tolerance_ns(fit) + trace_path.RUN_AFTER_FRAME_NS
     arrive_rx = np.where(rx & (arrive <= last_ns), arrive, NA_NS)
-    k = trace_path.pick_interrupts(irq_ns, run_ns, arrive_rx, tolerance)
+    k = trace_path.pick_interrupts(irq_ns, run_ns, arrive_rx, tolerance, runs.vcpu)
     handled = np.where(ran, run_ns, irq_ns)
     k = bound_interrupts(k, handled, frames.arrivals, arrive, _irq_bound_ns(fit))
     have = k >= 0

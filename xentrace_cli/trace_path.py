@@ -109,14 +109,26 @@ def interrupt_runs(records: TraceRecords, timelines: Timelines, rows: np.ndarray
     return InterruptRuns(vcpu, run, woken >= 0)
 
 
+def first_of_run(run_ns: np.ndarray, vcpu: np.ndarray) -> np.ndarray:
+    """Per interrupt (in time order): the first of the consecutive interrupts that waited for
+    the same run of the same dom0 vCPU — the one whose poll that run carried out (the later
+    ones found the poll already scheduled)."""
+    idx = np.arange(run_ns.size)
+    same = np.r_[False, (run_ns[1:] == run_ns[:-1]) & (vcpu[1:] == vcpu[:-1])
+                 & (run_ns[1:] != np.iinfo(np.int64).min)]
+    return np.maximum.accumulate(np.where(same, 0, idx))
+
+
 def pick_interrupts(irq_ns: np.ndarray, run_ns: np.ndarray, arrive_ns: np.ndarray,
-                    tolerance_ns: float) -> np.ndarray:
+                    tolerance_ns: float, vcpu: np.ndarray | None = None) -> np.ndarray:
     """Per frame, the NIC interrupt whose poll carried it (index into ``irq_ns``; -1 none).
 
     The last interrupt at or before the frame's capture in dom0 — unless dom0 ran to handle
     it only after the frame was captured (beyond ``tolerance_ns``): that poll cannot have
-    carried the frame, an earlier one did (at most :data:`MAX_IRQ_STEPS` back). ``arrive_ns``
-    holds ``NA`` (int64 min) where the frame was not seen in dom0.
+    carried the frame, an earlier one did (at most :data:`MAX_IRQ_STEPS` back). Interrupts
+    that waited for the same run of their dom0 vCPU (``vcpu``) share one poll: the first of
+    them (:func:`first_of_run`). ``arrive_ns`` holds ``NA`` (int64 min) where the frame was
+    not seen in dom0.
     """
     out = np.full(arrive_ns.size, -1, dtype=np.int64)
     if irq_ns.size == 0:
@@ -133,6 +145,9 @@ def pick_interrupts(irq_ns: np.ndarray, run_ns: np.ndarray, arrive_ns: np.ndarra
         out[todo[fits]] = kk[fits]
         todo = todo[~fits & (kk > 0)]
         k[todo] -= 1
+    if vcpu is not None:
+        first = first_of_run(run_ns, vcpu)
+        out = np.where(out >= 0, first[np.maximum(out, 0)], -1)
     return out
 
 
