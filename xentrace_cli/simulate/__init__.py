@@ -246,15 +246,16 @@ def _toy_host(sim: Sim) -> dict[str, Any]:
 
 def run_scenario(name: str, out_dir: str | os.PathLike[str], *, seed: int = 1,
                  requests: int | None = None, cpu_hz: float = CPU_HZ,
-                 host: str | None = None) -> list[Path]:
-    """Simulate scenario ``name`` and write its files into ``out_dir``; return their paths."""
+                 host: str | None = None, shape: HostShape | None = None) -> list[Path]:
+    """Simulate scenario ``name`` and write its files into ``out_dir``; return their paths
+    (``host``, ``shape``: as for :func:`simulate`)."""
     if requests is not None and requests < 0:
         raise OptionError(f"--requests must be 0 or more, not {requests}")
     resolve_host(SCENARIOS[name], host)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = simulate(name, seed=seed, requests=requests, cpu_hz=cpu_hz,
-                   trace_path=out / "xentrace.bin", host=host)
+                   trace_path=out / "xentrace.bin", host=host, shape=shape)
     try:
         return _write_rest(run, out)
     finally:
