@@ -1,18 +1,8 @@
 """Reader of xentrace binary files: the event table, lost records, the run-state timeline.
 
-Layout (``docs/xentrace-format.md``): windows, each a CPU-change record (``0x2001f003``,
-``int32 cpu``, ``uint32 window_size``) and ``window_size`` bytes of whole records of that CPU.
-A record is a header word (event id, ``N`` extra words, ``C`` timestamp flag), an optional
-64-bit TSC and ``N`` words, so its length is in its first word::
-
-    record:  | hdr | tsc_lo tsc_hi (if C) | w0 .. w(N-1) |      length = 1 + 2C + N words
-
-The CPU-change record is itself such a record (3 words), so the whole file is one chain of
-records from offset 0. The chain is found without a Python loop per record: every word's
-would-be successor ``next[i] = i + len(word i)`` is computed for a chunk at once, successors of
-successors by doubling (``next^2, next^4 … next^16``), a short loop walks the chain 16 records
-at a time, and the levels expand it back to every record. Window starts must be records of the
-chain (else a record ran past its window). Chunks are bounded, so memory is too.
+The records are found by :mod:`.xentrace_records` (every window walked at once, no Python step
+per record, in bounded spans); this module turns them into the tables of the contract
+(``docs/ARCHITECTURE.md``, "The xentrace tables") and answers run-state questions.
 
 Public: :func:`read_xentrace` → :class:`XenTrace`, and the run-state helpers
 :func:`state_at`, :func:`state_durations`, :func:`cpu_runs`, :func:`running_on`,
@@ -24,28 +14,23 @@ from __future__ import annotations
 import dataclasses
 import mmap
 import os
-import struct
 import warnings
 from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError, TruncatedInput, check_readable
+from ..errors import TruncatedInput, check_readable
 from ..xen_events import (
-    CPU_CHANGE_HEADER,
     DOMID_IDLE,
     EVENT_MASK,
     EXTRA_MASK,
     EXTRA_SHIFT,
     HYPERCALL_GRANT_TABLE_OP,
     HYPERCALL_OP_MASK,
-    MAX_CPU,
     MAX_EXTRA,
-    MAX_RECORD_WORDS,
     RUNSTATES,
     TRC_HW_IRQ_HANDLED,
     TRC_LOST_RECORDS,
@@ -64,15 +49,12 @@ from ..xen_events import (
     event_name,
     is_runstate_change,
 )
+from .xentrace_records import Batch, Clock, Keep, Part, read_batches, walk_windows
 
 ProgressCallback = Callable[[int, int], None]
 
-#: The CPU-change record: header, int32 cpu, uint32 window_size (little-endian).
-_CPU_CHANGE = struct.Struct("<IiI")
-#: Words of file per chunk of the chain walk (4 MiB): bounds the walk's working memory.
-CHUNK_WORDS = 1 << 20
-#: Doubling levels: the Python loop of the walk advances 2**_LEVELS records per step.
-_LEVELS = 4
+#: Words of file per span of windows read at once (32 MiB): bounds the walk's working memory.
+CHUNK_WORDS = 1 << 23
 #: Run-state categories, in state-number order.
 RUNSTATE_DTYPE = pd.CategoricalDtype(list(RUNSTATES))
 _WORD_COLUMNS = tuple(f"w{k}" for k in range(MAX_EXTRA))
@@ -109,6 +91,16 @@ class XenTrace:
     """Smallest TSC of a timestamped record (None when no record has one)."""
     last_tsc: int | None
     """Largest TSC of a timestamped record."""
+    event_counts: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame({"cpu": np.empty(0, np.int16),
+                                              "event": np.empty(0, np.uint32),
+                                              "records": np.empty(0, np.int64)}))
+    """Records per physical CPU and event id, every record counted (those ``events=`` left
+    out of the event table too): ``cpu, event, records``, sorted by cpu and event."""
+    cpu_first_tsc: dict[int, int] = dataclasses.field(default_factory=dict)
+    """First own TSC of each physical CPU that has one."""
+    cpu_last_tsc: dict[int, int] = dataclasses.field(default_factory=dict)
+    """TSC of each physical CPU's last record (its own, or carried from the one before)."""
 
     @property
     def cpus(self) -> int:
@@ -121,339 +113,17 @@ class XenTrace:
         return cpu_runs(self.switches, self.first_tsc)
 
 
-# --- window walk ---------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class _Windows:
-    start_word: np.ndarray  # word index of each CPU-change record
-    cpu: np.ndarray
-    declared_end: int  # byte offset where the last window claims to end
-    truncated_at: int | None  # byte offset where whole data ends, when the file is cut short
-    problem: InputError | None  # a bad CPU-change record after the good ones (raised later)
-
-
-def _walk_windows(path: Path, mm: mmap.mmap | bytes, size: int) -> _Windows:
-    """Follow the CPU-change records (one Python step per window, not per record).
-
-    A bad CPU-change record ends the walk; its error is raised after the records before it
-    were checked, since a record running past its window is the likelier cause.
-    """
-    starts: list[int] = []
-    cpus: list[int] = []
-    off = 0
-    truncated_at = None
-    problem = None
-    if size < _CPU_CHANGE.size:
-        raise InputError(path, f"not a xentrace file: {size} bytes, shorter than a CPU-change "
-                         "record", offset=0)
-    while off < size:
-        if size - off < _CPU_CHANGE.size:
-            truncated_at = off
-            break
-        header, cpu, window_size = _CPU_CHANGE.unpack_from(mm, off)
-        if header != CPU_CHANGE_HEADER:
-            if off == 0:
-                raise InputError(path, f"not a xentrace file: no CPU-change record at offset 0 "
-                                 f"(header 0x{header:08x}, expected 0x{CPU_CHANGE_HEADER:08x}); "
-                                 "it might be Xen <= 3.1 fixed-size records, or not a trace",
-                                 offset=0)
-            problem = InputError(path, f"expected a CPU-change record "
-                                 f"(0x{CPU_CHANGE_HEADER:08x}) after the previous window, found "
-                                 f"header 0x{header:08x}", offset=off)
-        elif not 0 <= cpu <= MAX_CPU:
-            problem = InputError(path, f"CPU-change record names CPU {cpu}, out of range "
-                                 f"0..{MAX_CPU}", offset=off + 4)
-        elif window_size % 4:
-            problem = InputError(path, f"window size {window_size} is not a multiple of 4 "
-                                 "bytes", offset=off + 8)
-        elif window_size > size:
-            problem = InputError(path, f"window size {window_size} bytes is larger than the "
-                                 f"file ({size} bytes): a corrupt CPU-change record, or a "
-                                 "file cut far too short", offset=off + 8)
-        if problem is not None:
-            break
-        starts.append(off // 4)
-        cpus.append(cpu)
-        off += _CPU_CHANGE.size + window_size
-        if off > size:
-            truncated_at = size - size % 4
-    return _Windows(np.asarray(starts, dtype=np.int64), np.asarray(cpus, dtype=np.int16),
-                    off, truncated_at, problem)
-
-
-# --- the record chain ----------------------------------------------------------------------------
-
-class _Workspace:
-    """Buffers of the chain walk, reused chunk after chunk (no fresh memory per chunk)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.words = np.zeros(capacity + MAX_EXTRA, dtype="<u4")  # slack: see _extract
-        self.lens = np.empty(capacity, dtype=np.uint32)
-        self.tmp = np.empty(capacity, dtype=np.uint32)
-        self.index = np.arange(capacity, dtype=np.int32)
-        self.levels = [np.empty(capacity + 1, dtype=np.int32) for _ in range(_LEVELS + 1)]
-
-    def read(self, handle: BinaryIO, count: int) -> np.ndarray:
-        """The next ``count`` words of the file (fewer at its end)."""
-        got = handle.readinto(memoryview(self.words[:count]).cast("B"))
-        return self.words[: (got or 0) // 4]
-
-    def record_words(self, hdr: np.ndarray) -> np.ndarray:
-        """Length in words of the record each header word would start: 1 + 2C + N."""
-        size = len(hdr)
-        lens, tmp = self.lens[:size], self.tmp[:size]
-        np.right_shift(hdr, EXTRA_SHIFT, out=lens)
-        np.bitwise_and(lens, EXTRA_MASK, out=lens)  # N
-        np.right_shift(hdr, 31, out=tmp)
-        np.left_shift(tmp, 1, out=tmp)  # 2C
-        lens += tmp
-        lens += 1
-        return lens
-
-    def chain(self, lens: np.ndarray, start: int, limit: int) -> np.ndarray:
-        """Positions of the records reachable from ``start`` that begin before ``limit``.
-
-        ``lens`` holds the would-be length of a record at every word position of the chunk
-        (more positions than ``limit`` when records cross it). Returns int64 positions in
-        order; the record after the last one starts at ``last + lens[last]``.
-        """
-        size = len(lens)
-        sentinel = np.int32(size)
-        nxt = self.levels[0][: size + 1]
-        np.add(self.index[:size], lens, out=nxt[:size], casting="unsafe")
-        nxt[limit:] = sentinel  # beyond the limit: the chain of this chunk stops
-        np.minimum(nxt, sentinel, out=nxt)
-        levels = [nxt]
-        for k in range(1, _LEVELS + 1):  # next^2, next^4, …: successors of successors
-            levels.append(np.take(levels[-1], levels[-1], out=self.levels[k][: size + 1]))
-        # Walk 2**_LEVELS records per step (a loop per 16 records, not per record).
-        step = levels[-1].item
-        skeleton = []
-        append = skeleton.append
-        pos = start
-        while pos < limit:
-            append(pos)
-            pos = step(pos)
-        nodes = np.asarray(skeleton, dtype=np.int32)
-        # Expand: between two nodes 2**(k+1) records apart lies the one 2**k after the first.
-        # The result stays sorted; only its tail can reach past the limit.
-        for level in reversed(levels[:-1]):
-            both = np.empty(2 * len(nodes), dtype=np.int32)
-            both[0::2] = nodes
-            np.take(level, nodes, out=both[1::2])
-            nodes = both[: np.searchsorted(both, limit)]
-        return nodes.astype(np.int64)
-
-
-@dataclasses.dataclass
-class _Batch:
-    """Records of one chunk, in file order."""
-
-    offset: np.ndarray  # byte offset, int64
-    cpu: np.ndarray  # int16
-    header: np.ndarray  # uint32
-    tsc: np.ndarray  # int64: own TSC, else the CPU's last (pending rows: fixed at the end)
-    extra: np.ndarray  # (7, n) uint32, zero beyond N (one row per word: columns stay contiguous)
-    pending: np.ndarray  # rows before their CPU's first TSC
-    records: int  # records of the chunk, kept or not
-    stamped_min: int | None  # smallest / largest own TSC among all the chunk's records
-    stamped_max: int | None
-    runstate: _Part  # RUNSTATE_CHANGE records (N >= 1): tsc, cpu, event, w0
-    switch: _Part  # SWITCH records (N >= 4): tsc, cpu, w0 .. w3
-
-
-@dataclasses.dataclass
-class _Part:
-    """Narrow columns of the records of one kind (those the derived tables are built from)."""
-
-    columns: dict[str, np.ndarray]
-    pending: np.ndarray  # rows before their CPU's first TSC
-
-
-class _Clock:
-    """Per-CPU TSC carried across windows and chunks (records without one take the last)."""
-
-    def __init__(self) -> None:
-        self.last: dict[int, int] = {}
-        self.first: dict[int, int] = {}
-
-    def fill(self, window: np.ndarray, cpu_of_window: np.ndarray, tsc: np.ndarray,
-             stamped: np.ndarray) -> np.ndarray:
-        """Fill ``tsc`` in place for unstamped rows; return the rows with no TSC yet."""
-        n = len(tsc)
-        if n == 0:
-            return np.empty(0, dtype=np.int64)
-        index = np.arange(n)
-        boundary = np.empty(n, dtype=bool)
-        boundary[0] = True
-        np.not_equal(window[1:], window[:-1], out=boundary[1:])
-        seg_start = np.flatnonzero(boundary)
-        seg_end = np.r_[seg_start[1:], n] - 1
-        last = np.maximum.accumulate(np.where(stamped, index, -1))
-        # Within a window: the last TSC before the row.
-        row_seg = np.repeat(seg_start, seg_end - seg_start + 1)
-        inside = last >= row_seg
-        fill = ~stamped & inside
-        tsc[fill] = tsc[last[fill]]
-        # Leading rows of a window: the CPU's TSC from its previous window (a step per window).
-        seg_cpu = cpu_of_window[window[seg_start]].tolist()
-        seg_has = (last[seg_end] >= seg_start).tolist()
-        seg_last = tsc[seg_end].tolist()
-        first_at = np.flatnonzero(stamped)
-        carry = np.full(len(seg_start), -1, dtype=np.int64)
-        for k, cpu in enumerate(seg_cpu):
-            carry[k] = self.last.get(cpu, -1)
-            if seg_has[k]:
-                self.last[cpu] = seg_last[k]
-                if cpu not in self.first:
-                    j = first_at[np.searchsorted(first_at, seg_start[k])]
-                    self.first[cpu] = int(tsc[j])
-        need = np.flatnonzero(~stamped & ~inside)
-        value = carry[np.searchsorted(seg_start, need, side="right") - 1]
-        tsc[need] = value
-        return need[value < 0]
-
-
-def _extract(words: np.ndarray, padded: np.ndarray, base: int, nodes: np.ndarray,
-             window: np.ndarray, cpu_of_window: np.ndarray, clock: _Clock,
-             keep_ids: np.ndarray | None = None) -> _Batch:
-    """Columns of the records at chunk positions ``nodes`` (all whole within ``words``).
-
-    ``padded`` is the buffer ``words`` starts, with at least ``MAX_EXTRA`` words beyond it.
-    Run-state changes and switches also go to narrow parts of their own (the derived tables
-    are built from those). With ``keep_ids``, only records of those ids and lost-records
-    records get the full columns; every record still carries the TSC forward.
-    """
-    hdr = words[nodes]
-    stamped = (hdr >> 31).astype(bool)
-    tsc = np.zeros(len(nodes), dtype=np.uint64)
-    at = nodes[stamped]
-    tsc[stamped] = words[at + 1].astype(np.uint64) | (words[at + 2].astype(np.uint64) << 32)
-    tsc = tsc.view(np.int64)
-    pending = clock.fill(window, cpu_of_window, tsc, stamped)
-    records = len(nodes)
-    lo = hi = None
-    if stamped.any():
-        own = tsc[stamped]
-        lo, hi = int(own.min()), int(own.max())
-    cpu = cpu_of_window[window]
-    event = hdr & EVENT_MASK
-    n_extra = (hdr >> EXTRA_SHIFT) & EXTRA_MASK
-    first = nodes + 1 + 2 * stamped
-    was_pending = np.zeros(records, dtype=bool)
-    was_pending[pending] = True
-
-    def part(mask: np.ndarray, words_wanted: int, with_event: bool) -> _Part:
-        rows = np.flatnonzero(mask)
-        columns = {"tsc": tsc[rows], "cpu": cpu[rows]}
-        if with_event:
-            columns["event"] = event[rows]
-        at = first[rows]
-        for k in range(words_wanted):  # N >= words_wanted: all are the record's own
-            columns[f"w{k}"] = padded[at + k]
-        return _Part(columns, np.flatnonzero(was_pending[rows]))
-
-    runstate = part(is_runstate_change(event) & (n_extra >= 1), 1, True)
-    switch = part((event == TRC_SCHED_SWITCH) & (n_extra >= 4), 4, False)
-    if keep_ids is not None:
-        keep = np.flatnonzero(np.isin(event, keep_ids) | (event == TRC_LOST_RECORDS))
-        pending = np.flatnonzero(was_pending[keep])
-        nodes, hdr, tsc, cpu, n_extra, first = (x[keep] for x in (nodes, hdr, tsc, cpu,
-                                                                  n_extra, first))
-    extra = np.empty((MAX_EXTRA, len(nodes)), dtype=np.uint32)
-    for k in range(MAX_EXTRA):  # past a record's N words: whatever follows, then zeroed
-        np.take(padded, first + k, out=extra[k])
-        extra[k] *= n_extra > k
-    return _Batch((nodes + base) * 4, cpu, hdr, tsc, extra, pending, records, lo, hi,
-                  runstate, switch)
-
-
-def _read_records(path: Path, handle: BinaryIO, win: _Windows, size: int,
-                  on_progress: ProgressCallback | None, keep_ids: np.ndarray | None = None
-                  ) -> tuple[list[_Batch], int | None]:
-    """Walk the chain over the file in bounded chunks; return batches and a truncation offset."""
-    nwords = size // 4
-    win_start = win.start_word
-    batches: list[_Batch] = []
-    clock = _Clock()
-    pos = 0
-    truncated_at = win.truncated_at
-    data_end = min(nwords, win.declared_end // 4)
-    work = _Workspace(min(CHUNK_WORDS, data_end) + MAX_RECORD_WORDS)
-    while pos < data_end:
-        limit = min(pos + CHUNK_WORDS, data_end)
-        stop = min(limit + MAX_RECORD_WORDS, nwords)
-        handle.seek(pos * 4)
-        chunk = work.read(handle, stop - pos)
-        if len(chunk) != stop - pos:
-            raise InputError(path, "file changed while being read", offset=pos * 4)
-        lens = work.record_words(chunk)
-        nodes = work.chain(lens, 0, limit - pos)
-        after = int(nodes[-1] + lens[nodes[-1]])
-        window_of = np.searchsorted(win_start, nodes + pos, side="right") - 1
-        is_change = win_start[window_of] == nodes + pos
-        # Xen never writes CPU-change records: one inside a window means a wrong window size.
-        inner = (chunk[nodes] == CPU_CHANGE_HEADER) & ~is_change
-        if inner.any():
-            at = int(nodes[np.argmax(inner)])
-            owner = int(win_start[window_of[np.argmax(inner)]]) * 4
-            raise InputError(path, f"a CPU-change record lies inside the window of the "
-                             f"CPU-change record at offset {owner}: that window's size is wrong",
-                             offset=(pos + at) * 4)
-        # Every window start in the span the chain covered must be a record of the chain.
-        span_lo, span_hi = np.searchsorted(win_start, [pos, pos + after])
-        starts = win_start[span_lo:span_hi] - pos
-        found = np.searchsorted(nodes, starts)
-        bad = nodes[np.minimum(found, len(nodes) - 1)] != starts
-        if bad.any():
-            boundary = int(starts[np.argmax(bad)])
-            culprit = int(nodes[np.searchsorted(nodes, boundary) - 1])
-            raise InputError(path, f"record with header 0x{int(chunk[culprit]):08x} "
-                             f"({int(lens[culprit]) * 4} bytes) runs past the end of its "
-                             f"window at offset {(pos + boundary) * 4}",
-                             offset=(pos + culprit) * 4)
-        # A record running past the end of the data: cut by the file's end, or corrupt.
-        cut = False
-        if pos + after > data_end:
-            last = int(nodes[-1])
-            if not (win.declared_end > size and pos + after > nwords):
-                raise InputError(path, f"record with header 0x{int(chunk[last]):08x} "
-                                 f"({int(lens[last]) * 4} bytes) runs past the end of its "
-                                 f"window at offset {data_end * 4}", offset=(pos + last) * 4)
-            truncated_at = (pos + last) * 4
-            nodes, window_of, is_change = nodes[:-1], window_of[:-1], is_change[:-1]
-            after = last
-            cut = True
-        # Drop the CPU-change records; each record belongs to the window before it.
-        keep = ~is_change
-        nodes = nodes[keep]
-        batches.append(_extract(chunk, work.words, pos, nodes, window_of[keep], win.cpu,
-                                clock, keep_ids))
-        pos += after
-        if on_progress is not None:
-            on_progress(min(pos * 4, size), size)
-        if cut:
-            break
-    if win.problem is not None:
-        raise win.problem
-    # Records before their CPU's first TSC take that first TSC (else the trace's first).
-    starts = [b.stamped_min for b in batches if b.stamped_min is not None]
-    origin = min(starts) if starts else 0
-    for b in batches:
-        for tsc, cpu, pending in ((b.tsc, b.cpu, b.pending),
-                                  *((p.columns["tsc"], p.columns["cpu"], p.pending)
-                                    for p in (b.runstate, b.switch))):
-            if len(pending):
-                tsc[pending] = [clock.first.get(c, origin) for c in cpu[pending].tolist()]
-    return batches, truncated_at
-
-
 # --- tables --------------------------------------------------------------------------------------
 
 def _nullable(values: np.ndarray, valid: np.ndarray, dtype: str) -> pd.arrays.IntegerArray:
     """A pandas nullable integer array from values and a validity mask (no copy of NA)."""
     np_dtype = np.dtype(dtype.lower())
     return pd.arrays.IntegerArray(values.astype(np_dtype, copy=False), ~valid)
+
+
+#: Columns :func:`_decode` adds (it needs every extra word).
+_DECODED = ("domid", "vcpu", "old_state", "new_state", "next_domid", "next_vcpu", "ran_ns",
+            "wait_ns", "irq", "hypercall", "gnttab_cmd", "count")
 
 
 # Kinds of events the decoder treats alike (index into _KIND_OF, per distinct event id).
@@ -594,7 +264,7 @@ class _Merge:
     other memory touched, and each batch column is dropped once merged.
     """
 
-    def __init__(self, batches: list[_Batch], order: np.ndarray) -> None:
+    def __init__(self, batches: list[Batch], order: np.ndarray) -> None:
         self.batches = batches
         self.order = order
         self.scratch = np.empty(len(order) * 8, dtype=np.uint8)
@@ -622,7 +292,7 @@ class _Tables:
     last_tsc: int | None
 
 
-def _tables(batches: list[_Batch], keep_ids: np.ndarray | None,
+def _tables(batches: list[Batch], keep_ids: np.ndarray | None,
             keep_columns: tuple[str, ...] | None = None) -> _Tables:
     """Concatenate the batches, merge by TSC (stable), build the derived tables, decode.
 
@@ -648,7 +318,7 @@ def _tables(batches: list[_Batch], keep_ids: np.ndarray | None,
     header = merge.take("header", np.uint32)
     cpu = merge.take("cpu", np.int16)
     w = []
-    for k in range(MAX_EXTRA):
+    for k in range(batches[0].extra.shape[0] if batches else MAX_EXTRA):
         w.append(merge.column([b.extra[k] for b in batches], np.uint32))
     for b in batches:
         b.extra = None
@@ -674,9 +344,10 @@ def _tables(batches: list[_Batch], keep_ids: np.ndarray | None,
         "name": _names(codes, uniques),
         "n_extra": n_extra,
     }
-    for col, values in zip(_WORD_COLUMNS, w, strict=True):
+    for col, values in zip(_WORD_COLUMNS, w, strict=False):
         columns[col] = values
-    _decode(columns, event, codes, uniques, n_extra, w)
+    if keep_columns is None or set(keep_columns) & set(_DECODED):
+        _decode(columns, event, codes, uniques, n_extra, w)
     columns["timestamped"] = stamped
     columns["offset"] = offset
     if keep_columns is not None:
@@ -685,7 +356,7 @@ def _tables(batches: list[_Batch], keep_ids: np.ndarray | None,
     return _Tables(events, lost, runstates, switches, first_tsc, last_tsc)
 
 
-def _merged_part(parts: list[_Part]) -> dict[str, np.ndarray]:
+def _merged_part(parts: list[Part]) -> dict[str, np.ndarray]:
     """The parts' columns concatenated and put in TSC order (stable: file order on ties)."""
     names = list(parts[0].columns) if parts else []
     tsc = np.concatenate([p.columns["tsc"] for p in parts]) if parts else \
@@ -816,6 +487,37 @@ def _runstates_table(part: dict[str, np.ndarray], first_tsc: int | None,
     return frame
 
 
+def _keep(events: Iterable[int] | None, columns: Iterable[str] | None) -> Keep:
+    """Which records the batches keep in full, and how many of their words."""
+    ids = None if events is None else np.unique(np.asarray(list(events), dtype=np.uint32))
+    words = MAX_EXTRA
+    if columns is not None and not set(columns) & set(_DECODED):
+        words = max((k + 1 for k, name in enumerate(_WORD_COLUMNS) if name in columns),
+                    default=0)
+    return Keep(ids, words)
+
+
+def _settle_pending(batches: list[Batch], clock: Clock) -> None:
+    """Records before their CPU's first TSC take that first TSC (else the trace's first)."""
+    starts = [b.stamped_min for b in batches if b.stamped_min is not None]
+    origin = min(starts) if starts else 0
+    for b in batches:
+        for tsc, cpu, pending in ((b.tsc, b.cpu, b.pending),
+                                  *((p.columns["tsc"], p.columns["cpu"], p.pending)
+                                    for p in (b.runstate, b.switch))):
+            if len(pending):
+                tsc[pending] = [clock.first.get(c, origin) for c in cpu[pending].tolist()]
+
+
+def _event_counts(batches: list[Batch]) -> pd.DataFrame:
+    """Records per (cpu, event) summed over the batches."""
+    cpu, event, n = (np.concatenate([b.counts[k] for b in batches]) if batches else
+                     np.empty(0, dtype=t) for k, t in enumerate((np.int16, np.uint32, np.int64)))
+    frame = pd.DataFrame({"cpu": cpu.astype(np.int16), "event": event.astype(np.uint32),
+                          "records": n.astype(np.int64)})
+    return frame.groupby(["cpu", "event"], as_index=False, sort=True)["records"].sum()
+
+
 def read_xentrace(path: str | os.PathLike[str],
                   on_progress: ProgressCallback | None = None,
                   events: Iterable[int] | None = None,
@@ -823,32 +525,33 @@ def read_xentrace(path: str | os.PathLike[str],
     """Read a xentrace file into an event table, lost records and the run-state timeline.
 
     ``events``: keep only records of these event ids in the event table (the lost-records,
-    run-state and switch tables are still whole; ``records`` still counts every record). The
-    analyzer needs a few ids of millions of records: the others never get columns.
-    ``columns``: keep only these columns of the event table (memory).
+    run-state and switch tables are still whole; ``records`` and ``event_counts`` still count
+    every record). The analyzer needs a few ids of millions of records: the others never get
+    columns. ``columns``: keep only these columns of the event table (memory).
     Raises ``InputError`` for input that is not a usable trace; warns ``TruncatedInput`` when
     the file ends inside a window (the whole records before are kept).
     """
     path = Path(path)
-    keep_ids = None if events is None else np.unique(np.asarray(list(events), dtype=np.uint32))
+    keep = _keep(events, columns)
     check_readable(path)
     size = path.stat().st_size
+    clock = Clock()
+    batches: list[Batch] = []
     with open(path, "rb") as handle:
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            win = _walk_windows(path, mm, size)
-        batches, truncated_at = _read_records(path, handle, win, size, on_progress,
-                                               keep_ids)
+            win = walk_windows(path, mm, size)
+        truncated_at = win.truncated_at
+        for batch, cut in read_batches(path, handle, win, size, CHUNK_WORDS, clock, keep,
+                                       on_progress):
+            batches.append(batch)
+            if cut is not None:
+                truncated_at = cut
     if truncated_at is not None:
-        if win.declared_end > size:
-            what = (f"file ends inside a window of CPU {int(win.cpu[-1])} (the file has {size} "
-                    f"bytes, the window needs {win.declared_end})")
-        else:
-            what = (f"file ends inside a CPU-change record ({size - win.declared_end} bytes "
-                    "after the last whole window)")
-        warnings.warn(TruncatedInput(f"{path}: offset {truncated_at}: {what}; kept the whole "
-                                     "records before"), stacklevel=2)
+        _warn_truncated(path, win.cpu, win.declared_end, size, truncated_at)
+    _settle_pending(batches, clock)
     records = sum(b.records for b in batches)
-    tables = _tables(batches, keep_ids, None if columns is None else tuple(columns))
+    counts = _event_counts(batches)
+    tables = _tables(batches, keep.ids, None if columns is None else tuple(columns))
     del batches
     return XenTrace(
         path=path,
@@ -857,12 +560,28 @@ def read_xentrace(path: str | os.PathLike[str],
         runstates=tables.runstates,
         switches=tables.switches,
         records=records,
-        windows=len(win.start_word),
+        windows=len(win.start),
         cpu_ids=tuple(sorted(set(win.cpu.tolist()))),
         truncated=truncated_at is not None,
         first_tsc=tables.first_tsc,
         last_tsc=tables.last_tsc,
+        event_counts=counts,
+        cpu_first_tsc=dict(sorted(clock.first.items())),
+        cpu_last_tsc=dict(sorted(clock.last.items())),
     )
+
+
+def _warn_truncated(path: Path, cpu: np.ndarray, declared_end: int, size: int,
+                    truncated_at: int) -> None:
+    """The one warning of a file cut short: where, and what was kept."""
+    if declared_end > size:
+        what = (f"file ends inside a window of CPU {int(cpu[-1])} (the file has {size} "
+                f"bytes, the window needs {declared_end})")
+    else:
+        what = (f"file ends inside a CPU-change record ({size - declared_end} bytes "
+                "after the last whole window)")
+    warnings.warn(TruncatedInput(f"{path}: offset {truncated_at}: {what}; kept the whole "
+                                 "records before"), stacklevel=3)
 
 
 # --- run-state and CPU-occupancy queries ----------------------------------------------------------

@@ -1,0 +1,424 @@
+"""The records of a xentrace file, found without a Python step per record, in bounded chunks.
+
+Layout (``docs/xentrace-format.md``): windows, each a CPU-change record (``0x2001f003``,
+``int32 cpu``, ``uint32 window_size``) and ``window_size`` bytes of whole records of that CPU.
+A record is a header word (event id, ``N`` extra words, ``C`` timestamp flag), an optional
+64-bit TSC and ``N`` words, so its length is in its first word::
+
+    record:  | hdr | tsc_lo tsc_hi (if C) | w0 .. w(N-1) |      length = 1 + 2C + N words
+
+Only a walk from a window's start tells where its records begin (an extra word may look like
+any header). The windows are walked together, one record of every window per step: each step
+is a few numpy operations over all windows, so the Python loop runs as many times as the
+longest window has records (a few thousand), not once per record, and the work is one gather
+per record rather than per word. The window list comes first (one step per window, the
+CPU-change records chain by their sizes); windows are then read in spans of at most
+``chunk_words`` words (a bigger window alone), so memory is bounded by the span.
+
+Public to the reader package: :func:`walk_windows`, :func:`read_batches` (spans → :class:`Batch`
+of columns, file order) and :class:`Clock` (records without a TSC take their CPU's last).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import mmap
+import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..xen_events import (
+    CPU_CHANGE_HEADER,
+    CYCLES_FLAG,
+    EVENT_MASK,
+    EXTRA_MASK,
+    EXTRA_SHIFT,
+    MAX_CPU,
+    MAX_EXTRA,
+    TRC_LOST_RECORDS,
+    TRC_SCHED_SWITCH,
+    is_runstate_change,
+)
+
+ProgressCallback = Callable[[int, int], None]
+
+#: The CPU-change record: header, int32 cpu, uint32 window_size (little-endian).
+_CPU_CHANGE = struct.Struct("<IiI")
+_CPU_CHANGE_WORDS = _CPU_CHANGE.size // 4
+#: Record length in words by the header's top nibble ``C << 3 | N``: ``1 + 2C + N``.
+_LENGTH = np.array([1 + 2 * (nib >> 3) + (nib & EXTRA_MASK) for nib in range(16)],
+                   dtype=np.int64)
+
+
+@dataclasses.dataclass
+class Windows:
+    """The CPU-change records, followed from offset 0 by their sizes."""
+
+    start: np.ndarray
+    """Word index of each CPU-change record (int64)."""
+    end: np.ndarray
+    """Word index where each window's records end (the last may lie past the file's end)."""
+    cpu: np.ndarray
+    """Physical CPU of each window (int16)."""
+    declared_end: int
+    """Byte offset where the last window claims to end."""
+    truncated_at: int | None
+    """Byte offset where whole data ends, when the file is cut short."""
+    problem: InputError | None
+    """A bad CPU-change record after the good ones (raised once the windows before it were
+    read: a record running past its window is the likelier cause)."""
+
+
+def walk_windows(path: Path, mm: mmap.mmap | bytes, size: int) -> Windows:
+    """Follow the CPU-change records (one Python step per window, not per record)."""
+    starts: list[int] = []
+    sizes: list[int] = []
+    cpus: list[int] = []
+    off = 0
+    truncated_at = None
+    problem = None
+    if size < _CPU_CHANGE.size:
+        raise InputError(path, f"not a xentrace file: {size} bytes, shorter than a CPU-change "
+                         "record", offset=0)
+    while off < size:
+        if size - off < _CPU_CHANGE.size:
+            truncated_at = off
+            break
+        header, cpu, window_size = _CPU_CHANGE.unpack_from(mm, off)
+        if header != CPU_CHANGE_HEADER:
+            if off == 0:
+                raise InputError(path, f"not a xentrace file: no CPU-change record at offset 0 "
+                                 f"(header 0x{header:08x}, expected 0x{CPU_CHANGE_HEADER:08x}); "
+                                 "it might be Xen <= 3.1 fixed-size records, or not a trace",
+                                 offset=0)
+            problem = InputError(path, f"expected a CPU-change record "
+                                 f"(0x{CPU_CHANGE_HEADER:08x}) after the previous window, found "
+                                 f"header 0x{header:08x}", offset=off)
+        elif not 0 <= cpu <= MAX_CPU:
+            problem = InputError(path, f"CPU-change record names CPU {cpu}, out of range "
+                                 f"0..{MAX_CPU}", offset=off + 4)
+        elif window_size % 4:
+            problem = InputError(path, f"window size {window_size} is not a multiple of 4 "
+                                 "bytes", offset=off + 8)
+        elif window_size > size:
+            problem = InputError(path, f"window size {window_size} bytes is larger than the "
+                                 f"file ({size} bytes): a corrupt CPU-change record, or a "
+                                 "file cut far too short", offset=off + 8)
+        if problem is not None:
+            break
+        starts.append(off // 4)
+        sizes.append(window_size // 4)
+        cpus.append(cpu)
+        off += _CPU_CHANGE.size + window_size
+        if off > size:
+            truncated_at = size - size % 4
+    start = np.asarray(starts, dtype=np.int64)
+    return Windows(start, start + _CPU_CHANGE_WORDS + np.asarray(sizes, dtype=np.int64),
+                   np.asarray(cpus, dtype=np.int16), off, truncated_at, problem)
+
+
+# --- one span of windows: where the records start ----------------------------------------------
+
+def _spans(win: Windows, limit: int) -> Iterator[tuple[int, int]]:
+    """Consecutive windows ``[first, stop)`` of at most ``limit`` words (a bigger one alone)."""
+    first, n = 0, len(win.start)
+    ends = win.end.tolist()
+    starts = win.start.tolist()
+    while first < n:
+        stop = first + 1
+        while stop < n and ends[stop] - starts[first] <= limit:
+            stop += 1
+        yield first, stop
+        first = stop
+
+
+def _walk_span(words: np.ndarray, starts: np.ndarray, ends: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Start of every record of each window, all windows a record per step.
+
+    ``starts``/``ends``: each window's first record and end (word positions in ``words``,
+    ends clipped to the words present). Returns the record starts, sorted, and per window the
+    start of a record that runs past the window's end (-1: none; that record is not kept).
+    """
+    mark = np.zeros(len(words) + 1, dtype=bool)
+    lanes = np.flatnonzero(starts < ends)
+    pos, end = starts[lanes], ends[lanes]
+    overrun = np.full(len(starts), -1, dtype=np.int64)
+    while len(lanes):
+        mark[pos] = True
+        nxt = pos + _LENGTH[words[pos] >> EXTRA_SHIFT]
+        more = nxt < end
+        if not more.all():  # windows that end here (or whose record runs past their end)
+            past = nxt > end
+            if past.any():
+                overrun[lanes[past]] = pos[past]
+            lanes, nxt, end = lanes[more], nxt[more], end[more]
+        pos = nxt
+    mark[overrun[overrun >= 0]] = False
+    return np.flatnonzero(mark[:-1]), overrun
+
+
+# --- columns of a span's records ----------------------------------------------------------------
+
+@dataclasses.dataclass
+class Part:
+    """Narrow columns of the records of one kind (those the derived tables are built from)."""
+
+    columns: dict[str, np.ndarray]
+    pending: np.ndarray
+    """Rows before their CPU's first TSC (their ``tsc`` is fixed once the file is read)."""
+
+
+@dataclasses.dataclass
+class Batch:
+    """Records of one span, in file order: every record counted, the kept ones in columns."""
+
+    offset: np.ndarray  # byte offset, int64
+    cpu: np.ndarray  # int16
+    header: np.ndarray  # uint32
+    tsc: np.ndarray  # int64: own TSC, else the CPU's last (pending rows: fixed at the end)
+    extra: np.ndarray  # (words, n) uint32, zero beyond N (one row per word: contiguous columns)
+    pending: np.ndarray  # rows before their CPU's first TSC
+    records: int  # records of the span, kept or not
+    stamped_min: int | None  # smallest / largest own TSC among all the span's records
+    stamped_max: int | None
+    runstate: Part  # RUNSTATE_CHANGE records (N >= 1): tsc, cpu, event, w0
+    switch: Part  # SWITCH records (N >= 4): tsc, cpu, w0 .. w3
+    counts: tuple[np.ndarray, np.ndarray, np.ndarray]  # (cpu, event, records) of the span
+
+
+class Clock:
+    """Per-CPU TSC carried across windows and spans (records without one take the last)."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, int] = {}
+        """Last TSC seen on each CPU (at the end of the file: its last record's)."""
+        self.first: dict[int, int] = {}
+        """First own TSC of each CPU."""
+
+    def carry(self, lead: list[int], lead_stamped: list[bool], seg_cpu: list[int],
+              value: np.ndarray) -> list[int]:
+        """Give each window's unstamped first record its CPU's TSC from before the window.
+
+        ``value``: the TSC of each anchor (stamped records and windows' first records), in
+        order; ``lead[k]`` is the anchor index of window ``k``'s first record. Returns the
+        windows whose first record has no TSC yet (the CPU has had none).
+        """
+        unresolved = []
+        stop = lead[1:] + [len(value)]
+        for k, cpu in enumerate(seg_cpu):
+            at = lead[k]
+            if not lead_stamped[k]:
+                before = self.last.get(cpu)
+                if before is None:
+                    unresolved.append(k)
+                    if stop[k] - at == 1:
+                        continue  # nothing stamped in this window either
+                    at += 1
+                else:
+                    value[at] = before
+            if cpu not in self.first:
+                self.first[cpu] = int(value[at])
+            self.last[cpu] = int(value[stop[k] - 1])
+        return unresolved
+
+
+@dataclasses.dataclass
+class Keep:
+    """Which records get full columns: all (``ids`` None) or those ids and lost records."""
+
+    ids: np.ndarray | None = None
+    words: int = MAX_EXTRA
+    """Extra words to keep per record (the others are never read)."""
+
+
+def _counts(codes: np.ndarray, uniques: np.ndarray, cpu_local: np.ndarray,
+            cpu_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Records per (CPU, event id) of a batch, from the factorized ids."""
+    slots = len(cpu_ids)
+    per = np.bincount(codes.astype(np.int64) * slots + cpu_local,
+                      minlength=len(uniques) * slots)
+    nz = np.flatnonzero(per)
+    return cpu_ids[nz % slots], uniques[nz // slots].astype(np.uint32), per[nz]
+
+
+def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
+                seg_start: np.ndarray, seg_cpu: np.ndarray, clock: Clock
+                ) -> tuple[np.ndarray, np.ndarray, int | None, int | None]:
+    """Every record's TSC (its own, else the last before it on its CPU), the rows before their
+    CPU's first TSC (pending), and the smallest and largest own TSC.
+
+    Anchors are the stamped records and each window's first record (which takes the CPU's
+    TSC from its previous window when it has none); every record takes its last anchor's TSC:
+    a ``repeat`` of the anchors' values, no per-record search.
+    """
+    n = len(nodes)
+    anchor = stamped.copy()
+    anchor[seg_start] = True
+    rows = np.flatnonzero(anchor)
+    at = nodes[rows]
+    value = ((padded[at + 2].astype(np.uint64) << np.uint64(32)) | padded[at + 1]).view(np.int64)
+    lead = np.searchsorted(rows, seg_start)
+    lead_stamped = stamped[seg_start]
+    own = value[np.flatnonzero(stamped[rows])] if not lead_stamped.all() else value
+    lo, hi = (int(own.min()), int(own.max())) if len(own) else (None, None)
+    unresolved = clock.carry(lead.tolist(), lead_stamped.tolist(), seg_cpu.tolist(), value)
+    tsc = np.repeat(value, np.diff(np.r_[rows, n]))
+    if not unresolved:
+        return tsc, np.empty(0, dtype=np.int64), lo, hi
+    pending = []
+    for k in unresolved:  # rows before the window's first stamped record
+        start = int(seg_start[k])
+        stop = int(rows[lead[k] + 1]) if lead[k] + 1 < len(rows) else n
+        end = int(seg_start[k + 1]) if k + 1 < len(seg_start) else n
+        pending.append(np.arange(start, min(stop, end)))
+    return tsc, np.concatenate(pending), lo, hi
+
+
+def _counts(codes: np.ndarray, uniques: np.ndarray, seg_len: np.ndarray,
+            seg_cpu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Records per (CPU, event id) of a batch, from the factorized ids."""
+    cpu_ids, seg_local = np.unique(seg_cpu, return_inverse=True)
+    slots = len(cpu_ids)
+    key = codes.astype(np.int64)
+    if slots > 1:
+        key *= slots
+        key += np.repeat(seg_local, seg_len)
+    per = np.bincount(key, minlength=len(uniques) * slots)
+    nz = np.flatnonzero(per)
+    return (cpu_ids[nz % slots].astype(np.int16), uniques[nz // slots].astype(np.uint32),
+            per[nz])
+
+
+def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, seg_start: np.ndarray,
+             seg_cpu: np.ndarray, clock: Clock, keep: Keep) -> Batch:
+    """Columns of the records at ``nodes`` (word positions in ``padded``, file word ``base``).
+
+    ``padded`` has at least ``MAX_EXTRA`` words beyond the last record (read as zeros there).
+    Every record carries its TSC forward and is counted; run-state changes and switches also
+    go to narrow parts of their own; only the kept records get the full columns.
+    """
+    hdr = padded[nodes]
+    stamped = hdr >= CYCLES_FLAG
+    tsc, pending, lo, hi = _timestamps(padded, nodes, stamped, seg_start, seg_cpu, clock)
+    event = hdr & np.uint32(EVENT_MASK)
+    codes, uniques = pd.factorize(event, sort=False)
+    seg_len = np.diff(np.r_[seg_start, len(nodes)])
+    counts = _counts(codes, uniques, seg_len, seg_cpu)
+    cpu = np.repeat(seg_cpu.astype(np.int16), seg_len)
+    was_pending = None
+    if len(pending):
+        was_pending = np.zeros(len(nodes), dtype=bool)
+        was_pending[pending] = True
+
+    def rows_of(wanted: np.ndarray, min_extra: int) -> np.ndarray:
+        rows = np.flatnonzero(wanted[codes])
+        if min_extra and len(rows):
+            rows = rows[(hdr[rows] >> np.uint32(EXTRA_SHIFT)) & np.uint32(EXTRA_MASK)
+                        >= min_extra]
+        return rows
+
+    def pending_of(rows: np.ndarray) -> np.ndarray:
+        if was_pending is None:
+            return np.empty(0, dtype=np.int64)
+        return np.flatnonzero(was_pending[rows])
+
+    def part(rows: np.ndarray, words_wanted: int, with_event: bool) -> Part:
+        columns = {"tsc": tsc[rows], "cpu": cpu[rows]}
+        if with_event:
+            columns["event"] = event[rows]
+        word_at = nodes[rows] + 1 + 2 * stamped[rows]
+        for k in range(words_wanted):  # N >= words_wanted: all are the record's own
+            columns[f"w{k}"] = padded[word_at + k]
+        return Part(columns, pending_of(rows))
+
+    runstate = part(rows_of(is_runstate_change(uniques), 1), 1, True)
+    switch = part(rows_of(uniques == TRC_SCHED_SWITCH, 4), 4, False)
+    if keep.ids is not None:
+        rows = rows_of(np.isin(uniques, keep.ids) | (uniques == TRC_LOST_RECORDS), 0)
+        nodes, hdr, stamped, tsc, cpu = (x[rows] for x in (nodes, hdr, stamped, tsc, cpu))
+        pending = pending_of(rows)
+    n_extra = (hdr >> np.uint32(EXTRA_SHIFT)) & np.uint32(EXTRA_MASK)
+    first = nodes + 1 + 2 * stamped
+    words = max(keep.words, 4)  # the lost-records table reads 4
+    extra = np.empty((words, len(nodes)), dtype=np.uint32)
+    for k in range(words):  # past a record's N words: whatever follows, then zeroed
+        np.take(padded, first + k, out=extra[k])
+        extra[k] *= n_extra > k
+    return Batch((nodes + base) * 4, cpu, hdr, tsc, extra, pending, len(codes), lo, hi,
+                 runstate, switch, counts)
+
+
+# --- the file, span after span -----------------------------------------------------------------
+
+def _span_errors(path: Path, padded: np.ndarray, base: int, nodes: np.ndarray,
+                 overrun: np.ndarray, win: Windows, first: int, nwords: int
+                 ) -> tuple[InputError | None, int | None]:
+    """The first problem of a span (a CPU-change record inside a window, a record running
+    past its window) and where a cut file's last whole record ends (None: not cut here)."""
+    problems: list[tuple[int, InputError]] = []
+    inner = np.flatnonzero(padded[nodes] == CPU_CHANGE_HEADER)
+    if len(inner):  # Xen never writes CPU-change records: the window size is wrong
+        at = int(nodes[inner[0]]) + base
+        owner = int(win.start[np.searchsorted(win.start, at, side="right") - 1]) * 4
+        problems.append((at * 4, InputError(
+            path, f"a CPU-change record lies inside the window of the CPU-change record at "
+            f"offset {owner}: that window's size is wrong", offset=at * 4)))
+    cut = None
+    for w in np.flatnonzero(overrun >= 0).tolist():
+        at = int(overrun[w])
+        header = int(padded[at])
+        length = int(_LENGTH[header >> EXTRA_SHIFT])
+        end = int(win.end[first + w])
+        if end > nwords and at + base + length > nwords:  # the file was cut in this record
+            cut = (at + base) * 4
+            continue
+        problems.append(((at + base) * 4, InputError(
+            path, f"record with header 0x{header:08x} ({length * 4} bytes) runs past the end "
+            f"of its window at offset {min(end, nwords) * 4}", offset=(at + base) * 4)))
+    if problems:
+        return min(problems, key=lambda p: p[0])[1], cut
+    return None, cut
+
+
+def read_batches(path: Path, handle: BinaryIO, win: Windows, size: int, chunk_words: int,
+                 clock: Clock, keep: Keep, on_progress: ProgressCallback | None = None,
+                 ) -> Iterator[tuple[Batch, int | None]]:
+    """Batches of records, span after span, with the offset where a cut file's data ends.
+
+    Raises ``InputError`` at the first record running past its window (or a CPU-change record
+    inside one), then the windows' own problem once every window before it was read.
+    """
+    nwords = size // 4
+    buffer = np.zeros(0, dtype="<u4")
+    for first, stop in _spans(win, chunk_words):
+        lo = int(win.start[first])
+        hi = min(int(win.end[stop - 1]), nwords)
+        need = hi - lo + MAX_EXTRA
+        if len(buffer) < need:
+            buffer = np.zeros(max(need, min(chunk_words, nwords) + MAX_EXTRA), dtype="<u4")
+        handle.seek(lo * 4)
+        got = handle.readinto(memoryview(buffer[: hi - lo]).cast("B"))
+        if got != (hi - lo) * 4:
+            raise InputError(path, "file changed while being read", offset=lo * 4)
+        buffer[hi - lo: need] = 0  # the slack read past the last record is zeros
+        starts = win.start[first:stop] - lo + _CPU_CHANGE_WORDS
+        ends = np.minimum(win.end[first:stop], nwords) - lo
+        nodes, overrun = _walk_span(buffer[: hi - lo], starts, ends)
+        problem, cut = _span_errors(path, buffer, lo, nodes, overrun, win, first, nwords)
+        if problem is not None:
+            raise problem
+        per_window = np.searchsorted(nodes, ends) - np.searchsorted(nodes, starts)
+        has = per_window > 0
+        seg_start = np.r_[0, np.cumsum(per_window)[:-1]][has]
+        batch = _extract(buffer, lo, nodes, seg_start, win.cpu[first:stop][has], clock, keep)
+        if on_progress is not None:
+            on_progress(min(hi * 4, size), size)
+        yield batch, cut
+    if win.problem is not None:
+        raise win.problem
