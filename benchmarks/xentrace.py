@@ -1,32 +1,44 @@
-"""Benchmark of the xentrace reader and ``xenlat trace`` on a generated multi-million-record trace.
+"""Benchmark of ``xenlat trace`` beside xenalyze, as whole processes, on the same files.
 
 Run by hand (never in the test suite)::
 
-    python benchmarks/xentrace.py --records 5000000 --cpus 8
+    python benchmarks/xentrace.py                        # the real trace + a simulated one
+    python benchmarks/xentrace.py --trace big.bin --repeat 7
+    python benchmarks/xentrace.py --synthetic 5000000    # a generated trace instead
 
-The trace is generated here, vectorized: per physical CPU a stream of records drawn from a mix
-like a real credit2 + HVM trace (run-state changes, switches, wakes, credit2 events, HVM exits
-without timestamps, IRQs, grant-copy hypercalls, a few lost-records and wrap records), cut into
-windows of about ``--window-kib`` at record boundaries, windows of the CPUs interleaved as
-xentrace writes them. Reports records/s and the peak memory (tracemalloc and ru_maxrss).
+The files: the real trace of the corpus (180,493 records) and a large trace written by
+``xenlat simulate healthy --requests 157000`` (~14 M records, ~300 MB; kept under
+``benchmarks/out/`` and reused), or ``--trace FILE`` ones. Each run is a whole process timed
+by ``/usr/bin/time`` (wall seconds and the child's peak RSS), paired and interleaved: for
+every repetition ``xenlat trace --format json``, ``xenlat trace`` (the tables),
+``xenalyze --summary`` and ``cat`` (the floor: reading the file) in turn, output to
+/dev/null. Prints the median with min-max, records/s and peak RSS against the file size, and
+the load average before and after (the machine may be shared).
+
+``--synthetic N`` writes a trace of N records instead, vectorized, with a mix like a real
+credit2 + HVM trace (run-state changes, switches, wakes, credit2 records, HVM exits without
+timestamps, IRQs, grant-copy hypercalls, a few lost-records and wrap records).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import io
+import json
 import os
-import resource
+import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
-import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
 from xentrace_cli import xen_events as xe
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+REAL = HERE.parent / "tests" / "data" / "corpus" / "xentrace" / "xentrace-parser-rs__xentrace.bin"
 
 # (header event id, n_extra, timestamped, weight) — a credit2 + HVM mix.
 MIX = (
@@ -51,7 +63,8 @@ MIX = (
 )
 
 
-def generate(path: Path, records: int, cpus: int, window_kib: int, seed: int = 1) -> int:
+def generate(path: Path, records: int, cpus: int = 8, window_kib: int = 256,
+             seed: int = 1) -> int:
     """Write a trace of ``records`` records to ``path``; return its size in bytes."""
     rng = np.random.default_rng(seed)
     ids = np.array([m[0] for m in MIX], dtype=np.uint32)
@@ -73,8 +86,7 @@ def generate(path: Path, records: int, cpus: int, window_kib: int, seed: int = 1
         at = start[c == 1]
         words[at + 1] = (tsc[c == 1] & 0xFFFFFFFF).astype(np.uint32)
         words[at + 2] = (tsc[c == 1] >> 32).astype(np.uint32)
-        # Plausible scheduler words: small domain and vCPU ids.
-        unit = rng.integers(0, 4, size=n, dtype=np.uint32)
+        unit = rng.integers(0, 4, size=n, dtype=np.uint32)  # plausible scheduler words
         dom = rng.integers(0, 3, size=n, dtype=np.uint32)
         first = start + 1 + 2 * c
         sched = np.isin(kind, range(8))
@@ -82,105 +94,104 @@ def generate(path: Path, records: int, cpus: int, window_kib: int, seed: int = 1
                                        dom[sched])
         two = sched & (kind >= 4)
         words[first[two] + 1] = unit[two]
-        # Cut the stream into windows at record boundaries.
-        target = window_kib * 1024 // 4
+        target = window_kib * 1024 // 4  # cut the stream into windows at record boundaries
         ends = np.r_[start, len(words)]
         cuts = np.unique(np.searchsorted(ends, np.arange(target, len(words), target)))
-        bounds = np.r_[0, ends[cuts], len(words)]
-        bounds = np.unique(bounds)
-        streams.append((words, bounds))
+        streams.append((words, np.unique(np.r_[0, ends[cuts], len(words)])))
     pieces = []
-    most = max(len(b) - 1 for _, b in streams)
-    for k in range(most):  # xentrace writes CPUs 0..N-1 in turn
+    for k in range(max(len(b) - 1 for _, b in streams)):  # xentrace writes CPUs in turn
         for cpu, (words, bounds) in enumerate(streams):
             if k + 1 < len(bounds):
                 body = words[bounds[k]: bounds[k + 1]]
                 pieces.append(np.array([xe.CPU_CHANGE_HEADER, cpu, 4 * len(body)],
                                        dtype=np.uint32))
                 pieces.append(body)
-    data = np.concatenate(pieces)
-    data.astype("<u4").tofile(path)
+    np.concatenate(pieces).astype("<u4").tofile(path)
     return path.stat().st_size
 
 
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def simulated(requests: int) -> Path:
+    """The large trace of ``xenlat simulate healthy`` (written once, then reused)."""
+    folder = OUT / f"healthy-{requests}"
+    path = folder / "xentrace.bin"
+    if not path.exists():
+        print(f"writing {folder} (xenlat simulate healthy --requests {requests}) ...",
+              flush=True)
+        subprocess.run([sys.executable, "-m", "xentrace_cli", "simulate", "healthy",
+                        "--requests", str(requests), "-o", str(folder), "--no-progress"],
+                       check=True, stdout=subprocess.DEVNULL)
+    return path
 
 
-def _timed(func, repeat: int) -> tuple[float, float, object]:
-    """Best wall and CPU seconds of ``repeat`` calls (the machine may be shared: report both)."""
-    best_wall = best_cpu = float("inf")
-    result = None
-    for _ in range(repeat):
-        result = None
-        gc.collect()
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        result = func()
-        best_wall = min(best_wall, time.perf_counter() - wall0)
-        best_cpu = min(best_cpu, time.process_time() - cpu0)
-    return best_wall, best_cpu, result
+def run(command: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one whole process (output to /dev/null)."""
+    with open(os.devnull, "wb") as null:
+        proc = subprocess.run(["/usr/bin/time", "-f", "%e %M", *command], stdout=null,
+                              stderr=subprocess.PIPE, text=True, check=True)
+    wall, rss = proc.stderr.strip().splitlines()[-1].split()
+    return float(wall), int(rss)
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} s ({min(values):.3f}-{max(values):.3f})"
+
+
+def bench(path: Path, repeat: int, xenalyze: str | None) -> None:
+    records = json.loads(subprocess.run(
+        [sys.executable, "-m", "xentrace_cli", "trace", str(path), "--format", "json",
+         "--no-progress"], capture_output=True, text=True, check=True).stdout)["records"]
+    size = path.stat().st_size
+    xenlat = [shutil.which("xenlat") or sys.executable, *(
+        [] if shutil.which("xenlat") else ["-m", "xentrace_cli"])]
+    tools = {"xenlat trace --format json": [*xenlat, "trace", str(path), "--format", "json",
+                                            "--no-progress"],
+             "xenlat trace (tables)": [*xenlat, "trace", str(path), "--no-progress"],
+             "cat (floor)": ["cat", str(path)]}
+    if xenalyze:
+        tools["xenalyze --summary"] = [xenalyze, "--summary", str(path)]
+    times: dict[str, list[float]] = {name: [] for name in tools}
+    peak: dict[str, int] = dict.fromkeys(tools, 0)
+    load = os.getloadavg()
+    for _ in range(repeat):  # paired and interleaved
+        for name, command in tools.items():
+            wall, rss = run(command)
+            times[name].append(wall)
+            peak[name] = max(peak[name], rss)
+    print(f"\n{path} ({size / 2**20:.1f} MiB, {records:,} records); load average "
+          f"{load[0]:.2f} before, {os.getloadavg()[0]:.2f} after, {os.cpu_count()} CPUs; "
+          f"median of {repeat} (min-max)")
+    for name in tools:
+        rate = records / statistics.median(times[name]) / 1e6
+        print(f"  {name:28} {_spread(times[name])}  {rate:6.2f} M records/s  "
+              f"peak RSS {peak[name] / 1024:7.1f} MiB = {peak[name] * 1024 / size:5.2f}x file")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=5_000_000)
-    parser.add_argument("--cpus", type=int, default=8)
-    parser.add_argument("--window-kib", type=int, default=256)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--keep", type=Path, help="write the trace here and keep it")
+    parser.add_argument("--trace", type=Path, action="append", help="a trace to time "
+                        "(repeatable; default: the corpus trace and a simulated one)")
+    parser.add_argument("--requests", type=int, default=157_000,
+                        help="requests of the simulated trace (157000: ~14 M records)")
+    parser.add_argument("--synthetic", type=int, help="time a generated trace of N records")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--xenalyze", default=os.environ.get("XENALYZE")
+                        or shutil.which("xenalyze"), help="xenalyze binary (default: "
+                        "$XENALYZE or the one on PATH; Debian's xen-utils-common)")
     args = parser.parse_args()
-
-    from rich.console import Console
-
-    from xentrace_cli.readers.xentrace import read_xentrace
-    from xentrace_cli.report.trace_table import render_trace_summary
-    from xentrace_cli.trace_summary import summarize_trace
-
+    if not args.xenalyze:
+        print("xenalyze not found: timing xenlat alone (apt-get download xen-utils-common; "
+              "dpkg -x it; set XENALYZE)", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.keep or Path(tmp) / "bench.xentrace"
-        t0 = time.perf_counter()
-        size = generate(path, args.records, args.cpus, args.window_kib)
-        print(f"generated {args.records:,} records, {args.cpus} CPUs, windows of "
-              f"~{args.window_kib} KiB: {size / 2**20:.1f} MiB in "
-              f"{time.perf_counter() - t0:.1f} s ({path})")
-        load = os.getloadavg()[0]
-        wall, cpu, trace = _timed(lambda: read_xentrace(path), args.repeat)
-        assert trace.records == args.records, (trace.records, args.records)
-        print(f"read_xentrace (best of {args.repeat}): wall {wall:.2f} s = "
-              f"{trace.records / wall / 1e6:.2f} M records/s ({size / wall / 2**20:.0f} MiB/s); "
-              f"CPU {cpu:.2f} s = {trace.records / cpu / 1e6:.2f} M records/s; "
-              f"{trace.windows} windows; events table "
-              f"{trace.events.memory_usage(deep=True).sum() / 2**20:.0f} MiB")
-        del trace
-        from xentrace_cli.trace_attribute import TRACE_COLUMNS, TRACE_EVENTS
-
-        wall, cpu, trace = _timed(lambda: read_xentrace(path, events=TRACE_EVENTS,
-                                                        columns=TRACE_COLUMNS), args.repeat)
-        print(f"read_xentrace as xenlat analyze reads it (3 event ids, {len(TRACE_COLUMNS)} "
-              f"columns; best of {args.repeat}): wall {wall:.2f} s, CPU {cpu:.2f} s; "
-              f"{len(trace.events):,} rows kept, events table "
-              f"{trace.events.memory_usage(deep=True).sum() / 2**20:.0f} MiB")
-        del trace
-
-        def trace_command() -> dict:
-            summary = summarize_trace(path)
-            render_trace_summary(summary, Console(file=io.StringIO(), width=120))
-            return summary
-
-        wall, cpu, summary = _timed(trace_command, args.repeat)
-        print(f"xenlat trace (summarize + render, best of {args.repeat}): wall {wall:.2f} s = "
-              f"{summary['records'] / wall / 1e6:.2f} M records/s; CPU {cpu:.2f} s")
-        del summary
-        gc.collect()
-        tracemalloc.start()
-        read_xentrace(path)
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        print(f"peak traced memory of one read_xentrace: {peak / 2**20:.0f} MiB; peak RSS of the "
-              f"process: {_peak_rss_mib():.0f} MiB; load average at start {load:.2f} on "
-              f"{os.cpu_count()} CPUs")
-        if args.keep is None and path.exists():
-            os.unlink(path)
+        if args.trace:
+            paths = args.trace
+        elif args.synthetic:
+            paths = [Path(tmp) / "synthetic.bin"]
+            generate(paths[0], args.synthetic)
+        else:
+            OUT.mkdir(exist_ok=True)
+            paths = [REAL, simulated(args.requests)]
+        for path in paths:
+            bench(path, args.repeat, args.xenalyze)
     return 0
 
 

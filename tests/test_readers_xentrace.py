@@ -21,6 +21,7 @@ from xentrace_cli import xen_events as xe
 from xentrace_cli.cli import main
 from xentrace_cli.errors import InputError, TruncatedInput
 from xentrace_cli.readers import xentrace as reader
+from xentrace_cli.readers import xentrace_records
 from xentrace_cli.readers.xentrace import (
     cpu_runs,
     read_xentrace,
@@ -293,6 +294,71 @@ def test_empty_window_and_many_chunks_match_slow_walk(tmp_path: Path, monkeypatc
         assert ev["event"].tolist() == [t[2] for t in truth]
         for k in range(7):
             assert ev[f"w{k}"].tolist() == [t[4][k] if k < len(t[4]) else 0 for t in truth]
+
+
+@pytest.mark.parametrize("few", [0, 1000])
+def test_both_walks_match_slow_walk_on_many_windows(tmp_path: Path, monkeypatch,
+                                                   few: int) -> None:
+    """Windows walked a record per step together (few=0), or each alone by pointer
+    doubling (few=1000): the same records as the slow walk, with random words that look like
+    headers, empty windows, and windows of one CPU interleaved with others."""
+    monkeypatch.setattr(xentrace_records, "_FEW_LANES", few)
+    rng = np.random.default_rng(5)
+    windows, tsc = [], 1000
+    for w in range(60):
+        records = []
+        for _ in range(int(rng.integers(0, 90))):
+            n = int(rng.integers(0, 8))
+            tsc += int(rng.integers(1, 100))
+            words = rng.integers(0, 1 << 32, size=n, dtype=np.uint64).tolist()
+            records.append(rec(0x00081000 + int(rng.integers(0, 5)), *words,
+                               tsc=tsc if rng.integers(0, 2) else None))
+        windows.append(window(w % 7, *records))
+    path = write(tmp_path, *windows)
+    truth = slow_walk(path)
+    for chunk in (reader.CHUNK_WORDS, 64, 1000):
+        monkeypatch.setattr(reader, "CHUNK_WORDS", chunk)
+        ev = read_xentrace(path).events.sort_values("offset", kind="stable")
+        assert ev["offset"].tolist() == [t[0] for t in truth]
+        assert ev["event"].tolist() == [t[2] for t in truth]
+        assert ev["w6"].tolist() == [t[4][6] if len(t[4]) > 6 else 0 for t in truth]
+
+
+@pytest.mark.parametrize("few", [0, 1000])
+def test_record_past_its_window_found_by_both_walks(tmp_path: Path, monkeypatch,
+                                                    few: int) -> None:
+    monkeypatch.setattr(xentrace_records, "_FEW_LANES", few)
+    good = [window(c, rec(xe.TRC_SCHED_WAKE, 0, c, tsc=c + 1)) for c in range(12)]
+    bad = window(3, rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=1), size=12)  # 20-byte record, 12 bytes
+    path = write(tmp_path, *good[:5], bad, *good[5:])
+    offset = sum(len(g) for g in good[:5]) + 12
+    with pytest.raises(InputError, match=f"offset {offset}: record with header 0xa0028004 "
+                       "\\(20 bytes\\) runs past the end of its window"):
+        read_xentrace(path)
+
+
+def test_event_counts_records_bytes_and_quiet_stretches(tmp_path: Path) -> None:
+    """Every record counted per CPU and id, kept or not, with its bytes (4 + 8C + 4N); per
+    CPU the first and last TSC and the longest stretch between two of its records, also
+    across its windows."""
+    path = write(tmp_path,
+                 window(0, rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=100),  # 4 + 8 + 8 = 20 bytes
+                        rec(xe.TRC_HVM_VMENTRY),  # 4 bytes, takes 100
+                        rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=130)),
+                 window(1, rec(xe.TRC_SCHED_BLOCK, 1, 0, tsc=105)),
+                 window(0, rec(xe.TRC_HVM_VMENTRY),  # carries 130
+                        rec(xe.TRC_SCHED_WAKE, 0, 1, tsc=400),  # CPU 0 quiet 130..400
+                        rec(xe.TRC_SCHED_WAKE, 0, 1, tsc=410)),
+                 window(1, rec(xe.TRC_SCHED_BLOCK, 1, 0, tsc=160)))  # CPU 1 quiet 105..160
+    trace = read_xentrace(path, events=[])
+    assert len(trace.events) == 0
+    counts = trace.event_counts
+    assert counts.values.tolist() == [[0, xe.TRC_SCHED_WAKE, 4, 80],
+                                      [0, xe.TRC_HVM_VMENTRY, 2, 8],
+                                      [1, xe.TRC_SCHED_BLOCK, 2, 40]]
+    assert trace.cpu_first_tsc == {0: 100, 1: 105}
+    assert trace.cpu_last_tsc == {0: 410, 1: 160}
+    assert trace.cpu_longest_gap == {0: (130, 400), 1: (105, 160)}
 
 
 @pytest.mark.parametrize("chunk", [reader.CHUNK_WORDS, 4, 9])

@@ -353,24 +353,39 @@ def info(file: Path, fmt: str) -> None:
 @click.option("--cpu-hz", type=FREQUENCY, help="TSC frequency for converting cycles to time "
               "(default: 2.4 GHz, as xenalyze).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
+              show_default=True, help="json: the summary as one document; with --dump, one "
+              "JSON object per record (JSON Lines).")
+@click.option("--dump", is_flag=True, help="Print every record instead of the summary: time, "
+              "CPU, the unit running there, event name and decoded fields, one line each, in "
+              "time order (streamed: use with | less or | grep).")
 @common_options
-def trace(file: Path, cpu_hz: float | None, fmt: str) -> None:
-    """Summarize a xentrace file: records per event, lost records, vCPU run states.
+def trace(file: Path, cpu_hz: float | None, fmt: str, dump: bool) -> None:
+    """Summarize a xentrace file, as xenalyze --summary would: records per event, lost
+    records, vCPU run states and waits (wake, preemption), physical CPUs (and any that stops
+    early), migrations, HVM exits.
 
     \b
     Example:
       xenlat trace xentrace.bin --cpu-hz 2.9e9 --format json
+      xenlat trace xentrace.bin --dump | grep 'd14v2'
     """
-    from .trace_summary import summarize_trace
+    if dump:
+        from .trace_dump import dump_trace
+        from .trace_summary import DEFAULT_CPU_HZ
+
+        # no progress bar: it would draw over a pager reading the lines
+        dump_trace(file, sys.stdout.buffer, cpu_hz or DEFAULT_CPU_HZ, fmt=fmt)
+        sys.stdout.flush()
+        return
+    from .trace_summary import analyze_trace, dumps
 
     with progress_callback(f"reading {file.name}") as on_progress:
-        summary = summarize_trace(file, cpu_hz=cpu_hz, on_progress=on_progress)
+        summary = analyze_trace(file, cpu_hz=cpu_hz, on_progress=on_progress).to_document()
     if fmt == "json":
-        from .output import dumps_json
-
-        click.echo(dumps_json(summary), nl=False)
+        click.echo(dumps(summary), nl=False)
     else:
+        for line in summary["warnings"]:
+            click.echo(f"xenlat: warning: {line}", err=True)
         from .report.trace_table import render_trace_summary
 
         render_trace_summary(summary, _stdout_console())

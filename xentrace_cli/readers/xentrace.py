@@ -12,9 +12,7 @@ Public: :func:`read_xentrace` → :class:`XenTrace`, and the run-state helpers
 from __future__ import annotations
 
 import dataclasses
-import mmap
 import os
-import warnings
 from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
@@ -22,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import TruncatedInput, check_readable
+from ..groups import factorize
 from ..xen_events import (
     DOMID_IDLE,
     EVENT_MASK,
@@ -49,7 +47,7 @@ from ..xen_events import (
     event_name,
     is_runstate_change,
 )
-from .xentrace_records import Batch, Clock, Keep, Part, read_batches, walk_windows
+from .xentrace_scan import TraceScan, occupancy, runstate_intervals, scan_xentrace
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -94,13 +92,18 @@ class XenTrace:
     event_counts: pd.DataFrame = dataclasses.field(
         default_factory=lambda: pd.DataFrame({"cpu": np.empty(0, np.int16),
                                               "event": np.empty(0, np.uint32),
-                                              "records": np.empty(0, np.int64)}))
+                                              "records": np.empty(0, np.int64),
+                                              "bytes": np.empty(0, np.int64)}))
     """Records per physical CPU and event id, every record counted (those ``events=`` left
-    out of the event table too): ``cpu, event, records``, sorted by cpu and event."""
+    out of the event table too): ``cpu, event, records, bytes`` (the records' length, header
+    and TSC included), sorted by cpu and event."""
     cpu_first_tsc: dict[int, int] = dataclasses.field(default_factory=dict)
     """First own TSC of each physical CPU that has one."""
     cpu_last_tsc: dict[int, int] = dataclasses.field(default_factory=dict)
     """TSC of each physical CPU's last record (its own, or carried from the one before)."""
+    cpu_longest_gap: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    """Longest stretch without a record on each physical CPU: the TSCs of the records
+    before and after it (a CPU that later stops has a longer silence than any of these)."""
 
     @property
     def cpus(self) -> int:
@@ -257,89 +260,18 @@ def _names(codes: np.ndarray, uniques: np.ndarray) -> pd.Categorical:
                                      categories=categories)
 
 
-class _Merge:
-    """Batches' columns concatenated and put in TSC order through one reused scratch buffer.
-
-    Each column is built once in its final order; the scratch (8 bytes per record) is the only
-    other memory touched, and each batch column is dropped once merged.
-    """
-
-    def __init__(self, batches: list[Batch], order: np.ndarray) -> None:
-        self.batches = batches
-        self.order = order
-        self.scratch = np.empty(len(order) * 8, dtype=np.uint8)
-
-    def column(self, parts: list[np.ndarray], dtype: type | str) -> np.ndarray:
-        buf = self.scratch[: len(self.order) * np.dtype(dtype).itemsize].view(dtype)
-        if parts:
-            np.concatenate(parts, out=buf)
-        return buf.take(self.order)
-
-    def take(self, name: str, dtype: type | str) -> np.ndarray:
-        parts = [getattr(b, name) for b in self.batches]
-        for b in self.batches:
-            setattr(b, name, None)  # merged: let it go
-        return self.column(parts, dtype)
-
-
-@dataclasses.dataclass
-class _Tables:
-    events: pd.DataFrame
-    lost: pd.DataFrame
-    runstates: pd.DataFrame
-    switches: pd.DataFrame
-    first_tsc: int | None
-    last_tsc: int | None
-
-
-def _tables(batches: list[Batch], keep_ids: np.ndarray | None,
-            keep_columns: tuple[str, ...] | None = None) -> _Tables:
-    """Concatenate the batches, merge by TSC (stable), build the derived tables, decode.
-
-    With ``keep_ids`` the event table holds only those ids (the batches also hold the
-    lost-records records, dropped once the lost table is built).
-    """
-    lows = [b.stamped_min for b in batches if b.stamped_min is not None]
-    highs = [b.stamped_max for b in batches if b.stamped_max is not None]
-    first_tsc = min(lows) if lows else None
-    last_tsc = max(highs) if highs else None
-    runstate = _merged_part([b.runstate for b in batches])
-    runstates = _runstates_table(runstate, first_tsc, last_tsc)
-    del runstate
-    switches = _switches_table(_merged_part([b.switch for b in batches]))
-    for b in batches:
-        b.runstate = b.switch = None
-    parts = [b.tsc for b in batches]
-    tsc = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-    del parts
-    order = np.argsort(tsc, kind="stable")
-    tsc = tsc.take(order)
-    merge = _Merge(batches, order)
-    header = merge.take("header", np.uint32)
-    cpu = merge.take("cpu", np.int16)
-    w = []
-    for k in range(batches[0].extra.shape[0] if batches else MAX_EXTRA):
-        w.append(merge.column([b.extra[k] for b in batches], np.uint32))
-    for b in batches:
-        b.extra = None
-    offset = merge.take("offset", np.int64)
-    del merge, order
+def _events_table(kept: dict[str, np.ndarray], keep_columns: tuple[str, ...] | None
+                  ) -> pd.DataFrame:
+    """The event table of the contract from the scan's kept records: names and decoded
+    columns (only those asked for)."""
+    header = kept["header"]
     event = header & EVENT_MASK
     n_extra = ((header >> EXTRA_SHIFT) & EXTRA_MASK).astype(np.uint8)
-    lost = _lost_table(event, n_extra, cpu, tsc, w)
-    if keep_ids is not None:
-        wanted = np.isin(event, keep_ids)
-        if not wanted.all():  # lost-records records kept for the lost table only
-            sel = np.flatnonzero(wanted)
-            header, cpu, tsc, offset, event, n_extra = (x.take(sel) for x in (
-                header, cpu, tsc, offset, event, n_extra))
-            w = [x.take(sel) for x in w]
-    stamped = (header >> 31).astype(bool)
-    del header
-    codes, uniques = pd.factorize(event, sort=False)
+    w = [kept[name] for name in _WORD_COLUMNS if name in kept]
+    codes, uniques = factorize(event)
     columns: dict[str, object] = {
-        "cpu": cpu,
-        "tsc": tsc,
+        "cpu": kept["cpu"],
+        "tsc": kept["tsc"],
         "event": event,
         "name": _names(codes, uniques),
         "n_extra": n_extra,
@@ -348,42 +280,23 @@ def _tables(batches: list[Batch], keep_ids: np.ndarray | None,
         columns[col] = values
     if keep_columns is None or set(keep_columns) & set(_DECODED):
         _decode(columns, event, codes, uniques, n_extra, w)
-    columns["timestamped"] = stamped
-    columns["offset"] = offset
+    columns["timestamped"] = (header >> 31).astype(bool)
+    columns["offset"] = kept["offset"]
     if keep_columns is not None:
         columns = {name: columns[name] for name in keep_columns}
-    events = pd.DataFrame(columns, copy=False)
-    return _Tables(events, lost, runstates, switches, first_tsc, last_tsc)
+    return pd.DataFrame(columns, copy=False)
 
 
-def _merged_part(parts: list[Part]) -> dict[str, np.ndarray]:
-    """The parts' columns concatenated and put in TSC order (stable: file order on ties)."""
-    names = list(parts[0].columns) if parts else []
-    tsc = np.concatenate([p.columns["tsc"] for p in parts]) if parts else \
-        np.empty(0, dtype=np.int64)
-    order = np.argsort(tsc, kind="stable")
-    out = {"tsc": tsc.take(order)}
-    del tsc
-    for name in names:
-        if name != "tsc":
-            out[name] = np.concatenate([p.columns[name] for p in parts]).take(order)
-    return out
-
-
-def _lost_table(event: np.ndarray, n_extra: np.ndarray, cpu: np.ndarray, tsc: np.ndarray,
-                w: list[np.ndarray]) -> pd.DataFrame:
+def _lost_table(lost: dict[str, np.ndarray]) -> pd.DataFrame:
     """Lost-records records: how many were dropped, and the span nothing was seen."""
-    r = np.flatnonzero((event == TRC_LOST_RECORDS) & (n_extra >= 4))
-    w1 = w[1][r]
-    tsc_first = (w[2][r].astype(np.uint64) | (w[3][r].astype(np.uint64) << np.uint64(32)))
-    valid = np.ones(len(r), dtype=bool)
+    valid = np.ones(len(lost["cpu"]), dtype=bool)
     return pd.DataFrame({
-        "cpu": cpu[r],
-        "dropped": w[0][r].astype(np.int64),
-        "domid": _nullable(w1 & 0xFFFF, valid, "Int32"),  # w1: domid bits 0-15, vcpu 16-31
-        "vcpu": _nullable(w1 >> 16, valid, "Int32"),
-        "tsc_first": tsc_first.view(np.int64),
-        "tsc": tsc[r],
+        "cpu": lost["cpu"],
+        "dropped": lost["dropped"],
+        "domid": _nullable(lost["domid"], valid, "Int32"),  # w1: domid bits 0-15, vcpu 16-31
+        "vcpu": _nullable(lost["vcpu"], valid, "Int32"),
+        "tsc_first": lost["tsc_first"],
+        "tsc": lost["tsc"],
     })
 
 
@@ -396,126 +309,31 @@ def _switches_table(part: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def _intervals(key: np.ndarray, tsc: np.ndarray, before: np.ndarray, after: np.ndarray,
-               origin: int) -> dict[str, np.ndarray]:
-    """Intervals from change points sorted by (key, tsc): each change closes one, opens one.
-
-    The first change of a key also yields the interval before it (state ``before``), from
-    ``origin`` (the trace's first TSC). Returns arrays keyed ``row`` (source change for the
-    opening), ``state``, ``start``, ``end`` (-1: open), ``from_origin``, ``consistent``.
-    """
-    n = len(key)
-    if n == 0:
-        empty = np.empty(0, dtype=np.int64)
-        return {"row": empty, "state": empty, "start": empty, "end": empty,
-                "from_origin": np.empty(0, dtype=bool), "consistent": np.empty(0, dtype=bool)}
-    same_next = np.zeros(n, dtype=bool)
-    np.equal(key[1:], key[:-1], out=same_next[:-1])
-    end = np.full(n, -1, dtype=np.int64)
-    np.copyto(end[:-1], tsc[1:], where=same_next[:-1])
-    consistent = np.ones(n, dtype=bool)
-    consistent[:-1] = ~same_next[:-1] | (before[1:] == after[:-1])
-    firsts = np.r_[0, np.flatnonzero(~same_next[:-1]) + 1]
-    lead = firsts[tsc[firsts] > origin]
-    # Each lead interval goes just before its key's first change (no sort needed).
-    lead_values = {"row": lead, "state": before[lead], "start": np.full(len(lead), origin),
-                   "end": tsc[lead], "from_origin": np.ones(len(lead), dtype=bool),
-                   "consistent": np.ones(len(lead), dtype=bool)}
-    values = {"row": np.arange(n), "state": after, "start": tsc, "end": end,
-              "from_origin": np.zeros(n, dtype=bool), "consistent": consistent}
-    return {name: _interleave(values[name], lead, lead_values[name]) for name in values}
-
-
-def _interleave(values: np.ndarray, at: np.ndarray, inserted: np.ndarray) -> np.ndarray:
-    """``values`` with ``inserted[k]`` put just before ``values[at[k]]`` (``at`` sorted)."""
-    m = len(at)
-    out = np.empty(len(values) + m, dtype=np.result_type(values, inserted))
-    if m > 256:  # many keys: scatter
-        where = at + np.arange(m)
-        rest = np.ones(len(out), dtype=bool)
-        rest[where] = False
-        out[where] = inserted
-        out[rest] = values
-        return out
-    prev = 0
-    for k, i in enumerate(at.tolist()):  # few keys (CPUs, vCPUs): copy the runs between
-        out[prev + k:i + k] = values[prev:i]
-        out[i + k] = inserted[k]
-        prev = i
-    out[prev + m:] = values[prev:]
-    return out
-
-
-def _group_order(key: np.ndarray) -> np.ndarray:
-    """Stable order grouping equal keys, groups by key value (radix sort on few keys)."""
-    codes, uniques = pd.factorize(key, sort=True)
-    if len(uniques) < np.iinfo(np.int16).max:
-        return np.argsort(codes.astype(np.int16), kind="stable")
-    return np.argsort(key, kind="stable")
-
-
-def _runstates_table(part: dict[str, np.ndarray], first_tsc: int | None,
-                     last_tsc: int | None) -> pd.DataFrame:
+def _runstates_table(scan: TraceScan) -> pd.DataFrame:
     """Run-state intervals from RUNSTATE_CHANGE records (vectorized, no loop per vCPU)."""
-    ev = part.get("event", np.empty(0, np.uint32))
-    # w0: vcpu in bits 0-15, domid in bits 16-31; the states in the event id
-    key = part.get("w0", np.empty(0, np.uint32)).astype(np.int64)
-    order = _group_order(key)  # stable: the part is in TSC order, so each vCPU stays so
-    key = key[order]
-    before = ((ev >> 8) & 0xF).astype(np.int64)[order]
-    after = ((ev >> 4) & 0xF).astype(np.int64)[order]
-    del ev
-    tsc = part.get("tsc", np.empty(0, np.int64))[order]
-    cpu = part.get("cpu", np.empty(0, np.int16))[order]
-    origin = first_tsc if first_tsc is not None else 0
-    iv = _intervals(key, tsc, before, after, origin)
-    rows = iv["row"]
+    iv = runstate_intervals(scan)
     known = iv["state"] < len(RUNSTATES)
     codes = np.where(known, iv["state"], -1).astype(np.int8)
     frame = pd.DataFrame({
-        "domid": (key[rows] >> 16).astype(np.int32),
-        "vcpu": (key[rows] & 0xFFFF).astype(np.int32),
+        "domid": (iv["key"] >> 16).astype(np.int32),
+        "vcpu": (iv["key"] & 0xFFFF).astype(np.int32),
         "state": pd.Categorical.from_codes(codes, dtype=RUNSTATE_DTYPE),
         "start_tsc": iv["start"],
         "end_tsc": _nullable(iv["end"], iv["end"] >= 0, "Int64"),
-        "cpu": cpu[rows],
+        "cpu": iv["cpu"],
         "from_trace_start": iv["from_origin"],
         "consistent": iv["consistent"],
     })
-    frame.attrs["first_tsc"] = first_tsc
-    frame.attrs["last_tsc"] = last_tsc
+    frame.attrs["first_tsc"] = scan.first_tsc
+    frame.attrs["last_tsc"] = scan.last_tsc
     return frame
 
 
-def _keep(events: Iterable[int] | None, columns: Iterable[str] | None) -> Keep:
-    """Which records the batches keep in full, and how many of their words."""
-    ids = None if events is None else np.unique(np.asarray(list(events), dtype=np.uint32))
-    words = MAX_EXTRA
-    if columns is not None and not set(columns) & set(_DECODED):
-        words = max((k + 1 for k, name in enumerate(_WORD_COLUMNS) if name in columns),
-                    default=0)
-    return Keep(ids, words)
-
-
-def _settle_pending(batches: list[Batch], clock: Clock) -> None:
-    """Records before their CPU's first TSC take that first TSC (else the trace's first)."""
-    starts = [b.stamped_min for b in batches if b.stamped_min is not None]
-    origin = min(starts) if starts else 0
-    for b in batches:
-        for tsc, cpu, pending in ((b.tsc, b.cpu, b.pending),
-                                  *((p.columns["tsc"], p.columns["cpu"], p.pending)
-                                    for p in (b.runstate, b.switch))):
-            if len(pending):
-                tsc[pending] = [clock.first.get(c, origin) for c in cpu[pending].tolist()]
-
-
-def _event_counts(batches: list[Batch]) -> pd.DataFrame:
-    """Records per (cpu, event) summed over the batches."""
-    cpu, event, n = (np.concatenate([b.counts[k] for b in batches]) if batches else
-                     np.empty(0, dtype=t) for k, t in enumerate((np.int16, np.uint32, np.int64)))
-    frame = pd.DataFrame({"cpu": cpu.astype(np.int16), "event": event.astype(np.uint32),
-                          "records": n.astype(np.int64)})
-    return frame.groupby(["cpu", "event"], as_index=False, sort=True)["records"].sum()
+def _words(columns: Iterable[str] | None) -> int:
+    """Extra words the scan keeps per record for these event-table columns."""
+    if columns is None or set(columns) & set(_DECODED):
+        return MAX_EXTRA
+    return max((k + 1 for k, name in enumerate(_WORD_COLUMNS) if name in columns), default=0)
 
 
 def read_xentrace(path: str | os.PathLike[str],
@@ -531,57 +349,28 @@ def read_xentrace(path: str | os.PathLike[str],
     Raises ``InputError`` for input that is not a usable trace; warns ``TruncatedInput`` when
     the file ends inside a window (the whole records before are kept).
     """
-    path = Path(path)
-    keep = _keep(events, columns)
-    check_readable(path)
-    size = path.stat().st_size
-    clock = Clock()
-    batches: list[Batch] = []
-    with open(path, "rb") as handle:
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            win = walk_windows(path, mm, size)
-        truncated_at = win.truncated_at
-        for batch, cut in read_batches(path, handle, win, size, CHUNK_WORDS, clock, keep,
-                                       on_progress):
-            batches.append(batch)
-            if cut is not None:
-                truncated_at = cut
-    if truncated_at is not None:
-        _warn_truncated(path, win.cpu, win.declared_end, size, truncated_at)
-    _settle_pending(batches, clock)
-    records = sum(b.records for b in batches)
-    counts = _event_counts(batches)
-    tables = _tables(batches, keep.ids, None if columns is None else tuple(columns))
-    del batches
+    columns = None if columns is None else tuple(columns)
+    scan = scan_xentrace(path, on_progress, events, _words(columns), CHUNK_WORDS)
+    runstates = _runstates_table(scan)
+    switches = _switches_table(scan.switch)
+    scan.runstate = scan.switch = {}
     return XenTrace(
-        path=path,
-        events=tables.events,
-        lost=tables.lost,
-        runstates=tables.runstates,
-        switches=tables.switches,
-        records=records,
-        windows=len(win.start),
-        cpu_ids=tuple(sorted(set(win.cpu.tolist()))),
-        truncated=truncated_at is not None,
-        first_tsc=tables.first_tsc,
-        last_tsc=tables.last_tsc,
-        event_counts=counts,
-        cpu_first_tsc=dict(sorted(clock.first.items())),
-        cpu_last_tsc=dict(sorted(clock.last.items())),
+        path=scan.path,
+        events=_events_table(scan.kept, columns),
+        lost=_lost_table(scan.lost),
+        runstates=runstates,
+        switches=switches,
+        records=scan.records,
+        windows=scan.windows,
+        cpu_ids=scan.cpu_ids,
+        truncated=scan.truncated,
+        first_tsc=scan.first_tsc,
+        last_tsc=scan.last_tsc,
+        event_counts=pd.DataFrame(scan.counts),
+        cpu_first_tsc=scan.cpu_first_tsc,
+        cpu_last_tsc=scan.cpu_last_tsc,
+        cpu_longest_gap=scan.cpu_longest_gap,
     )
-
-
-def _warn_truncated(path: Path, cpu: np.ndarray, declared_end: int, size: int,
-                    truncated_at: int) -> None:
-    """The one warning of a file cut short: where, and what was kept."""
-    if declared_end > size:
-        what = (f"file ends inside a window of CPU {int(cpu[-1])} (the file has {size} "
-                f"bytes, the window needs {declared_end})")
-    else:
-        what = (f"file ends inside a CPU-change record ({size - declared_end} bytes "
-                "after the last whole window)")
-    warnings.warn(TruncatedInput(f"{path}: offset {truncated_at}: {what}; kept the whole "
-                                 "records before"), stacklevel=3)
 
 
 # --- run-state and CPU-occupancy queries ----------------------------------------------------------
@@ -665,21 +454,16 @@ def cpu_runs(switches: pd.DataFrame, first_tsc: int | None = None) -> pd.DataFra
     Columns ``cpu, domid, vcpu, start_tsc, end_tsc`` (NA: still running at the end); before a
     CPU's first switch its previous occupant ran since ``first_tsc`` (``from_trace_start``).
     """
-    cpu = switches["cpu"].to_numpy()
-    order = np.argsort(cpu.astype(np.int16), kind="stable")  # radix sort: few CPUs
-    key = cpu.astype(np.int64)[order]
-    tsc = switches["tsc"].to_numpy()[order]
-    prev = ((switches["prev_domid"].to_numpy().astype(np.int64) << 16)
-            | switches["prev_vcpu"].to_numpy().astype(np.int64))[order]
-    nxt = ((switches["next_domid"].to_numpy().astype(np.int64) << 16)
-           | switches["next_vcpu"].to_numpy().astype(np.int64))[order]
-    origin = first_tsc if first_tsc is not None else (int(tsc.min()) if len(tsc) else 0)
-    iv = _intervals(key, tsc, prev, nxt, origin)
-    unit = iv["state"]
+    def unit(domid: str, vcpu: str) -> np.ndarray:
+        return ((switches[domid].to_numpy().astype(np.int64) << 16)
+                | switches[vcpu].to_numpy().astype(np.int64))
+
+    iv = occupancy(switches["cpu"].to_numpy(), switches["tsc"].to_numpy(),
+                   unit("prev_domid", "prev_vcpu"), unit("next_domid", "next_vcpu"), first_tsc)
     return pd.DataFrame({
-        "cpu": key[iv["row"]].astype(np.int16),
-        "domid": (unit >> 16).astype(np.int32),
-        "vcpu": (unit & 0xFFFF).astype(np.int32),
+        "cpu": iv["cpu"],
+        "domid": (iv["key"] >> 16).astype(np.int32),
+        "vcpu": (iv["key"] & 0xFFFF).astype(np.int32),
         "start_tsc": iv["start"],
         "end_tsc": _nullable(iv["end"], iv["end"] >= 0, "Int64"),
         "from_trace_start": iv["from_origin"],

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import pandas as pd
 
 from ..errors import InputError
+from ..groups import factorize
 from ..xen_events import (
     CPU_CHANGE_HEADER,
     CYCLES_FLAG,
@@ -137,6 +137,14 @@ def _spans(win: Windows, limit: int) -> Iterator[tuple[int, int]]:
         first = stop
 
 
+#: When this few windows are left in the step-per-record walk, each is finished alone by
+#: pointer doubling (the walk's per-step cost would otherwise be paid per record of the
+#: longest window: a small trace has few windows, some long).
+_FEW_LANES = 8
+#: Doubling levels of that walk: its Python loop advances 2**_LEVELS records per step.
+_LEVELS = 5
+
+
 def _walk_span(words: np.ndarray, starts: np.ndarray, ends: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
     """Start of every record of each window, all windows a record per step.
@@ -149,7 +157,7 @@ def _walk_span(words: np.ndarray, starts: np.ndarray, ends: np.ndarray
     lanes = np.flatnonzero(starts < ends)
     pos, end = starts[lanes], ends[lanes]
     overrun = np.full(len(starts), -1, dtype=np.int64)
-    while len(lanes):
+    while len(lanes) > _FEW_LANES:
         mark[pos] = True
         nxt = pos + _LENGTH[words[pos] >> EXTRA_SHIFT]
         more = nxt < end
@@ -159,8 +167,42 @@ def _walk_span(words: np.ndarray, starts: np.ndarray, ends: np.ndarray
                 overrun[lanes[past]] = pos[past]
             lanes, nxt, end = lanes[more], nxt[more], end[more]
         pos = nxt
+    for lane, lo, hi in zip(lanes.tolist(), pos.tolist(), end.tolist(), strict=True):
+        nodes, past = _chain(words, lo, hi)
+        mark[nodes] = True
+        overrun[lane] = past
     mark[overrun[overrun >= 0]] = False
     return np.flatnonzero(mark[:-1]), overrun
+
+
+def _chain(words: np.ndarray, start: int, end: int) -> tuple[np.ndarray, int]:
+    """The record starts of one window's ``words[start:end]`` by pointer doubling: every
+    word's would-be successor, successors of successors (2, 4 … 2**_LEVELS records on), a
+    Python step per 2**_LEVELS records, then the levels expand the steps back to every record.
+    Also returns the start of a last record running past ``end`` (-1: none)."""
+    seg = words[start:end]
+    n = len(seg)
+    nxt = np.empty(n + 1, dtype=np.int64)
+    np.minimum(np.arange(n) + _LENGTH[seg >> EXTRA_SHIFT], n, out=nxt[:n])
+    nxt[n] = n
+    levels = [nxt]
+    for _ in range(_LEVELS):
+        levels.append(levels[-1][levels[-1]])
+    top = levels[-1].tolist()
+    steps = []
+    at = 0
+    while at < n:
+        steps.append(at)
+        at = top[at]
+    nodes = np.asarray(steps, dtype=np.int64)
+    for level in reversed(levels[:-1]):  # between two steps 2**(k+1) apart: the one 2**k on
+        both = np.empty(2 * len(nodes), dtype=np.int64)
+        both[0::2] = nodes
+        both[1::2] = level[nodes]
+        nodes = both[: np.searchsorted(both, n)]
+    last = int(nodes[-1]) if len(nodes) else -1
+    past = start + last if last >= 0 and last + int(_LENGTH[seg[last] >> EXTRA_SHIFT]) > n else -1
+    return nodes + start, past
 
 
 # --- columns of a span's records ----------------------------------------------------------------
@@ -189,7 +231,7 @@ class Batch:
     stamped_max: int | None
     runstate: Part  # RUNSTATE_CHANGE records (N >= 1): tsc, cpu, event, w0
     switch: Part  # SWITCH records (N >= 4): tsc, cpu, w0 .. w3
-    counts: tuple[np.ndarray, np.ndarray, np.ndarray]  # (cpu, event, records) of the span
+    counts: tuple[np.ndarray, np.ndarray, np.ndarray]  # (cpu, header, records) of the span
 
 
 class Clock:
@@ -200,6 +242,8 @@ class Clock:
         """Last TSC seen on each CPU (at the end of the file: its last record's)."""
         self.first: dict[int, int] = {}
         """First own TSC of each CPU."""
+        self.gap: dict[int, tuple[int, int]] = {}
+        """Longest stretch without a record on each CPU: TSCs of the records around it."""
 
     def carry(self, lead: list[int], lead_stamped: list[bool], seg_cpu: list[int],
               value: np.ndarray) -> list[int]:
@@ -207,14 +251,15 @@ class Clock:
 
         ``value``: the TSC of each anchor (stamped records and windows' first records), in
         order; ``lead[k]`` is the anchor index of window ``k``'s first record. Returns the
-        windows whose first record has no TSC yet (the CPU has had none).
+        windows whose first record has no TSC yet (the CPU has had none). Also notes the
+        stretch between a CPU's previous window and this one.
         """
         unresolved = []
         stop = lead[1:] + [len(value)]
         for k, cpu in enumerate(seg_cpu):
             at = lead[k]
+            before = self.last.get(cpu)
             if not lead_stamped[k]:
-                before = self.last.get(cpu)
                 if before is None:
                     unresolved.append(k)
                     if stop[k] - at == 1:
@@ -224,8 +269,33 @@ class Clock:
                     value[at] = before
             if cpu not in self.first:
                 self.first[cpu] = int(value[at])
+            if before is not None:
+                self.note_gap(cpu, before, int(value[at]))
             self.last[cpu] = int(value[stop[k] - 1])
         return unresolved
+
+    def note_gap(self, cpu: int, start: int, end: int) -> None:
+        """Keep ``start..end`` as the CPU's longest stretch without records if it is."""
+        known = self.gap.get(cpu)
+        if known is None or end - start > known[1] - known[0]:
+            self.gap[cpu] = (start, end)
+
+    def inner_gaps(self, lead: np.ndarray, seg_cpu: np.ndarray, value: np.ndarray,
+                   unresolved: list[int]) -> None:
+        """Note each window's longest stretch between two of its records (vectorized: one
+        ``diff`` and one ``maximum.reduceat`` over the anchors; a step per window)."""
+        if len(value) < 2:
+            return
+        step = np.append(np.diff(value), -1)
+        step[lead[1:] - 1] = -1  # from one window's last anchor to the next window's first
+        step[lead[unresolved]] = -1  # an unresolved first record has no TSC
+        widest = np.maximum.reduceat(step, lead).tolist()
+        for k, cpu in enumerate(seg_cpu.tolist()):
+            known = self.gap.get(cpu)
+            if widest[k] > 0 and (known is None or widest[k] > known[1] - known[0]):
+                end = int(lead[k + 1]) if k + 1 < len(lead) else len(value)
+                at = int(lead[k]) + int(np.argmax(step[lead[k]:end]))
+                self.gap[cpu] = (int(value[at]), int(value[at + 1]))
 
 
 @dataclasses.dataclass
@@ -235,16 +305,6 @@ class Keep:
     ids: np.ndarray | None = None
     words: int = MAX_EXTRA
     """Extra words to keep per record (the others are never read)."""
-
-
-def _counts(codes: np.ndarray, uniques: np.ndarray, cpu_local: np.ndarray,
-            cpu_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Records per (CPU, event id) of a batch, from the factorized ids."""
-    slots = len(cpu_ids)
-    per = np.bincount(codes.astype(np.int64) * slots + cpu_local,
-                      minlength=len(uniques) * slots)
-    nz = np.flatnonzero(per)
-    return cpu_ids[nz % slots], uniques[nz // slots].astype(np.uint32), per[nz]
 
 
 def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
@@ -268,7 +328,8 @@ def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
     own = value[np.flatnonzero(stamped[rows])] if not lead_stamped.all() else value
     lo, hi = (int(own.min()), int(own.max())) if len(own) else (None, None)
     unresolved = clock.carry(lead.tolist(), lead_stamped.tolist(), seg_cpu.tolist(), value)
-    tsc = np.repeat(value, np.diff(np.r_[rows, n]))
+    clock.inner_gaps(lead, seg_cpu, value, unresolved)
+    tsc = np.repeat(value, np.diff(rows, append=n))
     if not unresolved:
         return tsc, np.empty(0, dtype=np.int64), lo, hi
     pending = []
@@ -282,7 +343,7 @@ def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
 
 def _counts(codes: np.ndarray, uniques: np.ndarray, seg_len: np.ndarray,
             seg_cpu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Records per (CPU, event id) of a batch, from the factorized ids."""
+    """Records per (CPU, header word) of a batch, from the factorized headers."""
     cpu_ids, seg_local = np.unique(seg_cpu, return_inverse=True)
     slots = len(cpu_ids)
     key = codes.astype(np.int64)
@@ -306,22 +367,22 @@ def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, seg_start: np.nda
     hdr = padded[nodes]
     stamped = hdr >= CYCLES_FLAG
     tsc, pending, lo, hi = _timestamps(padded, nodes, stamped, seg_start, seg_cpu, clock)
-    event = hdr & np.uint32(EVENT_MASK)
-    codes, uniques = pd.factorize(event, sort=False)
+    # Headers, not ids, are counted: the header also gives the record's length (bytes), and
+    # what a record is for (a part, kept) is decided once per distinct header.
+    codes, headers = factorize(hdr)
+    uniques = headers & np.uint32(EVENT_MASK)
+    n_words = (headers >> np.uint32(EXTRA_SHIFT)) & np.uint32(EXTRA_MASK)
     seg_len = np.diff(np.r_[seg_start, len(nodes)])
-    counts = _counts(codes, uniques, seg_len, seg_cpu)
+    counts = _counts(codes, headers, seg_len, seg_cpu)
     cpu = np.repeat(seg_cpu.astype(np.int16), seg_len)
+    kind = np.zeros(len(headers), dtype=np.int8)  # 1 run-state change, 2 switch
+    kind[is_runstate_change(uniques) & (n_words >= 1)] = 1
+    kind[(uniques == TRC_SCHED_SWITCH) & (n_words >= 4)] = 2
+    row_kind = kind[codes]
     was_pending = None
     if len(pending):
         was_pending = np.zeros(len(nodes), dtype=bool)
         was_pending[pending] = True
-
-    def rows_of(wanted: np.ndarray, min_extra: int) -> np.ndarray:
-        rows = np.flatnonzero(wanted[codes])
-        if min_extra and len(rows):
-            rows = rows[(hdr[rows] >> np.uint32(EXTRA_SHIFT)) & np.uint32(EXTRA_MASK)
-                        >= min_extra]
-        return rows
 
     def pending_of(rows: np.ndarray) -> np.ndarray:
         if was_pending is None:
@@ -331,16 +392,17 @@ def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, seg_start: np.nda
     def part(rows: np.ndarray, words_wanted: int, with_event: bool) -> Part:
         columns = {"tsc": tsc[rows], "cpu": cpu[rows]}
         if with_event:
-            columns["event"] = event[rows]
+            columns["event"] = uniques[codes[rows]]
         word_at = nodes[rows] + 1 + 2 * stamped[rows]
         for k in range(words_wanted):  # N >= words_wanted: all are the record's own
             columns[f"w{k}"] = padded[word_at + k]
         return Part(columns, pending_of(rows))
 
-    runstate = part(rows_of(is_runstate_change(uniques), 1), 1, True)
-    switch = part(rows_of(uniques == TRC_SCHED_SWITCH, 4), 4, False)
+    runstate = part(np.flatnonzero(row_kind == 1), 1, True)
+    switch = part(np.flatnonzero(row_kind == 2), 4, False)
     if keep.ids is not None:
-        rows = rows_of(np.isin(uniques, keep.ids) | (uniques == TRC_LOST_RECORDS), 0)
+        wanted = np.isin(uniques, keep.ids) | (uniques == TRC_LOST_RECORDS)
+        rows = np.flatnonzero(wanted[codes])
         nodes, hdr, stamped, tsc, cpu = (x[rows] for x in (nodes, hdr, stamped, tsc, cpu))
         pending = pending_of(rows)
     n_extra = (hdr >> np.uint32(EXTRA_SHIFT)) & np.uint32(EXTRA_MASK)
@@ -350,7 +412,7 @@ def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, seg_start: np.nda
     for k in range(words):  # past a record's N words: whatever follows, then zeroed
         np.take(padded, first + k, out=extra[k])
         extra[k] *= n_extra > k
-    return Batch((nodes + base) * 4, cpu, hdr, tsc, extra, pending, len(codes), lo, hi,
+    return Batch((nodes + base) * 4, cpu, hdr, tsc, extra, pending, len(row_kind), lo, hi,
                  runstate, switch, counts)
 
 
@@ -388,8 +450,9 @@ def _span_errors(path: Path, padded: np.ndarray, base: int, nodes: np.ndarray,
 
 def read_batches(path: Path, handle: BinaryIO, win: Windows, size: int, chunk_words: int,
                  clock: Clock, keep: Keep, on_progress: ProgressCallback | None = None,
-                 ) -> Iterator[tuple[Batch, int | None]]:
-    """Batches of records, span after span, with the offset where a cut file's data ends.
+                 ) -> Iterator[tuple[Batch, int | None, int]]:
+    """Batches of records, span after span, with the offset where a cut file's data ends
+    (None: not in this span) and the index of the first window after the span.
 
     Raises ``InputError`` at the first record running past its window (or a CPU-change record
     inside one), then the windows' own problem once every window before it was read.
@@ -419,6 +482,6 @@ def read_batches(path: Path, handle: BinaryIO, win: Windows, size: int, chunk_wo
         batch = _extract(buffer, lo, nodes, seg_start, win.cpu[first:stop][has], clock, keep)
         if on_progress is not None:
             on_progress(min(hi * 4, size), size)
-        yield batch, cut
+        yield batch, cut, stop
     if win.problem is not None:
         raise win.problem

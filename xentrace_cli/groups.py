@@ -1,0 +1,83 @@
+"""Group-by on numpy arrays: codes for values, sums, counts and percentiles per group.
+
+What ``pandas.factorize`` and ``groupby`` give, for the paths that must not import pandas
+(``xenlat trace`` on a small file finishes before pandas would have loaded). Values are coded
+by a multiplicative hash into a table (exact: a collision is detected and the table grown, or
+the values sorted), so coding millions of values with few distinct ones costs a few passes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Knuth's multiplicative hash constants (2**64 and 2**32 over the golden ratio).
+_MULT = np.uint64(0x9E3779B97F4A7C15)
+_MULT32 = np.uint32(0x9E3779B1)
+
+
+def factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``codes`` (int64, one per value) and the distinct ``uniques`` (values' dtype) with
+    ``uniques[codes] == values``. Uniques come in no particular order."""
+    values = np.asarray(values)
+    if not len(values):
+        return np.zeros(0, dtype=np.int64), values[:0]
+    if values.dtype.itemsize <= 4:  # hash in 32 bits: half the memory traffic
+        key, mult, width = values.astype(np.uint32, copy=False), _MULT32, 32
+    else:
+        key, mult, width = values.astype(np.uint64, copy=False), _MULT, 64
+    for bits in (16, 20):
+        bucket = (key * mult) >> key.dtype.type(width - bits)
+        table = np.zeros(1 << bits, dtype=key.dtype)
+        table[bucket] = key  # the last writer wins: a shared bucket shows as a mismatch
+        if np.array_equal(table[bucket], key):
+            used = np.zeros(1 << bits, dtype=bool)
+            used[bucket] = True
+            slots = np.flatnonzero(used)
+            code_of = np.zeros(1 << bits, dtype=np.int64)
+            code_of[slots] = np.arange(len(slots))
+            return code_of[bucket], table[slots].astype(values.dtype)
+    uniques, codes = np.unique(values, return_inverse=True)  # many distinct values
+    return codes.astype(np.int64), uniques
+
+
+def sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`factorize` with the uniques in ascending order (codes follow)."""
+    codes, uniques = factorize(values)
+    order = np.argsort(uniques)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rank[codes], uniques[order]
+
+
+def sorted_groups(codes: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stable order that puts equal codes together (by code), and each group's start in it
+    (``starts[g]:starts[g + 1]``)."""
+    small = codes.astype(np.int16 if groups < np.iinfo(np.int16).max else np.int64)
+    order = np.argsort(small, kind="stable")  # radix sort for 16-bit codes
+    starts = np.r_[0, np.cumsum(np.bincount(codes, minlength=groups))]
+    return order, starts
+
+
+def group_quantiles(codes: np.ndarray, values: np.ndarray, groups: int,
+                    quantiles: tuple[float, ...]) -> np.ndarray:
+    """Per group, the quantiles of its values (numpy's default linear interpolation);
+    NaN for an empty group. Shape ``(groups, len(quantiles))``."""
+    out = np.full((groups, len(quantiles)), np.nan)
+    if not len(values):
+        return out
+    by_value = np.argsort(values, kind="stable")
+    small = codes.astype(np.int16 if groups < np.iinfo(np.int16).max else np.int64)
+    order = by_value[np.argsort(small[by_value], kind="stable")]  # by code, then by value
+    ordered = values[order].astype(float)
+    counts = np.bincount(codes, minlength=groups)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    has = counts > 0
+    for k, q in enumerate(quantiles):
+        pos = q * (counts[has] - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, counts[has] - 1)
+        frac = pos - lo
+        a = ordered[starts[has] + lo]
+        b = ordered[starts[has] + hi]
+        out[has, k] = a + frac * (b - a)
+    return out
