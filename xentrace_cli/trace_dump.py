@@ -15,8 +15,10 @@ time, so the first lines appear at once and memory stays bounded (``| less``, ``
 
 from __future__ import annotations
 
+import bisect
 import mmap
 import os
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -24,10 +26,11 @@ from typing import BinaryIO
 import numpy as np
 
 from .errors import check_readable
-from .readers.xentrace_records import Clock, Keep, read_batches, walk_windows
+from .readers.xentrace_records import Clock, Keep, Windows, read_batches, walk_windows
 from .readers.xentrace_scan import _warn_truncated
 from .trace_sched import Table
 from .xen_events import (
+    CYCLES_FLAG,
     EVENT_MASK,
     EXTRA_MASK,
     EXTRA_SHIFT,
@@ -45,21 +48,26 @@ ProgressCallback = Callable[[int, int], None]
 #: Words of file per span the dump reads at once (4 MiB: the first lines come quickly).
 DUMP_CHUNK_WORDS = 1 << 20
 _WORDS = tuple(f"w{k}" for k in range(MAX_EXTRA))
+#: A record's header and the TSC after it (read only when the header says there is one).
+_FIRST = struct.Struct("<IQ")
 
 
 def time_ordered(path: str | os.PathLike[str], on_progress: ProgressCallback | None = None,
                  chunk_words: int = DUMP_CHUNK_WORDS) -> Iterator[tuple[Table, Clock]]:
     """The file's records in TSC order, in chunks (``cpu, tsc, header, w0`` … ``w6``),
-    streamed: a chunk goes out once every CPU with windows still to come has been read past
-    it. Warns ``TruncatedInput`` for a cut file (as :func:`.read_xentrace`)."""
+    streamed: after each span, the records older than every CPU's next window (its first
+    record's TSC: a CPU's windows come in time order) go out; the rest wait for the next
+    span. Warns ``TruncatedInput`` for a cut file (as :func:`.read_xentrace`)."""
     path = Path(path)
     check_readable(path)
     size = path.stat().st_size
     clock = Clock()
-    with open(path, "rb") as handle:
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            win = walk_windows(path, mm, size)
-        last_window = {int(c): int(i) for i, c in enumerate(win.cpu.tolist())}
+    with open(path, "rb") as handle, \
+            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        win = walk_windows(path, mm, size)
+        windows_of: dict[int, list[int]] = {}
+        for k, c in enumerate(win.cpu.tolist()):
+            windows_of.setdefault(c, []).append(k)
         held: Table | None = None
         truncated_at = win.truncated_at
         for batch, cut, stop in read_batches(path, handle, win, size, chunk_words, clock,
@@ -72,11 +80,7 @@ def time_ordered(path: str | os.PathLike[str], on_progress: ProgressCallback | N
             held = rows if held is None else {k: np.concatenate([held[k], rows[k]])
                                               for k in held}
             _settle(held, clock, None)
-            ahead = [c for c, last in last_window.items() if last >= stop]
-            if any(c not in clock.last for c in ahead):
-                continue  # a CPU still to come has no time yet: nothing is safe
-            safe = min((clock.last[c] for c in ahead), default=None)
-            ready, held = _split(held, safe)
+            ready, held = _split(held, _horizon(mm, win, windows_of, stop, clock, size))
             if len(ready["tsc"]):
                 yield ready, clock
     if truncated_at is not None:
@@ -85,6 +89,36 @@ def time_ordered(path: str | os.PathLike[str], on_progress: ProgressCallback | N
         _settle(held, clock, min(clock.first.values(), default=0))
         ready, _ = _split(held, None)
         yield ready, clock
+
+
+def _horizon(mm: mmap.mmap, win: Windows, windows_of: dict[int, list[int]], stop: int,
+             clock: Clock, size: int) -> int | None:
+    """The smallest TSC a record still to be read can have: each CPU's next window begins
+    with its first record's TSC (its own, or carried from the CPU's last). None: no window
+    is left; a CPU whose next window says nothing yet (no TSC anywhere) holds everything."""
+    bound = None
+    for windows in windows_of.values():
+        at = bisect.bisect_left(windows, stop)
+        if at == len(windows):
+            continue  # this CPU has no window left
+        k = windows[at]
+        first = _first_record_tsc(mm, int(win.start[k]), min(int(win.end[k]), size // 4))
+        if first is None:  # its first record has no TSC: it takes the CPU's last one
+            first = clock.last.get(int(win.cpu[k]))
+        if first is None:
+            return np.iinfo(np.int64).min
+        bound = first if bound is None else min(bound, first)
+    return bound
+
+
+def _first_record_tsc(mm: mmap.mmap, start: int, end: int) -> int | None:
+    """The TSC of a window's first record if it has one (the window starts at word
+    ``start`` with its CPU-change record)."""
+    at = start + 3
+    if at + 3 > end:
+        return None
+    header, tsc = _FIRST.unpack_from(mm, at * 4)
+    return tsc if header >= CYCLES_FLAG else None
 
 
 def _settle(rows: Table, clock: Clock, origin: int | None) -> None:

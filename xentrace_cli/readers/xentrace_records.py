@@ -320,16 +320,18 @@ def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
     n = len(nodes)
     anchor = stamped.copy()
     anchor[seg_start] = True
-    rows = np.flatnonzero(anchor)
-    at = nodes[rows]
+    every = bool(anchor.all())  # every record an anchor: no gather, no repeat
+    rows = np.arange(n) if every else np.flatnonzero(anchor)
+    at = nodes if every else nodes[rows]
     value = ((padded[at + 2].astype(np.uint64) << np.uint64(32)) | padded[at + 1]).view(np.int64)
-    lead = np.searchsorted(rows, seg_start)
+    lead = seg_start if every else np.searchsorted(rows, seg_start)
     lead_stamped = stamped[seg_start]
-    own = value[np.flatnonzero(stamped[rows])] if not lead_stamped.all() else value
-    lo, hi = (int(own.min()), int(own.max())) if len(own) else (None, None)
     unresolved = clock.carry(lead.tolist(), lead_stamped.tolist(), seg_cpu.tolist(), value)
+    # a carried value is an own TSC of an earlier record: only unresolved leads are not
+    own = value if not unresolved else value[np.flatnonzero(stamped[rows])]
+    lo, hi = (int(own.min()), int(own.max())) if len(own) else (None, None)
     clock.inner_gaps(lead, seg_cpu, value, unresolved)
-    tsc = np.repeat(value, np.diff(rows, append=n))
+    tsc = value if every else np.repeat(value, np.diff(rows, append=n))
     if not unresolved:
         return tsc, np.empty(0, dtype=np.int64), lo, hi
     pending = []
