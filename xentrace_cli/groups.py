@@ -36,8 +36,27 @@ def factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             code_of = np.zeros(1 << bits, dtype=np.int64)
             code_of[slots] = np.arange(len(slots))
             return code_of[bucket], table[slots].astype(values.dtype)
-    uniques, codes = np.unique(values, return_inverse=True)  # many distinct values
-    return codes.astype(np.int64), uniques
+    uniques, codes = unique(values, return_inverse=True)  # many distinct values
+    return codes, uniques
+
+
+def unique(values: np.ndarray, return_inverse: bool = False
+           ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """``np.unique`` (sorted distinct values, optionally the inverse codes) without importing
+    ``numpy.ma``, which ``np.unique`` does on first use (tens of ms of start-up)."""
+    values = np.asarray(values)
+    if not return_inverse:
+        ordered = np.sort(values, kind="stable")
+        keep = np.ones(len(ordered), dtype=bool)
+        np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+        return ordered[keep]
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    new = np.ones(len(ordered), dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    codes = np.empty(len(values), dtype=np.int64)
+    codes[order] = np.cumsum(new) - 1
+    return ordered[new], codes
 
 
 def sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .errors import check_readable
+from .groups import unique
 from .readers.xentrace_records import Clock, Keep, Windows, read_batches, walk_windows
 from .readers.xentrace_scan import _warn_truncated
 from .trace_sched import Table
@@ -161,7 +162,7 @@ class _Occupants:
         change[to_run] = rows["w0"][to_run].astype(np.int64)
         out = np.empty(n, dtype=np.int64)
         cpu = rows["cpu"]
-        for c in np.unique(cpu).tolist():
+        for c in unique(cpu).tolist():
             mine = np.flatnonzero(cpu == c)
             mark = change[mine] >= 0
             last = np.maximum.accumulate(np.where(mark, np.arange(len(mine)), -1))
@@ -243,11 +244,11 @@ def _lines(rows: Table, occupants: _Occupants, origin: int, hz: float, fmt: str)
     occupant = occupants.before(rows, event)
     ns = np.round((rows["tsc"] - origin).astype(np.float64) * (1e9 / hz)).astype(np.int64)
     ns = np.maximum(ns, 0)
-    keys, key_at = np.unique(occupant, return_inverse=True)
+    keys, key_at = unique(occupant, return_inverse=True)
     unit = np.array(["-" if k < 0 else f"d{k >> 16}v{k & 0xFFFF}" for k in keys.tolist()],
                     dtype=object)[key_at]
     out = np.empty(len(event), dtype=object)
-    headers, code = np.unique(rows["header"], return_inverse=True)
+    headers, code = unique(rows["header"], return_inverse=True)
     for g, header in enumerate(headers.tolist()):
         at = np.flatnonzero(code == g)
         fields = _fields(header)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .groups import group_quantiles, sorted_codes
+from .groups import group_quantiles, sorted_codes, unique
 from .readers.xentrace_scan import TraceScan, occupancy, runstate_intervals
 from .xen_events import DOMID_IDLE, RUNSTATES
 
@@ -173,11 +173,11 @@ def migrations(iv: Table) -> tuple[Table, Table]:
     cycles = (iv["end"][run] - iv["start"][run]).astype(float)
     moved = np.zeros(len(run), dtype=bool)
     moved[1:] = (key[1:] == key[:-1]) & (cpu[1:] != cpu[:-1])
-    units, unit_code = np.unique(key, return_inverse=True)  # keys are sorted already
+    units, unit_code = unique(key, return_inverse=True)
     per_unit = {"key": units, "runs": np.bincount(unit_code, minlength=len(units)),
                 "migrations": np.bincount(unit_code, weights=moved,
                                           minlength=len(units)).astype(np.int64)}
-    pair, pair_code = np.unique((key << 16) | cpu, return_inverse=True)
+    pair, pair_code = unique((key << 16) | cpu, return_inverse=True)
     per_cpu = {"key": pair >> 16, "cpu": (pair & 0xFFFF).astype(np.int16),
                "runs": np.bincount(pair_code, minlength=len(pair)),
                "cycles": np.bincount(pair_code, weights=cycles,
@@ -267,7 +267,7 @@ def pcpu_usage(scan: TraceScan, runs: Table, buckets: int) -> tuple[Table, Table
 def occupants(runs: Table, cpu: np.ndarray, tsc: np.ndarray) -> np.ndarray:
     """The unit key of who held ``cpu[i]`` at ``tsc[i]`` (-1: none known)."""
     out = np.full(len(tsc), -1, dtype=np.int64)
-    for c in np.unique(cpu).tolist():  # a step per physical CPU, vectorized within it
+    for c in unique(cpu).tolist():  # a step per physical CPU, vectorized within it
         mine = cpu_slice(runs, c)
         start, end = runs["start"][mine], runs["end"][mine]
         ask = np.flatnonzero(cpu == c)

@@ -28,6 +28,7 @@ import numpy as np
 
 from . import trace_sched as sched
 from .errors import OptionError
+from .groups import unique
 from .readers.xentrace_scan import TraceScan, scan_xentrace
 from .trace_hvm import HVM_EVENT_IDS, HVM_WORDS, HvmViews, hvm_views
 from .trace_sched import Table
@@ -119,7 +120,7 @@ class TraceSummary:
 
 def _event_tables(scan: TraceScan) -> tuple[Table, Table]:
     counts = scan.counts
-    ids, at = np.unique(counts["event"], return_inverse=True)
+    ids, at = unique(counts["event"], return_inverse=True)
     info = [event_info(int(e)) for e in ids]
     per_event = {
         "event": ids.astype(np.uint32),
@@ -148,7 +149,7 @@ def _vcpu_tables(states: Table, moves: Table, hz: float) -> tuple[Table, Table]:
         values = np.zeros(len(key), dtype=np.int64)
         values[found] = moves[col][at[found]]
         vcpus[col] = values
-    domid, dom_at = np.unique(key >> 16, return_inverse=True)
+    domid, dom_at = unique(key >> 16, return_inverse=True)
     domains: Table = {"domid": domid.astype(np.int32), "idle": domid == DOMID_IDLE,
                       "vcpus": np.bincount(dom_at, minlength=len(domid)).astype(np.int64)}
     for name in [f"{s}_s" for s in RUNSTATES] + ["inferred_s"]:
@@ -260,7 +261,7 @@ def _longest_waits(iv: Table, runs: Table, origin: int, hz: float) -> list[dict[
         held = np.arange(mine.start + lo, mine.start + hi)
         held = held[(runs["end"][held] > start) & (runs["key"][held] != key)]
         cycles = np.minimum(runs["end"][held], end) - np.maximum(runs["start"][held], start)
-        holders, at = np.unique(runs["key"][held], return_inverse=True)
+        holders, at = unique(runs["key"][held], return_inverse=True)
         total = np.bincount(at, weights=cycles, minlength=len(holders))
         rank = np.argsort(-total, kind="stable")
         out.append({

@@ -31,7 +31,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import InputError
-from ..groups import factorize
+from ..groups import factorize, unique
 from ..xen_events import (
     CPU_CHANGE_HEADER,
     CYCLES_FLAG,
@@ -346,7 +346,7 @@ def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
 def _counts(codes: np.ndarray, uniques: np.ndarray, seg_len: np.ndarray,
             seg_cpu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Records per (CPU, header word) of a batch, from the factorized headers."""
-    cpu_ids, seg_local = np.unique(seg_cpu, return_inverse=True)
+    cpu_ids, seg_local = unique(seg_cpu, return_inverse=True)
     slots = len(cpu_ids)
     key = codes.astype(np.int64)
     if slots > 1:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TruncatedInput, check_readable
-from ..groups import factorize
+from ..groups import factorize, unique
 from ..xen_events import (
     EVENT_MASK,
     EXTRA_MASK,
@@ -74,7 +74,7 @@ def scan_xentrace(path: str | os.PathLike[str], on_progress: ProgressCallback | 
     the file ends inside a window (the whole records before are kept).
     """
     path = Path(path)
-    ids = None if events is None else np.unique(np.asarray(list(events), dtype=np.uint32))
+    ids = None if events is None else unique(np.asarray(list(events), dtype=np.uint32))
     check_readable(path)
     size = path.stat().st_size
     clock = Clock()
