@@ -23,6 +23,8 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from .host.report import host_conventions
 from .host.report import realistic_host as _realistic_host
 from .host.shape import HostShape, draw_role_plan
 from .host.sim import HostParams, HostSim
+from .host.tracebuild import SHIFT_QUANTUM_NS, concat_parts
 from .host.tracebuild import build_records as host_build_records
 from .host.traffic import draw_traffic
 from .host.truth import truth_table as host_truth_table
@@ -46,7 +49,7 @@ from .host.truth import write_truth as host_write_truth
 from .physics import Params, Sim, draw_conns
 from .scenarios import SCENARIOS, ScenarioSpec, draw_requests
 from .segments import run_segments
-from .trace import N_PCPUS, TraceRecords, build_records, write_trace
+from .trace import N_PCPUS, WINDOW_NS, TraceRecords, build_records, write_trace
 from .truth import truth_table, write_truth
 from .writers import write_strace
 
@@ -168,10 +171,14 @@ def simulate(name: str, *, seed: int = 1, requests: int | None = None,
         flows, exchanges, content = draw_traffic(n, params, shape.guests, rnd)
         plan = spec.plan(n, rnd)
         roles = draw_role_plan(shape, rnd, n)
+        parts = _parts_options(trace_path, n, cpu_hz)
         sim = run_segments(params, exchanges, content, plan, T0_NS, [rnd.getrandbits(63)],
                            flows, sim_cls=HostSim, guest_domid=GUEST_DOMID, nic_irq=NIC_IRQ,
-                           shape=shape, role_plan=roles)
+                           shape=shape, role_plan=roles, trace_parts=parts)
         guest_pcpu, build = sim.guest.pcpu.id, host_build_records
+        if sim.parts:     # the segments wrote the trace in parts: join them aside
+            return _finish_parts(name, spec, seed, n, cpu_hz, sim, content, trace_path,
+                                 parts["dir"])
     faults = [dict(f) for f in sim.fault_log]
     blind = [(guest_pcpu, f["start_ns"] - sim.lat(400_000), f["end_ns"] + sim.lat(300_000))
              for f in faults if f["cause"] == "lost_records"]
@@ -194,6 +201,46 @@ def simulate(name: str, *, seed: int = 1, requests: int | None = None,
     meta = _meta(name, spec, seed, n, cpu_hz, sim, faults, kind)
     return Simulation(spec, sim, meta, truth, records, content,
                       Clock(T0_NS, spec.offset_ns, spec.drift_ppm), pending, kind)
+
+
+def _parts_options(trace_path: Path | None, n: int, cpu_hz: float) -> dict[str, Any] | None:
+    """Let a long realistic run's segments write the trace in parts (when shifting a part's
+    TSCs by whole milliseconds is exact, i.e. the rate is whole kHz)."""
+    if trace_path is None or n <= segments.SEGMENT_REQUESTS:
+        return None
+    if not (cpu_hz * SHIFT_QUANTUM_NS / 1e9).is_integer():
+        return None
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    directory = tempfile.mkdtemp(prefix="xenlat-trace-", dir=shm or Path(trace_path).parent)
+    return {"dir": directory, "tsc_at_t0": TSC_AT_T0, "cpu_hz": cpu_hz,
+            "window_cycles": int(WINDOW_NS * cpu_hz / 1e9)}
+
+
+def _concat_job(send: Any, parts: list[dict[str, Any]], path: Path, cpu_hz: float,
+                directory: str) -> None:
+    """In a forked process: join the trace's parts into ``path``, remove them."""
+    try:
+        concat_parts(parts, path, cpu_hz)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    send.send([])
+
+
+def _finish_parts(name: str, spec: ScenarioSpec, seed: int, n: int, cpu_hz: float, sim: Any,
+                  content: Content, trace_path: Path, directory: str) -> Simulation:
+    """Truth and scenario.json of a run whose segments wrote the trace in parts; the parts
+    are joined by a forked process meanwhile."""
+    faults = [dict(f) for f in sim.fault_log]
+    faults += _spot_faults([s for part in sim.parts for s in part["spots"]])
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_concat_job, args=(send, sim.parts, trace_path, cpu_hz,
+                                                 directory))
+    proc.start()
+    truth = host_truth_table(sim, faults)
+    meta = _meta(name, spec, seed, n, cpu_hz, sim, faults, "realistic")
+    return Simulation(spec, sim, meta, truth, None, content,
+                      Clock(T0_NS, spec.offset_ns, spec.drift_ppm), (proc, recv), "realistic")
 
 
 def _meta(name: str, spec: ScenarioSpec, seed: int, n: int, cpu_hz: float, sim: Any,

@@ -130,8 +130,17 @@ class Content:
             self._starts = self.region_start.tolist()
             self._pattern = pattern_bytes(np.arange(2 * PATTERN_PERIOD + 4096)).tobytes()
         r = bisect.bisect_right(self._starts, start) - 1
-        if start - self._starts[r] < self.literal_len[r] or n > PATTERN_PERIOD + 4096:
+        if n > PATTERN_PERIOD + 4096:
             return self.bytes_at(np.arange(start, start + n, dtype=np.int64)).tobytes()
+        off = start - self._starts[r]
+        lit = int(self.literal_len[r]) - off
+        if lit > 0:      # the literal bytes, then the pattern (a region ends in pattern)
+            at = int(self.literal_off[r]) + off
+            head = self.literal[at:at + min(lit, n)].tobytes()
+            if len(head) == n:
+                return head
+            k = (start + len(head)) % PATTERN_PERIOD
+            return head + self._pattern[k:k + n - len(head)]
         k = start % PATTERN_PERIOD
         return self._pattern[k:k + n]
 

@@ -39,7 +39,7 @@ def _run_one(args: tuple[Any, ...]) -> dict[str, Any]:
     sim = sim_cls(params, reqs, content, plan, t_begin, seed, conns=conns, req_range=(lo, hi),
                   connect=lo == 0, **kw)
     sim.run()
-    trace = sim.trace_records()
+    trace = sim.segment_trace(k)
     # in (cpu, time) order already, ties in write order: the trace builder's sort of all
     # segments then moves whole runs, and its gathers read memory in order
     key = (trace[:, 0] << 44) | (trace[:, 1] - t_begin)
@@ -123,7 +123,7 @@ def _join(parts: list[dict[str, Any]], params: Params, reqs: Any, content: Conte
         for name in table_time:
             base[name] += len(part[name])
         sim.t_end = part["t_end"] + shift
-        shift = sim.t_end + SEGMENT_GAP_NS - t_begin
+        shift = sim_cls.round_shift(sim.t_end + SEGMENT_GAP_NS - t_begin)
     for name in table_time:
         table = getattr(sim, name)
         table._matrix = out[name]

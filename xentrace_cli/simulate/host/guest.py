@@ -17,7 +17,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...xen_events import HVM_CALLBACK_VECTOR, TRC_HVM_INJ_VIRQ
+from ...xen_events import (
+    HVM_CALLBACK_VECTOR,
+    TRC_HVM_INJ_VIRQ,
+    TRC_HVM_VMENTRY,
+    TRC_HVM_VMEXIT64,
+)
 from ..frames import ACK, PSH, SYN
 from ..physics import READ_BUFFER
 from ..writers import strace_quote
@@ -25,6 +30,7 @@ from .engine import U32, US
 from .sched import Vcpu
 from .tables import F_ACK, F_CONN, F_CPOS, F_FLAGS, F_PLEN, F_SEQ, U_REQ, U_RUN, U_WAKE
 from .traffic import IPPROTO_UDP, Exchange, Flow
+from .xensched import EXIT_INTR
 
 if TYPE_CHECKING:
     from .sim import HostSim
@@ -254,8 +260,17 @@ class Guest:
         g = self.vcpu
         run, start, woke = g.acquire(t, notifier)
         if woke is None and run <= t:
-            self.host.rec(g.pcpu.id, t, TRC_HVM_INJ_VIRQ, (HVM_CALLBACK_VECTOR, 0), ts=False)
+            self.upcall(t)
         g.hold(start + self.host.lat(2.5 * US))
+
+    def upcall(self, t: int) -> None:
+        """The event channel's upcall into the running HVM vCPU: a VM exit for the
+        notifying IPI, HVM_INJ_VIRQ of the callback vector, the VM entry."""
+        host, cpu = self.host, self.vcpu.pcpu.id
+        rip = host.rnd.getrandbits(32)
+        host.rec(cpu, t - 300, TRC_HVM_VMEXIT64, (EXIT_INTR, rip, 0xFFFFFFFF))
+        host.rec(cpu, t, TRC_HVM_INJ_VIRQ, (HVM_CALLBACK_VECTOR, 0), ts=False)
+        host.rec(cpu, t + 400, TRC_HVM_VMENTRY, ())
 
     # ---------------------------------------------------------------- receive
     def rx_notify(self, t: int, take: list[int], notifier: int) -> None:
@@ -263,7 +278,7 @@ class Guest:
         host, g, units = self.host, self.vcpu, self.host.units.rows
         run, start, woke = g.acquire(t, notifier)
         if woke is None and run <= t:
-            host.rec(g.pcpu.id, t, TRC_HVM_INJ_VIRQ, (HVM_CALLBACK_VECTOR, 0), ts=False)
+            self.upcall(t)
         guest_run = t if run <= t else run
         cur = start + host.lat(host.p.netfront_median)
         delivered: dict[int, int] = {}

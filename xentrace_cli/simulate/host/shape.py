@@ -77,6 +77,8 @@ class Schedule:
         self.values = [v for _, v in points]
 
     def at(self, t: int) -> int:
+        if t >= self.times[-1]:          # the common case: after the last change
+            return self.values[-1]
         return self.values[max(0, bisect.bisect_right(self.times, t) - 1)]
 
     def change(self, t: int, value: int) -> None:

@@ -24,6 +24,7 @@ from .nic import Nic, Servers
 from .sched import Pcpu, Vcpu
 from .shape import DOM0, HostShape, RolePlan, Roles, Schedule, background_vcpu, draw_role_plan
 from .tables import INDEX_COLUMNS, TIME_COLUMNS, new_tables
+from .tracebuild import SHIFT_QUANTUM_NS, write_part
 from .traffic import PEER_RATIO, Exchange, Flow, flows_at, guest_first
 from .xensched import expand
 
@@ -40,8 +41,8 @@ class HostParams(Params):
     unrelated_ago_median: float = 25 * US
     unrelated_left_median: float = 30 * US
     unrelated_run_median: float = 40 * US   # corpus/xentrace: dom0 vCPUs run ~40 µs a wake
-    dom0_gap: float = 6 * MS            # mean gap between unrelated wakes of a dom0 vCPU
-    bg_gap: float = 5 * MS              # mean gap between other domains' bursts on a pCPU
+    dom0_gap: float = 25 * MS           # mean gap between unrelated wakes of a dom0 vCPU
+    bg_gap: float = 35 * MS             # mean gap between other domains' bursts on a pCPU
     bg_run_median: float = 120 * US
     sched_median: float = 2.2 * US      # beyond the 3 µs floor after a WAKE
 
@@ -58,7 +59,8 @@ class HostSim(Engine):
                  faults: FaultPlan, t_begin: int, seed: int, *, conns: list[Flow],
                  req_range: tuple[int, int] | None = None, connect: bool = True,
                  guest_domid: int = 5, nic_irq: int = 58, shape: HostShape | None = None,
-                 role_plan: RolePlan | None = None) -> None:
+                 role_plan: RolePlan | None = None,
+                 trace_parts: dict[str, Any] | None = None) -> None:
         super().__init__(t_begin, seed, params.sigma)
         self.p = params
         self.shape = shape or HostShape()
@@ -95,6 +97,10 @@ class HostSim(Engine):
                                                              else PEER_RATIO))
                        for g in self.shape.guests}
         self.seed = seed
+        #: where a segment writes its part of the trace (``dir``, ``tsc_at_t0``, ``cpu_hz``,
+        #: ``window_cycles``); None: the records stay in memory
+        self.trace_parts = trace_parts
+        self.parts: list[dict[str, Any]] = []
 
     @staticmethod
     def n_requests(requests: dict[int, list[Exchange]]) -> int:
@@ -145,19 +151,40 @@ class HostSim(Engine):
         """Unrelated work in the gaps, then every scheduler event as Xen's records."""
         rows, raw = fill(self, self.seed ^ 0x5EED)
         sched = np.concatenate([self.sched_rows(), rows])
-        self.trace = np.concatenate([self.raw_rows(), raw, expand(sched, self.seed ^ 0xC2)])
+        self.trace = np.concatenate([self.raw_rows(), raw,
+                                     expand(sched, self.seed ^ 0xC2, self.shape.guests)])
 
     def trace_records(self) -> np.ndarray:
         return self.trace
 
+    def segment_trace(self, k: int) -> np.ndarray:
+        """With ``trace_parts``: write this segment's part of the trace, hand back no
+        records (the join then moves no trace through memory)."""
+        if self.trace_parts is None:
+            return self.trace_records()
+        opts = dict(self.trace_parts)
+        self.parts = [{**write_part(self, opts.pop("dir"), k, **opts), "k": k}]
+        self.trace = np.zeros((0, RAW_WIDTH), dtype=np.int64)
+        return self.trace
+
+    @staticmethod
+    def round_shift(shift: int) -> int:
+        """Segment shifts in whole milliseconds (whole TSC cycles: :func:`concat_parts`)."""
+        return -(-shift // SHIFT_QUANTUM_NS) * SHIFT_QUANTUM_NS
+
     def segment_extra(self) -> dict[str, Any]:
-        return {"schedules": self.schedules()}
+        return {"schedules": self.schedules(), "parts": self.parts}
 
     def join_extra(self, extra: dict[str, Any], shift: int) -> None:
-        """Role schedules of the joined segments, one after the other."""
+        """Role schedules of the joined segments, one after the other; their trace parts
+        with their shifts (blind spots in joined time)."""
         joined = getattr(self, "_joined_schedules", None)
         shifted = _shift_points(extra["schedules"], shift)
         self._joined_schedules = shifted if joined is None else _concat_points(joined, shifted)
+        for part in extra["parts"]:
+            spots = [{**s, "start_ns": s["start_ns"] + shift, "end_ns": s["end_ns"] + shift}
+                     for s in part["spots"]]
+            self.parts.append({**part, "shift": shift, "spots": spots})
 
     def set_trace(self, trace: np.ndarray) -> None:
         self.trace = trace

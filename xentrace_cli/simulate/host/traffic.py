@@ -72,8 +72,16 @@ def _dns_query(txid: int, name: str) -> bytes:
     return struct.pack(">HHHHHH", txid, 0x0100, 1, 0, 0, 0) + labels + b"\0\x01\0\x01"
 
 
-def _dns_answer_head(query: bytes) -> bytes:
-    return query[:2] + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0) + query[12:]
+def _dns_answer_head(query: bytes, size: int, r: int) -> bytes:
+    """A response of ``size`` bytes: header, the question, one A record, then an EDNS0 OPT
+    record whose Padding option (RFC 7830) fills the rest — the literal part ends where the
+    padding bytes begin (they are the content's pattern)."""
+    answer = struct.pack(">HHHIH4B", 0xC00C, 1, 1, 300, 4, 10, 0, 1 + r // 250 % 250,
+                         1 + r % 250)
+    head = query[:2] + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 1) + query[12:] + answer
+    pad = max(0, size - len(head) - 15)
+    opt = struct.pack(">BHHIH", 0, 41, 4096, 0, 4 + pad) + struct.pack(">HH", 12, pad)
+    return head + opt
 
 
 def draw_exchanges(n: int, params: Params, flows: list[Flow], guest: int,
@@ -88,9 +96,9 @@ def draw_exchanges(n: int, params: Params, flows: list[Flow], guest: int,
         if udp and rnd.random() < params.udp_share:
             c = udp[0]
             text = _dns_query(rnd.getrandbits(16), f"k{r:08d}.svc.example")
-            header = _dns_answer_head(text)
-            size = int(min(UDP_MAX, max(len(header) + 16, rnd.lognormvariate(np.log(180),
-                                                                               0.7))))
+            size = int(min(UDP_MAX, max(len(text) + 31, rnd.lognormvariate(np.log(180),
+                                                                            0.7))))
+            header = _dns_answer_head(text, size, r)
             mmsg = rnd.random() < 0.3
         else:
             c = tcp[r % len(tcp)]
@@ -115,7 +123,7 @@ def draw_exchanges(n: int, params: Params, flows: list[Flow], guest: int,
 
 #: The other guests make one exchange for every PEER_RATIO of the captured guest's (and think
 #: that much longer between them), so they share the NIC and netback at a lighter load.
-PEER_RATIO = 3
+PEER_RATIO = 4
 
 
 def peer_count(n: int, index: int) -> int:

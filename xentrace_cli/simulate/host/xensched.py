@@ -22,6 +22,8 @@ hundred ns before or after, in Xen's order (the spacing of the corpus trace).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ...xen_events import (
@@ -29,6 +31,8 @@ from ...xen_events import (
     RUNSTATE_BLOCKED,
     RUNSTATE_RUNNABLE,
     RUNSTATE_RUNNING,
+    TRC_HVM_VMENTRY,
+    TRC_HVM_VMEXIT64,
     TRC_SCHED_BLOCK,
     TRC_SCHED_CLASS,
     TRC_SCHED_RUNSTATE_CHANGE,
@@ -52,6 +56,9 @@ RUNQ_CANDIDATE, SCHEDULE, RUNQ_CAND_CHECK = csched2(20), csched2(21), csched2(23
 #: (CSCHED2_CREDIT_MIN - 1 = -10 ms - 1).
 LOAD_SHIFT = 18
 IDLE_CREDIT = (-10_000_001) & U32
+#: VMX exit reasons (Intel SDM): external interrupt, HLT.
+EXIT_INTR, EXIT_HLT = 1, 12
+TRC_HVM_HLT = 0x00082013
 #: credit_burn's budget word for a domain without a cap (INT_MIN).
 NO_BUDGET = 0x80000000
 SLICE_NONE = U32
@@ -62,26 +69,28 @@ def runstate(old: int, new: int) -> int:
 
 
 class _Out:
-    """Blocks of records (n, RAW_WIDTH), gathered then stacked once."""
+    """Blocks of records, described as they are added and written into one matrix (n,
+    RAW_WIDTH) at the end (no intermediate copies)."""
 
     def __init__(self) -> None:
-        self.blocks: list[np.ndarray] = []
+        self.blocks: list[tuple[Any, ...]] = []
 
     def add(self, cpu: np.ndarray, t: np.ndarray, event: int | np.ndarray,
-            *words: np.ndarray | int) -> None:
-        n = len(t)
-        if n == 0:
-            return
-        m = np.zeros((n, RAW_WIDTH), dtype=np.int64)
-        m[:, 0], m[:, 1], m[:, 2], m[:, 3], m[:, 4] = cpu, t, event, 1, len(words)
-        for k, w in enumerate(words):
-            m[:, 5 + k] = w
-        self.blocks.append(m)
+            *words: np.ndarray | int, ts: bool = True) -> None:
+        if len(t):
+            self.blocks.append((cpu, t, event, words, ts))
 
     def stack(self) -> np.ndarray:
-        if not self.blocks:
-            return np.zeros((0, RAW_WIDTH), dtype=np.int64)
-        return np.concatenate(self.blocks)
+        m = np.zeros((sum(len(b[1]) for b in self.blocks), RAW_WIDTH), dtype=np.int64)
+        at = 0
+        for cpu, t, event, words, ts in self.blocks:
+            rows = m[at:at + len(t)]
+            rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4] = cpu, t, event, ts, \
+                len(words)
+            for k, w in enumerate(words):
+                rows[:, 5 + k] = w
+            at += len(t)
+        return m
 
 
 def _loads(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
@@ -162,13 +171,33 @@ def _context_saved(out: _Out, cpu: np.ndarray, a: np.ndarray, prev: np.ndarray,
     out.add(cpu[p], a[p] + 3200, TICKLE_NEW, prev[p], cpu[p], credit[p])
 
 
-def expand(rows: np.ndarray, seed: int) -> np.ndarray:
-    """All records of the scheduler events ``rows`` (n, SCHED_WIDTH), unsorted."""
+def _hvm(out: _Out, r: np.ndarray, hvm: tuple[int, ...], rng: np.random.Generator) -> None:
+    """An HVM vCPU enters the guest after its switch in (VMENTRY); it left it before its
+    switch out: for a HLT (VMEXIT64 reason 12, then HVM_HLT, then BLOCK) or for the
+    interrupt that preempted it (VMEXIT64 reason 1)."""
+    cpu, t, prev, state, nxt = (r[:, k] for k in range(1, 6))
+    guest = np.array(hvm, dtype=np.int64)
+    entry = np.flatnonzero((nxt >= 0) & np.isin(nxt >> 16, guest))
+    out.add(cpu[entry], t[entry] + 400, TRC_HVM_VMENTRY)
+    left = (prev >= 0) & np.isin(prev >> 16, guest)
+    rip = rng.integers(0x1000, 0xFFFFF000, len(t))     # a kernel address: high word all ones
+    hlt = np.flatnonzero(left & (state == RUNSTATE_BLOCKED))
+    out.add(cpu[hlt], t[hlt] - 4400, TRC_HVM_VMEXIT64, EXIT_HLT, rip[hlt], U32)
+    out.add(cpu[hlt], t[hlt] - 4300, TRC_HVM_HLT, 0, ts=False)
+    irq = np.flatnonzero(left & (state == RUNSTATE_RUNNABLE))
+    out.add(cpu[irq], t[irq] - 2800, TRC_HVM_VMEXIT64, EXIT_INTR, rip[irq], U32)
+
+
+def expand(rows: np.ndarray, seed: int, hvm: tuple[int, ...] = ()) -> np.ndarray:
+    """All records of the scheduler events ``rows`` (n, SCHED_WIDTH), unsorted; ``hvm``: the
+    domains whose vCPUs are HVM (VM entries and exits around their switches)."""
     rng = np.random.default_rng(seed)
     out = _Out()
     kind = rows[:, 0]
     _wakes(out, rows[kind == SchedKind.WAKE], rng)
     _switches(out, rows[kind == SchedKind.SWITCH], rng)
+    if hvm:
+        _hvm(out, rows[kind == SchedKind.SWITCH], hvm, rng)
     b = rows[kind == SchedKind.BLOCK]
     out.add(b[:, 1], b[:, 2], TRC_SCHED_BLOCK, b[:, 3], b[:, 4])
     return out.stack()
