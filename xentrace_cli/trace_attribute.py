@@ -73,12 +73,10 @@ class Dom0Frames:
 
 @dataclasses.dataclass
 class RowPaths:
-    """Per table row, the records its path crossed (indexes; -1 none)."""
+    """Per table row, the grant copy its path crossed (row of ``TraceRecords.copies``; -1
+    none)."""
 
     copy: np.ndarray
-    """Row of ``TraceRecords.copies``."""
-    interrupt: np.ndarray
-    """Row of the NIC's interrupts (``nic_rows``)."""
 
 
 @dataclasses.dataclass
@@ -271,7 +269,7 @@ def place_copies(records: TraceRecords, timelines: Timelines, fit: TscFit,
     for pos, of_frame in ((rx_pos, rx_of_frame), (tx_pos, tx_of_frame)):
         have = pos >= 0
         copy[have] = of_frame[pos[have]]
-    return RowPaths(copy=copy, interrupt=np.full(n, -1, dtype=np.int64))
+    return RowPaths(copy=copy)
 
 
 def _remap_floor(timelines: Timelines, fit: TscFit, guest: np.ndarray | None,
@@ -355,14 +353,14 @@ def lone_copies(records: TraceRecords, fit: TscFit, foreign: np.ndarray,
     back, guest = checkpoints.get("backend"), checkpoints.get("guest")
     usable = np.flatnonzero(~foreign)
     if back is None or guest is None or usable.size == 0:
-        return RowPaths(copy=copy, interrupt=copy.copy())
+        return RowPaths(copy=copy)
     copy_ns = fit.to_ns(records.copies.tsc[usable])
     rows = rx & (back != NA_NS) & (guest != NA_NS) & (guest >= back)
     lo = np.searchsorted(copy_ns, back, side="left")
     hi = np.searchsorted(copy_ns, guest + ONE_SIDED_TOLERANCE_NS, side="right")
     one = rows & (hi - lo == 1)
     copy[one] = usable[lo[one]]
-    return RowPaths(copy=copy, interrupt=np.full(n, -1, dtype=np.int64))
+    return RowPaths(copy=copy)
 
 
 def refit_with_copies(records: TraceRecords, nic_rows: np.ndarray, frames: Dom0Frames,
