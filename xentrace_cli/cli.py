@@ -232,7 +232,10 @@ def source_options(func: F) -> F:
                 raise click.UsageError("give the guest capture either as CAPTURE or as --guest")
             given["guest"] = capture
         sources = Sources(**given)
-        if not sources.present:
+        if kwargs.get("dataset") is not None:  # check/report --dataset: no sources
+            if sources.present:
+                raise click.UsageError("give either sources or --dataset, not both")
+        elif not sources.present:
             raise click.UsageError("nothing to analyze: give a capture, a capture-set "
                                    "directory or --guest/--backend/--phys/--xentrace/"
                                    "--socket-log")
@@ -247,6 +250,24 @@ def source_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def dataset_options(func: F) -> F:
+    """``--dataset`` and ``--xen-host``: ``check`` and ``report`` over a dataset of many
+    sets."""
+
+    @click.option("--dataset", type=click.Path(path_type=Path), help="A dataset written by "
+                  "'xenlat batch', instead of sources.")
+    @click.option("--xen-host", "xen_hosts", multiple=True, metavar="NAME",
+                  help="With --dataset: only the sets of this Xen host (repeatable).")
+    @functools.wraps(func)
+    def wrapper(*args: Any, dataset: Path | None, xen_hosts: tuple[str, ...],
+                **kwargs: Any) -> Any:
+        if xen_hosts and dataset is None:
+            raise click.UsageError("--xen-host needs --dataset")
+        return func(*args, dataset=dataset, xen_hosts=xen_hosts, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _duration_option(text: str | None, option: str) -> float | None:
     if text is None:
         return None
@@ -256,6 +277,18 @@ def _duration_option(text: str | None, option: str) -> float | None:
         return parse_duration_us(text)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def _pooled_budgets(texts: tuple[str, ...], dataset: Path | None) -> list[Any]:
+    """``check --budget-all``: limits on all the sets of a dataset together."""
+    from .gate import parse_budget
+
+    if texts and dataset is None:
+        raise OptionError("--budget-all needs --dataset")
+    try:
+        return [parse_budget(text) for text in texts]
+    except ValueError as exc:
+        raise OptionError(f"--budget-all: {exc}") from None
 
 
 def _run_analysis(inputs: AnalysisInputs) -> Any:
@@ -537,6 +570,112 @@ def _domid_of(name: str) -> int:
 
 
 @main.command()
+@click.argument("sets", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", "dataset", type=click.Path(path_type=Path), required=True,
+              help="The dataset directory (created; the sets already in it are skipped).")
+@click.option("--scheduler", metavar="ADDRESS", help="A running Dask scheduler, e.g. "
+              "tcp://host:8786 (default: start a local cluster).")
+@click.option("--workers", type=click.IntRange(min=1), help="Local cluster: worker processes "
+              "(default: one per core).")
+@click.option("--memory-limit", default="auto", show_default=True, help="Local cluster: "
+              "memory per worker, e.g. 4GiB (auto: the machine's shared by the workers).")
+@click.option("--redo", is_flag=True, help="Analyze again the sets already in the dataset.")
+@common_options
+def batch(sets: tuple[Path, ...], dataset: Path, scheduler: str | None, workers: int | None,
+          memory_limit: str, redo: bool) -> None:
+    """Analyze many capture sets on Dask into one Parquet dataset, by Xen host and date.
+
+    Each SET is a directory with a xenlat-set.toml manifest, or a directory holding such
+    sets. Each set is one task; a set that fails is reported with its error and the others
+    go on; a rerun skips the sets already in the dataset. The dataset opens in DuckDB,
+    pandas or pyarrow (docs/fleet.md), and in 'check --dataset' and 'report --dataset'.
+    Exit codes: 0 every set analyzed or already there, 3 a set could not be read, 4 an
+    internal error (or a set's worker kept dying).
+
+    \b
+    Example:
+      xenlat batch captures/*/ -o fleet/
+      xenlat batch captures/ -o fleet/ --scheduler tcp://10.0.0.1:8786
+    """
+    from .batch import find_sets, parse_memory_limit, run_batch
+
+    try:
+        limit = parse_memory_limit(memory_limit)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--memory-limit") from exc
+    if scheduler is not None and (workers is not None or limit is not None):
+        raise click.UsageError("--workers and --memory-limit size a local cluster; a "
+                               "--scheduler's workers are sized where they are started")
+    found = find_sets(sets)
+    strict = bool(click.get_current_context().meta.get("xenlat.strict"))
+    with _set_progress(len(found)) as on_outcome:
+        outcomes = run_batch(found, dataset, scheduler=scheduler, workers=workers,
+                             memory_limit=limit, strict=strict, redo=redo,
+                             on_start=_announce_cluster, on_outcome=on_outcome)
+    for outcome in outcomes:
+        click.echo(f"{outcome.status:9} {outcome.partition or '-':40} "
+                   f"{outcome.packets:>9} {outcome.directory}")
+    counts = {status: sum(o.status == status for o in outcomes)
+              for status in ("analyzed", "skipped", "failed")}
+    click.echo(f"xenlat: {len(outcomes)} sets: {counts['analyzed']} analyzed, "
+               f"{counts['skipped']} already in the dataset, {counts['failed']} failed "
+               f"({dataset})", err=True)
+    worst = max((o.exit_code for o in outcomes if o.status == "failed"), default=0)
+    if worst:
+        raise click.exceptions.Exit(worst)
+
+
+def _announce_cluster(info: Any) -> None:
+    """Where the cluster is and where its dashboard is (stderr)."""
+    from dask.utils import format_bytes  # batch ran: Dask is there
+
+    if info.started:
+        each = f", {format_bytes(info.memory_limit)} each" if info.memory_limit else ""
+        where = f"Dask local cluster {info.address}: {info.workers} workers{each}"
+    else:
+        where = f"Dask scheduler {info.address}: {info.workers} workers"
+    dashboard = f"dashboard {info.dashboard}" if info.dashboard else \
+        "no dashboard (pip install bokeh)"
+    click.echo(f"xenlat: {where}; {dashboard}", err=True)
+
+
+@contextlib.contextmanager
+def _set_progress(total: int) -> Iterator[Callable[[Any], None]]:
+    """A callback for each finished set: its failure and warnings on stderr, and a rich bar
+    over the sets there too (unless --no-progress or stderr is not a terminal)."""
+    ctx = click.get_current_context()
+
+    def say(outcome: Any, echo: Callable[[str], None]) -> None:
+        for line in outcome.warnings:
+            echo(f"xenlat: warning: {outcome.name}: {line}")
+        if outcome.status == "failed":
+            echo(f"xenlat: error: {outcome.message}")
+
+    if ctx.meta.get("xenlat.no_progress") or not sys.stderr.isatty():
+        yield lambda outcome: say(outcome, lambda text: click.echo(text, err=True))
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=_stderr_console(),
+                  transient=True) as bar:
+        task = bar.add_task("capture sets", total=total)
+
+        def update(outcome: Any) -> None:
+            say(outcome, lambda text: bar.console.print(text, markup=False, highlight=False))
+            bar.advance(task)
+
+        yield update
+
+
+@main.command()
 @source_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "parquet"]),
               default="table", show_default=True)
@@ -619,12 +758,19 @@ def analyze(inputs: AnalysisInputs, fmt: str, output: Path | None, plot: Path | 
 @click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML here.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
+@dataset_options
+@click.option("--budget-all", "budgets_all", multiple=True, metavar="'STAGE.STAT < DURATION'",
+              help="With --dataset: a limit on the packets of all the sets together.")
 @common_options
 def check(inputs: AnalysisInputs, budgets: tuple[str, ...], budgets_file: Path | None,
           no_budgets_file: bool, baseline_file: Path | None, tolerance: str | None,
           baseline_stats: tuple[str, ...], baseline_stages: tuple[str, ...],
-          junit: Path | None, fmt: str) -> None:
+          junit: Path | None, fmt: str, dataset: Path | None, xen_hosts: tuple[str, ...],
+          budgets_all: tuple[str, ...]) -> None:
     """Gate: exit 1 when a stage statistic breaks its budget or regresses from a baseline.
+
+    With --dataset, every set of a dataset written by 'xenlat batch' is judged by the
+    budgets, and all its sets' packets together by --budget-all.
 
     \b
     A budget: [rx.|tx.]STAGE.STAT OP VALUE UNIT, e.g. 'tx.ring.p99 < 50us'
@@ -643,21 +789,29 @@ def check(inputs: AnalysisInputs, budgets: tuple[str, ...], budgets_file: Path |
     Example:
       xenlat check guest.pcap --socket-log app.strace \\
           --budget 'socket_read.p99 < 2ms' --budget 'total.max < 50ms' --junit gate.xml
+      xenlat check --dataset fleet/ --budget 'ring.p99 < 2ms' \\
+          --budget-all 'ring.p99 < 1ms' --junit fleet-gate.xml
     """
     from . import gate
 
     if no_budgets_file and budgets_file is not None:
         raise OptionError("--budgets-file and --no-budgets-file: give one of them")
-    if budgets_file is None and not no_budgets_file:
+    if budgets_file is None and not no_budgets_file and dataset is None:
         budgets_file = gate.default_budgets_file(inputs.sources, inputs.capture_set)
     limits = gate.collect_budgets(budgets, budgets_file, baseline_file, tolerance,
                                   baseline_stats=baseline_stats,
                                   baseline_stages=baseline_stages)
-    if not limits:
+    pooled = _pooled_budgets(budgets_all, dataset)
+    if not limits and not pooled:
         raise OptionError("nothing to check: give --budget, --budgets-file or --baseline")
-    analysis = _run_analysis(inputs)
-    result = gate.evaluate(analysis, limits,
-                           budgets_file=None if budgets_file is None else str(budgets_file))
+    if dataset is not None:
+        from .fleet_gate import check_dataset
+
+        result = check_dataset(dataset, limits, pooled, hosts=xen_hosts)
+    else:
+        analysis = _run_analysis(inputs)
+        result = gate.evaluate(analysis, limits,
+                               budgets_file=None if budgets_file is None else str(budgets_file))
     verdict = ExitCode.OK if result.passed else ExitCode.GATE_BREACHED
     ctx = click.get_current_context()
     ctx.meta["xenlat.exit_code"] = verdict  # holds even if the reader of stdout leaves early
@@ -669,6 +823,10 @@ def check(inputs: AnalysisInputs, budgets: tuple[str, ...], budgets_file: Path |
         from .output import dumps_json
 
         click.echo(dumps_json(result.to_document()), nl=False)
+    elif dataset is not None:
+        from .report.fleet_gate_table import render_fleet_gate
+
+        render_fleet_gate(result, _stdout_console())
     else:
         from .report.gate_table import render_gate
 
@@ -713,17 +871,28 @@ def baseline(inputs: AnalysisInputs, output: Path, stats: tuple[str, ...]) -> No
 @click.option("--top", type=click.IntRange(min=1), default=30, show_default=True,
               help="Slowest packets listed in the worst-packets table (every anomalous one "
               "is listed too).")
+@dataset_options
 @common_options
-def report(inputs: AnalysisInputs, output: Path, top: int) -> None:
+def report(inputs: AnalysisInputs, output: Path, top: int, dataset: Path | None,
+           xen_hosts: tuple[str, ...]) -> None:
     """Write a self-contained HTML report: waterfall, stages over time, worst packets.
+
+    With --dataset, the fleet view of a dataset written by 'xenlat batch': stage
+    percentiles per Xen host over time, the worst sets.
 
     \b
     Example:
       xenlat report guest.pcap --socket-log app.strace -o report.html
       xenlat report sample_pcaps/black-0.1s --begin +1s --end +2s -o window.html
+      xenlat report --dataset fleet/ -o fleet.html
     """
     from .report.html import write_html_report
 
+    if dataset is not None:
+        from .report.fleet import write_fleet_report
+
+        write_fleet_report(dataset, output, hosts=xen_hosts)
+        return
     analysis = _run_analysis(inputs)
     write_html_report(analysis, output, top=top)
 

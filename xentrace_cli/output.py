@@ -32,6 +32,11 @@ def _arrow_table(frame: pd.DataFrame) -> Any:
     return table
 
 
+def arrow_table(frame: pd.DataFrame) -> Any:
+    """The Arrow table that the Parquet and CSV outputs write for ``frame``."""
+    return _arrow_table(frame)
+
+
 class _Sink:
     """An output destination that is either a path or stdout (binary)."""
 
