@@ -63,10 +63,13 @@ def analyze_parquet(directory: Path, out: Path) -> pa.Table:
     """``xenlat analyze --format parquet`` of a set, as a user would run it on its files."""
     capture_set = read_manifest(directory)
     sources = capture_set.sources
-    args = ["analyze", str(sources.guest), "--backend", str(sources.backend), "--phys",
-            str(sources.phys), "--xentrace", str(sources.xentrace), "--socket-log",
-            str(sources.socket_log), "--domid", str(capture_set.domid), "--format",
-            "parquet", "-o", str(out), "--no-progress"]
+    args = ["analyze", str(sources.guest)]
+    for key in ("backend", "phys", "xentrace", "socket_log"):
+        if getattr(sources, key) is not None:
+            args += [f"--{key.replace('_', '-')}", str(getattr(sources, key))]
+    if capture_set.domid is not None:
+        args += ["--domid", str(capture_set.domid)]
+    args += ["--format", "parquet", "-o", str(out), "--no-progress"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.stderr
     return pq.read_table(out)

@@ -114,6 +114,27 @@ def test_schema_is_analyze_parquet_plus_set_columns(sets, expected, cluster, tmp
     assert {t.isoformat() for t in rows["started"]} == {"2026-12-06T08:00:00+00:00"}
 
 
+def test_every_set_has_the_same_schema_whatever_its_sources(sets, cluster, tmp_path):
+    import shutil
+
+    from xentrace_cli.manifest import write_manifest
+
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(sets["a1"] / "guest.pcapng", lone / "guest.pcapng")
+    write_manifest(lone, {"guest": "guest.pcapng"}, xen_host="xen-a")
+    dataset = tmp_path / "fleet"
+    outcomes = _batch([lone, sets["a1"]], dataset, cluster)
+    assert [o.status for o in outcomes] == ["analyzed", "analyzed"]
+    schemas = [pq.read_schema(p) for p in (dataset / "packets").rglob("*.parquet")]
+    assert len(schemas) == 2 and schemas[0].equals(schemas[1])
+    # the lone set (no start in its manifest: the guest capture's first packet) is whole
+    table = pads.dataset(dataset / "packets", partitioning="hive").to_table()
+    mine = table.filter(pa.compute.equal(table["set"], "lone"))
+    want = analyze_parquet(lone, tmp_path / "lone.parquet")
+    assert mine.select(list(TABLE_COLUMNS)).equals(want) and want.num_rows > 0
+
+
 def test_partitions_come_from_the_manifest_else_the_first_packet(sets, cluster, tmp_path):
     dataset = tmp_path / "fleet"
     _batch(list(sets.values()), dataset, cluster)

@@ -157,10 +157,12 @@ def first_packet_time(capture_set: CaptureSet) -> dt.datetime | None:
 
 
 def _analysis_type(column: str) -> pa.DataType:
-    """The Arrow type ``analyze --format parquet`` gives a column of ``model.TABLE_COLUMNS``."""
+    """The Arrow type ``analyze --format parquet`` gives a column of ``model.TABLE_COLUMNS``
+    (every set's file must have the same, whatever its sources measured)."""
     if column in ("src", "dst"):
         return pa.dictionary(pa.int32(), pa.string())
-    if column in ("sport", "dport", "proto", "seq", "len"):
+    if column in ("sport", "dport", "proto", "seq", "len", "frame") or (
+            column.startswith("t_") and column.endswith("_ns")):
         return pa.int64()
     if column in ("direction", "anomaly", "stall", "cause", "cause_detail"):
         return pa.large_string()
