@@ -269,7 +269,7 @@ def main_result(args: list[str]):
 def figure_data(page: str, div_id: str) -> list[dict]:
     import json
 
-    start = page.index(f'Plotly.newPlot(                        "{div_id}",')
+    start = page.index(f'Plotly.newPlot("{div_id}",')
     rest = page[start:].split(",", 1)[1].lstrip()
     data, _ = json.JSONDecoder().raw_decode(rest)
     return data

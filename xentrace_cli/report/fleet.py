@@ -5,9 +5,9 @@ which sets are the worst, and what stalled there. The page answers from the per-
 of the dataset (``sets/``: one row per set, small whatever the packet count): each stage's
 p50 and p99 per set, over the sets' start times, one line per Xen host (a menu picks the
 stage, per direction); the hosts by day; the worst sets with their anomalies by stage and cause.
-It wears the single-analysis report's page shell (``assets/report.html``, its styles and its
-table-sorting script): one self-contained file, nothing fetched, the same bytes for the same
-dataset.
+It wears the single-analysis report's page shell (``assets/report.html``, its styles, its
+table-sorting script and its plotly.js bundle; figures as plain JSON): one self-contained
+file, nothing fetched, the same bytes for the same dataset.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ..dataset import read_summaries, select_sets, stage_table
 from ..errors import OptionError
 from ..model import DIRECTION_STAGES, split_stat_key, stat_key
 from ..units import format_duration
+from .html import _FONT, _PLOT_CONFIG, _json  # the single-analysis report's figure conventions
 
 #: Sets the worst-sets table lists.
 WORST_SETS = 50
@@ -36,7 +37,6 @@ HOST_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
                "#7f7f7f", "#bcbd22", "#17becf")
 #: What the worst-sets table ranks by: the receive path's total p99.
 RANK_KEY = "total"
-_PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 _DIRECTION_TITLES = {"rx": "Receive path", "tx": "Transmit path"}
 
 
@@ -57,8 +57,6 @@ def write_fleet_report(dataset: str | os.PathLike[str], path: str | os.PathLike[
 
 def render_fleet_report(summaries: pd.DataFrame, dataset: str) -> str:
     """The page (a str) for the summary rows of a dataset (``dataset.read_summaries``)."""
-    from plotly.offline import get_plotlyjs
-
     from .. import __version__
 
     stages = stage_table(summaries)
@@ -79,7 +77,7 @@ def render_fleet_report(summaries: pd.DataFrame, dataset: str) -> str:
         version=html.escape(__version__),
         title=html.escape(f"xenlat fleet: {dataset}"),
         style=(assets / "report.css").read_text(encoding="utf-8"),
-        plotlyjs=get_plotlyjs(),
+        plotlyjs=(assets / "plotly-basic.min.js").read_text(encoding="utf-8"),
         packets=int(summaries["packets"].sum()) if len(summaries) else 0,
         anomalies=int(summaries["anomalous"].sum()) if len(summaries) else 0,
         body=body,
@@ -113,52 +111,59 @@ def _header(summaries: pd.DataFrame, dataset: str) -> str:
 def _stage_chart(stages: pd.DataFrame, way: str, colors: dict[str, str]) -> str:
     """p99 (solid) and p50 (dotted) of each stage of one direction per set over time, a line
     per host; a menu picks the stage."""
-    import plotly.graph_objects as go
-
     keys = [stat_key(name, way) for name in (*DIRECTION_STAGES[way], "total")]
     measured = stages[(stages["count"] > 0) & stages["key"].isin(keys)]
     keys = [k for k in keys if (measured["key"] == k).any()]
     if not keys:
         return "<p>No set measured a stage of this direction.</p>"
-    fig = go.Figure()
+    data: list[dict[str, Any]] = []
     groups = []
     for key in keys:
         rows = measured[measured["key"] == key]
-        first = len(fig.data)
+        first = len(data)
         for host, color in colors.items():
             mine = rows[rows["xen_host"] == host].sort_values("started").tail(MAX_SETS_PER_HOST)
-            if not len(mine):
-                continue
-            when = mine["started"].dt.tz_convert("UTC").dt.tz_localize(None)
-            for stat, dash in (("p99", "solid"), ("p50", "dot")):
-                fig.add_trace(go.Scatter(
-                    x=when.dt.strftime("%Y-%m-%d %H:%M:%S").tolist(),
-                    y=np.round(mine[stat].to_numpy(dtype=float), 3).tolist(),
-                    mode="lines+markers", name=f"{host} {stat}", legendgroup=host,
-                    line={"color": color, "dash": dash}, marker={"size": 5},
-                    text=mine["set"].astype(str).tolist(), visible=key == keys[0],
-                    hovertemplate=f"%{{text}}<br>{html.escape(host)} {key} {stat} "
-                                  "%{y:.3f} µs<extra></extra>"))
-        groups.append((key, first, len(fig.data)))
-    buttons = []
-    for key, start, end in groups:
-        visible = [start <= i < end for i in range(len(fig.data))]
-        buttons.append({"label": key, "method": "update",
-                        "args": [{"visible": visible},
-                                 {"yaxis.title.text": f"{key} (µs, log)"}]})
-    fig.update_layout(
-        template="plotly_white", height=420, margin={"l": 60, "r": 20, "t": 50, "b": 50},
-        updatemenus=[{"buttons": buttons, "x": 0, "y": 1.15, "xanchor": "left",
-                      "direction": "down", "showactive": True}],
-        xaxis_title="set started (UTC)", yaxis_title=f"{keys[0]} (µs, log)", yaxis_type="log")
-    import plotly.io as pio
+            if len(mine):
+                data += _host_traces(mine, host, color, key, visible=key == keys[0])
+        groups.append((key, first, len(data)))
+    buttons = [{"label": key, "method": "update",
+                "args": [{"visible": [start <= i < end for i in range(len(data))]},
+                         {"yaxis.title.text": f"{key} (µs, log)"}]}
+               for key, start, end in groups]
+    layout = {
+        "font": _FONT, "height": 420, "paper_bgcolor": "#fff", "plot_bgcolor": "#fff",
+        "margin": {"l": 70, "r": 20, "t": 50, "b": 50},
+        "updatemenus": [{"buttons": buttons, "x": 0, "y": 1.15, "xanchor": "left",
+                         "direction": "down", "showactive": True}],
+        "xaxis": {"title": {"text": "set started (UTC)"}, "type": "date", "gridcolor": "#eee"},
+        "yaxis": {"title": {"text": f"{keys[0]} (µs, log)"}, "type": "log",
+                  "gridcolor": "#eee"},
+    }
+    div = f"fleet-{way}"
+    args = ", ".join(_json(v) for v in (data, layout, _PLOT_CONFIG))
+    return (f'<div class="figure"><div id="{div}" class="plot" style="height:420px"></div>'
+            f'</div>\n<script>Plotly.newPlot("{div}", {args});</script>\n'
+            '<p class="caption">Each point is one set: its p99 (solid) and p50 (dotted) of the '
+            "stage picked in the menu; one colour per Xen host.</p>")
 
-    chart = pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=f"fleet-{way}",
-                        config=_PLOT_CONFIG, default_height="420px", default_width="100%",
-                        validate=False)
-    return (f'<div class="figure">{chart}</div>\n<p class="caption">Each point is one set: '
-            "its p99 (solid) and p50 (dotted) of the stage picked in the menu; one colour per "
-            "Xen host.</p>")
+
+def _host_traces(rows: pd.DataFrame, host: str, color: str, key: str,
+                 visible: bool) -> list[dict[str, Any]]:
+    """The p99 and p50 lines of one host's sets for one stage key."""
+    when = rows["started"].dt.tz_convert("UTC").dt.strftime("%Y-%m-%d %H:%M:%S").tolist()
+    names = rows["set"].astype(str).tolist()
+    return [{"type": "scatter", "mode": "lines+markers", "name": f"{host} {stat}",
+             "legendgroup": host, "x": when, "y": _rounded(rows[stat]), "text": names,
+             "line": {"color": color, "dash": dash}, "marker": {"size": 5},
+             "visible": visible,
+             "hovertemplate": f"%{{text}}<br>{html.escape(host)} {key} {stat} %{{y:.3f}} µs"
+                              "<extra></extra>"}
+            for stat, dash in (("p99", "solid"), ("p50", "dot"))]
+
+
+def _rounded(values: pd.Series) -> list[float | None]:
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    return [None if not np.isfinite(v) else round(float(v), 3) for v in numbers]
 
 
 def _host_days(summaries: pd.DataFrame, stages: pd.DataFrame) -> str:
