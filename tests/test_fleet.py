@@ -127,6 +127,24 @@ def test_junit_has_one_case_per_set_and_budget(fleet, tmp_path):
     assert "::set a2 (xen-a 2026-12-06, " in result.stderr
 
 
+def test_a_baseline_judges_each_set(fleet, tmp_path):
+    """A baseline saved from a healthy set: the black-0.1s sets regress, as ``check`` says of
+    each alone."""
+    saved = tmp_path / "baseline.json"
+    result = main_result(["baseline", str(fleet["sets"]["a1"]), "-o", str(saved)])
+    assert result.exit_code == 0, result.stderr
+    limits = gate.collect_budgets([], None, saved, None)
+    fleet_result = check_dataset(fleet["dataset"], limits)
+    for verdict in fleet_result.sets:
+        name = verdict.summary["set"]
+        alone = gate.evaluate(fleet["analyses"][name], limits)
+        assert [c.verdict for c in verdict.result.checks] == [c.verdict for c in alone.checks]
+        assert verdict.result.baseline is not None
+    regressed = {v.summary["set"] for v in fleet_result.failed_sets}
+    assert {n for n, spec in SETS.items() if spec[0] == "black-0.1s"} <= regressed
+    assert "a1" not in regressed
+
+
 def test_check_dataset_outputs_are_deterministic(fleet):
     args = ["check", "--dataset", str(fleet["dataset"]), *budget_args(), "--format", "json"]
     one, two = main_result(args), main_result(args)
