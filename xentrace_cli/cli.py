@@ -608,10 +608,10 @@ def batch(sets: tuple[Path, ...], dataset: Path, scheduler: str | None, workers:
                                "--scheduler's workers are sized where they are started")
     found = find_sets(sets)
     strict = bool(click.get_current_context().meta.get("xenlat.strict"))
-    with _set_progress(len(found)) as on_outcome:
+    with _set_progress(len(found)) as (on_start, on_outcome):
         outcomes = run_batch(found, dataset, scheduler=scheduler, workers=workers,
                              memory_limit=limit, strict=strict, redo=redo,
-                             on_start=_announce_cluster, on_outcome=on_outcome)
+                             on_start=on_start, on_outcome=on_outcome)
     for outcome in outcomes:
         click.echo(f"{outcome.status:9} {outcome.partition or '-':40} "
                    f"{outcome.packets:>9} {outcome.directory}")
@@ -625,8 +625,8 @@ def batch(sets: tuple[Path, ...], dataset: Path, scheduler: str | None, workers:
         raise click.exceptions.Exit(worst)
 
 
-def _announce_cluster(info: Any) -> None:
-    """Where the cluster is and where its dashboard is (stderr)."""
+def _cluster_line(info: Any) -> str:
+    """Where the cluster is and where its dashboard is."""
     from dask.utils import format_bytes  # batch ran: Dask is there
 
     if info.started:
@@ -636,23 +636,29 @@ def _announce_cluster(info: Any) -> None:
         where = f"Dask scheduler {info.address}: {info.workers} workers"
     dashboard = f"dashboard {info.dashboard}" if info.dashboard else \
         "no dashboard (pip install bokeh)"
-    click.echo(f"xenlat: {where}; {dashboard}", err=True)
+    return f"xenlat: {where}; {dashboard}"
 
 
 @contextlib.contextmanager
-def _set_progress(total: int) -> Iterator[Callable[[Any], None]]:
-    """A callback for each finished set: its failure and warnings on stderr, and a rich bar
-    over the sets there too (unless --no-progress or stderr is not a terminal)."""
+def _set_progress(total: int) -> Iterator[tuple[Callable[[Any], None], Callable[[Any], None]]]:
+    """Two callbacks, for the cluster once it runs and for each finished set: the cluster's
+    place, each set's failure and warnings on stderr, and a rich bar over the sets there too
+    (unless --no-progress or stderr is not a terminal), all through one writer."""
     ctx = click.get_current_context()
 
-    def say(outcome: Any, echo: Callable[[str], None]) -> None:
-        for line in outcome.warnings:
-            echo(f"xenlat: warning: {outcome.name}: {line}")
-        if outcome.status == "failed":
-            echo(f"xenlat: error: {outcome.message}")
+    def callbacks(echo: Callable[[str], None], advance: Callable[[], None],
+                  ) -> tuple[Callable[[Any], None], Callable[[Any], None]]:
+        def on_outcome(outcome: Any) -> None:
+            for line in outcome.warnings:
+                echo(f"xenlat: warning: {outcome.name}: {line}")
+            if outcome.status == "failed":
+                echo(f"xenlat: error: {outcome.message}")
+            advance()
+
+        return lambda info: echo(_cluster_line(info)), on_outcome
 
     if ctx.meta.get("xenlat.no_progress") or not sys.stderr.isatty():
-        yield lambda outcome: say(outcome, lambda text: click.echo(text, err=True))
+        yield callbacks(lambda text: click.echo(text, err=True), lambda: None)
         return
     from rich.progress import (
         BarColumn,
@@ -667,12 +673,9 @@ def _set_progress(total: int) -> Iterator[Callable[[Any], None]]:
                   TimeElapsedColumn(), TimeRemainingColumn(), console=_stderr_console(),
                   transient=True) as bar:
         task = bar.add_task("capture sets", total=total)
-
-        def update(outcome: Any) -> None:
-            say(outcome, lambda text: bar.console.print(text, markup=False, highlight=False))
-            bar.advance(task)
-
-        yield update
+        yield callbacks(lambda text: bar.console.print(text, markup=False, highlight=False,
+                                                       soft_wrap=True),
+                        lambda: bar.advance(task))
 
 
 @main.command()
