@@ -8,7 +8,9 @@ Run by hand (never in the test suite)::
 
 The files: the real trace of the corpus (180,493 records) and a large trace written by
 ``xenlat simulate healthy --requests 157000`` (~14 M records, ~300 MB; kept under
-``benchmarks/out/`` and reused), or ``--trace FILE`` ones. Each run is a whole process timed
+``benchmarks/out/`` and reused) without its guest records, which xenalyze cannot read (it
+stops at the first: ``FATAL: unexpected number bits(0) in evt.main``), or ``--trace FILE``
+ones. Each run is a whole process timed
 by ``/usr/bin/time`` (wall seconds and the child's peak RSS), paired and interleaved: for
 every repetition ``xenlat trace --format json``, ``xenlat trace`` (the tables),
 ``xenalyze --summary`` and ``cat`` (the floor: reading the file) in turn, output to
@@ -110,25 +112,80 @@ def generate(path: Path, records: int, cpus: int = 8, window_kib: int = 256,
     return path.stat().st_size
 
 
+def replicated(source: Path, copies: int, path: Path) -> Path:
+    """The real trace ``copies`` times end to end, each copy's TSCs shifted past the one
+    before: a large trace of real records that xenalyze reads too (it stops at the
+    simulator's guest records)."""
+    from xentrace_cli.readers.xentrace import read_xentrace
+
+    trace = read_xentrace(source, columns=("offset", "timestamped"))
+    words = np.fromfile(source, dtype="<u4")
+    at = trace.events["offset"].to_numpy()[trace.events["timestamped"].to_numpy()] // 4 + 1
+    span = trace.last_tsc - trace.first_tsc + 1
+    with open(path, "wb") as out:
+        for k in range(copies):
+            copy = words.copy()
+            tsc = (copy[at].astype(np.uint64) | (copy[at + 1].astype(np.uint64) << 32))
+            tsc += np.uint64(k * span)
+            copy[at] = (tsc & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+            copy[at + 1] = (tsc >> np.uint64(32)).astype(np.uint32)
+            copy.tofile(out)
+    return path
+
+
+def without_guest_records(source: Path, path: Path) -> Path:
+    """``source`` without its TRC_GUEST records (windows resized): xenalyze stops at the
+    first one (FATAL: unexpected number bits in evt.main), so both tools read this file."""
+    import mmap
+
+    from xentrace_cli.readers.xentrace import read_xentrace
+    from xentrace_cli.readers.xentrace_records import walk_windows
+
+    ev = read_xentrace(source, columns=("offset", "n_extra", "timestamped", "event")).events
+    guest = (ev["event"].to_numpy() & xe.TRC_GUEST_MASK) == xe.TRC_GUEST
+    start = ev["offset"].to_numpy()[guest] // 4
+    length = (1 + ev["n_extra"].to_numpy()[guest].astype(np.int64)
+              + 2 * ev["timestamped"].to_numpy()[guest])
+    del ev
+    words = np.fromfile(source, dtype="<u4")
+    edge = np.zeros(len(words) + 1, dtype=np.int64)
+    np.add.at(edge, start, 1)
+    np.add.at(edge, start + length, -1)
+    removed = np.cumsum(edge[:-1]) > 0
+    with open(source, "rb") as handle, \
+            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        win = walk_windows(source, mm, source.stat().st_size)
+    gone = np.r_[0, np.cumsum(removed)]
+    words[win.start + 2] -= (4 * (gone[win.end] - gone[win.start])).astype(np.uint32)
+    words[~removed].tofile(path)
+    return path
+
+
 def simulated(requests: int) -> Path:
-    """The large trace of ``xenlat simulate healthy`` (written once, then reused)."""
+    """The large trace of ``xenlat simulate healthy``, without its guest records (written
+    once, then reused)."""
     folder = OUT / f"healthy-{requests}"
-    path = folder / "xentrace.bin"
-    if not path.exists():
+    path = folder / "xentrace-noguest.bin"
+    if path.exists():
+        return path
+    if not (folder / "xentrace.bin").exists():
         print(f"writing {folder} (xenlat simulate healthy --requests {requests}) ...",
               flush=True)
         subprocess.run([sys.executable, "-m", "xentrace_cli", "simulate", "healthy",
                         "--requests", str(requests), "-o", str(folder), "--no-progress"],
                        check=True, stdout=subprocess.DEVNULL)
-    return path
+    return without_guest_records(folder / "xentrace.bin", path)
 
 
 def run(command: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one whole process (output to /dev/null)."""
-    with open(os.devnull, "wb") as null:
-        proc = subprocess.run(["/usr/bin/time", "-f", "%e %M", *command], stdout=null,
-                              stderr=subprocess.PIPE, text=True, check=True)
-    wall, rss = proc.stderr.strip().splitlines()[-1].split()
+    """Wall seconds and peak RSS (KiB) of one whole process (output and diagnostics to
+    /dev/null; /usr/bin/time's line to a file). Raises when the process fails."""
+    with open(os.devnull, "wb") as null, tempfile.NamedTemporaryFile("r") as log:
+        proc = subprocess.run(["/usr/bin/time", "-o", log.name, "-f", "%e %M", *command],
+                              stdout=null, stderr=null)
+        if proc.returncode:
+            raise RuntimeError(f"{command[0]} exited {proc.returncode}")
+        wall, rss = log.read().strip().splitlines()[-1].split()
     return float(wall), int(rss)
 
 
@@ -152,15 +209,25 @@ def bench(path: Path, repeat: int, xenalyze: str | None) -> None:
     times: dict[str, list[float]] = {name: [] for name in tools}
     peak: dict[str, int] = dict.fromkeys(tools, 0)
     load = os.getloadavg()
+    failed: dict[str, str] = {}
     for _ in range(repeat):  # paired and interleaved
         for name, command in tools.items():
-            wall, rss = run(command)
+            if name in failed:
+                continue
+            try:
+                wall, rss = run(command)
+            except RuntimeError as exc:  # xenalyze stops at records it does not know
+                failed[name] = str(exc)
+                continue
             times[name].append(wall)
             peak[name] = max(peak[name], rss)
     print(f"\n{path} ({size / 2**20:.1f} MiB, {records:,} records); load average "
           f"{load[0]:.2f} before, {os.getloadavg()[0]:.2f} after, {os.cpu_count()} CPUs; "
           f"median of {repeat} (min-max)")
     for name in tools:
+        if name in failed:
+            print(f"  {name:28} failed: {failed[name]}")
+            continue
         rate = records / statistics.median(times[name]) / 1e6
         print(f"  {name:28} {_spread(times[name])}  {rate:6.2f} M records/s  "
               f"peak RSS {peak[name] / 1024:7.1f} MiB = {peak[name] * 1024 / size:5.2f}x file")
@@ -173,6 +240,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=157_000,
                         help="requests of the simulated trace (157000: ~14 M records)")
     parser.add_argument("--synthetic", type=int, help="time a generated trace of N records")
+    parser.add_argument("--replicate", type=int, help="time the real trace written N times "
+                        "end to end (80: ~14 M records that xenalyze reads too)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--xenalyze", default=os.environ.get("XENALYZE")
                         or shutil.which("xenalyze"), help="xenalyze binary (default: "
@@ -187,6 +256,10 @@ def main() -> int:
         elif args.synthetic:
             paths = [Path(tmp) / "synthetic.bin"]
             generate(paths[0], args.synthetic)
+        elif args.replicate:
+            OUT.mkdir(exist_ok=True)
+            path = OUT / f"real-x{args.replicate}.bin"
+            paths = [path if path.exists() else replicated(REAL, args.replicate, path)]
         else:
             OUT.mkdir(exist_ok=True)
             paths = [REAL, simulated(args.requests)]

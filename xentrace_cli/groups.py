@@ -78,13 +78,16 @@ def sorted_groups(codes: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarra
 
 
 def group_quantiles(codes: np.ndarray, values: np.ndarray, groups: int,
-                    quantiles: tuple[float, ...]) -> np.ndarray:
+                    quantiles: tuple[float, ...], by_value: np.ndarray | None = None
+                    ) -> np.ndarray:
     """Per group, the quantiles of its values (numpy's default linear interpolation);
-    NaN for an empty group. Shape ``(groups, len(quantiles))``."""
+    NaN for an empty group. Shape ``(groups, len(quantiles))``. ``by_value``: the values'
+    stable sort order, when the caller has it already (one sort for several groupings)."""
     out = np.full((groups, len(quantiles)), np.nan)
     if not len(values):
         return out
-    by_value = np.argsort(values, kind="stable")
+    if by_value is None:
+        by_value = np.argsort(values, kind="stable")
     small = codes.astype(np.int16 if groups < np.iinfo(np.int16).max else np.int64)
     order = by_value[np.argsort(small[by_value], kind="stable")]  # by code, then by value
     ordered = values[order].astype(float)

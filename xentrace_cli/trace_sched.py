@@ -39,19 +39,19 @@ QUANTILES = (0.5, 0.9, 0.99)
 
 def interval_table(scan: TraceScan) -> Table:
     """The run-state intervals with open ends closed at the trace's last TSC (``open`` says
-    which) and states as int8 (-1: a state number Xen does not define)."""
+    which), states as int8 (-1: a state number Xen does not define), and ``unit``: each
+    interval's index into ``units`` (the distinct keys, ascending; not a column)."""
     iv = runstate_intervals(scan)
     last = scan.last_tsc if scan.last_tsc is not None else 0
     state = np.where(iv["state"] < len(RUNSTATES), iv["state"], np.int8(-1))
-    return {"key": iv["key"], "state": state, "start": iv["start"],
+    key = iv["key"]
+    new = np.ones(len(key), dtype=bool)  # sorted by unit: a unit begins where the key changes
+    np.not_equal(key[1:], key[:-1], out=new[1:])
+    return {"key": key, "unit": np.cumsum(new) - 1, "units": key[new], "state": state,
+            "start": iv["start"],
             "end": np.maximum(np.where(iv["end"] < 0, last, iv["end"]), iv["start"]),
             "open": iv["end"] < 0, "cpu": iv["cpu"].astype(np.int16),
             "lead": iv["from_origin"], "consistent": iv["consistent"]}
-
-
-def take(table: Table, rows: np.ndarray) -> Table:
-    """The rows of a table."""
-    return {name: column[rows] for name, column in table.items()}
 
 
 # --- silent CPUs ---------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def inferred_states(iv: Table, silent: Table) -> Table:
 def vcpu_states(iv: Table, inferred: Table) -> Table:
     """Per vCPU (``key``): cycles in each state from the trace's first TSC to its last,
     ``changes`` (run-state records), ``inferred`` cycles (carried across a silent CPU)."""
-    codes, keys = sorted_codes(iv["key"])
+    codes, keys = iv["unit"], iv["units"]
     slots = len(RUNSTATES) + 1  # the states, and one for a state number Xen does not define
     per = np.bincount(codes * slots + (iv["state"].astype(np.int64) % slots),
                       weights=(iv["end"] - iv["start"]).astype(float),
@@ -143,16 +143,18 @@ def waits(iv: Table) -> Table:
             "cycles": iv["end"][pick] - iv["start"][pick], "row": pick}
 
 
-def wait_stats(wait: Table, group: np.ndarray, hz: float) -> Table:
+def wait_stats(wait: Table, group: np.ndarray, hz: float,
+               by_value: np.ndarray | None = None) -> Table:
     """Per group (e.g. the unit key, or the domain) and kind: ``count, total_s, mean_us``, the
-    ``QUANTILES`` in µs (``p50_us`` …) and ``max_us``; sorted by group then kind."""
+    ``QUANTILES`` in µs (``p50_us`` …) and ``max_us``; sorted by group then kind.
+    ``by_value``: the waits' order by cycles, when already known (stable argsort)."""
     codes, uniques = sorted_codes(group.astype(np.int64) * len(WAIT_KINDS) + wait["kind"])
     us = wait["cycles"] / hz * 1e6
     count = np.bincount(codes, minlength=len(uniques))
     total = np.bincount(codes, weights=us, minlength=len(uniques))
     top = np.full(len(uniques), -np.inf)
     np.maximum.at(top, codes, us)
-    quant = group_quantiles(codes, us, len(uniques), QUANTILES)
+    quant = group_quantiles(codes, us, len(uniques), QUANTILES, by_value)
     out: Table = {"group": uniques // len(WAIT_KINDS),
                   "kind": (uniques % len(WAIT_KINDS)).astype(np.int8),
                   "count": count.astype(np.int64), "total_s": total / 1e6,
@@ -170,14 +172,16 @@ def migrations(iv: Table) -> tuple[Table, Table]:
     idle vCPUs never move (one per CPU) and are left out."""
     run = np.flatnonzero((iv["state"] == RUNNING) & ((iv["key"] >> 16) != DOMID_IDLE))
     key, cpu = iv["key"][run], iv["cpu"][run].astype(np.int64)
+    unit_code = iv["unit"][run]
     cycles = (iv["end"][run] - iv["start"][run]).astype(float)
     moved = np.zeros(len(run), dtype=bool)
     moved[1:] = (key[1:] == key[:-1]) & (cpu[1:] != cpu[:-1])
-    units, unit_code = unique(key, return_inverse=True)
-    per_unit = {"key": units, "runs": np.bincount(unit_code, minlength=len(units)),
+    runs = np.bincount(unit_code, minlength=len(iv["units"]))
+    used = np.flatnonzero(runs)
+    per_unit = {"key": iv["units"][used], "runs": runs[used],
                 "migrations": np.bincount(unit_code, weights=moved,
-                                          minlength=len(units)).astype(np.int64)}
-    pair, pair_code = unique((key << 16) | cpu, return_inverse=True)
+                                          minlength=len(iv["units"]))[used].astype(np.int64)}
+    pair_code, pair = sorted_codes((key << 16) | cpu)
     per_cpu = {"key": pair >> 16, "cpu": (pair & 0xFFFF).astype(np.int16),
                "runs": np.bincount(pair_code, minlength=len(pair)),
                "cycles": np.bincount(pair_code, weights=cycles,

@@ -159,8 +159,9 @@ def _vcpu_tables(states: Table, moves: Table, hz: float) -> tuple[Table, Table]:
 
 def _wait_tables(iv: Table, hz: float) -> tuple[Table, Table]:
     wait = sched.waits(iv)
-    per_unit = sched.wait_stats(wait, wait["key"], hz)
-    per_dom = sched.wait_stats(wait, wait["key"] >> 16, hz)
+    by_value = np.argsort(wait["cycles"], kind="stable")  # one sort for both groupings
+    per_unit = sched.wait_stats(wait, wait["key"], hz, by_value)
+    per_dom = sched.wait_stats(wait, wait["key"] >> 16, hz, by_value)
     kinds = np.array(sched.WAIT_KINDS, dtype=object)
     per_unit = _units({"key": per_unit.pop("group"), **per_unit})
     per_unit["kind"] = kinds[per_unit["kind"]]
@@ -246,6 +247,9 @@ def _longest_waits(iv: Table, runs: Table, origin: int, hz: float) -> list[dict[
     """The longest runnable waits of guest vCPUs, and who held the CPU they then ran on."""
     wait = sched.waits(iv)
     guest = np.flatnonzero((wait["key"] >> 16) != DOMID_IDLE)
+    if len(guest) > LONGEST_WAITS:  # the longest few without sorting them all
+        few = np.argpartition(-wait["cycles"][guest], LONGEST_WAITS - 1)[:LONGEST_WAITS]
+        guest = np.sort(guest[few])
     top = guest[np.argsort(-wait["cycles"][guest], kind="stable")[:LONGEST_WAITS]]
     out = []
     for i in top.tolist():

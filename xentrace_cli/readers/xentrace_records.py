@@ -145,41 +145,52 @@ _FEW_LANES = 8
 _LEVELS = 5
 
 
-def _walk_span(words: np.ndarray, starts: np.ndarray, ends: np.ndarray
+#: Steps of the walk between two compactions of its windows (a finished window waits at its
+#: end meanwhile: a few wasted steps instead of a test and a compaction every step).
+_BURST = 4
+
+
+def _walk_span(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
     """Start of every record of each window, all windows a record per step.
 
-    ``starts``/``ends``: each window's first record and end (word positions in ``words``,
-    ends clipped to the words present). Returns the record starts, sorted, and per window the
-    start of a record that runs past the window's end (-1: none; that record is not kept).
+    ``starts``/``ends``: each window's first record and end (word positions in ``padded``,
+    ends clipped to the words present; ``padded`` goes on past the last end). Returns the
+    record starts, sorted, and per window the start of a record that runs past the window's
+    end (-1: none; that record is not kept).
     """
-    mark = np.zeros(len(words) + 1, dtype=bool)
+    size = int(ends.max()) + 1 if len(ends) else 1
+    mark = np.zeros(size, dtype=bool)
     lanes = np.flatnonzero(starts < ends)
-    pos, end = starts[lanes], ends[lanes]
-    overrun = np.full(len(starts), -1, dtype=np.int64)
+    pos, end = starts[lanes].copy(), ends[lanes]
     while len(lanes) > _FEW_LANES:
-        mark[pos] = True
-        nxt = pos + _LENGTH[words[pos] >> EXTRA_SHIFT]
-        more = nxt < end
-        if not more.all():  # windows that end here (or whose record runs past their end)
-            past = nxt > end
-            if past.any():
-                overrun[lanes[past]] = pos[past]
-            lanes, nxt, end = lanes[more], nxt[more], end[more]
-        pos = nxt
-    for lane, lo, hi in zip(lanes.tolist(), pos.tolist(), end.tolist(), strict=True):
-        nodes, past = _chain(words, lo, hi)
-        mark[nodes] = True
-        overrun[lane] = past
-    mark[overrun[overrun >= 0]] = False
-    return np.flatnonzero(mark[:-1]), overrun
+        for _ in range(_BURST):
+            mark[pos] = True
+            pos += _LENGTH[padded[pos] >> EXTRA_SHIFT]
+            np.minimum(pos, end, out=pos)  # a finished window (or an overrun) waits at its end
+        going = pos < end
+        if not going.all():
+            lanes, pos, end = lanes[going], pos[going], end[going]
+    for lo, hi in zip(pos.tolist(), end.tolist(), strict=True):
+        mark[_chain(padded, lo, hi)] = True
+    mark[ends] = False  # where finished windows waited: the next CPU-change record, not one
+    nodes = np.flatnonzero(mark)
+    # A window's last record must end at the window's end; else it runs past it.
+    overrun = np.full(len(starts), -1, dtype=np.int64)
+    has = np.flatnonzero(starts < ends)
+    last = nodes[np.searchsorted(nodes, ends[has]) - 1]
+    past = last + _LENGTH[padded[last] >> EXTRA_SHIFT] != ends[has]
+    overrun[has[past]] = last[past]
+    if past.any():
+        nodes = nodes[~np.isin(nodes, last[past])]
+    return nodes, overrun
 
 
-def _chain(words: np.ndarray, start: int, end: int) -> tuple[np.ndarray, int]:
+def _chain(words: np.ndarray, start: int, end: int) -> np.ndarray:
     """The record starts of one window's ``words[start:end]`` by pointer doubling: every
     word's would-be successor, successors of successors (2, 4 … 2**_LEVELS records on), a
-    Python step per 2**_LEVELS records, then the levels expand the steps back to every record.
-    Also returns the start of a last record running past ``end`` (-1: none)."""
+    Python step per 2**_LEVELS records, then the levels expand the steps back to every record
+    (a last record running past ``end`` included: the caller checks it)."""
     seg = words[start:end]
     n = len(seg)
     nxt = np.empty(n + 1, dtype=np.int64)
@@ -200,9 +211,7 @@ def _chain(words: np.ndarray, start: int, end: int) -> tuple[np.ndarray, int]:
         both[0::2] = nodes
         both[1::2] = level[nodes]
         nodes = both[: np.searchsorted(both, n)]
-    last = int(nodes[-1]) if len(nodes) else -1
-    past = start + last if last >= 0 and last + int(_LENGTH[seg[last] >> EXTRA_SHIFT]) > n else -1
-    return nodes + start, past
+    return nodes + start
 
 
 # --- columns of a span's records ----------------------------------------------------------------
@@ -474,7 +483,7 @@ def read_batches(path: Path, handle: BinaryIO, win: Windows, size: int, chunk_wo
         buffer[hi - lo: need] = 0  # the slack read past the last record is zeros
         starts = win.start[first:stop] - lo + _CPU_CHANGE_WORDS
         ends = np.minimum(win.end[first:stop], nwords) - lo
-        nodes, overrun = _walk_span(buffer[: hi - lo], starts, ends)
+        nodes, overrun = _walk_span(buffer, starts, ends)
         problem, cut = _span_errors(path, buffer, lo, nodes, overrun, win, first, nwords)
         if problem is not None:
             raise problem
