@@ -285,7 +285,8 @@ def analyze_trace(path: str | os.PathLike[str], cpu_hz: float | None = None,
     if cpu_hz is not None and not (cpu_hz > 0 and math.isfinite(cpu_hz)):
         raise OptionError(f"--cpu-hz must be a positive frequency, not {cpu_hz}")
     hz = float(cpu_hz) if cpu_hz is not None else DEFAULT_CPU_HZ
-    scan = scan_xentrace(path, on_progress, events=HVM_EVENT_IDS, words=HVM_WORDS)
+    scan = scan_xentrace(path, on_progress, events=HVM_EVENT_IDS, words=HVM_WORDS,
+                         merged=False)
     iv = sched.interval_table(scan)
     scan.runstate = {}  # the intervals hold what the views need of them
     origin = scan.first_tsc or 0

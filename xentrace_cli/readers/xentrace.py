@@ -301,7 +301,8 @@ def _lost_table(lost: dict[str, np.ndarray]) -> pd.DataFrame:
 
 
 def _switches_table(part: dict[str, np.ndarray]) -> pd.DataFrame:
-    """SWITCH records: which scheduling unit left and which took each physical CPU."""
+    """SWITCH records: which scheduling unit left and which took each physical CPU (the scan
+    merged them by TSC)."""
     columns = {"cpu": part.get("cpu", np.empty(0, np.int16)),
                "tsc": part.get("tsc", np.empty(0, np.int64))}
     for k, name in enumerate(("prev_domid", "prev_vcpu", "next_domid", "next_vcpu")):

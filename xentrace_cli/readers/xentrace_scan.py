@@ -51,14 +51,14 @@ class TraceScan:
     counts: Columns
     """Per (cpu, event), sorted: ``cpu`` int16, ``event`` uint32, ``records``, ``bytes``."""
     kept: Columns
-    """The kept records merged by TSC (stable): ``offset, cpu, header, tsc`` and ``w0`` …
-    (zero beyond a record's words)."""
+    """The kept records merged by TSC (stable; in file order when not ``merged``): ``offset,
+    cpu, header, tsc`` and ``w0`` … (zero beyond a record's words)."""
     lost: Columns
     """Lost-records records: ``cpu, dropped, domid, vcpu, tsc_first, tsc``."""
     runstate: Columns
-    """RUNSTATE_CHANGE records merged by TSC: ``tsc, cpu, event, w0``."""
+    """RUNSTATE_CHANGE records (merged by TSC, or in file order): ``tsc, cpu, event, w0``."""
     switch: Columns
-    """SWITCH records merged by TSC: ``tsc, cpu, w0 .. w3``."""
+    """SWITCH records (merged by TSC, or in file order): ``tsc, cpu, w0 .. w3``."""
     cpu_first_tsc: dict[int, int]
     cpu_last_tsc: dict[int, int]
     cpu_longest_gap: dict[int, tuple[int, int]]
@@ -66,9 +66,11 @@ class TraceScan:
 
 def scan_xentrace(path: str | os.PathLike[str], on_progress: ProgressCallback | None = None,
                   events: Iterable[int] | None = None, words: int = MAX_EXTRA,
-                  chunk_words: int = 1 << 23) -> TraceScan:
+                  chunk_words: int = 1 << 23, merged: bool = True) -> TraceScan:
     """Read a xentrace file: count every record, keep those of ``events`` (all: None) with
     ``words`` of their extra words, and the run-state changes, switches and lost records.
+    ``merged``: put the kept records, changes and switches in TSC order (the event table
+    needs it; the intervals sort per unit or CPU themselves, so the views skip it).
 
     Raises ``InputError`` for input that is not a usable trace; warns ``TruncatedInput`` when
     the file ends inside a window (the whole records before are kept).
@@ -94,11 +96,11 @@ def scan_xentrace(path: str | os.PathLike[str], on_progress: ProgressCallback | 
     lows = [b.stamped_min for b in batches if b.stamped_min is not None]
     highs = [b.stamped_max for b in batches if b.stamped_max is not None]
     counts = _counts(batches)
-    runstate = _merged_part([b.runstate for b in batches])
-    switch = _merged_part([b.switch for b in batches])
+    runstate = _merged_part([b.runstate for b in batches], merged)
+    switch = _merged_part([b.switch for b in batches], merged)
     for b in batches:
         b.runstate = b.switch = None  # merged: let them go
-    kept, lost = _merged_records(batches, ids)
+    kept, lost = _merged_records(batches, ids, merged)
     return TraceScan(
         path=path, records=sum(b.records for b in batches), windows=len(win.start),
         cpu_ids=tuple(sorted(set(win.cpu.tolist()))), truncated=truncated_at is not None,
@@ -153,11 +155,15 @@ def _counts(batches: list[Batch]) -> Columns:
                                  minlength=len(uniques)).astype(np.int64)}
 
 
-def _merged_part(parts: list[Part]) -> Columns:
-    """The parts' columns concatenated and put in TSC order (stable: file order on ties)."""
+def _merged_part(parts: list[Part], merged: bool = True) -> Columns:
+    """The parts' columns concatenated and put in TSC order (stable: file order on ties), or
+    left in file order."""
     names = list(parts[0].columns) if parts else []
     tsc = np.concatenate([p.columns["tsc"] for p in parts]) if parts else \
         np.empty(0, dtype=np.int64)
+    if not merged:
+        return {"tsc": tsc, **{name: np.concatenate([p.columns[name] for p in parts])
+                               for name in names if name != "tsc"}}
     order = np.argsort(tsc, kind="stable")
     out = {"tsc": tsc.take(order)}
     del tsc
@@ -192,13 +198,15 @@ class _Merge:
         return self.column(parts, dtype)
 
 
-def _merged_records(batches: list[Batch], ids: np.ndarray | None) -> tuple[Columns, Columns]:
-    """The kept records merged by TSC (stable), and the lost-records table (the batches also
-    hold the lost-records records when ``ids`` leaves them out: dropped once read)."""
+def _merged_records(batches: list[Batch], ids: np.ndarray | None, merged: bool = True
+                    ) -> tuple[Columns, Columns]:
+    """The kept records merged by TSC (stable; or in file order), and the lost-records table
+    (the batches also hold the lost-records records when ``ids`` leaves them out: dropped
+    once read)."""
     parts = [b.tsc for b in batches]
     tsc = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
     del parts
-    order = np.argsort(tsc, kind="stable")
+    order = np.argsort(tsc, kind="stable") if merged else np.arange(len(tsc))
     merge = _Merge(batches, order)
     kept: Columns = {"tsc": tsc.take(order)}
     del tsc
@@ -235,6 +243,22 @@ def _lost(kept: Columns, event: np.ndarray) -> Columns:
 
 
 # --- intervals from change records -----------------------------------------------------------
+
+def key_time_order(key: np.ndarray, tsc: np.ndarray) -> np.ndarray:
+    """The order by key, then TSC (stable: the given order on ties): a radix sort on the few
+    keys, then each key's records by TSC (already nearly in order: a CPU's records, or the
+    records of a vCPU across the CPUs' windows, come in time order but for the windows'
+    overlap, so these sorts mostly find runs)."""
+    order = key_order(key)
+    tsc = tsc[order]
+    ordered = key[order]
+    bounds = np.r_[0, np.flatnonzero(ordered[1:] != ordered[:-1]) + 1, len(order)]
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        seg = tsc[lo:hi]
+        if hi - lo > 1 and (seg[1:] < seg[:-1]).any():
+            order[lo:hi] = order[lo:hi][np.argsort(seg, kind="stable")]
+    return order
+
 
 def key_order(key: np.ndarray) -> np.ndarray:
     """Stable order grouping equal keys, groups by key value (a radix sort on few keys)."""
@@ -302,7 +326,7 @@ def runstate_intervals(scan: TraceScan) -> Columns:
     ev = part.get("event", np.empty(0, np.uint32))
     # w0: vcpu in bits 0-15, domid in bits 16-31; the states in the event id
     unit = part.get("w0", np.empty(0, np.uint32))
-    order = key_order(unit)  # stable: the part is in TSC order, so each vCPU stays so
+    order = key_time_order(unit, part.get("tsc", np.empty(0, np.int64)))
     key = unit.astype(np.int64)[order]
     del unit
     before = ((ev >> 8) & 0xF).astype(np.int8)[order]
@@ -318,7 +342,7 @@ def occupancy(cpu: np.ndarray, tsc: np.ndarray, prev: np.ndarray, nxt: np.ndarra
               first_tsc: int | None) -> Columns:
     """Who held each physical CPU when, from SWITCH records (``prev``/``nxt`` unit keys):
     ``cpu, key, start, end`` (-1: open), ``from_origin`` (before the CPU's first switch)."""
-    order = np.argsort(cpu.astype(np.int16), kind="stable")  # radix sort: few CPUs
+    order = key_time_order(cpu.astype(np.int16), tsc)  # a CPU's switches: in time order
     cpu = cpu.astype(np.int16)[order]
     tsc = tsc[order]
     origin = first_tsc if first_tsc is not None else (int(tsc.min()) if len(tsc) else 0)
