@@ -3,6 +3,7 @@
     python benchmarks/simulate.py                   # ~1 M packets per capture point
     python benchmarks/simulate.py --requests 20000  # smaller
     python benchmarks/simulate.py --writers-only    # the vectorized writers alone, 1 M frames
+    python benchmarks/simulate.py --host realistic  # the realistic host (docs/simulator.md)
 
 Prints wall and CPU seconds per phase and the packets per capture point.
 """
@@ -60,6 +61,8 @@ def main() -> None:
     ap.add_argument("--writers-only", action="store_true")
     ap.add_argument("--frames", type=int, default=1_000_000)
     ap.add_argument("--snaplen", type=int, default=SNAPLEN)
+    ap.add_argument("--host", choices=("toy", "realistic"), default=None,
+                    help="the simulated host (default: the scenario's default)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -67,7 +70,7 @@ def main() -> None:
             bench_writers(args.frames, out, args.snaplen)
             return
         files = _timed(f"{args.scenario} x{args.requests}", run_scenario, args.scenario, out,
-                       requests=args.requests)
+                       requests=args.requests, host=args.host)
         child = resource.getrusage(resource.RUSAGE_CHILDREN)
         print(f"{'  in worker processes':28s} cpu {child.ru_utime + child.ru_stime:7.2f} s   "
               f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})")

@@ -41,8 +41,8 @@ from .host.report import host_conventions
 from .host.report import realistic_host as _realistic_host
 from .host.shape import HostShape, draw_role_plan
 from .host.sim import HostParams, HostSim
-from .host.tracebuild import SHIFT_QUANTUM_NS, concat_parts
 from .host.tracebuild import build_records as host_build_records
+from .host.tracebuild import concat_parts
 from .host.traffic import draw_traffic
 from .host.truth import truth_table as host_truth_table
 from .host.truth import write_truth as host_write_truth
@@ -204,11 +204,8 @@ def simulate(name: str, *, seed: int = 1, requests: int | None = None,
 
 
 def _parts_options(trace_path: Path | None, n: int, cpu_hz: float) -> dict[str, Any] | None:
-    """Let a long realistic run's segments write the trace in parts (when shifting a part's
-    TSCs by whole milliseconds is exact, i.e. the rate is whole kHz)."""
+    """Let a long realistic run's segments write the trace in parts."""
     if trace_path is None or n <= segments.SEGMENT_REQUESTS:
-        return None
-    if not (cpu_hz * SHIFT_QUANTUM_NS / 1e9).is_integer():
         return None
     shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     directory = tempfile.mkdtemp(prefix="xenlat-trace-", dir=shm or Path(trace_path).parent)
@@ -220,7 +217,7 @@ def _concat_job(send: Any, parts: list[dict[str, Any]], path: Path, cpu_hz: floa
                 directory: str) -> None:
     """In a forked process: join the trace's parts into ``path``, remove them."""
     try:
-        concat_parts(parts, path, cpu_hz)
+        concat_parts(parts, path, tsc_at_t0=TSC_AT_T0, cpu_hz=cpu_hz)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     send.send([])

@@ -408,11 +408,6 @@ class Sim:
         """A segment's trace records for the join (all of them, on this host)."""
         return self.trace_records()
 
-    @staticmethod
-    def round_shift(shift: int) -> int:
-        """The time shift of the next segment (as computed, on this host)."""
-        return shift
-
     # ---------------------------------------------------------------- helpers
     def lat(self, median: float, sigma: float | None = None) -> int:
         """A lognormal delay (ns) around ``median``, capped at 20× the median."""

@@ -123,7 +123,7 @@ def _join(parts: list[dict[str, Any]], params: Params, reqs: Any, content: Conte
         for name in table_time:
             base[name] += len(part[name])
         sim.t_end = part["t_end"] + shift
-        shift = sim_cls.round_shift(sim.t_end + SEGMENT_GAP_NS - t_begin)
+        shift = sim.t_end + SEGMENT_GAP_NS - t_begin
     for name in table_time:
         table = getattr(sim, name)
         table._matrix = out[name]

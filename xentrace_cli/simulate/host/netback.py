@@ -61,6 +61,8 @@ class Netback:
         self.tx_pending: dict[int, list[tuple[int, int, int, int]]] = {
             g: [] for g in host.shape.guests}
         self.tx_scheduled = dict.fromkeys(host.shape.guests, False)
+        #: pCPU of the vCPU that last queued a frame for each guest (it kicks the thread)
+        self.kicker = dict.fromkeys(host.shape.guests, host.shape.dom0_pcpu(0))
         self.batch_no = 0
 
     # ---------------------------------------------------------------- receive
@@ -86,6 +88,7 @@ class Netback:
                           -1])
         g = host.flows[f0[F_CONN]].guest
         self.rx_queue[g].append(unit)
+        self.kicker[g] = poller.pcpu.id
         if not self.rx_scheduled[g]:
             self.rx_scheduled[g] = True
             host.at(t_backend + host.lat(host.p.kick_median), self.rx_kick, g, poller.pcpu.id)
@@ -129,7 +132,7 @@ class Netback:
     def _rx_again(self, g: int, t: int, queue: list[int]) -> None:
         if queue:
             self.host.at(max(t, self.host.units.rows[queue[0]][U_BACKEND]), self.rx_kick, g,
-                         self.host.dom0[0].pcpu.id)
+                         self.kicker[g])
         else:
             self.rx_scheduled[g] = False
 

@@ -25,6 +25,7 @@ from .tables import F_CONN, F_PLEN, W_IRQ, W_IRQCPU, W_NIC, W_PHYS, W_RUN, W_VCP
 from .traffic import IPPROTO_UDP
 
 if TYPE_CHECKING:
+    from .sched import Vcpu
     from .sim import HostSim
 
 
@@ -97,7 +98,7 @@ class Nic:
         else:
             self.armed = True
 
-    def _gro(self, taken: list[int], cur: int, v: object) -> int:
+    def _gro(self, taken: list[int], cur: int, v: Vcpu) -> int:
         """GRO merged the poll's frames per flow; the bridge forwards ≤ 64 KB segments."""
         host = self.host
         wire = host.wire.rows

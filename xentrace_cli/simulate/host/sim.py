@@ -9,6 +9,7 @@ with unrelated work and expands the scheduler events into Xen's records.
 from __future__ import annotations
 
 import dataclasses
+import random
 from array import array
 from typing import Any
 
@@ -24,7 +25,7 @@ from .nic import Nic, Servers
 from .sched import Pcpu, Vcpu
 from .shape import DOM0, HostShape, RolePlan, Roles, Schedule, background_vcpu, draw_role_plan
 from .tables import INDEX_COLUMNS, TIME_COLUMNS, new_tables
-from .tracebuild import SHIFT_QUANTUM_NS, write_part
+from .tracebuild import wrap_records, write_part
 from .traffic import PEER_RATIO, Exchange, Flow, flows_at, guest_first
 from .xensched import expand
 
@@ -151,8 +152,9 @@ class HostSim(Engine):
         """Unrelated work in the gaps, then every scheduler event as Xen's records."""
         rows, raw = fill(self, self.seed ^ 0x5EED)
         sched = np.concatenate([self.sched_rows(), rows])
-        self.trace = np.concatenate([self.raw_rows(), raw,
-                                     expand(sched, self.seed ^ 0xC2, self.shape.guests)])
+        wraps = wrap_records(self, random.Random(self.seed ^ 0x3A9))
+        self.trace = expand(sched, self.seed ^ 0xC2, self.shape.guests,
+                            head=(self.raw_rows(), raw, wraps))
 
     def trace_records(self) -> np.ndarray:
         return self.trace
@@ -166,11 +168,6 @@ class HostSim(Engine):
         self.parts = [{**write_part(self, opts.pop("dir"), k, **opts), "k": k}]
         self.trace = np.zeros((0, RAW_WIDTH), dtype=np.int64)
         return self.trace
-
-    @staticmethod
-    def round_shift(shift: int) -> int:
-        """Segment shifts in whole milliseconds (whole TSC cycles: :func:`concat_parts`)."""
-        return -(-shift // SHIFT_QUANTUM_NS) * SHIFT_QUANTUM_NS
 
     def segment_extra(self) -> dict[str, Any]:
         return {"schedules": self.schedules(), "parts": self.parts}

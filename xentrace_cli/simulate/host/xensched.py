@@ -80,9 +80,14 @@ class _Out:
         if len(t):
             self.blocks.append((cpu, t, event, words, ts))
 
-    def stack(self) -> np.ndarray:
-        m = np.zeros((sum(len(b[1]) for b in self.blocks), RAW_WIDTH), dtype=np.int64)
+    def stack(self, head: tuple[np.ndarray, ...] = ()) -> np.ndarray:
+        """The records, after the rows ``head`` (already in the matrix layout)."""
+        n = sum(len(h) for h in head) + sum(len(b[1]) for b in self.blocks)
+        m = np.zeros((n, RAW_WIDTH), dtype=np.int64)
         at = 0
+        for h in head:
+            m[at:at + len(h)] = h
+            at += len(h)
         for cpu, t, event, words, ts in self.blocks:
             rows = m[at:at + len(t)]
             rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4] = cpu, t, event, ts, \
@@ -188,9 +193,11 @@ def _hvm(out: _Out, r: np.ndarray, hvm: tuple[int, ...], rng: np.random.Generato
     out.add(cpu[irq], t[irq] - 2800, TRC_HVM_VMEXIT64, EXIT_INTR, rip[irq], U32)
 
 
-def expand(rows: np.ndarray, seed: int, hvm: tuple[int, ...] = ()) -> np.ndarray:
-    """All records of the scheduler events ``rows`` (n, SCHED_WIDTH), unsorted; ``hvm``: the
-    domains whose vCPUs are HVM (VM entries and exits around their switches)."""
+def expand(rows: np.ndarray, seed: int, hvm: tuple[int, ...] = (),
+           head: tuple[np.ndarray, ...] = ()) -> np.ndarray:
+    """All records of the scheduler events ``rows`` (n, SCHED_WIDTH), unsorted, after the
+    records ``head``; ``hvm``: the domains whose vCPUs are HVM (VM entries and exits around
+    their switches)."""
     rng = np.random.default_rng(seed)
     out = _Out()
     kind = rows[:, 0]
@@ -200,4 +207,4 @@ def expand(rows: np.ndarray, seed: int, hvm: tuple[int, ...] = ()) -> np.ndarray
         _hvm(out, rows[kind == SchedKind.SWITCH], hvm, rng)
     b = rows[kind == SchedKind.BLOCK]
     out.add(b[:, 1], b[:, 2], TRC_SCHED_BLOCK, b[:, 3], b[:, 4])
-    return out.stack()
+    return out.stack(head)
