@@ -333,7 +333,12 @@ def test_dump_streams_in_the_readers_order(corpus: Path, chunk: int, monkeypatch
 def test_cli_dump(trace_file: Path, runner) -> None:
     result = runner.invoke(main, ["trace", str(trace_file), "--dump", "--cpu-hz", "100"])
     assert result.exit_code == 0 and result.stderr == ""
-    assert result.stdout.splitlines()[2] == "   1.000000000 cpu2 - switch prev=d0v0 next=d1v0"
+    lines = result.stdout.splitlines()
+    assert lines[1:3] == [
+        "   0.500000000 cpu2 - runstate_change unit=d1v0 old=blocked new=runnable",
+        "   1.000000000 cpu2 - switch prev=d0v0 next=d1v0"]
+    jsonl = runner.invoke(main, ["trace", str(trace_file), "--dump", "--format", "json"])
+    assert json.loads(jsonl.stdout.splitlines()[1])["new"] == "runnable"
 
 
 # --- the command ------------------------------------------------------------------------------

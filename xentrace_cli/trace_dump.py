@@ -48,13 +48,15 @@ from .xen_events import (
 ProgressCallback = Callable[[int, int], None]
 #: Words of file per span the dump reads at once (4 MiB: the first lines come quickly).
 DUMP_CHUNK_WORDS = 1 << 20
+#: Lines formatted and written at a time.
+LINES_PER_WRITE = 1 << 14
 _WORDS = tuple(f"w{k}" for k in range(MAX_EXTRA))
 #: A record's header and the TSC after it (read only when the header says there is one).
 _FIRST = struct.Struct("<IQ")
 
 
 def time_ordered(path: str | os.PathLike[str], on_progress: ProgressCallback | None = None,
-                 chunk_words: int = DUMP_CHUNK_WORDS) -> Iterator[tuple[Table, Clock]]:
+                 chunk_words: int | None = None) -> Iterator[tuple[Table, Clock]]:
     """The file's records in TSC order, in chunks (``cpu, tsc, header, w0`` … ``w6``),
     streamed: after each span, the records older than every CPU's next window (its first
     record's TSC: a CPU's windows come in time order) go out; the rest wait for the next
@@ -71,7 +73,8 @@ def time_ordered(path: str | os.PathLike[str], on_progress: ProgressCallback | N
             windows_of.setdefault(c, []).append(k)
         held: Table | None = None
         truncated_at = win.truncated_at
-        for batch, cut, stop in read_batches(path, handle, win, size, chunk_words, clock,
+        for batch, cut, stop in read_batches(path, handle, win, size,
+                                             chunk_words or DUMP_CHUNK_WORDS, clock,
                                              Keep(None, MAX_EXTRA), on_progress):
             truncated_at = cut if cut is not None else truncated_at
             rows: Table = {"cpu": batch.cpu, "tsc": batch.tsc, "header": batch.header,
@@ -227,8 +230,8 @@ def _template(header: int, fields: list[tuple[str, str, int]], fmt: str) -> str:
     if is_runstate_change(event):
         old, new = ((RUNSTATES[s] if s < len(RUNSTATES) else str(s))
                     for s in ((event >> 8) & 0xF, (event >> 4) & 0xF))
-        states = f" old={old} new={new}" if fmt == "text" else \
-            f', "old": "{old}", "new": "{new}"'
+        states = f', "old": "{old}", "new": "{new}"' if fmt == "json" else \
+            f" old={old} new={new}"
     if fmt == "json":
         body = "".join(f', "{n}": {_JSON[k]}' for n, k, _ in fields)
         return ('{"t_s": %d.%09d, "pcpu": %d, "running": "%s", '
@@ -274,6 +277,8 @@ def dump_trace(path: str | os.PathLike[str], out: BinaryIO, cpu_hz: float,
     for rows, _clock in time_ordered(path, on_progress):
         if origin is None:
             origin = int(rows["tsc"][0])
-        out.write(_lines(rows, occupants, origin, cpu_hz, fmt))
+        for lo in range(0, len(rows["tsc"]), LINES_PER_WRITE):  # the first lines come soon
+            piece = {k: v[lo:lo + LINES_PER_WRITE] for k, v in rows.items()}
+            out.write(_lines(piece, occupants, origin, cpu_hz, fmt))
         written += len(rows["tsc"])
     return written
