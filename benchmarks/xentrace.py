@@ -136,8 +136,6 @@ def replicated(source: Path, copies: int, path: Path) -> Path:
 def without_guest_records(source: Path, path: Path) -> Path:
     """``source`` without its TRC_GUEST records (windows resized): xenalyze stops at the
     first one (FATAL: unexpected number bits in evt.main), so both tools read this file."""
-    import mmap
-
     from xentrace_cli.readers.xentrace import read_xentrace
     from xentrace_cli.readers.xentrace_records import walk_windows
 
@@ -152,9 +150,8 @@ def without_guest_records(source: Path, path: Path) -> Path:
     np.add.at(edge, start, 1)
     np.add.at(edge, start + length, -1)
     removed = np.cumsum(edge[:-1]) > 0
-    with open(source, "rb") as handle, \
-            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        win = walk_windows(source, mm, source.stat().st_size)
+    with open(source, "rb") as handle:
+        win = walk_windows(source, handle, source.stat().st_size)
     gone = np.r_[0, np.cumsum(removed)]
     words[win.start + 2] -= (4 * (gone[win.end] - gone[win.start])).astype(np.uint32)
     words[~removed].tofile(path)

@@ -16,7 +16,6 @@ time, so the first lines appear at once and memory stays bounded (``| less``, ``
 from __future__ import annotations
 
 import bisect
-import mmap
 import os
 import struct
 from collections.abc import Callable, Iterator
@@ -51,7 +50,7 @@ DUMP_CHUNK_WORDS = 1 << 20
 #: Lines formatted and written at a time.
 LINES_PER_WRITE = 1 << 14
 _WORDS = tuple(f"w{k}" for k in range(MAX_EXTRA))
-#: A record's header and the TSC after it (read only when the header says there is one).
+#: A record's header and the TSC after it (a TSC only when the header says so).
 _FIRST = struct.Struct("<IQ")
 
 
@@ -65,9 +64,9 @@ def time_ordered(path: str | os.PathLike[str], on_progress: ProgressCallback | N
     check_readable(path)
     size = path.stat().st_size
     clock = Clock()
-    with open(path, "rb") as handle, \
-            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        win = walk_windows(path, mm, size)
+    with open(path, "rb") as handle:
+        win = walk_windows(path, handle, size)
+        first_tsc = _FirstTsc(handle, win, size)
         windows_of: dict[int, list[int]] = {}
         for k, c in enumerate(win.cpu.tolist()):
             windows_of.setdefault(c, []).append(k)
@@ -84,7 +83,7 @@ def time_ordered(path: str | os.PathLike[str], on_progress: ProgressCallback | N
             held = rows if held is None else {k: np.concatenate([held[k], rows[k]])
                                               for k in held}
             _settle(held, clock, None)
-            ready, held = _split(held, _horizon(mm, win, windows_of, stop, clock, size))
+            ready, held = _split(held, _horizon(first_tsc, win, windows_of, stop, clock))
             if len(ready["tsc"]):
                 yield ready, clock
     if truncated_at is not None:
@@ -95,8 +94,26 @@ def time_ordered(path: str | os.PathLike[str], on_progress: ProgressCallback | N
         yield ready, clock
 
 
-def _horizon(mm: mmap.mmap, win: Windows, windows_of: dict[int, list[int]], stop: int,
-             clock: Clock, size: int) -> int | None:
+class _FirstTsc:
+    """Each window's first record's own TSC (None: it has none), read when first asked."""
+
+    def __init__(self, handle: BinaryIO, win: Windows, size: int) -> None:
+        self.fd, self.win, self.nwords = handle.fileno(), win, size // 4
+        self.known: dict[int, int | None] = {}
+
+    def __getitem__(self, k: int) -> int | None:
+        if k not in self.known:
+            at = int(self.win.start[k]) + 3  # after the CPU-change record
+            value = None
+            if at + 3 <= min(int(self.win.end[k]), self.nwords):
+                header, tsc = _FIRST.unpack(os.pread(self.fd, _FIRST.size, at * 4))
+                value = tsc if header >= CYCLES_FLAG else None
+            self.known[k] = value
+        return self.known[k]
+
+
+def _horizon(first_tsc: _FirstTsc, win: Windows, windows_of: dict[int, list[int]],
+             stop: int, clock: Clock) -> int | None:
     """The smallest TSC a record still to be read can have: each CPU's next window begins
     with its first record's TSC (its own, or carried from the CPU's last). None: no window
     is left; a CPU whose next window says nothing yet (no TSC anywhere) holds everything."""
@@ -106,23 +123,13 @@ def _horizon(mm: mmap.mmap, win: Windows, windows_of: dict[int, list[int]], stop
         if at == len(windows):
             continue  # this CPU has no window left
         k = windows[at]
-        first = _first_record_tsc(mm, int(win.start[k]), min(int(win.end[k]), size // 4))
-        if first is None:  # its first record has no TSC: it takes the CPU's last one
+        first = first_tsc[k]
+        if first is None:  # it takes the CPU's last TSC
             first = clock.last.get(int(win.cpu[k]))
-        if first is None:
+        if first is None:  # and the CPU has had none yet
             return np.iinfo(np.int64).min
         bound = first if bound is None else min(bound, first)
     return bound
-
-
-def _first_record_tsc(mm: mmap.mmap, start: int, end: int) -> int | None:
-    """The TSC of a window's first record if it has one (the window starts at word
-    ``start`` with its CPU-change record)."""
-    at = start + 3
-    if at + 3 > end:
-        return None
-    header, tsc = _FIRST.unpack_from(mm, at * 4)
-    return tsc if header >= CYCLES_FLAG else None
 
 
 def _settle(rows: Table, clock: Clock, origin: int | None) -> None:

@@ -22,7 +22,7 @@ of columns, file order) and :class:`Clock` (records without a TSC take their CPU
 from __future__ import annotations
 
 import dataclasses
-import mmap
+import os
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,8 +74,11 @@ class Windows:
     read: a record running past its window is the likelier cause)."""
 
 
-def walk_windows(path: Path, mm: mmap.mmap | bytes, size: int) -> Windows:
-    """Follow the CPU-change records (one Python step per window, not per record)."""
+def walk_windows(path: Path, handle: BinaryIO, size: int) -> Windows:
+    """Follow the CPU-change records (one Python step per window, not per record). Each is
+    read on its own (``os.pread``): mapping the file would count every page touched, one or
+    two per window, in the process's peak memory."""
+    fd = handle.fileno()
     starts: list[int] = []
     sizes: list[int] = []
     cpus: list[int] = []
@@ -89,7 +92,7 @@ def walk_windows(path: Path, mm: mmap.mmap | bytes, size: int) -> Windows:
         if size - off < _CPU_CHANGE.size:
             truncated_at = off
             break
-        header, cpu, window_size = _CPU_CHANGE.unpack_from(mm, off)
+        header, cpu, window_size = _CPU_CHANGE.unpack(os.pread(fd, _CPU_CHANGE.size, off))
         if header != CPU_CHANGE_HEADER:
             if off == 0:
                 raise InputError(path, f"not a xentrace file: no CPU-change record at offset 0 "

@@ -12,7 +12,6 @@ run per window, per CPU or per vCPU, never per record.
 from __future__ import annotations
 
 import dataclasses
-import mmap
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -82,8 +81,7 @@ def scan_xentrace(path: str | os.PathLike[str], on_progress: ProgressCallback | 
     clock = Clock()
     batches: list[Batch] = []
     with open(path, "rb") as handle:
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            win = walk_windows(path, mm, size)
+        win = walk_windows(path, handle, size)
         truncated_at = win.truncated_at
         for batch, cut, _ in read_batches(path, handle, win, size, chunk_words, clock,
                                           Keep(ids, words), on_progress):
