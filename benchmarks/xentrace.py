@@ -11,7 +11,8 @@ The files: the real trace of the corpus (180,493 records) and a large trace writ
 ``benchmarks/out/`` and reused) without its guest records, which xenalyze cannot read (it
 stops at the first: ``FATAL: unexpected number bits(0) in evt.main``), or ``--trace FILE``
 ones. Each run is a whole process timed
-by ``/usr/bin/time`` (wall seconds and the child's peak RSS), paired and interleaved: for
+by ``/usr/bin/time`` (wall seconds, the child's peak RSS and its CPU seconds — the
+figure that means most when the machine is shared), paired and interleaved: for
 every repetition ``xenlat trace --format json``, ``xenlat trace`` (the tables),
 ``xenalyze --summary`` and ``cat`` (the floor: reading the file) in turn, output to
 /dev/null. Prints the median with min-max, records/s and peak RSS against the file size, and
@@ -174,16 +175,17 @@ def simulated(requests: int) -> Path:
     return without_guest_records(folder / "xentrace.bin", path)
 
 
-def run(command: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one whole process (output and diagnostics to
-    /dev/null; /usr/bin/time's line to a file). Raises when the process fails."""
+def run(command: list[str]) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (KiB) and CPU seconds (user + system) of one whole process
+    (output and diagnostics to /dev/null; /usr/bin/time's line to a file). Raises when the
+    process fails."""
     with open(os.devnull, "wb") as null, tempfile.NamedTemporaryFile("r") as log:
-        proc = subprocess.run(["/usr/bin/time", "-o", log.name, "-f", "%e %M", *command],
-                              stdout=null, stderr=null)
+        proc = subprocess.run(["/usr/bin/time", "-o", log.name, "-f", "%e %M %U %S",
+                               *command], stdout=null, stderr=null)
         if proc.returncode:
             raise RuntimeError(f"{command[0]} exited {proc.returncode}")
-        wall, rss = log.read().strip().splitlines()[-1].split()
-    return float(wall), int(rss)
+        wall, rss, user, system = log.read().strip().splitlines()[-1].split()
+    return float(wall), int(rss), float(user) + float(system)
 
 
 def _spread(values: list[float]) -> str:
@@ -204,6 +206,7 @@ def bench(path: Path, repeat: int, xenalyze: str | None) -> None:
     if xenalyze:
         tools["xenalyze --summary"] = [xenalyze, "--summary", str(path)]
     times: dict[str, list[float]] = {name: [] for name in tools}
+    cpu: dict[str, list[float]] = {name: [] for name in tools}
     peak: dict[str, int] = dict.fromkeys(tools, 0)
     load = os.getloadavg()
     failed: dict[str, str] = {}
@@ -212,11 +215,12 @@ def bench(path: Path, repeat: int, xenalyze: str | None) -> None:
             if name in failed:
                 continue
             try:
-                wall, rss = run(command)
+                wall, rss, used = run(command)
             except RuntimeError as exc:  # xenalyze stops at records it does not know
                 failed[name] = str(exc)
                 continue
             times[name].append(wall)
+            cpu[name].append(used)
             peak[name] = max(peak[name], rss)
     print(f"\n{path} ({size / 2**20:.1f} MiB, {records:,} records); load average "
           f"{load[0]:.2f} before, {os.getloadavg()[0]:.2f} after, {os.cpu_count()} CPUs; "
@@ -225,8 +229,10 @@ def bench(path: Path, repeat: int, xenalyze: str | None) -> None:
         if name in failed:
             print(f"  {name:28} failed: {failed[name]}")
             continue
-        rate = records / statistics.median(times[name]) / 1e6
-        print(f"  {name:28} {_spread(times[name])}  {rate:6.2f} M records/s  "
+        wall = statistics.median(times[name])
+        rate = f"{records / wall / 1e6:6.2f}" if wall > 0 else "  >100"  # /usr/bin/time: 10 ms
+        print(f"  {name:28} {_spread(times[name])}  {rate} M records/s  "
+              f"CPU {statistics.median(cpu[name]):.2f} s  "
               f"peak RSS {peak[name] / 1024:7.1f} MiB = {peak[name] * 1024 / size:5.2f}x file")
 
 

@@ -118,9 +118,7 @@ def _exit_stats(key: np.ndarray, reason: np.ndarray, closed: np.ndarray, cycles:
     codes, pairs = sorted_codes((key << 20) | reason)
     n = len(pairs)
     count = np.bincount(codes[closed], minlength=n)
-    top = np.zeros(n, dtype=np.int64)
-    np.maximum.at(top, codes[closed], cycles[closed])
-    quant = group_quantiles(codes[closed], cycles[closed], n, QUANTILES)
+    quant = group_quantiles(codes[closed], cycles[closed], n, (*QUANTILES, 1.0))  # 1: max
     names = SVM_EXIT_CODES if svm else VMX_EXIT_REASONS
     reasons = pairs & 0xFFFFF
     out: Table = {
@@ -132,7 +130,7 @@ def _exit_stats(key: np.ndarray, reason: np.ndarray, closed: np.ndarray, cycles:
         "unclosed": np.bincount(codes[~closed], minlength=n).astype(np.int64)}
     for k, q in enumerate(QUANTILES):
         out[f"p{round(q * 100)}"] = quant[:, k]
-    out["max"] = np.where(count > 0, top, 0)
+    out["max"] = np.where(count > 0, quant[:, -1], 0).astype(np.int64)
     return out
 
 

@@ -152,9 +152,7 @@ def wait_stats(wait: Table, group: np.ndarray, hz: float,
     us = wait["cycles"] / hz * 1e6
     count = np.bincount(codes, minlength=len(uniques))
     total = np.bincount(codes, weights=us, minlength=len(uniques))
-    top = np.full(len(uniques), -np.inf)
-    np.maximum.at(top, codes, us)
-    quant = group_quantiles(codes, us, len(uniques), QUANTILES, by_value)
+    quant = group_quantiles(codes, us, len(uniques), (*QUANTILES, 1.0), by_value)  # 1: max
     out: Table = {"group": uniques // len(WAIT_KINDS),
                   "kind": (uniques % len(WAIT_KINDS)).astype(np.int8),
                   "count": count.astype(np.int64), "total_s": total / 1e6,
@@ -162,7 +160,7 @@ def wait_stats(wait: Table, group: np.ndarray, hz: float,
                                        where=count > 0)}
     for k, q in enumerate(QUANTILES):
         out[f"p{round(q * 100)}_us"] = quant[:, k]
-    out["max_us"] = top
+    out["max_us"] = quant[:, -1]
     return out
 
 
