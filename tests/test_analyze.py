@@ -672,20 +672,20 @@ SAMPLES = Path(__file__).resolve().parent.parent / "sample_pcaps"
 
 
 def test_think_time_after_a_timed_read_is_not_an_anomaly() -> None:
-    """The healthy sample has one long client think time (≈51 ms, the simulator's tail).
-
-    From the guest capture alone it is a gap that stands out (response → next request); with
-    the socket log that gap splits into the read (socket_read, short) and the application's
-    own work after it, which is no stage of the host's path: not an anomaly.
+    """The healthy sample's client serves four connections in turn: each connection's
+    response → next gap is ≈20 ms (three other exchanges in between), its longest ≈64 ms
+    (the simulator's think-time tail). Judged per connection, that tail is no anomaly from
+    the guest capture alone; with the socket log the gap splits into the read (socket_read,
+    short) and the application's own work after it, no stage of the host's path.
     """
     guest = SAMPLES / "healthy" / "guest.pcapng"
     alone = analyze_files(guest=guest).table
-    flagged = alone[alone["anomaly"] == "response_to_next"]
-    assert len(flagged) == 1
-    gap_us = float(flagged["response_to_next_us"].iloc[0])
-    assert gap_us > 20_000
+    assert (alone["anomaly"] == "").all()
+    longest = alone["response_to_next_us"].idxmax()
+    gap_us = float(alone.loc[longest, "response_to_next_us"])
+    assert gap_us > 50_000
     both = analyze_files(guest=guest, socket_log=SAMPLES / "healthy" / "app.strace").table
     assert (both["anomaly"] == "").all()
-    row = both[(both["seq"] == flagged["seq"].iloc[0])]
+    row = both[(both["seq"] == alone.loc[longest, "seq"])]
     assert float(row["response_to_next_us"].iloc[0]) == pytest.approx(gap_us)
     assert float(row["socket_read_us"].iloc[0]) < 1_000  # the read itself was prompt

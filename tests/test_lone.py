@@ -65,7 +65,7 @@ def test_retransmission_counted_in_its_exchange() -> None:
     segs = segments(conversation(black=-1, retransmit=5))
     flows = lone.exchanges(segs)
     assert flows["retransmissions"].tolist() == [1 if k == 5 else 0 for k in range(40)]
-    assert flows.loc[5, "response_bytes"] == 400
+    assert flows.loc[5, "response_bytes"] == 200  # the message's bytes: a resend counts once
     assert (flows["anomaly"] == "").all()
     # the caller's first transmissions (analyze has them already) give the same exchanges
     pd.testing.assert_frame_equal(lone.exchanges(segs, match.first_transmissions(segs)), flows)

@@ -220,10 +220,13 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         trace_job = pool.submit(read_trace)
     try:
         packets: dict[str, pd.DataFrame] = {}
+        lone_name = next((n for n in CAPTURES if getattr(sources, n) is not None), None)
         for name in CAPTURES[::-1]:
             path = getattr(sources, name)
-            if path is not None:
-                packets[name] = read_packets(path, on_progress=progress.part(name))
+            if path is not None:  # the lone view's capture: payload heads and TCP windows
+                packets[name] = read_packets(path, on_progress=progress.part(name),
+                                             **(lone.READ_OPTIONS if name == lone_name else {}))
+        facts = lone.frame_facts(packets[lone_name]) if lone_name is not None else None
         give_back_memory()
         calls = None
         if sources.socket_log is not None:
@@ -552,7 +555,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     table["retransmitted"] = retrans
 
     # --- the lone view ------------------------------------------------------------------------
-    flows = lone.exchanges(placed[anchor_name], fresh)
+    flows = lone.exchanges(placed[anchor_name], fresh, facts)
     capture_clock = "guest" if anchor_name == "guest" else "dom0"
     if capture_clock == "guest" and guest_fit is not None and len(flows):
         for col in ("t_request", "t_request_end", "t_response", "t_response_end", "t_next"):
@@ -756,32 +759,8 @@ def _interval_uncertainty(name: str, shown: list[attribute.Interval],
 
 
 def _lone_rows(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray) -> None:
-    """Put the lone view's intervals on the row of each response's last segment."""
-    # rows of the full capture → rows of the table (first transmissions only)
-    position = np.full(fresh.size, -1, dtype=np.int64)
-    position[fresh] = np.arange(int(fresh.sum()))
-    rows = position[flows["response_last"].to_numpy(np.int64)]
-    ok = rows >= 0
-    for name in lone.INTERVALS:
-        col = f"{name}_us"
-        values = np.full(len(table), np.nan)
-        values[rows[ok]] = flows[col].to_numpy(float)[ok]
-        table[col] = values
-    anomaly = table["anomaly"].to_numpy(object)
-    stall = table["stall"].to_numpy(object)
-    kind = flows["anomaly"].to_numpy(str)
-    flagged = ok & (kind != "")
-    # a stage anomaly on the same row (socket_read, with a socket log) says more: keep it
-    flagged[ok] &= anomaly[rows[ok]] == ""
-    # Where the socket log timed the read, response → next request is split in two: the
-    # read (socket_read, judged as a stage) and the application's own work after it, which
-    # is no stage of the host's path — a long think time there is not a latency anomaly.
-    read_timed = np.isfinite(table["socket_read_us"].to_numpy(float))
-    flagged[ok] &= ~((kind[ok] == "response_to_next") & read_timed[rows[ok]])
-    anomaly[rows[flagged]] = flows["anomaly"].to_numpy(str)[flagged]
-    stall[rows[flagged]] = flows["stall"].to_numpy(str)[flagged]
-    table["anomaly"] = _text(anomaly)
-    table["stall"] = _text(stall)
+    """Put the lone view's intervals on the table's rows (:func:`lone.put_on_table`)."""
+    lone.put_on_table(table, flows, fresh)
 
 
 def _time_of_day_shift(path: Path | None, t_sock: np.ndarray, ref_ns: np.ndarray | None,

@@ -75,6 +75,12 @@ class Decoded:
     payload_digest: np.ndarray      #: uint64
     digest_ok: np.ndarray
     undecoded_linktypes: dict[int, int]  #: link type -> frames of it not decoded (unsupported)
+    # opt-in (``decode(..., payload_head=N, tcp_window=True)``); None when not asked for
+    payload_head: np.ndarray | None = None  #: (n, N) uint8: first N payload bytes, 0-padded
+    head_len: np.ndarray | None = None      #: int64: bytes of payload_head that were captured
+    tcp_window: np.ndarray | None = None    #: uint16: raw advertised window (unscaled)
+    tcp_window_ok: np.ndarray | None = None
+    tcp_wscale: np.ndarray | None = None    #: int8: SYN's window-scale shift, -1 none/not SYN
 
 
 class _Views:
@@ -116,8 +122,14 @@ def _at(view: np.ndarray, pos: np.ndarray, ok: np.ndarray) -> np.ndarray:
 
 
 def decode(buf: np.ndarray, data_off: np.ndarray, caplen: np.ndarray, wirelen: np.ndarray,
-           linktype: np.ndarray) -> Decoded:
-    """Decode every frame of a batch (see :class:`~xentrace_cli.readers.capture.RawBatch`)."""
+           linktype: np.ndarray, *, payload_head: int = 0, tcp_window: bool = False) -> Decoded:
+    """Decode every frame of a batch (see :class:`~xentrace_cli.readers.capture.RawBatch`).
+
+    Opt-in extras (the default decoding pays nothing for them): ``payload_head=N`` the first
+    N payload bytes of every frame (protocol recognition, :mod:`conversations.protocols`);
+    ``tcp_window`` the raw advertised window and the SYN's window-scale option (sequence
+    analysis, :mod:`conversations.tcp_analysis`).
+    """
     n = len(data_off)
     start = data_off.astype(np.int64)
     pend = start + caplen
@@ -188,6 +200,11 @@ def decode(buf: np.ndarray, data_off: np.ndarray, caplen: np.ndarray, wirelen: n
         _decode_ip(v, idx, cols.tunnel_l3[idx], cols.tunnel_etype[idx], pend[idx],
                    start[idx], wirelen[idx], cols, tunnel_pass=True)
     _digest(v, cols, pend)
+    extras = {}
+    if payload_head > 0:
+        extras["payload_head"], extras["head_len"] = _head(v, cols, pend, payload_head)
+    if tcp_window:
+        extras.update(_window(v, cols, pend))
     return Decoded(
         ip_version=cols.ip_version, src_v4=cols.src_v4, dst_v4=cols.dst_v4,
         src_v6=cols.src_v6, dst_v6=cols.dst_v6, proto=cols.proto, whole_ip=cols.whole_ip,
@@ -196,7 +213,8 @@ def decode(buf: np.ndarray, data_off: np.ndarray, caplen: np.ndarray, wirelen: n
         tcp_seq=cols.tcp_seq, tcp_ack=cols.tcp_ack, tcp_flags=cols.tcp_flags,
         tcp_ok=cols.tcp_ok, tcp_seq_ok=cols.tcp_seq_ok, payload_len=cols.payload_len,
         payload_ok=cols.payload_ok,
-        payload_digest=cols.digest, digest_ok=cols.digest_ok, undecoded_linktypes=undecoded)
+        payload_digest=cols.digest, digest_ok=cols.digest_ok, undecoded_linktypes=undecoded,
+        **extras)
 
 
 class _Columns:
@@ -224,6 +242,7 @@ class _Columns:
         self.payload_len = np.zeros(n, dtype=np.int64)
         self.payload_ok = np.zeros(n, dtype=bool)
         self.payload_pos = np.zeros(n, dtype=np.int64)
+        self.tcp_l4 = np.full(n, -1, dtype=np.int64)  # TCP header offset, -1 for others
         self.digest = np.zeros(n, dtype=np.uint64)
         self.digest_ok = np.zeros(n, dtype=bool)
         self.tunnel_l3 = np.full(n, -1, dtype=np.int64)
@@ -367,6 +386,7 @@ def _decode_ip(v: _Views, idx: np.ndarray, l3: np.ndarray, etype: np.ndarray,
     c.payload_len[idx] = np.where(has_l4, ip_payload - hdr, 0)
     c.payload_ok[idx] = has_l4
     c.payload_pos[idx] = np.where(has_l4, l4 + hdr, 0)
+    c.tcp_l4[idx] = np.where(is_tcp, l4, -1)
 
     # ---- tunnels to follow (first pass only) -----------------------------------------------
     if tunnel_pass:
@@ -453,3 +473,47 @@ def _digest(v: _Views, c: _Columns, pend: np.ndarray) -> None:
         h = (h ^ (h >> np.uint64(27))) * _MIX2
         h ^= h >> np.uint64(31)
     c.digest[ok] = h
+
+
+def _head(v: _Views, c: _Columns, pend: np.ndarray, width: int
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``width`` captured payload bytes of every frame (zero-padded) and how many
+    of them were captured: one gather of ``width`` columns, no loop over frames."""
+    avail = np.minimum(np.minimum(c.payload_len, pend - c.payload_pos), width)
+    avail = np.where(c.payload_ok, np.maximum(avail, 0), 0)
+    cols = np.arange(width)
+    inside = cols[None, :] < avail[:, None]
+    pos = np.where(inside, c.payload_pos[:, None] + cols[None, :], 0)
+    head = np.where(inside, v.u8[pos], 0).astype(np.uint8)
+    return head, avail.astype(np.int64)
+
+
+#: TCP options scanned for the window scale (a TCP header holds at most 40 bytes of them)
+_MAX_TCP_OPTIONS = 40
+_TCPOPT_EOL, _TCPOPT_NOP, _TCPOPT_WSCALE = 0, 1, 3
+
+
+def _window(v: _Views, c: _Columns, pend: np.ndarray) -> dict[str, np.ndarray]:
+    """Raw window of every TCP frame, and the window-scale shift its SYN announced."""
+    n = c.tcp_l4.size
+    l4 = c.tcp_l4
+    ok = (l4 >= 0) & (l4 + 16 <= pend)
+    window = np.where(ok, _at(v.be16, l4 + 14, ok), 0).astype(np.uint16)
+    wscale = np.full(n, -1, dtype=np.int8)
+    syn = np.flatnonzero(c.tcp_ok & ((c.tcp_flags & 0x02) != 0) & (l4 >= 0))
+    if syn.size:
+        end = np.minimum(l4[syn] + (_at(v.u8, l4[syn] + 12, np.ones(syn.size, bool)) >> 4)
+                         .astype(np.int64) * 4, pend[syn])
+        pos = l4[syn] + 20
+        live = pos < end
+        for _ in range(_MAX_TCP_OPTIONS):
+            live &= pos < end
+            if not live.any():
+                break
+            kind = _at(v.u8, pos, live).astype(np.int64)
+            length = _at(v.u8, pos + 1, live & (pos + 1 < end)).astype(np.int64)
+            found = live & (kind == _TCPOPT_WSCALE) & (length == 3) & (pos + 2 < end)
+            wscale[syn[found]] = np.minimum(_at(v.u8, pos + 2, found), 14)[found]
+            live &= (kind != _TCPOPT_EOL) & ~found & ((kind == _TCPOPT_NOP) | (length >= 2))
+            pos = np.where(kind == _TCPOPT_NOP, pos + 1, pos + np.maximum(length, 1))
+    return {"tcp_window": window, "tcp_window_ok": ok, "tcp_wscale": wscale}

@@ -143,7 +143,8 @@ def _merge(parts: list[tuple[Any, Any]]) -> tuple[SimpleNamespace, SimpleNamespa
                              for f in _RAW_FIELDS})
     dec = SimpleNamespace(**{f.name: np.concatenate([getattr(d, f.name) for _, d in parts])
                              for f in dataclasses.fields(parts[0][1])
-                             if f.name != "undecoded_linktypes"})
+                             if f.name != "undecoded_linktypes"
+                             and getattr(parts[0][1], f.name) is not None})
     return raw, dec
 
 
@@ -172,7 +173,43 @@ def _frame(raw: Any, dec: Any, book: _AddressBook) -> pd.DataFrame:
         "payload_len": _nullable(dec.payload_len, dec.payload_ok, "Int64"),
         "payload_digest": _nullable(dec.payload_digest, dec.digest_ok, "UInt64"),
     }
+    if getattr(dec, "payload_head", None) is not None:
+        data["payload_head"] = _fixed_bytes(dec.payload_head, dec.head_len > 0)
+    if getattr(dec, "tcp_window", None) is not None:
+        data["tcp_window"] = _nullable(dec.tcp_window, dec.tcp_window_ok, "UInt16")
+        data["tcp_wscale"] = _nullable(dec.tcp_wscale, dec.tcp_wscale >= 0, "Int8")
     return pd.DataFrame(data, copy=False)
+
+
+def _fixed_bytes(head: np.ndarray, ok: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """An (n, N) uint8 array as a fixed-width binary column (Arrow ``binary(N)``, one buffer,
+    no Python object per row); NA where ``ok`` is False."""
+    import pyarrow as pa
+
+    n, width = head.shape
+    valid = pa.array(ok, type=pa.bool_()).buffers()[1] if not ok.all() else None
+    array = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), n, [valid, pa.py_buffer(np.ascontiguousarray(head))],
+        null_count=int((~ok).sum()))
+    return pd.arrays.ArrowExtensionArray(array)
+
+
+def head_bytes(column: pd.Series) -> np.ndarray:
+    """A ``payload_head`` column back as an (n, N) uint8 array (zeros where NA)."""
+    import pyarrow as pa
+
+    array = pa.chunked_array(pa.array(column.array)).combine_chunks() \
+        if not isinstance(column.array, pd.arrays.ArrowExtensionArray) \
+        else column.array._pa_array.combine_chunks()
+    width = array.type.byte_width
+    if len(array) == 0:
+        return np.zeros((0, width), dtype=np.uint8)
+    data = np.frombuffer(array.buffers()[1], dtype=np.uint8,
+                         count=(array.offset + len(array)) * width)[array.offset * width:]
+    out = data.reshape(len(array), width).copy()
+    if array.null_count:
+        out[~np.asarray(array.is_valid())] = 0
+    return out
 
 
 def empty_table() -> pd.DataFrame:
@@ -221,8 +258,15 @@ def iter_packets(path: str | os.PathLike[str], *, display_filter: str | None = N
                  host: str | None = None, port: int | None = None,
                  on_progress: ProgressCallback | None = None,
                  interfaces_out: list[dict[str, Any]] | None = None,
-                 prefetch: bool = True) -> Iterator[pd.DataFrame]:
+                 prefetch: bool = True, payload_head: int = 0,
+                 tcp_window: bool = False) -> Iterator[pd.DataFrame]:
     """Batches of the packet table of a capture, in file order.
+
+    Opt-in columns, absent unless asked for (the default table pays nothing for them):
+    ``payload_head=N`` adds ``payload_head``, the first N captured payload bytes of each frame
+    as a fixed-width binary column (zero-padded; NA without payload); ``tcp_window`` adds
+    ``tcp_window`` (raw advertised window, UInt16) and ``tcp_wscale`` (the window-scale shift
+    a SYN announced, Int8, NA elsewhere).
 
     ``interfaces_out``, when given, is filled with the capture's interfaces (as dicts) once they
     are known. Warnings: ``TruncatedInput`` for a cut-short or corrupt capture (whole packets
@@ -240,8 +284,9 @@ def iter_packets(path: str | os.PathLike[str], *, display_filter: str | None = N
     with reader:
         selected = tshark_frames(path, display_filter) if display_filter else None
         pending: list[Warning] = []
+        extras = {"payload_head": int(payload_head), "tcp_window": bool(tcp_window)}
         tables = _tables(reader, selected, host_text, port, on_progress, interfaces_out,
-                         pending)
+                         pending, extras)
         yield from (_prefetched(tables) if prefetch else tables)
     for warning in pending:
         warnings.warn(warning, stacklevel=2)
@@ -250,7 +295,8 @@ def iter_packets(path: str | os.PathLike[str], *, display_filter: str | None = N
 def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
             port: int | None, on_progress: ProgressCallback | None,
             interfaces_out: list[dict[str, Any]] | None,
-            pending: list[Warning]) -> Iterator[pd.DataFrame]:
+            pending: list[Warning], extras: dict[str, Any] | None = None
+            ) -> Iterator[pd.DataFrame]:
     """Decode and filter the reader's batches; warnings go to ``pending`` (not emitted)."""
     from .decode import decode
 
@@ -263,7 +309,8 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
     while True:
         raw = next(batches, None)
         if raw is not None:
-            dec = decode(raw.buf, raw.data_off, raw.caplen, raw.wirelen, raw.linktype)
+            dec = decode(raw.buf, raw.data_off, raw.caplen, raw.wirelen, raw.linktype,
+                         **(extras or {}))
             for t, count in dec.undecoded_linktypes.items():
                 undecoded[t] = undecoded.get(t, 0) + count
             parts.append((raw, dec))
