@@ -93,3 +93,106 @@ def test_lone_view_from_a_scapy_capture(tmp_path: Path) -> None:
     assert len(flows) == 12
     assert flows.loc[4, "anomaly"] == "response_to_next"
     assert flows.loc[4, "response_to_next_us"] == pytest.approx(100_000.0, abs=2)
+
+
+def _capture(tmp_path: Path, packets_: list[tuple], name: str = "c.pcap") -> pd.DataFrame:
+    """(time s, src, sport, dst, dport, proto, seq, payload) rows → the segments of a pcap."""
+    from scapy import all as scapy
+
+    frames = []
+    for t, src, sport, dst, dport, proto, seq, data in packets_:
+        l4 = (scapy.TCP(sport=sport, dport=dport, seq=seq, flags="PA") if proto == "tcp"
+              else scapy.UDP(sport=sport, dport=dport))
+        pkt = scapy.Ether() / scapy.IP(src=src, dst=dst) / l4 / data
+        pkt.time = t
+        frames.append(pkt)
+    path = tmp_path / name
+    scapy.wrpcap(str(path), frames)
+    table = packets.read_packets(path, **lone.READ_OPTIONS)
+    segs = match.data_segments(table)
+    return match.assign_flows({"g": segs}, {GUEST})["g"], lone.frame_facts(table)
+
+
+def test_pipelined_http_requests_pair_in_order(tmp_path: Path) -> None:
+    """Three GETs sent back to back, then three responses (the last in two segments, its
+    second starting with bytes that look like a response header — with no request left
+    unanswered, it cannot be one): in order, one exchange each."""
+    t0 = 1_700_000_000.0
+    c = (GUEST, 40000, SERVER, 80, "tcp")
+    s = (SERVER, 80, GUEST, 40000, "tcp")
+    rows, cseq, sseq = [], 1, 1
+    for k, t in enumerate((0.000, 0.001, 0.002)):
+        req = b"GET /%d HTTP/1.1\r\n\r\n" % k
+        rows.append((t0 + t, *c, cseq, req))
+        cseq += len(req)
+    for t, data in ((0.010, b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n" + b"x" * 30),
+                    (0.020, b"HTTP/1.1 404 Not Found\r\n\r\n"),
+                    (0.030, b"HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n" + b"y" * 10),
+                    (0.031, b"HTTP/1.1 body bytes that only look like a header" + b"z" * 6)):
+        rows.append((t0 + t, *s, sseq, data))
+        sseq += len(data)
+    segs, facts = _capture(tmp_path, rows)
+    flows = lone.exchanges(segs, None, facts)
+    assert flows["rule"].tolist() == ["http"] * 3
+    assert flows["request_frame"].tolist() == [1, 2, 3]
+    assert flows["response_frame"].tolist() == [4, 5, 6]
+    # the body segment that looked like a header stays in response 3 (no 4th request)
+    assert flows["response_end_frame"].tolist() == [4, 5, 7]
+    assert flows["request_to_response_us"].round(3).tolist() == [10_000.0, 19_000.0, 28_000.0]
+    assert flows["response_to_next_us"].isna().all()  # pipelined: nobody waited
+
+
+def test_dns_pairs_by_id_and_never_across_ports(tmp_path: Path) -> None:
+    """Two queries on one 5-tuple answered out of order, and a third on another port whose
+    answer comes first: each response pairs with its own query (by id, in its conversation)."""
+    from scapy import all as scapy
+
+    def query(qid: int, name: str) -> bytes:
+        return bytes(scapy.DNS(id=qid, rd=1, qd=scapy.DNSQR(qname=name)))
+
+    def answer(qid: int, name: str) -> bytes:
+        return bytes(scapy.DNS(id=qid, qr=1, qd=scapy.DNSQR(qname=name),
+                               an=scapy.DNSRR(rrname=name, rdata="10.9.9.9")))
+
+    t0 = 1_700_000_000.0
+    a = (GUEST, 5353, SERVER, 53, "udp")
+    b = (GUEST, 6000, SERVER, 53, "udp")
+    ra = (SERVER, 53, GUEST, 5353, "udp")
+    rb = (SERVER, 53, GUEST, 6000, "udp")
+    rows = [(t0, *a, 0, query(7, "a.example")), (t0 + 0.001, *a, 0, query(9, "b.example")),
+            (t0 + 0.002, *b, 0, query(7, "c.example")), (t0 + 0.003, *rb, 0, answer(7, "c")),
+            (t0 + 0.005, *ra, 0, answer(9, "b")), (t0 + 0.008, *ra, 0, answer(7, "a"))]
+    segs, facts = _capture(tmp_path, rows)
+    flows = lone.exchanges(segs, None, facts).sort_values("request_frame")
+    assert flows["rule"].tolist() == ["dns"] * 3
+    assert flows["request_frame"].tolist() == [1, 2, 3]
+    assert flows["response_frame"].tolist() == [6, 5, 4]
+    assert flows["request_to_response_us"].round(3).tolist() == [8_000.0, 4_000.0, 1_000.0]
+
+
+def test_one_capture_and_all_sources_agree_on_the_stalled_exchanges() -> None:
+    """The black-0.1s sample: six injected stalls (scenario.json). One capture alone flags a
+    long response → next gap on each of the four connections the client serves in turn, and
+    groups them: six stalls, each on the exchange whose response the client had just got —
+    the same exchanges whose rows carry the all-sources run's stage anomalies."""
+    import json
+
+    from xentrace_cli.analyze import analyze_files
+
+    root = Path(__file__).resolve().parent.parent / "sample_pcaps" / "black-0.1s"
+    faults = json.loads((root / "scenario.json").read_text())["faults"]
+    alone = analyze_files(root / "guest.pcapng").flows
+    every = analyze_files(root / "guest.pcapng", backend=root / "vif5.0.pcap",
+                          phys=root / "phys.pcap", xentrace=root / "xentrace.bin",
+                          socket_log=root / "app.strace").flows
+    key = ["conversation", "request_frame"]
+    one = set(map(tuple, alone.loc[alone["stalled"], key].to_numpy().tolist()))
+    staged = set(map(tuple, every.loc[every["stage_anomaly"] != "", key].to_numpy().tolist()))
+    assert len(one) == len(faults) == 6
+    assert one == staged
+    assert alone["stall_id"].max() + 1 == 6
+    # and each is the fault's: its response began within 1 ms of the injected stall (the
+    # all-sources run's times are dom0's, the clock of scenario.json)
+    starts = np.sort([f["start_ns"] / 1e9 for f in faults])
+    began = np.sort(every.loc[every["stalled"], "t_response"].to_numpy())
+    assert np.abs(began - starts).max() < 1e-3

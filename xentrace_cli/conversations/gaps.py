@@ -16,8 +16,13 @@ port and transport). A conversation *answers tightly* when that baseline's media
 :data:`TIGHT_US`. Then:
 
 * a response → next gap is a delay anomaly when the conversation answers tightly, the gap
-  stands above ``median + max(K·σ, floor)`` (as stage anomalies, ``anomalies.py``), and it is
-  shorter than :data:`IDLE_US` (a pause of a second or more is a person or a timer);
+  stands above ``median + max(K·σ, floor)`` (as stage anomalies, ``anomalies.py``; the
+  floor is :data:`FLOORS`), and it is shorter than :data:`IDLE_US` (a pause of a second or
+  more is a person or a timer);
+* gaps over that threshold that recur (:data:`RECURRING_SHARE` of the conversation's gaps or
+  more: the pause after every page a user reads, the slower half of alternating SETs and
+  GETs) are a mode of their own: one of them stands out only above that mode's own
+  threshold;
 * every other response → next gap above that threshold, every gap over :data:`TIGHT_US` in a
   conversation that does not answer tightly (or has no baseline), and every gap of
   :data:`IDLE_US` or more, is idle: reported apart (``idle_us``), kept out of the
@@ -38,6 +43,15 @@ TIGHT_US = 50_000.0
 IDLE_US = 1_000_000.0
 #: The two gaps, as the analysis table names them.
 GAPS: tuple[str, ...] = ("request_to_response", "response_to_next")
+#: Least excess over the usual gap before it stands out (µs): the far side's time as a
+#: stage's (``anomalies.FLOOR_US``); the client's own, two timer ticks — an application's
+#: work between a response and its next request jitters by milliseconds (scheduling, timers,
+#: garbage collection) on any busy host.
+FLOORS: dict[str, float] = {"request_to_response": anomalies.FLOOR_US,
+                            "response_to_next": 20_000.0}
+#: Gaps over the threshold that make up this share of their baseline's gaps (three or more)
+#: are a mode of their own (another kind of request, think time), not stalls.
+RECURRING_SHARE = 0.10
 
 
 def _robust(values: pd.Series, groups: pd.Series) -> pd.DataFrame:
@@ -52,9 +66,10 @@ def _robust(values: pd.Series, groups: pd.Series) -> pd.DataFrame:
 
 def baselines(flows: pd.DataFrame, gap: str) -> pd.DataFrame:
     """Per exchange: the baseline its ``gap`` is judged by — ``count``, ``median``, ``mad``,
-    ``threshold`` (µs) and ``scope`` (``conversation``, ``kind`` or ``none``)."""
+    ``threshold`` (µs), ``scope`` (``conversation``, ``kind`` or ``none``) and ``group`` (a
+    key shared by the exchanges judged by the same baseline; '' for none)."""
     values = flows[f"{gap}_us"]
-    conv = flows["conversation"]
+    conv = flows["conversation"].astype(str)
     kind = (flows["dst"].astype(str) + "|" + flows["dport"].astype(str) + "|"
             + flows["proto"].astype(str))
     out = pd.DataFrame(index=flows.index)
@@ -66,9 +81,30 @@ def baselines(flows: pd.DataFrame, gap: str) -> pd.DataFrame:
         out[column] = np.where(own, per_conv[column].to_numpy(float),
                                np.where(like, per_kind[column].to_numpy(float), np.nan))
     out["scope"] = np.where(own, "conversation", np.where(like, "kind", "none"))
-    spread = np.maximum(anomalies.ROBUST_K * anomalies.MAD_TO_SIGMA * out["mad"],
-                        anomalies.FLOOR_US)
+    out["group"] = np.where(own, "c" + conv, np.where(like, "k" + kind, ""))
+    spread = np.maximum(anomalies.ROBUST_K * anomalies.MAD_TO_SIGMA * out["mad"], FLOORS[gap])
     out["threshold"] = np.where(own | like, out["median"] + spread, np.inf)
+    return out
+
+
+def _second_mode(values: np.ndarray, over: np.ndarray, base: pd.DataFrame, floor: float
+                 ) -> np.ndarray:
+    """Of the values over their baseline's threshold, those that stand out from the rest of
+    them too. Where the values over the threshold are a share of at least
+    :data:`RECURRING_SHARE` of their baseline's (and three or more), they are a mode of their
+    own — another kind of request, a think time, a polling interval — judged as a baseline
+    of their own; else every one of them stands out."""
+    out = over.copy()
+    if not over.any():
+        return out
+    group = base["group"].to_numpy()
+    second = _robust(pd.Series(values[over]), pd.Series(group[over])).reindex(group)
+    count = second["count"].fillna(0).to_numpy()
+    recurring = (count >= 3) & (count >= RECURRING_SHARE * base["count"].fillna(0).to_numpy())
+    limit = second["median"].to_numpy() + np.maximum(
+        anomalies.ROBUST_K * anomalies.MAD_TO_SIGMA * second["mad"].to_numpy(), floor)
+    with np.errstate(invalid="ignore"):
+        out &= ~recurring | (values > limit)
     return out
 
 
@@ -85,14 +121,16 @@ def judge(flows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         finite = np.isfinite(values)
         with np.errstate(invalid="ignore"):
             over = finite & (values > base["threshold"].to_numpy())
+        stands_out = _second_mode(values, over, base, FLOORS[gap])
         if gap == "response_to_next":
             tight = (base["median"] <= TIGHT_US).to_numpy()
-            delay = over & tight & (values < IDLE_US)
+            delay = stands_out & tight & (values < IDLE_US)
             idle = finite & ~delay & (over | (~tight & (values > TIGHT_US))
                                       | (values >= IDLE_US))
-            over = delay
-        gap_excess = np.where(over, values - np.nan_to_num(base["median"].to_numpy()), -np.inf)
-        better = over & (gap_excess > excess)
+            stands_out = delay
+        gap_excess = np.where(stands_out, values - np.nan_to_num(base["median"].to_numpy()),
+                              -np.inf)
+        better = stands_out & (gap_excess > excess)
         label[better] = gap
         excess = np.where(better, gap_excess, excess)
     return label, np.where(np.isfinite(excess), excess, np.nan), idle

@@ -1,0 +1,180 @@
+"""Exchanges per conversation on real captures, checked against tshark's own timing.
+
+Ground truth: tshark (``http.time``, ``dns.time``, ``tcp.stream``/``udp.stream``, the
+memcache dissector's opaque field, frame times) on the shared corpus and on real traffic
+recorded on loopback against redis-server and memcached (``tests/data/lone/README.md``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xentrace_cli import lone, match, packets
+
+LOOPBACK = Path(__file__).resolve().parent / "data" / "lone"
+#: Corpus captures holding TCP or UDP request/response exchanges.
+CORPUS_EXCHANGES = (
+    "zeek__http_bro.org.pcap", "pcapplusplus__four_ipv6_http_streams.pcap",
+    "pcapplusplus__raw_ip.pcap", "rusticata__wireshark_samples-test.pcapng",
+    "pcapplusplus__many_interfaces-1.pcapng", "pcapplusplus__nanosecs_big_endian.pcap",
+    "tcpdump__pptp.pcap", "zeek__smb_dssetup_standalone_workstation.cap",
+)
+#: µs: how close our gaps must be to tshark's.
+TOLERANCE_US = 2.0
+
+
+def flows_of(path: Path) -> pd.DataFrame:
+    """The lone view of one capture, as analyze computes it."""
+    table = packets.read_packets(path, **lone.READ_OPTIONS)
+    segments = match.data_segments(table)
+    placed = match.assign_flows({"c": segments}, match.local_addresses(segments))["c"]
+    return lone.exchanges(placed, None, lone.frame_facts(table))
+
+
+def tshark_fields(tshark: str, path: Path, display_filter: str, *fields: str,
+                  options: tuple[str, ...] = ()) -> pd.DataFrame:
+    cmd = [tshark, "-n", "-r", str(path), *options, "-Y", display_filter, "-T", "fields",
+           *[a for f in fields for a in ("-e", f)]]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    return pd.DataFrame(rows, columns=list(fields))
+
+
+def streams(tshark: str, path: Path) -> pd.DataFrame:
+    """Per TCP/UDP frame: tshark's stream, source port, payload length and time."""
+    ref = tshark_fields(tshark, path, "tcp or udp", "frame.number", "frame.time_epoch",
+                        "tcp.stream", "udp.stream", "tcp.srcport", "udp.srcport", "tcp.len",
+                        "udp.length")
+    return pd.DataFrame({
+        "frame": ref["frame.number"].astype(int),
+        "t": ref["frame.time_epoch"].astype(float),
+        "stream": np.where(ref["tcp.stream"] != "", "tcp" + ref["tcp.stream"],
+                           "udp" + ref["udp.stream"]),
+        "sport": np.where(ref["tcp.srcport"] != "", ref["tcp.srcport"], ref["udp.srcport"])
+        .astype(int),
+        "payload": np.where(ref["tcp.len"] != "", ref["tcp.len"], "1").astype(int),
+    }).set_index("frame")
+
+
+def check_against_tshark(tshark: str, path: Path, flows: pd.DataFrame) -> int:
+    """Assert the exchanges agree with tshark; returns how many tshark timed itself."""
+    frames = streams(tshark, path)
+    # no exchange spans two streams
+    for column in ("response_frame", "response_end_frame"):
+        same = frames.loc[flows["request_frame"], "stream"].to_numpy() \
+            == frames.loc[flows[column], "stream"].to_numpy()
+        assert same.all(), flows.loc[~same, ["request_frame", column]]
+    timed = pd.Series(np.nan, index=flows.index)
+    http = tshark_fields(tshark, path, "http.response", "frame.number", "http.time",
+                         options=("-o", "http.desegment_body:FALSE"))
+    dns = tshark_fields(tshark, path, "dns.flags.response == 1 && dns.time", "frame.number",
+                        "dns.time")
+    for ref, column in ((http, "http.time"), (dns, "dns.time")):
+        ref = ref[ref[column] != ""]
+        where = pd.Index(flows["response_frame"]).get_indexer(ref["frame.number"].astype(int))
+        # every response tshark timed is an exchange of ours, with the same time
+        assert (where >= 0).all(), ref[where < 0]
+        timed.iloc[where] = ref[column].astype(float).to_numpy() * 1e6
+    ours = flows["request_to_response_us"]
+    assert np.allclose(ours[timed.notna()], timed[timed.notna()], atol=TOLERANCE_US, rtol=0)
+    # the others: the response is the server's first data of the stream after the request,
+    # its gap from the client's last data before it
+    for i in np.flatnonzero(timed.isna().to_numpy()):
+        row = flows.iloc[i]
+        stream = frames[frames["stream"] == frames.at[row["request_frame"], "stream"]]
+        data = stream[stream["payload"] > 0]
+        server = data[(data["sport"] == row["dport"]) & (data.index > row["request_frame"])]
+        assert server.index[0] == row["response_frame"], (path.name, row)
+        client = data[(data["sport"] == row["sport"]) & (data.index < server.index[0])]
+        gap_us = (server["t"].iloc[0] - client["t"].iloc[-1]) * 1e6
+        assert row["request_to_response_us"] == pytest.approx(gap_us, abs=TOLERANCE_US)
+    return int(timed.notna().sum())
+
+
+@pytest.mark.parametrize("name", CORPUS_EXCHANGES)
+def test_corpus_exchanges_match_tshark(corpus: Path, tshark: str, name: str) -> None:
+    path = corpus / "captures" / name
+    flows = flows_of(path)
+    assert len(flows) > 0
+    check_against_tshark(tshark, path, flows)
+
+
+def test_corpus_http_and_dns_timed_by_tshark(corpus: Path, tshark: str) -> None:
+    """The HTTP and DNS captures: tshark times (nearly) every exchange itself."""
+    captures = corpus / "captures"
+    zeek = flows_of(captures / "zeek__http_bro.org.pcap")
+    assert check_against_tshark(tshark, captures / "zeek__http_bro.org.pcap", zeek) == 28
+    assert set(zeek["rule"]) == {"http"}
+    samples = flows_of(captures / "rusticata__wireshark_samples-test.pcapng")
+    assert check_against_tshark(tshark, captures / "rusticata__wireshark_samples-test.pcapng",
+                                samples) == 27
+    assert (samples["rule"] == "dns").sum() >= 27
+
+
+@pytest.mark.parametrize("name", ["redis-keepalive-think.pcap", "redis-rpc-stall.pcap",
+                                  "memcached-text.pcap", "memcached-binary.pcap"])
+def test_loopback_exchanges_match_tshark(tshark: str, name: str) -> None:
+    flows = flows_of(LOOPBACK / name)
+    check_against_tshark(tshark, LOOPBACK / name, flows)
+    expected = {"redis": 1, "memcached": 1, "memcached-binary": 1}
+    assert lone.rules(flows) == {name.split("-")[0] if "binary" not in name
+                                 else "memcached-binary": 1}
+    assert set(lone.rules(flows)) <= set(expected)
+
+
+def test_keep_alive_client_with_think_times_is_idle_not_late() -> None:
+    """12 × (SET, GET) then 0.6–2.5 s of think time: every think time is idle, none is an
+    anomaly, and the tight SET → GET gaps stay the client's delay."""
+    flows = flows_of(LOOPBACK / "redis-keepalive-think.pcap")
+    assert len(flows) == 24
+    assert (flows["anomaly"] == "").all() and not flows["stalled"].any()
+    idle = flows["idle_us"].to_numpy()
+    assert np.isfinite(idle).sum() == 11  # after each GET but the last
+    assert np.nanmin(idle) >= 600_000
+    assert np.isfinite(idle[1:-1:2]).all()  # the GETs' responses end each burst
+    tight = flows["response_to_next_us"].to_numpy()[0::2]
+    assert np.isfinite(tight).all() and tight.max() < 20_000
+    assert "idle gaps" in " ".join(lone.notes(flows))
+
+
+def test_tight_rpc_loop_stall_is_flagged(tshark: str) -> None:
+    """SET, then 200 INCRs back to back; after INCR #120's reply the client slept 100 ms."""
+    path = LOOPBACK / "redis-rpc-stall.pcap"
+    flows = flows_of(path)
+    assert len(flows) == 201
+    stalled = flows.index[flows["anomaly"] == "response_to_next"].tolist()
+    assert stalled == [121]  # exchange 0 is the SET
+    row = flows.loc[121]
+    assert row["stall"] == "≈100 ms" and row["stalled"]
+    assert flows["stalled"].sum() == (flows["anomaly"] != "").sum()
+    # tshark's frame times: the reply's last frame → the next request's first
+    times = tshark_fields(tshark, path, "tcp.len > 0", "frame.number", "frame.time_epoch")
+    t = pd.Series(times["frame.time_epoch"].astype(float).to_numpy(),
+                  index=times["frame.number"].astype(int))
+    next_request = flows.loc[122, "request_frame"]
+    gap_us = (t[next_request] - t[row["response_end_frame"]]) * 1e6
+    assert row["response_to_next_us"] == pytest.approx(gap_us, abs=TOLERANCE_US)
+    assert 100_000 <= gap_us < 110_000
+    # anything else flagged is a server hiccup of a busy machine, far below the stall
+    others = flows.drop(index=121)
+    assert (others.loc[others["anomaly"] != "", "request_to_response_us"] < 5_000).all()
+
+
+def test_memcached_binary_pairs_by_opaque(tshark: str) -> None:
+    """Each request is answered by the response carrying its opaque (tshark's dissector)."""
+    path = LOOPBACK / "memcached-binary.pcap"
+    flows = flows_of(path)
+    ref = tshark_fields(tshark, path, "memcache", "frame.number", "memcache.opaque",
+                        options=("-d", "tcp.port==11299,memcache"))
+    opaque = pd.Series(ref["memcache.opaque"].astype(int).to_numpy(),
+                       index=ref["frame.number"].astype(int))
+    assert len(flows) == 60
+    assert (opaque[flows["request_frame"]].to_numpy()
+            == opaque[flows["response_frame"]].to_numpy()).all()
+    assert sorted(opaque[flows["request_frame"]]) == sorted(
+        [1000 + k for k in range(30)] + [5000 + k for k in range(30)])

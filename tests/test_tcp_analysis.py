@@ -1,0 +1,161 @@
+"""Our TCP sequence analysis against tshark's ``tcp.analysis.*``, and the causes it names.
+
+The capture is written with scapy (a simulated connection with every event Wireshark flags:
+duplicate ACKs and a fast retransmission, RTO retransmissions backing off, a zero window, a
+window-full stall, an out-of-order segment, a delayed ACK); tshark reads the same file and is
+the ground truth for the flags it has.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from xentrace_cli import lone, match, model, packets
+from xentrace_cli.conversations import tcp_analysis
+
+CLIENT, SERVER = "10.0.0.5", "10.0.0.1"
+CPORT, SPORT = 40000, 80
+MS = 1e-3
+#: tshark flag → our column
+FLAGS = {"retransmission": "retransmission", "fast_retransmission": "fast_retransmission",
+         "duplicate_ack": "duplicate_ack", "zero_window": "zero_window",
+         "window_full": "window_full", "out_of_order": "out_of_order"}
+
+
+def write_capture(path: Path) -> None:
+    """A connection (window scale 2 both ways) carrying three HTTP exchanges with trouble."""
+    from scapy import all as scapy
+
+    frames = []
+    t = [1_700_000_000.0]
+
+    def send(src: str, flags: str, seq: int, ack: int, data: bytes = b"", window: int = 16000,
+             options: list | None = None, dt: float = 0.0) -> None:
+        t[0] += dt
+        sport, dport = (CPORT, SPORT) if src == CLIENT else (SPORT, CPORT)
+        dst = SERVER if src == CLIENT else CLIENT
+        pkt = (scapy.Ether() / scapy.IP(src=src, dst=dst)
+               / scapy.TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack,
+                           window=window, options=options or []) / data)
+        pkt.time = t[0]
+        frames.append(pkt)
+
+    c, s = 1000, 5000
+    send(CLIENT, "S", c, 0, options=[("WScale", 2)])
+    send(SERVER, "SA", s, c + 1, options=[("WScale", 2)], dt=0.2 * MS)
+    send(CLIENT, "A", c + 1, s + 1, dt=0.1 * MS)
+    c, s = c + 1, s + 1
+    # exchange 1: the response is lost twice in part: dup ACKs, fast retransmission
+    req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+    send(CLIENT, "PA", c, s, req, dt=1 * MS)
+    c += len(req)
+    body = [b"HTTP/1.1 200 OK\r\n" + b"a" * 983, b"b" * 1000, b"c" * 1000, b"d" * 1000]
+    send(SERVER, "A", s, c, body[0], dt=0.3 * MS)            # seg 0
+    # seg 1 lost before the capture point; segs 2, 3 arrive: two duplicate ACKs
+    send(SERVER, "A", s + 2000, c, body[2], dt=0.1 * MS)
+    send(CLIENT, "A", c, s + 1000, dt=0.05 * MS)
+    send(SERVER, "A", s + 3000, c, body[3], dt=0.1 * MS)
+    send(CLIENT, "A", c, s + 1000, dt=0.05 * MS)             # dup ACK 1
+    send(SERVER, "A", s + 3000, c, body[3], dt=5 * MS)       # a resend of seg 3
+    send(CLIENT, "A", c, s + 1000, dt=0.05 * MS)             # dup ACK 2
+    send(SERVER, "A", s + 1000, c, body[1], dt=0.1 * MS)     # fast retransmission of seg 1
+    s += 4000
+    send(CLIENT, "A", c, s, dt=0.05 * MS)
+    # exchange 2: the request is lost, resent after 200 ms, then 400 ms (RTO back-off)
+    req = b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+    send(CLIENT, "PA", c, s, req, dt=3 * MS)
+    send(CLIENT, "PA", c, s, req, dt=200 * MS)
+    send(CLIENT, "PA", c, s, req, dt=400 * MS)
+    c += len(req)
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    send(SERVER, "PA", s, c, resp, dt=0.3 * MS)
+    s += len(resp)
+    # the client's ACK held back 40 ms
+    send(CLIENT, "A", c, s, dt=40 * MS)
+    # exchange 3: the client's window closes (zero window), then opens; the server fills it
+    req = b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n"
+    send(CLIENT, "PA", c, s, req, window=250, dt=2 * MS)
+    c += len(req)
+    send(SERVER, "A", s, c, b"HTTP/1.1 200 OK\r\n" + b"e" * 983, dt=0.3 * MS)  # fills 1000
+    s += 1000
+    send(CLIENT, "A", c, s, window=0, dt=0.1 * MS)           # zero window
+    send(CLIENT, "A", c, s, window=4000, dt=150 * MS)        # window update
+    send(SERVER, "PA", s, c, b"f" * 500, dt=0.2 * MS)
+    s += 500
+    # out of order: seg B overtakes seg A by 0.1 ms
+    send(SERVER, "A", s + 500, c, b"h" * 500, dt=0.2 * MS)
+    send(SERVER, "A", s, c, b"g" * 500, dt=0.1 * MS)
+    s += 1000
+    send(CLIENT, "A", c, s, window=4000, dt=0.05 * MS)
+    scapy.wrpcap(str(path), frames)
+
+
+def tshark_flags(tshark: str, path: Path) -> pd.DataFrame:
+    fields = [f"tcp.analysis.{f}" for f in FLAGS]
+    out = subprocess.run([tshark, "-n", "-r", str(path), "-T", "fields", "-e", "frame.number",
+                          *[a for f in fields for a in ("-e", f)]],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    ref = pd.DataFrame(rows, columns=["frame", *FLAGS])
+    ref["frame"] = ref["frame"].astype(int)
+    for flag in FLAGS:
+        ref[flag] = ref[flag] != ""
+    return ref.set_index("frame")
+
+
+def test_flags_match_tshark(tmp_path: Path, tshark: str) -> None:
+    path = tmp_path / "trouble.pcap"
+    write_capture(path)
+    ours = tcp_analysis.analyze_tcp(packets.read_packets(path, tcp_window=True)).set_index(
+        "frame")
+    ref = tshark_flags(tshark, path)
+    for theirs, mine in FLAGS.items():
+        got = ours[mine].reindex(ref.index, fill_value=False)
+        assert (got == ref[theirs]).all(), (
+            theirs, ref.index[ref[theirs]].tolist(), got.index[got].tolist())
+        assert ref[theirs].any(), f"the capture has no {theirs}: the comparison proves nothing"
+
+
+def test_delayed_ack_and_backoff_by_hand(tmp_path: Path) -> None:
+    """Not Wireshark flags: by the capture's own construction (see write_capture)."""
+    path = tmp_path / "trouble.pcap"
+    write_capture(path)
+    flags = tcp_analysis.analyze_tcp(packets.read_packets(path, tcp_window=True))
+    delayed = flags[flags["delayed_ack"]]
+    assert len(delayed) == 1 and delayed["ack_delay_ns"].iloc[0] == 40_000_000
+    back = flags[flags["rto_backoff"]]
+    assert len(back) == 1 and back["interval_ns"].iloc[0] == 400_000_000
+    retx = flags[flags["retransmission"] & (flags["seglen"] == 28)]
+    assert retx["interval_ns"].tolist() == [200_000_000, 400_000_000]
+
+
+def test_gaps_carry_the_network_cause(tmp_path: Path) -> None:
+    """The three exchanges' gaps, explained without Xen (causes of ``model.CAUSES``)."""
+    path = tmp_path / "trouble.pcap"
+    write_capture(path)
+    table = packets.read_packets(path, **lone.READ_OPTIONS)
+    segments = match.data_segments(table)
+    placed = match.assign_flows({"c": segments}, {CLIENT})["c"]
+    facts = lone.frame_facts(table)
+    flows = lone.exchanges(placed, None, facts)
+    assert len(flows) == 3 and set(flows["rule"]) == {"http"}
+    # request → response of exchange 2 spans the whole loss: 600 ms + 0.3 ms
+    assert abs(flows.loc[1, "request_to_response_us"] - 600_300.0) < 1.0
+    key = tcp_analysis.conversation_key(flows["src"].to_numpy(), flows["sport"].to_numpy(),
+                                        flows["dst"].to_numpy(), flows["dport"].to_numpy())
+    start = np.rint(flows["t_request_end"].to_numpy() * 1e9).astype(np.int64)
+    end = np.rint(flows["t_response"].to_numpy() * 1e9).astype(np.int64)
+    cause, detail = tcp_analysis.explain_gaps(facts.tcp, key, start - 1000, end + 1000)
+    assert cause[1] == "tcp_rto_backoff"
+    assert "400.0 ms" in detail[1]
+    # the response of exchange 3 waited on the zero window
+    start = np.rint(flows["t_response"].to_numpy() * 1e9).astype(np.int64)
+    end = np.rint(flows["t_response_end"].to_numpy() * 1e9).astype(np.int64)
+    cause, _ = tcp_analysis.explain_gaps(facts.tcp, key, start, end)
+    assert cause[2] == "tcp_zero_window"
+    assert cause[0] == "tcp_retransmission"  # exchange 1: the fast retransmission
+    assert set(tcp_analysis.CAUSES) <= set(model.CAUSES)
