@@ -291,6 +291,13 @@ def _pooled_budgets(texts: tuple[str, ...], dataset: Path | None) -> list[Any]:
         raise OptionError(f"--budget-all: {exc}") from None
 
 
+def _explain_lines(analysis: Any, n: int) -> list[str]:
+    """``analyze --explain``: Wireshark's view of the worst exchanges, as plain lines."""
+    from .report.explain import explain, text_lines
+
+    return text_lines(explain(analysis, n))
+
+
 def _run_analysis(inputs: AnalysisInputs) -> Any:
     """The one set-up every analysing command shares: analyze every packet, then select
     what to report."""
@@ -690,9 +697,13 @@ def _set_progress(total: int) -> Iterator[tuple[Callable[[Any], None], Callable[
               help="Worst packets to show in the table.")
 @click.option("--width", type=click.IntRange(min=40), help="Width of the terminal report in "
               "characters (default: the terminal's; unlimited when stdout is not a terminal).")
+@click.option("--explain", "explain_n", type=click.IntRange(min=1), is_flag=False,
+              flag_value=5, default=None, metavar="[N]",
+              help="Also give Wireshark's view (dissection summary, expert info) of the N "
+              "worst request/response exchanges (default 5; runs tshark through pyshark).")
 @common_options
 def analyze(inputs: AnalysisInputs, fmt: str, output: Path | None, plot: Path | None,
-            top: int, width: int | None) -> None:
+            top: int, width: int | None, explain_n: int | None) -> None:
     """Split each packet's latency into stages and point at the anomalies.
 
     CAPTURE is the capture inside the guest, or a capture-set directory (its
@@ -704,11 +715,13 @@ def analyze(inputs: AnalysisInputs, fmt: str, output: Path | None, plot: Path | 
     Example:
       xenlat analyze guest.pcap --socket-log app.strace
       xenlat analyze sample_pcaps/black-0.1s --host 10.0.0.1 --min-duration 10ms
+      xenlat analyze guest.pcap --explain 3
       xenlat analyze guest.pcap --backend vif5.0.pcap --phys eth0.pcap \\
           --xentrace trace.bin --socket-log app.strace --format csv -o packets.csv
     """
     _check_parquet_destination(fmt, output)
     analysis = _run_analysis(inputs)
+    explained = _explain_lines(analysis, explain_n) if explain_n else []
     if plot is not None:
         from .report.plot import plot_waterfall
 
@@ -720,11 +733,19 @@ def analyze(inputs: AnalysisInputs, fmt: str, output: Path | None, plot: Path | 
             from rich.console import Console
 
             with open(output, "w", encoding="utf-8") as fh:
-                render_analysis(analysis, Console(file=fh, no_color=True,
-                                                  width=width or UNLIMITED_WIDTH), top=top)
+                console = Console(file=fh, no_color=True, width=width or UNLIMITED_WIDTH)
+                render_analysis(analysis, console, top=top)
+                for line in explained:
+                    console.print(line, markup=False, highlight=False)
         else:
-            render_analysis(analysis, _stdout_console(width), top=top)
-    elif fmt == "json":
+            console = _stdout_console(width)
+            render_analysis(analysis, console, top=top)
+            for line in explained:  # text from the capture: never rich markup
+                console.print(line, markup=False, highlight=False)
+        return
+    for line in explained:  # data formats: the Wireshark view goes beside, on stderr
+        click.echo(line, err=True)
+    if fmt == "json":
         from .output import dumps_json
 
         text = dumps_json(analysis.to_document())

@@ -36,6 +36,7 @@ from ..errors import OptionError
 from ..model import format_flow
 from ..stats import stage_stats
 from ..units import format_duration
+from . import explain
 from .numbers import ColumnFormat, column_format
 from .waterfall import (
     ANOMALY_COLOR,
@@ -113,6 +114,8 @@ def render_html_report(analysis: Any, *, top: int = WORST_ROWS) -> str:
         _flows(analysis.flows, table),
         # sections of other modules (the Wireshark view of the worst packets, idle gaps)
         # are added here, each a _section(...) string
+        explain.idle_section(analysis.flows),
+        explain.html_section(analysis),
         f'<footer>Written by xenlat {html.escape(__version__)}. Times are on the '
         f"{html.escape(str(table.attrs.get('clock') or 'capture'))} clock; durations are "
         "rounded to what the clocks support. Charts: plotly.js (MIT).</footer>",

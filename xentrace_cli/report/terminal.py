@@ -91,6 +91,10 @@ def _header(analysis: Analysis, console: Console) -> None:
     line.append(f": {len(table)} data segments ({int((direction == 'rx').sum())} received, "
                 f"{int((direction == 'tx').sum())} sent), ")
     line.append(f"{anomalies} anomalous", style="bold red" if anomalies else "green")
+    flows = analysis.flows
+    if flows is not None and "stalled" in flows.columns and len(flows):
+        # one stall may hold many packets (and show on several connections): count it once
+        line.append(f" in {int(flows['stalled'].sum())} stalled exchanges")
     line.append(f"\nsources: {sources or '–'}")
     when = first_times(table)
     if np.isfinite(when).any():
@@ -222,7 +226,7 @@ def _finite(value: Any) -> bool:
 def _flows(flows: pd.DataFrame, top: int) -> Table:
     grid = Table(title="Exchanges (server: request → response; client: response → next "
                  "request)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("flow", "n", "server p50", "client p50", "worst gap", "retx"):
+    for column in ("flow", "n", "server p50", "client p50", "worst gap", "idle", "retx"):
         grid.add_column(column, justify="left" if column == "flow" else "right",
                         no_wrap=column != "flow")
     # each exchange's larger gap, then flows worst first
@@ -242,8 +246,15 @@ def _flows(flows: pd.DataFrame, top: int) -> Table:
                               style="bold red")
         grid.add_row(format_flow(src, sport, dst, dport), str(len(part)),
                      format_duration(_nanmedian(server)), format_duration(_nanmedian(client)),
-                     worst_text, str(int(part["retransmissions"].sum())))
+                     worst_text, _idle_text(part), str(int(part["retransmissions"].sum())))
     return grid
+
+
+def _idle_text(part: pd.DataFrame) -> str:
+    """Idle gaps of a flow (not latency, ``conversations/gaps.py``): how many, how long."""
+    idle = part["idle_us"].to_numpy(float) if "idle_us" in part.columns else np.zeros(0)
+    idle = idle[np.isfinite(idle)]
+    return f"{idle.size} × {format_duration(float(np.median(idle)))}" if idle.size else "–"
 
 
 def _nanmedian(values: np.ndarray) -> float:
