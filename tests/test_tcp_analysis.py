@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from xentrace_cli import lone, match, model, packets
 from xentrace_cli.conversations import tcp_analysis
@@ -159,3 +160,39 @@ def test_gaps_carry_the_network_cause(tmp_path: Path) -> None:
     assert cause[2] == "tcp_zero_window"
     assert cause[0] == "tcp_retransmission"  # exchange 1: the fast retransmission
     assert set(tcp_analysis.CAUSES) <= set(model.CAUSES)
+
+
+@pytest.mark.parametrize("name", ["tcpdump__pptp.pcap", "zeek__http_bro.org.pcap",
+                                  "pcapplusplus__raw_ip.pcap",
+                                  "pcapplusplus__many_interfaces-1.pcapng"])
+def test_flags_match_tshark_on_the_corpus(corpus: Path, tshark: str, name: str) -> None:
+    path = corpus / "captures" / name
+    ours = tcp_analysis.analyze_tcp(packets.read_packets(path, tcp_window=True)).set_index(
+        "frame")
+    ref = tshark_flags(tshark, path)
+    for theirs, mine in FLAGS.items():
+        got = ours[mine].reindex(ref.index, fill_value=False)
+        assert (got == ref[theirs]).all(), (theirs, ref.index[ref[theirs]].tolist(),
+                                            got.index[got].tolist())
+
+
+def test_opt_in_reader_columns_match_tshark(corpus: Path, tshark: str) -> None:
+    """payload_head and tcp_window/tcp_wscale are tshark's tcp.payload (first 16 bytes),
+    tcp.window_size_value and tcp.options.wscale.shift; the default table has none of them."""
+    path = corpus / "captures" / "zeek__http_bro.org.pcap"
+    table = packets.read_packets(path, payload_head=16, tcp_window=True)
+    assert not {"payload_head", "tcp_window", "tcp_wscale"} & set(packets.read_packets(path))
+    out = subprocess.run([tshark, "-n", "-r", str(path), "-T", "fields", "-e",
+                          "tcp.window_size_value", "-e", "tcp.payload", "-e",
+                          "tcp.options.wscale.shift"], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    heads = packets.head_bytes(table["payload_head"])
+    assert len(out) == len(table) == heads.shape[0]
+    for i, line in enumerate(out):
+        window, payload, shift = line.split("\t")
+        assert int(window) == table["tcp_window"].iloc[i]
+        expected = bytes.fromhex(payload.replace(":", ""))[:16]
+        assert heads[i, :len(expected)].tobytes() == expected
+        assert not heads[i, len(expected):].any()
+        assert (int(shift) if shift else None) == (
+            None if pd.isna(table["tcp_wscale"].iloc[i]) else int(table["tcp_wscale"].iloc[i]))

@@ -56,39 +56,58 @@ def _int(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def analyze_tcp(packets: pd.DataFrame) -> pd.DataFrame:
-    """One row per TCP frame of a packet table read with ``tcp_window=True``.
+    """The flagged TCP frames of a packet table read with ``tcp_window=True`` (a frame with
+    no flag has no row).
 
     Columns: ``frame``, ``ts_ns``, ``src``, ``sport``, ``dst``, ``dport`` (the frame's),
-    ``conversation_key`` (the same for both directions), ``seglen``, one bool column per flag
-    (``EVENTS`` and ``OTHER_FLAGS``), ``interval_ns`` (a retransmission's time since the
-    previous transmission of its bytes), ``ack_delay_ns`` (a delayed ACK's wait).
+    ``conversation_key`` (the same for both directions, :func:`conversation_key`),
+    ``seglen``, one bool column per flag (``EVENTS`` and ``OTHER_FLAGS``), ``interval_ns`` (a
+    retransmission's time since the previous transmission of its bytes), ``ack_delay_ns`` (a
+    delayed ACK's wait).
     """
     need = ("tcp_seq", "tcp_ack", "tcp_flags", "tcp_window", "payload_len", "ts_ns")
     if any(c not in packets.columns for c in need):
         return _empty()
     ok = (_int(packets, "proto") == 6) \
         & packets["tcp_flags"].notna().to_numpy() & packets["ts_ns"].notna().to_numpy() \
-        & packets["tcp_window"].notna().to_numpy()
+        & packets["tcp_window"].notna().to_numpy() & packets["src"].notna().to_numpy() \
+        & packets["dst"].notna().to_numpy()
     if not ok.any():
         return _empty()
     sub = packets.loc[ok]
+    # endpoints as integers (address code, port): no string per frame
+    src, dst = pd.Categorical(sub["src"]), pd.Categorical(sub["dst"])
+    names = src.categories.union(dst.categories)
+    a_code = names.get_indexer(src.categories)[src.codes].astype(np.int64)
+    b_code = names.get_indexer(dst.categories)[dst.codes].astype(np.int64)
     t = pd.DataFrame({
         "frame": _int(sub, "frame"), "ts_ns": _int(sub, "ts_ns"),
-        "src": sub["src"].astype(str).to_numpy(), "sport": _int(sub, "sport"),
-        "dst": sub["dst"].astype(str).to_numpy(), "dport": _int(sub, "dport"),
+        "a": a_code, "sport": _int(sub, "sport"), "b": b_code, "dport": _int(sub, "dport"),
         "seq": _int(sub, "tcp_seq"), "ack": _int(sub, "tcp_ack"),
         "flags": _int(sub, "tcp_flags"), "window": _int(sub, "tcp_window"),
         "wscale": (_int(sub, "tcp_wscale") if "tcp_wscale" in sub.columns
                    else np.full(len(sub), -1)),
         "len": np.maximum(_int(sub, "payload_len"), 0)})
-    a = t["src"] + "|" + t["sport"].astype(str)
-    b = t["dst"] + "|" + t["dport"].astype(str)
-    codes, names = pd.factorize(a + ">" + b)
+    end_a = (a_code << 17) | t["sport"].to_numpy()
+    end_b = (b_code << 17) | t["dport"].to_numpy()
+    codes, flows = pd.MultiIndex.from_arrays([end_a, end_b]).factorize()
     t["flow"] = codes
-    reversed_names = pd.Index(names).str.split(">").str[::-1].str.join(">")
-    t["reverse"] = pd.Index(names).get_indexer(reversed_names)[codes]
-    t["conversation_key"] = np.where(a < b, a + "~" + b, b + "~" + a)
-    return _flags(t.sort_values(["flow", "frame"], kind="stable").reset_index(drop=True))
+    back = pd.MultiIndex.from_arrays([flows.get_level_values(1), flows.get_level_values(0)])
+    t["reverse"] = flows.get_indexer(back)[codes]
+    t["conv"] = pd.MultiIndex.from_arrays([np.minimum(end_a, end_b),
+                                           np.maximum(end_a, end_b)]).factorize()[0]
+    flagged = _flags(t.sort_values(["flow", "frame"], kind="stable").reset_index(drop=True))
+    flagged["src"] = np.asarray(names, dtype=object)[flagged.pop("a").to_numpy()]
+    flagged["dst"] = np.asarray(names, dtype=object)[flagged.pop("b").to_numpy()]
+    flagged["conversation_key"] = conversation_key(flagged["src"].to_numpy(),
+                                                   flagged["sport"].to_numpy(),
+                                                   flagged["dst"].to_numpy(),
+                                                   flagged["dport"].to_numpy())
+    return flagged[list(_COLUMNS)].reset_index(drop=True)
+
+
+_COLUMNS = ("frame", "ts_ns", "src", "sport", "dst", "dport", "conversation_key", "seglen",
+            *EVENTS, *OTHER_FLAGS, "interval_ns", "ack_delay_ns")
 
 
 def _empty() -> pd.DataFrame:
@@ -157,9 +176,10 @@ def _flags(t: pd.DataFrame) -> pd.DataFrame:
     delay = _ack_delay(t, prev_ack, control)
     t["ack_delay_ns"] = delay
     t["delayed_ack"] = np.isfinite(delay) & (delay >= DELAYED_ACK_NS)
-    keep = ["frame", "ts_ns", "src", "sport", "dst", "dport", "conversation_key", "seglen",
-            *EVENTS, *OTHER_FLAGS, "interval_ns", "ack_delay_ns"]
-    return t[keep].sort_values("frame", kind="stable").reset_index(drop=True)
+    keep = ["frame", "ts_ns", "a", "sport", "b", "dport", "seglen", *EVENTS, *OTHER_FLAGS,
+            "interval_ns", "ack_delay_ns"]
+    any_flag = t[[*EVENTS, *OTHER_FLAGS]].to_numpy().any(axis=1)
+    return t.loc[any_flag, keep].sort_values("frame", kind="stable")
 
 
 def _ooo_threshold(t: pd.DataFrame) -> np.ndarray:
@@ -167,7 +187,7 @@ def _ooo_threshold(t: pd.DataFrame) -> np.ndarray:
     handshake's ACK) where the handshake was seen, else 3 ms."""
     flags = t["flags"].to_numpy()
     syn_only = ((flags & SYN) != 0) & ((flags & ACK) == 0)
-    key = t["conversation_key"].to_numpy()
+    key = t["conv"].to_numpy()
     first_syn = pd.Series(np.where(syn_only, t["ts_ns"], np.nan)).groupby(key).min()
     synack = ((flags & SYN) != 0) & ((flags & ACK) != 0)
     after = pd.Series(np.where(synack, t["ts_ns"], np.nan)).groupby(key).min()
