@@ -66,12 +66,13 @@ def _robust(values: pd.Series, groups: pd.Series) -> pd.DataFrame:
 
 def baselines(flows: pd.DataFrame, gap: str) -> pd.DataFrame:
     """Per exchange: the baseline its ``gap`` is judged by — ``count``, ``median``, ``mad``,
-    ``threshold`` (µs), ``scope`` (``conversation``, ``kind`` or ``none``) and ``group`` (a
-    key shared by the exchanges judged by the same baseline; '' for none)."""
+    ``threshold`` (µs), ``scope`` (``conversation``, ``kind`` or ``none``) and ``group`` (an
+    id shared by the exchanges judged by the same baseline; -1 for none)."""
     values = flows[f"{gap}_us"]
-    conv = flows["conversation"].astype(str)
-    kind = (flows["dst"].astype(str) + "|" + flows["dport"].astype(str) + "|"
-            + flows["proto"].astype(str))
+    conv = pd.Series(flows["conversation"].to_numpy(np.int64), index=flows.index)
+    kind = pd.Series(pd.MultiIndex.from_arrays(
+        [flows["dst"].astype(str), flows["dport"], flows["proto"]]).factorize()[0],
+        index=flows.index)
     out = pd.DataFrame(index=flows.index)
     per_conv = _robust(values, conv).reindex(conv.to_numpy())
     per_kind = _robust(values, kind).reindex(kind.to_numpy())
@@ -81,7 +82,9 @@ def baselines(flows: pd.DataFrame, gap: str) -> pd.DataFrame:
         out[column] = np.where(own, per_conv[column].to_numpy(float),
                                np.where(like, per_kind[column].to_numpy(float), np.nan))
     out["scope"] = np.where(own, "conversation", np.where(like, "kind", "none"))
-    out["group"] = np.where(own, "c" + conv, np.where(like, "k" + kind, ""))
+    # one id space for both scopes: conversations first, then kinds (-1: none)
+    n_conv = int(conv.max()) + 1 if len(conv) else 0
+    out["group"] = np.where(own, conv.to_numpy(), np.where(like, n_conv + kind.to_numpy(), -1))
     spread = np.maximum(anomalies.ROBUST_K * anomalies.MAD_TO_SIGMA * out["mad"], FLOORS[gap])
     out["threshold"] = np.where(own | like, out["median"] + spread, np.inf)
     return out
