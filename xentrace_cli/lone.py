@@ -109,7 +109,8 @@ def exchanges(segments: pd.DataFrame, fresh: np.ndarray | None = None,
     share, ``model.CAUSES``), ``stall_id`` (anomalous gaps of one client that overlap are one
     stall) and ``stalled`` (the exchange where the stall sits: one per stall,
     :func:`conversations.gaps.stalls`). ``attrs['exchange_of_segment']``: each segment's row
-    here.
+    here (int64 bytes: immutable, so that pandas copies and compares attrs cheaply;
+    :func:`exchange_of_segment` reads it).
     """
     if len(segments) == 0:
         return pd.DataFrame({c: [] for c in COLUMNS})
@@ -127,7 +128,7 @@ def exchanges(segments: pd.DataFrame, fresh: np.ndarray | None = None,
     out["cause_detail"] = detail.astype(str)
     out["stall_id"], out["stalled"] = gaps.stalls(out, label)
     out = out[list(COLUMNS)]
-    out.attrs["exchange_of_segment"] = cut.exchange_of_segment
+    out.attrs["exchange_of_segment"] = cut.exchange_of_segment.astype(np.int64).tobytes()
     return out
 
 
@@ -148,6 +149,12 @@ def _network_causes(flows: pd.DataFrame, label: np.ndarray, facts: FrameFacts | 
     key = tcp_analysis.conversation_key(flows["src"].to_numpy(), flows["sport"].to_numpy(),
                                         flows["dst"].to_numpy(), flows["dport"].to_numpy())
     return tcp_analysis.explain_gaps(facts.tcp, key, start, end)
+
+
+def exchange_of_segment(flows: pd.DataFrame) -> np.ndarray | None:
+    """Per segment :func:`exchanges` was given: its exchange's row in ``flows`` (-1 none)."""
+    raw = flows.attrs.get("exchange_of_segment")
+    return None if raw is None else np.frombuffer(raw, dtype=np.int64)
 
 
 def rules(flows: pd.DataFrame) -> dict[str, int]:
@@ -236,10 +243,10 @@ def put_on_table(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray) ->
         current[rows[flagged]] = values.to_numpy(str)[flagged]
         table[column] = pd.array(current, dtype="str")
     # the stage anomalies of other sources, per exchange
-    exchange_of = flows.attrs.get("exchange_of_segment")
+    exchange_of = exchange_of_segment(flows)
     stage = np.full(len(flows), "", dtype=object)
     if exchange_of is not None and len(exchange_of) == fresh.size:
-        of_row = np.asarray(exchange_of)[fresh]
+        of_row = exchange_of[fresh]
         hit = (of_row >= 0) & (stage_label != "") & ~np.isin(stage_label, list(INTERVALS))
         first = pd.Series(stage_label[hit]).groupby(of_row[hit]).first()
         stage[first.index.to_numpy()] = first.to_numpy()
