@@ -190,6 +190,11 @@ def notes(flows: pd.DataFrame, *, limit: int = 5) -> list[str]:
         counts = ", ".join(f"{rule} {n}" for rule, n in rules(flows).items())
         out.append(f"… {flows['conversation'].nunique()} conversations in all, cut by: {counts}.")
     flagged = flows[flows["anomaly"] != ""]
+    if "stalled" in flows.columns and flows["stalled"].any():
+        n_stalls = int(flows["stalled"].sum())
+        out.append(f"{len(flagged)} exchanges with gaps that stand out, in {n_stalls} stalls "
+                   "(overlapping gaps of one client are one stall, counted on the exchange "
+                   "whose response it had just been given).")
     for _, row in flagged.head(limit).iterrows():
         what = ("the far side took {} to respond" if row["anomaly"] == "request_to_response"
                 else "the response arrived and the next request came {} later")

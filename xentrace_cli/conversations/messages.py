@@ -149,7 +149,8 @@ def split(segments: pd.DataFrame, fresh: np.ndarray, marks: Marks) -> Messages:
     k_s = key[order][starts]
     g_order = np.lexsort((starts, k_s, c_s[starts]))
     rows = starts[g_order]
-    group = pd.factorize(pd.MultiIndex.from_arrays([c_s[rows], key[order][rows]]))[0]
+    # (conversation, key) as one int64: keys are 32-bit (DNS id, memcached opaque)
+    group = pd.factorize((c_s[rows] << 32) | (key[order][rows] & 0xFFFFFFFF))[0]
     keep = _accepted_responses(group, req_start[rows], resp_start[rows])
     resp_start[rows[resp_start[rows] & ~keep]] = False
 

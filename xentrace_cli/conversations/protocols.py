@@ -70,12 +70,20 @@ def _starts_with(head: np.ndarray, length: np.ndarray, tokens: tuple[bytes, ...]
                  at: int = 0) -> np.ndarray:
     """Segments whose payload holds one of ``tokens`` at byte ``at`` (captured whole)."""
     out = np.zeros(head.shape[0], dtype=bool)
+    # only rows whose first byte starts some token are compared further (most are not)
+    firsts = np.frombuffer(bytes({t[0] for t in tokens}), dtype=np.uint8)
+    rows = np.flatnonzero(np.isin(head[:, at], firsts)) if at < head.shape[1] else []
+    if len(rows) == 0:
+        return out
+    sub, sub_len = head[rows], length[rows]
+    hit = np.zeros(len(rows), dtype=bool)
     for token in tokens:
         end = at + len(token)
         if end > head.shape[1]:
             continue
         want = np.frombuffer(token, dtype=np.uint8)
-        out |= (length >= end) & (head[:, at:end] == want).all(axis=1)
+        hit |= (sub_len >= end) & (sub[:, at:end] == want).all(axis=1)
+    out[rows] = hit
     return out
 
 
