@@ -34,6 +34,10 @@ MAX_TEXT = 200
 #: The frames of an exchange explained, with the role each plays.
 ROLES = {"request_frame": "request", "response_frame": "response",
          "response_end_frame": "response end"}
+#: Wireshark's dissector for a conversation cut by a protocol's rule (told with ``-d`` so
+#: that a server on another port than the protocol's own still shows as that protocol).
+DISSECTORS = {"http": "http", "dns": "dns", "memcached": "memcache",
+              "memcached-binary": "memcache", "redis": "resp", "tls": "tls"}
 
 
 @dataclasses.dataclass
@@ -103,8 +107,11 @@ def explain(analysis: Any, n: int = WORST) -> Explained:
                          "(pip install pyshark)")
     wanted = {int(worst.at[i, c]): role for i in worst.index for c, role in ROLES.items()
               if c in worst.columns and pd.notna(worst.at[i, c])}
+    decode_as = {f"{'udp' if int(worst.at[i, 'proto']) == 17 else 'tcp'}.port=="
+                 f"{int(worst.at[i, 'dport'])}": DISSECTORS[str(worst.at[i, "rule"])]
+                 for i in worst.index if str(worst.at[i, "rule"]) in DISSECTORS}
     try:
-        views = dissect(path, sorted(wanted))
+        views = dissect(path, sorted(wanted), decode_as)
     except Exception as exc:  # tshark's own failure on this file: say so, keep the report
         first_line = str(exc).splitlines()[0] if str(exc) else ""
         return Explained([], f"Wireshark view left out: tshark failed on {path.name} "
@@ -121,15 +128,17 @@ def explain(analysis: Any, n: int = WORST) -> Explained:
     return Explained(items, capture=path.name)
 
 
-def dissect(path: Path, frames: list[int]) -> dict[int, FrameView]:
+def dissect(path: Path, frames: list[int], decode_as: dict[str, str] | None = None
+            ) -> dict[int, FrameView]:
     """Wireshark's dissection of some frames of a capture (one tshark pass through pyshark,
-    its display filter keeping only those frames)."""
+    its display filter keeping only those frames; ``decode_as`` as tshark's ``-d``)."""
     import pyshark
 
     if not frames:
         return {}
     display = "frame.number in {" + ",".join(str(f) for f in frames) + "}"
-    capture = pyshark.FileCapture(str(path), display_filter=display, keep_packets=False)
+    capture = pyshark.FileCapture(str(path), display_filter=display, keep_packets=False,
+                                  decode_as=decode_as or None)
     out: dict[int, FrameView] = {}
     try:
         for packet in capture:
@@ -170,7 +179,14 @@ def _summary(packet: Any) -> str:
         mc = packet.memcache
         parts = [_field(mc, f) for f in ("command", "opcode", "key", "response", "status")]
         return _clip("memcache " + " ".join(p for p in parts if p))
+    if "resp" in names:
+        return _clip("RESP " + " ".join(str(v) for v in packet.resp._all_fields.values()
+                                        if v and len(str(v)) < 40)[:MAX_TEXT])
     top = packet.layers[-1]
+    if top.layer_name == "data":  # no dissector: the bytes themselves, printable
+        raw = bytes.fromhex(_field(top, "data").replace(":", ""))[:48]
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in raw)
+        return _clip(f"data {_field(top, 'len')} bytes: {text}")
     if top.layer_name == "tcp":
         return _clip(f"TCP {_field(top, 'srcport')} → {_field(top, 'dstport')} "
                      f"len {_field(top, 'len')} flags {_field(top, 'flags_str')}".strip())
