@@ -120,3 +120,19 @@ def test_worst_exchanges_rank_flagged_first(tmp_path: Path) -> None:
     assert len(worst) == 1
     assert worst.iloc[0]["request_to_response_us"] == pytest.approx(100_000.0, abs=1)
     assert worst.iloc[0]["anomaly"] == "request_to_response"
+
+
+def test_explain_leaves_asyncio_subprocesses_working(tmp_path: Path, tshark: str) -> None:
+    """pyshark in the main thread swaps the child watcher and breaks later asyncio
+    subprocesses (playwright's): explain keeps it in a thread of its own."""
+    import asyncio
+
+    path = tmp_path / "hostile.pcap"
+    hostile_capture(path)
+    assert explain.explain(analyze_files(path), 1).items
+
+    async def run_true() -> int:
+        proc = await asyncio.create_subprocess_exec("true")
+        return await proc.wait()
+
+    assert asyncio.run(run_true()) == 0

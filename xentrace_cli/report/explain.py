@@ -131,11 +131,24 @@ def explain(analysis: Any, n: int = WORST) -> Explained:
 def dissect(path: Path, frames: list[int], decode_as: dict[str, str] | None = None
             ) -> dict[int, FrameView]:
     """Wireshark's dissection of some frames of a capture (one tshark pass through pyshark,
-    its display filter keeping only those frames; ``decode_as`` as tshark's ``-d``)."""
-    import pyshark
+    its display filter keeping only those frames; ``decode_as`` as tshark's ``-d``).
+
+    pyshark run from the main thread replaces the process's asyncio child watcher (and
+    leaves it on its closed loop), which breaks any later asyncio subprocess of the caller
+    (playwright's browser, say): it runs in a thread of its own, which it leaves alone.
+    """
+    import concurrent.futures
 
     if not frames:
         return {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(_dissect, path, frames, decode_as).result()
+
+
+def _dissect(path: Path, frames: list[int], decode_as: dict[str, str] | None
+             ) -> dict[int, FrameView]:
+    import pyshark
+
     display = "frame.number in {" + ",".join(str(f) for f in frames) + "}"
     capture = pyshark.FileCapture(str(path), display_filter=display, keep_packets=False,
                                   decode_as=decode_as or None)
