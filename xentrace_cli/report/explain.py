@@ -16,6 +16,7 @@ as plain text (no markup).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
 import shutil
@@ -160,7 +161,12 @@ def _dissect(path: Path, frames: list[int], decode_as: dict[str, str] | None
             out[number] = FrameView(number, "", ":".join(layers), _summary(packet),
                                     _expert(packet))
     finally:
-        capture.close()
+        # every frame is read by now: a failure to reap tshark afterwards (pyshark reports
+        # an already-reaped child as "crashed", retcode 255) must not discard them, nor be
+        # retried by the capture's __del__ later, in someone else's code
+        with contextlib.suppress(Exception):
+            capture.close()
+        getattr(capture, "_running_processes", set()).clear()
     return out
 
 
