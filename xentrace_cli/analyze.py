@@ -202,6 +202,10 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     notes: list[str] = []
     alignment: dict[str, Any] = {}
     present = set(sources.present)
+    for names in sources.shared_files():  # badinput (issue 10): one warning, nothing else
+        warnings.warn(XenlatWarning(
+            f"{getattr(sources, names[0])}: the same file is given as {' and '.join(names)}: "
+            "the intervals between them would read as zero"), stacklevel=2)
 
     # the trace is the largest input: read it in a second thread while the captures are read
     # (the readers spend their time in numpy, which lets the other thread run)

@@ -27,7 +27,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 ProgressCallback = Callable[[int, int], None]
 
-EXISTING_FILE = click.Path(path_type=Path)  # existence is checked by the readers (exit 3, not 2)
+#: An input file: existence, type and permission are checked by the readers (one line, exit 3),
+#: not by click (a usage error, exit 2): ``readable=False`` stops click's own access test.
+EXISTING_FILE = click.Path(path_type=Path, readable=False)
 FREQUENCY = click.FloatRange(min=0, min_open=True)
 
 

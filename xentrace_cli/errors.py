@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import os
+import stat
 
 
 class ExitCode(enum.IntEnum):
@@ -71,13 +72,32 @@ class TruncatedInput(XenlatWarning):
     """The input ends in the middle of a record; every whole record before it was kept."""
 
 
+#: What a path that is not a regular file is, by its ``stat`` type.
+_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
 def check_readable(path: str | os.PathLike[str]) -> None:
-    """Raise ``InputError`` unless ``path`` is an existing, readable, non-empty regular file."""
-    if not os.path.exists(path):
-        raise InputError(path, "no such file")
-    if os.path.isdir(path):
+    """Raise ``InputError`` unless ``path`` is an existing, readable, non-empty regular file.
+
+    Readers seek, map or read their input twice, and size their work by the file's size: a
+    FIFO or a device (``/dev/zero`` never ends) is refused by name, not read as empty.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except PermissionError:
+        raise InputError(path, "permission denied") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot open: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise InputError(path, "is a directory, not a file")
+    for test, kind in _NOT_REGULAR:
+        if test(st.st_mode):
+            raise InputError(path, f"is {kind}, not a regular file: save the data to a file "
+                                   "and give that")
     if not os.access(path, os.R_OK):
         raise InputError(path, "permission denied")
-    if os.path.getsize(path) == 0:
+    if st.st_size == 0:
         raise InputError(path, "empty file", offset=0)

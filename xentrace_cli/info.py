@@ -4,6 +4,11 @@
 the packet table, so it is as fast and as bounded in memory) and returns a
 :class:`CaptureInfo`. A capture cut short or corrupt is described (``truncated_at``) and also
 reported with the usual ``TruncatedInput`` warning.
+
+Memory stays bounded whatever the file holds: packets are counted per batch, packets per
+interface in one integer array, and only the first :data:`LISTED_INTERFACES` interfaces are
+described one by one (a pcapng file may declare a million empty interfaces; the rest are
+summarized as a count).
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from . import linktypes
 from .errors import XenlatWarning
 
 ProgressCallback = Callable[[int, int], None]
+
+#: Interfaces described one by one; those past it are only counted (with their packets).
+LISTED_INTERFACES = 100
 
 
 def format_epoch_ns(ts_ns: int | None) -> str | None:
@@ -57,6 +65,7 @@ class CaptureInfo:
     #: pcap: ``2.4``; pcapng: None
     version: str | None
     sections: int
+    #: the first LISTED_INTERFACES interfaces, described
     interfaces: list[dict[str, Any]]
     #: link type number -> frames of it
     linktype_packets: dict[int, int]
@@ -75,6 +84,10 @@ class CaptureInfo:
     truncated: bool
     #: where reading stopped: ``{"offset", "packet", "problem", "corrupt"}``
     truncated_at: dict[str, Any] | None
+    #: interfaces in the file (``interfaces`` lists the first LISTED_INTERFACES of them)
+    interface_count: int = 0
+    #: packets on the interfaces not listed
+    unlisted_packets: int = 0
 
     @property
     def duration_ns(self) -> int | None:
@@ -97,6 +110,10 @@ class CaptureInfo:
             "file_bytes": self.file_bytes,
             "sections": self.sections,
             "interfaces": self.interfaces,
+            "interface_count": self.interface_count,
+            "interfaces_not_listed": None if self.interface_count <= len(self.interfaces)
+            else {"interfaces": self.interface_count - len(self.interfaces),
+                  "packets": self.unlisted_packets},
             "linktypes": [{"linktype": t, "name": linktypes.name(t), "packets": n}
                           for t, n in sorted(self.linktype_packets.items())],
             "frames": self.frames,
@@ -125,6 +142,26 @@ def _count(counts: dict[int, int], values: np.ndarray) -> None:
         counts[int(value)] = counts.get(int(value), 0) + int(count)
 
 
+def _count_interfaces(counts: np.ndarray, interface: np.ndarray) -> np.ndarray:
+    """``counts`` (packets per interface index) with a batch's interfaces added."""
+    if not len(interface):
+        return counts
+    batch = np.bincount(interface, minlength=len(counts))
+    batch[:len(counts)] += counts
+    return batch
+
+
+def _listed_interfaces(reader: Any, per_interface: np.ndarray) -> list[dict[str, Any]]:
+    """The first LISTED_INTERFACES interfaces, described, with their packets."""
+    listed = []
+    for i, itf in enumerate(reader.interfaces[:LISTED_INTERFACES]):
+        entry = itf.to_dict()
+        entry["index"] = i
+        entry["packets"] = int(per_interface[i]) if i < len(per_interface) else 0
+        listed.append(entry)
+    return listed
+
+
 def capture_info(path: str | os.PathLike[str],
                  on_progress: ProgressCallback | None = None) -> CaptureInfo:
     """Describe a capture (pcap, pcapng, gzip-compressed either) without decoding packets."""
@@ -132,7 +169,7 @@ def capture_info(path: str | os.PathLike[str],
 
     reader = open_capture(path)
     per_linktype: dict[int, int] = {}
-    per_interface: dict[int, int] = {}
+    per_interface = np.zeros(0, dtype=np.int64)
     packets = no_ts = data_bytes = wire_bytes = out_of_order = 0
     first_ns: int | None = None
     last_ns: int | None = None
@@ -143,7 +180,7 @@ def capture_info(path: str | os.PathLike[str],
             data_bytes += int(batch.caplen.sum())
             wire_bytes += int(batch.wirelen.sum())
             _count(per_linktype, batch.linktype)
-            _count(per_interface, batch.interface)
+            per_interface = _count_interfaces(per_interface, batch.interface)
             ts = batch.ts_ns[batch.ts_valid]
             no_ts += len(batch) - len(ts)
             if len(ts):
@@ -158,12 +195,7 @@ def capture_info(path: str | os.PathLike[str],
                 on_progress(reader.position, reader.file_bytes)
         if on_progress is not None:
             on_progress(reader.file_bytes, reader.file_bytes)
-        interfaces = []
-        for i, itf in enumerate(reader.interfaces):
-            entry = itf.to_dict()
-            entry["index"] = i
-            entry["packets"] = per_interface.get(i, 0)
-            interfaces.append(entry)
+        interfaces = _listed_interfaces(reader, per_interface)
         damage = reader.damage
         is_ng = reader.format == "pcapng"
         info = CaptureInfo(
@@ -180,7 +212,9 @@ def capture_info(path: str | os.PathLike[str],
             truncated=damage is not None,
             truncated_at=None if damage is None else {
                 "offset": damage.offset, "packet": damage.packet, "problem": damage.problem,
-                "corrupt": damage.corrupt})
+                "corrupt": damage.corrupt},
+            interface_count=len(reader.interfaces),
+            unlisted_packets=int(per_interface[LISTED_INTERFACES:].sum()))
         if reader.bad_timestamps:
             warnings.warn(XenlatWarning(
                 f"{path}: {reader.bad_timestamps} timestamps beyond the int64 nanosecond range "

@@ -135,6 +135,19 @@ class Sources:
         order = ("xentrace", "phys", "backend", "guest", "socket_log")
         return [name for name in order if getattr(self, name) is not None]
 
+    def shared_files(self) -> list[list[str]]:
+        """Groups of two or more sources naming the same file (same device and inode, so a
+        link or another spelling of the path counts too): one file cannot be two capture
+        points. Paths that cannot be looked at are left to the readers."""
+        by_file: dict[tuple[int, int], list[str]] = {}
+        for name in self.present:
+            try:
+                st = Path(getattr(self, name)).stat()
+            except OSError:
+                continue
+            by_file.setdefault((st.st_dev, st.st_ino), []).append(name)
+        return [names for names in by_file.values() if len(names) > 1]
+
 #: Receive intervals that stand for several stages when a source is missing, in path order.
 MERGED_INTERVALS: tuple[str, ...] = (
     "dom0_run_to_phys", "dom0_run_to_copy", "phys_to_copy", "phys_to_guest", "phys_to_read",

@@ -292,6 +292,69 @@ def iter_packets(path: str | os.PathLike[str], *, display_filter: str | None = N
         warnings.warn(warning, stacklevel=2)
 
 
+#: Columns that together tell a frame apart from another frame (a frame equal to an earlier
+#: one in all of them is a duplicate: same time, length, interface, headers and payload).
+DUPLICATE_KEY = ("ts_ns", "caplen", "wirelen", "interface", "src", "dst", "proto", "sport",
+                 "dport", "ip_id", "tcp_seq", "tcp_ack", "tcp_flags", "payload_len",
+                 "payload_digest")
+#: Rows of the previous batch a duplicate is looked for in (besides its own batch).
+DUPLICATE_CARRY = 4096
+
+
+class _Suspicion:
+    """Readable but suspicious: timestamps that go backwards in file order, and frames that
+    duplicate an earlier one (within a batch and the previous batch's last rows: bounded)."""
+
+    def __init__(self) -> None:
+        self.backwards = 0
+        self.back_ns = 0           #: largest step back
+        self.first_back: int | None = None
+        self.prev_ns: int | None = None
+        self.duplicates = 0
+        self.first_dup: int | None = None
+        self.carry = np.zeros(0, np.uint64)
+
+    def observe(self, table: pd.DataFrame) -> None:
+        """One batch of the unfiltered packet table, in file order."""
+        timed = table["ts_ns"].notna().to_numpy()
+        ts = table["ts_ns"].to_numpy(np.int64, na_value=0)[timed]
+        if len(ts):
+            prev = np.concatenate(([ts[0] if self.prev_ns is None else self.prev_ns], ts[:-1]))
+            back = prev - ts
+            hit = back > 0
+            if hit.any():
+                self.backwards += int(hit.sum())
+                self.back_ns = max(self.back_ns, int(back.max()))
+                if self.first_back is None:
+                    self.first_back = int(table["frame"].to_numpy()[timed][np.argmax(hit)])
+            self.prev_ns = int(ts[-1])
+        keyed = table.loc[timed, list(DUPLICATE_KEY)]
+        hashes = pd.util.hash_pandas_object(keyed, index=False).to_numpy(np.uint64)
+        dup = pd.Series(hashes).duplicated().to_numpy() | np.isin(hashes, self.carry)
+        if dup.any():
+            self.duplicates += int(dup.sum())
+            if self.first_dup is None:
+                self.first_dup = int(table["frame"].to_numpy()[timed][np.argmax(dup)])
+        self.carry = hashes[-DUPLICATE_CARRY:]
+
+    def warnings(self, path: str | os.PathLike[str]) -> list[Warning]:
+        out: list[Warning] = []
+        if self.backwards:
+            sec, ns = divmod(self.back_ns, 10**9)
+            out.append(XenlatWarning(
+                f"{path}: packet {self.first_back}: timestamps go backwards {self.backwards} "
+                f"time{'s' if self.backwards > 1 else ''} in file order (largest step back "
+                f"{sec}.{ns:09d} s): merged or re-timed capture? latencies across those steps "
+                "are suspect"))
+        if self.duplicates:
+            out.append(XenlatWarning(
+                f"{path}: packet {self.first_dup}: {self.duplicates} "
+                f"{'frames duplicate' if self.duplicates > 1 else 'frame duplicates'} an "
+                "earlier frame (same time, length and headers): a capture taken twice or "
+                "replayed? each copy is matched as a packet of its own"))
+        return out
+
+
 def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
             port: int | None, on_progress: ProgressCallback | None,
             interfaces_out: list[dict[str, Any]] | None,
@@ -301,6 +364,7 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
     from .decode import decode
 
     book = _AddressBook()
+    suspicion = _Suspicion()
     undecoded: dict[int, int] = {}
     parts: list[tuple[Any, Any]] = []
     rows = 0
@@ -322,6 +386,7 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
         merged_raw, merged_dec = _merge(parts)
         parts, rows = [], 0
         table = _frame(merged_raw, merged_dec, book)
+        suspicion.observe(table)
         keep = None
         if selected is not None:
             keep = np.isin(merged_raw.frame, selected, assume_unique=True)
@@ -332,7 +397,7 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
                 keep = hit if keep is None else keep & hit
         if keep is not None:
             table = table[keep].reset_index(drop=True)
-        if interfaces_out is not None:
+        if interfaces_out is not None and len(interfaces_out) != len(reader.interfaces):
             interfaces_out[:] = [i.to_dict() for i in reader.interfaces]
         if on_progress is not None:
             on_progress(reader.position, reader.file_bytes)
@@ -343,7 +408,7 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
             break
     if not yielded:  # the header (and schema) of an empty table still goes out
         yield empty_table()
-    if interfaces_out is not None:
+    if interfaces_out is not None and len(interfaces_out) != len(reader.interfaces):
         interfaces_out[:] = [i.to_dict() for i in reader.interfaces]
     if on_progress is not None:
         on_progress(reader.file_bytes, reader.file_bytes)
@@ -359,6 +424,7 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
     damage = reader.damage_warning()
     if damage is not None:
         pending.append(damage)
+    pending.extend(suspicion.warnings(path))
 
 
 #: batches decoded ahead of the consumer

@@ -50,7 +50,7 @@ PCAP_MAGICS: dict[int, tuple[str, int, int]] = {
 }
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Interface:
     """One capture interface (pcapng IDB; a classic pcap file has exactly one)."""
 

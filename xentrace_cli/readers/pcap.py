@@ -22,11 +22,12 @@ gathered for the whole chunk with numpy.
 from __future__ import annotations
 
 import struct
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, XenlatWarning
 from .capture import MAX_PACKET_BYTES, PCAP_MAGICS, CaptureReader, Interface, RawBatch
 
 FILE_HEADER_BYTES = 24
@@ -83,6 +84,10 @@ class PcapReader(CaptureReader):
         if linkfield & LINKTYPE_RESERVED_MASK:
             raise InputError(self.path, f"corrupt file header: reserved bits of the link-type "
                              f"field are set (0x{linkfield:08x})", offset=20)
+        if self.version_major != 2:
+            warnings.warn(XenlatWarning(
+                f"{self.path}: offset 4: pcap version {self.version_major}."
+                f"{self.version_minor} (known: 2.x); read as 2.4"), stacklevel=2)
         self.snaplen = snaplen
         self.linktype = linkfield & LINKTYPE_MASK
         self.interfaces = [Interface(linktype=self.linktype, snaplen=snaplen,

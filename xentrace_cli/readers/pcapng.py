@@ -27,11 +27,12 @@ number) agree with tshark, and yields no row for them.
 from __future__ import annotations
 
 import struct
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, XenlatWarning
 from .capture import MAX_BLOCK_BYTES, MAX_PACKET_BYTES, CaptureReader, Interface, RawBatch
 
 SHB = 0x0A0D0D0A
@@ -54,6 +55,14 @@ IF_TSOFFSET = 14
 
 TYPE_LEN = {"<": struct.Struct("<II"), ">": struct.Struct(">II")}
 IDB_FIXED = {"<": struct.Struct("<HHI"), ">": struct.Struct(">HHI")}
+SHB_VERSION = {"<": struct.Struct("<HH"), ">": struct.Struct(">HH")}
+#: Section header versions read without a word: 1.0, and 1.2 (written by old tools, the same
+#: layout; Wireshark and libpcap read both). Others are read as 1.0 with a warning.
+KNOWN_VERSIONS = ((1, 0), (1, 2))
+#: Finest resolutions a 64-bit tick count can express as a time of day: 10^-19 and 2^-63
+#: (beyond them every timestamp is a fraction of a second after 1970).
+MAX_DECIMAL_TSRESOL = 19
+MAX_BINARY_TSRESOL = 63
 OPT_HEADER = {"<": struct.Struct("<HH"), ">": struct.Struct(">HH")}
 I64 = {"<": struct.Struct("<q"), ">": struct.Struct(">q")}
 
@@ -69,10 +78,13 @@ def ticks_to_ns(ticks: np.ndarray, tsresol_code: int, tsoffset_s: int) -> tuple[
     ticks = ticks.astype(np.uint64)
     if tsresol_code & 0x80:  # binary: 2^-b s per tick
         b = tsresol_code & 0x7F
-        sec = ticks >> np.uint64(b)
-        frac = ticks & np.uint64((1 << b) - 1)
+        if b > MAX_BINARY_TSRESOL:   # every count is below one second (no shift past 63)
+            sec, frac = np.zeros_like(ticks), ticks
+        else:
+            sec = ticks >> np.uint64(b)
+            frac = ticks & np.uint64((1 << b) - 1)
         if b > 34:  # keep frac * 1e9 below 2^64
-            frac >>= np.uint64(b - 34)
+            frac = frac >> np.uint64(b - 34) if b - 34 <= 63 else np.zeros_like(ticks)
             b = 34
         frac_ns = (frac * np.uint64(1_000_000_000)) >> np.uint64(b)
     else:
@@ -85,7 +97,9 @@ def ticks_to_ns(ticks: np.ndarray, tsresol_code: int, tsoffset_s: int) -> tuple[
             div = 10**r
             sec = ticks // np.uint64(div) if div < 2**64 else np.zeros_like(ticks)
             rem = ticks - sec * np.uint64(div) if div < 2**64 else ticks
-            frac_ns = rem // np.uint64(10 ** (r - 9))
+            # a divisor past 2**64 leaves no nanosecond of any count
+            frac_ns = (rem // np.uint64(10 ** (r - 9)) if 10 ** (r - 9) < 2**64
+                       else np.zeros_like(ticks))
     # sec * 1e9 + frac_ns + tsoffset * 1e9 must fit in int64
     limit = (INT64_MAX // 1_000_000_000) - max(tsoffset_s, 0) - 1
     valid = sec <= np.uint64(max(limit, 0))
@@ -122,6 +136,16 @@ class PcapngReader(CaptureReader):
         raise InputError(self.path, f"corrupt section header: byte-order magic "
                          f"0x{magic:08x}", offset=self._base + at + 8)
 
+    def _check_version(self, at: int) -> None:
+        """Warn about a section header version no reader knows (read as 1.0 all the same:
+        tshark refuses such a file, we read what can be read)."""
+        version = SHB_VERSION[self._order].unpack_from(self._buf, at + 12)
+        if version not in KNOWN_VERSIONS:
+            warnings.warn(XenlatWarning(
+                f"{self.path}: offset {self._base + at + 12}: section {self.sections} says "
+                f"pcapng version {version[0]}.{version[1]} (known: 1.0, 1.2); read as 1.0"),
+                stacklevel=2)
+
     # -- non-packet blocks --------------------------------------------------------------------
     def _on_idb(self, at: int, length: int) -> None:
         order = self._order
@@ -142,6 +166,13 @@ class PcapngReader(CaptureReader):
             elif code == IF_TSOFFSET and olen >= 8:
                 itf.tsoffset_s = I64[order].unpack_from(value)[0]
             pos += 4 + ((olen + 3) & ~3)
+        code = itf.tsresol_code
+        if (code & 0x7F) > (MAX_BINARY_TSRESOL if code & 0x80 else MAX_DECIMAL_TSRESOL):
+            warnings.warn(XenlatWarning(
+                f"{self.path}: offset {self._base + at}: interface {len(self.interfaces)} has "
+                f"if_tsresol {itf.tsresol} (0x{code:02x}): no 64-bit timestamp reaches one "
+                "second at that resolution, its packets are timed within 1970-01-01 00:00:01"),
+                stacklevel=2)
         self.interfaces.append(itf)
 
     def _count(self, kind: str, n: int = 1) -> None:
@@ -231,7 +262,9 @@ class PcapngReader(CaptureReader):
                     return
                 blen = TYPE_LEN[self._order].unpack_from(self._buf, off)[1]
                 if blen < 28 or blen > MAX_BLOCK_BYTES:
-                    self._stop(self._base + off, f"section header length {blen}", corrupt=True)
+                    self._stop(self._base + off + 4, f"corrupt section header: block length "
+                               f"{blen} (a section header takes 28 to {MAX_BLOCK_BYTES} bytes)",
+                               corrupt=True)
                     return
                 if off + blen > end and not self._eof:
                     self._refill(off)
@@ -240,6 +273,7 @@ class PcapngReader(CaptureReader):
                     self._report_cut(off, end - off, "section header")
                     return
                 self.sections += 1
+                self._check_version(off)
                 self.byte_orders.append("LE" if self._order == "<" else "BE")
                 self._section_base = len(self.interfaces)
                 self._count("SHB")

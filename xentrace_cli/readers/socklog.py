@@ -32,11 +32,20 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
 from xentrace_cli.errors import InputError, TruncatedInput
-from xentrace_cli.readers.strace import Malformed, finish_table
+from xentrace_cli.readers.strace import INT32_MAX, INT64_MAX, Malformed, finish_table
 
 #: Columns a plain log may carry; others are ignored.
 KNOWN_FIELDS: tuple[str, ...] = ("ts", "ts_ns", "bytes", "fd", "peer", "flow", "direction",
                                  "pid", "syscall", "duration_ns", "ret", "errno")
+#: The range each integer field may hold. pids and fds are C ints; one call moves at most
+#: INT32_MAX bytes (Linux caps read/write at MAX_RW_COUNT, just below 2**31), which also keeps
+#: the int64 running byte offsets of a stream from overflowing; times are int64 nanoseconds.
+FIELD_RANGES: dict[str, tuple[int, int]] = {
+    "ts_ns": (0, INT64_MAX), "duration_ns": (0, INT64_MAX), "pid": (0, INT32_MAX),
+    "fd": (0, INT32_MAX), "bytes": (0, INT32_MAX), "ret": (-INT32_MAX - 1, INT32_MAX),
+}
+#: Epoch seconds whose nanoseconds still fit in int64 (year 2262).
+MAX_EPOCH_S = INT64_MAX // 10**9
 
 
 def read_plain_log(path: str | os.PathLike[str], kind: str, *,
@@ -150,25 +159,81 @@ def _parse_jsonl(body: bytes, malformed: Malformed, skipped: list[int]) -> pa.Ta
     return pa.Table.from_pylist(records, schema=schema)
 
 
-def _numbers(col: pd.Series) -> pd.Series:
-    """Numeric values of a column (NaN where not a number)."""
-    return pd.to_numeric(col, errors="coerce")
+def _integers(col: pd.Series, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An integer column parsed exactly and bounded: int64 values (0 where not valid), and
+    which are valid. Decimal text of up to 19 digits is read exactly (a float would round a
+    nanosecond time); a whole number written as a float (``3.0``) is accepted below 2**53;
+    anything else, or outside ``[lo, hi]``, is present but not valid."""
+    present = col.notna().to_numpy()
+    if pd.api.types.is_signed_integer_dtype(col.dtype):
+        values = col.fillna(0).to_numpy(np.int64)
+        ok = present & (values >= lo) & (values <= hi)
+        return np.where(ok, values, 0), ok
+    text = col.astype("string").str.strip()
+    parts = text.str.extract(r"^(-?)(\d{1,19})$")
+    digits = parts[1].fillna("").str.zfill(19)
+    exact = (parts[1].notna() & (digits <= str(INT64_MAX))).fillna(False).to_numpy(bool)
+    magnitude = pd.to_numeric(digits.where(exact, "0")).to_numpy(np.int64)
+    values = np.where((parts[0] == "-").fillna(False).to_numpy(bool), -magnitude, magnitude)
+    floats = pd.to_numeric(text.where(~exact), errors="coerce").to_numpy(float)
+    whole = np.isfinite(floats) & (np.abs(floats) < 2.0**53)
+    whole &= np.floor(np.where(whole, floats, 0)) == np.where(whole, floats, 0)
+    values = np.where(exact, values, np.where(whole, floats, 0).astype(np.int64))
+    ok = (exact | whole) & (values >= lo) & (values <= hi)
+    return np.where(ok, values, 0), ok
 
 
 def _ts_ns_from_seconds(col: pd.Series, exact_text: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Epoch seconds → ns (exact from decimal text; rounded to µs from floats); and validity."""
+    """Epoch seconds → ns (exact from decimal text; rounded to µs from floats); and validity
+    (seconds in [0, MAX_EPOCH_S])."""
     if exact_text:
         text = col.astype("string").str.strip()
-        parts = text.str.extract(r"^(\d+)(?:\.(\d*))?$")
-        ok = parts[0].notna().to_numpy().copy()
-        sec = pd.to_numeric(parts[0], errors="coerce").fillna(0).to_numpy(np.int64)
+        parts = text.str.extract(r"^(\d{1,19})(?:\.(\d*))?$")
+        sec, ok = _integers(parts[0], 0, MAX_EPOCH_S)
         frac = parts[1].fillna("").str.ljust(9, "0").str.slice(0, 9)
         frac_ns = pd.to_numeric(frac, errors="coerce").fillna(0).to_numpy(np.int64)
-        return sec * 10**9 + frac_ns, ok
-    values = _numbers(col).to_numpy(float)
-    ok = np.isfinite(values) & (values >= 0)
+        ns = sec * 10**9 + np.where(ok, frac_ns, 0)
+        ok &= ns >= 0
+        return np.where(ok, ns, 0), ok
+    values = pd.to_numeric(col, errors="coerce").to_numpy(float)
+    ok = np.isfinite(values) & (values >= 0) & (values < MAX_EPOCH_S)
     micro = np.round(np.where(ok, values, 0) * 1e6).astype(np.int64)
     return micro * 1000, ok
+
+
+def _checked(df: pd.DataFrame, kind: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The integer fields parsed and bounded (FIELD_RANGES; absent optional fields -1, except
+    ``ret``, which defaults to ``bytes``), and per row the first problem found (None: valid)."""
+    n = len(df)
+    problem = np.full(n, None, dtype=object)
+
+    def flag(bad: np.ndarray, what: str) -> None:
+        problem[bad & pd.isna(problem)] = what
+
+    out: dict[str, np.ndarray] = {}
+    if "ts_ns" in df:
+        out["ts_ns"], ok = _integers(df["ts_ns"], *FIELD_RANGES["ts_ns"])
+        flag(~ok, "ts_ns missing, not an integer or out of range (0 to 2^63-1 ns)")
+    else:
+        text = kind == "csv" or pd.api.types.is_string_dtype(df["ts"])
+        out["ts_ns"], ok = _ts_ns_from_seconds(df["ts"], exact_text=text)
+        flag(~ok, f"ts missing, not a number or out of range (0 to {MAX_EPOCH_S} s)")
+    for name in ("bytes", "fd", "pid", "duration_ns", "ret"):
+        lo, hi = FIELD_RANGES[name]
+        if name not in df:
+            out[name] = np.full(n, 0 if name == "duration_ns" else -1, np.int64)
+            continue
+        values, ok = _integers(df[name], lo, hi)
+        given = df[name].notna().to_numpy()
+        if name == "bytes":
+            given = np.ones(n, bool)   # required
+        flag(given & ~ok, f"{name} {'missing, ' if name == 'bytes' else ''}not an integer or "
+                          f"out of range ({lo} to {hi})")
+        out[name] = np.where(given, values, 0 if name == "duration_ns" else -1)
+    out["ret"] = np.where(df["ret"].notna().to_numpy() if "ret" in df else False,
+                          out["ret"], out["bytes"])
+    flag(out["duration_ns"] > out["ts_ns"], "duration_ns longer than the time since 1970")
+    return out, problem
 
 
 def _to_rows(path: str | os.PathLike[str], table: pa.Table, kind: str,
@@ -179,51 +244,38 @@ def _to_rows(path: str | os.PathLike[str], table: pa.Table, kind: str,
     if not len(df) or not ({"ts", "ts_ns"} & names) or "bytes" not in names:
         missing = "no records" if not len(df) else "missing the ts (or ts_ns) and bytes fields"
         raise InputError(path, f"not a socket log: {missing}", line=1)
-    if "ts_ns" in names:
-        ts = _numbers(df["ts_ns"])
-        ok = ts.notna().to_numpy().copy()
-        ts_ns = ts.fillna(0).to_numpy(np.int64)
-    else:
-        text = kind == "csv" or pd.api.types.is_string_dtype(df["ts"])
-        ts_ns, ok = _ts_ns_from_seconds(df["ts"], exact_text=text)
-    nbytes = _numbers(df["bytes"])
-    ok &= nbytes.notna().to_numpy() & (nbytes.fillna(0).to_numpy() >= 0)
+    ints, problem = _checked(df, kind)
     direction = (df["direction"].astype("string").str.strip().str.lower().fillna("rx")
                  if "direction" in names else pd.Series("rx", index=df.index, dtype="string"))
     syscall = (df["syscall"].astype("string").str.strip() if "syscall" in names
                else pd.Series(pd.NA, index=df.index, dtype="string"))
     is_close = (syscall == "close").fillna(False).to_numpy()
-    ok &= direction.isin(["rx", "tx"]).fillna(False).to_numpy() | is_close
-    for line in line_of[~ok][:16]:
-        malformed.add(int(line), "ts, bytes or direction missing or not valid")
+    bad_direction = ~(direction.isin(["rx", "tx"]).fillna(False).to_numpy() | is_close)
+    problem[bad_direction & pd.isna(problem)] = "direction is neither rx nor tx"
+    ok = pd.isna(problem)
+    for line, what in zip(line_of[~ok][:16], problem[~ok][:16], strict=True):
+        malformed.add(int(line), what)
     malformed.count += max(0, int((~ok).sum()) - 16)
     if not ok.any():
-        raise InputError(path, "no valid record (ts, bytes, direction)", line=int(line_of[0]))
+        first = int(np.argmin(ok))
+        raise InputError(path, f"no valid record: {problem[first]}", line=int(line_of[first]))
     # Completion order is the time order (stable: file order among equal times).
     keep = np.flatnonzero(ok)
-    keep = keep[np.argsort(ts_ns[keep], kind="stable")]
+    keep = keep[np.argsort(ints["ts_ns"][keep], kind="stable")]
     df = df.take(keep).reset_index(drop=True)
-    ts_ns, nbytes, direction, syscall = (ts_ns[keep], nbytes.to_numpy(np.int64)[keep],
-                                         direction.take(keep).reset_index(drop=True),
-                                         syscall.take(keep).reset_index(drop=True))
+    ints = {name: values[keep] for name, values in ints.items()}
+    ts_ns, nbytes = ints["ts_ns"], ints["bytes"]
+    direction = direction.take(keep).reset_index(drop=True)
+    syscall = syscall.take(keep).reset_index(drop=True)
     is_close = is_close[keep]
     direction = direction.where(~is_close, None)
     syscall = syscall.fillna(direction.map({"rx": "read", "tx": "write"}))
-
-    def optional_int(name: str) -> pd.Series:
-        if name not in names:
-            return pd.Series(pd.NA, index=df.index, dtype="Int64")
-        return pd.array(_numbers(df[name]).round(), dtype="Int64")
-
-    fd = pd.Series(optional_int("fd"))
-    duration = optional_int("duration_ns").fillna(0).to_numpy(np.int64)
-    ret = pd.Series(optional_int("ret"))
-    ret = ret.fillna(pd.Series(nbytes)).to_numpy(np.int64)
+    fd = pd.Series(pd.array(ints["fd"], dtype="Int64")).where(ints["fd"] >= 0, pd.NA)
+    duration, ret, pid = ints["duration_ns"], ints["ret"], ints["pid"]
     peer = (df["peer"].astype("string") if "peer" in names
             else pd.Series(pd.NA, index=df.index, dtype="string"))
     flow = df["flow"].astype("string") if "flow" in names else peer
     # Stream key: (pid, fd) with a generation bumped by each close, else flow, else peer.
-    pid = pd.Series(optional_int("pid")).fillna(-1).to_numpy(np.int64)
     fd_key = pd.Series(pid).astype(str) + "/" + fd.astype("string").fillna("")
     generation = pd.Series(is_close.astype(np.int64)).groupby(fd_key.to_numpy()).cumsum()
     generation = generation - is_close  # the close row itself belongs to the stream it ends
@@ -234,7 +286,7 @@ def _to_rows(path: str | os.PathLike[str], table: pa.Table, kind: str,
         "entry_ns": ts_ns - duration,
         "duration_ns": duration,
         "pid": pid,
-        "fd": fd.fillna(-1).to_numpy(np.int64),
+        "fd": ints["fd"],
         "syscall": syscall.astype(object),
         "direction": direction.astype(object),
         "ret": ret,

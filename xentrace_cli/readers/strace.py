@@ -104,6 +104,14 @@ MIDNIGHT_JUMP_NS = 12 * 3600 * 10**9
 NS_PER_DAY = 86400 * 10**9
 #: A NUL byte in this many first bytes makes the file binary, not a text log.
 BINARY_SNIFF_BYTES = 8 << 10
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+#: Bounds of the numbers of a line. pids and fds are C ints; a call's return value (bytes
+#: moved, a new fd or pid) is at most INT32_MAX (Linux caps one read/write at MAX_RW_COUNT,
+#: just below 2**31), which also keeps a stream's int64 byte offsets from overflowing; epoch
+#: seconds and -T seconds must give int64 nanoseconds (year 2262).
+MAX_PID = MAX_FD = MAX_RET = INT32_MAX
+MAX_SECONDS = INT64_MAX // 10**9 - 1
 
 # --------------------------------------------------------------------------------------------
 # Regular expressions (RE2 for the vectorized path; Python ``re`` below for the rare lines)
@@ -341,6 +349,12 @@ class Malformed:
         if len(self.lines) < MALFORMED_KEEP:
             self.lines.append((line, problem))
 
+    def add_lines(self, lines: np.ndarray, problem: str) -> None:
+        """Record malformed lines with one problem (the first few remembered, all counted)."""
+        for line in lines[:MALFORMED_KEEP]:
+            self.add(int(line), problem)
+        self.count += max(0, len(lines) - MALFORMED_KEEP)
+
     def warn(self, stacklevel: int = 3) -> None:
         """Emit one ``XenlatWarning`` for everything collected."""
         if not self.count:
@@ -418,10 +432,14 @@ def _field(m: pa.StructArray, name: str) -> pa.Array:
     return pc.if_else(pc.equal(pc.binary_length(arr), 0), pa.scalar(None, arr.type), arr)
 
 
-def _digits(arr: pa.Array) -> np.ndarray:
-    """A column of decimal digit strings (nulls → 0) as int64."""
-    text = pc.cast(arr, pa.string())
-    return pc.cast(pc.fill_null(text, "0"), pa.int64()).to_numpy(zero_copy_only=False)
+def _digits(arr: pa.Array, limit: int = INT64_MAX) -> tuple[np.ndarray, np.ndarray]:
+    """A column of decimal digit strings (nulls → 0) as int64, and which are at most
+    ``limit`` (the others read as 0): a number of any length never reaches the int64 cast."""
+    text = pc.fill_null(pc.cast(arr, pa.string()), "0")
+    short = pc.less_equal(pc.utf8_length(text), 18)
+    values = pc.cast(pc.if_else(short, text, "0"), pa.int64()).to_numpy(zero_copy_only=False)
+    ok = short.to_numpy(zero_copy_only=False) & (values <= limit)
+    return np.where(ok, values, 0), ok
 
 
 def _fraction_ns(arr: pa.Array) -> np.ndarray:
@@ -443,31 +461,48 @@ def _seconds_ns(arr: pa.Array) -> np.ndarray | None:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     words = np.frombuffer(dec.buffers()[1], dtype="<i8")
-    return words[2 * dec.offset:2 * (dec.offset + len(dec)):2].copy()
+    low = words[2 * dec.offset:2 * (dec.offset + len(dec)):2]
+    high = words[2 * dec.offset + 1:2 * (dec.offset + len(dec)):2]
+    if (high != 0).any() or (low < 0).any() or (low > MAX_SECONDS * 10**9).any():
+        return None           # past int64 nanoseconds: the caller's bounded path says which
+    return low.copy()
 
 
-def _leader(m: pa.StructArray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per matched row: timestamp ns (a time of day not yet unwrapped), is-time-of-day, pid
-    (-1 without prefix), and whether the timestamp is well formed."""
+@dataclasses.dataclass
+class _Leaders:
+    """The line leaders of one chunk's matched rows."""
+
+    ts: np.ndarray        #: timestamp ns (a time of day not yet unwrapped)
+    tod: np.ndarray       #: the timestamp is a time of day (-tt)
+    pid: np.ndarray       #: pid, -1 without prefix
+    ok: np.ndarray        #: the timestamp is well formed
+    big_pid: np.ndarray   #: the pid is past MAX_PID
+    big_ts: np.ndarray    #: the epoch seconds are past MAX_SECONDS
+
+
+def _leader(m: pa.StructArray) -> _Leaders:
+    """The leaders of the rows matched by LINE_RE."""
     pid = pc.coalesce(_field(m, "pid_a"), _field(m, "pid_b"))
     pid_valid = pc.is_valid(pid).to_numpy(zero_copy_only=False)
-    pid_num = np.where(pid_valid, _digits(pid), -1)
+    pid_num, pid_ok = _digits(pid, MAX_PID)
+    pid_num = np.where(pid_valid, pid_num, -1)
     n = len(m)
     ts = None
     if not pc.any(pc.match_substring(m.field("ts"), ":")).as_py():
         ts = _seconds_ns(m.field("ts"))          # -ttt: the fast path
     if ts is not None:
-        return ts, np.zeros(n, bool), pid_num, np.ones(n, bool)
+        return _Leaders(ts, np.zeros(n, bool), pid_num, pid_ok, ~pid_ok, np.zeros(n, bool))
     t = pc.extract_regex(m.field("ts"), TS_RE)
     ok = pc.is_valid(t).to_numpy(zero_copy_only=False)
     tod = pc.is_valid(_field(t, "hh")).to_numpy(zero_copy_only=False) & ok
-    seconds = _digits(_field(t, "epoch"))
+    seconds, ts_ok = _digits(_field(t, "epoch"), MAX_SECONDS)
     if tod.any():
-        hh, mm, ss = (_digits(_field(t, k)) for k in ("hh", "mm", "ss"))
+        hh, mm, ss = (_digits(_field(t, k))[0] for k in ("hh", "mm", "ss"))
         ok &= ~tod | ((hh < 24) & (mm < 60) & (ss < 61))
         seconds = np.where(tod, hh * 3600 + mm * 60 + ss, seconds)
     ts = seconds * 10**9 + _fraction_ns(_field(t, "frac"))
-    return ts, tod, pid_num, ok
+    big_ts = ok & ~ts_ok
+    return _Leaders(ts, tod, pid_num, ok & ts_ok & pid_ok, ~pid_ok, big_ts)
 
 
 def _per_distinct(values: pa.Array, fn: Callable[[bytes], object]) -> np.ndarray:
@@ -592,17 +627,20 @@ def _decode_strings(strings: pa.Array) -> np.ndarray:
 
 
 def _common_rows(m: pa.StructArray, order: np.ndarray, ts: np.ndarray, tod: np.ndarray,
-                 pid: np.ndarray, resume_ns: np.ndarray | None = None,
+                 pid: np.ndarray, malformed: Malformed, resume_ns: np.ndarray | None = None,
                  with_data: bool = True) -> Columns:
     """Rows of the complete single-buffer calls matched by LINE_RE / COMMON_CALL_RE.
 
     ``order`` is each call's completion line; ``resume_ns`` (joined unfinished/resumed pairs)
-    the resume line's time, which gives the duration when ``-T`` did not.
+    the resume line's time, which gives the duration when ``-T`` did not. A call with a
+    number out of range is reported to ``malformed`` and left out.
     """
     call_arr = pc.cast(_field(m, "call"), pa.string())
     errno_arr = _field(m, "errno")
     is_err = pc.is_valid(errno_arr).to_numpy(zero_copy_only=False)
-    ret = np.where(is_err, -1, _digits(_field(m, "ret")))
+    ret, ret_ok = _digits(_field(m, "ret"), MAX_RET)
+    ret = np.where(is_err, -1, ret)
+    fd, fd_ok = _digits(_field(m, "fd"), MAX_FD)
     if with_data:
         data = _decode_strings(pc.fill_null(_field(m, "data"), b""))
     else:  # the caller does not want the bytes: no Python object per call
@@ -611,10 +649,11 @@ def _common_rows(m: pa.StructArray, order: np.ndarray, ts: np.ndarray, tod: np.n
     dur = _field(m, "dur")
     has_dur = pc.is_valid(dur).to_numpy(zero_copy_only=False)
     fallback = 0 if resume_ns is None else np.maximum(resume_ns - ts, 0)
-    dur_ns = _seconds_ns(dur)
-    if dur_ns is None:                 # more than 9 decimals: keep the first 9
+    dur_ns, dur_ok = _seconds_ns(dur), np.ones(len(m), bool)
+    if dur_ns is None:                 # more than 9 decimals (keep the first 9), or too long
         parts = pc.extract_regex(pc.fill_null(dur, b"0.0"), r"(?P<s>\d+)\.(?P<f>\d+)")
-        dur_ns = _digits(parts.field("s")) * 10**9 + _fraction_ns(parts.field("f"))
+        seconds, dur_ok = _digits(parts.field("s"), MAX_SECONDS)
+        dur_ns = seconds * 10**9 + _fraction_ns(parts.field("f"))
     duration = np.where(has_dur, dur_ns, fallback)
     ann_kind, ann_peer = _ann_info(_field(m, "ann"))
     row_peer = ann_peer
@@ -630,13 +669,13 @@ def _common_rows(m: pa.StructArray, order: np.ndarray, ts: np.ndarray, tod: np.n
     codes = pc.index_in(call_arr, value_set=_SYSCALL_SET).to_numpy(zero_copy_only=False)
     syscall = pd.Categorical.from_codes(codes, categories=SYSCALL_NAMES)
     direction = pd.Categorical.from_codes(_DIRECTION_OF[codes], categories=DIRECTIONS)
-    return {
+    cols: Columns = {
         "order": np.asarray(order, np.int64),
         "entry_ns": ts,
         "duration_ns": duration,
         "tod": tod,
         "pid": pid,
-        "fd": _digits(_field(m, "fd")),
+        "fd": fd,
         "syscall": syscall,
         "direction": direction,
         "ret": ret,
@@ -647,6 +686,23 @@ def _common_rows(m: pa.StructArray, order: np.ndarray, ts: np.ndarray, tod: np.n
         "data": data,
         "data_truncated": truncated,
     }
+    return _out_of_range(cols, malformed, [(fd_ok, f"file descriptor past {MAX_FD}"),
+                                           (ret_ok, f"return value past {MAX_RET}"),
+                                           (dur_ok, "-T duration past int64 nanoseconds")])
+
+
+def _out_of_range(cols: Columns, malformed: Malformed,
+                  checks: list[tuple[np.ndarray, str]]) -> Columns:
+    """The rows whose numbers are all in range; each other row is reported (first problem)."""
+    ok = np.logical_and.reduce([good for good, _ in checks])
+    if ok.all():
+        return cols
+    left = ~ok
+    for good, what in checks:
+        hit = left & ~good
+        malformed.add_lines(cols["order"][hit], f"number out of range: {what}")
+        left &= ~hit
+    return {name: values[ok] for name, values in cols.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -771,7 +827,7 @@ class _Slow:
         if ok.any():
             self.frames.append(_common_rows(
                 m.filter(pa.array(ok)), order=order[ok], ts=entry_ns[ok], tod=tod[ok],
-                pid=pid[ok], resume_ns=resume_ns[ok]))
+                pid=pid[ok], malformed=self.malformed, resume_ns=resume_ns[ok]))
         rest = np.flatnonzero(~ok)
         for j, text in zip(rest, texts.take(pa.array(rest)).to_pylist(), strict=True):
             self._call(text, int(order[j]), int(entry_line[j]), int(pid[j]), int(entry_ns[j]),
@@ -789,6 +845,10 @@ class _Slow:
         if ret_text == b"?":          # never returned (killed, or restarted later)
             return
         ret = int(ret_text)
+        big = _big_number(ret, args, m.group(6))
+        if big is not None:
+            self.malformed.add(line, f"number out of range: {big}")
+            return
         errno = m.group(5).decode() if m.group(5) else None
         if m.group(6) is not None:
             duration = int(m.group(6)) * 10**9 + int(m.group(7).ljust(9, b"0")[:9])
@@ -829,6 +889,9 @@ class _Slow:
         addr = _PY_SOCKADDR.search(rest)
         if addr is not None:
             peer = _sockaddr_peer(addr)
+            if peer is None:
+                self.malformed.add(line, f"{name}: address not ASCII text or port past 65535")
+                return
         data: bytes = b""
         truncated = False
         direction = None
@@ -883,11 +946,34 @@ class _Slow:
                               truncated))
 
 
-def _sockaddr_peer(m: re.Match[bytes]) -> str:
-    """``ip:port`` (IPv4) or ``[ip]:port`` (IPv6) of a SOCKADDR match."""
-    if m.group("ip4") is not None:
-        return f"{m.group('ip4').decode()}:{int(m.group('port4'))}"
-    return f"[{m.group('ip6').decode()}]:{int(m.group('port6'))}"
+_PY_LEADING_NUMBER = re.compile(rb"^\d+")
+
+
+def _big_number(ret: int, args: bytes, seconds: bytes | None) -> str | None:
+    """What is out of range in a call the sequential parser reads: its return value, the fds
+    it names (first argument, a pipe/socketpair pair) or its -T seconds; None when all are in
+    range. (Other arguments, such as a pread64 offset, are not read.)"""
+    if not -MAX_RET - 1 <= ret <= MAX_RET:
+        return f"return value past {MAX_RET}"
+    lead = _PY_LEADING_NUMBER.match(args)
+    pair = _PY_FD_PAIR.search(args)
+    fds = ([lead.group()] if lead else []) + (list(pair.groups()) if pair else [])
+    if any(len(fd) > 10 or int(fd) > MAX_FD for fd in fds):
+        return f"file descriptor past {MAX_FD}"
+    if seconds is not None and (len(seconds) > 18 or int(seconds) > MAX_SECONDS):
+        return "-T duration past int64 nanoseconds"
+    return None
+
+
+def _sockaddr_peer(m: re.Match[bytes]) -> str | None:
+    """``ip:port`` (IPv4) or ``[ip]:port`` (IPv6) of a SOCKADDR match; None when the address
+    is not ASCII text or the port not a 16-bit number (a damaged line, not an address)."""
+    ip, port = (m.group("ip4"), m.group("port4")) if m.group("ip4") is not None else \
+        (m.group("ip6"), m.group("port6"))
+    if not ip.isascii() or len(port) > 5 or int(port) > 0xFFFF:
+        return None
+    return f"{ip.decode()}:{int(port)}" if m.group("ip4") is not None else \
+        f"[{ip.decode()}]:{int(port)}"
 
 
 def _assign_streams(order: np.ndarray, pids: np.ndarray, fds_of_rows: np.ndarray,
@@ -1028,22 +1114,25 @@ def _read_strace(path: str | os.PathLike[str],
         pid = np.full(n, -1, np.int64)
         good = np.zeros(n, bool)
         sel = np.flatnonzero(has_leader)
+        big = np.zeros(n, bool)
         if len(sel):
-            ts[sel], tod[sel], pid[sel], good[sel] = _leader(m.filter(pa.array(has_leader)))
+            lead = _leader(m.filter(pa.array(has_leader)))
+            ts[sel], tod[sel], pid[sel], good[sel] = lead.ts, lead.tod, lead.pid, lead.ok
+            malformed.add_lines(sel[lead.big_pid] + first,
+                                f"number out of range: pid past {MAX_PID}")
+            malformed.add_lines(sel[lead.big_ts & ~lead.big_pid] + first,
+                                "number out of range: timestamp past int64 nanoseconds")
+            big[sel] = lead.big_pid | lead.big_ts
         if style_tod is None and good.any():
             style_tod = bool(tod[np.flatnonzero(good)[0]])
-        for i in np.flatnonzero(has_leader & ~good)[:MALFORMED_KEEP]:
-            malformed.add(first + int(i), "timestamp not understood")
-        malformed.count += max(0, int((has_leader & ~good).sum()) - MALFORMED_KEEP)
+        malformed.add_lines(np.flatnonzero(has_leader & ~good & ~big) + first,
+                            "timestamp not understood")
         other_style = good & (tod != style_tod)
-        for i in np.flatnonzero(other_style)[:MALFORMED_KEEP]:
-            malformed.add(first + int(i), "mixes -tt times of day and -ttt epoch times")
-        malformed.count += max(0, int(other_style.sum()) - MALFORMED_KEEP)
+        malformed.add_lines(np.flatnonzero(other_style) + first,
+                            "mixes -tt times of day and -ttt epoch times")
         good &= ~other_style
         junk = good & ~known
-        for i in np.flatnonzero(junk)[:MALFORMED_KEEP]:
-            malformed.add(first + int(i), "no system call after the timestamp")
-        malformed.count += max(0, int(junk.sum()) - MALFORMED_KEEP)
+        malformed.add_lines(np.flatnonzero(junk) + first, "no system call after the timestamp")
         good &= known
         if not style_tod and good.any():
             # An epoch time more than a day away from both neighbours is damage (a cut line's
@@ -1053,9 +1142,7 @@ def _read_strace(path: str | os.PathLike[str],
             before = np.concatenate(([t[0] if prev_epoch is None else prev_epoch], t[:-1]))
             after = np.concatenate((t[1:], t[-1:]))
             stray = (np.abs(t - before) > NS_PER_DAY) & (np.abs(after - t) > NS_PER_DAY)
-            for i in sel[stray][:MALFORMED_KEEP]:
-                malformed.add(first + int(i), "timestamp out of sequence (damaged line?)")
-            malformed.count += max(0, int(stray.sum()) - MALFORMED_KEEP)
+            malformed.add_lines(sel[stray] + first, "timestamp out of sequence (damaged line?)")
             good[sel[stray]] = False
             if (~stray).any():
                 prev_epoch = int(t[~stray][-1])
@@ -1072,7 +1159,7 @@ def _read_strace(path: str | os.PathLike[str],
         if keep1.any():
             sel = idx1[keep1]
             rows.add(_common_rows(m1v.filter(pa.array(keep1)), order=sel + first,
-                                  with_data=with_data,
+                                  with_data=with_data, malformed=malformed,
                                   ts=ts[sel], tod=tod[sel], pid=pid[sel]))
 
         # Lines without a leader: blank, strace's own, or malformed.
@@ -1107,6 +1194,9 @@ def _read_strace(path: str | os.PathLike[str],
         if untimed:
             raise InputError(path, "strace output without timestamps: record it with "
                                    "strace -f -ttt -T", line=untimed)
+        if malformed.lines:
+            line, problem = min(malformed.lines)
+            raise InputError(path, f"no socket call could be read: {problem}", line=line)
         raise InputError(path, "no socket call found (expected strace -f -ttt -T output, or a "
                                "CSV/JSON Lines log with ts and bytes)", line=first_bad)
     malformed.warn(stacklevel=3)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import TruncatedInput, check_readable
+from ..errors import InputError, TruncatedInput, check_readable
 from ..groups import factorize, unique
 from ..xen_events import (
     EVENT_MASK,
@@ -28,6 +28,7 @@ from ..xen_events import (
     MAX_EXTRA,
     TRC_LOST_RECORDS,
 )
+from .capture import GZIP_MAGIC
 from .xentrace_records import Batch, Clock, Keep, Part, read_batches, walk_windows
 
 ProgressCallback = Callable[[int, int], None]
@@ -63,6 +64,15 @@ class TraceScan:
     cpu_longest_gap: dict[int, tuple[int, int]]
 
 
+def _refuse_compressed(path: Path) -> None:
+    """A gzip-compressed trace is named as such (the reader maps the file: it must be
+    uncompressed), rather than reported as a file without a CPU-change record."""
+    with open(path, "rb") as fh:
+        if fh.read(2) == GZIP_MAGIC:
+            raise InputError(path, "gzip-compressed xentrace file: decompress it first "
+                                   "(gunzip -k FILE); xenlat maps traces uncompressed", offset=0)
+
+
 def scan_xentrace(path: str | os.PathLike[str], on_progress: ProgressCallback | None = None,
                   events: Iterable[int] | None = None, words: int = MAX_EXTRA,
                   chunk_words: int = 1 << 23, merged: bool = True) -> TraceScan:
@@ -77,6 +87,7 @@ def scan_xentrace(path: str | os.PathLike[str], on_progress: ProgressCallback | 
     path = Path(path)
     ids = None if events is None else unique(np.asarray(list(events), dtype=np.uint32))
     check_readable(path)
+    _refuse_compressed(path)
     size = path.stat().st_size
     clock = Clock()
     batches: list[Batch] = []

@@ -108,4 +108,8 @@ def render_info(info: Any, console: Any) -> None:
                     Text(f"{e['linktype_name']} ({e['linktype']})"), Text(str(e["snaplen"])),
                     Text(e["tsresol"]), Text(f"{e['tsoffset_s']} s"),
                     Text(f"{e['packets']:,}"))
+    rest = d["interfaces_not_listed"]
+    if rest:
+        itf.add_row(Text("…"), Text(f"{rest['interfaces']:,} more interfaces"), Text(""),
+                    Text(""), Text(""), Text(""), Text(f"{rest['packets']:,}"))
     console.print(itf)
