@@ -5,11 +5,13 @@ salvaged, checked against the same file without the hostile part (or a hand coun
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import subprocess
 import sys
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -273,3 +275,57 @@ def test_info_table_lists_the_rest_as_a_count(runner: CliRunner, tmp_path: Path)
     assert result.exit_code == 0, result.output
     assert "50 more interfaces" in result.stdout
     assert struct.unpack("<I", path.read_bytes()[:4])[0] == 0x0A0D0D0A
+
+
+# ---- found by the fuzz targets (tests/fuzz_harness.py): each was exit 4 -----------------------
+def test_fuzz_found_inputs_are_the_generator_s() -> None:
+    for name, data in make_badinput.FUZZ_FOUND.items():
+        assert (BAD / name).read_bytes() == data, name
+
+
+@pytest.mark.parametrize(("name", "code", "stderr", "salvaged"), [
+    ("fuzz_csv_not_utf8.csv", 0, ["warning: {path}: line 3: not UTF-8 text (byte 0xff at "
+                                  "column 17); line skipped"], [10, 5]),
+    ("fuzz_csv_header_cut.csv", 3, [
+        "warning: {path}: line 1: file ends in the middle of a record (cut); the partial record "
+        "was dropped", "error: {path}: line 1: not a socket log: no whole record"], None),
+    ("fuzz_csv_vtab_line.csv", 0, ["warning: {path}: line 4: expected 3 fields, found 1; line "
+                                   "skipped"], [10, 5]),
+    ("fuzz_csv_row_after_empty.csv", 0, ["warning: {path}: line 5: expected 3 fields, found 1; "
+                                         "line skipped"], [10, 20]),
+    ("fuzz_strace_only_file_calls.strace", 3, [
+        "error: {path}: the socket log has times of day only and there is no capture to take "
+        "the date from: rerun strace with -ttt (epoch times)"], []),
+])
+def test_fuzz_found_socket_logs(runner: CliRunner, name: str, code: int, stderr: list[str],
+                                salvaged: list[int] | None) -> None:
+    path = BAD / name
+    result = runner.invoke(main, ["analyze", "--socket-log", str(path), "--format", "json"])
+    assert result.exit_code == code, result.output
+    assert _stderr(result) == [f"xenlat: {line.format(path=path)}" for line in stderr]
+    if salvaged is not None:        # the byte counts of the records kept, in file order
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", XenlatWarning)
+            assert list(read_socket_log(path)["bytes"]) == salvaged
+
+
+def test_fuzz_found_trace_cut_short_in_a_full_analysis(runner: CliRunner,
+                                                       tmp_path: Path) -> None:
+    """The simulated set with its trace cut at byte 15936: no receive copy is left to place
+    packets on (an empty index crashed trace_path); the analysis goes on without them."""
+    base = make_badinput.simulated_set(tmp_path / "set")
+    cut = BAD / "fuzz_trace_cut.bin"
+    assert cut.read_bytes() == (base / "xentrace.bin").read_bytes()[:make_badinput.TRACE_CUT_AT]
+    result = runner.invoke(main, [
+        "analyze", str(base / "guest.pcapng"), "--backend", str(base / "vif5.0.pcap"),
+        "--phys", str(base / "phys.pcap"), "--xentrace", str(cut),
+        "--socket-log", str(base / "app.strace"), "--domid", "5", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert _stderr(result)[0] == (
+        f"xenlat: warning: {cut}: offset 15936: file ends inside a window of CPU 0 (the file "
+        "has 15936 bytes, the window needs 15948); kept the whole records before")
+    assert all(line.startswith("xenlat: warning: ") for line in _stderr(result))
+    document = json.loads(result.stdout)
+    # salvaged: the 102 data segments of the 20 flows, as many as with the whole trace
+    assert len(document["flows"]) == 20
+    assert len(document["packets"]) == 102

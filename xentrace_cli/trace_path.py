@@ -273,6 +273,8 @@ def assign_rx_copies(copy_ns: np.ndarray, count: np.ndarray, usable: np.ndarray,
     dom0's clock), each within the clocks' ``tolerance_ns`` (``NA``: unknown).
     """
     idx = np.flatnonzero(usable)
+    if not idx.size:   # no usable copy (a trace cut short, say): no frame has one
+        return np.full(frames_ns.size, -1, dtype=np.int64)
     c = copy_ns[idx]
     na = np.iinfo(np.int64).min
     start = np.where(floor_ns != na, np.maximum(frames_ns, floor_ns), frames_ns)

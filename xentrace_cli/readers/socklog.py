@@ -61,14 +61,24 @@ def read_plain_log(path: str | os.PathLike[str], kind: str, *,
             f"{path}: line {cut_line}: file ends in the middle of a record (cut); "
             "the partial record was dropped"), stacklevel=3)
     skipped: list[int] = []       # file lines that gave no record (bad or blank)
-    table = (_parse_csv(body, malformed, skipped) if kind == "csv"
-             else _parse_jsonl(body, malformed, skipped))
+    body = _blank_non_utf8(body, malformed, keep_first=kind == "csv")
+    if not body.strip():
+        raise InputError(path, "not a socket log: no whole record", line=1)
+    try:
+        table = (_parse_csv(body, malformed, skipped) if kind == "csv"
+                 else _parse_jsonl(body, malformed, skipped))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:   # beyond a bad row: the file's shape
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(path, f"not a readable {kind.upper()} socket log: {problem}") from None
     if on_progress is not None:
         on_progress(total, total)
     # File line of each record: the lines after the header (CSV) that were not skipped.
     first = 2 if kind == "csv" else 1
-    candidates = np.arange(first, first + table.num_rows + len(skipped))
-    line_of = np.setdiff1d(candidates, np.asarray(skipped, np.int64), assume_unique=True)
+    candidates = np.arange(first, first + table.num_rows + len(set(skipped)))
+    line_of = np.setdiff1d(candidates, np.unique(np.asarray(skipped, np.int64)),
+                           assume_unique=True)[:table.num_rows]
+    if len(line_of) < table.num_rows:   # a quoted field held a line break: lines drift
+        line_of = np.append(line_of, np.arange(table.num_rows - len(line_of)) + candidates[-1])
     frame = _to_rows(path, table, kind, malformed, line_of)
     malformed.warn(stacklevel=3)
     return frame
@@ -93,19 +103,48 @@ def _drop_cut_line(raw: bytes, kind: str) -> tuple[bytes, int | None]:
     return raw[:start], raw.count(b"\n") + 1
 
 
+def _blank_non_utf8(body: bytes, malformed: Malformed, *, keep_first: bool) -> bytes:
+    """The text with each line that is not UTF-8 blanked (reported; numbering kept): the
+    parsers would fail on the whole file. Line by line only when the whole text fails."""
+    try:
+        body.decode("utf-8")
+        return body
+    except UnicodeDecodeError:
+        pass
+    lines = body.split(b"\n")
+    for number, line in enumerate(lines, start=1):
+        if number == 1 and keep_first:   # the CSV header: names decoded with replacement
+            continue
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            malformed.add(number, f"not UTF-8 text (byte 0x{line[exc.start]:02x} at column "
+                                  f"{exc.start + 1})")
+            lines[number - 1] = b""
+    return b"\n".join(lines)
+
+
 def _parse_csv(body: bytes, malformed: Malformed, skipped: list[int]) -> pa.Table:
     """All columns as strings (validated later); rows with a wrong field count are skipped."""
     header = body[: body.find(b"\n")].decode("utf-8", "replace")
     names = [n.strip().strip('"') for n in header.split(",")]
 
+    # Arrow numbers rows without the empty lines ("" or "\r"), which it skips: back to lines.
+    empty = [number for number, line in enumerate(body.split(b"\n")[:-1], start=1)
+             if line in (b"", b"\r")] if b"\n\n" in body or b"\n\r\n" in body else []
+
     def bad_row(row: pacsv.InvalidRow) -> str:
         line = row.number if row.number is not None else 0   # 1-based, header included
+        for number in empty:
+            if number > line:
+                break
+            line += 1
         skipped.append(line)
         malformed.add(line, f"expected {row.expected_columns} fields, found "
                             f"{row.actual_columns}")
         return "skip"
 
-    skipped.extend(_blank_lines(body))
+    skipped.extend(empty)
     return pacsv.read_csv(
         io.BytesIO(body),
         read_options=pacsv.ReadOptions(use_threads=False, column_names=names, skip_rows=1),

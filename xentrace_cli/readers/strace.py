@@ -299,8 +299,7 @@ def finish_table(rows: pd.DataFrame | Columns, *, fmt: str, time_of_day_only: bo
         out[ints < 0] = pd.NA
         return out
 
-    syscall = pd.Categorical(rows["syscall"]).take(idx) if len(idx) else \
-        pd.Categorical(rows["syscall"])
+    syscall = pd.Categorical(rows["syscall"]).take(idx)
     frame = pd.DataFrame({
         "ts_ns": ts[final],
         "entry_ns": entry[final],
