@@ -329,3 +329,16 @@ def test_fuzz_found_trace_cut_short_in_a_full_analysis(runner: CliRunner,
     # salvaged: the 102 data segments of the 20 flows, as many as with the whole trace
     assert len(document["flows"]) == 20
     assert len(document["packets"]) == 102
+
+
+def test_fuzz_found_damaged_escape_keeps_the_text(runner: CliRunner) -> None:
+    """``"\\x47\\x"`` (a \\x escape without hex digits, from a damaged line) made the decoder
+    raise (exit 4); the string is kept as written, every call is read."""
+    path = BAD / "fuzz_strace_bad_x_escape.strace"
+    result = runner.invoke(main, ["analyze", "--socket-log", str(path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert _stderr(result) == []
+    calls = read_socket_log(path)
+    assert list(calls["bytes"]) == [7, 7, 4, 13, 4000, 2, 2]
+    assert calls["data"][2] == rb"\x47\x"                  # as written
+    assert calls["data"][1] == b"\x00\x01\x012\x7f\x80\xff"  # a good one still decoded

@@ -198,7 +198,16 @@ def decode_strace_string(text: bytes) -> bytes:
     """
     if b"\\" not in text:
         return bytes(text)
-    return codecs.escape_decode(text)[0]
+    return _unescape(text)
+
+
+def _unescape(text: bytes | memoryview) -> bytes:
+    """C escapes undone; a damaged escape (``\\x`` without hex digits) leaves the string as
+    written, a degraded payload rather than a failed file."""
+    try:
+        return codecs.escape_decode(text)[0]
+    except ValueError:
+        return bytes(text)
 
 
 def read_socket_log(path: str | os.PathLike[str], *,
@@ -617,9 +626,8 @@ def _decode_strings(strings: pa.Array) -> np.ndarray:
         strings.offset:strings.offset + len(strings) + 1]
     view = memoryview(strings.buffers()[2] or b"")
     has_escape = pc.match_substring(strings, "\\").to_numpy(zero_copy_only=False)
-    decode = codecs.escape_decode
     out = np.empty(len(strings), dtype=object)
-    out[:] = [decode(view[a:b])[0] if esc else bytes(view[a:b])
+    out[:] = [_unescape(view[a:b]) if esc else bytes(view[a:b])
               for a, b, esc in zip(offsets[:-1].tolist(), offsets[1:].tolist(),
                                    has_escape.tolist(), strict=True)]
     return out
