@@ -571,7 +571,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     # always on the table: a second source must not hide what the capture alone shows (a
     # stage anomaly on the same row says more and is kept)
     if len(flows):
-        _lone_rows(table, flows, fresh)
+        _lone_rows(table, flows, fresh, _inside_exchange(shown_intervals, anchor_name))
     only_one = n_captures == 1 and trace is None
     if only_one and len(flows):
         notes.extend(lone.notes(flows))
@@ -762,9 +762,28 @@ def _interval_uncertainty(name: str, shown: list[attribute.Interval],
     return 0.0
 
 
-def _lone_rows(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray) -> None:
-    """Put the lone view's intervals on the table's rows (:func:`lone.put_on_table`)."""
-    lone.put_on_table(table, flows, fresh)
+def _lone_rows(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray,
+               inside: set[tuple[str, str]]) -> None:
+    """Put the lone view's intervals on the table's rows (:func:`lone.put_on_table`); a
+    request → response that a stage anomaly of its own segments inside it explains (the
+    request held on its way out, the response on its way in) stays on that stage."""
+    lone.put_on_table(table, flows, fresh,
+                      explained=lone.explained_by(table, flows, fresh, inside))
+
+
+def _inside_exchange(shown: list[attribute.Interval], anchor: str) -> set[tuple[str, str]]:
+    """The (direction, interval) pairs that lie between the capture point ``anchor`` seeing a
+    request leave and seeing its response arrive: on transmit the intervals after it, on
+    receive those before it."""
+    out = set()
+    for iv in shown:
+        order = path_order.ORDER[iv.direction]
+        if anchor not in order or iv.start not in order or iv.end not in order:
+            continue
+        if (iv.direction == "tx" and order.index(iv.start) >= order.index(anchor)) or \
+                (iv.direction == "rx" and order.index(iv.end) <= order.index(anchor)):
+            out.add((iv.direction, iv.name))
+    return out
 
 
 def _time_of_day_shift(path: Path | None, t_sock: np.ndarray, ref_ns: np.ndarray | None,

@@ -210,7 +210,26 @@ def notes(flows: pd.DataFrame, *, limit: int = 5) -> list[str]:
     return out
 
 
-def put_on_table(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray) -> None:
+def explained_by(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray,
+                 inside: set[tuple[str, str]]) -> np.ndarray:
+    """Per exchange: whether one of its own segments has a stage anomaly that lies inside its
+    request → response (``inside``: (direction, stage or interval) pairs)."""
+    out = np.zeros(len(flows), dtype=bool)
+    exchange_of = exchange_of_segment(flows)
+    if exchange_of is None or len(exchange_of) != fresh.size or not inside:
+        return out
+    of_row = exchange_of[fresh]
+    label = table["anomaly"].to_numpy(object)
+    way = table["direction"].astype(str).to_numpy()
+    hit = np.zeros(len(table), dtype=bool)
+    for direction, name in inside:
+        hit |= (way == direction) & (label == name)
+    out[of_row[hit & (of_row >= 0)]] = True
+    return out
+
+
+def put_on_table(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray,
+                 explained: np.ndarray | None = None) -> None:
     """Put the lone view on the analysis table, and the table's stage anomalies on the
     exchanges they belong to.
 
@@ -222,7 +241,8 @@ def put_on_table(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray) ->
     no stage of the host's path — a long think time there is not a latency anomaly.
     ``flows`` gains ``stage_anomaly`` (the first stage anomaly among its rows) and its
     ``stalled`` takes those exchanges in: a stall counts once per exchange, whatever the
-    sources.
+    sources. ``explained`` (per exchange, :func:`explained_by`): a request → response its
+    own stage anomalies explain is not flagged again.
     """
     position = np.full(fresh.size, -1, dtype=np.int64)
     position[fresh] = np.arange(int(fresh.sum()))
@@ -240,6 +260,8 @@ def put_on_table(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray) ->
     read_timed = np.isfinite(table["socket_read_us"].to_numpy(float)) \
         if "socket_read_us" in table.columns else np.zeros(len(table), dtype=bool)
     flagged[ok] &= ~((kind[ok] == "response_to_next") & read_timed[rows[ok]])
+    if explained is not None:   # the exchange's own stages hold the delay
+        flagged &= ~((kind == "request_to_response") & explained)
     updates = {"anomaly": flows["anomaly"], "stall": flows["stall"]}
     if "cause" in table.columns:
         updates.update(cause=flows["cause"], cause_detail=flows["cause_detail"])
