@@ -1,17 +1,26 @@
-"""Ingest benchmark: ``xenlat packets`` against tshark, tcpdump, scapy and cat, as whole processes.
+"""Ingest benchmark: ``xenlat packets`` and ``xenlat info`` beside tcpdump, capinfos, tshark, cat.
 
-Builds a capture of N packets (default 1,000,000; Ethernet/IPv4, TCP and UDP, random payloads,
-half 1514-byte frames and half 60..1514, ~1.2 GB) under ``benchmarks/out/`` (or ``--path``),
-in pcap and pcapng, then times each tool reading it, with its peak RSS (``os.wait4`` rusage
-of the child), and prints packets/s and the ratios to xenlat. Run by hand, never in the tests::
+Builds (once, under ``benchmarks/out/`` or ``--path``) two captures of N packets (default
+1,000,000), each in pcap and pcapng: ``mixed`` (Ethernet/IPv4, 80 % TCP and 20 % UDP, random
+payloads, half 1514-byte frames and half 60..1514: ~1.2 GB) and ``tcp`` (random-payload TCP
+segments only, lengths as in ``mixed``). Then, in paired and interleaved rounds
+(``benchmarks/paired.py``: medians with min–max, the per-round ratio to the peer, the load
+average), it times as whole processes with output to /dev/null:
 
-    python benchmarks/ingest.py                    # 1,000,000 packets
-    python benchmarks/ingest.py --packets 200000 --skip-tshark
+- ``xenlat packets FILE`` to CSV and to Parquet, against ``tcpdump -nn -tt -S -r FILE`` (the
+  one fixed tcpdump command line) and ``cat FILE`` (the floor: reading the bytes);
+- ``xenlat info FILE`` against ``capinfos`` with every field but the hashes;
+- on a 10-packet file: ``xenlat packets``, ``info``, ``--help``, ``--version`` against tcpdump,
+  capinfos and ``python -c pass`` (the interpreter's own start);
+- ``tshark -T fields`` with the fields xenlat writes, on the first ``--tshark-packets`` packets
+  (it is ~20x slower), extrapolated linearly and said so.
 
-tshark runs as ``tshark -n -r FILE --disable-protocol thrift -T fields -E separator=, -e ...``
-(the same fields xenlat writes; thrift's heuristic dissector alone costs ~4x); scapy reads a
-subset (``--scapy-packets``, default 20,000) and its time is extrapolated linearly (said so in
-the output).
+Run by hand, never in the tests::
+
+    python benchmarks/ingest.py                       # everything, 1,000,000 packets
+    python benchmarks/ingest.py --only packets --captures mixed.pcap --rounds 5
+
+The first rows of xenlat's CSV are compared with tshark's fields (``--verify``).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from paired import interleaved, table, timed
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -43,10 +53,10 @@ def _put(buf: np.ndarray, pos: np.ndarray, values: np.ndarray, nbytes: int,
         buf[pos + k] = ((values >> np.uint64(shift)) & np.uint64(0xFF)).astype(np.uint8)
 
 
-def _frames(rng: np.random.Generator, n: int, first: int) -> tuple[np.ndarray, np.ndarray,
-                                                                    np.ndarray]:
+def _frames(rng: np.random.Generator, n: int, first: int, tcp_share: float = 0.8
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """n Ethernet/IPv4/TCP-or-UDP frames packed back to back: (bytes, offsets, lengths)."""
-    tcp = rng.random(n) < 0.8
+    tcp = rng.random(n) < tcp_share
     l4 = np.where(tcp, 20, 8)
     # half full-size frames, half uniform 60..1514: ~1,150 bytes on average (~1.2 GB per 1M)
     wirelen = np.where(rng.random(n) < 0.5, 1514, rng.integers(60, 1515, n))
@@ -82,8 +92,9 @@ def _frames(rng: np.random.Generator, n: int, first: int) -> tuple[np.ndarray, n
     return buf, offs, wirelen
 
 
-def make_capture(path: Path, packets: int, pcapng: bool, seed: int = 1) -> None:
-    """Write the benchmark capture (pcap µs, or pcapng with one Ethernet interface)."""
+def make_capture(path: Path, packets: int, pcapng: bool, seed: int = 1,
+                 tcp_share: float = 0.8) -> None:
+    """Write a benchmark capture (pcap µs, or pcapng with one Ethernet interface)."""
     rng = np.random.default_rng(seed)
     t0_ns = 1_700_000_000 * 10**9
     with open(path, "wb") as fh:
@@ -104,7 +115,7 @@ def make_capture(path: Path, packets: int, pcapng: bool, seed: int = 1) -> None:
         done = 0
         while done < packets:
             n = min(CHUNK_PACKETS, packets - done)
-            data, offs, wirelen = _frames(rng, n, done)
+            data, offs, wirelen = _frames(rng, n, done, tcp_share)
             ts_ns = t0_ns + (np.arange(done, done + n, dtype=np.int64) * 20_000
                              + rng.integers(0, 10_000, n))
             hdr = 28 if pcapng else 16
@@ -131,23 +142,6 @@ def make_capture(path: Path, packets: int, pcapng: bool, seed: int = 1) -> None:
             out[dst] = data
             fh.write(out.tobytes())
             done += n
-
-
-def timed(cmd: list[str]) -> tuple[float, float, int]:
-    """Run a command, stdout to /dev/null: (wall s, CPU s = user + system, peak RSS MiB).
-
-    From ``os.wait4``'s rusage of the child. This script stays small (captures are built in a
-    child process) so that the forked child does not start out big.
-    """
-    t0 = time.perf_counter()
-    with open(os.devnull, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        print(f"  ! {' '.join(cmd)} failed: {err[-500:]}", file=sys.stderr)
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024
 
 
 SCAPY_SNIPPET = """
@@ -192,77 +186,144 @@ def verify(cap: Path, csv_out: Path, rows: int) -> int:
     return bad
 
 
+#: the captures built: name -> (format, share of TCP among the frames)
+CAPTURES = {"mixed.pcap": ("pcap", 0.8), "mixed.pcapng": ("pcapng", 0.8),
+            "tcp.pcap": ("pcap", 1.0), "tcp.pcapng": ("pcapng", 1.0)}
+#: capinfos with every field of its default report but the hashes (-H), which xenlat does not
+#: compute
+CAPINFOS = ["capinfos", "-t", "-E", "-I", "-F", "-k", "-c", "-s", "-d", "-l", "-u", "-a", "-e",
+            "-o", "-y", "-i", "-z", "-x"]
+TCPDUMP = ["tcpdump", "-nn", "-tt", "-S", "-r"]
+
+
+def build(out_dir: Path, name: str, packets: int, rebuild: bool) -> Path:
+    """The capture ``name`` of ``packets`` packets, built in a child process if missing."""
+    fmt, share = CAPTURES[name]
+    cap = out_dir / f"ingest-{packets}-{name}"
+    if rebuild or not cap.exists():
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--build", str(cap), str(packets), fmt,
+                        str(share)], check=True)
+        print(f"built {cap} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return cap
+
+
+def bench_packets(cap: Path, packets: int, out_dir: Path, rounds: int) -> None:
+    xenlat = shutil.which("xenlat") or "xenlat"
+    size = cap.stat().st_size
+    print(f"\n== packets: {cap.name}: {packets:,} packets, {size / 1e6:,.0f} MB")
+    commands = {
+        "tcpdump -nn -tt -S -r FILE": [*TCPDUMP, str(cap)],
+        "xenlat packets FILE (csv)": [xenlat, "packets", str(cap), "--no-progress"],
+        "xenlat packets FILE --format parquet -o F": [
+            xenlat, "packets", str(cap), "--format", "parquet", "-o",
+            str(out_dir / "ingest.parquet"), "--no-progress"],
+        "cat FILE": ["cat", str(cap)],
+    }
+    runs = interleaved(commands, rounds)
+    print(table(runs, "tcpdump -nn -tt -S -r FILE", packets, size))
+
+
+def bench_info(cap: Path, packets: int, rounds: int) -> None:
+    xenlat = shutil.which("xenlat") or "xenlat"
+    print(f"\n== info: {cap.name}: {packets:,} packets")
+    commands = {"capinfos (all but hashes) FILE": [*CAPINFOS, str(cap)],
+                "xenlat info FILE": [xenlat, "info", str(cap), "--no-progress"],
+                "cat FILE": ["cat", str(cap)]}
+    runs = interleaved(commands, rounds)
+    print(table(runs, "capinfos (all but hashes) FILE", packets, cap.stat().st_size))
+
+
+def bench_small(out_dir: Path, rounds: int) -> None:
+    small = out_dir / "ingest-10.pcap"
+    if not small.exists():
+        make_capture(small, 10, pcapng=False)
+    xenlat = shutil.which("xenlat") or "xenlat"
+    print(f"\n== a small file: {small.name}: 10 packets")
+    commands = {
+        "tcpdump -nn -tt -S -r FILE": [*TCPDUMP, str(small)],
+        "xenlat packets FILE (csv)": [xenlat, "packets", str(small), "--no-progress"],
+        "xenlat packets FILE --format parquet -o F": [
+            xenlat, "packets", str(small), "--format", "parquet", "-o",
+            str(out_dir / "small.parquet"), "--no-progress"],
+        "xenlat info FILE": [xenlat, "info", str(small), "--no-progress"],
+        "xenlat --help": [xenlat, "--help"],
+        "xenlat --version": [xenlat, "--version"],
+        "capinfos (all but hashes) FILE": [*CAPINFOS, str(small)],
+        "python -c pass": [sys.executable, "-c", "pass"],
+    }
+    runs = interleaved(commands, rounds)
+    print(table(runs, "tcpdump -nn -tt -S -r FILE"))
+
+
+def bench_tshark(cap: Path, packets: int, first: int) -> None:
+    """tshark -T fields on the first ``first`` packets, extrapolated to the whole file."""
+    if not shutil.which("tshark"):
+        print("tshark is not installed: skipped")
+        return
+    k = min(first, packets)
+    cmd = ["tshark", "-n", "-r", str(cap), "-c", str(k), "--disable-protocol", "thrift",
+           "-T", "fields", "-E", "separator=,"]
+    for field in TSHARK_FIELDS:
+        cmd += ["-e", field]
+    run = timed(cmd)
+    scale = packets / k
+    print(f"tshark -T fields on {cap.name}: {run.wall:.2f} s wall, {run.cpu:.2f} s CPU for the "
+          f"first {k:,} packets (load {run.load:.1f}); extrapolated linearly to {packets:,}: "
+          f"{run.wall * scale:.0f} s wall, {run.cpu * scale:.0f} s CPU")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--packets", type=int, default=1_000_000)
     ap.add_argument("--path", type=Path, help="directory for the captures (default "
                     "benchmarks/out)")
-    ap.add_argument("--scapy-packets", type=int, default=20_000)
-    ap.add_argument("--skip-tshark", action="store_true")
-    ap.add_argument("--skip-scapy", action="store_true")
+    ap.add_argument("--captures", default=",".join(CAPTURES),
+                    help="which captures (default: all of %(default)s)")
+    ap.add_argument("--only", default="packets,info,small,tshark",
+                    help="which benchmarks (default: %(default)s)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per benchmark")
+    ap.add_argument("--tshark-packets", type=int, default=100_000)
+    ap.add_argument("--scapy-packets", type=int, default=0, help="also time scapy on this many "
+                    "packets of the first capture (0: not)")
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--verify", type=int, default=20_000, help="rows of xenlat's CSV compared "
                     "with tshark (0: none)")
-    ap.add_argument("--repeat", type=int, default=3, help="runs of the fast tools (best kept)")
-    ap.add_argument("--build", nargs=3, metavar=("PATH", "PACKETS", "FORMAT"),
+    ap.add_argument("--build", nargs=4, metavar=("PATH", "PACKETS", "FORMAT", "TCP_SHARE"),
                     help=argparse.SUPPRESS)  # internal: build one capture and exit
     args = ap.parse_args()
     if args.build:
-        make_capture(Path(args.build[0]), int(args.build[1]), pcapng=args.build[2] == "pcapng")
+        make_capture(Path(args.build[0]), int(args.build[1]), pcapng=args.build[2] == "pcapng",
+                     tcp_share=float(args.build[3]))
         return
     out_dir = args.path or OUT
     out_dir.mkdir(parents=True, exist_ok=True)
-    xenlat = shutil.which("xenlat") or "xenlat"
-    for fmt in ("pcap", "pcapng"):
-        cap = out_dir / f"ingest-{args.packets}.{fmt}"
-        if args.rebuild or not cap.exists():
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, __file__, "--build", str(cap), str(args.packets),
-                            fmt], check=True)
-            print(f"built {cap} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        size = cap.stat().st_size
-        n = args.packets
-        print(f"\n{fmt}: {cap.name}: {n:,} packets, {size / 1e6:,.0f} MB")
-        results: list[tuple[str, float, float, int]] = []
-        csv_out = out_dir / f"ingest-{fmt}.csv"
-        fast = {
-            "xenlat packets --format csv -o FILE": [xenlat, "packets", str(cap), "--format",
-                                                    "csv", "-o", str(csv_out), "--no-progress"],
-            "cat": ["cat", str(cap)],
-            "tcpdump -nn -tt -r": ["tcpdump", "-nn", "-tt", "-r", str(cap)],
-        }
-        # interleaved, so that a busy moment of the machine falls on every tool alike
-        runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name in fast}
-        for _ in range(args.repeat):
-            for name, cmd in fast.items():
-                runs[name].append(timed(cmd))
-        for name, measured in runs.items():
-            results.append((name, min(r[0] for r in measured), min(r[1] for r in measured),
-                            max(r[2] for r in measured)))
-        if shutil.which("tshark") and args.verify:
+    only = set(args.only.split(","))
+    names = [n for n in args.captures.split(",") if n]
+    print(f"xenlat ingest benchmark: {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at the start; {args.rounds} paired interleaved rounds")
+    if "small" in only:
+        bench_small(out_dir, max(args.rounds, 5))
+    for name in names:
+        cap = build(out_dir, name, args.packets, args.rebuild)
+        if "packets" in only:
+            bench_packets(cap, args.packets, out_dir, args.rounds)
+        if "info" in only:
+            bench_info(cap, args.packets, args.rounds)
+        if "tshark" in only:
+            bench_tshark(cap, args.packets, args.tshark_packets)
+        if args.verify and shutil.which("tshark") and "packets" in only:
+            csv_out = out_dir / "ingest-verify.csv"
+            subprocess.run([shutil.which("xenlat") or "xenlat", "packets", str(cap), "-o",
+                            str(csv_out), "--no-progress"], check=True)
             bad = verify(cap, csv_out, args.verify)
             print(f"xenlat's CSV vs tshark on the first {args.verify:,} packets: {bad} "
                   "mismatching cells")
-        if not args.skip_tshark and shutil.which("tshark"):
-            cmd = ["tshark", "-n", "-r", str(cap), "--disable-protocol", "thrift", "-T",
-                   "fields", "-E", "separator=,"]
-            for field in TSHARK_FIELDS:
-                cmd += ["-e", field]
-            results.append(("tshark -T fields (--disable-protocol thrift)", *timed(cmd)))
-        if not args.skip_scapy and fmt == "pcap":
-            k = min(args.scapy_packets, n)
-            w, cpu, rss = timed([sys.executable, "-c", SCAPY_SNIPPET, str(cap), str(k)])
-            results.append((f"scapy PcapReader ({k:,} packets, extrapolated)", w * n / k,
-                            cpu * n / k, rss))
-        base = results[0][1]
-        print(f"(xenlat, cat, tcpdump: best of {args.repeat} interleaved runs; tshark and "
-              f"scapy: one run; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
-        print(f"{'tool':48} {'wall s':>7} {'CPU s':>7} {'packets/s':>11} {'peak RSS':>10} "
-              f"{'vs xenlat':>9}")
-        for name, wall, cpu, rss in results:
-            print(f"{name:48} {wall:7.2f} {cpu:7.2f} {n / wall:11,.0f} {rss:6d} MiB "
-                  f"{wall / base:8.1f}x")
-        print(f"peak RSS of xenlat / capture size: {results[0][3] * 2**20 / size:.2f}")
+        if args.scapy_packets and name == names[0]:
+            k = min(args.scapy_packets, args.packets)
+            run = timed([sys.executable, "-c", SCAPY_SNIPPET, str(cap), str(k)])
+            print(f"scapy PcapReader on the first {k:,} packets: {run.wall:.2f} s wall; "
+                  f"extrapolated to {args.packets:,}: {run.wall * args.packets / k:.0f} s")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import io
 import json
 import struct
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -412,3 +413,71 @@ def test_cli_unknown_field_in_display_filter(runner, tshark: str) -> None:
     assert result.exit_code == 2
     assert result.stderr == ("xenlat: error: -Y 'foo.bar': tshark: foo.bar is neither a field "
                              "nor a protocol name.\n")
+
+
+# ---- the Arrow path of `xenlat packets` (no pandas) ----------------------------------------------
+ARROW_CASES = ["multi-section.pcapng", "ether-le-nsec.pcap"]
+
+
+@pytest.mark.parametrize("name", ARROW_CASES)
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_arrow_batches_write_the_bytes_of_the_pandas_batches(name: str, fmt: str,
+                                                             tmp_path: Path) -> None:
+    """CSV and Parquet written from the Arrow batches are byte for byte those written from the
+    DataFrames (values, types and the pandas metadata), with and without filters."""
+    from xentrace_cli.output import write_table
+
+    for options in ({}, {"port": 11211}, {"host": "10.0.0.1"}):
+        via_pandas, via_arrow = tmp_path / f"p.{fmt}", tmp_path / f"a.{fmt}"
+        write_table(iter_packets(CAPTURES / name, **options), fmt, via_pandas)
+        write_table(packets.iter_packet_tables(CAPTURES / name, **options), fmt, via_arrow)
+        assert via_arrow.read_bytes() == via_pandas.read_bytes(), options
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_arrow_batches_of_a_capture_without_packets(fmt: str, corpus: Path,
+                                                    tmp_path: Path) -> None:
+    from xentrace_cli.output import write_table
+
+    path = corpus / "captures" / "tcpdump__empty.pcapng"
+    write_table(iter_packets(path), fmt, tmp_path / "p")
+    write_table(packets.iter_packet_tables(path), fmt, tmp_path / "a")
+    if fmt == "csv":  # the header alone
+        assert (tmp_path / "a").read_text().strip() == ",".join(f'"{c}"' for c in COLUMNS)
+    back = pd.read_parquet(tmp_path / "a") if fmt == "parquet" else None
+    assert back is None or (list(back.columns) == list(COLUMNS) and len(back) == 0)
+
+
+def test_arrow_batches_read_back_with_the_table_dtypes(tmp_path: Path) -> None:
+    """The pandas metadata written without pandas restores the nullable dtypes and the
+    categories, as read_packets has them."""
+    from xentrace_cli.output import write_table
+
+    out = tmp_path / "t.parquet"
+    write_table(packets.iter_packet_tables(CAPTURES / "multi-section.pcapng"), "parquet", out)
+    back = pd.read_parquet(out)
+    want = read_packets(CAPTURES / "multi-section.pcapng")
+    assert dict(back.dtypes.astype(str)) == dict(want.dtypes.astype(str))
+    assert back.astype(str).equals(want.astype(str))
+
+
+@pytest.mark.parametrize("args", [
+    ["packets", "{capture}", "-o", "{tmp}/t.csv"],
+    ["packets", "{capture}", "--format", "parquet", "-o", "{tmp}/t.parquet"],
+    ["info", "{capture}"],
+    ["info", "{capture}", "--format", "json"],
+    ["--help"],
+    ["--version"],
+])
+def test_light_commands_do_not_import_pandas(args: list[str], tmp_path: Path) -> None:
+    """packets (CSV, Parquet), info, --help and --version start without pandas (≈ 0.3 s of
+    imports on the benchmark machine): a command on a small file finishes in a blink."""
+    capture_file = CAPTURES / "ether-le-nsec.pcap"
+    argv = [a.format(capture=capture_file, tmp=tmp_path) for a in args]
+    code = ("import sys\nfrom xentrace_cli.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e\n"
+            "print('PANDAS', 'pandas' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "PANDAS False"

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
+from . import __version__
 from .errors import ExitCode, OptionError, TruncatedInput, XenlatError, XenlatWarning
 from .model import Sources
 
@@ -323,7 +324,7 @@ def _run_analysis(inputs: AnalysisInputs) -> Any:
 
 
 @click.group(cls=XenlatGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="xenlat")
+@click.version_option(version=__version__, prog_name="xenlat")
 def main() -> None:
     """xenlat: where did the time go between the NIC and the application in a Xen guest?
 
@@ -355,12 +356,15 @@ def packets(file: Path, display_filter: str | None, host: str | None, port: int 
       xenlat packets guest.pcap -Y 'tcp.port == 11211' --format parquet -o guest.parquet
     """
     from .output import write_table
-    from .packets import iter_packets
+    from .packets import iter_packet_tables, iter_packets
 
     _check_parquet_destination(fmt, output)
+    # CSV and Parquet are written from Arrow tables (no pandas: a small file in a blink);
+    # JSON records come from pandas
+    batches_of = iter_packets if fmt == "json" else iter_packet_tables
     with progress_callback(f"reading {file.name}") as on_progress:
-        batches = iter_packets(file, display_filter=display_filter, host=host, port=port,
-                               on_progress=on_progress)
+        batches = batches_of(file, display_filter=display_filter, host=host, port=port,
+                             on_progress=on_progress)
         write_table(batches, fmt, output)
 
 

@@ -2,7 +2,9 @@
 
 Every command that emits a per-row table goes through :func:`write_table`, so the formats
 behave the same everywhere: CSV with a header and empty cells for missing values, JSON as one
-array of objects (``null`` for missing), Parquet with the pandas dtypes kept.
+array of objects (``null`` for missing), Parquet with the pandas dtypes kept. A batch is a
+pandas DataFrame or a pyarrow Table (the packet table's batches come as Arrow tables, so
+``xenlat packets`` never imports pandas); CSV and Parquet write both through Arrow.
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ import json
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 TABLE_FORMATS = ("csv", "json", "parquet")
 
 
-def _arrow_table(frame: pd.DataFrame) -> Any:
+def _arrow_table(frame: Any) -> Any:
     import pyarrow as pa
 
+    if isinstance(frame, pa.Table):
+        return frame
     table = pa.Table.from_pandas(frame, preserve_index=False)
     # pandas stores category codes as int8, int16 or int32 by the number of categories; the
     # batches of one stream must share one schema (Parquet), so dictionary indices are widened
@@ -59,13 +64,24 @@ class _Sink:
             self._file.close()
 
 
-def write_table(frames: pd.DataFrame | Iterable[pd.DataFrame], fmt: str,
+def _is_one_table(frames: Any) -> bool:
+    """A DataFrame or an Arrow table (not an iterable of them); looked up without importing
+    pandas or pyarrow when the caller did not."""
+    for module, kind in (("pandas", "DataFrame"), ("pyarrow", "Table")):
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(frames, getattr(loaded, kind)):
+            return True
+    return False
+
+
+def write_table(frames: pd.DataFrame | Any | Iterable[Any], fmt: str,
                 out: str | Path | None = None) -> int:
     """Write one table (or batches of one table) to ``out`` (a path, or stdout for None/``-``).
 
-    Returns the number of rows written. Parquet needs a file, not a terminal.
+    A table is a pandas DataFrame or a pyarrow Table. Returns the number of rows written.
+    Parquet needs a file, not a terminal.
     """
-    if isinstance(frames, pd.DataFrame):
+    if _is_one_table(frames):
         frames = [frames]
     if fmt not in TABLE_FORMATS:
         raise ValueError(f"unknown table format {fmt!r}")
@@ -80,7 +96,7 @@ def write_table(frames: pd.DataFrame | Iterable[pd.DataFrame], fmt: str,
     return rows
 
 
-def _write_csv(frames: Iterable[pd.DataFrame], sink: IO[bytes]) -> int:
+def _write_csv(frames: Iterable[Any], sink: IO[bytes]) -> int:
     import pyarrow.csv as pacsv
 
     options = pacsv.WriteOptions(quoting_style="needed")
@@ -88,10 +104,12 @@ def _write_csv(frames: Iterable[pd.DataFrame], sink: IO[bytes]) -> int:
                                                                write_options=options))
 
 
-def _write_json(frames: Iterable[pd.DataFrame], sink: IO[bytes]) -> int:
+def _write_json(frames: Iterable[Any], sink: IO[bytes]) -> int:
     rows = 0
     sink.write(b"[")
     for frame in frames:
+        if not hasattr(frame, "to_json"):  # an Arrow table
+            frame = frame.to_pandas()
         if len(frame) == 0:
             continue
         body = frame.to_json(orient="records", lines=True, date_format="iso",
@@ -104,13 +122,13 @@ def _write_json(frames: Iterable[pd.DataFrame], sink: IO[bytes]) -> int:
     return rows
 
 
-def _write_parquet(frames: Iterable[pd.DataFrame], sink: IO[bytes]) -> int:
+def _write_parquet(frames: Iterable[Any], sink: IO[bytes]) -> int:
     import pyarrow.parquet as pq
 
     return _write_arrow(frames, lambda schema: pq.ParquetWriter(sink, schema))
 
 
-def _write_arrow(frames: Iterable[pd.DataFrame], open_writer: Callable[[Any], Any]) -> int:
+def _write_arrow(frames: Iterable[Any], open_writer: Callable[[Any], Any]) -> int:
     """Batches through one Arrow writer (CSV or Parquet), opened on the first batch's schema."""
     rows = 0
     writer = None
@@ -144,7 +162,8 @@ def _clean(value: Any) -> Any:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if value is pd.NA or value is pd.NaT:
+    pd = sys.modules.get("pandas")
+    if pd is not None and (value is pd.NA or value is pd.NaT):
         return None
     if isinstance(value, (bytes, bytearray)):
         return value.hex()
