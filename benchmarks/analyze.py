@@ -1,97 +1,157 @@
-"""Benchmark: ``xenlat analyze`` end to end on a large simulated capture set (run by hand).
+"""Benchmark: ``xenlat analyze`` end to end on a million-packet capture set, beside tcpdump.
 
-Simulates (once; reused when the directory already holds a set) a healthy host with enough
-requests for about a million packets per capture point, a trace of several million records and
-the strace log, then runs the whole command in a fresh process and reports wall time and peak
-memory (the child's own ``ru_maxrss``, reported by ``/usr/bin/time``: the process's
-``RUSAGE_CHILDREN`` would also hold the simulator's peak). Target: under 10 s and 2 GB on
-a 2-core machine.
+Simulates (once; a directory that already holds a set is reused) the ``healthy`` scenario
+with 157,000 requests — about a million packets per capture point at snaplen 128, some 14 M
+trace records and an 81 MB strace log — on the toy host and on the realistic one
+(``--host realistic``). Then, in paired and interleaved rounds (``benchmarks/paired.py``:
+medians with min–max, the per-round ratio to the peer, the load average), it times as whole
+processes:
 
-    python benchmarks/analyze.py --repeat 3
+- ``xenlat analyze DIR`` (all five sources) to Parquet, and to the terminal report;
+- the peer: tcpdump reading the three captures one after the other
+  (``tcpdump -nn -tt -S -r FILE`` each, output to /dev/null); the target is ≤ 2× its time;
+- the floor: ``cat`` of the five input files.
 
-(156,000 requests of the black-0.1s scenario are about 1.0 M packets per capture point and
-15 M trace records.)
+``--phases`` also runs the analysis once in this process with each step timed (wall start and
+end, the CPU time of the thread that ran it), to show where the time goes::
 
-The set lives in ``benchmarks/out/analyze`` (gitignored) unless ``--dir`` says otherwise. The
-machine's load average is printed with each run: other processes make wall times longer.
+    python benchmarks/analyze.py                     # both hosts, 3 rounds
+    python benchmarks/analyze.py --hosts toy --rounds 5 --phases
+
+The sets live in ``benchmarks/out/analyze-<host>`` (gitignored) unless ``--dir`` says
+otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
+
+from paired import interleaved, table
+
+TCPDUMP = ["tcpdump", "-nn", "-tt", "-S", "-r"]
 
 
-def simulate(directory: Path, requests: int, scenario: str) -> None:
-    if (directory / "truth.csv").exists():
-        print(f"reusing the simulated set in {directory}")
+def simulate(directory: Path, requests: int, scenario: str, host: str) -> None:
+    if (directory / "xenlat-set.toml").exists():
+        print(f"reusing the simulated set in {directory}", file=sys.stderr)
         return
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "xentrace_cli", "simulate", scenario, "-o",
-                    str(directory), "--requests", str(requests), "--no-progress"], check=True,
-                   stdout=subprocess.DEVNULL)
-    print(f"simulated {requests} requests in {time.perf_counter() - t0:.1f} s")
+                    str(directory), "--requests", str(requests), "--host", host,
+                    "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+    print(f"simulated {requests} requests ({host} host) in {time.perf_counter() - t0:.0f} s",
+          file=sys.stderr)
 
 
-def sizes(directory: Path) -> None:
-    for path in sorted(directory.iterdir()):
-        print(f"  {path.name:16} {path.stat().st_size / 1e6:9.1f} MB")
+def captures(directory: Path) -> list[Path]:
+    return [next(directory.glob("guest.*")), next(directory.glob("vif*")),
+            directory / "phys.pcap"]
 
 
-def count_packets(path: Path) -> int:
-    from xentrace_cli.packets import read_packets
+def bench(directory: Path, rounds: int, out: Path) -> None:
+    inputs = [*captures(directory), directory / "xentrace.bin", directory / "app.strace"]
+    size = sum(p.stat().st_size for p in inputs)
+    print(f"\n== analyze {directory.name}: "
+          + ", ".join(f"{p.name} {p.stat().st_size / 1e6:.0f} MB" for p in inputs))
+    xenlat = [sys.executable, "-m", "xentrace_cli", "analyze", str(directory), "--no-progress"]
+    tcpdumps = "; ".join(" ".join([*TCPDUMP, str(p)]) + " 2>/dev/null" for p in captures(directory))
+    commands = {
+        "tcpdump -nn -tt -S -r, the three captures": ["sh", "-c", tcpdumps],
+        "xenlat analyze DIR --format parquet -o F": [*xenlat, "--format", "parquet", "-o",
+                                                     str(out)],
+        "xenlat analyze DIR (terminal report)": xenlat,
+        "cat of the five inputs": ["cat", *map(str, inputs)],
+    }
+    runs = interleaved(commands, rounds)
+    print(table(runs, "tcpdump -nn -tt -S -r, the three captures", size_bytes=size))
 
-    return len(read_packets(path))
+
+def phases(directory: Path) -> None:
+    """One analysis in this process, each step timed by wrapping the library functions."""
+    from click.testing import CliRunner
+
+    from xentrace_cli import attribute as attr
+    from xentrace_cli import match, packets, path_order, select, trace_attribute
+    from xentrace_cli.cli import main
+    from xentrace_cli.readers import strace, xentrace
+    from xentrace_cli.report import terminal
+
+    t0 = time.perf_counter()
+    log: list[tuple[str, str, float, float, float]] = []
+
+    def wrap(module: Any, name: str) -> None:
+        f = getattr(module, name)
+
+        @functools.wraps(f)
+        def timed_step(*args: Any, **kwargs: Any) -> Any:
+            start, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                log.append((name, threading.current_thread().name, start - t0,
+                            time.perf_counter() - t0, time.thread_time() - cpu))
+
+        setattr(module, name, timed_step)
+
+    for module, names in ((packets, ["read_packets"]), (xentrace, ["read_xentrace"]),
+                          (strace, ["read_socket_log"]),
+                          (match, ["data_segments", "syn_segments", "local_addresses",
+                                   "assign_flows", "first_transmissions", "match_segments"]),
+                          (attr, ["map_streams", "socket_times"]),
+                          (trace_attribute, ["attribute_trace"]),
+                          (path_order, ["enforce_path_order"]), (select, ["select"]),
+                          (terminal, ["render_analysis"])):
+        for name in names:
+            wrap(module, name)
+    cpu0 = time.process_time()
+    with open(os.devnull, "w") as sink:
+        result = CliRunner().invoke(main, ["analyze", str(directory), "--no-progress", "-o",
+                                           sink.name])
+    if result.exit_code != 0:
+        raise SystemExit(f"analyze failed: {result.stderr[-500:]}")
+    print(f"\n== phases of one analysis of {directory.name} in-process: "
+          f"{time.perf_counter() - t0:.1f} s wall, {time.process_time() - cpu0:.1f} s CPU (all "
+          f"threads), peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}"
+          f" MB, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'step':22} {'thread':24} {'start s':>8} {'end s':>8} {'wall s':>7} "
+          f"{'thread CPU s':>12}")
+    for name, thread, start, end, cpu in sorted(log, key=lambda row: row[2]):
+        print(f"{name:22} {thread[:24]:24} {start:8.1f} {end:8.1f} {end - start:7.1f} "
+              f"{cpu:12.1f}")
+    print("(read_packets does its work in a reader thread: its thread CPU is the waiting "
+          "caller's)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=Path(__file__).parent / "out" / "analyze")
-    parser.add_argument("--requests", type=int, default=156_000)
-    parser.add_argument("--scenario", default="black-0.1s")
-    parser.add_argument("--format", default="parquet", choices=["table", "json", "csv",
-                                                                   "parquet"])
-    parser.add_argument("--count", action="store_true", help="also count packets per capture")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of the whole command")
+    parser.add_argument("--dir", type=Path, default=Path(__file__).parent / "out",
+                        help="where the sets are (analyze-<host> inside)")
+    parser.add_argument("--requests", type=int, default=157_000)
+    parser.add_argument("--scenario", default="healthy")
+    parser.add_argument("--hosts", default="toy,realistic")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--phases", action="store_true",
+                        help="also time each step of one analysis in this process")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
-    simulate(args.dir, args.requests, args.scenario)
-    sizes(args.dir)
-    guest = next(args.dir.glob("guest.*"))
-    backend = next(args.dir.glob("vif*"))
-    if args.count:
-        for path in (guest, backend, args.dir / "phys.pcap"):
-            print(f"  {path.name}: {count_packets(path)} packets")
-    out = args.dir / f"analysis.{args.format}"
-    command = [sys.executable, "-m", "xentrace_cli", "analyze", str(guest),
-               "--backend", str(backend), "--phys", str(args.dir / "phys.pcap"),
-               "--xentrace", str(args.dir / "xentrace.bin"),
-               "--socket-log", str(args.dir / "app.strace"), "--no-progress",
-               "--format", args.format, "-o", str(out)]
-    for _ in range(args.repeat):
-        load = os.getloadavg()[0]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        # /usr/bin/time prints this one child's peak RSS (KiB) as the last line on stderr
-        proc = subprocess.run(["/usr/bin/time", "-f", "%M", *command], capture_output=True,
-                              text=True)
-        wall = time.perf_counter() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        *messages, peak_kib = proc.stderr.rstrip("\n").split("\n")
-        peak_mb = int(peak_kib) / 1024
-        if proc.returncode != 0:
-            print("\n".join(messages), file=sys.stderr)
-            raise SystemExit(f"analyze failed with exit {proc.returncode}")
-        if any(line.strip() for line in messages):
-            print("\n".join(messages).strip())
-        print(f"analyze end to end: {wall:.2f} s wall, {cpu:.2f} s CPU, peak RSS {peak_mb:.0f} MB "
-              f"(target < 10 s, < 2048 MB; load average before {load:.2f}) -> {out}")
+    print(f"xenlat analyze benchmark: {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at the start; {args.rounds} paired interleaved rounds")
+    for host in args.hosts.split(","):
+        directory = args.dir / f"analyze-{host}"
+        simulate(directory, args.requests, args.scenario, host)
+        bench(directory, args.rounds, args.dir / f"analysis-{host}.parquet")
+        if args.phases:
+            phases(directory)
+
 
 if __name__ == "__main__":
     main()

@@ -148,16 +148,47 @@ def progress_callback(label: str) -> Iterator[ProgressCallback | None]:
     if ctx.meta.get("xenlat.no_progress") or not sys.stderr.isatty():
         yield None
         return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                  TimeRemainingColumn(), console=_stderr_console(), transient=True) as bar:
-        task = bar.add_task(label, total=None)
+    class SizeColumn(DownloadColumn):
+        """Bytes done of the total; nothing for a step whose progress is not measured."""
 
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+        def render(self, task: Any) -> Any:
+            return "" if task.total is None else super().render(task)
 
-        yield update
+    class TimeColumn(TimeRemainingColumn):
+        """Time left; time spent for a step whose progress is not measured."""
+
+        def render(self, task: Any) -> Any:
+            return TimeElapsedColumn().render(task) if task.total is None \
+                else super().render(task)
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), SizeColumn(), TimeColumn(),
+                  console=_stderr_console(), transient=True) as bar:
+        yield _Bar(bar, bar.add_task(label, total=None))
+
+
+class _Bar:
+    """The ``(done, total)`` callback of one rich bar; ``phase(name)`` names a step whose
+    progress is not measured (a pulsing bar under that name, with the time spent)."""
+
+    def __init__(self, bar: Any, task: Any) -> None:
+        self.bar = bar
+        self.task = task
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar.update(self.task, completed=done, total=total)
+
+    def phase(self, name: str) -> None:
+        self.bar.update(self.task, visible=False)
+        self.task = self.bar.add_task(name, total=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,7 +349,7 @@ def _run_analysis(inputs: AnalysisInputs) -> Any:
         from .select import normalize_host
 
         normalize_host(selection.host)  # a usage error before the long analysis, not after
-    with progress_callback("analyzing") as on_progress:
+    with progress_callback("reading the sources") as on_progress:
         analysis = analyze(inputs.sources, options, on_progress=on_progress)
     return select(analysis, selection)
 
