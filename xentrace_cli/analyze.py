@@ -149,6 +149,13 @@ class _Progress:
 
         return update
 
+    def phase(self, name: str) -> None:
+        """Name the step under way (no measure of its progress) to a callback that shows
+        names: one with a ``phase(name)`` method, as the command line's bar has."""
+        show = getattr(self.callback, "phase", None)
+        if show is not None:
+            show(name)
+
     def report(self, final: bool = False) -> None:
         if self.callback is not None:
             self.callback(self.total if final else min(sum(self.done.values()),
@@ -270,6 +277,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     if calls is not None and "peer" in calls.columns:
         peers = calls["peer"].dropna().astype(str).unique()
         remote = {p.rsplit(":", 1)[0].strip("[]") for p in peers}
+    progress.phase("matching packets across captures")
     local = match.local_addresses(tables[anchor_name], remote)
     placed = match.assign_flows(tables, local)
     del tables  # placed holds copies: let the per-capture tables go (memory)
@@ -376,6 +384,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     # --- the socket log -----------------------------------------------------------------------
     calls_unc_us = 0.0
     if calls is not None:
+        progress.phase("placing the socket log's reads and writes")
         offsets = np.where(anchor["proto"].to_numpy() == match.TCP,
                            match.stream_offset(anchor, syns), match.datagram_offset(anchor))
         mapping, method = attribute.map_streams(calls, anchor, offsets)
@@ -431,6 +440,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     cause_detail = np.full(n, "", dtype=object)
     trace_causes = None
     if trace is not None:
+        progress.phase("following each packet through the trace")
         result = trace_attribute.attribute_trace(
             trace, checkpoints=checkpoints, rx=rx, frames=dom0_frames(packets, local),
             domid=domid, cpu_hz=options.cpu_hz, nic_irq=options.nic_irq)
@@ -518,6 +528,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     table["uncertainty_us"] = np.ceil(np.round(unc * 10, 6)) / 10
     notes.extend(_guard_intervals(table, shown_intervals, direction))
 
+    progress.phase("finding anomalies and their causes")
     label = np.full(n, "", dtype=object)
     baselines: dict[str, Any] = {}  # keyed as statistics are: "ring", "tx.ring"
     for way in ("rx", "tx"):
