@@ -71,7 +71,9 @@ def bench(directory: Path, rounds: int, out: Path) -> None:
         "xenlat analyze DIR (terminal report)": xenlat,
         "cat of the five inputs": ["cat", *map(str, inputs)],
     }
-    runs = interleaved(commands, rounds)
+    # no warm-up round (an analysis takes minutes on a loaded machine): the simulation or
+    # the previous host's rounds left the files in the page cache
+    runs = interleaved(commands, rounds, warmup=False)
     print(table(runs, "tcpdump -nn -tt -S -r, the three captures", size_bytes=size))
 
 
