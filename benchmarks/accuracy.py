@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xentrace_cli.analyze import analyze_files
-from xentrace_cli.manifest import read_manifest
+from xentrace_cli.pipeline.analyze import analyze_files
 from xentrace_cli.simulate import SCENARIOS, run_scenario
 from xentrace_cli.simulate.score import (
     anomaly_scores,
@@ -29,6 +28,7 @@ from xentrace_cli.simulate.score import (
     read_truth,
     stage_errors,
 )
+from xentrace_cli.sources.manifest import read_manifest
 
 
 def score_set(directory: Path) -> tuple[list, object]:

@@ -81,11 +81,11 @@ def phases(directory: Path) -> None:
     """One analysis in this process, each step timed by wrapping the library functions."""
     from click.testing import CliRunner
 
-    from xentrace_cli import attribute as attr
-    from xentrace_cli import match, packets, path_order, select, trace_attribute
     from xentrace_cli.cli import main
-    from xentrace_cli.readers import strace, xentrace
-    from xentrace_cli.report import terminal
+    from xentrace_cli.outputs import terminal
+    from xentrace_cli.pipeline import attribute as attr
+    from xentrace_cli.pipeline import match, path_order, select, trace_attribute
+    from xentrace_cli.sources import packets, strace, xentrace
 
     t0 = time.perf_counter()
     log: list[tuple[str, str, float, float, float]] = []

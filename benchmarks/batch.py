@@ -34,7 +34,7 @@ SETS = 16
 
 SERIAL = """
 import sys
-from xentrace_cli.batch import process_set
+from xentrace_cli.fleet.batch import process_set
 for directory in sys.argv[2:]:
     outcome = process_set(directory, sys.argv[1])
     assert outcome.status == "analyzed", outcome.message

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xentrace_cli.clock import fit_offset_drift, fit_tsc
+from xentrace_cli.pipeline.clock import fit_offset_drift, fit_tsc
 
 T0_NS = 1_700_000_000_000_000_000
 

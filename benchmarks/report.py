@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xentrace_cli import gate
 from xentrace_cli.model import Sources
-from xentrace_cli.report.html import render_html_report
-from xentrace_cli.report.plot import plot_waterfall
-from xentrace_cli.result import Analysis
+from xentrace_cli.outputs import gate
+from xentrace_cli.outputs.html import render_html_report
+from xentrace_cli.outputs.plot import plot_waterfall
+from xentrace_cli.pipeline.result import Analysis
 
 
 def build(n: int) -> Analysis:

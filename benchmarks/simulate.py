@@ -74,7 +74,7 @@ def main() -> None:
         child = resource.getrusage(resource.RUSAGE_CHILDREN)
         print(f"{'  in worker processes':28s} cpu {child.ru_utime + child.ru_stime:7.2f} s   "
               f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})")
-        from xentrace_cli.packets import read_packets
+        from xentrace_cli.sources.packets import read_packets
 
         for f in files:
             size = f.stat().st_size / 2**20

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from xentrace_cli.readers.strace import read_socket_log
+from xentrace_cli.sources.strace import read_socket_log
 
 
 def generate(path: Path, n_lines: int, annotate: bool = False) -> int:

@@ -117,7 +117,7 @@ def replicated(source: Path, copies: int, path: Path) -> Path:
     """The real trace ``copies`` times end to end, each copy's TSCs shifted past the one
     before: a large trace of real records that xenalyze reads too (it stops at the
     simulator's guest records)."""
-    from xentrace_cli.readers.xentrace import read_xentrace
+    from xentrace_cli.sources.xentrace import read_xentrace
 
     trace = read_xentrace(source, columns=("offset", "timestamped"))
     words = np.fromfile(source, dtype="<u4")
@@ -137,8 +137,8 @@ def replicated(source: Path, copies: int, path: Path) -> Path:
 def without_guest_records(source: Path, path: Path) -> Path:
     """``source`` without its TRC_GUEST records (windows resized): xenalyze stops at the
     first one (FATAL: unexpected number bits in evt.main), so both tools read this file."""
-    from xentrace_cli.readers.xentrace import read_xentrace
-    from xentrace_cli.readers.xentrace_records import walk_windows
+    from xentrace_cli.sources.xentrace import read_xentrace
+    from xentrace_cli.sources.xentrace_records import walk_windows
 
     ev = read_xentrace(source, columns=("offset", "n_extra", "timestamped", "event")).events
     guest = (ev["event"].to_numpy() & xe.TRC_GUEST_MASK) == xe.TRC_GUEST

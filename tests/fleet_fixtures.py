@@ -19,10 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from click.testing import CliRunner
 
-from xentrace_cli.batch import SetOutcome, process_set
 from xentrace_cli.cli import main
-from xentrace_cli.manifest import read_manifest, write_manifest
+from xentrace_cli.fleet.batch import SetOutcome, process_set
 from xentrace_cli.simulate import run_scenario
+from xentrace_cli.sources.manifest import read_manifest, write_manifest
 
 #: name → (scenario, seed, xen_host, started)
 SETS: dict[str, tuple[str, int, str | None, dt.datetime | None]] = {
@@ -85,7 +85,7 @@ def kill_worker_once(directory: str, dataset: str, strict: bool = False, redo: b
         with open(marker, "a", encoding="utf-8") as fh:
             fh.write(f"{os.getpid()}\n")
         if len(Path(marker).read_text(encoding="utf-8").splitlines()) == 1:
-            from xentrace_cli import dataset as ds
+            from xentrace_cli.fleet import dataset as ds
 
             replace = ds._replace
 

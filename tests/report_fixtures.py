@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from xentrace_cli.model import Sources
-from xentrace_cli.result import Analysis
+from xentrace_cli.pipeline.result import Analysis
 from xentrace_cli.simulate import run_scenario
 
 START_S = 1_700_000_000.0

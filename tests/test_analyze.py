@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xentrace_cli.analyze import AnalyzeOptions, analyze, analyze_files, parse_thresholds
 from xentrace_cli.cli import main
 from xentrace_cli.errors import XenlatWarning
 from xentrace_cli.model import STAGES, TABLE_COLUMNS, Sources
-from xentrace_cli.result import Analysis
+from xentrace_cli.pipeline.analyze import AnalyzeOptions, analyze, analyze_files, parse_thresholds
+from xentrace_cli.pipeline.result import Analysis
 from xentrace_cli.simulate import run_scenario
 
 REQUESTS = 150
@@ -412,7 +412,7 @@ def test_the_table_schema_never_varies(scenario, runner) -> None:
     assert header[-1] == "uncertainty_us" and len(header) == len(TABLE_COLUMNS)
     assert "t_write" in header and "response_to_next_us" in header
     # statistics (check, baseline) cover what these sources measure, not every column
-    from xentrace_cli.gate import measured_stats
+    from xentrace_cli.outputs.gate import measured_stats
 
     stats = measured_stats(run(directory, "guest", "socket_log"))
     assert {"socket_read", "response_to_next", "tx.socket_write"} <= set(stats)
@@ -621,7 +621,7 @@ def test_cli_bad_threshold(runner, tmp_path: Path) -> None:
 # --- the terminal report on a hand-made analysis ----------------------------------------------
 
 def hand_made():
-    from xentrace_cli.result import Analysis
+    from xentrace_cli.pipeline.result import Analysis
 
     table = pd.DataFrame({
         "src": ["10.0.0.1"] * 3, "sport": [11211] * 3, "dst": ["10.0.0.5"] * 3,
@@ -646,7 +646,7 @@ def test_terminal_report_without_colour() -> None:
 
     from rich.console import Console
 
-    from xentrace_cli.report.terminal import render_analysis
+    from xentrace_cli.outputs.terminal import render_analysis
 
     out = io.StringIO()
     console = Console(file=out, width=140, no_color=True, color_system=None)

@@ -1,10 +1,10 @@
-"""Robust baselines, outliers and named stalls (xentrace_cli.anomalies) on hand-made arrays."""
+"""Robust baselines, outliers and named stalls (pipeline.anomalies) on hand-made arrays."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from xentrace_cli import anomalies
+from xentrace_cli.pipeline import anomalies
 
 
 def test_healthy_jitter_is_never_anomalous() -> None:

@@ -1,12 +1,13 @@
-"""Stages, merged intervals, socket-log times and copy batches (xentrace_cli.attribute)."""
+"""Stages, merged intervals, socket-log times and copy batches (xentrace_cli.pipeline.attribute)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from xentrace_cli import attribute, match, model, trace_attribute, trace_path
-from xentrace_cli.attribute import NA_NS
+from xentrace_cli import model
+from xentrace_cli.pipeline import attribute, match, trace_attribute, trace_path
+from xentrace_cli.pipeline.attribute import NA_NS
 
 GUEST, SERVER = "10.0.0.2", "10.0.0.1"
 

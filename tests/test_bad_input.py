@@ -21,7 +21,7 @@ from conftest import DATA
 
 from xentrace_cli.cli import main
 from xentrace_cli.errors import XenlatWarning
-from xentrace_cli.readers.strace import read_socket_log
+from xentrace_cli.sources.strace import read_socket_log
 
 BAD = DATA / "badinput"
 sys.path.insert(0, str(BAD))
@@ -246,8 +246,8 @@ def test_info_memory_is_bounded_by_the_listing(tmp_path: Path) -> None:
     """20,000 empty interfaces: 100 described, the rest counted. Measured before the change:
     46.5 MB peak and 4.8 MB of JSON (2.9 GB for 1 M interfaces); now 14.2 MB (12 MB of it the
     reader's chunk buffer) and 25 kB."""
-    from xentrace_cli.info import LISTED_INTERFACES, capture_info
-    from xentrace_cli.output import dumps_json
+    from xentrace_cli.outputs.tables import dumps_json
+    from xentrace_cli.sources.info import LISTED_INTERFACES, capture_info
 
     n = 20_000
     path = tmp_path / "many.pcapng"

@@ -1,4 +1,4 @@
-"""``xenlat batch`` on Dask (xentrace_cli.batch) and the dataset it writes (xentrace_cli.dataset).
+"""``xenlat batch`` on Dask (fleet.batch) and the dataset it writes (fleet.dataset).
 
 Ground truth: each set's own ``xenlat analyze --format parquet`` output; the simulator's first
 packet time and the manifests written here for the partitions; a worker killed for real
@@ -27,11 +27,11 @@ from fleet_fixtures import (
     make_sets,
 )
 
-from xentrace_cli import dataset as ds
-from xentrace_cli.batch import INSTALL_HINT, find_sets, process_set, run_batch
 from xentrace_cli.cli import main
+from xentrace_cli.fleet import dataset as ds
+from xentrace_cli.fleet.batch import INSTALL_HINT, find_sets, process_set, run_batch
 from xentrace_cli.model import TABLE_COLUMNS
-from xentrace_cli.packets import read_packets
+from xentrace_cli.sources.packets import read_packets
 
 try:
     import distributed
@@ -116,7 +116,7 @@ def test_schema_is_analyze_parquet_plus_set_columns(sets, expected, cluster, tmp
 def test_every_set_has_the_same_schema_whatever_its_sources(sets, cluster, tmp_path):
     import shutil
 
-    from xentrace_cli.manifest import write_manifest
+    from xentrace_cli.sources.manifest import write_manifest
 
     lone = tmp_path / "lone"
     lone.mkdir()
@@ -152,7 +152,7 @@ def test_partitions_come_from_the_manifest_else_the_first_packet(sets, cluster, 
 
 
 def test_summary_holds_stats_alignment_and_anomalies(sets, expected, cluster, tmp_path):
-    from xentrace_cli.stats import stage_stats
+    from xentrace_cli.pipeline.stats import stage_stats
 
     dataset = tmp_path / "fleet"
     _batch([sets["a2"]], dataset, cluster)
@@ -230,7 +230,7 @@ def test_a_crash_leaves_no_half_written_file(sets, expected, cluster, tmp_path, 
     script = textwrap.dedent(f"""
         import os
         import pyarrow.parquet as pq
-        from xentrace_cli.batch import process_set
+        from xentrace_cli.fleet.batch import process_set
         write, calls = pq.ParquetWriter.write_table, []
         def write_then_die(self, *args, **kwargs):
             write(self, *args, **kwargs)

@@ -1,4 +1,4 @@
-"""Tests of clock alignment (``xentrace_cli.clock``): causal offset/drift fits and TSC fits.
+"""Tests of clock alignment (``pipeline.clock``): causal offset/drift fits and TSC fits.
 
 Ground truth is a hand-written clock model in each test: an other clock that runs at
 ``1 + drift`` against the reference and starts ``offset`` away, packets crossing with
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xentrace_cli.clock import ClockFit, fit_offset_drift
+from xentrace_cli.pipeline.clock import ClockFit, fit_offset_drift
 from xentrace_cli.simulate import run_scenario
 
 T0_NS = 1_700_000_000_000_000_000  # an epoch instant on the other clock (2023-11)
@@ -253,7 +253,7 @@ def test_identity():
 
 # --- TSC → dom0 time -------------------------------------------------------------------------
 
-from xentrace_cli.clock import TscFit, fit_tsc  # noqa: E402
+from xentrace_cli.pipeline.clock import TscFit, fit_tsc  # noqa: E402
 
 TSC_AT_T0 = 123_456_789_012_345    # the trace's TSC at T0_NS (dom0 clock)
 
@@ -435,7 +435,7 @@ def simulated(tmp_path_factory):
 
 
 def _tcp(path):
-    from xentrace_cli.packets import read_packets
+    from xentrace_cli.sources.packets import read_packets
 
     key = ["src", "dst", "sport", "dport", "tcp_seq", "tcp_ack", "payload_len", "tcp_flags"]
     p = read_packets(path)
@@ -467,7 +467,7 @@ def test_simulated_guest_clock_recovered(simulated):
 
 @pytest.mark.parametrize("given", [True, False])
 def test_simulated_tsc_recovered(simulated, given):
-    from xentrace_cli.readers.xentrace import read_xentrace
+    from xentrace_cli.sources.xentrace import read_xentrace
     from xentrace_cli.xen_events import TRC_HW_IRQ_HANDLED
 
     out, meta = simulated

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xentrace_cli import lone, match, packets
+from xentrace_cli.pipeline import lone, match
+from xentrace_cli.sources import packets
 
 LOOPBACK = Path(__file__).resolve().parent / "data" / "lone"
 #: Corpus captures holding TCP or UDP request/response exchanges.

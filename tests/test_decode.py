@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xentrace_cli.decode import decode
 from xentrace_cli.errors import XenlatWarning
-from xentrace_cli.packets import read_packets
+from xentrace_cli.sources.decode import decode
+from xentrace_cli.sources.packets import read_packets
 
 CAPTURES = Path(__file__).resolve().parent / "data" / "captures"
 

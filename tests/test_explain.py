@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from xentrace_cli.analyze import analyze_files
 from xentrace_cli.cli import main
-from xentrace_cli.report import explain
-from xentrace_cli.report.html import render_html_report
+from xentrace_cli.outputs import explain
+from xentrace_cli.outputs.html import render_html_report
+from xentrace_cli.pipeline.analyze import analyze_files
 
 CLIENT, SERVER = "10.0.0.5", "10.0.0.1"
 EVIL_URI = "/<script>alert(1)</script>"

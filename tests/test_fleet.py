@@ -20,13 +20,13 @@ import pytest
 from conftest import DATA, IN_CI, ROOT
 from fleet_fixtures import SETS, analyze_parquet, make_sets
 
-from xentrace_cli import gate
-from xentrace_cli.analyze import AnalyzeOptions, analyze
 from xentrace_cli.cli import main
-from xentrace_cli.fleet_gate import check_dataset
-from xentrace_cli.manifest import read_manifest
-from xentrace_cli.output import dumps_json
-from xentrace_cli.report.fleet import render_fleet_report, write_fleet_report
+from xentrace_cli.fleet.gate import check_dataset
+from xentrace_cli.fleet.report import render_fleet_report, write_fleet_report
+from xentrace_cli.outputs import gate
+from xentrace_cli.outputs.tables import dumps_json
+from xentrace_cli.pipeline.analyze import AnalyzeOptions, analyze
+from xentrace_cli.sources.manifest import read_manifest
 
 try:
     import distributed
@@ -43,7 +43,7 @@ BUDGETS = ("remap.p99 < 5ms", "vmm.max < 20ms")
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Four sets, their single-set analyses and tables, and the dataset ``batch`` made."""
-    from xentrace_cli.batch import run_batch
+    from xentrace_cli.fleet.batch import run_batch
 
     root = tmp_path_factory.mktemp("fleet")
     sets = make_sets(root / "sets")
@@ -208,7 +208,7 @@ def test_report_dataset_command(fleet, tmp_path):
 
 
 def test_an_empty_selection_still_renders(fleet):
-    from xentrace_cli.dataset import read_summaries
+    from xentrace_cli.fleet.dataset import read_summaries
 
     empty = read_summaries(fleet["dataset"]).iloc[0:0]
     text = render_fleet_report(empty, "nothing")

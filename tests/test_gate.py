@@ -22,10 +22,10 @@ from report_fixtures import (
 )
 from rich.console import Console
 
-from xentrace_cli import gate
 from xentrace_cli.cli import main
 from xentrace_cli.errors import InputError
-from xentrace_cli.report.gate_table import render_gate
+from xentrace_cli.outputs import gate
+from xentrace_cli.outputs.gate_table import render_gate
 
 DATA = Path(__file__).resolve().parent / "data"
 HEALTHY_BUDGETS = ("socket_read.p99 < 2ms", "total.max < 50ms", "remap.anomalies == 0")
@@ -104,7 +104,7 @@ def test_parse_budget_rejects(text, complaint):
 def test_every_key_of_the_model_is_a_budget_key():
     """Budgets, statistics and baselines name stages the same way (model.stat_key)."""
     from xentrace_cli.model import DIRECTION_STAGES, stat_key
-    from xentrace_cli.stats import DEFAULT_KEYS
+    from xentrace_cli.pipeline.stats import DEFAULT_KEYS
 
     for key in DEFAULT_KEYS:
         assert gate.parse_stat_key(key) == key
@@ -435,7 +435,7 @@ def test_baseline_document_is_deterministic_and_has_no_date():
 
 
 def _baseline_file(tmp_path: Path, analysis) -> Path:
-    from xentrace_cli.output import dumps_json
+    from xentrace_cli.outputs.tables import dumps_json
 
     path = tmp_path / "baseline.json"
     path.write_text(dumps_json(gate.baseline_document(analysis)), encoding="utf-8")
@@ -739,7 +739,7 @@ def test_junit_validates_and_names_the_breach(tmp_path):
 def test_outputs_are_byte_identical():
     one = _evaluate(make_analysis(stalls=BLACK_STALLS))
     two = _evaluate(make_analysis(stalls=BLACK_STALLS))
-    from xentrace_cli.output import dumps_json
+    from xentrace_cli.outputs.tables import dumps_json
 
     assert one.to_junit() == two.to_junit()
     assert dumps_json(one.to_document()) == dumps_json(two.to_document())
@@ -752,7 +752,7 @@ def test_outputs_are_byte_identical():
 
 
 def test_annotation_escapes_newlines_and_percent():
-    from xentrace_cli.gate.verdict import _escape_data, _escape_property
+    from xentrace_cli.outputs.gate.verdict import _escape_data, _escape_property
 
     assert _escape_data("a%b\nc") == "a%25b%0Ac"
     assert _escape_property("x: y, z") == "x%3A y%2C z"

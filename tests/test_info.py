@@ -15,8 +15,8 @@ from rich.console import Console
 
 from xentrace_cli.cli import main
 from xentrace_cli.errors import InputError, TruncatedInput
-from xentrace_cli.info import capture_info
-from xentrace_cli.report.info_table import render_info
+from xentrace_cli.outputs.info_table import render_info
+from xentrace_cli.sources.info import capture_info
 
 HERE = Path(__file__).resolve().parent
 CAPTURES = HERE / "data" / "captures"

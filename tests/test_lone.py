@@ -1,4 +1,4 @@
-"""The lone-capture view (xentrace_cli.lone): exchanges, gaps, retransmissions."""
+"""The lone-capture view (xentrace_cli.pipeline.lone): exchanges, gaps, retransmissions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xentrace_cli import lone, match, packets
+from xentrace_cli.pipeline import lone, match
+from xentrace_cli.sources import packets
 
 GUEST, SERVER = "10.0.0.2", "10.0.0.1"
 MS = 1_000_000
@@ -177,7 +178,7 @@ def test_one_capture_and_all_sources_agree_on_the_stalled_exchanges() -> None:
     the same exchanges whose rows carry the all-sources run's stage anomalies."""
     import json
 
-    from xentrace_cli.analyze import analyze_files
+    from xentrace_cli.pipeline.analyze import analyze_files
 
     root = Path(__file__).resolve().parent.parent / "sample_pcaps" / "black-0.1s"
     faults = json.loads((root / "scenario.json").read_text())["faults"]

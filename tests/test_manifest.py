@@ -1,4 +1,4 @@
-"""The capture-set manifest (xentrace_cli.manifest): round trip and refusals."""
+"""The capture-set manifest (xentrace_cli.sources.manifest): round trip and refusals."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from xentrace_cli.errors import InputError
-from xentrace_cli.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from xentrace_cli.simulate import run_scenario
+from xentrace_cli.sources.manifest import MANIFEST_NAME, read_manifest, write_manifest
 
 
 def test_round_trip(tmp_path: Path) -> None:

@@ -1,11 +1,11 @@
-"""Matching the same bytes across capture points (xentrace_cli.match), on hand-made tables."""
+"""Matching the same bytes across capture points (pipeline.match), on hand-made tables."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from xentrace_cli import match
+from xentrace_cli.pipeline import match
 
 SERVER, GUEST = "10.0.0.1", "10.0.0.2"
 MSS = 1448

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xentrace_cli.output import dumps_json, write_table
+from xentrace_cli.outputs.tables import dumps_json, write_table
 
 
 def _table() -> pd.DataFrame:

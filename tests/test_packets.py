@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 from corpus_cases import CORPUS, MANIFEST, corpus_cases
 
-from xentrace_cli import linktypes, packets
+from xentrace_cli import linktypes
 from xentrace_cli.cli import main
 from xentrace_cli.errors import InputError, OptionError, TruncatedInput, XenlatWarning
-from xentrace_cli.packets import COLUMNS, iter_packets, read_packets
-from xentrace_cli.readers import capture
+from xentrace_cli.sources import capture, packets
+from xentrace_cli.sources.packets import COLUMNS, iter_packets, read_packets
 
 HERE = Path(__file__).resolve().parent
 CAPTURES = HERE / "data" / "captures"
@@ -425,7 +425,7 @@ def test_arrow_batches_write_the_bytes_of_the_pandas_batches(name: str, fmt: str
                                                              tmp_path: Path) -> None:
     """CSV and Parquet written from the Arrow batches are byte for byte those written from the
     DataFrames (values, types and the pandas metadata), with and without filters."""
-    from xentrace_cli.output import write_table
+    from xentrace_cli.outputs.tables import write_table
 
     for options in ({}, {"port": 11211}, {"host": "10.0.0.1"}):
         via_pandas, via_arrow = tmp_path / f"p.{fmt}", tmp_path / f"a.{fmt}"
@@ -437,7 +437,7 @@ def test_arrow_batches_write_the_bytes_of_the_pandas_batches(name: str, fmt: str
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_arrow_batches_of_a_capture_without_packets(fmt: str, corpus: Path,
                                                     tmp_path: Path) -> None:
-    from xentrace_cli.output import write_table
+    from xentrace_cli.outputs.tables import write_table
 
     path = corpus / "captures" / "tcpdump__empty.pcapng"
     write_table(iter_packets(path), fmt, tmp_path / "p")
@@ -451,7 +451,7 @@ def test_arrow_batches_of_a_capture_without_packets(fmt: str, corpus: Path,
 def test_arrow_batches_read_back_with_the_table_dtypes(tmp_path: Path) -> None:
     """The pandas metadata written without pandas restores the nullable dtypes and the
     categories, as read_packets has them."""
-    from xentrace_cli.output import write_table
+    from xentrace_cli.outputs.tables import write_table
 
     out = tmp_path / "t.parquet"
     write_table(packets.iter_packet_tables(CAPTURES / "multi-section.pcapng"), "parquet", out)

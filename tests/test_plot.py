@@ -10,8 +10,8 @@ from report_fixtures import BLACK_STALLS, make_analysis, make_table
 
 from xentrace_cli.cli import main
 from xentrace_cli.errors import OptionError
-from xentrace_cli.report.plot import plot_waterfall
-from xentrace_cli.report.waterfall import intervals, segments, select_packets
+from xentrace_cli.outputs.plot import plot_waterfall
+from xentrace_cli.outputs.waterfall import intervals, segments, select_packets
 
 SVG = "{http://www.w3.org/2000/svg}"
 

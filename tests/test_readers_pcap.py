@@ -14,9 +14,9 @@ import pytest
 
 from xentrace_cli.cli import main
 from xentrace_cli.errors import InputError, TruncatedInput
-from xentrace_cli.packets import read_packets
-from xentrace_cli.readers import capture
-from xentrace_cli.readers.capture import open_capture
+from xentrace_cli.sources import capture
+from xentrace_cli.sources.capture import open_capture
+from xentrace_cli.sources.packets import read_packets
 
 CAPTURES = Path(__file__).resolve().parent / "data" / "captures"
 VARIANTS = ["ether-le-usec.pcap", "ether-be-usec.pcap", "ether-le-nsec.pcap",

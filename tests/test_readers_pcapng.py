@@ -13,10 +13,10 @@ import pytest
 from conftest import CORPUS
 
 from xentrace_cli.errors import InputError, TruncatedInput
-from xentrace_cli.packets import read_packets
-from xentrace_cli.readers import capture
-from xentrace_cli.readers.capture import open_capture
-from xentrace_cli.readers.pcapng import ticks_to_ns
+from xentrace_cli.sources import capture
+from xentrace_cli.sources.capture import open_capture
+from xentrace_cli.sources.packets import read_packets
+from xentrace_cli.sources.pcapng import ticks_to_ns
 
 CAPTURES = Path(__file__).resolve().parent / "data" / "captures"
 sys.path.insert(0, str(CAPTURES))
@@ -240,7 +240,7 @@ def test_vectorized_walk_equals_the_loop(path: Path, chunk: int, tmp_path: Path,
     """Every pcapng file is compared whole at the largest chunk size; a big one is thinned at
     the small sizes (its first 64 KiB of packets still cross hundreds of chunk boundaries),
     which keeps the suite fast: the 1.1 MB corpus file at 97-byte chunks took 5 s."""
-    from xentrace_cli.readers import pcapng
+    from xentrace_cli.sources import pcapng
 
     if chunk < max(WALK_CHUNKS) and path.stat().st_size > WALK_WHOLE_MAX_BYTES:
         thinned = tmp_path / path.name
@@ -261,7 +261,7 @@ def test_vectorized_walk_equals_the_loop(path: Path, chunk: int, tmp_path: Path,
 
 def test_vectorized_walk_skips_impostors(tmp_path: Path, tshark: str,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from xentrace_cli.readers import pcapng
+    from xentrace_cli.sources import pcapng
 
     # payloads holding aligned words equal to 6 (the EPB type) followed by plausible lengths,
     # some pointing at each other, some at the next real block

@@ -1,4 +1,4 @@
-"""Tests of xentrace_cli.readers.strace (and readers.socklog): strace text and plain logs →
+"""Tests of xentrace_cli.sources.strace (and readers.socklog): strace text and plain logs →
 the socket call table. Expected values are worked out by hand from the fixture lines."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 from xentrace_cli import simulate
 from xentrace_cli.cli import main
 from xentrace_cli.errors import InputError, TruncatedInput, XenlatWarning
-from xentrace_cli.readers import strace
-from xentrace_cli.readers.strace import COLUMNS, decode_strace_string, read_socket_log
 from xentrace_cli.simulate.writers import strace_quote, write_strace
+from xentrace_cli.sources import strace
+from xentrace_cli.sources.strace import COLUMNS, decode_strace_string, read_socket_log
 
 DATA = Path(__file__).resolve().parent / "data" / "strace"
 S = 10**9  # ns per second

@@ -20,9 +20,10 @@ from xentrace_cli import simulate
 from xentrace_cli import xen_events as xe
 from xentrace_cli.cli import main
 from xentrace_cli.errors import InputError, TruncatedInput
-from xentrace_cli.readers import xentrace as reader
-from xentrace_cli.readers import xentrace_records
-from xentrace_cli.readers.xentrace import (
+from xentrace_cli.simulate.writers import write_xentrace
+from xentrace_cli.sources import xentrace as reader
+from xentrace_cli.sources import xentrace_records
+from xentrace_cli.sources.xentrace import (
     cpu_runs,
     read_xentrace,
     running_on,
@@ -30,7 +31,6 @@ from xentrace_cli.readers.xentrace import (
     state_durations,
     who_ran,
 )
-from xentrace_cli.simulate.writers import write_xentrace
 
 CORPUS_TRACE = "xentrace/xentrace-parser-rs__xentrace.bin"
 

@@ -14,13 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xentrace_cli.analyze import analyze_files
-from xentrace_cli.manifest import read_manifest
 from xentrace_cli.model import DIRECTION_STAGES, STAGES, TX_STAGES
-from xentrace_cli.path_order import ORDER, RESOLUTION_NS
+from xentrace_cli.pipeline.analyze import analyze_files
+from xentrace_cli.pipeline.path_order import ORDER, RESOLUTION_NS
 from xentrace_cli.simulate import SCENARIOS, run_scenario
 from xentrace_cli.simulate.host.shape import HostShape
 from xentrace_cli.simulate.score import anomaly_scores, join_truth, read_truth, stage_errors
+from xentrace_cli.sources.manifest import read_manifest
 
 REQUESTS = 240
 SEEDS = (1, 2)

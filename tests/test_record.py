@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import missing
 
-from xentrace_cli import record as rec
 from xentrace_cli.cli import main
-from xentrace_cli.manifest import read_manifest
+from xentrace_cli.sources import record as rec
+from xentrace_cli.sources.manifest import read_manifest
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_pcaps" / "black-0.1s"
 

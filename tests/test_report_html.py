@@ -14,8 +14,8 @@ import pytest
 from report_fixtures import BLACK_STALLS, make_analysis, simulate_scenario
 
 from xentrace_cli.cli import main
-from xentrace_cli.report import html as report_html
-from xentrace_cli.report.html import render_html_report, write_html_report
+from xentrace_cli.outputs import html as report_html
+from xentrace_cli.outputs.html import render_html_report, write_html_report
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
@@ -217,7 +217,7 @@ def test_cli_report_unwritable_exits_2(runner, monkeypatch, tmp_path):
 def test_black_scenario_report_in_chromium(browser, tmp_path):
     """The real pipeline on the simulated black 0.1 s, looked at in a browser: the clock
     alignment's numbers and every stalled packet are on screen, each stall the long bar."""
-    from xentrace_cli.analyze import analyze_files
+    from xentrace_cli.pipeline.analyze import analyze_files
     from xentrace_cli.units import format_duration
 
     directory = simulate_scenario("black-0.1s", tmp_path / "black")
@@ -279,7 +279,7 @@ def test_black_scenario_report_in_chromium(browser, tmp_path):
 def test_single_capture_report_shows_what_it_has(tmp_path):
     """One capture alone: no table of '–', no empty waterfall; the exchanges are there."""
     sample = Path(__file__).resolve().parent.parent / "sample_pcaps" / "black-0.1s"
-    from xentrace_cli.analyze import analyze_files
+    from xentrace_cli.pipeline.analyze import analyze_files
 
     analysis = analyze_files(guest=sample / "guest.pcapng")
     text = render_html_report(analysis)

@@ -9,8 +9,8 @@ import pandas as pd
 from rich.console import Console
 
 from xentrace_cli.model import Sources
-from xentrace_cli.report.terminal import render_analysis
-from xentrace_cli.result import Analysis
+from xentrace_cli.outputs.terminal import render_analysis
+from xentrace_cli.pipeline.result import Analysis
 
 
 def _flows() -> pd.DataFrame:
@@ -57,7 +57,7 @@ def test_top_keeps_the_worst_flow() -> None:
 
 
 def test_numbers_one_unit_and_decimals_per_column() -> None:
-    from xentrace_cli.report.numbers import column_format
+    from xentrace_cli.outputs.numbers import column_format
 
     fmt = column_format([4.2, 107_013.4, 43.0], uncertainty_us=8.0)
     assert (fmt.unit, fmt.digits) == ("ms", 3)  # ±8 µs: the last digit is a µs

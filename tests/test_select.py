@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from report_fixtures import START_S, make_analysis
 
-from xentrace_cli.analyze import analyze_files
 from xentrace_cli.cli import main
 from xentrace_cli.errors import OptionError
 from xentrace_cli.model import STAGE_COLUMNS, TABLE_CHECKPOINTS, checkpoint_ns_column
-from xentrace_cli.select import Selection, parse_time, row_durations_us, select
+from xentrace_cli.pipeline.analyze import analyze_files
+from xentrace_cli.pipeline.select import Selection, parse_time, row_durations_us, select
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_pcaps"
 BLACK = SAMPLES / "black-0.1s"

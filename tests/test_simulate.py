@@ -15,13 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xentrace_cli import packets
 from xentrace_cli.cli import main
 from xentrace_cli.errors import OptionError
 from xentrace_cli.model import CHECKPOINTS, STAGES
-from xentrace_cli.readers import strace
-from xentrace_cli.readers import xentrace as xt
 from xentrace_cli.simulate import SCENARIOS, run_scenario, segments
+from xentrace_cli.sources import packets, strace
+from xentrace_cli.sources import xentrace as xt
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_pcaps"

@@ -18,12 +18,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xentrace_cli import packets
 from xentrace_cli.model import CHECKPOINTS, STAGES, TX_CHECKPOINTS, TX_STAGES
-from xentrace_cli.readers import strace
-from xentrace_cli.readers import xentrace as xt
 from xentrace_cli.simulate import SCENARIOS, run_scenario, segments, simulate
 from xentrace_cli.simulate.host.shape import HostShape
+from xentrace_cli.sources import packets, strace
+from xentrace_cli.sources import xentrace as xt
 
 REQUESTS = 60
 HW_IRQ, WAKE, TO_RUNNING, COPY_EV = 0x00802008, 0x00028004, 0x00021101, 0x0020100D

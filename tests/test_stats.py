@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xentrace_cli.stats import parse_statistic, percentile_q, stage_stats
+from xentrace_cli.pipeline.stats import parse_statistic, percentile_q, stage_stats
 
 
 def test_stats_by_hand() -> None:

@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xentrace_cli import lone, match, model, packets
-from xentrace_cli.conversations import tcp_analysis
+from xentrace_cli import model
+from xentrace_cli.pipeline import lone, match
+from xentrace_cli.pipeline.conversations import tcp_analysis
+from xentrace_cli.sources import packets
 
 CLIENT, SERVER = "10.0.0.5", "10.0.0.1"
 CPORT, SPORT = 40000, 80

@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xentrace_cli import path_order, trace_path
-from xentrace_cli.readers.xentrace import RUNSTATE_DTYPE
-from xentrace_cli.timelines import (
+from xentrace_cli.pipeline import path_order, trace_path
+from xentrace_cli.pipeline.timelines import (
     NO_TSC,
     Copies,
     Interrupts,
@@ -18,6 +17,7 @@ from xentrace_cli.timelines import (
     TraceRecords,
     Wakes,
 )
+from xentrace_cli.sources.xentrace import RUNSTATE_DTYPE
 
 NA = np.iinfo(np.int64).min
 

@@ -37,10 +37,10 @@ from test_readers_xentrace import (
 from xentrace_cli import xen_events as xe
 from xentrace_cli.cli import main
 from xentrace_cli.errors import OptionError
-from xentrace_cli.readers.xentrace import read_xentrace
-from xentrace_cli.report.trace_table import render_trace_summary
-from xentrace_cli.trace_dump import dump_trace
-from xentrace_cli.trace_summary import DEFAULT_CPU_HZ, analyze_trace, summarize_trace
+from xentrace_cli.outputs.trace_table import render_trace_summary
+from xentrace_cli.sources.xentrace import read_xentrace
+from xentrace_cli.trace.dump import dump_trace
+from xentrace_cli.trace.summary import DEFAULT_CPU_HZ, analyze_trace, summarize_trace
 
 IDLE = xe.DOMID_IDLE
 
@@ -314,7 +314,7 @@ def test_dump_lines_by_hand(trace_file: Path) -> None:
 def test_dump_streams_in_the_readers_order(corpus: Path, chunk: int, monkeypatch) -> None:
     """Small spans (the merge across CPUs under test) or one: the same records in the same
     order as read_xentrace's merged timeline, every one once."""
-    import xentrace_cli.trace_dump as dump
+    import xentrace_cli.trace.dump as dump
 
     monkeypatch.setattr(dump, "DUMP_CHUNK_WORDS", chunk)
     path = corpus / CORPUS_TRACE

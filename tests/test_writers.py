@@ -14,9 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xentrace_cli import packets
-from xentrace_cli.readers import strace
-from xentrace_cli.readers import xentrace as xt
 from xentrace_cli.simulate.frames import ACK, PSH, SYN, Content, build_frames, mac_to_bytes
 from xentrace_cli.simulate.writers import (
     strace_quote,
@@ -25,6 +22,8 @@ from xentrace_cli.simulate.writers import (
     write_strace,
     write_xentrace,
 )
+from xentrace_cli.sources import packets, strace
+from xentrace_cli.sources import xentrace as xt
 
 T0 = 1_767_229_200 * 10**9
 

@@ -251,7 +251,7 @@ def source_options(func: F) -> F:
                  "socket_log": socket_log}
         capture_set = None
         if capture is not None and capture.is_dir():
-            from .manifest import read_manifest
+            from .sources.manifest import read_manifest
 
             found = read_manifest(capture)  # exit 3 naming the manifest when it is wrong
             capture_set = found.directory
@@ -315,7 +315,7 @@ def _duration_option(text: str | None, option: str) -> float | None:
 
 def _pooled_budgets(texts: tuple[str, ...], dataset: Path | None) -> list[Any]:
     """``check --budget-all``: limits on all the sets of a dataset together."""
-    from .gate import parse_budget
+    from .outputs.gate import parse_budget
 
     if texts and dataset is None:
         raise OptionError("--budget-all needs --dataset")
@@ -327,7 +327,7 @@ def _pooled_budgets(texts: tuple[str, ...], dataset: Path | None) -> list[Any]:
 
 def _explain_lines(analysis: Any, n: int) -> list[str]:
     """``analyze --explain``: Wireshark's view of the worst exchanges, as plain lines."""
-    from .report.explain import explain, text_lines
+    from .outputs.explain import explain, text_lines
 
     return text_lines(explain(analysis, n))
 
@@ -335,8 +335,8 @@ def _explain_lines(analysis: Any, n: int) -> list[str]:
 def _run_analysis(inputs: AnalysisInputs) -> Any:
     """The one set-up every analysing command shares: analyze every packet, then select
     what to report."""
-    from .analyze import AnalyzeOptions, analyze, parse_thresholds
-    from .select import Selection, select
+    from .pipeline.analyze import AnalyzeOptions, analyze, parse_thresholds
+    from .pipeline.select import Selection, select
 
     try:
         parsed = parse_thresholds(inputs.thresholds)
@@ -346,7 +346,7 @@ def _run_analysis(inputs: AnalysisInputs) -> Any:
                              thresholds=parsed)
     selection = Selection(**inputs.selection)
     if selection.host is not None:
-        from .select import normalize_host
+        from .pipeline.select import normalize_host
 
         normalize_host(selection.host)  # a usage error before the long analysis, not after
     with progress_callback("reading the sources") as on_progress:
@@ -386,8 +386,8 @@ def packets(file: Path, display_filter: str | None, host: str | None, port: int 
     Example:
       xenlat packets guest.pcap -Y 'tcp.port == 11211' --format parquet -o guest.parquet
     """
-    from .output import write_table
-    from .packets import iter_packet_tables, iter_packets
+    from .outputs.tables import write_table
+    from .sources.packets import iter_packet_tables, iter_packets
 
     _check_parquet_destination(fmt, output)
     # CSV and Parquet are written from Arrow tables (no pandas: a small file in a blink);
@@ -411,16 +411,16 @@ def info(file: Path, fmt: str) -> None:
     Example:
       xenlat info guest.pcapng --format json
     """
-    from .info import capture_info
+    from .sources.info import capture_info
 
     with progress_callback(f"reading {file.name}") as on_progress:
         result = capture_info(file, on_progress=on_progress)
     if fmt == "json":
-        from .output import dumps_json
+        from .outputs.tables import dumps_json
 
         click.echo(dumps_json(result.to_dict()), nl=False)
     else:
-        from .report.info_table import render_info
+        from .outputs.info_table import render_info
 
         render_info(result, _stdout_console())
 
@@ -447,14 +447,14 @@ def trace(file: Path, cpu_hz: float | None, fmt: str, dump: bool) -> None:
       xenlat trace xentrace.bin --dump | grep 'd14v2'
     """
     if dump:
-        from .trace_dump import dump_trace
-        from .trace_summary import DEFAULT_CPU_HZ
+        from .trace.dump import dump_trace
+        from .trace.summary import DEFAULT_CPU_HZ
 
         # no progress bar: it would draw over a pager reading the lines
         dump_trace(file, sys.stdout.buffer, cpu_hz or DEFAULT_CPU_HZ, fmt=fmt)
         sys.stdout.flush()
         return
-    from .trace_summary import analyze_trace, dumps
+    from .trace.summary import analyze_trace, dumps
 
     with progress_callback(f"reading {file.name}") as on_progress:
         summary = analyze_trace(file, cpu_hz=cpu_hz, on_progress=on_progress).to_document()
@@ -463,7 +463,7 @@ def trace(file: Path, cpu_hz: float | None, fmt: str, dump: bool) -> None:
     else:
         for line in summary["warnings"]:
             click.echo(f"xenlat: warning: {line}", err=True)
-        from .report.trace_table import render_trace_summary
+        from .outputs.trace_table import render_trace_summary
 
         render_trace_summary(summary, _stdout_console())
 
@@ -551,7 +551,7 @@ def record(domid: int | None, guest_name: str | None, duration: str, out_dir: Pa
       xenlat record --domid 5 --duration 30s -o /var/tmp/set --pid 1234
       xenlat record --domid 5 --duration 30s -o /var/tmp/set --run
     """
-    from . import record as rec
+    from .sources import record as rec
 
     seconds = _seconds_option(duration)
     if domid is None and guest_name is not None:
@@ -641,7 +641,7 @@ def batch(sets: tuple[Path, ...], dataset: Path, scheduler: str | None, workers:
       xenlat batch captures/*/ -o fleet/
       xenlat batch captures/ -o fleet/ --scheduler tcp://10.0.0.1:8786
     """
-    from .batch import find_sets, parse_memory_limit, run_batch
+    from .fleet.batch import find_sets, parse_memory_limit, run_batch
 
     try:
         limit = parse_memory_limit(memory_limit)
@@ -760,11 +760,11 @@ def analyze(inputs: AnalysisInputs, fmt: str, output: Path | None, plot: Path | 
     analysis = _run_analysis(inputs)
     explained = _explain_lines(analysis, explain_n) if explain_n else []
     if plot is not None:
-        from .report.plot import plot_waterfall
+        from .outputs.plot import plot_waterfall
 
         plot_waterfall(analysis, plot)
     if fmt == "table":
-        from .report.terminal import render_analysis
+        from .outputs.terminal import render_analysis
 
         if output is not None:
             from rich.console import Console
@@ -783,7 +783,7 @@ def analyze(inputs: AnalysisInputs, fmt: str, output: Path | None, plot: Path | 
     for line in explained:  # data formats: the Wireshark view goes beside, on stderr
         click.echo(line, err=True)
     if fmt == "json":
-        from .output import dumps_json
+        from .outputs.tables import dumps_json
 
         text = dumps_json(analysis.to_document())
         if output is None:
@@ -791,7 +791,7 @@ def analyze(inputs: AnalysisInputs, fmt: str, output: Path | None, plot: Path | 
         else:
             output.write_text(text, encoding="utf-8")
     else:
-        from .output import write_table
+        from .outputs.tables import write_table
 
         write_table(analysis.table, fmt, output)
 
@@ -853,7 +853,7 @@ def check(inputs: AnalysisInputs, budgets: tuple[str, ...], budgets_file: Path |
       xenlat check --dataset fleet/ --budget 'ring.p99 < 2ms' \\
           --budget-all 'ring.p99 < 1ms' --junit fleet-gate.xml
     """
-    from . import gate
+    from .outputs import gate
 
     if no_budgets_file and budgets_file is not None:
         raise OptionError("--budgets-file and --no-budgets-file: give one of them")
@@ -866,7 +866,7 @@ def check(inputs: AnalysisInputs, budgets: tuple[str, ...], budgets_file: Path |
     if not limits and not pooled:
         raise OptionError("nothing to check: give --budget, --budgets-file or --baseline")
     if dataset is not None:
-        from .fleet_gate import check_dataset
+        from .fleet.gate import check_dataset
 
         result = check_dataset(dataset, limits, pooled, hosts=xen_hosts)
     else:
@@ -881,15 +881,15 @@ def check(inputs: AnalysisInputs, budgets: tuple[str, ...], budgets_file: Path |
     for line in result.annotations():
         click.echo(line, err=True)
     if fmt == "json":
-        from .output import dumps_json
+        from .outputs.tables import dumps_json
 
         click.echo(dumps_json(result.to_document()), nl=False)
     elif dataset is not None:
-        from .report.fleet_gate_table import render_fleet_gate
+        from .fleet.gate_table import render_fleet_gate
 
         render_fleet_gate(result, _stdout_console())
     else:
-        from .report.gate_table import render_gate
+        from .outputs.gate_table import render_gate
 
         render_gate(result, _stdout_console())
     if verdict != ExitCode.OK:
@@ -913,9 +913,9 @@ def baseline(inputs: AnalysisInputs, output: Path, stats: tuple[str, ...]) -> No
     Example:
       xenlat baseline guest.pcap --socket-log app.strace -o baseline.json --stat p95
     """
-    from .gate import baseline_document
-    from .output import dumps_json
-    from .stats import parse_statistic
+    from .outputs.gate import baseline_document
+    from .outputs.tables import dumps_json
+    from .pipeline.stats import parse_statistic
 
     try:
         percentiles = [parse_statistic(text) for text in stats]
@@ -947,10 +947,10 @@ def report(inputs: AnalysisInputs, output: Path, top: int, dataset: Path | None,
       xenlat report sample_pcaps/black-0.1s --begin +1s --end +2s -o window.html
       xenlat report --dataset fleet/ -o fleet.html
     """
-    from .report.html import write_html_report
+    from .outputs.html import write_html_report
 
     if dataset is not None:
-        from .report.fleet import write_fleet_report
+        from .fleet.report import write_fleet_report
 
         write_fleet_report(dataset, output, hosts=xen_hosts)
         return

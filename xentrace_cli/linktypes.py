@@ -1,7 +1,8 @@
 """Link-layer header types (LINKTYPE_* numbers of pcap and pcapng): the one table of them.
 
 Numbers and names follow https://www.tcpdump.org/linktypes.html; the short names are those
-``capinfos`` prints. :data:`DECODED` lists the link types :mod:`xentrace_cli.decode` understands;
+``capinfos`` prints. :data:`DECODED` lists the link types :mod:`.sources.decode`
+understands;
 frames of any other link type stay in the packet table without IP fields, and are counted in a
 warning.
 """

@@ -9,7 +9,7 @@ unless told.
 ``run_scenario(name, out_dir)`` writes, for one simulated guest (domid 5) and its dom0:
 ``phys.pcap`` and ``vif5.0.pcap`` (dom0 clock), ``guest.pcapng`` and ``app.strace`` (guest
 clock), ``xentrace.bin`` (TSC), ``truth.csv``, ``scenario.json`` and the capture-set manifest
-``xenlat-set.toml`` (:mod:`xentrace_cli.manifest`). Modules: ``physics`` (the
+``xenlat-set.toml`` (:mod:`xentrace_cli.sources.manifest`). Modules: ``physics`` (the
 event model), ``scenarios`` (what each scenario changes), ``frames`` and ``writers`` (bytes),
 ``captures``, ``trace`` (the hypervisor trace), ``truth``, ``segments`` (long runs in
 parallel).
@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import OptionError
-from ..manifest import FILE_KEYS, MANIFEST_NAME, write_manifest
+from ..sources.manifest import FILE_KEYS, MANIFEST_NAME, write_manifest
 from . import segments
 from .captures import GUEST_IP, SERVER_IP, SERVER_PORT, Clock, write_captures
 from .frames import Content

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from ..linktypes import ETHERNET
-from ..readers.capture import PCAP_MAGIC_USEC
-from ..readers.pcapng import BYTE_ORDER_MAGIC, EPB, IDB, SHB
+from ..sources.capture import PCAP_MAGIC_USEC
+from ..sources.pcapng import BYTE_ORDER_MAGIC, EPB, IDB, SHB
 from ..xen_events import CPU_CHANGE_HEADER, CYCLES_FLAG, EXTRA_SHIFT, MAX_EXTRA
 from .frames import FrameBatch, ragged_index
 

@@ -1,0 +1,93 @@
+"""The package's layout holds: each layer imports only the layers below it.
+
+Layers (each package's ``__init__`` says its own): the shared modules at the top of
+``xentrace_cli`` (errors, model, units, linktypes, xen_events, groups) → ``sources`` →
+``pipeline`` → ``outputs`` → ``fleet``; ``trace`` (the ``xenlat trace`` views) and
+``simulate`` sit on ``sources`` beside the pipeline; ``cli`` may import anything. Read from
+the source with ``ast``, in-function imports included, so a lazy import cannot hide a wrong
+way round.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "xentrace_cli"
+LAYERS = ("sources", "pipeline", "outputs", "fleet", "trace", "simulate")
+ALLOWED = {
+    "shared": {"shared"},
+    "sources": {"shared", "sources"},
+    "trace": {"shared", "sources", "trace"},
+    "simulate": {"shared", "sources", "simulate"},
+    "pipeline": {"shared", "sources", "pipeline"},
+    "outputs": {"shared", "sources", "pipeline", "outputs"},
+    "fleet": {"shared", "sources", "pipeline", "outputs", "fleet"},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(module: str) -> str:
+    """The layer of a dotted module name of the package."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "shared"  # the package itself (__version__)
+    if parts[1] in LAYERS:
+        return parts[1]
+    return "cli" if parts[1] in ("cli", "__main__") else "shared"
+
+
+def package_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, imported module) for every import of the package in one file, as absolute names
+    (``from . import x`` names the submodule ``x`` where it is one)."""
+    module = module_name(path)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.split(".")[: len(package.split(".")) - node.level + 1]
+            target = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names if not node.module else [None]:
+                sub = f"{target}.{alias.name}" if alias else target
+                is_module = alias and (PACKAGE.parent / (sub.replace(".", "/") + ".py")).exists()
+                found.append((node.lineno, sub if is_module else target))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("xentrace_cli"):
+            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names
+                      if a.name.startswith("xentrace_cli")]
+    return found
+
+
+def test_layers_import_only_the_layers_below() -> None:
+    wrong = []
+    files = sorted(PACKAGE.rglob("*.py"))
+    for path in files:
+        here = layer_of(module_name(path))
+        if here == "cli":
+            continue
+        wrong += [f"{path.relative_to(PACKAGE)}:{line}: {here} imports {target} "
+                  f"({layer_of(target)})" for line, target in package_imports(path)
+                  if layer_of(target) not in ALLOWED[here]]
+    assert len(files) > 90  # the walk saw the package
+    assert wrong == []
+
+
+def test_every_package_says_its_layer() -> None:
+    """Each layer's ``__init__`` opens with a docstring saying what it may import."""
+    for name in LAYERS[:5]:
+        doc = ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text())) or ""
+        assert "May import" in doc, name
+
+
+def test_the_checker_sees_a_wrong_way_import(tmp_path: Path) -> None:
+    """A source reader importing the pipeline is reported (the checker can fail)."""
+    assert layer_of("xentrace_cli.pipeline.match") not in ALLOWED[layer_of(
+        "xentrace_cli.sources.packets")]
+    assert package_imports(PACKAGE / "pipeline" / "lone.py")  # relative imports resolved
+    assert ("xentrace_cli.pipeline.match" in
+            {t for _, t in package_imports(PACKAGE / "pipeline" / "attribute.py")})

@@ -1,0 +1,15 @@
+"""Layer 3, outputs: what a finished analysis (or a capture, or a trace summary) looks like
+to people and programs.
+
+:mod:`.tables` writes CSV / JSON / Parquet (streamed) and deterministic JSON documents;
+:mod:`.terminal` is the rich report, :mod:`.html` the self-contained HTML page (plotly.js
+from ``assets/``), :mod:`.plot` the matplotlib waterfall; :mod:`.waterfall` and
+:mod:`.numbers` are what they share (direction-aware intervals, one unit and decimals per
+column); :mod:`.explain` asks tshark (through pyshark) for Wireshark's view of the worst
+exchanges; :mod:`.gate` is the CI verdict (budgets, baselines, JUnit); :mod:`.info_table`,
+:mod:`.trace_table`, :mod:`.gate_table` are small rich tables.
+
+May import: the shared modules, :mod:`xentrace_cli.sources` and
+:mod:`xentrace_cli.pipeline` (its result, statistics and names); rich, plotly's bundle,
+matplotlib and pyshark only inside the module that needs them. Never click.
+"""

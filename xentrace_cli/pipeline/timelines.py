@@ -1,0 +1,227 @@
+"""The trace's records as the path-following steps read them: sorted arrays, per-vCPU timelines.
+
+:class:`TraceRecords` holds the three kinds of record a packet's path crosses — the NIC's
+interrupts (``HW_IRQ_HANDLED``), wakes, and netback's grant copies — as sorted numpy columns.
+:class:`Timelines` answers, for any vCPU and many times at once, "what was its run state",
+"when did it next run" and "on which physical CPU" from the trace's run-state intervals.
+Everything is in TSC cycles; nothing here knows about packets or clocks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from .. import xen_events as xe
+
+#: Run-state codes (Xen's numbers: ``RUNSTATE_CHANGE`` old/new fields).
+RUNNING, RUNNABLE, BLOCKED, OFFLINE = (xe.RUNSTATE_RUNNING, xe.RUNSTATE_RUNNABLE,
+                                       xe.RUNSTATE_BLOCKED, xe.RUNSTATE_OFFLINE)
+UNKNOWN = -1
+#: "No such time" in an int64 TSC column.
+NO_TSC = np.iinfo(np.int64).min
+
+
+@dataclasses.dataclass(frozen=True)
+class Interrupts:
+    """``HW_IRQ_HANDLED`` records, in time order."""
+
+    tsc: np.ndarray
+    """Handler exit (when Xen writes the record)."""
+    entry_tsc: np.ndarray
+    """Handler entry (from the record's low-32-bit entry and exit words)."""
+    cpu: np.ndarray
+    number: np.ndarray
+    """Xen IRQ number."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Wakes:
+    """``WAKE`` records, in time order: ``cpu`` is the waker's physical CPU."""
+
+    tsc: np.ndarray
+    cpu: np.ndarray
+    domid: np.ndarray
+    vcpu: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Copies:
+    """netback's ``GNTTABOP_copy`` hypercalls, in time order."""
+
+    tsc: np.ndarray
+    cpu: np.ndarray
+    count: np.ndarray
+    """Copy operations in the batch (at least one per frame)."""
+    issuer: np.ndarray
+    """dom0 vCPU that issued it (-1: not dom0, or no switch records to tell)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TraceRecords:
+    """The records a packet's path crosses."""
+
+    interrupts: Interrupts
+    wakes: Wakes
+    copies: Copies
+
+    @classmethod
+    def from_events(cls, events: pd.DataFrame, cpu_runs: pd.DataFrame | None
+                    ) -> TraceRecords:
+        """From the event table of ``readers.xentrace.read_xentrace`` (merged in time)."""
+        event = events["event"].to_numpy()
+        tsc = events["tsc"].to_numpy(np.int64)
+        cpu = events["cpu"].to_numpy().astype(np.int64)
+        return cls(_interrupts(events, event, tsc, cpu), _wakes(events, event, tsc, cpu),
+                   _copies(events, event, tsc, cpu, cpu_runs))
+
+
+def _column(events: pd.DataFrame, name: str, rows: np.ndarray, missing: int) -> np.ndarray:
+    """A (nullable) event column at ``rows`` only: converting every row is slow."""
+    return events[name].iloc[rows].to_numpy(dtype=np.int64, na_value=missing)
+
+
+def _interrupts(events: pd.DataFrame, event: np.ndarray, tsc: np.ndarray,
+                cpu: np.ndarray) -> Interrupts:
+    rows = np.flatnonzero(event == xe.TRC_HW_IRQ_HANDLED)
+    w1 = _column(events, "w1", rows, 0)
+    w2 = _column(events, "w2", rows, 0)
+    # the words hold the TSC's low 32 bits at entry and exit: their difference, mod 2**32
+    entry = tsc[rows] - ((w2 - w1) & 0xFFFFFFFF)
+    return Interrupts(tsc[rows], entry, cpu[rows], _column(events, "irq", rows, -1))
+
+
+def _wakes(events: pd.DataFrame, event: np.ndarray, tsc: np.ndarray,
+           cpu: np.ndarray) -> Wakes:
+    rows = np.flatnonzero(event == xe.TRC_SCHED_WAKE)
+    return Wakes(tsc[rows], cpu[rows], _column(events, "domid", rows, -1),
+                 _column(events, "vcpu", rows, -1))
+
+
+def _copies(events: pd.DataFrame, event: np.ndarray, tsc: np.ndarray, cpu: np.ndarray,
+            cpu_runs: pd.DataFrame | None) -> Copies:
+    rows = np.flatnonzero(event == xe.TRC_PV_HYPERCALL_V2)
+    copy = ((_column(events, "hypercall", rows, -1) == xe.HYPERCALL_GRANT_TABLE_OP)
+            & (_column(events, "gnttab_cmd", rows, -1) == xe.GNTTABOP_COPY))
+    rows = rows[copy]
+    c_tsc, c_cpu = tsc[rows], cpu[rows]
+    issuer = np.full(rows.size, -1, dtype=np.int64)
+    if rows.size and cpu_runs is not None and len(cpu_runs):
+        from ..sources.xentrace import running_on
+
+        who = running_on(cpu_runs, c_cpu, c_tsc)
+        dom0 = who["domid"].to_numpy(dtype=np.int64, na_value=-1) == 0
+        issuer = np.where(dom0, who["vcpu"].to_numpy(dtype=np.int64, na_value=-1), -1)
+    count = np.maximum(_column(events, "count", rows, 1), 1)
+    return Copies(c_tsc, c_cpu, count, issuer)
+
+
+@dataclasses.dataclass(frozen=True)
+class VcpuTimeline:
+    """One vCPU's run-state intervals, in time order."""
+
+    start: np.ndarray
+    end: np.ndarray
+    """Exclusive; an interval still open at the end of the trace ends at its last TSC."""
+    state: np.ndarray
+    cpu: np.ndarray
+
+    def _index(self, tsc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        i = np.searchsorted(self.start, tsc, side="right") - 1
+        j = np.maximum(i, 0)
+        inside = (i >= 0) & (tsc < self.end[j]) if self.start.size else np.zeros(tsc.size, bool)
+        return j, inside
+
+    def state_at(self, tsc: np.ndarray) -> np.ndarray:
+        """Run-state code at each TSC (``UNKNOWN`` outside the trace's knowledge)."""
+        tsc = np.asarray(tsc, dtype=np.int64)
+        if self.start.size == 0:
+            return np.full(tsc.size, UNKNOWN, dtype=np.int64)
+        j, inside = self._index(tsc)
+        return np.where(inside, self.state[j], UNKNOWN)
+
+    def cpu_at(self, tsc: np.ndarray) -> np.ndarray:
+        """Physical CPU of the interval holding each TSC (-1 unknown)."""
+        tsc = np.asarray(tsc, dtype=np.int64)
+        if self.start.size == 0:
+            return np.full(tsc.size, -1, dtype=np.int64)
+        j, inside = self._index(tsc)
+        return np.where(inside, self.cpu[j], -1)
+
+    @cached_property
+    def _run_starts(self) -> np.ndarray:
+        return self.start[self.state == RUNNING]
+
+    def next_run(self, tsc: np.ndarray) -> np.ndarray:
+        """First time at or after each TSC the vCPU was running: the TSC itself when it was
+        running then, else the start of its next running interval (``NO_TSC``: never)."""
+        tsc = np.asarray(tsc, dtype=np.int64)
+        out = np.full(tsc.size, NO_TSC, dtype=np.int64)
+        running = self.state_at(tsc) == RUNNING
+        out[running] = tsc[running]
+        starts = self._run_starts
+        if starts.size:
+            k = np.searchsorted(starts, tsc, side="left")
+            later = ~running & (k < starts.size)
+            out[later] = starts[np.minimum(k, starts.size - 1)][later]
+        return out
+
+
+    def ran_since(self, tsc: np.ndarray, amount: int) -> np.ndarray:
+        """Per TSC: the latest time ``t`` at or before it such that the vCPU ran ``amount``
+        cycles within [t, tsc] (``NO_TSC`` when it did not run that long before)."""
+        tsc = np.asarray(tsc, dtype=np.int64)
+        run = self.state == RUNNING
+        s, e = self.start[run], self.end[run]
+        out = np.full(tsc.size, NO_TSC, dtype=np.int64)
+        if s.size == 0:
+            return out
+        done = np.cumsum(e - s)                     # cycles run by the end of each interval
+        k = np.searchsorted(s, tsc, side="right") - 1   # the last run starting by tsc
+        j = np.maximum(k, 0)
+        ran = np.where(k >= 0, done[j] - (e[j] - np.minimum(tsc, e[j])), 0)
+        target = ran - amount                       # cycles run by the time t sought
+        ok = (k >= 0) & (target >= 0)
+        m = np.searchsorted(done, target, side="left")  # the interval where it is reached
+        m = np.minimum(m, s.size - 1)
+        before = done[m] - (e[m] - s[m])
+        out[ok] = (s[m] + (target - before))[ok]
+        return out
+
+
+class Timelines:
+    """Every vCPU's :class:`VcpuTimeline`, built on first use."""
+
+    def __init__(self, runstates: pd.DataFrame) -> None:
+        self.runstates = runstates
+        self._cache: dict[tuple[int, int], VcpuTimeline] = {}
+        last = runstates.attrs.get("last_tsc")
+        self._open_end = int(last) if last is not None else (
+            int(runstates["start_tsc"].max()) + 1 if len(runstates) else 0)
+
+    def __getitem__(self, key: tuple[int, int]) -> VcpuTimeline:
+        if key not in self._cache:
+            rs = self.runstates
+            mine = rs[(rs["domid"].to_numpy() == key[0]) & (rs["vcpu"].to_numpy() == key[1])]
+            start = mine["start_tsc"].to_numpy(np.int64)
+            order = np.argsort(start, kind="stable")
+            end = mine["end_tsc"].to_numpy(dtype=np.int64, na_value=self._open_end)
+            self._cache[key] = VcpuTimeline(
+                start[order], np.maximum(end[order], start[order]),
+                mine["state"].cat.codes.to_numpy().astype(np.int64)[order],
+                mine["cpu"].to_numpy().astype(np.int64)[order])
+        return self._cache[key]
+
+    @property
+    def last_tsc(self) -> int:
+        """Where the trace's knowledge of run states ends."""
+        return self._open_end
+
+    def vcpus(self, domid: int) -> list[int]:
+        """The vCPUs of a domain that have run states."""
+        rs = self.runstates
+        return sorted(int(v) for v in np.unique(rs["vcpu"].to_numpy()[
+            rs["domid"].to_numpy() == domid]))

@@ -1,0 +1,322 @@
+"""Opening a capture file: format sniffing, transparent gzip, chunked reading, raw batches.
+
+:func:`open_capture` checks the path, looks at the magic number (through gzip when the file is
+gzip-compressed, as Wireshark reads ``.pcap.gz``) and returns the reader of that format
+(:class:`~xentrace_cli.sources.pcap.PcapReader` or
+:class:`~xentrace_cli.sources.pcapng.PcapngReader`). Both yield :class:`RawBatch` objects:
+columns of record positions, lengths and timestamps over one chunk of the file, never the whole
+file (memory stays bounded by :data:`CHUNK_BYTES`).
+
+The only sequential work is walking the record (block) lengths: each record's offset depends on
+the previous record's length. The readers do it in a tight loop that reads 4 (pcap) or 8
+(pcapng) header bytes per record with a precompiled :class:`struct.Struct`; everything else is
+numpy over the whole chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from ..errors import InputError, TruncatedInput, check_readable
+
+#: Bytes read per chunk (plus the unread tail of the previous chunk). Small enough that the
+#: decoder's gathers hit the CPU cache (4 MiB: 2x faster decoding than 16 MiB).
+CHUNK_BYTES = 4 << 20
+#: Largest packet accepted (Wireshark's WTAP_MAX_PACKET_SIZE_STANDARD); a longer length field is
+#: treated as corruption, never trusted to allocate.
+MAX_PACKET_BYTES = 256 << 10
+#: Largest non-packet pcapng block accepted (name resolution, statistics, custom blocks).
+MAX_BLOCK_BYTES = 8 << 20
+
+GZIP_MAGIC = b"\x1f\x8b"
+PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+#: pcap magic numbers as the first four bytes read little-endian: (resolution name, ns per tick,
+#: record header bytes).
+PCAP_MAGIC_USEC = 0xA1B2C3D4
+PCAP_MAGIC_NSEC = 0xA1B23C4D
+PCAP_MAGIC_MODIFIED = 0xA1B2CD34  # Kuznetzov's patched libpcap
+PCAP_MAGICS: dict[int, tuple[str, int, int]] = {
+    PCAP_MAGIC_USEC: ("usec", 1000, 16),
+    PCAP_MAGIC_NSEC: ("nsec", 1, 16),
+    PCAP_MAGIC_MODIFIED: ("usec-modified", 1000, 24),
+}
+
+
+@dataclasses.dataclass(slots=True)
+class Interface:
+    """One capture interface (pcapng IDB; a classic pcap file has exactly one)."""
+
+    linktype: int
+    snaplen: int
+    name: str | None = None
+    description: str | None = None
+    #: seconds added to every timestamp (``if_tsoffset``)
+    tsoffset_s: int = 0
+    section: int = 0
+    #: resolution code (pcapng ``if_tsresol`` byte: bit 7 set = power of two)
+    tsresol_code: int = 6
+
+    @property
+    def tsresol(self) -> str:
+        """Timestamp resolution as written: ``10^-6`` (decimal) or ``2^-20`` (binary)."""
+        code = self.tsresol_code
+        return f"2^-{code & 0x7F}" if code & 0x80 else f"10^-{code}"
+
+    def to_dict(self) -> dict[str, Any]:
+        from ..linktypes import name
+
+        return {"name": self.name, "description": self.description,
+                "linktype": self.linktype, "linktype_name": name(self.linktype),
+                "snaplen": self.snaplen, "tsresol": self.tsresol,
+                "tsoffset_s": self.tsoffset_s, "section": self.section}
+
+
+@dataclasses.dataclass
+class RawBatch:
+    """Records of one chunk as columns. ``buf`` is only valid until the next batch is read."""
+
+    buf: np.ndarray            #: uint8 chunk buffer (bytes past the last packet are stale)
+    data_off: np.ndarray       #: int64 offset of each packet's first byte in ``buf``
+    caplen: np.ndarray         #: int64 captured length
+    wirelen: np.ndarray        #: int64 original length
+    ts_ns: np.ndarray          #: int64 epoch nanoseconds (meaningless where not ts_valid)
+    ts_valid: np.ndarray       #: bool: the record has a usable timestamp
+    interface: np.ndarray      #: int32 global interface index
+    linktype: np.ndarray       #: int32 link type of each packet
+    frame: np.ndarray          #: int64 1-based frame number as tshark counts
+    end_offset: int            #: file offset just past this batch's records
+
+    def __len__(self) -> int:
+        return len(self.data_off)
+
+
+@dataclasses.dataclass
+class Damage:
+    """Where a capture stops being readable: cut short or corrupt."""
+
+    offset: int
+    packet: int            #: number of the frame that could not be read
+    problem: str
+    kept: int              #: whole frames read before it
+    corrupt: bool = False  #: True: a bad length or header, not just an early end
+
+
+class CaptureReader:
+    """Common machinery of the format readers: the file, the chunk buffer, damage reports."""
+
+    format: str = "?"
+
+    def __init__(self, path: Path, fh: IO[bytes], raw: IO[bytes], gzipped: bool,
+                 head: bytes) -> None:
+        self.path = path
+        self._fh = fh
+        self._raw = raw
+        self.gzipped = gzipped
+        self.file_bytes = os.path.getsize(path)
+        self.interfaces: list[Interface] = []
+        self.byte_order = "LE"
+        self.damage: Damage | None = None
+        #: frames (tshark's count) read so far
+        self.frames = 0
+        #: pcapng: out-of-range timestamps replaced by NA (count)
+        self.bad_timestamps = 0
+        self._buf = np.empty(CHUNK_BYTES + MAX_BLOCK_BYTES + 64, dtype=np.uint8)
+        self._mv = memoryview(self._buf)
+        # bytes [0, _len) of _buf are valid; they start at file offset _base
+        self._len = 0
+        self._base = 0
+        self._eof = False
+        #: why the (gzip) stream ended early, if it did
+        self.stream_error: str | None = None
+
+    # -- chunk buffer -------------------------------------------------------------------------
+    def _refill(self, keep_from: int) -> bool:
+        """Drop bytes before ``keep_from``, read the next chunk after the rest. False at EOF."""
+        if self._eof:
+            return False
+        tail = self._len - keep_from
+        if tail and keep_from:
+            self._buf[:tail] = self._buf[keep_from:self._len]
+        self._base += keep_from
+        self._len = tail
+        want = CHUNK_BYTES
+        while want > 0:
+            got = self._fh.readinto(self._mv[self._len:self._len + want])
+            if not got:
+                self._eof = True
+                self.stream_error = getattr(self._fh, "error", None)
+                break
+            self._len += got
+            want -= got
+        return self._len > tail or tail > 0
+
+    @property
+    def position(self) -> int:
+        """Bytes of the file on disk consumed so far (compressed bytes for gzip)."""
+        try:
+            return min(self._raw.tell(), self.file_bytes)
+        except (OSError, ValueError):
+            return self.file_bytes
+
+    def close(self) -> None:
+        self._fh.close()
+        if self._raw is not self._fh:
+            self._raw.close()
+
+    def __enter__(self) -> CaptureReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def batches(self) -> Iterator[RawBatch]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- damage -------------------------------------------------------------------------------
+    def _stop(self, offset: int, problem: str, *, corrupt: bool) -> None:
+        """Record where reading stopped; corruption before any frame is an error."""
+        self.damage = Damage(offset=offset, packet=self.frames + 1, problem=problem,
+                             kept=self.frames, corrupt=corrupt)
+        if corrupt and self.frames == 0:
+            raise InputError(self.path, problem, offset=offset, packet=1)
+
+    def damage_warning(self) -> TruncatedInput | None:
+        """The one warning about the damage found (after the last batch), or None."""
+        d = self.damage
+        if d is None and self.stream_error is not None:
+            d = self.damage = Damage(offset=self._base + self._len, packet=self.frames + 1,
+                                     problem=self.stream_error, kept=self.frames)
+        if d is None:
+            return None
+        if self.stream_error is not None and self.stream_error not in d.problem:
+            d.problem += f" ({self.stream_error})"
+        what = "corrupt" if d.corrupt else "cut short"
+        return TruncatedInput(
+            f"{self.path}: offset {d.offset} (packet {d.packet}): capture {what}: {d.problem}; "
+            f"the {d.kept} whole packets before it were kept")
+
+
+#: compressed bytes read from disk at a time, and most bytes one inflate step may produce
+GZIP_READ_BYTES = 1 << 20
+GZIP_INFLATE_BYTES = 4 << 20
+
+
+class GunzipStream(io.RawIOBase):
+    """Streaming gzip decompression that keeps every byte inflated before damage.
+
+    Unlike :class:`gzip.GzipFile`, a stream cut short or corrupt does not raise: reading ends
+    there and :attr:`error` says why. Concatenated gzip members are read one after another;
+    no step inflates more than ``GZIP_INFLATE_BYTES`` (a zip bomb cannot exhaust memory).
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self.raw = raw
+        self.error: str | None = None
+        self._z = zlib.decompressobj(wbits=31)
+        self._pending = bytearray()
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self, need: int) -> None:
+        while len(self._pending) < need and not self._done:
+            if self._z.unconsumed_tail:
+                src = self._z.unconsumed_tail
+            elif self._z.eof:  # member finished: another may follow
+                src = self._z.unused_data or self.raw.read(GZIP_READ_BYTES)
+                if not src:
+                    self._done = True
+                    break
+                self._z = zlib.decompressobj(wbits=31)
+            else:
+                src = self.raw.read(GZIP_READ_BYTES)
+                if not src:
+                    self.error = "gzip data ends before the end of its stream"
+                    self._done = True
+                    break
+            try:
+                self._pending += self._z.decompress(src, GZIP_INFLATE_BYTES)
+            except zlib.error as exc:
+                self.error = f"corrupt gzip data ({exc})"
+                self._done = True
+
+    def peek(self, n: int) -> bytes:
+        self._fill(n)
+        return bytes(self._pending[:n])
+
+    def readinto(self, b: Any) -> int:
+        n = len(b)
+        self._fill(n)
+        k = min(n, len(self._pending))
+        b[:k] = self._pending[:k]
+        del self._pending[:k]
+        return k
+
+
+def sniff(head: bytes) -> str:
+    """Format of a capture from its first bytes: ``pcap``, ``pcapng``, ``gzip`` or ``?``."""
+    if head[:2] == GZIP_MAGIC:
+        return "gzip"
+    if head[:4] == PCAPNG_MAGIC:
+        return "pcapng"
+    if len(head) >= 4:
+        le = int.from_bytes(head[:4], "little")
+        be = int.from_bytes(head[:4], "big")
+        if le in PCAP_MAGICS or be in PCAP_MAGICS:
+            return "pcap"
+    return "?"
+
+
+def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
+    """Open a pcap or pcapng file (optionally gzip-compressed) for reading in batches."""
+    path = Path(path)
+    check_readable(path)
+    try:
+        raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 - owned by the reader
+    except OSError as exc:
+        raise InputError(path, f"cannot open: {exc.strerror or exc}") from None
+    fh: IO[bytes] = raw
+    gzipped = False
+    head = raw.read(64)
+    if sniff(head) == "gzip":
+        gzipped = True
+        raw.seek(0)
+        stream = GunzipStream(raw)
+        head = stream.peek(64)
+        if not head:
+            raw.close()
+            raise InputError(path, stream.error or "gzip-compressed file holds no data",
+                             offset=0)
+        fh = stream  # type: ignore[assignment]
+    else:
+        raw.seek(0)
+    kind = sniff(head)
+    try:
+        if kind == "pcap":
+            from .pcap import PcapReader
+
+            return PcapReader(path, fh, raw, gzipped, head)
+        if kind == "pcapng":
+            from .pcapng import PcapngReader
+
+            return PcapngReader(path, fh, raw, gzipped, head)
+    except BaseException:
+        fh.close()
+        raw.close()
+        raise
+    fh.close()
+    raw.close()
+    magic = head[:4].hex() if head else "none"
+    what = "gzip-compressed data" if gzipped else "file"
+    raise InputError(path, f"not a pcap or pcapng capture ({what} starts with {magic})",
+                     offset=0)

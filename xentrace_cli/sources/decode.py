@@ -1,0 +1,519 @@
+"""Vectorized decoding of a batch of frames: link layer → IPv4/IPv6 → TCP/UDP/ICMP columns.
+
+No loop runs per packet. Every header field is one numpy gather: the chunk is viewed as
+``>u2``/``>u4``/``>u8`` arrays with a stride of one byte, so ``be32[pos]`` reads the 4 bytes at
+``pos`` for every packet at once. Header offsets are computed arrays; branches are masks (link
+type, ethertype, VLAN tags, IP version, IHL, IPv6 extension headers). A field is read only
+where the packet's captured bytes hold it (``pos + size <= packet end``), so a short frame gives
+missing fields, never another frame's bytes.
+
+Tunnels (IP-in-IP, IPv6-in-IP, GRE carrying IP, VXLAN on UDP 4789, Teredo on UDP 3544) are
+followed once: the
+columns describe the innermost IP header, as the architecture asks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .. import linktypes as lt
+
+IPPROTO_ICMP = 1
+IPPROTO_IPIP = 4
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_IPV6 = 41
+IPPROTO_GRE = 47
+IPPROTO_ICMPV6 = 58
+#: IPv6 extension headers followed to the transport header: hop-by-hop, routing, fragment,
+#: authentication, destination options, mobility.
+IPV6_EXT_HOPOPT = 0
+IPV6_EXT_ROUTING = 43
+IPV6_EXT_FRAGMENT = 44
+IPV6_EXT_AH = 51
+IPV6_EXT_DSTOPTS = 60
+IPV6_EXT_MOBILITY = 135
+IPV6_EXTENSIONS = (IPV6_EXT_HOPOPT, IPV6_EXT_ROUTING, IPV6_EXT_FRAGMENT, IPV6_EXT_AH,
+                   IPV6_EXT_DSTOPTS, IPV6_EXT_MOBILITY)
+#: most extension headers followed per packet (a loop over masks, not over packets)
+MAX_IPV6_EXTENSIONS = 8
+#: most VLAN tags stripped (802.1Q inside 802.1ad inside ...)
+MAX_VLAN_TAGS = 3
+IPV6_OPT_JUMBO = 0xC2
+VXLAN_PORT = 4789
+TEREDO_PORT = 3544
+#: bytes of transport payload hashed into ``payload_digest``
+DIGEST_BYTES = 64
+
+
+@dataclasses.dataclass
+class Decoded:
+    """Columns of a decoded batch; ``*_ok`` masks say where the value exists."""
+
+    ip_version: np.ndarray          #: uint8: 4, 6, 0 (src valid where not 0)
+    src_v4: np.ndarray              #: uint32 (valid where ip_version == 4)
+    dst_v4: np.ndarray
+    src_v6: np.ndarray              #: (n, 2) uint64 big-endian halves (where ip_version == 6)
+    dst_v6: np.ndarray
+    proto: np.ndarray               #: uint8, valid where whole_ip
+    whole_ip: np.ndarray            #: the IP header was captured whole (dst, proto valid)
+    ip_id: np.ndarray               #: uint32
+    ip_id_ok: np.ndarray
+    frag_offset: np.ndarray         #: uint16 bytes
+    sport: np.ndarray               #: uint16
+    dport: np.ndarray
+    ports_ok: np.ndarray
+    tcp_seq: np.ndarray             #: uint32
+    tcp_ack: np.ndarray
+    tcp_flags: np.ndarray           #: uint16
+    tcp_ok: np.ndarray              #: ack and flags captured
+    tcp_seq_ok: np.ndarray
+    payload_len: np.ndarray         #: int64
+    payload_ok: np.ndarray
+    payload_digest: np.ndarray      #: uint64
+    digest_ok: np.ndarray
+    undecoded_linktypes: dict[int, int]  #: link type -> frames of it not decoded (unsupported)
+    # opt-in (``decode(..., payload_head=N, tcp_window=True)``); None when not asked for
+    payload_head: np.ndarray | None = None  #: (n, N) uint8: first N payload bytes, 0-padded
+    head_len: np.ndarray | None = None      #: int64: bytes of payload_head that were captured
+    tcp_window: np.ndarray | None = None    #: uint16: raw advertised window (unscaled)
+    tcp_window_ok: np.ndarray | None = None
+    tcp_wscale: np.ndarray | None = None    #: int8: SYN's window-scale shift, -1 none/not SYN
+
+
+class _Views:
+    """Unaligned big/little-endian views of one chunk, for gathers at any byte offset."""
+
+    #: bytes that must follow the last packet byte so that an 8-byte read there stays inside
+    SLACK = 8
+
+    def __init__(self, buf: np.ndarray, used: int) -> None:
+        if len(buf) < used + self.SLACK:  # the readers leave room; a bare buffer gets padded
+            pad = np.zeros(used + self.SLACK, dtype=np.uint8)
+            pad[:len(buf)] = buf[:used + self.SLACK]
+            buf = pad
+        size = len(buf) - self.SLACK
+        self.u8 = buf
+        self.be16 = np.ndarray((size,), dtype=">u2", buffer=buf, strides=(1,))
+        self.be32 = np.ndarray((size,), dtype=">u4", buffer=buf, strides=(1,))
+        self.be64 = np.ndarray((size,), dtype=">u8", buffer=buf, strides=(1,))
+        self.le32 = np.ndarray((size,), dtype="<u4", buffer=buf, strides=(1,))
+        self.le64 = np.ndarray((size,), dtype="<u8", buffer=buf, strides=(1,))
+
+
+def _any_of(values: np.ndarray, choices: tuple[int, ...]) -> np.ndarray:
+    """``values`` equal to one of a few ``choices`` (cheaper than ``np.isin`` for so few)."""
+    out = values == choices[0]
+    for choice in choices[1:]:
+        out |= values == choice
+    return out
+
+
+def _at(view: np.ndarray, pos: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """``view[pos]`` where ``ok``, 0 elsewhere (positions outside the buffer are never read)."""
+    if ok.all():  # the common case: one gather, no masking
+        return view[pos]
+    idx = np.where(ok, pos, 0)
+    out = view[idx]
+    out[~ok] = 0
+    return out
+
+
+def decode(buf: np.ndarray, data_off: np.ndarray, caplen: np.ndarray, wirelen: np.ndarray,
+           linktype: np.ndarray, *, payload_head: int = 0, tcp_window: bool = False) -> Decoded:
+    """Decode every frame of a batch (see :class:`~xentrace_cli.sources.capture.RawBatch`).
+
+    Opt-in extras (the default decoding pays nothing for them): ``payload_head=N`` the first
+    N payload bytes of every frame (protocol recognition, :mod:`conversations.protocols`);
+    ``tcp_window`` the raw advertised window and the SYN's window-scale option (sequence
+    analysis, :mod:`conversations.tcp_analysis`).
+    """
+    n = len(data_off)
+    start = data_off.astype(np.int64)
+    pend = start + caplen
+    v = _Views(buf, int(pend.max()) if n else 0)
+    linktype = linktype.astype(np.int32)
+
+    # ---- link layer: offset of the network header and the protocol it announces ----------
+    l3 = np.full(n, -1, dtype=np.int64)
+    etype = np.zeros(n, dtype=np.int64)  # ethertype-like; 4/6 from raw link types below
+    undecoded: dict[int, int] = {}
+    for value in np.unique(linktype):
+        t = int(value)
+        sel = np.flatnonzero(linktype == t)
+        s = start[sel]
+        ok = np.ones(len(sel), dtype=bool)
+        if t == lt.ETHERNET:
+            ok = s + 14 <= pend[sel]
+            et = _at(v.be16, s + 12, ok).astype(np.int64)
+            pos = s + 14
+            for _ in range(MAX_VLAN_TAGS):
+                tag = ok & _any_of(et, lt.ETHERTYPE_VLAN) & (pos + 4 <= pend[sel])
+                if not tag.any():
+                    break
+                et = np.where(tag, _at(v.be16, pos + 2, tag), et)
+                pos = np.where(tag, pos + 4, pos)
+            etype[sel], l3[sel] = et, pos
+        elif t == lt.SLL:
+            ok = s + 16 <= pend[sel]
+            etype[sel], l3[sel] = _at(v.be16, s + 14, ok), s + 16
+        elif t == lt.SLL2:
+            ok = s + 20 <= pend[sel]
+            etype[sel], l3[sel] = _at(v.be16, s, ok), s + 20
+        elif t in (lt.RAW, lt.RAW_BSD_12, lt.RAW_BSD_14, lt.IPV4, lt.IPV6):
+            ok = s + 1 <= pend[sel]
+            nibble = _at(v.u8, s, ok) >> 4
+            if t == lt.IPV4:
+                nibble = np.where(ok, 4, 0)
+            elif t == lt.IPV6:
+                nibble = np.where(ok, 6, 0)
+            etype[sel] = np.where(nibble == 4, lt.ETHERTYPE_IPV4,
+                                  np.where(nibble == 6, lt.ETHERTYPE_IPV6, 0))
+            l3[sel] = s
+        elif t in (lt.NULL, lt.LOOP):
+            ok = s + 4 <= pend[sel]
+            fam = _at(v.be32, s, ok).astype(np.int64)
+            if t == lt.NULL:  # writer's host order: a family never exceeds 16 bits
+                fam = np.where(fam > 0xFFFF, _at(v.le32, s, ok), fam)
+            etype[sel] = np.where(fam == lt.AF_INET, lt.ETHERTYPE_IPV4,
+                                  np.where(_any_of(fam, lt.AF_INET6_BSD), lt.ETHERTYPE_IPV6, 0))
+            l3[sel] = s + 4
+        elif t == lt.IPNET:
+            ok = s + 24 <= pend[sel]
+            fam = _at(v.u8, s + 1, ok)
+            etype[sel] = np.where(fam == lt.IPNET_AF_INET, lt.ETHERTYPE_IPV4,
+                                  np.where(fam == lt.IPNET_AF_INET6, lt.ETHERTYPE_IPV6, 0))
+            l3[sel] = s + 24
+        else:
+            undecoded[t] = len(sel)
+            continue
+        etype[sel] = np.where(ok, etype[sel], 0)
+
+    cols = _Columns(n)
+    _decode_ip(v, np.arange(n), l3, etype, pend, start, wirelen, cols)
+    # ---- tunnels: decode the inner IP header over the outer values --------------------------
+    inner = cols.tunnel_l3 >= 0
+    if inner.any():
+        idx = np.flatnonzero(inner)
+        _decode_ip(v, idx, cols.tunnel_l3[idx], cols.tunnel_etype[idx], pend[idx],
+                   start[idx], wirelen[idx], cols, tunnel_pass=True)
+    _digest(v, cols, pend)
+    extras = {}
+    if payload_head > 0:
+        extras["payload_head"], extras["head_len"] = _head(v, cols, pend, payload_head)
+    if tcp_window:
+        extras.update(_window(v, cols, pend))
+    return Decoded(
+        ip_version=cols.ip_version, src_v4=cols.src_v4, dst_v4=cols.dst_v4,
+        src_v6=cols.src_v6, dst_v6=cols.dst_v6, proto=cols.proto, whole_ip=cols.whole_ip,
+        ip_id=cols.ip_id, ip_id_ok=cols.ip_id_ok, frag_offset=cols.frag_offset,
+        sport=cols.sport, dport=cols.dport, ports_ok=cols.ports_ok,
+        tcp_seq=cols.tcp_seq, tcp_ack=cols.tcp_ack, tcp_flags=cols.tcp_flags,
+        tcp_ok=cols.tcp_ok, tcp_seq_ok=cols.tcp_seq_ok, payload_len=cols.payload_len,
+        payload_ok=cols.payload_ok,
+        payload_digest=cols.digest, digest_ok=cols.digest_ok, undecoded_linktypes=undecoded,
+        **extras)
+
+
+class _Columns:
+    """Output columns being filled (plain arrays plus validity masks)."""
+
+    def __init__(self, n: int) -> None:
+        self.ip_version = np.zeros(n, dtype=np.uint8)
+        self.src_v4 = np.zeros(n, dtype=np.uint32)
+        self.dst_v4 = np.zeros(n, dtype=np.uint32)
+        self.src_v6 = np.zeros((n, 2), dtype=np.uint64)
+        self.dst_v6 = np.zeros((n, 2), dtype=np.uint64)
+        self.proto = np.zeros(n, dtype=np.uint8)
+        self.whole_ip = np.zeros(n, dtype=bool)
+        self.ip_id = np.zeros(n, dtype=np.uint32)
+        self.ip_id_ok = np.zeros(n, dtype=bool)
+        self.frag_offset = np.zeros(n, dtype=np.uint16)
+        self.sport = np.zeros(n, dtype=np.uint16)
+        self.dport = np.zeros(n, dtype=np.uint16)
+        self.ports_ok = np.zeros(n, dtype=bool)
+        self.tcp_seq = np.zeros(n, dtype=np.uint32)
+        self.tcp_ack = np.zeros(n, dtype=np.uint32)
+        self.tcp_flags = np.zeros(n, dtype=np.uint16)
+        self.tcp_ok = np.zeros(n, dtype=bool)
+        self.tcp_seq_ok = np.zeros(n, dtype=bool)
+        self.payload_len = np.zeros(n, dtype=np.int64)
+        self.payload_ok = np.zeros(n, dtype=bool)
+        self.payload_pos = np.zeros(n, dtype=np.int64)
+        self.tcp_l4 = np.full(n, -1, dtype=np.int64)  # TCP header offset, -1 for others
+        self.digest = np.zeros(n, dtype=np.uint64)
+        self.digest_ok = np.zeros(n, dtype=bool)
+        self.tunnel_l3 = np.full(n, -1, dtype=np.int64)
+        self.tunnel_etype = np.zeros(n, dtype=np.int64)
+
+
+def _decode_ip(v: _Views, idx: np.ndarray, l3: np.ndarray, etype: np.ndarray,
+               pend: np.ndarray, start: np.ndarray, wirelen: np.ndarray, c: _Columns,
+               tunnel_pass: bool = False) -> None:
+    """Decode the IP header at ``l3`` of the frames ``idx`` and what it carries into ``c``."""
+    m = len(idx)
+
+    def has(pos: np.ndarray, nbytes: int) -> np.ndarray:
+        return (pos >= 0) & (pos + nbytes <= pend)
+
+    first = _at(v.u8, l3, has(l3, 1))
+    is4 = (etype == lt.ETHERTYPE_IPV4) & has(l3, 20) & ((first >> 4) == 4)
+    is6 = (etype == lt.ETHERTYPE_IPV6) & has(l3, 40) & ((first >> 4) == 6)
+    if tunnel_pass:  # keep the outer values where the inner header is not readable
+        keep = is4 | is6
+        idx, l3, pend, start, wirelen = idx[keep], l3[keep], pend[keep], start[keep], \
+            wirelen[keep]
+        first, is4, is6 = first[keep], is4[keep], is6[keep]
+        m = len(idx)
+        for arr in (c.ports_ok, c.tcp_ok, c.tcp_seq_ok, c.ip_id_ok, c.payload_ok):
+            arr[idx] = False
+        c.frag_offset[idx] = 0
+    version = np.where(is4, 4, np.where(is6, 6, 0)).astype(np.uint8)
+    proto = np.zeros(m, dtype=np.int64)
+    l4 = np.full(m, -1, dtype=np.int64)
+    ip_payload = np.zeros(m, dtype=np.int64)   # bytes after the IP header (and extensions)
+    ip_id = np.zeros(m, dtype=np.int64)
+    ip_id_ok = np.zeros(m, dtype=bool)
+    frag = np.zeros(m, dtype=np.int64)
+
+    # ---- IPv4 -------------------------------------------------------------------------------
+    if is4.any():
+        ihl = (first & 0x0F).astype(np.int64) * 4
+        tot = _at(v.be16, l3 + 2, is4).astype(np.int64)
+        # total length 0: TSO/GSO frame captured before segmentation; the frame gives it
+        tot = np.where(is4 & (tot == 0), wirelen - (l3 - start), tot)
+        proto = np.where(is4, _at(v.u8, l3 + 9, is4), proto)
+        ip_id = np.where(is4, _at(v.be16, l3 + 4, is4), ip_id)
+        ip_id_ok |= is4
+        fragword = _at(v.be16, l3 + 6, is4).astype(np.int64)
+        frag = np.where(is4, (fragword & 0x1FFF) * 8, frag)
+        good = is4 & (ihl >= 20)
+        l4 = np.where(good, l3 + ihl, l4)
+        ip_payload = np.where(good, tot - ihl, ip_payload)
+        c.src_v4[idx[is4]] = v.be32[l3[is4] + 12]
+        c.dst_v4[idx[is4]] = v.be32[l3[is4] + 16]
+
+    # ---- IPv6 and its extension headers ----------------------------------------------------
+    if is6.any():
+        plen = _at(v.be16, l3 + 4, is6).astype(np.int64)
+        nh = _at(v.u8, l3 + 6, is6).astype(np.int64)
+        i6 = np.flatnonzero(is6)
+        p6 = l3[i6]
+        c.src_v6[idx[i6], 0] = v.be64[p6 + 8]
+        c.src_v6[idx[i6], 1] = v.be64[p6 + 16]
+        c.dst_v6[idx[i6], 0] = v.be64[p6 + 24]
+        c.dst_v6[idx[i6], 1] = v.be64[p6 + 32]
+        # jumbogram (RFC 2675, BIG TCP): payload length 0 and a hop-by-hop jumbo option
+        jumbo = is6 & (plen == 0) & (nh == IPV6_EXT_HOPOPT) & has(l3 + 48, 0) \
+            & (_at(v.u8, l3 + 42, is6 & has(l3 + 43, 0)) == IPV6_OPT_JUMBO)
+        plen = np.where(jumbo, _at(v.be32, l3 + 44, jumbo).astype(np.int64), plen)
+        # payload length 0 without a jumbo option: a GSO/BIG TCP frame captured before
+        # segmentation (Linux strips the hop-by-hop header); the frame gives the length
+        plen = np.where(is6 & (plen == 0) & ~jumbo, wirelen - (l3 - start) - 40, plen)
+        pos = l3 + 40
+        walking = is6.copy()
+        for _ in range(MAX_IPV6_EXTENSIONS):
+            ext = walking & _any_of(nh, IPV6_EXTENSIONS) & has(pos, 8)
+            if not ext.any():
+                break
+            is_frag = ext & (nh == IPV6_EXT_FRAGMENT)
+            hdrlen = np.where(nh == IPV6_EXT_AH, (_at(v.u8, pos + 1, ext).astype(np.int64) + 2)
+                              * 4, (_at(v.u8, pos + 1, ext).astype(np.int64) + 1) * 8)
+            hdrlen = np.where(is_frag, 8, hdrlen)
+            if is_frag.any():
+                frag = np.where(is_frag, _at(v.be16, pos + 2, is_frag).astype(np.int64)
+                                & 0xFFF8, frag)
+                ip_id = np.where(is_frag, _at(v.be32, pos + 4, is_frag), ip_id)
+                ip_id_ok |= is_frag
+            nh = np.where(ext, _at(v.u8, pos, ext), nh)
+            pos = np.where(ext, pos + hdrlen, pos)
+            walking = ext
+        # extension headers not all captured: the transport header is unknown
+        stuck = is6 & _any_of(nh, IPV6_EXTENSIONS)
+        proto = np.where(is6, nh, proto)
+        l4 = np.where(is6 & ~stuck, pos, l4)
+        ip_payload = np.where(is6, plen - (pos - (l3 + 40)), ip_payload)
+
+    ipv = version > 0
+    c.ip_version[idx] = version  # where 0 on a tunnel pass the rows were dropped above
+    c.proto[idx[ipv]] = proto[ipv]
+    c.whole_ip[idx] = ipv
+    c.ip_id[idx] = ip_id
+    c.ip_id_ok[idx] = ip_id_ok
+    c.frag_offset[idx] = np.where(ipv, frag, 0)
+    if not tunnel_pass:
+        # a header cut by the snapshot length still names its source (tshark shows it): IPv4
+        # needs 16 bytes for it (and gives its id), IPv6 24; the destination and the rest
+        # stay missing
+        part4 = (etype == lt.ETHERTYPE_IPV4) & ~is4 & has(l3, 16) & ((first >> 4) == 4)
+        part6 = (etype == lt.ETHERTYPE_IPV6) & ~is6 & has(l3, 24) & ((first >> 4) == 6)
+        if part4.any():
+            c.ip_version[idx[part4]] = 4
+            c.src_v4[idx[part4]] = v.be32[l3[part4] + 12]
+            c.ip_id[idx[part4]] = v.be16[l3[part4] + 4]
+            c.ip_id_ok[idx[part4]] = True
+        if part6.any():
+            c.ip_version[idx[part6]] = 6
+            c.src_v6[idx[part6], 0] = v.be64[l3[part6] + 8]
+            c.src_v6[idx[part6], 1] = v.be64[l3[part6] + 16]
+
+    # ---- transport --------------------------------------------------------------------------
+    # a field is given when its bytes were captured, as tshark does for a short frame: ports
+    # need 4 bytes of the transport header, the sequence number 8, ack and flags 14, the TCP
+    # payload length the data offset (13)
+    whole = ipv & (frag == 0) & (l4 >= 0)   # first fragments decode too (ports are there)
+    is_tcp = whole & (proto == IPPROTO_TCP)
+    is_udp = whole & (proto == IPPROTO_UDP)
+    icmp = whole & ((proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6))
+    ports = (is_tcp | is_udp) & has(l4, 4)
+    c.sport[idx[ports]] = v.be16[l4[ports]]
+    c.dport[idx[ports]] = v.be16[l4[ports] + 2]
+    c.ports_ok[idx] = ports
+    seq_ok = is_tcp & has(l4, 8)
+    c.tcp_seq[idx[seq_ok]] = v.be32[l4[seq_ok] + 4]
+    c.tcp_seq_ok[idx] = seq_ok
+    ack_ok = is_tcp & has(l4, 14)
+    c.tcp_ack[idx[ack_ok]] = v.be32[l4[ack_ok] + 8]
+    c.tcp_flags[idx[ack_ok]] = v.be16[l4[ack_ok] + 12] & 0x01FF
+    c.tcp_ok[idx] = ack_ok
+    doff_ok = is_tcp & has(l4, 13)
+    doff = (_at(v.u8, l4 + 12, doff_ok) >> 4).astype(np.int64) * 4
+    hdr = np.where(is_tcp, doff, np.where(is_udp | icmp, 8, 0))
+    # a length field smaller than the headers it covers is malformed: no payload length
+    has_l4 = ipv & (l4 >= 0) & (~is_tcp | doff_ok) & (ip_payload >= hdr)
+    c.payload_len[idx] = np.where(has_l4, ip_payload - hdr, 0)
+    c.payload_ok[idx] = has_l4
+    c.payload_pos[idx] = np.where(has_l4, l4 + hdr, 0)
+    c.tcp_l4[idx] = np.where(is_tcp, l4, -1)
+
+    # ---- tunnels to follow (first pass only) -----------------------------------------------
+    if tunnel_pass:
+        c.tunnel_l3[idx] = -1
+        return
+    ipip = whole & ((proto == IPPROTO_IPIP) | (proto == IPPROTO_IPV6))
+    inner_l3 = np.where(ipip, l4, -1)
+    inner_et = np.where(proto == IPPROTO_IPIP, lt.ETHERTYPE_IPV4, lt.ETHERTYPE_IPV6)
+    gre = whole & (proto == IPPROTO_GRE) & has(l4, 4)
+    if gre.any():
+        flags = _at(v.be16, l4, gre).astype(np.int64)
+        gre_len = 4 + 4 * (((flags >> 15) & 1) + ((flags >> 13) & 1) + ((flags >> 12) & 1))
+        gre_et = _at(v.be16, l4 + 2, gre).astype(np.int64)
+        into = gre & ((flags & 0x7) == 0) & _any_of(gre_et, (lt.ETHERTYPE_IPV4,
+                                                             lt.ETHERTYPE_IPV6))
+        inner_l3 = np.where(into, l4 + gre_len, inner_l3)
+        inner_et = np.where(into, gre_et, inner_et)
+    vxlan = is_udp & has(l4, 8 + 8 + 14)
+    vxlan &= _at(v.be16, l4 + 2, vxlan) == VXLAN_PORT
+    if vxlan.any():
+        eth = l4 + 16
+        vx_et = _at(v.be16, eth + 12, vxlan).astype(np.int64)
+        into = vxlan & _any_of(vx_et, (lt.ETHERTYPE_IPV4, lt.ETHERTYPE_IPV6))
+        inner_l3 = np.where(into, eth + 14, inner_l3)
+        inner_et = np.where(into, vx_et, inner_et)
+    # Teredo (RFC 4380): IPv6 right after the UDP header on port 3544 (as tshark's heuristic;
+    # packets with authentication or origin indicators first are left as UDP)
+    teredo = is_udp & has(l4, 8 + 40)
+    teredo &= (_at(v.be16, l4, teredo) == TEREDO_PORT) | (_at(v.be16, l4 + 2, teredo)
+                                                           == TEREDO_PORT)
+    teredo &= (_at(v.u8, l4 + 8, teredo) >> 4) == 6
+    if teredo.any():
+        inner_l3 = np.where(teredo, l4 + 8, inner_l3)
+        inner_et = np.where(teredo, lt.ETHERTYPE_IPV6, inner_et)
+    c.tunnel_l3[idx] = inner_l3
+    c.tunnel_etype[idx] = inner_et
+
+
+#: odd 64-bit multipliers, one per 8-byte word of the hashed payload, and the finalizer's
+#: constants (splitmix64)
+_WORD_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                              0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53,
+                              0x94D049BB133111EB, 0xBF58476D1CE4E5B9], dtype=np.uint64)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def _digest(v: _Views, c: _Columns, pend: np.ndarray) -> None:
+    """64-bit hash of the first ≤ DIGEST_BYTES captured payload bytes (and their count).
+
+    The payload is read as 8-byte little-endian words; bytes past the payload are masked to
+    zero; the words are combined as ``count + sum(word_k * M_k)`` (mod 2^64) and mixed by
+    splitmix64's finalizer. The same bytes give the same value at every capture point.
+    """
+    avail = np.minimum(np.minimum(c.payload_len, pend - c.payload_pos), DIGEST_BYTES)
+    avail = np.where(c.payload_ok, np.maximum(avail, 0), 0)
+    ok = avail > 0
+    c.digest_ok = ok
+    if not ok.any():
+        return
+    pos = c.payload_pos[ok]
+    nbytes = avail[ok]
+    full = nbytes >> 3  # whole words inside the payload
+    rem = nbytes & 7    # bytes of the last, partial word
+    h = nbytes.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        for k, multiplier in enumerate(_WORD_MULTIPLIERS):
+            inside = full > k
+            if inside.all():  # the common case: payloads of 64 bytes and more
+                h += v.le64[pos + 8 * k] * multiplier
+            elif inside.any():
+                word = v.le64[np.where(inside, pos + 8 * k, 0)]
+                h += np.where(inside, word, np.uint64(0)) * multiplier
+            else:
+                break
+        part = np.flatnonzero(rem > 0)
+        if len(part):
+            # keep the low `rem` bytes of the partial word: (1 << 8*rem) - 1
+            word = v.le64[pos[part] + 8 * full[part]]
+            word &= (np.uint64(1) << (rem[part].astype(np.uint64) * np.uint64(8))) \
+                - np.uint64(1)
+            h[part] += word * _WORD_MULTIPLIERS[full[part]]
+        h = (h ^ (h >> np.uint64(30))) * _MIX1
+        h = (h ^ (h >> np.uint64(27))) * _MIX2
+        h ^= h >> np.uint64(31)
+    c.digest[ok] = h
+
+
+def _head(v: _Views, c: _Columns, pend: np.ndarray, width: int
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``width`` captured payload bytes of every frame (zero-padded) and how many
+    of them were captured: one gather of ``width`` columns, no loop over frames."""
+    avail = np.minimum(np.minimum(c.payload_len, pend - c.payload_pos), width)
+    avail = np.where(c.payload_ok, np.maximum(avail, 0), 0)
+    cols = np.arange(width)
+    inside = cols[None, :] < avail[:, None]
+    pos = np.where(inside, c.payload_pos[:, None] + cols[None, :], 0)
+    head = np.where(inside, v.u8[pos], 0).astype(np.uint8)
+    return head, avail.astype(np.int64)
+
+
+#: TCP options scanned for the window scale (a TCP header holds at most 40 bytes of them)
+_MAX_TCP_OPTIONS = 40
+_TCPOPT_EOL, _TCPOPT_NOP, _TCPOPT_WSCALE = 0, 1, 3
+
+
+def _window(v: _Views, c: _Columns, pend: np.ndarray) -> dict[str, np.ndarray]:
+    """Raw window of every TCP frame, and the window-scale shift its SYN announced."""
+    n = c.tcp_l4.size
+    l4 = c.tcp_l4
+    ok = (l4 >= 0) & (l4 + 16 <= pend)
+    window = np.where(ok, _at(v.be16, l4 + 14, ok), 0).astype(np.uint16)
+    wscale = np.full(n, -1, dtype=np.int8)
+    syn = np.flatnonzero(c.tcp_ok & ((c.tcp_flags & 0x02) != 0) & (l4 >= 0))
+    if syn.size:
+        end = np.minimum(l4[syn] + (_at(v.u8, l4[syn] + 12, np.ones(syn.size, bool)) >> 4)
+                         .astype(np.int64) * 4, pend[syn])
+        pos = l4[syn] + 20
+        live = pos < end
+        for _ in range(_MAX_TCP_OPTIONS):
+            live &= pos < end
+            if not live.any():
+                break
+            kind = _at(v.u8, pos, live).astype(np.int64)
+            length = _at(v.u8, pos + 1, live & (pos + 1 < end)).astype(np.int64)
+            found = live & (kind == _TCPOPT_WSCALE) & (length == 3) & (pos + 2 < end)
+            wscale[syn[found]] = np.minimum(_at(v.u8, pos + 2, found), 14)[found]
+            live &= (kind != _TCPOPT_EOL) & ~found & ((kind == _TCPOPT_NOP) | (length >= 2))
+            pos = np.where(kind == _TCPOPT_NOP, pos + 1, pos + np.maximum(length, 1))
+    return {"tcp_window": window, "tcp_window_ok": ok, "tcp_wscale": wscale}

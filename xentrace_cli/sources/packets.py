@@ -1,0 +1,714 @@
+"""The packet table: one row per frame of a capture, read in batches of bounded size.
+
+:func:`iter_packets` streams a capture (pcap, pcapng, gzip-compressed either) as DataFrames with
+the columns of ``docs/ARCHITECTURE.md`` ("The packet table"); :func:`read_packets` concatenates
+them. Filters: ``host`` and ``port`` are evaluated here on the decoded columns; a Wireshark
+display filter (``-Y``) runs real tshark once over the file and keeps the frames it selects, by
+frame number (the reader numbers frames as tshark does).
+
+Frames that cannot be decoded (non-IP, unknown link types, truncated headers) stay in the table
+with missing IP fields: counted, never dropped. Each frame's interface is described in
+``frame.attrs["interfaces"]`` (list of dicts with ``name``, ``linktype``, ``tsresol``, …).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import socket
+import subprocess
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import linktypes
+from ..errors import InputError, OptionError, XenlatWarning
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ProgressCallback = Callable[[int, int], None]
+
+#: column name -> dtype of the packet table, in order (ARCHITECTURE.md)
+COLUMNS: dict[str, str] = {
+    "frame": "int64",
+    "ts_ns": "Int64",
+    "caplen": "int64",
+    "wirelen": "int64",
+    "interface": "int32",
+    "linktype": "int32",
+    "ip_version": "uint8",
+    "src": "category",
+    "dst": "category",
+    "proto": "UInt8",
+    "sport": "UInt16",
+    "dport": "UInt16",
+    "ip_id": "UInt32",
+    "frag_offset": "UInt16",
+    "tcp_seq": "UInt32",
+    "tcp_ack": "UInt32",
+    "tcp_flags": "UInt16",
+    "payload_len": "Int64",
+    "payload_digest": "UInt64",
+}
+
+#: rows per table batch: raw chunks are small (cache-friendly decoding), tables larger (pandas
+#: has a fixed cost per DataFrame)
+TABLE_ROWS = 1 << 16
+
+#: seconds tshark may take for a display filter before xenlat gives up
+TSHARK_TIMEOUT_S = 3600
+
+
+class _AddressBook:
+    """Formats each distinct address once per file (the batches reuse the strings)."""
+
+    def __init__(self) -> None:
+        self.v4: dict[int, str] = {}
+        self.v6: dict[bytes, str] = {}
+        self.ids: dict[str, int] = {}
+
+    def stable_ids(self, addresses: list[str]) -> np.ndarray:
+        """An integer per address text, the same in every batch of the file (a batch's codes
+        index its own list), and -1 last for "no address"."""
+        ids = self.ids
+        out = [ids.setdefault(text, len(ids)) for text in addresses]
+        return np.array([*out, -1], dtype=np.int64)
+
+    def name_v4(self, values: np.ndarray) -> list[str]:
+        out = []
+        for value in values.tolist():
+            text = self.v4.get(value)
+            if text is None:
+                text = self.v4[value] = socket.inet_ntoa(value.to_bytes(4, "big"))
+            out.append(text)
+        return out
+
+    def name_v6(self, values: np.ndarray) -> list[str]:
+        out = []
+        for raw in values:
+            key = bytes(raw)
+            text = self.v6.get(key)
+            if text is None:
+                text = self.v6[key] = _format_v6(key)
+            out.append(text)
+        return out
+
+
+def _format_v6(packed: bytes) -> str:
+    """IPv6 text as tshark prints it (RFC 5952: lowercase, longest zero run as ``::``)."""
+    addr = ipaddress.IPv6Address(packed)
+    mapped = addr.ipv4_mapped
+    if mapped is not None:
+        return f"::ffff:{mapped}"
+    return addr.compressed
+
+
+def _addresses(dec: Any, book: _AddressBook) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """src and dst as int32 codes (-1: none) into one list of address texts (np.unique over
+    the raw bytes: each distinct address is formatted once)."""
+    n = len(dec.ip_version)
+    codes = np.full(2 * n, -1, dtype=np.int32)
+    categories: list[str] = []
+    v4 = np.concatenate([dec.ip_version == 4, (dec.ip_version == 4) & dec.whole_ip])
+    if v4.any():
+        keys = np.concatenate([dec.src_v4, dec.dst_v4])[v4]
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        codes[v4] = inverse
+        categories += book.name_v4(uniq)
+    v6 = np.concatenate([dec.ip_version == 6, (dec.ip_version == 6) & dec.whole_ip])
+    if v6.any():
+        pairs = np.concatenate([dec.src_v6, dec.dst_v6])[v6]
+        raw = np.ascontiguousarray(pairs.astype(">u8")).view("V16").ravel()
+        uniq, inverse = np.unique(raw, return_inverse=True)
+        codes[v6] = inverse.ravel() + len(categories)
+        categories += book.name_v6(uniq)
+    return codes[:n], codes[n:], categories
+
+
+#: raw-batch columns carried into the table
+_RAW_FIELDS = ("frame", "ts_ns", "ts_valid", "caplen", "wirelen", "interface", "linktype")
+
+
+def _merge(parts: list[tuple[Any, Any]]) -> tuple[SimpleNamespace, SimpleNamespace]:
+    """Concatenate the columns of several (raw batch, decoded) pairs."""
+    import dataclasses
+
+    if len(parts) == 1:
+        return parts[0]  # type: ignore[return-value]
+    raw = SimpleNamespace(**{f: np.concatenate([getattr(r, f) for r, _ in parts])
+                             for f in _RAW_FIELDS})
+    dec = SimpleNamespace(**{f.name: np.concatenate([getattr(d, f.name) for _, d in parts])
+                             for f in dataclasses.fields(parts[0][1])
+                             if f.name != "undecoded_linktypes"
+                             and getattr(parts[0][1], f.name) is not None})
+    return raw, dec
+
+
+class PacketColumns:
+    """One batch of the packet table as numpy arrays, before any DataFrame or Arrow table.
+
+    ``values`` holds every column of :data:`COLUMNS` but ``src``/``dst`` in its numpy dtype
+    (the nullable ones too: their missing cells hold 0), ``valid`` says where each nullable
+    column has a value, and ``src``/``dst`` are int32 codes into ``addresses`` (-1: none).
+    :meth:`to_pandas` and :meth:`to_arrow` build the two forms the outputs need, so that
+    ``xenlat packets`` writes CSV and Parquet without pandas.
+    """
+
+    def __init__(self, values: dict[str, np.ndarray], valid: dict[str, np.ndarray],
+                 src: np.ndarray, dst: np.ndarray, addresses: list[str],
+                 extra: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        self.values = values
+        self.valid = valid
+        self.src = src
+        self.dst = dst
+        self.addresses = addresses
+        #: the opt-in columns asked for (``payload_head``, ``tcp_window``, ``tcp_wscale``):
+        #: values and where they are valid, after the columns of :data:`COLUMNS`
+        self.extra = extra or {}
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    @classmethod
+    def empty(cls) -> PacketColumns:
+        """No rows, every column of its dtype."""
+        values = {name: np.zeros(0, dtype=_NUMPY_DTYPE[name]) for name in COLUMNS
+                  if name not in ("src", "dst")}
+        valid = {name: np.zeros(0, dtype=bool) for name in _NULLABLE}
+        none = np.zeros(0, dtype=np.int32)
+        return cls(values, valid, none, none, [])
+
+    def take(self, keep: np.ndarray) -> PacketColumns:
+        """The rows where the boolean mask ``keep`` is True."""
+        return PacketColumns({k: v[keep] for k, v in self.values.items()},
+                             {k: v[keep] for k, v in self.valid.items()},
+                             self.src[keep], self.dst[keep], self.addresses,
+                             {k: (v[keep], ok[keep]) for k, (v, ok) in self.extra.items()})
+
+    def address_mask(self, text: str) -> np.ndarray:
+        """Rows whose source or destination is the address ``text`` (as tshark prints it)."""
+        if text not in self.addresses:
+            return np.zeros(len(self), dtype=bool)
+        code = self.addresses.index(text)
+        return (self.src == code) | (self.dst == code)
+
+    def port_mask(self, port: int) -> np.ndarray:
+        """Rows whose TCP/UDP source or destination port is ``port``."""
+        ok = self.valid["sport"]
+        return ok & ((self.values["sport"] == port) | (self.values["dport"] == port))
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The batch as a DataFrame of the packet table (nullable dtypes, categories)."""
+        import pandas as pd
+
+        cats = pd.Index(self.addresses, dtype=object)
+        data: dict[str, Any] = {}
+        for name in COLUMNS:
+            if name in ("src", "dst"):
+                data[name] = pd.Categorical.from_codes(getattr(self, name), categories=cats,
+                                                       validate=False)
+            elif name in self.valid:  # no copy of the values: the mask says what is missing
+                data[name] = pd.arrays.IntegerArray(self.values[name], ~self.valid[name])
+            else:
+                data[name] = self.values[name]
+        for name, (values, ok) in self.extra.items():
+            if name == "payload_head":
+                data[name] = _fixed_bytes(values, ok)
+            else:
+                data[name] = pd.arrays.IntegerArray(values, ~ok)
+        return pd.DataFrame(data, copy=False)
+
+    def to_arrow(self) -> Any:
+        """The batch as a pyarrow Table with the schema (and pandas metadata) that
+        ``pyarrow.Table.from_pandas(self.to_pandas())`` gives, dictionary indices int32.
+
+        Built from the numpy buffers (``pyarrow.array`` would import pandas to inspect its
+        argument): no copy of the values, a validity bitmap per nullable column.
+        """
+        import pyarrow as pa
+
+        if self.extra:  # opt-in columns: the general conversion (never on `xenlat packets`)
+            return _with_int32_indices(pa.Table.from_pandas(self.to_pandas(),
+                                                            preserve_index=False))
+        text = [a.encode() for a in self.addresses]
+        ends = np.cumsum([len(t) for t in text], dtype=np.int64)
+        offsets = np.concatenate([np.zeros(1, dtype=np.int32), ends.astype(np.int32)])
+        dictionary = pa.Array.from_buffers(pa.string(), len(text), [
+            None, pa.py_buffer(offsets), pa.py_buffer(b"".join(text))])
+        arrays = []
+        for name in COLUMNS:
+            if name in ("src", "dst"):
+                codes = np.ascontiguousarray(getattr(self, name), dtype=np.int32)
+                indices = _arrow_array(pa, codes, codes >= 0)
+                arrays.append(pa.DictionaryArray.from_arrays(indices, dictionary))
+            else:
+                arrays.append(_arrow_array(pa, self.values[name], self.valid.get(name)))
+        table = pa.Table.from_arrays(arrays, names=list(COLUMNS))
+        return table.replace_schema_metadata({"pandas": _pandas_metadata(len(self.addresses))})
+
+
+def _with_int32_indices(table: Any) -> Any:
+    """Dictionary columns with int32 indices (pandas picks int8/int16 by the categories)."""
+    import pyarrow as pa
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type) and field.type.index_type != pa.int32():
+            wide = pa.dictionary(pa.int32(), field.type.value_type, field.type.ordered)
+            table = table.set_column(i, field.name, table.column(i).cast(wide))
+    return table
+
+
+def _fixed_bytes(head: np.ndarray, ok: np.ndarray) -> Any:
+    """An (n, N) uint8 array as a fixed-width binary column (Arrow ``binary(N)``, one buffer,
+    no Python object per row); NA where ``ok`` is False."""
+    import pandas as pd
+    import pyarrow as pa
+
+    n, width = head.shape
+    valid = pa.array(ok, type=pa.bool_()).buffers()[1] if not ok.all() else None
+    array = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), n, [valid, pa.py_buffer(np.ascontiguousarray(head))],
+        null_count=int((~ok).sum()))
+    return pd.arrays.ArrowExtensionArray(array)
+
+
+def head_bytes(column: pd.Series) -> np.ndarray:
+    """A ``payload_head`` column back as an (n, N) uint8 array (zeros where NA)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    array = pa.chunked_array(pa.array(column.array)).combine_chunks() \
+        if not isinstance(column.array, pd.arrays.ArrowExtensionArray) \
+        else column.array._pa_array.combine_chunks()
+    width = array.type.byte_width
+    if len(array) == 0:
+        return np.zeros((0, width), dtype=np.uint8)
+    data = np.frombuffer(array.buffers()[1], dtype=np.uint8,
+                         count=(array.offset + len(array)) * width)[array.offset * width:]
+    out = data.reshape(len(array), width).copy()
+    if array.null_count:
+        out[~np.asarray(array.is_valid())] = 0
+    return out
+
+
+def _arrow_array(pa: Any, values: np.ndarray, valid: np.ndarray | None) -> Any:
+    """A pyarrow array over a numpy array's buffer, null where ``valid`` is False."""
+    values = np.ascontiguousarray(values)
+    nulls = 0 if valid is None else len(valid) - int(np.count_nonzero(valid))
+    bitmap = None if not nulls else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values),
+                                 [bitmap, pa.py_buffer(values)], null_count=nulls)
+
+
+#: numpy dtype of each column's values (nullable columns: the dtype of their values)
+_NUMPY_DTYPE = {name: np.dtype(dtype.lower()) for name, dtype in COLUMNS.items()
+                if dtype != "category"}
+#: the columns with missing values (pandas nullable dtypes)
+_NULLABLE = tuple(name for name, dtype in COLUMNS.items() if dtype[0].isupper())
+
+
+def _pandas_metadata(categories: int) -> bytes:
+    """The ``pandas`` schema metadata pyarrow writes for the packet table: read back with
+    pandas, the nullable integers and the categories come back as they were."""
+    import json
+
+    import pyarrow as pa
+
+    # pandas stores category codes in the smallest signed integer that holds them
+    codes = "int8" if categories < 2**7 else "int16" if categories < 2**15 else "int32"
+    columns = []
+    for name, dtype in COLUMNS.items():
+        if dtype == "category":
+            entry = {"pandas_type": "categorical", "numpy_type": codes,
+                     "metadata": {"num_categories": categories, "ordered": False}}
+        else:
+            entry = {"pandas_type": dtype.lower(), "numpy_type": dtype, "metadata": None}
+        columns.append({"name": name, "field_name": name, **entry})
+    document = {"index_columns": [], "column_indexes": [], "columns": columns,
+                "attributes": {}, "creator": {"library": "pyarrow", "version": pa.__version__},
+                "pandas_version": _pandas_version()}
+    return json.dumps(document).encode()
+
+
+def _pandas_version() -> str:
+    """The installed pandas' version, from its ``dist-info`` directory name beside it (neither
+    importing pandas nor ``importlib.metadata``, which cost more than reading a small file)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pandas")
+    if spec is not None and spec.origin is not None:
+        site = Path(spec.origin).parent.parent
+        with os.scandir(site) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith("pandas-") and name.endswith(".dist-info"):
+                    return name[len("pandas-"):-len(".dist-info")]
+    from importlib.metadata import version
+
+    return version("pandas")
+
+
+def _columns(raw: Any, dec: Any, book: _AddressBook) -> PacketColumns:
+    """One batch of the packet table from a (merged) raw batch and its decoded columns."""
+    src, dst, addresses = _addresses(dec, book)
+    ipv = dec.whole_ip
+    values = {
+        "frame": raw.frame, "ts_ns": raw.ts_ns, "caplen": raw.caplen, "wirelen": raw.wirelen,
+        "interface": raw.interface, "linktype": raw.linktype, "ip_version": dec.ip_version,
+        "proto": dec.proto, "sport": dec.sport, "dport": dec.dport, "ip_id": dec.ip_id,
+        "frag_offset": dec.frag_offset, "tcp_seq": dec.tcp_seq, "tcp_ack": dec.tcp_ack,
+        "tcp_flags": dec.tcp_flags, "payload_len": dec.payload_len,
+        "payload_digest": dec.payload_digest,
+    }
+    values = {k: v.astype(_NUMPY_DTYPE[k], copy=False) for k, v in values.items()}
+    valid = {
+        "ts_ns": raw.ts_valid, "proto": ipv, "sport": dec.ports_ok, "dport": dec.ports_ok,
+        "ip_id": dec.ip_id_ok, "frag_offset": ipv, "tcp_seq": dec.tcp_seq_ok,
+        "tcp_ack": dec.tcp_ok, "tcp_flags": dec.tcp_ok, "payload_len": dec.payload_ok,
+        "payload_digest": dec.digest_ok,
+    }
+    extra = {}
+    if getattr(dec, "payload_head", None) is not None:
+        extra["payload_head"] = (dec.payload_head, dec.head_len > 0)
+    if getattr(dec, "tcp_window", None) is not None:
+        extra["tcp_window"] = (dec.tcp_window.astype(np.uint16, copy=False), dec.tcp_window_ok)
+        extra["tcp_wscale"] = (dec.tcp_wscale.astype(np.int8, copy=False), dec.tcp_wscale >= 0)
+    return PacketColumns(values, valid, src, dst, addresses, extra)
+
+
+def empty_table() -> pd.DataFrame:
+    """The packet table with no rows (right columns and dtypes)."""
+    import pandas as pd
+
+    frame = pd.DataFrame({name: pd.Series([], dtype=dtype if dtype != "category" else object)
+                          for name, dtype in COLUMNS.items()})
+    for name in ("src", "dst"):
+        frame[name] = frame[name].astype("category")
+    return frame
+
+
+def _host_filter(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host)) if ":" not in host else _format_v6(
+            ipaddress.IPv6Address(host).packed)
+    except ValueError:
+        raise OptionError(f"--host: {host!r} is not an IPv4 or IPv6 address") from None
+
+
+def tshark_frames(path: str | os.PathLike[str], display_filter: str) -> np.ndarray:
+    """Frame numbers (sorted int64) tshark selects with a display filter."""
+    exe = shutil.which("tshark")
+    if exe is None:
+        raise InputError(path, "-Y needs tshark, which is not installed "
+                         "(apt-get install tshark)")
+    cmd = [exe, "-n", "-r", os.fspath(path), "-Y", display_filter, "-T", "fields",
+           "-e", "frame.number"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=TSHARK_TIMEOUT_S, check=False,
+                              env={**os.environ, "LC_ALL": "C"})
+    except subprocess.TimeoutExpired:
+        raise InputError(path, f"tshark did not finish within {TSHARK_TIMEOUT_S} s") from None
+    lines = [line.strip() for line in proc.stderr.decode("utf-8", "replace").splitlines()
+             if line.strip() and "Running as user" not in line]
+    # tshark exits 2 both for a filter it rejects and for a damaged file; a damaged file is
+    # named in the message, and the reader reports the damage itself
+    if proc.returncode != 0 and not any(f'The file "{os.fspath(path)}"' in line
+                                        for line in lines):
+        problem = lines[0] if lines else f"tshark exited with status {proc.returncode}"
+        raise OptionError(f"-Y {display_filter!r}: {problem}")
+    text = proc.stdout.split()
+    return np.array(text, dtype=np.int64) if text else np.zeros(0, dtype=np.int64)
+
+
+def iter_packets(path: str | os.PathLike[str], *, display_filter: str | None = None,
+                 host: str | None = None, port: int | None = None,
+                 on_progress: ProgressCallback | None = None,
+                 interfaces_out: list[dict[str, Any]] | None = None,
+                 prefetch: bool = True, payload_head: int = 0,
+                 tcp_window: bool = False) -> Iterator[pd.DataFrame]:
+    """Batches of the packet table of a capture, in file order, as DataFrames.
+
+    Opt-in columns, absent unless asked for (the default table pays nothing for them):
+    ``payload_head=N`` adds ``payload_head``, the first N captured payload bytes of each frame
+    as a fixed-width binary column (zero-padded; NA without payload); ``tcp_window`` adds
+    ``tcp_window`` (raw advertised window, UInt16) and ``tcp_wscale`` (the window-scale shift
+    a SYN announced, Int8, NA elsewhere).
+
+    ``interfaces_out``, when given, is filled with the capture's interfaces (as dicts) once they
+    are known. Warnings: ``TruncatedInput`` for a cut-short or corrupt capture (whole packets
+    kept), ``XenlatWarning`` for link types that are not decoded (with their frame counts).
+    With ``prefetch`` the file is read and decoded one batch ahead in a worker thread, so that
+    reading overlaps with whatever the caller does with the previous batch (writing CSV);
+    warnings and errors are still raised here, in the caller's thread.
+    """
+    yield from _iter(path, "pandas", display_filter=display_filter, host=host, port=port,
+                     on_progress=on_progress, interfaces_out=interfaces_out,
+                     prefetch=prefetch, payload_head=payload_head, tcp_window=tcp_window)
+
+
+def iter_packet_tables(path: str | os.PathLike[str], **options: Any) -> Iterator[Any]:
+    """The batches of :func:`iter_packets` as pyarrow Tables, built without pandas (the
+    same values, types and pandas metadata as ``pyarrow.Table.from_pandas`` of a batch)."""
+    yield from _iter(path, "arrow", **options)
+
+
+def _iter(path: str | os.PathLike[str], form: str, *, display_filter: str | None = None,
+          host: str | None = None, port: int | None = None,
+          on_progress: ProgressCallback | None = None,
+          interfaces_out: list[dict[str, Any]] | None = None,
+          prefetch: bool = True, payload_head: int = 0,
+          tcp_window: bool = False) -> Iterator[Any]:
+    from .capture import open_capture
+
+    host_text = _host_filter(host) if host is not None else None
+    if port is not None and not 0 <= port <= 0xFFFF:
+        raise OptionError(f"--port: {port} is not a TCP/UDP port")
+    reader = open_capture(path)
+    with reader:
+        selected = tshark_frames(path, display_filter) if display_filter else None
+        pending: list[Warning] = []
+        extras = {"payload_head": int(payload_head), "tcp_window": bool(tcp_window)}
+        tables = _tables(reader, selected, host_text, port, on_progress, interfaces_out,
+                         pending, form, extras)
+        yield from (_prefetched(tables) if prefetch else tables)
+    for warning in pending:
+        warnings.warn(warning, stacklevel=3)
+
+
+#: Columns that together tell a frame apart from another frame (a frame equal to an earlier
+#: one in all of them is a duplicate: same time, length, interface, headers and payload).
+DUPLICATE_KEY = ("ts_ns", "caplen", "wirelen", "interface", "src", "dst", "proto", "sport",
+                 "dport", "ip_id", "tcp_seq", "tcp_ack", "tcp_flags", "payload_len",
+                 "payload_digest")
+#: Rows of the previous batch a duplicate is looked for in (besides its own batch).
+DUPLICATE_CARRY = 4096
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _row_hashes(columns: PacketColumns, rows: np.ndarray, book: _AddressBook) -> np.ndarray:
+    """A 64-bit hash of each row's :data:`DUPLICATE_KEY` values (a missing value hashes apart
+    from every value; addresses by their text, the same in every batch)."""
+    ids = book.stable_ids(columns.addresses)
+    h = np.zeros(len(rows), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for name in DUPLICATE_KEY:
+            if name in ("src", "dst"):
+                value = ids[getattr(columns, name)[rows]].astype(np.uint64)
+            else:
+                value = columns.values[name][rows].astype(np.uint64)
+                if name in columns.valid:  # missing: a value no column holds
+                    value = np.where(columns.valid[name][rows], value,
+                                     np.uint64(0xFFFF_FFFF_FFFF_FFF1))
+            # splitmix64's finalizer over (hash so far + value): order of the columns counts
+            h = (h * _MIX) ^ value
+            h ^= h >> np.uint64(31)
+            h *= np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(29)
+    return h
+
+
+class _Suspicion:
+    """Readable but suspicious: timestamps that go backwards in file order, and frames that
+    duplicate an earlier one (within a batch and the previous batch's last rows: bounded)."""
+
+    def __init__(self, book: _AddressBook) -> None:
+        self.book = book
+        self.backwards = 0
+        self.back_ns = 0           #: largest step back
+        self.first_back: int | None = None
+        self.prev_ns: int | None = None
+        self.duplicates = 0
+        self.first_dup: int | None = None
+        self.carry = np.zeros(0, np.uint64)
+
+    def observe(self, columns: PacketColumns) -> None:
+        """One batch of the unfiltered packet table, in file order."""
+        timed = np.flatnonzero(columns.valid["ts_ns"])
+        ts = columns.values["ts_ns"][timed]
+        frames = columns.values["frame"][timed]
+        if len(ts):
+            prev = np.concatenate(([ts[0] if self.prev_ns is None else self.prev_ns], ts[:-1]))
+            back = prev - ts
+            hit = back > 0
+            if hit.any():
+                self.backwards += int(hit.sum())
+                self.back_ns = max(self.back_ns, int(back.max()))
+                if self.first_back is None:
+                    self.first_back = int(frames[np.argmax(hit)])
+            self.prev_ns = int(ts[-1])
+        hashes = _row_hashes(columns, timed, self.book)
+        # a repeat of an earlier row of the batch: not the first of its value
+        _, first = np.unique(hashes, return_index=True)
+        dup = np.ones(len(hashes), dtype=bool)
+        dup[first] = False
+        dup |= np.isin(hashes, self.carry)
+        if dup.any():
+            self.duplicates += int(dup.sum())
+            if self.first_dup is None:
+                self.first_dup = int(frames[np.argmax(dup)])
+        self.carry = hashes[-DUPLICATE_CARRY:]
+
+    def warnings(self, path: str | os.PathLike[str]) -> list[Warning]:
+        out: list[Warning] = []
+        if self.backwards:
+            sec, ns = divmod(self.back_ns, 10**9)
+            out.append(XenlatWarning(
+                f"{path}: packet {self.first_back}: timestamps go backwards {self.backwards} "
+                f"time{'s' if self.backwards > 1 else ''} in file order (largest step back "
+                f"{sec}.{ns:09d} s): merged or re-timed capture? latencies across those steps "
+                "are suspect"))
+        if self.duplicates:
+            out.append(XenlatWarning(
+                f"{path}: packet {self.first_dup}: {self.duplicates} "
+                f"{'frames duplicate' if self.duplicates > 1 else 'frame duplicates'} an "
+                "earlier frame (same time, length and headers): a capture taken twice or "
+                "replayed? each copy is matched as a packet of its own"))
+        return out
+
+
+def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
+            port: int | None, on_progress: ProgressCallback | None,
+            interfaces_out: list[dict[str, Any]] | None,
+            pending: list[Warning], form: str,
+            extras: dict[str, Any] | None = None) -> Iterator[Any]:
+    """Decode and filter the reader's batches into tables of ``form`` (``pandas`` or
+    ``arrow``); warnings go to ``pending`` (not emitted)."""
+    from .decode import decode
+
+    convert = PacketColumns.to_arrow if form == "arrow" else PacketColumns.to_pandas
+    book = _AddressBook()
+    suspicion = _Suspicion(book)
+    undecoded: dict[int, int] = {}
+    parts: list[tuple[Any, Any]] = []
+    rows = 0
+    yielded = False
+    batches = reader.batches()
+    while True:
+        raw = next(batches, None)
+        if raw is not None:
+            dec = decode(raw.buf, raw.data_off, raw.caplen, raw.wirelen, raw.linktype,
+                         **(extras or {}))
+            for t, count in dec.undecoded_linktypes.items():
+                undecoded[t] = undecoded.get(t, 0) + count
+            parts.append((raw, dec))
+            rows += len(raw)
+            if rows < TABLE_ROWS:
+                continue
+        if not parts:
+            break
+        merged_raw, merged_dec = _merge(parts)
+        parts, rows = [], 0
+        columns = _columns(merged_raw, merged_dec, book)
+        suspicion.observe(columns)
+        keep = None
+        if selected is not None:
+            keep = np.isin(merged_raw.frame, selected, assume_unique=True)
+        # --host / --port: either end of the packet
+        for hit in (columns.address_mask(host_text) if host_text is not None else None,
+                    columns.port_mask(port) if port is not None else None):
+            if hit is not None:
+                keep = hit if keep is None else keep & hit
+        if keep is not None:
+            columns = columns.take(keep)
+        if interfaces_out is not None and len(interfaces_out) != len(reader.interfaces):
+            interfaces_out[:] = [i.to_dict() for i in reader.interfaces]
+        if on_progress is not None:
+            on_progress(reader.position, reader.file_bytes)
+        if len(columns):
+            yielded = True
+            yield convert(columns)
+        if raw is None:
+            break
+    if not yielded:  # the header (and schema) of an empty table still goes out
+        yield empty_table() if form == "pandas" else PacketColumns.empty().to_arrow()
+    if interfaces_out is not None and len(interfaces_out) != len(reader.interfaces):
+        interfaces_out[:] = [i.to_dict() for i in reader.interfaces]
+    if on_progress is not None:
+        on_progress(reader.file_bytes, reader.file_bytes)
+    path = reader.path
+    for t, count in sorted(undecoded.items()):
+        pending.append(XenlatWarning(
+            f"{path}: {count} frames of link type {t} ({linktypes.name(t)}) are not "
+            "decoded (kept without IP fields)"))
+    if reader.bad_timestamps:
+        pending.append(XenlatWarning(
+            f"{path}: {reader.bad_timestamps} timestamps beyond the int64 nanosecond range "
+            "(year 2262) were left empty"))
+    damage = reader.damage_warning()
+    if damage is not None:
+        pending.append(damage)
+    pending.extend(suspicion.warnings(path))
+
+
+#: batches decoded ahead of the consumer
+PREFETCH_BATCHES = 2
+
+
+def _prefetched(items: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Run ``items`` in a worker thread, one or two batches ahead; re-raise its errors here."""
+    import queue
+    import threading
+
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=PREFETCH_BATCHES)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(("error", exc))
+
+    worker = threading.Thread(target=work, name="xenlat-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                break
+    finally:
+        stop.set()
+        worker.join()
+
+
+def read_packets(path: str | os.PathLike[str], **options: Any) -> pd.DataFrame:
+    """The whole packet table of a capture (see :func:`iter_packets` for the options).
+
+    ``attrs["interfaces"]`` lists the capture's interfaces (pcapng ``if_name`` such as
+    ``vif5.0``, link type, resolution); ``attrs["path"]`` the file.
+    """
+    import pandas as pd
+
+    interfaces: list[dict[str, Any]] = []
+    parts = list(iter_packets(path, interfaces_out=interfaces, **options))  # never empty
+    if len(parts) == 1:
+        table = parts[0]
+    else:
+        from pandas.api.types import union_categoricals
+
+        src = union_categoricals([p["src"] for p in parts])
+        dst = union_categoricals([p["dst"] for p in parts])
+        table = pd.concat([p.drop(columns=["src", "dst"]) for p in parts], ignore_index=True)
+        table.insert(list(COLUMNS).index("src"), "src", src)
+        table.insert(list(COLUMNS).index("dst"), "dst", dst)
+    table.attrs["interfaces"] = interfaces
+    table.attrs["path"] = str(Path(path))
+    return table

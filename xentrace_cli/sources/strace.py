@@ -1,0 +1,1240 @@
+"""strace text → the socket call table (one row per completed socket call, guest clock).
+
+Defines :func:`read_socket_log` (the entry point for ``--socket-log``: strace output, or a plain
+CSV / JSON Lines log, told apart by content), :func:`decode_strace_string` (strace's C-string
+escaping undone) and :data:`COLUMNS`, the table's column order.
+
+Expected input is ``strace -f -ttt -T`` (also ``-tt``, with or without ``-f`` pid prefixes,
+``-o`` / ``-ff -o`` files, ``-x`` / ``-xx`` string escaping, ``-s N`` cut strings, ``-y`` /
+``-yy`` fd annotations). The file is read in chunks of lines held as one Arrow array. The
+common line — a complete ``read(...) = N <dur>`` — is parsed for a whole chunk at once by one
+RE2 regex (:func:`pyarrow.compute.extract_regex`); ``<unfinished ...>`` / ``<... resumed>``
+pairs are matched per pid with array operations and their joined text goes through the same
+regex; what remains (vector I/O, ``connect``/``accept``/``close``, ``clone``/``dup``, odd
+lines) goes through a small sequential parser.
+
+Rows: one per completed read/write-family call and per ``connect``/``accept``/``accept4``/
+``close`` (``direction`` NA; an accept row carries the listening fd in ``fd`` and the new fd in
+``ret``). Calls on fds known not to be sockets (``open``/``pipe``/... results, ``-y`` paths)
+are dropped; calls on fds never seen opened are kept with ``peer`` NA unless known otherwise.
+``frame.attrs``: ``format``, ``time_of_day_only``, ``durations`` (any ``-T`` time seen),
+``orphan_resumed`` (resumed lines whose start the trace missed), ``unfinished_at_end``.
+
+Streams: a call's ``stream_offset`` counts the bytes already moved on the same socket in the same
+direction, in order of completion. A socket is identified the way the kernel does: per fd table
+(threads created with ``CLONE_FILES`` share their parent's; ``fork`` copies it), a ``close``
+ends the fd, ``socket``/``accept``/``dup`` start one. The table carries that identity as the
+extra column ``stream`` (int64) so a consumer can group by (``stream``, ``direction``).
+
+Times: ``entry_ns`` is strace's line timestamp, ``duration_ns`` the ``-T`` time (0 without
+``-T``, except for unfinished/resumed pairs where the resume line's timestamp gives it) and
+``ts_ns = entry_ns + duration_ns``. With ``-tt`` the times count from 1970-01-01 (times of day,
+a midnight crossing adds a day) and ``frame.attrs["time_of_day_only"]`` is True.
+"""
+
+from __future__ import annotations
+
+import codecs
+import concurrent.futures
+import dataclasses
+import os
+import re
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from xentrace_cli.errors import InputError, TruncatedInput, XenlatWarning, check_readable
+from xentrace_cli.sources.capture import sniff
+
+# --------------------------------------------------------------------------------------------
+# Constants
+
+#: Calls whose data flows from the socket to the application.
+READ_CALLS: frozenset[str] = frozenset(
+    {"read", "recv", "recvfrom", "recvmsg", "recvmmsg", "readv", "pread64"})
+#: Calls whose data flows from the application to the socket (``sendfile``: from a file,
+#: no data shown).
+WRITE_CALLS: frozenset[str] = frozenset(
+    {"write", "send", "sendto", "sendmsg", "sendmmsg", "writev", "sendfile", "sendfile64"})
+#: Calls that move several datagrams at once: one table row per message.
+MMSG_CALLS: frozenset[str] = frozenset({"recvmmsg", "sendmmsg"})
+#: Socket calls without data; they appear in the table with ``direction`` NA.
+CONTROL_CALLS: frozenset[str] = frozenset({"connect", "accept", "accept4", "close"})
+#: Calls that only change which socket an fd names (not rows of the table).
+FD_CALLS: frozenset[str] = frozenset({
+    "socket", "socketpair", "dup", "dup2", "dup3", "clone", "clone3", "fork", "vfork",
+    "open", "openat", "openat2", "creat", "pipe", "pipe2", "eventfd", "eventfd2",
+})
+#: Calls that create an fd known not to be a socket.
+NON_SOCKET_CALLS: frozenset[str] = frozenset(
+    {"open", "openat", "openat2", "creat", "pipe", "pipe2", "eventfd", "eventfd2"})
+#: Every call the reader looks at; other lines are skipped.
+INTERESTING_CALLS: frozenset[str] = READ_CALLS | WRITE_CALLS | CONTROL_CALLS | FD_CALLS
+
+#: Categories of the ``syscall`` and ``direction`` columns.
+SYSCALL_NAMES: tuple[str, ...] = tuple(sorted(READ_CALLS | WRITE_CALLS | CONTROL_CALLS))
+DIRECTIONS: tuple[str, ...] = ("rx", "tx")
+_CATEGORIES = {"syscall": SYSCALL_NAMES, "direction": DIRECTIONS}
+_SYSCALL_SET = pa.array(SYSCALL_NAMES)
+#: Direction code (0 rx, 1 tx, -1 none) of each syscall category code.
+_DIRECTION_OF = np.array([0 if c in READ_CALLS else 1 if c in WRITE_CALLS else -1
+                          for c in SYSCALL_NAMES], dtype=np.int8)
+
+#: The table's columns, in order (``stream`` is an addition to the ARCHITECTURE.md contract).
+COLUMNS: tuple[str, ...] = (
+    "ts_ns", "entry_ns", "duration_ns", "pid", "fd", "syscall", "direction", "ret", "errno",
+    "bytes", "stream_offset", "stream", "peer", "data", "data_truncated",
+)
+
+#: Bytes read per chunk: bounds memory (the chunk's lines live as one Arrow array).
+CHUNK_BYTES = 16 << 20
+#: Sub-slices of a chunk parsed in parallel by the RE2 regex (pyarrow releases the GIL).
+REGEX_THREADS = max(1, min(4, os.cpu_count() or 1))
+#: How many malformed lines are named one by one before the rest are only counted.
+MALFORMED_NAMED = 1
+#: How many malformed lines are remembered (the first is named; the rest are counted).
+MALFORMED_KEEP = 16
+#: A time of day going back by more than this is a midnight crossing (``-tt``), not disorder.
+MIDNIGHT_JUMP_NS = 12 * 3600 * 10**9
+NS_PER_DAY = 86400 * 10**9
+#: A NUL byte in this many first bytes makes the file binary, not a text log.
+BINARY_SNIFF_BYTES = 8 << 10
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+#: Bounds of the numbers of a line. pids and fds are C ints; a call's return value (bytes
+#: moved, a new fd or pid) is at most INT32_MAX (Linux caps one read/write at MAX_RW_COUNT,
+#: just below 2**31), which also keeps a stream's int64 byte offsets from overflowing; epoch
+#: seconds and -T seconds must give int64 nanoseconds (year 2262).
+MAX_PID = MAX_FD = MAX_RET = INT32_MAX
+MAX_SECONDS = INT64_MAX // 10**9 - 1
+
+# --------------------------------------------------------------------------------------------
+# Regular expressions (RE2 for the vectorized path; Python ``re`` below for the rare lines)
+
+#: The line leader: optional pid prefix (``[pid  1234] `` on stderr, ``1234  `` with -o),
+#: then the timestamp, split by TS_RE afterwards (a loose leader keeps RE2 fast).
+_LEADER = r"^(?:\[pid +(?P<pid_a>\d+)\] |(?P<pid_b>\d+) +)?(?P<ts>\d[\d:.]*) "
+#: ``-ttt`` epoch seconds or ``-tt``/``-t`` time of day, with optional fraction.
+TS_RE = r"^(?:(?P<epoch>\d+)|(?P<hh>\d\d):(?P<mm>\d\d):(?P<ss>\d\d))(?:\.(?P<frac>\d+))?$"
+#: The inside of a -y / -yy fd annotation: ``TCP:[a:1->b:2]`` (``->`` holds a ``>``),
+#: ``/dev/pts/0<char 136:0>`` (one nested pair).
+_ANN = r"(?:[^<>]|->|<[^<>]*>)*"
+#: The fd argument, with its annotation.
+_FD = r"(?P<fd>\d+)(?:<(?P<ann>" + _ANN + r")>)?"
+#: ``= N``, ``= -1 EAGAIN (...)``, then the -T duration.
+_RET = (r"\) += (?:(?P<ret>\d+)|-1 (?P<errno>E[A-Z0-9]+)(?: \(.*\))?)"
+        r"(?: <(?P<dur>\d+\.\d+)>)?\r?\n?$")
+#: The common call: a complete single-buffer read/write family call. Its tail (arguments after
+#: the buffer) holds no string but the quoted addresses of recvfrom/sendto.
+_COMMON_CALL = (
+    r"(?P<call>read|recv|recvfrom|pread64|write|send|sendto)\(" + _FD
+    + r', (?:"(?P<data>(?:[^"\\]|\\.)*)"(?P<trunc>\.\.\.)?|(?P<ptr>0x[0-9a-f]+|NULL))'
+    + r'(?P<tail>(?:[^"]|"[^"]*")*)' + _RET
+)
+#: A call text of the common form (after the leader; a joined unfinished/resumed pair).
+COMMON_CALL_RE = "^" + _COMMON_CALL
+#: A line's call text after the leader (without the line end).
+BODY_RE = _LEADER + r"(?P<body>[^\r\n]*)"
+#: ``<... read resumed>"abc", 9) = 3``: the call's name and the text after the marker.
+RESUMED_RE = _LEADER + r"<\.\.\. (?P<rname>\w+) resumed> ?(?P<rest>[^\r\n]*)"
+#: ``read(5,  <unfinished ...>``: the call's name and its text before the marker.
+UNFINISHED_RE = _LEADER + r"(?P<text>(?P<name>\w+)\([^\r\n]*) <unfinished \.\.\.>\r?\n?$"
+#: Any line with a leader: the common call's groups, or ``name`` / ``rname`` (the call or the
+#: resumed call) for the others. One pass costs about as much as the common form alone.
+LINE_RE = (_LEADER + "(?:" + _COMMON_CALL
+           + r"|<\.\.\. (?P<rname>\w+) resumed>|(?P<name>\w+)\(|(?P<event>\+\+\+ |--- |"
+           r"\?\?\?\(|\[ Process ))?")
+#: A socket address in an argument list (connect, accept, recvfrom, msg_name, ...).
+SOCKADDR_RE = (
+    r"sin_port=htons\((?P<port4>\d+)\), sin_addr=inet_addr\(\"(?P<ip4>[^\"]*)\"\)"
+    r"|sin6_port=htons\((?P<port6>\d+)\).*?inet_pton\(AF_INET6, \"(?P<ip6>[^\"]*)\""
+)
+#: A -y / -yy annotation naming a socket; with -yy ``PROTO:[local->peer]``.
+SOCKET_ANN_RE = (
+    r"^(?:socket:\[|(?:TCP|UDP|UDPLITE|DCCP|SCTP|RAW|UNIX|NETLINK|PACKET|L2TP|MPTCP)"
+    r"(?:v[46])?(?:-[A-Z]+)?:\[)"
+)
+ANN_PEER_RE = r"^[A-Za-z0-9-]+:\[(?P<local>[^\]]*(?:\][^\]-]*)?)->(?P<peer>.*)\]$"
+
+_PY_INET_PEER = re.compile(r"^(?:\[[0-9A-Fa-f:.%\w]+\]|\d{1,3}(?:\.\d{1,3}){3}):\d+$")
+_PY_NO_TIMESTAMP = re.compile(rb"^(?:\[pid +\d+\] |\d+ +)?[a-z_0-9]+\(.*\) += ")
+_PY_SOCKADDR = re.compile(SOCKADDR_RE.encode())
+_PY_SOCKET_ANN = re.compile(SOCKET_ANN_RE.encode())
+_PY_ANN_PEER = re.compile(ANN_PEER_RE.encode())
+_PY_QSTR = re.compile(rb'"((?:[^"\\]|\\.)*)"(\.\.\.)?')
+_PY_IOV = re.compile(rb'iov_base="((?:[^"\\]|\\.)*)"(\.\.\.)?')
+#: One message of a recvmmsg/sendmmsg vector: its header, then the bytes it moved.
+_PY_MMSG = re.compile(rb"\{msg_hdr=\{(.*?)\}, msg_len=(\d+)\}", re.S)
+#: A complete call text (after resumed pairs are joined): name, args, return, -T duration.
+_PY_CALL = re.compile(
+    rb"^(\w+)\((.*)\) += (-?\d+|\?)(?:<(" + _ANN.encode() + rb")>)?"
+    rb"(?: (E[A-Z0-9]+)(?: \(.*\))?| \(.*\))?(?: <(\d+)\.(\d+)>)?\s*$", re.S)
+_PY_FD_ARG = re.compile(rb"^(\d+)(?:<(" + _ANN.encode() + rb")>)?(?:, |$)")
+_PY_FD_PAIR = re.compile(rb"\[(\d+)(?:<[^>]*>)?, (\d+)(?:<[^>]*>)?\]")
+_PY_CLONE_CHILD_FILES = re.compile(rb"\bCLONE_FILES\b")
+#: strace -f writing to stderr may print its attach message in the middle of the line of the
+#: call that created the process: ``clone(...strace: Process 12 attached`` then, on the next
+#: line, `` <unfinished ...>``. Rejoined (the continuation line becomes blank: numbering kept).
+_ATTACH = b"strace: Process "
+_GLUED_ATTACH = re.compile(rb"(?<=[^\n])strace: Process \d+ attached[^\n]*\n ?<unfinished \.\.\.>")
+#: Lines written by strace itself or for -e read=/-k: skipped without complaint.
+_SKIP_PREFIXES = (b"strace: ", b" | ", b" > ", b"+++ ", b"--- ", b"[ Process ")
+
+
+# --------------------------------------------------------------------------------------------
+# Public helpers
+
+def decode_strace_string(text: bytes) -> bytes:
+    """Undo strace's quoting of a string argument (the text between the quotes).
+
+    strace writes printable ASCII as is, ``\\" \\\\ \\n \\r \\t \\v \\f`` as C escapes and other
+    bytes as octal (``\\0``, ``\\177``, always three digits before a digit) or, with ``-x`` /
+    ``-xx``, as ``\\xHH``: exactly the escapes Python's bytes literals use.
+    """
+    if b"\\" not in text:
+        return bytes(text)
+    return _unescape(text)
+
+
+def _unescape(text: bytes | memoryview) -> bytes:
+    """C escapes undone; a damaged escape (``\\x`` without hex digits) leaves the string as
+    written, a degraded payload rather than a failed file."""
+    try:
+        return codecs.escape_decode(text)[0]
+    except ValueError:
+        return bytes(text)
+
+
+def read_socket_log(path: str | os.PathLike[str], *,
+                    on_progress: Callable[[int, int], None] | None = None,
+                    data: bool = True) -> pd.DataFrame:
+    """Read an strace log or a plain CSV / JSON Lines read log into the socket call table.
+
+    The kind of file is told by content (``frame.attrs["format"]``: ``strace``, ``csv`` or
+    ``jsonl``). ``on_progress(done_bytes, total_bytes)`` is called after each chunk.
+    ``data=False``: strace strings are not decoded and the ``data`` column is all None (the
+    analyzer needs byte counts, not bytes; decoding is a Python step per call).
+    """
+    check_readable(path)
+    kind = sniff_format(path)
+    if kind == "strace":
+        return _read_strace(path, on_progress, data)
+    from xentrace_cli.sources import socklog
+    return socklog.read_plain_log(path, kind, on_progress=on_progress)
+
+
+def _binary_kind(head: bytes) -> str | None:
+    """What a binary file's first bytes look like (None: they look like text)."""
+    kind = sniff(head)  # the capture reader's own magic-number test
+    if kind in ("pcap", "pcapng"):
+        return f"looks like a {kind} capture"
+    if kind == "gzip":
+        return "gzip-compressed"
+    if b"\0" in head[:BINARY_SNIFF_BYTES]:
+        return f"NUL bytes in the first {BINARY_SNIFF_BYTES >> 10} KiB"
+    return None
+
+
+def sniff_format(path: str | os.PathLike[str]) -> str:
+    """``strace``, ``csv`` or ``jsonl`` from the first non-blank line of the file.
+
+    A binary file (a capture given as the socket log, say) is one ``InputError`` here, before
+    the text reader would find a cut last line and no socket call in it.
+    """
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    binary = _binary_kind(head)
+    if binary is not None:
+        raise InputError(path, f"binary file ({binary}), not a text socket log", offset=0)
+    for raw in head.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith(b"{"):
+            return "jsonl"
+        first = line.split(b",")
+        names = {c.strip().strip(b'"').lower() for c in first}
+        if len(first) > 1 and names & {b"ts", b"ts_ns"} and b"bytes" in names:
+            return "csv"
+        return "strace"
+    return "strace"
+
+
+# --------------------------------------------------------------------------------------------
+# Table assembly shared with the plain-log reader
+
+def finish_table(rows: pd.DataFrame | Columns, *, fmt: str, time_of_day_only: bool,
+                 select: np.ndarray | None = None,
+                 extra_attrs: dict[str, object] | None = None) -> pd.DataFrame:
+    """The socket call table from parsed rows: stream offsets, dtypes, sorted by ``ts_ns``.
+
+    ``rows`` holds ``entry_ns``, ``duration_ns``, ``pid`` and ``fd`` (int64, -1 when unknown),
+    ``syscall``, ``direction`` (``rx``/``tx``/None), ``ret``, ``errno``, ``bytes``, ``stream``,
+    ``peer``, ``data``, ``data_truncated``. ``select`` lists the positions of the rows to keep
+    in completion order (default: all, in ``rows`` order); offsets count in that order. Each
+    column is gathered once, straight into the final order.
+    """
+    n = len(rows["bytes"])
+    sel = np.arange(n) if select is None else np.asarray(select, np.int64)
+
+    def values(name: str, dtype: type | str) -> np.ndarray:
+        return np.asarray(rows[name], dtype=dtype)
+
+    nbytes = values("bytes", np.int64)[sel]
+    dir_codes = pd.Categorical(rows["direction"], categories=DIRECTIONS).codes[sel]
+    stream = values("stream", np.int64)[sel]
+    # stream_offset: bytes before this call on the same (socket, direction), completion order.
+    offset = np.zeros(len(sel), np.int64)
+    has_dir = dir_codes >= 0
+    if has_dir.any():
+        key = pd.DataFrame({"s": stream[has_dir], "d": dir_codes[has_dir],
+                            "b": nbytes[has_dir]})
+        offset[has_dir] = (key.groupby(["s", "d"], sort=False)["b"].cumsum().to_numpy()
+                           - nbytes[has_dir])
+    entry = values("entry_ns", np.int64)[sel]
+    duration = values("duration_ns", np.int64)[sel]
+    ts = entry + duration
+    final = np.argsort(ts, kind="stable")      # ties keep completion order
+    idx = sel[final]
+
+    def nullable(name: str, dtype: str) -> pd.api.extensions.ExtensionArray:
+        ints = values(name, np.int64)[idx]
+        out = pd.array(ints, dtype=dtype)
+        out[ints < 0] = pd.NA
+        return out
+
+    syscall = pd.Categorical(rows["syscall"]).take(idx)
+    frame = pd.DataFrame({
+        "ts_ns": ts[final],
+        "entry_ns": entry[final],
+        "duration_ns": duration[final],
+        "pid": nullable("pid", "Int32"),
+        "fd": nullable("fd", "Int32"),
+        "syscall": syscall.remove_unused_categories(),
+        "direction": pd.Categorical.from_codes(dir_codes[final], categories=DIRECTIONS),
+        "ret": pd.array(values("ret", np.int64)[idx], dtype="Int64"),
+        # via Arrow: much faster than pandas' object → string conversion
+        "errno": pd.array(pa.array(values("errno", object)[idx], pa.string(), from_pandas=True),
+                          dtype=pd.StringDtype()),
+        "bytes": nbytes[final],
+        "stream_offset": offset[final],
+        # Stream ids numbered 0, 1, ... in order of first appearance in the table.
+        "stream": pd.factorize(stream[final])[0].astype(np.int64),
+        "peer": _categorical(values("peer", object)[idx]),
+        "data": values("data", object)[idx],
+        "data_truncated": values("data_truncated", bool)[idx],
+    })
+    frame.attrs["format"] = fmt
+    frame.attrs["time_of_day_only"] = bool(time_of_day_only)
+    if extra_attrs:
+        frame.attrs.update(extra_attrs)
+    return frame
+
+
+def _categorical(values: np.ndarray) -> pd.Categorical:
+    """An object array (None/NA for missing) as a Categorical, factorized by hash first
+    (``pd.Categorical`` on objects would first convert every value to a string array)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype="str"))
+
+
+class Malformed:
+    """Collects malformed lines; warns once, naming the first and counting the rest."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = path
+        self.lines: list[tuple[int, str]] = []
+        self.count = 0
+
+    def add(self, line: int, problem: str) -> None:
+        """Record one malformed line (1-based number)."""
+        self.count += 1
+        if len(self.lines) < MALFORMED_KEEP:
+            self.lines.append((line, problem))
+
+    def add_lines(self, lines: np.ndarray, problem: str) -> None:
+        """Record malformed lines with one problem (the first few remembered, all counted)."""
+        for line in lines[:MALFORMED_KEEP]:
+            self.add(int(line), problem)
+        self.count += max(0, len(lines) - MALFORMED_KEEP)
+
+    def warn(self, stacklevel: int = 3) -> None:
+        """Emit one ``XenlatWarning`` for everything collected."""
+        if not self.count:
+            return
+        self.lines.sort()
+        line, problem = self.lines[0]
+        message = f"{self.path}: line {line}: {problem}; line skipped"
+        if self.count > MALFORMED_NAMED:
+            message += f" ({self.count - MALFORMED_NAMED} more malformed lines skipped)"
+        warnings.warn(XenlatWarning(message), stacklevel=stacklevel)
+
+
+# --------------------------------------------------------------------------------------------
+# strace: vectorized chunk parsing
+
+def _iter_chunks(path: str | os.PathLike[str], on_progress: Callable[[int, int], None] | None):
+    """Yield (first line number, lines as an Arrow binary array, ends_with_newline) per chunk."""
+    total = os.path.getsize(path)
+    done = 0
+    line_no = 1
+    rest = b""
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(CHUNK_BYTES)
+            done += len(block)
+            data = rest + block
+            if block:
+                cut = data.rfind(b"\n") + 1
+                # keep a line with a glued attach message together with its continuation
+                prev = data.rfind(b"\n", 0, max(cut - 1, 0)) + 1
+                if _ATTACH in data[prev:cut] and not data.startswith(_ATTACH, prev):
+                    cut = prev
+                if cut == 0:
+                    rest = data
+                    continue
+                data, rest = data[:cut], data[cut:]
+            else:
+                rest = b""
+            if _ATTACH in data:
+                data = _GLUED_ATTACH.sub(rb" <unfinished ...>\n", data)
+            if data:
+                buf = np.frombuffer(data, np.uint8)
+                nl = np.flatnonzero(buf == 10)
+                ends = nl + 1
+                if not ends.size or ends[-1] != len(data):
+                    ends = np.append(ends, len(data))
+                offsets = np.concatenate(([0], ends)).astype(np.int32)
+                lines = pa.BinaryArray.from_buffers(
+                    pa.binary(), len(offsets) - 1,
+                    [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+                yield line_no, lines, data.endswith(b"\n")
+                line_no += len(lines)
+            if on_progress is not None:
+                on_progress(min(done, total), total)
+            if not block:
+                return
+
+
+def _extract(lines: pa.Array, pattern: str) -> pa.StructArray:
+    """``extract_regex`` over ``lines``, in parallel slices for big arrays."""
+    n = len(lines)
+    if REGEX_THREADS == 1 or n < 20000:
+        return pc.extract_regex(lines, pattern)
+    step = -(-n // REGEX_THREADS)
+    parts = [lines.slice(i, step) for i in range(0, n, step)]
+    with concurrent.futures.ThreadPoolExecutor(REGEX_THREADS) as pool:
+        results = list(pool.map(lambda a: pc.extract_regex(a, pattern), parts))
+    return pa.concat_arrays(results)
+
+
+def _field(m: pa.StructArray, name: str) -> pa.Array:
+    """A group of an ``extract_regex`` result; RE2 gives "" for a group that did not take
+    part in the match, made null here so that presence tests are ``is_valid``."""
+    arr = m.field(name)
+    return pc.if_else(pc.equal(pc.binary_length(arr), 0), pa.scalar(None, arr.type), arr)
+
+
+def _digits(arr: pa.Array, limit: int = INT64_MAX) -> tuple[np.ndarray, np.ndarray]:
+    """A column of decimal digit strings (nulls → 0) as int64, and which are at most
+    ``limit`` (the others read as 0): a number of any length never reaches the int64 cast."""
+    text = pc.fill_null(pc.cast(arr, pa.string()), "0")
+    short = pc.less_equal(pc.utf8_length(text), 18)
+    values = pc.cast(pc.if_else(short, text, "0"), pa.int64()).to_numpy(zero_copy_only=False)
+    ok = short.to_numpy(zero_copy_only=False) & (values <= limit)
+    return np.where(ok, values, 0), ok
+
+
+def _fraction_ns(arr: pa.Array) -> np.ndarray:
+    """Decimal fraction digits (``123456`` of ``.123456``) as nanoseconds; null → 0."""
+    text = pc.fill_null(pc.cast(arr, pa.string()), "0")
+    text = pc.utf8_slice_codeunits(pc.utf8_rpad(text, width=9, padding="0"), 0, 9)
+    return pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def _seconds_ns(arr: pa.Array) -> np.ndarray | None:
+    """Decimal seconds (``1700000000.123456``, nulls → 0) as int64 ns; None if any is not one.
+
+    Arrow's decimal cast does the parsing; the 128-bit unscaled value at scale 9 *is* the
+    count of nanoseconds, read as the low 64 bits (values stay far below 2**63).
+    """
+    text = pc.fill_null(pc.cast(arr, pa.string()), "0")
+    try:
+        dec = pc.cast(text, pa.decimal128(20, 9))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    words = np.frombuffer(dec.buffers()[1], dtype="<i8")
+    low = words[2 * dec.offset:2 * (dec.offset + len(dec)):2]
+    high = words[2 * dec.offset + 1:2 * (dec.offset + len(dec)):2]
+    if (high != 0).any() or (low < 0).any() or (low > MAX_SECONDS * 10**9).any():
+        return None           # past int64 nanoseconds: the caller's bounded path says which
+    return low.copy()
+
+
+@dataclasses.dataclass
+class _Leaders:
+    """The line leaders of one chunk's matched rows."""
+
+    ts: np.ndarray        #: timestamp ns (a time of day not yet unwrapped)
+    tod: np.ndarray       #: the timestamp is a time of day (-tt)
+    pid: np.ndarray       #: pid, -1 without prefix
+    ok: np.ndarray        #: the timestamp is well formed
+    big_pid: np.ndarray   #: the pid is past MAX_PID
+    big_ts: np.ndarray    #: the epoch seconds are past MAX_SECONDS
+
+
+def _leader(m: pa.StructArray) -> _Leaders:
+    """The leaders of the rows matched by LINE_RE."""
+    pid = pc.coalesce(_field(m, "pid_a"), _field(m, "pid_b"))
+    pid_valid = pc.is_valid(pid).to_numpy(zero_copy_only=False)
+    pid_num, pid_ok = _digits(pid, MAX_PID)
+    pid_num = np.where(pid_valid, pid_num, -1)
+    n = len(m)
+    ts = None
+    if not pc.any(pc.match_substring(m.field("ts"), ":")).as_py():
+        ts = _seconds_ns(m.field("ts"))          # -ttt: the fast path
+    if ts is not None:
+        return _Leaders(ts, np.zeros(n, bool), pid_num, pid_ok, ~pid_ok, np.zeros(n, bool))
+    t = pc.extract_regex(m.field("ts"), TS_RE)
+    ok = pc.is_valid(t).to_numpy(zero_copy_only=False)
+    tod = pc.is_valid(_field(t, "hh")).to_numpy(zero_copy_only=False) & ok
+    seconds, ts_ok = _digits(_field(t, "epoch"), MAX_SECONDS)
+    if tod.any():
+        hh, mm, ss = (_digits(_field(t, k))[0] for k in ("hh", "mm", "ss"))
+        ok &= ~tod | ((hh < 24) & (mm < 60) & (ss < 61))
+        seconds = np.where(tod, hh * 3600 + mm * 60 + ss, seconds)
+    ts = seconds * 10**9 + _fraction_ns(_field(t, "frac"))
+    big_ts = ok & ~ts_ok
+    return _Leaders(ts, tod, pid_num, ok & ts_ok & pid_ok, ~pid_ok, big_ts)
+
+
+def _per_distinct(values: pa.Array, fn: Callable[[bytes], object]) -> np.ndarray:
+    """``fn`` of each value (None for null), computed once per distinct value: annotations
+    and address arguments repeat (one per socket or peer), so this stays cheap."""
+    encoded = pc.dictionary_encode(values)
+    results = np.array([fn(v) for v in encoded.dictionary.to_pylist()] + [None], dtype=object)
+    indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+    return results[indices]
+
+
+def _tail_peer(tail: bytes) -> str | None:
+    """The peer in the arguments after the buffer (recvfrom / sendto address), or None."""
+    m = _PY_SOCKADDR.search(tail)
+    return None if m is None else _sockaddr_peer(m)
+
+
+def _ann_info(ann: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """From fd annotations: kind (0 none, 1 socket, 2 not a socket) and -yy peer (or None)."""
+    if not pc.any(pc.is_valid(ann)).as_py():
+        return np.zeros(len(ann), np.int8), np.full(len(ann), None, dtype=object)
+    kind = _per_distinct(ann, _ann_kind)
+    kind[pd.isna(kind)] = 0
+    return kind.astype(np.int8), _per_distinct(ann, _ann_peer)
+
+
+def _ann_peer(ann: bytes | None) -> str | None:
+    """The peer of a ``-yy`` socket annotation ``TCP:[local->peer]`` (None if not shown)."""
+    if not ann:
+        return None
+    m = _PY_ANN_PEER.match(ann)
+    if m is None:
+        return None
+    peer = m.group("peer").decode("latin-1")
+    if peer.count(":") > 1 and not peer.startswith("["):  # bare IPv6: bracket the address
+        host, _, port = peer.rpartition(":")
+        peer = f"[{host}]:{port}"
+    # Only an address and port is a peer (UNIX sockets show inode numbers and paths).
+    return peer if _PY_INET_PEER.match(peer) else None
+
+
+def _ann_kind(ann: bytes | None) -> int:
+    """0 without annotation, 1 for a socket, 2 for anything else (file, pipe, ...)."""
+    if ann is None:
+        return 0
+    return 1 if _PY_SOCKET_ANN.match(ann) else 2
+
+
+#: Columns of parsed rows, by name: numpy arrays, or Categoricals for ``syscall``/``direction``.
+Columns = dict[str, "np.ndarray | pd.Categorical"]
+
+
+@dataclasses.dataclass
+class _Rows:
+    """Columns of parsed calls, accumulated over chunks (completion order is ``order``).
+
+    Plain dicts of arrays, not DataFrames: no block consolidation and no string inference
+    per chunk, and one concatenation per column at the end.
+    """
+
+    parts: list[Columns] = dataclasses.field(default_factory=list)
+
+    def add(self, part: Columns) -> None:
+        if len(part["order"]):
+            self.parts.append(part)
+
+    def columns(self) -> Columns:
+        """All rows, column by column; the parts are released (they would double the memory)."""
+        parts, self.parts = self.parts, []
+        out: Columns = {}
+        for name in _ROW_COLUMNS:
+            pieces = [p[name] for p in parts]
+            if name in _CATEGORIES:
+                codes = [np.asarray(x.codes) for x in pieces]
+                out[name] = pd.Categorical.from_codes(
+                    np.concatenate(codes) if codes else np.zeros(0, np.int8),
+                    categories=_CATEGORIES[name])
+            else:
+                out[name] = (np.concatenate(pieces) if pieces
+                             else np.zeros(0, object if name in _OBJECT_COLUMNS else np.int64))
+        return out
+
+
+def _python_rows(rows: list[tuple]) -> Columns:
+    """Rows built one by one (tuples in ``_ROW_COLUMNS`` order) as columns."""
+    cols = list(zip(*rows, strict=True)) if rows else [()] * len(_ROW_COLUMNS)
+    out: Columns = {}
+    for name, values in zip(_ROW_COLUMNS, cols, strict=True):
+        if name in _CATEGORIES:
+            out[name] = pd.Categorical(list(values), categories=_CATEGORIES[name])
+        elif name in _OBJECT_COLUMNS:
+            out[name] = np.array(list(values) + [None], dtype=object)[:-1]
+        else:
+            out[name] = np.array(values, dtype=bool if name in ("tod", "data_truncated")
+                                 else np.int64)
+    return out
+
+
+#: Internal row columns: the table's plus ``order`` (completion line), ``ann_kind``, ``row_peer``.
+_ROW_COLUMNS = ("order", "entry_ns", "duration_ns", "tod", "pid", "fd", "syscall", "direction",
+                "ret", "errno", "bytes", "row_peer", "ann_kind", "data", "data_truncated")
+_OBJECT_COLUMNS = frozenset({"errno", "row_peer", "data"})
+
+
+def _decode_strings(strings: pa.Array) -> np.ndarray:
+    """strace strings (the text between the quotes) → their bytes, as an object array.
+
+    Decoded straight from the Arrow buffer: creating the escaped ``bytes`` first and
+    replacing them would leave the heap fragmented (most strace data holds escapes).
+    """
+    strings = strings.cast(pa.binary())
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[
+        strings.offset:strings.offset + len(strings) + 1]
+    view = memoryview(strings.buffers()[2] or b"")
+    has_escape = pc.match_substring(strings, "\\").to_numpy(zero_copy_only=False)
+    out = np.empty(len(strings), dtype=object)
+    out[:] = [_unescape(view[a:b]) if esc else bytes(view[a:b])
+              for a, b, esc in zip(offsets[:-1].tolist(), offsets[1:].tolist(),
+                                   has_escape.tolist(), strict=True)]
+    return out
+
+
+def _common_rows(m: pa.StructArray, order: np.ndarray, ts: np.ndarray, tod: np.ndarray,
+                 pid: np.ndarray, malformed: Malformed, resume_ns: np.ndarray | None = None,
+                 with_data: bool = True) -> Columns:
+    """Rows of the complete single-buffer calls matched by LINE_RE / COMMON_CALL_RE.
+
+    ``order`` is each call's completion line; ``resume_ns`` (joined unfinished/resumed pairs)
+    the resume line's time, which gives the duration when ``-T`` did not. A call with a
+    number out of range is reported to ``malformed`` and left out.
+    """
+    call_arr = pc.cast(_field(m, "call"), pa.string())
+    errno_arr = _field(m, "errno")
+    is_err = pc.is_valid(errno_arr).to_numpy(zero_copy_only=False)
+    ret, ret_ok = _digits(_field(m, "ret"), MAX_RET)
+    ret = np.where(is_err, -1, ret)
+    fd, fd_ok = _digits(_field(m, "fd"), MAX_FD)
+    if with_data:
+        data = _decode_strings(pc.fill_null(_field(m, "data"), b""))
+    else:  # the caller does not want the bytes: no Python object per call
+        data = np.full(len(m), None, dtype=object)
+    truncated = pc.is_valid(_field(m, "trunc")).to_numpy(zero_copy_only=False)
+    dur = _field(m, "dur")
+    has_dur = pc.is_valid(dur).to_numpy(zero_copy_only=False)
+    fallback = 0 if resume_ns is None else np.maximum(resume_ns - ts, 0)
+    dur_ns, dur_ok = _seconds_ns(dur), np.ones(len(m), bool)
+    if dur_ns is None:                 # more than 9 decimals (keep the first 9), or too long
+        parts = pc.extract_regex(pc.fill_null(dur, b"0.0"), r"(?P<s>\d+)\.(?P<f>\d+)")
+        seconds, dur_ok = _digits(parts.field("s"), MAX_SECONDS)
+        dur_ns = seconds * 10**9 + _fraction_ns(parts.field("f"))
+    duration = np.where(has_dur, dur_ns, fallback)
+    ann_kind, ann_peer = _ann_info(_field(m, "ann"))
+    row_peer = ann_peer
+    # recvfrom / sendto may carry an address in their tail arguments.
+    tail = _field(m, "tail")
+    addr_rows = pc.match_substring(pc.fill_null(tail, b""), "sin").to_numpy(zero_copy_only=False)
+    if addr_rows.any():
+        sel = np.flatnonzero(addr_rows)
+        peers = _per_distinct(tail.take(pa.array(sel)), _tail_peer)
+        found = ~pd.isna(peers)
+        row_peer[sel[found]] = peers[found]
+    # Categoricals with fixed categories: no Python string per row, and concat keeps them.
+    codes = pc.index_in(call_arr, value_set=_SYSCALL_SET).to_numpy(zero_copy_only=False)
+    syscall = pd.Categorical.from_codes(codes, categories=SYSCALL_NAMES)
+    direction = pd.Categorical.from_codes(_DIRECTION_OF[codes], categories=DIRECTIONS)
+    cols: Columns = {
+        "order": np.asarray(order, np.int64),
+        "entry_ns": ts,
+        "duration_ns": duration,
+        "tod": tod,
+        "pid": pid,
+        "fd": fd,
+        "syscall": syscall,
+        "direction": direction,
+        "ret": ret,
+        "errno": pc.cast(errno_arr, pa.string()).to_numpy(zero_copy_only=False),
+        "bytes": np.maximum(ret, 0),
+        "row_peer": row_peer,
+        "ann_kind": ann_kind,
+        "data": data,
+        "data_truncated": truncated,
+    }
+    return _out_of_range(cols, malformed, [(fd_ok, f"file descriptor past {MAX_FD}"),
+                                           (ret_ok, f"return value past {MAX_RET}"),
+                                           (dur_ok, "-T duration past int64 nanoseconds")])
+
+
+def _out_of_range(cols: Columns, malformed: Malformed,
+                  checks: list[tuple[np.ndarray, str]]) -> Columns:
+    """The rows whose numbers are all in range; each other row is reported (first problem)."""
+    ok = np.logical_and.reduce([good for good, _ in checks])
+    if ok.all():
+        return cols
+    left = ~ok
+    for good, what in checks:
+        hit = left & ~good
+        malformed.add_lines(cols["order"][hit], f"number out of range: {what}")
+        left &= ~hit
+    return {name: values[ok] for name, values in cols.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# strace: the sequential parser of the rare lines, and the fd tables
+
+@dataclasses.dataclass
+class _Event:
+    """A change to which socket an fd names, at line ``order``."""
+
+    order: int
+    pid: int
+    kind: str          # open (socket/accept), file, peer, close, dup, clone
+    fd: int = -1
+    fd2: int = -1      # dup target, clone child pid
+    peer: str | None = None
+    shares_files: bool = False
+
+
+class _Slow:
+    """The lines other than the common form: unfinished/resumed pairs (paired per pid,
+    vectorized), then the common call form vectorized again, the rest one by one."""
+
+    def __init__(self, malformed: Malformed) -> None:
+        self.malformed = malformed
+        #: Calls still unfinished at the end of the last chunk: pid → (line, ts, tod, name, text).
+        self.pending: dict[int, tuple[int, int, bool, bytes, bytes]] = {}
+        self.events: list[_Event] = []
+        self.rows: list[tuple] = []
+        self.frames: list[pd.DataFrame] = []
+        self.orphans = 0
+
+    def feed(self, lines: pa.Array, line_no: np.ndarray, pid: np.ndarray, ts: np.ndarray,
+             tod: np.ndarray) -> None:
+        """One chunk's lines of interest (with a leader), in line order."""
+        resumed = pc.extract_regex(lines, RESUMED_RE)
+        is_res = pc.is_valid(resumed).to_numpy(zero_copy_only=False)
+        unfinished = pc.extract_regex(lines, UNFINISHED_RE)
+        is_unf = pc.is_valid(unfinished).to_numpy(zero_copy_only=False)
+        # "<... read resumed>) = ? <unfinished ...>": interrupted again, never completed.
+        is_unf &= ~is_res
+        plain = ~is_res & ~is_unf
+
+        # Unfinished entries (with those left from the previous chunk) and resumed exits.
+        carry = sorted(self.pending.items())
+        u_sel, r_sel = np.flatnonzero(is_unf), np.flatnonzero(is_res)
+        u = unfinished.filter(pa.array(is_unf))
+        r = resumed.filter(pa.array(is_res))
+        def column(values: list, *parts: np.ndarray, dtype: type = np.int64) -> np.ndarray:
+            return np.concatenate([np.array(values, dtype=dtype)]
+                                  + [part.astype(dtype) for part in parts])
+
+        ev_pid = column([c[0] for c in carry], pid[u_sel], pid[r_sel])
+        ev_line = column([c[1][0] for c in carry], line_no[u_sel], line_no[r_sel])
+        ev_ts = column([c[1][1] for c in carry], ts[u_sel], ts[r_sel])
+        ev_tod = column([c[1][2] for c in carry], tod[u_sel], tod[r_sel], dtype=bool)
+        n_u = len(carry) + len(u_sel)
+        ev_is_r = np.arange(len(ev_pid)) >= n_u
+        ev_name = pa.concat_arrays([pa.array([c[1][3] for c in carry], pa.binary()),
+                                    u.field("name"), r.field("rname")])
+        ev_text = pa.concat_arrays([pa.array([c[1][4] for c in carry], pa.binary()),
+                                    u.field("text"), r.field("rest")])
+        # strace keeps at most one call in flight per pid: a resumed line pairs with the
+        # event just before it for the same pid, which must be that call's unfinished line.
+        order = np.lexsort((ev_line, ev_pid))
+        s_pid, s_is_r = ev_pid[order], ev_is_r[order]
+        prev_same = np.zeros(len(order), bool)
+        prev_same[1:] = (s_pid[1:] == s_pid[:-1]) & ~s_is_r[:-1]
+        same_name = np.zeros(len(order), bool)
+        if len(order) > 1:
+            names = ev_name.take(pa.array(order))
+            same_name[1:] = pc.equal(names.slice(1), names.slice(0, len(order) - 1)) \
+                .to_numpy(zero_copy_only=False)
+        paired = s_is_r & prev_same & same_name
+        exits = order[paired]                 # event index of each resumed line
+        entries = order[np.flatnonzero(paired) - 1]
+        # Still pending: an unfinished line that is its pid's last event.
+        last_of_pid = np.ones(len(order), bool)
+        last_of_pid[:-1] = s_pid[:-1] != s_pid[1:]
+        open_calls = order[~s_is_r & last_of_pid]
+        orphans = order[s_is_r & ~paired]
+        # strace -f on stderr prefixes pids only once a second process exists: the call that
+        # creates it (clone) starts on an unprefixed line and resumes on a "[pid N]" one.
+        for k in open_calls[ev_pid[open_calls] == -1]:
+            later = orphans[(ev_line[orphans] > ev_line[k])]
+            later = later[[ev_name[int(j)].as_py() == ev_name[int(k)].as_py() for j in later]]
+            if len(later):
+                j = later[np.argmin(ev_line[later])]
+                exits, entries = np.append(exits, j), np.append(entries, k)
+                open_calls, orphans = open_calls[open_calls != k], orphans[orphans != j]
+        self.orphans += len(orphans)
+        self.pending = {}
+        for k in open_calls:
+            self.pending[int(ev_pid[k])] = (int(ev_line[k]), int(ev_ts[k]), bool(ev_tod[k]),
+                                            ev_name[int(k)].as_py(), ev_text[int(k)].as_py())
+        # A pair whose resumed part is itself cut ("= ? <unfinished ...>") never completed.
+        joined = pc.binary_join_element_wise(ev_text.take(pa.array(entries)),
+                                             ev_text.take(pa.array(exits)), b"")
+        done = ~pc.match_substring(joined, "<unfinished ...>").to_numpy(zero_copy_only=False)
+
+        # Complete lines of interest and joined pairs: one batch of call texts.
+        p_sel = np.flatnonzero(plain)
+        bodies = pc.extract_regex(lines.filter(pa.array(plain)), BODY_RE).field("body")
+        texts = pa.concat_arrays([bodies, joined.filter(pa.array(done))])
+        exits, entries = exits[done], entries[done]
+        self._parse(texts,
+                    order=np.concatenate([line_no[p_sel], ev_line[exits]]),
+                    entry_line=np.concatenate([line_no[p_sel], ev_line[entries]]),
+                    pid=np.concatenate([pid[p_sel], ev_pid[exits]]),
+                    entry_ns=np.concatenate([ts[p_sel], ev_ts[entries]]),
+                    resume_ns=np.concatenate([np.full(len(p_sel), -1, np.int64),
+                                              ev_ts[exits]]),
+                    tod=np.concatenate([tod[p_sel], ev_tod[exits]]))
+
+    def _parse(self, texts: pa.Array, *, order: np.ndarray, entry_line: np.ndarray,
+               pid: np.ndarray, entry_ns: np.ndarray, resume_ns: np.ndarray,
+               tod: np.ndarray) -> None:
+        """Call texts: the common form vectorized, the others one by one."""
+        if not len(texts):
+            return
+        m = pc.extract_regex(texts, COMMON_CALL_RE)
+        ok = pc.is_valid(m).to_numpy(zero_copy_only=False)
+        if ok.any():
+            self.frames.append(_common_rows(
+                m.filter(pa.array(ok)), order=order[ok], ts=entry_ns[ok], tod=tod[ok],
+                pid=pid[ok], malformed=self.malformed, resume_ns=resume_ns[ok]))
+        rest = np.flatnonzero(~ok)
+        for j, text in zip(rest, texts.take(pa.array(rest)).to_pylist(), strict=True):
+            self._call(text, int(order[j]), int(entry_line[j]), int(pid[j]), int(entry_ns[j]),
+                       None if resume_ns[j] < 0 else int(resume_ns[j]), bool(tod[j]))
+
+    def _call(self, text: bytes, line: int, entry_line: int, pid: int, entry_ns: int,
+              resume_ns: int | None, tod: bool) -> None:
+        m = _PY_CALL.match(text)
+        if m is None:
+            self.malformed.add(line, f"cannot parse socket call {text[:60]!r}")
+            return
+        name = m.group(1).decode()
+        args = m.group(2)
+        ret_text = m.group(3)
+        if ret_text == b"?":          # never returned (killed, or restarted later)
+            return
+        ret = int(ret_text)
+        big = _big_number(ret, args, m.group(6))
+        if big is not None:
+            self.malformed.add(line, f"number out of range: {big}")
+            return
+        errno = m.group(5).decode() if m.group(5) else None
+        if m.group(6) is not None:
+            duration = int(m.group(6)) * 10**9 + int(m.group(7).ljust(9, b"0")[:9])
+        elif resume_ns is not None:
+            duration = max(resume_ns - entry_ns, 0)
+        else:
+            duration = 0
+        ret_ann = m.group(4)
+        if name in ("clone", "clone3", "fork", "vfork"):
+            if ret > 0:
+                self.events.append(_Event(entry_line, pid, "clone", fd2=ret, shares_files=bool(
+                    _PY_CLONE_CHILD_FILES.search(args))))
+            return
+        if name in ("pipe", "pipe2", "socketpair"):
+            pair = _PY_FD_PAIR.search(args)
+            if ret == 0 and pair is not None:
+                kind = "open" if name == "socketpair" else "file"
+                for fd in (int(pair.group(1)), int(pair.group(2))):
+                    self.events.append(_Event(line, pid, kind, fd))
+            return
+        if name in NON_SOCKET_CALLS or name == "socket":
+            if ret >= 0:
+                self.events.append(_Event(line, pid, "open" if name == "socket" else "file",
+                                          ret))
+            return
+        fdm = _PY_FD_ARG.match(args)
+        if fdm is None:
+            self.malformed.add(line, f"no file descriptor in {name} call")
+            return
+        fd = int(fdm.group(1))
+        ann = fdm.group(2)
+        rest = args[fdm.end():]
+        if name in ("dup", "dup2", "dup3"):
+            if ret >= 0:
+                self.events.append(_Event(line, pid, "dup", fd, ret))
+            return
+        peer = None
+        addr = _PY_SOCKADDR.search(rest)
+        if addr is not None:
+            peer = _sockaddr_peer(addr)
+            if peer is None:
+                self.malformed.add(line, f"{name}: address not ASCII text or port past 65535")
+                return
+        data: bytes = b""
+        truncated = False
+        direction = None
+        if name in READ_CALLS or name in WRITE_CALLS:
+            direction = "rx" if name in READ_CALLS else "tx"
+            if name in ("readv", "writev", "recvmsg", "sendmsg"):
+                pieces = _PY_IOV.findall(rest)
+                data = b"".join(decode_strace_string(p) for p, _ in pieces)
+                truncated = any(cut for _, cut in pieces) or b"}, ...]" in rest
+            else:
+                q = _PY_QSTR.match(rest)
+                if q is None and rest.startswith(b'"'):
+                    self.malformed.add(line, f"unterminated string in {name} call")
+                    return
+                if q is not None:
+                    data = decode_strace_string(q.group(1))
+                    truncated = q.group(2) is not None
+        elif name == "close":
+            self.events.append(_Event(line, pid, "close", fd))
+        elif name in ("accept", "accept4"):
+            if ret >= 0:
+                self.events.append(_Event(line, pid, "open", ret,
+                                          peer=peer or _ann_peer(ret_ann)))
+        elif name == "connect" and peer is not None and errno in (
+                None, "EINPROGRESS", "EALREADY", "EINTR"):
+            self.events.append(_Event(line, pid, "peer", fd, peer=peer))
+        kind = _ann_kind(ann)
+        row_peer = peer
+        if row_peer is None and kind == 1:
+            row_peer = _ann_peer(ann)
+        if name in MMSG_CALLS and ret > 0:
+            self._messages(line, entry_ns, duration, tod, pid, fd, name, direction, ret, rest,
+                           row_peer, kind)
+            return
+        nbytes = ret if (direction is not None and ret > 0) else 0
+        self.rows.append((line, entry_ns, duration, tod, pid, fd, name, direction, ret, errno,
+                          nbytes, row_peer, kind, data, truncated))
+
+    def _messages(self, line: int, entry_ns: int, duration: int, tod: bool, pid: int, fd: int,
+                  name: str, direction: str | None, ret: int, rest: bytes,
+                  peer: str | None, kind: int) -> None:
+        """One row per datagram a recvmmsg/sendmmsg moved (``ret`` of them): its bytes are
+        its ``msg_len``, its data its ``iov_base`` strings, its peer its ``msg_name``."""
+        for hdr, length in _PY_MMSG.findall(rest)[:ret]:
+            pieces = _PY_IOV.findall(hdr)
+            data = b"".join(decode_strace_string(p) for p, _ in pieces)
+            truncated = any(cut for _, cut in pieces)
+            addr = _PY_SOCKADDR.search(hdr)
+            nbytes = int(length)
+            self.rows.append((line, entry_ns, duration, tod, pid, fd, name, direction, nbytes,
+                              None, nbytes, _sockaddr_peer(addr) if addr else peer, kind, data,
+                              truncated))
+
+
+_PY_LEADING_NUMBER = re.compile(rb"^\d+")
+
+
+def _big_number(ret: int, args: bytes, seconds: bytes | None) -> str | None:
+    """What is out of range in a call the sequential parser reads: its return value, the fds
+    it names (first argument, a pipe/socketpair pair) or its -T seconds; None when all are in
+    range. (Other arguments, such as a pread64 offset, are not read.)"""
+    if not -MAX_RET - 1 <= ret <= MAX_RET:
+        return f"return value past {MAX_RET}"
+    lead = _PY_LEADING_NUMBER.match(args)
+    pair = _PY_FD_PAIR.search(args)
+    fds = ([lead.group()] if lead else []) + (list(pair.groups()) if pair else [])
+    if any(len(fd) > 10 or int(fd) > MAX_FD for fd in fds):
+        return f"file descriptor past {MAX_FD}"
+    if seconds is not None and (len(seconds) > 18 or int(seconds) > MAX_SECONDS):
+        return "-T duration past int64 nanoseconds"
+    return None
+
+
+def _sockaddr_peer(m: re.Match[bytes]) -> str | None:
+    """``ip:port`` (IPv4) or ``[ip]:port`` (IPv6) of a SOCKADDR match; None when the address
+    is not ASCII text or the port not a 16-bit number (a damaged line, not an address)."""
+    ip, port = (m.group("ip4"), m.group("port4")) if m.group("ip4") is not None else \
+        (m.group("ip6"), m.group("port6"))
+    if not ip.isascii() or len(port) > 5 or int(port) > 0xFFFF:
+        return None
+    return f"{ip.decode()}:{int(port)}" if m.group("ip4") is not None else \
+        f"[{ip.decode()}]:{int(port)}"
+
+
+def _assign_streams(order: np.ndarray, pids: np.ndarray, fds_of_rows: np.ndarray,
+                    events: list[_Event]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Socket identity per row, its peer, and whether the fd is known not to be a socket.
+
+    Replays the fd-changing events in line order over per-process fd tables (shared by
+    ``CLONE_FILES`` children, copied by ``fork``), recording each (table, fd) → socket id
+    change; each row (completion line ``order``) then takes the id in force just before its
+    line (``merge_asof``).
+    An fd used with nothing known about it gets an id of its own per table lineage.
+    """
+    table_of: dict[int, int] = {}          # pid → fd table id (unknown pids: table 0)
+    current: dict[int, dict[int, int]] = {0: {}}
+    sock_peer: dict[int, str | None] = {}
+    sock_file: dict[int, bool] = {}
+    records: list[tuple[int, int, int, int]] = []    # (order, table, fd, socket id)
+    next_id = 0
+
+    def new_socket(peer: str | None = None, is_file: bool = False) -> int:
+        nonlocal next_id
+        sid = next_id
+        next_id += 1
+        sock_peer[sid] = peer
+        sock_file[sid] = is_file
+        return sid
+
+    initial: dict[int, int] = {}           # fd → id of the socket open before the trace
+
+    def lookup(table: int, fd: int) -> int:
+        sid = current[table].get(fd)
+        if sid is None:
+            if fd not in initial:
+                initial[fd] = new_socket()
+            sid = initial[fd]
+        return sid
+
+    for ev in sorted(events, key=lambda e: e.order):
+        table = table_of.get(ev.pid, 0)
+        fds = current[table]
+        if ev.kind == "clone":
+            if ev.shares_files:
+                table_of[ev.fd2] = table
+            else:
+                child = len(current)
+                current[child] = dict(fds)
+                table_of[ev.fd2] = child
+                records.extend((ev.order, child, fd, sid) for fd, sid in fds.items())
+            continue
+        if ev.kind in ("open", "file"):
+            sid = new_socket(ev.peer, ev.kind == "file")
+        elif ev.kind == "close":
+            sid = new_socket()             # a later use without open: a socket we did not see
+        elif ev.kind == "dup":
+            sid = lookup(table, ev.fd)
+            fds[ev.fd2] = sid
+            records.append((ev.order, table, ev.fd2, sid))
+            continue
+        else:                              # peer (connect)
+            sid = lookup(table, ev.fd)
+            sock_peer[sid] = ev.peer
+            if ev.fd not in fds:
+                fds[ev.fd] = sid
+                records.append((ev.order, table, ev.fd, sid))
+            continue
+        fds[ev.fd] = sid
+        records.append((ev.order, table, ev.fd, sid))
+
+    n = len(order)
+    tables = np.zeros(n, np.int64)
+    if table_of:
+        tables = pd.Series(pids).map(table_of).fillna(0).to_numpy(np.int64)
+    left = pd.DataFrame({"order": order, "table": tables, "fd": fds_of_rows,
+                         "row": np.arange(n)})
+    sid = np.full(n, -1, np.int64)
+    if records:
+        right = pd.DataFrame(records, columns=["order", "table", "fd", "sid"])
+        right = right.sort_values("order", kind="stable")
+        merged = pd.merge_asof(left.sort_values("order", kind="stable"), right, on="order",
+                               by=["table", "fd"], allow_exact_matches=False)
+        sid[merged["row"].to_numpy()] = merged["sid"].fillna(-1).to_numpy(np.int64)
+    missing = sid < 0
+    if missing.any():
+        # fds never opened in the trace: one socket per fd number (before any close).
+        fds_missing = left["fd"].to_numpy()[missing]
+        for fd in np.unique(fds_missing):
+            if int(fd) not in initial:
+                initial[int(fd)] = new_socket()
+        sid[missing] = pd.Series(fds_missing).map(initial).to_numpy(np.int64)
+    peer_of = np.array([sock_peer.get(i) for i in range(next_id)] + [None], dtype=object)
+    file_of = np.array([sock_file.get(i, False) for i in range(next_id)] + [False], dtype=bool)
+    return sid, peer_of[sid], file_of[sid]
+
+
+# --------------------------------------------------------------------------------------------
+# strace: the reader
+
+def _read_strace(path: str | os.PathLike[str],
+                 on_progress: Callable[[int, int], None] | None,
+                 with_data: bool = True) -> pd.DataFrame:
+    """The strace reader: chunks of lines → rows; then streams, peers, the finished table."""
+    malformed = Malformed(path)
+    slow = _Slow(malformed)
+    rows = _Rows()
+    wanted_names = pa.array(sorted(INTERESTING_CALLS))
+    style_tod: bool | None = None  # the file's time style, from its first timestamp
+    prev_tod: int | None = None    # last time of day seen (ns), for midnight crossings
+    prev_epoch: int | None = None  # last epoch time seen (ns), for damaged-line checks
+    day_ns = 0
+    untimed = 0                    # first line that looks like strace without a timestamp
+
+    for first, lines, ends_newline in _iter_chunks(path, on_progress):
+        if not ends_newline:
+            # strace ends every line with a newline: a last line without one was cut.
+            cut_line = first + len(lines) - 1
+            lines = lines.slice(0, len(lines) - 1)
+            warnings.warn(TruncatedInput(
+                f"{path}: line {cut_line}: file ends in the middle of a line (cut); "
+                "the partial line was dropped"), stacklevel=3)
+        n = len(lines)
+        if not n:
+            continue
+        # One pass: the leader, then the common complete read/write call or the call's name.
+        m = _extract(lines, LINE_RE)
+        has_leader = pc.is_valid(m).to_numpy(zero_copy_only=False)
+        ok1 = has_leader & pc.is_valid(_field(m, "call")).to_numpy(zero_copy_only=False)
+        ok2 = has_leader & ~ok1
+        # After a leader strace writes a call, a resumed call, a signal or an exit: else junk.
+        known = ok1.copy()
+        for group in ("rname", "name", "event"):
+            known |= pc.is_valid(_field(m, group)).to_numpy(zero_copy_only=False)
+        idx1, idx2 = np.flatnonzero(ok1), np.flatnonzero(ok2)
+        m1v, m2v = m.filter(pa.array(ok1)), m.filter(pa.array(ok2))
+
+        # Timestamps of every line with a leader, in line order (for midnight crossings).
+        ts = np.zeros(n, np.int64)
+        tod = np.zeros(n, bool)
+        pid = np.full(n, -1, np.int64)
+        good = np.zeros(n, bool)
+        sel = np.flatnonzero(has_leader)
+        big = np.zeros(n, bool)
+        if len(sel):
+            lead = _leader(m.filter(pa.array(has_leader)))
+            ts[sel], tod[sel], pid[sel], good[sel] = lead.ts, lead.tod, lead.pid, lead.ok
+            malformed.add_lines(sel[lead.big_pid] + first,
+                                f"number out of range: pid past {MAX_PID}")
+            malformed.add_lines(sel[lead.big_ts & ~lead.big_pid] + first,
+                                "number out of range: timestamp past int64 nanoseconds")
+            big[sel] = lead.big_pid | lead.big_ts
+        if style_tod is None and good.any():
+            style_tod = bool(tod[np.flatnonzero(good)[0]])
+        malformed.add_lines(np.flatnonzero(has_leader & ~good & ~big) + first,
+                            "timestamp not understood")
+        other_style = good & (tod != style_tod)
+        malformed.add_lines(np.flatnonzero(other_style) + first,
+                            "mixes -tt times of day and -ttt epoch times")
+        good &= ~other_style
+        junk = good & ~known
+        malformed.add_lines(np.flatnonzero(junk) + first, "no system call after the timestamp")
+        good &= known
+        if not style_tod and good.any():
+            # An epoch time more than a day away from both neighbours is damage (a cut line's
+            # remainder read as a timestamp), not a gap in the trace.
+            sel = np.flatnonzero(good)
+            t = ts[sel]
+            before = np.concatenate(([t[0] if prev_epoch is None else prev_epoch], t[:-1]))
+            after = np.concatenate((t[1:], t[-1:]))
+            stray = (np.abs(t - before) > NS_PER_DAY) & (np.abs(after - t) > NS_PER_DAY)
+            malformed.add_lines(sel[stray] + first, "timestamp out of sequence (damaged line?)")
+            good[sel[stray]] = False
+            if (~stray).any():
+                prev_epoch = int(t[~stray][-1])
+        if style_tod and good.any():
+            sel = np.flatnonzero(good)
+            t = ts[sel]
+            prev = np.concatenate(([t[0] if prev_tod is None else prev_tod], t[:-1]))
+            wraps = np.cumsum(t < prev - MIDNIGHT_JUMP_NS)
+            ts[sel] = t + day_ns + wraps * NS_PER_DAY
+            day_ns += int(wraps[-1]) * NS_PER_DAY
+            prev_tod = int(t[-1])
+
+        keep1 = good[idx1]
+        if keep1.any():
+            sel = idx1[keep1]
+            rows.add(_common_rows(m1v.filter(pa.array(keep1)), order=sel + first,
+                                  with_data=with_data, malformed=malformed,
+                                  ts=ts[sel], tod=tod[sel], pid=pid[sel]))
+
+        # Lines without a leader: blank, strace's own, or malformed.
+        no_leader = np.flatnonzero(~has_leader)
+        if len(no_leader):
+            for i, raw in zip(no_leader, lines.take(pa.array(no_leader)).to_pylist(),
+                              strict=True):
+                text = raw.rstrip(b"\r\n")
+                if not untimed and _PY_NO_TIMESTAMP.match(text):
+                    untimed = first + int(i)
+                if text.strip() and not text.startswith(_SKIP_PREFIXES):
+                    malformed.add(first + int(i), "not an strace line (expected a -tt/-ttt "
+                                                  "timestamp and a system call)")
+
+        # Other leader lines: calls of interest go to the sequential parser, others are skipped.
+        if len(idx2):
+            name = pc.coalesce(_field(m2v, "rname"), _field(m2v, "name"))
+            wanted = pc.fill_null(pc.is_in(pc.cast(name, pa.string()), value_set=wanted_names),
+                                  False).to_numpy(zero_copy_only=False) & good[idx2]
+            sel = idx2[wanted]
+            if len(sel):
+                slow.feed(lines.take(pa.array(sel)), sel + first, pid[sel], ts[sel], tod[sel])
+
+    for part in slow.frames:
+        rows.add(part)
+    rows.add(_python_rows(slow.rows))
+    slow.frames, slow.rows = [], []
+    table = rows.columns()
+    n = len(table["order"])
+    if not n:
+        first_bad = min((line for line, _ in malformed.lines), default=1)
+        if untimed:
+            raise InputError(path, "strace output without timestamps: record it with "
+                                   "strace -f -ttt -T", line=untimed)
+        if malformed.lines:
+            line, problem = min(malformed.lines)
+            raise InputError(path, f"no socket call could be read: {problem}", line=line)
+        raise InputError(path, "no socket call found (expected strace -f -ttt -T output, or a "
+                               "CSV/JSON Lines log with ts and bytes)", line=first_bad)
+    malformed.warn(stacklevel=3)
+
+    # pid: from the prefix; -ff -o files (``name.1234``) carry it in the file name instead.
+    pid = table["pid"]
+    suffix = Path(path).suffix.lstrip(".")
+    if (pid < 0).all() and suffix.isdigit():
+        pid = np.full(len(pid), int(suffix), np.int64)
+        table["pid"] = pid
+        for ev in slow.events:
+            ev.pid = int(suffix)
+    # Completion order: line order (rows of the sequential parser were appended at the end).
+    order = table["order"]
+    comp = np.argsort(order, kind="stable")
+    sid, sock_peer, is_file = _assign_streams(order[comp], pid[comp], table["fd"][comp],
+                                              slow.events)
+    stream = np.empty(n, np.int64)
+    stream[comp] = sid
+    peer = np.empty(n, object)
+    peer[comp] = sock_peer
+    row_peer = table["row_peer"]
+    table["stream"] = stream
+    table["peer"] = np.where(pd.isna(row_peer), peer, row_peer)
+    # Calls on fds known not to be sockets (opened files, pipes; -y annotations) are dropped.
+    keep = ~is_file & (table["ann_kind"][comp] != 2)
+    frame = finish_table(table, fmt="strace", time_of_day_only=bool(style_tod),
+                         select=comp[keep],
+                         extra_attrs={"durations": bool((table["duration_ns"] > 0).any()),
+                                      "orphan_resumed": slow.orphans,
+                                      "unfinished_at_end": len(slow.pending)})
+    if not with_data:
+        frame["data"] = np.full(len(frame), None, dtype=object)
+    return frame

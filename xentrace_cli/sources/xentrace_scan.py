@@ -1,0 +1,354 @@
+"""A xentrace file as numpy arrays: counts, the kept records, run-state and CPU intervals.
+
+The layer under :mod:`.xentrace` (which makes the pandas tables of the contract from it) and
+what ``xenlat trace`` computes its views from without importing pandas: a small trace is
+summarized before pandas would have finished loading. Everything here is vectorized; loops
+run per window, per CPU or per vCPU, never per record.
+
+:func:`scan_xentrace` → :class:`TraceScan`; :func:`runstate_intervals` and
+:func:`occupancy` turn its change records into intervals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, TruncatedInput, check_readable
+from ..groups import factorize, unique
+from ..xen_events import EVENT_MASK, EXTRA_MASK, EXTRA_SHIFT, MAX_EXTRA, TRC_LOST_RECORDS
+from .capture import GZIP_MAGIC
+from .xentrace_records import Batch, Clock, Keep, Part, read_batches, walk_windows
+
+ProgressCallback = Callable[[int, int], None]
+Columns = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass
+class TraceScan:
+    """A xentrace file read into arrays (every record counted, some kept in full)."""
+
+    path: Path
+    records: int
+    """Records Xen wrote (wrap and lost-records included; not the CPU-change records)."""
+    windows: int
+    cpu_ids: tuple[int, ...]
+    truncated: bool
+    first_tsc: int | None
+    """Smallest TSC of a timestamped record (None when no record has one)."""
+    last_tsc: int | None
+    counts: Columns
+    """Per (cpu, event), sorted: ``cpu`` int16, ``event`` uint32, ``records``, ``bytes``."""
+    kept: Columns
+    """The kept records merged by TSC (stable; in file order when not ``merged``): ``offset,
+    cpu, header, tsc`` and ``w0`` … (zero beyond a record's words)."""
+    lost: Columns
+    """Lost-records records: ``cpu, dropped, domid, vcpu, tsc_first, tsc``."""
+    runstate: Columns
+    """RUNSTATE_CHANGE records (merged by TSC, or in file order): ``tsc, cpu, event, w0``."""
+    switch: Columns
+    """SWITCH records (merged by TSC, or in file order): ``tsc, cpu, w0 .. w3``."""
+    cpu_first_tsc: dict[int, int]
+    cpu_last_tsc: dict[int, int]
+    cpu_longest_gap: dict[int, tuple[int, int]]
+
+
+def _refuse_compressed(path: Path) -> None:
+    """A gzip-compressed trace is named as such (the reader maps the file: it must be
+    uncompressed), rather than reported as a file without a CPU-change record."""
+    with open(path, "rb") as fh:
+        if fh.read(2) == GZIP_MAGIC:
+            raise InputError(path, "gzip-compressed xentrace file: decompress it first "
+                                   "(gunzip -k FILE); xenlat maps traces uncompressed", offset=0)
+
+
+def scan_xentrace(path: str | os.PathLike[str], on_progress: ProgressCallback | None = None,
+                  events: Iterable[int] | None = None, words: int = MAX_EXTRA,
+                  chunk_words: int = 1 << 23, merged: bool = True) -> TraceScan:
+    """Read a xentrace file: count every record, keep those of ``events`` (all: None) with
+    ``words`` of their extra words, and the run-state changes, switches and lost records.
+    ``merged``: put the kept records, changes and switches in TSC order (the event table
+    needs it; the intervals sort per unit or CPU themselves, so the views skip it).
+
+    Raises ``InputError`` for input that is not a usable trace; warns ``TruncatedInput`` when
+    the file ends inside a window (the whole records before are kept).
+    """
+    path = Path(path)
+    ids = None if events is None else unique(np.asarray(list(events), dtype=np.uint32))
+    check_readable(path)
+    _refuse_compressed(path)
+    size = path.stat().st_size
+    clock = Clock()
+    batches: list[Batch] = []
+    with open(path, "rb") as handle:
+        win = walk_windows(path, handle, size)
+        truncated_at = win.truncated_at
+        for batch, cut, _ in read_batches(path, handle, win, size, chunk_words, clock,
+                                          Keep(ids, words), on_progress):
+            batches.append(batch)
+            if cut is not None:
+                truncated_at = cut
+    if truncated_at is not None:
+        _warn_truncated(path, win.cpu, win.declared_end, size, truncated_at)
+    _settle_pending(batches, clock)
+    lows = [b.stamped_min for b in batches if b.stamped_min is not None]
+    highs = [b.stamped_max for b in batches if b.stamped_max is not None]
+    counts = _counts(batches)
+    runstate = _merged_part([b.runstate for b in batches], merged)
+    switch = _merged_part([b.switch for b in batches], merged)
+    for b in batches:
+        b.runstate = b.switch = None  # merged: let them go
+    kept, lost = _merged_records(batches, ids, merged)
+    return TraceScan(
+        path=path, records=sum(b.records for b in batches), windows=len(win.start),
+        cpu_ids=tuple(sorted(set(win.cpu.tolist()))), truncated=truncated_at is not None,
+        first_tsc=min(lows) if lows else None, last_tsc=max(highs) if highs else None,
+        counts=counts, kept=kept, lost=lost, runstate=runstate, switch=switch,
+        cpu_first_tsc=dict(sorted(clock.first.items())),
+        cpu_last_tsc=dict(sorted(clock.last.items())),
+        cpu_longest_gap=dict(sorted(clock.gap.items())))
+
+
+def _warn_truncated(path: Path, cpu: np.ndarray, declared_end: int, size: int,
+                    truncated_at: int) -> None:
+    """The one warning of a file cut short: where, and what was kept."""
+    if declared_end > size:
+        what = (f"file ends inside a window of CPU {int(cpu[-1])} (the file has {size} "
+                f"bytes, the window needs {declared_end})")
+    else:
+        what = (f"file ends inside a CPU-change record ({size - declared_end} bytes "
+                "after the last whole window)")
+    warnings.warn(TruncatedInput(f"{path}: offset {truncated_at}: {what}; kept the whole "
+                                 "records before"), stacklevel=4)
+
+
+def _settle_pending(batches: list[Batch], clock: Clock) -> None:
+    """Records before their CPU's first TSC take that first TSC (else the trace's first)."""
+    starts = [b.stamped_min for b in batches if b.stamped_min is not None]
+    origin = min(starts) if starts else 0
+    for b in batches:
+        for tsc, cpu, pending in ((b.tsc, b.cpu, b.pending),
+                                  *((p.columns["tsc"], p.columns["cpu"], p.pending)
+                                    for p in (b.runstate, b.switch))):
+            if len(pending):
+                tsc[pending] = [clock.first.get(c, origin) for c in cpu[pending].tolist()]
+
+
+def _counts(batches: list[Batch]) -> Columns:
+    """Records and bytes per (cpu, event), summed over the batches (counted per header)."""
+    cpu, header, n = (np.concatenate([b.counts[k] for b in batches]).astype(t) if batches else
+                      np.empty(0, dtype=t) for k, t in enumerate((np.int64, np.uint32, np.int64)))
+    words = 1 + ((header >> EXTRA_SHIFT) & EXTRA_MASK) + 2 * (header >> 31)
+    event = (header & EVENT_MASK).astype(np.int64)
+    codes, uniques = factorize((cpu << 32) | event)
+    order = np.argsort(uniques)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    codes = rank[codes]
+    uniques = uniques[order]
+    return {"cpu": (uniques >> 32).astype(np.int16),
+            "event": (uniques & 0xFFFFFFFF).astype(np.uint32),
+            "records": np.bincount(codes, weights=n, minlength=len(uniques)).astype(np.int64),
+            "bytes": np.bincount(codes, weights=n * 4 * words.astype(np.int64),
+                                 minlength=len(uniques)).astype(np.int64)}
+
+
+def _merged_part(parts: list[Part], merged: bool = True) -> Columns:
+    """The parts' columns concatenated and put in TSC order (stable: file order on ties), or
+    left in file order."""
+    names = list(parts[0].columns) if parts else []
+    tsc = np.concatenate([p.columns["tsc"] for p in parts]) if parts else \
+        np.empty(0, dtype=np.int64)
+    if not merged:
+        return {"tsc": tsc, **{name: np.concatenate([p.columns[name] for p in parts])
+                               for name in names if name != "tsc"}}
+    order = np.argsort(tsc, kind="stable")
+    out = {"tsc": tsc.take(order)}
+    del tsc
+    for name in names:
+        if name != "tsc":
+            out[name] = np.concatenate([p.columns[name] for p in parts]).take(order)
+    return out
+
+
+class _Merge:
+    """Batches' columns concatenated and put in TSC order through one reused scratch buffer.
+
+    Each column is built once in its final order; the scratch (8 bytes per record) is the only
+    other memory touched, and each batch column is dropped once merged.
+    """
+
+    def __init__(self, batches: list[Batch], order: np.ndarray) -> None:
+        self.batches = batches
+        self.order = order
+        self.scratch = np.empty(len(order) * 8, dtype=np.uint8)
+
+    def column(self, parts: list[np.ndarray], dtype: type | str) -> np.ndarray:
+        buf = self.scratch[: len(self.order) * np.dtype(dtype).itemsize].view(dtype)
+        if parts:
+            np.concatenate(parts, out=buf)
+        return buf.take(self.order)
+
+    def take(self, name: str, dtype: type | str) -> np.ndarray:
+        parts = [getattr(b, name) for b in self.batches]
+        for b in self.batches:
+            setattr(b, name, None)  # merged: let it go
+        return self.column(parts, dtype)
+
+
+def _merged_records(batches: list[Batch], ids: np.ndarray | None, merged: bool = True
+                    ) -> tuple[Columns, Columns]:
+    """The kept records merged by TSC (stable; or in file order), and the lost-records table
+    (the batches also hold the lost-records records when ``ids`` leaves them out: dropped
+    once read)."""
+    parts = [b.tsc for b in batches]
+    tsc = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    del parts
+    order = np.argsort(tsc, kind="stable") if merged else np.arange(len(tsc))
+    merge = _Merge(batches, order)
+    kept: Columns = {"tsc": tsc.take(order)}
+    del tsc
+    kept["header"] = merge.take("header", np.uint32)
+    kept["cpu"] = merge.take("cpu", np.int16)
+    n_words = batches[0].extra.shape[0] if batches else MAX_EXTRA
+    for k in range(n_words):
+        kept[f"w{k}"] = merge.column([b.extra[k] for b in batches], np.uint32)
+    for b in batches:
+        b.extra = None
+    kept["offset"] = merge.take("offset", np.int64)
+    del merge, order
+    event = kept["header"] & EVENT_MASK
+    lost = _lost(kept, event)
+    if ids is not None:
+        wanted = np.isin(event, ids)
+        if not wanted.all():  # lost-records records kept for the lost table only
+            sel = np.flatnonzero(wanted)
+            kept = {name: column.take(sel) for name, column in kept.items()}
+    return kept, lost
+
+
+def _lost(kept: Columns, event: np.ndarray) -> Columns:
+    """Lost-records records: how many were dropped, and the span nothing was seen."""
+    n_extra = (kept["header"] >> EXTRA_SHIFT) & EXTRA_MASK
+    r = np.flatnonzero((event == TRC_LOST_RECORDS) & (n_extra >= 4))
+    w1 = kept["w1"][r]
+    tsc_first = kept["w2"][r].astype(np.uint64) | (kept["w3"][r].astype(np.uint64)
+                                                    << np.uint64(32))
+    return {"cpu": kept["cpu"][r], "dropped": kept["w0"][r].astype(np.int64),
+            "domid": (w1 & 0xFFFF).astype(np.int32),  # w1: domid bits 0-15, vcpu 16-31
+            "vcpu": (w1 >> 16).astype(np.int32),
+            "tsc_first": tsc_first.view(np.int64), "tsc": kept["tsc"][r]}
+
+
+# --- intervals from change records -----------------------------------------------------------
+
+def key_time_order(key: np.ndarray, tsc: np.ndarray) -> np.ndarray:
+    """The order by key, then TSC (stable: the given order on ties): a radix sort on the few
+    keys, then each key's records by TSC (already nearly in order: a CPU's records, or the
+    records of a vCPU across the CPUs' windows, come in time order but for the windows'
+    overlap, so these sorts mostly find runs)."""
+    order = key_order(key)
+    tsc = tsc[order]
+    ordered = key[order]
+    bounds = np.r_[0, np.flatnonzero(ordered[1:] != ordered[:-1]) + 1, len(order)]
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        seg = tsc[lo:hi]
+        if hi - lo > 1 and (seg[1:] < seg[:-1]).any():
+            order[lo:hi] = order[lo:hi][np.argsort(seg, kind="stable")]
+    return order
+
+
+def key_order(key: np.ndarray) -> np.ndarray:
+    """Stable order grouping equal keys, groups by key value (a radix sort on few keys)."""
+    codes, uniques = factorize(key)
+    if len(uniques) >= np.iinfo(np.int16).max:
+        return np.argsort(key, kind="stable")
+    rank = np.empty(len(uniques), dtype=np.int16)
+    rank[np.argsort(uniques)] = np.arange(len(uniques), dtype=np.int16)
+    return np.argsort(rank[codes], kind="stable")
+
+
+def intervals(key: np.ndarray, tsc: np.ndarray, before: np.ndarray, after: np.ndarray,
+              origin: int, carry: Columns) -> Columns:
+    """Intervals from change points sorted by (key, tsc): each change closes one, opens one.
+
+    The first change of a key also yields the interval before it (state ``before``), from
+    ``origin`` (the trace's first TSC). Returns ``state``, ``start``, ``end`` (-1: open),
+    ``from_origin``, ``consistent`` and the ``carry`` columns (one value per change: the
+    interval before a first change takes that change's).
+    """
+    n = len(key)
+    same_next = np.zeros(n, dtype=bool)
+    np.equal(key[1:], key[:-1], out=same_next[:-1])
+    end = np.full(n, -1, dtype=np.int64)
+    np.copyto(end[:-1], tsc[1:], where=same_next[:-1])
+    consistent = np.ones(n, dtype=bool)
+    consistent[:-1] = ~same_next[:-1] | (before[1:] == after[:-1])
+    firsts = np.r_[0, np.flatnonzero(~same_next[:-1]) + 1] if n else np.zeros(0, np.int64)
+    lead = firsts[tsc[firsts] > origin]
+    # Each lead interval goes just before its key's first change (no sort needed).
+    lead_values = {"state": before[lead], "start": np.full(len(lead), origin),
+                   "end": tsc[lead], "from_origin": np.ones(len(lead), dtype=bool),
+                   "consistent": np.ones(len(lead), dtype=bool),
+                   **{name: column[lead] for name, column in carry.items()}}
+    values = {"state": after, "start": tsc, "end": end,
+              "from_origin": np.zeros(n, dtype=bool), "consistent": consistent, **carry}
+    return {name: _interleave(values[name], lead, lead_values[name]) for name in values}
+
+
+def _interleave(values: np.ndarray, at: np.ndarray, inserted: np.ndarray) -> np.ndarray:
+    """``values`` with ``inserted[k]`` put just before ``values[at[k]]`` (``at`` sorted)."""
+    m = len(at)
+    out = np.empty(len(values) + m, dtype=np.result_type(values, inserted))
+    if m > 256:  # many keys: scatter
+        where = at + np.arange(m)
+        rest = np.ones(len(out), dtype=bool)
+        rest[where] = False
+        out[where] = inserted
+        out[rest] = values
+        return out
+    prev = 0
+    for k, i in enumerate(at.tolist()):  # few keys (CPUs, vCPUs): copy the runs between
+        out[prev + k:i + k] = values[prev:i]
+        out[i + k] = inserted[k]
+        prev = i
+    out[prev + m:] = values[prev:]
+    return out
+
+
+def runstate_intervals(scan: TraceScan) -> Columns:
+    """Run-state intervals per unit (``domid << 16 | vcpu``), sorted by unit then start:
+    ``key, state`` (int8: 0..3; other values as written), ``start, end`` (-1: open), ``cpu``
+    (of the record that opened it), ``from_origin``, ``consistent``."""
+    part = scan.runstate
+    ev = part.get("event", np.empty(0, np.uint32))
+    # w0: vcpu in bits 0-15, domid in bits 16-31; the states in the event id
+    unit = part.get("w0", np.empty(0, np.uint32))
+    order = key_time_order(unit, part.get("tsc", np.empty(0, np.int64)))
+    key = unit.astype(np.int64)[order]
+    del unit
+    before = ((ev >> 8) & 0xF).astype(np.int8)[order]
+    after = ((ev >> 4) & 0xF).astype(np.int8)[order]
+    del ev
+    tsc = part.get("tsc", np.empty(0, np.int64))[order]
+    cpu = part.get("cpu", np.empty(0, np.int16))[order]
+    del order
+    return intervals(key, tsc, before, after, scan.first_tsc or 0, {"key": key, "cpu": cpu})
+
+
+def occupancy(cpu: np.ndarray, tsc: np.ndarray, prev: np.ndarray, nxt: np.ndarray,
+              first_tsc: int | None) -> Columns:
+    """Who held each physical CPU when, from SWITCH records (``prev``/``nxt`` unit keys):
+    ``cpu, key, start, end`` (-1: open), ``from_origin`` (before the CPU's first switch)."""
+    order = key_time_order(cpu.astype(np.int16), tsc)  # a CPU's switches: in time order
+    cpu = cpu.astype(np.int16)[order]
+    tsc = tsc[order]
+    origin = first_tsc if first_tsc is not None else (int(tsc.min()) if len(tsc) else 0)
+    iv = intervals(cpu.astype(np.int64), tsc, prev[order], nxt[order], origin, {"cpu": cpu})
+    return {"cpu": iv["cpu"], "key": iv["state"], "start": iv["start"], "end": iv["end"],
+            "from_origin": iv["from_origin"]}
