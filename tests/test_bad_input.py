@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import DATA
+from conftest import DATA, ROOT
 
 from xentrace_cli.cli import main
 from xentrace_cli.errors import XenlatWarning
@@ -342,3 +342,35 @@ def test_fuzz_found_damaged_escape_keeps_the_text(runner: CliRunner) -> None:
     assert list(calls["bytes"]) == [7, 7, 4, 13, 4000, 2, 2]
     assert calls["data"][2] == rb"\x47\x"                  # as written
     assert calls["data"][1] == b"\x00\x01\x012\x7f\x80\xff"  # a good one still decoded
+
+
+# ---- several inputs warn at once: one order, however the readers' threads run ---------------
+def test_socket_log_warnings_follow_the_captures_in_a_fixed_order(runner: CliRunner,
+                                                                  tmp_path: Path) -> None:
+    """The socket log is read in a thread beside the captures, but its warnings (cut last line,
+    a junk line) come after the cut capture's, as a serial read printed them, every run; with
+    --strict the capture's truncation is the error, as before."""
+    samples = ROOT / "sample_pcaps" / "healthy"
+    guest, log = tmp_path / "guest.pcapng", tmp_path / "app.strace"
+    guest.write_bytes((samples / "guest.pcapng").read_bytes()[:-10])  # the last block cut
+    lines = (samples / "app.strace").read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:5]) + b"this is not strace\n" + b"".join(lines[5:])
+                    + b'4242  1767229300.000000 read(3, "ab')
+    cut_line = len(lines) + 2
+    args = ["analyze", "--guest", str(guest), "--socket-log", str(log), "--format", "json",
+            "-o", str(tmp_path / "out.json")]
+    for _ in range(3):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, result.output
+        stderr = _stderr(result)
+        assert len(stderr) == 3, stderr
+        assert stderr[0].startswith(f"xenlat: warning: {guest}: offset ")
+        assert "capture cut short" in stderr[0]
+        assert stderr[1:] == [
+            f"xenlat: warning: {log}: line {cut_line}: file ends in the middle of a line "
+            "(cut); the partial line was dropped",
+            f"xenlat: warning: {log}: line 6: not an strace line (expected a -tt/-ttt "
+            "timestamp and a system call); line skipped"]
+    strict = runner.invoke(main, [*args, "--strict"])
+    assert strict.exit_code == 3
+    assert _stderr(strict) == [stderr[0].replace("warning", "error", 1) + " (--strict)"]

@@ -7,9 +7,13 @@ one line on stderr and an exit code, in one place (``cli.py``).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import enum
 import os
 import stat
+import warnings
+from collections.abc import Iterator
 
 
 class ExitCode(enum.IntEnum):
@@ -101,3 +105,30 @@ def check_readable(path: str | os.PathLike[str]) -> None:
         raise InputError(path, "permission denied")
     if st.st_size == 0:
         raise InputError(path, "empty file", offset=0)
+
+
+#: Warnings held back in this context (see :func:`hold_warnings`); None: shown at once.
+_HELD: contextvars.ContextVar[list[Warning] | None] = contextvars.ContextVar(
+    "xenlat_held_warnings", default=None)
+
+
+def warn(warning: Warning, stacklevel: int = 2) -> None:
+    """``warnings.warn``, unless this context holds its warnings (:func:`hold_warnings`)."""
+    held = _HELD.get()
+    if held is None:
+        warnings.warn(warning, stacklevel=stacklevel + 1)
+    else:
+        held.append(warning)
+
+
+@contextlib.contextmanager
+def hold_warnings() -> Iterator[list[Warning]]:
+    """Collect the warnings :func:`warn` emits in this context (a worker thread's own) instead
+    of showing them: the caller shows them later, where a serial run would have shown them, so
+    that output stays in one order however the threads run."""
+    held: list[Warning] = []
+    token = _HELD.set(held)
+    try:
+        yield held
+    finally:
+        _HELD.reset(token)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError, OptionError, XenlatWarning
+from ..errors import InputError, OptionError, XenlatWarning, hold_warnings
 from ..model import (
     ALL_STAGES,
     CHECKPOINTS,
@@ -200,6 +200,41 @@ def domid_from_name(path: Path | None, packets: pd.DataFrame | None) -> int | No
     return None
 
 
+def _read_socket_log_aside(pool: concurrent.futures.Executor, path: Path | None,
+                           progress: _Progress) -> concurrent.futures.Future | None:
+    """Start reading the socket log in a worker thread, beside the captures (it spends most
+    of its time in Arrow's regex and numpy, which let the other threads run). Its warnings are
+    held (and an error kept) until :func:`_socket_log_result` takes them, so they come out
+    where a serial read would have shown them."""
+    if path is None:
+        return None
+    from ..sources.strace import read_socket_log
+
+    def job() -> tuple[pd.DataFrame | None, list[Warning], Exception | None]:
+        with hold_warnings() as held:
+            try:
+                calls = read_socket_log(path, on_progress=progress.part("socket_log"),
+                                        data=False)
+            except Exception as exc:  # shown after the warnings it followed
+                return None, held, exc
+        give_back_memory()
+        return calls, held, None
+
+    return pool.submit(job)
+
+
+def _socket_log_result(job: concurrent.futures.Future | None) -> pd.DataFrame | None:
+    """The socket call table of :func:`_read_socket_log_aside`, its warnings shown now."""
+    if job is None:
+        return None
+    calls, held, error = job.result()
+    for warning in held:
+        warnings.warn(warning, stacklevel=3)
+    if error is not None:
+        raise error
+    return calls
+
+
 def analyze(sources: Sources, options: AnalyzeOptions,
             on_progress: ProgressCallback | None = None) -> Analysis:
     """Run the whole pipeline on ``sources`` (see the module docstring)."""
@@ -216,7 +251,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
 
     # the trace is the largest input: read it in a second thread while the captures are read
     # (the readers spend their time in numpy, which lets the other thread run)
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
     trace_job = None
     if sources.xentrace is not None:
         from ..sources.xentrace import read_xentrace
@@ -229,6 +264,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
             return trace
 
         trace_job = pool.submit(read_trace)
+    socket_job = _read_socket_log_aside(pool, sources.socket_log, progress)
     try:
         packets: dict[str, pd.DataFrame] = {}
         lone_name = next((n for n in CAPTURES if getattr(sources, n) is not None), None)
@@ -239,13 +275,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
                                              **(lone.READ_OPTIONS if name == lone_name else {}))
         facts = lone.frame_facts(packets[lone_name]) if lone_name is not None else None
         give_back_memory()
-        calls = None
-        if sources.socket_log is not None:
-            from ..sources.strace import read_socket_log
-
-            calls = read_socket_log(sources.socket_log,
-                                    on_progress=progress.part("socket_log"), data=False)
-            give_back_memory()
+        calls = _socket_log_result(socket_job)
         # --- segments on one axis (while the trace may still be read) -------------------------
         tables: dict[str, pd.DataFrame] = {}
         for name, table in packets.items():
@@ -253,8 +283,9 @@ def analyze(sources: Sources, options: AnalyzeOptions,
             tables[f"{name}:syn"] = match.syn_segments(table)
         trace = trace_job.result() if trace_job is not None else None
     finally:
-        if trace_job is not None:
-            trace_job.cancel()
+        for job in (trace_job, socket_job):
+            if job is not None:
+                job.cancel()
         pool.shutdown(wait=True)
 
     anchor_name = next((n for n in CAPTURES if n in packets), None)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -31,7 +30,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
-from xentrace_cli.errors import InputError, TruncatedInput
+from xentrace_cli.errors import InputError, TruncatedInput, warn
 from xentrace_cli.sources.strace import INT32_MAX, INT64_MAX, Malformed, finish_table
 
 #: Columns a plain log may carry; others are ignored.
@@ -57,7 +56,7 @@ def read_plain_log(path: str | os.PathLike[str], kind: str, *,
     malformed = Malformed(path)
     body, cut_line = _drop_cut_line(raw, kind)
     if cut_line is not None:
-        warnings.warn(TruncatedInput(
+        warn(TruncatedInput(
             f"{path}: line {cut_line}: file ends in the middle of a record (cut); "
             "the partial record was dropped"), stacklevel=3)
     skipped: list[int] = []       # file lines that gave no record (bad or blank)

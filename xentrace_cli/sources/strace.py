@@ -39,7 +39,6 @@ import concurrent.futures
 import dataclasses
 import os
 import re
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,7 +47,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from xentrace_cli.errors import InputError, TruncatedInput, XenlatWarning, check_readable
+from xentrace_cli.errors import InputError, TruncatedInput, XenlatWarning, check_readable, warn
 from xentrace_cli.sources.capture import sniff
 
 # --------------------------------------------------------------------------------------------
@@ -372,7 +371,7 @@ class Malformed:
         message = f"{self.path}: line {line}: {problem}; line skipped"
         if self.count > MALFORMED_NAMED:
             message += f" ({self.count - MALFORMED_NAMED} more malformed lines skipped)"
-        warnings.warn(XenlatWarning(message), stacklevel=stacklevel)
+        warn(XenlatWarning(message), stacklevel=stacklevel)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1097,7 +1096,7 @@ def _read_strace(path: str | os.PathLike[str],
             # strace ends every line with a newline: a last line without one was cut.
             cut_line = first + len(lines) - 1
             lines = lines.slice(0, len(lines) - 1)
-            warnings.warn(TruncatedInput(
+            warn(TruncatedInput(
                 f"{path}: line {cut_line}: file ends in the middle of a line (cut); "
                 "the partial line was dropped"), stacklevel=3)
         n = len(lines)
