@@ -515,6 +515,9 @@ class TscFit:
     """The frequency the user gave, when the fit refined it (``cpu_hz`` is then fitted)."""
     hz_mismatch: bool = False
     """True when the interrupts line up at a frequency measurably off the given one."""
+    free_hz: float | None = None
+    """When the given frequency does not fit: the one the interrupts line up at without it
+    (None when none does)."""
 
     @classmethod
     def none(cls, detail: str, cpu_hz: float | None = None, n_irq: int = 0,
@@ -784,9 +787,10 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
     without = (f"without it the interrupts line up at {free.cpu_hz / 1e9:.6f} GHz "
                f"({free.quality}, {free.matched_fraction:.0%} of bursts matched)"
                if free.quality in good else "without it no frequency lines them up either")
-    return dataclasses.replace(given, detail=(
-        f"the given --cpu-hz {cpu_hz / 1e9:.6g} GHz does not fit the interrupts, even within "
-        f"±{REFINE_PPM:g} ppm ({given.detail}); {without}"))
+    detail = (f"the given --cpu-hz {cpu_hz / 1e9:.6g} GHz does not fit the interrupts, even "
+              f"within ±{REFINE_PPM:g} ppm ({given.detail}); {without}")
+    return dataclasses.replace(given, detail=detail,
+                               free_hz=free.cpu_hz if free.quality in good else None)
 
 
 def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,

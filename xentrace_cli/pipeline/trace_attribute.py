@@ -160,8 +160,10 @@ def attribute_trace(trace: Any, *, checkpoints: dict[str, np.ndarray], rx: np.nd
 _QUALITY_RANK = {"bounded": 0, "one-sided": 1, "inconsistent": 2, "none": 3}
 
 
-def _fit_rank(fit: TscFit) -> tuple[int, float]:
-    return (_QUALITY_RANK.get(fit.quality, 3), -float(fit.matched_fraction))
+def _fit_rank(fit: TscFit) -> tuple[int, int, float]:
+    """Better fits first; among IRQs that do not fit a given frequency, the one that lines up
+    at some other frequency (its note then tells the rate to give)."""
+    return (_QUALITY_RANK.get(fit.quality, 3), fit.free_hz is None, -float(fit.matched_fraction))
 
 
 def fit_nic_clock(records: TraceRecords, frames: Dom0Frames, cpu_hz: float | None,
