@@ -352,6 +352,12 @@ def analyze(sources: Sources, options: AnalyzeOptions,
                 f"{', '.join(sorted(remote))} reaches the guest capture before dom0's; check "
                 f"which file is the guest's (the positional CAPTURE) and which --{dom0_point}"),
                 stacklevel=2)
+        elif flipped is not None and len(flipped) != 1:
+            warnings.warn(XenlatWarning(
+                f"the guest capture and the {dom0_point} capture look swapped: data towards "
+                f"{', '.join(sorted(local))} reaches the guest capture before dom0's (or the "
+                "guest is another address: give --socket-log to name it); the split is wrong"),
+                stacklevel=2)
         elif flipped is not None:
             warnings.warn(XenlatWarning(
                 f"taking {', '.join(sorted(flipped))} as the guest, not "
@@ -687,7 +693,7 @@ def _text(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
 
 def _check_direction(anchor: pd.DataFrame, t_guest: np.ndarray, t_dom0: np.ndarray,
                      local: set[str]) -> set[str] | None:
-    """The other address, when the timing says the guest is not where ``local`` put it.
+    """The other addresses, when the timing says the guest is not where ``local`` put it.
 
     Whatever the clock offset, data towards the guest is seen in dom0 before the guest, and
     data from it the other way round: ``t_guest - t_dom0`` is larger received than sent.
@@ -700,8 +706,7 @@ def _check_direction(anchor: pd.DataFrame, t_guest: np.ndarray, t_dom0: np.ndarr
     if np.median(delay[both & rx]) >= np.median(delay[both & ~rx]):
         return None
     others = set(anchor["src"].astype(str).unique()) | set(anchor["dst"].astype(str).unique())
-    others -= local
-    return others if len(others) == 1 else None
+    return others - local
 
 
 def _socket_log_on_guest_clock(t_sock: np.ndarray, t_guest: np.ndarray, rx: np.ndarray,
