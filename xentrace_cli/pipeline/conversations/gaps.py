@@ -23,6 +23,9 @@ port and transport). A conversation *answers tightly* when that baseline's media
   more: the pause after every page a user reads, the slower half of alternating SETs and
   GETs) are a mode of their own: one of them stands out only above that mode's own
   threshold;
+* a gap during which the client's longest silence (no request on any of its conversations)
+  is shorter than :data:`BUSY_SILENCE_SHARE` of it is idle: the client was busy on its other
+  connections, not frozen;
 * every other response → next gap above that threshold, every gap over :data:`TIGHT_US` in a
   conversation that does not answer tightly (or has no baseline), and every gap of
   :data:`IDLE_US` or more, is idle: reported apart (``idle_us``), kept out of the
@@ -49,6 +52,11 @@ GAPS: tuple[str, ...] = ("request_to_response", "response_to_next")
 #: garbage collection) on any busy host.
 FLOORS: dict[str, float] = {"request_to_response": anomalies.FLOOR_US,
                             "response_to_next": 20_000.0}
+#: A response → next gap during which the client's longest silence (no request on any of
+#: its conversations) is shorter than this share of the gap is idle: the client was busy on
+#: its other connections and simply did not use this one (a pool picking connections at
+#: random), it was not frozen.
+BUSY_SILENCE_SHARE = 0.5
 #: Gaps over the threshold that make up this share of their baseline's gaps (three or more)
 #: are a mode of their own (another kind of request, think time), not stalls.
 RECURRING_SHARE = 0.10
@@ -128,6 +136,7 @@ def judge(flows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if gap == "response_to_next":
             tight = (base["median"] <= TIGHT_US).to_numpy()
             delay = stands_out & tight & (values < IDLE_US)
+            delay[delay] &= ~_busy_elsewhere(flows, np.flatnonzero(delay))
             idle = finite & ~delay & (over | (~tight & (values > TIGHT_US))
                                       | (values >= IDLE_US))
             stands_out = delay
@@ -139,16 +148,48 @@ def judge(flows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return label, np.where(np.isfinite(excess), excess, np.nan), idle
 
 
+def _busy_elsewhere(flows: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """Of these exchanges, those whose response → next gap the client filled with requests on
+    its other conversations (:data:`BUSY_SILENCE_SHARE`)."""
+    busy = np.zeros(rows.size, dtype=bool)
+    client = flows["src"].astype(str).to_numpy()
+    sent = flows["request_end_ns"].to_numpy(np.int64)
+    start = flows["response_end_ns"].to_numpy(np.int64)[rows]
+    end = flows["next_ns"].to_numpy(np.int64)[rows]
+    for who in np.unique(client[rows]):  # one pass per client address, not per exchange
+        mine = client[rows] == who
+        times = np.sort(sent[(client == who) & (sent >= 0)])
+        longest = longest_silence(times, start[mine], end[mine])
+        busy[mine] = longest < BUSY_SILENCE_SHARE * (end[mine] - start[mine])
+    return busy
+
+
+def longest_silence(times: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """For each interval [start, end]: the longest stretch without any of the sorted
+    ``times`` in it (ns; the whole interval when none falls inside)."""
+    lo = np.searchsorted(times, start, side="right")
+    hi = np.searchsorted(times, end, side="left")
+    some = hi > lo
+    first = np.where(some, times[np.minimum(lo, len(times) - 1)] - start, end - start)
+    last = np.where(some, end - times[np.maximum(hi - 1, 0)], 0)
+    longest = np.maximum(first, last)
+    steps = np.append(np.diff(times), 0)  # steps[i]: times[i] → times[i + 1]
+    inner = some & (hi - 1 > lo)
+    if inner.any():
+        bounds = np.stack([lo[inner], hi[inner] - 1], axis=1).ravel()
+        longest[inner] = np.maximum(longest[inner],
+                                    np.maximum.reduceat(steps, bounds)[::2])
+    return longest
+
+
 def stalls(flows: pd.DataFrame, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Group the anomalous gaps of each client into stalls, and find each stall's exchange.
 
     One stall often shows in several conversations: a client serving four connections in
     turn that freezes for 100 ms leaves a long response → next gap on all four. The gaps of
-    one client address that overlap in time form one stall; the exchange where it sits is
-    the one whose response began last before the client first acted again — the response
-    it had just been given when it went quiet (its own gaps need not stand out: a response
-    whose delivery the stall cut in two). Returns per exchange the stall id
-    (-1: none) and whether it is the stall's own exchange (``stalled``).
+    one client address that overlap in time form one stall. Returns per exchange the stall
+    id (-1: none) and whether it is the stall's own exchange (``stalled``, see
+    :func:`_stall_roots`).
     """
     n = len(flows)
     group = np.full(n, -1, dtype=np.int64)
@@ -167,17 +208,55 @@ def stalls(flows: pd.DataFrame, label: np.ndarray) -> tuple[np.ndarray, np.ndarr
     new = before.isna() | (gaps_["start"] > before)
     gaps_["stall"] = np.cumsum(new.to_numpy()) - 1
     group[gaps_["row"].to_numpy()] = gaps_["stall"].to_numpy()
-    # the client woke at the first end of the stall's gaps: the last response (of any of its
-    # exchanges) to begin before that is the one it had been given
-    windows = gaps_.groupby("stall").agg(client=("client", "first"), start=("start", "min"),
-                                         end=("end", "min")).reset_index()
-    responses = pd.DataFrame({"client": client, "t": flows["response_ns"].to_numpy(np.int64),
-                              "exchange": np.arange(n)}).sort_values("t", kind="stable")
-    found = pd.merge_asof(windows.sort_values("end").rename(columns={"end": "t"}), responses,
-                          on="t", by="client", direction="backward")
-    hit = found["exchange"].notna().to_numpy()
-    roots = found["exchange"].to_numpy()[hit].astype(np.int64)
-    inside = flows["response_ns"].to_numpy(np.int64)[roots] >= found["start"].to_numpy()[hit]
-    stalled[roots[inside]] = True
-    group[roots[inside]] = found["stall"].to_numpy()[hit][inside]
+    roots, ids = _stall_roots(flows, gaps_, client)
+    stalled[roots] = True
+    group[roots] = ids
     return group, stalled
+
+
+def _stall_roots(flows: pd.DataFrame, gaps_: pd.DataFrame, client: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Each stall's own exchange (rows of ``flows``) and its stall id.
+
+    Within the stall's span the client froze where it was silent longest: between two of its
+    requests (on any conversation) with nothing sent in between. The first response to
+    arrive after the request before that silence is the one it froze on — given to it and
+    left unanswered; responses that came later arrived during the stall. When the capture
+    itself went blind (the guest preempted), that response may be cut in two by the stall:
+    its own gaps need not stand out. A silence with no response in it has no exchange.
+    """
+    windows = gaps_.groupby("stall").agg(client=("client", "first"), t=("start", "min"),
+                                         end=("end", "max")).reset_index()
+    silences = _silences(client, flows["request_end_ns"].to_numpy(np.int64))
+    # the window a silence overlaps: the last to open before the silence ends (one client's
+    # windows do not overlap), if the silence began before it closed
+    ends = silences.assign(t=silences["t"] + silences["silence"], began=silences["t"])
+    inside = pd.merge_asof(ends.sort_values("t"), windows.rename(columns={"t": "opened"})
+                           .assign(t=windows["t"]).sort_values("t"), on="t", by="client",
+                           direction="backward").dropna(subset=["stall"])
+    inside = inside[inside["began"] < inside["end"]]
+    if inside.empty:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    inside = inside.assign(overlap=np.minimum(inside["t"], inside["end"])
+                           - np.maximum(inside["began"], inside["opened"]))
+    longest = inside.loc[inside.groupby("stall")["overlap"].idxmax()]
+    longest = longest.assign(t=longest["began"].astype(np.int64))
+    responses = pd.DataFrame({"client": client, "t": flows["response_ns"].to_numpy(np.int64),
+                              "exchange": np.arange(len(flows))})
+    found = pd.merge_asof(longest.sort_values("t"),
+                          responses.assign(response=responses["t"]).sort_values("t"), on="t",
+                          by="client", direction="forward")
+    hit = (found["exchange"].notna()
+           & (found["response"] < found["t"] + found["silence"])).to_numpy()
+    return (found["exchange"].to_numpy()[hit].astype(np.int64),
+            found["stall"].to_numpy()[hit].astype(np.int64))
+
+
+def _silences(client: np.ndarray, sent_ns: np.ndarray) -> pd.DataFrame:
+    """Per client, each interval between two consecutive requests: from ``t`` for
+    ``silence`` ns."""
+    sends = pd.DataFrame({"client": client, "t": sent_ns})
+    sends = sends[sends["t"] >= 0].sort_values(["client", "t"], kind="stable")
+    following = sends.groupby("client")["t"].shift(-1)
+    sends["silence"] = following - sends["t"]
+    return sends.dropna(subset=["silence"]).astype({"silence": np.int64})
