@@ -43,7 +43,7 @@ def make_sets(root: Path) -> dict[str, Path]:
     out = {}
     for name, (scenario, seed, host, started) in SETS.items():
         directory = root / name
-        run_scenario(scenario, directory, seed=seed, requests=REQUESTS)
+        run_scenario(scenario, directory, seed=seed, requests=REQUESTS, host="toy")
         simulated = read_manifest(directory)
         files = {key: getattr(simulated.sources, key).name
                  for key in simulated.sources.present}

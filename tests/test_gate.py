@@ -1072,11 +1072,16 @@ def test_scenario_baseline_catches_regression_not_rerun(runner, scenarios, tmp_p
                                  str(base), "--no-progress"])
     assert saved.exit_code == 0, saved.stderr
     # Same captures: the default 20 % holds exactly. Another seed draws other packets: with a
-    # few hundred packets the truth's own remap p99 and max move by ~20 %, so that rerun is
-    # judged at 50 % — still far below the black 0.1 s regression (1000x).
-    for name, tolerance in (("healthy", "20%"), ("healthy again", "50%")):
+    # few hundred packets the truth's own remap p99 moves by ~20 %, so that rerun is judged at
+    # 50 % — still far below the black 0.1 s regression (1000x) — and on its percentiles: on
+    # the realistic host one packet's max moves 2.4x between seeds (tx.vmm 402 → 956 µs, the
+    # dom0 vCPU preempted by background work), which is no regression (docs/ci-example.md).
+    percentiles = ["--baseline-stat", "p50", "--baseline-stat", "p90", "--baseline-stat", "p99"]
+    for name, tolerance, stats in (("healthy", "20%", []),
+                                   ("healthy again", "50%", percentiles)):
         rerun = runner.invoke(main, ["check", *_analysis_args(scenarios[name]), "--baseline",
-                                     str(base), "--tolerance", tolerance, "--no-progress"])
+                                     str(base), "--tolerance", tolerance, *stats,
+                                     "--no-progress"])
         assert rerun.exit_code == 0, rerun.stdout
         assert rerun.stderr == ""
         assert "smaller changes are not regressions" in " ".join(rerun.stdout.split())

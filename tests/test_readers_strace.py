@@ -661,9 +661,14 @@ def test_simulated_reads_cover_the_truth(tmp_path: Path, scenario: str) -> None:
     meta = json.loads((tmp_path / "scenario.json").read_text())
     table = read_quiet(tmp_path / "app.strace")
     reads = table[(table["direction"] == "rx") & (table["bytes"] > 0)]
-    assert set(reads["peer"]) == {meta["server"]}
+    # the realistic host's guest also asks a DNS-like resolver over UDP (its datagrams'
+    # read times are scored against the truth in test_realistic_host); the stream reads are
+    # the server's
+    peers = {meta["server"]} | ({meta["resolver"]} if "resolver" in meta else set())
+    assert set(reads["peer"]) == peers
+    reads = reads[reads["peer"] == meta["server"]]
     truth = pd.read_csv(tmp_path / "truth.csv")
-    rx = truth[(truth["direction"] == "rx") & truth["t_read"].notna()]
+    rx = truth[(truth["direction"] == "rx") & truth["t_read"].notna() & (truth["proto"] == 6)]
     assert len(rx)
     # truth times are true-clock epoch seconds; the log is on the guest clock.
     clock = meta["guest_clock"]

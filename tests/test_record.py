@@ -173,7 +173,10 @@ def test_run_both_sides_with_standins_then_analyze_the_set(standins, runner):
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
     flagged = sum(1 for p in document["packets"] if p["anomaly"])
-    assert flagged == 27  # the black 0.1 s sample's stalls (sample_pcaps/README.md)
+    truth = (SAMPLE / "truth.csv").read_text().splitlines()
+    column = truth[0].split(",").index("anomaly")
+    stalled = sum(1 for line in truth[1:] if line.split(",")[column])
+    assert flagged == stalled > 0  # the black 0.1 s sample's stalled segments (its truth)
     assert document["alignment"]["tsc->dom0"]["cpu_hz_estimated"] is False  # from xl info
 
 

@@ -58,7 +58,7 @@ __all__ = ["DEFAULT_HOST", "HOSTS", "SCENARIOS", "ScenarioSpec", "run_scenario",
 #: The hosts a scenario can run on, and the one it runs on unless told (flip to "realistic"
 #: once the analyzer follows each packet's path on it: issue 9).
 HOSTS = ("toy", "realistic")
-DEFAULT_HOST = "toy"
+DEFAULT_HOST = "realistic"
 
 #: True time of the simulation start: 2026-01-01 00:00:00 UTC + 1 h.
 T0_NS = 1_767_229_200 * 10**9

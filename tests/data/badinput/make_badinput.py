@@ -90,7 +90,7 @@ def simulated_set(directory: Path) -> Path:
     """The fuzz harness's capture set (black-0.1s, seed 3, 20 requests), written anew."""
     from xentrace_cli.simulate import run_scenario
 
-    run_scenario("black-0.1s", directory, seed=3, requests=20)
+    run_scenario("black-0.1s", directory, seed=3, requests=20, host="toy")
     return directory
 
 
