@@ -179,3 +179,21 @@ def test_memcached_binary_pairs_by_opaque(tshark: str) -> None:
             == opaque[flows["response_frame"]].to_numpy()).all()
     assert sorted(opaque[flows["request_frame"]]) == sorted(
         [1000 + k for k in range(30)] + [5000 + k for k in range(30)])
+
+
+@pytest.mark.parametrize("name", [*CORPUS_EXCHANGES, "LOOPBACK:redis-rpc-stall.pcap"])
+def test_every_stall_sits_on_one_exchange_of_its_own(name: str) -> None:
+    """A stall counts once: exactly one stalled exchange per stall id, itself one of the
+    stall's exchanges; a stall of the far side's gaps only sits on the exchange that waited
+    longest for its response (two such stalls on the zeek capture, 6.4 s apart)."""
+    path = LOOPBACK / name.split(":")[1] if name.startswith("LOOPBACK:") else \
+        Path(__file__).resolve().parent / "data" / "corpus" / "captures" / name
+    flows = flows_of(path)
+    stalls = flows[flows["stall_id"] >= 0]
+    per_stall = stalls.groupby("stall_id")["stalled"].sum()
+    assert (per_stall == 1).all(), per_stall[per_stall != 1]
+    for _, members in stalls.groupby("stall_id"):
+        gaps = members[members["anomaly"] != ""]
+        if (gaps["anomaly"] == "request_to_response").all():
+            longest = gaps["request_to_response_us"].idxmax()
+            assert members.loc[longest, "stalled"]

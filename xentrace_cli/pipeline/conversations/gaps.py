@@ -202,21 +202,34 @@ def stalls(flows: pd.DataFrame, label: np.ndarray) -> tuple[np.ndarray, np.ndarr
         return group, stalled
     client = flows["src"].astype(str).to_numpy()
     gaps_ = pd.DataFrame({"client": client[rows], "start": start[rows], "end": end[rows],
-                          "row": rows}).sort_values(["client", "start"], kind="stable")
+                          "row": rows, "server": server[rows]}
+                         ).sort_values(["client", "start"], kind="stable")
     reach = gaps_.groupby("client")["end"].cummax()
     before = reach.groupby(gaps_["client"]).shift(1)
     new = before.isna() | (gaps_["start"] > before)
     gaps_["stall"] = np.cumsum(new.to_numpy()) - 1
     group[gaps_["row"].to_numpy()] = gaps_["stall"].to_numpy()
-    roots, ids = _stall_roots(flows, gaps_, client)
-    stalled[roots] = True
-    group[roots] = ids
+    far_side = gaps_.groupby("stall")["server"].transform("all").to_numpy(bool)
+    for roots, ids in (_far_side_roots(gaps_[far_side]),
+                       _stall_roots(flows, gaps_[~far_side], client)):
+        stalled[roots] = True
+        group[roots] = ids
     return group, stalled
+
+
+def _far_side_roots(gaps_: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Of stalls made of request → response gaps only (the far side's time), the exchange
+    that waited longest for its response, and the stall ids."""
+    if gaps_.empty:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    longest = gaps_.loc[(gaps_["end"] - gaps_["start"]).groupby(gaps_["stall"]).idxmax()]
+    return longest["row"].to_numpy(np.int64), longest["stall"].to_numpy(np.int64)
 
 
 def _stall_roots(flows: pd.DataFrame, gaps_: pd.DataFrame, client: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Each stall's own exchange (rows of ``flows``) and its stall id.
+    """Each stall's own exchange (rows of ``flows``) and its stall id, for stalls with a
+    response → next gap (the client's time).
 
     Within the stall's span the client froze where it was silent longest: between two of its
     requests (on any conversation) with nothing sent in between. The first response to
