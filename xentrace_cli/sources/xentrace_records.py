@@ -246,6 +246,11 @@ class Batch:
     counts: tuple[np.ndarray, np.ndarray, np.ndarray]  # (cpu, header, records) of the span
 
 
+#: Where a damaged TSC (beyond 2**63) is put: past any real trace, far enough below 2**63
+#: that a float of it converts back to int64.
+DAMAGED_TSC = 1 << 62
+
+
 class Clock:
     """Per-CPU TSC carried across windows and spans (records without one take the last)."""
 
@@ -256,6 +261,8 @@ class Clock:
         """First own TSC of each CPU."""
         self.gap: dict[int, tuple[int, int]] = {}
         """Longest stretch without a record on each CPU: TSCs of the records around it."""
+        self.damaged = 0
+        """Records whose own TSC is beyond 2**63 cycles (:func:`_timestamps`)."""
 
     def carry(self, lead: list[int], lead_stamped: list[bool], seg_cpu: list[int],
               value: np.ndarray) -> list[int]:
@@ -336,6 +343,13 @@ def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
     rows = np.arange(n) if every else np.flatnonzero(anchor)
     at = nodes if every else nodes[rows]
     value = ((padded[at + 2].astype(np.uint64) << np.uint64(32)) | padded[at + 1]).view(np.int64)
+    # beyond 2**63 cycles (a century at 3 GHz) a TSC is damaged, not late: put at the end of
+    # time, never negative, at DAMAGED_TSC (every span, and every float made of one, stays
+    # within int64 downstream)
+    damaged = value < 0
+    if damaged.any():
+        clock.damaged += int(damaged.sum())
+        value = np.where(damaged, DAMAGED_TSC, value)
     lead = seg_start if every else np.searchsorted(rows, seg_start)
     lead_stamped = stamped[seg_start]
     unresolved = clock.carry(lead.tolist(), lead_stamped.tolist(), seg_cpu.tolist(), value)

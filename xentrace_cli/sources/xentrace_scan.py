@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, TruncatedInput, check_readable
+from ..errors import InputError, TruncatedInput, XenlatWarning, check_readable
 from ..groups import factorize, unique
 from ..xen_events import EVENT_MASK, EXTRA_MASK, EXTRA_SHIFT, MAX_EXTRA, TRC_LOST_RECORDS
 from .capture import GZIP_MAGIC
@@ -96,6 +96,10 @@ def scan_xentrace(path: str | os.PathLike[str], on_progress: ProgressCallback | 
     if truncated_at is not None:
         _warn_truncated(path, win.cpu, win.declared_end, size, truncated_at)
     _settle_pending(batches, clock)
+    if clock.damaged:
+        warnings.warn(XenlatWarning(
+            f"{path}: {clock.damaged} records carry a time beyond 2**63 TSC cycles (a century "
+            "at 3 GHz): damaged; they are put at the trace's end"), stacklevel=2)
     lows = [b.stamped_min for b in batches if b.stamped_min is not None]
     highs = [b.stamped_max for b in batches if b.stamped_max is not None]
     counts = _counts(batches)
