@@ -186,10 +186,8 @@ def test_black_tenth_of_a_second_found_with_its_cause(scenario) -> None:
 
 
 #: Known gaps on the realistic host, kept visible (strict: they fail once fixed). ring-full
-#: seed 11: 1.2 % of ring values off by up to 7.9 µs against a stated 5.4 µs; lost-records seed
-#: 7: 6 of 154 frame bursts have no interrupt the trace clock can place, so their vmm (5.4 %
-#: of the rows) is left empty rather than guessed.
-_KNOWN_GAPS = {("ring-full", 11), ("lost-records", 7)}
+#: seed 11: 1.2 % of ring values off by up to 7.9 µs against a stated 5.4 µs.
+_KNOWN_GAPS = {("ring-full", 11)}
 
 
 @pytest.mark.parametrize("seed", [11, 5, 7])

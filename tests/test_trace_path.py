@@ -104,6 +104,24 @@ def test_a_blocked_serving_vcpu_without_a_wake_breaks_the_chain() -> None:
     assert runs.run_tsc.tolist() == [1010, NO_TSC]
 
 
+def test_irqbalance_moved_the_binding_to_a_running_vcpu() -> None:
+    # irq at 1000 woke d0v3 (the binding). irqbalance then binds the IRQ to d0v0, which is
+    # running (2000-4000) when irqs come at 3000 and 3300: no wake, and d0v3, the nearest
+    # woken vCPU, is blocked — not the binding any more. The irq at 5000 woke d0v0: the
+    # vCPU woken on the other side in time; it was running at 3000 and 3300 → dom0_run = the
+    # interrupts themselves.
+    rec = records(interrupts=[(1000, 990, 4, 58), (3000, 2990, 4, 58), (3300, 3290, 4, 58),
+                              (5000, 4990, 4, 58)],
+                  wakes=[(995, 4, 0, 3), (4995, 4, 0, 0)])
+    lines = timelines((0, 3, "runnable", 3, 995, 1010), (0, 3, "running", 3, 1010, 1100),
+                      (0, 3, "blocked", 3, 1100, 9000),
+                      (0, 0, "running", 0, 2000, 4000), (0, 0, "blocked", 0, 4000, 4995),
+                      (0, 0, "runnable", 0, 4995, 5020), (0, 0, "running", 0, 5020, 6000))
+    runs = trace_path.interrupt_runs(rec, lines, np.arange(4))
+    assert runs.vcpu.tolist() == [3, 0, 0, 0]
+    assert runs.run_tsc.tolist() == [1010, 3000, 3300, 5020]
+
+
 def test_a_poll_that_ran_after_the_frame_did_not_carry_it() -> None:
     # interrupts at 100 (dom0 ran 110) and 200 (dom0 ran 260); a frame captured at 230 came
     # in the first poll: the second one's dom0 vCPU ran only after it

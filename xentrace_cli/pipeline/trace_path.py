@@ -40,17 +40,25 @@ MAX_IRQ_STEPS = 3
 DOMID_IDLE = 0x7FFF
 
 
-def _nearest_fill(values: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """``values`` (-1 = unknown) filled from the nearest known neighbour in time."""
+def _neighbour_fills(values: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (-1 = unknown) filled from the nearest known neighbour in time, and from
+    the known neighbour on the other side (the same where only one side has one)."""
     known = np.flatnonzero(values >= 0)
     if known.size == 0:
-        return values.copy()
+        return values.copy(), values.copy()
     k = np.searchsorted(known, np.arange(values.size))
     before = known[np.maximum(k - 1, 0)]
     after = known[np.minimum(k, known.size - 1)]
     use_after = np.abs(times[after] - times) < np.abs(times - times[before])
-    pick = np.where(use_after, after, before)
-    return np.where(values >= 0, values, values[pick])
+    nearest = np.where(use_after, after, before)
+    other = np.where(use_after, before, after)
+    return (np.where(values >= 0, values, values[nearest]),
+            np.where(values >= 0, values, values[other]))
+
+
+def _nearest_fill(values: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """``values`` (-1 = unknown) filled from the nearest known neighbour in time."""
+    return _neighbour_fills(values, times)[0]
 
 
 def woken_in_handler(records: TraceRecords, rows: np.ndarray, domid: int = 0) -> np.ndarray:
@@ -91,21 +99,27 @@ def interrupt_runs(records: TraceRecords, timelines: Timelines, rows: np.ndarray
     The handler forwards the interrupt to the dom0 vCPU its event channel is bound to: if that
     vCPU was blocked the handler wakes it (a WAKE record inside the handler names it); if it
     was running or runnable there is no wake, and the vCPU is the one the nearest interrupts
-    woke (the binding changes rarely: irqbalance). Its run state at the interrupt then gives
-    ``dom0_run`` (DESIGN.md's conventions).
+    woke (the binding changes rarely: irqbalance). Found blocked with no wake, that vCPU is
+    not the binding: irqbalance moved it, and the vCPU woken on the other side in time is
+    tried. Its run state at the interrupt then gives ``dom0_run`` (DESIGN.md's
+    conventions); a vCPU that fits neither leaves the interrupt without a run.
     """
     tsc = records.interrupts.tsc[rows]
     woken = woken_in_handler(records, rows)
-    vcpu = _nearest_fill(woken, tsc)
+    nearest, other = _neighbour_fills(woken, tsc)
+    vcpu = nearest.copy()
     run = np.full(rows.size, NO_TSC, dtype=np.int64)
-    for v in np.unique(vcpu[vcpu >= 0]):
-        pick = np.flatnonzero(vcpu == v)
-        line = timelines[(0, int(v))]
-        state = line.state_at(tsc[pick])
-        nxt = line.next_run(tsc[pick])
-        # blocked without a wake: the chain is broken (another vCPU took it): no choice
-        ok = (woken[pick] >= 0) | (state == RUNNING) | (state == RUNNABLE)
-        run[pick[ok]] = nxt[ok]
+    todo = np.ones(rows.size, dtype=bool)
+    for guess in (nearest, other):
+        for v in np.unique(guess[todo & (guess >= 0)]):
+            pick = np.flatnonzero(todo & (guess == v))
+            line = timelines[(0, int(v))]
+            state = line.state_at(tsc[pick])
+            # blocked without a wake: not this vCPU's interrupt (another took the binding)
+            ok = (woken[pick] >= 0) | (state == RUNNING) | (state == RUNNABLE)
+            run[pick[ok]] = line.next_run(tsc[pick[ok]])
+            vcpu[pick[ok]] = v
+            todo[pick[ok]] = False
     return InterruptRuns(vcpu, run, woken >= 0)
 
 
