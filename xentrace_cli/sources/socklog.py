@@ -125,8 +125,12 @@ def _blank_non_utf8(body: bytes, malformed: Malformed, *, keep_first: bool) -> b
 
 def _parse_csv(body: bytes, malformed: Malformed, skipped: list[int]) -> pa.Table:
     """All columns as strings (validated later); rows with a wrong field count are skipped."""
-    header = body[: body.find(b"\n")].decode("utf-8", "replace")
+    end = body.find(b"\n")
+    header = body[:end].decode("utf-8", "replace")
     names = [n.strip().strip('"') for n in header.split(",")]
+    # the header line is the one line left as it came (_blank_non_utf8): Arrow reads it as
+    # rows too where a bare CR splits it, and cannot hand a row that is not UTF-8 to bad_row
+    body = header.encode("utf-8") + body[end:]
 
     # Arrow numbers rows without the empty lines ("" or "\r"), which it skips: back to lines.
     empty = [number for number, line in enumerate(body.split(b"\n")[:-1], start=1)
