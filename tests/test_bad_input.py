@@ -364,6 +364,27 @@ def test_fuzz_found_tsc_beyond_2_63_is_damage_said_once(runner: CliRunner) -> No
     assert f"{path}: 1 records carry a time beyond 2**63 TSC cycles" in summary.stderr
 
 
+def test_fuzz_found_coarse_alignment_on_an_interval_end(runner: CliRunner,
+                                                       tmp_path: Path) -> None:
+    """A damaged trace (cut, mutated) beside the fuzz harness's realistic set: one scale pair
+    voted, the stabbing point was its interval's end, and |s − k| ≤ half missed it by a
+    rounding (argmax of an empty sequence, exit 4). The analysis goes on, the cut said."""
+    from xentrace_cli.simulate import run_scenario
+
+    base = tmp_path / "set"
+    run_scenario("black-0.1s", base, seed=3, requests=20, host="realistic")
+    trace = BAD / "fuzz_trace_stab_at_an_end.bin"
+    result = runner.invoke(main, [
+        "analyze", str(base / "guest.pcapng"), "--backend", str(base / "vif5.0.pcap"),
+        "--phys", str(base / "phys.pcap"), "--xentrace", str(trace), "--socket-log",
+        str(base / "app.strace"), "--domid", "5", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    lines = _stderr(result)
+    assert lines and all(line.startswith("xenlat: warning: ") for line in lines), lines
+    assert "file ends inside a window" in lines[0]
+    assert json.loads(result.stdout)["packets"]
+
+
 # ---- several inputs warn at once: one order, however the readers' threads run ---------------
 def test_socket_log_warnings_follow_the_captures_in_a_fixed_order(runner: CliRunner,
                                                                   tmp_path: Path) -> None:

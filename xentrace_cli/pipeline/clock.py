@@ -665,8 +665,13 @@ def _coarse_align(x_cyc: np.ndarray, a_ns: np.ndarray, ns_per_cycle: float | Non
     if s.size == 0:
         return None
     half = 2 * GAP_JITTER_NS / base * s            # each scale is known to ± this
-    k_star, votes = _stab(s - half, s + half)
-    inside = np.flatnonzero(np.abs(s - k_star) <= half)
+    lo, hi = s - half, s + half
+    k_star, votes = _stab(lo, hi)
+    # against the very bounds stabbed (k_star is one of them): |s − k_star| ≤ half can miss
+    # by a rounding when k_star is an interval's end
+    inside = np.flatnonzero((lo <= k_star) & (k_star <= hi))
+    if inside.size == 0:
+        return None
     pick = inside[np.argmax(base[inside])]        # the longest baseline is the most precise
     k = float(s[pick])
     o = float(pa[p[pick]] - k * px[p[pick]])
