@@ -4,12 +4,16 @@ the socket call table. Expected values are worked out by hand from the fixture l
 from __future__ import annotations
 
 import json
+import tempfile
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from xentrace_cli import simulate
 from xentrace_cli.cli import main
@@ -708,3 +712,101 @@ def test_plain_log_progress_reaches_total(tmp_path: Path) -> None:
     size = path.stat().st_size
     assert seen[-1] == (size, size)
     assert list(f["stream_offset"]) == [0, 1]        # no fd, flow or peer: one stream
+
+
+# ---------------------------------------------------------------------------- plain lines
+# The plain lines are cut at byte positions (strace._plain); every other line goes through
+# LINE_RE. Both must give the same table: the regex alone is the reference.
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_pcaps"
+PLAIN_FILES = sorted([*DATA.glob("*.strace"), *(DATA.parent / "badinput").glob("*.strace"),
+                      *SAMPLES.glob("*/app.strace")])
+
+
+def read_both(path: Path, data: bool = True) -> tuple[object, object]:
+    """(table or error, warnings) with the plain lines cut at byte positions, then with every
+    line through the regex."""
+    def read() -> tuple[object, list[str]]:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            try:
+                got: object = read_socket_log(path, data=data)
+            except InputError as exc:
+                got = str(exc)
+        return got, [str(w.message) for w in seen]
+
+    fast = read()
+    with mock.patch.object(strace, "_plain", lambda lines: None):
+        slow = read()
+    return fast, slow
+
+
+def assert_same(fast: tuple[object, list[str]], slow: tuple[object, list[str]]) -> None:
+    assert fast[1] == slow[1]
+    if isinstance(slow[0], pd.DataFrame):
+        assert isinstance(fast[0], pd.DataFrame), fast[0]
+        pd.testing.assert_frame_equal(fast[0], slow[0], check_exact=True)
+        assert fast[0].attrs == slow[0].attrs
+    else:
+        assert fast[0] == slow[0]
+
+
+def test_plain_lines_are_found() -> None:
+    """basic_ttt.strace: the write and the three reads are plain common calls, epoll_wait a
+    plain call of no interest; socket, connect, close and the exit line take the regex."""
+    first, lines, _ = next(strace._iter_chunks(DATA / "basic_ttt.strace", None))
+    plain = strace._plain(lines)
+    assert list(np.flatnonzero(plain.common) + first) == [3, 4, 5, 7]
+    assert list(np.flatnonzero(plain.named) + first) == [6]
+    assert list(plain.ts[[2, 5]]) == [1700000000_000300_000, 1700000000_000600_000]
+    assert list(plain.pid[[2, 5]]) == [1234, 1234]
+
+
+@pytest.mark.parametrize("data", [True, False])
+@pytest.mark.parametrize("path", PLAIN_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_plain_lines_read_as_the_regex_reads_them(path: Path, data: bool) -> None:
+    assert_same(*read_both(path, data))
+
+
+_TOKENS = st.sampled_from(["16384", "MSG_DONTWAIT", "MSG_DONTWAIT|MSG_NOSIGNAL", "0", '"x"',
+                           "NULL", "{sa_family=AF_INET, sin_port=htons(80), "
+                           'sin_addr=inet_addr("1.2.3.4")}', "16", "[16]"])
+_TEXT = st.lists(st.sampled_from(['a', 'Z', '0', ' ', ',', '.', '(', ')', '<', '>', '"',
+                                  '\\"', '\\\\', '\\n', '\\r', '\\0', '\\377', '\\x41',
+                                  '\\', ') = 3', '\t']), max_size=12).map("".join)
+
+
+@st.composite
+def _line(draw: st.DrawFn) -> str:
+    digits = st.integers(0, 10**12).map(str)
+    pid = draw(digits)
+    spaces = " " * draw(st.integers(1, 8))
+    leader = draw(st.sampled_from(["", f"{pid}{spaces}", f"[pid{spaces}{pid}] "]))
+    frac = draw(st.text("0123456789", min_size=0, max_size=11))
+    ts = draw(st.integers(0, 10**11).map(str)) + (f".{frac}" if frac else "")
+    call = draw(st.sampled_from(["read", "write", "recv", "send", "pread64", "recvfrom",
+                                 "readv", "poll", "futex", "close", "readx", "x" * 40]))
+    fd = draw(digits) + draw(st.sampled_from(["", "", "<socket:[77]>",
+                                              "<TCP:[1.2.3.4:5->6.7.8.9:10]>"]))
+    arg = draw(st.one_of(_TEXT.map(lambda t: f'"{t}"'), _TEXT.map(lambda t: f'"{t}"...'),
+                         st.sampled_from(["0x7ffd1c2a3b40", "NULL", "0xZZ"])))
+    tail = "".join(", " + t for t in draw(st.lists(_TOKENS, max_size=3)))
+    ret = draw(st.one_of(digits, st.sampled_from([
+        "-1 EAGAIN (Resource temporarily unavailable)", "-1 EINTR", "-1 E2BIG (x) = 4",
+        "?", "-1 ECONNRESET (Connection reset by peer)"])))
+    dur = draw(st.one_of(st.just(""), st.tuples(digits, st.text("0123456789", min_size=1,
+                                                                 max_size=11))
+                         .map(lambda d: f" <{d[0]}.{d[1]}>")))
+    end = draw(st.sampled_from(["\n", "\n", "\r\n"]))
+    return f"{leader}{ts} {call}({fd}, {arg}{tail}) = {ret}{dur}{end}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_line(), min_size=1, max_size=6))
+def test_generated_lines_read_as_the_regex_reads_them(lines: list[str]) -> None:
+    """Lines near the plain forms (numbers past their bounds, annotations, quotes, parentheses
+    and '<' inside strings, errno messages, other calls): the same table, warnings, errors."""
+    head = "42  1700000000.000100 socket(AF_INET, SOCK_STREAM, IPPROTO_TCP) = 3 <0.000020>\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gen.strace"
+        path.write_bytes((head + "".join(lines)).encode("latin-1"))
+        assert_same(*read_both(path, data=True))

@@ -7,11 +7,14 @@ escaping undone) and :data:`COLUMNS`, the table's column order.
 Expected input is ``strace -f -ttt -T`` (also ``-tt``, with or without ``-f`` pid prefixes,
 ``-o`` / ``-ff -o`` files, ``-x`` / ``-xx`` string escaping, ``-s N`` cut strings, ``-y`` /
 ``-yy`` fd annotations). The file is read in chunks of lines held as one Arrow array. The
-common line — a complete ``read(...) = N <dur>`` — is parsed for a whole chunk at once by one
-RE2 regex (:func:`pyarrow.compute.extract_regex`); ``<unfinished ...>`` / ``<... resumed>``
-pairs are matched per pid with array operations and their joined text goes through the same
-regex; what remains (vector I/O, ``connect``/``accept``/``close``, ``clone``/``dup``, odd
-lines) goes through a small sequential parser.
+plain lines (most of a long trace: a complete ``read(3, "...", 16384) = N <dur>`` on a bare fd
+with short numbers, or a call of no interest such as ``poll``) are recognized by RE2's DFA and
+cut at byte positions with numpy (:func:`_plain`); the other lines with a complete call are
+parsed for a whole chunk at once by one RE2 regex with submatches
+(:func:`pyarrow.compute.extract_regex`, ten times the DFA's cost); ``<unfinished ...>`` /
+``<... resumed>`` pairs are matched per pid with array operations and their joined text goes
+through the same regex; what remains (vector I/O, ``connect``/``accept``/``close``,
+``clone``/``dup``, odd lines) goes through a small sequential parser.
 
 Rows: one per completed read/write-family call and per ``connect``/``accept``/``accept4``/
 ``close`` (``direction`` NA; an accept row carries the listening fd in ``fd`` and the new fd in
@@ -712,6 +715,279 @@ def _out_of_range(cols: Columns, malformed: Malformed,
 
 
 # --------------------------------------------------------------------------------------------
+# strace: the plain lines, cut at byte positions (no regex submatches)
+#
+# RE2 extracting LINE_RE's groups costs about a microsecond per line; testing a line against a
+# pattern without groups (its DFA) costs a tenth of that. Most lines of a long trace have one
+# of two plain forms: the common call on a bare fd with short numbers, or another call that
+# is of no interest (poll, futex, ...). For these the DFA says the line has the form, and the
+# fields are then found where the form puts them (the first "(", the last '"', ...), parsed
+# with numpy: the same rows as the regex path gives (tests/test_readers_strace.py compares
+# both on every test file). Every other line goes through LINE_RE as before.
+
+#: The plain leader: ``PID  SECONDS.FRACTION `` (``strace -f -ttt -o``), ``[pid N] `` (on
+#: stderr) or none; numbers too short to be out of range.
+_PLAIN_LEADER = r"^(?:\[pid {1,6}\d{1,9}\] |\d{1,9} {1,6})?\d{1,10}\.\d{1,9} "
+#: The common call in its plainest form: a bare fd; a string (escapes, no line break) or a
+#: pointer; further arguments that are numbers or flags; a return value, or -1 and an errno
+#: with its message in words; the -T time. Such a line matches LINE_RE's common call with the
+#: groups :func:`_plain_common` finds (its only '"' are the string's, its first ")" after them
+#: closes the arguments).
+PLAIN_CALL_RE = (
+    _PLAIN_LEADER + r"(?:read|write|recv|send|pread64)\(\d{1,9}, "
+    r'(?:"(?:[^"\\\n]|\\[^\n])*"(?:\.\.\.)?|0x[0-9a-f]{1,16}|NULL)'
+    r"(?:, [0-9A-Za-z_|]{1,64})*"
+    r"\) = (?:\d{1,9}|-1 E[A-Z0-9]{1,32}(?: \([A-Za-z ]{0,64}\))?)"
+    r"(?: <\d{1,9}\.\d{1,9}>)?\n$")
+#: Any call after a plain leader: of no interest unless its name is one the reader looks at
+#: (those lines take the regex path).
+PLAIN_NAMED_RE = _PLAIN_LEADER + r"\w{1,32}\("
+_NOT_PLAIN_NAMES = pa.array(sorted(INTERESTING_CALLS), pa.binary())
+#: Syscall category codes of the plain calls, by the call name's length and first bytes.
+_PLAIN_CALLS = {(4, b"re", b"a"): "read", (4, b"re", b"c"): "recv", (4, b"se", b"n"): "send",
+                (5, b"wr", b"i"): "write", (7, b"pr", b"e"): "pread64"}
+
+
+def _window(buf: np.ndarray, start: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` bytes from each ``start``, a row each (zeros outside ``buf``): one
+    ``width``-byte item per start from an overlapping view, not a gather per byte."""
+    pad = np.zeros(width, np.uint8)
+    if len(buf) < width:
+        buf = np.concatenate([buf, pad])
+    outside = (start < 0) | (start > len(buf) - width)
+    out = _items(buf, width)[np.where(outside, 0, start)].view(np.uint8).reshape(-1, width)
+    if outside.any():
+        padded = np.concatenate([pad, buf[:width], pad, buf[len(buf) - width:], pad])
+        near = np.where(start < 0, start + width, start - (len(buf) - width) + 3 * width)
+        out[outside] = _items(padded, width)[np.clip(near[outside], 0, len(padded) - width)] \
+            .view(np.uint8).reshape(-1, width)
+    return out
+
+
+def _items(buf: np.ndarray, width: int) -> np.ndarray:
+    """``buf`` as overlapping ``width``-byte items, one starting at every byte."""
+    return np.ndarray(shape=(len(buf) - width + 1,), dtype=np.dtype((np.void, width)),
+                      buffer=buf, strides=(1,))
+
+
+def _decimal(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """The decimal digits ``buf[start:start + length]`` (at most 18) as int64: the window of
+    each number's bytes as one matrix, its digits weighted by their place."""
+    width = max(int(length.max()) if len(length) else 0, 1)
+    digits = _window(buf, start, width).astype(np.int64) - ord("0")
+    digits[np.arange(width) >= length[:, None]] = 0
+    return (digits @ (10 ** np.arange(width - 1, -1, -1))) // 10 ** (width - length)
+
+
+def _seconds(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """``SECONDS.FRACTION`` between ``start`` and ``end`` as ns (at most 9 digits each)."""
+    dot = start + np.argmax(_window(buf, start, 10) == ord("."), axis=1)
+    return _decimal(buf, start, dot - start) * 10**9 + _digits_ns(buf, dot, end)
+
+
+def _digits_ns(buf: np.ndarray, dot: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """The digits after each ``dot`` up to ``end`` (at most 9) as a fraction in ns."""
+    digits = end - dot - 1
+    return _decimal(buf, dot + 1, digits) * 10 ** (9 - digits)
+
+
+def _substrings(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> pa.Array:
+    """``buf[start[i]:end[i]]`` for every i, as an Arrow binary array."""
+    length = end - start
+    offsets = np.zeros(len(start) + 1, np.int64)
+    np.cumsum(length, out=offsets[1:])
+    at = np.repeat(start - offsets[:-1], length)
+    at += np.arange(len(at))
+    return pa.BinaryArray.from_buffers(pa.binary(), len(start), [
+        None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(buf[at])])
+
+
+class _Marks:
+    """Where the characters the plain lines are cut at lie in a chunk's bytes."""
+
+    def __init__(self, buf: np.ndarray, chars: str) -> None:
+        self.after: dict[str, np.ndarray] = {}
+        self.before: dict[str, np.ndarray] = {}
+        for c in chars:
+            own = np.flatnonzero(buf == ord(c))
+            self.after[c] = np.append(own, len(buf))   # the sentinels: none found
+            self.before[c] = np.insert(own, 0, -1)
+
+    def first(self, char: str, pos: np.ndarray) -> np.ndarray:
+        """The first ``char`` at or after each ``pos`` (``len(buf)``: none)."""
+        at = self.after[char]
+        return at[np.searchsorted(at, pos)]
+
+    def last(self, char: str, pos: np.ndarray) -> np.ndarray:
+        """The last ``char`` before each ``pos`` (-1: none)."""
+        at = self.before[char]
+        return at[np.searchsorted(at, pos) - 1]
+
+
+def _digits_before(buf: np.ndarray, end: np.ndarray, most: int) -> np.ndarray:
+    """How many of the (at most ``most``) bytes before each ``end`` are digits, counted back
+    from ``end``."""
+    window = _window(buf, end - most, most)
+    not_digit = (window < ord("0")) | (window > ord("9"))
+    return most - 1 - _last_in_row(not_digit, np.full(len(end), most))
+
+
+def _first_in_row(hit: np.ndarray) -> np.ndarray:
+    """Per row, the first column where ``hit`` is True (the width: none)."""
+    width = hit.shape[1]
+    return np.where(hit, np.arange(width, dtype=np.int16), np.int16(width)).min(axis=1)
+
+
+def _last_in_row(hit: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """Per row, the last column before ``before`` where ``hit`` is True (-1: none)."""
+    col = np.arange(hit.shape[1], dtype=np.int16)
+    return np.where(hit & (col < before[:, None]), col, np.int16(-1)).max(axis=1)
+
+
+@dataclasses.dataclass
+class _Plain:
+    """The plain lines of a chunk: which, their leaders, and the common calls' rows."""
+
+    common: np.ndarray    #: the line is a common call of the plain form
+    named: np.ndarray     #: the line is another call of the plain form, of no interest
+    ts: np.ndarray        #: timestamp ns of each plain line (0 elsewhere)
+    pid: np.ndarray       #: pid, -1 without prefix (and elsewhere)
+    buf: np.ndarray
+    marks: _Marks | None
+    stop: np.ndarray      #: each line's end (after its newline)
+    paren: np.ndarray     #: each plain line's "(" (0 elsewhere)
+
+    @property
+    def any(self) -> np.ndarray:
+        return self.common | self.named
+
+
+def _plain(lines: pa.Array) -> _Plain | None:
+    """The chunk's lines of the plain forms (None when it has none)."""
+    n = len(lines)
+    common = _match(lines, PLAIN_CALL_RE)
+    named = _match(lines, PLAIN_NAMED_RE) & ~common
+    if not (common.any() or named.any()):
+        return None
+    offsets = np.frombuffer(lines.buffers()[1], np.int32)[lines.offset:lines.offset + n + 1]
+    buf = np.frombuffer(lines.buffers()[2], np.uint8)
+    marks = _Marks(buf, '.(")')
+    rows = np.flatnonzero(common | named)
+    ls = offsets[rows].astype(np.int64)
+    # the time: its dot is the line's first (a pid has none), its digits around it
+    dot = marks.first(".", ls)
+    ts_start = dot - _digits_before(buf, dot, 11)
+    ts_end = dot + 1 + _first_in_row(_window(buf, dot + 1, 10) == ord(" "))
+    paren = marks.first("(", ts_end)
+    seconds = _decimal(buf, ts_start, dot - ts_start)
+    # the regex path names a time past int64 nanoseconds, and reads the calls it looks at
+    regex = seconds > MAX_SECONDS
+    at = np.flatnonzero(named[rows])
+    if len(at):
+        names = _substrings(buf, ts_end[at] + 1, paren[at])
+        regex[at] |= pc.is_in(names, value_set=_NOT_PLAIN_NAMES).to_numpy(
+            zero_copy_only=False)
+    if regex.any():
+        common[rows[regex]] = named[rows[regex]] = False
+        keep = ~regex
+        rows, ls, dot, ts_start, ts_end, paren, seconds = (
+            x[keep] for x in (rows, ls, dot, ts_start, ts_end, paren, seconds))
+    # the pid: "[pid  N] " (N just before "] ") or "N  " (N up to the first space)
+    has_pid = ts_start > ls
+    bracket = has_pid & (buf[ls] == ord("["))
+    first_space = ls + _first_in_row(_window(buf, ls, 10) == ord(" "))
+    pid_end = np.where(bracket, ts_start - 2, first_space)
+    pid_len = np.where(bracket, _digits_before(buf, ts_start - 2, 10), pid_end - ls)
+    ts = np.zeros(n, np.int64)
+    pid = np.full(n, -1, np.int64)
+    ts[rows] = seconds * 10**9 + _digits_ns(buf, dot, ts_end)
+    pid[rows] = np.where(has_pid, _decimal(buf, pid_end - pid_len,
+                                           np.where(has_pid, pid_len, 0)), -1)
+    full_paren = np.zeros(n, np.int64)
+    full_paren[rows] = paren
+    return _Plain(common, named, ts, pid, buf, marks, offsets[1:].astype(np.int64),
+                  full_paren)
+
+
+def _match(lines: pa.Array, pattern: str) -> np.ndarray:
+    """Which lines match ``pattern`` (RE2's DFA: no submatches), in parallel slices."""
+    n = len(lines)
+    if REGEX_THREADS == 1 or n < 20000:
+        return pc.match_substring_regex(lines, pattern).to_numpy(zero_copy_only=False)
+    step = -(-n // REGEX_THREADS)
+    parts = [lines.slice(i, step) for i in range(0, n, step)]
+    with concurrent.futures.ThreadPoolExecutor(REGEX_THREADS) as pool:
+        found = list(pool.map(lambda a: pc.match_substring_regex(a, pattern), parts))
+    return np.concatenate([f.to_numpy(zero_copy_only=False) for f in found])
+
+
+def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
+                  ) -> Columns:
+    """The rows of the plain common calls ``sel`` (line indices in the chunk): what
+    :func:`_common_rows` gives for them (their numbers are all in range)."""
+    buf, marks = p.buf, p.marks
+    n = len(sel)
+    line_end = p.stop[sel] - 1                          # the newline
+    paren = p.paren[sel]
+    call_start = paren - 8 + _last_in_row(_window(buf, paren - 8, 8) == ord(" "),
+                                          np.full(n, 8)) + 1
+    comma = paren + 1 + _first_in_row(_window(buf, paren + 1, 10) == ord(","))
+    arg = comma + 2
+    quoted = buf[arg] == ord('"')
+    close_quote = marks.last('"', line_end)
+    after = np.where(quoted, close_quote + 1, arg)
+    dots = quoted & (_window(buf, after, 3) == ord(".")).all(axis=1)
+    close = marks.first(")", np.where(dots, after + 3, after))
+    value = close + 4                                   # after ") = "
+    failed = buf[value] == ord("-")
+    word_start = np.where(failed, value + 3, value)     # "-1 " before the errno
+    word = _first_in_row(_window(buf, word_start, 40) == ord(" "))  # a number, an errno: < 40
+    word_end = np.minimum(word_start + word, line_end)
+    ret = np.full(n, -1, np.int64)
+    ret[~failed] = _decimal(buf, word_start[~failed], (word_end - word_start)[~failed])
+    timed = buf[line_end - 1] == ord(">")
+    lt = line_end - 21 + _last_in_row(_window(buf, line_end - 21, 21) == ord("<"),
+                                      np.full(n, 21))
+    duration = np.zeros(n, np.int64)
+    duration[timed] = _seconds(buf, lt[timed] + 1, line_end[timed] - 1)
+    errno = np.full(n, None, dtype=object)
+    if failed.any():
+        errno[failed] = pc.cast(_substrings(buf, word_start[failed], word_end[failed]),
+                                pa.string()).to_numpy(zero_copy_only=False)
+    if with_data:
+        data = np.full(n, b"", dtype=object)
+        if quoted.any():
+            data[quoted] = _decode_strings(_substrings(buf, arg[quoted] + 1,
+                                                       close_quote[quoted]))
+    else:
+        data = np.full(n, None, dtype=object)
+    name = _window(buf, call_start, 3)
+    length = paren - call_start
+    codes = np.full(n, -1, np.int16)
+    for (size, head, third), call in _PLAIN_CALLS.items():
+        hit = (length == size) & (name[:, 0] == head[0]) & (name[:, 1] == head[1]) \
+            & (name[:, 2] == third[0])
+        codes[hit] = SYSCALL_NAMES.index(call)
+    return {
+        "order": np.asarray(order, np.int64),
+        "entry_ns": p.ts[sel],
+        "duration_ns": duration,
+        "tod": np.zeros(n, bool),
+        "pid": p.pid[sel],
+        "fd": _decimal(buf, paren + 1, comma - paren - 1),
+        "syscall": pd.Categorical.from_codes(codes, categories=SYSCALL_NAMES),
+        "direction": pd.Categorical.from_codes(_DIRECTION_OF[codes], categories=DIRECTIONS),
+        "ret": ret,
+        "errno": errno,
+        "bytes": np.maximum(ret, 0),
+        "row_peer": np.full(n, None, dtype=object),
+        "ann_kind": np.zeros(n, np.int8),
+        "data": data,
+        "data_truncated": dots,
+    }
+
+
+# --------------------------------------------------------------------------------------------
 # strace: the sequential parser of the rare lines, and the fd tables
 
 @dataclasses.dataclass
@@ -1102,27 +1378,37 @@ def _read_strace(path: str | os.PathLike[str],
         n = len(lines)
         if not n:
             continue
-        # One pass: the leader, then the common complete read/write call or the call's name.
-        m = _extract(lines, LINE_RE)
-        has_leader = pc.is_valid(m).to_numpy(zero_copy_only=False)
-        ok1 = has_leader & pc.is_valid(_field(m, "call")).to_numpy(zero_copy_only=False)
-        ok2 = has_leader & ~ok1
+        # The plain lines are cut at byte positions; one regex pass over the others: the
+        # leader, then the common complete read/write call or the call's name.
+        plain = _plain(lines)
+        rest = np.arange(n) if plain is None else np.flatnonzero(~plain.any)
+        m = _extract(lines if plain is None else lines.take(pa.array(rest)), LINE_RE)
+        valid = pc.is_valid(m).to_numpy(zero_copy_only=False)
+        called = valid & pc.is_valid(_field(m, "call")).to_numpy(zero_copy_only=False)
+        has_leader, ok1, ok2 = (np.zeros(n, bool) for _ in range(3))
+        has_leader[rest], ok1[rest], ok2[rest] = valid, called, valid & ~called
         # After a leader strace writes a call, a resumed call, a signal or an exit: else junk.
         known = ok1.copy()
         for group in ("rname", "name", "event"):
-            known |= pc.is_valid(_field(m, group)).to_numpy(zero_copy_only=False)
+            known[rest] |= pc.is_valid(_field(m, group)).to_numpy(zero_copy_only=False)
+        if plain is not None:
+            has_leader |= plain.any
+            known |= plain.any
         idx1, idx2 = np.flatnonzero(ok1), np.flatnonzero(ok2)
-        m1v, m2v = m.filter(pa.array(ok1)), m.filter(pa.array(ok2))
+        m1v, m2v = m.filter(pa.array(called)), m.filter(pa.array(valid & ~called))
 
         # Timestamps of every line with a leader, in line order (for midnight crossings).
         ts = np.zeros(n, np.int64)
         tod = np.zeros(n, bool)
         pid = np.full(n, -1, np.int64)
         good = np.zeros(n, bool)
-        sel = np.flatnonzero(has_leader)
+        sel = rest[valid]
         big = np.zeros(n, bool)
+        if plain is not None:
+            at = np.flatnonzero(plain.any)
+            ts[at], pid[at], good[at] = plain.ts[at], plain.pid[at], True
         if len(sel):
-            lead = _leader(m.filter(pa.array(has_leader)))
+            lead = _leader(m.filter(pa.array(valid)))
             ts[sel], tod[sel], pid[sel], good[sel] = lead.ts, lead.tod, lead.pid, lead.ok
             malformed.add_lines(sel[lead.big_pid] + first,
                                 f"number out of range: pid past {MAX_PID}")
@@ -1161,6 +1447,9 @@ def _read_strace(path: str | os.PathLike[str],
             day_ns += int(wraps[-1]) * NS_PER_DAY
             prev_tod = int(t[-1])
 
+        if plain is not None and (plain.common & good).any():
+            sel = np.flatnonzero(plain.common & good)
+            rows.add(_plain_common(plain, sel, sel + first, with_data))
         keep1 = good[idx1]
         if keep1.any():
             sel = idx1[keep1]
