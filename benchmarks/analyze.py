@@ -17,6 +17,7 @@ end, the CPU time of the thread that ran it), to show where the time goes::
 
     python benchmarks/analyze.py                     # both hosts, 3 rounds
     python benchmarks/analyze.py --hosts toy --rounds 5 --phases
+    python benchmarks/analyze.py --hosts toy --against /tmp/main-src   # before/after a change
 
 The sets live in ``benchmarks/out/analyze-<host>`` (gitignored) unless ``--dir`` says
 otherwise.
@@ -57,7 +58,8 @@ def captures(directory: Path) -> list[Path]:
             directory / "phys.pcap"]
 
 
-def bench(directory: Path, rounds: int, out: Path) -> None:
+def bench(directory: Path, rounds: int, out: Path, against: Path | None = None,
+          terminal: bool = True) -> None:
     inputs = [*captures(directory), directory / "xentrace.bin", directory / "app.strace"]
     size = sum(p.stat().st_size for p in inputs)
     print(f"\n== analyze {directory.name}: "
@@ -71,6 +73,14 @@ def bench(directory: Path, rounds: int, out: Path) -> None:
         "xenlat analyze DIR (terminal report)": xenlat,
         "cat of the five inputs": ["cat", *map(str, inputs)],
     }
+    if not terminal:
+        del commands["xenlat analyze DIR (terminal report)"]
+    if against is not None:  # another checkout's sources in the same rounds: before/after
+        run_there = (f"import sys; sys.path.insert(0, {str(against)!r}); "
+                     "from xentrace_cli.cli import main; sys.argv[0] = 'xenlat'; main()")
+        commands[f"the same to parquet, sources of {against}"] = [
+            sys.executable, "-c", run_there, *xenlat[3:], "--format", "parquet", "-o",
+            str(out.with_suffix(".against.parquet"))]
     # no warm-up round (an analysis takes minutes on a loaded machine): the simulation or
     # the previous host's rounds left the files in the page cache
     runs = interleaved(commands, rounds, warmup=False)
@@ -143,6 +153,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--phases", action="store_true",
                         help="also time each step of one analysis in this process")
+    parser.add_argument("--against", type=Path, help="also time another checkout's sources "
+                        "(a directory holding xentrace_cli/) in the same rounds")
+    parser.add_argument("--no-terminal", action="store_true",
+                        help="leave out the terminal-report run (halves a round)")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     print(f"xenlat analyze benchmark: {os.cpu_count()} CPUs, load average "
@@ -150,7 +164,8 @@ def main() -> None:
     for host in args.hosts.split(","):
         directory = args.dir / f"analyze-{host}"
         simulate(directory, args.requests, args.scenario, host)
-        bench(directory, args.rounds, args.dir / f"analysis-{host}.parquet")
+        bench(directory, args.rounds, args.dir / f"analysis-{host}.parquet", args.against,
+              not args.no_terminal)
         if args.phases:
             phases(directory)
 

@@ -5,6 +5,14 @@ Run by hand: ``python benchmarks/strace.py [--lines N] [--keep PATH]``. The log 
 with escaped data, some epoll_wait lines, unfinished/resumed pairs across threads, accepts and
 closes (``--yy``: fds annotated as ``strace -yy`` shows them). Prints generation time, file
 size, read wall and CPU time and the process's peak RSS.
+
+``--file LOG --rounds N`` times whole processes instead, paired and interleaved
+(``paired.py``): ``read_socket_log(LOG, data=False)`` as ``analyze`` reads it, beside ``cat``
+(the floor) and, with ``--against DIR``, the same read by another checkout's sources (say
+``git archive main | tar -x -C DIR``) in the same rounds: a before/after of a change::
+
+    python benchmarks/strace.py --file benchmarks/out/analyze-toy/app.strace --rounds 5 \
+        --against /tmp/main-src
 """
 
 from __future__ import annotations
@@ -12,11 +20,21 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+from paired import interleaved, table
+
 from xentrace_cli.sources.strace import read_socket_log
+
+#: One read of the log as ``analyze`` does it, in a process of its own (either layout).
+READ = ("import sys\n"
+        "sys.path[:0] = sys.argv[2:]\n"
+        "try:\n    from xentrace_cli.sources.strace import read_socket_log\n"
+        "except ImportError:\n    from xentrace_cli.readers.strace import read_socket_log\n"
+        "read_socket_log(sys.argv[1], data=False)")
 
 
 def generate(path: Path, n_lines: int, annotate: bool = False) -> int:
@@ -84,12 +102,33 @@ def generate(path: Path, n_lines: int, annotate: bool = False) -> int:
     return rows
 
 
+def paired_rounds(log: Path, rounds: int, against: Path | None) -> None:
+    """Whole-process reads of ``log`` beside ``cat``, and another checkout's when given."""
+    with open(log, "rb") as handle:
+        lines = sum(1 for _ in handle)
+    commands = {"cat LOG (the floor)": ["cat", str(log)],
+                "read_socket_log(LOG, data=False)": [sys.executable, "-c", READ, str(log)]}
+    if against is not None:
+        commands[f"the same, sources of {against}"] = [
+            sys.executable, "-c", READ, str(log), str(against)]
+    print(f"{log}: {log.stat().st_size / 1e6:.0f} MB, {lines:,} lines")
+    print(table(interleaved(commands, rounds), "cat LOG (the floor)", packets=lines,
+                size_bytes=log.stat().st_size).replace("packets/s", "  lines/s"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, help="write the log here and keep it")
     parser.add_argument("--yy", action="store_true", help="annotate fds as strace -yy does")
+    parser.add_argument("--file", type=Path, help="time whole-process reads of this log")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--against", type=Path, help="with --file: also another checkout's "
+                        "sources (a directory holding xentrace_cli/), in the same rounds")
     args = parser.parse_args()
+    if args.file is not None:
+        paired_rounds(args.file, args.rounds, args.against)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         path = args.keep or Path(tmp) / "bench.strace"
         t0 = time.perf_counter()
