@@ -364,15 +364,39 @@ def test_fuzz_found_tsc_beyond_2_63_is_damage_said_once(runner: CliRunner) -> No
     assert f"{path}: 1 records carry a time beyond 2**63 TSC cycles" in summary.stderr
 
 
+def _realistic_fuzz_set(tmp_path: Path) -> Path:
+    """The fuzz harness's capture set on the realistic host (black-0.1s, seed 3, 20 requests)."""
+    from xentrace_cli.simulate import run_scenario
+
+    base = tmp_path / "set"
+    run_scenario("black-0.1s", base, seed=3, requests=20, host="realistic")
+    return base
+
+
+def test_fuzz_found_a_fit_with_no_rate(runner: CliRunner, tmp_path: Path) -> None:
+    """A guest capture cut at packet 14 (mutated) beside the realistic set: the TSC refit with
+    grant copies came out with a drift of -100 % (no rate at all: division by zero, exit 4).
+    Such a fit is no fit; the interrupts alone align the trace, one-sided, and that is said."""
+    base = _realistic_fuzz_set(tmp_path)
+    guest = BAD / "fuzz_guest_cut_absurd_drift.pcapng"
+    result = runner.invoke(main, [
+        "analyze", str(guest), "--backend", str(base / "vif5.0.pcap"), "--phys",
+        str(base / "phys.pcap"), "--xentrace", str(base / "xentrace.bin"), "--socket-log",
+        str(base / "app.strace"), "--domid", "5", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert _stderr(result) == [f"xenlat: warning: {guest}: offset 1284 (packet 14): capture cut "
+                               "short: block cut short (17733 of 40960 bytes); the 13 whole "
+                               "packets before it were kept"]
+    tsc = json.loads(result.stdout)["alignment"]["tsc->dom0"]
+    assert tsc["quality"] == "one-sided" and tsc["cpu_hz"] > 0
+
+
 def test_fuzz_found_coarse_alignment_on_an_interval_end(runner: CliRunner,
                                                        tmp_path: Path) -> None:
     """A damaged trace (cut, mutated) beside the fuzz harness's realistic set: one scale pair
     voted, the stabbing point was its interval's end, and |s − k| ≤ half missed it by a
     rounding (argmax of an empty sequence, exit 4). The analysis goes on, the cut said."""
-    from xentrace_cli.simulate import run_scenario
-
-    base = tmp_path / "set"
-    run_scenario("black-0.1s", base, seed=3, requests=20, host="realistic")
+    base = _realistic_fuzz_set(tmp_path)
     trace = BAD / "fuzz_trace_stab_at_an_end.bin"
     result = runner.invoke(main, [
         "analyze", str(base / "guest.pcapng"), "--backend", str(base / "vif5.0.pcap"),

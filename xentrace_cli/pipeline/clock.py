@@ -903,6 +903,9 @@ def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
                                  fix_drift_ppm=0.0, names=("dom0", "trace"))
     d = clock.drift_ppm * 1e-6
     ns_per_cycle = k * (1 + d)
+    if not (math.isfinite(ns_per_cycle) and ns_per_cycle > 0):  # a damaged or absurd fit
+        return TscFit.none(f"the interrupts and the frames give no usable TSC rate (drift "
+                           f"{clock.drift_ppm:.3g} ppm)", cpu_hz, n_irq, n_bursts)
     hz = 1e9 / ns_per_cycle
     mid_tsc = tsc0 + int((irq[-1] - irq[0]) // 2)
     mid_other = int(trace_ns(np.array([mid_tsc]))[0])
