@@ -91,3 +91,50 @@ def test_the_checker_sees_a_wrong_way_import(tmp_path: Path) -> None:
     assert package_imports(PACKAGE / "pipeline" / "lone.py")  # relative imports resolved
     assert ("xentrace_cli.pipeline.match" in
             {t for _, t in package_imports(PACKAGE / "pipeline" / "attribute.py")})
+
+
+#: The longest a function of the package may be, in lines (def to last line) …
+MAX_FUNCTION_LINES = 80
+#: … unless a comment starting with this, on one of the lines just above it (decorators
+#: included), says why.
+LONG_MARK = "# long function:"
+
+
+def long_functions(path: Path) -> list[tuple[str, int, bool]]:
+    """(qualified name, lines, explained) of every function over the limit in one file."""
+    lines = path.read_text().splitlines()
+    found = []
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            name = f"{prefix}{getattr(child, 'name', '')}"
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                size = child.end_lineno - child.lineno + 1
+                if size > MAX_FUNCTION_LINES:
+                    top = min([child.lineno, *(d.lineno for d in child.decorator_list)])
+                    above = lines[max(0, top - 4):top - 1]
+                    found.append((name, size, any(LONG_MARK in line for line in above)))
+                visit(child, name + ".")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, name + ".")
+
+    visit(ast.parse("\n".join(lines)), "")
+    return found
+
+
+def test_no_function_over_80_lines_unless_it_says_why() -> None:
+    unexplained = [f"{path.relative_to(PACKAGE)}: {name} ({size} lines)"
+                   for path in sorted(PACKAGE.rglob("*.py"))
+                   for name, size, why in long_functions(path) if not why]
+    assert unexplained == []
+
+
+def test_the_length_checker_counts(tmp_path: Path) -> None:
+    """A 90-line function is found, and not when a comment above it says why."""
+    body = "".join(f"    x{i} = {i}\n" for i in range(89))
+    path = tmp_path / "m.py"
+    indented = "".join("    " + line for line in body.splitlines(keepends=True))
+    path.write_text(f"class C:\n    def f(self):\n{indented}")
+    assert [(n, s) for n, s, _ in long_functions(path)] == [("C.f", 90)]
+    path.write_text(f"{LONG_MARK} a table, one line per case\ndef g():\n{body}")
+    assert long_functions(path) == [("g", 90, True)]

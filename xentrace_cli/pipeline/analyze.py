@@ -1,11 +1,24 @@
-"""The pipeline of ``xenlat analyze``: sources → aligned, matched, attributed table → Analysis.
+"""The pipeline of ``xenlat analyze``: sources → matched, aligned, attributed table → Analysis.
 
 :func:`analyze` reads whatever sources are given (any of the guest capture, the backend and
-physical-NIC captures in dom0, a xentrace file, the guest application's socket log), aligns
-their clocks on dom0's (:mod:`clock`), matches each data segment across the capture points
-(:mod:`match`), computes its checkpoints and stages (:mod:`attribute`), the causes of stalls
-from the trace, and the anomalies (:mod:`anomalies`). One capture alone still gives the
-per-connection view of :mod:`lone`. :func:`analyze_files` is the same for Python callers.
+physical-NIC captures in dom0, a xentrace file, the guest application's socket log) and runs
+these steps, each a function below over one typed state (:class:`_Run`):
+
+1. :func:`read_sources` — every source read (the trace in a second thread), each capture's
+   data segments;
+2. :func:`match_captures` — the same segments across capture points (:mod:`.match`);
+3. :func:`orient` — which side is the guest, which dom0 capture is which, by the timing;
+4. :func:`align_clocks` — the guest capture's clock on dom0's (:mod:`.align`: matched
+   segments are what the clocks are fitted on, so alignment follows matching);
+5. :func:`place_socket_log` — each row's read or write call, its clock checked (:mod:`.align`);
+6. :func:`follow_trace` — the trace's clock and each packet's path through it
+   (:mod:`.trace_attribute`);
+7. :func:`order_paths` — checkpoints kept in path order (:mod:`.path_order`);
+8. :func:`build_table` — stages or merged intervals (:mod:`.attribute`), total, uncertainty;
+9. :func:`judge_anomalies` — anomalies (:mod:`.anomalies`) and causes (:mod:`.causes`);
+10. :func:`lone_view` — the capture's exchanges (:mod:`.lone`), on the table's rows.
+
+:func:`analyze_files` is the same for Python callers.
 
 Example::
 
@@ -44,18 +57,23 @@ from ..model import (
     checkpoint_ns_column,
     stat_key,
 )
-from . import anomalies, attribute, causes, lone, match, path_order, trace_attribute
+from ..sources.packets import read_packets
+from ..sources.strace import read_socket_log
+from ..sources.xentrace import read_xentrace
+from ..units import parse_duration_us
+from . import align, anomalies, attribute, causes, lone, match, path_order, trace_attribute
 from .attribute import NA_NS
 from .result import Analysis
+from .select import Selection, select
 
 ProgressCallback = Callable[[int, int], None]
+IntArray = np.ndarray[Any, np.dtype[np.int64]]
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 
 #: Names a ``--threshold`` may use besides the stages.
 _INTERVAL_NAME = re.compile(r"^[a-z0-9_]+_to_[a-z0-9_]+$")
 #: Backend interface names: ``vif<domid>.<n>`` (file name or pcapng ``if_name``).
 _VIF = re.compile(r"vif(\d+)\.(\d+)")
-#: Slack for reads before / writes after the guest capture of their bytes (strace prints µs).
-SOCKET_SLACK_NS = 1_000
 #: The capture points, downstream (receive direction) first.
 CAPTURES: tuple[str, ...] = ("guest", "backend", "phys")
 
@@ -76,8 +94,6 @@ class AnalyzeOptions:
 
 def parse_thresholds(strings: Iterable[str]) -> dict[str, float]:
     """``["socket_read=10ms"]`` → ``{"socket_read": 10000.0}`` (µs). ValueError on bad input."""
-    from ..units import parse_duration_us
-
     out: dict[str, float] = {}
     for text in strings:
         name, sep, value = text.partition("=")
@@ -119,8 +135,7 @@ def analyze_files(guest: str | os.PathLike[str] | None = None, *,
     analysis = analyze(sources, options, on_progress=on_progress)
     if display_filter is None:
         return analysis
-    from .select import Selection, select  # -Y picks what is reported, after the analysis
-
+    # -Y picks what is reported, after the analysis
     return select(analysis, Selection(display_filter=display_filter))
 
 
@@ -185,6 +200,10 @@ def give_back_memory() -> None:
 _MALLOC_TRIM: Any = None
 
 
+def _no_bool() -> BoolArray:
+    return np.zeros(0, dtype=bool)
+
+
 def domid_from_name(path: Path | None, packets: pd.DataFrame | None) -> int | None:
     """Guest domain id from the backend interface name (``vif5.0``: file or pcapng if_name)."""
     names = []
@@ -200,6 +219,138 @@ def domid_from_name(path: Path | None, packets: pd.DataFrame | None) -> int | No
     return None
 
 
+@dataclasses.dataclass
+class _Run:
+    """The state :func:`analyze`'s steps hand on, filled in the order they run."""
+
+    sources: Sources
+    options: AnalyzeOptions
+    progress: _Progress
+    present: set[str]
+    """The sources still in use (one that cannot be placed on dom0's clock is dropped)."""
+    notes: list[str] = dataclasses.field(default_factory=list)
+    alignment: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # read_sources
+    packets: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)
+    """Each capture's packets; after matching, only dom0's frame times (for the trace)."""
+    segments: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)
+    """Each capture's data segments, and its SYNs under ``NAME:syn``."""
+    facts: pd.DataFrame | None = None
+    """The lone view's per-frame facts (payload heads, TCP windows)."""
+    calls: pd.DataFrame | None = None
+    trace: Any = None
+    anchor_name: str | None = None
+    """The capture whose segments are the table's rows: the guest's, else dom0's."""
+    n_captures: int = 0
+    # match_captures
+    domid: int | None = None
+    local: set[str] = dataclasses.field(default_factory=set)
+    """The guest's addresses."""
+    remote: set[str] = dataclasses.field(default_factory=set)
+    """The peers the socket log names."""
+    syns: pd.DataFrame | None = None
+    anchor_all: pd.DataFrame | None = None
+    """Every data segment of the anchor capture, retransmissions included."""
+    fresh: BoolArray = dataclasses.field(default_factory=_no_bool)
+    """Which of ``anchor_all`` are first transmissions: the table's rows."""
+    anchor: pd.DataFrame | None = None
+    own: dict[str, IntArray] = dataclasses.field(default_factory=dict)
+    """Per capture point, each row's time on that capture's own clock (``NA_NS``: not seen)."""
+    retrans: BoolArray = dataclasses.field(default_factory=_no_bool)
+    dom0_point: str | None = None
+    # align_clocks
+    direction: np.ndarray = dataclasses.field(default_factory=_no_bool)
+    rx: BoolArray = dataclasses.field(default_factory=_no_bool)
+    guest_clock: align.GuestClock = align.NO_GUEST_CLOCK
+    uncertainty: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"dom0": 0.0, "guest": 0.0, "tsc": 0.0})
+    """Per clock, µs: how far its times on dom0's clock may be off."""
+    checkpoints: dict[str, IntArray] = dataclasses.field(default_factory=dict)
+    """Per checkpoint, each row's time on dom0's clock (``NA_NS``: not measured)."""
+    socket_uncertainty_us: float = 0.0
+    """A socket log on a clock of its own: its alignment on the guest capture's."""
+    trace_causes: trace_attribute.TraceAttribution | None = None
+    # build_table
+    table: pd.DataFrame | None = None
+    intervals: list[attribute.Interval] = dataclasses.field(default_factory=list)
+    baselines: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        """The table's rows."""
+        return 0 if self.anchor is None else len(self.anchor)
+
+
+def analyze(sources: Sources, options: AnalyzeOptions,
+            on_progress: ProgressCallback | None = None) -> Analysis:
+    """Run the whole pipeline on ``sources``: each step below fills the state the next reads
+    (see the module docstring)."""
+    run = _Run(sources, options, _Progress(sources, on_progress), set(sources.present))
+    for names in sources.shared_files():  # badinput (issue 10): one warning, nothing else
+        warnings.warn(XenlatWarning(
+            f"{getattr(sources, names[0])}: the same file is given as {' and '.join(names)}: "
+            "the intervals between them would read as zero"), stacklevel=2)
+    read_sources(run)
+    if run.anchor_name is None:
+        return _no_capture(sources, run.calls, run.trace, run.notes)
+    match_captures(run)
+    orient(run)
+    align_clocks(run)
+    place_socket_log(run)
+    follow_trace(run)
+    order_paths(run)
+    build_table(run)
+    judge_anomalies(run)
+    flows = lone_view(run)
+    run.progress.report(final=True)
+    return Analysis(table=fixed_schema(run.table), sources=sources, alignment=run.alignment,
+                    notes=run.notes,
+                    flows=flows.drop(columns=["response_last"]) if len(flows) else flows,
+                    baselines=run.baselines)
+
+
+def read_sources(run: _Run) -> None:
+    """Read every source: the trace (the largest) and the socket log in worker threads while
+    the captures are read (the readers spend their time in numpy and Arrow, which let the
+    other threads run), then each capture's data segments."""
+    sources, progress = run.sources, run.progress
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    trace_job = None
+    if sources.xentrace is not None:
+        def read_trace() -> Any:
+            trace = read_xentrace(sources.xentrace, on_progress=progress.part("xentrace"),
+                                  events=trace_attribute.TRACE_EVENTS,
+                                  columns=trace_attribute.TRACE_COLUMNS)
+            give_back_memory()
+            return trace
+
+        trace_job = pool.submit(read_trace)
+    socket_job = _read_socket_log_aside(pool, sources.socket_log, progress)
+    try:
+        lone_name = next((n for n in CAPTURES if getattr(sources, n) is not None), None)
+        for name in CAPTURES[::-1]:
+            path = getattr(sources, name)
+            if path is not None:  # the lone view's capture: payload heads and TCP windows
+                run.packets[name] = read_packets(
+                    path, on_progress=progress.part(name),
+                    **(lone.READ_OPTIONS if name == lone_name else {}))
+        if lone_name is not None:
+            run.facts = lone.frame_facts(run.packets[lone_name])
+        give_back_memory()
+        run.calls = _socket_log_result(socket_job)
+        for name, table in run.packets.items():  # while the trace may still be read
+            run.segments[name] = match.data_segments(table)
+            run.segments[f"{name}:syn"] = match.syn_segments(table)
+        run.trace = trace_job.result() if trace_job is not None else None
+    finally:
+        for job in (trace_job, socket_job):
+            if job is not None:
+                job.cancel()
+        pool.shutdown(wait=True)
+    run.anchor_name = next((n for n in CAPTURES if n in run.packets), None)
+    run.n_captures = len(run.packets)
+
+
 def _read_socket_log_aside(pool: concurrent.futures.Executor, path: Path | None,
                            progress: _Progress) -> concurrent.futures.Future | None:
     """Start reading the socket log in a worker thread, beside the captures (it spends most
@@ -208,7 +359,6 @@ def _read_socket_log_aside(pool: concurrent.futures.Executor, path: Path | None,
     where a serial read would have shown them."""
     if path is None:
         return None
-    from ..sources.strace import read_socket_log
 
     def job() -> tuple[pd.DataFrame | None, list[Warning], Exception | None]:
         with hold_warnings() as held:
@@ -229,280 +379,230 @@ def _socket_log_result(job: concurrent.futures.Future | None) -> pd.DataFrame | 
         return None
     calls, held, error = job.result()
     for warning in held:
-        warnings.warn(warning, stacklevel=3)
+        warnings.warn(warning, stacklevel=4)
     if error is not None:
         raise error
     return calls
 
 
-def analyze(sources: Sources, options: AnalyzeOptions,
-            on_progress: ProgressCallback | None = None) -> Analysis:
-    """Run the whole pipeline on ``sources`` (see the module docstring)."""
-    from ..sources.packets import read_packets
-
-    progress = _Progress(sources, on_progress)
-    notes: list[str] = []
-    alignment: dict[str, Any] = {}
-    present = set(sources.present)
-    for names in sources.shared_files():  # badinput (issue 10): one warning, nothing else
-        warnings.warn(XenlatWarning(
-            f"{getattr(sources, names[0])}: the same file is given as {' and '.join(names)}: "
-            "the intervals between them would read as zero"), stacklevel=2)
-
-    # the trace is the largest input: read it in a second thread while the captures are read
-    # (the readers spend their time in numpy, which lets the other thread run)
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
-    trace_job = None
-    if sources.xentrace is not None:
-        from ..sources.xentrace import read_xentrace
-
-        def read_trace() -> Any:
-            trace = read_xentrace(sources.xentrace, on_progress=progress.part("xentrace"),
-                                  events=trace_attribute.TRACE_EVENTS,
-                                  columns=trace_attribute.TRACE_COLUMNS)
-            give_back_memory()
-            return trace
-
-        trace_job = pool.submit(read_trace)
-    socket_job = _read_socket_log_aside(pool, sources.socket_log, progress)
-    try:
-        packets: dict[str, pd.DataFrame] = {}
-        lone_name = next((n for n in CAPTURES if getattr(sources, n) is not None), None)
-        for name in CAPTURES[::-1]:
-            path = getattr(sources, name)
-            if path is not None:  # the lone view's capture: payload heads and TCP windows
-                packets[name] = read_packets(path, on_progress=progress.part(name),
-                                             **(lone.READ_OPTIONS if name == lone_name else {}))
-        facts = lone.frame_facts(packets[lone_name]) if lone_name is not None else None
-        give_back_memory()
-        calls = _socket_log_result(socket_job)
-        # --- segments on one axis (while the trace may still be read) -------------------------
-        tables: dict[str, pd.DataFrame] = {}
-        for name, table in packets.items():
-            tables[name] = match.data_segments(table)
-            tables[f"{name}:syn"] = match.syn_segments(table)
-        trace = trace_job.result() if trace_job is not None else None
-    finally:
-        for job in (trace_job, socket_job):
-            if job is not None:
-                job.cancel()
-        pool.shutdown(wait=True)
-
-    anchor_name = next((n for n in CAPTURES if n in packets), None)
-    if anchor_name is None:
-        return _no_capture(sources, calls, trace, notes)
-    # of the raw captures only dom0's arrival times are still needed (the trace's interrupts
-    # and copies): the rest go (memory)
-    n_captures = len(packets)
-    domid = options.domid
-    named = domid_from_name(sources.backend, packets.get("backend"))
+def _guest_domid(run: _Run) -> int | None:
+    """The guest's domain id: as given (warning when the backend's name says another), else
+    from the backend's interface name ``vifD.N``."""
+    named = domid_from_name(run.sources.backend, run.packets.get("backend"))
+    domid = run.options.domid
     if domid is None:
-        domid = named
-    elif named is not None and named != domid:
+        return named
+    if named is not None and named != domid:
         warnings.warn(XenlatWarning(
             f"--domid {domid} contradicts the backend capture's interface name (vif{named}.N "
-            f"serves domain {named}); using {domid} as given"), stacklevel=2)
-    packets = {k: v[[c for c in ("src", "dst", "ts_ns") if c in v.columns]]
-               for k, v in packets.items() if k in ("phys", "backend")}
-    remote = set()
-    if calls is not None and "peer" in calls.columns:
-        peers = calls["peer"].dropna().astype(str).unique()
-        remote = {p.rsplit(":", 1)[0].strip("[]") for p in peers}
-    progress.phase("matching packets across captures")
-    local = match.local_addresses(tables[anchor_name], remote)
-    placed = match.assign_flows(tables, local)
-    del tables  # placed holds copies: let the per-capture tables go (memory)
-    syns = pd.concat([placed[k] for k in placed if k.endswith(":syn")], ignore_index=True)
-    anchor_all = placed[anchor_name]
-    fresh = match.first_transmissions(anchor_all)
-    anchor = anchor_all[fresh].reset_index(drop=True)
-    if (~fresh).any():
-        notes.append(f"{int((~fresh).sum())} retransmitted segments in the {anchor_name} "
-                     "capture are left out of the table (each byte counts once, at its first "
-                     "transmission).")
-    n = len(anchor)
+            f"serves domain {named}); using {domid} as given"), stacklevel=3)
+    return domid
+
+
+def match_captures(run: _Run) -> None:
+    """The same segments across capture points: flows placed on the guest's addresses, the
+    anchor capture's first transmissions as rows, each other capture's time per row."""
+    run.domid = _guest_domid(run)
+    # of the raw captures only dom0's arrival times are still needed (the trace's interrupts
+    # and copies): the rest go (memory)
+    run.packets = {k: v[[c for c in ("src", "dst", "ts_ns") if c in v.columns]]
+                   for k, v in run.packets.items() if k in ("phys", "backend")}
+    if run.calls is not None and "peer" in run.calls.columns:
+        peers = run.calls["peer"].dropna().astype(str).unique()
+        run.remote = {p.rsplit(":", 1)[0].strip("[]") for p in peers}
+    run.progress.phase("matching packets across captures")
+    anchor_name = run.anchor_name
+    assert anchor_name is not None
+    run.local = match.local_addresses(run.segments[anchor_name], run.remote)
+    placed = match.assign_flows(run.segments, run.local)
+    run.segments = {}  # placed holds copies: let the per-capture tables go (memory)
+    run.syns = pd.concat([placed[k] for k in placed if k.endswith(":syn")], ignore_index=True)
+    run.anchor_all = placed[anchor_name]
+    run.fresh = match.first_transmissions(run.anchor_all)
+    run.anchor = anchor = run.anchor_all[run.fresh].reset_index(drop=True)
+    if (~run.fresh).any():
+        run.notes.append(f"{int((~run.fresh).sum())} retransmitted segments in the "
+                         f"{anchor_name} capture are left out of the table (each byte counts "
+                         "once, at its first transmission).")
+    n = run.n
     if n == 0:
-        notes.append(f"the {anchor_name} capture holds no TCP or UDP data: nothing to "
-                     "split into stages.")
-    own: dict[str, np.ndarray] = {anchor_name: anchor["ts_ns"].to_numpy(np.int64)}
-    matched_rows: dict[str, np.ndarray] = {anchor_name: np.flatnonzero(fresh)}
-    retrans = np.zeros(n, dtype=bool)
+        run.notes.append(f"the {anchor_name} capture holds no TCP or UDP data: nothing to "
+                         "split into stages.")
+    run.own = {anchor_name: anchor["ts_ns"].to_numpy(np.int64)}
+    run.retrans = np.zeros(n, dtype=bool)
     for name in CAPTURES:
         if name == anchor_name or name not in placed:
             continue
         m = match.match_segments(anchor, placed[name])
-        own[name] = np.where(m.found, m.ts_ns, NA_NS)
-        matched_rows[name] = m.index
-        retrans |= m.retransmitted
+        run.own[name] = np.where(m.found, m.ts_ns, NA_NS)
+        run.retrans |= m.retransmitted
         missing = int((~m.found).sum())
         if missing:
-            notes.append(f"{missing} of {n} segments of the {anchor_name} capture were not "
-                         f"found in the {name} capture (their {name} time is left empty).")
-    # matched: of the other captures' segments nothing more is needed (memory)
-    placed = {anchor_name: anchor_all}
+            run.notes.append(f"{missing} of {n} segments of the {anchor_name} capture were "
+                             f"not found in the {name} capture (their {name} time is left "
+                             "empty).")
+    run.dom0_point = "backend" if "backend" in run.own else (
+        "phys" if "phys" in run.own else None)
 
-    # --- which side is the guest: data towards it reaches dom0 first, data from it the guest -
-    dom0_point = "backend" if "backend" in own else ("phys" if "phys" in own else None)
-    if "guest" in own and dom0_point is not None and n:
-        flipped = _check_direction(anchor, own["guest"], own[dom0_point], local)
-        if flipped is not None and remote:
+
+def orient(run: _Run) -> None:
+    """Which side is the guest (data towards it reaches dom0 first, data from it the guest),
+    and which dom0 capture is which: the timing says, and wins over the names given."""
+    own, dom0_point, anchor = run.own, run.dom0_point, run.anchor
+    assert anchor is not None and run.anchor_all is not None
+    if "guest" in own and dom0_point is not None and run.n:
+        flipped = _check_direction(anchor, own["guest"], own[dom0_point], run.local)
+        if flipped is not None and run.remote:
             # the socket log names the peers: the addresses are right, the timing is not
             warnings.warn(XenlatWarning(
                 f"the guest capture and the {dom0_point} capture look swapped: data from "
-                f"{', '.join(sorted(remote))} reaches the guest capture before dom0's; check "
-                f"which file is the guest's (the positional CAPTURE) and which --{dom0_point}"),
-                stacklevel=2)
+                f"{', '.join(sorted(run.remote))} reaches the guest capture before dom0's; "
+                f"check which file is the guest's (the positional CAPTURE) and which "
+                f"--{dom0_point}"), stacklevel=3)
         elif flipped is not None and len(flipped) != 1:
             warnings.warn(XenlatWarning(
                 f"the guest capture and the {dom0_point} capture look swapped: data towards "
-                f"{', '.join(sorted(local))} reaches the guest capture before dom0's (or the "
-                "guest is another address: give --socket-log to name it); the split is wrong"),
-                stacklevel=2)
+                f"{', '.join(sorted(run.local))} reaches the guest capture before dom0's (or "
+                "the guest is another address: give --socket-log to name it); the split is "
+                "wrong"), stacklevel=3)
         elif flipped is not None:
             warnings.warn(XenlatWarning(
                 f"taking {', '.join(sorted(flipped))} as the guest, not "
-                f"{', '.join(sorted(local))}: data towards it reaches dom0 first. If the guest "
-                f"capture and the {dom0_point} capture were swapped instead, the split is wrong"),
-                stacklevel=2)
-            local = flipped
-            for table in (*placed.values(), anchor):
-                table["direction"] = match.directions(table, local)
-    if "phys" in own and "backend" in own and n \
+                f"{', '.join(sorted(run.local))}: data towards it reaches dom0 first. If the "
+                f"guest capture and the {dom0_point} capture were swapped instead, the split "
+                "is wrong"), stacklevel=3)
+            run.local = flipped
+            for table in (run.anchor_all, anchor):
+                table["direction"] = match.directions(table, run.local)
+    if "phys" in own and "backend" in own and run.n \
             and _dom0_captures_swapped((anchor["direction"] == "rx").to_numpy(), own["phys"],
                                        own["backend"]):
         warnings.warn(XenlatWarning(
             "the --phys and --backend captures look swapped: most frames reach the backend "
             "capture before the physical NIC's going to the guest (and after it going out); "
-            "they are used the other way round"), stacklevel=2)
-        notes.append("--phys and --backend swapped: the timing says each is the other's "
-                     "capture point (see the warning).")
+            "they are used the other way round"), stacklevel=3)
+        run.notes.append("--phys and --backend swapped: the timing says each is the other's "
+                         "capture point (see the warning).")
         own["phys"], own["backend"] = own["backend"], own["phys"]
-        matched_rows["phys"], matched_rows["backend"] = (matched_rows["backend"],
-                                                         matched_rows["phys"])
-        if "phys" in packets and "backend" in packets:
-            packets["phys"], packets["backend"] = packets["backend"], packets["phys"]
+        if "phys" in run.packets and "backend" in run.packets:
+            run.packets["phys"], run.packets["backend"] = (run.packets["backend"],
+                                                           run.packets["phys"])
+    run.direction = anchor["direction"].to_numpy()
+    run.rx = run.direction == "rx"
 
-    # --- the guest clock on dom0's --------------------------------------------------------------
-    direction = anchor["direction"].to_numpy()
-    rx = direction == "rx"
-    guest_fit = None
-    uncertainty = {"dom0": 0.0, "guest": 0.0, "tsc": 0.0}
-    if "guest" in own and dom0_point is not None:
-        from .clock import fit_offset_drift
 
-        g, d = own["guest"], own[dom0_point]
-        both = (g != NA_NS) & (d != NA_NS)
-        f, b = both & rx, both & ~rx
-        guest_fit = fit_offset_drift(d[f], g[f], g[b], d[b], names=("dom0", "guest"))
-        alignment["guest->dom0"] = {**guest_fit.to_dict(), "from": f"{dom0_point} ↔ guest"}
-        uncertainty["guest"] = guest_fit.uncertainty_ns / 1e3
-        notes.append(f"guest clock: {guest_fit.detail}")
-    elif "guest" in own:
-        notes.append("no dom0 capture: the guest's clock is not aligned with dom0's (nor "
-                     "needed): intervals within the guest are exact, on the guest's clock.")
-        alignment["guest->dom0"] = {"quality": "none", "offset_ns": None, "drift_ppm": None,
-                                    "uncertainty_us": None,
-                                    "detail": "no dom0 capture to align the guest clock with",
-                                    "from": ""}
-
-    def to_dom0(t_ns: np.ndarray, clock: str) -> np.ndarray:
-        if clock == "guest" and guest_fit is not None:
-            ok = t_ns != NA_NS
-            out = t_ns.copy()
-            out[ok] = guest_fit.to_ref(t_ns[ok])
-            return out
-        return t_ns
-
-    checkpoints: dict[str, np.ndarray] = {}
+def align_clocks(run: _Run) -> None:
+    """The guest capture's clock on dom0's (:func:`.align.guest_on_dom0`), and every
+    capture's checkpoint on dom0's clock."""
+    if "guest" in run.own:
+        d = run.own[run.dom0_point] if run.dom0_point is not None else run.own["guest"]
+        _use_guest_clock(run, align.guest_on_dom0(run.own["guest"], d, run.rx,
+                                                  run.dom0_point))
     for name in CAPTURES:
-        if name in own:
-            checkpoints[name] = to_dom0(own[name], "guest" if name == "guest" else "dom0")
+        if name in run.own:
+            run.checkpoints[name] = (run.guest_clock.to_dom0(run.own[name]) if name == "guest"
+                                     else run.own[name])
 
-    # --- the socket log -----------------------------------------------------------------------
-    calls_unc_us = 0.0
-    if calls is not None:
-        progress.phase("placing the socket log's reads and writes")
-        offsets = np.where(anchor["proto"].to_numpy() == match.TCP,
-                           match.stream_offset(anchor, syns), match.datagram_offset(anchor))
-        mapping, method = attribute.map_streams(calls, anchor, offsets)
-        if method == "bytes":
-            notes.append("socket log: sockets matched to connections by byte counts (the log "
+
+def _use_guest_clock(run: _Run, clock: align.GuestClock) -> None:
+    run.guest_clock = clock
+    if clock.report is not None:
+        run.alignment["guest->dom0"] = clock.report
+    if clock.fit is not None or not clock.usable:
+        run.uncertainty["guest"] = clock.uncertainty_us
+    run.notes.extend(clock.notes)
+
+
+def place_socket_log(run: _Run) -> None:
+    """Each row's read (received) or write (sent) call, on dom0's clock: sockets matched to
+    connections, then the log's clock checked against the guest capture's (or, with no
+    guest capture, aligned on dom0's through it)."""
+    calls, anchor, rx, n = run.calls, run.anchor, run.rx, run.n
+    if calls is None:
+        return
+    assert anchor is not None
+    run.progress.phase("placing the socket log's reads and writes")
+    offsets = np.where(anchor["proto"].to_numpy() == match.TCP,
+                       match.stream_offset(anchor, run.syns), match.datagram_offset(anchor))
+    mapping, method = attribute.map_streams(calls, anchor, offsets)
+    if method == "bytes":
+        run.notes.append("socket log: sockets matched to connections by byte counts (the log "
                          "has no peer addresses).")
+    t_sock, _ = attribute.socket_times(calls, anchor, offsets, mapping)
+    if calls.attrs.get("time_of_day_only"):
+        ref_ns = run.own.get("guest", run.own.get(run.dom0_point or ""))
+        shift, note = align.time_of_day_shift(run.sources.socket_log, t_sock, ref_ns, rx)
+        run.notes.append(note)
+        calls = calls.assign(ts_ns=calls["ts_ns"] + shift, entry_ns=calls["entry_ns"] + shift)
+        mapping, method = attribute.map_streams(calls, anchor, offsets)
         t_sock, _ = attribute.socket_times(calls, anchor, offsets, mapping)
-        if calls.attrs.get("time_of_day_only"):
-            ref_ns = own.get("guest", own.get(dom0_point or ""))
-            shift = _time_of_day_shift(sources.socket_log, t_sock, ref_ns, rx, notes)
-            calls = calls.assign(ts_ns=calls["ts_ns"] + shift, entry_ns=calls["entry_ns"] + shift)
-            mapping, method = attribute.map_streams(calls, anchor, offsets)
-            t_sock, _ = attribute.socket_times(calls, anchor, offsets, mapping)
-        if len(mapping) == 0:
-            notes.append("socket log: no socket could be matched to a connection of the "
+    if len(mapping) == 0:
+        run.notes.append("socket log: no socket could be matched to a connection of the "
                          "capture; read and write times are left empty.")
-        if "guest" in own:
-            # the same clock as the guest capture, or not this capture's log at all
-            placed_sock = _socket_log_on_guest_clock(t_sock, own["guest"], rx, notes,
-                                                     alignment)
-            if placed_sock is None:
-                present.discard("socket_log")
-                t_sock = np.full(n, NA_NS, dtype=np.int64)
-            else:
-                t_sock, calls_unc_us = placed_sock
-        elif dom0_point is not None:
-            # no guest capture: the socket log itself is on the guest's clock; reads follow
-            # the dom0 capture of their bytes, writes precede it
-            from .clock import fit_offset_drift
+    if "guest" in run.own:  # the same clock as the guest capture, or not this capture's log
+        placed = align.socket_log_on_guest(t_sock, run.own["guest"], rx)
+        if placed.report is not None:
+            run.alignment["socket log->guest"] = placed.report
+        run.notes.extend(placed.notes)
+        if placed.times is None:
+            run.present.discard("socket_log")
+            t_sock = np.full(n, NA_NS, dtype=np.int64)
+        else:
+            t_sock, run.socket_uncertainty_us = placed.times, placed.uncertainty_us
+    elif run.dom0_point is not None:
+        clock = align.guest_from_socket_log(t_sock, run.own[run.dom0_point], rx,
+                                            run.dom0_point)
+        _use_guest_clock(run, clock)
+        if not clock.usable:
+            run.present.discard("socket_log")
+            t_sock = np.full(n, NA_NS, dtype=np.int64)
+    sock_dom0 = run.guest_clock.to_dom0(t_sock)
+    run.checkpoints["read"] = np.where(rx, sock_dom0, NA_NS)
+    run.checkpoints["write"] = np.where(~rx, sock_dom0, NA_NS)
+    run.calls = None  # no longer needed: let it go (memory)
 
-            d = own[dom0_point]
-            both = (t_sock != NA_NS) & (d != NA_NS)
-            guest_fit = fit_offset_drift(d[both & rx], t_sock[both & rx], t_sock[both & ~rx],
-                                         d[both & ~rx], names=("dom0", "guest"))
-            alignment["guest->dom0"] = {**guest_fit.to_dict(),
-                                        "from": f"{dom0_point} ↔ socket log"}
-            uncertainty["guest"] = guest_fit.uncertainty_ns / 1e3
-            notes.append(f"guest clock (from the socket log): {guest_fit.detail}")
-            if guest_fit.quality in ("none", "inconsistent"):
-                present.discard("socket_log")  # an interval across unaligned clocks is no use
-                guest_fit = None
-                t_sock = np.full(n, NA_NS, dtype=np.int64)
-                notes.append("socket log left out: its reads and writes cannot be placed on "
-                             f"dom0's clock ({alignment['guest->dom0']['quality']}); it does "
-                             "not seem to belong to these captures.")
-        sock_dom0 = to_dom0(t_sock, "guest")
-        checkpoints["read"] = np.where(rx, sock_dom0, NA_NS)
-        checkpoints["write"] = np.where(~rx, sock_dom0, NA_NS)
-        calls = None  # no longer needed: let it go (memory)
 
-    # --- the trace ----------------------------------------------------------------------------
-    cause = np.full(n, "", dtype=object)
-    cause_detail = np.full(n, "", dtype=object)
-    trace_causes = None
-    if trace is not None:
-        progress.phase("following each packet through the trace")
-        result = trace_attribute.attribute_trace(
-            trace, checkpoints=checkpoints, rx=rx, frames=dom0_frames(packets, local),
-            domid=domid, cpu_hz=options.cpu_hz, nic_irq=options.nic_irq)
-        packets = {}
-        trace.events = trace.events.iloc[:0]  # the causes need run states, not events
-        checkpoints.update(result.checkpoints)
-        alignment.update(result.alignment)
-        notes.extend(result.notes)
-        uncertainty["tsc"] = result.uncertainty_us
-        trace_causes = result
-        if result.fit is None:  # not on dom0's timeline: measure as if there were no trace
-            present.discard("xentrace")
-            trace_causes = None
-    else:
-        notes.append("no xentrace: causes cannot be named (the trace's vCPU run states are "
-                     "the evidence).")
-    tolerance_ns = {"dom0": 0.0, "guest": uncertainty["guest"] * 1e3,
-                    "tsc": uncertainty["tsc"] * 1e3,
-                    "socket": (uncertainty["guest"] + calls_unc_us) * 1e3}
-    checkpoints, unresolved = path_order.enforce_path_order(
-        checkpoints, direction, tolerance_ns, {**attribute.CLOCK_OF, "read": "socket",
-                                               "write": "socket"})
-    notes.extend(unresolved.notes())
+def follow_trace(run: _Run) -> None:
+    """The trace's checkpoints of each row (:func:`.trace_attribute.attribute_trace`: its
+    clock on dom0's, then each packet's path), and whose run states explain its stages."""
+    trace = run.trace
+    if trace is None:
+        run.notes.append("no xentrace: causes cannot be named (the trace's vCPU run states are "
+                         "the evidence).")
+        return
+    run.progress.phase("following each packet through the trace")
+    result = trace_attribute.attribute_trace(
+        trace, checkpoints=run.checkpoints, rx=run.rx, frames=dom0_frames(run.packets, run.local),
+        domid=run.domid, cpu_hz=run.options.cpu_hz, nic_irq=run.options.nic_irq)
+    run.packets = {}
+    trace.events = trace.events.iloc[:0]  # the causes need run states, not events
+    run.checkpoints.update(result.checkpoints)
+    run.alignment.update(result.alignment)
+    run.notes.extend(result.notes)
+    run.uncertainty["tsc"] = result.uncertainty_us
+    run.trace_causes = result
+    if result.fit is None:  # not on dom0's timeline: measure as if there were no trace
+        run.present.discard("xentrace")
+        run.trace_causes = None
 
-    # --- the table ----------------------------------------------------------------------------
+
+def order_paths(run: _Run) -> None:
+    """Checkpoints along each path keep their order within the clocks' uncertainty
+    (:func:`.path_order.enforce_path_order`)."""
+    unc = run.uncertainty
+    tolerance_ns = {"dom0": 0.0, "guest": unc["guest"] * 1e3, "tsc": unc["tsc"] * 1e3,
+                    "socket": (unc["guest"] + run.socket_uncertainty_us) * 1e3}
+    run.checkpoints, unresolved = path_order.enforce_path_order(
+        run.checkpoints, run.direction, tolerance_ns,
+        {**attribute.CLOCK_OF, "read": "socket", "write": "socket"})
+    run.notes.extend(unresolved.notes())
+
+
+def build_table(run: _Run) -> None:
+    """The table: each row's flow, checkpoints, stages (or the merged intervals standing in
+    for them), total and uncertainty."""
+    anchor, checkpoints, direction, n = run.anchor, run.checkpoints, run.direction, run.n
+    assert anchor is not None and run.anchor_name is not None
     table = anchor[list(match.FLOW_COLUMNS)].copy()
     table["direction"] = direction
     table["seq"] = anchor["seq"].to_numpy()
@@ -511,12 +611,12 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         if point in checkpoints:
             table[checkpoint_column(point)] = attribute.to_seconds(checkpoints[point])
     _exact_times(table, anchor, checkpoints,
-                 "dom0" if dom0_point is not None else anchor_name)
-    shown_intervals = (attribute.intervals(present, "rx")
-                       + attribute.intervals(present, "tx"))
-    notes.extend(attribute.merge_notes(shown_intervals,
-                                       unusable=set(sources.present) - present))
-    for iv in shown_intervals:  # a stage's column holds both directions, each on its rows
+                 "dom0" if run.dom0_point is not None else run.anchor_name)
+    run.intervals = attribute.intervals(run.present, "rx") + attribute.intervals(run.present,
+                                                                                  "tx")
+    run.notes.extend(attribute.merge_notes(run.intervals,
+                                           unusable=set(run.sources.present) - run.present))
+    for iv in run.intervals:  # a stage's column holds both directions, each on its rows
         values = attribute.durations_us(checkpoints.get(iv.start, np.full(n, NA_NS)),
                                         checkpoints.get(iv.end, np.full(n, NA_NS)))
         column = table[iv.column].to_numpy(float).copy() if iv.column in table.columns \
@@ -527,25 +627,35 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     for stage in ALL_STAGES:
         if f"{stage}_us" not in table.columns:
             table[f"{stage}_us"] = np.nan
-    # total: first → last measured boundary of the path
+    table["total_us"] = _total_us(checkpoints, n)
+    table["uncertainty_us"] = _row_uncertainty(run)
+    run.notes.extend(_guard_intervals(table, run.intervals, direction))
+    run.table = table
+
+
+def _total_us(checkpoints: dict[str, IntArray], n: int) -> np.ndarray:
+    """Each row's first → last measured boundary of its path (NaN: fewer than two)."""
     path_points = [p for p in ("irq", "dom0_run", "phys", "backend", "copy", "guest", "read",
                                "write") if p in checkpoints]
-    if path_points:
-        # in int64 ns: epoch ns as float64 would round to 256 ns
-        stack = np.vstack([checkpoints[p] for p in path_points])
-        have = stack != NA_NS
-        last = stack.max(axis=0)  # NA_NS is the smallest int64: never the max of a measured row
-        first = np.where(have, stack, np.iinfo(np.int64).max).min(axis=0)
-        ok = have.sum(axis=0) >= 2
-        total = np.full(n, np.nan)
-        total[ok] = (last[ok] - first[ok]) / 1e3
-        table["total_us"] = total
-    else:
-        table["total_us"] = np.nan
+    total = np.full(n, np.nan)
+    if not path_points:
+        return total
+    # in int64 ns: epoch ns as float64 would round to 256 ns
+    stack = np.vstack([checkpoints[p] for p in path_points])
+    have = stack != NA_NS
+    last = stack.max(axis=0)  # NA_NS is the smallest int64: never the max of a measured row
+    first = np.where(have, stack, np.iinfo(np.int64).max).min(axis=0)
+    ok = have.sum(axis=0) >= 2
+    total[ok] = (last[ok] - first[ok]) / 1e3
+    return total
 
-    # --- uncertainty, causes, anomalies -------------------------------------------------------
+
+def _row_uncertainty(run: _Run) -> np.ndarray:
+    """Each row's uncertainty, µs: the largest of the clocks its checkpoints cross (and of
+    a socket log's own alignment), rounded up to 0.1 µs (never tighter than the clocks)."""
+    n, checkpoints = run.n, run.checkpoints
     unc = np.zeros(n)
-    clocks_in_row = {}
+    clocks_in_row: dict[str, BoolArray] = {}
     for point, t in checkpoints.items():
         clock = attribute.CLOCK_OF.get(point, "dom0")
         clocks_in_row.setdefault(clock, np.zeros(n, dtype=bool))
@@ -554,44 +664,61 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         else np.zeros(n, dtype=bool)
     for clock, seen in clocks_in_row.items():
         if clock != "dom0":
-            unc = np.where(crossing & seen, np.maximum(unc, uncertainty[clock]), unc)
-    if calls_unc_us:  # a socket log on a clock of its own, aligned on the guest capture's
+            unc = np.where(crossing & seen, np.maximum(unc, run.uncertainty[clock]), unc)
+    if run.socket_uncertainty_us:  # a socket log on a clock of its own
         sock = np.zeros(n, dtype=bool)
         for point in ("read", "write"):
             if point in checkpoints:
                 sock |= checkpoints[point] != NA_NS
-        unc = np.where(sock, np.maximum(unc, calls_unc_us), unc)
-    # a bound, to 0.1 µs (rounded up: never tighter than the clocks allow)
-    table["uncertainty_us"] = np.ceil(np.round(unc * 10, 6)) / 10
-    notes.extend(_guard_intervals(table, shown_intervals, direction))
+        unc = np.where(sock, np.maximum(unc, run.socket_uncertainty_us), unc)
+    return np.ceil(np.round(unc * 10, 6)) / 10
 
-    progress.phase("finding anomalies and their causes")
+
+def judge_anomalies(run: _Run) -> None:
+    """Each direction's stages against their robust normal range (:mod:`.anomalies`), the
+    packets that waited in another's stall, and the cause of each from the trace."""
+    run.progress.phase("finding anomalies and their causes")
+    table, direction, n = run.table, run.direction, run.n
+    assert table is not None
     label = np.full(n, "", dtype=object)
-    baselines: dict[str, Any] = {}  # keyed as statistics are: "ring", "tx.ring"
     for way in ("rx", "tx"):
         sel = direction == way
-        shown = [iv for iv in shown_intervals if iv.direction == way]
+        shown = [iv for iv in run.intervals if iv.direction == way]
         if not sel.any() or not shown:
             continue
         lab, base = anomalies.detect({iv.name: table[iv.column].to_numpy(float)[sel]
-                                      for iv in shown}, options.thresholds)
+                                      for iv in shown}, run.options.thresholds)
         label[sel] = lab
-        for k, b in base.items():
-            baselines[stat_key(k, way)] = {
+        for k, b in base.items():  # keyed as statistics are: "ring", "tx.ring"
+            run.baselines[stat_key(k, way)] = {
                 **b.to_dict(), "direction": way,
-                "uncertainty_us": _interval_uncertainty(k, shown, uncertainty)}
-    if "total" in options.thresholds:
-        over = (table["total_us"].to_numpy(float) > options.thresholds["total"]) & (label == "")
+                "uncertainty_us": _interval_uncertainty(k, shown, run.uncertainty)}
+    if "total" in run.options.thresholds:
+        over = (table["total_us"].to_numpy(float) > run.options.thresholds["total"]) \
+            & (label == "")
         label[over] = "total"
-    label = _shared_stalls(label, shown_intervals, checkpoints, baselines, direction)
-    if trace_causes is not None:
+    label = _shared_stalls(label, run.intervals, run.checkpoints, run.baselines, direction)
+    cause = np.full(n, "", dtype=object)
+    cause_detail = np.full(n, "", dtype=object)
+    if run.trace_causes is not None:
         missing = np.full(n, NA_NS, dtype=np.int64)
-        spans = {(iv.direction, iv.name): (checkpoints.get(iv.start, missing),
-                                           checkpoints.get(iv.end, missing),
+        spans = {(iv.direction, iv.name): (run.checkpoints.get(iv.start, missing),
+                                           run.checkpoints.get(iv.end, missing),
                                            causes.owner_of(iv.direction, iv.name, iv.merged))
-                 for iv in shown_intervals}
-        cause, cause_detail = causes.stage_causes(trace_causes, label, direction, spans)
-    stall_value = np.full(n, np.nan)
+                 for iv in run.intervals}
+        cause, cause_detail = causes.stage_causes(run.trace_causes, label, direction, spans)
+    table["anomaly"] = _text(label)
+    table["stall"] = _text(np.where(label != "", anomalies.name_stall(
+        _stall_sizes(table, label, direction, run.baselines)), ""))
+    table["cause"] = _text(cause)
+    table["cause_detail"] = _text(cause_detail)
+    table["retransmitted"] = run.retrans
+
+
+def _stall_sizes(table: pd.DataFrame, label: np.ndarray, direction: np.ndarray,
+                 baselines: dict[str, Any]) -> np.ndarray:
+    """Each anomalous row's stall: its stage's value above that stage's median."""
+    stall_value = np.full(len(table), np.nan)
     for name in set(label.tolist()) - {""}:
         col = f"{name}_us"
         if col not in table.columns:
@@ -600,36 +727,32 @@ def analyze(sources: Sources, options: AnalyzeOptions,
             pick = (label == name) & (direction == way)
             base = baselines.get(stat_key(name, way), {}).get("median_us", 0.0)
             stall_value[pick] = table[col].to_numpy(float)[pick] - np.nan_to_num(base)
-    table["anomaly"] = _text(label)
-    table["stall"] = _text(np.where(label != "", anomalies.name_stall(stall_value), ""))
-    table["cause"] = _text(cause)
-    table["cause_detail"] = _text(cause_detail)
-    table["retransmitted"] = retrans
+    return stall_value
 
-    # --- the lone view ------------------------------------------------------------------------
-    flows = lone.exchanges(placed[anchor_name], fresh, facts)
-    capture_clock = "guest" if anchor_name == "guest" else "dom0"
-    if capture_clock == "guest" and guest_fit is not None and len(flows):
+
+def lone_view(run: _Run) -> pd.DataFrame:
+    """The anchor capture's exchanges (:func:`.lone.exchanges`), on the table's clock, their
+    intervals put on the table's rows, and their notes."""
+    assert run.table is not None and run.anchor_name is not None
+    flows = lone.exchanges(run.anchor_all, run.fresh, run.facts)
+    fit = run.guest_clock.fit
+    if run.anchor_name == "guest" and fit is not None and len(flows):
         for col in ("t_request", "t_request_end", "t_response", "t_response_end", "t_next"):
             v = flows[col].to_numpy(float)
             ok = np.isfinite(v)
             out = np.full(v.shape, np.nan)
-            out[ok] = guest_fit.to_ref(np.rint(v[ok] * 1e9).astype(np.int64)) / 1e9
+            out[ok] = fit.to_ref(np.rint(v[ok] * 1e9).astype(np.int64)) / 1e9
             flows[col] = out
     # always on the table: a second source must not hide what the capture alone shows (a
     # stage anomaly on the same row says more and is kept)
     if len(flows):
-        _lone_rows(table, flows, fresh, _inside_exchange(shown_intervals, anchor_name))
-    only_one = n_captures == 1 and trace is None
-    if only_one and len(flows):
-        notes.extend(lone.notes(flows))
+        _lone_rows(run.table, flows, run.fresh, _inside_exchange(run.intervals,
+                                                                 run.anchor_name))
+    if run.n_captures == 1 and run.trace is None and len(flows):
+        run.notes.extend(lone.notes(flows))
     elif len(flows) and (flows["anomaly"] != "").any():
-        notes.extend(lone.notes(flows[flows["anomaly"] != ""], limit=3)[-3:])
-
-    progress.report(final=True)
-    return Analysis(table=fixed_schema(table), sources=sources, alignment=alignment, notes=notes,
-                    flows=flows.drop(columns=["response_last"]) if len(flows) else flows,
-                    baselines=baselines)
+        run.notes.extend(lone.notes(flows[flows["anomaly"] != ""], limit=3)[-3:])
+    return flows
 
 
 def _exact_times(table: pd.DataFrame, anchor: pd.DataFrame,
@@ -707,39 +830,6 @@ def _check_direction(anchor: pd.DataFrame, t_guest: np.ndarray, t_dom0: np.ndarr
         return None
     others = set(anchor["src"].astype(str).unique()) | set(anchor["dst"].astype(str).unique())
     return others - local
-
-
-def _socket_log_on_guest_clock(t_sock: np.ndarray, t_guest: np.ndarray, rx: np.ndarray,
-                               notes: list[str], alignment: dict[str, Any]
-                               ) -> tuple[np.ndarray, float] | None:
-    """The socket log's times checked against the guest capture (reads follow their segments,
-    writes precede theirs): as they are, aligned when the log's clock is simply another one
-    (a constant offset, with its uncertainty in µs), or None when no line fits (not this
-    capture's log)."""
-    from .clock import fit_offset_drift
-
-    both = (t_sock != NA_NS) & (t_guest != NA_NS)
-    f, b = both & rx, both & ~rx
-    early = (f & (t_sock < t_guest - SOCKET_SLACK_NS)) | (b & (t_sock > t_guest + SOCKET_SLACK_NS))
-    if not early.any():
-        return t_sock, 0.0
-    bad = (f"{int((early & rx).sum())} of {int(f.sum())} reads return before the guest "
-           f"capture saw their bytes and {int((early & ~rx).sum())} of {int(b.sum())} writes "
-           "start after it")
-    fit = fit_offset_drift(t_guest[f], t_sock[f], t_sock[b], t_guest[b],
-                           names=("guest capture", "socket log"))
-    alignment["socket log->guest"] = {**fit.to_dict(), "from": "guest ↔ socket log"}
-    if fit.quality == "bounded":
-        out = t_sock.copy()
-        ok = out != NA_NS
-        out[ok] = fit.to_ref(out[ok])
-        notes.append(f"socket log: {bad}: it was timed by another clock, "
-                     f"{fit.offset_ns / 1e6:+.3f} ms off the guest capture's; aligned on it "
-                     f"({fit.detail}).")
-        return out, fit.uncertainty_ns / 1e3
-    notes.append(f"socket log left out: {bad}, and no clock offset puts them in order "
-                 f"({fit.quality}): the log does not belong to this capture.")
-    return None
 
 
 def _dom0_captures_swapped(rx: np.ndarray, t_phys: np.ndarray, t_backend: np.ndarray
@@ -831,25 +921,6 @@ def _inside_exchange(shown: list[attribute.Interval], anchor: str) -> set[tuple[
                 (iv.direction == "rx" and order.index(iv.end) <= order.index(anchor)):
             out.add((iv.direction, iv.name))
     return out
-
-
-def _time_of_day_shift(path: Path | None, t_sock: np.ndarray, ref_ns: np.ndarray | None,
-                       rx: np.ndarray, notes: list[str]) -> int:
-    """The shift (ns) that puts a ``-tt`` log's times of day on the capture's dates."""
-    from .clock import anchor_time_of_day
-
-    rerun = "rerun strace with -ttt (epoch times) to place them"
-    if ref_ns is None:
-        raise InputError(path, "the socket log has times of day only and there is no capture "
-                         f"to take the date from: {rerun}")
-    both = rx & (t_sock != NA_NS) & (ref_ns != NA_NS)
-    placed = anchor_time_of_day(t_sock[both], ref_ns[both])
-    if placed is None:
-        raise InputError(path, "the socket log has times of day only and its reads do not "
-                         "place it on the capture's date unambiguously "
-                         f"({int(both.sum())} reads matched): {rerun}")
-    notes.append(f"socket log has times of day only: {placed.detail}.")
-    return placed.shift_ns
 
 
 def _no_capture(sources: Sources, calls: pd.DataFrame | None, trace: Any,

@@ -3,10 +3,10 @@
 :func:`attribute_trace` is the sequence of named steps; each is a function below or in
 :mod:`trace_path`:
 
-1. :func:`fit_nic_clock` — find the NIC's IRQ (its interrupts line up with the dom0 capture's
-   frame bursts) and put the TSC on dom0's clock (:func:`clock.fit_tsc`);
+1. :func:`.align.nic_clock` — find the NIC's IRQ (its interrupts line up with the dom0
+   capture's frame bursts) and put the TSC on dom0's clock (:func:`.clock.fit_tsc`);
 2. :func:`guest_domain` — the guest's domain id (given, from ``vifD.N``, or the busiest);
-3. :func:`lone_copies`, :func:`refit_with_copies` — received frames with only one grant
+3. :func:`lone_copies`, :func:`.align.refit_with_copies` — received frames with only one grant
    copy between their backend and guest captures bound the TSC offset from the other side;
 4. :func:`place_copies` — on that clock, netback's grant copies: another guest's set aside,
    the transmit copies, then FIFO for the received frames;
@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from .. import xen_events as xe
-from . import trace_path
-from .clock import BURST_GAP_NS, HzOrigin, TscFit, fit_tsc
+from . import align, trace_path
+from .clock import BURST_GAP_NS, TscFit
 from .timelines import NO_TSC, Timelines, TraceRecords
 
 #: "Not measured" in an int64 ns checkpoint column (the same value as ``NO_TSC``).
@@ -38,8 +38,6 @@ NA_NS = np.iinfo(np.int64).min
 #: irq→frame delays (or the fit's uncertainty, or IRQ_BOUND_MIN_NS) before the burst.
 IRQ_BOUND_K = 4.0
 IRQ_BOUND_MIN_NS = 100_000
-#: Candidate NIC IRQs tried when ``--nic-irq`` is not given (the busiest ones).
-MAX_IRQ_CANDIDATES = 4
 #: Tolerance of the copy placement while the TSC is bounded from one side only (ns).
 ONE_SIDED_TOLERANCE_NS = 20_000
 #: A guest reacts to a copy when its vCPU changes run state within this after it (ns) …
@@ -122,22 +120,24 @@ def attribute_trace(trace: Any, *, checkpoints: dict[str, np.ndarray], rx: np.nd
     records = TraceRecords.from_events(trace.events,
                                        trace.cpu_runs if len(trace.switches) else None)
     timelines = Timelines(trace.runstates)
-    fitted = fit_nic_clock(records, frames, cpu_hz, nic_irq, result)
-    if fitted is None:
+    nic = align.nic_clock(records, frames.arrivals, frames.point, cpu_hz, nic_irq)
+    result.notes.extend(nic.notes)
+    if nic.fit is None:
+        if nic.report is not None:
+            result.alignment["tsc->dom0"] = nic.report
         return result
-    nic_rows, fit = fitted
+    nic_rows, fit = nic.rows, nic.fit
     domid = result.domid = guest_domain(records, domid, result.notes)
     window = int(trace_path.NOTIFY_NS * fit.cpu_hz / 1e9)
     foreign = trace_path.classify_copies(records, domid, window)
     alone = lone_copies(records, fit, foreign, checkpoints, rx)
-    fit = refit_with_copies(records, nic_rows, frames, fit, alone, checkpoints, rx)
+    fit = align.refit_with_copies(records, nic_rows, frames.arrivals, fit, alone.copy,
+                                  checkpoints, rx)
     paths = place_copies(records, timelines, fit, foreign, frames, checkpoints, rx, domid)
     _note_copies(result.notes, records, foreign, paths, rx)
     result.fit, result.uncertainty_us = fit, float(fit.uncertainty_ns) / 1e3
-    result.alignment["tsc->dom0"] = {**_tsc_dict(fit),
-                                     "from": f"irq {result.alignment['nic_irq']} ↔ "
-                                             f"{frames.point}"}
-    del result.alignment["nic_irq"]
+    result.alignment["tsc->dom0"] = {**align.tsc_report(fit),
+                                     "from": f"irq {nic.number} ↔ {frames.point}"}
     result.notes.append(f"xentrace clock: {fit.detail}")
     out = {name: np.full(n, NA_NS, dtype=np.int64)
            for name in ("irq", "dom0_run", "copy", "guest_wake", "guest_run")}
@@ -153,57 +153,6 @@ def attribute_trace(trace: Any, *, checkpoints: dict[str, np.ndarray], rx: np.nd
     tx_dom0_runs(records, timelines, paths, fit, checkpoints, rx, out, result)
     result.checkpoints = out
     return result
-
-
-# --- step 1: the NIC's interrupts and the clock ---------------------------------------------
-
-_QUALITY_RANK = {"bounded": 0, "one-sided": 1, "inconsistent": 2, "none": 3}
-
-
-def _fit_rank(fit: TscFit) -> tuple[int, int, float]:
-    """Better fits first; among IRQs that do not fit a given frequency, the one that lines up
-    at some other frequency (its note then tells the rate to give)."""
-    return (_QUALITY_RANK.get(fit.quality, 3), fit.free_hz is None, -float(fit.matched_fraction))
-
-
-def fit_nic_clock(records: TraceRecords, frames: Dom0Frames, cpu_hz: float | None,
-                  nic_irq: int | None, result: TraceAttribution
-                  ) -> tuple[np.ndarray, TscFit] | None:
-    """The NIC's interrupts (rows of ``records.interrupts``) and the TSC fit they give.
-
-    Without ``nic_irq`` the busiest IRQs are tried, the one whose count is closest to the
-    number of frame bursts first, and the best-fitting kept. None (with a note) when no
-    interrupt lines up with the frames.
-    """
-    irq = records.interrupts
-    per_irq = pd.Series(irq.number).value_counts()
-    candidates = ([int(nic_irq)] if nic_irq is not None
-                  else [int(x) for x in per_irq.index[:MAX_IRQ_CANDIDATES]])
-    if not candidates:
-        result.notes.append("xentrace has no HW_IRQ_HANDLED records: the trace cannot be lined "
-                            "up with the captures (was it recorded with the irq class?).")
-        return None
-    arrivals = frames.arrivals
-    bursts = 1 + int((np.diff(arrivals) > BURST_GAP_NS).sum())
-    candidates.sort(key=lambda k: abs(np.log(max(per_irq.get(k, 1), 1) / max(bursts, 1))))
-    fits = []
-    for number in candidates:
-        rows = np.flatnonzero(irq.number == number)
-        fits.append((number, rows, fit_tsc(irq.tsc[rows], arrivals, cpu_hz=cpu_hz)))
-        if fits[-1][2].quality in ("bounded", "one-sided") and \
-                fits[-1][2].matched_fraction >= 0.8:
-            break  # interrupts alone bound the TSC from one side: good enough to choose
-    number, rows, fit = min(fits, key=lambda item: _fit_rank(item[2]))
-    result.alignment["nic_irq"] = number
-    if fit.quality == "none":
-        result.notes.append(f"xentrace: {fit.detail}")
-        result.alignment["tsc->dom0"] = {**_tsc_dict(fit), "from": f"irq {number}"}
-        del result.alignment["nic_irq"]
-        return None
-    if nic_irq is None:
-        result.notes.append(f"NIC interrupt: Xen IRQ {number} (its interrupts line up with the "
-                            f"{frames.point} capture's arrivals; give --nic-irq to override).")
-    return rows, fit
 
 
 # --- step 2: the guest ----------------------------------------------------------------------
@@ -365,34 +314,6 @@ def lone_copies(records: TraceRecords, fit: TscFit, foreign: np.ndarray,
     return RowPaths(copy=copy)
 
 
-def refit_with_copies(records: TraceRecords, nic_rows: np.ndarray, frames: Dom0Frames,
-                      fit: TscFit, paths: RowPaths, checkpoints: dict[str, np.ndarray],
-                      rx: np.ndarray) -> TscFit:
-    """The TSC fit with the copies' bounds: a received frame's copy follows its backend
-    capture and precedes its guest capture; a sent frame's copy precedes its backend
-    capture. The rate the interrupts gave is kept (the copies bound the offset)."""
-    have = paths.copy >= 0
-    back = checkpoints.get("backend")
-    if not have.any() or back is None:
-        return fit
-    guest = checkpoints.get("guest", np.full(rx.size, NA_NS))
-    after = np.where(have & rx & (back != NA_NS), back, NA_NS)
-    before = np.where(have & rx, guest, np.where(have & ~rx, back, NA_NS))
-    origin = HzOrigin(fit.hz_uncertainty_ppm, fit.cpu_hz_given) if fit.cpu_hz_estimated \
-        else None
-    refit = fit_tsc(records.interrupts.tsc[nic_rows], frames.arrivals, cpu_hz=fit.cpu_hz,
-                    hz_origin=origin, copy_tsc=records.copies.tsc[paths.copy[have]],
-                    copy_after_ns=_na_float(after[have]),
-                    copy_before_ns=_na_float(before[have]))
-    return refit if _fit_rank(refit)[0] <= _fit_rank(fit)[0] else fit
-
-
-def _na_float(t: np.ndarray) -> np.ndarray:
-    out = t.astype(np.float64)
-    out[t == NA_NS] = np.nan
-    return out
-
-
 def _note_copies(notes: list[str], records: TraceRecords, foreign: np.ndarray,
                  paths: RowPaths, rx: np.ndarray) -> None:
     issuers = np.unique(records.copies.issuer[paths.copy[paths.copy >= 0]])
@@ -527,11 +448,3 @@ def tx_dom0_runs(records: TraceRecords, timelines: Timelines, paths: RowPaths, f
     out["dom0_run"][rows[ok]] = fit.to_ns(run[ok])
     result.dom0_vcpu[rows] = records.copies.issuer[copy_rows]
 
-
-def _tsc_dict(fit: TscFit) -> dict[str, Any]:
-    d = dict(fit.to_dict())
-    d.setdefault("quality", fit.quality)
-    if "uncertainty_us" not in d:
-        d["uncertainty_us"] = fit.uncertainty_ns / 1e3 if np.isfinite(fit.uncertainty_ns) \
-            else None
-    return d
