@@ -396,6 +396,28 @@ def fit_offset_drift(send_ref_ns: npt.ArrayLike | None, recv_other_ns: npt.Array
                         overlap_ns=overlap, drift_fixed=fix_drift_ppm is not None,
                         detail=detail, **common)
 
+    b, c, unc, drift_range, note = _bounded_line(lower, upper, region, fix_drift_ppm,
+                                                 window_note, span, u_ends, other_name)
+    detail = (f"{nf} {ref_name}→{other_name} and {nb} {other_name}→{ref_name} packets over "
+              f"{_fmt_us(span)} bound the offset to ±{_fmt_us(unc)}; {note}")
+    drift_ppm = fix_drift_ppm if fix_drift_ppm is not None else b * 1e6
+    return ClockFit(base + c, drift_ppm, quality="bounded", uncertainty_ns=unc,
+                    drift_range_ppm=drift_range, drift_fixed=drift_range is None,
+                    detail=detail, **common)
+
+
+def _bounded_line(lower: _Envelope, upper: _Envelope, region: _Region,
+                  fix_drift_ppm: float | None, window_note: str, span: int,
+                  u_ends: tuple[float, float], other_name: str
+                  ) -> tuple[float, float, float, tuple[float, float] | None, str]:
+    """The line of a feasible fit: drift ``b``, offset ``c``, the uncertainty, the drift
+    range the data allow (None when the drift is fixed) and the sentence saying which.
+
+    With the drift fixed, the middle of the band at that drift; when the data cannot tell
+    the drift, the plausible drift nearest 0; else the line through the middle of the band
+    at both ends of the data."""
+    plaus = MAX_PLAUSIBLE_DRIFT_PPM * 1e-6
+    hard = HARD_DRIFT_LIMIT_PPM * 1e-6
     b_lo, b_hi = region.b_lo, region.b_hi
     determined = (fix_drift_ppm is None and span > 0 and b_hi - b_lo <= plaus
                   and b_lo > -hard and b_hi < hard)
@@ -436,12 +458,7 @@ def fit_offset_drift(send_ref_ns: npt.ArrayLike | None, recv_other_ns: npt.Array
         drift_range = (b_lo * 1e6, b_hi * 1e6)
         note = (f"drift {b * 1e6:+.2f} ppm: {_runs(other_name, b)} (data allow "
                 f"{b_lo * 1e6:+.2f} to {b_hi * 1e6:+.2f})")
-    detail = (f"{nf} {ref_name}→{other_name} and {nb} {other_name}→{ref_name} packets over "
-              f"{_fmt_us(span)} bound the offset to ±{_fmt_us(unc)}; {note}")
-    drift_ppm = fix_drift_ppm if fix_drift_ppm is not None else b * 1e6
-    return ClockFit(base + c, drift_ppm, quality="bounded", uncertainty_ns=unc,
-                    drift_range_ppm=drift_range, drift_fixed=drift_range is None,
-                    detail=detail, **common)
+    return b, c, unc, drift_range, note
 
 
 def _runs(other_name: str, b: float) -> str:
@@ -798,6 +815,8 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
                                free_hz=free.cpu_hz if free.quality in good else None)
 
 
+# long function: one TSC fit read top to bottom (coarse rate, match, line, bound, copies,
+# checks); its parts share a dozen intermediate arrays
 def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
                   cpu_hz: float | None = None, copy_tsc: npt.ArrayLike | None = None,
                   copy_after_ns: npt.ArrayLike | None = None,

@@ -134,9 +134,39 @@ def decode(buf: np.ndarray, data_off: np.ndarray, caplen: np.ndarray, wirelen: n
     start = data_off.astype(np.int64)
     pend = start + caplen
     v = _Views(buf, int(pend.max()) if n else 0)
-    linktype = linktype.astype(np.int32)
+    l3, etype, undecoded = _link_layers(v, linktype.astype(np.int32), start, pend)
+    cols = _Columns(n)
+    _decode_ip(v, np.arange(n), l3, etype, pend, start, wirelen, cols)
+    # ---- tunnels: decode the inner IP header over the outer values --------------------------
+    inner = cols.tunnel_l3 >= 0
+    if inner.any():
+        idx = np.flatnonzero(inner)
+        _decode_ip(v, idx, cols.tunnel_l3[idx], cols.tunnel_etype[idx], pend[idx],
+                   start[idx], wirelen[idx], cols, tunnel_pass=True)
+    _digest(v, cols, pend)
+    extras = {}
+    if payload_head > 0:
+        extras["payload_head"], extras["head_len"] = _head(v, cols, pend, payload_head)
+    if tcp_window:
+        extras.update(_window(v, cols, pend))
+    return Decoded(
+        ip_version=cols.ip_version, src_v4=cols.src_v4, dst_v4=cols.dst_v4,
+        src_v6=cols.src_v6, dst_v6=cols.dst_v6, proto=cols.proto, whole_ip=cols.whole_ip,
+        ip_id=cols.ip_id, ip_id_ok=cols.ip_id_ok, frag_offset=cols.frag_offset,
+        sport=cols.sport, dport=cols.dport, ports_ok=cols.ports_ok,
+        tcp_seq=cols.tcp_seq, tcp_ack=cols.tcp_ack, tcp_flags=cols.tcp_flags,
+        tcp_ok=cols.tcp_ok, tcp_seq_ok=cols.tcp_seq_ok, payload_len=cols.payload_len,
+        payload_ok=cols.payload_ok,
+        payload_digest=cols.digest, digest_ok=cols.digest_ok, undecoded_linktypes=undecoded,
+        **extras)
 
-    # ---- link layer: offset of the network header and the protocol it announces ----------
+
+def _link_layers(v: _Views, linktype: np.ndarray, start: np.ndarray, pend: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    """The link layer of each frame: the offset of its network header, the protocol that
+    announces (ethertype-like; 4/6 from raw link types) and, per link type not decoded, its
+    frame count. One branch per link type, each vectorized over its frames."""
+    n = len(start)
     l3 = np.full(n, -1, dtype=np.int64)
     etype = np.zeros(n, dtype=np.int64)  # ethertype-like; 4/6 from raw link types below
     undecoded: dict[int, int] = {}
@@ -190,31 +220,7 @@ def decode(buf: np.ndarray, data_off: np.ndarray, caplen: np.ndarray, wirelen: n
             undecoded[t] = len(sel)
             continue
         etype[sel] = np.where(ok, etype[sel], 0)
-
-    cols = _Columns(n)
-    _decode_ip(v, np.arange(n), l3, etype, pend, start, wirelen, cols)
-    # ---- tunnels: decode the inner IP header over the outer values --------------------------
-    inner = cols.tunnel_l3 >= 0
-    if inner.any():
-        idx = np.flatnonzero(inner)
-        _decode_ip(v, idx, cols.tunnel_l3[idx], cols.tunnel_etype[idx], pend[idx],
-                   start[idx], wirelen[idx], cols, tunnel_pass=True)
-    _digest(v, cols, pend)
-    extras = {}
-    if payload_head > 0:
-        extras["payload_head"], extras["head_len"] = _head(v, cols, pend, payload_head)
-    if tcp_window:
-        extras.update(_window(v, cols, pend))
-    return Decoded(
-        ip_version=cols.ip_version, src_v4=cols.src_v4, dst_v4=cols.dst_v4,
-        src_v6=cols.src_v6, dst_v6=cols.dst_v6, proto=cols.proto, whole_ip=cols.whole_ip,
-        ip_id=cols.ip_id, ip_id_ok=cols.ip_id_ok, frag_offset=cols.frag_offset,
-        sport=cols.sport, dport=cols.dport, ports_ok=cols.ports_ok,
-        tcp_seq=cols.tcp_seq, tcp_ack=cols.tcp_ack, tcp_flags=cols.tcp_flags,
-        tcp_ok=cols.tcp_ok, tcp_seq_ok=cols.tcp_seq_ok, payload_len=cols.payload_len,
-        payload_ok=cols.payload_ok,
-        payload_digest=cols.digest, digest_ok=cols.digest_ok, undecoded_linktypes=undecoded,
-        **extras)
+    return l3, etype, undecoded
 
 
 class _Columns:
@@ -249,6 +255,8 @@ class _Columns:
         self.tunnel_etype = np.zeros(n, dtype=np.int64)
 
 
+# long function: one vectorized pass down the header stack (IPv4/IPv6, extension headers,
+# fragments, TCP/UDP) of a batch; the layers hand each other a dozen per-row arrays
 def _decode_ip(v: _Views, idx: np.ndarray, l3: np.ndarray, etype: np.ndarray,
                pend: np.ndarray, start: np.ndarray, wirelen: np.ndarray, c: _Columns,
                tunnel_pass: bool = False) -> None:

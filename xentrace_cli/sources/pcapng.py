@@ -308,6 +308,8 @@ class PcapngReader(CaptureReader):
             problem = f"{what} cut short ({left} of {blen} bytes)"
         self._stop(self._base + at, problem, corrupt=False)
 
+    # long function: one vectorized gather of every block field of a chunk (EPB/SPB/OPB),
+    # a branch per block type
     def _columns(self, offs: np.ndarray, end: int
                  ) -> tuple[RawBatch | None, int | None, tuple[int, str] | None]:
         """Vectorized fields of the walked blocks → (batch, carry-over offset, corruption)."""
