@@ -16,13 +16,18 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from . import __version__
 from .errors import ExitCode, OptionError, TruncatedInput, XenlatError, XenlatWarning
 from .model import Sources
+
+if TYPE_CHECKING:  # the commands import their libraries when run (start-up time)
+    from .fleet.gate import FleetGateResult
+    from .outputs.gate import GateResult
+    from .pipeline.result import Analysis
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -332,7 +337,7 @@ def _explain_lines(analysis: Any, n: int) -> list[str]:
     return text_lines(explain(analysis, n))
 
 
-def _run_analysis(inputs: AnalysisInputs) -> Any:
+def _run_analysis(inputs: AnalysisInputs) -> Analysis:
     """The one set-up every analysing command shares: analyze every packet, then select
     what to report."""
     from .pipeline.analyze import AnalyzeOptions, analyze, parse_thresholds
@@ -865,6 +870,7 @@ def check(inputs: AnalysisInputs, budgets: tuple[str, ...], budgets_file: Path |
     pooled = _pooled_budgets(budgets_all, dataset)
     if not limits and not pooled:
         raise OptionError("nothing to check: give --budget, --budgets-file or --baseline")
+    result: GateResult | FleetGateResult
     if dataset is not None:
         from .fleet.gate import check_dataset
 

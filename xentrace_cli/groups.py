@@ -8,6 +8,8 @@ the values sorted), so coding millions of values with few distinct ones costs a 
 
 from __future__ import annotations
 
+from typing import Any, Literal, overload
+
 import numpy as np
 
 #: Knuth's multiplicative hash constants (2**64 and 2**32 over the golden ratio).
@@ -21,6 +23,8 @@ def factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     values = np.asarray(values)
     if not len(values):
         return np.zeros(0, dtype=np.int64), values[:0]
+    key: np.ndarray
+    mult: Any
     if values.dtype.itemsize <= 4:  # hash in 32 bits: half the memory traffic
         key, mult, width = values.astype(np.uint32, copy=False), _MULT32, 32
     else:
@@ -40,6 +44,11 @@ def factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, uniques
 
 
+@overload
+def unique(values: np.ndarray, return_inverse: Literal[False] = False) -> np.ndarray: ...
+@overload
+def unique(values: np.ndarray, return_inverse: Literal[True]
+           ) -> tuple[np.ndarray, np.ndarray]: ...
 def unique(values: np.ndarray, return_inverse: bool = False
            ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """``np.unique`` (sorted distinct values, optionally the inverse codes) without importing

@@ -155,7 +155,7 @@ def _process(directory: Path, dataset: Path, redo: bool, start: float,
     capture_set = read_manifest(directory)
     identity = SetIdentity(name=directory.name, set_id=content_hash(capture_set),
                            directory=str(directory), placement=place(capture_set))
-    placed = {"set_id": identity.set_id, "xen_host": identity.placement.xen_host,
+    placed: dict[str, Any] = {"set_id": identity.set_id, "xen_host": identity.placement.xen_host,
               "date": identity.placement.date}
     if not redo and is_done(dataset, identity.set_id, identity.placement, __version__):
         return SetOutcome(str(directory), SKIPPED, **placed,

@@ -119,7 +119,7 @@ def explain(analysis: Any, n: int = WORST) -> Explained:
                          f"({type(exc).__name__}: {_clip(first_line)})")
     items = []
     for i in worst.index:
-        frames = []
+        frames: list[FrameView] = []
         for column, role in ROLES.items():
             if column in worst.columns and pd.notna(worst.at[i, column]):
                 number = int(worst.at[i, column])

@@ -40,7 +40,7 @@ class ColumnFormat:
         return text if text == "–" else f"{text} {self.unit}"
 
 
-def column_format(values_us: Iterable[float] | np.ndarray,
+def column_format(values_us: Iterable[float | None] | np.ndarray,
                   uncertainty_us: float | None = None) -> ColumnFormat:
     """The format of a column of durations (µs): milliseconds once the largest value reaches
     1 ms, else microseconds; decimals down to the uncertainty's first significant digit."""

@@ -52,7 +52,7 @@ def plot_waterfall(analysis: Any, path: str | Path, *, worst: int = 15,
 
     table = analysis.table.reset_index(drop=True)
     panels = _panels(table, worst, normal)
-    rc = {"svg.hashsalt": "xenlat", "svg.fonttype": "none", "font.size": 8}
+    rc: Any = {"svg.hashsalt": "xenlat", "svg.fonttype": "none", "font.size": 8}
     with matplotlib.rc_context(rc):
         heights = [max(len(rows), 4) for _, _, rows, _, _ in panels] or [4]
         fig = Figure(figsize=(11, 1.2 + 0.24 * sum(heights) + 0.5 * len(heights)),

@@ -199,7 +199,7 @@ def _alignment(alignment: dict[str, Any]) -> Table:
         drift = fit.get("drift_ppm")
         unc = fit.get("uncertainty_us")
         hz = fit.get("cpu_hz")
-        if _finite(hz):  # the TSC: its frequency is what was fitted (with the offset)
+        if hz is not None and _finite(hz):  # the TSC: its frequency is what was fitted
             offset_text = f"{float(hz) / 1e9:.6f} GHz"
             if fit.get("cpu_hz_estimated"):
                 offset_text += " (est.)"
@@ -208,7 +208,8 @@ def _alignment(alignment: dict[str, Any]) -> Table:
         elif quality == "none":  # nothing was fitted: no numbers to show
             offset_text = drift_text = "–"
         else:
-            offset_text = format_duration(offset / 1e3) if _finite(offset) else "–"
+            offset_text = format_duration(offset / 1e3) if offset is not None and _finite(
+                offset) else "–"
             drift_text = f"{drift:+.2f} ppm" if _finite(drift) else "–"
         grid.add_row(pair, Text(quality, style=style), offset_text, drift_text,
                      format_duration(unc) if _finite(unc) else "–",

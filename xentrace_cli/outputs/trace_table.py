@@ -185,7 +185,7 @@ def _longest(s: dict[str, Any]) -> Table | None:
 def render_trace_summary(summary: dict[str, Any], console: Any) -> None:
     """Print the document of ``trace_summary.summarize_trace`` as a few tables."""
     console.print(_header(summary))  # the warnings go to stderr (cli.py)
-    parts = [_events(summary), _lost(summary), _pcpus(summary)]
+    parts: list[Table | Text | None] = [_events(summary), _lost(summary), _pcpus(summary)]
     if summary["vcpus"]:
         parts.append(_vcpus(summary))
     parts += [

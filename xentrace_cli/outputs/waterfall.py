@@ -158,8 +158,9 @@ def intervals(table: pd.DataFrame, direction: str | None = None) -> list[Interva
     found = [Interval(name, a, b, direction=direction)
              for name, (a, b) in _STAGES_OF[direction].items()
              if _measured(table, stage_column(name), direction)]
-    merged = [(name, *_split_name(name)) for name in _MERGED_OF[direction]
-              if _split_name(name) and _measured(table, stage_column(name), direction)]
+    merged = [(name, *split) for name in _MERGED_OF[direction]
+              if (split := _split_name(name)) and _measured(table, stage_column(name),
+                                                            direction)]
     found += [Interval(name, a, b, OTHER_COLORS[i % len(OTHER_COLORS)], direction)
               for i, (name, a, b) in enumerate(merged)]
     order = {p: i for i, p in enumerate(_POINTS_OF[direction])}

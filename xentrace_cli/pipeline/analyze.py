@@ -59,7 +59,7 @@ from ..model import (
 )
 from ..sources.packets import read_packets
 from ..sources.strace import read_socket_log
-from ..sources.xentrace import read_xentrace
+from ..sources.xentrace import XenTrace, read_xentrace
 from ..units import parse_duration_us
 from . import align, anomalies, attribute, causes, lone, match, path_order, trace_attribute
 from .attribute import NA_NS
@@ -238,7 +238,7 @@ class _Run:
     facts: pd.DataFrame | None = None
     """The lone view's per-frame facts (payload heads, TCP windows)."""
     calls: pd.DataFrame | None = None
-    trace: Any = None
+    trace: XenTrace | None = None
     anchor_name: str | None = None
     """The capture whose segments are the table's rows: the guest's, else dom0's."""
     n_captures: int = 0
@@ -316,9 +316,10 @@ def read_sources(run: _Run) -> None:
     sources, progress = run.sources, run.progress
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
     trace_job = None
-    if sources.xentrace is not None:
-        def read_trace() -> Any:
-            trace = read_xentrace(sources.xentrace, on_progress=progress.part("xentrace"),
+    trace_path = sources.xentrace
+    if trace_path is not None:
+        def read_trace() -> XenTrace:
+            trace = read_xentrace(trace_path, on_progress=progress.part("xentrace"),
                                   events=trace_attribute.TRACE_EVENTS,
                                   columns=trace_attribute.TRACE_COLUMNS)
             give_back_memory()
@@ -923,7 +924,7 @@ def _inside_exchange(shown: list[attribute.Interval], anchor: str) -> set[tuple[
     return out
 
 
-def _no_capture(sources: Sources, calls: pd.DataFrame | None, trace: Any,
+def _no_capture(sources: Sources, calls: pd.DataFrame | None, trace: XenTrace | None,
                 notes: list[str]) -> Analysis:
     """No capture at all: the socket log's calls (and the trace's summary) are all there is."""
     columns = [*match.FLOW_COLUMNS, "direction", "seq", "len", "total_us", "anomaly", "cause",

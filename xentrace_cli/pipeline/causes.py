@@ -46,7 +46,7 @@ def owner_of(direction: str, name: str, merged: tuple[str, ...] = ()) -> str | N
 
 
 def stage_causes(attribution: TraceAttribution, label: np.ndarray, direction: np.ndarray,
-                 spans: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, str]]
+                 spans: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, str | None]]
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Cause and detail per row labelled anomalous.
 
@@ -92,6 +92,7 @@ def _dom0_runnable(attribution: TraceAttribution, vcpus: np.ndarray | None, rows
     if vcpus is None:
         return done
     trace = attribution.trace
+    assert trace is not None  # stage_causes checked it
     for v in np.unique(vcpus[rows]):
         pick = np.flatnonzero(vcpus[rows] == v)
         if v < 0:
@@ -117,6 +118,7 @@ def _guest_state(attribution: TraceAttribution, rows: np.ndarray, s_tsc: np.ndar
     per_row = vcpus[rows] if vcpus is not None else np.zeros(rows.size, dtype=np.int64)
     per_row = np.where(per_row < 0, _default_vcpu(attribution), per_row)
     trace = attribution.trace
+    assert trace is not None  # stage_causes checked it
     for v in np.unique(per_row):
         pick = np.flatnonzero(per_row == v)
         d = state_durations(trace.runstates, domid, int(v), s_tsc[pick], e_tsc[pick])

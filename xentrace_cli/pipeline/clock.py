@@ -142,7 +142,7 @@ class _Envelope:
         slopes = np.diff(hv) / np.diff(hu) if hu.size > 1 else np.empty(0)
         return cls(hu, hv, slopes, side)
 
-    def at(self, b: np.ndarray) -> np.ndarray:
+    def at(self, b: npt.ArrayLike) -> Any:
         """max (side +1) or min (side -1) over the points of ``v - b·u``."""
         b = np.asarray(b, float)
         if self.side > 0:     # upper hull: edge slopes decrease left to right
@@ -367,13 +367,15 @@ def fit_offset_drift(send_ref_ns: npt.ArrayLike | None, recv_other_ns: npt.Array
     b_v = ((br - bs) - base).astype(float) - min_delay_ns
     lower = _Envelope.build(f_u, f_v, +1) if nf else None
     upper = _Envelope.build(b_u, b_v, -1) if nb else None
-    common = dict(ref_ns=ref, n_forward=nf, n_backward=nb, span_ns=span)
+    common: dict[str, Any] = dict(ref_ns=ref, n_forward=nf, n_backward=nb, span_ns=span)
     plaus = MAX_PLAUSIBLE_DRIFT_PPM * 1e-6
     hard = HARD_DRIFT_LIMIT_PPM * 1e-6
 
     if lower is None or upper is None:
-        return _one_sided(lower if lower is not None else upper, nf, nb, base, span, u_ends,
-                          fix_drift_ppm, min_delay_ns, names, common)
+        only = lower if lower is not None else upper
+        assert only is not None  # nf + nb > 0
+        return _one_sided(only, nf, nb, base, span, u_ends, fix_drift_ppm, min_delay_ns, names,
+                          common)
 
     if fix_drift_ppm is not None:
         b_fix = fix_drift_ppm * 1e-6
@@ -784,7 +786,7 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
     the given one; when that fails too the fit says the given
     frequency does not fit and what the interrupts suggest without it.
     """
-    kwargs = dict(copy_tsc=copy_tsc, copy_after_ns=copy_after_ns,
+    kwargs: dict[str, Any] = dict(copy_tsc=copy_tsc, copy_after_ns=copy_after_ns,
                   copy_before_ns=copy_before_ns, min_irq_delay_ns=min_irq_delay_ns,
                   min_copy_delay_ns=min_copy_delay_ns, burst_gap_ns=burst_gap_ns,
                   window_ns=window_ns)

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .. import xen_events as xe
+from ..sources.xentrace import XenTrace
 from . import align, trace_path
 from .clock import BURST_GAP_NS, TscFit
 from .timelines import NO_TSC, Timelines, TraceRecords
@@ -86,7 +87,7 @@ class TraceAttribution:
     alignment: dict[str, Any]
     notes: list[str]
     uncertainty_us: float
-    trace: Any = None
+    trace: XenTrace | None = None
     fit: TscFit | None = None
     domid: int | None = None
     dom0_vcpu: np.ndarray | None = None
@@ -100,10 +101,11 @@ class TraceAttribution:
 
     def ns_to_tsc(self, t_ns: np.ndarray) -> np.ndarray:
         """dom0 ns → TSC (the inverse of the fit)."""
+        assert self.fit is not None, "no TSC fit: the trace is not on dom0's clock"
         return fit_tsc_of(self.fit, t_ns)
 
 
-def attribute_trace(trace: Any, *, checkpoints: dict[str, np.ndarray], rx: np.ndarray,
+def attribute_trace(trace: XenTrace, *, checkpoints: dict[str, np.ndarray], rx: np.ndarray,
                     frames: Dom0Frames | None, domid: int | None, cpu_hz: float | None,
                     nic_irq: int | None) -> TraceAttribution:
     """The trace's checkpoints for each row (see the module docstring for the steps).
@@ -330,6 +332,7 @@ def rx_dom0_runs(records: TraceRecords, timelines: Timelines, nic_rows: np.ndarr
                  fit: TscFit, frames: Dom0Frames, checkpoints: dict[str, np.ndarray],
                  rx: np.ndarray, out: dict[str, np.ndarray], result: TraceAttribution) -> None:
     """``irq`` and ``dom0_run`` of each received row, and the dom0 vCPU they name."""
+    assert result.dom0_vcpu is not None  # attribute_trace sets it before this step
     arrive = checkpoints.get("phys", checkpoints.get("backend"))
     if arrive is None or nic_rows.size == 0:
         return
@@ -386,6 +389,7 @@ def rx_guest_runs(records: TraceRecords, timelines: Timelines, paths: RowPaths, 
                   domid: int, window: int, rx: np.ndarray, out: dict[str, np.ndarray],
                   result: TraceAttribution) -> None:
     """``guest_wake`` and ``guest_run`` of each received row with a copy."""
+    assert result.guest_vcpu is not None  # attribute_trace sets it before this step
     rows = np.flatnonzero(rx & (paths.copy >= 0))
     if rows.size == 0:
         return
@@ -402,6 +406,7 @@ def _quiet_note(result: TraceAttribution, timelines: Timelines, records: TraceRe
     """A note when the guest does not react to netback's copies while another domain does
     (a wrong ``--domid``: its run states explain nothing)."""
     domid = result.domid
+    assert result.fit is not None  # a note on a trace placed on dom0's clock
     copy_tsc = records.copies.tsc[paths.copy[rx & (paths.copy >= 0)]]
     if domid is None or copy_tsc.size == 0:
         return
@@ -417,7 +422,7 @@ def _quiet_note(result: TraceAttribution, timelines: Timelines, records: TraceRe
         nxt = st[np.minimum(k, st.size - 1)]
         share[int(d)] = float(((k < st.size) & (nxt - c <= near)).mean())
     mine = share.get(int(domid), 0.0)
-    best = max(share, key=share.get) if share else None
+    best = max(share, key=lambda d: share[d]) if share else None
     if best is None or best == domid or mine >= QUIET_SHARE or share[best] < REACT_SHARE:
         return
     result.notes.append(
@@ -433,6 +438,7 @@ def tx_dom0_runs(records: TraceRecords, timelines: Timelines, paths: RowPaths, f
                  out: dict[str, np.ndarray], result: TraceAttribution) -> None:
     """``dom0_run`` of each sent row with a copy: when the copy's issuer ran after the guest
     queued the frame (the guest capture; without it, the copy itself)."""
+    assert result.dom0_vcpu is not None  # attribute_trace sets it before this step
     rows = np.flatnonzero(~rx & (paths.copy >= 0))
     if rows.size == 0:
         return

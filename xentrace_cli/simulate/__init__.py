@@ -177,6 +177,7 @@ def simulate(name: str, *, seed: int = 1, requests: int | None = None,
                            shape=shape, role_plan=roles, trace_parts=parts)
         guest_pcpu, build = sim.guest.pcpu.id, host_build_records
         if sim.parts:     # the segments wrote the trace in parts: join them aside
+            assert trace_path is not None and parts is not None
             return _finish_parts(name, spec, seed, n, cpu_hz, sim, content, trace_path,
                                  parts["dir"])
     faults = [dict(f) for f in sim.fault_log]
@@ -243,7 +244,7 @@ def _finish_parts(name: str, spec: ScenarioSpec, seed: int, n: int, cpu_hz: floa
 def _meta(name: str, spec: ScenarioSpec, seed: int, n: int, cpu_hz: float, sim: Any,
           faults: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     """What scenario.json says (but the file list)."""
-    meta = {
+    meta: dict[str, Any] = {
         "scenario": name,
         "description": spec.description,
         "seed": seed,

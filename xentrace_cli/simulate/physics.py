@@ -363,9 +363,9 @@ class Sim:
         self.rows = Table(*ROW_COLUMNS)
         #: reads: conn, stream end offset, return time (flat int64 triples; an (n, 3) matrix
         #: once segments are joined)
-        self.reads: array[int] | np.ndarray = array("q")
+        self.reads: Any = array("q")  # array('q') while simulating, an ndarray after
         #: socket calls: entry and duration (flat int64 pairs), and each call's text
-        self.strace_ns: array[int] | np.ndarray = array("q")
+        self.strace_ns: Any = array("q")  # as reads
         self.strace_calls: list[str] = []
         self.fault_log: list[dict[str, Any]] = []
         # NIC and netback state

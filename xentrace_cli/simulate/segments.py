@@ -61,7 +61,7 @@ def _load(tmp: str, part: dict[str, Any]) -> None:
 
 
 def run_segments(params: Params, reqs: Any, content: Content, plan: FaultPlan,
-                 t_begin: int, seeds: list[int], conns: list[Conn], *, sim_cls: type = Sim,
+                 t_begin: int, seeds: list[int], conns: list[Any], *, sim_cls: Any = Sim,
                  **kw: Any) -> Any:
     """Simulate ``reqs`` in segments (in parallel when there are several); one joined
     ``sim_cls`` (the toy host's :class:`Sim` by default)."""
@@ -90,7 +90,7 @@ def run_segments(params: Params, reqs: Any, content: Content, plan: FaultPlan,
 
 
 def _join(parts: list[dict[str, Any]], params: Params, reqs: Any, content: Content,
-          t_begin: int, conns: list[Conn], kw: dict[str, Any], sim_cls: type) -> Any:
+          t_begin: int, conns: list[Conn], kw: dict[str, Any], sim_cls: Any) -> Any:
     sim = sim_cls(params, reqs, content, FaultPlan(), t_begin, 0, conns=conns, **kw)
     table_time, table_index = sim_cls.TABLE_TIME, sim_cls.TABLE_INDEX
     out = {name: np.empty((sum(len(p[name]) for p in parts), parts[0][name].shape[1]),

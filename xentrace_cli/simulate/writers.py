@@ -202,7 +202,7 @@ def _write_contiguous_windows(path: str | os.PathLike[str], cpu: np.ndarray,
     head[:, 0] = CPU_CHANGE_HEADER
     head[:, 1] = cpu[starts]
     head[:, 2] = (hi - lo) * 4
-    pieces = []
+    pieces: list[np.ndarray] = []
     for r in np.argsort(run_key, kind="stable").tolist():
         pieces += (head[r], flat[lo[r]:hi[r]])
     with open(path, "wb") as f:

@@ -114,8 +114,8 @@ class CaptureReader:
 
     format: str = "?"
 
-    def __init__(self, path: Path, fh: IO[bytes], raw: IO[bytes], gzipped: bool,
-                 head: bytes) -> None:
+    def __init__(self, path: Path, fh: io.BufferedIOBase | io.RawIOBase, raw: IO[bytes],
+                 gzipped: bool, head: bytes) -> None:
         self.path = path
         self._fh = fh
         self._raw = raw
@@ -128,8 +128,9 @@ class CaptureReader:
         self.frames = 0
         #: pcapng: out-of-range timestamps replaced by NA (count)
         self.bad_timestamps = 0
-        self._buf = np.empty(CHUNK_BYTES + MAX_BLOCK_BYTES + 64, dtype=np.uint8)
-        self._mv = memoryview(self._buf)
+        # Any: numpy's stubs make an ndarray a Buffer (struct, memoryview) from Python 3.12 only
+        self._buf: Any = np.empty(CHUNK_BYTES + MAX_BLOCK_BYTES + 64, dtype=np.uint8)
+        self._mv = memoryview(self._buf)  # type: ignore[arg-type]  # (see above)
         # bytes [0, _len) of _buf are valid; they start at file offset _base
         self._len = 0
         self._base = 0
@@ -282,10 +283,10 @@ def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
     path = Path(path)
     check_readable(path)
     try:
-        raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 - owned by the reader
+        raw: io.BufferedReader = open(path, "rb")  # noqa: SIM115 - owned by the reader
     except OSError as exc:
         raise InputError(path, f"cannot open: {exc.strerror or exc}") from None
-    fh: IO[bytes] = raw
+    fh: io.BufferedIOBase | io.RawIOBase = raw
     gzipped = False
     head = raw.read(64)
     if sniff(head) == "gzip":
@@ -297,7 +298,7 @@ def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
             raw.close()
             raise InputError(path, stream.error or "gzip-compressed file holds no data",
                              offset=0)
-        fh = stream  # type: ignore[assignment]
+        fh = stream
     else:
         raw.seek(0)
     kind = sniff(head)

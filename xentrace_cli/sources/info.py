@@ -198,17 +198,18 @@ def capture_info(path: str | os.PathLike[str],
         interfaces = _listed_interfaces(reader, per_interface)
         damage = reader.damage
         is_ng = reader.format == "pcapng"
+        fields: Any = reader  # the container's own fields: pcapng's sections, pcap's version
         info = CaptureInfo(
             path=str(path), format=reader.format, gzip=reader.gzipped,
-            byte_order="/".join(reader.byte_orders) if is_ng and reader.byte_orders
+            byte_order="/".join(fields.byte_orders) if is_ng and fields.byte_orders
             else reader.byte_order,
             file_bytes=reader.file_bytes,
-            version=None if is_ng else f"{reader.version_major}.{reader.version_minor}",
-            sections=reader.sections if is_ng else 1, interfaces=interfaces,
+            version=None if is_ng else f"{fields.version_major}.{fields.version_minor}",
+            sections=fields.sections if is_ng else 1, interfaces=interfaces,
             linktype_packets=per_linktype, frames=reader.frames, packets=packets,
             packets_without_timestamp=no_ts, first_ns=first_ns, last_ns=last_ns,
             out_of_order=out_of_order, data_bytes=data_bytes, wire_bytes=wire_bytes,
-            blocks=dict(reader.block_counts) if is_ng else {},
+            blocks=dict(fields.block_counts) if is_ng else {},
             truncated=damage is not None,
             truncated_at=None if damage is None else {
                 "offset": damage.offset, "packet": damage.packet, "problem": damage.problem,

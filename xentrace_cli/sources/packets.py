@@ -19,7 +19,7 @@ import shutil
 import socket
 import subprocess
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -301,7 +301,8 @@ def _arrow_array(pa: Any, values: np.ndarray, valid: np.ndarray | None) -> Any:
     """A pyarrow array over a numpy array's buffer, null where ``valid`` is False."""
     values = np.ascontiguousarray(values)
     nulls = 0 if valid is None else len(valid) - int(np.count_nonzero(valid))
-    bitmap = None if not nulls else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    bitmap = None if valid is None or not nulls else pa.py_buffer(
+        np.packbits(valid, bitorder="little"))
     return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values),
                                  [bitmap, pa.py_buffer(values)], null_count=nulls)
 
@@ -325,7 +326,7 @@ def _pandas_metadata(categories: int) -> bytes:
     columns = []
     for name, dtype in COLUMNS.items():
         if dtype == "category":
-            entry = {"pandas_type": "categorical", "numpy_type": codes,
+            entry: dict[str, Any] = {"pandas_type": "categorical", "numpy_type": codes,
                      "metadata": {"num_categories": categories, "ordered": False}}
         else:
             entry = {"pandas_type": dtype.lower(), "numpy_type": dtype, "metadata": None}
@@ -431,7 +432,7 @@ def iter_packets(path: str | os.PathLike[str], *, display_filter: str | None = N
                  on_progress: ProgressCallback | None = None,
                  interfaces_out: list[dict[str, Any]] | None = None,
                  prefetch: bool = True, payload_head: int = 0,
-                 tcp_window: bool = False) -> Iterator[pd.DataFrame]:
+                 tcp_window: bool = False) -> Generator[pd.DataFrame, None, None]:
     """Batches of the packet table of a capture, in file order, as DataFrames.
 
     Opt-in columns, absent unless asked for (the default table pays nothing for them):

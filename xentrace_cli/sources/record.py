@@ -33,7 +33,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .. import xen_events as xe
@@ -193,7 +193,7 @@ def format_plan(options: RecordOptions, steps: list[Step]) -> str:
     return "\n".join(lines)
 
 
-def analyze_line(options: RecordOptions, files: dict[str, str | None],
+def analyze_line(options: RecordOptions, files: Mapping[str, str | None],
                  cpu_hz: float | None = None) -> str:
     """The ``xenlat analyze`` command for the recorded files."""
     d = options.out_dir

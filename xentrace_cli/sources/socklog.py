@@ -183,7 +183,7 @@ def _parse_jsonl(body: bytes, malformed: Malformed, skipped: list[int]) -> pa.Ta
             continue
         try:
             record = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             malformed.add(number, f"not a JSON object ({exc.msg})")
             skipped.append(number)
             continue
@@ -201,7 +201,7 @@ def _parse_jsonl(body: bytes, malformed: Malformed, skipped: list[int]) -> pa.Ta
     return pa.Table.from_pylist(records, schema=schema)
 
 
-def _integers(col: pd.Series, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _integers(col: pd.Series, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     """An integer column parsed exactly and bounded: int64 values (0 where not valid), and
     which are valid. Decimal text of up to 19 digits is read exactly (a float would round a
     nanosecond time); a whole number written as a float (``3.0``) is accepted below 2**53;

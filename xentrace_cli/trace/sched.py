@@ -254,9 +254,9 @@ def pcpu_usage(scan: TraceScan, runs: Table, buckets: int) -> tuple[Table, Table
         share = np.divide(got, span, out=np.full(buckets, np.nan), where=span > 0)
         shares.append(np.clip(share, 0, 1))  # overlapping records (TSC skew): never > 100 %
     cols = np.array(rows, dtype=np.int64).reshape(-1, 7)
-    per_cpu = {"cpu": cols[:, 0].astype(np.int16), "records": cols[:, 1], "first": cols[:, 2],
-               "last": cols[:, 3], "busy": cols[:, 4], "idle": cols[:, 5],
-               "observed": cols[:, 6]}
+    per_cpu: dict[str, np.ndarray] = {
+        "cpu": cols[:, 0].astype(np.int16), "records": cols[:, 1], "first": cols[:, 2],
+        "last": cols[:, 3], "busy": cols[:, 4], "idle": cols[:, 5], "observed": cols[:, 6]}
     per_cpu["unknown"] = np.maximum(per_cpu["observed"] - per_cpu["busy"] - per_cpu["idle"], 0)
     n = len(scan.cpu_ids)
     per_bucket = {"cpu": np.repeat(per_cpu["cpu"], buckets),

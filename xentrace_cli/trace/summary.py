@@ -345,7 +345,8 @@ def _blind_spots(scan: TraceScan, origin: int, hz: float) -> dict[str, Any]:
 
 def _document(s: TraceSummary) -> dict[str, Any]:
     scan, hz, origin = s.scan, s.hz, s.scan.first_tsc or 0
-    span = (scan.last_tsc - scan.first_tsc) if scan.first_tsc is not None else 0
+    span = (scan.last_tsc - scan.first_tsc) if scan.first_tsc is not None \
+        and scan.last_tsc is not None else 0
     events = s.tables["events"]
     per_cpu = {int(c): 0 for c in scan.cpu_ids}
     for c, n in zip(scan.counts["cpu"].tolist(), scan.counts["records"].tolist(), strict=True):

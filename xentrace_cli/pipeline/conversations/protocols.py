@@ -72,7 +72,8 @@ def _starts_with(head: np.ndarray, length: np.ndarray, tokens: tuple[bytes, ...]
     out = np.zeros(head.shape[0], dtype=bool)
     # only rows whose first byte starts some token are compared further (most are not)
     firsts = np.frombuffer(bytes({t[0] for t in tokens}), dtype=np.uint8)
-    rows = np.flatnonzero(np.isin(head[:, at], firsts)) if at < head.shape[1] else []
+    rows = (np.flatnonzero(np.isin(head[:, at], firsts)) if at < head.shape[1]
+            else np.zeros(0, dtype=np.intp))
     if len(rows) == 0:
         return out
     sub, sub_len = head[rows], length[rows]

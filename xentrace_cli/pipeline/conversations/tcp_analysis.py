@@ -285,7 +285,10 @@ def _describe(event: str, hit: pd.DataFrame) -> pd.Series:
     """One line per event found: what the frame shows."""
     frame = "frame " + hit["frame"].astype(str) + ": "
     who = hit["src"].astype(str) + ":" + hit["sport"].astype(str)
-    ms = lambda col: (hit[col] / 1e6).round(1).astype(str) + " ms"  # noqa: E731
+
+    def ms(col: str) -> pd.Series:
+        return (hit[col] / 1e6).round(1).astype(str) + " ms"
+
     text = {
         "rto_backoff": frame + "retransmission by " + who + " after " + ms("interval_ns")
         + ", twice or more the previous wait (RTO back-off)",

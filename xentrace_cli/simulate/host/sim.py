@@ -74,8 +74,8 @@ class HostSim(Engine):
         self.wire: Table = tables["wire"]
         self.units: Table = tables["units"]
         self.rows: Table = tables["rows"]
-        self.reads: array[int] | np.ndarray = array("q")
-        self.strace_ns: array[int] | np.ndarray = array("q")
+        self.reads: Any = array("q")  # array('q') while simulating, an ndarray after
+        self.strace_ns: Any = array("q")  # as reads
         self.strace_calls: list[str] = []
         self.trace = np.zeros((0, RAW_WIDTH), dtype=np.int64)
         n = len(next(iter(requests.values()))) if requests else 0

@@ -13,11 +13,15 @@ from __future__ import annotations
 import dataclasses
 import random
 import struct
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..frames import Content
-from ..physics import Conn, Params, Request
+
+if TYPE_CHECKING:  # sim.py imports this module
+    from .sim import HostParams
+from ..physics import Conn, Request
 
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 SERVER_IP, SERVER_PORT = "10.0.0.1", 11211
@@ -51,7 +55,7 @@ class Exchange(Request):
     mmsg: bool = False
 
 
-def draw_flows(params: Params, guests: tuple[int, ...], rnd: random.Random) -> list[Flow]:
+def draw_flows(params: HostParams, guests: tuple[int, ...], rnd: random.Random) -> list[Flow]:
     """TCP connections (and the UDP socket of the captured guest) of every guest."""
     flows: list[Flow] = []
     for i, g in enumerate(guests):
@@ -84,7 +88,7 @@ def _dns_answer_head(query: bytes, size: int, r: int) -> bytes:
     return head + opt
 
 
-def draw_exchanges(n: int, params: Params, flows: list[Flow], guest: int,
+def draw_exchanges(n: int, params: HostParams, flows: list[Flow], guest: int,
                    rnd: random.Random, pos: int, lit: bytearray,
                    regions: list[list[int]]) -> tuple[list[Exchange], int]:
     """``n`` exchanges of ``guest``, laid out in the content from virtual position ``pos``."""
@@ -131,7 +135,7 @@ def peer_count(n: int, index: int) -> int:
     return n if index == 0 else -(-n // PEER_RATIO)
 
 
-def draw_traffic(n: int, params: Params, guests: tuple[int, ...], rnd: random.Random
+def draw_traffic(n: int, params: HostParams, guests: tuple[int, ...], rnd: random.Random
                  ) -> tuple[list[Flow], dict[int, list[Exchange]], Content]:
     """Flows and exchanges of every guest (``n`` for the captured one), with their content."""
     flows = draw_flows(params, guests, rnd)
