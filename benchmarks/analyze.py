@@ -95,7 +95,7 @@ def phases(directory: Path) -> None:
     from xentrace_cli.outputs import terminal
     from xentrace_cli.pipeline import attribute as attr
     from xentrace_cli.pipeline import match, path_order, select, trace_attribute
-    from xentrace_cli.sources import packets, strace, xentrace
+    from xentrace_cli.sources import packets, socket_log, xentrace
 
     t0 = time.perf_counter()
     log: list[tuple[str, str, float, float, float]] = []
@@ -115,7 +115,7 @@ def phases(directory: Path) -> None:
         setattr(module, name, timed_step)
 
     for module, names in ((packets, ["read_packets"]), (xentrace, ["read_xentrace"]),
-                          (strace, ["read_socket_log"]),
+                          (socket_log, ["read_socket_log"]),
                           (match, ["data_segments", "syn_segments", "local_addresses",
                                    "assign_flows", "first_transmissions", "match_segments"]),
                           (attr, ["map_streams", "socket_times"]),

@@ -1,4 +1,4 @@
-"""Benchmark of readers.strace.read_socket_log on a generated 1,000,000-line strace log.
+"""Benchmark of sources.socket_log.read_socket_log on a generated 1,000,000-line strace log.
 
 Run by hand: ``python benchmarks/strace.py [--lines N] [--keep PATH]``. The log mimics
 ``strace -f -ttt -T`` of a threaded memcached-like server: mostly complete read/write calls
@@ -27,13 +27,15 @@ from pathlib import Path
 
 from paired import interleaved, table
 
-from xentrace_cli.sources.strace import read_socket_log
+from xentrace_cli.sources.socket_log import read_socket_log
 
 #: One read of the log as ``analyze`` does it, in a process of its own (either layout).
 READ = ("import sys\n"
         "sys.path[:0] = sys.argv[2:]\n"
-        "try:\n    from xentrace_cli.sources.strace import read_socket_log\n"
-        "except ImportError:\n    from xentrace_cli.readers.strace import read_socket_log\n"
+        "try:\n    from xentrace_cli.sources.socket_log import read_socket_log\n"
+        "except ImportError:\n"
+        "    try:\n        from xentrace_cli.sources.strace import read_socket_log\n"
+        "    except ImportError:\n        from xentrace_cli.readers.strace import read_socket_log\n"
         "read_socket_log(sys.argv[1], data=False)")
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 from click.testing import CliRunner
@@ -62,6 +63,29 @@ def chromium() -> str:
     except ImportError:
         missing("playwright not installed (pip install -e '.[test]')")
     return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def simulated_set(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``simulated_set(scenario, seed=1, requests=None, host=None, shape=None) -> directory``:
+    the capture set ``xenlat simulate`` writes (captures, trace, strace, truth.csv,
+    scenario.json, manifest), made once per session for each (scenario, seed, requests, host,
+    shape) and shared by every test asking for it: read it, never write into it (copy what
+    you need to change into ``tmp_path``). ``host=None`` is the simulator's default host."""
+    from xentrace_cli.simulate import run_scenario
+
+    made: dict[tuple[Any, ...], Path] = {}
+
+    def make(scenario: str, *, seed: int = 1, requests: int | None = None,
+             host: str | None = None, shape: Any = None) -> Path:
+        key = (scenario, seed, requests, host, repr(shape))
+        if key not in made:
+            out = tmp_path_factory.mktemp(f"{scenario}-{seed}-{requests}-{host or 'default'}")
+            run_scenario(scenario, out, seed=seed, requests=requests, host=host, shape=shape)
+            made[key] = out
+        return made[key]
+
+    return make
 
 
 @pytest.fixture()

@@ -20,7 +20,6 @@ from xentrace_cli.errors import XenlatWarning
 from xentrace_cli.model import STAGES, TABLE_COLUMNS, Sources
 from xentrace_cli.pipeline.analyze import AnalyzeOptions, analyze, analyze_files, parse_thresholds
 from xentrace_cli.pipeline.result import Analysis
-from xentrace_cli.simulate import run_scenario
 from xentrace_cli.simulate.score import join_truth
 
 REQUESTS = 150
@@ -43,16 +42,11 @@ KEYS = ["direction", "src", "sport", "dst", "dport", "seq"]
 
 
 @pytest.fixture(scope="session")
-def scenario(tmp_path_factory: pytest.TempPathFactory):
-    """``scenario(name, seed=11, host=None) -> dir``: each simulated once per session."""
-    made: dict[tuple[str, int, str | None], Path] = {}
-
+def scenario(simulated_set):
+    """``scenario(name, seed=11, host=None) -> dir``: each simulated once per session
+    (``conftest.simulated_set``)."""
     def make(name: str, seed: int = 11, host: str | None = None) -> Path:
-        if (name, seed, host) not in made:
-            out = tmp_path_factory.mktemp(f"{name}-{seed}-{host or 'default'}")
-            run_scenario(name, out, seed=seed, requests=REQUESTS, host=host)
-            made[name, seed, host] = out
-        return made[name, seed, host]
+        return simulated_set(name, seed=seed, requests=REQUESTS, host=host)
 
     return make
 

@@ -21,7 +21,7 @@ from conftest import DATA, ROOT
 
 from xentrace_cli.cli import main
 from xentrace_cli.errors import XenlatWarning
-from xentrace_cli.sources.strace import read_socket_log
+from xentrace_cli.sources.socket_log import read_socket_log
 
 BAD = DATA / "badinput"
 sys.path.insert(0, str(BAD))

@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 
 from xentrace_cli.pipeline.clock import ClockFit, fit_offset_drift
-from xentrace_cli.simulate import run_scenario
 
 T0_NS = 1_700_000_000_000_000_000  # an epoch instant on the other clock (2023-11)
 
@@ -427,10 +426,9 @@ def test_tsc_degenerate_inputs(irq, arrivals):
 # --- against the simulator's truth -----------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def simulated(tmp_path_factory):
+def simulated(simulated_set):
     """The clock-skew scenario (guest clock 7.3 ms ahead, 40 ppm fast), written once."""
-    out = tmp_path_factory.mktemp("clock-skew")
-    run_scenario("clock-skew", out)
+    out = simulated_set("clock-skew")
     return out, json.loads((out / "scenario.json").read_text())
 
 

@@ -48,15 +48,15 @@ def package_imports(path: Path) -> list[tuple[int, str]]:
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level:
+        if isinstance(node, ast.ImportFrom) and (
+                node.level or (node.module or "").startswith("xentrace_cli")):
             base = package.split(".")[: len(package.split(".")) - node.level + 1]
-            target = ".".join(base + ([node.module] if node.module else []))
-            for alias in node.names if not node.module else [None]:
-                sub = f"{target}.{alias.name}" if alias else target
-                is_module = alias and (PACKAGE.parent / (sub.replace(".", "/") + ".py")).exists()
+            target = (".".join(base + ([node.module] if node.module else [])) if node.level
+                      else str(node.module))
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                is_module = (PACKAGE.parent / (sub.replace(".", "/") + ".py")).exists()
                 found.append((node.lineno, sub if is_module else target))
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("xentrace_cli"):
-            found.append((node.lineno, node.module))
         elif isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names
                       if a.name.startswith("xentrace_cli")]
@@ -148,3 +148,71 @@ def test_the_length_checker_counts(tmp_path: Path) -> None:
     assert [(n, s) for n, s, _ in long_functions(path)] == [("C.f", 90)]
     path.write_text(f"{LONG_MARK} a table, one line per case\ndef g():\n{body}")
     assert long_functions(path) == [("g", 90, True)]
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """The package's modules one file imports when it runs (lazy imports included, those
+    under ``if TYPE_CHECKING:`` left out: they never run)."""
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree)
+                   if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                   for child in node.body for n in ast.walk(child)}
+    lines = {n.lineno for n in ast.walk(tree) if id(n) in typing_only
+             and isinstance(n, (ast.Import, ast.ImportFrom))}
+    modules = set()
+    for line, target in package_imports(path):
+        if line in lines:
+            continue
+        while target and not ((PACKAGE.parent / (target.replace(".", "/") + ".py")).exists()
+                              or (PACKAGE.parent / target.replace(".", "/")).is_dir()):
+            target = target.rsplit(".", 1)[0]  # a name imported from a module
+        modules.add(target)
+    return modules
+
+
+def import_cycles() -> list[list[str]]:
+    """Every cycle of the package's run-time import graph (strongly connected components of
+    more than one module, or a module importing itself), by Tarjan's algorithm."""
+    graph = {module_name(p): runtime_imports(p) for p in PACKAGE.rglob("*.py")}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            # a package and its own modules (its __init__ re-exporting them) are one unit
+            real = [m for m in component if not any(o.startswith(m + ".") for o in component)]
+            if len(real) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_cycles() -> None:
+    assert import_cycles() == []
+
+
+def test_the_cycle_finder_finds_one(monkeypatch) -> None:
+    """Two modules importing each other are a cycle (the finder can fail)."""
+    fake = {"xentrace_cli.a": {"xentrace_cli.b"}, "xentrace_cli.b": {"xentrace_cli.a"}}
+    monkeypatch.setattr(f"{__name__}.runtime_imports", lambda p: fake.get(module_name(p), set()))
+    monkeypatch.setattr(Path, "rglob", lambda self, pattern: [PACKAGE / "a.py", PACKAGE / "b.py"])
+    assert import_cycles() == [["xentrace_cli.a", "xentrace_cli.b"]]

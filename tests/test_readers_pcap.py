@@ -15,7 +15,7 @@ import pytest
 from xentrace_cli.cli import main
 from xentrace_cli.errors import InputError, TruncatedInput
 from xentrace_cli.sources import capture
-from xentrace_cli.sources.capture import open_capture
+from xentrace_cli.sources.containers import open_capture
 from xentrace_cli.sources.packets import read_packets
 
 CAPTURES = Path(__file__).resolve().parent / "data" / "captures"

@@ -14,7 +14,7 @@ from conftest import CORPUS
 
 from xentrace_cli.errors import InputError, TruncatedInput
 from xentrace_cli.sources import capture
-from xentrace_cli.sources.capture import open_capture
+from xentrace_cli.sources.containers import open_capture
 from xentrace_cli.sources.packets import read_packets
 from xentrace_cli.sources.pcapng import ticks_to_ns
 

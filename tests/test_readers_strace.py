@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xentrace_cli import simulate
 from xentrace_cli.cli import main
 from xentrace_cli.errors import InputError, TruncatedInput, XenlatWarning
 from xentrace_cli.simulate.writers import strace_quote, write_strace
 from xentrace_cli.sources import strace
-from xentrace_cli.sources.strace import COLUMNS, decode_strace_string, read_socket_log
+from xentrace_cli.sources.socket_log import read_socket_log
+from xentrace_cli.sources.strace import COLUMNS, decode_strace_string
 
 DATA = Path(__file__).resolve().parent / "data" / "strace"
 S = 10**9  # ns per second
@@ -658,12 +658,12 @@ SIM_SCENARIOS = ["healthy", "black-0.1s", "clock-skew", "offload"]
 
 
 @pytest.mark.parametrize("scenario", SIM_SCENARIOS)
-def test_simulated_reads_cover_the_truth(tmp_path: Path, scenario: str) -> None:
+def test_simulated_reads_cover_the_truth(simulated_set, scenario: str) -> None:
     """Each received segment's t_read (truth.csv) is the return of the first read whose
     stream_offset + bytes covers the segment's last byte, on one fd per connection."""
-    simulate.run_scenario(scenario, tmp_path, seed=5, requests=40)
-    meta = json.loads((tmp_path / "scenario.json").read_text())
-    table = read_quiet(tmp_path / "app.strace")
+    directory = simulated_set(scenario, seed=5, requests=40)
+    meta = json.loads((directory / "scenario.json").read_text())
+    table = read_quiet(directory / "app.strace")
     reads = table[(table["direction"] == "rx") & (table["bytes"] > 0)]
     # the realistic host's guest also asks a DNS-like resolver over UDP (its datagrams'
     # read times are scored against the truth in test_realistic_host); the stream reads are
@@ -671,7 +671,7 @@ def test_simulated_reads_cover_the_truth(tmp_path: Path, scenario: str) -> None:
     peers = {meta["server"]} | ({meta["resolver"]} if "resolver" in meta else set())
     assert set(reads["peer"]) == peers
     reads = reads[reads["peer"] == meta["server"]]
-    truth = pd.read_csv(tmp_path / "truth.csv")
+    truth = pd.read_csv(directory / "truth.csv")
     rx = truth[(truth["direction"] == "rx") & truth["t_read"].notna() & (truth["proto"] == 6)]
     assert len(rx)
     # truth times are true-clock epoch seconds; the log is on the guest clock.

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xentrace_cli import simulate
 from xentrace_cli import xen_events as xe
 from xentrace_cli.cli import main
 from xentrace_cli.errors import InputError, TruncatedInput
@@ -707,12 +706,12 @@ def test_round_trip_simulator_writer(tmp_path: Path) -> None:
             assert got[f"w{k}"].tolist() == extra[rows, k].tolist()
 
 
-def test_round_trip_simulated_scenario(tmp_path: Path) -> None:
-    simulate.run_scenario("lost-records", tmp_path, seed=3, requests=30)
-    scenario = json.loads((tmp_path / "scenario.json").read_text())
-    trace = read_xentrace(tmp_path / "xentrace.bin")
+def test_round_trip_simulated_scenario(simulated_set) -> None:
+    directory = simulated_set("lost-records", seed=3, requests=30)
+    scenario = json.loads((directory / "scenario.json").read_text())
+    trace = read_xentrace(directory / "xentrace.bin")
     assert trace.records > 0 and not trace.truncated
-    assert trace.records == len(slow_walk(tmp_path / "xentrace.bin"))
+    assert trace.records == len(slow_walk(directory / "xentrace.bin"))
     # The blind spots the simulator injected (its truth), at its TSC formula.
     t0, tsc0, hz = scenario["t0_ns"], scenario["tsc_at_t0"], scenario["cpu_hz"]
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from xentrace_cli.model import DIRECTION_STAGES, STAGES, TX_STAGES
 from xentrace_cli.pipeline.analyze import analyze_files
 from xentrace_cli.pipeline.path_order import ORDER, RESOLUTION_NS
-from xentrace_cli.simulate import SCENARIOS, run_scenario
+from xentrace_cli.simulate import SCENARIOS
 from xentrace_cli.simulate.host.shape import HostShape
 from xentrace_cli.simulate.score import anomaly_scores, join_truth, read_truth, stage_errors
 from xentrace_cli.sources.manifest import read_manifest
@@ -32,14 +32,13 @@ WITHIN_SHARE = 0.99
 _SETS: dict[tuple[str, int], tuple[Path, object]] = {}
 
 
-def analyzed(tmp_path_factory: pytest.TempPathFactory, name: str, seed: int,
+def analyzed(simulated_set, name: str, seed: int,
              shape: HostShape | None = None) -> tuple[Path, object]:
     """A realistic-host set of ``name`` and its all-sources analysis (cached per session)."""
     key = (name, seed)
     if shape is None and key in _SETS:
         return _SETS[key]
-    directory = tmp_path_factory.mktemp(f"{name}-{seed}")
-    run_scenario(name, directory, seed=seed, requests=REQUESTS, host="realistic", shape=shape)
+    directory = simulated_set(name, seed=seed, requests=REQUESTS, host="realistic", shape=shape)
     sources = read_manifest(directory).sources
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -55,9 +54,9 @@ CASES = [pytest.param(name, seed, id=f"{name}-{seed}") for name in SCENARIOS
 
 
 @pytest.mark.parametrize(("name", "seed"), CASES)
-def test_every_stage_matches_the_truth(tmp_path_factory: pytest.TempPathFactory, name: str,
+def test_every_stage_matches_the_truth(simulated_set, name: str,
                                        seed: int) -> None:
-    directory, analysis = analyzed(tmp_path_factory, name, seed)
+    directory, analysis = analyzed(simulated_set, name, seed)
     both = join_truth(analysis.table, read_truth(directory))
     assert len(both) >= 0.95 * len(read_truth(directory))
     errors = stage_errors(both)
@@ -70,9 +69,9 @@ def test_every_stage_matches_the_truth(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.mark.parametrize(("name", "seed"), CASES)
-def test_every_stall_is_found_with_its_cause(tmp_path_factory: pytest.TempPathFactory,
+def test_every_stall_is_found_with_its_cause(simulated_set,
                                              name: str, seed: int) -> None:
-    directory, analysis = analyzed(tmp_path_factory, name, seed)
+    directory, analysis = analyzed(simulated_set, name, seed)
     score = anomaly_scores(join_truth(analysis.table, read_truth(directory)))
     assert score.false == 0, score            # no false anomaly, healthy host included
     assert score.found == score.injected, score
@@ -82,8 +81,8 @@ def test_every_stall_is_found_with_its_cause(tmp_path_factory: pytest.TempPathFa
 
 
 def test_the_transmit_stall_is_on_the_transmit_stage(
-        tmp_path_factory: pytest.TempPathFactory) -> None:
-    directory, analysis = analyzed(tmp_path_factory, "tx-stall", 1)
+        simulated_set) -> None:
+    directory, analysis = analyzed(simulated_set, "tx-stall", 1)
     table = analysis.table
     tx = table[(table["direction"] == "tx") & (table["anomaly"] != "")]
     assert set(tx["anomaly"]) <= set(TX_STAGES) and len(tx)
@@ -119,14 +118,14 @@ def _no_stage_below_its_uncertainty(table: pd.DataFrame) -> None:
 @given(seed=st.integers(1, 10_000), n_dom0=st.integers(1, 4), extra=st.integers(1, 3),
        scenario=st.sampled_from(["healthy", "dom0-starved", "black-0.1s", "tx-stall"]),
        on_guest=st.booleans())
-def test_no_impossible_value_on_any_host_shape(tmp_path_factory: pytest.TempPathFactory,
+def test_no_impossible_value_on_any_host_shape(simulated_set,
                                                seed: int, n_dom0: int, extra: int,
                                                scenario: str, on_guest: bool) -> None:
     guests = (5, 6)
     n_pcpus = n_dom0 + len(guests) + extra
     irq = (0, n_dom0) if on_guest else None          # n_dom0 is the captured guest's pCPU
     shape = HostShape(n_pcpus=n_pcpus, n_dom0=n_dom0, guests=guests, irq_pcpus=irq)
-    _, analysis = analyzed(tmp_path_factory, scenario, seed, shape)
+    _, analysis = analyzed(simulated_set, scenario, seed, shape)
     table = analysis.table
     assert len(table)
     _no_stage_below_its_uncertainty(table)

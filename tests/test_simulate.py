@@ -19,7 +19,7 @@ from xentrace_cli.cli import main
 from xentrace_cli.errors import OptionError
 from xentrace_cli.model import CHECKPOINTS, STAGES
 from xentrace_cli.simulate import SCENARIOS, run_scenario, segments
-from xentrace_cli.sources import packets, strace
+from xentrace_cli.sources import packets, socket_log
 from xentrace_cli.sources import xentrace as xt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -318,7 +318,7 @@ def test_lost_records_blind_spot_covers_stall(runs: dict[str, Path]) -> None:
 def test_socket_log_matches_truth(runs: dict[str, Path]) -> None:
     d = runs["healthy"]
     meta, t = _meta(d), _truth(d)
-    log = strace.read_socket_log(d / "app.strace")
+    log = socket_log.read_socket_log(d / "app.strace")
     assert {"connect", "read", "write"} <= set(log["syscall"].astype(str))
     assert (log["errno"] == "EAGAIN").any()
     reads = log[(log["syscall"] == "read") & (log["bytes"] > 0)]

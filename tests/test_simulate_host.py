@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from xentrace_cli.model import CHECKPOINTS, STAGES, TX_CHECKPOINTS, TX_STAGES
 from xentrace_cli.simulate import SCENARIOS, run_scenario, segments, simulate
 from xentrace_cli.simulate.host.shape import HostShape
-from xentrace_cli.sources import packets, strace
+from xentrace_cli.sources import packets, socket_log
 from xentrace_cli.sources import xentrace as xt
 
 REQUESTS = 60
@@ -285,7 +285,7 @@ def test_udp_rows_and_socket_log(runs: dict[str, Path]) -> None:
     text = (d / "app.strace").read_text()
     for call in ("sendto(", "recvfrom(", "sendmmsg(", "recvmmsg("):
         assert call in text, call
-    log = strace.read_socket_log(d / "app.strace")
+    log = socket_log.read_socket_log(d / "app.strace")
     got = set(log["syscall"].astype(str))
     assert {"sendto", "recvfrom", "read", "write"} <= got
     # recvfrom returns match the UDP rx rows' read times (strace prints µs)

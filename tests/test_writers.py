@@ -22,7 +22,7 @@ from xentrace_cli.simulate.writers import (
     write_strace,
     write_xentrace,
 )
-from xentrace_cli.sources import packets, strace
+from xentrace_cli.sources import packets, socket_log
 from xentrace_cli.sources import xentrace as xt
 
 T0 = 1_767_229_200 * 10**9
@@ -267,7 +267,7 @@ def test_strace_lines_and_reader(tmp_path: Path) -> None:
     lines = path.read_text().splitlines()
     assert lines[0] == ('4242  1767229201.234567 read(3, "VALUE k1 0 5\\r\\nabc", 16384) = 17 '
                         "<0.000012>")
-    t = strace.read_socket_log(path)
+    t = socket_log.read_socket_log(path)
     assert t["ts_ns"].tolist() == [T0 + 1_234_567_000 + 12_000, T0 + 1_300_000_000 + 5_000]
     assert t["bytes"].tolist() == [17, 0]
     assert t["data"].iloc[0] == b"VALUE k1 0 5\r\nabc"
@@ -279,4 +279,4 @@ def test_strace_binary_payload_round_trip(tmp_path: Path) -> None:
     calls = [f"read(3, {strace_quote(p, len(p))}, 4096) = {len(p)}" for p in payloads]
     path = tmp_path / "bin.strace"
     write_strace(path, 7, T0 + np.arange(3) * 10**6, np.full(3, 1000), calls)
-    assert list(strace.read_socket_log(path)["data"]) == payloads
+    assert list(socket_log.read_socket_log(path)["data"]) == payloads

@@ -3,6 +3,11 @@
 Errors become exit codes here and nowhere else: ``XenlatError`` → its ``exit_code`` with one
 line on stderr; warnings → ``xenlat: warning: …`` on stderr (``--strict`` turns a truncated
 input into exit 3). Data goes to stdout, progress and colour to stderr.
+
+Each command imports its library inside the command, on purpose: the import of this module
+is what ``xenlat --help``, ``--version``, ``packets`` and ``info`` pay for, and they must not
+import pandas (or the analysis) at all (``tests/test_packets.py`` checks it). Library modules
+import their own package at module top.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExitCode, OptionError, TruncatedInput, XenlatError, XenlatWarning
+from ..sources.manifest import MANIFEST_NAME, is_set_directory
 
 #: What ``xenlat batch`` tells a user whose Python lacks Dask.
 INSTALL_HINT = "xenlat batch needs Dask distributed: pip install 'xenlat[fleet]'"
@@ -90,8 +91,6 @@ def find_sets(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
     Raises ``OptionError`` for a path that is neither.
     """
-    from ..sources.manifest import MANIFEST_NAME, is_set_directory
-
     found: dict[Path, None] = {}
     for given in paths:
         path = Path(given).absolute()

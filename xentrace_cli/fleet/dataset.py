@@ -46,7 +46,9 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError
 from ..model import TABLE_COLUMNS, stat_key
+from ..outputs.tables import arrow_table
 from ..sources.manifest import FILE_KEYS, CaptureSet
+from ..sources.packets import iter_packets
 
 #: The packet rows' table and the per-set summaries' table, each a directory of the dataset.
 PACKETS = "packets"
@@ -133,8 +135,6 @@ def place(capture_set: CaptureSet) -> Placement:
 def first_packet_time(capture_set: CaptureSet) -> dt.datetime | None:
     """The earliest first-packet time of the set's captures (dom0's before the guest's: the
     analysis table is on dom0's clock), reading one batch of each; None without one."""
-    from ..sources.packets import iter_packets
-
     for key in ("phys", "backend", "guest"):
         path = getattr(capture_set.sources, key)
         if path is None:
@@ -221,8 +221,6 @@ class SetIdentity:
 
 def packet_rows(table: pd.DataFrame, identity: SetIdentity) -> pa.Table:
     """The analysis table as the ``packets`` file holds it (:func:`packet_schema`)."""
-    from ..outputs.tables import arrow_table
-
     arrow = arrow_table(table.loc[:, list(TABLE_COLUMNS)])
     n = arrow.num_rows
     arrow = arrow.append_column("set", pa.array([identity.name] * n, pa.string()))

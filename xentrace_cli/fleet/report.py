@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import __version__
 from ..errors import OptionError
 from ..model import DIRECTION_STAGES, split_stat_key, stat_key
 from ..outputs.html import (  # the single-analysis report's figure conventions
@@ -61,8 +62,6 @@ def write_fleet_report(dataset: str | os.PathLike[str], path: str | os.PathLike[
 
 def render_fleet_report(summaries: pd.DataFrame, dataset: str) -> str:
     """The page (a str) for the summary rows of a dataset (``dataset.read_summaries``)."""
-    from .. import __version__
-
     stages = stage_table(summaries)
     hosts = sorted(summaries["xen_host"].unique())
     colors = {host: HOST_COLORS[i % len(HOST_COLORS)] for i, host in enumerate(hosts)}

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import __version__
 from ..errors import OptionError
 from ..model import format_flow
 from ..pipeline.stats import stage_stats
@@ -97,8 +98,6 @@ def write_html_report(analysis: Any, path: str | Path, *, top: int = WORST_ROWS)
 
 def render_html_report(analysis: Any, *, top: int = WORST_ROWS) -> str:
     """The report as one HTML document (a str)."""
-    from .. import __version__
-
     table = analysis.table.reset_index(drop=True)
     flagged = anomalous(table)
     assets = resources.files(__package__) / "assets"

@@ -57,9 +57,12 @@ from ..model import (
     checkpoint_ns_column,
     stat_key,
 )
-from ..sources.packets import read_packets
-from ..sources.strace import read_socket_log
-from ..sources.xentrace import XenTrace, read_xentrace
+
+# the readers by module (benchmarks/analyze.py --phases times each by wrapping it there)
+from ..sources import packets as capture_reader
+from ..sources import socket_log
+from ..sources import xentrace as trace_reader
+from ..sources.xentrace import XenTrace
 from ..units import parse_duration_us
 from . import align, anomalies, attribute, causes, lone, match, path_order, trace_attribute
 from .attribute import NA_NS
@@ -319,7 +322,7 @@ def read_sources(run: _Run) -> None:
     trace_path = sources.xentrace
     if trace_path is not None:
         def read_trace() -> XenTrace:
-            trace = read_xentrace(trace_path, on_progress=progress.part("xentrace"),
+            trace = trace_reader.read_xentrace(trace_path, on_progress=progress.part("xentrace"),
                                   events=trace_attribute.TRACE_EVENTS,
                                   columns=trace_attribute.TRACE_COLUMNS)
             give_back_memory()
@@ -332,7 +335,7 @@ def read_sources(run: _Run) -> None:
         for name in CAPTURES[::-1]:
             path = getattr(sources, name)
             if path is not None:  # the lone view's capture: payload heads and TCP windows
-                run.packets[name] = read_packets(
+                run.packets[name] = capture_reader.read_packets(
                     path, on_progress=progress.part(name),
                     **(lone.READ_OPTIONS if name == lone_name else {}))
         if lone_name is not None:
@@ -364,8 +367,8 @@ def _read_socket_log_aside(pool: concurrent.futures.Executor, path: Path | None,
     def job() -> tuple[pd.DataFrame | None, list[Warning], Exception | None]:
         with hold_warnings() as held:
             try:
-                calls = read_socket_log(path, on_progress=progress.part("socket_log"),
-                                        data=False)
+                calls = socket_log.read_socket_log(
+                    path, on_progress=progress.part("socket_log"), data=False)
             except Exception as exc:  # shown after the warnings it followed
                 return None, held, exc
         give_back_memory()

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..model import CHECKPOINT_SOURCE, STAGES, TX_CHECKPOINTS, TX_STAGES
+from .lone import connection_ids
 from .match import TCP
 
 #: "Not measured" in an int64 ns checkpoint column.
@@ -193,7 +194,6 @@ def map_streams(calls: pd.DataFrame, segments: pd.DataFrame, offsets: np.ndarray
     per_stream = per_stream.reset_index().rename(columns={stream_col: "stream"})
 
     # connections as the capture shows them: remote endpoint, time span, bytes each way
-    from .lone import connection_ids
     conn = connection_ids(segments)
     firsts = segments.assign(_conn=conn).drop_duplicates("flow")
     rx_first = firsts["direction"].to_numpy() == "rx"

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..model import LONE_INTERVALS, format_flow
+from ..sources.packets import head_bytes
 from ..units import format_duration
 from . import anomalies
 from .conversations import gaps, messages, protocols, tcp_analysis
@@ -61,8 +62,6 @@ def frame_facts(packets: pd.DataFrame) -> FrameFacts:
     """Payload heads and TCP sequence analysis of a packet table read with
     :data:`READ_OPTIONS` (without those columns: none — every conversation is cut by turns,
     and no network cause is named)."""
-    from ..sources.packets import head_bytes
-
     if "payload_head" in packets.columns:
         have = packets["payload_head"].notna().to_numpy()
         frames = packets["frame"].to_numpy(np.int64)[have]

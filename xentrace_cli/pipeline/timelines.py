@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .. import xen_events as xe
+from ..sources.xentrace import running_on
 
 #: Run-state codes (Xen's numbers: ``RUNSTATE_CHANGE`` old/new fields).
 RUNNING, RUNNABLE, BLOCKED, OFFLINE = (xe.RUNSTATE_RUNNING, xe.RUNSTATE_RUNNABLE,
@@ -110,8 +111,6 @@ def _copies(events: pd.DataFrame, event: np.ndarray, tsc: np.ndarray, cpu: np.nd
     c_tsc, c_cpu = tsc[rows], cpu[rows]
     issuer = np.full(rows.size, -1, dtype=np.int64)
     if rows.size and cpu_runs is not None and len(cpu_runs):
-        from ..sources.xentrace import running_on
-
         who = running_on(cpu_runs, c_cpu, c_tsc)
         dom0 = who["domid"].to_numpy(dtype=np.int64, na_value=-1) == 0
         issuer = np.where(dom0, who["vcpu"].to_numpy(dtype=np.int64, na_value=-1), -1)

@@ -1,9 +1,11 @@
-"""Opening a capture file: format sniffing, transparent gzip, chunked reading, raw batches.
+"""What every capture container shares: format sniffing, transparent gzip, chunked reading,
+raw batches.
 
-:func:`open_capture` checks the path, looks at the magic number (through gzip when the file is
-gzip-compressed, as Wireshark reads ``.pcap.gz``) and returns the reader of that format
-(:class:`~xentrace_cli.sources.pcap.PcapReader` or
-:class:`~xentrace_cli.sources.pcapng.PcapngReader`). Both yield :class:`RawBatch` objects:
+:func:`.containers.open_capture` checks the path, looks at the magic number (:func:`sniff`,
+through :class:`GunzipStream` when the file is gzip-compressed, as Wireshark reads
+``.pcap.gz``) and returns the reader of that format (:class:`~.pcap.PcapReader` or
+:class:`~.pcapng.PcapngReader`, both a :class:`CaptureReader`). Both yield :class:`RawBatch`
+objects:
 columns of record positions, lengths and timestamps over one chunk of the file, never the whole
 file (memory stays bounded by :data:`CHUNK_BYTES`).
 
@@ -25,7 +27,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..errors import InputError, TruncatedInput, check_readable
+from .. import linktypes
+from ..errors import InputError, TruncatedInput
 
 #: Bytes read per chunk (plus the unread tail of the previous chunk). Small enough that the
 #: decoder's gathers hit the CPU cache (4 MiB: 2x faster decoding than 16 MiB).
@@ -71,10 +74,8 @@ class Interface:
         return f"2^-{code & 0x7F}" if code & 0x80 else f"10^-{code}"
 
     def to_dict(self) -> dict[str, Any]:
-        from ..linktypes import name
-
         return {"name": self.name, "description": self.description,
-                "linktype": self.linktype, "linktype_name": name(self.linktype),
+                "linktype": self.linktype, "linktype_name": linktypes.name(self.linktype),
                 "snaplen": self.snaplen, "tsresol": self.tsresol,
                 "tsoffset_s": self.tsoffset_s, "section": self.section}
 
@@ -276,48 +277,3 @@ def sniff(head: bytes) -> str:
         if le in PCAP_MAGICS or be in PCAP_MAGICS:
             return "pcap"
     return "?"
-
-
-def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
-    """Open a pcap or pcapng file (optionally gzip-compressed) for reading in batches."""
-    path = Path(path)
-    check_readable(path)
-    try:
-        raw: io.BufferedReader = open(path, "rb")  # noqa: SIM115 - owned by the reader
-    except OSError as exc:
-        raise InputError(path, f"cannot open: {exc.strerror or exc}") from None
-    fh: io.BufferedIOBase | io.RawIOBase = raw
-    gzipped = False
-    head = raw.read(64)
-    if sniff(head) == "gzip":
-        gzipped = True
-        raw.seek(0)
-        stream = GunzipStream(raw)
-        head = stream.peek(64)
-        if not head:
-            raw.close()
-            raise InputError(path, stream.error or "gzip-compressed file holds no data",
-                             offset=0)
-        fh = stream
-    else:
-        raw.seek(0)
-    kind = sniff(head)
-    try:
-        if kind == "pcap":
-            from .pcap import PcapReader
-
-            return PcapReader(path, fh, raw, gzipped, head)
-        if kind == "pcapng":
-            from .pcapng import PcapngReader
-
-            return PcapngReader(path, fh, raw, gzipped, head)
-    except BaseException:
-        fh.close()
-        raw.close()
-        raise
-    fh.close()
-    raw.close()
-    magic = head[:4].hex() if head else "none"
-    what = "gzip-compressed data" if gzipped else "file"
-    raise InputError(path, f"not a pcap or pcapng capture ({what} starts with {magic})",
-                     offset=0)

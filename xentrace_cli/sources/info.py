@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import linktypes
 from ..errors import XenlatWarning
+from .containers import open_capture
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -165,8 +166,6 @@ def _listed_interfaces(reader: Any, per_interface: np.ndarray) -> list[dict[str,
 def capture_info(path: str | os.PathLike[str],
                  on_progress: ProgressCallback | None = None) -> CaptureInfo:
     """Describe a capture (pcap, pcapng, gzip-compressed either) without decoding packets."""
-    from .capture import open_capture
-
     reader = open_capture(path)
     per_linktype: dict[int, int] = {}
     per_interface = np.zeros(0, dtype=np.int64)

@@ -28,6 +28,8 @@ import numpy as np
 
 from .. import linktypes
 from ..errors import InputError, OptionError, XenlatWarning
+from .containers import open_capture
+from .decode import decode
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -465,8 +467,6 @@ def _iter(path: str | os.PathLike[str], form: str, *, display_filter: str | None
           interfaces_out: list[dict[str, Any]] | None = None,
           prefetch: bool = True, payload_head: int = 0,
           tcp_window: bool = False) -> Iterator[Any]:
-    from .capture import open_capture
-
     host_text = _host_filter(host) if host is not None else None
     if port is not None and not 0 <= port <= 0xFFFF:
         raise OptionError(f"--port: {port} is not a TCP/UDP port")
@@ -580,8 +580,6 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
             extras: dict[str, Any] | None = None) -> Iterator[Any]:
     """Decode and filter the reader's batches into tables of ``form`` (``pandas`` or
     ``arrow``); warnings go to ``pending`` (not emitted)."""
-    from .decode import decode
-
     convert = PacketColumns.to_arrow if form == "arrow" else PacketColumns.to_pandas
     book = _AddressBook()
     suspicion = _Suspicion(book)

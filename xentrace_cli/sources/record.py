@@ -38,6 +38,7 @@ from pathlib import Path
 
 from .. import xen_events as xe
 from ..errors import OptionError
+from .manifest import FILE_KEYS, is_set_directory, read_manifest, write_manifest
 
 #: The trace records the analysis reads (``attribute``, ``readers.xentrace``).
 TRACE_EVENTS: tuple[int, ...] = (
@@ -380,8 +381,6 @@ def _write_manifest(options: RecordOptions, files: dict[str, str], started: dt.d
                     cpu_hz: float | None) -> Path:
     """The set's manifest: this run's files, and those an earlier run into the same
     directory recorded (the other side's, copied in) when they are still there."""
-    from .manifest import FILE_KEYS, is_set_directory, read_manifest, write_manifest
-
     merged = dict(files)
     meta: dict[str, object] = {}
     if is_set_directory(options.out_dir):

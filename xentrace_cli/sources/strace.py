@@ -50,7 +50,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from xentrace_cli.errors import InputError, TruncatedInput, XenlatWarning, check_readable, warn
+from xentrace_cli.errors import InputError, TruncatedInput, XenlatWarning, warn
 from xentrace_cli.sources.capture import sniff
 
 # --------------------------------------------------------------------------------------------
@@ -210,24 +210,6 @@ def _unescape(text: bytes | memoryview) -> bytes:
         return codecs.escape_decode(text)[0]
     except ValueError:
         return bytes(text)
-
-
-def read_socket_log(path: str | os.PathLike[str], *,
-                    on_progress: Callable[[int, int], None] | None = None,
-                    data: bool = True) -> pd.DataFrame:
-    """Read an strace log or a plain CSV / JSON Lines read log into the socket call table.
-
-    The kind of file is told by content (``frame.attrs["format"]``: ``strace``, ``csv`` or
-    ``jsonl``). ``on_progress(done_bytes, total_bytes)`` is called after each chunk.
-    ``data=False``: strace strings are not decoded and the ``data`` column is all None (the
-    analyzer needs byte counts, not bytes; decoding is a Python step per call).
-    """
-    check_readable(path)
-    kind = sniff_format(path)
-    if kind == "strace":
-        return _read_strace(path, on_progress, data)
-    from xentrace_cli.sources import socklog
-    return socklog.read_plain_log(path, kind, on_progress=on_progress)
 
 
 def _binary_kind(head: bytes) -> str | None:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ... import __version__
 from ...errors import InputError, check_readable
 from ...model import MERGED_INTERVALS, STAGES, TX_INTERVALS, TX_STAGES, stat_key
 from ...pipeline.result import Analysis
@@ -120,8 +121,6 @@ def measured_stats(analysis: Analysis, percentiles: Sequence[str] = DEFAULT_PERC
 def baseline_document(analysis: Analysis, percentiles: Sequence[str] = ()) -> dict[str, Any]:
     """What ``xenlat baseline`` saves: stage statistics (the default percentiles and
     ``percentiles``), source names, version; no date."""
-    from ... import __version__
-
     return {
         "kind": BASELINE_KIND,
         "format": BASELINE_FORMAT,

@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..match import unwrap_seq
+
 SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
 #: Wireshark's out-of-order threshold: a hole filled this soon after the front moved.
 OUT_OF_ORDER_NS = 3_000_000
@@ -130,8 +132,6 @@ def _within(t: pd.DataFrame, values: np.ndarray, fill: float) -> np.ndarray:
 
 def _flags(t: pd.DataFrame) -> pd.DataFrame:
     """The per-frame flags of frames sorted by flow, then frame number."""
-    from ..match import unwrap_seq
-
     flow = t["flow"].to_numpy()
     flags = t["flags"].to_numpy()
     syn, fin, rst = (flags & SYN) != 0, (flags & FIN) != 0, (flags & RST) != 0
