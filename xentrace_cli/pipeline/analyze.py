@@ -355,8 +355,12 @@ def read_sources(run: _Run) -> None:
     run.n_captures = len(run.packets)
 
 
+_SocketJob = concurrent.futures.Future[tuple[pd.DataFrame | None, list[Warning],
+                                             Exception | None]]
+
+
 def _read_socket_log_aside(pool: concurrent.futures.Executor, path: Path | None,
-                           progress: _Progress) -> concurrent.futures.Future | None:
+                           progress: _Progress) -> _SocketJob | None:
     """Start reading the socket log in a worker thread, beside the captures (it spends most
     of its time in Arrow's regex and numpy, which let the other threads run). Its warnings are
     held (and an error kept) until :func:`_socket_log_result` takes them, so they come out
@@ -377,7 +381,7 @@ def _read_socket_log_aside(pool: concurrent.futures.Executor, path: Path | None,
     return pool.submit(job)
 
 
-def _socket_log_result(job: concurrent.futures.Future | None) -> pd.DataFrame | None:
+def _socket_log_result(job: _SocketJob | None) -> pd.DataFrame | None:
     """The socket call table of :func:`_read_socket_log_aside`, its warnings shown now."""
     if job is None:
         return None
