@@ -1,6 +1,6 @@
 """Plain socket logs (CSV with a header, or JSON Lines) → the socket call table.
 
-Defines :func:`read_plain_log`, called by :func:`xentrace_cli.sources.strace.read_socket_log`
+Defines :func:`read_plain_log`, called by :func:`xentrace_cli.sources.socket_log.read_socket_log`
 when the file is not strace output. One record per completed call; fields (CSV header names or
 JSON keys):
 
