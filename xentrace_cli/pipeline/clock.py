@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -817,8 +818,9 @@ def fit_tsc(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
                                free_hz=free.cpu_hz if free.quality in good else None)
 
 
-# long function: one TSC fit read top to bottom (coarse rate, match, line, bound, copies,
-# checks); its parts share a dozen intermediate arrays
+# long function: one TSC fit read top to bottom (coarse rate, matched line, bounding pairs,
+# causal fit, rate, detail: each a helper below); its 24 lines of signature and docstring
+# say what every argument means
 def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
                   cpu_hz: float | None = None, copy_tsc: npt.ArrayLike | None = None,
                   copy_after_ns: npt.ArrayLike | None = None,
@@ -856,19 +858,7 @@ def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
         return TscFit.none("no idle gaps shared by the interrupts and the frames: could not "
                            "line the trace up with the capture", cpu_hz, n_irq, n_bursts)
     k, o, k_err, anchor, _ = coarse
-
-    # grow the matched region from the anchor while the scale is good enough for it
-    radius = max(window_ns / max(k_err, 1e-9), 100.0 * window_ns)
-    whole = max(anchor - a[0], a[-1] - anchor)
-    se = 0.0
-    while True:
-        sel = np.abs(a - anchor) <= radius
-        i, j = _match(x, a, k, o, window_ns, sel)
-        if i.size >= 2:
-            k, o, se = _line(x[i], a[j], k_given)
-        if radius >= whole:
-            break
-        radius = min(whole, 2 * radius) if i.size >= 2 else whole
+    k, o = _grow_match(x, a, k, o, k_err, anchor, window_ns, k_given)
     i, j = _match(x, a, k, o, window_ns, np.ones(a.size, bool))
     pred = o + k * x
     inside = (a >= pred[0] - window_ns) & (a <= pred[-1] + window_ns)
@@ -882,17 +872,7 @@ def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
                              "the best alignment found (wrong IRQ?)", cpu_hz, n_irq, n_bursts)
         return dataclasses.replace(failed, matched_fraction=matched, n_matched=int(i.size))
     k, o, se = _line(x[i], a[j], k_given)
-    keep = _unambiguous(x, a, k, o, i, j)
-    if keep.sum() < MIN_CLEAN_PAIRS:
-        keep = np.ones(i.size, bool)
-    resid = a[j] - (o + k * x[i])
-    if keep.sum() >= 1 / IRQ_LOW_TRIM:   # a stray interrupt is a mismatch, not a bound
-        keep &= resid >= np.quantile(resid[keep], IRQ_LOW_TRIM)
-    if keep.sum() >= MIN_CLEAN_PAIRS:
-        # a burst matched to a later interrupt (its own came long before: dom0 starved) shows
-        # a delay far below the bulk's, whose lower side is steep: such a pair is no bound
-        q_lo, q_mid = np.quantile(resid[keep], [0.1, 0.5])
-        keep &= resid >= q_lo - LOW_DELAY_SPREADS * max(q_mid - q_lo, 1_000.0)
+    keep = _bounding_pairs(x, a, k, o, i, j)
 
     # the causal fit: trace time (cycles scaled to ns) is the "other" clock
     def trace_ns(tsc: np.ndarray) -> np.ndarray:
@@ -900,18 +880,9 @@ def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
         rel = (tsc - tsc0).astype(np.float64)
         return np.int64(a0) + np.rint(o + k * rel).astype(np.int64)
 
-    send_ref = recv_other = send_other = recv_ref = None
-    b_send = trace_ns(irq[i[keep]])
-    b_recv = starts[j[keep]] - int(min_irq_delay_ns)
-    if copy_tsc is not None:
-        if copy_after_ns is not None:       # backend capture → copy: a forward pair
-            after, c_tsc = _as_ns_pairs(copy_after_ns, copy_tsc)
-            send_ref, recv_other = after + int(min_copy_delay_ns), trace_ns(c_tsc)
-        if copy_before_ns is not None:      # copy → guest capture: a backward pair
-            c_tsc, before = _as_ns_pairs(copy_tsc, copy_before_ns)
-            b_send = np.concatenate([b_send, trace_ns(c_tsc)])
-            b_recv = np.concatenate([b_recv, before - int(min_copy_delay_ns)])
-    send_other, recv_ref = b_send, b_recv
+    send_ref, recv_other, send_other, recv_ref = _causal_pairs(
+        trace_ns, irq[i[keep]], starts[j[keep]] - int(min_irq_delay_ns), copy_tsc,
+        copy_after_ns, copy_before_ns, min_copy_delay_ns)
     # The rate: a user's is kept. An estimated one is the matched pairs' least-squares line
     # (the fastest interrupts are no steady reference on a busy host: how long the dom0
     # vCPU took to run varies with the hour), and it stays fixed until grant copies bound
@@ -941,39 +912,108 @@ def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
         hz_ppm = hz_origin.uncertainty_ppm
         if clock.drift_range_ppm is not None:    # the hull turned the rate: its own bound
             hz_ppm = 0.5 * (clock.drift_range_ppm[1] - clock.drift_range_ppm[0])
-    parts = [f"{i.size} of {n_inside} frame bursts in the trace have an interrupt within "
-             f"{_fmt_us(window_ns)} ({matched:.0%}); irq→frame delay p50 {p50:.1f} µs, "
-             f"p99 {p99:.1f} µs"]
-    mismatch = False
     if hz_origin is not None:
         hz_hint = hz_origin.given_hz
-        if hz_hint is not None:
-            parts.append(f"TSC given {hz_hint / 1e9:.6g} GHz, fitted {hz / 1e9:.6f} GHz "
-                         f"({(hz / hz_hint - 1) * 1e6:+.1f} ppm) ±{hz_ppm:.2g} ppm")
-        else:
-            parts.append(f"TSC {hz / 1e9:.6f} GHz ±{hz_ppm:.2g} ppm (estimated)")
-    elif hz_hint is not None:
-        parts.append(f"TSC given {hz_hint / 1e9:.6g} GHz, fitted {hz / 1e9:.6f} GHz "
-                     f"({(hz / hz_hint - 1) * 1e6:+.1f} ppm) ±{hz_ppm:.2g} ppm")
-    elif cpu_hz is None:
-        parts.append(f"TSC {hz / 1e9:.6f} GHz ±{hz_ppm:.2g} ppm (estimated)")
-    else:
-        parts.append(f"TSC {hz / 1e9:.6f} GHz (given)")
-        free_k, _, free_se = _line(x[i], a[j], None)
-        off_ppm = (k / free_k - 1) * 1e6
-        trend_ns = abs(free_k - k) * float(np.ptp(x[i]))
-        if abs(free_k - k) > 5 * free_se and trend_ns > FREQ_CHECK_NS:
-            mismatch = True
-            parts.append(f"the interrupts line up best at {1 / free_k:.6f} GHz ({off_ppm:+.1f} "
-                         "ppm): is the given CPU frequency right?")
-    if matched < 0.5:
-        parts.append("only a minority of bursts matched: treat the trace times as rough")
+    parts, mismatch = _tsc_detail(
+        i.size, n_inside, window_ns, matched, (p50, p99), hz, hz_ppm, hz_hint,
+        estimated=cpu_hz is None or hz_origin is not None,
+        given_check=None if cpu_hz is None or hz_origin is not None or hz_hint is not None
+        else (k, _line(x[i], a[j], None), float(np.ptp(x[i]))))
     parts.append(_tsc_bound_sentence(clock, min_irq_delay_ns, hz_origin is None))
     return dataclasses.replace(
         fit_map, cpu_hz_estimated=cpu_hz is None or hz_origin is not None,
         residual_us=(p50, p99), matched_fraction=matched, hz_uncertainty_ppm=hz_ppm,
         n_irq=n_irq, n_bursts=n_bursts, n_matched=int(i.size), clock=clock,
         detail="; ".join(parts), cpu_hz_given=hz_hint, hz_mismatch=mismatch)
+
+
+def _causal_pairs(trace_ns: Callable[[np.ndarray], np.ndarray], irq_tsc: np.ndarray,
+                  burst_ns: np.ndarray, copy_tsc: npt.ArrayLike | None,
+                  copy_after_ns: npt.ArrayLike | None, copy_before_ns: npt.ArrayLike | None,
+                  min_copy_delay_ns: int) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """The causality constraints of the TSC fit, as :func:`fit_offset_drift` takes them
+    (dom0 is the reference, the trace the other clock): each interrupt precedes its burst
+    (``burst_ns``: already less the least delay); a grant copy follows its frame's backend
+    capture (a forward pair) and precedes its guest capture (a backward pair)."""
+    send_ref = recv_other = None
+    b_send, b_recv = trace_ns(irq_tsc), burst_ns
+    if copy_tsc is not None:
+        if copy_after_ns is not None:       # backend capture → copy: a forward pair
+            after, c_tsc = _as_ns_pairs(copy_after_ns, copy_tsc)
+            send_ref, recv_other = after + int(min_copy_delay_ns), trace_ns(c_tsc)
+        if copy_before_ns is not None:      # copy → guest capture: a backward pair
+            c_tsc, before = _as_ns_pairs(copy_tsc, copy_before_ns)
+            b_send = np.concatenate([b_send, trace_ns(c_tsc)])
+            b_recv = np.concatenate([b_recv, before - int(min_copy_delay_ns)])
+    return send_ref, recv_other, b_send, b_recv
+
+
+def _grow_match(x: np.ndarray, a: np.ndarray, k: float, o: float, k_err: float,
+                anchor: float, window_ns: int, k_given: float | None) -> tuple[float, float]:
+    """The line (scale ``k``, offset ``o``) refined on a matched region grown from the coarse
+    alignment's anchor, doubling while the scale is good enough for it."""
+    radius = max(window_ns / max(k_err, 1e-9), 100.0 * window_ns)
+    whole = max(anchor - a[0], a[-1] - anchor)
+    while True:
+        sel = np.abs(a - anchor) <= radius
+        i, j = _match(x, a, k, o, window_ns, sel)
+        if i.size >= 2:
+            k, o, _ = _line(x[i], a[j], k_given)
+        if radius >= whole:
+            return k, o
+        radius = min(whole, 2 * radius) if i.size >= 2 else whole
+
+
+def _bounding_pairs(x: np.ndarray, a: np.ndarray, k: float, o: float, i: np.ndarray,
+                    j: np.ndarray) -> np.ndarray:
+    """Which matched (interrupt ``i``, burst ``j``) pairs bound the clock: unambiguous ones,
+    without the stray interrupts of the low tail and the bursts matched to a later interrupt
+    than their own."""
+    keep = _unambiguous(x, a, k, o, i, j)
+    if keep.sum() < MIN_CLEAN_PAIRS:
+        keep = np.ones(i.size, bool)
+    resid = a[j] - (o + k * x[i])
+    if keep.sum() >= 1 / IRQ_LOW_TRIM:   # a stray interrupt is a mismatch, not a bound
+        keep &= resid >= np.quantile(resid[keep], IRQ_LOW_TRIM)
+    if keep.sum() >= MIN_CLEAN_PAIRS:
+        # a burst matched to a later interrupt (its own came long before: dom0 starved) shows
+        # a delay far below the bulk's, whose lower side is steep: such a pair is no bound
+        q_lo, q_mid = np.quantile(resid[keep], [0.1, 0.5])
+        keep &= resid >= q_lo - LOW_DELAY_SPREADS * max(q_mid - q_lo, 1_000.0)
+    return keep
+
+
+def _tsc_detail(n_matched: int, n_inside: int, window_ns: int, matched: float,
+                residual_us: tuple[float, float], hz: float, hz_ppm: float,
+                hz_hint: float | None, *, estimated: bool,
+                given_check: tuple[float, tuple[float, float, float], float] | None
+                ) -> tuple[list[str], bool]:
+    """The sentences of a TSC fit's ``detail`` (but the bound's), and whether the interrupts
+    line up measurably off a given frequency. ``given_check``: with a frequency given (and
+    no hint), (its scale, the free line ``_line`` fits, the interrupts' TSC span)."""
+    p50, p99 = residual_us
+    parts = [f"{n_matched} of {n_inside} frame bursts in the trace have an interrupt within "
+             f"{_fmt_us(window_ns)} ({matched:.0%}); irq→frame delay p50 {p50:.1f} µs, "
+             f"p99 {p99:.1f} µs"]
+    mismatch = False
+    if hz_hint is not None:
+        parts.append(f"TSC given {hz_hint / 1e9:.6g} GHz, fitted {hz / 1e9:.6f} GHz "
+                     f"({(hz / hz_hint - 1) * 1e6:+.1f} ppm) ±{hz_ppm:.2g} ppm")
+    elif estimated:
+        parts.append(f"TSC {hz / 1e9:.6f} GHz ±{hz_ppm:.2g} ppm (estimated)")
+    else:
+        assert given_check is not None
+        k, (free_k, _, free_se), span_cycles = given_check
+        parts.append(f"TSC {hz / 1e9:.6f} GHz (given)")
+        off_ppm = (k / free_k - 1) * 1e6
+        trend_ns = abs(free_k - k) * span_cycles
+        if abs(free_k - k) > 5 * free_se and trend_ns > FREQ_CHECK_NS:
+            mismatch = True
+            parts.append(f"the interrupts line up best at {1 / free_k:.6f} GHz ({off_ppm:+.1f} "
+                         "ppm): is the given CPU frequency right?")
+    if matched < 0.5:
+        parts.append("only a minority of bursts matched: treat the trace times as rough")
+    return parts, mismatch
 
 
 def _tsc_bound_sentence(clock: ClockFit, min_irq_delay_ns: int, user_hz: bool = True) -> str:
