@@ -728,6 +728,11 @@ def read_both(path: Path, data: bool = True) -> tuple[object, object]:
     def read() -> tuple[object, list[str]]:
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
+            # Python's own notice of a backslash no escape begins with (a generated "\Z"):
+            # its decoder tells the first per string, and the two paths hand it the same
+            # bytes in different pieces; xenlat's warnings and tables are what is compared
+            warnings.filterwarnings("ignore", category=DeprecationWarning,
+                                    message=r"invalid (octal )?escape sequence")
             try:
                 got: object = read_socket_log(path, data=data)
             except InputError as exc:
