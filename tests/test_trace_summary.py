@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import missing
-from rich.console import Console
 from test_readers_xentrace import (
     CORPUS_TRACE,
     rec,
@@ -271,8 +270,7 @@ def test_progress_reaches_the_file_size(trace_file: Path) -> None:
 
 def test_render_table(trace_file: Path, tmp_path: Path) -> None:
     out = io.StringIO()
-    render_trace_summary(summarize_trace(trace_file, cpu_hz=100),
-                         Console(file=out, width=160, color_system=None))
+    render_trace_summary(summarize_trace(trace_file, cpu_hz=100), out)
     text = out.getvalue()
     assert "11 records in 3 windows from 2 CPUs" in text
     assert "given" in text
@@ -281,8 +279,7 @@ def test_render_table(trace_file: Path, tmp_path: Path) -> None:
     assert "d1v0" in text and "d0v0 500.0 ms" in text
     assert re.search(r"│ d1v0 +│ wake +│ +1 │ +500\.0 ms │", text)
     out = io.StringIO()
-    render_trace_summary(summarize_trace(silent_cpu_trace(tmp_path), cpu_hz=100),
-                         Console(file=out, width=160, color_system=None))
+    render_trace_summary(summarize_trace(silent_cpu_trace(tmp_path), cpu_hz=100), out)
     assert "STOPS EARLY" in out.getvalue() and "███·······" in out.getvalue()
 
 

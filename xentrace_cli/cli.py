@@ -475,7 +475,10 @@ def trace(file: Path, cpu_hz: float | None, fmt: str, dump: bool) -> None:
             click.echo(f"xenlat: warning: {line}", err=True)
         from .outputs.trace_table import render_trace_summary
 
-        render_trace_summary(summary, _stdout_console())
+        # no rich here (its import and its measuring of every cell cost more than the
+        # trace's reading): plain text, styled as rich would on a terminal
+        render_trace_summary(summary, sys.stdout, styled=sys.stdout.isatty()
+                             and not os.environ.get("NO_COLOR"))
 
 
 @main.command()

@@ -7,7 +7,8 @@ from ``assets/``), :mod:`.plot` the matplotlib waterfall; :mod:`.waterfall` and
 :mod:`.numbers` are what they share (direction-aware intervals, one unit and decimals per
 column); :mod:`.explain` asks tshark (through pyshark) for Wireshark's view of the worst
 exchanges; :mod:`.gate` is the CI verdict (budgets, baselines, JUnit); :mod:`.info_table`,
-:mod:`.trace_table`, :mod:`.gate_table` are small rich tables.
+:mod:`.gate_table` are small rich tables; :mod:`.trace_table` draws its tables with
+:mod:`.text_table` (rich's look, without rich: start-up and a few hundred cells).
 
 May import: the shared modules, :mod:`xentrace_cli.sources` and
 :mod:`xentrace_cli.pipeline` (its result, statistics and names); rich, plotly's bundle,
