@@ -168,6 +168,14 @@ _PY_NO_TIMESTAMP = re.compile(rb"^(?:\[pid +\d+\] |\d+ +)?[a-z_0-9]+\(.*\) += ")
 _PY_SOCKADDR = re.compile(SOCKADDR_RE.encode())
 _PY_SOCKET_ANN = re.compile(SOCKET_ANN_RE.encode())
 _PY_ANN_PEER = re.compile(ANN_PEER_RE.encode())
+#: An escape Python's decoder does not know (it would keep it with a DeprecationWarning): a
+#: backslash before a character no escape begins with, or an octal escape past \\377. Found
+#: anywhere, so also after an escaped backslash (``\\\\Z``): a false alarm, which only costs
+#: the careful path (:func:`_unescape`).
+ODD_ESCAPE_RE = r"\\(?:[4-7][0-7][0-7]|[^\\'\"abfnrtvx0-7\n])"
+_PY_ODD_ESCAPE = re.compile(ODD_ESCAPE_RE.encode(), re.S)
+#: Each escape in turn (so an escaped backslash is one); the odd ones in group 1.
+_PY_ESCAPE = re.compile(rb"\\(?:([4-7][0-7][0-7]|[^\\'\"abfnrtvx0-7\n])|[\s\S])")
 _PY_QSTR = re.compile(rb'"((?:[^"\\]|\\.)*)"(\.\.\.)?')
 _PY_IOV = re.compile(rb'iov_base="((?:[^"\\]|\\.)*)"(\.\.\.)?')
 #: One message of a recvmmsg/sendmmsg vector: its header, then the bytes it moved.
@@ -203,13 +211,25 @@ def decode_strace_string(text: bytes) -> bytes:
     return _unescape(text)
 
 
-def _unescape(text: bytes | memoryview) -> bytes:
-    """C escapes undone; a damaged escape (``\\x`` without hex digits) leaves the string as
-    written, a degraded payload rather than a failed file."""
+def _unescape(text: bytes | memoryview, odd: bool | None = None) -> bytes:
+    """C escapes undone. A damaged escape leaves bytes as written, a degraded payload rather
+    than a failed file: ``\\x`` without two hex digits (or a trailing backslash) the whole
+    string; a backslash before a character no escape begins with (``\\Z``) or an octal escape
+    past ``\\377`` just those bytes, silently. (Python's decoder would keep ``\\Z`` too, but
+    take ``\\777`` modulo 256, and say both in a DeprecationWarning of its own.) ``odd``:
+    whether :data:`_ODD_ESCAPE` matches, when the caller already knows."""
+    if odd is None:
+        odd = _PY_ODD_ESCAPE.search(text) is not None
     try:
-        return codecs.escape_decode(text)[0]
+        # the odd backslashes doubled: the decoder then gives each back as written
+        return codecs.escape_decode(_PY_ESCAPE.sub(_keep_odd, text) if odd else text)[0]
     except ValueError:
         return bytes(text)
+
+
+def _keep_odd(m: re.Match[bytes]) -> bytes:
+    """One escape of :data:`_PY_ESCAPE`: an odd one with its backslash doubled, else as is."""
+    return m.group() if m.lastindex is None else b"\\" + m.group()
 
 
 def _binary_kind(head: bytes) -> str | None:
@@ -610,10 +630,11 @@ def _decode_strings(strings: pa.Array) -> np.ndarray:
         strings.offset:strings.offset + len(strings) + 1]
     view = memoryview(strings.buffers()[2] or b"")
     has_escape = pc.match_substring(strings, "\\").to_numpy(zero_copy_only=False)
+    odd = pc.match_substring_regex(strings, ODD_ESCAPE_RE).to_numpy(zero_copy_only=False)
     out = np.empty(len(strings), dtype=object)
-    out[:] = [_unescape(view[a:b]) if esc else bytes(view[a:b])
-              for a, b, esc in zip(offsets[:-1].tolist(), offsets[1:].tolist(),
-                                   has_escape.tolist(), strict=True)]
+    out[:] = [_unescape(view[a:b], odd_one) if esc else bytes(view[a:b])
+              for a, b, esc, odd_one in zip(offsets[:-1].tolist(), offsets[1:].tolist(),
+                                            has_escape.tolist(), odd.tolist(), strict=True)]
     return out
 
 
