@@ -125,7 +125,6 @@ def long_functions(path: Path) -> list[tuple[str, int, bool]]:
 #: Files being rewritten on the speed branch when the layout was reshaped (issue 15): their
 #: long functions are split after that work lands, not under it (listed, so none is added).
 SPEED_BRANCH_FUNCTIONS = {
-    "sources/strace.py": {"_Slow.feed", "_Slow._call", "_assign_streams", "_read_strace"},
     "sources/xentrace.py": {"_decode"},
 }
 

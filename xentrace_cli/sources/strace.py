@@ -42,8 +42,9 @@ import concurrent.futures
 import dataclasses
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -382,7 +383,8 @@ class Malformed:
 # --------------------------------------------------------------------------------------------
 # strace: vectorized chunk parsing
 
-def _iter_chunks(path: str | os.PathLike[str], on_progress: Callable[[int, int], None] | None):
+def _iter_chunks(path: str | os.PathLike[str], on_progress: Callable[[int, int], None] | None,
+                 ) -> Iterator[tuple[int, pa.Array, bool]]:
     """Yield (first line number, lines as an Arrow binary array, ends_with_newline) per chunk."""
     total = os.path.getsize(path)
     done = 0
@@ -588,7 +590,10 @@ class _Rows:
         for name in _ROW_COLUMNS:
             pieces = [p[name] for p in parts]
             if name in _CATEGORIES:
-                codes = [np.asarray(x.codes) for x in pieces]
+                codes = []
+                for x in pieces:   # the row builders make them Categoricals
+                    assert isinstance(x, pd.Categorical), name
+                    codes.append(np.asarray(x.codes))
                 out[name] = pd.Categorical.from_codes(
                     np.concatenate(codes) if codes else np.zeros(0, np.int8),
                     categories=_CATEGORIES[name])
@@ -598,7 +603,7 @@ class _Rows:
         return out
 
 
-def _python_rows(rows: list[tuple]) -> Columns:
+def _python_rows(rows: list[tuple[Any, ...]]) -> Columns:
     """Rows built one by one (tuples in ``_ROW_COLUMNS`` order) as columns."""
     cols = list(zip(*rows, strict=True)) if rows else [()] * len(_ROW_COLUMNS)
     out: Columns = {}
@@ -856,7 +861,7 @@ class _Plain:
     ts: np.ndarray        #: timestamp ns of each plain line (0 elsewhere)
     pid: np.ndarray       #: pid, -1 without prefix (and elsewhere)
     buf: np.ndarray
-    marks: _Marks | None
+    marks: _Marks
     stop: np.ndarray      #: each line's end (after its newline)
     paren: np.ndarray     #: each plain line's "(" (0 elsewhere)
 
@@ -1015,8 +1020,8 @@ class _Slow:
         #: Calls still unfinished at the end of the last chunk: pid → (line, ts, tod, name, text).
         self.pending: dict[int, tuple[int, int, bool, bytes, bytes]] = {}
         self.events: list[_Event] = []
-        self.rows: list[tuple] = []
-        self.frames: list[pd.DataFrame] = []
+        self.rows: list[tuple[Any, ...]] = []
+        self.frames: list[Columns] = []
         self.orphans = 0
 
     def feed(self, lines: pa.Array, line_no: np.ndarray, pid: np.ndarray, ts: np.ndarray,
@@ -1031,33 +1036,67 @@ class _Slow:
         plain = ~is_res & ~is_unf
 
         # Unfinished entries (with those left from the previous chunk) and resumed exits.
+        ev = self._call_ends(unfinished.filter(pa.array(is_unf)), np.flatnonzero(is_unf),
+                             resumed.filter(pa.array(is_res)), np.flatnonzero(is_res),
+                             line_no, pid, ts, tod)
+        exits, entries = self._pair(ev)
+        # A pair whose resumed part is itself cut ("= ? <unfinished ...>") never completed.
+        joined = pc.binary_join_element_wise(ev.text.take(pa.array(entries)),
+                                             ev.text.take(pa.array(exits)), b"")
+        done = ~pc.match_substring(joined, "<unfinished ...>").to_numpy(zero_copy_only=False)
+
+        # Complete lines of interest and joined pairs: one batch of call texts.
+        p_sel = np.flatnonzero(plain)
+        bodies = pc.extract_regex(lines.filter(pa.array(plain)), BODY_RE).field("body")
+        texts = pa.concat_arrays([bodies, joined.filter(pa.array(done))])
+        exits, entries = exits[done], entries[done]
+        self._parse(texts,
+                    order=np.concatenate([line_no[p_sel], ev.line[exits]]),
+                    entry_line=np.concatenate([line_no[p_sel], ev.line[entries]]),
+                    pid=np.concatenate([pid[p_sel], ev.pid[exits]]),
+                    entry_ns=np.concatenate([ts[p_sel], ev.ts[entries]]),
+                    resume_ns=np.concatenate([np.full(len(p_sel), -1, np.int64),
+                                              ev.ts[exits]]),
+                    tod=np.concatenate([tod[p_sel], ev.tod[exits]]))
+
+    def _call_ends(self, u: pa.StructArray, u_sel: np.ndarray, r: pa.StructArray,
+                   r_sel: np.ndarray, line_no: np.ndarray, pid: np.ndarray, ts: np.ndarray,
+                   tod: np.ndarray) -> _CallEnds:
+        """The calls still pending from the last chunk, then this chunk's unfinished lines
+        (``u``, at ``u_sel``), then its resumed lines (``r``, at ``r_sel``)."""
         carry = sorted(self.pending.items())
-        u_sel, r_sel = np.flatnonzero(is_unf), np.flatnonzero(is_res)
-        u = unfinished.filter(pa.array(is_unf))
-        r = resumed.filter(pa.array(is_res))
-        def column(values: list, *parts: np.ndarray, dtype: type = np.int64) -> np.ndarray:
+
+        def column(values: list[Any], *parts: np.ndarray, dtype: type = np.int64
+                   ) -> np.ndarray:
             return np.concatenate([np.array(values, dtype=dtype)]
                                   + [part.astype(dtype) for part in parts])
 
         ev_pid = column([c[0] for c in carry], pid[u_sel], pid[r_sel])
-        ev_line = column([c[1][0] for c in carry], line_no[u_sel], line_no[r_sel])
-        ev_ts = column([c[1][1] for c in carry], ts[u_sel], ts[r_sel])
-        ev_tod = column([c[1][2] for c in carry], tod[u_sel], tod[r_sel], dtype=bool)
         n_u = len(carry) + len(u_sel)
-        ev_is_r = np.arange(len(ev_pid)) >= n_u
-        ev_name = pa.concat_arrays([pa.array([c[1][3] for c in carry], pa.binary()),
-                                    u.field("name"), r.field("rname")])
-        ev_text = pa.concat_arrays([pa.array([c[1][4] for c in carry], pa.binary()),
-                                    u.field("text"), r.field("rest")])
+        return _CallEnds(
+            pid=ev_pid,
+            line=column([c[1][0] for c in carry], line_no[u_sel], line_no[r_sel]),
+            ts=column([c[1][1] for c in carry], ts[u_sel], ts[r_sel]),
+            tod=column([c[1][2] for c in carry], tod[u_sel], tod[r_sel], dtype=bool),
+            is_r=np.arange(len(ev_pid)) >= n_u,
+            name=pa.concat_arrays([pa.array([c[1][3] for c in carry], pa.binary()),
+                                   u.field("name"), r.field("rname")]),
+            text=pa.concat_arrays([pa.array([c[1][4] for c in carry], pa.binary()),
+                                   u.field("text"), r.field("rest")]))
+
+    def _pair(self, ev: _CallEnds) -> tuple[np.ndarray, np.ndarray]:
+        """(exits, entries): the index in ``ev`` of each resumed line paired, and of its
+        unfinished line. The resumed lines left unpaired are counted as orphans; the
+        unfinished lines still open wait for the next chunk (``pending``)."""
         # strace keeps at most one call in flight per pid: a resumed line pairs with the
         # event just before it for the same pid, which must be that call's unfinished line.
-        order = np.lexsort((ev_line, ev_pid))
-        s_pid, s_is_r = ev_pid[order], ev_is_r[order]
+        order = np.lexsort((ev.line, ev.pid))
+        s_pid, s_is_r = ev.pid[order], ev.is_r[order]
         prev_same = np.zeros(len(order), bool)
         prev_same[1:] = (s_pid[1:] == s_pid[:-1]) & ~s_is_r[:-1]
         same_name = np.zeros(len(order), bool)
         if len(order) > 1:
-            names = ev_name.take(pa.array(order))
+            names = ev.name.take(pa.array(order))
             same_name[1:] = pc.equal(names.slice(1), names.slice(0, len(order) - 1)) \
                 .to_numpy(zero_copy_only=False)
         paired = s_is_r & prev_same & same_name
@@ -1068,38 +1107,14 @@ class _Slow:
         last_of_pid[:-1] = s_pid[:-1] != s_pid[1:]
         open_calls = order[~s_is_r & last_of_pid]
         orphans = order[s_is_r & ~paired]
-        # strace -f on stderr prefixes pids only once a second process exists: the call that
-        # creates it (clone) starts on an unprefixed line and resumes on a "[pid N]" one.
-        for k in open_calls[ev_pid[open_calls] == -1]:
-            later = orphans[(ev_line[orphans] > ev_line[k])]
-            later = later[[ev_name[int(j)].as_py() == ev_name[int(k)].as_py() for j in later]]
-            if len(later):
-                j = later[np.argmin(ev_line[later])]
-                exits, entries = np.append(exits, j), np.append(entries, k)
-                open_calls, orphans = open_calls[open_calls != k], orphans[orphans != j]
+        exits, entries, open_calls, orphans = _pair_unprefixed(ev, exits, entries, open_calls,
+                                                               orphans)
         self.orphans += len(orphans)
         self.pending = {}
         for k in open_calls:
-            self.pending[int(ev_pid[k])] = (int(ev_line[k]), int(ev_ts[k]), bool(ev_tod[k]),
-                                            ev_name[int(k)].as_py(), ev_text[int(k)].as_py())
-        # A pair whose resumed part is itself cut ("= ? <unfinished ...>") never completed.
-        joined = pc.binary_join_element_wise(ev_text.take(pa.array(entries)),
-                                             ev_text.take(pa.array(exits)), b"")
-        done = ~pc.match_substring(joined, "<unfinished ...>").to_numpy(zero_copy_only=False)
-
-        # Complete lines of interest and joined pairs: one batch of call texts.
-        p_sel = np.flatnonzero(plain)
-        bodies = pc.extract_regex(lines.filter(pa.array(plain)), BODY_RE).field("body")
-        texts = pa.concat_arrays([bodies, joined.filter(pa.array(done))])
-        exits, entries = exits[done], entries[done]
-        self._parse(texts,
-                    order=np.concatenate([line_no[p_sel], ev_line[exits]]),
-                    entry_line=np.concatenate([line_no[p_sel], ev_line[entries]]),
-                    pid=np.concatenate([pid[p_sel], ev_pid[exits]]),
-                    entry_ns=np.concatenate([ts[p_sel], ev_ts[entries]]),
-                    resume_ns=np.concatenate([np.full(len(p_sel), -1, np.int64),
-                                              ev_ts[exits]]),
-                    tod=np.concatenate([tod[p_sel], ev_tod[exits]]))
+            self.pending[int(ev.pid[k])] = (int(ev.line[k]), int(ev.ts[k]), bool(ev.tod[k]),
+                                            ev.name[int(k)].as_py(), ev.text[int(k)].as_py())
+        return exits, entries
 
     def _parse(self, texts: pa.Array, *, order: np.ndarray, entry_line: np.ndarray,
                pid: np.ndarray, entry_ns: np.ndarray, resume_ns: np.ndarray,
@@ -1120,6 +1135,8 @@ class _Slow:
 
     def _call(self, text: bytes, line: int, entry_line: int, pid: int, entry_ns: int,
               resume_ns: int | None, tod: bool) -> None:
+        """One call text: an fd event, a row (a row per message of an mmsg call), or a
+        malformed line."""
         m = _PY_CALL.match(text)
         if m is None:
             self.malformed.add(line, f"cannot parse socket call {text[:60]!r}")
@@ -1135,29 +1152,8 @@ class _Slow:
             self.malformed.add(line, f"number out of range: {big}")
             return
         errno = m.group(5).decode() if m.group(5) else None
-        if m.group(6) is not None:
-            duration = int(m.group(6)) * 10**9 + int(m.group(7).ljust(9, b"0")[:9])
-        elif resume_ns is not None:
-            duration = max(resume_ns - entry_ns, 0)
-        else:
-            duration = 0
-        ret_ann = m.group(4)
-        if name in ("clone", "clone3", "fork", "vfork"):
-            if ret > 0:
-                self.events.append(_Event(entry_line, pid, "clone", fd2=ret, shares_files=bool(
-                    _PY_CLONE_CHILD_FILES.search(args))))
-            return
-        if name in ("pipe", "pipe2", "socketpair"):
-            pair = _PY_FD_PAIR.search(args)
-            if ret == 0 and pair is not None:
-                kind = "open" if name == "socketpair" else "file"
-                for fd in (int(pair.group(1)), int(pair.group(2))):
-                    self.events.append(_Event(line, pid, kind, fd))
-            return
-        if name in NON_SOCKET_CALLS or name == "socket":
-            if ret >= 0:
-                self.events.append(_Event(line, pid, "open" if name == "socket" else "file",
-                                          ret))
+        duration = _duration(m, entry_ns, resume_ns)
+        if self._fd_call(name, args, ret, line, entry_line, pid):
             return
         fdm = _PY_FD_ARG.match(args)
         if fdm is None:
@@ -1177,32 +1173,11 @@ class _Slow:
             if peer is None:
                 self.malformed.add(line, f"{name}: address not ASCII text or port past 65535")
                 return
-        data: bytes = b""
-        truncated = False
-        direction = None
-        if name in READ_CALLS or name in WRITE_CALLS:
-            direction = "rx" if name in READ_CALLS else "tx"
-            if name in ("readv", "writev", "recvmsg", "sendmsg"):
-                pieces = _PY_IOV.findall(rest)
-                data = b"".join(decode_strace_string(p) for p, _ in pieces)
-                truncated = any(cut for _, cut in pieces) or b"}, ...]" in rest
-            else:
-                q = _PY_QSTR.match(rest)
-                if q is None and rest.startswith(b'"'):
-                    self.malformed.add(line, f"unterminated string in {name} call")
-                    return
-                if q is not None:
-                    data = decode_strace_string(q.group(1))
-                    truncated = q.group(2) is not None
-        elif name == "close":
-            self.events.append(_Event(line, pid, "close", fd))
-        elif name in ("accept", "accept4"):
-            if ret >= 0:
-                self.events.append(_Event(line, pid, "open", ret,
-                                          peer=peer or _ann_peer(ret_ann)))
-        elif name == "connect" and peer is not None and errno in (
-                None, "EINPROGRESS", "EALREADY", "EINTR"):
-            self.events.append(_Event(line, pid, "peer", fd, peer=peer))
+        moved = self._data(name, rest, line)
+        if moved is None:
+            return
+        direction, data, truncated = moved
+        self._socket_event(name, line, pid, fd, ret, peer, m.group(4), errno)
         kind = _ann_kind(ann)
         row_peer = peer
         if row_peer is None and kind == 1:
@@ -1214,6 +1189,62 @@ class _Slow:
         nbytes = ret if (direction is not None and ret > 0) else 0
         self.rows.append((line, entry_ns, duration, tod, pid, fd, name, direction, ret, errno,
                           nbytes, row_peer, kind, data, truncated))
+
+    def _fd_call(self, name: str, args: bytes, ret: int, line: int, entry_line: int,
+                 pid: int) -> bool:
+        """A call that creates fds or a process (clone, pipe, socket, open, ...): its events;
+        False for the other calls."""
+        if name in ("clone", "clone3", "fork", "vfork"):
+            if ret > 0:
+                self.events.append(_Event(entry_line, pid, "clone", fd2=ret, shares_files=bool(
+                    _PY_CLONE_CHILD_FILES.search(args))))
+            return True
+        if name in ("pipe", "pipe2", "socketpair"):
+            pair = _PY_FD_PAIR.search(args)
+            if ret == 0 and pair is not None:
+                kind = "open" if name == "socketpair" else "file"
+                for fd in (int(pair.group(1)), int(pair.group(2))):
+                    self.events.append(_Event(line, pid, kind, fd))
+            return True
+        if name in NON_SOCKET_CALLS or name == "socket":
+            if ret >= 0:
+                self.events.append(_Event(line, pid, "open" if name == "socket" else "file",
+                                          ret))
+            return True
+        return False
+
+    def _data(self, name: str, rest: bytes, line: int
+              ) -> tuple[str | None, bytes, bool] | None:
+        """(direction, data, cut) of a call (None, b"", False for a call without data);
+        None when its string is unterminated (reported)."""
+        if name not in READ_CALLS and name not in WRITE_CALLS:
+            return None, b"", False
+        direction = "rx" if name in READ_CALLS else "tx"
+        if name in ("readv", "writev", "recvmsg", "sendmsg"):
+            pieces = _PY_IOV.findall(rest)
+            data = b"".join(decode_strace_string(p) for p, _ in pieces)
+            return direction, data, any(cut for _, cut in pieces) or b"}, ...]" in rest
+        q = _PY_QSTR.match(rest)
+        if q is None and rest.startswith(b'"'):
+            self.malformed.add(line, f"unterminated string in {name} call")
+            return None
+        if q is not None:
+            return direction, decode_strace_string(q.group(1)), q.group(2) is not None
+        return direction, b"", False
+
+    def _socket_event(self, name: str, line: int, pid: int, fd: int, ret: int,
+                      peer: str | None, ret_ann: bytes | None, errno: str | None) -> None:
+        """What close, accept and connect change: the fd ends, a new socket with its peer,
+        the socket's peer."""
+        if name == "close":
+            self.events.append(_Event(line, pid, "close", fd))
+        elif name in ("accept", "accept4"):
+            if ret >= 0:
+                self.events.append(_Event(line, pid, "open", ret,
+                                          peer=peer or _ann_peer(ret_ann)))
+        elif name == "connect" and peer is not None and errno in (
+                None, "EINPROGRESS", "EALREADY", "EINTR"):
+            self.events.append(_Event(line, pid, "peer", fd, peer=peer))
 
     def _messages(self, line: int, entry_ns: int, duration: int, tod: bool, pid: int, fd: int,
                   name: str, direction: str | None, ret: int, rest: bytes,
@@ -1229,6 +1260,46 @@ class _Slow:
             self.rows.append((line, entry_ns, duration, tod, pid, fd, name, direction, nbytes,
                               None, nbytes, _sockaddr_peer(addr) if addr else peer, kind, data,
                               truncated))
+
+
+@dataclasses.dataclass
+class _CallEnds:
+    """The two ends of calls strace split over two lines, one entry each: the calls pending
+    from the last chunk, then a chunk's ``<unfinished ...>`` lines, then its ``<... resumed>``
+    lines."""
+
+    pid: np.ndarray
+    line: np.ndarray     #: the line number
+    ts: np.ndarray       #: the line's timestamp, ns
+    tod: np.ndarray      #: the timestamp is a time of day
+    is_r: np.ndarray     #: a resumed line (else an unfinished one)
+    name: pa.Array       #: the call's name
+    text: pa.Array       #: the call's text before the unfinished marker / after the resumed one
+
+
+def _pair_unprefixed(ev: _CallEnds, exits: np.ndarray, entries: np.ndarray,
+                     open_calls: np.ndarray, orphans: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """strace -f on stderr prefixes pids only once a second process exists: the call that
+    creates it (clone) starts on an unprefixed line and resumes on a "[pid N]" one. Each
+    unprefixed call left open is paired with the first later orphan of the same name."""
+    for k in open_calls[ev.pid[open_calls] == -1]:
+        later = orphans[(ev.line[orphans] > ev.line[k])]
+        later = later[[ev.name[int(j)].as_py() == ev.name[int(k)].as_py() for j in later]]
+        if len(later):
+            j = later[np.argmin(ev.line[later])]
+            exits, entries = np.append(exits, j), np.append(entries, k)
+            open_calls, orphans = open_calls[open_calls != k], orphans[orphans != j]
+    return exits, entries, open_calls, orphans
+
+
+def _duration(m: re.Match[bytes], entry_ns: int, resume_ns: int | None) -> int:
+    """A call's duration, ns: its -T time, else the time to its resumed line, else 0."""
+    if m.group(6) is not None:
+        return int(m.group(6)) * 10**9 + int(m.group(7).ljust(9, b"0")[:9])
+    if resume_ns is not None:
+        return max(resume_ns - entry_ns, 0)
+    return 0
 
 
 _PY_LEADING_NUMBER = re.compile(rb"^\d+")
@@ -1261,6 +1332,96 @@ def _sockaddr_peer(m: re.Match[bytes]) -> str | None:
         f"[{ip.decode()}]:{int(port)}"
 
 
+class _FdTables:
+    """Per-process fd tables (shared by ``CLONE_FILES`` children, copied by ``fork``) as the
+    fd events change them, each (table, fd) → socket id change recorded with its line; the
+    socket ids with their peer and whether they are files."""
+
+    def __init__(self) -> None:
+        self.table_of: dict[int, int] = {}          # pid → fd table id (unknown pids: table 0)
+        self.current: dict[int, dict[int, int]] = {0: {}}
+        self.sock_peer: dict[int, str | None] = {}
+        self.sock_file: dict[int, bool] = {}
+        self.records: list[tuple[int, int, int, int]] = []    # (order, table, fd, socket id)
+        self.next_id = 0
+        self.initial: dict[int, int] = {}   # fd → id of the socket open before the trace
+
+    def new_socket(self, peer: str | None = None, is_file: bool = False) -> int:
+        sid = self.next_id
+        self.next_id += 1
+        self.sock_peer[sid] = peer
+        self.sock_file[sid] = is_file
+        return sid
+
+    def lookup(self, table: int, fd: int) -> int:
+        """The socket an fd names in a table (one open before the trace if none)."""
+        sid = self.current[table].get(fd)
+        if sid is None:
+            if fd not in self.initial:
+                self.initial[fd] = self.new_socket()
+            sid = self.initial[fd]
+        return sid
+
+    def replay(self, ev: _Event) -> None:
+        """One fd event."""
+        table = self.table_of.get(ev.pid, 0)
+        fds = self.current[table]
+        if ev.kind == "clone":
+            if ev.shares_files:
+                self.table_of[ev.fd2] = table
+            else:
+                child = len(self.current)
+                self.current[child] = dict(fds)
+                self.table_of[ev.fd2] = child
+                self.records.extend((ev.order, child, fd, sid) for fd, sid in fds.items())
+            return
+        if ev.kind in ("open", "file"):
+            sid = self.new_socket(ev.peer, ev.kind == "file")
+        elif ev.kind == "close":
+            sid = self.new_socket()        # a later use without open: a socket we did not see
+        elif ev.kind == "dup":
+            sid = self.lookup(table, ev.fd)
+            fds[ev.fd2] = sid
+            self.records.append((ev.order, table, ev.fd2, sid))
+            return
+        else:                              # peer (connect)
+            sid = self.lookup(table, ev.fd)
+            self.sock_peer[sid] = ev.peer
+            if ev.fd not in fds:
+                fds[ev.fd] = sid
+                self.records.append((ev.order, table, ev.fd, sid))
+            return
+        fds[ev.fd] = sid
+        self.records.append((ev.order, table, ev.fd, sid))
+
+    def socket_ids(self, order: np.ndarray, pids: np.ndarray, fds_of_rows: np.ndarray
+                   ) -> np.ndarray:
+        """Each row's socket id: the id in force for its (table, fd) just before its line
+        (``merge_asof``); an fd never opened in the trace, one socket per fd number."""
+        n = len(order)
+        tables = np.zeros(n, np.int64)
+        if self.table_of:
+            tables = pd.Series(pids).map(self.table_of).fillna(0).to_numpy(np.int64)
+        left = pd.DataFrame({"order": order, "table": tables, "fd": fds_of_rows,
+                             "row": np.arange(n)})
+        sid = np.full(n, -1, np.int64)
+        if self.records:
+            right = pd.DataFrame(self.records, columns=["order", "table", "fd", "sid"])
+            right = right.sort_values("order", kind="stable")
+            merged = pd.merge_asof(left.sort_values("order", kind="stable"), right,
+                                   on="order", by=["table", "fd"], allow_exact_matches=False)
+            sid[merged["row"].to_numpy()] = merged["sid"].fillna(-1).to_numpy(np.int64)
+        missing = sid < 0
+        if missing.any():
+            # fds never opened in the trace: one socket per fd number (before any close).
+            fds_missing = left["fd"].to_numpy()[missing]
+            for fd in np.unique(fds_missing):
+                if int(fd) not in self.initial:
+                    self.initial[int(fd)] = self.new_socket()
+            sid[missing] = pd.Series(fds_missing).map(self.initial).to_numpy(np.int64)
+        return sid
+
+
 def _assign_streams(order: np.ndarray, pids: np.ndarray, fds_of_rows: np.ndarray,
                     events: list[_Event]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Socket identity per row, its peer, and whether the fd is known not to be a socket.
@@ -1271,105 +1432,30 @@ def _assign_streams(order: np.ndarray, pids: np.ndarray, fds_of_rows: np.ndarray
     line (``merge_asof``).
     An fd used with nothing known about it gets an id of its own per table lineage.
     """
-    table_of: dict[int, int] = {}          # pid → fd table id (unknown pids: table 0)
-    current: dict[int, dict[int, int]] = {0: {}}
-    sock_peer: dict[int, str | None] = {}
-    sock_file: dict[int, bool] = {}
-    records: list[tuple[int, int, int, int]] = []    # (order, table, fd, socket id)
-    next_id = 0
-
-    def new_socket(peer: str | None = None, is_file: bool = False) -> int:
-        nonlocal next_id
-        sid = next_id
-        next_id += 1
-        sock_peer[sid] = peer
-        sock_file[sid] = is_file
-        return sid
-
-    initial: dict[int, int] = {}           # fd → id of the socket open before the trace
-
-    def lookup(table: int, fd: int) -> int:
-        sid = current[table].get(fd)
-        if sid is None:
-            if fd not in initial:
-                initial[fd] = new_socket()
-            sid = initial[fd]
-        return sid
-
+    fd_tables = _FdTables()
     for ev in sorted(events, key=lambda e: e.order):
-        table = table_of.get(ev.pid, 0)
-        fds = current[table]
-        if ev.kind == "clone":
-            if ev.shares_files:
-                table_of[ev.fd2] = table
-            else:
-                child = len(current)
-                current[child] = dict(fds)
-                table_of[ev.fd2] = child
-                records.extend((ev.order, child, fd, sid) for fd, sid in fds.items())
-            continue
-        if ev.kind in ("open", "file"):
-            sid = new_socket(ev.peer, ev.kind == "file")
-        elif ev.kind == "close":
-            sid = new_socket()             # a later use without open: a socket we did not see
-        elif ev.kind == "dup":
-            sid = lookup(table, ev.fd)
-            fds[ev.fd2] = sid
-            records.append((ev.order, table, ev.fd2, sid))
-            continue
-        else:                              # peer (connect)
-            sid = lookup(table, ev.fd)
-            sock_peer[sid] = ev.peer
-            if ev.fd not in fds:
-                fds[ev.fd] = sid
-                records.append((ev.order, table, ev.fd, sid))
-            continue
-        fds[ev.fd] = sid
-        records.append((ev.order, table, ev.fd, sid))
-
-    n = len(order)
-    tables = np.zeros(n, np.int64)
-    if table_of:
-        tables = pd.Series(pids).map(table_of).fillna(0).to_numpy(np.int64)
-    left = pd.DataFrame({"order": order, "table": tables, "fd": fds_of_rows,
-                         "row": np.arange(n)})
-    sid = np.full(n, -1, np.int64)
-    if records:
-        right = pd.DataFrame(records, columns=["order", "table", "fd", "sid"])
-        right = right.sort_values("order", kind="stable")
-        merged = pd.merge_asof(left.sort_values("order", kind="stable"), right, on="order",
-                               by=["table", "fd"], allow_exact_matches=False)
-        sid[merged["row"].to_numpy()] = merged["sid"].fillna(-1).to_numpy(np.int64)
-    missing = sid < 0
-    if missing.any():
-        # fds never opened in the trace: one socket per fd number (before any close).
-        fds_missing = left["fd"].to_numpy()[missing]
-        for fd in np.unique(fds_missing):
-            if int(fd) not in initial:
-                initial[int(fd)] = new_socket()
-        sid[missing] = pd.Series(fds_missing).map(initial).to_numpy(np.int64)
-    peer_of = np.array([sock_peer.get(i) for i in range(next_id)] + [None], dtype=object)
-    file_of = np.array([sock_file.get(i, False) for i in range(next_id)] + [False], dtype=bool)
+        fd_tables.replay(ev)
+    sid = fd_tables.socket_ids(order, pids, fds_of_rows)
+    count = fd_tables.next_id
+    peer_of = np.array([fd_tables.sock_peer.get(i) for i in range(count)] + [None],
+                       dtype=object)
+    file_of = np.array([fd_tables.sock_file.get(i, False) for i in range(count)] + [False],
+                       dtype=bool)
     return sid, peer_of[sid], file_of[sid]
 
 
 # --------------------------------------------------------------------------------------------
 # strace: the reader
 
+#: The calls the reader looks at, as the regex path names them.
+_WANTED_NAMES = pa.array(sorted(INTERESTING_CALLS))
+
+
 def _read_strace(path: str | os.PathLike[str],
                  on_progress: Callable[[int, int], None] | None,
                  with_data: bool = True) -> pd.DataFrame:
     """The strace reader: chunks of lines → rows; then streams, peers, the finished table."""
-    malformed = Malformed(path)
-    slow = _Slow(malformed)
-    rows = _Rows()
-    wanted_names = pa.array(sorted(INTERESTING_CALLS))
-    style_tod: bool | None = None  # the file's time style, from its first timestamp
-    prev_tod: int | None = None    # last time of day seen (ns), for midnight crossings
-    prev_epoch: int | None = None  # last epoch time seen (ns), for damaged-line checks
-    day_ns = 0
-    untimed = 0                    # first line that looks like strace without a timestamp
-
+    reader = _Reader(path, with_data)
     for first, lines, ends_newline in _iter_chunks(path, on_progress):
         if not ends_newline:
             # strace ends every line with a newline: a last line without one was cut.
@@ -1378,140 +1464,250 @@ def _read_strace(path: str | os.PathLike[str],
             warn(TruncatedInput(
                 f"{path}: line {cut_line}: file ends in the middle of a line (cut); "
                 "the partial line was dropped"), stacklevel=3)
-        n = len(lines)
-        if not n:
-            continue
-        # The plain lines are cut at byte positions; one regex pass over the others: the
-        # leader, then the common complete read/write call or the call's name.
-        plain = _plain(lines)
-        rest = np.arange(n) if plain is None else np.flatnonzero(~plain.any)
-        m = _extract(lines if plain is None else lines.take(pa.array(rest)), LINE_RE)
-        valid = pc.is_valid(m).to_numpy(zero_copy_only=False)
-        called = valid & pc.is_valid(_field(m, "call")).to_numpy(zero_copy_only=False)
-        has_leader, ok1, ok2 = (np.zeros(n, bool) for _ in range(3))
-        has_leader[rest], ok1[rest], ok2[rest] = valid, called, valid & ~called
-        # After a leader strace writes a call, a resumed call, a signal or an exit: else junk.
-        known = ok1.copy()
-        for group in ("rname", "name", "event"):
-            known[rest] |= pc.is_valid(_field(m, group)).to_numpy(zero_copy_only=False)
-        if plain is not None:
-            has_leader |= plain.any
-            known |= plain.any
-        idx1, idx2 = np.flatnonzero(ok1), np.flatnonzero(ok2)
-        m1v, m2v = m.filter(pa.array(called)), m.filter(pa.array(valid & ~called))
+        if len(lines):
+            reader.chunk(_sort_lines(first, lines, reader.malformed))
+    return reader.table()
 
-        # Timestamps of every line with a leader, in line order (for midnight crossings).
-        ts = np.zeros(n, np.int64)
-        tod = np.zeros(n, bool)
-        pid = np.full(n, -1, np.int64)
-        good = np.zeros(n, bool)
-        sel = rest[valid]
-        big = np.zeros(n, bool)
-        if plain is not None:
-            at = np.flatnonzero(plain.any)
-            ts[at], pid[at], good[at] = plain.ts[at], plain.pid[at], True
-        if len(sel):
-            lead = _leader(m.filter(pa.array(valid)))
-            ts[sel], tod[sel], pid[sel], good[sel] = lead.ts, lead.tod, lead.pid, lead.ok
-            malformed.add_lines(sel[lead.big_pid] + first,
-                                f"number out of range: pid past {MAX_PID}")
-            malformed.add_lines(sel[lead.big_ts & ~lead.big_pid] + first,
-                                "number out of range: timestamp past int64 nanoseconds")
-            big[sel] = lead.big_pid | lead.big_ts
-        if style_tod is None and good.any():
-            style_tod = bool(tod[np.flatnonzero(good)[0]])
-        malformed.add_lines(np.flatnonzero(has_leader & ~good & ~big) + first,
-                            "timestamp not understood")
-        other_style = good & (tod != style_tod)
-        malformed.add_lines(np.flatnonzero(other_style) + first,
-                            "mixes -tt times of day and -ttt epoch times")
+
+@dataclasses.dataclass
+class _Chunk:
+    """One chunk's lines as the reader sorts them (arrays over the chunk's lines)."""
+
+    first: int               #: the first line's number in the file
+    lines: pa.Array
+    plain: _Plain | None     #: the plain lines, cut at byte positions (None: there are none)
+    has_leader: np.ndarray   #: the line begins with a leader (pid prefix and timestamp) ...
+    known: np.ndarray        #: ... followed by a call, a resumed call, a signal or an exit
+    idx1: np.ndarray         #: the lines of the common call form, by the regex
+    idx2: np.ndarray         #: the regex's other lines with a leader
+    m1: pa.StructArray       #: LINE_RE's groups of the ``idx1`` lines
+    m2: pa.StructArray       #: LINE_RE's groups of the ``idx2`` lines
+    ts: np.ndarray           #: each leader's timestamp, ns (a time of day not yet unwrapped)
+    tod: np.ndarray          #: the timestamp is a time of day (-tt)
+    pid: np.ndarray          #: the pid prefix, -1 without one
+    good: np.ndarray         #: the leader is well formed (the lines the reader takes)
+    big: np.ndarray          #: a number of the leader is out of range (already reported)
+
+
+def _sort_lines(first: int, lines: pa.Array, malformed: Malformed) -> _Chunk:
+    """The plain lines are cut at byte positions; one regex pass over the others: the leader,
+    then the common complete read/write call or the call's name."""
+    n = len(lines)
+    plain = _plain(lines)
+    rest = np.arange(n) if plain is None else np.flatnonzero(~plain.any)
+    m = _extract(lines if plain is None else lines.take(pa.array(rest)), LINE_RE)
+    valid = pc.is_valid(m).to_numpy(zero_copy_only=False)
+    called = valid & pc.is_valid(_field(m, "call")).to_numpy(zero_copy_only=False)
+    has_leader, ok1, ok2 = (np.zeros(n, bool) for _ in range(3))
+    has_leader[rest], ok1[rest], ok2[rest] = valid, called, valid & ~called
+    # After a leader strace writes a call, a resumed call, a signal or an exit: else junk.
+    known = ok1.copy()
+    for group in ("rname", "name", "event"):
+        known[rest] |= pc.is_valid(_field(m, group)).to_numpy(zero_copy_only=False)
+    if plain is not None:
+        has_leader |= plain.any
+        known |= plain.any
+    idx1, idx2 = np.flatnonzero(ok1), np.flatnonzero(ok2)
+    m1v, m2v = m.filter(pa.array(called)), m.filter(pa.array(valid & ~called))
+    ts, tod, pid, good, big = _leader_times(first, plain, m, rest, valid, malformed)
+    return _Chunk(first, lines, plain, has_leader, known, idx1, idx2, m1v, m2v,
+                  ts, tod, pid, good, big)
+
+
+def _leader_times(first: int, plain: _Plain | None, m: pa.StructArray, rest: np.ndarray,
+                  valid: np.ndarray, malformed: Malformed
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Timestamps, time-of-day flags, pids, well-formedness and out-of-range numbers of every
+    line with a leader, in line order (for midnight crossings); those numbers reported."""
+    n = len(plain.common) if plain is not None else len(rest)
+    ts = np.zeros(n, np.int64)
+    tod = np.zeros(n, bool)
+    pid = np.full(n, -1, np.int64)
+    good = np.zeros(n, bool)
+    sel = rest[valid]
+    big = np.zeros(n, bool)
+    if plain is not None:
+        at = np.flatnonzero(plain.any)
+        ts[at], pid[at], good[at] = plain.ts[at], plain.pid[at], True
+    if len(sel):
+        lead = _leader(m.filter(pa.array(valid)))
+        ts[sel], tod[sel], pid[sel], good[sel] = lead.ts, lead.tod, lead.pid, lead.ok
+        malformed.add_lines(sel[lead.big_pid] + first,
+                            f"number out of range: pid past {MAX_PID}")
+        malformed.add_lines(sel[lead.big_ts & ~lead.big_pid] + first,
+                            "number out of range: timestamp past int64 nanoseconds")
+        big[sel] = lead.big_pid | lead.big_ts
+    return ts, tod, pid, good, big
+
+
+class _Reader:
+    """The strace reader's state over a file's chunks: the rows so far, the sequential parser
+    of the rare lines, the malformed lines, the file's time style and midnight crossings."""
+
+    def __init__(self, path: str | os.PathLike[str], with_data: bool) -> None:
+        self.path = path
+        self.with_data = with_data
+        self.malformed = Malformed(path)
+        self.slow = _Slow(self.malformed)
+        self.rows = _Rows()
+        self.style_tod: bool | None = None  # the file's time style, from its first timestamp
+        self.prev_tod: int | None = None    # last time of day seen (ns), for midnight crossings
+        self.prev_epoch: int | None = None  # last epoch time seen (ns), for damaged-line checks
+        self.day_ns = 0
+        self.untimed = 0   # first line that looks like strace without a timestamp
+
+    def chunk(self, c: _Chunk) -> None:
+        """One chunk's lines: their leaders judged, then their rows (in this order, which is
+        the order their malformed lines are reported in)."""
+        self._judge_leaders(c)
+        if not self.style_tod and c.good.any():
+            self._stray_epochs(c)
+        if self.style_tod and c.good.any():
+            self._unwrap_midnights(c)
+        self._common_calls(c)
+        self._without_leader(c)
+        self._other_calls(c)
+
+    def _judge_leaders(self, c: _Chunk) -> None:
+        """The file's time style from its first timestamp; a line with a timestamp not
+        understood, of the other style, or without a call after it is malformed."""
+        first, good = c.first, c.good
+        if self.style_tod is None and good.any():
+            self.style_tod = bool(c.tod[np.flatnonzero(good)[0]])
+        self.malformed.add_lines(np.flatnonzero(c.has_leader & ~good & ~c.big) + first,
+                                 "timestamp not understood")
+        other_style = good & (c.tod != self.style_tod)
+        self.malformed.add_lines(np.flatnonzero(other_style) + first,
+                                 "mixes -tt times of day and -ttt epoch times")
         good &= ~other_style
-        junk = good & ~known
-        malformed.add_lines(np.flatnonzero(junk) + first, "no system call after the timestamp")
-        good &= known
-        if not style_tod and good.any():
-            # An epoch time more than a day away from both neighbours is damage (a cut line's
-            # remainder read as a timestamp), not a gap in the trace.
-            sel = np.flatnonzero(good)
-            t = ts[sel]
-            before = np.concatenate(([t[0] if prev_epoch is None else prev_epoch], t[:-1]))
-            after = np.concatenate((t[1:], t[-1:]))
-            stray = (np.abs(t - before) > NS_PER_DAY) & (np.abs(after - t) > NS_PER_DAY)
-            malformed.add_lines(sel[stray] + first, "timestamp out of sequence (damaged line?)")
-            good[sel[stray]] = False
-            if (~stray).any():
-                prev_epoch = int(t[~stray][-1])
-        if style_tod and good.any():
-            sel = np.flatnonzero(good)
-            t = ts[sel]
-            prev = np.concatenate(([t[0] if prev_tod is None else prev_tod], t[:-1]))
-            wraps = np.cumsum(t < prev - MIDNIGHT_JUMP_NS)
-            ts[sel] = t + day_ns + wraps * NS_PER_DAY
-            day_ns += int(wraps[-1]) * NS_PER_DAY
-            prev_tod = int(t[-1])
+        junk = good & ~c.known
+        self.malformed.add_lines(np.flatnonzero(junk) + first,
+                                 "no system call after the timestamp")
+        good &= c.known
 
-        if plain is not None and (plain.common & good).any():
-            sel = np.flatnonzero(plain.common & good)
-            rows.add(_plain_common(plain, sel, sel + first, with_data))
-        keep1 = good[idx1]
+    def _stray_epochs(self, c: _Chunk) -> None:
+        """An epoch time more than a day away from both neighbours is damage (a cut line's
+        remainder read as a timestamp), not a gap in the trace."""
+        sel = np.flatnonzero(c.good)
+        t = c.ts[sel]
+        before = np.concatenate(([t[0] if self.prev_epoch is None else self.prev_epoch],
+                                 t[:-1]))
+        after = np.concatenate((t[1:], t[-1:]))
+        stray = (np.abs(t - before) > NS_PER_DAY) & (np.abs(after - t) > NS_PER_DAY)
+        self.malformed.add_lines(sel[stray] + c.first,
+                                 "timestamp out of sequence (damaged line?)")
+        c.good[sel[stray]] = False
+        if (~stray).any():
+            self.prev_epoch = int(t[~stray][-1])
+
+    def _unwrap_midnights(self, c: _Chunk) -> None:
+        """Times of day as times since 1970-01-01: a time going back by more than
+        MIDNIGHT_JUMP_NS crossed midnight."""
+        sel = np.flatnonzero(c.good)
+        t = c.ts[sel]
+        prev = np.concatenate(([t[0] if self.prev_tod is None else self.prev_tod], t[:-1]))
+        wraps = np.cumsum(t < prev - MIDNIGHT_JUMP_NS)
+        c.ts[sel] = t + self.day_ns + wraps * NS_PER_DAY
+        self.day_ns += int(wraps[-1]) * NS_PER_DAY
+        self.prev_tod = int(t[-1])
+
+    def _common_calls(self, c: _Chunk) -> None:
+        """The rows of the common call form: the plain lines', then the regex's."""
+        good = c.good
+        if c.plain is not None and (c.plain.common & good).any():
+            sel = np.flatnonzero(c.plain.common & good)
+            self.rows.add(_plain_common(c.plain, sel, sel + c.first, self.with_data))
+        keep1 = good[c.idx1]
         if keep1.any():
-            sel = idx1[keep1]
-            rows.add(_common_rows(m1v.filter(pa.array(keep1)), order=sel + first,
-                                  with_data=with_data, malformed=malformed,
-                                  ts=ts[sel], tod=tod[sel], pid=pid[sel]))
+            sel = c.idx1[keep1]
+            self.rows.add(_common_rows(c.m1.filter(pa.array(keep1)), order=sel + c.first,
+                                       with_data=self.with_data, malformed=self.malformed,
+                                       ts=c.ts[sel], tod=c.tod[sel], pid=c.pid[sel]))
 
-        # Lines without a leader: blank, strace's own, or malformed.
-        no_leader = np.flatnonzero(~has_leader)
-        if len(no_leader):
-            for i, raw in zip(no_leader, lines.take(pa.array(no_leader)).to_pylist(),
-                              strict=True):
-                text = raw.rstrip(b"\r\n")
-                if not untimed and _PY_NO_TIMESTAMP.match(text):
-                    untimed = first + int(i)
-                if text.strip() and not text.startswith(_SKIP_PREFIXES):
-                    malformed.add(first + int(i), "not an strace line (expected a -tt/-ttt "
-                                                  "timestamp and a system call)")
+    def _without_leader(self, c: _Chunk) -> None:
+        """Lines without a leader: blank, strace's own, or malformed."""
+        no_leader = np.flatnonzero(~c.has_leader)
+        if not len(no_leader):
+            return
+        for i, raw in zip(no_leader, c.lines.take(pa.array(no_leader)).to_pylist(),
+                          strict=True):
+            text = raw.rstrip(b"\r\n")
+            if not self.untimed and _PY_NO_TIMESTAMP.match(text):
+                self.untimed = c.first + int(i)
+            if text.strip() and not text.startswith(_SKIP_PREFIXES):
+                self.malformed.add(c.first + int(i), "not an strace line (expected a -tt/-ttt "
+                                                     "timestamp and a system call)")
 
-        # Other leader lines: calls of interest go to the sequential parser, others are skipped.
-        if len(idx2):
-            name = pc.coalesce(_field(m2v, "rname"), _field(m2v, "name"))
-            wanted = pc.fill_null(pc.is_in(pc.cast(name, pa.string()), value_set=wanted_names),
-                                  False).to_numpy(zero_copy_only=False) & good[idx2]
-            sel = idx2[wanted]
-            if len(sel):
-                slow.feed(lines.take(pa.array(sel)), sel + first, pid[sel], ts[sel], tod[sel])
+    def _other_calls(self, c: _Chunk) -> None:
+        """Other leader lines: calls of interest go to the sequential parser, others are
+        skipped."""
+        if not len(c.idx2):
+            return
+        name = pc.coalesce(_field(c.m2, "rname"), _field(c.m2, "name"))
+        wanted = pc.fill_null(pc.is_in(pc.cast(name, pa.string()), value_set=_WANTED_NAMES),
+                              False).to_numpy(zero_copy_only=False) & c.good[c.idx2]
+        sel = c.idx2[wanted]
+        if len(sel):
+            self.slow.feed(c.lines.take(pa.array(sel)), sel + c.first, c.pid[sel], c.ts[sel],
+                           c.tod[sel])
 
-    for part in slow.frames:
-        rows.add(part)
-    rows.add(_python_rows(slow.rows))
-    slow.frames, slow.rows = [], []
-    table = rows.columns()
-    n = len(table["order"])
-    if not n:
+    def table(self) -> pd.DataFrame:
+        """The finished table: every row with its stream and peer, the calls on fds known not
+        to be sockets dropped; the malformed lines said (or no row: an ``InputError``)."""
+        slow = self.slow
+        for part in slow.frames:
+            self.rows.add(part)
+        self.rows.add(_python_rows(slow.rows))
+        slow.frames, slow.rows = [], []
+        table = self.rows.columns()
+        if not len(table["order"]):
+            raise self._nothing_read()
+        self.malformed.warn(stacklevel=4)
+        self._pid_from_file_name(table)
+        keep = _add_streams(table, slow.events)
+        frame = finish_table(table, fmt="strace", time_of_day_only=bool(self.style_tod),
+                             select=keep,
+                             extra_attrs={"durations": bool((table["duration_ns"] > 0).any()),
+                                          "orphan_resumed": slow.orphans,
+                                          "unfinished_at_end": len(slow.pending)})
+        if not self.with_data:
+            frame["data"] = np.full(len(frame), None, dtype=object)
+        return frame
+
+    def _nothing_read(self) -> InputError:
+        """Why the file gave no socket call: no timestamps, its first malformed line, or no
+        call of interest."""
+        malformed = self.malformed
         first_bad = min((line for line, _ in malformed.lines), default=1)
-        if untimed:
-            raise InputError(path, "strace output without timestamps: record it with "
-                                   "strace -f -ttt -T", line=untimed)
+        if self.untimed:
+            return InputError(self.path, "strace output without timestamps: record it with "
+                                         "strace -f -ttt -T", line=self.untimed)
         if malformed.lines:
             line, problem = min(malformed.lines)
-            raise InputError(path, f"no socket call could be read: {problem}", line=line)
-        raise InputError(path, "no socket call found (expected strace -f -ttt -T output, or a "
-                               "CSV/JSON Lines log with ts and bytes)", line=first_bad)
-    malformed.warn(stacklevel=3)
+            return InputError(self.path, f"no socket call could be read: {problem}", line=line)
+        return InputError(self.path, "no socket call found (expected strace -f -ttt -T output, "
+                                     "or a CSV/JSON Lines log with ts and bytes)", line=first_bad)
 
-    # pid: from the prefix; -ff -o files (``name.1234``) carry it in the file name instead.
-    pid = table["pid"]
-    suffix = Path(path).suffix.lstrip(".")
-    if (pid < 0).all() and suffix.isdigit():
-        pid = np.full(len(pid), int(suffix), np.int64)
-        table["pid"] = pid
-        for ev in slow.events:
-            ev.pid = int(suffix)
+    def _pid_from_file_name(self, table: Columns) -> None:
+        """pid: from the prefix; -ff -o files (``name.1234``) carry it in the file name
+        instead."""
+        suffix = Path(self.path).suffix.lstrip(".")
+        if (table["pid"] < 0).all() and suffix.isdigit():
+            table["pid"] = np.full(len(table["pid"]), int(suffix), np.int64)
+            for ev in self.slow.events:
+                ev.pid = int(suffix)
+
+
+def _add_streams(table: Columns, events: list[_Event]) -> np.ndarray:
+    """Each row's ``stream`` and ``peer`` (the row's own, else its socket's), from the fd
+    events replayed in completion order; returns the rows to keep in completion order: calls
+    on fds known not to be sockets (opened files, pipes; -y annotations) are dropped."""
     # Completion order: line order (rows of the sequential parser were appended at the end).
+    n = len(table["order"])
     order = table["order"]
     comp = np.argsort(order, kind="stable")
-    sid, sock_peer, is_file = _assign_streams(order[comp], pid[comp], table["fd"][comp],
-                                              slow.events)
+    sid, sock_peer, is_file = _assign_streams(order[comp], table["pid"][comp],
+                                              table["fd"][comp], events)
     stream = np.empty(n, np.int64)
     stream[comp] = sid
     peer = np.empty(n, object)
@@ -1519,13 +1715,5 @@ def _read_strace(path: str | os.PathLike[str],
     row_peer = table["row_peer"]
     table["stream"] = stream
     table["peer"] = np.where(pd.isna(row_peer), peer, row_peer)
-    # Calls on fds known not to be sockets (opened files, pipes; -y annotations) are dropped.
-    keep = ~is_file & (table["ann_kind"][comp] != 2)
-    frame = finish_table(table, fmt="strace", time_of_day_only=bool(style_tod),
-                         select=comp[keep],
-                         extra_attrs={"durations": bool((table["duration_ns"] > 0).any()),
-                                      "orphan_resumed": slow.orphans,
-                                      "unfinished_at_end": len(slow.pending)})
-    if not with_data:
-        frame["data"] = np.full(len(frame), None, dtype=object)
-    return frame
+    keep: np.ndarray = comp[~is_file & (table["ann_kind"][comp] != 2)]
+    return keep
