@@ -1,7 +1,8 @@
 """Capture sets for the fleet tests (``xenlat batch``, ``check``/``report --dataset``).
 
-Simulated sets of about 20 requests each, their manifests rewritten as an operator's would be
-(several Xen hosts and days; one without host or start, placed by its first packet), a copy
+Simulated sets of about 20 requests each (conftest's ``simulated_set``, made once per session
+and copied here), their manifests rewritten as an operator's would be (several Xen hosts and
+days; one without host or start, placed by its first packet), a copy
 with a corrupt guest capture, the single-set ``analyze --format parquet`` output of a set
 (the ground truth the dataset's rows must equal), and a task that kills its own Dask worker
 once (importable by worker processes: this directory is on their ``sys.path``).
@@ -13,6 +14,7 @@ import datetime as dt
 import os
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,7 +23,6 @@ from click.testing import CliRunner
 
 from xentrace_cli.cli import main
 from xentrace_cli.fleet.batch import SetOutcome, process_set
-from xentrace_cli.simulate import run_scenario
 from xentrace_cli.sources.manifest import read_manifest, write_manifest
 
 #: name → (scenario, seed, xen_host, started)
@@ -38,12 +39,14 @@ SIMULATED_DATE = "2026-01-01"
 GARBAGE = b"not a capture at all"
 
 
-def make_sets(root: Path) -> dict[str, Path]:
-    """The sets of :data:`SETS` under ``root``, by name."""
+def make_sets(root: Path, simulated_set: Callable[..., Path]) -> dict[str, Path]:
+    """The sets of :data:`SETS` under ``root``, by name: copies of the session's simulated
+    sets (``simulated_set``, conftest's factory), their manifests rewritten."""
     out = {}
     for name, (scenario, seed, host, started) in SETS.items():
         directory = root / name
-        run_scenario(scenario, directory, seed=seed, requests=REQUESTS, host="toy")
+        shutil.copytree(simulated_set(scenario, seed=seed, requests=REQUESTS, host="toy"),
+                        directory)
         simulated = read_manifest(directory)
         files = {key: getattr(simulated.sources, key).name
                  for key in simulated.sources.present}

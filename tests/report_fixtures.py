@@ -16,7 +16,6 @@ import pandas as pd
 
 from xentrace_cli.model import Sources
 from xentrace_cli.pipeline.result import Analysis
-from xentrace_cli.simulate import run_scenario
 
 START_S = 1_700_000_000.0
 SPACING_S = 0.010
@@ -91,13 +90,9 @@ def make_analysis(n: int = 200, *, stalls: tuple[int, ...] = (), seed: int = 1,
 
 #: Row indices of the stalled packets in the "black 0.1 s" analysis.
 BLACK_STALLS = (40, 41, 120, 121, 122)
-
-
-def simulate_scenario(name: str, directory: Path, *, seed: int = 3,
-                      requests: int = 200) -> Path:
-    """``xenlat simulate NAME -o DIRECTORY`` through the library."""
-    run_scenario(name, directory, seed=seed, requests=requests)
-    return directory
+#: The simulated sets of the gate and report tests: conftest's ``simulated_set(name,
+#: **SCENARIO_SET)``, shared by both (``xenlat simulate NAME --seed 3 --requests 200``).
+SCENARIO_SET = {"seed": 3, "requests": 200}
 
 
 def scenario_sources(directory: Path, *, xentrace: bool = True) -> list[str]:

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -43,8 +44,9 @@ except ImportError:  # skipped where the fleet extra is missing; CI installs it:
 
 
 @pytest.fixture(scope="module")
-def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_sets(tmp_path_factory.mktemp("sets"))
+def sets(tmp_path_factory: pytest.TempPathFactory, simulated_set: Callable[..., Path],
+         ) -> dict[str, Path]:
+    return make_sets(tmp_path_factory.mktemp("sets"), simulated_set)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +42,12 @@ BUDGETS = ("remap.p99 < 5ms", "vmm.max < 20ms")
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def fleet(tmp_path_factory: pytest.TempPathFactory, simulated_set: Callable[..., Path]) -> dict:
     """Four sets, their single-set analyses and tables, and the dataset ``batch`` made."""
     from xentrace_cli.fleet.batch import run_batch
 
     root = tmp_path_factory.mktemp("fleet")
-    sets = make_sets(root / "sets")
+    sets = make_sets(root / "sets", simulated_set)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address=":0") as cluster:
         outcomes = run_batch(list(sets.values()), root / "fleet",

@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from report_fixtures import (
     BLACK_STALLS,
+    SCENARIO_SET,
     STALL_US,
     make_analysis,
     make_table,
     scenario_sources,
-    simulate_scenario,
     truth_analysis,
 )
 from rich.console import Console
@@ -1014,13 +1014,11 @@ def test_readme_synopsis_matches_the_usage_lines():
 
 
 @pytest.fixture(scope="module")
-def scenarios(tmp_path_factory):
-    """``xenlat simulate healthy`` and ``black-0.1s`` capture sets (skips until they exist)."""
-    out = {name: simulate_scenario(name, tmp_path_factory.mktemp(name.replace(".", "")))
-           for name in ("healthy", "black-0.1s")}
+def scenarios(simulated_set):
+    """``xenlat simulate healthy`` and ``black-0.1s`` capture sets (the session's, shared)."""
+    out = {name: simulated_set(name, **SCENARIO_SET) for name in ("healthy", "black-0.1s")}
     # the same scenario run again: other random draws, same system
-    out["healthy again"] = simulate_scenario("healthy", tmp_path_factory.mktemp("again"),
-                                             seed=4)
+    out["healthy again"] = simulated_set("healthy", **{**SCENARIO_SET, "seed": 4})
     return out
 
 

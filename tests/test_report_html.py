@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_fixtures import BLACK_STALLS, make_analysis, simulate_scenario
+from report_fixtures import BLACK_STALLS, SCENARIO_SET, make_analysis
 
 from xentrace_cli.cli import main
 from xentrace_cli.outputs import html as report_html
@@ -214,13 +214,13 @@ def test_cli_report_unwritable_exits_2(runner, monkeypatch, tmp_path):
                              "No such file or directory\n")
 
 
-def test_black_scenario_report_in_chromium(browser, tmp_path):
+def test_black_scenario_report_in_chromium(browser, simulated_set, tmp_path):
     """The real pipeline on the simulated black 0.1 s, looked at in a browser: the clock
     alignment's numbers and every stalled packet are on screen, each stall the long bar."""
     from xentrace_cli.pipeline.analyze import analyze_files
     from xentrace_cli.units import format_duration
 
-    directory = simulate_scenario("black-0.1s", tmp_path / "black")
+    directory = simulated_set("black-0.1s", **SCENARIO_SET)   # the gate tests' set too
     analysis = analyze_files(guest=directory / "guest.pcapng",
                              backend=directory / "vif5.0.pcap", phys=directory / "phys.pcap",
                              xentrace=directory / "xentrace.bin",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +36,11 @@ TOY = [name for name, spec in SCENARIOS.items() if "toy" in spec.hosts]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Every scenario, simulated once with a few requests."""
-    out = {}
-    for name in TOY:
-        d = tmp_path_factory.mktemp(name)
-        run_scenario(name, d, seed=2, requests=REQUESTS, host="toy")
-        out[name] = d
+def runs(simulated_set: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory,
+         ) -> dict[str, Path]:
+    """Every scenario, simulated once with a few requests (the session's shared sets), and
+    healthy simulated here the long run's way (it tests that way of simulating)."""
+    out = {name: simulated_set(name, seed=2, requests=REQUESTS, host="toy") for name in TOY}
     # a long run's way: segments of 25 requests simulated in parallel, then joined
     saved = segments.SEGMENT_REQUESTS
     segments.SEGMENT_REQUESTS = 25
@@ -235,6 +234,7 @@ def test_trace_records_at_truth_checkpoints(runs: dict[str, Path], name: str) ->
 
 
 def test_cpu_hz_configurable(tmp_path: Path) -> None:
+    """Simulates its own set: the simulator's cpu_hz option is what is tested."""
     run_scenario("healthy", tmp_path, seed=4, requests=12, cpu_hz=2.4e9, host="toy")
     meta, t, trace = _meta(tmp_path), _truth(tmp_path), _trace(tmp_path)
     assert meta["cpu_hz"] == 2.4e9
@@ -337,6 +337,7 @@ def test_socket_log_matches_truth(runs: dict[str, Path]) -> None:
 # ---------------------------------------------------------------- determinism, CLI, samples
 
 def test_same_seed_same_bytes(tmp_path: Path) -> None:
+    """Simulates its own sets: the simulator's determinism is what is tested."""
     for d, seed in ((tmp_path / "a", 5), (tmp_path / "b", 5), (tmp_path / "c", 6)):
         run_scenario("black-0.1s", d, seed=seed, requests=30, host="toy")
     for f in FILES:
@@ -377,6 +378,7 @@ def test_cli_simulate_unknown_and_list(runner, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["healthy", "black-0.1s"])
 def test_samples_regenerate_byte_for_byte(tmp_path: Path, name: str) -> None:
+    """Simulates its own set: that the shipped samples are the simulator's is tested."""
     sample = SAMPLES / name
     meta = _meta(sample)
     run_scenario(name, tmp_path, seed=meta["seed"], requests=meta["requests"])

@@ -10,6 +10,7 @@ of ``corpus/xentrace`` (the same scheduler records around switches, in similar s
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +31,12 @@ SEGMENTED = "healthy-in-segments"
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Realistic-host runs: healthy (and in segments), offload, clock-skew."""
-    out = {}
-    for name in ("healthy", "offload", "clock-skew"):
-        d = tmp_path_factory.mktemp(name)
-        run_scenario(name, d, seed=2, requests=REQUESTS, host="realistic")
-        out[name] = d
+def runs(simulated_set: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory,
+         ) -> dict[str, Path]:
+    """Realistic-host runs: healthy, offload, clock-skew (the session's shared sets), and
+    healthy simulated here in segments (it tests that way of simulating)."""
+    out = {name: simulated_set(name, seed=2, requests=REQUESTS, host="realistic")
+           for name in ("healthy", "offload", "clock-skew")}
     saved = segments.SEGMENT_REQUESTS
     segments.SEGMENT_REQUESTS = 25
     try:
@@ -343,6 +343,7 @@ def test_runstates_consistent_and_disk_interrupts(runs: dict[str, Path], name: s
 # ---------------------------------------------------------------- determinism, CLI
 
 def test_same_seed_same_bytes(tmp_path: Path) -> None:
+    """Simulates its own sets: the simulator's determinism is what is tested."""
     files = ["phys.pcap", "vif5.0.pcap", "guest.pcapng", "xentrace.bin", "app.strace",
              "truth.csv", "scenario.json"]
     for d, seed in ((tmp_path / "a", 5), (tmp_path / "b", 5), (tmp_path / "c", 6)):
@@ -392,6 +393,7 @@ def _order_and_records(run) -> None:  # noqa: ANN001  (a Simulation)
        data=st.data())
 def test_path_order_on_any_host_shape(seed: int, n_dom0: int, spare: int, scenario: str,
                                       data: st.DataObject) -> None:
+    """Simulates its own runs: the simulator on any host shape Hypothesis draws is tested."""
     n_pcpus = n_dom0 + 2 + spare
     irq = data.draw(st.lists(st.integers(0, n_pcpus - 1), min_size=1, max_size=4, unique=True))
     shape = HostShape(n_pcpus=n_pcpus, n_dom0=n_dom0, irq_pcpus=tuple(sorted(irq)))
@@ -407,13 +409,10 @@ FAULTY = ("black-0.1s", "dom0-starved", "ring-full", "lost-records", "tx-stall")
 
 
 @pytest.fixture(scope="module")
-def faulty(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = {}
-    for name in FAULTY:
-        d = tmp_path_factory.mktemp(name)
-        run_scenario(name, d, seed=3, requests=90, host="realistic")
-        out[name] = d
-    return out
+def faulty(simulated_set: Callable[..., Path]) -> dict[str, Path]:
+    """The realistic host's faulty scenarios (the session's shared sets)."""
+    return {name: simulated_set(name, seed=3, requests=90, host="realistic")
+            for name in FAULTY}
 
 
 def _state_during(trace: xt.XenTrace, meta: dict, domid: int, vcpu: int, state: str, a: int,
