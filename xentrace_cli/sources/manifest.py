@@ -189,7 +189,7 @@ def write_manifest(directory: str | os.PathLike[str], files: dict[str, str], *,
     bad = set(files) - set(FILE_KEYS)
     if bad:
         raise ValueError(f"unknown source name(s): {', '.join(sorted(bad))}")
-    lines = ["# capture set for xenlat (see xentrace_cli/manifest.py for the layout)",
+    lines = ["# capture set for xenlat (see xentrace_cli/sources/manifest.py for the layout)",
              f"format = {MANIFEST_FORMAT}", "", "[set]"]
     meta: dict[str, Any] = {"xen_host": xen_host, "domid": domid, "guest_name": guest_name,
                             "started": started, "cpu_hz": cpu_hz, "nic_irq": nic_irq}
