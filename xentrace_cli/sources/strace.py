@@ -170,8 +170,8 @@ _PY_SOCKADDR = re.compile(SOCKADDR_RE.encode())
 _PY_SOCKET_ANN = re.compile(SOCKET_ANN_RE.encode())
 _PY_ANN_PEER = re.compile(ANN_PEER_RE.encode())
 #: An escape Python's decoder does not know (it would keep it with a DeprecationWarning): a
-#: backslash before a character no escape begins with, or an octal escape past \\377. Found
-#: anywhere, so also after an escaped backslash (``\\\\Z``): a false alarm, which only costs
+#: backslash before a character no escape begins with, or an octal escape past \377. Found
+#: anywhere, so also after an escaped backslash (``\\Z``): a false alarm, which only costs
 #: the careful path (:func:`_unescape`).
 ODD_ESCAPE_RE = r"\\(?:[4-7][0-7][0-7]|[^\\'\"abfnrtvx0-7\n])"
 _PY_ODD_ESCAPE = re.compile(ODD_ESCAPE_RE.encode(), re.S)
@@ -205,7 +205,8 @@ def decode_strace_string(text: bytes) -> bytes:
 
     strace writes printable ASCII as is, ``\\" \\\\ \\n \\r \\t \\v \\f`` as C escapes and other
     bytes as octal (``\\0``, ``\\177``, always three digits before a digit) or, with ``-x`` /
-    ``-xx``, as ``\\xHH``: exactly the escapes Python's bytes literals use.
+    ``-xx``, as ``\\xHH``: exactly the escapes Python's bytes literals use. A damaged string's
+    escapes that strace never writes are kept as written (:func:`_unescape`).
     """
     if b"\\" not in text:
         return bytes(text)
@@ -218,7 +219,7 @@ def _unescape(text: bytes | memoryview, odd: bool | None = None) -> bytes:
     string; a backslash before a character no escape begins with (``\\Z``) or an octal escape
     past ``\\377`` just those bytes, silently. (Python's decoder would keep ``\\Z`` too, but
     take ``\\777`` modulo 256, and say both in a DeprecationWarning of its own.) ``odd``:
-    whether :data:`_ODD_ESCAPE` matches, when the caller already knows."""
+    whether :data:`ODD_ESCAPE_RE` matches, when the caller already knows."""
     if odd is None:
         odd = _PY_ODD_ESCAPE.search(text) is not None
     try:
@@ -1509,17 +1510,17 @@ def _sort_lines(first: int, lines: pa.Array, malformed: Malformed) -> _Chunk:
         known |= plain.any
     idx1, idx2 = np.flatnonzero(ok1), np.flatnonzero(ok2)
     m1v, m2v = m.filter(pa.array(called)), m.filter(pa.array(valid & ~called))
-    ts, tod, pid, good, big = _leader_times(first, plain, m, rest, valid, malformed)
+    ts, tod, pid, good, big = _leader_times(first, n, plain, m, rest, valid, malformed)
     return _Chunk(first, lines, plain, has_leader, known, idx1, idx2, m1v, m2v,
                   ts, tod, pid, good, big)
 
 
-def _leader_times(first: int, plain: _Plain | None, m: pa.StructArray, rest: np.ndarray,
-                  valid: np.ndarray, malformed: Malformed
+def _leader_times(first: int, n: int, plain: _Plain | None, m: pa.StructArray,
+                  rest: np.ndarray, valid: np.ndarray, malformed: Malformed
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Timestamps, time-of-day flags, pids, well-formedness and out-of-range numbers of every
-    line with a leader, in line order (for midnight crossings); those numbers reported."""
-    n = len(plain.common) if plain is not None else len(rest)
+    """Timestamps, time-of-day flags, pids, well-formedness and out-of-range numbers of the
+    ``n`` lines (those with a leader), in line order (for midnight crossings); the numbers out
+    of range reported. ``m``: LINE_RE over the lines ``rest`` (``valid``: it matched)."""
     ts = np.zeros(n, np.int64)
     tod = np.zeros(n, bool)
     pid = np.full(n, -1, np.int64)
