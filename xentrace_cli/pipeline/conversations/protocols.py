@@ -100,10 +100,14 @@ def recognize(head: np.ndarray, length: np.ndarray, proto: np.ndarray, sport: np
     req: dict[str, np.ndarray] = {}
     resp: dict[str, np.ndarray] = {}
     key: dict[str, np.ndarray] = {}
-    b = head.astype(np.int64)
+    columns: dict[int, np.ndarray] = {}  # each byte column widened once, when first used
 
     def byte(i: int) -> np.ndarray:
-        return b[:, i] if i < head.shape[1] else np.zeros(n, dtype=np.int64)
+        if i >= head.shape[1]:
+            return np.zeros(n, dtype=np.int64)
+        if i not in columns:
+            columns[i] = head[:, i].astype(np.int64)
+        return columns[i]
 
     req["http"] = _starts_with(head, length, _HTTP_METHODS)
     resp["http"] = _starts_with(head, length, _HTTP_RESPONSE)
@@ -116,7 +120,7 @@ def recognize(head: np.ndarray, length: np.ndarray, proto: np.ndarray, sport: np
 
     def dns_byte(i: int) -> np.ndarray:
         col = np.minimum(at + i, head.shape[1] - 1)
-        return b[rows, col]
+        return head[rows, col].astype(np.int64)
 
     flags = dns_byte(2)
     qdcount = (dns_byte(4) << 8) | dns_byte(5)

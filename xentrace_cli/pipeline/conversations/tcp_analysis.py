@@ -90,15 +90,10 @@ def analyze_tcp(packets: pd.DataFrame) -> pd.DataFrame:
         "wscale": (_int(sub, "tcp_wscale") if "tcp_wscale" in sub.columns
                    else np.full(len(sub), -1)),
         "len": np.maximum(_int(sub, "payload_len"), 0)})
-    end_a = (a_code << 17) | t["sport"].to_numpy()
-    end_b = (b_code << 17) | t["dport"].to_numpy()
-    codes, flows = pd.MultiIndex.from_arrays([end_a, end_b]).factorize()
-    t["flow"] = codes
-    back = pd.MultiIndex.from_arrays([flows.get_level_values(1), flows.get_level_values(0)])
-    t["reverse"] = flows.get_indexer(back)[codes]
-    t["conv"] = pd.MultiIndex.from_arrays([np.minimum(end_a, end_b),
-                                           np.maximum(end_a, end_b)]).factorize()[0]
-    flagged = _flags(t.sort_values(["flow", "frame"], kind="stable").reset_index(drop=True))
+    t["flow"], t["reverse"], t["conv"] = _flow_codes((a_code << 17) | t["sport"].to_numpy(),
+                                                     (b_code << 17) | t["dport"].to_numpy())
+    by_flow = np.lexsort((t["frame"].to_numpy(), t["flow"].to_numpy()))  # stable
+    flagged = _flags(t.take(by_flow).reset_index(drop=True))
     flagged["src"] = np.asarray(names, dtype=object)[flagged.pop("a").to_numpy()]
     flagged["dst"] = np.asarray(names, dtype=object)[flagged.pop("b").to_numpy()]
     flagged["conversation_key"] = conversation_key(flagged["src"].to_numpy(),
@@ -106,6 +101,20 @@ def analyze_tcp(packets: pd.DataFrame) -> pd.DataFrame:
                                                    flagged["dst"].to_numpy(),
                                                    flagged["dport"].to_numpy())
     return flagged[list(_COLUMNS)].reset_index(drop=True)
+
+
+def _flow_codes(end_a: np.ndarray, end_b: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame, from its two endpoints (integers): its directed flow's id, the id of the
+    flow the other way (-1: none seen), and its connection's id — each numbered in order of
+    first appearance. One integer key per endpoint pair: no tuple per frame."""
+    ends, names = pd.factorize(np.concatenate([end_a, end_b]))
+    m = np.int64(max(len(names), 1))
+    ea, eb = ends[:len(end_a)].astype(np.int64), ends[len(end_a):].astype(np.int64)
+    flow, keys = pd.factorize(ea * m + eb)
+    reverse = pd.Index(keys).get_indexer((keys % m) * m + keys // m)[flow]
+    conv = pd.factorize(np.minimum(ea, eb) * m + np.maximum(ea, eb))[0]
+    return flow.astype(np.int64), reverse.astype(np.int64), conv.astype(np.int64)
 
 
 _COLUMNS = ("frame", "ts_ns", "src", "sport", "dst", "dport", "conversation_key", "seglen",
@@ -205,10 +214,9 @@ def _reverse_state(t: pd.DataFrame, dup: np.ndarray) -> dict[str, np.ndarray]:
     this one), and the window-scale shift of that reverse window (-1 unknown)."""
     n = len(t)
     flow = t["flow"].to_numpy()
-    # the run of duplicate ACKs each frame closes (reset by any other frame of its flow)
-    run = pd.Series(dup.astype(np.int64))
-    breaks = (~dup).cumsum()
-    dupacks = run.groupby([flow, breaks]).cumsum().to_numpy()
+    # the run of duplicate ACKs each frame closes (reset by any other frame of its flow):
+    # rows are sorted by flow, so each run is a stretch of rows; the count within it
+    dupacks = _running_count(dup, np.r_[True, flow[1:] != flow[:-1]] | ~dup)
     state = pd.DataFrame({"frame": t["frame"].to_numpy(), "flow": flow,
                           "ack": t["ack"].to_numpy(), "window": t["window"].to_numpy(),
                           "dupacks": dupacks}).sort_values("frame")
@@ -233,20 +241,41 @@ def _reverse_state(t: pd.DataFrame, dup: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def _running_count(hit: np.ndarray, restart: np.ndarray) -> np.ndarray:
+    """Per row, how many ``hit`` rows since the last ``restart`` row (itself included)."""
+    counted = np.cumsum(hit, dtype=np.int64)
+    begin = np.maximum.accumulate(np.where(restart, np.arange(len(hit)), 0))
+    return counted - counted[begin] + hit[begin] if len(hit) else counted
+
+
+def _previous_in_group(group_order: np.ndarray, same: np.ndarray, values: np.ndarray
+                       ) -> np.ndarray:
+    """Per row, ``values`` at the previous row of its group (NaN for a group's first):
+    ``group_order`` sorts the rows by group, keeping their order inside it; ``same`` says,
+    along that order, which rows share the previous one's group."""
+    prev = np.full(len(values), np.nan)
+    prev[group_order[1:][same[1:]]] = values[group_order[:-1][same[1:]]]
+    return prev
+
+
 def _intervals(t: pd.DataFrame, rel: np.ndarray, retrans: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
     """Time since the previous transmission of a retransmission's first byte, and whether it
     backed off (this interval at least ``BACKOFF_RATIO`` times the previous one)."""
     data = t["seglen"].to_numpy() > 0
-    frame = pd.DataFrame({"flow": t["flow"].to_numpy(), "rel": rel,
-                          "ts": t["ts_ns"].to_numpy(float)})[data]
-    prev = frame.groupby(["flow", "rel"])["ts"].shift(1)
-    interval = frame["ts"] - prev
-    before = interval.groupby([frame["flow"], frame["rel"]]).shift(1)
+    flow, first = t["flow"].to_numpy()[data], rel[data]
+    ts = t["ts_ns"].to_numpy(float)[data]
+    # each transmission of a byte after the previous one, per (flow, first byte), in row order
+    order = np.lexsort((np.arange(len(ts)), first, flow))
+    same = np.r_[False, (flow[order][1:] == flow[order][:-1])
+                 & (first[order][1:] == first[order][:-1])]
+    interval = ts - _previous_in_group(order, same, ts)
+    before = _previous_in_group(order, same, interval)
     out = np.full(len(t), np.nan)
     back = np.zeros(len(t), dtype=bool)
-    out[np.flatnonzero(data)] = interval.to_numpy()
-    back[np.flatnonzero(data)] = (interval >= BACKOFF_RATIO * before).fillna(False).to_numpy()
+    out[np.flatnonzero(data)] = interval
+    with np.errstate(invalid="ignore"):
+        back[np.flatnonzero(data)] = interval >= BACKOFF_RATIO * before
     return np.where(retrans, out, np.nan), retrans & back
 
 
