@@ -93,12 +93,23 @@ def phases(directory: Path) -> None:
 
     from xentrace_cli.cli import main
     from xentrace_cli.outputs import terminal
+    from xentrace_cli.pipeline import analyze as steps
     from xentrace_cli.pipeline import attribute as attr
-    from xentrace_cli.pipeline import match, path_order, select, trace_attribute
+    from xentrace_cli.pipeline import lone, match, path_order, select, trace_attribute
     from xentrace_cli.sources import packets, socket_log, xentrace
 
     t0 = time.perf_counter()
     log: list[tuple[str, str, float, float, float]] = []
+    rss: list[tuple[float, float]] = []  # (s since t0, resident MB), sampled every 0.1 s
+    done = threading.Event()
+
+    def sample_rss() -> None:
+        page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+        while not done.wait(0.1):
+            with open("/proc/self/statm") as statm:
+                rss.append((time.perf_counter() - t0, int(statm.read().split()[1]) * page_mb))
+
+    threading.Thread(target=sample_rss, daemon=True).start()
 
     def wrap(module: Any, name: str) -> None:
         f = getattr(module, name)
@@ -121,6 +132,11 @@ def phases(directory: Path) -> None:
                           (attr, ["map_streams", "socket_times"]),
                           (trace_attribute, ["attribute_trace"]),
                           (path_order, ["enforce_path_order"]), (select, ["select"]),
+                          (lone, ["frame_facts", "exchanges"]),
+                          (steps, ["give_back_memory", "read_sources", "match_captures",
+                                   "orient", "align_clocks", "place_socket_log",
+                                   "follow_trace", "order_paths", "build_table",
+                                   "judge_anomalies", "lone_view", "fixed_schema"]),
                           (terminal, ["render_analysis"])):
         for name in names:
             wrap(module, name)
@@ -128,6 +144,7 @@ def phases(directory: Path) -> None:
     with open(os.devnull, "w") as sink:
         result = CliRunner().invoke(main, ["analyze", str(directory), "--no-progress", "-o",
                                            sink.name])
+    done.set()
     if result.exit_code != 0:
         raise SystemExit(f"analyze failed: {result.stderr[-500:]}")
     print(f"\n== phases of one analysis of {directory.name} in-process: "
@@ -135,10 +152,15 @@ def phases(directory: Path) -> None:
           f"threads), peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}"
           f" MB, load average {os.getloadavg()[0]:.1f}")
     print(f"{'step':22} {'thread':24} {'start s':>8} {'end s':>8} {'wall s':>7} "
-          f"{'thread CPU s':>12}")
+          f"{'thread CPU s':>12} {'peak RSS MB':>11}")
     for name, thread, start, end, cpu in sorted(log, key=lambda row: row[2]):
+        peak = max((mb for t, mb in rss if start <= t <= end), default=float("nan"))
         print(f"{name:22} {thread[:24]:24} {start:8.1f} {end:8.1f} {end - start:7.1f} "
-              f"{cpu:12.1f}")
+              f"{cpu:12.1f} {peak:11.0f}")
+    if rss:
+        t_peak, mb_peak = max(rss, key=lambda sample: sample[1])
+        print(f"resident memory peaked at {mb_peak:.0f} MB, {t_peak:.1f} s in (sampled every "
+              "0.1 s)")
     print("(read_packets does its work in a reader thread: its thread CPU is the waiting "
           "caller's)")
 
