@@ -131,7 +131,8 @@ def direction_rows(table: pd.DataFrame, direction: str) -> np.ndarray:
         return np.ones(len(table), dtype=bool)
     if "direction" not in table.columns:
         return np.full(len(table), direction == "rx")
-    return (table["direction"].astype(str) == direction).to_numpy()
+    # compared as they are (text or categorical): no string per row, missing is neither
+    return (table["direction"] == direction).to_numpy(dtype=bool, na_value=False)
 
 
 def _measured(table: pd.DataFrame, column: str, direction: str = "") -> bool:
