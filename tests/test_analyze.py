@@ -523,6 +523,35 @@ def test_progress_reaches_the_total(scenario) -> None:
     assert all(d <= t for d, t in calls) and max(done[:-1]) < calls[-1][1]
 
 
+def test_every_step_after_reading_is_named_on_the_progress_bar(scenario) -> None:
+    """A callback with ``phase(name)`` (as the command line's bar) hears each step that
+    follows the reading, in the order the pipeline runs them, with every source given."""
+    paths = files(scenario("healthy"))
+
+    class Bar:
+        def __init__(self) -> None:
+            self.names: list[str] = []
+            self.reads_after_a_phase = 0
+
+        def __call__(self, done: int, total: int) -> None:
+            if self.names and done < total:
+                self.reads_after_a_phase += 1
+
+        def phase(self, name: str) -> None:
+            self.names.append(name)
+
+    bar = Bar()
+    analyze_files(**{k: paths[k] for k in ("guest", "backend", "phys", "xentrace",
+                                           "socket_log")}, on_progress=bar)
+    assert bar.names == ["matching packets across captures",
+                         "placing the socket log's reads and writes",
+                         "following each packet through the trace",
+                         "building the table: stages, totals, uncertainty",
+                         "finding anomalies and their causes",
+                         "cutting the guest capture's conversations into exchanges"]
+    assert bar.reads_after_a_phase == 0  # the reading's bar is done before the first name
+
+
 def test_parse_thresholds() -> None:
     assert parse_thresholds(["socket_read=10ms", "total=1s"]) == {"socket_read": 10_000.0,
                                                                   "total": 1e6}

@@ -235,7 +235,8 @@ class _Run:
     alignment: dict[str, Any] = dataclasses.field(default_factory=dict)
     # read_sources
     packets: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)
-    """Each capture's packets; after matching, only dom0's frame times (for the trace)."""
+    """Per capture read, what is kept of its packets: dom0's frame addresses and times (for
+    the trace), an empty table for the guest's (:func:`_read_capture`)."""
     segments: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)
     """Each capture's data segments, and its SYNs under ``NAME:syn``."""
     facts: pd.DataFrame | None = None
@@ -304,6 +305,8 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     order_paths(run)
     build_table(run)
     judge_anomalies(run)
+    run.trace = run.trace_causes = None  # nothing after needs the trace: let it go (memory)
+    give_back_memory()
     flows = lone_view(run)
     run.progress.report(final=True)
     return Analysis(table=fixed_schema(run.table), sources=sources, alignment=run.alignment,
@@ -335,16 +338,8 @@ def read_sources(run: _Run) -> None:
         for name in CAPTURES[::-1]:
             path = getattr(sources, name)
             if path is not None:  # the lone view's capture: payload heads and TCP windows
-                run.packets[name] = capture_reader.read_packets(
-                    path, on_progress=progress.part(name),
-                    **(lone.READ_OPTIONS if name == lone_name else {}))
-        if lone_name is not None:
-            run.facts = lone.frame_facts(run.packets[lone_name])
-        give_back_memory()
+                _read_capture(run, name, path, name == lone_name)
         run.calls = _socket_log_result(socket_job)
-        for name, table in run.packets.items():  # while the trace may still be read
-            run.segments[name] = match.data_segments(table)
-            run.segments[f"{name}:syn"] = match.syn_segments(table)
         run.trace = trace_job.result() if trace_job is not None else None
     finally:
         for job in (trace_job, socket_job):
@@ -354,6 +349,29 @@ def read_sources(run: _Run) -> None:
     run.anchor_name = next((n for n in CAPTURES if n in run.packets), None)
     run.n_captures = len(run.packets)
 
+
+def _read_capture(run: _Run, name: str, path: Path, lone_view: bool) -> None:
+    """One capture read, its data segments and SYNs taken (and the lone view's frame facts,
+    on ``lone_view``'s capture), then the packet table cut to what is still needed: dom0's
+    frame addresses and times (the trace's interrupts and copies), nothing of the guest's.
+    Done capture by capture, while the trace may still be read: the full tables never sit
+    in memory together, nor beside the trace reader's peak."""
+    table = capture_reader.read_packets(path, on_progress=run.progress.part(name),
+                                        **(lone.READ_OPTIONS if lone_view else {}))
+    if lone_view:
+        run.facts = lone.frame_facts(table)
+    run.segments[name] = match.data_segments(table)
+    run.segments[f"{name}:syn"] = match.syn_segments(table)
+    slim = table[[c for c in _DOM0_FRAME_COLUMNS if c in table.columns]] \
+        if name in ("phys", "backend") else table.iloc[:0, :0]
+    slim.attrs = dict(table.attrs)  # the interface names (domid_from_name)
+    run.packets[name] = slim
+    del table
+    give_back_memory()
+
+
+#: What :func:`dom0_frames` needs of a dom0 capture's packets.
+_DOM0_FRAME_COLUMNS = ("src", "dst", "ts_ns")
 
 _SocketJob = concurrent.futures.Future[tuple[pd.DataFrame | None, list[Warning],
                                              Exception | None]]
@@ -412,9 +430,8 @@ def match_captures(run: _Run) -> None:
     anchor capture's first transmissions as rows, each other capture's time per row."""
     run.domid = _guest_domid(run)
     # of the raw captures only dom0's arrival times are still needed (the trace's interrupts
-    # and copies): the rest go (memory)
-    run.packets = {k: v[[c for c in ("src", "dst", "ts_ns") if c in v.columns]]
-                   for k, v in run.packets.items() if k in ("phys", "backend")}
+    # and copies, :func:`_read_capture` kept no more)
+    run.packets = {k: v for k, v in run.packets.items() if k in ("phys", "backend")}
     if run.calls is not None and "peer" in run.calls.columns:
         peers = run.calls["peer"].dropna().astype(str).unique()
         run.remote = {p.rsplit(":", 1)[0].strip("[]") for p in peers}
@@ -611,6 +628,7 @@ def build_table(run: _Run) -> None:
     for them), total and uncertainty."""
     anchor, checkpoints, direction, n = run.anchor, run.checkpoints, run.direction, run.n
     assert anchor is not None and run.anchor_name is not None
+    run.progress.phase("building the table: stages, totals, uncertainty")
     table = anchor[list(match.FLOW_COLUMNS)].copy()
     table["direction"] = direction
     table["seq"] = anchor["seq"].to_numpy()
@@ -742,6 +760,7 @@ def lone_view(run: _Run) -> pd.DataFrame:
     """The anchor capture's exchanges (:func:`.lone.exchanges`), on the table's clock, their
     intervals put on the table's rows, and their notes."""
     assert run.table is not None and run.anchor_name is not None
+    run.progress.phase(f"cutting the {run.anchor_name} capture's conversations into exchanges")
     flows = lone.exchanges(run.anchor_all, run.fresh, run.facts)
     fit = run.guest_clock.fit
     if run.anchor_name == "guest" and fit is not None and len(flows):
@@ -756,7 +775,7 @@ def lone_view(run: _Run) -> pd.DataFrame:
     if len(flows):
         _lone_rows(run.table, flows, run.fresh, _inside_exchange(run.intervals,
                                                                  run.anchor_name))
-    if run.n_captures == 1 and run.trace is None and len(flows):
+    if run.n_captures == 1 and run.sources.xentrace is None and len(flows):
         run.notes.extend(lone.notes(flows))
     elif len(flows) and (flows["anomaly"] != "").any():
         run.notes.extend(lone.notes(flows[flows["anomaly"] != ""], limit=3)[-3:])
