@@ -56,6 +56,36 @@ def test_top_keeps_the_worst_flow() -> None:
     assert len(lines) == 1 and "6.15 s" in lines[0]
 
 
+def _flow_lines(flows: pd.DataFrame, top: int) -> list[str]:
+    analysis = Analysis(table=pd.DataFrame({"direction": pd.Series(dtype=str)}),
+                        sources=Sources(), flows=flows)
+    out = io.StringIO()
+    render_analysis(analysis, Console(file=out, width=120, color_system=None), top=top)
+    return [line for line in out.getvalue().splitlines() if "10.0.0.5:" in line]
+
+
+def test_many_flows_the_worst_shown_ties_in_order_of_appearance() -> None:
+    """3,000 connections of two exchanges each (one connection per request pair, as a client
+    that reconnects): the ten whose worst gap is largest, largest first; flows whose worst
+    gaps are equal keep the order in which they first appear."""
+    n = 3000
+    worst_us = np.array([1_000.0 + (k * 7919) % 2000 for k in range(n)])  # ties: k, k+2000
+    rows = []
+    for k in range(n):
+        flow = ("10.0.0.5", 20000 + k, "10.0.0.1", 11211, 6)
+        rows += [(*flow, 50.0, worst_us[k]), (*flow, 40.0, 100.0)]
+    flows = pd.DataFrame(rows, columns=["src", "sport", "dst", "dport", "proto",
+                                        "request_to_response_us", "response_to_next_us"])
+    flows = flows.assign(anomaly="", stall="", retransmissions=0,
+                         t_request=np.arange(len(flows), dtype=float))
+    # by hand: the largest worst gap first; among equal ones the lower port (seen first)
+    expected = sorted(range(n), key=lambda k: (-worst_us[k], k))[:10]
+    lines = _flow_lines(flows, top=10)
+    assert [int(line.split()[0].split(":")[1]) for line in lines] == \
+        [20000 + k for k in expected]
+    assert len({worst_us[k] for k in expected}) < 10  # the ties are exercised
+
+
 def test_numbers_one_unit_and_decimals_per_column() -> None:
     from xentrace_cli.outputs.numbers import column_format
 
