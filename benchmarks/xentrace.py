@@ -14,9 +14,12 @@ ones. Each run is a whole process timed
 by ``/usr/bin/time`` (wall seconds, the child's peak RSS and its CPU seconds — the
 figure that means most when the machine is shared), paired and interleaved: for
 every repetition ``xenlat trace --format json``, ``xenlat trace`` (the tables),
-``xenalyze --summary`` and ``cat`` (the floor: reading the file) in turn, output to
-/dev/null. Prints the median with min-max, records/s and peak RSS against the file size, and
-the load average before and after (the machine may be shared).
+``xenalyze --summary``, ``cat`` (the floor: reading the file) and ``python -c 'import numpy,
+click'`` (the start-up floor) in turn, output to /dev/null. Prints the median with min-max,
+records/s and peak RSS against the file size, and the load average before and after (the
+machine may be shared). Compile the package's bytecode first (``python -m compileall
+xentrace_cli``) when ``PYTHONDONTWRITEBYTECODE`` is set: an installed package has it, an
+editable checkout without it recompiles every module at every start.
 
 ``--synthetic N`` writes a trace of N records instead, vectorized, with a mix like a real
 credit2 + HVM trace (run-state changes, switches, wakes, credit2 records, HVM exits without
@@ -202,7 +205,9 @@ def bench(path: Path, repeat: int, xenalyze: str | None) -> None:
     tools = {"xenlat trace --format json": [*xenlat, "trace", str(path), "--format", "json",
                                             "--no-progress"],
              "xenlat trace (tables)": [*xenlat, "trace", str(path), "--no-progress"],
-             "cat (floor)": ["cat", str(path)]}
+             "cat (floor)": ["cat", str(path)],
+             # what any process importing xenlat's two start-up libraries pays
+             "python -c 'import numpy, click'": [sys.executable, "-c", "import numpy, click"]}
     if xenalyze:
         tools["xenalyze --summary"] = [xenalyze, "--summary", str(path)]
     times: dict[str, list[float]] = {name: [] for name in tools}

@@ -50,7 +50,7 @@ class TextTable:
 
     title: str
     headers: Sequence[str]
-    justify: Sequence[str]
+    justify: list[str]
     rows: list[Sequence[str | Cell]] = field(default_factory=list)
 
     def add_row(self, *cells: str | Cell) -> None:

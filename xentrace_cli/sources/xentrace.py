@@ -124,9 +124,12 @@ def _nullable(values: np.ndarray, valid: np.ndarray, dtype: str) -> pd.arrays.In
     return pd.arrays.IntegerArray(values.astype(np_dtype, copy=False), ~valid)
 
 
-#: Columns :func:`_decode` adds (it needs every extra word).
-_DECODED = ("domid", "vcpu", "old_state", "new_state", "next_domid", "next_vcpu", "ran_ns",
-            "wait_ns", "irq", "hypercall", "gnttab_cmd", "count")
+#: Columns :func:`_decode` adds (it needs every extra word), with their dtypes.
+_DECODED_TYPES: dict[str, type] = {
+    "domid": np.int32, "vcpu": np.int32, "old_state": np.int8, "new_state": np.int8,
+    "next_domid": np.int32, "next_vcpu": np.int32, "ran_ns": np.int64, "wait_ns": np.int64,
+    "irq": np.int32, "hypercall": np.int32, "gnttab_cmd": np.int32, "count": np.int64}
+_DECODED = tuple(_DECODED_TYPES)
 
 
 # Kinds of events the decoder treats alike (index into _KIND_OF, per distinct event id).
@@ -156,8 +159,8 @@ class _Column:
     """A nullable integer column filled at a few rows (values and an NA mask)."""
 
     def __init__(self, n: int, dtype: type) -> None:
-        self.values = np.zeros(n, dtype=dtype)
-        self.na = np.ones(n, dtype=bool)
+        self.values: np.ndarray = np.zeros(n, dtype=dtype)
+        self.na: np.ndarray = np.ones(n, dtype=bool)
 
     def put(self, rows: np.ndarray, values: np.ndarray) -> None:
         self.values[rows] = values
@@ -167,87 +170,110 @@ class _Column:
         return pd.arrays.IntegerArray(self.values, self.na)
 
 
+class _Kinds:
+    """The rows of each kind of event (grouped once: one stable sort by kind)."""
+
+    def __init__(self, codes: np.ndarray, uniques: np.ndarray, n_extra: np.ndarray) -> None:
+        kind_of = np.array([_kind(int(e)) for e in uniques], dtype=np.int8)
+        kind = kind_of[codes] if len(codes) else np.zeros(0, dtype=np.int8)
+        self.order = np.argsort(kind, kind="stable")
+        self.bounds = np.r_[0, np.cumsum(np.bincount(kind, minlength=11))]
+        self.n_extra = n_extra
+
+    def rows(self, k: int, min_extra: int = 0, exact: int | None = None) -> np.ndarray:
+        """Rows of kind ``k`` with at least ``min_extra`` extra words (or ``exact``)."""
+        r = self.order[self.bounds[k]:self.bounds[k + 1]]
+        if exact is not None:
+            return r[self.n_extra[r] == exact]
+        return r[self.n_extra[r] >= min_extra]
+
+
+_Decoded = dict[str, _Column]
+
+
 def _decode(columns: dict[str, object], event: np.ndarray, codes: np.ndarray,
             uniques: np.ndarray, n_extra: np.ndarray, w: list[np.ndarray]) -> None:
     """Add the decoded columns (domid, vcpu, states, switch target, irq, hypercall …).
 
     Only the rows of the events concerned are touched: rows are grouped by kind once.
     """
-    n = len(event)
-    kind_of = np.array([_kind(int(e)) for e in uniques], dtype=np.int8)
-    kind = kind_of[codes] if n else np.zeros(0, dtype=np.int8)
-    order = np.argsort(kind, kind="stable")
-    bounds = np.r_[0, np.cumsum(np.bincount(kind, minlength=11))]
+    kinds = _Kinds(codes, uniques, n_extra)
+    out = {name: _Column(len(event), dtype) for name, dtype in _DECODED_TYPES.items()}
+    _decode_units(out, kinds, event, w)
+    _decode_switches(out, kinds, w)
+    _decode_lost_grant_irq(out, kinds, w)
+    _decode_hypercalls(out, kinds, n_extra, w)
+    for name in _DECODED:
+        columns[name] = out[name].array()
 
-    def rows(k: int, min_extra: int = 0, exact: int | None = None) -> np.ndarray:
-        r = order[bounds[k]:bounds[k + 1]]
-        if exact is not None:
-            return r[n_extra[r] == exact]
-        return r[n_extra[r] >= min_extra]
 
-    domid, vcpu = _Column(n, np.int32), _Column(n, np.int32)
-    old_state, new_state = _Column(n, np.int8), _Column(n, np.int8)
-    next_domid, next_vcpu = _Column(n, np.int32), _Column(n, np.int32)
-    ran_ns, wait_ns = _Column(n, np.int64), _Column(n, np.int64)
-    irq, hypercall = _Column(n, np.int32), _Column(n, np.int32)
-    gnttab_cmd, count = _Column(n, np.int32), _Column(n, np.int64)
+def _decode_units(out: _Decoded, kinds: _Kinds, event: np.ndarray, w: list[np.ndarray]
+                  ) -> None:
+    """Run-state changes and continue_running (w0: vcpu in bits 0-15, domid in bits
+    16-31; the states in the event id), wake/block/sleep/yield ([domid, vcpu])."""
+    for k in (_K_UNIT, _K_RUNSTATE):
+        r = kinds.rows(k, 1)
+        out["domid"].put(r, w[0][r] >> 16)
+        out["vcpu"].put(r, w[0][r] & 0xFFFF)
+    r = kinds.rows(_K_RUNSTATE, 1)
+    out["old_state"].put(r, (event[r] >> 8) & 0xF)
+    out["new_state"].put(r, (event[r] >> 4) & 0xF)
+    r = kinds.rows(_K_PAIR, 2)
+    out["domid"].put(r, w[0][r])
+    out["vcpu"].put(r, w[1][r])
 
-    for k in (_K_UNIT, _K_RUNSTATE):  # w0: vcpu in bits 0-15, domid in bits 16-31
-        r = rows(k, 1)
-        domid.put(r, w[0][r] >> 16)
-        vcpu.put(r, w[0][r] & 0xFFFF)
-    r = rows(_K_RUNSTATE, 1)
-    old_state.put(r, (event[r] >> 8) & 0xF)
-    new_state.put(r, (event[r] >> 4) & 0xF)
-    r = rows(_K_PAIR, 2)  # [domid, vcpu]
-    domid.put(r, w[0][r])
-    vcpu.put(r, w[1][r])
-    r = rows(_K_SWITCH, 4)  # [prev domid, prev vcpu, next domid, next vcpu]
-    domid.put(r, w[0][r])
-    vcpu.put(r, w[1][r])
-    next_domid.put(r, w[2][r])
-    next_vcpu.put(r, w[3][r])
+
+def _decode_switches(out: _Decoded, kinds: _Kinds, w: list[np.ndarray]) -> None:
+    """SWITCH ([prev domid, prev vcpu, next domid, next vcpu]) and its INFPREV/INFNEXT."""
+    r = kinds.rows(_K_SWITCH, 4)
+    out["domid"].put(r, w[0][r])
+    out["vcpu"].put(r, w[1][r])
+    out["next_domid"].put(r, w[2][r])
+    out["next_vcpu"].put(r, w[3][r])
     # SWITCH_INFPREV: [domid, vcpu, ran_ns]; Xen <= 4.7: [domid, ran_ns].
     # SWITCH_INFNEXT: [domid, vcpu, wait_ns, slice]; Xen <= 4.7: [domid, wait_ns, slice].
     # The old layout is told by its exact word count; the new one has a word more.
-    for k, ns, old_words in ((_K_INFPREV, ran_ns, 2), (_K_INFNEXT, wait_ns, 3)):
-        r = rows(k, exact=old_words)
-        domid.put(r, w[0][r])
+    for k, ns, old_words in ((_K_INFPREV, out["ran_ns"], 2), (_K_INFNEXT, out["wait_ns"], 3)):
+        r = kinds.rows(k, exact=old_words)
+        out["domid"].put(r, w[0][r])
         ns.put(r, w[1][r])
-        r = rows(k, old_words + 1)
-        domid.put(r, w[0][r])
-        vcpu.put(r, w[1][r])
+        r = kinds.rows(k, old_words + 1)
+        out["domid"].put(r, w[0][r])
+        out["vcpu"].put(r, w[1][r])
         ns.put(r, w[2][r])
-    r = rows(_K_LOST, 2)  # w1: domid in bits 0-15, vcpu in bits 16-31
-    domid.put(r, w[1][r] & 0xFFFF)
-    vcpu.put(r, w[1][r] >> 16)
-    r = rows(_K_GRANT, 1)
-    domid.put(r, w[0][r])
-    r = rows(_K_IRQ, 1)
-    irq.put(r, w[0][r])
-    # PV_HYPERCALL_V2: w0 = op | 2 presence bits per argument from bit 20 (1: one 32-bit word,
-    # 2: a 64-bit value in two words), then the present arguments in order.
-    r = rows(_K_HCALL, 1)
+
+
+def _decode_lost_grant_irq(out: _Decoded, kinds: _Kinds, w: list[np.ndarray]) -> None:
+    """Lost records (w1: domid in bits 0-15, vcpu in bits 16-31), grant map/unmap/transfer
+    (w0: domid), handled IRQs (w0: irq)."""
+    r = kinds.rows(_K_LOST, 2)
+    out["domid"].put(r, w[1][r] & 0xFFFF)
+    out["vcpu"].put(r, w[1][r] >> 16)
+    r = kinds.rows(_K_GRANT, 1)
+    out["domid"].put(r, w[0][r])
+    r = kinds.rows(_K_IRQ, 1)
+    out["irq"].put(r, w[0][r])
+
+
+def _decode_hypercalls(out: _Decoded, kinds: _Kinds, n_extra: np.ndarray,
+                       w: list[np.ndarray]) -> None:
+    """PV_HYPERCALL_V2: w0 = op | 2 presence bits per argument from bit 20 (1: one 32-bit
+    word, 2: a 64-bit value in two words), then the present arguments in order; for the
+    grant-table op its command (argument 0) and count (argument 2)."""
+    r = kinds.rows(_K_HCALL, 1)
     op = w[0][r] & HYPERCALL_OP_MASK
-    hypercall.put(r, op)
+    out["hypercall"].put(r, op)
     r = r[op == HYPERCALL_GRANT_TABLE_OP]
     flags = w[0][r].astype(np.int64)
     a0, a1, a2 = (flags >> 20) & 3, (flags >> 22) & 3, (flags >> 24) & 3
     ne = n_extra[r].astype(np.int64)
     ok = (a0 != 0) & (ne >= 2)
-    gnttab_cmd.put(r[ok], w[1][r[ok]])
+    out["gnttab_cmd"].put(r[ok], w[1][r[ok]])
     at = 1 + a0 + a1  # word index of argument 2 (the count)
     ok = (a2 != 0) & (at < ne)
-    extra = np.stack([w[k][r[ok]] for k in range(MAX_EXTRA)]) if ok.any() else None
-    if extra is not None:
-        count.put(r[ok], extra[at[ok], np.arange(int(ok.sum()))])
-
-    for name, col in (("domid", domid), ("vcpu", vcpu), ("old_state", old_state),
-                      ("new_state", new_state), ("next_domid", next_domid),
-                      ("next_vcpu", next_vcpu), ("ran_ns", ran_ns), ("wait_ns", wait_ns),
-                      ("irq", irq), ("hypercall", hypercall), ("gnttab_cmd", gnttab_cmd),
-                      ("count", count)):
-        columns[name] = col.array()
+    if ok.any():
+        extra = np.stack([w[k][r[ok]] for k in range(MAX_EXTRA)])
+        out["count"].put(r[ok], extra[at[ok], np.arange(int(ok.sum()))])
 
 
 def _names(codes: np.ndarray, uniques: np.ndarray) -> pd.Categorical:

@@ -22,11 +22,11 @@ of columns, file order) and :class:`Clock` (records without a TSC take their CPU
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
@@ -74,7 +74,7 @@ class Windows:
     read: a record running past its window is the likelier cause)."""
 
 
-def walk_windows(path: Path, handle: BinaryIO, size: int) -> Windows:
+def walk_windows(path: Path, handle: io.BufferedReader, size: int) -> Windows:
     """Follow the CPU-change records (one Python step per window, not per record). Each is
     read on its own (``os.pread``): mapping the file would count every page touched, one or
     two per window, in the process's peak memory."""
@@ -476,8 +476,9 @@ def _span_errors(path: Path, padded: np.ndarray, base: int, nodes: np.ndarray,
     return None, cut
 
 
-def read_batches(path: Path, handle: BinaryIO, win: Windows, size: int, chunk_words: int,
-                 clock: Clock, keep: Keep, on_progress: ProgressCallback | None = None,
+def read_batches(path: Path, handle: io.BufferedReader, win: Windows, size: int,
+                 chunk_words: int, clock: Clock, keep: Keep,
+                 on_progress: ProgressCallback | None = None,
                  ) -> Iterator[tuple[Batch, int | None, int]]:
     """Batches of records, span after span, with the offset where a cut file's data ends
     (None: not in this span) and the index of the first window after the span.
@@ -494,7 +495,7 @@ def read_batches(path: Path, handle: BinaryIO, win: Windows, size: int, chunk_wo
         if len(buffer) < need:
             buffer = np.zeros(max(need, min(chunk_words, nwords) + MAX_EXTRA), dtype="<u4")
         handle.seek(lo * 4)
-        got = handle.readinto(memoryview(buffer[: hi - lo]).cast("B"))
+        got = handle.readinto(buffer[: hi - lo].data.cast("B"))
         if got != (hi - lo) * 4:
             raise InputError(path, "file changed while being read", offset=lo * 4)
         buffer[hi - lo: need] = 0  # the slack read past the last record is zeros

@@ -22,11 +22,16 @@ import numpy as np
 from ..errors import InputError, TruncatedInput, XenlatWarning, check_readable
 from ..groups import factorize, unique
 from ..xen_events import EVENT_MASK, EXTRA_MASK, EXTRA_SHIFT, MAX_EXTRA, TRC_LOST_RECORDS
-from .capture import GZIP_MAGIC
 from .xentrace_records import Batch, Clock, Keep, Part, read_batches, walk_windows
 
 ProgressCallback = Callable[[int, int], None]
+#: gzip's magic (``capture.GZIP_MAGIC``; not imported from there: the capture readers are not
+#: what ``xenlat trace`` loads at start-up).
+_GZIP_MAGIC = b"\x1f\x8b"
 Columns = dict[str, np.ndarray]
+#: What a batch holds in place of columns once they are merged (their memory let go).
+_NO_PART = Part({}, np.empty(0, dtype=np.int64))
+_NO_EXTRA = np.empty((0, 0), dtype=np.uint32)
 
 
 @dataclasses.dataclass
@@ -62,7 +67,7 @@ def _refuse_compressed(path: Path) -> None:
     """A gzip-compressed trace is named as such (the reader maps the file: it must be
     uncompressed), rather than reported as a file without a CPU-change record."""
     with open(path, "rb") as fh:
-        if fh.read(2) == GZIP_MAGIC:
+        if fh.read(2) == _GZIP_MAGIC:
             raise InputError(path, "gzip-compressed xentrace file: decompress it first "
                                    "(gunzip -k FILE); xenlat maps traces uncompressed", offset=0)
 
@@ -106,7 +111,7 @@ def scan_xentrace(path: str | os.PathLike[str], on_progress: ProgressCallback | 
     runstate = _merged_part([b.runstate for b in batches], merged)
     switch = _merged_part([b.switch for b in batches], merged)
     for b in batches:
-        b.runstate = b.switch = None  # merged: let them go
+        b.runstate = b.switch = _NO_PART  # merged: let them go
     kept, lost = _merged_records(batches, ids, merged)
     return TraceScan(
         path=path, records=sum(b.records for b in batches), windows=len(win.start),
@@ -223,7 +228,7 @@ def _merged_records(batches: list[Batch], ids: np.ndarray | None, merged: bool =
     for k in range(n_words):
         kept[f"w{k}"] = merge.column([b.extra[k] for b in batches], np.uint32)
     for b in batches:
-        b.extra = None
+        b.extra = _NO_EXTRA  # merged: let them go
     kept["offset"] = merge.take("offset", np.int64)
     del merge, order
     event = kept["header"] & EVENT_MASK
