@@ -13,6 +13,7 @@ import glob
 import io
 import json
 import os
+import pty
 import re
 import shutil
 import subprocess
@@ -530,3 +531,23 @@ def test_trace_command_does_not_import_pandas(corpus: Path) -> None:
     assert json.loads(done.stdout)["records"] == 180_493
     assert done.stderr.strip().endswith("") and "pandas" not in done.stderr
     assert "pyarrow" not in done.stderr
+
+
+def test_trace_tables_on_a_terminal_import_no_rich(corpus: Path, tmp_path: Path) -> None:
+    """The tables are drawn without rich, and a trace read in well under a second draws no
+    progress bar: with stderr on a terminal (where a bar would be drawn) neither rich nor
+    pandas is imported."""
+    seen = tmp_path / "modules"
+    code = ("import sys; from xentrace_cli.cli import main; "
+            f"main(['trace', {str(corpus / CORPUS_TRACE)!r}], standalone_mode=False); "
+            f"open({str(seen)!r}, 'w').write(' '.join(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('rich', 'pandas', 'pyarrow'))))")
+    master, terminal = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              stderr=terminal, timeout=120, check=True)
+    finally:
+        os.close(terminal)
+        os.close(master)
+    assert "records per event" in done.stdout.decode()
+    assert seen.read_text() == ""
