@@ -19,6 +19,7 @@ import dataclasses
 import numpy as np
 
 from .. import linktypes as lt
+from ..groups import unique
 
 IPPROTO_ICMP = 1
 IPPROTO_IPIP = 4
@@ -170,8 +171,7 @@ def _link_layers(v: _Views, linktype: np.ndarray, start: np.ndarray, pend: np.nd
     l3 = np.full(n, -1, dtype=np.int64)
     etype = np.zeros(n, dtype=np.int64)  # ethertype-like; 4/6 from raw link types below
     undecoded: dict[int, int] = {}
-    for value in np.unique(linktype):
-        t = int(value)
+    for t in unique(linktype).tolist():
         sel = np.flatnonzero(linktype == t)
         s = start[sel]
         ok = np.ones(len(sel), dtype=bool)

@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import linktypes
 from ..errors import XenlatWarning
+from ..groups import unique
 from .containers import open_capture
 
 ProgressCallback = Callable[[int, int], None]
@@ -139,8 +140,9 @@ class CaptureInfo:
 
 def _count(counts: dict[int, int], values: np.ndarray) -> None:
     """Add each distinct value's occurrences in ``values`` to ``counts``."""
-    for value, count in zip(*np.unique(values, return_counts=True), strict=True):
-        counts[int(value)] = counts.get(int(value), 0) + int(count)
+    distinct, codes = unique(values, return_inverse=True)  # np.unique would import numpy.ma
+    for value, count in zip(distinct.tolist(), np.bincount(codes).tolist(), strict=True):
+        counts[value] = counts.get(value, 0) + count
 
 
 def _count_interfaces(counts: np.ndarray, interface: np.ndarray) -> np.ndarray:

@@ -13,11 +13,7 @@ with missing IP fields: counted, never dropped. Each frame's interface is descri
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import shutil
-import socket
-import subprocess
 import warnings
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -28,6 +24,7 @@ import numpy as np
 
 from .. import linktypes
 from ..errors import InputError, OptionError, XenlatWarning
+from ..groups import unique
 from .containers import open_capture
 from .decode import decode
 
@@ -87,7 +84,8 @@ class _AddressBook:
         for value in values.tolist():
             text = self.v4.get(value)
             if text is None:
-                text = self.v4[value] = socket.inet_ntoa(value.to_bytes(4, "big"))
+                text = self.v4[value] = (f"{value >> 24}.{(value >> 16) & 255}."
+                                         f"{(value >> 8) & 255}.{value & 255}")
             out.append(text)
         return out
 
@@ -104,6 +102,8 @@ class _AddressBook:
 
 def _format_v6(packed: bytes) -> str:
     """IPv6 text as tshark prints it (RFC 5952: lowercase, longest zero run as ``::``)."""
+    import ipaddress  # here, as subprocess below: ~10 ms of start-up a small IPv4 file skips
+
     addr = ipaddress.IPv6Address(packed)
     mapped = addr.ipv4_mapped
     if mapped is not None:
@@ -120,17 +120,29 @@ def _addresses(dec: Any, book: _AddressBook) -> tuple[np.ndarray, np.ndarray, li
     v4 = np.concatenate([dec.ip_version == 4, (dec.ip_version == 4) & dec.whole_ip])
     if v4.any():
         keys = np.concatenate([dec.src_v4, dec.dst_v4])[v4]
-        uniq, inverse = np.unique(keys, return_inverse=True)
+        uniq, inverse = unique(keys, return_inverse=True)
         codes[v4] = inverse
         categories += book.name_v4(uniq)
     v6 = np.concatenate([dec.ip_version == 6, (dec.ip_version == 6) & dec.whole_ip])
     if v6.any():
         pairs = np.concatenate([dec.src_v6, dec.dst_v6])[v6]
-        raw = np.ascontiguousarray(pairs.astype(">u8")).view("V16").ravel()
-        uniq, inverse = np.unique(raw, return_inverse=True)
-        codes[v6] = inverse.ravel() + len(categories)
-        categories += book.name_v6(uniq)
+        uniq, inverse = _unique_pairs(pairs)
+        codes[v6] = inverse + len(categories)
+        raw = np.ascontiguousarray(uniq.astype(">u8")).view("V16").ravel()
+        categories += book.name_v6(raw)
     return codes[:n], codes[n:], categories
+
+
+def _unique_pairs(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of an (n, 2) uint64 array in ascending order, and each row's index
+    among them (``np.unique(..., axis=0, return_inverse=True)`` without ``numpy.ma``)."""
+    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+    ordered = pairs[order]
+    new = np.ones(len(ordered), dtype=bool)
+    new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    codes = np.empty(len(pairs), dtype=np.int64)
+    codes[order] = np.cumsum(new) - 1
+    return ordered[new], codes
 
 
 #: raw-batch columns carried into the table
@@ -397,6 +409,8 @@ def empty_table() -> pd.DataFrame:
 
 
 def _host_filter(host: str) -> str:
+    import ipaddress
+
     try:
         return str(ipaddress.ip_address(host)) if ":" not in host else _format_v6(
             ipaddress.IPv6Address(host).packed)
@@ -406,6 +420,9 @@ def _host_filter(host: str) -> str:
 
 def tshark_frames(path: str | os.PathLike[str], display_filter: str) -> np.ndarray:
     """Frame numbers (sorted int64) tshark selects with a display filter."""
+    import shutil
+    import subprocess
+
     exe = shutil.which("tshark")
     if exe is None:
         raise InputError(path, "-Y needs tshark, which is not installed "
@@ -459,6 +476,12 @@ def iter_packet_tables(path: str | os.PathLike[str], **options: Any) -> Iterator
     """The batches of :func:`iter_packets` as pyarrow Tables, built without pandas (the
     same values, types and pandas metadata as ``pyarrow.Table.from_pandas`` of a batch)."""
     yield from _iter(path, "arrow", **options)
+
+
+def iter_packet_columns(path: str | os.PathLike[str], **options: Any) -> Iterator[PacketColumns]:
+    """The batches of :func:`iter_packets` as :class:`PacketColumns` (numpy arrays: neither
+    pandas nor pyarrow imported), for ``outputs.packet_csv``."""
+    yield from _iter(path, "columns", **options)
 
 
 def _iter(path: str | os.PathLike[str], form: str, *, display_filter: str | None = None,
@@ -544,11 +567,16 @@ class _Suspicion:
                     self.first_back = int(frames[np.argmax(hit)])
             self.prev_ns = int(ts[-1])
         hashes = _row_hashes(columns, timed, self.book)
-        # a repeat of an earlier row of the batch: not the first of its value
-        _, first = np.unique(hashes, return_index=True)
-        dup = np.ones(len(hashes), dtype=bool)
-        dup[first] = False
-        dup |= np.isin(hashes, self.carry)
+        # a repeat of an earlier row of the batch: not the first of its value (a stable sort
+        # keeps the first in front), or a value of the previous batch's last rows
+        order = np.argsort(hashes, kind="stable")
+        ordered = hashes[order]
+        dup = np.zeros(len(hashes), dtype=bool)
+        dup[order[1:]] = ordered[1:] == ordered[:-1]
+        carry = np.sort(self.carry)
+        if len(carry):
+            at = np.minimum(np.searchsorted(carry, hashes), len(carry) - 1)
+            dup |= carry[at] == hashes
         if dup.any():
             self.duplicates += int(dup.sum())
             if self.first_dup is None:
@@ -580,7 +608,9 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
             extras: dict[str, Any] | None = None) -> Iterator[Any]:
     """Decode and filter the reader's batches into tables of ``form`` (``pandas`` or
     ``arrow``); warnings go to ``pending`` (not emitted)."""
-    convert = PacketColumns.to_arrow if form == "arrow" else PacketColumns.to_pandas
+    convert: Callable[[PacketColumns], Any] = {
+        "arrow": PacketColumns.to_arrow, "pandas": PacketColumns.to_pandas,
+        "columns": lambda columns: columns}[form]
     book = _AddressBook()
     suspicion = _Suspicion(book)
     undecoded: dict[int, int] = {}
@@ -625,7 +655,7 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
         if raw is None:
             break
     if not yielded:  # the header (and schema) of an empty table still goes out
-        yield empty_table() if form == "pandas" else PacketColumns.empty().to_arrow()
+        yield empty_table() if form == "pandas" else convert(PacketColumns.empty())
     if interfaces_out is not None and len(interfaces_out) != len(reader.interfaces):
         interfaces_out[:] = [i.to_dict() for i in reader.interfaces]
     if on_progress is not None:

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import InputError, XenlatWarning
+from ..groups import unique
 from .capture import MAX_BLOCK_BYTES, MAX_PACKET_BYTES, CaptureReader, Interface, RawBatch
 
 SHB = 0x0A0D0D0A
@@ -383,7 +384,7 @@ class PcapngReader(CaptureReader):
         ts_valid = ~is_spb
         iface = (iface_local + self._section_base).astype(np.int32)
         linktype = np.zeros(n, dtype=np.int32)
-        for i in np.unique(iface):
+        for i in unique(iface):
             itf = self.interfaces[int(i)]
             sel = iface == i
             linktype[sel] = itf.linktype
