@@ -1,5 +1,5 @@
 """``capture_info`` / ``xenlat info``: the corpus manifest (tshark's and capinfos' figures) and
-the hand-built captures, the rich table and the JSON document."""
+the hand-built captures, the tables (rich's text, drawn without rich) and the JSON document."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import json
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
-from corpus_cases import MANIFEST, corpus_cases
+from corpus_cases import CORPUS, MANIFEST, corpus_cases
 from rich.console import Console
 
 from xentrace_cli.cli import main
@@ -102,10 +103,7 @@ def test_not_a_capture(corpus: Path) -> None:
 
 
 def test_render_info_table() -> None:
-    buf = io.StringIO()
-    render_info(capture_info(CAPTURES / "multi-section.pcapng"),
-                Console(file=buf, width=100, color_system=None))
-    text = buf.getvalue()
+    text = render_info(capture_info(CAPTURES / "multi-section.pcapng"))
     assert "LE/BE" in text and "ether (1): 8" in text and "linux-sll (113): 3" in text
     assert re.search(r"frames \(as tshark counts\)\s*│\s*15", text)
     assert "vif7.1" in text and "2^-20" in text and "100 s" in text
@@ -138,6 +136,61 @@ def test_cli_info_truncated(runner, corpus: Path) -> None:
 def test_render_info_path_is_not_markup(tmp_path: Path) -> None:
     path = tmp_path / "[bold]guest.pcap"
     path.write_bytes((CAPTURES / "ether-le-usec.pcap").read_bytes())
-    buf = io.StringIO()
-    render_info(capture_info(path), Console(file=buf, width=200, color_system=None))
-    assert "[bold]guest.pcap" in buf.getvalue()  # shown as written, not taken as a style
+    text = render_info(capture_info(path))
+    assert "[bold]guest.pcap" in text  # shown as written, not taken as a style
+
+
+def _rich_render_info(info: Any) -> str:
+    """The tables as rich drew them before outputs.text_table (the code of that time): the
+    text that ``render_info`` must give, to a pipe."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from xentrace_cli.outputs.info_table import interface_rows, property_rows
+
+    d = info.to_dict()
+    out = io.StringIO()
+    console = Console(file=out, width=10_000, color_system=None, highlight=False)
+    console.print(Text(f"xenlat info: {d['path']}", style="bold"))
+    table = Table(show_header=False)
+    table.add_column("property", style="bold")
+    table.add_column("value", overflow="fold")
+    for name, value in property_rows(d):
+        table.add_row(Text(name), Text(value))
+    console.print(table)
+    itf = Table(title="interfaces", title_justify="left")
+    for column in ("#", "name", "link type", "snaplen", "tsresol", "tsoffset", "packets"):
+        itf.add_column(column, justify="right" if column in ("#", "snaplen", "packets") else
+                       "left")
+    for row in interface_rows(d):
+        itf.add_row(*(Text(c) for c in row))
+    console.print(itf)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("path", sorted([*CAPTURES.glob("*.pcap*"),
+                                         *(CORPUS / "captures").glob("*.pcap*")]),
+                         ids=lambda p: p.name)
+def test_render_info_is_rich_s_text(path: Path) -> None:
+    """Every test capture's tables, drawn without rich, are rich's text byte for byte."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            info = capture_info(path)
+        except InputError:
+            return
+    assert render_info(info) == _rich_render_info(info)
+
+
+def test_render_info_styled_and_control_characters() -> None:
+    """Bold names (ANSI) only when styled; an interface name holding a newline and an
+    escape stays on its line (U+FFFD for each), the table's lines of one width."""
+    info = capture_info(CAPTURES / "multi-section.pcapng")
+    assert "\x1b[" not in render_info(info)
+    assert "\x1b[1mpackets\x1b[0m" in render_info(info, styled=True)
+    info.interfaces[0]["name"] = "網卡\n\x1b[31m"
+    text = render_info(info)
+    lines = text[text.index("\ninterfaces "):].splitlines()[2:7]
+    assert "網卡\ufffd\ufffd[31m" in lines[3]
+    cells = [len(line) + sum(c in "網卡" for c in line) for line in lines]
+    assert len(set(cells)) == 1, lines

@@ -4,6 +4,8 @@ the edges of each column's range."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -13,7 +15,9 @@ import pyarrow.csv as pacsv
 import pytest
 from corpus_cases import CORPUS
 
+from xentrace_cli.cli import main
 from xentrace_cli.errors import XenlatError
+from xentrace_cli.outputs import packet_csv
 from xentrace_cli.outputs.packet_csv import format_rows, header, write_packet_csv
 from xentrace_cli.outputs.tables import write_table
 from xentrace_cli.sources import packets
@@ -102,3 +106,38 @@ def test_no_rows_and_no_addresses() -> None:
     empty = PacketColumns.empty()
     assert format_rows(empty).size == 0
     assert _numpy_csv([empty]) == _arrow_csv([empty])
+
+
+def test_small_file_path_imports_neither_pyarrow_nor_pandas(tmp_path: Path) -> None:
+    """``xenlat packets`` to CSV on a small capture (file or stdout) needs numpy alone, and
+    writes the bytes of the pyarrow path, which larger files take."""
+    capture = CAPTURES / "multi-section.pcapng"
+    assert capture.stat().st_size <= packet_csv.SMALL_FILE_BYTES
+    code = ("import sys\nfrom xentrace_cli.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e\n"
+            "print('\\nHEAVY', sorted(m for m in ('pyarrow', 'pandas', 'rich', 'numpy.ma') "
+            "if m in sys.modules), file=sys.stderr)")
+    for out in (["-o", str(tmp_path / "small.csv")], []):
+        proc = subprocess.run([sys.executable, "-c", code, "packets", str(capture), *out],
+                              capture_output=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.decode().splitlines()[-1] == "HEAVY []"
+    stdout = proc.stdout
+    assert stdout == (tmp_path / "small.csv").read_bytes()
+    write_table(packets.iter_packet_tables(capture), "csv", tmp_path / "arrow.csv")
+    assert stdout == (tmp_path / "arrow.csv").read_bytes()
+
+
+def test_large_file_path_is_pyarrow_s(runner, monkeypatch: pytest.MonkeyPatch,
+                                      tmp_path: Path) -> None:
+    """Past SMALL_FILE_BYTES the command writes through pyarrow: the same file."""
+    capture = CAPTURES / "multi-section.pcapng"
+    small, large = tmp_path / "small.csv", tmp_path / "large.csv"
+    assert runner.invoke(main, ["packets", str(capture), "-o", str(small)]).exit_code == 0
+    monkeypatch.setattr(packet_csv, "SMALL_FILE_BYTES", 0)
+    calls: list[int] = []
+    original = packet_csv.format_rows
+    monkeypatch.setattr(packet_csv, "format_rows", lambda b: calls.append(1) or original(b))
+    assert runner.invoke(main, ["packets", str(capture), "-o", str(large)]).exit_code == 0
+    assert not calls
+    assert large.read_bytes() == small.read_bytes()

@@ -378,6 +378,18 @@ def main() -> None:
     """
 
 
+def packet_csv_pays(file: Path) -> bool:
+    """True for a capture small enough that formatting its CSV with numpy
+    (:mod:`.outputs.packet_csv`) costs less than importing pyarrow, whose writer is faster
+    per row."""
+    from .outputs.packet_csv import SMALL_FILE_BYTES
+
+    try:
+        return file.stat().st_size <= SMALL_FILE_BYTES
+    except OSError:  # the reader says what is wrong with it
+        return True
+
+
 @main.command()
 @click.argument("file", type=EXISTING_FILE)
 @click.option("-Y", "--display-filter", help="Wireshark display filter (runs tshark).")
@@ -396,12 +408,18 @@ def packets(file: Path, display_filter: str | None, host: str | None, port: int 
     Example:
       xenlat packets guest.pcap -Y 'tcp.port == 11211' --format parquet -o guest.parquet
     """
+    _check_parquet_destination(fmt, output)
+    if fmt == "csv" and packet_csv_pays(file):  # a small file: neither pyarrow nor pandas
+        from .outputs.packet_csv import write_packet_csv
+        from .sources.packets import iter_packet_columns
+
+        write_packet_csv(iter_packet_columns(file, display_filter=display_filter, host=host,
+                                             port=port, prefetch=False), output)
+        return
     from .outputs.tables import write_table
     from .sources.packets import iter_packet_tables, iter_packets
 
-    _check_parquet_destination(fmt, output)
-    # CSV and Parquet are written from Arrow tables (no pandas: a small file in a blink);
-    # JSON records come from pandas
+    # CSV and Parquet are written from Arrow tables (no pandas); JSON records come from pandas
     batches_of = iter_packets if fmt == "json" else iter_packet_tables
     with progress_callback(f"reading {file.name}") as on_progress:
         batches = batches_of(file, display_filter=display_filter, host=host, port=port,
@@ -432,7 +450,8 @@ def info(file: Path, fmt: str) -> None:
     else:
         from .outputs.info_table import render_info
 
-        render_info(result, _stdout_console())
+        styled = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        click.echo(render_info(result, styled), nl=False)
 
 
 #: Traces from this size on are read under a progress bar (~1 s at ~3 M records per second),

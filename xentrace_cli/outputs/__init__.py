@@ -6,9 +6,10 @@ to people and programs.
 from ``assets/``), :mod:`.plot` the matplotlib waterfall; :mod:`.waterfall` and
 :mod:`.numbers` are what they share (direction-aware intervals, one unit and decimals per
 column); :mod:`.explain` asks tshark (through pyshark) for Wireshark's view of the worst
-exchanges; :mod:`.gate` is the CI verdict (budgets, baselines, JUnit); :mod:`.info_table`,
-:mod:`.gate_table` are small rich tables; :mod:`.trace_table` draws its tables with
-:mod:`.text_table` (rich's look, without rich: start-up and a few hundred cells).
+exchanges; :mod:`.gate` is the CI verdict (budgets, baselines, JUnit); :mod:`.gate_table` is
+a small rich table; :mod:`.trace_table` and :mod:`.info_table` draw their tables with
+:mod:`.text_table` (rich's look, without rich: start-up and a few hundred cells);
+:mod:`.packet_csv` formats the packet table's CSV with numpy (no pyarrow at start-up).
 
 May import: the shared modules, :mod:`xentrace_cli.sources` and
 :mod:`xentrace_cli.pipeline` (its result, statistics and names); rich, plotly's bundle,

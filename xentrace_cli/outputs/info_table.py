@@ -1,12 +1,19 @@
-"""The terminal tables of ``xenlat info``: the capture's properties, then its interfaces (rich)."""
+"""The terminal tables of ``xenlat info``: the capture's properties, then its interfaces.
+
+Drawn by :mod:`.text_table` (rich's default table byte for byte, without rich): ``xenlat info``
+on a small file must finish in a blink, and importing rich's table and console cost more than
+reading the file (0.08 s on the benchmark machine). ``tests/test_info.py`` compares the text
+with rich's rendering of the same tables.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from rich.table import Table
-from rich.text import Text
+from .text_table import Cell, TextTable
+
+_BOLD, _RESET = "\x1b[1m", "\x1b[0m"
 
 
 def _size(n: int) -> str:
@@ -42,23 +49,13 @@ def _duration(ns: int | None, digits: int) -> str:
     return _trim(f"{sec}.{frac:09d}", digits) + " s"
 
 
-def render_info(info: Any, console: Any) -> None:
-    """Print an :class:`~xentrace_cli.sources.info.CaptureInfo` as a property table and an interface
-    table."""
-    d = info.to_dict()
-    # the path on a line of its own: a table title would wrap it at the table's width
-    console.print(Text(f"xenlat info: {d['path']}", style="bold"))
-    table = Table(show_header=False)
-    table.add_column("property", style="bold")
-    table.add_column("value", overflow="fold")
+def property_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, value) of every property line of :meth:`CaptureInfo.to_dict`'s ``d``."""
     fmt = d["format"] + (" (gzip-compressed)" if d["gzip"] else "")
     if d["version"]:
         fmt += f", version {d['version']}"
-    rows = [
-        ("format", fmt),
-        ("byte order", d["byte_order"]),
-        ("file size", _size(d["file_bytes"])),
-    ]
+    rows = [("format", fmt), ("byte order", d["byte_order"]),
+            ("file size", _size(d["file_bytes"]))]
     if d["format"] == "pcapng":
         rows.append(("sections", str(d["sections"])))
         rows.append(("blocks", ", ".join(f"{k}={v}" for k, v in sorted(d["blocks"].items()))))
@@ -87,29 +84,48 @@ def render_info(info: Any, console: Any) -> None:
         rows.append(("average rate", f"{d['packets_per_s']:,.1f} packets/s"))
     if d["out_of_order"]:
         rows.append(("out of time order", f"{d['out_of_order']:,} packets"))
-    for name, value in rows:
-        table.add_row(Text(name), Text(value))
-    if d["truncated_at"]:
-        t = d["truncated_at"]
-        what = "corrupt" if t["corrupt"] else "cut short"
-        table.add_row(Text("truncated", style="bold red"),
-                      Text(f"{what} at offset {t['offset']} (packet {t['packet']}): "
-                           f"{t['problem']}", style="red"))
-    else:
-        table.add_row(Text("truncated"), Text("no"))
-    console.print(table)
+    t = d["truncated_at"]
+    rows.append(("truncated", "no" if not t else
+                 f"{'corrupt' if t['corrupt'] else 'cut short'} at offset {t['offset']} "
+                 f"(packet {t['packet']}): {t['problem']}"))
+    return rows
 
-    itf = Table(title="interfaces", title_justify="left")
-    for column in ("#", "name", "link type", "snaplen", "tsresol", "tsoffset", "packets"):
-        itf.add_column(column, justify="right" if column in ("#", "snaplen", "packets") else
-                       "left")
-    for e in d["interfaces"]:
-        itf.add_row(Text(str(e["index"])), Text(e["name"] or "–"),
-                    Text(f"{e['linktype_name']} ({e['linktype']})"), Text(str(e["snaplen"])),
-                    Text(e["tsresol"]), Text(f"{e['tsoffset_s']} s"),
-                    Text(f"{e['packets']:,}"))
+
+def _printable(text: str) -> str:
+    """Control characters (an interface name may hold any byte) as U+FFFD: a name stays on
+    its one line of the table."""
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)
+
+
+def interface_rows(d: dict[str, Any]) -> list[list[str]]:
+    """The interface table's rows (the interfaces past the listed ones as one count)."""
+    rows = [[str(e["index"]), _printable(e["name"] or "–"),
+             f"{e['linktype_name']} ({e['linktype']})",
+             str(e["snaplen"]), e["tsresol"], f"{e['tsoffset_s']} s", f"{e['packets']:,}"]
+            for e in d["interfaces"]]
     rest = d["interfaces_not_listed"]
     if rest:
-        itf.add_row(Text("…"), Text(f"{rest['interfaces']:,} more interfaces"), Text(""),
-                    Text(""), Text(""), Text(""), Text(f"{rest['packets']:,}"))
-    console.print(itf)
+        rows.append(["…", f"{rest['interfaces']:,} more interfaces", "", "", "", "",
+                     f"{rest['packets']:,}"])
+    return rows
+
+
+#: the interface table's columns and their justification
+INTERFACE_COLUMNS = {"#": "right", "name": "left", "link type": "left", "snaplen": "right",
+                     "tsresol": "left", "tsoffset": "left", "packets": "right"}
+
+
+def render_info(info: Any, styled: bool = False) -> str:
+    """An :class:`~xentrace_cli.sources.info.CaptureInfo` as text: the path, a property table
+    (names bold on a terminal: ``styled``) and an interface table."""
+    d = info.to_dict()
+    # the path on a line of its own: a table title would wrap it at the table's width
+    head = f"xenlat info: {d['path']}"
+    properties = TextTable("", ["property", "value"], ["left", "left"], show_header=False)
+    for name, value in property_rows(d):
+        properties.add_row(Cell(name, bold=True), value)
+    interfaces = TextTable("interfaces", list(INTERFACE_COLUMNS),
+                           list(INTERFACE_COLUMNS.values()), [*interface_rows(d)])
+    lines = [_BOLD + head + _RESET if styled else head, *properties.lines(styled),
+             *interfaces.lines(styled)]
+    return "\n".join(lines) + "\n"

@@ -46,12 +46,15 @@ class Cell:
 
 @dataclass
 class TextTable:
-    """A titled table of one-line cells: ``justify`` per column ``"left"`` or ``"right"``."""
+    """A titled table of one-line cells: ``justify`` per column ``"left"`` or ``"right"``.
+    An empty title draws no title line; ``show_header=False`` neither the header row nor its
+    width (rich's ``Table(show_header=False)``: a light top edge)."""
 
     title: str
     headers: Sequence[str]
     justify: list[str]
     rows: list[Sequence[str | Cell]] = field(default_factory=list)
+    show_header: bool = True
 
     def add_row(self, *cells: str | Cell) -> None:
         self.rows.append(cells)
@@ -59,16 +62,21 @@ class TextTable:
     def lines(self, styled: bool = False) -> list[str]:
         """The table's lines (no newline), the title's first."""
         cells = [[c if isinstance(c, Cell) else Cell(c) for c in row] for row in self.rows]
-        widths = [cell_len(h) for h in self.headers]
+        widths = [cell_len(h) if self.show_header else 0 for h in self.headers]
         for row in cells:
             for k, cell in enumerate(row):
                 widths[k] = max(widths[k], cell_len(cell.text))
         width = sum(widths) + 3 * len(widths) + 1
-        title = [_pad(line, width, "left") for line in wrap(self.title, width)]
+        title = [_pad(line, width, "left") for line in wrap(self.title, width)] \
+            if self.title else []
         out = [_ITALIC + t + _RESET if styled else t for t in title]
-        out.append("┏" + "┳".join("━" * (w + 2) for w in widths) + "┓")
-        out.append(self._row([Cell(h, bold=True) for h in self.headers], widths, "┃", styled))
-        out.append("┡" + "╇".join("━" * (w + 2) for w in widths) + "┩")
+        if not self.show_header:
+            out.append("┌" + "┬".join("─" * (w + 2) for w in widths) + "┐")
+        else:
+            out.append("┏" + "┳".join("━" * (w + 2) for w in widths) + "┓")
+            out.append(self._row([Cell(h, bold=True) for h in self.headers], widths, "┃",
+                                 styled))
+            out.append("┡" + "╇".join("━" * (w + 2) for w in widths) + "┩")
         out.extend(self._row(row, widths, "│", styled) for row in cells)
         out.append("└" + "┴".join("─" * (w + 2) for w in widths) + "┘")
         return out
