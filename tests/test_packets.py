@@ -481,3 +481,26 @@ def test_light_commands_do_not_import_pandas(args: list[str], tmp_path: Path) ->
                           text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "PANDAS False"
+
+
+def test_parquet_dictionary_only_on_the_columns_of_few_values(runner, tmp_path: Path) -> None:
+    """``xenlat packets --format parquet`` dictionary-encodes DICTIONARY_COLUMNS only (the
+    other columns plain), and the file reads back as the table written with pyarrow's default
+    (every column tried as a dictionary)."""
+    import pyarrow.parquet as pq
+
+    from xentrace_cli.outputs.tables import write_table
+
+    capture = CAPTURES / "multi-section.pcapng"
+    default, chosen = tmp_path / "default.parquet", tmp_path / "chosen.parquet"
+    write_table(packets.iter_packet_tables(capture), "parquet", default)
+    result = runner.invoke(main, ["packets", str(capture), "--format", "parquet", "-o",
+                                  str(chosen), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(chosen).equals(pq.read_table(default))
+    assert pd.read_parquet(chosen).astype(str).equals(pd.read_parquet(default).astype(str))
+    meta = pq.ParquetFile(chosen).metadata.row_group(0)
+    encoded = {meta.column(i).path_in_schema: "RLE_DICTIONARY" in meta.column(i).encodings
+               for i in range(meta.num_columns)}
+    assert {name for name, yes in encoded.items() if yes} == set(packets.DICTIONARY_COLUMNS)
+    assert set(encoded) == set(COLUMNS)
