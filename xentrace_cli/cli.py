@@ -378,10 +378,11 @@ def main() -> None:
     """
 
 
-def packet_csv_pays(file: Path) -> bool:
-    """True for a capture small enough that formatting its CSV with numpy
-    (:mod:`.outputs.packet_csv`) costs less than importing pyarrow, whose writer is faster
-    per row."""
+def _small_capture(file: Path) -> bool:
+    """True for a capture read in a blink (:data:`.outputs.packet_csv.SMALL_FILE_BYTES`):
+    ``packets`` formats its CSV with numpy (cheaper than importing pyarrow, whose writer is
+    faster per row), ``info`` and ``packets`` draw no progress bar (rich's import would cost
+    more than the reading)."""
     from .outputs.packet_csv import SMALL_FILE_BYTES
 
     try:
@@ -409,7 +410,7 @@ def packets(file: Path, display_filter: str | None, host: str | None, port: int 
       xenlat packets guest.pcap -Y 'tcp.port == 11211' --format parquet -o guest.parquet
     """
     _check_parquet_destination(fmt, output)
-    if fmt == "csv" and packet_csv_pays(file):  # a small file: neither pyarrow nor pandas
+    if fmt == "csv" and _small_capture(file):  # neither pyarrow, pandas nor rich
         from .outputs.packet_csv import write_packet_csv
         from .sources.packets import iter_packet_columns
 
@@ -417,14 +418,14 @@ def packets(file: Path, display_filter: str | None, host: str | None, port: int 
                                              port=port, prefetch=False), output)
         return
     from .outputs.tables import write_table
-    from .sources.packets import iter_packet_tables, iter_packets
+    from .sources.packets import DICTIONARY_COLUMNS, iter_packet_tables, iter_packets
 
     # CSV and Parquet are written from Arrow tables (no pandas); JSON records come from pandas
     batches_of = iter_packets if fmt == "json" else iter_packet_tables
     with progress_callback(f"reading {file.name}") as on_progress:
         batches = batches_of(file, display_filter=display_filter, host=host, port=port,
                              on_progress=on_progress)
-        write_table(batches, fmt, output)
+        write_table(batches, fmt, output, dictionary=DICTIONARY_COLUMNS)
 
 
 @main.command()
@@ -441,8 +442,11 @@ def info(file: Path, fmt: str) -> None:
     """
     from .sources.info import capture_info
 
-    with progress_callback(f"reading {file.name}") as on_progress:
-        result = capture_info(file, on_progress=on_progress)
+    if _small_capture(file):
+        result = capture_info(file)
+    else:
+        with progress_callback(f"reading {file.name}") as on_progress:
+            result = capture_info(file, on_progress=on_progress)
     if fmt == "json":
         from .outputs.tables import dumps_json
 
