@@ -234,11 +234,23 @@ def bench_info(cap: Path, packets: int, rounds: int) -> None:
     print(table(runs, "capinfos (all but hashes) FILE", packets, cap.stat().st_size))
 
 
+def compile_package() -> str:
+    """Byte-compile xenlat's package where it is imported from, as ``pip install`` does: an
+    editable install run with PYTHONDONTWRITEBYTECODE=1 (as on the development machine)
+    would otherwise compile every module from source at each start (~0.1 s)."""
+    where = subprocess.run([sys.executable, "-c", "import xentrace_cli, os; "
+                            "print(os.path.dirname(xentrace_cli.__file__))"],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", where], check=True)
+    return where
+
+
 def bench_small(out_dir: Path, rounds: int) -> None:
     small = out_dir / "ingest-10.pcap"
     if not small.exists():
         make_capture(small, 10, pcapng=False)
     xenlat = shutil.which("xenlat") or "xenlat"
+    print(f"\n(byte-compiled {compile_package()} first, as an install does)")
     print(f"\n== a small file: {small.name}: 10 packets")
     commands = {
         "tcpdump -nn -tt -S -r FILE": [*TCPDUMP, str(small)],
