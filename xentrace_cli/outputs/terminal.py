@@ -230,12 +230,15 @@ def _flows(flows: pd.DataFrame, top: int) -> Table:
     for column in ("flow", "n", "server p50", "client p50", "worst gap", "idle", "retx"):
         grid.add_column(column, justify="left" if column == "flow" else "right",
                         no_wrap=column != "flow")
-    # each exchange's larger gap, then flows worst first
+    # each exchange's larger gap, then flows worst first (ties in order of appearance); only
+    # the flows shown are taken apart (one connection per request: as many flows as rows)
     gaps = flows[["request_to_response_us", "response_to_next_us"]].astype(float).max(axis=1)
     groups = flows.assign(_gap=gaps.fillna(-1.0)).groupby(["src", "sport", "dst", "dport"],
                                                           sort=False, observed=True)
-    ranked = sorted(groups, key=lambda item: -item[1]["_gap"].max())
-    for (src, sport, dst, dport), part in ranked[:max(top, 1)]:
+    worst_of_flow = groups["_gap"].max()
+    ranked = np.argsort(-worst_of_flow.to_numpy(float), kind="stable")[:max(top, 1)]
+    for src, sport, dst, dport in worst_of_flow.index[ranked]:
+        part = groups.get_group((src, sport, dst, dport))
         server = part["request_to_response_us"].to_numpy(float)
         client = part["response_to_next_us"].to_numpy(float)
         worst_row = part.loc[part["_gap"].idxmax()]

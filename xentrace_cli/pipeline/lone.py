@@ -20,6 +20,7 @@ and responses (cut by the application protocol's headers where they are recogniz
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -170,7 +171,7 @@ def notes(flows: pd.DataFrame, *, limit: int = 5) -> list[str]:
     if len(flows) == 0:
         return out
     grouped = flows.groupby("conversation", sort=False)
-    for _, part in list(grouped)[:limit]:
+    for _, part in itertools.islice(grouped, limit):  # not every conversation's table
         first = part.iloc[0]
         server = np.nanmedian(part["request_to_response_us"]) if len(part) else np.nan
         client = part["response_to_next_us"].to_numpy(float)
