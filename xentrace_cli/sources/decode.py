@@ -255,155 +255,224 @@ class _Columns:
         self.tunnel_etype = np.zeros(n, dtype=np.int64)
 
 
-# long function: one vectorized pass down the header stack (IPv4/IPv6, extension headers,
-# fragments, TCP/UDP) of a batch; the layers hand each other a dozen per-row arrays
+@dataclasses.dataclass
+class _IpRows:
+    """The frames of one pass down the header stack: where their IP header starts (``l3``),
+    where their captured bytes end (``pend``), and which of them hold a whole IPv4/IPv6
+    header."""
+
+    idx: np.ndarray      # row of each frame in the batch
+    l3: np.ndarray
+    etype: np.ndarray
+    pend: np.ndarray
+    start: np.ndarray
+    wirelen: np.ndarray
+    first: np.ndarray    # the IP header's first byte (version and IHL)
+    is4: np.ndarray
+    is6: np.ndarray
+
+    def has(self, pos: np.ndarray, nbytes: int) -> np.ndarray:
+        """Frames whose bytes ``pos .. pos + nbytes`` were captured."""
+        return (pos >= 0) & (pos + nbytes <= self.pend)
+
+    def keep(self, keep: np.ndarray) -> _IpRows:
+        return _IpRows(*(getattr(self, f.name)[keep] for f in dataclasses.fields(self)))
+
+
+@dataclasses.dataclass
+class _IpFields:
+    """What the IP layer tells the transport layer, per frame of an :class:`_IpRows`."""
+
+    proto: np.ndarray
+    l4: np.ndarray          # transport header offset, -1 when unknown
+    ip_payload: np.ndarray  # bytes after the IP header (and extensions)
+    ip_id: np.ndarray
+    ip_id_ok: np.ndarray
+    frag: np.ndarray
+
+    @classmethod
+    def empty(cls, m: int) -> _IpFields:
+        return cls(np.zeros(m, dtype=np.int64), np.full(m, -1, dtype=np.int64),
+                   np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64),
+                   np.zeros(m, dtype=bool), np.zeros(m, dtype=np.int64))
+
+
 def _decode_ip(v: _Views, idx: np.ndarray, l3: np.ndarray, etype: np.ndarray,
                pend: np.ndarray, start: np.ndarray, wirelen: np.ndarray, c: _Columns,
                tunnel_pass: bool = False) -> None:
-    """Decode the IP header at ``l3`` of the frames ``idx`` and what it carries into ``c``."""
-    m = len(idx)
-
-    def has(pos: np.ndarray, nbytes: int) -> np.ndarray:
-        return (pos >= 0) & (pos + nbytes <= pend)
-
-    first = _at(v.u8, l3, has(l3, 1))
-    is4 = (etype == lt.ETHERTYPE_IPV4) & has(l3, 20) & ((first >> 4) == 4)
-    is6 = (etype == lt.ETHERTYPE_IPV6) & has(l3, 40) & ((first >> 4) == 6)
+    """Decode the IP header at ``l3`` of the frames ``idx`` and what it carries into ``c``:
+    one vectorized pass down the header stack (IPv4/IPv6, extension headers, fragments,
+    TCP/UDP, then the tunnels to follow on the first pass)."""
+    readable = (l3 >= 0) & (l3 + 1 <= pend)
+    first = _at(v.u8, l3, readable)
+    r = _IpRows(idx, l3, etype, pend, start, wirelen, first, is4=np.zeros(0, bool),
+                is6=np.zeros(0, bool))
+    r.is4 = (etype == lt.ETHERTYPE_IPV4) & r.has(l3, 20) & ((first >> 4) == 4)
+    r.is6 = (etype == lt.ETHERTYPE_IPV6) & r.has(l3, 40) & ((first >> 4) == 6)
     if tunnel_pass:  # keep the outer values where the inner header is not readable
-        keep = is4 | is6
-        idx, l3, pend, start, wirelen = idx[keep], l3[keep], pend[keep], start[keep], \
-            wirelen[keep]
-        first, is4, is6 = first[keep], is4[keep], is6[keep]
-        m = len(idx)
+        r = r.keep(r.is4 | r.is6)
         for arr in (c.ports_ok, c.tcp_ok, c.tcp_seq_ok, c.ip_id_ok, c.payload_ok):
-            arr[idx] = False
-        c.frag_offset[idx] = 0
-    version = np.where(is4, 4, np.where(is6, 6, 0)).astype(np.uint8)
-    proto = np.zeros(m, dtype=np.int64)
-    l4 = np.full(m, -1, dtype=np.int64)
-    ip_payload = np.zeros(m, dtype=np.int64)   # bytes after the IP header (and extensions)
-    ip_id = np.zeros(m, dtype=np.int64)
-    ip_id_ok = np.zeros(m, dtype=bool)
-    frag = np.zeros(m, dtype=np.int64)
-
-    # ---- IPv4 -------------------------------------------------------------------------------
-    if is4.any():
-        ihl = (first & 0x0F).astype(np.int64) * 4
-        tot = _at(v.be16, l3 + 2, is4).astype(np.int64)
-        # total length 0: TSO/GSO frame captured before segmentation; the frame gives it
-        tot = np.where(is4 & (tot == 0), wirelen - (l3 - start), tot)
-        proto = np.where(is4, _at(v.u8, l3 + 9, is4), proto)
-        ip_id = np.where(is4, _at(v.be16, l3 + 4, is4), ip_id)
-        ip_id_ok |= is4
-        fragword = _at(v.be16, l3 + 6, is4).astype(np.int64)
-        frag = np.where(is4, (fragword & 0x1FFF) * 8, frag)
-        good = is4 & (ihl >= 20)
-        l4 = np.where(good, l3 + ihl, l4)
-        ip_payload = np.where(good, tot - ihl, ip_payload)
-        c.src_v4[idx[is4]] = v.be32[l3[is4] + 12]
-        c.dst_v4[idx[is4]] = v.be32[l3[is4] + 16]
-
-    # ---- IPv6 and its extension headers ----------------------------------------------------
-    if is6.any():
-        plen = _at(v.be16, l3 + 4, is6).astype(np.int64)
-        nh = _at(v.u8, l3 + 6, is6).astype(np.int64)
-        i6 = np.flatnonzero(is6)
-        p6 = l3[i6]
-        c.src_v6[idx[i6], 0] = v.be64[p6 + 8]
-        c.src_v6[idx[i6], 1] = v.be64[p6 + 16]
-        c.dst_v6[idx[i6], 0] = v.be64[p6 + 24]
-        c.dst_v6[idx[i6], 1] = v.be64[p6 + 32]
-        # jumbogram (RFC 2675, BIG TCP): payload length 0 and a hop-by-hop jumbo option
-        jumbo = is6 & (plen == 0) & (nh == IPV6_EXT_HOPOPT) & has(l3 + 48, 0) \
-            & (_at(v.u8, l3 + 42, is6 & has(l3 + 43, 0)) == IPV6_OPT_JUMBO)
-        plen = np.where(jumbo, _at(v.be32, l3 + 44, jumbo).astype(np.int64), plen)
-        # payload length 0 without a jumbo option: a GSO/BIG TCP frame captured before
-        # segmentation (Linux strips the hop-by-hop header); the frame gives the length
-        plen = np.where(is6 & (plen == 0) & ~jumbo, wirelen - (l3 - start) - 40, plen)
-        pos = l3 + 40
-        walking = is6.copy()
-        for _ in range(MAX_IPV6_EXTENSIONS):
-            ext = walking & _any_of(nh, IPV6_EXTENSIONS) & has(pos, 8)
-            if not ext.any():
-                break
-            is_frag = ext & (nh == IPV6_EXT_FRAGMENT)
-            hdrlen = np.where(nh == IPV6_EXT_AH, (_at(v.u8, pos + 1, ext).astype(np.int64) + 2)
-                              * 4, (_at(v.u8, pos + 1, ext).astype(np.int64) + 1) * 8)
-            hdrlen = np.where(is_frag, 8, hdrlen)
-            if is_frag.any():
-                frag = np.where(is_frag, _at(v.be16, pos + 2, is_frag).astype(np.int64)
-                                & 0xFFF8, frag)
-                ip_id = np.where(is_frag, _at(v.be32, pos + 4, is_frag), ip_id)
-                ip_id_ok |= is_frag
-            nh = np.where(ext, _at(v.u8, pos, ext), nh)
-            pos = np.where(ext, pos + hdrlen, pos)
-            walking = ext
-        # extension headers not all captured: the transport header is unknown
-        stuck = is6 & _any_of(nh, IPV6_EXTENSIONS)
-        proto = np.where(is6, nh, proto)
-        l4 = np.where(is6 & ~stuck, pos, l4)
-        ip_payload = np.where(is6, plen - (pos - (l3 + 40)), ip_payload)
-
-    ipv = version > 0
-    c.ip_version[idx] = version  # where 0 on a tunnel pass the rows were dropped above
-    c.proto[idx[ipv]] = proto[ipv]
-    c.whole_ip[idx] = ipv
-    c.ip_id[idx] = ip_id
-    c.ip_id_ok[idx] = ip_id_ok
-    c.frag_offset[idx] = np.where(ipv, frag, 0)
+            arr[r.idx] = False
+        c.frag_offset[r.idx] = 0
+    f = _IpFields.empty(len(r.idx))
+    if r.is4.any():
+        _ipv4(v, r, f, c)
+    if r.is6.any():
+        _ipv6(v, r, f, c)
+    ipv = _store_ip(r, f, c)
     if not tunnel_pass:
-        # a header cut by the snapshot length still names its source (tshark shows it): IPv4
-        # needs 16 bytes for it (and gives its id), IPv6 24; the destination and the rest
-        # stay missing
-        part4 = (etype == lt.ETHERTYPE_IPV4) & ~is4 & has(l3, 16) & ((first >> 4) == 4)
-        part6 = (etype == lt.ETHERTYPE_IPV6) & ~is6 & has(l3, 24) & ((first >> 4) == 6)
-        if part4.any():
-            c.ip_version[idx[part4]] = 4
-            c.src_v4[idx[part4]] = v.be32[l3[part4] + 12]
-            c.ip_id[idx[part4]] = v.be16[l3[part4] + 4]
-            c.ip_id_ok[idx[part4]] = True
-        if part6.any():
-            c.ip_version[idx[part6]] = 6
-            c.src_v6[idx[part6], 0] = v.be64[l3[part6] + 8]
-            c.src_v6[idx[part6], 1] = v.be64[l3[part6] + 16]
+        _cut_ip_headers(v, r, c)
+    whole, is_udp = _transport(v, r, f, ipv, c)
+    if tunnel_pass:
+        c.tunnel_l3[r.idx] = -1
+    else:
+        _tunnels(v, r, f, whole, is_udp, c)
 
-    # ---- transport --------------------------------------------------------------------------
-    # a field is given when its bytes were captured, as tshark does for a short frame: ports
-    # need 4 bytes of the transport header, the sequence number 8, ack and flags 14, the TCP
-    # payload length the data offset (13)
-    whole = ipv & (frag == 0) & (l4 >= 0)   # first fragments decode too (ports are there)
+
+def _ipv4(v: _Views, r: _IpRows, f: _IpFields, c: _Columns) -> None:
+    """The IPv4 header of the frames ``r.is4``."""
+    is4, l3 = r.is4, r.l3
+    ihl = (r.first & 0x0F).astype(np.int64) * 4
+    tot = _at(v.be16, l3 + 2, is4).astype(np.int64)
+    # total length 0: TSO/GSO frame captured before segmentation; the frame gives it
+    tot = np.where(is4 & (tot == 0), r.wirelen - (l3 - r.start), tot)
+    f.proto = np.where(is4, _at(v.u8, l3 + 9, is4), f.proto)
+    f.ip_id = np.where(is4, _at(v.be16, l3 + 4, is4), f.ip_id)
+    f.ip_id_ok |= is4
+    fragword = _at(v.be16, l3 + 6, is4).astype(np.int64)
+    f.frag = np.where(is4, (fragword & 0x1FFF) * 8, f.frag)
+    good = is4 & (ihl >= 20)
+    f.l4 = np.where(good, l3 + ihl, f.l4)
+    f.ip_payload = np.where(good, tot - ihl, f.ip_payload)
+    c.src_v4[r.idx[is4]] = v.be32[l3[is4] + 12]
+    c.dst_v4[r.idx[is4]] = v.be32[l3[is4] + 16]
+
+
+def _ipv6(v: _Views, r: _IpRows, f: _IpFields, c: _Columns) -> None:
+    """The IPv6 header of the frames ``r.is6`` and its extension headers."""
+    is6, l3 = r.is6, r.l3
+    plen = _at(v.be16, l3 + 4, is6).astype(np.int64)
+    nh = _at(v.u8, l3 + 6, is6).astype(np.int64)
+    i6 = np.flatnonzero(is6)
+    p6 = l3[i6]
+    c.src_v6[r.idx[i6], 0] = v.be64[p6 + 8]
+    c.src_v6[r.idx[i6], 1] = v.be64[p6 + 16]
+    c.dst_v6[r.idx[i6], 0] = v.be64[p6 + 24]
+    c.dst_v6[r.idx[i6], 1] = v.be64[p6 + 32]
+    # jumbogram (RFC 2675, BIG TCP): payload length 0 and a hop-by-hop jumbo option
+    jumbo = is6 & (plen == 0) & (nh == IPV6_EXT_HOPOPT) & r.has(l3 + 48, 0) \
+        & (_at(v.u8, l3 + 42, is6 & r.has(l3 + 43, 0)) == IPV6_OPT_JUMBO)
+    plen = np.where(jumbo, _at(v.be32, l3 + 44, jumbo).astype(np.int64), plen)
+    # payload length 0 without a jumbo option: a GSO/BIG TCP frame captured before
+    # segmentation (Linux strips the hop-by-hop header); the frame gives the length
+    plen = np.where(is6 & (plen == 0) & ~jumbo, r.wirelen - (l3 - r.start) - 40, plen)
+    nh, pos = _ipv6_extensions(v, r, f, nh)
+    # extension headers not all captured: the transport header is unknown
+    stuck = is6 & _any_of(nh, IPV6_EXTENSIONS)
+    f.proto = np.where(is6, nh, f.proto)
+    f.l4 = np.where(is6 & ~stuck, pos, f.l4)
+    f.ip_payload = np.where(is6, plen - (pos - (l3 + 40)), f.ip_payload)
+
+
+def _ipv6_extensions(v: _Views, r: _IpRows, f: _IpFields, nh: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Walk the IPv6 extension headers (at most ``MAX_IPV6_EXTENSIONS``), taking a fragment
+    header's offset and id into ``f``: the last next-header value and where it starts."""
+    pos = r.l3 + 40
+    walking = r.is6.copy()
+    for _ in range(MAX_IPV6_EXTENSIONS):
+        ext = walking & _any_of(nh, IPV6_EXTENSIONS) & r.has(pos, 8)
+        if not ext.any():
+            break
+        is_frag = ext & (nh == IPV6_EXT_FRAGMENT)
+        hdrlen = np.where(nh == IPV6_EXT_AH, (_at(v.u8, pos + 1, ext).astype(np.int64) + 2)
+                          * 4, (_at(v.u8, pos + 1, ext).astype(np.int64) + 1) * 8)
+        hdrlen = np.where(is_frag, 8, hdrlen)
+        if is_frag.any():
+            f.frag = np.where(is_frag, _at(v.be16, pos + 2, is_frag).astype(np.int64)
+                              & 0xFFF8, f.frag)
+            f.ip_id = np.where(is_frag, _at(v.be32, pos + 4, is_frag), f.ip_id)
+            f.ip_id_ok |= is_frag
+        nh = np.where(ext, _at(v.u8, pos, ext), nh)
+        pos = np.where(ext, pos + hdrlen, pos)
+        walking = ext
+    return nh, pos
+
+
+def _store_ip(r: _IpRows, f: _IpFields, c: _Columns) -> np.ndarray:
+    """The IP layer's columns of the frames; which frames hold a whole IP header."""
+    version = np.where(r.is4, 4, np.where(r.is6, 6, 0)).astype(np.uint8)
+    ipv = version > 0
+    c.ip_version[r.idx] = version  # where 0 on a tunnel pass the rows were dropped
+    c.proto[r.idx[ipv]] = f.proto[ipv]
+    c.whole_ip[r.idx] = ipv
+    c.ip_id[r.idx] = f.ip_id
+    c.ip_id_ok[r.idx] = f.ip_id_ok
+    c.frag_offset[r.idx] = np.where(ipv, f.frag, 0)
+    return ipv
+
+
+def _cut_ip_headers(v: _Views, r: _IpRows, c: _Columns) -> None:
+    """A header cut by the snapshot length still names its source (tshark shows it): IPv4
+    needs 16 bytes for it (and gives its id), IPv6 24; the destination and the rest stay
+    missing."""
+    l3, first = r.l3, r.first
+    part4 = (r.etype == lt.ETHERTYPE_IPV4) & ~r.is4 & r.has(l3, 16) & ((first >> 4) == 4)
+    part6 = (r.etype == lt.ETHERTYPE_IPV6) & ~r.is6 & r.has(l3, 24) & ((first >> 4) == 6)
+    if part4.any():
+        c.ip_version[r.idx[part4]] = 4
+        c.src_v4[r.idx[part4]] = v.be32[l3[part4] + 12]
+        c.ip_id[r.idx[part4]] = v.be16[l3[part4] + 4]
+        c.ip_id_ok[r.idx[part4]] = True
+    if part6.any():
+        c.ip_version[r.idx[part6]] = 6
+        c.src_v6[r.idx[part6], 0] = v.be64[l3[part6] + 8]
+        c.src_v6[r.idx[part6], 1] = v.be64[l3[part6] + 16]
+
+
+def _transport(v: _Views, r: _IpRows, f: _IpFields, ipv: np.ndarray, c: _Columns
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """TCP/UDP fields and the payload's length and place; (whole, is_udp) for the tunnels.
+
+    A field is given when its bytes were captured, as tshark does for a short frame: ports
+    need 4 bytes of the transport header, the sequence number 8, ack and flags 14, the TCP
+    payload length the data offset (13)."""
+    idx, l4, proto = r.idx, f.l4, f.proto
+    whole = ipv & (f.frag == 0) & (l4 >= 0)   # first fragments decode too (ports are there)
     is_tcp = whole & (proto == IPPROTO_TCP)
     is_udp = whole & (proto == IPPROTO_UDP)
     icmp = whole & ((proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6))
-    ports = (is_tcp | is_udp) & has(l4, 4)
+    ports = (is_tcp | is_udp) & r.has(l4, 4)
     c.sport[idx[ports]] = v.be16[l4[ports]]
     c.dport[idx[ports]] = v.be16[l4[ports] + 2]
     c.ports_ok[idx] = ports
-    seq_ok = is_tcp & has(l4, 8)
+    seq_ok = is_tcp & r.has(l4, 8)
     c.tcp_seq[idx[seq_ok]] = v.be32[l4[seq_ok] + 4]
     c.tcp_seq_ok[idx] = seq_ok
-    ack_ok = is_tcp & has(l4, 14)
+    ack_ok = is_tcp & r.has(l4, 14)
     c.tcp_ack[idx[ack_ok]] = v.be32[l4[ack_ok] + 8]
     c.tcp_flags[idx[ack_ok]] = v.be16[l4[ack_ok] + 12] & 0x01FF
     c.tcp_ok[idx] = ack_ok
-    doff_ok = is_tcp & has(l4, 13)
+    doff_ok = is_tcp & r.has(l4, 13)
     doff = (_at(v.u8, l4 + 12, doff_ok) >> 4).astype(np.int64) * 4
     hdr = np.where(is_tcp, doff, np.where(is_udp | icmp, 8, 0))
     # a length field smaller than the headers it covers is malformed: no payload length
-    has_l4 = ipv & (l4 >= 0) & (~is_tcp | doff_ok) & (ip_payload >= hdr)
-    c.payload_len[idx] = np.where(has_l4, ip_payload - hdr, 0)
+    has_l4 = ipv & (l4 >= 0) & (~is_tcp | doff_ok) & (f.ip_payload >= hdr)
+    c.payload_len[idx] = np.where(has_l4, f.ip_payload - hdr, 0)
     c.payload_ok[idx] = has_l4
     c.payload_pos[idx] = np.where(has_l4, l4 + hdr, 0)
     c.tcp_l4[idx] = np.where(is_tcp, l4, -1)
+    return whole, is_udp
 
-    # ---- tunnels to follow (first pass only) -----------------------------------------------
-    if tunnel_pass:
-        c.tunnel_l3[idx] = -1
-        return
+
+def _tunnels(v: _Views, r: _IpRows, f: _IpFields, whole: np.ndarray, is_udp: np.ndarray,
+             c: _Columns) -> None:
+    """Where an inner IP header starts (IP-in-IP, GRE, VXLAN, Teredo), for the second pass."""
+    l4, proto = f.l4, f.proto
     ipip = whole & ((proto == IPPROTO_IPIP) | (proto == IPPROTO_IPV6))
     inner_l3 = np.where(ipip, l4, -1)
     inner_et = np.where(proto == IPPROTO_IPIP, lt.ETHERTYPE_IPV4, lt.ETHERTYPE_IPV6)
-    gre = whole & (proto == IPPROTO_GRE) & has(l4, 4)
+    gre = whole & (proto == IPPROTO_GRE) & r.has(l4, 4)
     if gre.any():
         flags = _at(v.be16, l4, gre).astype(np.int64)
         gre_len = 4 + 4 * (((flags >> 15) & 1) + ((flags >> 13) & 1) + ((flags >> 12) & 1))
@@ -412,7 +481,7 @@ def _decode_ip(v: _Views, idx: np.ndarray, l3: np.ndarray, etype: np.ndarray,
                                                              lt.ETHERTYPE_IPV6))
         inner_l3 = np.where(into, l4 + gre_len, inner_l3)
         inner_et = np.where(into, gre_et, inner_et)
-    vxlan = is_udp & has(l4, 8 + 8 + 14)
+    vxlan = is_udp & r.has(l4, 8 + 8 + 14)
     vxlan &= _at(v.be16, l4 + 2, vxlan) == VXLAN_PORT
     if vxlan.any():
         eth = l4 + 16
@@ -422,15 +491,15 @@ def _decode_ip(v: _Views, idx: np.ndarray, l3: np.ndarray, etype: np.ndarray,
         inner_et = np.where(into, vx_et, inner_et)
     # Teredo (RFC 4380): IPv6 right after the UDP header on port 3544 (as tshark's heuristic;
     # packets with authentication or origin indicators first are left as UDP)
-    teredo = is_udp & has(l4, 8 + 40)
+    teredo = is_udp & r.has(l4, 8 + 40)
     teredo &= (_at(v.be16, l4, teredo) == TEREDO_PORT) | (_at(v.be16, l4 + 2, teredo)
                                                            == TEREDO_PORT)
     teredo &= (_at(v.u8, l4 + 8, teredo) >> 4) == 6
     if teredo.any():
         inner_l3 = np.where(teredo, l4 + 8, inner_l3)
         inner_et = np.where(teredo, lt.ETHERTYPE_IPV6, inner_et)
-    c.tunnel_l3[idx] = inner_l3
-    c.tunnel_etype[idx] = inner_et
+    c.tunnel_l3[r.idx] = inner_l3
+    c.tunnel_etype[r.idx] = inner_et
 
 
 #: odd 64-bit multipliers, one per 8-byte word of the hashed payload, and the finalizer's

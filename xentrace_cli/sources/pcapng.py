@@ -309,8 +309,6 @@ class PcapngReader(CaptureReader):
             problem = f"{what} cut short ({left} of {blen} bytes)"
         self._stop(self._base + at, problem, corrupt=False)
 
-    # long function: one vectorized gather of every block field of a chunk (EPB/SPB/OPB),
-    # a branch per block type
     def _columns(self, offs: np.ndarray, end: int
                  ) -> tuple[RawBatch | None, int | None, tuple[int, str] | None]:
         """Vectorized fields of the walked blocks → (batch, carry-over offset, corruption)."""
@@ -355,13 +353,8 @@ class PcapngReader(CaptureReader):
             is_pkt & ((iface_local >= n_if) | (caplen > room) | (caplen > MAX_PACKET_BYTES)))
         if bad.any():
             k = int(np.argmax(bad))
-            if trailing[k] != blen[k] and trailing[k] != padded[k]:
-                why = f"block trailing length {int(trailing[k])} differs from {int(blen[k])}"
-            elif iface_local[k] >= n_if:
-                why = f"packet names interface {int(iface_local[k])} of {n_if}"
-            else:
-                why = f"captured length {int(caplen[k])} does not fit the block ({int(blen[k])})"
-            problem = (int(o[k]), why)
+            problem = (int(o[k]), _bad_block(int(trailing[k]), int(blen[k]), int(padded[k]),
+                                             int(iface_local[k]), n_if, int(caplen[k])))
             carry = None
             o, btype, is_pkt, is_epb, is_spb = o[:k], btype[:k], is_pkt[:k], is_epb[:k], is_spb[:k]
             iface_local, caplen, wirelen, hdr = iface_local[:k], caplen[:k], wirelen[:k], hdr[:k]
@@ -380,9 +373,21 @@ class PcapngReader(CaptureReader):
         if n == 0:
             return None, carry, problem
         ticks = (u32[o + 12].astype(np.uint64) << np.uint64(32)) | u32[o + 16].astype(np.uint64)
-        ts_ns = np.zeros(n, dtype=np.int64)
-        ts_valid = ~is_spb
         iface = (iface_local + self._section_base).astype(np.int32)
+        ts_ns, ts_valid, linktype = self._times(ticks, iface, ~is_spb)
+        batch = RawBatch(buf=buf, data_off=o + hdr, caplen=caplen, wirelen=wirelen,
+                         ts_ns=ts_ns, ts_valid=ts_valid, interface=iface, linktype=linktype,
+                         frame=frame, end_offset=self._base + (int(o[-1]) if carry is None
+                                                               else carry))
+        return batch, carry, problem
+
+    def _times(self, ticks: np.ndarray, iface: np.ndarray, ts_valid: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Nanosecond times, their validity and the link type of packets by interface (each
+        interface has its own resolution and offset); ``ts_valid`` starts as the blocks that
+        carry a time (not SPBs). Times out of range are counted in ``bad_timestamps``."""
+        n = len(ticks)
+        ts_ns = np.zeros(n, dtype=np.int64)
         linktype = np.zeros(n, dtype=np.int32)
         for i in unique(iface):
             itf = self.interfaces[int(i)]
@@ -394,11 +399,17 @@ class PcapngReader(CaptureReader):
             if bad_ts.any():
                 self.bad_timestamps += int(bad_ts.sum())
                 ts_valid[np.flatnonzero(sel)[bad_ts]] = False
-        batch = RawBatch(buf=buf, data_off=o + hdr, caplen=caplen, wirelen=wirelen,
-                         ts_ns=ts_ns, ts_valid=ts_valid, interface=iface, linktype=linktype,
-                         frame=frame, end_offset=self._base + (int(o[-1]) if carry is None
-                                                               else carry))
-        return batch, carry, problem
+        return ts_ns, ts_valid, linktype
+
+
+def _bad_block(trailing: int, blen: int, padded: int, iface: int, n_if: int,
+               caplen: int) -> str:
+    """Why the first block a chunk's check refused is corrupt, in words."""
+    if trailing != blen and trailing != padded:
+        return f"block trailing length {trailing} differs from {blen}"
+    if iface >= n_if:
+        return f"packet names interface {iface} of {n_if}"
+    return f"captured length {caplen} does not fit the block ({blen})"
 
 
 #: chunks shorter than this are walked by the loop only (the vectorized set-up would not pay)
