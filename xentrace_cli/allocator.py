@@ -1,6 +1,7 @@
-"""Ask the C allocator to keep freed memory for reuse during a large read.
+"""Tell the C allocator what to do with freed memory: keep it for reuse during a large read
+(``xenlat trace``), or give it back between the steps of ``analyze`` (peak RSS).
 
-Why: numpy allocates every temporary of a pass afresh. glibc serves a block above its
+Keeping it, why: numpy allocates every temporary of a pass afresh. glibc serves a block above its
 mmap threshold (128 KiB at first, rising to at most 32 MiB as blocks are freed) with fresh
 pages from the kernel and gives them back on free, so each pass over millions of records
 pays a page fault per 4 KiB it writes: a fifth of ``xenlat trace``'s CPU time on a 300 MB
@@ -14,6 +15,8 @@ large trace), once per process; elsewhere than glibc it does nothing.
 from __future__ import annotations
 
 import ctypes
+import sys
+from typing import Any
 
 #: mallopt's parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -34,3 +37,26 @@ def reuse_freed_memory() -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
                 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def give_back_memory() -> None:
+    """Return the heap memory freed so far to the system (peak RSS, not speed).
+
+    glibc keeps freed memory in its heaps (one per thread that allocated), and Arrow's pool
+    keeps its own: after a reader's temporaries are gone, hundreds of MB would stay resident
+    while the next step allocates anew. A no-op where ``malloc_trim`` does not exist.
+    """
+    arrow = sys.modules.get("pyarrow")
+    if arrow is not None:
+        arrow.default_memory_pool().release_unused()
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None

@@ -32,11 +32,9 @@ Example::
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import dataclasses
 import os
 import re
-import sys
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -45,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..allocator import give_back_memory
 from ..errors import InputError, OptionError, XenlatWarning, hold_warnings
 from ..model import (
     ALL_STAGES,
@@ -178,29 +177,6 @@ class _Progress:
         if self.callback is not None:
             self.callback(self.total if final else min(sum(self.done.values()),
                                                        self.total - 1), self.total)
-
-
-def give_back_memory() -> None:
-    """Return the heap memory freed so far to the system (peak RSS, not speed).
-
-    glibc keeps freed memory in its heaps (one per thread that allocated), and Arrow's pool
-    keeps its own: after a reader's temporaries are gone, hundreds of MB would stay resident
-    while the next step allocates anew. A no-op where ``malloc_trim`` does not exist.
-    """
-    arrow = sys.modules.get("pyarrow")
-    if arrow is not None:
-        arrow.default_memory_pool().release_unused()
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        try:
-            _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim
-        except (OSError, AttributeError):
-            _MALLOC_TRIM = False
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
-
-
-_MALLOC_TRIM: Any = None
 
 
 def _no_bool() -> BoolArray:
