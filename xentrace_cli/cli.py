@@ -378,6 +378,26 @@ def main() -> None:
     """
 
 
+def _size(path: Path) -> int:
+    """The file's size; 0 when it cannot be read (the reader says why, on one line)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _reading_bar(file: Path, drawn: bool) -> contextlib.AbstractContextManager[
+        ProgressCallback | None]:
+    """The progress bar of reading ``file`` (:func:`progress_callback`) when ``drawn``, else
+    none: a file read in a blink gets no bar, nor rich's import for it."""
+    return progress_callback(f"reading {file.name}") if drawn else contextlib.nullcontext()
+
+
+def _stdout_styled() -> bool:
+    """Bold and italic on stdout: a terminal, and no ``NO_COLOR``."""
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
 def _small_capture(file: Path) -> bool:
     """True for a capture read in a blink (:data:`.outputs.packet_csv.SMALL_FILE_BYTES`):
     ``packets`` formats its CSV with numpy (cheaper than importing pyarrow, whose writer is
@@ -385,10 +405,7 @@ def _small_capture(file: Path) -> bool:
     more than the reading)."""
     from .outputs.packet_csv import SMALL_FILE_BYTES
 
-    try:
-        return file.stat().st_size <= SMALL_FILE_BYTES
-    except OSError:  # the reader says what is wrong with it
-        return True
+    return _size(file) <= SMALL_FILE_BYTES
 
 
 @main.command()
@@ -442,11 +459,8 @@ def info(file: Path, fmt: str) -> None:
     """
     from .sources.info import capture_info
 
-    if _small_capture(file):
-        result = capture_info(file)
-    else:
-        with progress_callback(f"reading {file.name}") as on_progress:
-            result = capture_info(file, on_progress=on_progress)
+    with _reading_bar(file, not _small_capture(file)) as on_progress:
+        result = capture_info(file, on_progress=on_progress)
     if fmt == "json":
         from .outputs.tables import dumps_json
 
@@ -454,21 +468,12 @@ def info(file: Path, fmt: str) -> None:
     else:
         from .outputs.info_table import render_info
 
-        styled = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-        click.echo(render_info(result, styled), nl=False)
+        click.echo(render_info(result, _stdout_styled()), nl=False)
 
 
 #: Traces from this size on are read under a progress bar (~1 s at ~3 M records per second),
 #: with freed memory kept for reuse.
 LARGE_TRACE_BYTES = 64 << 20
-
-
-def _size(path: Path) -> int:
-    """The file's size; 0 when it cannot be read (the reader says why, on one line)."""
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 @main.command()
@@ -510,8 +515,7 @@ def trace(file: Path, cpu_hz: float | None, fmt: str, dump: bool) -> None:
         from .allocator import reuse_freed_memory
 
         reuse_freed_memory()
-    bar = progress_callback(f"reading {file.name}") if large else contextlib.nullcontext()
-    with bar as on_progress:
+    with _reading_bar(file, large) as on_progress:
         summary = analyze_trace(file, cpu_hz=cpu_hz, on_progress=on_progress).to_document()
     if fmt == "json":
         click.echo(dumps(summary), nl=False)
@@ -522,8 +526,7 @@ def trace(file: Path, cpu_hz: float | None, fmt: str, dump: bool) -> None:
 
         # no rich here (its import and its measuring of every cell cost more than the
         # trace's reading): plain text, styled as rich would on a terminal
-        render_trace_summary(summary, sys.stdout, styled=sys.stdout.isatty()
-                             and not os.environ.get("NO_COLOR"))
+        render_trace_summary(summary, sys.stdout, styled=_stdout_styled())
 
 
 @main.command()
