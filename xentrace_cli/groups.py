@@ -68,6 +68,19 @@ def unique(values: np.ndarray, return_inverse: bool = False
     return ordered[new], codes
 
 
+def unique_rows(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`unique` with the inverse, over the rows of an (n, 2) array: the distinct rows in
+    ascending order and each row's index among them (``np.unique(..., axis=0,
+    return_inverse=True)`` without ``numpy.ma``)."""
+    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+    ordered = pairs[order]
+    new = np.ones(len(ordered), dtype=bool)
+    new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    codes = np.empty(len(pairs), dtype=np.int64)
+    codes[order] = np.cumsum(new) - 1
+    return ordered[new], codes
+
+
 def sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`factorize` with the uniques in ascending order (codes follow)."""
     codes, uniques = factorize(values)

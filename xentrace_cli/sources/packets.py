@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import linktypes
 from ..errors import InputError, OptionError, XenlatWarning
-from ..groups import unique
+from ..groups import unique, unique_rows
 from .containers import open_capture
 from .decode import decode
 
@@ -132,23 +132,11 @@ def _addresses(dec: Any, book: _AddressBook) -> tuple[np.ndarray, np.ndarray, li
     v6 = np.concatenate([dec.ip_version == 6, (dec.ip_version == 6) & dec.whole_ip])
     if v6.any():
         pairs = np.concatenate([dec.src_v6, dec.dst_v6])[v6]
-        uniq, inverse = _unique_pairs(pairs)
+        uniq, inverse = unique_rows(pairs)
         codes[v6] = inverse + len(categories)
         raw = np.ascontiguousarray(uniq.astype(">u8")).view("V16").ravel()
         categories += book.name_v6(raw)
     return codes[:n], codes[n:], categories
-
-
-def _unique_pairs(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct rows of an (n, 2) uint64 array in ascending order, and each row's index
-    among them (``np.unique(..., axis=0, return_inverse=True)`` without ``numpy.ma``)."""
-    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
-    ordered = pairs[order]
-    new = np.ones(len(ordered), dtype=bool)
-    new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
-    codes = np.empty(len(pairs), dtype=np.int64)
-    codes[order] = np.cumsum(new) - 1
-    return ordered[new], codes
 
 
 #: raw-batch columns carried into the table
