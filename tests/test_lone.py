@@ -197,3 +197,14 @@ def test_one_capture_and_all_sources_agree_on_the_stalled_exchanges() -> None:
     starts = np.sort([f["start_ns"] / 1e9 for f in faults])
     began = np.sort(every.loc[every["stalled"], "t_response"].to_numpy())
     assert np.abs(began - starts).max() < 1e-3
+
+
+def test_notes_count_one_of_a_kind_in_the_singular() -> None:
+    """One exchange, one retransmitted segment: the notes say "1 exchange", not "1 exchanges"
+    (a conversation of two exchanges, the second's response sent twice)."""
+    flows = lone.exchanges(segments(conversation(n=2, black=99, retransmit=1)))
+    (note,) = [n for n in lone.notes(flows) if "request → response" in n]
+    assert ": 2 exchanges," in note and "1 retransmitted segment." in note
+    single = lone.exchanges(segments(conversation(n=1, black=99)))
+    (note,) = [n for n in lone.notes(single) if "request → response" in n]
+    assert ": 1 exchange," in note and "0 retransmitted segments." in note

@@ -113,3 +113,17 @@ def test_piped_report_is_not_cut_at_80_columns(runner) -> None:
     assert any(line.startswith(" tx.socket_write") for line in lines)
     narrow = runner.invoke(main, ["analyze", str(sample), "--no-progress", "--width", "80"])
     assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
+
+
+def test_link_local_ipv6_endpoints_are_printed_not_read_as_markup() -> None:
+    """Rich reads "[fe80::5]" in a str cell as a style tag and drops it: a guest's link-local
+    or unique-local (fd00::/8) endpoints must show as written."""
+    flows = _flows()
+    flows["src"] = "fe80::5"
+    flows["dst"] = "fd00:abcd::1"
+    analysis = Analysis(table=pd.DataFrame({"direction": pd.Series(dtype=str)}),
+                        sources=Sources(), flows=flows)
+    out = io.StringIO()
+    render_analysis(analysis, Console(file=out, width=120, color_system=None), top=10)
+    lines = [line for line in out.getvalue().splitlines() if ":40000 →" in line]
+    assert lines and lines[0].split()[:3] == ["[fe80::5]:40000", "→", "[fd00:abcd::1]:80"]

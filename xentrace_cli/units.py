@@ -46,3 +46,8 @@ def format_duration(us: float | None, uncertainty_us: float | None = None) -> st
     unc_digits = max(0, -math.floor(math.log10(uncertainty_us / unc_scale)))
     return (f"{us / scale:.{digits}f} {unit} "
             f"±{uncertainty_us / unc_scale:.{unc_digits}f} {unc_unit}")
+
+
+def counted(n: int, noun: str) -> str:
+    """``counted(1, "exchange")`` → ``1 exchange``, ``counted(3, "exchange")`` → ``3 exchanges``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -30,7 +30,7 @@ from ..outputs.html import (  # the single-analysis report's figure conventions
     _PLOT_CONFIG,
     _json,
 )
-from ..units import format_duration
+from ..units import counted, format_duration
 from .dataset import read_summaries, select_sets, stage_table
 
 #: Sets the worst-sets table lists.
@@ -97,16 +97,16 @@ def _header(summaries: pd.DataFrame, dataset: str) -> str:
         return (f"<header>\n<h1>xenlat fleet</h1>\n<p class=\"lede\">{html.escape(dataset)}: "
                 "no set.</p>\n</header>")
     anomalous = int(summaries["anomalous"].sum())
-    verdict = (f'<span class="verdict bad">{_count(anomalous, "anomalous packet")} in '
-               f"{_count(int((summaries['anomalous'] > 0).sum()), 'set')}</span>" if anomalous
+    verdict = (f'<span class="verdict bad">{counted(anomalous, "anomalous packet")} in '
+               f"{counted(int((summaries['anomalous'] > 0).sum()), 'set')}</span>" if anomalous
                else '<span class="verdict ok">no anomalous packet</span>')
     first, last = summaries["started"].min(), summaries["started"].max()
     nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in (
         ("stages-rx", "receive"), ("stages-tx", "transmit"), ("hosts", "hosts by day"),
         ("worst", "worst sets")))
     return (f"<header>\n<h1>xenlat fleet</h1>\n<p class=\"lede\">{html.escape(dataset)}: "
-            f"{_count(len(summaries), 'set')} from "
-            f"{_count(summaries['xen_host'].nunique(), 'Xen host')}, "
+            f"{counted(len(summaries), 'set')} from "
+            f"{counted(summaries['xen_host'].nunique(), 'Xen host')}, "
             f"{_utc(first)} to {_utc(last)}, {int(summaries['packets'].sum())} packets. "
             f"{verdict}</p>\n<nav>{nav}</nav>\n</header>")
 
@@ -232,10 +232,6 @@ def _anomaly_text(anomalies: Any) -> str:
         label = f"{stat_key(name, way)} {entry['cause'] or 'cause unknown'}"
         parts.append(f"{label} ×{int(entry['count'])}")
     return ", ".join(parts)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _utc(value: Any) -> str:

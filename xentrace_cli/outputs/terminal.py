@@ -211,9 +211,9 @@ def _alignment(alignment: dict[str, Any]) -> Table:
             offset_text = format_duration(offset / 1e3) if offset is not None and _finite(
                 offset) else "–"
             drift_text = f"{drift:+.2f} ppm" if _finite(drift) else "–"
-        grid.add_row(pair, Text(quality, style=style), offset_text, drift_text,
+        grid.add_row(Text(pair), Text(quality, style=style), offset_text, drift_text,
                      format_duration(unc) if _finite(unc) else "–",
-                     str(fit.get("from", "")))
+                     Text(str(fit.get("from", ""))))  # capture names: never markup
     return grid
 
 
@@ -248,7 +248,9 @@ def _flows(flows: pd.DataFrame, top: int) -> Table:
             stall = str(worst_row["stall"] or "")
             worst_text = Text(format_duration(worst) + (f" {stall}" if stall else ""),
                               style="bold red")
-        grid.add_row(format_flow(src, sport, dst, dport), str(len(part)),
+        # Text, not a str: rich reads a str as markup, and an IPv6 endpoint such as
+        # "[fe80::1]:80" looks like a style tag to it and vanished from the table
+        grid.add_row(Text(format_flow(src, sport, dst, dport)), str(len(part)),
                      format_duration(_nanmedian(server)), format_duration(_nanmedian(client)),
                      worst_text, _idle_text(part), str(int(part["retransmissions"].sum())))
     return grid

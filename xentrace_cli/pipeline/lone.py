@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..model import LONE_INTERVALS, format_flow
 from ..sources.packets import head_bytes
-from ..units import format_duration
+from ..units import counted, format_duration
 from . import anomalies
 from .conversations import gaps, messages, protocols, tcp_analysis
 from .match import FLOW_COLUMNS, first_transmissions
@@ -177,22 +177,23 @@ def notes(flows: pd.DataFrame, *, limit: int = 5) -> list[str]:
         client = part["response_to_next_us"].to_numpy(float)
         client_med = np.nanmedian(client) if np.isfinite(client).any() else np.nan
         idle = part["idle_us"].to_numpy(float)
-        idle_text = (f", {int(np.isfinite(idle).sum())} idle gaps (total "
+        idle_text = (f", {counted(int(np.isfinite(idle).sum()), 'idle gap')} (total "
                      f"{format_duration(float(np.nansum(idle)))})"
                      if np.isfinite(idle).any() else "")
         out.append(
             f"{format_flow(first['src'], first['sport'], first['dst'], first['dport'])} "
-            f"({first['rule']}): {len(part)} exchanges, request → response median "
+            f"({first['rule']}): {counted(len(part), 'exchange')}, request → response median "
             f"{format_duration(server)}, response → next request median "
             f"{format_duration(client_med)}{idle_text}, "
-            f"{int(part['retransmissions'].sum())} retransmitted segments.")
+            f"{counted(int(part['retransmissions'].sum()), 'retransmitted segment')}.")
     if len(flows.drop_duplicates("conversation")) > limit:
         counts = ", ".join(f"{rule} {n}" for rule, n in rules(flows).items())
         out.append(f"… {flows['conversation'].nunique()} conversations in all, cut by: {counts}.")
     flagged = flows[flows["anomaly"] != ""]
     if "stalled" in flows.columns and flows["stalled"].any():
         n_stalls = int(flows["stalled"].sum())
-        out.append(f"{len(flagged)} exchanges with gaps that stand out, in {n_stalls} stalls "
+        out.append(f"{counted(len(flagged), 'exchange')} with gaps that stand out, in "
+                   f"{counted(n_stalls, 'stall')} "
                    "(overlapping gaps of one client are one stall, counted on the exchange "
                    "whose response it had just been given).")
     for _, row in flagged.head(limit).iterrows():
