@@ -345,8 +345,10 @@ def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
     value = ((padded[at + 2].astype(np.uint64) << np.uint64(32)) | padded[at + 1]).view(np.int64)
     # beyond 2**63 cycles (a century at 3 GHz) a TSC is damaged, not late: put at the end of
     # time, never negative, at DAMAGED_TSC (every span, and every float made of one, stays
-    # within int64 downstream)
-    damaged = value < 0
+    # within int64 downstream). Only an own TSC can be damaged: a window's first record
+    # without one read its extra words here (replaced by the carried TSC below), and a set
+    # top bit in them is data, not damage
+    damaged = (value < 0) & (stamped if every else stamped[rows])
     if damaged.any():
         clock.damaged += int(damaged.sum())
         value = np.where(damaged, DAMAGED_TSC, value)
