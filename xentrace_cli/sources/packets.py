@@ -492,9 +492,8 @@ def _iter(path: str | os.PathLike[str], form: str, *, display_filter: str | None
         selected = tshark_frames(path, display_filter) if display_filter else None
         pending: list[Warning] = []
         extras = {"payload_head": int(payload_head), "tcp_window": bool(tcp_window)}
-        tables = _tables(reader, selected, host_text, port, on_progress, interfaces_out,
-                         pending, form, extras)
-        yield from (_prefetched(tables) if prefetch else tables)
+        yield from _tables(reader, selected, host_text, port, on_progress, interfaces_out,
+                           pending, form, extras, prefetch)
     for warning in pending:
         warnings.warn(warning, stacklevel=3)
 
@@ -606,38 +605,55 @@ class _Suspicion:
         return out
 
 
+class _Decoding:
+    """The reading half of the packet table: raw batches decoded and merged into groups of
+    at least :data:`TABLE_ROWS` rows. With ``prefetch`` it runs in a worker thread, one or
+    two groups ahead of the table half (:func:`_tables`) in the caller's thread: reading,
+    walking and decoding on one core, the columns, checks, conversion and the writer on the
+    other."""
+
+    def __init__(self, reader: Any, extras: dict[str, Any]) -> None:
+        self.reader = reader
+        self.extras = extras
+        #: link type -> frames of it not decoded (complete once :meth:`groups` ends)
+        self.undecoded: dict[int, int] = {}
+
+    def groups(self) -> Iterator[tuple[Any, Any]]:
+        """(raw columns, decoded columns) of whole groups of batches, in file order."""
+        parts: list[tuple[Any, Any]] = []
+        rows = 0
+        for raw in self.reader.batches():
+            dec = decode(raw.buf, raw.data_off, raw.caplen, raw.wirelen, raw.linktype,
+                         **self.extras)
+            for t, count in dec.undecoded_linktypes.items():
+                self.undecoded[t] = self.undecoded.get(t, 0) + count
+            # the columns only: the chunk's bytes (a mapped window) go once decoded
+            parts.append((SimpleNamespace(**{f: getattr(raw, f) for f in _RAW_FIELDS}), dec))
+            rows += len(raw)
+            if rows >= TABLE_ROWS:
+                yield _merge(parts)
+                parts, rows = [], 0
+        if parts:
+            yield _merge(parts)
+
+
 def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
             port: int | None, on_progress: ProgressCallback | None,
             interfaces_out: list[dict[str, Any]] | None,
             pending: list[Warning], form: str,
-            extras: dict[str, Any] | None = None) -> Iterator[Any]:
-    """Decode and filter the reader's batches into tables of ``form`` (``pandas`` or
-    ``arrow``); warnings go to ``pending`` (not emitted)."""
+            extras: dict[str, Any] | None = None, prefetch: bool = False) -> Iterator[Any]:
+    """Decode and filter the reader's batches into tables of ``form`` (``pandas``,
+    ``arrow`` or ``columns``); warnings go to ``pending`` (not emitted). With ``prefetch`` the
+    decoding runs in a worker thread (:class:`_Decoding`)."""
     convert: Callable[[PacketColumns], Any] = {
         "arrow": PacketColumns.to_arrow, "pandas": PacketColumns.to_pandas,
         "columns": lambda columns: columns}[form]
     book = _AddressBook()
     suspicion = _Suspicion(book)
-    undecoded: dict[int, int] = {}
-    parts: list[tuple[Any, Any]] = []
-    rows = 0
+    decoding = _Decoding(reader, extras or {})
+    groups = decoding.groups()
     yielded = False
-    batches = reader.batches()
-    while True:
-        raw = next(batches, None)
-        if raw is not None:
-            dec = decode(raw.buf, raw.data_off, raw.caplen, raw.wirelen, raw.linktype,
-                         **(extras or {}))
-            for t, count in dec.undecoded_linktypes.items():
-                undecoded[t] = undecoded.get(t, 0) + count
-            parts.append((raw, dec))
-            rows += len(raw)
-            if rows < TABLE_ROWS:
-                continue
-        if not parts:
-            break
-        merged_raw, merged_dec = _merge(parts)
-        parts, rows = [], 0
+    for merged_raw, merged_dec in (_prefetched(groups) if prefetch else groups):
         columns = _columns(merged_raw, merged_dec, book)
         suspicion.observe(columns)
         keep = None
@@ -657,14 +673,19 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
         if len(columns):
             yielded = True
             yield convert(columns)
-        if raw is None:
-            break
     if not yielded:  # the header (and schema) of an empty table still goes out
         yield empty_table() if form == "pandas" else convert(PacketColumns.empty())
     if interfaces_out is not None and len(interfaces_out) != len(reader.interfaces):
         interfaces_out[:] = [i.to_dict() for i in reader.interfaces]
     if on_progress is not None:
         on_progress(reader.file_bytes, reader.file_bytes)
+    _finish(reader, decoding.undecoded, suspicion, pending)
+
+
+def _finish(reader: Any, undecoded: dict[int, int], suspicion: _Suspicion,
+            pending: list[Warning]) -> None:
+    """The warnings of a whole read, in their order: link types not decoded, timestamps out
+    of range, damage, then what looked suspicious."""
     path = reader.path
     for t, count in sorted(undecoded.items()):
         pending.append(XenlatWarning(

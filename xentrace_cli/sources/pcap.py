@@ -13,8 +13,9 @@ Layout (https://datatracker.ietf.org/doc/draft-ietf-opsawg-pcap/)::
     | linktype       u32 (FCS bits)  |    +--------------------------------+
     +--------------------------------+    packet data (caplen bytes)
 
-The record walk is a loop over ``caplen`` fields only: one ``Struct.unpack_from`` and one list
-append per record, 0.17-0.25 µs on the benchmark machine (a memoryview cast at the four
+The record walk is a loop over ``caplen`` fields only: one ``Struct.unpack_from`` (on a
+memoryview of the chunk: on the ndarray itself each call costs half as much again) and one list
+append per record, 0.17-0.28 µs on the benchmark machine (a memoryview cast at the four
 alignments and ``int.from_bytes`` were measured too: no faster). Timestamps and lengths are then
 gathered for the whole chunk with numpy.
 """
@@ -101,7 +102,8 @@ class PcapReader(CaptureReader):
         off = FILE_HEADER_BYTES
         while True:
             end = self._len
-            o = np.asarray(walk_records(self._buf, off, end, rec, unpack), dtype=np.int64)
+            # struct reads a memoryview 1.5x faster than the ndarray (0.28 vs 0.44 µs a record)
+            o = np.asarray(walk_records(self._mv, off, end, rec, unpack), dtype=np.int64)
             words = np.ndarray((max(end - 3, 0),), dtype=u32, buffer=self._buf, strides=(1,))
             caplen = words[o + 8].astype(np.int64)
             corrupt = None

@@ -193,6 +193,7 @@ class PcapngReader(CaptureReader):
         append = offs.append
         unpack = TYPE_LEN[self._order].unpack_from
         buf = self._buf
+        view = self._mv  # struct reads a memoryview faster than the ndarray
         lim = end - 12
         epb, largest = EPB, MAX_EPB_BYTES  # locals: the loop body is the hot path
         chain = _EpbChain(buf, self._order, off, end) if end - off >= FAST_WALK_MIN_BYTES \
@@ -216,7 +217,7 @@ class PcapngReader(CaptureReader):
                     continue
                 if chain.misses > FAST_WALK_MISSES:
                     chain = None
-            btype, blen = unpack(buf, off)
+            btype, blen = unpack(view, off)
             if btype == epb and 32 <= blen <= largest:
                 append(off)
                 off += (blen + 3) & -4
@@ -233,7 +234,7 @@ class PcapngReader(CaptureReader):
             if btype in PACKET_BLOCKS or btype in CUSTOM:
                 append(off)
             elif btype == IDB:
-                if unpack(self._buf, off + padded - 8)[1] != blen:
+                if unpack(view, off + padded - 8)[1] != blen:
                     return result(off, "interface description block: trailing length mismatch")
                 self._count("IDB")
                 self._on_idb(off, padded)
