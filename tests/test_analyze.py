@@ -6,9 +6,13 @@ subset of its sources and compares with ``truth.csv`` joined on (direction, flow
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
 import re
+import threading
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -525,7 +529,9 @@ def test_progress_reaches_the_total(scenario) -> None:
 
 def test_every_step_after_reading_is_named_on_the_progress_bar(scenario) -> None:
     """A callback with ``phase(name)`` (as the command line's bar) hears each step that
-    follows the reading, in the order the pipeline runs them, with every source given."""
+    follows the reading, in the order the pipeline runs them, with every source given. The
+    steps that need no trace run while it is read: those that start before its reading ends
+    are not named (the bar still shows the reading), so only a first few may be missing."""
     paths = files(scenario("healthy"))
 
     class Bar:
@@ -543,13 +549,69 @@ def test_every_step_after_reading_is_named_on_the_progress_bar(scenario) -> None
     bar = Bar()
     analyze_files(**{k: paths[k] for k in ("guest", "backend", "phys", "xentrace",
                                            "socket_log")}, on_progress=bar)
-    assert bar.names == ["matching packets across captures",
-                         "placing the socket log's reads and writes",
-                         "following each packet through the trace",
-                         "building the table: stages, totals, uncertainty",
-                         "finding anomalies and their causes",
-                         "cutting the guest capture's conversations into exchanges"]
+    steps = ["matching packets across captures",
+             "placing the socket log's reads and writes",
+             "following each packet through the trace",
+             "building the table: stages, totals, uncertainty",
+             "finding anomalies and their causes",
+             "cutting the guest capture's conversations into exchanges"]
+    beside_trace = steps.index("following each packet through the trace")
+    assert bar.names in [steps[k:] for k in range(beside_trace + 1)], bar.names
     assert bar.reads_after_a_phase == 0  # the reading's bar is done before the first name
+
+
+def _beside_trace_run(trace_job: concurrent.futures.Future, steps) -> list[str]:
+    """Run ``steps`` as :func:`analyze` runs the steps that need no trace, the trace's reading
+    finished by a thread after a while; returns what was seen, in order."""
+    from xentrace_cli.pipeline import analyze as pipeline
+
+    sources = Sources(guest=Path("guest.pcap"))
+    run = pipeline._Run(sources, AnalyzeOptions(), pipeline._Progress(sources, None), set())
+    seen: list[str] = []
+
+    def finish_trace() -> None:
+        time.sleep(0.2)
+        seen.append("trace read")
+        if not trace_job.done():
+            trace_job.set_result(None)
+
+    reader = threading.Thread(target=finish_trace)
+    reader.start()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                pipeline._beside_trace(run, steps, trace_job)
+            except Exception as exc:
+                seen.append(f"raised {exc}")
+            seen.extend(f"warned {w.message}" for w in caught)
+    finally:
+        reader.join()
+    return seen
+
+
+def test_steps_beside_the_trace_warn_after_it_and_yield_to_its_error() -> None:
+    """The steps that run while the trace is read (matching, the socket log) show their
+    warnings once the trace is in, and a bad trace's error wins over theirs, as when they ran
+    after it."""
+    from xentrace_cli.errors import warn
+
+    def warns(run) -> None:
+        warn(XenlatWarning("from a step"))
+
+    assert _beside_trace_run(concurrent.futures.Future(), warns) == [
+        "trace read", "warned from a step"]
+
+    def fails(run) -> None:
+        raise ValueError("the step's error")
+
+    assert _beside_trace_run(concurrent.futures.Future(), fails) == [
+        "trace read", "raised the step's error"]
+    bad_trace = concurrent.futures.Future()
+    bad_trace.set_exception(OSError("the trace's error"))
+    for steps in (fails, warns):  # (its reader's thread here ends after: not a real read)
+        seen = _beside_trace_run(bad_trace, steps)
+        assert [x for x in seen if x != "trace read"] == ["raised the trace's error"]
 
 
 def test_parse_thresholds() -> None:

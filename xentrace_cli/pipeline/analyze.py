@@ -4,8 +4,8 @@
 physical-NIC captures in dom0, a xentrace file, the guest application's socket log) and runs
 these steps, each a function below over one typed state (:class:`_Run`):
 
-1. :func:`read_sources` — every source read (the trace in a second thread), each capture's
-   data segments;
+1. :func:`read_sources` — every source read (the trace and the socket log in worker
+   threads), each capture's data segments;
 2. :func:`match_captures` — the same segments across capture points (:mod:`.match`);
 3. :func:`orient` — which side is the guest, which dom0 capture is which, by the timing;
 4. :func:`align_clocks` — the guest capture's clock on dom0's (:mod:`.align`: matched
@@ -17,6 +17,13 @@ these steps, each a function below over one typed state (:class:`_Run`):
 8. :func:`build_table` — stages or merged intervals (:mod:`.attribute`), total, uncertainty;
 9. :func:`judge_anomalies` — anomalies (:mod:`.anomalies`) and causes (:mod:`.causes`);
 10. :func:`lone_view` — the capture's exchanges (:mod:`.lone`), on the table's rows.
+
+Steps 2–5 need no trace: they run while the trace (the largest source, usually read last)
+is still being read (:func:`without_trace`, :func:`read_sources`' ``meanwhile``), so that
+only steps 6–10 follow its end; their warnings come out after the trace's, their errors
+after its error, as if they ran after it. The lone view's exchanges (step 10) are not among
+them: their temporaries (~0.4 GB on a million segments) would add to the trace reader's
+peak, which comes as it ends.
 
 :func:`analyze_files` is the same for Python callers.
 
@@ -44,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from ..allocator import give_back_memory
-from ..errors import InputError, OptionError, XenlatWarning, hold_warnings
+from ..errors import InputError, OptionError, XenlatWarning, hold_warnings, warn
 from ..model import (
     ALL_STAGES,
     CHECKPOINTS,
@@ -154,6 +161,8 @@ class _Progress:
                 self.sizes[name] = 0
         self.total = sum(self.sizes.values()) + 1
         self.done: dict[str, int] = {}
+        self.reader: concurrent.futures.Future[Any] | None = None
+        """A reader still running (the trace's): steps are not named while it moves the bar."""
 
     def part(self, name: str) -> ProgressCallback | None:
         if self.callback is None:
@@ -170,6 +179,8 @@ class _Progress:
         """Name the step under way (no measure of its progress) to a callback that shows
         names: one with a ``phase(name)`` method, as the command line's bar has."""
         show = getattr(self.callback, "phase", None)
+        if self.reader is not None and not self.reader.done():
+            return  # the bar still shows the reading, which is what takes the time
         if show is not None:
             show(name)
 
@@ -270,13 +281,9 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         warnings.warn(XenlatWarning(
             f"{getattr(sources, names[0])}: the same file is given as {' and '.join(names)}: "
             "the intervals between them would read as zero"), stacklevel=2)
-    read_sources(run)
+    read_sources(run, meanwhile=without_trace)
     if run.anchor_name is None:
         return _no_capture(sources, run.calls, run.trace, run.notes)
-    match_captures(run)
-    orient(run)
-    align_clocks(run)
-    place_socket_log(run)
     follow_trace(run)
     order_paths(run)
     build_table(run)
@@ -291,10 +298,23 @@ def analyze(sources: Sources, options: AnalyzeOptions,
                     baselines=run.baselines)
 
 
-def read_sources(run: _Run) -> None:
+def without_trace(run: _Run) -> None:
+    """The steps that need no trace (2–5), run while it is read: :func:`read_sources`'
+    ``meanwhile``."""
+    if run.anchor_name is None:
+        return
+    match_captures(run)
+    orient(run)
+    align_clocks(run)
+    place_socket_log(run)
+    give_back_memory()  # the steps' temporaries, before the trace reader's own peak
+
+
+def read_sources(run: _Run, meanwhile: Callable[[_Run], None] | None = None) -> None:
     """Read every source: the trace (the largest) and the socket log in worker threads while
     the captures are read (the readers spend their time in numpy and Arrow, which let the
-    other threads run), then each capture's data segments."""
+    other threads run), then each capture's data segments; then ``meanwhile`` on this thread
+    while the trace may still be read (:func:`_beside_trace`)."""
     sources, progress = run.sources, run.progress
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
     trace_job = None
@@ -316,14 +336,36 @@ def read_sources(run: _Run) -> None:
             if path is not None:  # the lone view's capture: payload heads and TCP windows
                 _read_capture(run, name, path, name == lone_name)
         run.calls = _socket_log_result(socket_job)
+        run.anchor_name = next((n for n in CAPTURES if n in run.packets), None)
+        run.n_captures = len(run.packets)
+        if meanwhile is not None:
+            _beside_trace(run, meanwhile, trace_job)
         run.trace = trace_job.result() if trace_job is not None else None
     finally:
         for job in (trace_job, socket_job):
             if job is not None:
                 job.cancel()
         pool.shutdown(wait=True)
-    run.anchor_name = next((n for n in CAPTURES if n in run.packets), None)
-    run.n_captures = len(run.packets)
+        run.progress.reader = None
+
+
+def _beside_trace(run: _Run, steps: Callable[[_Run], None],
+                  trace_job: concurrent.futures.Future[XenTrace] | None) -> None:
+    """``steps`` while the trace is read, as if run after it: their warnings held until the
+    trace is in (its own were shown as it was read), the trace's error raised before theirs,
+    and no step named on the progress bar while the trace's reading still moves it."""
+    run.progress.reader = trace_job
+    with hold_warnings() as held:
+        try:
+            steps(run)
+        except BaseException:
+            if trace_job is not None:
+                trace_job.result()  # a bad trace is reported first, as a serial run would
+            raise
+    if trace_job is not None:
+        trace_job.result()
+    for warning in held:
+        warnings.warn(warning, stacklevel=4)
 
 
 def _read_capture(run: _Run, name: str, path: Path, lone_view: bool) -> None:
@@ -395,7 +437,7 @@ def _guest_domid(run: _Run) -> int | None:
     if domid is None:
         return named
     if named is not None and named != domid:
-        warnings.warn(XenlatWarning(
+        warn(XenlatWarning(
             f"--domid {domid} contradicts the backend capture's interface name (vif{named}.N "
             f"serves domain {named}); using {domid} as given"), stacklevel=3)
     return domid
@@ -455,19 +497,19 @@ def orient(run: _Run) -> None:
         flipped = _check_direction(anchor, own["guest"], own[dom0_point], run.local)
         if flipped is not None and run.remote:
             # the socket log names the peers: the addresses are right, the timing is not
-            warnings.warn(XenlatWarning(
+            warn(XenlatWarning(
                 f"the guest capture and the {dom0_point} capture look swapped: data from "
                 f"{', '.join(sorted(run.remote))} reaches the guest capture before dom0's; "
                 f"check which file is the guest's (the positional CAPTURE) and which "
                 f"--{dom0_point}"), stacklevel=3)
         elif flipped is not None and len(flipped) != 1:
-            warnings.warn(XenlatWarning(
+            warn(XenlatWarning(
                 f"the guest capture and the {dom0_point} capture look swapped: data towards "
                 f"{', '.join(sorted(run.local))} reaches the guest capture before dom0's (or "
                 "the guest is another address: give --socket-log to name it); the split is "
                 "wrong"), stacklevel=3)
         elif flipped is not None:
-            warnings.warn(XenlatWarning(
+            warn(XenlatWarning(
                 f"taking {', '.join(sorted(flipped))} as the guest, not "
                 f"{', '.join(sorted(run.local))}: data towards it reaches dom0 first. If the "
                 f"guest capture and the {dom0_point} capture were swapped instead, the split "
@@ -478,7 +520,7 @@ def orient(run: _Run) -> None:
     if "phys" in own and "backend" in own and run.n \
             and _dom0_captures_swapped((anchor["direction"] == "rx").to_numpy(), own["phys"],
                                        own["backend"]):
-        warnings.warn(XenlatWarning(
+        warn(XenlatWarning(
             "the --phys and --backend captures look swapped: most frames reach the backend "
             "capture before the physical NIC's going to the guest (and after it going out); "
             "they are used the other way round"), stacklevel=3)
@@ -572,11 +614,18 @@ def follow_trace(run: _Run) -> None:
                          "the evidence).")
         return
     run.progress.phase("following each packet through the trace")
-    result = trace_attribute.attribute_trace(
-        trace, checkpoints=run.checkpoints, rx=run.rx, frames=dom0_frames(run.packets, run.local),
-        domid=run.domid, cpu_hz=run.options.cpu_hz, nic_irq=run.options.nic_irq)
+    frames = dom0_frames(run.packets, run.local)
     run.packets = {}
-    trace.events = trace.events.iloc[:0]  # the causes need run states, not events
+    records = trace_attribute.trace_records(trace)
+    # the causes need run states and CPU occupants (cpu_runs, kept), not the events or the
+    # switches they were taken from: let those go before the path's own arrays (memory;
+    # copied: an empty slice would be a view holding every column)
+    _ = trace.cpu_runs
+    trace.events, trace.switches = trace.events.iloc[:0].copy(), trace.switches.iloc[:0].copy()
+    give_back_memory()
+    result = trace_attribute.attribute_trace(
+        trace, checkpoints=run.checkpoints, rx=run.rx, frames=frames, domid=run.domid,
+        cpu_hz=run.options.cpu_hz, nic_irq=run.options.nic_irq, records=records)
     run.checkpoints.update(result.checkpoints)
     run.alignment.update(result.alignment)
     run.notes.extend(result.notes)
@@ -738,6 +787,7 @@ def lone_view(run: _Run) -> pd.DataFrame:
     assert run.table is not None and run.anchor_name is not None
     run.progress.phase(f"cutting the {run.anchor_name} capture's conversations into exchanges")
     flows = lone.exchanges(run.anchor_all, run.fresh, run.facts)
+    run.anchor_all = run.facts = None  # only the exchanges needed them (memory)
     fit = run.guest_clock.fit
     if run.anchor_name == "guest" and fit is not None and len(flows):
         for col in ("t_request", "t_request_end", "t_response", "t_response_end", "t_next"):

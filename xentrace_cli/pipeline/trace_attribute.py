@@ -107,11 +107,14 @@ class TraceAttribution:
 
 def attribute_trace(trace: XenTrace, *, checkpoints: dict[str, np.ndarray], rx: np.ndarray,
                     frames: Dom0Frames | None, domid: int | None, cpu_hz: float | None,
-                    nic_irq: int | None) -> TraceAttribution:
+                    nic_irq: int | None, records: TraceRecords | None = None
+                    ) -> TraceAttribution:
     """The trace's checkpoints for each row (see the module docstring for the steps).
 
     ``checkpoints``: the rows' capture checkpoints on dom0's clock (``phys``, ``backend``,
-    ``guest``); ``rx``: received rows; ``frames``: every frame in dom0's captures.
+    ``guest``); ``rx``: received rows; ``frames``: every frame in dom0's captures;
+    ``records``: :func:`trace_records` of the trace, when the caller took them already (to
+    let the event table go before the steps' own arrays are made).
     """
     n = rx.size
     result = TraceAttribution({}, {}, [], float("inf"), trace=trace)
@@ -119,8 +122,8 @@ def attribute_trace(trace: XenTrace, *, checkpoints: dict[str, np.ndarray], rx: 
         result.notes.append("xentrace without a dom0 capture: the trace cannot be put on a "
                             "packet clock, so its checkpoints are left empty.")
         return result
-    records = TraceRecords.from_events(trace.events,
-                                       trace.cpu_runs if len(trace.switches) else None)
+    if records is None:
+        records = trace_records(trace)
     timelines = Timelines(trace.runstates)
     nic = align.nic_clock(records, frames.arrivals, frames.point, cpu_hz, nic_irq)
     result.notes.extend(nic.notes)
@@ -155,6 +158,13 @@ def attribute_trace(trace: XenTrace, *, checkpoints: dict[str, np.ndarray], rx: 
     tx_dom0_runs(records, timelines, paths, fit, checkpoints, rx, out, result)
     result.checkpoints = out
     return result
+
+
+def trace_records(trace: XenTrace) -> TraceRecords:
+    """The interrupts, wakes and grant copies a packet's path crosses, from the trace's event
+    table (the copies' issuers from its switch records)."""
+    return TraceRecords.from_events(trace.events,
+                                    trace.cpu_runs if len(trace.switches) else None)
 
 
 # --- step 2: the guest ----------------------------------------------------------------------
