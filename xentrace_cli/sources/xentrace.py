@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..allocator import give_back_memory
 from ..groups import factorize
 from ..xen_events import (
     DOMID_IDLE,
@@ -170,6 +171,16 @@ class _Column:
         return pd.arrays.IntegerArray(self.values, self.na)
 
 
+class _Unwanted(_Column):
+    """A decoded column the caller did not ask for: its values are dropped."""
+
+    def __init__(self) -> None:
+        pass
+
+    def put(self, rows: np.ndarray, values: np.ndarray) -> None:
+        pass
+
+
 class _Kinds:
     """The rows of each kind of event (grouped once: one stable sort by kind)."""
 
@@ -192,19 +203,24 @@ _Decoded = dict[str, _Column]
 
 
 def _decode(columns: dict[str, object], event: np.ndarray, codes: np.ndarray,
-            uniques: np.ndarray, n_extra: np.ndarray, w: list[np.ndarray]) -> None:
-    """Add the decoded columns (domid, vcpu, states, switch target, irq, hypercall …).
+            uniques: np.ndarray, n_extra: np.ndarray, w: list[np.ndarray],
+            wanted: Iterable[str] = _DECODED) -> None:
+    """Add the decoded columns (domid, vcpu, states, switch target, irq, hypercall …) that
+    are ``wanted``.
 
     Only the rows of the events concerned are touched: rows are grouped by kind once.
     """
     kinds = _Kinds(codes, uniques, n_extra)
-    out = {name: _Column(len(event), dtype) for name, dtype in _DECODED_TYPES.items()}
+    wanted = set(wanted)
+    out = {name: _Column(len(event), dtype) if name in wanted else _Unwanted()
+           for name, dtype in _DECODED_TYPES.items()}
     _decode_units(out, kinds, event, w)
     _decode_switches(out, kinds, w)
     _decode_lost_grant_irq(out, kinds, w)
     _decode_hypercalls(out, kinds, n_extra, w)
     for name in _DECODED:
-        columns[name] = out[name].array()
+        if name in wanted:
+            columns[name] = out[name].array()
 
 
 def _decode_units(out: _Decoded, kinds: _Kinds, event: np.ndarray, w: list[np.ndarray]
@@ -289,24 +305,28 @@ def _names(codes: np.ndarray, uniques: np.ndarray) -> pd.Categorical:
 def _events_table(kept: dict[str, np.ndarray], keep_columns: tuple[str, ...] | None
                   ) -> pd.DataFrame:
     """The event table of the contract from the scan's kept records: names and decoded
-    columns (only those asked for)."""
+    columns (only those asked for are made)."""
+    wanted = set(keep_columns) if keep_columns is not None else None
+
+    def want(name: str) -> bool:
+        return wanted is None or name in wanted
+
     header = kept["header"]
     event = header & EVENT_MASK
     n_extra = ((header >> EXTRA_SHIFT) & EXTRA_MASK).astype(np.uint8)
     w = [kept[name] for name in _WORD_COLUMNS if name in kept]
     codes, uniques = factorize(event)
-    columns: dict[str, object] = {
-        "cpu": kept["cpu"],
-        "tsc": kept["tsc"],
-        "event": event,
-        "name": _names(codes, uniques),
-        "n_extra": n_extra,
-    }
+    columns: dict[str, object] = {"cpu": kept["cpu"], "tsc": kept["tsc"], "event": event}
+    if want("name"):
+        columns["name"] = _names(codes, uniques)
+    columns["n_extra"] = n_extra
     for col, values in zip(_WORD_COLUMNS, w, strict=False):
         columns[col] = values
-    if keep_columns is None or set(keep_columns) & set(_DECODED):
-        _decode(columns, event, codes, uniques, n_extra, w)
-    columns["timestamped"] = (header >> 31).astype(bool)
+    decoded = [name for name in _DECODED if want(name)]
+    if decoded:
+        _decode(columns, event, codes, uniques, n_extra, w, decoded)
+    if want("timestamped"):
+        columns["timestamped"] = (header >> 31).astype(bool)
     columns["offset"] = kept["offset"]
     if keep_columns is not None:
         columns = {name: columns[name] for name in keep_columns}
@@ -332,25 +352,30 @@ def _switches_table(part: dict[str, np.ndarray]) -> pd.DataFrame:
     columns = {"cpu": part.get("cpu", np.empty(0, np.int16)),
                "tsc": part.get("tsc", np.empty(0, np.int64))}
     for k, name in enumerate(("prev_domid", "prev_vcpu", "next_domid", "next_vcpu")):
-        columns[name] = part.get(f"w{k}", np.empty(0, np.uint32)).astype(np.int32)
-    return pd.DataFrame(columns)
+        # the words as int32 (what astype gives, without the copy)
+        columns[name] = part.get(f"w{k}", np.empty(0, np.uint32)).view(np.int32)
+    return pd.DataFrame(columns, copy=False)
 
 
 def _runstates_table(scan: TraceScan) -> pd.DataFrame:
-    """Run-state intervals from RUNSTATE_CHANGE records (vectorized, no loop per vCPU)."""
+    """Run-state intervals from RUNSTATE_CHANGE records (vectorized, no loop per vCPU; each
+    interval column let go once it is the table's)."""
     iv = runstate_intervals(scan)
-    known = iv["state"] < len(RUNSTATES)
-    codes = np.where(known, iv["state"], -1).astype(np.int8)
-    frame = pd.DataFrame({
-        "domid": (iv["key"] >> 16).astype(np.int32),
-        "vcpu": (iv["key"] & 0xFFFF).astype(np.int32),
-        "state": pd.Categorical.from_codes(codes, dtype=RUNSTATE_DTYPE),
-        "start_tsc": iv["start"],
-        "end_tsc": _nullable(iv["end"], iv["end"] >= 0, "Int64"),
-        "cpu": iv["cpu"],
-        "from_trace_start": iv["from_origin"],
-        "consistent": iv["consistent"],
-    })
+    key = iv.pop("key")
+    columns: dict[str, object] = {"domid": (key >> 16).astype(np.int32),
+                                  "vcpu": (key & 0xFFFF).astype(np.int32)}
+    del key
+    state = iv.pop("state")
+    codes = np.where(state < len(RUNSTATES), state, np.int8(-1)).astype(np.int8, copy=False)
+    del state
+    columns["state"] = pd.Categorical.from_codes(codes, dtype=RUNSTATE_DTYPE)
+    columns["start_tsc"] = iv.pop("start")
+    end = iv.pop("end")
+    columns["end_tsc"] = _nullable(end, end >= 0, "Int64")
+    columns["cpu"] = iv.pop("cpu")
+    columns["from_trace_start"] = iv.pop("from_origin")
+    columns["consistent"] = iv.pop("consistent")
+    frame = pd.DataFrame(columns, copy=False)  # not consolidated into blocks: no copy
     frame.attrs["first_tsc"] = scan.first_tsc
     frame.attrs["last_tsc"] = scan.last_tsc
     return frame
@@ -378,7 +403,9 @@ def read_xentrace(path: str | os.PathLike[str],
     """
     columns = None if columns is None else tuple(columns)
     scan = scan_xentrace(path, on_progress, events, _words(columns), CHUNK_WORDS)
+    give_back_memory()  # the spans' temporaries: freed, but resident until given back
     runstates = _runstates_table(scan)
+    give_back_memory()
     switches = _switches_table(scan.switch)
     scan.runstate = scan.switch = {}
     return XenTrace(

@@ -55,7 +55,8 @@ class TraceScan:
     lost: Columns
     """Lost-records records: ``cpu, dropped, domid, vcpu, tsc_first, tsc``."""
     runstate: Columns
-    """RUNSTATE_CHANGE records (merged by TSC, or in file order): ``tsc, cpu, event, w0``."""
+    """RUNSTATE_CHANGE records in file order (:func:`runstate_intervals` sorts them by unit and
+    TSC, the same order as from a merge): ``tsc, cpu, event, w0``."""
     switch: Columns
     """SWITCH records (merged by TSC, or in file order): ``tsc, cpu, w0 .. w3``."""
     cpu_first_tsc: dict[int, int]
@@ -77,8 +78,9 @@ def scan_xentrace(path: str | os.PathLike[str], on_progress: ProgressCallback | 
                   chunk_words: int = 1 << 23, merged: bool = True) -> TraceScan:
     """Read a xentrace file: count every record, keep those of ``events`` (all: None) with
     ``words`` of their extra words, and the run-state changes, switches and lost records.
-    ``merged``: put the kept records, changes and switches in TSC order (the event table
-    needs it; the intervals sort per unit or CPU themselves, so the views skip it).
+    ``merged``: put the kept records and switches in TSC order (the event table needs it; the
+    intervals sort per unit or CPU themselves, so the views skip it; the run-state changes
+    stay in file order either way).
 
     Raises ``InputError`` for input that is not a usable trace; warns ``TruncatedInput`` when
     the file ends inside a window (the whole records before are kept).
@@ -108,7 +110,7 @@ def scan_xentrace(path: str | os.PathLike[str], on_progress: ProgressCallback | 
     lows = [b.stamped_min for b in batches if b.stamped_min is not None]
     highs = [b.stamped_max for b in batches if b.stamped_max is not None]
     counts = _counts(batches)
-    runstate = _merged_part([b.runstate for b in batches], merged)
+    runstate = _merged_part([b.runstate for b in batches], False)  # sorted by unit later
     switch = _merged_part([b.switch for b in batches], merged)
     for b in batches:
         b.runstate = b.switch = _NO_PART  # merged: let them go
@@ -282,32 +284,47 @@ def key_order(key: np.ndarray) -> np.ndarray:
     return np.argsort(rank[codes], kind="stable")
 
 
-def intervals(key: np.ndarray, tsc: np.ndarray, before: np.ndarray, after: np.ndarray,
-              origin: int, carry: Columns) -> Columns:
+def intervals(changes: Columns, origin: int, carry: tuple[str, ...]) -> Columns:
     """Intervals from change points sorted by (key, tsc): each change closes one, opens one.
 
-    The first change of a key also yields the interval before it (state ``before``), from
-    ``origin`` (the trace's first TSC). Returns ``state``, ``start``, ``end`` (-1: open),
-    ``from_origin``, ``consistent`` and the ``carry`` columns (one value per change: the
-    interval before a first change takes that change's).
+    ``changes``: ``key, tsc, before, after`` (the states around each change) and the
+    ``carry`` columns (``key`` may be one), one value per change; taken (left empty: each
+    column is let go once its intervals are built, so the changes and the intervals are not
+    all held at once). The first change of a key also yields the interval before it (state
+    ``before``), from ``origin`` (the trace's first TSC). Returns ``state``, ``start``,
+    ``end`` (-1: open), ``from_origin``, ``consistent`` and the ``carry`` columns (the
+    interval before a first change takes that change's values).
     """
+    key, tsc = changes["key"], changes.pop("tsc")
     n = len(key)
     same_next = np.zeros(n, dtype=bool)
     np.equal(key[1:], key[:-1], out=same_next[:-1])
+    del key
+    if "key" not in carry:
+        del changes["key"]
     end = np.full(n, -1, dtype=np.int64)
     np.copyto(end[:-1], tsc[1:], where=same_next[:-1])
+    before, after = changes.pop("before"), changes.pop("after")
     consistent = np.ones(n, dtype=bool)
     consistent[:-1] = ~same_next[:-1] | (before[1:] == after[:-1])
     firsts = np.r_[0, np.flatnonzero(~same_next[:-1]) + 1] if n else np.zeros(0, np.int64)
+    del same_next
     lead = firsts[tsc[firsts] > origin]
     # Each lead interval goes just before its key's first change (no sort needed).
-    lead_values = {"state": before[lead], "start": np.full(len(lead), origin),
-                   "end": tsc[lead], "from_origin": np.ones(len(lead), dtype=bool),
-                   "consistent": np.ones(len(lead), dtype=bool),
-                   **{name: column[lead] for name, column in carry.items()}}
-    values = {"state": after, "start": tsc, "end": end,
-              "from_origin": np.zeros(n, dtype=bool), "consistent": consistent, **carry}
-    return {name: _interleave(values[name], lead, lead_values[name]) for name in values}
+    m = len(lead)
+    out = {"state": _interleave(after, lead, before[lead])}
+    del before, after
+    out["start"] = _interleave(tsc, lead, np.full(m, origin))
+    out["end"] = _interleave(end, lead, tsc[lead])
+    del tsc, end
+    out["from_origin"] = _interleave(np.zeros(n, dtype=bool), lead, np.ones(m, dtype=bool))
+    out["consistent"] = _interleave(consistent, lead, np.ones(m, dtype=bool))
+    del consistent
+    for name in carry:
+        column = changes.pop(name)
+        out[name] = _interleave(column, lead, column[lead])
+        del column
+    return out
 
 
 def _interleave(values: np.ndarray, at: np.ndarray, inserted: np.ndarray) -> np.ndarray:
@@ -333,21 +350,27 @@ def _interleave(values: np.ndarray, at: np.ndarray, inserted: np.ndarray) -> np.
 def runstate_intervals(scan: TraceScan) -> Columns:
     """Run-state intervals per unit (``domid << 16 | vcpu``), sorted by unit then start:
     ``key, state`` (int8: 0..3; other values as written), ``start, end`` (-1: open), ``cpu``
-    (of the record that opened it), ``from_origin``, ``consistent``."""
-    part = scan.runstate
-    ev = part.get("event", np.empty(0, np.uint32))
+    (of the record that opened it), ``from_origin``, ``consistent``.
+
+    Takes ``scan.runstate`` (left empty: each change column is let go once sorted, so the
+    changes and the intervals are not all held at once). The changes may come in TSC or in
+    file order: sorted by unit, then TSC, ties in file order, either gives the same."""
+    part, scan.runstate = scan.runstate, {}
+    ev = part.pop("event", np.empty(0, np.uint32))
     # w0: vcpu in bits 0-15, domid in bits 16-31; the states in the event id
-    unit = part.get("w0", np.empty(0, np.uint32))
+    unit = part.pop("w0", np.empty(0, np.uint32))
     order = key_time_order(unit, part.get("tsc", np.empty(0, np.int64)))
     key = unit.astype(np.int64)[order]
     del unit
     before = ((ev >> 8) & 0xF).astype(np.int8)[order]
     after = ((ev >> 4) & 0xF).astype(np.int8)[order]
     del ev
-    tsc = part.get("tsc", np.empty(0, np.int64))[order]
-    cpu = part.get("cpu", np.empty(0, np.int16))[order]
-    del order
-    return intervals(key, tsc, before, after, scan.first_tsc or 0, {"key": key, "cpu": cpu})
+    changes = {"key": key, "before": before, "after": after,
+               "tsc": part.pop("tsc", np.empty(0, np.int64))[order]}
+    del key, before, after
+    changes["cpu"] = part.pop("cpu", np.empty(0, np.int16))[order]
+    del order, part
+    return intervals(changes, scan.first_tsc or 0, ("key", "cpu"))
 
 
 def occupancy(cpu: np.ndarray, tsc: np.ndarray, prev: np.ndarray, nxt: np.ndarray,
@@ -358,6 +381,7 @@ def occupancy(cpu: np.ndarray, tsc: np.ndarray, prev: np.ndarray, nxt: np.ndarra
     cpu = cpu.astype(np.int16)[order]
     tsc = tsc[order]
     origin = first_tsc if first_tsc is not None else (int(tsc.min()) if len(tsc) else 0)
-    iv = intervals(cpu.astype(np.int64), tsc, prev[order], nxt[order], origin, {"cpu": cpu})
+    iv = intervals({"key": cpu.astype(np.int64), "tsc": tsc, "before": prev[order],
+                    "after": nxt[order], "cpu": cpu}, origin, ("cpu",))
     return {"cpu": iv["cpu"], "key": iv["state"], "start": iv["start"], "end": iv["end"],
             "from_origin": iv["from_origin"]}
