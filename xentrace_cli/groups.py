@@ -30,16 +30,15 @@ def factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     else:
         key, mult, width = values.astype(np.uint64, copy=False), _MULT, 64
     for bits in (16, 20):
-        bucket = (key * mult) >> key.dtype.type(width - bits)
+        # as indices once (numpy would convert an unsigned index array at every use)
+        bucket = ((key * mult) >> key.dtype.type(width - bits)).astype(np.intp)
         table = np.zeros(1 << bits, dtype=key.dtype)
         table[bucket] = key  # the last writer wins: a shared bucket shows as a mismatch
-        if np.array_equal(table[bucket], key):
-            used = np.zeros(1 << bits, dtype=bool)
-            used[bucket] = True
-            slots = np.flatnonzero(used)
+        if np.array_equal(table.take(bucket), key):
+            slots = np.flatnonzero(np.bincount(bucket, minlength=1 << bits))
             code_of = np.zeros(1 << bits, dtype=np.int64)
             code_of[slots] = np.arange(len(slots))
-            return code_of[bucket], table[slots].astype(values.dtype)
+            return code_of.take(bucket), table[slots].astype(values.dtype)
     uniques, codes = unique(values, return_inverse=True)  # many distinct values
     return codes, uniques
 
