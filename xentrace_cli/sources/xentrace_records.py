@@ -25,6 +25,7 @@ import dataclasses
 import io
 import os
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -264,33 +265,51 @@ class Clock:
         self.damaged = 0
         """Records whose own TSC is beyond 2**63 cycles (:func:`_timestamps`)."""
 
-    def carry(self, lead: list[int], lead_stamped: list[bool], seg_cpu: list[int],
+    def carry(self, lead: np.ndarray, lead_stamped: np.ndarray, seg_cpu: np.ndarray,
               value: np.ndarray) -> list[int]:
         """Give each window's unstamped first record its CPU's TSC from before the window.
 
         ``value``: the TSC of each anchor (stamped records and windows' first records), in
         order; ``lead[k]`` is the anchor index of window ``k``'s first record. Returns the
         windows whose first record has no TSC yet (the CPU has had none). Also notes the
-        stretch between a CPU's previous window and this one.
+        stretch between a CPU's previous window and this one. A Python step per window on
+        plain ints (the anchors' values are fetched at once, the carried ones put at once).
         """
-        unresolved = []
-        stop = lead[1:] + [len(value)]
-        for k, cpu in enumerate(seg_cpu):
-            at = lead[k]
+        n = len(value)
+        if not len(lead):
+            return []
+        stop = np.append(lead[1:], n)
+        first = value[lead].tolist()
+        # a window without an anchor beyond its first has stop == lead + 1 (never read here)
+        second = value[np.minimum(lead + 1, n - 1)].tolist()
+        last = value[stop - 1].tolist()
+        single = (stop - lead == 1).tolist()
+        unresolved: list[int] = []
+        carried: list[int] = []
+        carried_values: list[int] = []
+        for k, (cpu, stamped) in enumerate(zip(seg_cpu.tolist(), lead_stamped.tolist(),
+                                               strict=True)):
             before = self.last.get(cpu)
-            if not lead_stamped[k]:
+            now, end = first[k], last[k]
+            if not stamped:
                 if before is None:
                     unresolved.append(k)
-                    if stop[k] - at == 1:
+                    if single[k]:
                         continue  # nothing stamped in this window either
-                    at += 1
+                    now = second[k]
                 else:
-                    value[at] = before
+                    now = before
+                    carried.append(k)
+                    carried_values.append(before)
+                    if single[k]:
+                        end = before
             if cpu not in self.first:
-                self.first[cpu] = int(value[at])
+                self.first[cpu] = now
             if before is not None:
-                self.note_gap(cpu, before, int(value[at]))
-            self.last[cpu] = int(value[stop[k] - 1])
+                self.note_gap(cpu, before, now)
+            self.last[cpu] = end
+        if carried:
+            value[lead[carried]] = carried_values
         return unresolved
 
     def note_gap(self, cpu: int, start: int, end: int) -> None:
@@ -302,16 +321,24 @@ class Clock:
     def inner_gaps(self, lead: np.ndarray, seg_cpu: np.ndarray, value: np.ndarray,
                    unresolved: list[int]) -> None:
         """Note each window's longest stretch between two of its records (vectorized: one
-        ``diff`` and one ``maximum.reduceat`` over the anchors; a step per window)."""
+        difference and one ``maximum.reduceat`` over the anchors, then a step per CPU: its
+        first window with the widest stretch, kept if wider than the CPU's known one, as a
+        step per window in order would keep)."""
         if len(value) < 2:
             return
-        step = np.append(np.diff(value), -1)
+        step = np.empty(len(value), dtype=np.int64)
+        np.subtract(value[1:], value[:-1], out=step[:-1])
+        step[-1] = -1
         step[lead[1:] - 1] = -1  # from one window's last anchor to the next window's first
         step[lead[unresolved]] = -1  # an unresolved first record has no TSC
-        widest = np.maximum.reduceat(step, lead).tolist()
-        for k, cpu in enumerate(seg_cpu.tolist()):
+        widest = np.maximum.reduceat(step, lead)
+        cpus, slot = unique(seg_cpu, return_inverse=True)
+        for j, cpu in enumerate(cpus.tolist()):
+            mine = np.flatnonzero(slot == j)
+            k = int(mine[np.argmax(widest[mine])])
+            wide = int(widest[k])
             known = self.gap.get(cpu)
-            if widest[k] > 0 and (known is None or widest[k] > known[1] - known[0]):
+            if wide > 0 and (known is None or wide > known[1] - known[0]):
                 end = int(lead[k + 1]) if k + 1 < len(lead) else len(value)
                 at = int(lead[k]) + int(np.argmax(step[lead[k]:end]))
                 self.gap[cpu] = (int(value[at]), int(value[at + 1]))
@@ -326,6 +353,15 @@ class Keep:
     """Extra words to keep per record (the others are never read)."""
 
 
+def _tsc_words(padded: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The 64-bit TSC in the two words after each header at ``at`` (int64): both words in one
+    gather, side by side, read as one little-endian value."""
+    pairs = np.empty((len(at), 2), dtype=np.intp)
+    np.add(at, 1, out=pairs[:, 0])
+    np.add(at, 2, out=pairs[:, 1])
+    return padded.take(pairs).view("<i8").reshape(len(at))
+
+
 def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
                 seg_start: np.ndarray, seg_cpu: np.ndarray, clock: Clock
                 ) -> tuple[np.ndarray, np.ndarray, int | None, int | None]:
@@ -334,15 +370,19 @@ def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
 
     Anchors are the stamped records and each window's first record (which takes the CPU's
     TSC from its previous window when it has none); every record takes its last anchor's TSC:
-    a ``repeat`` of the anchors' values, no per-record search.
+    a gather by the running count of anchors, no per-record search.
     """
     n = len(nodes)
     anchor = stamped.copy()
     anchor[seg_start] = True
-    every = bool(anchor.all())  # every record an anchor: no gather, no repeat
+    every = bool(anchor.all())  # every record an anchor: no gather
     rows = np.arange(n) if every else np.flatnonzero(anchor)
+    # each record's last anchor (every window's first record is one: its own index there)
+    last_anchor = None if every else np.cumsum(anchor) - 1
+    del anchor
     at = nodes if every else nodes[rows]
-    value = ((padded[at + 2].astype(np.uint64) << np.uint64(32)) | padded[at + 1]).view(np.int64)
+    value = _tsc_words(padded, at)
+    del at
     # beyond 2**63 cycles (a century at 3 GHz) a TSC is damaged, not late: put at the end of
     # time, never negative, at DAMAGED_TSC (every span, and every float made of one, stays
     # within int64 downstream). Only an own TSC can be damaged: a window's first record
@@ -352,14 +392,13 @@ def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
     if damaged.any():
         clock.damaged += int(damaged.sum())
         value = np.where(damaged, DAMAGED_TSC, value)
-    lead = seg_start if every else np.searchsorted(rows, seg_start)
-    lead_stamped = stamped[seg_start]
-    unresolved = clock.carry(lead.tolist(), lead_stamped.tolist(), seg_cpu.tolist(), value)
+    lead = seg_start if last_anchor is None else last_anchor[seg_start]
+    unresolved = clock.carry(lead, stamped[seg_start], seg_cpu, value)
     # a carried value is an own TSC of an earlier record: only unresolved leads are not
     own = value if not unresolved else value[np.flatnonzero(stamped[rows])]
     lo, hi = (int(own.min()), int(own.max())) if len(own) else (None, None)
     clock.inner_gaps(lead, seg_cpu, value, unresolved)
-    tsc = value if every else np.repeat(value, np.diff(rows, append=n))
+    tsc = value if last_anchor is None else value[last_anchor]
     if not unresolved:
         return tsc, np.empty(0, dtype=np.int64), lo, hi
     pending = []
@@ -376,9 +415,9 @@ def _counts(codes: np.ndarray, uniques: np.ndarray, seg_len: np.ndarray,
     """Records per (CPU, header word) of a batch, from the factorized headers."""
     cpu_ids, seg_local = unique(seg_cpu, return_inverse=True)
     slots = len(cpu_ids)
-    key = codes.astype(np.int64)
+    key = codes  # int64
     if slots > 1:
-        key *= slots
+        key = codes * slots
         key += np.repeat(seg_local, seg_len)
     per = np.bincount(key, minlength=len(uniques) * slots)
     nz = np.flatnonzero(per)
@@ -386,15 +425,15 @@ def _counts(codes: np.ndarray, uniques: np.ndarray, seg_len: np.ndarray,
             per[nz])
 
 
-def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, seg_start: np.ndarray,
-             seg_cpu: np.ndarray, clock: Clock, keep: Keep) -> Batch:
-    """Columns of the records at ``nodes`` (word positions in ``padded``, file word ``base``).
+def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, hdr: np.ndarray,
+             seg_start: np.ndarray, seg_cpu: np.ndarray, clock: Clock, keep: Keep) -> Batch:
+    """Columns of the records at ``nodes`` (word positions in ``padded``, file word ``base``;
+    ``hdr``: their header words).
 
     ``padded`` has at least ``MAX_EXTRA`` words beyond the last record (read as zeros there).
     Every record carries its TSC forward and is counted; run-state changes and switches also
     go to narrow parts of their own; only the kept records get the full columns.
     """
-    hdr = padded[nodes]
     stamped = hdr >= CYCLES_FLAG
     tsc, pending, lo, hi = _timestamps(padded, nodes, stamped, seg_start, seg_cpu, clock)
     # Headers, not ids, are counted: the header also gives the record's length (bytes), and
@@ -433,7 +472,7 @@ def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, seg_start: np.nda
     if keep.ids is not None:
         wanted = np.isin(uniques, keep.ids) | (uniques == TRC_LOST_RECORDS)
         rows = np.flatnonzero(wanted[codes])
-        nodes, hdr, stamped, tsc, cpu = (x[rows] for x in (nodes, hdr, stamped, tsc, cpu))
+        nodes, hdr, stamped, tsc, cpu = nodes[rows], hdr[rows], stamped[rows], tsc[rows], cpu[rows]
         pending = pending_of(rows)
     n_extra = (hdr >> np.uint32(EXTRA_SHIFT)) & np.uint32(EXTRA_MASK)
     first = nodes + 1 + 2 * stamped
@@ -448,13 +487,13 @@ def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, seg_start: np.nda
 
 # --- the file, span after span -----------------------------------------------------------------
 
-def _span_errors(path: Path, padded: np.ndarray, base: int, nodes: np.ndarray,
+def _span_errors(path: Path, padded: np.ndarray, base: int, nodes: np.ndarray, hdr: np.ndarray,
                  overrun: np.ndarray, win: Windows, first: int, nwords: int
                  ) -> tuple[InputError | None, int | None]:
     """The first problem of a span (a CPU-change record inside a window, a record running
     past its window) and where a cut file's last whole record ends (None: not cut here)."""
     problems: list[tuple[int, InputError]] = []
-    inner = np.flatnonzero(padded[nodes] == CPU_CHANGE_HEADER)
+    inner = np.flatnonzero(hdr == CPU_CHANGE_HEADER)
     if len(inner):  # Xen never writes CPU-change records: the window size is wrong
         at = int(nodes[inner[0]]) + base
         owner = int(win.start[np.searchsorted(win.start, at, side="right") - 1]) * 4
@@ -478,6 +517,85 @@ def _span_errors(path: Path, padded: np.ndarray, base: int, nodes: np.ndarray,
     return None, cut
 
 
+@dataclasses.dataclass
+class _Located:
+    """One span read and walked: its records' starts and headers, and its problems."""
+
+    buffer: np.ndarray
+    lo: int
+    hi: int
+    nodes: np.ndarray
+    hdr: np.ndarray
+    problem: InputError | None
+    cut: int | None
+    seg_start: np.ndarray
+    has: np.ndarray
+
+
+def _read_at(path: Path, fd: int, view: memoryview, offset: int) -> None:
+    """Fill ``view`` with the file's bytes from ``offset`` (``pread``: the handle's position is
+    left alone, for the thread that owns it)."""
+    done = 0
+    while done < len(view):
+        if hasattr(os, "preadv"):
+            got = os.preadv(fd, [view[done:]], offset + done)
+        else:  # no preadv (macOS < 11): a copy
+            data = os.pread(fd, len(view) - done, offset + done)
+            got = len(data)
+            view[done:done + got] = data
+        if got <= 0:
+            raise InputError(path, "file changed while being read", offset=offset)
+        done += got
+
+
+def _locate(path: Path, fd: int, win: Windows, first: int, stop: int, nwords: int,
+            buffer: np.ndarray) -> _Located:
+    """Read a span of windows into ``buffer`` (or a larger one) and find its records."""
+    lo = int(win.start[first])
+    hi = min(int(win.end[stop - 1]), nwords)
+    need = hi - lo + MAX_EXTRA
+    if len(buffer) < need:
+        buffer = np.zeros(need, dtype="<u4")
+    _read_at(path, fd, buffer[: hi - lo].data.cast("B"), lo * 4)
+    buffer[hi - lo: need] = 0  # the slack read past the last record is zeros
+    starts = win.start[first:stop] - lo + _CPU_CHANGE_WORDS
+    ends = np.minimum(win.end[first:stop], nwords) - lo
+    nodes, overrun = _walk_span(buffer, starts, ends)
+    hdr = buffer[nodes]  # every record's header word
+    problem, cut = _span_errors(path, buffer, lo, nodes, hdr, overrun, win, first, nwords)
+    per_window = np.searchsorted(nodes, ends) - np.searchsorted(nodes, starts)
+    has = per_window > 0
+    seg_start = np.r_[0, np.cumsum(per_window)[:-1]][has]
+    return _Located(buffer, lo, hi, nodes, hdr, problem, cut, seg_start, has)
+
+
+class _Ahead:
+    """A call run in a thread of its own while the caller works on; :meth:`result` waits for
+    it and returns its value (or raises what it raised)."""
+
+    def __init__(self, call: Callable[[], _Located]) -> None:
+        self._value: _Located | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], _Located]) -> None:
+        try:
+            self._value = call()
+        except BaseException as error:  # handed to the caller by result()
+            self._error = error
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> _Located:
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+
 def read_batches(path: Path, handle: io.BufferedReader, win: Windows, size: int,
                  chunk_words: int, clock: Clock, keep: Keep,
                  on_progress: ProgressCallback | None = None,
@@ -485,34 +603,39 @@ def read_batches(path: Path, handle: io.BufferedReader, win: Windows, size: int,
     """Batches of records, span after span, with the offset where a cut file's data ends
     (None: not in this span) and the index of the first window after the span.
 
-    Raises ``InputError`` at the first record running past its window (or a CPU-change record
-    inside one), then the windows' own problem once every window before it was read.
+    While a span's columns are made, a thread reads and walks the next one into the other of
+    two buffers (numpy lets go of the GIL in both; the handle's position is not used,
+    ``pread`` is). Raises ``InputError`` at the first record running past its window (or a
+    CPU-change record inside one), then the windows' own problem once every window before it
+    was read.
     """
     nwords = size // 4
-    buffer = np.zeros(0, dtype="<u4")
-    for first, stop in _spans(win, chunk_words):
-        lo = int(win.start[first])
-        hi = min(int(win.end[stop - 1]), nwords)
-        need = hi - lo + MAX_EXTRA
-        if len(buffer) < need:
-            buffer = np.zeros(max(need, min(chunk_words, nwords) + MAX_EXTRA), dtype="<u4")
-        handle.seek(lo * 4)
-        got = handle.readinto(buffer[: hi - lo].data.cast("B"))
-        if got != (hi - lo) * 4:
-            raise InputError(path, "file changed while being read", offset=lo * 4)
-        buffer[hi - lo: need] = 0  # the slack read past the last record is zeros
-        starts = win.start[first:stop] - lo + _CPU_CHANGE_WORDS
-        ends = np.minimum(win.end[first:stop], nwords) - lo
-        nodes, overrun = _walk_span(buffer, starts, ends)
-        problem, cut = _span_errors(path, buffer, lo, nodes, overrun, win, first, nwords)
-        if problem is not None:
-            raise problem
-        per_window = np.searchsorted(nodes, ends) - np.searchsorted(nodes, starts)
-        has = per_window > 0
-        seg_start = np.r_[0, np.cumsum(per_window)[:-1]][has]
-        batch = _extract(buffer, lo, nodes, seg_start, win.cpu[first:stop][has], clock, keep)
-        if on_progress is not None:
-            on_progress(min(hi * 4, size), size)
-        yield batch, cut, stop
+    fd = handle.fileno()
+    spans = list(_spans(win, chunk_words))
+    width = min(chunk_words, nwords) + MAX_EXTRA
+    buffers = [np.zeros(width if len(spans) > k else 0, dtype="<u4") for k in range(2)]
+
+    def locate(i: int) -> _Ahead:
+        first, stop = spans[i]
+        return _Ahead(lambda: _locate(path, fd, win, first, stop, nwords, buffers[i % 2]))
+
+    ahead = locate(0) if spans else None
+    try:
+        for i, (first, stop) in enumerate(spans):
+            assert ahead is not None
+            span = ahead.result()
+            buffers[i % 2] = span.buffer
+            ahead = locate(i + 1) if i + 1 < len(spans) else None
+            if span.problem is not None:
+                raise span.problem
+            batch = _extract(span.buffer, span.lo, span.nodes, span.hdr, span.seg_start,
+                             win.cpu[first:stop][span.has], clock, keep)
+            if on_progress is not None:
+                on_progress(min(span.hi * 4, size), size)
+            yield batch, span.cut, stop
+            del span
+    finally:  # never leave a thread reading a file about to be closed
+        if ahead is not None:
+            ahead.wait()
     if win.problem is not None:
         raise win.problem
