@@ -647,6 +647,24 @@ def test_real_trace_filtered_read_keeps_wanted_ids_and_whole_tables(real) -> Non
         (full.records, full.windows, full.cpu_ids, full.first_tsc, full.last_tsc)
 
 
+def test_real_trace_without_idle_runstates_and_selected_columns(real) -> None:
+    """``idle_runstates=False``: the run states are the full read's but the idle domain's
+    (10,087 of its 25,176 intervals, in the same order); ``columns=``: those columns,
+    equal to the full read's (the decoded ones included), every other table whole."""
+    path, full, _ = real
+    columns = ("cpu", "tsc", "event", "w1", "domid", "vcpu", "irq", "gnttab_cmd", "count")
+    part = read_xentrace(path, columns=columns, idle_runstates=False)
+    rs = full.runstates
+    idle = rs["domid"].to_numpy() == xe.DOMID_IDLE
+    assert (idle.sum(), len(rs)) == (10_087, 25_176)
+    pd.testing.assert_frame_equal(part.runstates, rs[~idle].reset_index(drop=True))
+    assert part.runstates.attrs == rs.attrs
+    assert list(part.events.columns) == list(columns)
+    pd.testing.assert_frame_equal(part.events, full.events[list(columns)])
+    for table in ("lost", "switches", "cpu_runs"):
+        pd.testing.assert_frame_equal(getattr(part, table), getattr(full, table))
+
+
 def test_filtered_read_fills_pending_and_carried_tsc(tmp_path: Path, monkeypatch) -> None:
     """Records left out still carry their TSC to the kept ones, across windows and chunks."""
     monkeypatch.setattr(reader, "CHUNK_WORDS", 8)

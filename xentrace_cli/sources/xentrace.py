@@ -391,18 +391,23 @@ def _words(columns: Iterable[str] | None) -> int:
 def read_xentrace(path: str | os.PathLike[str],
                   on_progress: ProgressCallback | None = None,
                   events: Iterable[int] | None = None,
-                  columns: Iterable[str] | None = None) -> XenTrace:
+                  columns: Iterable[str] | None = None,
+                  idle_runstates: bool = True) -> XenTrace:
     """Read a xentrace file into an event table, lost records and the run-state timeline.
 
     ``events``: keep only records of these event ids in the event table (the lost-records,
     run-state and switch tables are still whole; ``records`` and ``event_counts`` still count
     every record). The analyzer needs a few ids of millions of records: the others never get
     columns. ``columns``: keep only these columns of the event table (memory).
+    ``idle_runstates``: False leaves the idle domain's vCPUs out of ``runstates`` (the
+    analyzer never asks about them, and on a busy host they are a third of the intervals);
+    ``switches`` and ``cpu_runs`` still name them.
     Raises ``InputError`` for input that is not a usable trace; warns ``TruncatedInput`` when
     the file ends inside a window (the whole records before are kept).
     """
     columns = None if columns is None else tuple(columns)
-    scan = scan_xentrace(path, on_progress, events, _words(columns), CHUNK_WORDS)
+    scan = scan_xentrace(path, on_progress, events, _words(columns), CHUNK_WORDS,
+                         idle_runstates=idle_runstates)
     give_back_memory()  # the spans' temporaries: freed, but resident until given back
     runstates = _runstates_table(scan)
     give_back_memory()

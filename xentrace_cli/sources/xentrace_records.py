@@ -36,6 +36,7 @@ from ..groups import factorize, unique
 from ..xen_events import (
     CPU_CHANGE_HEADER,
     CYCLES_FLAG,
+    DOMID_IDLE,
     EVENT_MASK,
     EXTRA_MASK,
     EXTRA_SHIFT,
@@ -351,6 +352,8 @@ class Keep:
     ids: np.ndarray | None = None
     words: int = MAX_EXTRA
     """Extra words to keep per record (the others are never read)."""
+    idle_runstates: bool = True
+    """The idle domain's run-state changes go to the run-state part too."""
 
 
 def _tsc_words(padded: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -467,7 +470,11 @@ def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, hdr: np.ndarray,
             columns[f"w{k}"] = padded[word_at + k]
         return Part(columns, pending_of(rows))
 
-    runstate = part(np.flatnonzero(row_kind == 1), 1, True)
+    runstate_rows = np.flatnonzero(row_kind == 1)
+    if not keep.idle_runstates:  # w0: vcpu in bits 0-15, domid in bits 16-31
+        unit = padded[nodes[runstate_rows] + 1 + 2 * stamped[runstate_rows]]
+        runstate_rows = runstate_rows[(unit >> 16) != DOMID_IDLE]
+    runstate = part(runstate_rows, 1, True)
     switch = part(np.flatnonzero(row_kind == 2), 4, False)
     if keep.ids is not None:
         wanted = np.isin(uniques, keep.ids) | (uniques == TRC_LOST_RECORDS)

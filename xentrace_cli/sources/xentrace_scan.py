@@ -75,12 +75,14 @@ def _refuse_compressed(path: Path) -> None:
 
 def scan_xentrace(path: str | os.PathLike[str], on_progress: ProgressCallback | None = None,
                   events: Iterable[int] | None = None, words: int = MAX_EXTRA,
-                  chunk_words: int = 1 << 23, merged: bool = True) -> TraceScan:
+                  chunk_words: int = 1 << 23, merged: bool = True,
+                  idle_runstates: bool = True) -> TraceScan:
     """Read a xentrace file: count every record, keep those of ``events`` (all: None) with
     ``words`` of their extra words, and the run-state changes, switches and lost records.
     ``merged``: put the kept records and switches in TSC order (the event table needs it; the
     intervals sort per unit or CPU themselves, so the views skip it; the run-state changes
-    stay in file order either way).
+    stay in file order either way). ``idle_runstates``: False leaves the idle domain's
+    run-state changes out of ``runstate``.
 
     Raises ``InputError`` for input that is not a usable trace; warns ``TruncatedInput`` when
     the file ends inside a window (the whole records before are kept).
@@ -96,7 +98,7 @@ def scan_xentrace(path: str | os.PathLike[str], on_progress: ProgressCallback | 
         win = walk_windows(path, handle, size)
         truncated_at = win.truncated_at
         for batch, cut, _ in read_batches(path, handle, win, size, chunk_words, clock,
-                                          Keep(ids, words), on_progress):
+                                          Keep(ids, words, idle_runstates), on_progress):
             batches.append(batch)
             if cut is not None:
                 truncated_at = cut
