@@ -323,7 +323,8 @@ def read_sources(run: _Run, meanwhile: Callable[[_Run], None] | None = None) -> 
         def read_trace() -> XenTrace:
             trace = trace_reader.read_xentrace(trace_path, on_progress=progress.part("xentrace"),
                                   events=trace_attribute.TRACE_EVENTS,
-                                  columns=trace_attribute.TRACE_COLUMNS)
+                                  columns=trace_attribute.TRACE_COLUMNS,
+                                  idle_runstates=False)  # no step asks about the idle vCPUs
             give_back_memory()
             return trace
 
