@@ -504,3 +504,47 @@ def test_parquet_dictionary_only_on_the_columns_of_few_values(runner, tmp_path: 
                for i in range(meta.num_columns)}
     assert {name for name, yes in encoded.items() if yes} == set(packets.DICTIONARY_COLUMNS)
     assert set(encoded) == set(COLUMNS)
+
+
+def _suspicion_batch(first_frame: int, ts: list[int], sport: list[int]) -> packets.PacketColumns:
+    """Rows alike but for time, source port and frame number (every value valid)."""
+    n = len(ts)
+    values = {name: np.zeros(n, dtype=dtype) for name, dtype in packets._NUMPY_DTYPE.items()}
+    values["frame"] = np.arange(first_frame, first_frame + n, dtype=np.int64)
+    values["ts_ns"] = np.array(ts, dtype=np.int64)
+    values["sport"] = np.array(sport, dtype=np.uint16)
+    valid = {name: np.ones(n, dtype=bool) for name in packets._NULLABLE}
+    codes = np.zeros(n, dtype=np.int32)
+    return packets.PacketColumns(values, valid, codes, codes, ["10.0.0.1"])
+
+
+def test_duplicates_found_through_the_quick_key_and_the_whole_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """By hand, with 3 rows carried from a batch to the next: a row equal to one of the
+    previous batch's last 3 rows or to an earlier row of its batch is a duplicate; one that
+    differs only in a column outside QUICK_KEY (the port) is not, nor one whose twin is
+    further back than the carry. A batch with no repeat in QUICK_KEY hashes only its last
+    rows' whole key, and those find the next batch's duplicate."""
+    monkeypatch.setattr(packets, "DUPLICATE_CARRY", 3)
+    keys: list[tuple[tuple[str, ...], int]] = []
+    row_hashes = packets._row_hashes
+
+    def spy(columns: packets.PacketColumns, rows: object, book: object,
+            key: tuple[str, ...] = packets.DUPLICATE_KEY) -> np.ndarray:
+        hashes = row_hashes(columns, rows, book, key)  # type: ignore[arg-type]
+        keys.append((key, len(hashes)))
+        return hashes
+
+    monkeypatch.setattr(packets, "_row_hashes", spy)
+    suspicion = packets._Suspicion(packets._AddressBook())
+    suspicion.observe(_suspicion_batch(1, [1, 2, 3, 4, 5], [1] * 5))
+    assert suspicion.duplicates == 0
+    # frame 6 repeats frame 5 (carried); 7 differs in its port only; 8 repeats frame 2,
+    # beyond the carry; 10 repeats 9
+    suspicion.observe(_suspicion_batch(6, [5, 5, 2, 6, 6], [1, 2, 1, 7, 7]))
+    assert (suspicion.duplicates, suspicion.first_dup) == (2, 6)
+    keys.clear()
+    suspicion.observe(_suspicion_batch(11, [10, 11, 12], [1, 1, 1]))
+    assert keys == [(packets.QUICK_KEY, 3), (packets.DUPLICATE_KEY, 3)]
+    suspicion.observe(_suspicion_batch(14, [12, 13], [1, 1]))  # 14 repeats 13
+    assert (suspicion.duplicates, suspicion.first_dup) == (3, 6)

@@ -434,15 +434,25 @@ def packets(file: Path, display_filter: str | None, host: str | None, port: int 
         write_packet_csv(iter_packet_columns(file, display_filter=display_filter, host=host,
                                              port=port, prefetch=False), output)
         return
-    from .outputs.tables import write_table
+    import itertools
+
+    from .allocator import reuse_freed_memory
     from .sources.packets import DICTIONARY_COLUMNS, iter_packet_tables, iter_packets
 
+    # numpy's temporaries reused, not faulted in afresh for every batch (allocator.py)
+    reuse_freed_memory()
     # CSV and Parquet are written from Arrow tables (no pandas); JSON records come from pandas
-    batches_of = iter_packets if fmt == "json" else iter_packet_tables
+    batches_of = iter_packet_tables if fmt != "json" else iter_packets
     with progress_callback(f"reading {file.name}") as on_progress:
         batches = batches_of(file, display_filter=display_filter, host=host, port=port,
                              on_progress=on_progress)
-        write_table(batches, fmt, output, dictionary=DICTIONARY_COLUMNS)
+        # the first batch asked for before the writer is imported: the reader thread starts
+        # now and reads while this one imports (pyarrow's writers: ~0.1 s)
+        first = next(batches)  # never none: an empty table comes as one batch
+        from .outputs.tables import write_table
+
+        write_table(itertools.chain([first], batches), fmt, output,
+                    dictionary=DICTIONARY_COLUMNS)
 
 
 @main.command()

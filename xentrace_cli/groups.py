@@ -53,12 +53,15 @@ def unique(values: np.ndarray, return_inverse: bool = False
     """``np.unique`` (sorted distinct values, optionally the inverse codes) without importing
     ``numpy.ma``, which ``np.unique`` does on first use (tens of ms of start-up)."""
     values = np.asarray(values)
+    # numpy's default sort, not a stable one: equal values are alike, so the order among them
+    # changes neither the distinct values nor the codes (and a stable sort of 32- or 64-bit
+    # integers is a merge sort, 7x slower than the vectorized quicksort)
     if not return_inverse:
-        ordered = np.sort(values, kind="stable")
+        ordered = np.sort(values)
         keep = np.ones(len(ordered), dtype=bool)
         np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
         return ordered[keep]
-    order = np.argsort(values, kind="stable")
+    order = np.argsort(values)
     ordered = values[order]
     new = np.ones(len(ordered), dtype=bool)
     np.not_equal(ordered[1:], ordered[:-1], out=new[1:])

@@ -112,6 +112,14 @@ def _any_of(values: np.ndarray, choices: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+def _rows(mask: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``array[mask]`` of each array, or the arrays themselves when the mask holds every row
+    (the common case, a batch of one kind of frame: no copies)."""
+    if mask.all():
+        return arrays
+    return tuple(a[mask] for a in arrays)
+
+
 def _at(view: np.ndarray, pos: np.ndarray, ok: np.ndarray) -> np.ndarray:
     """``view[pos]`` where ``ok``, 0 elsewhere (positions outside the buffer are never read)."""
     if ok.all():  # the common case: one gather, no masking
@@ -171,29 +179,32 @@ def _link_layers(v: _Views, linktype: np.ndarray, start: np.ndarray, pend: np.nd
     l3 = np.full(n, -1, dtype=np.int64)
     etype = np.zeros(n, dtype=np.int64)  # ethertype-like; 4/6 from raw link types below
     undecoded: dict[int, int] = {}
-    for t in unique(linktype).tolist():
-        sel = np.flatnonzero(linktype == t)
-        s = start[sel]
-        ok = np.ones(len(sel), dtype=bool)
+    types = unique(linktype).tolist()
+    for t in types:
+        # the frames of this link type (all of them, as a slice: no gathers, the usual case)
+        sel: slice | np.ndarray = slice(None) if len(types) == 1 else \
+            np.flatnonzero(linktype == t)
+        s, end = start[sel], pend[sel]
+        ok = np.ones(len(s), dtype=bool)
         if t == lt.ETHERNET:
-            ok = s + 14 <= pend[sel]
+            ok = s + 14 <= end
             et = _at(v.be16, s + 12, ok).astype(np.int64)
             pos = s + 14
             for _ in range(MAX_VLAN_TAGS):
-                tag = ok & _any_of(et, lt.ETHERTYPE_VLAN) & (pos + 4 <= pend[sel])
+                tag = ok & _any_of(et, lt.ETHERTYPE_VLAN) & (pos + 4 <= end)
                 if not tag.any():
                     break
                 et = np.where(tag, _at(v.be16, pos + 2, tag), et)
                 pos = np.where(tag, pos + 4, pos)
             etype[sel], l3[sel] = et, pos
         elif t == lt.SLL:
-            ok = s + 16 <= pend[sel]
+            ok = s + 16 <= end
             etype[sel], l3[sel] = _at(v.be16, s + 14, ok), s + 16
         elif t == lt.SLL2:
-            ok = s + 20 <= pend[sel]
+            ok = s + 20 <= end
             etype[sel], l3[sel] = _at(v.be16, s, ok), s + 20
         elif t in (lt.RAW, lt.RAW_BSD_12, lt.RAW_BSD_14, lt.IPV4, lt.IPV6):
-            ok = s + 1 <= pend[sel]
+            ok = s + 1 <= end
             nibble = _at(v.u8, s, ok) >> 4
             if t == lt.IPV4:
                 nibble = np.where(ok, 4, 0)
@@ -203,7 +214,7 @@ def _link_layers(v: _Views, linktype: np.ndarray, start: np.ndarray, pend: np.nd
                                   np.where(nibble == 6, lt.ETHERTYPE_IPV6, 0))
             l3[sel] = s
         elif t in (lt.NULL, lt.LOOP):
-            ok = s + 4 <= pend[sel]
+            ok = s + 4 <= end
             fam = _at(v.be32, s, ok).astype(np.int64)
             if t == lt.NULL:  # writer's host order: a family never exceeds 16 bits
                 fam = np.where(fam > 0xFFFF, _at(v.le32, s, ok), fam)
@@ -211,15 +222,16 @@ def _link_layers(v: _Views, linktype: np.ndarray, start: np.ndarray, pend: np.nd
                                   np.where(_any_of(fam, lt.AF_INET6_BSD), lt.ETHERTYPE_IPV6, 0))
             l3[sel] = s + 4
         elif t == lt.IPNET:
-            ok = s + 24 <= pend[sel]
+            ok = s + 24 <= end
             fam = _at(v.u8, s + 1, ok)
             etype[sel] = np.where(fam == lt.IPNET_AF_INET, lt.ETHERTYPE_IPV4,
                                   np.where(fam == lt.IPNET_AF_INET6, lt.ETHERTYPE_IPV6, 0))
             l3[sel] = s + 24
         else:
-            undecoded[t] = len(sel)
+            undecoded[t] = len(s)
             continue
-        etype[sel] = np.where(ok, etype[sel], 0)
+        if not ok.all():
+            etype[sel] = np.where(ok, etype[sel], 0)
     return l3, etype, undecoded
 
 
@@ -344,8 +356,9 @@ def _ipv4(v: _Views, r: _IpRows, f: _IpFields, c: _Columns) -> None:
     good = is4 & (ihl >= 20)
     f.l4 = np.where(good, l3 + ihl, f.l4)
     f.ip_payload = np.where(good, tot - ihl, f.ip_payload)
-    c.src_v4[r.idx[is4]] = v.be32[l3[is4] + 12]
-    c.dst_v4[r.idx[is4]] = v.be32[l3[is4] + 16]
+    idx4, l3_4 = _rows(is4, r.idx, l3)
+    c.src_v4[idx4] = v.be32[l3_4 + 12]
+    c.dst_v4[idx4] = v.be32[l3_4 + 16]
 
 
 def _ipv6(v: _Views, r: _IpRows, f: _IpFields, c: _Columns) -> None:
@@ -404,7 +417,8 @@ def _store_ip(r: _IpRows, f: _IpFields, c: _Columns) -> np.ndarray:
     version = np.where(r.is4, 4, np.where(r.is6, 6, 0)).astype(np.uint8)
     ipv = version > 0
     c.ip_version[r.idx] = version  # where 0 on a tunnel pass the rows were dropped
-    c.proto[r.idx[ipv]] = f.proto[ipv]
+    idx_ip, proto = _rows(ipv, r.idx, f.proto)
+    c.proto[idx_ip] = proto
     c.whole_ip[r.idx] = ipv
     c.ip_id[r.idx] = f.ip_id
     c.ip_id_ok[r.idx] = f.ip_id_ok
@@ -443,15 +457,18 @@ def _transport(v: _Views, r: _IpRows, f: _IpFields, ipv: np.ndarray, c: _Columns
     is_udp = whole & (proto == IPPROTO_UDP)
     icmp = whole & ((proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6))
     ports = (is_tcp | is_udp) & r.has(l4, 4)
-    c.sport[idx[ports]] = v.be16[l4[ports]]
-    c.dport[idx[ports]] = v.be16[l4[ports] + 2]
+    rows, pos = _rows(ports, idx, l4)
+    c.sport[rows] = v.be16[pos]
+    c.dport[rows] = v.be16[pos + 2]
     c.ports_ok[idx] = ports
     seq_ok = is_tcp & r.has(l4, 8)
-    c.tcp_seq[idx[seq_ok]] = v.be32[l4[seq_ok] + 4]
+    rows, pos = _rows(seq_ok, idx, l4)
+    c.tcp_seq[rows] = v.be32[pos + 4]
     c.tcp_seq_ok[idx] = seq_ok
     ack_ok = is_tcp & r.has(l4, 14)
-    c.tcp_ack[idx[ack_ok]] = v.be32[l4[ack_ok] + 8]
-    c.tcp_flags[idx[ack_ok]] = v.be16[l4[ack_ok] + 12] & 0x01FF
+    rows, pos = _rows(ack_ok, idx, l4)
+    c.tcp_ack[rows] = v.be32[pos + 8]
+    c.tcp_flags[rows] = v.be16[pos + 12] & 0x01FF
     c.tcp_ok[idx] = ack_ok
     doff_ok = is_tcp & r.has(l4, 13)
     doff = (_at(v.u8, l4 + 12, doff_ok) >> 4).astype(np.int64) * 4
@@ -481,25 +498,35 @@ def _tunnels(v: _Views, r: _IpRows, f: _IpFields, whole: np.ndarray, is_udp: np.
                                                              lt.ETHERTYPE_IPV6))
         inner_l3 = np.where(into, l4 + gre_len, inner_l3)
         inner_et = np.where(into, gre_et, inner_et)
-    vxlan = is_udp & r.has(l4, 8 + 8 + 14)
+    udp = np.flatnonzero(is_udp)
+    if len(udp):  # on the UDP frames only (none in a TCP capture)
+        _udp_tunnels(v, udp, l4[udp], r.pend[udp], inner_l3, inner_et)
+    c.tunnel_l3[r.idx] = inner_l3
+    c.tunnel_etype[r.idx] = inner_et
+
+
+def _udp_tunnels(v: _Views, rows: np.ndarray, l4: np.ndarray, pend: np.ndarray,
+                 inner_l3: np.ndarray, inner_et: np.ndarray) -> None:
+    """VXLAN and Teredo among the UDP frames ``rows`` (transport header at ``l4``, captured
+    bytes up to ``pend``): where their inner IP header starts, into ``inner_l3`` and
+    ``inner_et`` (Teredo's over VXLAN's where a frame looks like both)."""
+    vxlan = (l4 >= 0) & (l4 + 8 + 8 + 14 <= pend)
     vxlan &= _at(v.be16, l4 + 2, vxlan) == VXLAN_PORT
     if vxlan.any():
         eth = l4 + 16
         vx_et = _at(v.be16, eth + 12, vxlan).astype(np.int64)
         into = vxlan & _any_of(vx_et, (lt.ETHERTYPE_IPV4, lt.ETHERTYPE_IPV6))
-        inner_l3 = np.where(into, eth + 14, inner_l3)
-        inner_et = np.where(into, vx_et, inner_et)
+        inner_l3[rows[into]] = eth[into] + 14
+        inner_et[rows[into]] = vx_et[into]
     # Teredo (RFC 4380): IPv6 right after the UDP header on port 3544 (as tshark's heuristic;
     # packets with authentication or origin indicators first are left as UDP)
-    teredo = is_udp & r.has(l4, 8 + 40)
+    teredo = (l4 >= 0) & (l4 + 8 + 40 <= pend)
     teredo &= (_at(v.be16, l4, teredo) == TEREDO_PORT) | (_at(v.be16, l4 + 2, teredo)
                                                            == TEREDO_PORT)
     teredo &= (_at(v.u8, l4 + 8, teredo) >> 4) == 6
     if teredo.any():
-        inner_l3 = np.where(teredo, l4 + 8, inner_l3)
-        inner_et = np.where(teredo, lt.ETHERTYPE_IPV6, inner_et)
-    c.tunnel_l3[r.idx] = inner_l3
-    c.tunnel_etype[r.idx] = inner_et
+        inner_l3[rows[teredo]] = l4[teredo] + 8
+        inner_et[rows[teredo]] = lt.ETHERTYPE_IPV6
 
 
 #: odd 64-bit multipliers, one per 8-byte word of the hashed payload, and the finalizer's

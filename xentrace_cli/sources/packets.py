@@ -13,9 +13,10 @@ with missing IP fields: counted, never dropped. Each frame's interface is descri
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -503,19 +504,23 @@ def _iter(path: str | os.PathLike[str], form: str, *, display_filter: str | None
 DUPLICATE_KEY = ("ts_ns", "caplen", "wirelen", "interface", "src", "dst", "proto", "sport",
                  "dport", "ip_id", "tcp_seq", "tcp_ack", "tcp_flags", "payload_len",
                  "payload_digest")
+#: A few columns of :data:`DUPLICATE_KEY` that tell most frames apart: rows that differ in
+#: them differ in the whole key, so a batch without repeats in these needs no more (hashing
+#: the whole key is 5x the work, the most of the duplicate check).
+QUICK_KEY = ("ts_ns", "ip_id", "payload_digest")
 #: Rows of the previous batch a duplicate is looked for in (besides its own batch).
 DUPLICATE_CARRY = 4096
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
 def _row_hashes(columns: PacketColumns, rows: np.ndarray | slice,
-                book: _AddressBook) -> np.ndarray:
-    """A 64-bit hash of each row's :data:`DUPLICATE_KEY` values (a missing value hashes apart
-    from every value; addresses by their text, the same in every batch)."""
+                book: _AddressBook, key: tuple[str, ...] = DUPLICATE_KEY) -> np.ndarray:
+    """A 64-bit hash of each row's ``key`` values (a missing value hashes apart from every
+    value; addresses by their text, the same in every batch): rows equal in them hash equal."""
     ids = book.stable_ids(columns.addresses)
     h = np.zeros(len(columns.src[rows]), dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for name in DUPLICATE_KEY:
+        for name in key:
             if name in ("src", "dst"):
                 value = ids[getattr(columns, name)[rows]].astype(np.uint64)
             else:
@@ -531,6 +536,12 @@ def _row_hashes(columns: PacketColumns, rows: np.ndarray | slice,
     return h
 
 
+def _any_repeat(carry: np.ndarray, hashes: np.ndarray) -> bool:
+    """Whether a value of ``hashes`` repeats one of them or of ``carry`` (one plain sort)."""
+    both = np.sort(np.concatenate([carry, hashes]))
+    return bool((both[1:] == both[:-1]).any())
+
+
 class _Suspicion:
     """Readable but suspicious: timestamps that go backwards in file order, and frames that
     duplicate an earlier one (within a batch and the previous batch's last rows: bounded)."""
@@ -544,6 +555,7 @@ class _Suspicion:
         self.duplicates = 0
         self.first_dup: int | None = None
         self.carry = np.zeros(0, np.uint64)
+        self.quick_carry = np.zeros(0, np.uint64)  #: the same rows' QUICK_KEY hashes
 
     def observe(self, columns: PacketColumns) -> None:
         """One batch of the unfiltered packet table, in file order."""
@@ -561,21 +573,30 @@ class _Suspicion:
                     self.first_back = int(frames[np.argmax(hit)])
             self.prev_ns = int(ts[-1])
         every = len(timed) == len(columns)  # the common case: a slice, no gathers
-        hashes = _row_hashes(columns, slice(None) if every else timed, self.book)
-        dup = self._repeats(hashes)
-        if dup is not None:
-            self.duplicates += int(dup.sum())
-            if self.first_dup is None:
-                self.first_dup = int(frames[np.argmax(dup)])
-        self.carry = hashes[-DUPLICATE_CARRY:]
+        rows = slice(None) if every else timed
+        quick = _row_hashes(columns, rows, self.book, QUICK_KEY)
+        if _any_repeat(self.quick_carry, quick):
+            hashes = _row_hashes(columns, rows, self.book)
+            dup = self._repeats(hashes)
+            if dup is not None:
+                self.duplicates += int(dup.sum())
+                if self.first_dup is None:
+                    self.first_dup = int(frames[np.argmax(dup)])
+            self.carry = hashes[-DUPLICATE_CARRY:]
+        else:  # no two rows alike even in those columns: the whole key of the last rows only
+            last = slice(max(len(quick) - DUPLICATE_CARRY, 0), None) if every \
+                else timed[-DUPLICATE_CARRY:]
+            self.carry = _row_hashes(columns, last, self.book)
+        # distinct values only: a repeat among the carried rows themselves (counted already)
+        # would send every later batch down the whole key's path
+        self.quick_carry = unique(quick[-DUPLICATE_CARRY:])
 
     def _repeats(self, hashes: np.ndarray) -> np.ndarray | None:
         """Where a row repeats an earlier row of the batch (not the first of its value: a
         stable sort keeps the first in front) or one of the previous batch's last rows; None
         when no row does (one plain sort tells, the common case: 10x cheaper than the stable
         argsort that finds which)."""
-        both = np.sort(np.concatenate([self.carry, hashes]))
-        if not (both[1:] == both[:-1]).any():
+        if not _any_repeat(self.carry, hashes):
             return None
         order = np.argsort(hashes, kind="stable")
         ordered = hashes[order]
@@ -644,35 +665,37 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
             extras: dict[str, Any] | None = None, prefetch: bool = False) -> Iterator[Any]:
     """Decode and filter the reader's batches into tables of ``form`` (``pandas``,
     ``arrow`` or ``columns``); warnings go to ``pending`` (not emitted). With ``prefetch`` the
-    decoding runs in a worker thread (:class:`_Decoding`)."""
+    decoding runs in a worker thread (:class:`_Decoding`), this in the caller's."""
     convert: Callable[[PacketColumns], Any] = {
         "arrow": PacketColumns.to_arrow, "pandas": PacketColumns.to_pandas,
         "columns": lambda columns: columns}[form]
     book = _AddressBook()
     suspicion = _Suspicion(book)
     decoding = _Decoding(reader, extras or {})
-    groups = decoding.groups()
     yielded = False
-    for merged_raw, merged_dec in (_prefetched(groups) if prefetch else groups):
-        columns = _columns(merged_raw, merged_dec, book)
-        suspicion.observe(columns)
-        keep = None
-        if selected is not None:
-            keep = np.isin(merged_raw.frame, selected, assume_unique=True)
-        # --host / --port: either end of the packet
-        for hit in (columns.address_mask(host_text) if host_text is not None else None,
-                    columns.port_mask(port) if port is not None else None):
-            if hit is not None:
-                keep = hit if keep is None else keep & hit
-        if keep is not None:
-            columns = columns.take(keep)
-        if interfaces_out is not None and len(interfaces_out) != len(reader.interfaces):
-            interfaces_out[:] = [i.to_dict() for i in reader.interfaces]
-        if on_progress is not None:
-            on_progress(reader.position, reader.file_bytes)
-        if len(columns):
-            yielded = True
-            yield convert(columns)
+    with _running(decoding.groups(), prefetch) as groups:
+        if form == "arrow":  # imported while the worker reads the first chunks (0.1 s)
+            import pyarrow  # noqa: F401
+        for merged_raw, merged_dec in groups:
+            columns = _columns(merged_raw, merged_dec, book)
+            suspicion.observe(columns)
+            keep = None
+            if selected is not None:
+                keep = np.isin(merged_raw.frame, selected, assume_unique=True)
+            # --host / --port: either end of the packet
+            for hit in (columns.address_mask(host_text) if host_text is not None else None,
+                        columns.port_mask(port) if port is not None else None):
+                if hit is not None:
+                    keep = hit if keep is None else keep & hit
+            if keep is not None:
+                columns = columns.take(keep)
+            if interfaces_out is not None and len(interfaces_out) != len(reader.interfaces):
+                interfaces_out[:] = [i.to_dict() for i in reader.interfaces]
+            if on_progress is not None:
+                on_progress(reader.position, reader.file_bytes)
+            if len(columns):
+                yielded = True
+                yield convert(columns)
     if not yielded:  # the header (and schema) of an empty table still goes out
         yield empty_table() if form == "pandas" else convert(PacketColumns.empty())
     if interfaces_out is not None and len(interfaces_out) != len(reader.interfaces):
@@ -680,6 +703,20 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
     if on_progress is not None:
         on_progress(reader.file_bytes, reader.file_bytes)
     _finish(reader, decoding.undecoded, suspicion, pending)
+
+
+@contextlib.contextmanager
+def _running(groups: Iterator[Any], prefetch: bool) -> Iterator[Iterable[Any]]:
+    """The decoded groups, from a worker thread started now with ``prefetch`` (stopped and
+    joined on the way out, however the consumer leaves)."""
+    if not prefetch:
+        yield groups
+        return
+    prefetcher = _Prefetcher(groups)
+    try:
+        yield prefetcher
+    finally:
+        prefetcher.close()
 
 
 def _finish(reader: Any, undecoded: dict[int, int], suspicion: _Suspicion,
@@ -701,47 +738,58 @@ def _finish(reader: Any, undecoded: dict[int, int], suspicion: _Suspicion,
     pending.extend(suspicion.warnings(path))
 
 
-#: batches decoded ahead of the consumer
+#: groups decoded ahead of the consumer
 PREFETCH_BATCHES = 2
 
 
-def _prefetched(items: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """Run ``items`` in a worker thread, one or two batches ahead; re-raise its errors here."""
-    import queue
-    import threading
+class _Prefetcher:
+    """``items`` run in a worker thread from the moment this is made, up to
+    :data:`PREFETCH_BATCHES` ahead of the consumer; its errors are raised in the consumer's
+    thread. :meth:`close` stops and joins the worker (wherever either side is)."""
 
-    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=PREFETCH_BATCHES)
-    stop = threading.Event()
+    def __init__(self, items: Iterator[Any]) -> None:
+        import queue  # here: ~5 ms of start-up a small file (no worker) skips
+        import threading
 
-    def work() -> None:
+        self._full = queue.Full
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=PREFETCH_BATCHES)
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, args=(items,),
+                                        name="xenlat-reader", daemon=True)
+        self._worker.start()
+
+    def _put(self, kind: str, value: Any) -> bool:
+        """Hand one item over; False when the consumer stopped first (never blocks then)."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put((kind, value), timeout=0.1)
+                return True
+            except self._full:
+                continue
+        return False
+
+    def _work(self, items: Iterator[Any]) -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not self._put("item", item):
                     return
-            q.put(("end", None))
+            self._put("end", None)
         except BaseException as exc:  # handed to the consumer, raised there
-            q.put(("error", exc))
+            self._put("error", exc)
 
-    worker = threading.Thread(target=work, name="xenlat-reader", daemon=True)
-    worker.start()
-    try:
+    def __iter__(self) -> Iterator[Any]:
         while True:
-            kind, value = q.get()
+            kind, value = self._queue.get()
             if kind == "item":
                 yield value
             elif kind == "error":
                 raise value
             else:
-                break
-    finally:
-        stop.set()
-        worker.join()
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._worker.join()
 
 
 def read_packets(path: str | os.PathLike[str], **options: Any) -> pd.DataFrame:
