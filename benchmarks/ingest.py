@@ -19,6 +19,10 @@ Run by hand, never in the tests::
 
     python benchmarks/ingest.py                       # everything, 1,000,000 packets
     python benchmarks/ingest.py --only packets --captures mixed.pcap --rounds 5
+    python benchmarks/ingest.py --only packets,info --against /tmp/main-src   # before/after
+
+``--against DIR`` also times another checkout's sources (``DIR/xentrace_cli``, byte-compiled
+first) in the same interleaved rounds, so a change is measured beside what it changes.
 
 The first rows of xenlat's CSV are compared with tshark's fields (``--verify``).
 """
@@ -208,7 +212,18 @@ def build(out_dir: Path, name: str, packets: int, rebuild: bool) -> Path:
     return cap
 
 
-def bench_packets(cap: Path, packets: int, out_dir: Path, rounds: int) -> None:
+def against_command(against: Path | None) -> list[str] | None:
+    """A command line that runs xenlat from another checkout's sources (None: none given)."""
+    if against is None:
+        return None
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(against / "xentrace_cli")],
+                   check=True)
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(against)!r}); "
+            "from xentrace_cli.cli import main; sys.argv[0] = 'xenlat'; main()"]
+
+
+def bench_packets(cap: Path, packets: int, out_dir: Path, rounds: int,
+                  against: list[str] | None = None) -> None:
     xenlat = shutil.which("xenlat") or "xenlat"
     size = cap.stat().st_size
     print(f"\n== packets: {cap.name}: {packets:,} packets, {size / 1e6:,.0f} MB")
@@ -220,16 +235,25 @@ def bench_packets(cap: Path, packets: int, out_dir: Path, rounds: int) -> None:
             str(out_dir / "ingest.parquet"), "--no-progress"],
         "cat FILE": ["cat", str(cap)],
     }
+    if against is not None:
+        commands["the same (csv), other sources"] = [*against, "packets", str(cap),
+                                                     "--no-progress"]
+        commands["the same (parquet), other sources"] = [
+            *against, "packets", str(cap), "--format", "parquet", "-o",
+            str(out_dir / "ingest.against.parquet"), "--no-progress"]
     runs = interleaved(commands, rounds)
     print(table(runs, "tcpdump -nn -tt -S -r FILE", packets, size))
 
 
-def bench_info(cap: Path, packets: int, rounds: int) -> None:
+def bench_info(cap: Path, packets: int, rounds: int, against: list[str] | None = None
+               ) -> None:
     xenlat = shutil.which("xenlat") or "xenlat"
     print(f"\n== info: {cap.name}: {packets:,} packets")
     commands = {"capinfos (all but hashes) FILE": [*CAPINFOS, str(cap)],
                 "xenlat info FILE": [xenlat, "info", str(cap), "--no-progress"],
                 "cat FILE": ["cat", str(cap)]}
+    if against is not None:
+        commands["the same, other sources"] = [*against, "info", str(cap), "--no-progress"]
     runs = interleaved(commands, rounds)
     print(table(runs, "capinfos (all but hashes) FILE", packets, cap.stat().st_size))
 
@@ -299,6 +323,8 @@ def main() -> None:
     ap.add_argument("--scapy-packets", type=int, default=0, help="also time scapy on this many "
                     "packets of the first capture (0: not)")
     ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--against", type=Path, help="also time another checkout's sources (the "
+                    "directory holding its xentrace_cli) in the same rounds: before/after")
     ap.add_argument("--verify", type=int, default=20_000, help="rows of xenlat's CSV compared "
                     "with tshark (0: none)")
     ap.add_argument("--build", nargs=4, metavar=("PATH", "PACKETS", "FORMAT", "TCP_SHARE"),
@@ -311,6 +337,7 @@ def main() -> None:
     out_dir = args.path or OUT
     out_dir.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(","))
+    against = against_command(args.against)
     names = [n for n in args.captures.split(",") if n]
     print(f"xenlat ingest benchmark: {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at the start; {args.rounds} paired interleaved rounds")
@@ -319,9 +346,9 @@ def main() -> None:
     for name in names:
         cap = build(out_dir, name, args.packets, args.rebuild)
         if "packets" in only:
-            bench_packets(cap, args.packets, out_dir, args.rounds)
+            bench_packets(cap, args.packets, out_dir, args.rounds, against)
         if "info" in only:
-            bench_info(cap, args.packets, args.rounds)
+            bench_info(cap, args.packets, args.rounds, against)
         if "tshark" in only:
             bench_tshark(cap, args.packets, args.tshark_packets)
         if args.verify and shutil.which("tshark") and "packets" in only:
