@@ -792,3 +792,19 @@ def test_think_time_after_a_timed_read_is_not_an_anomaly() -> None:
     row = both[(both["seq"] == alone.loc[longest, "seq"])]
     assert float(row["response_to_next_us"].iloc[0]) == pytest.approx(gap_us)
     assert float(row["socket_read_us"].iloc[0]) < 1_000  # the read itself was prompt
+
+
+def test_text_columns_are_pandas_own_str() -> None:
+    """``result.text_column`` (built by Arrow) gives what ``pd.array(values, dtype="str")``
+    gives: the same dtype, storage type and values, so the outputs do not change."""
+    from xentrace_cli.pipeline.result import text_column
+
+    values = np.full(1000, "", dtype=object)
+    values[::7] = "ring"
+    values[3::11] = "d0v1 preempted by d7v0 on CPU 2 (97% of it) µs"
+    reference = pd.array(values, dtype="str")
+    got = text_column(values)
+    assert got.dtype == reference.dtype
+    assert got._pa_array.type == reference._pa_array.type
+    assert pd.Series(got).equals(pd.Series(reference))
+    assert text_column(np.array([], dtype=object)).dtype == reference.dtype

@@ -197,3 +197,50 @@ def test_every_stall_sits_on_one_exchange_of_its_own(name: str) -> None:
         if (gaps["anomaly"] == "request_to_response").all():
             longest = gaps["request_to_response_us"].idxmax()
             assert members.loc[longest, "stalled"]
+
+
+def test_protocol_marks_compare_tokens_as_bytes_do() -> None:
+    """``protocols._starts_with`` (tokens of up to 8 bytes as one masked integer, longer ones
+    byte by byte) against ``bytes.startswith`` per row, by hand: random heads with every
+    request and reply token written at a random place, some cut short or not captured."""
+    from xentrace_cli.pipeline.conversations import protocols
+
+    rng = np.random.default_rng(7)
+    token_sets = (protocols._HTTP_METHODS, protocols._HTTP_RESPONSE,
+                  protocols._MEMCACHED_COMMANDS, protocols._MEMCACHED_REPLIES)
+    every = [t for tokens in token_sets for t in tokens]
+    n = 4000
+    head = rng.integers(0, 256, (n, protocols.HEAD_BYTES), dtype=np.uint8)
+    for i in range(n):
+        token = every[rng.integers(len(every))]
+        at = int(rng.integers(0, 3))
+        keep = min(len(token), protocols.HEAD_BYTES - at) - int(rng.integers(0, 2))
+        head[i, at:at + keep] = np.frombuffer(token[:keep], dtype=np.uint8)
+    length = rng.integers(0, protocols.HEAD_BYTES + 1, n)
+    for tokens in token_sets:
+        for at in (0, 2, 9, protocols.HEAD_BYTES - 1, protocols.HEAD_BYTES):
+            expected = [any(bytes(row[:size]).startswith(token, at) for token in tokens)
+                        for row, size in zip(head, length, strict=True)]
+            got = protocols._starts_with(head, length, tokens, at)
+            assert got.tolist() == expected, (tokens[0], at)
+            if at == 0:
+                assert 0 < got.sum() < n  # both outcomes occur
+
+
+def test_kinds_numbered_as_pandas_numbers_their_tuples() -> None:
+    """``gaps._first_seen_codes``: the distinct (dst, dport, proto) in order of first
+    appearance, a missing value a value of its own, as ``pd.MultiIndex.factorize`` numbers
+    them (the reference), on random columns with missing values."""
+    from xentrace_cli.pipeline.conversations import gaps
+
+    rng = np.random.default_rng(3)
+    n = 5000
+    dst = pd.Series(rng.choice(["10.0.0.1", "10.0.0.2", "fe80::1", None], n), dtype="str")
+    dport = pd.array(rng.choice([53, 80, 11211], n), dtype="UInt16")
+    dport[rng.random(n) < 0.05] = pd.NA
+    proto = pd.array(rng.choice([6, 17], n), dtype="UInt8")
+    reference = pd.MultiIndex.from_arrays([dst.astype(str), dport, proto]).factorize()[0]
+    got = gaps._first_seen_codes(dst.astype(str), dport, proto)
+    assert got.tolist() == reference.tolist()
+    assert got.max() > 10  # many kinds, missing ones among them
+    assert gaps._first_seen_codes(dst[:0], dport[:0], proto[:0]).size == 0

@@ -243,3 +243,15 @@ def test_each_run_step_gives_the_truths_checkpoint(
     tolerance = max(tolerance_us(fit), p.guest_uncertainty_us + QUANTUM_US)
     n, share = within(np.where(mine, got, NA), want, tolerance)
     assert n >= SHARE * (want != NA).sum() and share >= SHARE
+
+
+def test_guest_run_starts_group_each_guest_domain() -> None:
+    """``_guest_run_starts``: each guest domain (not dom0, not the idle domain 0x7FFF), in
+    ascending order, with its run states' starts sorted; by hand."""
+    runstates = pd.DataFrame({
+        "domid": np.array([7, 0, 5, 7, 0x7FFF, 5, 7, 5], dtype=np.int32),
+        "start_tsc": np.array([30, 1, 20, 10, 2, 40, 50, 5], dtype=np.int64)})
+    got = ta._guest_run_starts(runstates)
+    assert [d for d, _ in got] == [5, 7]
+    assert [st.tolist() for _, st in got] == [[5, 20, 40], [10, 30, 50]]
+    assert ta._guest_run_starts(runstates[runstates["domid"] == 0]) == []

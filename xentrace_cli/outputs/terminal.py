@@ -132,7 +132,9 @@ def _summary(analysis: Analysis, shown: list[Interval], lone: list[Interval],
             groups.append([*mine, Interval("total", "first", "last", direction=way)])
     if lone:
         groups.append(lone)
-    measured = [[m for m in (_measure(analysis, iv, anomaly) for iv in group) if m]
+    rows = {way: direction_rows(table, way) for way in ("", *DIRECTIONS)}  # each once
+    measured = [[m for m in (_measure(analysis, iv, anomaly, rows[iv.direction])
+                             for iv in group) if m]
                 for group in groups]
     every = [m for group in measured for m in group]
     worst_unc = max((m["unc"] or 0.0 for m in every), default=0.0)
@@ -164,12 +166,13 @@ def _summary(analysis: Analysis, shown: list[Interval], lone: list[Interval],
     return grid
 
 
-def _measure(analysis: Analysis, iv: Interval, anomaly: np.ndarray) -> dict[str, Any] | None:
-    """One summary row's numbers, or None when the interval has no value."""
+def _measure(analysis: Analysis, iv: Interval, anomaly: np.ndarray, rows: np.ndarray
+             ) -> dict[str, Any] | None:
+    """One summary row's numbers (``rows``: its direction's, :func:`direction_rows`), or
+    None when the interval has no value."""
     table = analysis.table
     if iv.column not in table.columns:
         return None
-    rows = direction_rows(table, iv.direction)
     values = pd.to_numeric(table[iv.column], errors="coerce").to_numpy(float)[rows]
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -274,7 +277,9 @@ def _worst(analysis: Analysis, shown: list[Interval], top: int, plain: bool,
     total = numeric(table, "total_us")
     flagged = anomalous(table)
     key = total.fillna(-1.0) + np.where(flagged, 1e15, 0.0)
-    ranked = key.sort_values(ascending=False, kind="stable").index
+    # largest first, equal keys in table order: what key.sort_values(ascending=False,
+    # kind="stable") gives (it sorts the reversed column and reverses the result), in one sort
+    ranked = key.index[np.argsort(-key.to_numpy(float), kind="stable")]
     # one line per stall: packets of one flow that waited through the same stall look alike.
     # Anomalous rows rank first (their key is 1e15 higher), so only they can repeat an
     # earlier line: their keys alone are built (formatting a flow for every packet of a large

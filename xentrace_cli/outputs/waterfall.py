@@ -135,12 +135,13 @@ def direction_rows(table: pd.DataFrame, direction: str) -> np.ndarray:
     return (table["direction"] == direction).to_numpy(dtype=bool, na_value=False)
 
 
-def _measured(table: pd.DataFrame, column: str, direction: str = "") -> bool:
-    """The column exists and holds a value on some row of the direction."""
+def _measured(table: pd.DataFrame, column: str, rows: np.ndarray) -> bool:
+    """The column exists and holds a value on some of ``rows`` (a direction's,
+    :func:`direction_rows`)."""
     if column not in table.columns:
         return False
     values = pd.to_numeric(table[column], errors="coerce")
-    return bool(values[direction_rows(table, direction)].notna().any())
+    return bool((~values.array[rows].isna()).any())
 
 
 def _split_name(name: str) -> tuple[str, str] | None:
@@ -156,12 +157,12 @@ def intervals(table: pd.DataFrame, direction: str | None = None) -> list[Interva
     (both, receive first, when None), each direction in path order."""
     if direction is None:
         return [iv for way in DIRECTIONS for iv in intervals(table, way)]
+    rows = direction_rows(table, direction)  # once: comparing every row's text costs
     found = [Interval(name, a, b, direction=direction)
              for name, (a, b) in _STAGES_OF[direction].items()
-             if _measured(table, stage_column(name), direction)]
+             if _measured(table, stage_column(name), rows)]
     merged = [(name, *split) for name in _MERGED_OF[direction]
-              if (split := _split_name(name)) and _measured(table, stage_column(name),
-                                                            direction)]
+              if (split := _split_name(name)) and _measured(table, stage_column(name), rows)]
     found += [Interval(name, a, b, OTHER_COLORS[i % len(OTHER_COLORS)], direction)
               for i, (name, a, b) in enumerate(merged)]
     order = {p: i for i, p in enumerate(_POINTS_OF[direction])}
@@ -172,8 +173,9 @@ def intervals(table: pd.DataFrame, direction: str | None = None) -> list[Interva
 def lone_intervals(table: pd.DataFrame) -> list[Interval]:
     """The lone-capture intervals measured (``request_to_response``, ``response_to_next``):
     per exchange, on the row of the response, whichever its direction."""
+    every = np.ones(len(table), dtype=bool)
     return [Interval(name, "", "", direction="") for name in LONE_INTERVALS
-            if _measured(table, stage_column(name))]
+            if _measured(table, stage_column(name), every)]
 
 
 def measures(table: pd.DataFrame) -> list[Interval]:
@@ -192,7 +194,10 @@ def first_times(table: pd.DataFrame) -> np.ndarray:
     columns = checkpoint_columns(table)
     if not columns:
         return np.full(len(table), np.nan)
-    values = table[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    if all(table[c].dtype == np.float64 for c in columns):  # an analysis' own: no copy to coerce
+        values = table[columns].to_numpy(dtype=float)
+    else:
+        values = table[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     with np.errstate(all="ignore"):
         out = np.where(np.isfinite(values).any(axis=1),
                        np.nanmin(np.where(np.isfinite(values), values, np.inf), axis=1), np.nan)

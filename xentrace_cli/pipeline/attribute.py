@@ -145,17 +145,13 @@ def _place(point: str, iv: Interval) -> str:
 def durations_us(t_from: np.ndarray, t_to: np.ndarray) -> np.ndarray:
     """``t_to - t_from`` in µs (NaN where either end is not measured)."""
     ok = (t_from != NA_NS) & (t_to != NA_NS)
-    out = np.full(t_from.shape, np.nan)
-    out[ok] = (t_to[ok] - t_from[ok]) / 1e3
-    return out
+    with np.errstate(over="ignore"):  # the rows not measured wrap, and are not kept
+        return np.where(ok, (t_to - t_from) / 1e3, np.nan)
 
 
 def to_seconds(t_ns: np.ndarray) -> np.ndarray:
     """Checkpoint column for the table: epoch seconds (NaN when not measured)."""
-    out = np.full(t_ns.shape, np.nan)
-    ok = t_ns != NA_NS
-    out[ok] = t_ns[ok] / 1e9
-    return out
+    return np.where(t_ns != NA_NS, t_ns / 1e9, np.nan)
 
 
 # --- socket log ------------------------------------------------------------------------------

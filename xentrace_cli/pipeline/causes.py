@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..groups import unique
 from ..sources.xentrace import state_durations, who_ran
 from .trace_attribute import NA_NS, TraceAttribution
 
@@ -58,10 +59,15 @@ def stage_causes(attribution: TraceAttribution, label: np.ndarray, direction: np
     detail = np.full(n, "", dtype=object)
     if attribution.fit is None or attribution.trace is None:
         return cause, detail
+    named = set(label.tolist())  # the labels and directions compared once each, not per span
+    ways: dict[str, np.ndarray] = {}
     for (way, name), (a, b, owner) in spans.items():
-        rows = np.flatnonzero((label == name) & (direction == way) & (a != NA_NS)
-                              & (b != NA_NS))
-        if rows.size == 0 or owner is None:
+        if name not in named or owner is None:
+            continue
+        if way not in ways:
+            ways[way] = direction == way
+        rows = np.flatnonzero((label == name) & ways[way] & (a != NA_NS) & (b != NA_NS))
+        if rows.size == 0:
             continue
         s_tsc, e_tsc = attribution.ns_to_tsc(a[rows]), attribution.ns_to_tsc(b[rows])
         blind = _overlaps_lost(attribution.trace.lost, s_tsc, e_tsc)
@@ -93,7 +99,7 @@ def _dom0_runnable(attribution: TraceAttribution, vcpus: np.ndarray | None, rows
         return done
     trace = attribution.trace
     assert trace is not None  # stage_causes checked it
-    for v in np.unique(vcpus[rows]):
+    for v in unique(vcpus[rows]):
         pick = np.flatnonzero(vcpus[rows] == v)
         if v < 0:
             continue
@@ -119,7 +125,7 @@ def _guest_state(attribution: TraceAttribution, rows: np.ndarray, s_tsc: np.ndar
     per_row = np.where(per_row < 0, _default_vcpu(attribution), per_row)
     trace = attribution.trace
     assert trace is not None  # stage_causes checked it
-    for v in np.unique(per_row):
+    for v in unique(per_row):
         pick = np.flatnonzero(per_row == v)
         d = state_durations(trace.runstates, domid, int(v), s_tsc[pick], e_tsc[pick])
         span = np.maximum(e_tsc[pick] - s_tsc[pick], 1)

@@ -31,6 +31,7 @@ from ..units import counted, format_duration
 from . import anomalies
 from .conversations import gaps, messages, protocols, tcp_analysis
 from .match import FLOW_COLUMNS, first_transmissions
+from .result import text_column
 
 #: The two intervals of the lone view, named as merged intervals are (``<from>_to_<to>``);
 #: defined with the table's columns in :mod:`model`.
@@ -221,11 +222,13 @@ def explained_by(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray,
         return out
     of_row = exchange_of[fresh]
     label = table["anomaly"].to_numpy(object)
-    way = table["direction"].astype(str).to_numpy()
-    hit = np.zeros(len(table), dtype=bool)
+    rows = np.flatnonzero(label != "")  # the few labelled rows, not every row, compared
+    way = table["direction"].iloc[rows].astype(str).to_numpy()
+    hit = np.zeros(rows.size, dtype=bool)
     for direction, name in inside:
-        hit |= (way == direction) & (label == name)
-    out[of_row[hit & (of_row >= 0)]] = True
+        hit |= (way == direction) & (label[rows] == name)
+    rows = rows[hit]
+    out[of_row[rows[of_row[rows] >= 0]]] = True
     return out
 
 
@@ -269,7 +272,7 @@ def put_on_table(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray,
     for column, values in updates.items():
         current = table[column].to_numpy(object).copy()
         current[rows[flagged]] = values.to_numpy(str)[flagged]
-        table[column] = pd.array(current, dtype="str")
+        table[column] = text_column(current)
     # the stage anomalies of other sources, per exchange
     exchange_of = exchange_of_segment(flows)
     stage = np.full(len(flows), "", dtype=object)

@@ -11,10 +11,20 @@ import io
 import json
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ..model import Sources
 from .stats import stage_stats
+
+
+def text_column(values: Any) -> pd.api.extensions.ExtensionArray:
+    """A text column of the table (pandas' ``str``, Arrow's large strings) from Python
+    strings: built by Arrow (half the time of ``pd.array(values, dtype="str")``, which checks
+    each value in Python first), without a fixed-width copy (``values.astype(str)``)."""
+    return pd.array(pa.array(np.asarray(values, dtype=object), type=pa.large_string()),
+                    dtype="str")
 
 
 @dataclasses.dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -191,6 +192,11 @@ class VcpuTimeline:
         return out
 
 
+def _vcpu_key(domid: Any, vcpu: Any) -> Any:
+    """(domain, vCPU) → one int64, distinct for every pair of 32-bit ids."""
+    return (np.asarray(domid).astype(np.int64) << 32) + np.asarray(vcpu).astype(np.int64)
+
+
 class Timelines:
     """Every vCPU's :class:`VcpuTimeline`, built on first use."""
 
@@ -204,15 +210,22 @@ class Timelines:
     def __getitem__(self, key: tuple[int, int]) -> VcpuTimeline:
         if key not in self._cache:
             rs = self.runstates
-            mine = rs[(rs["domid"].to_numpy() == key[0]) & (rs["vcpu"].to_numpy() == key[1])]
-            start = mine["start_tsc"].to_numpy(np.int64)
+            rows = np.flatnonzero(self._vcpu_keys == _vcpu_key(*key))
+            start = rs["start_tsc"].to_numpy(np.int64)[rows]
             order = np.argsort(start, kind="stable")
-            end = mine["end_tsc"].to_numpy(dtype=np.int64, na_value=self._open_end)
+            end = rs["end_tsc"].array[rows].to_numpy(dtype=np.int64, na_value=self._open_end)
             self._cache[key] = VcpuTimeline(
                 start[order], np.maximum(end[order], start[order]),
-                mine["state"].cat.codes.to_numpy().astype(np.int64)[order],
-                mine["cpu"].to_numpy().astype(np.int64)[order])
+                rs["state"].cat.codes.to_numpy()[rows].astype(np.int64)[order],
+                rs["cpu"].to_numpy()[rows].astype(np.int64)[order])
         return self._cache[key]
+
+    @cached_property
+    def _vcpu_keys(self) -> np.ndarray:
+        """Each run state's (domain, vCPU) as one int64 (:func:`_vcpu_key`): one comparison
+        finds a vCPU's rows, and only the columns a timeline needs are taken."""
+        rs = self.runstates
+        return _vcpu_key(rs["domid"].to_numpy(), rs["vcpu"].to_numpy())
 
     @property
     def last_tsc(self) -> int:

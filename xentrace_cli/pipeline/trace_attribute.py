@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .. import xen_events as xe
+from ..groups import unique
 from ..sources.xentrace import XenTrace
 from . import align, trace_path
 from .clock import BURST_GAP_NS, TscFit
@@ -328,7 +329,7 @@ def lone_copies(records: TraceRecords, fit: TscFit, foreign: np.ndarray,
 
 def _note_copies(notes: list[str], records: TraceRecords, foreign: np.ndarray,
                  paths: RowPaths, rx: np.ndarray) -> None:
-    issuers = np.unique(records.copies.issuer[paths.copy[paths.copy >= 0]])
+    issuers = unique(records.copies.issuer[paths.copy[paths.copy >= 0]])
     where = ", ".join(f"d0v{v}" for v in issuers if v >= 0) or "unknown dom0 vCPUs"
     notes.append(f"netback's grant copies: {records.copies.tsc.size} in the trace "
                  f"({int(foreign.sum())} another guest's); {int((paths.copy[rx] >= 0).sum())} "
@@ -423,11 +424,8 @@ def _quiet_note(result: TraceAttribution, timelines: Timelines, records: TraceRe
     runstates = timelines.runstates
     near = int(NEAR_COPY_NS * result.fit.cpu_hz / 1e9)
     c = np.sort(copy_tsc)
-    doms = runstates["domid"].to_numpy(np.int64)
-    starts = runstates["start_tsc"].to_numpy(np.int64)
     share = {}
-    for d in np.unique(doms[(doms > 0) & (doms < 0x7FF0)]):
-        st = np.sort(starts[doms == d])
+    for d, st in _guest_run_starts(runstates):
         k = np.searchsorted(st, c, side="left")
         nxt = st[np.minimum(k, st.size - 1)]
         share[int(d)] = float(((k < st.size) & (nxt - c <= near)).mean())
@@ -439,6 +437,22 @@ def _quiet_note(result: TraceAttribution, timelines: Timelines, records: TraceRe
         f"guest domain d{domid} reacts to {mine:.0%} of netback's copies (a wake or run within "
         f"{NEAR_COPY_NS // 1000} µs), d{best} to {share[best]:.0%}: is the domain id right? "
         f"The causes below are read from d{domid}'s run states.")
+
+
+def _guest_run_starts(runstates: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
+    """Each guest domain (ascending) with the sorted start TSCs of its run states. The rows
+    are grouped by one stable sort of the domain ids (16-bit: a radix sort), not compared
+    against each domain in turn; each domain's starts come nearly sorted (its vCPUs' runs)."""
+    doms = runstates["domid"].to_numpy()
+    guest = np.flatnonzero((doms > 0) & (doms < 0x7FF0))
+    if guest.size == 0:
+        return []
+    dom = doms[guest].astype(np.int16)  # below 0x7FF0
+    order = np.argsort(dom, kind="stable")
+    cuts = np.flatnonzero(dom[order][1:] != dom[order][:-1]) + 1
+    starts = runstates["start_tsc"].to_numpy(np.int64)
+    return [(int(dom[part[0]]), np.sort(starts[guest[part]], kind="stable"))
+            for part in np.split(order, cuts)]
 
 
 # --- step 7: transmit, dom0's run -----------------------------------------------------------

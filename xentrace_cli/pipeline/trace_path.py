@@ -25,6 +25,7 @@ import dataclasses
 
 import numpy as np
 
+from ..groups import unique
 from .timelines import BLOCKED, NO_TSC, RUNNABLE, RUNNING, Copies, Timelines, TraceRecords
 
 #: A notification's wake follows its grant copy on the same CPU within this (ns).
@@ -67,7 +68,7 @@ def woken_in_handler(records: TraceRecords, rows: np.ndarray, domid: int = 0) ->
     irq, wakes = records.interrupts, records.wakes
     out = np.full(rows.size, -1, dtype=np.int64)
     mine = wakes.domid == domid
-    for cpu in np.unique(irq.cpu[rows]):
+    for cpu in unique(irq.cpu[rows]):
         pick = np.flatnonzero(irq.cpu[rows] == cpu)
         on = np.flatnonzero(mine & (wakes.cpu == cpu))
         if on.size == 0:
@@ -111,7 +112,7 @@ def interrupt_runs(records: TraceRecords, timelines: Timelines, rows: np.ndarray
     run = np.full(rows.size, NO_TSC, dtype=np.int64)
     todo = np.ones(rows.size, dtype=bool)
     for guess in (nearest, other):
-        for v in np.unique(guess[todo & (guess >= 0)]):
+        for v in unique(guess[todo & (guess >= 0)]):
             pick = np.flatnonzero(todo & (guess == v))
             line = timelines[(0, int(v))]
             state = line.state_at(tsc[pick])
@@ -179,7 +180,7 @@ def classify_copies(records: TraceRecords, domid: int | None, window_cycles: int
     if domid is None or copies.tsc.size == 0:
         return foreign
     guest = (wakes.domid > 0) & (wakes.domid < DOMID_IDLE)
-    for cpu in np.unique(copies.cpu):
+    for cpu in unique(copies.cpu):
         mine = np.flatnonzero(copies.cpu == cpu)
         on = np.flatnonzero(guest & (wakes.cpu == cpu))
         if on.size == 0:
@@ -211,7 +212,7 @@ def notified_dom0_vcpus(records: TraceRecords, timelines: Timelines, tsc: np.nda
         cpu[running] = line.cpu_at(tsc)[running]
     wakes = records.wakes
     dom0 = wakes.domid == 0
-    for c in np.unique(cpu[cpu >= 0]):
+    for c in unique(cpu[cpu >= 0]):
         pick = np.flatnonzero(cpu == c)
         on = np.flatnonzero(dom0 & (wakes.cpu == c))
         if on.size == 0:
@@ -315,7 +316,7 @@ def assign_tx_copies(copy_ns: np.ndarray, usable: np.ndarray, issuer: np.ndarray
     """
     out = np.full(frames_ns.size, -1, dtype=np.int64)
     groups = [(frame_vcpu < 0, usable)]
-    groups += [(frame_vcpu == v, usable & (issuer == v)) for v in np.unique(frame_vcpu)
+    groups += [(frame_vcpu == v, usable & (issuer == v)) for v in unique(frame_vcpu)
                if v >= 0]
     na = np.iinfo(np.int64).min
     for frames_sel, copies_sel in groups:
@@ -373,7 +374,7 @@ def guest_runs(records: TraceRecords, timelines: Timelines, copy_rows: np.ndarra
     wake = np.full(copy_rows.size, NO_TSC, dtype=np.int64)
     mine = wakes.domid == domid
     window = window_cycles
-    for c in np.unique(cpu):
+    for c in unique(cpu):
         pick = np.flatnonzero(cpu == c)
         on = np.flatnonzero(mine & (wakes.cpu == c))
         if on.size == 0:
@@ -390,7 +391,7 @@ def guest_runs(records: TraceRecords, timelines: Timelines, copy_rows: np.ndarra
         known = timelines.vcpus(domid)
         filled[:] = known[0] if known else -1
     run = np.full(copy_rows.size, NO_TSC, dtype=np.int64)
-    for v in np.unique(filled[filled >= 0]):
+    for v in unique(filled[filled >= 0]):
         pick = np.flatnonzero(filled == v)
         line = timelines[(domid, int(v))]
         woke = wake[pick] != NO_TSC
@@ -409,7 +410,7 @@ def issuer_runs(timelines: Timelines, copies: Copies, copy_rows: np.ndarray,
     ``since_tsc`` (the guest queued the frame): ``since`` itself when it was running."""
     out = np.full(copy_rows.size, NO_TSC, dtype=np.int64)
     issuer = copies.issuer[copy_rows]
-    for v in np.unique(issuer[issuer >= 0]):
+    for v in unique(issuer[issuer >= 0]):
         pick = np.flatnonzero(issuer == v)
         out[pick] = timelines[(0, int(v))].next_run(since_tsc[pick])
     return out

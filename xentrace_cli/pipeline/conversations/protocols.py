@@ -78,14 +78,39 @@ def _starts_with(head: np.ndarray, length: np.ndarray, tokens: tuple[bytes, ...]
         return out
     sub, sub_len = head[rows], length[rows]
     hit = np.zeros(len(rows), dtype=bool)
+    words = _words(sub, at)
     for token in tokens:
         end = at + len(token)
         if end > head.shape[1]:
             continue
-        want = np.frombuffer(token, dtype=np.uint8)
-        hit |= (sub_len >= end) & (sub[:, at:end] == want).all(axis=1)
+        if len(token) <= _WORD:  # its bytes, and only those, equal: one integer comparison
+            want, mask = _word(token)
+            match = (words & mask) == want
+        else:
+            match = (sub[:, at:end] == np.frombuffer(token, dtype=np.uint8)).all(axis=1)
+        hit |= (sub_len >= end) & match
     out[rows] = hit
     return out
+
+
+#: Bytes compared as one integer by :func:`_starts_with`.
+_WORD = 8
+
+
+def _words(head: np.ndarray, at: int) -> np.ndarray:
+    """Each row's bytes ``at`` … ``at + 7`` as one little-endian uint64 (zeros past the
+    head)."""
+    width = max(0, min(_WORD, head.shape[1] - at))
+    padded = np.zeros((head.shape[0], _WORD), dtype=np.uint8)
+    padded[:, :width] = head[:, at:at + width]
+    return padded.view("<u8")[:, 0]
+
+
+def _word(token: bytes) -> tuple[np.uint64, np.uint64]:
+    """A token of at most 8 bytes as :func:`_words` reads it, and the mask of its bytes."""
+    pad = _WORD - len(token)
+    return (np.frombuffer(token + bytes(pad), dtype="<u8")[0],
+            np.frombuffer(b"\xff" * len(token) + bytes(pad), dtype="<u8")[0])
 
 
 def recognize(head: np.ndarray, length: np.ndarray, proto: np.ndarray, sport: np.ndarray,
