@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from xentrace_cli.pipeline import clock
 from xentrace_cli.pipeline.clock import ClockFit, fit_offset_drift
 
 T0_NS = 1_700_000_000_000_000_000  # an epoch instant on the other clock (2023-11)
@@ -490,3 +491,47 @@ def test_simulated_tsc_recovered(simulated, given):
     err = fit.to_ns(grid) - true
     assert err.min() >= -1_000
     assert err.max() <= fastest_ns + 1_500
+
+
+def _every_pair_scale(px: np.ndarray, pa: np.ndarray, pgx: np.ndarray, pga: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference for ``clock._pair_scales``: every pair of gap pairs tested, the full
+    matrix scanned row by row (what ``_coarse_align`` did before)."""
+    dx = px[None, :] - px[:, None]
+    da = pa[None, :] - pa[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sc = da / dx
+        valid = (dx > 0) & (da > 0)
+        valid &= (sc >= 1e9 / clock.MAX_CPU_HZ) & (sc <= 1e9 / clock.MIN_CPU_HZ)
+        valid &= np.abs(sc * pgx[:, None] - pga[:, None]) < clock.GAP_JITTER_NS
+        valid &= np.abs(sc * pgx[None, :] - pga[None, :]) < clock.GAP_JITTER_NS
+    p, q = np.nonzero(valid)
+    return sc[p, q], da[p, q], p
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pair_scales_are_those_of_every_pair(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_pair_scales`` tests only the gap pairs whose windows of scales meet: the same
+    scales, baselines and rows, in the same order, as testing every pair (the reference
+    above), on gaps that follow one line with jitter, strays and equal gap lengths, in
+    integer and float arrays, in blocks of any size."""
+    rng = np.random.default_rng(seed)
+    k = rng.uniform(0.2, 1.5)  # ns per cycle
+    n = int(rng.integers(50, 600))
+    px = np.sort(rng.integers(0, 10**12, n))
+    pgx = rng.integers(1, 10**9 if seed % 2 else 10**6, n)
+    pa = (px * k).astype(np.int64) + rng.normal(0, 50_000, n).astype(np.int64)
+    pa[rng.random(n) < 0.3] += rng.integers(-10**9, 10**9)  # strays
+    pga = (pgx * k).astype(np.int64) + rng.integers(-150_000, 150_000, n)
+    if seed == 4:
+        pga[:] = int(pga.mean())  # every window alike: every pair meets
+    arrays = (px, pa, pgx, pga) if seed % 3 else tuple(v.astype(float) for v in
+                                                       (px, pa, pgx, pga))
+    expected = _every_pair_scale(*arrays)
+    assert expected[0].size > 0
+    for block in (2_000_000, 1_000, 7):
+        monkeypatch.setattr(clock, "PAIR_BLOCK", block)
+        got = clock._pair_scales(*arrays)
+        for g, e in zip(got, expected, strict=True):
+            assert g.dtype == e.dtype
+            assert np.array_equal(g, e)

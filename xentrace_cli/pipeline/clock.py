@@ -57,6 +57,11 @@ MAX_GAP_CANDIDATES = 20_000
 GAP_JITTER_NS = 100_000
 #: Plausible TSC frequencies when none is given.
 MIN_CPU_HZ, MAX_CPU_HZ = 0.5e9, 10e9
+#: How much wider than a gap pair's lengths allow its window of scales is taken when finding
+#: the pairs whose windows meet (:func:`_pair_scales`): a relative margin far above rounding.
+WINDOW_SLACK = 1e-9
+#: Candidate pairs tested at once by :func:`_pair_scales` (bounds its memory).
+PAIR_BLOCK = 2_000_000
 #: Fewest unambiguous interrupt/burst pairs to bound the offset with (else all pairs are used).
 MIN_CLEAN_PAIRS = 20
 #: Below this fraction of bursts matched, the alignment is declared failed.
@@ -664,25 +669,7 @@ def _coarse_align(x_cyc: np.ndarray, a_ns: np.ndarray, ns_per_cycle: float | Non
     if ii.size < 2:
         return None
     px, pa, pgx, pga = ex[ii], ea[jj], gx[ii], ga[jj]
-    # every two pairs in the same order on both sides give a scale over their baseline; it
-    # must agree with both gap lengths (in blocks of rows to bound memory)
-    found_s, found_base, found_p = [], [], []
-    rows = max(1, 2_000_000 // px.size)
-    for r0 in range(0, px.size, rows):
-        r = slice(r0, r0 + rows)
-        dx = px[None, :] - px[r, None]
-        da = pa[None, :] - pa[r, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sc = da / dx
-            valid = (dx > 0) & (da > 0)
-            valid &= (sc >= 1e9 / MAX_CPU_HZ) & (sc <= 1e9 / MIN_CPU_HZ)
-            valid &= np.abs(sc * pgx[r, None] - pga[r, None]) < GAP_JITTER_NS
-            valid &= np.abs(sc * pgx[None, :] - pga[None, :]) < GAP_JITTER_NS
-        p, q = np.nonzero(valid)
-        found_s.append(sc[p, q])
-        found_base.append(da[p, q])
-        found_p.append(p + r0)
-    s, base, p = (np.concatenate(v) for v in (found_s, found_base, found_p))
+    s, base, p = _pair_scales(px, pa, pgx, pga)
     if s.size == 0:
         return None
     half = 2 * GAP_JITTER_NS / base * s            # each scale is known to ± this
@@ -697,6 +684,52 @@ def _coarse_align(x_cyc: np.ndarray, a_ns: np.ndarray, ns_per_cycle: float | Non
     k = float(s[pick])
     o = float(pa[p[pick]] - k * px[p[pick]])
     return k, o, float(half[pick] / k), float(pa[p[pick]]), votes
+
+
+def _pair_scales(px: np.ndarray, pa: np.ndarray, pgx: np.ndarray, pga: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every two gap pairs (``r``, ``q``) in the same order on both sides give a scale over
+    their baseline, ``(pa[q] − pa[r]) / (px[q] − px[r])``, which must agree with both pairs'
+    gap lengths (``pgx`` cycles, ``pga`` ns; ``pgx`` > 0). Returns those scales, their
+    baselines (ns) and ``r``, in the order of a row-major scan of all pairs.
+
+    A pair's gap lengths allow the scales within ``GAP_JITTER_NS`` of ``pga / pgx``: only
+    pairs whose windows meet can agree (a few thousand of the 4,692² of a million-packet
+    set), so the window bounds are sorted once and only the pairs that meet (the windows
+    widened by :data:`WINDOW_SLACK`, far beyond rounding) are tested, with the arithmetic
+    of a full scan, in blocks of rows of at most ``PAIR_BLOCK`` candidates (memory).
+    """
+    lo = (pga - GAP_JITTER_NS) / pgx
+    hi = (pga + GAP_JITTER_NS) / pgx
+    lo, hi = lo - np.abs(lo) * WINDOW_SLACK, hi + np.abs(hi) * WINDOW_SLACK
+    order = np.argsort(lo, kind="stable")
+    lo_sorted = lo[order]
+    widest = float((hi - lo).max()) if lo.size else 0.0
+    # for each pair, the pairs whose window starts within [its start − widest, its end]
+    first = np.searchsorted(lo_sorted, lo - widest, side="left")
+    count = np.maximum(np.searchsorted(lo_sorted, hi, side="right") - first, 0)
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    cuts = np.searchsorted(np.cumsum(count), np.arange(PAIR_BLOCK, int(count.sum()),
+                                                       PAIR_BLOCK), side="right")
+    for rows in np.split(np.arange(lo.size), np.unique(cuts)):
+        r = np.repeat(rows, count[rows])
+        q = order[np.repeat(first[rows], count[rows]) + np.arange(r.size)
+                  - np.repeat(np.cumsum(count[rows]) - count[rows], count[rows])]
+        meet = (lo[q] <= hi[r]) & (lo[r] <= hi[q])
+        r, q = r[meet], q[meet]
+        scan = np.argsort(r * lo.size + q)  # row-major, as a scan of every pair finds them
+        r, q = r[scan], q[scan]
+        dx = px[q] - px[r]
+        da = pa[q] - pa[r]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sc = da / dx
+            valid = (dx > 0) & (da > 0)
+            valid &= (sc >= 1e9 / MAX_CPU_HZ) & (sc <= 1e9 / MIN_CPU_HZ)
+            valid &= np.abs(sc * pgx[r] - pga[r]) < GAP_JITTER_NS
+            valid &= np.abs(sc * pgx[q] - pga[q]) < GAP_JITTER_NS
+        found.append((sc[valid], da[valid], r[valid]))
+    s, base, r = (np.concatenate(v) for v in zip(*found, strict=True))  # one block at least
+    return s, base, r
 
 
 def _nearest(pred: np.ndarray, a: np.ndarray) -> np.ndarray:
