@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..allocator import give_back_memory
+from ..background import Background
 from ..groups import factorize
 from ..xen_events import (
     DOMID_IDLE,
@@ -409,13 +410,17 @@ def read_xentrace(path: str | os.PathLike[str],
     scan = scan_xentrace(path, on_progress, events, _words(columns), CHUNK_WORDS,
                          idle_runstates=idle_runstates)
     give_back_memory()  # the spans' temporaries: freed, but resident until given back
-    runstates = _runstates_table(scan)
-    give_back_memory()
+    # the run states (sorts, the longest step) in a thread while the other tables are made
+    runstates_aside = Background(lambda: _runstates_table(scan))
     switches = _switches_table(scan.switch)
-    scan.runstate = scan.switch = {}
+    scan.switch = {}
+    events = _events_table(scan.kept, columns)
+    scan.kept = {}
+    runstates = runstates_aside.result()
+    give_back_memory()
     return XenTrace(
         path=scan.path,
-        events=_events_table(scan.kept, columns),
+        events=events,
         lost=_lost_table(scan.lost),
         runstates=runstates,
         switches=switches,

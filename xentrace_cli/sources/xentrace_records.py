@@ -25,12 +25,12 @@ import dataclasses
 import io
 import os
 import struct
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from ..background import Background
 from ..errors import InputError
 from ..groups import factorize, unique
 from ..xen_events import (
@@ -576,33 +576,6 @@ def _locate(path: Path, fd: int, win: Windows, first: int, stop: int, nwords: in
     return _Located(buffer, lo, hi, nodes, hdr, problem, cut, seg_start, has)
 
 
-class _Ahead:
-    """A call run in a thread of its own while the caller works on; :meth:`result` waits for
-    it and returns its value (or raises what it raised)."""
-
-    def __init__(self, call: Callable[[], _Located]) -> None:
-        self._value: _Located | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
-        self._thread.start()
-
-    def _run(self, call: Callable[[], _Located]) -> None:
-        try:
-            self._value = call()
-        except BaseException as error:  # handed to the caller by result()
-            self._error = error
-
-    def wait(self) -> None:
-        self._thread.join()
-
-    def result(self) -> _Located:
-        self.wait()
-        if self._error is not None:
-            raise self._error
-        assert self._value is not None
-        return self._value
-
-
 def read_batches(path: Path, handle: io.BufferedReader, win: Windows, size: int,
                  chunk_words: int, clock: Clock, keep: Keep,
                  on_progress: ProgressCallback | None = None,
@@ -622,9 +595,9 @@ def read_batches(path: Path, handle: io.BufferedReader, win: Windows, size: int,
     width = min(chunk_words, nwords) + MAX_EXTRA
     buffers = [np.zeros(width if len(spans) > k else 0, dtype="<u4") for k in range(2)]
 
-    def locate(i: int) -> _Ahead:
+    def locate(i: int) -> Background[_Located]:
         first, stop = spans[i]
-        return _Ahead(lambda: _locate(path, fd, win, first, stop, nwords, buffers[i % 2]))
+        return Background(lambda: _locate(path, fd, win, first, stop, nwords, buffers[i % 2]))
 
     ahead = locate(0) if spans else None
     try:

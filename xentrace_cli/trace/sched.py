@@ -203,24 +203,34 @@ def _busy_before(start: np.ndarray, end: np.ndarray, t: np.ndarray) -> np.ndarra
 def cpu_runs(scan: TraceScan, iv: Table) -> Table:
     """Who held each physical CPU when: ``cpu, key, start, end, open``, sorted by CPU then
     start. From the SWITCH records when the trace has them (every occupant, the idle vCPUs
-    too), else from the vCPUs' running intervals."""
-    last = scan.last_tsc if scan.last_tsc is not None else 0
-    sw = scan.switch
-    if len(sw.get("tsc", ())):
-        def unit(a: str, b: str) -> np.ndarray:
-            return (sw[a].astype(np.int64) << 16) | sw[b].astype(np.int64)
-
-        runs = occupancy(sw["cpu"], sw["tsc"], unit("w0", "w1"), unit("w2", "w3"),
-                         scan.first_tsc)
-        opened = runs["end"] < 0
-        return {"cpu": runs["cpu"], "key": runs["key"], "start": runs["start"],
-                "end": np.maximum(np.where(opened, last, runs["end"]), runs["start"]),
-                "open": opened}
+    too: :func:`switch_runs`), else from the vCPUs' running intervals."""
+    if has_switches(scan):
+        return switch_runs(scan)
     run = np.flatnonzero(iv["state"] == RUNNING)
     run = run[np.argsort(iv["start"][run], kind="stable")]
     run = run[np.argsort(iv["cpu"][run], kind="stable")]
     return {"cpu": iv["cpu"][run], "key": iv["key"][run], "start": iv["start"][run],
             "end": iv["end"][run], "open": iv["open"][run]}
+
+
+def has_switches(scan: TraceScan) -> bool:
+    """The trace has SWITCH records (:func:`cpu_runs` needs no run-state intervals then)."""
+    return bool(len(scan.switch.get("tsc", ())))
+
+
+def switch_runs(scan: TraceScan) -> Table:
+    """:func:`cpu_runs` from the SWITCH records (the run-state intervals not needed)."""
+    last = scan.last_tsc if scan.last_tsc is not None else 0
+    sw = scan.switch
+
+    def unit(a: str, b: str) -> np.ndarray:
+        return (sw[a].astype(np.int64) << 16) | sw[b].astype(np.int64)
+
+    runs = occupancy(sw["cpu"], sw["tsc"], unit("w0", "w1"), unit("w2", "w3"), scan.first_tsc)
+    opened = runs["end"] < 0
+    return {"cpu": runs["cpu"], "key": runs["key"], "start": runs["start"],
+            "end": np.maximum(np.where(opened, last, runs["end"]), runs["start"]),
+            "open": opened}
 
 
 def cpu_slice(runs: Table, cpu: int) -> slice:
