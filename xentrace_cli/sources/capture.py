@@ -21,6 +21,12 @@ a window is unmapped once no batch refers to it, and a batch no longer refers to
 decoded. Each window is fresh, so a batch's buffer stays valid while later chunks are read
 (the readers' batches may be decoded in another thread). A gzip stream (or a file that cannot
 be mapped) is read into one reused buffer as before.
+
+The one thing a map does worse than a read: a file cut short by another process while its
+window is being read ends the process with a bus error (the pages past the new end are gone),
+where a read would have returned fewer bytes. The size is looked at before each window is
+mapped, so a file cut meanwhile ends at the window before; only a cut inside the 4 MiB being
+read at that moment is not caught. A capture still being written (it only grows) is safe.
 """
 
 from __future__ import annotations
