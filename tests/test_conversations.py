@@ -228,10 +228,10 @@ def test_protocol_marks_compare_tokens_as_bytes_do() -> None:
 
 
 def test_kinds_numbered_as_pandas_numbers_their_tuples() -> None:
-    """``gaps._first_seen_codes``: the distinct (dst, dport, proto) in order of first
+    """``codes.first_seen_codes``: the distinct (dst, dport, proto) in order of first
     appearance, a missing value a value of its own, as ``pd.MultiIndex.factorize`` numbers
     them (the reference), on random columns with missing values."""
-    from xentrace_cli.pipeline.conversations import gaps
+    from xentrace_cli.pipeline.conversations import codes
 
     rng = np.random.default_rng(3)
     n = 5000
@@ -240,7 +240,29 @@ def test_kinds_numbered_as_pandas_numbers_their_tuples() -> None:
     dport[rng.random(n) < 0.05] = pd.NA
     proto = pd.array(rng.choice([6, 17], n), dtype="UInt8")
     reference = pd.MultiIndex.from_arrays([dst.astype(str), dport, proto]).factorize()[0]
-    got = gaps._first_seen_codes(dst.astype(str), dport, proto)
+    got = codes.first_seen_codes(dst.astype(str), dport, proto)
     assert got.tolist() == reference.tolist()
     assert got.max() > 10  # many kinds, missing ones among them
-    assert gaps._first_seen_codes(dst[:0], dport[:0], proto[:0]).size == 0
+    assert codes.first_seen_codes(dst[:0], dport[:0], proto[:0]).size == 0
+
+
+def test_conversation_key_is_made_per_connection_as_per_row() -> None:
+    """``tcp_analysis.conversation_key`` (made once per distinct endpoint pair) gives each
+    row what the per-row formula gives (the reference here): ``ip|port~ip|port``, the
+    smaller endpoint text first, the same for both directions; and ``codes.first_rows``
+    finds where each code first appears, by hand."""
+    from xentrace_cli.pipeline.conversations import codes, tcp_analysis
+
+    rng = np.random.default_rng(11)
+    n = 3000
+    src = rng.choice(np.array(["10.0.0.1", "10.0.0.5", "fe80::2"], dtype=object), n)
+    dst = rng.choice(np.array(["10.0.0.1", "10.0.0.5", "10.0.0.10"], dtype=object), n)
+    sport, dport = rng.choice([53, 80, 40000, 5], n), rng.choice([53, 80, 40001], n)
+    a = pd.Series(src).astype(str) + "|" + pd.Series(sport).astype(str)
+    b = pd.Series(dst).astype(str) + "|" + pd.Series(dport).astype(str)
+    expected = np.where(a < b, a + "~" + b, b + "~" + a)
+    got = tcp_analysis.conversation_key(src, sport, dst, dport)
+    assert got.tolist() == expected.tolist()
+    assert tcp_analysis.conversation_key(dst, dport, src, sport).tolist() == got.tolist()
+    assert codes.first_rows(np.array([0, 0, 1, 0, 2, 1, 3])).tolist() == [0, 2, 4, 6]
+    assert codes.first_rows(np.zeros(0, dtype=np.int64)).size == 0

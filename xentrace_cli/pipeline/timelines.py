@@ -82,8 +82,9 @@ class TraceRecords:
 
 
 def _column(events: pd.DataFrame, name: str, rows: np.ndarray, missing: int) -> np.ndarray:
-    """A (nullable) event column at ``rows`` only: converting every row is slow."""
-    return events[name].iloc[rows].to_numpy(dtype=np.int64, na_value=missing)
+    """A (nullable) event column at ``rows`` only: converting every row is slow (taken from
+    the column's array: no index is built for the rows)."""
+    return events[name].array[rows].to_numpy(dtype=np.int64, na_value=missing)
 
 
 def _interrupts(events: pd.DataFrame, event: np.ndarray, tsc: np.ndarray,

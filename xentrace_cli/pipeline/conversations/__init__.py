@@ -11,6 +11,7 @@ frame, the opt-in reader columns (``payload_head``, ``tcp_window``: ``packets.re
 * :mod:`.gaps`: delay versus idle, judged against the same conversation (or its kind);
 * :mod:`.tcp_analysis`: the network's share — retransmissions, RTO back-off, zero windows,
   window-full stalls, duplicate and delayed ACKs — from our own sequence analysis.
+* :mod:`.codes`: rows numbered by their distinct combination of columns (kinds, connections).
 
 Layer: part of the pipeline (:mod:`xentrace_cli.pipeline`); imports the shared modules and
 ``pipeline.match`` and ``pipeline.anomalies`` only.

@@ -35,12 +35,11 @@ port and transport). A conversation *answers tightly* when that baseline's media
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
 from .. import anomalies
+from .codes import first_seen_codes
 
 #: A conversation whose usual response → next gap is at most this answers tightly (µs).
 TIGHT_US = 50_000.0
@@ -74,26 +73,13 @@ def _robust(values: pd.Series, groups: pd.Series) -> pd.DataFrame:
     return stats
 
 
-def _first_seen_codes(*columns: Any) -> np.ndarray:
-    """Each row's distinct combination of ``columns``, numbered in order of first appearance
-    (a missing value is a value): ``pd.MultiIndex.from_arrays(columns).factorize()[0]``
-    without a Python tuple per row (20x faster on 157,000 exchanges)."""
-    key: np.ndarray | None = None
-    for column in columns:
-        codes = pd.factorize(column, use_na_sentinel=False)[0].astype(np.int64)
-        if key is not None:  # two columns' codes as one, renumbered: stays below n**2
-            codes = pd.factorize(key * (int(codes.max()) + 1 if codes.size else 1) + codes)[0]
-        key = codes
-    return key if key is not None else np.zeros(0, dtype=np.int64)
-
-
 def baselines(flows: pd.DataFrame, gap: str) -> pd.DataFrame:
     """Per exchange: the baseline its ``gap`` is judged by — ``count``, ``median``, ``mad``,
     ``threshold`` (µs), ``scope`` (``conversation``, ``kind`` or ``none``) and ``group`` (an
     id shared by the exchanges judged by the same baseline; -1 for none)."""
     values = flows[f"{gap}_us"]
     conv = pd.Series(flows["conversation"].to_numpy(np.int64), index=flows.index)
-    kind = pd.Series(_first_seen_codes(flows["dst"].astype(str), flows["dport"],
+    kind = pd.Series(first_seen_codes(flows["dst"].astype(str), flows["dport"],
                                        flows["proto"]), index=flows.index)
     out = pd.DataFrame(index=flows.index)
     per_conv = _robust(values, conv).reindex(conv.to_numpy())

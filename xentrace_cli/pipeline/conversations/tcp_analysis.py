@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..match import unwrap_seq
+from .codes import first_rows, first_seen_codes
 
 SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
 #: Wireshark's out-of-order threshold: a hole filled this soon after the front moved.
@@ -304,10 +305,15 @@ def _ack_delay(t: pd.DataFrame, prev_ack: np.ndarray, control: np.ndarray) -> np
 
 def conversation_key(src: np.ndarray, sport: np.ndarray, dst: np.ndarray, dport: np.ndarray
                      ) -> np.ndarray:
-    """The key :func:`analyze_tcp` gives both directions of a connection."""
-    a = pd.Series(src).astype(str) + "|" + pd.Series(sport).astype(np.int64).astype(str)
-    b = pd.Series(dst).astype(str) + "|" + pd.Series(dport).astype(np.int64).astype(str)
-    return np.where(a < b, a + "~" + b, b + "~" + a)
+    """The key :func:`analyze_tcp` gives both directions of a connection (made once per
+    distinct src, sport, dst, dport, not once per row)."""
+    codes = first_seen_codes(src, sport, dst, dport)
+    first = first_rows(codes)
+    a = (pd.Series(src[first]).astype(str) + "|"
+         + pd.Series(sport[first]).astype(np.int64).astype(str))
+    b = (pd.Series(dst[first]).astype(str) + "|"
+         + pd.Series(dport[first]).astype(np.int64).astype(str))
+    return np.where(a < b, a + "~" + b, b + "~" + a)[codes]
 
 
 def _describe(event: str, hit: pd.DataFrame) -> pd.Series:
