@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..background import Background
 from ..errors import OptionError
 from ..groups import unique
 from ..sources.xentrace_scan import TraceScan, scan_xentrace
@@ -289,9 +288,6 @@ def analyze_trace(path: str | os.PathLike[str], cpu_hz: float | None = None,
     hz = float(cpu_hz) if cpu_hz is not None else DEFAULT_CPU_HZ
     scan = scan_xentrace(path, on_progress, events=HVM_EVENT_IDS, words=HVM_WORDS,
                          merged=False)
-    # who held each CPU, from the switches, while the run-state intervals are built
-    runs_aside = Background(lambda: sched.switch_runs(scan)) if sched.has_switches(scan) \
-        else None
     iv = sched.interval_table(scan)
     scan.runstate = {}  # the intervals hold what the views need of them
     origin = scan.first_tsc or 0
@@ -307,7 +303,7 @@ def analyze_trace(path: str | os.PathLike[str], cpu_hz: float | None = None,
     tables["waits"], tables["domain_waits"] = _wait_tables(wait, hz)
     tables["vcpu_pcpu"] = _units({"key": per_cpu["key"], "cpu": per_cpu["cpu"],
                                   "runs": per_cpu["runs"], "running_s": per_cpu["cycles"] / hz})
-    runs = runs_aside.result() if runs_aside is not None else sched.cpu_runs(scan, iv)
+    runs = sched.cpu_runs(scan, iv)
     scan.switch = {}
     tables["pcpus"], tables["utilisation"] = _pcpu_tables(scan, runs, silent, hz)
     tables["silences"], tables["inferred"] = _silence_tables(silent, inferred, origin, hz)
