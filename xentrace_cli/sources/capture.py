@@ -13,27 +13,12 @@ The only sequential work is walking the record (block) lengths: each record's of
 the previous record's length. The readers do it in a tight loop that reads 4 (pcap) or 8
 (pcapng) header bytes per record with a precompiled :class:`struct.Struct`; everything else is
 numpy over the whole chunk.
-
-An uncompressed file is not copied into a buffer: each chunk is a read-only memory map of its
-part of the file (a window), so the kernel neither copies the bytes (``readinto`` of 1.1 GB
-from the page cache cost 0.16 s of CPU; mapping it, 0.01 s) nor holds the file in our memory:
-a window is unmapped once no batch refers to it, and a batch no longer refers to it once
-decoded. Each window is fresh, so a batch's buffer stays valid while later chunks are read
-(the readers' batches may be decoded in another thread). A gzip stream (or a file that cannot
-be mapped) is read into one reused buffer as before.
-
-The one thing a map does worse than a read: a file cut short by another process while its
-window is being read ends the process with a bus error (the pages past the new end are gone),
-where a read would have returned fewer bytes. The size is looked at before each window is
-mapped, so a file cut meanwhile ends at the window before; only a cut inside the 4 MiB being
-read at that moment is not caught. A capture still being written (it only grows) is safe.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
-import mmap
 import os
 import zlib
 from collections.abc import Iterator
@@ -99,10 +84,7 @@ class Interface:
 class RawBatch:
     """Records of one chunk as columns. ``buf`` is only valid until the next batch is read."""
 
-    #: uint8 chunk buffer (bytes past the last packet are stale); valid until the next batch
-    #: is read when the reader reuses one buffer (gzip), for as long as it is referred to when
-    #: the chunk is a memory map (:attr:`CaptureReader.mapped`)
-    buf: np.ndarray
+    buf: np.ndarray            #: uint8 chunk buffer (bytes past the last packet are stale)
     data_off: np.ndarray       #: int64 offset of each packet's first byte in ``buf``
     caplen: np.ndarray         #: int64 captured length
     wirelen: np.ndarray        #: int64 original length
@@ -147,11 +129,8 @@ class CaptureReader:
         self.frames = 0
         #: pcapng: out-of-range timestamps replaced by NA (count)
         self.bad_timestamps = 0
-        #: each chunk a memory map of its own (uncompressed files): batches stay valid
-        self.mapped = not gzipped and MAP_FILES and _mappable(raw)
         # Any: numpy's stubs make an ndarray a Buffer (struct, memoryview) from Python 3.12 only
-        self._buf: Any = (np.empty(0, dtype=np.uint8) if self.mapped else
-                          np.empty(CHUNK_BYTES + MAX_BLOCK_BYTES + 64, dtype=np.uint8))
+        self._buf: Any = np.empty(CHUNK_BYTES + MAX_BLOCK_BYTES + 64, dtype=np.uint8)
         self._mv = memoryview(self._buf)  # type: ignore[arg-type]  # (see above)
         # bytes [0, _len) of _buf are valid; they start at file offset _base
         self._len = 0
@@ -165,8 +144,6 @@ class CaptureReader:
         """Drop bytes before ``keep_from``, read the next chunk after the rest. False at EOF."""
         if self._eof:
             return False
-        if self.mapped:
-            return self._map(keep_from)
         tail = self._len - keep_from
         if tail and keep_from:
             self._buf[:tail] = self._buf[keep_from:self._len]
@@ -183,38 +160,9 @@ class CaptureReader:
             want -= got
         return self._len > tail or tail > 0
 
-    def _map(self, keep_from: int) -> bool:
-        """The next window: the bytes from ``keep_from`` on plus ``CHUNK_BYTES`` more, mapped
-        (and :data:`MAP_SLACK` bytes past them where the file has them, so that the decoder's
-        8-byte reads at a packet's end need no padded copy)."""
-        base = self._base + keep_from
-        tail = self._len - keep_from
-        # the size now, not at opening: a page past the end of a file cut meanwhile would be
-        # a bus error, not an early end
-        size = min(self.file_bytes, os.fstat(self._raw.fileno()).st_size)
-        end = min(base + tail + CHUNK_BYTES, size)
-        start = base - base % mmap.ALLOCATIONGRANULARITY
-        length = min(end + MAP_SLACK, size) - start
-        self._base = base
-        if end <= base or length <= 0:
-            self._len = 0
-            self._eof = True
-            self._buf = np.empty(0, dtype=np.uint8)
-            self._mv = memoryview(self._buf)  # type: ignore[arg-type]  # (see __init__)
-            return tail > 0
-        window = mmap.mmap(self._raw.fileno(), length, access=mmap.ACCESS_READ, offset=start)
-        window.madvise(mmap.MADV_SEQUENTIAL)
-        self._buf = np.frombuffer(window, dtype=np.uint8)[base - start:]
-        self._mv = memoryview(self._buf)  # type: ignore[arg-type]  # (see __init__)
-        self._len = end - base
-        self._eof = end >= size
-        return True
-
     @property
     def position(self) -> int:
         """Bytes of the file on disk consumed so far (compressed bytes for gzip)."""
-        if self.mapped:
-            return min(self._base + self._len, self.file_bytes)
         try:
             return min(self._raw.tell(), self.file_bytes)
         except (OSError, ValueError):
@@ -256,27 +204,6 @@ class CaptureReader:
         return TruncatedInput(
             f"{self.path}: offset {d.offset} (packet {d.packet}): capture {what}: {d.problem}; "
             f"the {d.kept} whole packets before it were kept")
-
-
-#: Uncompressed files are memory-mapped a chunk at a time (False: read into a buffer, as gzip).
-MAP_FILES = True
-#: bytes mapped past a window's end (where the file has them): the decoder reads 8 bytes at a
-#: time, a packet's last bytes included
-MAP_SLACK = 64
-
-
-def _mappable(raw: IO[bytes]) -> bool:
-    """A file that can be memory-mapped (a regular file on a file system that maps)."""
-    try:
-        size = os.fstat(raw.fileno()).st_size
-        if size <= 0:
-            return False
-        probe = mmap.mmap(raw.fileno(), min(size, mmap.ALLOCATIONGRANULARITY),
-                          access=mmap.ACCESS_READ)
-    except (OSError, ValueError, io.UnsupportedOperation):
-        return False
-    probe.close()
-    return True
 
 
 #: compressed bytes read from disk at a time, and most bytes one inflate step may produce

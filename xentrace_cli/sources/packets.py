@@ -648,7 +648,7 @@ class _Decoding:
                          **self.extras)
             for t, count in dec.undecoded_linktypes.items():
                 self.undecoded[t] = self.undecoded.get(t, 0) + count
-            # the columns only: the chunk's bytes (a mapped window) go once decoded
+            # the columns only: the chunk's buffer is refilled by the next read
             parts.append((SimpleNamespace(**{f: getattr(raw, f) for f in _RAW_FIELDS}), dec))
             rows += len(raw)
             if rows >= TABLE_ROWS:
