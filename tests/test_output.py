@@ -73,3 +73,28 @@ def test_dumps_json_is_deterministic_and_nan_safe() -> None:
     text = dumps_json(doc)
     assert text == dumps_json(dict(reversed(list(doc.items()))))
     assert json.loads(text) == {"a": [3, "x/y"], "b": None, "c": None}
+
+
+def test_parquet_interrupted_leaves_no_traceback_and_no_whole_looking_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C between two batches: the KeyboardInterrupt goes up (the CLI says "interrupted"),
+    pyarrow's writer does not print "Exception ignored ... write to closed file" when it is
+    collected, and the part written is not a readable Parquet file (no footer: fails closed)."""
+    import gc
+    import sys
+
+    import pyarrow.parquet as pq
+
+    def batches():
+        yield pd.DataFrame({"a": [1, 2, 3]})
+        raise KeyboardInterrupt
+
+    unraisable: list[object] = []  # what Python prints as "Exception ignored in ..."
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    out = tmp_path / "part.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        write_table(batches(), "parquet", out)
+    gc.collect()
+    assert unraisable == []
+    with pytest.raises(Exception, match="magic bytes"):
+        pq.read_table(out)

@@ -138,12 +138,20 @@ def _write_arrow(frames: Iterable[Any], open_writer: Callable[[Any], Any]) -> in
     """Batches through one Arrow writer (CSV or Parquet), opened on the first batch's schema."""
     rows = 0
     writer = None
-    for frame in frames:
-        table = _arrow_table(frame)
-        if writer is None:
-            writer = open_writer(table.schema)
-        writer.write_table(table)
-        rows += len(frame)
+    try:
+        for frame in frames:
+            table = _arrow_table(frame)
+            if writer is None:
+                writer = open_writer(table.schema)
+            writer.write_table(table)
+            rows += len(frame)
+    except BaseException:
+        # interrupted or failed: not finished, so not closed (a Parquet footer would make the
+        # part written look whole); pyarrow's ParquetWriter would otherwise close itself when
+        # collected, after the file is gone, and print a traceback ("write to closed file")
+        if writer is not None and getattr(writer, "is_open", False):
+            writer.is_open = False
+        raise
     if writer is not None:
         writer.close()
     return rows

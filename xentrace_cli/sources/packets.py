@@ -789,7 +789,12 @@ class _Prefetcher:
 
     def close(self) -> None:
         self._stop.set()
-        self._worker.join()
+        # the consumer's generator may be finalized by the garbage collector in any thread,
+        # the worker's own included: a thread cannot join itself (it stops at its next put)
+        import threading
+
+        if threading.current_thread() is not self._worker:
+            self._worker.join()
 
 
 def read_packets(path: str | os.PathLike[str], **options: Any) -> pd.DataFrame:
