@@ -98,3 +98,14 @@ def test_parquet_interrupted_leaves_no_traceback_and_no_whole_looking_file(
     assert unraisable == []
     with pytest.raises(Exception, match="magic bytes"):
         pq.read_table(out)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_dash_path_is_stdout(fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    """``-o -`` reaches the writers as ``Path("-")`` (click): stdout, as for the small-file
+    CSV — not a file named ``-`` (large captures' ``packets -o -`` wrote one)."""
+    monkeypatch.chdir(tmp_path)
+    assert write_table(pd.DataFrame({"a": [1, 2]}), fmt, Path("-")) == 2
+    assert not (tmp_path / "-").exists()
+    assert b"2" in capsysbinary.readouterr().out

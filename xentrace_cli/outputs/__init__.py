@@ -9,7 +9,8 @@ column); :mod:`.explain` asks tshark (through pyshark) for Wireshark's view of t
 exchanges; :mod:`.gate` is the CI verdict (budgets, baselines, JUnit); :mod:`.gate_table` is
 a small rich table; :mod:`.trace_table` and :mod:`.info_table` draw their tables with
 :mod:`.text_table` (rich's look, without rich: start-up and a few hundred cells);
-:mod:`.packet_csv` formats the packet table's CSV with numpy (no pyarrow at start-up).
+:mod:`.packet_csv` formats the packet table's CSV with numpy (no pyarrow at start-up);
+:mod:`.sink` is where both write (a file or stdout).
 
 May import: the shared modules, :mod:`xentrace_cli.sources` and
 :mod:`xentrace_cli.pipeline` (its result, statistics and names); rich, plotly's bundle,

@@ -18,15 +18,15 @@ addresses quoted, a missing value as an empty field, ``\\n`` after every row.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import os
-import sys
-from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
+
+from .sink import opened_output
 
 #: the ASCII of every four-digit group ``0000``..``9999``, one little-endian uint32 each (its
 #: bytes in memory are the digits in reading order)
@@ -162,17 +162,6 @@ def format_rows(columns: Any) -> np.ndarray:
     return matrix.ravel()[keep.ravel().view(bool)]
 
 
-@contextlib.contextmanager
-def _opened(out: str | os.PathLike[str] | None) -> Iterator[IO[bytes]]:
-    """The file ``out`` opened for writing, or stdout (binary) for None or ``-``."""
-    if out is None or os.fspath(out) == "-":
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
-    else:
-        with open(out, "wb") as fh:
-            yield fh
-
-
 def write_packet_csv(batches: Iterable[Any], out: str | os.PathLike[str] | None = None) -> int:
     """Write the header and every batch's rows to ``out`` (a path; stdout for None or ``-``).
     Returns the rows written."""
@@ -181,7 +170,7 @@ def write_packet_csv(batches: Iterable[Any], out: str | os.PathLike[str] | None 
     rows = 0
     batches = iter(batches)
     first = next(batches, None)  # an option or input error comes before any output
-    with _opened(out) as sink:
+    with opened_output(out) as sink:
         sink.write(header(COLUMNS))
         for batch in itertools.chain([first] if first is not None else [], batches):
             sink.write(format_rows(batch).data)

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from .sink import opened_output
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -39,28 +41,6 @@ def _arrow_table(frame: Any) -> Any:
 def arrow_table(frame: pd.DataFrame) -> Any:
     """The Arrow table that the Parquet and CSV outputs write for ``frame``."""
     return _arrow_table(frame)
-
-
-class _Sink:
-    """An output destination that is either a path or stdout (binary)."""
-
-    def __init__(self, out: str | Path | None) -> None:
-        self.path = None if out in (None, "-") else Path(out)
-        self._file: IO[bytes] | None = None
-
-    def __enter__(self) -> IO[bytes]:
-        if self.path is None:
-            self._file = sys.stdout.buffer
-        else:
-            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in __exit__
-        return self._file
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._file is not None
-        if self.path is None:
-            self._file.flush()
-        else:
-            self._file.close()
 
 
 def _is_one_table(frames: Any) -> bool:
@@ -89,7 +69,7 @@ def write_table(frames: pd.DataFrame | Any | Iterable[Any], fmt: str,
     if fmt not in TABLE_FORMATS:
         raise ValueError(f"unknown table format {fmt!r}")
     rows = 0
-    with _Sink(out) as sink:
+    with opened_output(out) as sink:
         if fmt == "csv":
             rows = _write_csv(frames, sink)
         elif fmt == "json":
