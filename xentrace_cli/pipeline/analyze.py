@@ -635,7 +635,9 @@ def follow_trace(run: _Run) -> None:
     run.progress.phase("following each packet through the trace")
     frames = dom0_frames(run.packets, run.local)
     run.packets = {}
-    records = trace_attribute.trace_records(trace)
+    # the records are for putting the trace on dom0's packet clock: none without a dom0 capture
+    records = trace_attribute.trace_records(trace) \
+        if frames is not None and frames.arrivals.size else None
     # the causes need run states and CPU occupants (cpu_runs, kept), not the events or the
     # switches they were taken from: let those go before the path's own arrays (memory;
     # copied: an empty slice would be a view holding every column)
@@ -777,11 +779,11 @@ def judge_anomalies(run: _Run) -> None:
                                            causes.owner_of(iv.direction, iv.name, iv.merged))
                  for iv in run.intervals}
         cause, cause_detail = causes.stage_causes(run.trace_causes, label, direction, spans)
-    table["anomaly"] = _text(label)
-    table["stall"] = _text(np.where(label != "", anomalies.name_stall(
+    table["anomaly"] = text_column(label)
+    table["stall"] = text_column(np.where(label != "", anomalies.name_stall(
         _stall_sizes(table, label, run.ways, run.baselines)), ""))
-    table["cause"] = _text(cause)
-    table["cause_detail"] = _text(cause_detail)
+    table["cause"] = text_column(cause)
+    table["cause_detail"] = text_column(cause_detail)
     table["retransmitted"] = run.retrans
 
 
@@ -870,7 +872,7 @@ def fixed_schema(table: pd.DataFrame) -> pd.DataFrame:
     n = len(out)
     for column in ("anomaly", "stall", "cause", "cause_detail"):
         if column not in table.columns:
-            out[column] = _text(np.full(n, "", dtype=object))
+            out[column] = text_column(np.full(n, "", dtype=object))
     if "retransmitted" not in table.columns:
         out["retransmitted"] = np.zeros(n, dtype=bool)
     for column in ("frame", *(checkpoint_ns_column(c) for c in TABLE_CHECKPOINTS)):
@@ -878,11 +880,6 @@ def fixed_schema(table: pd.DataFrame) -> pd.DataFrame:
             out[column] = pd.array([pd.NA] * n, dtype="Int64")
     out.attrs = dict(table.attrs)
     return out
-
-
-def _text(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
-    """A text column of the table (pandas' ``str``): :func:`.result.text_column`."""
-    return text_column(values)
 
 
 def _check_direction(anchor: pd.DataFrame, t_guest: np.ndarray, t_dom0: np.ndarray,

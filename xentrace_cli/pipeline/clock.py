@@ -711,7 +711,7 @@ def _pair_scales(px: np.ndarray, pa: np.ndarray, pgx: np.ndarray, pga: np.ndarra
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     cuts = np.searchsorted(np.cumsum(count), np.arange(PAIR_BLOCK, int(count.sum()),
                                                        PAIR_BLOCK), side="right")
-    for rows in np.split(np.arange(lo.size), np.unique(cuts)):
+    for rows in np.split(np.arange(lo.size), unique(cuts)):
         r = np.repeat(rows, count[rows])
         q = order[np.repeat(first[rows], count[rows]) + np.arange(r.size)
                   - np.repeat(np.cumsum(count[rows]) - count[rows], count[rows])]
