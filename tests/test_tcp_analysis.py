@@ -198,3 +198,16 @@ def test_opt_in_reader_columns_match_tshark(corpus: Path, tshark: str) -> None:
         assert not heads[i, len(expected):].any()
         assert (int(shift) if shift else None) == (
             None if pd.isna(table["tcp_wscale"].iloc[i]) else int(table["tcp_wscale"].iloc[i]))
+
+
+def test_ack_delay_is_exact(corpus: Path) -> None:
+    """A microsecond capture's ACK delays are whole microseconds: the difference of the two
+    frames' integer nanoseconds (the delays were differences of epoch times rounded to
+    float64 when some ACK found no data: 36,776,960 ns for 36,777,000)."""
+    path = corpus / "captures" / "zeek__http_bro.org.pcap"
+    table = packets.read_packets(path, tcp_window=True)
+    assert (table["ts_ns"].to_numpy(np.int64) % 1000 == 0).all()  # microsecond timestamps
+    flags = tcp_analysis.analyze_tcp(table)
+    delays = flags.loc[flags["delayed_ack"], "ack_delay_ns"].to_numpy()
+    assert len(delays) == 4
+    assert (delays % 1000 == 0).all() and (delays >= tcp_analysis.DELAYED_ACK_NS).all()

@@ -44,16 +44,16 @@ def data_segments(packets: pd.DataFrame) -> pd.DataFrame:
     ``len`` (payload bytes), ``ip_id``, ``digest`` (int64, -1 when absent), ``flags``.
     Frames without a timestamp or without IP are dropped: they cannot be placed in time.
     """
-    payload = _int(packets, "payload_len", 0)
-    keep = (payload > 0) & _timed(packets) & (_int(packets, "ip_version", 0) > 0)
+    payload = int_column(packets, "payload_len", 0)
+    keep = (payload > 0) & _timed(packets) & (int_column(packets, "ip_version", 0) > 0)
     return _columns(packets, keep, payload)
 
 
 def syn_segments(packets: pd.DataFrame) -> pd.DataFrame:
     """The TCP SYN frames of a packet table (their sequence number is the ISN), same columns."""
-    flags = _int(packets, "tcp_flags", 0)
-    keep = ((flags & SYN) != 0) & (_int(packets, "proto", -1) == TCP) & _timed(packets)
-    return _columns(packets, keep, _int(packets, "payload_len", 0))
+    flags = int_column(packets, "tcp_flags", 0)
+    keep = ((flags & SYN) != 0) & (int_column(packets, "proto", -1) == TCP) & _timed(packets)
+    return _columns(packets, keep, int_column(packets, "payload_len", 0))
 
 
 def _timed(packets: pd.DataFrame) -> np.ndarray:
@@ -63,10 +63,22 @@ def _timed(packets: pd.DataFrame) -> np.ndarray:
     return packets["ts_ns"].notna().to_numpy()
 
 
-def _int(frame: pd.DataFrame, column: str, missing: int) -> np.ndarray:
+def int_column(frame: pd.DataFrame, column: str, missing: int) -> np.ndarray:
+    """A column as int64 (``missing`` where NA, everywhere when the table has no such
+    column), as ``pd.to_numeric(c).astype("Int64").fillna(missing)`` gives it (a UInt64
+    value above 2**63 wraps), without the two intermediate nullable arrays that takes: the
+    reader's integer columns (nullable, or plain numpy) are converted directly."""
     if column not in frame.columns:
         return np.full(len(frame), missing, dtype=np.int64)
+    values = frame[column].array
+    if isinstance(values, pd.arrays.IntegerArray):
+        return values.to_numpy(np.int64, na_value=missing)
+    dtype = values.dtype
+    if isinstance(dtype, np.dtype) and (dtype.kind == "i" or (dtype.kind == "u"
+                                                               and dtype.itemsize < 8)):
+        return np.asarray(values).astype(np.int64)
     return pd.to_numeric(frame[column]).astype("Int64").fillna(missing).to_numpy(np.int64)
+
 
 
 def _category(frame: pd.DataFrame, column: str) -> pd.Categorical:
@@ -84,22 +96,22 @@ def _columns(packets: pd.DataFrame, keep: np.ndarray, payload: np.ndarray) -> pd
     wanted = [c for c in ("frame", "ts_ns", "src", "sport", "dst", "dport", "proto", "tcp_seq",
                           "ip_id", "payload_digest", "tcp_flags") if c in packets.columns]
     sub = packets[wanted].iloc[np.flatnonzero(keep)]
-    proto = _int(sub, "proto", -1)
-    seq = np.where(proto == TCP, _int(sub, "tcp_seq", -1), -1)
-    frame = _int(sub, "frame", 0) if "frame" in sub.columns else np.arange(1, len(sub) + 1)
+    proto = int_column(sub, "proto", -1)
+    seq = np.where(proto == TCP, int_column(sub, "tcp_seq", -1), -1)
+    frame = int_column(sub, "frame", 0) if "frame" in sub.columns else np.arange(1, len(sub) + 1)
     return pd.DataFrame({
         "frame": frame,
-        "ts_ns": _int(sub, "ts_ns", 0),
+        "ts_ns": int_column(sub, "ts_ns", 0),
         "src": _category(sub, "src"),
-        "sport": _int(sub, "sport", -1),
+        "sport": int_column(sub, "sport", -1),
         "dst": _category(sub, "dst"),
-        "dport": _int(sub, "dport", -1),
+        "dport": int_column(sub, "dport", -1),
         "proto": proto,
         "seq": seq,
         "len": payload[keep],
-        "ip_id": _int(sub, "ip_id", -1),
-        "digest": _int(sub, "payload_digest", -1),
-        "flags": _int(sub, "tcp_flags", 0),
+        "ip_id": int_column(sub, "ip_id", -1),
+        "digest": int_column(sub, "payload_digest", -1),
+        "flags": int_column(sub, "tcp_flags", 0),
     })
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..match import unwrap_seq
+from ..match import int_column, unwrap_seq
 from .codes import first_rows, first_seen_codes
 
 SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
@@ -54,8 +54,10 @@ CAUSES: tuple[str, ...] = tuple(EVENTS.values())
 OTHER_FLAGS = ("fast_retransmission", "out_of_order")
 
 
-def _int(frame: pd.DataFrame, column: str) -> np.ndarray:
-    return pd.to_numeric(frame[column]).astype("Int64").fillna(-1).to_numpy(np.int64)
+#: The frames analyzed, as columns (one numpy array each, the same length): no DataFrame,
+#: whose every column added or row order taken copies and consolidates blocks (most of the
+#: cost on a million frames).
+Frames = dict[str, np.ndarray]
 
 
 def analyze_tcp(packets: pd.DataFrame) -> pd.DataFrame:
@@ -71,37 +73,61 @@ def analyze_tcp(packets: pd.DataFrame) -> pd.DataFrame:
     need = ("tcp_seq", "tcp_ack", "tcp_flags", "tcp_window", "payload_len", "ts_ns")
     if any(c not in packets.columns for c in need):
         return _empty()
-    ok = (_int(packets, "proto") == 6) \
-        & packets["tcp_flags"].notna().to_numpy() & packets["ts_ns"].notna().to_numpy() \
-        & packets["tcp_window"].notna().to_numpy() & packets["src"].notna().to_numpy() \
-        & packets["dst"].notna().to_numpy()
+    ok = int_column(packets, "proto", -1) == 6
+    for column in ("tcp_flags", "ts_ns", "tcp_window", "src", "dst"):
+        ok &= packets[column].notna().to_numpy()
     if not ok.any():
         return _empty()
-    sub = packets.loc[ok]
+    rows = np.flatnonzero(ok)
+
+    def taken(column: str) -> np.ndarray:
+        return int_column(packets, column, -1)[rows]
+
     # endpoints as integers (address code, port): no string per frame
-    src, dst = pd.Categorical(sub["src"]), pd.Categorical(sub["dst"])
-    names = src.categories.union(dst.categories)
-    a_code = names.get_indexer(src.categories)[src.codes].astype(np.int64)
-    b_code = names.get_indexer(dst.categories)[dst.codes].astype(np.int64)
-    t = pd.DataFrame({
-        "frame": _int(sub, "frame"), "ts_ns": _int(sub, "ts_ns"),
-        "a": a_code, "sport": _int(sub, "sport"), "b": b_code, "dport": _int(sub, "dport"),
-        "seq": _int(sub, "tcp_seq"), "ack": _int(sub, "tcp_ack"),
-        "flags": _int(sub, "tcp_flags"), "window": _int(sub, "tcp_window"),
-        "wscale": (_int(sub, "tcp_wscale") if "tcp_wscale" in sub.columns
-                   else np.full(len(sub), -1)),
-        "len": np.maximum(_int(sub, "payload_len"), 0)})
-    t["flow"], t["reverse"], t["conv"] = _flow_codes((a_code << 17) | t["sport"].to_numpy(),
-                                                     (b_code << 17) | t["dport"].to_numpy())
-    by_flow = np.lexsort((t["frame"].to_numpy(), t["flow"].to_numpy()))  # stable
-    flagged = _flags(t.take(by_flow).reset_index(drop=True))
-    flagged["src"] = np.asarray(names, dtype=object)[flagged.pop("a").to_numpy()]
-    flagged["dst"] = np.asarray(names, dtype=object)[flagged.pop("b").to_numpy()]
-    flagged["conversation_key"] = conversation_key(flagged["src"].to_numpy(),
-                                                   flagged["sport"].to_numpy(),
-                                                   flagged["dst"].to_numpy(),
-                                                   flagged["dport"].to_numpy())
-    return flagged[list(_COLUMNS)].reset_index(drop=True)
+    a_code, b_code, names = _address_codes(packets["src"], packets["dst"], rows)
+    t: Frames = {
+        "frame": taken("frame"), "ts_ns": taken("ts_ns"),
+        "a": a_code, "sport": taken("sport"), "b": b_code, "dport": taken("dport"),
+        "seq": taken("tcp_seq"), "ack": taken("tcp_ack"),
+        "flags": taken("tcp_flags"), "window": taken("tcp_window"),
+        "wscale": (taken("tcp_wscale") if "tcp_wscale" in packets.columns
+                   else np.full(rows.size, -1, dtype=np.int64)),
+        "len": np.maximum(taken("payload_len"), 0)}
+    del a_code, b_code
+    t["flow"], t["reverse"], t["conv"] = _flow_codes((t["a"] << 17) | t["sport"],
+                                                     (t["b"] << 17) | t["dport"])
+    by_flow = np.lexsort((t["frame"], t["flow"]))  # stable
+    for column, values in t.items():  # one column at a time: no second copy of them all
+        t[column] = values[by_flow]
+    flagged = _flags(t)
+    del t
+    out = pd.DataFrame({c: flagged[c] for c in ("frame", "ts_ns")})
+    out["src"] = np.asarray(names, dtype=object)[flagged["a"]]
+    out["sport"] = flagged["sport"]
+    out["dst"] = np.asarray(names, dtype=object)[flagged["b"]]
+    out["dport"] = flagged["dport"]
+    out["conversation_key"] = conversation_key(out["src"].to_numpy(), out["sport"].to_numpy(),
+                                               out["dst"].to_numpy(), out["dport"].to_numpy())
+    for column in _COLUMNS[7:]:
+        out[column] = flagged[column]
+    return out
+
+
+def _address_codes(src: pd.Series, dst: pd.Series, rows: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, pd.Index]:
+    """The source and destination addresses at ``rows`` as codes into one list of names:
+    the reader's categorical codes mapped onto the union of both columns' categories (no
+    address string looked up per frame)."""
+    def categorical(column: pd.Series) -> tuple[pd.Index, np.ndarray]:
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            return column.cat.categories, column.cat.codes.to_numpy()[rows]
+        values = pd.Categorical(column.iloc[rows])
+        return values.categories, np.asarray(values.codes)
+
+    (a_names, a_codes), (b_names, b_codes) = categorical(src), categorical(dst)
+    names = a_names.union(b_names)
+    return (names.get_indexer(a_names)[a_codes].astype(np.int64),
+            names.get_indexer(b_names)[b_codes].astype(np.int64), names)
 
 
 def _flow_codes(end_a: np.ndarray, end_b: np.ndarray
@@ -132,114 +158,145 @@ def _empty() -> pd.DataFrame:
     return out
 
 
-def _within(t: pd.DataFrame, values: np.ndarray, fill: float) -> np.ndarray:
-    """``values`` of the previous frame of the same flow (``fill`` for a flow's first)."""
+def _within(first: np.ndarray, values: np.ndarray, fill: float) -> np.ndarray:
+    """``values`` of the previous frame of the same flow (``fill`` for a flow's first:
+    ``first``)."""
     prev = np.r_[fill, values[:-1]].astype(float)
-    first = np.r_[True, t["flow"].to_numpy()[1:] != t["flow"].to_numpy()[:-1]]
     prev[first] = fill
     return prev
 
 
-def _flags(t: pd.DataFrame) -> pd.DataFrame:
-    """The per-frame flags of frames sorted by flow, then frame number."""
-    flow = t["flow"].to_numpy()
-    flags = t["flags"].to_numpy()
+def _group_starts(first: np.ndarray) -> np.ndarray:
+    """Per row, the row its group starts at (groups are stretches of rows, ``first`` marks
+    each one's first row)."""
+    return np.maximum.accumulate(np.where(first, np.arange(first.size), 0))
+
+
+def _flags(t: Frames) -> Frames:
+    """The per-frame flags of frames sorted by flow, then frame number: the flagged frames'
+    columns (``_COLUMNS`` with address codes ``a``, ``b`` for ``src``, ``dst``), in frame
+    order."""
+    flow, flags, ts = t["flow"], t["flags"], t["ts_ns"]
+    first = np.r_[True, flow[1:] != flow[:-1]]
     syn, fin, rst = (flags & SYN) != 0, (flags & FIN) != 0, (flags & RST) != 0
     control = syn | fin | rst
-    ts = t["ts_ns"].to_numpy()
-    seglen = t["len"].to_numpy() + syn + fin
-    rel = unwrap_seq(t["seq"].to_numpy(), flow)
+    seglen = t["len"] + syn + fin
+    rel = unwrap_seq(t["seq"], flow)
     nextseq = rel + seglen
     front = pd.Series(nextseq).groupby(flow).cummax().to_numpy()
-    front_before = _within(t, front, -np.inf)
-    # when the front last moved (Wireshark's nextseqtime)
+    front_before = _within(first, front, -np.inf)
+    # when the front last moved (Wireshark's nextseqtime): the latest such row of the flow
     moved = nextseq > front_before
-    moved_ts = pd.Series(np.where(moved, ts, np.nan)).groupby(flow).ffill().to_numpy()
-    moved_before = _within(t, moved_ts, np.nan)
-    prev_ack = _within(t, t["ack"].to_numpy(), np.nan)
-    prev_window = _within(t, t["window"].to_numpy(), np.nan)
+    last_moved = np.maximum.accumulate(np.where(moved, np.arange(flow.size), -1))
+    moved_ts = np.where(last_moved >= _group_starts(first),
+                        ts[np.maximum(last_moved, 0)].astype(float), np.nan)
+    moved_before = _within(first, moved_ts, np.nan)
+    prev_ack = _within(first, t["ack"], np.nan)
+    prev_window = _within(first, t["window"], np.nan)
+    window = t["window"]
     keepalive = (seglen <= 1) & (rel == front_before - 1) & ~control
     behind = (seglen > 0) & np.isfinite(front_before) & (rel < front_before) & ~keepalive
-    dup = (seglen == 0) & (t["window"].to_numpy() != 0) & (t["window"].to_numpy() == prev_window) \
-        & (rel == front_before) & (t["ack"].to_numpy() == prev_ack) & ~control
-    t["duplicate_ack"] = dup
-    t["zero_window"] = (t["window"].to_numpy() == 0) & ~control
-    t["seglen"] = seglen
+    out: Frames = {"seglen": seglen}
+    dup = (seglen == 0) & (window != 0) & (window == prev_window) \
+        & (rel == front_before) & (t["ack"] == prev_ack) & ~control
+    out["duplicate_ack"] = dup
+    out["zero_window"] = (window == 0) & ~control
     # the other side's state at each frame: its latest frame before this one
-    other = _reverse_state(t, dup)
+    other = _reverse_state(t, dup, first)
     since_front = ts - moved_before
-    fast = behind & (other["dupacks"] >= 2) & (other["ack"] == t["seq"].to_numpy())
-    threshold = _ooo_threshold(t)
-    ooo = behind & ~fast & (since_front < threshold) & (nextseq != front_before)
+    fast = behind & (other["dupacks"] >= 2) & (other["ack"] == t["seq"])
+    ooo = behind & ~fast & (since_front < _ooo_threshold(t)) & (nextseq != front_before)
     retrans = behind & ~ooo
-    t["fast_retransmission"] = fast
-    t["out_of_order"] = ooo
-    t["retransmission"] = retrans
-    interval, backoff = _intervals(t, rel, retrans)
-    t["interval_ns"] = interval
-    t["rto_backoff"] = backoff
+    out["fast_retransmission"] = fast
+    out["out_of_order"] = ooo
+    out["retransmission"] = retrans
+    out["interval_ns"], out["rto_backoff"] = _intervals(t, seglen, rel, retrans)
     scale = other["shift"]
-    reach = (t["seq"].to_numpy() + t["len"].to_numpy() - other["ack"]
+    reach = (t["seq"] + t["len"] - other["ack"]
              - other["window"] * (2.0 ** np.maximum(scale, 0))) % _MOD
-    t["window_full"] = (t["len"].to_numpy() > 0) & ~control & (scale >= 0) \
+    out["window_full"] = (t["len"] > 0) & ~control & (scale >= 0) \
         & np.isfinite(other["ack"]) & (reach == 0)
     delay = _ack_delay(t, prev_ack, control)
-    t["ack_delay_ns"] = delay
-    t["delayed_ack"] = np.isfinite(delay) & (delay >= DELAYED_ACK_NS)
-    keep = ["frame", "ts_ns", "a", "sport", "b", "dport", "seglen", *EVENTS, *OTHER_FLAGS,
-            "interval_ns", "ack_delay_ns"]
-    any_flag = t[[*EVENTS, *OTHER_FLAGS]].to_numpy().any(axis=1)
-    return t.loc[any_flag, keep].sort_values("frame", kind="stable")
+    out["ack_delay_ns"] = delay
+    out["delayed_ack"] = np.isfinite(delay) & (delay >= DELAYED_ACK_NS)
+    any_flag = np.zeros(flow.size, dtype=bool)
+    for flag in (*EVENTS, *OTHER_FLAGS):
+        any_flag |= out[flag]
+    rows = np.flatnonzero(any_flag)
+    rows = rows[np.argsort(t["frame"][rows], kind="stable")]
+    return {k: v[rows] for k, v in ({k: t[k] for k in ("frame", "ts_ns", "a", "sport", "b",
+                                                       "dport")} | out).items()}
 
 
-def _ooo_threshold(t: pd.DataFrame) -> np.ndarray:
+def _ooo_threshold(t: Frames) -> np.ndarray:
     """Per frame: Wireshark's out-of-order threshold, the connection's first RTT (SYN → the
     handshake's ACK) where the handshake was seen, else 3 ms."""
-    flags = t["flags"].to_numpy()
+    flags, key, ts = t["flags"], t["conv"], t["ts_ns"]
+    n_conv = int(key.max()) + 1
     syn_only = ((flags & SYN) != 0) & ((flags & ACK) == 0)
-    key = t["conv"].to_numpy()
-    first_syn = pd.Series(np.where(syn_only, t["ts_ns"], np.nan)).groupby(key).min()
+    first_syn = np.full(n_conv, np.nan)
+    np.fmin.at(first_syn, key[syn_only], ts[syn_only].astype(float))
     synack = ((flags & SYN) != 0) & ((flags & ACK) != 0)
-    after = pd.Series(np.where(synack, t["ts_ns"], np.nan)).groupby(key).min()
+    after = np.full(n_conv, np.nan)
+    np.fmin.at(after, key[synack], ts[synack].astype(float))
     # the ACK of the handshake: the first pure ACK after the SYN/ACK, from the SYN's side
-    pure = ((flags & (SYN | FIN | RST)) == 0) & (t["len"].to_numpy() == 0)
-    acks = pd.DataFrame({"key": key, "ts": t["ts_ns"].to_numpy(), "pure": pure})
-    acks = acks[acks["pure"] & (acks["ts"].to_numpy() > after.reindex(key).to_numpy())]
-    third = acks.groupby("key")["ts"].min()
-    rtt = (third - first_syn.reindex(third.index)).reindex(key).to_numpy(float)
+    pure = ((flags & (SYN | FIN | RST)) == 0) & (t["len"] == 0)
+    acks = np.flatnonzero(pure)
+    acks = acks[ts[acks] > after[key[acks]]]
+    third = np.full(n_conv, np.iinfo(np.int64).max)
+    np.minimum.at(third, key[acks], ts[acks])
+    seen = np.zeros(n_conv, dtype=bool)
+    seen[key[acks]] = True
+    rtt = np.where(seen, third - first_syn, np.nan)[key]
     return np.where(np.isfinite(rtt) & (rtt > 0), rtt, OUT_OF_ORDER_NS)
 
 
-def _reverse_state(t: pd.DataFrame, dup: np.ndarray) -> dict[str, np.ndarray]:
+def _reverse_state(t: Frames, dup: np.ndarray, first: np.ndarray) -> dict[str, np.ndarray]:
     """For each frame, the reverse flow's last ack, window, duplicate-ACK count (frames before
     this one), and the window-scale shift of that reverse window (-1 unknown)."""
-    n = len(t)
-    flow = t["flow"].to_numpy()
+    n = len(dup)
+    flow, rev = t["flow"], t["reverse"]
     # the run of duplicate ACKs each frame closes (reset by any other frame of its flow):
     # rows are sorted by flow, so each run is a stretch of rows; the count within it
-    dupacks = _running_count(dup, np.r_[True, flow[1:] != flow[:-1]] | ~dup)
-    state = pd.DataFrame({"frame": t["frame"].to_numpy(), "flow": flow,
-                          "ack": t["ack"].to_numpy(), "window": t["window"].to_numpy(),
-                          "dupacks": dupacks}).sort_values("frame")
-    query = pd.DataFrame({"frame": t["frame"].to_numpy(), "flow": t["reverse"].to_numpy(),
-                          "row": np.arange(n)}).sort_values("frame")
-    merged = pd.merge_asof(query, state, on="frame", by="flow", allow_exact_matches=False)
+    dupacks = _running_count(dup, first | ~dup)
+    found, source = _latest_reverse(t)
     out = {k: np.full(n, np.nan) for k in ("ack", "window", "dupacks")}
-    rows = merged["row"].to_numpy()
-    for k in out:
-        out[k][rows] = merged[k].to_numpy(float)
+    for k, values in (("ack", t["ack"]), ("window", t["window"]), ("dupacks", dupacks)):
+        out[k][found] = values[source]
     out["dupacks"] = np.nan_to_num(out["dupacks"])
     # window scaling applies where both SYNs were seen; 0 where either had no option
-    flags = t["flags"].to_numpy()
-    syn = (flags & SYN) != 0
-    seen = pd.Series(syn).groupby(flow).any()
-    scale = pd.Series(np.where(syn, t["wscale"].to_numpy(), -1)).groupby(flow).max()
-    rev = t["reverse"].to_numpy()
-    both = seen.reindex(flow).to_numpy(bool) & (rev >= 0) \
-        & seen.reindex(rev).fillna(False).to_numpy(bool)
-    mine, theirs = scale.reindex(flow).to_numpy(), scale.reindex(rev).fillna(-1).to_numpy()
+    syn = (t["flags"] & SYN) != 0
+    n_flows = int(flow.max()) + 1
+    seen = np.zeros(n_flows, dtype=bool)
+    seen[flow[syn]] = True
+    scale = np.full(n_flows, -1, dtype=np.int64)
+    np.maximum.at(scale, flow[syn], t["wscale"][syn])
+    known = rev >= 0
+    both = seen[flow] & known & seen[np.where(known, rev, 0)]
+    mine, theirs = scale[flow], np.where(known, scale[np.where(known, rev, 0)], -1)
     out["shift"] = np.where(both, np.where((mine >= 0) & (theirs >= 0), theirs, 0), -1)
     return out
+
+
+def _latest_reverse(t: Frames) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame, the latest frame of the flow the other way with a smaller frame number:
+    the frames that have one, and its row. Both directions of a connection, in frame order,
+    are its two flows: the latest row of the other side (of the same, for a flow that is its
+    own reverse) before the frame's own number began."""
+    conv, frame, flow, rev = t["conv"], t["frame"], t["flow"], t["reverse"]
+    order = np.lexsort((frame, conv))
+    conv, frame, flow, rev = conv[order], frame[order], flow[order], rev[order]
+    pos = np.arange(order.size)
+    new_conv = np.r_[True, conv[1:] != conv[:-1]]
+    conv_start = _group_starts(new_conv)
+    side = flow != flow[conv_start]
+    last = {s: np.maximum.accumulate(np.where(side == s, pos, -1)) for s in (False, True)}
+    before = _group_starts(new_conv | np.r_[True, frame[1:] != frame[:-1]]) - 1
+    at = np.maximum(before, 0)
+    want = np.where(rev == flow, side, ~side)
+    latest = np.where(want, last[True][at], last[False][at])
+    found = (rev >= 0) & (before >= 0) & (latest >= conv_start)
+    return order[found], order[latest[found]]
 
 
 def _running_count(hit: np.ndarray, restart: np.ndarray) -> np.ndarray:
@@ -259,47 +316,48 @@ def _previous_in_group(group_order: np.ndarray, same: np.ndarray, values: np.nda
     return prev
 
 
-def _intervals(t: pd.DataFrame, rel: np.ndarray, retrans: np.ndarray
+def _intervals(t: Frames, seglen: np.ndarray, rel: np.ndarray, retrans: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
     """Time since the previous transmission of a retransmission's first byte, and whether it
     backed off (this interval at least ``BACKOFF_RATIO`` times the previous one)."""
-    data = t["seglen"].to_numpy() > 0
-    flow, first = t["flow"].to_numpy()[data], rel[data]
-    ts = t["ts_ns"].to_numpy(float)[data]
+    data = seglen > 0
+    flow, first = t["flow"][data], rel[data]
+    ts = t["ts_ns"].astype(float)[data]
     # each transmission of a byte after the previous one, per (flow, first byte), in row order
     order = np.lexsort((np.arange(len(ts)), first, flow))
     same = np.r_[False, (flow[order][1:] == flow[order][:-1])
                  & (first[order][1:] == first[order][:-1])]
     interval = ts - _previous_in_group(order, same, ts)
     before = _previous_in_group(order, same, interval)
-    out = np.full(len(t), np.nan)
-    back = np.zeros(len(t), dtype=bool)
+    out = np.full(len(seglen), np.nan)
+    back = np.zeros(len(seglen), dtype=bool)
     out[np.flatnonzero(data)] = interval
     with np.errstate(invalid="ignore"):
         back[np.flatnonzero(data)] = interval >= BACKOFF_RATIO * before
     return np.where(retrans, out, np.nan), retrans & back
 
 
-def _ack_delay(t: pd.DataFrame, prev_ack: np.ndarray, control: np.ndarray) -> np.ndarray:
+def _ack_delay(t: Frames, prev_ack: np.ndarray, control: np.ndarray) -> np.ndarray:
     """For a pure ACK that advances its ack: time since the data it acknowledges (the other
-    side's latest segment ending there)."""
-    n = len(t)
-    ack = t["ack"].to_numpy()
-    pure = (t["len"].to_numpy() == 0) & ~control & (ack != prev_ack) & np.isfinite(prev_ack)
-    data = t["len"].to_numpy() > 0
-    ends = pd.DataFrame({"frame": t["frame"].to_numpy()[data], "flow": t["flow"].to_numpy()[data],
-                         "end": (t["seq"].to_numpy() + t["len"].to_numpy())[data] % _MOD,
-                         "t_data": t["ts_ns"].to_numpy()[data]}).sort_values("frame")
-    query = pd.DataFrame({"frame": t["frame"].to_numpy()[pure],
-                          "flow": t["reverse"].to_numpy()[pure], "end": ack[pure],
-                          "row": np.flatnonzero(pure)}).sort_values("frame")
-    out = np.full(n, np.nan)
-    if len(ends) == 0 or len(query) == 0:
+    side's latest segment ending there, at or before the ACK's frame number)."""
+    ack, length = t["ack"], t["len"]
+    pure = np.flatnonzero((length == 0) & ~control & (ack != prev_ack) & np.isfinite(prev_ack))
+    data = np.flatnonzero(length > 0)
+    out = np.full(len(ack), np.nan)
+    if data.size == 0 or pure.size == 0:
         return out
-    merged = pd.merge_asof(query, ends, on="frame", by=["flow", "end"])
-    ok = merged["t_data"].notna().to_numpy()
-    rows = merged["row"].to_numpy()[ok]
-    out[rows] = t["ts_ns"].to_numpy()[rows] - merged["t_data"].to_numpy()[ok]
+    # one key per (flow, sequence number the data ends at / the ACK acknowledges): a reverse
+    # flow of -1 (none seen) gives a negative key, which no data has
+    key = np.concatenate([t["flow"][data] * _MOD + (t["seq"][data] + length[data]) % _MOD,
+                          t["reverse"][pure] * _MOD + ack[pure]])
+    frame = np.concatenate([t["frame"][data], t["frame"][pure]])
+    is_ack = np.r_[np.zeros(data.size, dtype=bool), np.ones(pure.size, dtype=bool)]
+    order = np.lexsort((is_ack, frame, key))  # a data frame before an ACK of the same number
+    key, is_ack = key[order], is_ack[order]
+    last_data = np.maximum.accumulate(np.where(is_ack, -1, np.arange(order.size)))
+    hit = is_ack & (last_data >= _group_starts(np.r_[True, key[1:] != key[:-1]]))
+    rows = pure[order[hit] - data.size]
+    out[rows] = t["ts_ns"][rows] - t["ts_ns"][data[order[last_data[hit]]]]
     return out
 
 
