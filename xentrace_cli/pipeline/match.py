@@ -159,34 +159,36 @@ def assign_flows(tables: dict[str, pd.DataFrame], local: set[str]) -> dict[str, 
     names = [name for name, table in tables.items() if table is not None]
     if not names:
         return {}
-    # one set of address categories for every capture, so that concat keeps them categorical
+    # one set of address categories for every capture (their tables are concatenated after)
     cats = sorted({str(c) for name in names for col in ("src", "dst")
                    for c in pd.Categorical(tables[name][col]).categories})
-    parts = []
-    for name in names:
-        table = tables[name]
-        parts.append(table.assign(src=pd.Categorical(table["src"]).set_categories(cats),
-                                  dst=pd.Categorical(table["dst"]).set_categories(cats)))
-    sizes = [len(p) for p in parts]
-    allseg = pd.concat(parts, ignore_index=True)
-    allseg["flow"] = _flow_ids(allseg, len(cats))
-    allseg["direction"] = directions(allseg, local)
-    start = np.full(len(allseg), -1, dtype=np.int64)
-    tcp = allseg["proto"].to_numpy() == TCP
+    parts = [tables[name].assign(src=pd.Categorical(tables[name]["src"]).set_categories(cats),
+                                 dst=pd.Categorical(tables[name]["dst"]).set_categories(cats))
+             for name in names]
+    # the ids and the axis need a few columns of every capture together, not a concatenated
+    # copy of every column (the captures' tables keep theirs, shared by the result)
+    flow = _flow_ids(parts, len(cats))
+
+    def joined(column: str) -> np.ndarray:
+        return np.concatenate([p[column].to_numpy() for p in parts])
+
+    start = np.full(flow.size, -1, dtype=np.int64)
+    tcp = joined("proto") == TCP
     if tcp.any():
-        sub = allseg.loc[tcp, ["flow", "ts_ns", "seq"]]
-        order = np.lexsort((sub["ts_ns"].to_numpy(), sub["flow"].to_numpy()))
-        flow = sub["flow"].to_numpy()[order]
-        rel = unwrap_seq(sub["seq"].to_numpy()[order], flow)
+        rows = np.flatnonzero(tcp)
+        order = np.lexsort((joined("ts_ns")[rows], flow[rows]))
+        sorted_flow = flow[rows][order]
+        rel = unwrap_seq(joined("seq")[rows][order], sorted_flow)
         pos = np.empty_like(rel)
-        pos[order] = (flow << _OFFSET_BITS) + rel + _OFFSET_BIAS
-        start[np.flatnonzero(tcp)] = pos
-    allseg["start"] = start
-    allseg["end"] = np.where(tcp, start + allseg["len"].to_numpy(), -1)
+        pos[order] = (sorted_flow << _OFFSET_BITS) + rel + _OFFSET_BIAS
+        start[rows] = pos
+    end = np.where(tcp, start + joined("len"), -1)
     out = {}
-    bounds = np.r_[0, np.cumsum(sizes)]
-    for i, name in enumerate(names):  # concat kept each capture's rows together, in order
-        out[name] = allseg.iloc[bounds[i]:bounds[i + 1]].reset_index(drop=True)
+    bounds = np.r_[0, np.cumsum([len(p) for p in parts])]
+    for i, (name, part) in enumerate(zip(names, parts, strict=True)):
+        rows_of = slice(bounds[i], bounds[i + 1])
+        out[name] = part.assign(flow=flow[rows_of], direction=directions(part, local),
+                                start=start[rows_of], end=end[rows_of])
     return out
 
 
@@ -198,19 +200,22 @@ def directions(segments: pd.DataFrame, local: set[str]) -> pd.Categorical:
         categories=["rx", "tx"])
 
 
-def _flow_ids(segments: pd.DataFrame, n_addresses: int) -> np.ndarray:
-    """A dense id per (src, sport, dst, dport, proto): packed into one int64 when it fits."""
+def _flow_ids(parts: list[pd.DataFrame], n_addresses: int) -> np.ndarray:
+    """A dense id per (src, sport, dst, dport, proto) over the rows of ``parts`` one after
+    the other: packed into one int64 when it fits."""
     if n_addresses <= (1 << 10):  # 10 + 10 + 17 + 17 + 9 = 63 bits
-        src = segments["src"].cat.codes.to_numpy().astype(np.int64)
-        dst = segments["dst"].cat.codes.to_numpy().astype(np.int64)
-        key = src
-        for part, bits in ((dst, 10), (segments["sport"].to_numpy(np.int64) + 1, 17),
-                           (segments["dport"].to_numpy(np.int64) + 1, 17),
-                           (segments["proto"].to_numpy(np.int64) + 1, 9)):
+        def joined(column: str) -> np.ndarray:
+            return np.concatenate([p[column].to_numpy(np.int64) for p in parts])
+
+        key = np.concatenate([p["src"].cat.codes.to_numpy().astype(np.int64) for p in parts])
+        dst = np.concatenate([p["dst"].cat.codes.to_numpy().astype(np.int64) for p in parts])
+        for part, bits in ((dst, 10), (joined("sport") + 1, 17), (joined("dport") + 1, 17),
+                           (joined("proto") + 1, 9)):
             key = (key << bits) | part
         codes, _ = pd.factorize(key, sort=True)
         return codes.astype(np.int64)
-    return segments.groupby(list(FLOW_COLUMNS), sort=True, observed=True).ngroup().to_numpy(
+    keys = pd.concat([p[list(FLOW_COLUMNS)] for p in parts], ignore_index=True)
+    return keys.groupby(list(FLOW_COLUMNS), sort=True, observed=True).ngroup().to_numpy(
         np.int64)
 
 
