@@ -349,7 +349,7 @@ def test_event_counts_records_bytes_and_quiet_stretches(tmp_path: Path) -> None:
                         rec(xe.TRC_SCHED_WAKE, 0, 1, tsc=400),  # CPU 0 quiet 130..400
                         rec(xe.TRC_SCHED_WAKE, 0, 1, tsc=410)),
                  window(1, rec(xe.TRC_SCHED_BLOCK, 1, 0, tsc=160)))  # CPU 1 quiet 105..160
-    trace = read_xentrace(path, events=[])
+    trace = read_xentrace(path, events=[], tallies=True)
     assert len(trace.events) == 0
     counts = trace.event_counts
     assert counts.values.tolist() == [[0, xe.TRC_SCHED_WAKE, 4, 80],
@@ -663,6 +663,37 @@ def test_real_trace_without_idle_runstates_and_selected_columns(real) -> None:
     pd.testing.assert_frame_equal(part.events, full.events[list(columns)])
     for table in ("lost", "switches", "cpu_runs"):
         pd.testing.assert_frame_equal(getattr(part, table), getattr(full, table))
+
+
+@pytest.mark.parametrize("chunk", [reader.CHUNK_WORDS, 5000])
+def test_real_trace_analyzer_read_equals_full_read_restricted(real, monkeypatch,
+                                                              chunk: int) -> None:
+    """The analyzer's read (its events and columns, no idle run states, no tallies: only
+    the kept records' TSCs looked up) equals the full read restricted to the same events and
+    columns, table by table, in one span or in many (the corpus trace has records without a
+    TSC, so the anchors are not every record)."""
+    from xentrace_cli.pipeline.trace_attribute import TRACE_COLUMNS, TRACE_EVENTS
+
+    path, full, _ = real
+    assert not full.events["timestamped"].all()
+    monkeypatch.setattr(reader, "CHUNK_WORDS", chunk)
+    part = read_xentrace(path, events=TRACE_EVENTS, columns=TRACE_COLUMNS,
+                         idle_runstates=False)
+    ev = full.events
+    expect = ev[ev["event"].isin(TRACE_EVENTS)][list(TRACE_COLUMNS)].reset_index(drop=True)
+    assert len(expect) > 1000
+    pd.testing.assert_frame_equal(part.events, expect)
+    rs = full.runstates
+    pd.testing.assert_frame_equal(part.runstates,
+                                  rs[rs["domid"] != xe.DOMID_IDLE].reset_index(drop=True))
+    assert part.runstates.attrs == rs.attrs
+    for table in ("lost", "switches", "cpu_runs"):
+        pd.testing.assert_frame_equal(getattr(part, table), getattr(full, table))
+    assert (part.records, part.windows, part.cpu_ids, part.first_tsc, part.last_tsc,
+            part.truncated, part.cpu_first_tsc, part.cpu_last_tsc) == \
+        (full.records, full.windows, full.cpu_ids, full.first_tsc, full.last_tsc,
+         full.truncated, full.cpu_first_tsc, full.cpu_last_tsc)
+    assert part.event_counts.empty and part.cpu_longest_gap == {}  # not asked for
 
 
 def test_filtered_read_fills_pending_and_carried_tsc(tmp_path: Path, monkeypatch) -> None:

@@ -98,14 +98,15 @@ class XenTrace:
                                               "bytes": np.empty(0, np.int64)}))
     """Records per physical CPU and event id, every record counted (those ``events=`` left
     out of the event table too): ``cpu, event, records, bytes`` (the records' length, header
-    and TSC included), sorted by cpu and event."""
+    and TSC included), sorted by cpu and event. Empty unless read with ``tallies=True``."""
     cpu_first_tsc: dict[int, int] = dataclasses.field(default_factory=dict)
     """First own TSC of each physical CPU that has one."""
     cpu_last_tsc: dict[int, int] = dataclasses.field(default_factory=dict)
     """TSC of each physical CPU's last record (its own, or carried from the one before)."""
     cpu_longest_gap: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict)
     """Longest stretch without a record on each physical CPU: the TSCs of the records
-    before and after it (a CPU that later stops has a longer silence than any of these)."""
+    before and after it (a CPU that later stops has a longer silence than any of these).
+    Empty unless read with ``tallies=True``."""
 
     @property
     def cpus(self) -> int:
@@ -328,7 +329,8 @@ def _events_table(kept: dict[str, np.ndarray], keep_columns: tuple[str, ...] | N
         _decode(columns, event, codes, uniques, n_extra, w, decoded)
     if want("timestamped"):
         columns["timestamped"] = (header >> 31).astype(bool)
-    columns["offset"] = kept["offset"]
+    if "offset" in kept:
+        columns["offset"] = kept["offset"]
     if keep_columns is not None:
         columns = {name: columns[name] for name in keep_columns}
     return pd.DataFrame(columns, copy=False)
@@ -393,7 +395,8 @@ def read_xentrace(path: str | os.PathLike[str],
                   on_progress: ProgressCallback | None = None,
                   events: Iterable[int] | None = None,
                   columns: Iterable[str] | None = None,
-                  idle_runstates: bool = True) -> XenTrace:
+                  idle_runstates: bool = True,
+                  tallies: bool = False) -> XenTrace:
     """Read a xentrace file into an event table, lost records and the run-state timeline.
 
     ``events``: keep only records of these event ids in the event table (the lost-records,
@@ -402,13 +405,15 @@ def read_xentrace(path: str | os.PathLike[str],
     columns. ``columns``: keep only these columns of the event table (memory).
     ``idle_runstates``: False leaves the idle domain's vCPUs out of ``runstates`` (the
     analyzer never asks about them, and on a busy host they are a third of the intervals);
-    ``switches`` and ``cpu_runs`` still name them.
+    ``switches`` and ``cpu_runs`` still name them. ``tallies``: also fill ``event_counts`` and
+    ``cpu_longest_gap`` (every record's TSC read for them; nothing in the analysis asks).
     Raises ``InputError`` for input that is not a usable trace; warns ``TruncatedInput`` when
     the file ends inside a window (the whole records before are kept).
     """
     columns = None if columns is None else tuple(columns)
     scan = scan_xentrace(path, on_progress, events, _words(columns), CHUNK_WORDS,
-                         idle_runstates=idle_runstates)
+                         idle_runstates=idle_runstates, tallies=tallies,
+                         offsets=columns is None or "offset" in columns)
     give_back_memory()  # the spans' temporaries: freed, but resident until given back
     # the run states (sorts, the longest step) in a thread while the other tables are made
     runstates_aside = Background(lambda: _runstates_table(scan))

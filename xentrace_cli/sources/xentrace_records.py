@@ -234,7 +234,7 @@ class Part:
 class Batch:
     """Records of one span, in file order: every record counted, the kept ones in columns."""
 
-    offset: np.ndarray  # byte offset, int64
+    offset: np.ndarray | None  # byte offset, int64 (None: not kept)
     cpu: np.ndarray  # int16
     header: np.ndarray  # uint32
     tsc: np.ndarray  # int64: own TSC, else the CPU's last (pending rows: fixed at the end)
@@ -245,7 +245,8 @@ class Batch:
     stamped_max: int | None
     runstate: Part  # RUNSTATE_CHANGE records (N >= 1): tsc, cpu, event, w0
     switch: Part  # SWITCH records (N >= 4): tsc, cpu, w0 .. w3
-    counts: tuple[np.ndarray, np.ndarray, np.ndarray]  # (cpu, header, records) of the span
+    counts: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # (cpu, header, records) of the
+    # span (None: not counted)
 
 
 #: Where a damaged TSC (beyond 2**63) is put: past any real trace, far enough below 2**63
@@ -354,6 +355,11 @@ class Keep:
     """Extra words to keep per record (the others are never read)."""
     idle_runstates: bool = True
     """The idle domain's run-state changes go to the run-state part too."""
+    tallies: bool = True
+    """Count the records per CPU and header and note each CPU's longest stretch without
+    records (every record's TSC read for it); else only what the kept records need."""
+    offsets: bool = True
+    """Keep each kept record's byte offset in the file."""
 
 
 def _tsc_words(padded: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -365,52 +371,85 @@ def _tsc_words(padded: np.ndarray, at: np.ndarray) -> np.ndarray:
     return padded.take(pairs).view("<i8").reshape(len(at))
 
 
-def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
-                seg_start: np.ndarray, seg_cpu: np.ndarray, clock: Clock
-                ) -> tuple[np.ndarray, np.ndarray, int | None, int | None]:
-    """Every record's TSC (its own, else the last before it on its CPU), the rows before their
-    CPU's first TSC (pending), and the smallest and largest own TSC.
+@dataclasses.dataclass
+class _Stamps:
+    """A span's anchors (its stamped records and each window's first record) and their TSCs:
+    every record takes its last anchor's."""
 
-    Anchors are the stamped records and each window's first record (which takes the CPU's
-    TSC from its previous window when it has none); every record takes its last anchor's TSC:
-    a gather by the running count of anchors, no per-record search.
+    value: np.ndarray
+    """TSC of each anchor, in row order."""
+    anchor: np.ndarray | None
+    """Which rows are anchors (None: every row is one)."""
+    anchor_rows: np.ndarray
+    """The anchors' rows."""
+    pending: np.ndarray
+    """Rows before their CPU's first TSC (sorted; their TSC is fixed once the file is read)."""
+    lo: int | None
+    """Smallest and largest own TSC of the span's records."""
+    hi: int | None
+
+    def at(self, rows: np.ndarray) -> np.ndarray:
+        """The TSC of each of these rows (sorted): a few rows find their last anchor by a
+        search among the anchors, many by the running count of anchors."""
+        if self.anchor is None:
+            return self.value[rows]
+        if 4 * len(rows) < len(self.anchor):
+            return self.value[np.searchsorted(self.anchor_rows, rows, side="right") - 1]
+        last = np.cumsum(self.anchor, dtype=np.intp)
+        last -= 1
+        return self.value[last[rows]]
+
+    def pending_in(self, rows: np.ndarray) -> np.ndarray:
+        """Positions in ``rows`` (sorted) of the pending rows."""
+        if not len(self.pending) or not len(rows):
+            return np.empty(0, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.pending, rows), len(self.pending) - 1)
+        return np.flatnonzero(self.pending[at] == rows)
+
+
+def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
+                seg_start: np.ndarray, seg_cpu: np.ndarray, clock: Clock, gaps: bool
+                ) -> _Stamps:
+    """The anchors' TSCs (a record's own, else the last before it on its CPU), the rows before
+    their CPU's first TSC (pending), and the smallest and largest own TSC; ``gaps``: also
+    note each CPU's longest stretch without records (:meth:`Clock.inner_gaps`).
+
+    Each window's first record is an anchor (it takes the CPU's TSC from its previous window
+    when it has none of its own); every record takes its last anchor's TSC
+    (:meth:`_Stamps.at`: no per-record search).
     """
     n = len(nodes)
-    anchor = stamped.copy()
-    anchor[seg_start] = True
-    every = bool(anchor.all())  # every record an anchor: no gather
-    rows = np.arange(n) if every else np.flatnonzero(anchor)
-    # each record's last anchor (every window's first record is one: its own index there)
-    last_anchor = None if every else np.cumsum(anchor) - 1
-    del anchor
-    at = nodes if every else nodes[rows]
-    value = _tsc_words(padded, at)
-    del at
+    mask = stamped.copy()
+    mask[seg_start] = True
+    anchor = None if mask.all() else mask  # every record an anchor: no gather
+    rows = np.arange(n) if anchor is None else np.flatnonzero(anchor)
+    value = _tsc_words(padded, nodes if anchor is None else nodes[rows])
     # beyond 2**63 cycles (a century at 3 GHz) a TSC is damaged, not late: put at the end of
     # time, never negative, at DAMAGED_TSC (every span, and every float made of one, stays
     # within int64 downstream). Only an own TSC can be damaged: a window's first record
     # without one read its extra words here (replaced by the carried TSC below), and a set
     # top bit in them is data, not damage
-    damaged = (value < 0) & (stamped if every else stamped[rows])
+    damaged = (value < 0) & (stamped if anchor is None else stamped[rows])
     if damaged.any():
         clock.damaged += int(damaged.sum())
         value = np.where(damaged, DAMAGED_TSC, value)
-    lead = seg_start if last_anchor is None else last_anchor[seg_start]
+    # each window's first record's anchor index
+    lead = seg_start if anchor is None else np.searchsorted(rows, seg_start)
     unresolved = clock.carry(lead, stamped[seg_start], seg_cpu, value)
     # a carried value is an own TSC of an earlier record: only unresolved leads are not
     own = value if not unresolved else value[np.flatnonzero(stamped[rows])]
     lo, hi = (int(own.min()), int(own.max())) if len(own) else (None, None)
-    clock.inner_gaps(lead, seg_cpu, value, unresolved)
-    tsc = value if last_anchor is None else value[last_anchor]
-    if not unresolved:
-        return tsc, np.empty(0, dtype=np.int64), lo, hi
+    del own
+    if gaps:
+        clock.inner_gaps(lead, seg_cpu, value, unresolved)
     pending = []
     for k in unresolved:  # rows before the window's first stamped record
         start = int(seg_start[k])
         stop = int(rows[lead[k] + 1]) if lead[k] + 1 < len(rows) else n
         end = int(seg_start[k + 1]) if k + 1 < len(seg_start) else n
         pending.append(np.arange(start, min(stop, end)))
-    return tsc, np.concatenate(pending), lo, hi
+    return _Stamps(value, anchor, rows, np.concatenate(pending) if pending else
+                   np.empty(0, dtype=np.int64), lo, hi)
 
 
 def _counts(codes: np.ndarray, uniques: np.ndarray, seg_len: np.ndarray,
@@ -434,41 +473,38 @@ def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, hdr: np.ndarray,
     ``hdr``: their header words).
 
     ``padded`` has at least ``MAX_EXTRA`` words beyond the last record (read as zeros there).
-    Every record carries its TSC forward and is counted; run-state changes and switches also
-    go to narrow parts of their own; only the kept records get the full columns.
+    Every record carries its TSC forward (and is counted: ``keep.tallies``); run-state
+    changes and switches also go to narrow parts of their own; only the kept records get the
+    full columns. Only the rows that go somewhere are given their TSC and CPU.
     """
     stamped = hdr >= CYCLES_FLAG
-    tsc, pending, lo, hi = _timestamps(padded, nodes, stamped, seg_start, seg_cpu, clock)
-    # Headers, not ids, are counted: the header also gives the record's length (bytes), and
+    stamps = _timestamps(padded, nodes, stamped, seg_start, seg_cpu, clock, keep.tallies)
+    # Headers, not ids, are grouped: the header also gives the record's length (bytes), and
     # what a record is for (a part, kept) is decided once per distinct header.
     codes, headers = factorize(hdr)
     uniques = headers & np.uint32(EVENT_MASK)
     n_words = (headers >> np.uint32(EXTRA_SHIFT)) & np.uint32(EXTRA_MASK)
     seg_len = np.diff(np.r_[seg_start, len(nodes)])
-    counts = _counts(codes, headers, seg_len, seg_cpu)
-    cpu = np.repeat(seg_cpu.astype(np.int16), seg_len)
+    counts = _counts(codes, headers, seg_len, seg_cpu) if keep.tallies else None
     kind = np.zeros(len(headers), dtype=np.int8)  # 1 run-state change, 2 switch
     kind[is_runstate_change(uniques) & (n_words >= 1)] = 1
     kind[(uniques == TRC_SCHED_SWITCH) & (n_words >= 4)] = 2
     row_kind = kind[codes]
-    was_pending = None
-    if len(pending):
-        was_pending = np.zeros(len(nodes), dtype=bool)
-        was_pending[pending] = True
+    # the CPU of a row: its window's (the window a row is in: the last that starts at or
+    # before it)
+    window_cpu = seg_cpu.astype(np.int16)
 
-    def pending_of(rows: np.ndarray) -> np.ndarray:
-        if was_pending is None:
-            return np.empty(0, dtype=np.int64)
-        return np.flatnonzero(was_pending[rows])
+    def cpu_of(rows: np.ndarray) -> np.ndarray:
+        return window_cpu[np.searchsorted(seg_start, rows, side="right") - 1]
 
     def part(rows: np.ndarray, words_wanted: int, with_event: bool) -> Part:
-        columns = {"tsc": tsc[rows], "cpu": cpu[rows]}
+        columns = {"tsc": stamps.at(rows), "cpu": cpu_of(rows)}
         if with_event:
             columns["event"] = uniques[codes[rows]]
         word_at = nodes[rows] + 1 + 2 * stamped[rows]
         for k in range(words_wanted):  # N >= words_wanted: all are the record's own
             columns[f"w{k}"] = padded[word_at + k]
-        return Part(columns, pending_of(rows))
+        return Part(columns, stamps.pending_in(rows))
 
     runstate_rows = np.flatnonzero(row_kind == 1)
     if not keep.idle_runstates:  # w0: vcpu in bits 0-15, domid in bits 16-31
@@ -476,20 +512,31 @@ def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, hdr: np.ndarray,
         runstate_rows = runstate_rows[(unit >> 16) != DOMID_IDLE]
     runstate = part(runstate_rows, 1, True)
     switch = part(np.flatnonzero(row_kind == 2), 4, False)
-    if keep.ids is not None:
+    del row_kind
+    if keep.ids is None:
+        rows = np.arange(len(nodes))
+    else:
         wanted = np.isin(uniques, keep.ids) | (uniques == TRC_LOST_RECORDS)
         rows = np.flatnonzero(wanted[codes])
-        nodes, hdr, stamped, tsc, cpu = nodes[rows], hdr[rows], stamped[rows], tsc[rows], cpu[rows]
-        pending = pending_of(rows)
+    kept = _kept(padded, base, nodes[rows], hdr[rows], stamped[rows], max(keep.words, 4),
+                 keep.offsets)  # the lost-records table reads 4 words
+    return Batch(kept[0], cpu_of(rows), hdr[rows], stamps.at(rows), kept[1],
+                 stamps.pending_in(rows), len(nodes), stamps.lo, stamps.hi, runstate, switch,
+                 counts)
+
+
+def _kept(padded: np.ndarray, base: int, nodes: np.ndarray, hdr: np.ndarray,
+          stamped: np.ndarray, words: int, offsets: bool
+          ) -> tuple[np.ndarray | None, np.ndarray]:
+    """The kept records' byte offsets (``offsets``, else None) and ``words`` extra words (zero
+    beyond each record's own)."""
     n_extra = (hdr >> np.uint32(EXTRA_SHIFT)) & np.uint32(EXTRA_MASK)
     first = nodes + 1 + 2 * stamped
-    words = max(keep.words, 4)  # the lost-records table reads 4
     extra = np.empty((words, len(nodes)), dtype=np.uint32)
     for k in range(words):  # past a record's N words: whatever follows, then zeroed
         np.take(padded, first + k, out=extra[k])
         extra[k] *= n_extra > k
-    return Batch((nodes + base) * 4, cpu, hdr, tsc, extra, pending, len(row_kind), lo, hi,
-                 runstate, switch, counts)
+    return ((nodes + base) * 4 if offsets else None), extra
 
 
 # --- the file, span after span -----------------------------------------------------------------

@@ -48,10 +48,11 @@ class TraceScan:
     """Smallest TSC of a timestamped record (None when no record has one)."""
     last_tsc: int | None
     counts: Columns
-    """Per (cpu, event), sorted: ``cpu`` int16, ``event`` uint32, ``records``, ``bytes``."""
+    """Per (cpu, event), sorted: ``cpu`` int16, ``event`` uint32, ``records``, ``bytes`` (empty
+    when not tallied)."""
     kept: Columns
-    """The kept records merged by TSC (stable; in file order when not ``merged``): ``offset,
-    cpu, header, tsc`` and ``w0`` … (zero beyond a record's words)."""
+    """The kept records merged by TSC (stable; in file order when not ``merged``): ``offset``
+    (when asked), ``cpu, header, tsc`` and ``w0`` … (zero beyond a record's words)."""
     lost: Columns
     """Lost-records records: ``cpu, dropped, domid, vcpu, tsc_first, tsc``."""
     runstate: Columns
@@ -76,13 +77,16 @@ def _refuse_compressed(path: Path) -> None:
 def scan_xentrace(path: str | os.PathLike[str], on_progress: ProgressCallback | None = None,
                   events: Iterable[int] | None = None, words: int = MAX_EXTRA,
                   chunk_words: int = 1 << 23, merged: bool = True,
-                  idle_runstates: bool = True) -> TraceScan:
+                  idle_runstates: bool = True, tallies: bool = True, offsets: bool = True
+                  ) -> TraceScan:
     """Read a xentrace file: count every record, keep those of ``events`` (all: None) with
     ``words`` of their extra words, and the run-state changes, switches and lost records.
     ``merged``: put the kept records and switches in TSC order (the event table needs it; the
     intervals sort per unit or CPU themselves, so the views skip it; the run-state changes
     stay in file order either way). ``idle_runstates``: False leaves the idle domain's
-    run-state changes out of ``runstate``.
+    run-state changes out of ``runstate``. ``tallies``: False leaves ``counts`` and
+    ``cpu_longest_gap`` empty (only the kept records' TSCs are looked up, not every
+    record's). ``offsets``: False leaves ``offset`` out of ``kept``.
 
     Raises ``InputError`` for input that is not a usable trace; warns ``TruncatedInput`` when
     the file ends inside a window (the whole records before are kept).
@@ -98,7 +102,8 @@ def scan_xentrace(path: str | os.PathLike[str], on_progress: ProgressCallback | 
         win = walk_windows(path, handle, size)
         truncated_at = win.truncated_at
         for batch, cut, _ in read_batches(path, handle, win, size, chunk_words, clock,
-                                          Keep(ids, words, idle_runstates), on_progress):
+                                          Keep(ids, words, idle_runstates, tallies, offsets),
+                                          on_progress):
             batches.append(batch)
             if cut is not None:
                 truncated_at = cut
@@ -124,7 +129,7 @@ def scan_xentrace(path: str | os.PathLike[str], on_progress: ProgressCallback | 
         counts=counts, kept=kept, lost=lost, runstate=runstate, switch=switch,
         cpu_first_tsc=dict(sorted(clock.first.items())),
         cpu_last_tsc=dict(sorted(clock.last.items())),
-        cpu_longest_gap=dict(sorted(clock.gap.items())))
+        cpu_longest_gap=dict(sorted(clock.gap.items())) if tallies else {})
 
 
 def _warn_truncated(path: Path, cpu: np.ndarray, declared_end: int, size: int,
@@ -154,7 +159,8 @@ def _settle_pending(batches: list[Batch], clock: Clock) -> None:
 
 def _counts(batches: list[Batch]) -> Columns:
     """Records and bytes per (cpu, event), summed over the batches (counted per header)."""
-    cpu, header, n = (np.concatenate([b.counts[k] for b in batches]).astype(t) if batches else
+    counted = [b.counts for b in batches if b.counts is not None]
+    cpu, header, n = (np.concatenate([c[k] for c in counted]).astype(t) if counted else
                       np.empty(0, dtype=t) for k, t in enumerate((np.int64, np.uint32, np.int64)))
     words = 1 + ((header >> EXTRA_SHIFT) & EXTRA_MASK) + 2 * (header >> 31)
     event = (header & EVENT_MASK).astype(np.int64)
@@ -233,7 +239,8 @@ def _merged_records(batches: list[Batch], ids: np.ndarray | None, merged: bool =
         kept[f"w{k}"] = merge.column([b.extra[k] for b in batches], np.uint32)
     for b in batches:
         b.extra = _NO_EXTRA  # merged: let them go
-    kept["offset"] = merge.take("offset", np.int64)
+    if batches and batches[0].offset is not None:
+        kept["offset"] = merge.take("offset", np.int64)
     del merge, order
     event = kept["header"] & EVENT_MASK
     lost = _lost(kept, event)
