@@ -42,6 +42,7 @@ from ..xen_events import (
     EXTRA_SHIFT,
     MAX_CPU,
     MAX_EXTRA,
+    MAX_RECORD_WORDS,
     TRC_LOST_RECORDS,
     TRC_SCHED_SWITCH,
     is_runstate_change,
@@ -165,21 +166,19 @@ def _walk_span(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray
     end (-1: none; that record is not kept).
     """
     size = int(ends.max()) + 1 if len(ends) else 1
-    mark = np.zeros(size, dtype=bool)
     lanes = np.flatnonzero(starts < ends)
-    pos, end = starts[lanes].copy(), ends[lanes]
-    while len(lanes) > _FEW_LANES:
-        for _ in range(_BURST):
-            mark[pos] = True
-            pos += _LENGTH[padded[pos] >> EXTRA_SHIFT]
-            np.minimum(pos, end, out=pos)  # a finished window (or an overrun) waits at its end
-        going = pos < end
-        if not going.all():
-            lanes, pos, end = lanes[going], pos[going], end[going]
-    for lo, hi in zip(pos.tolist(), end.tolist(), strict=True):
+    lens = _lengths(padded, size)
+    lens[ends[lanes]] = 0  # a finished window waits at its end
+    mark = np.zeros(len(lens), dtype=bool)
+    rest = _walk_lanes(lens, mark, starts[lanes].copy(), ends[lanes])
+    del lens
+    if rest is None:  # a record ran past its window's end (a damaged file): walked again,
+        mark[:] = False  # each step held at the windows' ends, so nothing past one is marked
+        rest = _walk_lanes_held(padded, mark, starts[lanes].copy(), ends[lanes])
+    for lo, hi in zip(*rest, strict=True):
         mark[_chain(padded, lo, hi)] = True
     mark[ends] = False  # where finished windows waited: the next CPU-change record, not one
-    nodes = np.flatnonzero(mark)
+    nodes = np.flatnonzero(mark[:size])
     # A window's last record must end at the window's end; else it runs past it.
     overrun = np.full(len(starts), -1, dtype=np.int64)
     has = np.flatnonzero(starts < ends)
@@ -189,6 +188,58 @@ def _walk_span(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray
     if past.any():
         nodes = nodes[~np.isin(nodes, last[past])]
     return nodes, overrun
+
+
+def _lengths(padded: np.ndarray, size: int) -> np.ndarray:
+    """The record length each of the first ``size`` words would give as a header (uint8,
+    ``1 + 2C + N`` from its top nibble), then zeros: as far as a record running past the
+    last window's end can reach, where a walk stays."""
+    lens = np.zeros(size + MAX_RECORD_WORDS, dtype=np.uint8)
+    nib = lens[:size]
+    np.right_shift(padded[:size].view(np.uint8)[3::4], 4, out=nib)  # the top byte: C<<3 | N
+    cycles = nib >> 3
+    nib &= EXTRA_MASK
+    nib += 1
+    nib += cycles
+    nib += cycles
+    return lens
+
+
+_Lanes = tuple[list[int], list[int]]
+
+
+def _walk_lanes(lens: np.ndarray, mark: np.ndarray, pos: np.ndarray, end: np.ndarray
+                ) -> _Lanes | None:
+    """Mark the record starts of every lane (window) from ``pos`` on, a step a gather of the
+    lengths and an add over all lanes (a finished lane waits at its end, where the length is
+    zero), until a few lanes are left: returned (their positions and ends). None when a
+    record ran past its window's end: then a lane went on into the next window, its marks
+    there are wrong."""
+    while len(pos) > _FEW_LANES:
+        for _ in range(_BURST):
+            mark[pos] = True
+            pos += lens[pos]
+        if (pos > end).any():
+            return None
+        going = pos < end
+        if not going.all():
+            pos, end = pos[going], end[going]
+    return pos.tolist(), end.tolist()
+
+
+def _walk_lanes_held(padded: np.ndarray, mark: np.ndarray, pos: np.ndarray, end: np.ndarray
+                     ) -> _Lanes:
+    """:func:`_walk_lanes` for a damaged span: each step's positions held at the lanes' ends
+    (a record running past one waits there, as a finished lane does)."""
+    while len(pos) > _FEW_LANES:
+        for _ in range(_BURST):
+            mark[pos] = True
+            pos += _LENGTH[padded[pos] >> EXTRA_SHIFT]
+            np.minimum(pos, end, out=pos)
+        going = pos < end
+        if not going.all():
+            pos, end = pos[going], end[going]
+    return pos.tolist(), end.tolist()
 
 
 def _chain(words: np.ndarray, start: int, end: int) -> np.ndarray:
