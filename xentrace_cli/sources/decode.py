@@ -15,6 +15,7 @@ columns describe the innermost IP header, as the architecture asks.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -112,12 +113,13 @@ def _any_of(values: np.ndarray, choices: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def _rows(mask: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+def _rows(mask: np.ndarray, *arrays: np.ndarray | slice) -> tuple[Any, ...]:
     """``array[mask]`` of each array, or the arrays themselves when the mask holds every row
-    (the common case, a batch of one kind of frame: no copies)."""
+    (the common case, a batch of one kind of frame: no copies). A slice stands for the rows
+    of the whole batch (:attr:`_IpRows.idx` on the first pass)."""
     if mask.all():
         return arrays
-    return tuple(a[mask] for a in arrays)
+    return tuple(np.flatnonzero(mask) if isinstance(a, slice) else a[mask] for a in arrays)
 
 
 def _at(view: np.ndarray, pos: np.ndarray, ok: np.ndarray) -> np.ndarray:
@@ -145,7 +147,7 @@ def decode(buf: np.ndarray, data_off: np.ndarray, caplen: np.ndarray, wirelen: n
     v = _Views(buf, int(pend.max()) if n else 0)
     l3, etype, undecoded = _link_layers(v, linktype.astype(np.int32), start, pend)
     cols = _Columns(n)
-    _decode_ip(v, np.arange(n), l3, etype, pend, start, wirelen, cols)
+    _decode_ip(v, slice(None), l3, etype, pend, start, wirelen, cols)
     # ---- tunnels: decode the inner IP header over the outer values --------------------------
     inner = cols.tunnel_l3 >= 0
     if inner.any():
@@ -273,7 +275,9 @@ class _IpRows:
     where their captured bytes end (``pend``), and which of them hold a whole IPv4/IPv6
     header."""
 
-    idx: np.ndarray      # row of each frame in the batch
+    #: row of each frame in the batch; ``slice(None)`` on the first pass, where the frames are
+    #: the batch's rows in order (the columns are then assigned whole, not scattered)
+    idx: np.ndarray | slice
     l3: np.ndarray
     etype: np.ndarray
     pend: np.ndarray
@@ -286,6 +290,12 @@ class _IpRows:
     def has(self, pos: np.ndarray, nbytes: int) -> np.ndarray:
         """Frames whose bytes ``pos .. pos + nbytes`` were captured."""
         return (pos >= 0) & (pos + nbytes <= self.pend)
+
+    def at(self, sub: np.ndarray) -> np.ndarray:
+        """The batch rows of the frames ``sub`` (indices or a mask) of these."""
+        if isinstance(self.idx, slice):
+            return np.flatnonzero(sub) if sub.dtype == bool else sub
+        return self.idx[sub]
 
     def keep(self, keep: np.ndarray) -> _IpRows:
         return _IpRows(*(getattr(self, f.name)[keep] for f in dataclasses.fields(self)))
@@ -309,7 +319,7 @@ class _IpFields:
                    np.zeros(m, dtype=bool), np.zeros(m, dtype=np.int64))
 
 
-def _decode_ip(v: _Views, idx: np.ndarray, l3: np.ndarray, etype: np.ndarray,
+def _decode_ip(v: _Views, idx: np.ndarray | slice, l3: np.ndarray, etype: np.ndarray,
                pend: np.ndarray, start: np.ndarray, wirelen: np.ndarray, c: _Columns,
                tunnel_pass: bool = False) -> None:
     """Decode the IP header at ``l3`` of the frames ``idx`` and what it carries into ``c``:
@@ -326,7 +336,7 @@ def _decode_ip(v: _Views, idx: np.ndarray, l3: np.ndarray, etype: np.ndarray,
         for arr in (c.ports_ok, c.tcp_ok, c.tcp_seq_ok, c.ip_id_ok, c.payload_ok):
             arr[r.idx] = False
         c.frag_offset[r.idx] = 0
-    f = _IpFields.empty(len(r.idx))
+    f = _IpFields.empty(len(r.l3))
     if r.is4.any():
         _ipv4(v, r, f, c)
     if r.is6.any():
@@ -368,10 +378,11 @@ def _ipv6(v: _Views, r: _IpRows, f: _IpFields, c: _Columns) -> None:
     nh = _at(v.u8, l3 + 6, is6).astype(np.int64)
     i6 = np.flatnonzero(is6)
     p6 = l3[i6]
-    c.src_v6[r.idx[i6], 0] = v.be64[p6 + 8]
-    c.src_v6[r.idx[i6], 1] = v.be64[p6 + 16]
-    c.dst_v6[r.idx[i6], 0] = v.be64[p6 + 24]
-    c.dst_v6[r.idx[i6], 1] = v.be64[p6 + 32]
+    rows = r.at(i6)
+    c.src_v6[rows, 0] = v.be64[p6 + 8]
+    c.src_v6[rows, 1] = v.be64[p6 + 16]
+    c.dst_v6[rows, 0] = v.be64[p6 + 24]
+    c.dst_v6[rows, 1] = v.be64[p6 + 32]
     # jumbogram (RFC 2675, BIG TCP): payload length 0 and a hop-by-hop jumbo option
     jumbo = is6 & (plen == 0) & (nh == IPV6_EXT_HOPOPT) & r.has(l3 + 48, 0) \
         & (_at(v.u8, l3 + 42, is6 & r.has(l3 + 43, 0)) == IPV6_OPT_JUMBO)
@@ -434,14 +445,16 @@ def _cut_ip_headers(v: _Views, r: _IpRows, c: _Columns) -> None:
     part4 = (r.etype == lt.ETHERTYPE_IPV4) & ~r.is4 & r.has(l3, 16) & ((first >> 4) == 4)
     part6 = (r.etype == lt.ETHERTYPE_IPV6) & ~r.is6 & r.has(l3, 24) & ((first >> 4) == 6)
     if part4.any():
-        c.ip_version[r.idx[part4]] = 4
-        c.src_v4[r.idx[part4]] = v.be32[l3[part4] + 12]
-        c.ip_id[r.idx[part4]] = v.be16[l3[part4] + 4]
-        c.ip_id_ok[r.idx[part4]] = True
+        rows = r.at(part4)
+        c.ip_version[rows] = 4
+        c.src_v4[rows] = v.be32[l3[part4] + 12]
+        c.ip_id[rows] = v.be16[l3[part4] + 4]
+        c.ip_id_ok[rows] = True
     if part6.any():
-        c.ip_version[r.idx[part6]] = 6
-        c.src_v6[r.idx[part6], 0] = v.be64[l3[part6] + 8]
-        c.src_v6[r.idx[part6], 1] = v.be64[l3[part6] + 16]
+        rows = r.at(part6)
+        c.ip_version[rows] = 6
+        c.src_v6[rows, 0] = v.be64[l3[part6] + 8]
+        c.src_v6[rows, 1] = v.be64[l3[part6] + 16]
 
 
 def _transport(v: _Views, r: _IpRows, f: _IpFields, ipv: np.ndarray, c: _Columns
@@ -553,30 +566,42 @@ def _digest(v: _Views, c: _Columns, pend: np.ndarray) -> None:
         return
     pos = c.payload_pos[ok]
     nbytes = avail[ok]
-    full = nbytes >> 3  # whole words inside the payload
-    rem = nbytes & 7    # bytes of the last, partial word
     h = nbytes.astype(np.uint64)
+    # the frames with DIGEST_BYTES of payload (most) take plain gathers, no masks; the
+    # others, the masked words of theirs
+    whole = nbytes == DIGEST_BYTES
+    rows = slice(None) if whole.all() else np.flatnonzero(whole)
+    short = None if isinstance(rows, slice) else np.flatnonzero(~whole)
     with np.errstate(over="ignore"):
+        at = pos[rows]
+        sums = h[rows]
         for k, multiplier in enumerate(_WORD_MULTIPLIERS):
-            inside = full > k
-            if inside.all():  # the common case: payloads of 64 bytes and more
-                h += v.le64[pos + 8 * k] * multiplier
-            elif inside.any():
-                word = v.le64[np.where(inside, pos + 8 * k, 0)]
-                h += np.where(inside, word, np.uint64(0)) * multiplier
-            else:
-                break
-        part = np.flatnonzero(rem > 0)
-        if len(part):
-            # keep the low `rem` bytes of the partial word: (1 << 8*rem) - 1
-            word = v.le64[pos[part] + 8 * full[part]]
-            word &= (np.uint64(1) << (rem[part].astype(np.uint64) * np.uint64(8))) \
-                - np.uint64(1)
-            h[part] += word * _WORD_MULTIPLIERS[full[part]]
+            sums += v.le64[at + 8 * k] * multiplier
+        h[rows] = sums
+        if short is not None and len(short):
+            h[short] = _short_sums(v, pos[short], nbytes[short])
         h = (h ^ (h >> np.uint64(30))) * _MIX1
         h = (h ^ (h >> np.uint64(27))) * _MIX2
         h ^= h >> np.uint64(31)
     c.digest[ok] = h
+
+
+def _short_sums(v: _Views, pos: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
+    """``count + sum(word_k * M_k)`` of payloads of fewer than DIGEST_BYTES bytes at ``pos``:
+    their whole words, then the low bytes of the last, partial one."""
+    full = nbytes >> 3  # whole words inside the payload
+    rem = nbytes & 7    # bytes of the last, partial word
+    h = nbytes.astype(np.uint64)
+    for k in range(int(full.max()) if len(full) else 0):
+        inside = np.flatnonzero(full > k)
+        h[inside] += v.le64[pos[inside] + 8 * k] * _WORD_MULTIPLIERS[k]
+    part = np.flatnonzero(rem > 0)
+    if len(part):
+        # keep the low `rem` bytes of the partial word: (1 << 8*rem) - 1
+        word = v.le64[pos[part] + 8 * full[part]]
+        word &= (np.uint64(1) << (rem[part].astype(np.uint64) * np.uint64(8))) - np.uint64(1)
+        h[part] += word * _WORD_MULTIPLIERS[full[part]]
+    return h
 
 
 def _head(v: _Views, c: _Columns, pend: np.ndarray, width: int
