@@ -142,10 +142,10 @@ def decode(buf: np.ndarray, data_off: np.ndarray, caplen: np.ndarray, wirelen: n
     analysis, :mod:`conversations.tcp_analysis`).
     """
     n = len(data_off)
-    start = data_off.astype(np.int64)
+    start = data_off.astype(np.int64, copy=False)  # read only, as linktype
     pend = start + caplen
     v = _Views(buf, int(pend.max()) if n else 0)
-    l3, etype, undecoded = _link_layers(v, linktype.astype(np.int32), start, pend)
+    l3, etype, undecoded = _link_layers(v, linktype.astype(np.int32, copy=False), start, pend)
     cols = _Columns(n)
     _decode_ip(v, slice(None), l3, etype, pend, start, wirelen, cols)
     # ---- tunnels: decode the inner IP header over the outer values --------------------------
@@ -441,6 +441,8 @@ def _cut_ip_headers(v: _Views, r: _IpRows, c: _Columns) -> None:
     """A header cut by the snapshot length still names its source (tshark shows it): IPv4
     needs 16 bytes for it (and gives its id), IPv6 24; the destination and the rest stay
     missing."""
+    if (r.is4 | r.is6).all():  # the common case: every IP header whole, none cut
+        return
     l3, first = r.l3, r.first
     part4 = (r.etype == lt.ETHERTYPE_IPV4) & ~r.is4 & r.has(l3, 16) & ((first >> 4) == 4)
     part6 = (r.etype == lt.ETHERTYPE_IPV6) & ~r.is6 & r.has(l3, 24) & ((first >> 4) == 6)
@@ -466,24 +468,25 @@ def _transport(v: _Views, r: _IpRows, f: _IpFields, ipv: np.ndarray, c: _Columns
     payload length the data offset (13)."""
     idx, l4, proto = r.idx, f.l4, f.proto
     whole = ipv & (f.frag == 0) & (l4 >= 0)   # first fragments decode too (ports are there)
+    room = r.pend - l4  # captured bytes from the transport header on (l4 >= 0 where whole)
     is_tcp = whole & (proto == IPPROTO_TCP)
     is_udp = whole & (proto == IPPROTO_UDP)
     icmp = whole & ((proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6))
-    ports = (is_tcp | is_udp) & r.has(l4, 4)
+    ports = (is_tcp | is_udp) & (room >= 4)
     rows, pos = _rows(ports, idx, l4)
     c.sport[rows] = v.be16[pos]
     c.dport[rows] = v.be16[pos + 2]
     c.ports_ok[idx] = ports
-    seq_ok = is_tcp & r.has(l4, 8)
+    seq_ok = is_tcp & (room >= 8)
     rows, pos = _rows(seq_ok, idx, l4)
     c.tcp_seq[rows] = v.be32[pos + 4]
     c.tcp_seq_ok[idx] = seq_ok
-    ack_ok = is_tcp & r.has(l4, 14)
+    ack_ok = is_tcp & (room >= 14)
     rows, pos = _rows(ack_ok, idx, l4)
     c.tcp_ack[rows] = v.be32[pos + 8]
     c.tcp_flags[rows] = v.be16[pos + 12] & 0x01FF
     c.tcp_ok[idx] = ack_ok
-    doff_ok = is_tcp & r.has(l4, 13)
+    doff_ok = is_tcp & (room >= 13)
     doff = (_at(v.u8, l4 + 12, doff_ok) >> 4).astype(np.int64) * 4
     hdr = np.where(is_tcp, doff, np.where(is_udp | icmp, 8, 0))
     # a length field smaller than the headers it covers is malformed: no payload length
@@ -499,6 +502,14 @@ def _tunnels(v: _Views, r: _IpRows, f: _IpFields, whole: np.ndarray, is_udp: np.
              c: _Columns) -> None:
     """Where an inner IP header starts (IP-in-IP, GRE, VXLAN, Teredo), for the second pass."""
     l4, proto = f.l4, f.proto
+    # the first pass's rows are the batch's (r.idx is a slice): its ports are c.sport/c.dport,
+    # where a UDP tunnel's header was captured (VXLAN on its destination port, Teredo on
+    # either); none of those, and no IP-in-IP or GRE: no tunnel (c.tunnel_l3 stays -1)
+    udp_tunnel = is_udp & ((c.dport == VXLAN_PORT) | (c.sport == TEREDO_PORT)
+                           | (c.dport == TEREDO_PORT))
+    if not udp_tunnel.any() and not (whole & _any_of(proto, (IPPROTO_IPIP, IPPROTO_IPV6,
+                                                             IPPROTO_GRE))).any():
+        return
     ipip = whole & ((proto == IPPROTO_IPIP) | (proto == IPPROTO_IPV6))
     inner_l3 = np.where(ipip, l4, -1)
     inner_et = np.where(proto == IPPROTO_IPIP, lt.ETHERTYPE_IPV4, lt.ETHERTYPE_IPV6)
@@ -511,8 +522,8 @@ def _tunnels(v: _Views, r: _IpRows, f: _IpFields, whole: np.ndarray, is_udp: np.
                                                              lt.ETHERTYPE_IPV6))
         inner_l3 = np.where(into, l4 + gre_len, inner_l3)
         inner_et = np.where(into, gre_et, inner_et)
-    udp = np.flatnonzero(is_udp)
-    if len(udp):  # on the UDP frames only (none in a TCP capture)
+    udp = np.flatnonzero(udp_tunnel)
+    if len(udp):  # on the UDP frames on a tunnel's port only
         _udp_tunnels(v, udp, l4[udp], r.pend[udp], inner_l3, inner_et)
     c.tunnel_l3[r.idx] = inner_l3
     c.tunnel_etype[r.idx] = inner_et
@@ -547,6 +558,11 @@ def _udp_tunnels(v: _Views, rows: np.ndarray, l4: np.ndarray, pend: np.ndarray,
 _WORD_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
                               0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53,
                               0x94D049BB133111EB, 0xBF58476D1CE4E5B9], dtype=np.uint64)
+#: byte offset of each of those words in the payload
+_WORD_OFFSETS = np.arange(0, DIGEST_BYTES, 8)
+#: row k: the masks of the bytes of a k-byte payload in each of its words (low bytes first)
+_WORD_MASKS = np.array([[(1 << 8 * min(max(k - 8 * w, 0), 8)) - 1 for w in range(8)]
+                        for k in range(DIGEST_BYTES + 1)], dtype=np.uint64)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
@@ -564,8 +580,9 @@ def _digest(v: _Views, c: _Columns, pend: np.ndarray) -> None:
     c.digest_ok = ok
     if not ok.any():
         return
-    pos = c.payload_pos[ok]
-    nbytes = avail[ok]
+    every = bool(ok.all())  # a TCP capture: no gathers, no scatter
+    pos = c.payload_pos if every else c.payload_pos[ok]
+    nbytes = avail if every else avail[ok]
     h = nbytes.astype(np.uint64)
     # the frames with DIGEST_BYTES of payload (most) take plain gathers, no masks; the
     # others, the masked words of theirs
@@ -583,25 +600,20 @@ def _digest(v: _Views, c: _Columns, pend: np.ndarray) -> None:
         h = (h ^ (h >> np.uint64(30))) * _MIX1
         h = (h ^ (h >> np.uint64(27))) * _MIX2
         h ^= h >> np.uint64(31)
-    c.digest[ok] = h
+    if every:
+        c.digest = h
+    else:
+        c.digest[ok] = h
 
 
 def _short_sums(v: _Views, pos: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
-    """``count + sum(word_k * M_k)`` of payloads of fewer than DIGEST_BYTES bytes at ``pos``:
-    their whole words, then the low bytes of the last, partial one."""
-    full = nbytes >> 3  # whole words inside the payload
-    rem = nbytes & 7    # bytes of the last, partial word
-    h = nbytes.astype(np.uint64)
-    for k in range(int(full.max()) if len(full) else 0):
-        inside = np.flatnonzero(full > k)
-        h[inside] += v.le64[pos[inside] + 8 * k] * _WORD_MULTIPLIERS[k]
-    part = np.flatnonzero(rem > 0)
-    if len(part):
-        # keep the low `rem` bytes of the partial word: (1 << 8*rem) - 1
-        word = v.le64[pos[part] + 8 * full[part]]
-        word &= (np.uint64(1) << (rem[part].astype(np.uint64) * np.uint64(8))) - np.uint64(1)
-        h[part] += word * _WORD_MULTIPLIERS[full[part]]
-    return h
+    """``count + sum(word_k * M_k)`` of payloads of fewer than DIGEST_BYTES bytes at ``pos``
+    (few frames: their 8 words in one gather, each masked to the payload's bytes in it)."""
+    # a word wholly past the payload is masked to 0: its index need only stay in the view
+    words = v.le64[np.minimum(pos[:, None] + _WORD_OFFSETS, len(v.le64) - 1)]
+    words &= _WORD_MASKS[nbytes]
+    words *= _WORD_MULTIPLIERS
+    return nbytes.astype(np.uint64) + words.sum(axis=1, dtype=np.uint64)
 
 
 def _head(v: _Views, c: _Columns, pend: np.ndarray, width: int
