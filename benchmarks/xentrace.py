@@ -5,6 +5,7 @@ Run by hand (never in the test suite)::
     python benchmarks/xentrace.py                        # the real trace + a simulated one
     python benchmarks/xentrace.py --trace big.bin --repeat 7
     python benchmarks/xentrace.py --synthetic 5000000    # a generated trace instead
+    python benchmarks/xentrace.py --trace big.bin --against /tmp/main-src  # before/after
 
 The files: the real trace of the corpus (180,493 records) and a large trace written by
 ``xenlat simulate healthy --requests 157000`` (~14 M records, ~300 MB; kept under
@@ -178,13 +179,13 @@ def simulated(requests: int) -> Path:
     return without_guest_records(folder / "xentrace.bin", path)
 
 
-def run(command: list[str]) -> tuple[float, int, float]:
+def run(command: list[str], cwd: Path | None = None) -> tuple[float, int, float]:
     """Wall seconds, peak RSS (KiB) and CPU seconds (user + system) of one whole process
     (output and diagnostics to /dev/null; /usr/bin/time's line to a file). Raises when the
     process fails."""
     with open(os.devnull, "wb") as null, tempfile.NamedTemporaryFile("r") as log:
         proc = subprocess.run(["/usr/bin/time", "-o", log.name, "-f", "%e %M %U %S",
-                               *command], stdout=null, stderr=null)
+                               *command], stdout=null, stderr=null, cwd=cwd)
         if proc.returncode:
             raise RuntimeError(f"{command[0]} exited {proc.returncode}")
         wall, rss, user, system = log.read().strip().splitlines()[-1].split()
@@ -195,7 +196,7 @@ def _spread(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} s ({min(values):.3f}-{max(values):.3f})"
 
 
-def bench(path: Path, repeat: int, xenalyze: str | None) -> None:
+def bench(path: Path, repeat: int, xenalyze: str | None, against: Path | None = None) -> None:
     records = json.loads(subprocess.run(
         [sys.executable, "-m", "xentrace_cli", "trace", str(path), "--format", "json",
          "--no-progress"], capture_output=True, text=True, check=True).stdout)["records"]
@@ -208,6 +209,13 @@ def bench(path: Path, repeat: int, xenalyze: str | None) -> None:
              "cat (floor)": ["cat", str(path)],
              # what any process importing xenlat's two start-up libraries pays
              "python -c 'import numpy, click'": [sys.executable, "-c", "import numpy, click"]}
+    cwd: dict[str, Path] = {}
+    if against is not None:  # another checkout's sources: python -m from its directory
+        for name, argv in (("--format json", ["--format", "json"]), ("(tables)", [])):
+            key = f"{against.name}: trace {name}"
+            tools[key] = [sys.executable, "-m", "xentrace_cli", "trace", str(path.resolve()),
+                          *argv, "--no-progress"]
+            cwd[key] = against
     if xenalyze:
         tools["xenalyze --summary"] = [xenalyze, "--summary", str(path)]
     times: dict[str, list[float]] = {name: [] for name in tools}
@@ -220,7 +228,7 @@ def bench(path: Path, repeat: int, xenalyze: str | None) -> None:
             if name in failed:
                 continue
             try:
-                wall, rss, used = run(command)
+                wall, rss, used = run(command, cwd.get(name))
             except RuntimeError as exc:  # xenalyze stops at records it does not know
                 failed[name] = str(exc)
                 continue
@@ -232,11 +240,11 @@ def bench(path: Path, repeat: int, xenalyze: str | None) -> None:
           f"median of {repeat} (min-max)")
     for name in tools:
         if name in failed:
-            print(f"  {name:28} failed: {failed[name]}")
+            print(f"  {name:36} failed: {failed[name]}")
             continue
         wall = statistics.median(times[name])
         rate = f"{records / wall / 1e6:6.2f}" if wall > 0 else "  >100"  # /usr/bin/time: 10 ms
-        print(f"  {name:28} {_spread(times[name])}  {rate} M records/s  "
+        print(f"  {name:36} {_spread(times[name])}  {rate} M records/s  "
               f"CPU {statistics.median(cpu[name]):.2f} s  "
               f"peak RSS {peak[name] / 1024:7.1f} MiB = {peak[name] * 1024 / size:5.2f}x file")
 
@@ -251,6 +259,8 @@ def main() -> int:
     parser.add_argument("--replicate", type=int, help="time the real trace written N times "
                         "end to end (80: ~14 M records that xenalyze reads too)")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--against", type=Path, help="also time another checkout's sources "
+                        "(its directory: python -m xentrace_cli run there), paired")
     parser.add_argument("--xenalyze", default=os.environ.get("XENALYZE")
                         or shutil.which("xenalyze"), help="xenalyze binary (default: "
                         "$XENALYZE or the one on PATH; Debian's xen-utils-common)")
@@ -271,8 +281,12 @@ def main() -> int:
         else:
             OUT.mkdir(exist_ok=True)
             paths = [REAL, simulated(args.requests)]
+        for checkout in (Path(__file__).resolve().parent.parent, args.against):
+            if checkout is not None:  # PYTHONDONTWRITEBYTECODE: compiled once, not per run
+                subprocess.run([sys.executable, "-m", "compileall", "-q",
+                                str(checkout / "xentrace_cli")], check=True)
         for path in paths:
-            bench(path, args.repeat, args.xenalyze)
+            bench(path, args.repeat, args.xenalyze, args.against)
     return 0
 
 

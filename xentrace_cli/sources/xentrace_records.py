@@ -42,7 +42,6 @@ from ..xen_events import (
     EXTRA_SHIFT,
     MAX_CPU,
     MAX_EXTRA,
-    MAX_RECORD_WORDS,
     TRC_LOST_RECORDS,
     TRC_SCHED_SWITCH,
     is_runstate_change,
@@ -166,19 +165,21 @@ def _walk_span(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray
     end (-1: none; that record is not kept).
     """
     size = int(ends.max()) + 1 if len(ends) else 1
+    mark = np.zeros(size, dtype=bool)
     lanes = np.flatnonzero(starts < ends)
-    lens = _lengths(padded, size)
-    lens[ends[lanes]] = 0  # a finished window waits at its end
-    mark = np.zeros(len(lens), dtype=bool)
-    rest = _walk_lanes(lens, mark, starts[lanes].copy(), ends[lanes])
-    del lens
-    if rest is None:  # a record ran past its window's end (a damaged file): walked again,
-        mark[:] = False  # each step held at the windows' ends, so nothing past one is marked
-        rest = _walk_lanes_held(padded, mark, starts[lanes].copy(), ends[lanes])
-    for lo, hi in zip(*rest, strict=True):
+    pos, end = starts[lanes].copy(), ends[lanes]
+    while len(lanes) > _FEW_LANES:
+        for _ in range(_BURST):
+            mark[pos] = True
+            pos += _LENGTH[padded[pos] >> EXTRA_SHIFT]
+            np.minimum(pos, end, out=pos)  # a finished window (or an overrun) waits at its end
+        going = pos < end
+        if not going.all():
+            lanes, pos, end = lanes[going], pos[going], end[going]
+    for lo, hi in zip(pos.tolist(), end.tolist(), strict=True):
         mark[_chain(padded, lo, hi)] = True
     mark[ends] = False  # where finished windows waited: the next CPU-change record, not one
-    nodes = np.flatnonzero(mark[:size])
+    nodes = np.flatnonzero(mark)
     # A window's last record must end at the window's end; else it runs past it.
     overrun = np.full(len(starts), -1, dtype=np.int64)
     has = np.flatnonzero(starts < ends)
@@ -188,58 +189,6 @@ def _walk_span(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray
     if past.any():
         nodes = nodes[~np.isin(nodes, last[past])]
     return nodes, overrun
-
-
-def _lengths(padded: np.ndarray, size: int) -> np.ndarray:
-    """The record length each of the first ``size`` words would give as a header (uint8,
-    ``1 + 2C + N`` from its top nibble), then zeros: as far as a record running past the
-    last window's end can reach, where a walk stays."""
-    lens = np.zeros(size + MAX_RECORD_WORDS, dtype=np.uint8)
-    nib = lens[:size]
-    np.right_shift(padded[:size].view(np.uint8)[3::4], 4, out=nib)  # the top byte: C<<3 | N
-    cycles = nib >> 3
-    nib &= EXTRA_MASK
-    nib += 1
-    nib += cycles
-    nib += cycles
-    return lens
-
-
-_Lanes = tuple[list[int], list[int]]
-
-
-def _walk_lanes(lens: np.ndarray, mark: np.ndarray, pos: np.ndarray, end: np.ndarray
-                ) -> _Lanes | None:
-    """Mark the record starts of every lane (window) from ``pos`` on, a step a gather of the
-    lengths and an add over all lanes (a finished lane waits at its end, where the length is
-    zero), until a few lanes are left: returned (their positions and ends). None when a
-    record ran past its window's end: then a lane went on into the next window, its marks
-    there are wrong."""
-    while len(pos) > _FEW_LANES:
-        for _ in range(_BURST):
-            mark[pos] = True
-            pos += lens[pos]
-        if (pos > end).any():
-            return None
-        going = pos < end
-        if not going.all():
-            pos, end = pos[going], end[going]
-    return pos.tolist(), end.tolist()
-
-
-def _walk_lanes_held(padded: np.ndarray, mark: np.ndarray, pos: np.ndarray, end: np.ndarray
-                     ) -> _Lanes:
-    """:func:`_walk_lanes` for a damaged span: each step's positions held at the lanes' ends
-    (a record running past one waits there, as a finished lane does)."""
-    while len(pos) > _FEW_LANES:
-        for _ in range(_BURST):
-            mark[pos] = True
-            pos += _LENGTH[padded[pos] >> EXTRA_SHIFT]
-            np.minimum(pos, end, out=pos)
-        going = pos < end
-        if not going.all():
-            pos, end = pos[going], end[going]
-    return pos.tolist(), end.tolist()
 
 
 def _chain(words: np.ndarray, start: int, end: int) -> np.ndarray:
@@ -414,12 +363,12 @@ class Keep:
 
 
 def _tsc_words(padded: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """The 64-bit TSC in the two words after each header at ``at`` (int64): both words in one
-    gather, side by side, read as one little-endian value."""
-    pairs = np.empty((len(at), 2), dtype=np.intp)
-    np.add(at, 1, out=pairs[:, 0])
-    np.add(at, 2, out=pairs[:, 1])
-    return padded.take(pairs).view("<i8").reshape(len(at))
+    """The 64-bit TSC in the two words after each header at ``at`` (int64): each half in one
+    gather (from the words shifted by one and by two: no index arithmetic), joined in place."""
+    value = padded[2:].take(at).astype(np.int64)
+    value <<= 32
+    value |= padded[1:].take(at)
+    return value
 
 
 @dataclasses.dataclass
@@ -431,24 +380,23 @@ class _Stamps:
     """TSC of each anchor, in row order."""
     anchor: np.ndarray | None
     """Which rows are anchors (None: every row is one)."""
-    anchor_rows: np.ndarray
-    """The anchors' rows."""
     pending: np.ndarray
     """Rows before their CPU's first TSC (sorted; their TSC is fixed once the file is read)."""
     lo: int | None
     """Smallest and largest own TSC of the span's records."""
     hi: int | None
+    last: np.ndarray | None = None
+    """Each row's last anchor (made when first asked)."""
 
     def at(self, rows: np.ndarray) -> np.ndarray:
-        """The TSC of each of these rows (sorted): a few rows find their last anchor by a
-        search among the anchors, many by the running count of anchors."""
+        """The TSC of each of these rows: its last anchor's (by the running count of anchors:
+        one pass over the span, cheaper than a search per row even for a twentieth of them)."""
         if self.anchor is None:
             return self.value[rows]
-        if 4 * len(rows) < len(self.anchor):
-            return self.value[np.searchsorted(self.anchor_rows, rows, side="right") - 1]
-        last = np.cumsum(self.anchor, dtype=np.intp)
-        last -= 1
-        return self.value[last[rows]]
+        if self.last is None:
+            self.last = np.cumsum(self.anchor, dtype=np.intp)
+            self.last -= 1
+        return self.value[self.last[rows]]
 
     def pending_in(self, rows: np.ndarray) -> np.ndarray:
         """Positions in ``rows`` (sorted) of the pending rows."""
@@ -499,7 +447,7 @@ def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
         stop = int(rows[lead[k] + 1]) if lead[k] + 1 < len(rows) else n
         end = int(seg_start[k + 1]) if k + 1 < len(seg_start) else n
         pending.append(np.arange(start, min(stop, end)))
-    return _Stamps(value, anchor, rows, np.concatenate(pending) if pending else
+    return _Stamps(value, anchor, np.concatenate(pending) if pending else
                    np.empty(0, dtype=np.int64), lo, hi)
 
 
@@ -511,7 +459,7 @@ def _counts(codes: np.ndarray, uniques: np.ndarray, seg_len: np.ndarray,
     key = codes  # int64
     if slots > 1:
         key = codes * slots
-        key += np.repeat(seg_local, seg_len)
+        key += np.repeat(seg_local.astype(np.int16), seg_len)  # narrow: a quarter the writes
     per = np.bincount(key, minlength=len(uniques) * slots)
     nz = np.flatnonzero(per)
     return (cpu_ids[nz % slots].astype(np.int16), uniques[nz // slots].astype(np.uint32),
@@ -541,15 +489,9 @@ def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, hdr: np.ndarray,
     kind[is_runstate_change(uniques) & (n_words >= 1)] = 1
     kind[(uniques == TRC_SCHED_SWITCH) & (n_words >= 4)] = 2
     row_kind = kind[codes]
-    # the CPU of a row: its window's (the window a row is in: the last that starts at or
-    # before it)
-    window_cpu = seg_cpu.astype(np.int16)
-
-    def cpu_of(rows: np.ndarray) -> np.ndarray:
-        return window_cpu[np.searchsorted(seg_start, rows, side="right") - 1]
-
+    cpu = np.repeat(seg_cpu.astype(np.int16), seg_len)  # each row's: its window's
     def part(rows: np.ndarray, words_wanted: int, with_event: bool) -> Part:
-        columns = {"tsc": stamps.at(rows), "cpu": cpu_of(rows)}
+        columns = {"tsc": stamps.at(rows), "cpu": cpu[rows]}
         if with_event:
             columns["event"] = uniques[codes[rows]]
         word_at = nodes[rows] + 1 + 2 * stamped[rows]
@@ -571,7 +513,7 @@ def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, hdr: np.ndarray,
         rows = np.flatnonzero(wanted[codes])
     kept = _kept(padded, base, nodes[rows], hdr[rows], stamped[rows], max(keep.words, 4),
                  keep.offsets)  # the lost-records table reads 4 words
-    return Batch(kept[0], cpu_of(rows), hdr[rows], stamps.at(rows), kept[1],
+    return Batch(kept[0], cpu[rows], hdr[rows], stamps.at(rows), kept[1],
                  stamps.pending_in(rows), len(nodes), stamps.lo, stamps.hi, runstate, switch,
                  counts)
 
