@@ -170,7 +170,9 @@ def map_streams(calls: pd.DataFrame, segments: pd.DataFrame, offsets: np.ndarray
     connection's). Returns the mapping and how it was made (``peer``, ``bytes`` or ``none``).
     """
     stream_col = "stream" if "stream" in calls.columns else "fd"
-    data = calls[calls["direction"].notna()]
+    # the columns used, at the rows used (not the whole log's, with its data column)
+    data = calls.loc[calls["direction"].notna().to_numpy(),
+                     [stream_col, "ts_ns", "direction", "bytes"]]
     empty = pd.DataFrame({"stream": [], "flow": [], "direction": []})
     if len(data) == 0 or len(segments) == 0:
         return empty, "none"
@@ -183,33 +185,14 @@ def map_streams(calls: pd.DataFrame, segments: pd.DataFrame, offsets: np.ndarray
         per_stream.index, fill_value=0)
     per_stream["tx_bytes"] = moved.get("tx", pd.Series(0, index=moved.index)).reindex(
         per_stream.index, fill_value=0)
-    peers = calls[calls["peer"].notna()].groupby(stream_col, observed=True)["peer"].first() \
-        if "peer" in calls.columns else pd.Series(dtype=object)
+    peers = calls.loc[calls["peer"].notna().to_numpy(), [stream_col, "peer"]].groupby(
+        stream_col, observed=True)["peer"].first() if "peer" in calls.columns \
+        else pd.Series(dtype=object)
     per_stream["peer"] = peers.reindex(per_stream.index).astype(object)
     per_stream["peer"] = per_stream["peer"].where(per_stream["peer"].notna(), None)
     per_stream = per_stream.reset_index().rename(columns={stream_col: "stream"})
 
-    # connections as the capture shows them: remote endpoint, time span, bytes each way
-    conn = connection_ids(segments)
-    firsts = segments.assign(_conn=conn).drop_duplicates("flow")
-    rx_first = firsts["direction"].to_numpy() == "rx"
-    remote_of_flow = pd.Series(
-        np.where(rx_first, _peer_key(firsts["src"], firsts["sport"]),
-                 _peer_key(firsts["dst"], firsts["dport"])), index=firsts["flow"].to_numpy())
-    seg = pd.DataFrame({"conn": conn, "flow": segments["flow"].to_numpy(),
-                        "direction": segments["direction"].to_numpy(),
-                        "ts": segments["ts_ns"].to_numpy(),
-                        "end": offsets + segments["len"].to_numpy()})
-    seg["remote"] = remote_of_flow.reindex(seg["flow"].to_numpy()).to_numpy()
-    per_conn = seg.groupby("conn").agg(remote=("remote", "first"), t0=("ts", "min"),
-                                       t1=("ts", "max"))
-    ends = seg.groupby(["conn", "direction"])["end"].max().unstack(fill_value=0)
-    per_conn["rx_bytes"] = ends.get("rx", pd.Series(0, index=ends.index)).reindex(
-        per_conn.index, fill_value=0)
-    per_conn["tx_bytes"] = ends.get("tx", pd.Series(0, index=ends.index)).reindex(
-        per_conn.index, fill_value=0)
-    per_conn = per_conn.reset_index()
-
+    per_conn, flows = _connections(segments, offsets)
     known = per_stream[per_stream["peer"].notna()].copy()
     method = "peer"
     if len(known):
@@ -230,9 +213,43 @@ def map_streams(calls: pd.DataFrame, segments: pd.DataFrame, offsets: np.ndarray
     pairs = pairs.assign(_overlap=overlap, _off=bytes_off).sort_values(
         ["conn", "_off", "_overlap"], ascending=[True, True, False], kind="stable")
     pairs = pairs.drop_duplicates("conn").drop_duplicates("stream")
-    flows = seg.drop_duplicates(["conn", "direction"])[["conn", "flow", "direction"]]
     out = pairs[["stream", "conn"]].merge(flows, on="conn")[["stream", "flow", "direction"]]
     return out.reset_index(drop=True), method
+
+
+def _connections(segments: pd.DataFrame, offsets: np.ndarray
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The connections as the capture shows them: per connection id (``conn``), its
+    ``remote`` endpoint (of its first segment), time span (``t0``, ``t1``) and the bytes
+    each way (``rx_bytes``, ``tx_bytes``: the furthest offset reached); and the first
+    segment of each connection and direction (``conn``, ``flow``, ``direction``), in row
+    order. Reductions over integer ids: no string, nor DataFrame group, per segment."""
+    conn = connection_ids(segments)
+    n_conn = int(conn.max()) + 1
+    first = np.unique(conn, return_index=True)[1]  # each connection's first row, id order
+    head = segments.iloc[first]
+    remote = np.where(head["direction"].to_numpy() == "rx",
+                      _peer_key(head["src"], head["sport"]),
+                      _peer_key(head["dst"], head["dport"]))
+    ts = segments["ts_ns"].to_numpy()
+    t0 = np.full(n_conn, np.iinfo(np.int64).max, dtype=np.int64)
+    t1 = np.full(n_conn, np.iinfo(np.int64).min, dtype=np.int64)
+    np.minimum.at(t0, conn, ts)
+    np.maximum.at(t1, conn, ts)
+    end = offsets + segments["len"].to_numpy()
+    rx = np.asarray(segments["direction"] == "rx", dtype=bool)
+    per_conn = pd.DataFrame({"conn": np.arange(n_conn, dtype=np.int64), "remote": remote,
+                             "t0": t0, "t1": t1})
+    for name, rows in (("rx_bytes", rx), ("tx_bytes", ~rx)):
+        furthest = np.full(n_conn, np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(furthest, conn[rows], end[rows])
+        furthest[np.bincount(conn[rows], minlength=n_conn) == 0] = 0
+        per_conn[name] = furthest
+    rows = np.sort(np.unique(conn * 2 + ~rx, return_index=True)[1])
+    flows = pd.DataFrame({"conn": conn[rows], "flow": segments["flow"].to_numpy()[rows],
+                          "direction": segments["direction"].iloc[rows].to_numpy()},
+                         index=rows)
+    return per_conn, flows
 
 
 def socket_times(calls: pd.DataFrame, segments: pd.DataFrame, offsets: np.ndarray,
@@ -256,13 +273,14 @@ def socket_times(calls: pd.DataFrame, segments: pd.DataFrame, offsets: np.ndarra
     flow_to_stream = pd.Series(mapping["stream"].to_numpy(), index=mapping["flow"].to_numpy())
     seg_stream = flow_to_stream.reindex(segments["flow"].to_numpy()).to_numpy()
     have = ~pd.isna(seg_stream) & (offsets >= 0)
-    direction = segments["direction"].to_numpy()
     for way, time_col in (("rx", "ts_ns"), ("tx", "entry_ns")):
-        sel = np.flatnonzero(have & (direction == way))
+        # compared as the column is (categorical: its codes), not as a string per row
+        sel = np.flatnonzero(have & np.asarray(segments["direction"] == way, dtype=bool))
         if sel.size == 0:
             continue
-        sub = calls[(calls["direction"] == way).to_numpy()
-                    & (calls["bytes"].to_numpy() > 0)]
+        sub = calls.loc[(calls["direction"] == way).to_numpy()
+                        & (calls["bytes"].to_numpy() > 0),
+                        [stream_col, "stream_offset", "bytes", time_col]]
         if len(sub) == 0:
             continue
         sid = sub[stream_col].to_numpy(np.int64)
