@@ -480,7 +480,10 @@ def match_captures(run: _Run) -> None:
     run.syns = pd.concat([placed[k] for k in placed if k.endswith(":syn")], ignore_index=True)
     run.anchor_all = placed[anchor_name]
     run.fresh = match.first_transmissions(run.anchor_all)
-    run.anchor = anchor = run.anchor_all[run.fresh].reset_index(drop=True)
+    # every segment a first transmission (the usual case): the rows as they are, their
+    # columns shared (copy-on-write), not copied
+    fresh = run.anchor_all if run.fresh.all() else run.anchor_all[run.fresh]
+    run.anchor = anchor = fresh.reset_index(drop=True)
     if (~run.fresh).any():
         run.notes.append(f"{int((~run.fresh).sum())} retransmitted segments in the "
                          f"{anchor_name} capture are left out of the table (each byte counts "
