@@ -96,7 +96,12 @@ def analyze_tcp(packets: pd.DataFrame) -> pd.DataFrame:
     del a_code, b_code
     t["flow"], t["reverse"], t["conv"] = _flow_codes((t["a"] << 17) | t["sport"],
                                                      (t["b"] << 17) | t["dport"])
-    by_flow = np.lexsort((t["frame"], t["flow"]))  # stable
+    frame = t["frame"]
+    if frame.size < 2 or (frame[1:] > frame[:-1]).all():  # a capture's rows: frame order
+        by_flow = np.argsort(t["flow"], kind="stable")
+    else:
+        by_flow = np.lexsort((frame, t["flow"]))
+    del frame
     for column, values in t.items():  # one column at a time: no second copy of them all
         t[column] = values[by_flow]
     flagged = _flags(t)
@@ -324,7 +329,7 @@ def _intervals(t: Frames, seglen: np.ndarray, rel: np.ndarray, retrans: np.ndarr
     flow, first = t["flow"][data], rel[data]
     ts = t["ts_ns"].astype(float)[data]
     # each transmission of a byte after the previous one, per (flow, first byte), in row order
-    order = np.lexsort((np.arange(len(ts)), first, flow))
+    order = np.lexsort((first, flow))  # stable: row order within
     same = np.r_[False, (flow[order][1:] == flow[order][:-1])
                  & (first[order][1:] == first[order][:-1])]
     interval = ts - _previous_in_group(order, same, ts)
@@ -351,9 +356,8 @@ def _ack_delay(t: Frames, prev_ack: np.ndarray, control: np.ndarray) -> np.ndarr
     key = np.concatenate([t["flow"][data] * _MOD + (t["seq"][data] + length[data]) % _MOD,
                           t["reverse"][pure] * _MOD + ack[pure]])
     frame = np.concatenate([t["frame"][data], t["frame"][pure]])
-    is_ack = np.r_[np.zeros(data.size, dtype=bool), np.ones(pure.size, dtype=bool)]
-    order = np.lexsort((is_ack, frame, key))  # a data frame before an ACK of the same number
-    key, is_ack = key[order], is_ack[order]
+    order = np.lexsort((frame, key))  # stable: a data frame before an ACK of the same number
+    key, is_ack = key[order], order >= data.size
     last_data = np.maximum.accumulate(np.where(is_ack, -1, np.arange(order.size)))
     hit = is_ack & (last_data >= _group_starts(np.r_[True, key[1:] != key[:-1]]))
     rows = pure[order[hit] - data.size]
