@@ -737,24 +737,46 @@ def _out_of_range(cols: Columns, malformed: Malformed,
 #: The plain leader: ``PID  SECONDS.FRACTION `` (``strace -f -ttt -o``), ``[pid N] `` (on
 #: stderr) or none; numbers too short to be out of range.
 _PLAIN_LEADER = r"^(?:\[pid {1,6}\d{1,9}\] |\d{1,9} {1,6})?\d{1,10}\.\d{1,9} "
-#: The common call in its plainest form: a bare fd; a string (escapes, no line break) or a
-#: pointer; further arguments that are numbers or flags; a return value, or -1 and an errno
+#: An IPv4 socket address as strace shows it, its port a 16-bit number.
+_PLAIN_SOCKADDR = (r'\{sa_family=AF_INET, sin_port=htons\((?:\d{1,4}|[1-5]\d{4}|6[0-4]\d{3}'
+                   r'|65[0-4]\d\d|655[0-2]\d|6553[0-5])\), sin_addr=inet_addr\("[0-9.]{1,15}"\)\}')
+#: A string argument (escapes, no line break), with its "..." when cut.
+_PLAIN_STRING = r'"(?:[^"\\\n]|\\[^\n])*"(?:\.\.\.)?'
+#: Return value (or -1 and an errno with its message in words), -T time, line end.
+_PLAIN_END = (r"\) = (?:\d{1,9}|-1 E[A-Z0-9]{1,32}(?: \([A-Za-z ]{0,64}\))?)"
+              r"(?: <\d{1,9}\.\d{1,9}>)?\n$")
+#: The common call in its plainest form: a bare fd; a string or a pointer; further arguments
+#: that are numbers or flags, at most one IPv4 address among them (recvfrom / sendto), and
+#: address lengths (``16``, ``[128]``, ``[128 => 16]``); a return value, or -1 and an errno
 #: with its message in words; the -T time. Such a line matches LINE_RE's common call with the
-#: groups :func:`_plain_common` finds (its only '"' are the string's, its first ")" after them
-#: closes the arguments).
+#: groups :func:`_plain_common` finds (its only '"' are the string's and the address's, which
+#: are the line's last two, and its first ")" after them closes the arguments).
 PLAIN_CALL_RE = (
-    _PLAIN_LEADER + r"(?:read|write|recv|send|pread64)\(\d{1,9}, "
-    r'(?:"(?:[^"\\\n]|\\[^\n])*"(?:\.\.\.)?|0x[0-9a-f]{1,16}|NULL)'
-    r"(?:, [0-9A-Za-z_|]{1,64})*"
-    r"\) = (?:\d{1,9}|-1 E[A-Z0-9]{1,32}(?: \([A-Za-z ]{0,64}\))?)"
+    _PLAIN_LEADER + r"(?:read|write|recv|send|pread64|recvfrom|sendto)\(\d{1,9}, "
+    r"(?:" + _PLAIN_STRING + r"|0x[0-9a-f]{1,16}|NULL)"
+    r"(?:, [0-9A-Za-z_|]{1,64})*(?:, " + _PLAIN_SOCKADDR + r")?"
+    r"(?:, (?:[0-9A-Za-z_|]{1,64}|\[\d{1,9}(?: => \d{1,9})?\]))*" + _PLAIN_END)
+#: A recvmmsg / sendmmsg call that moved one message (one buffer, an IPv4 address or none):
+#: one row, as :meth:`_Slow._messages` gives it. Its only '"' are the address's (first) and
+#: the buffer's (last); ``msg_len=`` must not occur in the buffer (:func:`_plain_mmsg_lines`).
+PLAIN_MMSG_RE = (
+    _PLAIN_LEADER + r"(?:recvmmsg|sendmmsg)\(\d{1,9}, \[\{msg_hdr=\{msg_name=(?:"
+    + _PLAIN_SOCKADDR + r"|NULL), msg_namelen=\d{1,9}, msg_iov=\[\{iov_base=" + _PLAIN_STRING
+    + r", iov_len=\d{1,9}\}\], msg_iovlen=1, msg_controllen=\d{1,9}, msg_flags=[0-9A-Za-z_|]{1,64}"
+    r"\}, msg_len=\d{1,9}\}\], \d{1,9}, [0-9A-Za-z_|]{1,64}(?:, NULL)?\) = 1"
     r"(?: <\d{1,9}\.\d{1,9}>)?\n$")
+#: What :func:`_big_number` would read as a pair of fds out of range (``[N, M]`` with ten
+#: digits or more): such an mmsg line takes the sequential parser, which reports it.
+_LONG_PAIR_RE = r"\[\d{10}|, \d{10}"
 #: Any call after a plain leader: of no interest unless its name is one the reader looks at
 #: (those lines take the regex path).
 PLAIN_NAMED_RE = _PLAIN_LEADER + r"\w{1,32}\("
 _NOT_PLAIN_NAMES = pa.array(sorted(INTERESTING_CALLS), pa.binary())
+_MMSG_NAMES = pa.array(sorted(MMSG_CALLS), pa.binary())
 #: Syscall category codes of the plain calls, by the call name's length and first bytes.
 _PLAIN_CALLS = {(4, b"re", b"a"): "read", (4, b"re", b"c"): "recv", (4, b"se", b"n"): "send",
-                (5, b"wr", b"i"): "write", (7, b"pr", b"e"): "pread64"}
+                (5, b"wr", b"i"): "write", (7, b"pr", b"e"): "pread64",
+                (8, b"re", b"c"): "recvfrom", (6, b"se", b"n"): "sendto"}
 
 
 def _window(buf: np.ndarray, start: np.ndarray, width: int) -> np.ndarray:
@@ -859,16 +881,18 @@ class _Plain:
 
     common: np.ndarray    #: the line is a common call of the plain form
     named: np.ndarray     #: the line is another call of the plain form, of no interest
+    mmsg: np.ndarray      #: the line is a recvmmsg / sendmmsg of the plain form
     ts: np.ndarray        #: timestamp ns of each plain line (0 elsewhere)
     pid: np.ndarray       #: pid, -1 without prefix (and elsewhere)
     buf: np.ndarray
     marks: _Marks
     stop: np.ndarray      #: each line's end (after its newline)
     paren: np.ndarray     #: each plain line's "(" (0 elsewhere)
+    lines: pa.Array
 
     @property
     def any(self) -> np.ndarray:
-        return self.common | self.named
+        return self.common | self.named | self.mmsg
 
 
 def _plain(lines: pa.Array) -> _Plain | None:
@@ -890,14 +914,19 @@ def _plain(lines: pa.Array) -> _Plain | None:
     paren = marks.first("(", ts_end)
     seconds = _decimal(buf, ts_start, dot - ts_start)
     # the regex path names a time past int64 nanoseconds, and reads the calls it looks at
+    # (but for the one-message mmsg calls of the plain form)
     regex = seconds > MAX_SECONDS
+    mmsg = np.zeros(n, bool)
     at = np.flatnonzero(named[rows])
     if len(at):
         names = _substrings(buf, ts_end[at] + 1, paren[at])
+        one_message = _plain_mmsg_lines(lines, rows[at], names)
+        mmsg[rows[at[one_message]]] = True
         regex[at] |= pc.is_in(names, value_set=_NOT_PLAIN_NAMES).to_numpy(
-            zero_copy_only=False)
+            zero_copy_only=False) & ~one_message
+    named &= ~mmsg
     if regex.any():
-        common[rows[regex]] = named[rows[regex]] = False
+        common[rows[regex]] = named[rows[regex]] = mmsg[rows[regex]] = False
         keep = ~regex
         rows, ls, dot, ts_start, ts_end, paren, seconds = (
             x[keep] for x in (rows, ls, dot, ts_start, ts_end, paren, seconds))
@@ -914,8 +943,23 @@ def _plain(lines: pa.Array) -> _Plain | None:
                                            np.where(has_pid, pid_len, 0)), -1)
     full_paren = np.zeros(n, np.int64)
     full_paren[rows] = paren
-    return _Plain(common, named, ts, pid, buf, marks, offsets[1:].astype(np.int64),
-                  full_paren)
+    return _Plain(common, named, mmsg, ts, pid, buf, marks, offsets[1:].astype(np.int64),
+                  full_paren, lines)
+
+
+def _plain_mmsg_lines(lines: pa.Array, at: np.ndarray, names: pa.Array) -> np.ndarray:
+    """Which of the ``lines`` at ``at`` (their calls named ``names``) are recvmmsg / sendmmsg
+    calls of the plain form (:data:`PLAIN_MMSG_RE`, one ``msg_len=``, no long fd pair)."""
+    out = np.zeros(len(at), bool)
+    maybe = np.flatnonzero(pc.is_in(names, value_set=_MMSG_NAMES).to_numpy(
+        zero_copy_only=False))
+    if len(maybe):
+        cand = lines.take(pa.array(at[maybe]))
+        out[maybe] = (
+            pc.match_substring_regex(cand, PLAIN_MMSG_RE).to_numpy(zero_copy_only=False)
+            & (pc.count_substring(cand, "msg_len=").to_numpy(zero_copy_only=False) == 1)
+            & ~pc.match_substring_regex(cand, _LONG_PAIR_RE).to_numpy(zero_copy_only=False))
+    return out
 
 
 def _match(lines: pa.Array, pattern: str) -> np.ndarray:
@@ -943,10 +987,15 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
     comma = paren + 1 + _first_in_row(_window(buf, paren + 1, 10) == ord(","))
     arg = comma + 2
     quoted = buf[arg] == ord('"')
-    close_quote = marks.last('"', line_end)
+    last_quote = marks.last('"', line_end)
+    # an address (inet_addr("...")}) holds the line's last two quotes
+    has_addr = (last_quote > paren) & (buf[last_quote + 1] == ord(")")) \
+        & (buf[last_quote + 2] == ord("}"))
+    close_quote = np.where(has_addr, marks.last('"', marks.last('"', last_quote)), last_quote)
     after = np.where(quoted, close_quote + 1, arg)
     dots = quoted & (_window(buf, after, 3) == ord(".")).all(axis=1)
-    close = marks.first(")", np.where(dots, after + 3, after))
+    tail = np.where(dots, after + 3, after)
+    close = marks.first(")", np.where(has_addr, last_quote + 2, tail))
     value = close + 4                                   # after ") = "
     failed = buf[value] == ord("-")
     word_start = np.where(failed, value + 3, value)     # "-1 " before the errno
@@ -954,11 +1003,11 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
     word_end = np.minimum(word_start + word, line_end)
     ret = np.full(n, -1, np.int64)
     ret[~failed] = _decimal(buf, word_start[~failed], (word_end - word_start)[~failed])
-    timed = buf[line_end - 1] == ord(">")
-    lt = line_end - 21 + _last_in_row(_window(buf, line_end - 21, 21) == ord("<"),
-                                      np.full(n, 21))
-    duration = np.zeros(n, np.int64)
-    duration[timed] = _seconds(buf, lt[timed] + 1, line_end[timed] - 1)
+    duration = _plain_duration(buf, line_end)
+    row_peer = np.full(n, None, dtype=object)
+    if has_addr.any():
+        row_peer[has_addr] = _per_distinct(_substrings(buf, tail[has_addr], close[has_addr]),
+                                           _tail_peer)
     errno = np.full(n, None, dtype=object)
     if failed.any():
         errno[failed] = pc.cast(_substrings(buf, word_start[failed], word_end[failed]),
@@ -989,11 +1038,73 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
         "ret": ret,
         "errno": errno,
         "bytes": np.maximum(ret, 0),
-        "row_peer": np.full(n, None, dtype=object),
+        "row_peer": row_peer,
         "ann_kind": np.zeros(n, np.int8),
         "data": data,
         "data_truncated": dots,
     }
+
+
+def _plain_duration(buf: np.ndarray, line_end: np.ndarray) -> np.ndarray:
+    """The -T time ending each plain line (before its newline ``line_end``), ns; 0 without."""
+    timed = buf[line_end - 1] == ord(">")
+    lt = line_end - 21 + _last_in_row(_window(buf, line_end - 21, 21) == ord("<"),
+                                      np.full(len(line_end), 21))
+    duration = np.zeros(len(line_end), np.int64)
+    duration[timed] = _seconds(buf, lt[timed] + 1, line_end[timed] - 1)
+    return duration
+
+
+def _plain_mmsg(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool) -> Columns:
+    """The rows of the plain recvmmsg / sendmmsg lines ``sel`` (line indices in the chunk):
+    what :meth:`_Slow._messages` gives for their one message (bytes: its ``msg_len``, peer:
+    its ``msg_name``)."""
+    buf, marks = p.buf, p.marks
+    n = len(sel)
+    line_end = p.stop[sel] - 1
+    paren = p.paren[sel]
+    comma = paren + 1 + _first_in_row(_window(buf, paren + 1, 10) == ord(","))
+    name_at = comma + 2 + len("[{msg_hdr={msg_name=")
+    has_addr = buf[name_at] == ord("{")
+    addr_end = marks.first('"', marks.first('"', name_at) + 1) + 3     # after '")}'
+    open_quote = marks.first('"', np.where(has_addr, addr_end, name_at))
+    close_quote = marks.last('"', line_end)
+    dots = (_window(buf, close_quote + 1, 3) == ord(".")).all(axis=1)
+    length_at = _line_start(p, sel) + 8 + pc.find_substring(       # after "msg_len="
+        p.lines.take(pa.array(sel)), "msg_len=").to_numpy(zero_copy_only=False)
+    nbytes = _decimal(buf, length_at, _first_in_row(_window(buf, length_at, 10) == ord("}")))
+    peer = np.full(n, None, dtype=object)
+    if has_addr.any():
+        peer[has_addr] = _per_distinct(_substrings(buf, name_at[has_addr], addr_end[has_addr]),
+                                       _tail_peer)
+    data = np.full(n, None, dtype=object)
+    if with_data:
+        data[:] = _decode_strings(_substrings(buf, open_quote + 1, close_quote))
+    codes = np.where(buf[paren - 8] == ord("r"), SYSCALL_NAMES.index("recvmmsg"),
+                     SYSCALL_NAMES.index("sendmmsg"))
+    return {
+        "order": np.asarray(order, np.int64),
+        "entry_ns": p.ts[sel],
+        "duration_ns": _plain_duration(buf, line_end),
+        "tod": np.zeros(n, bool),
+        "pid": p.pid[sel],
+        "fd": _decimal(buf, paren + 1, comma - paren - 1),
+        "syscall": pd.Categorical.from_codes(codes, categories=SYSCALL_NAMES),
+        "direction": pd.Categorical.from_codes(_DIRECTION_OF[codes], categories=DIRECTIONS),
+        "ret": nbytes,
+        "errno": np.full(n, None, dtype=object),
+        "bytes": nbytes,
+        "row_peer": peer,
+        "ann_kind": np.zeros(n, np.int8),
+        "data": data,
+        "data_truncated": dots,
+    }
+
+
+def _line_start(p: _Plain, sel: np.ndarray) -> np.ndarray:
+    """Where the lines ``sel`` begin in the chunk's bytes."""
+    offsets = np.frombuffer(p.lines.buffers()[1], np.int32)[p.lines.offset:]
+    return offsets[sel].astype(np.int64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1618,6 +1729,9 @@ class _Reader:
         if c.plain is not None and (c.plain.common & good).any():
             sel = np.flatnonzero(c.plain.common & good)
             self.rows.add(_plain_common(c.plain, sel, sel + c.first, self.with_data))
+        if c.plain is not None and (c.plain.mmsg & good).any():
+            sel = np.flatnonzero(c.plain.mmsg & good)
+            self.rows.add(_plain_mmsg(c.plain, sel, sel + c.first, self.with_data))
         keep1 = good[c.idx1]
         if keep1.any():
             sel = c.idx1[keep1]
