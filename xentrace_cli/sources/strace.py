@@ -803,11 +803,17 @@ def _items(buf: np.ndarray, width: int) -> np.ndarray:
 
 def _decimal(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
     """The decimal digits ``buf[start:start + length]`` (at most 18) as int64: the window of
-    each number's bytes as one matrix, its digits weighted by their place."""
+    each number's bytes as one matrix, the number in its last columns (the bytes before it
+    read as "0"), read a column (a decimal place) at a time."""
     width = max(int(length.max()) if len(length) else 0, 1)
-    digits = _window(buf, start, width).astype(np.int64) - ord("0")
-    digits[np.arange(width) >= length[:, None]] = 0
-    return (digits @ (10 ** np.arange(width - 1, -1, -1))) // 10 ** (width - length)
+    window = _window(buf, start + length - width, width)
+    window[np.arange(width) < (width - length)[:, None]] = ord("0")
+    value = window[:, 0].astype(np.int64) - ord("0")
+    for place in range(1, width):
+        value *= 10
+        value += window[:, place]
+        value -= ord("0")
+    return value
 
 
 def _seconds(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -834,25 +840,40 @@ def _substrings(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> pa.Array
 
 
 class _Marks:
-    """Where the characters the plain lines are cut at lie in a chunk's bytes."""
+    """Where the characters the plain lines are cut at lie in a chunk's bytes: looked for in
+    a window of ``width`` bytes beside each position, and in the whole chunk (its positions of
+    that character found once, when first needed) for the rows whose window holds none."""
 
-    def __init__(self, buf: np.ndarray, chars: str) -> None:
-        self.after: dict[str, np.ndarray] = {}
-        self.before: dict[str, np.ndarray] = {}
-        for c in chars:
-            own = np.flatnonzero(buf == ord(c))
-            self.after[c] = np.append(own, len(buf))   # the sentinels: none found
-            self.before[c] = np.insert(own, 0, -1)
+    def __init__(self, buf: np.ndarray) -> None:
+        self.buf = buf
+        self.found: dict[str, np.ndarray] = {}
 
-    def first(self, char: str, pos: np.ndarray) -> np.ndarray:
+    def _all(self, char: str) -> np.ndarray:
+        """Every position of ``char``, between the sentinels -1 and ``len(buf)``."""
+        if char not in self.found:
+            own = np.flatnonzero(self.buf == ord(char))
+            self.found[char] = np.concatenate(([-1], own, [len(self.buf)]))
+        return self.found[char]
+
+    def first(self, char: str, pos: np.ndarray, width: int = 64) -> np.ndarray:
         """The first ``char`` at or after each ``pos`` (``len(buf)``: none)."""
-        at = self.after[char]
-        return at[np.searchsorted(at, pos)]
+        col = _first_in_row(_window(self.buf, pos, width) == ord(char))
+        out = pos + col
+        miss = np.flatnonzero(col == width)
+        if len(miss):
+            at = self._all(char)
+            out[miss] = at[np.searchsorted(at, pos[miss])]
+        return out
 
-    def last(self, char: str, pos: np.ndarray) -> np.ndarray:
+    def last(self, char: str, pos: np.ndarray, width: int = 64) -> np.ndarray:
         """The last ``char`` before each ``pos`` (-1: none)."""
-        at = self.before[char]
-        return at[np.searchsorted(at, pos) - 1]
+        col = _last_in_row(_window(self.buf, pos - width, width) == ord(char))
+        out = pos - width + col
+        miss = np.flatnonzero(col < 0)
+        if len(miss):
+            at = self._all(char)
+            out[miss] = at[np.searchsorted(at, pos[miss]) - 1]
+        return out
 
 
 def _digits_before(buf: np.ndarray, end: np.ndarray, most: int) -> np.ndarray:
@@ -860,19 +881,23 @@ def _digits_before(buf: np.ndarray, end: np.ndarray, most: int) -> np.ndarray:
     from ``end``."""
     window = _window(buf, end - most, most)
     not_digit = (window < ord("0")) | (window > ord("9"))
-    return most - 1 - _last_in_row(not_digit, np.full(len(end), most))
+    return most - 1 - _last_in_row(not_digit)
 
 
 def _first_in_row(hit: np.ndarray) -> np.ndarray:
     """Per row, the first column where ``hit`` is True (the width: none)."""
+    first = hit.argmax(axis=1)
+    return np.where(hit[np.arange(len(hit)), first], first, hit.shape[1])
+
+
+def _last_in_row(hit: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
+    """Per row, the last column (before ``before``, if given) where ``hit`` is True (-1:
+    none)."""
     width = hit.shape[1]
-    return np.where(hit, np.arange(width, dtype=np.int16), np.int16(width)).min(axis=1)
-
-
-def _last_in_row(hit: np.ndarray, before: np.ndarray) -> np.ndarray:
-    """Per row, the last column before ``before`` where ``hit`` is True (-1: none)."""
-    col = np.arange(hit.shape[1], dtype=np.int16)
-    return np.where(hit & (col < before[:, None]), col, np.int16(-1)).max(axis=1)
+    if before is not None:
+        hit = hit & (np.arange(width) < before[:, None])
+    last = width - 1 - hit[:, ::-1].argmax(axis=1)
+    return np.where(hit[np.arange(len(hit)), last], last, -1)
 
 
 @dataclasses.dataclass
@@ -904,14 +929,14 @@ def _plain(lines: pa.Array) -> _Plain | None:
         return None
     offsets = np.frombuffer(lines.buffers()[1], np.int32)[lines.offset:lines.offset + n + 1]
     buf = np.frombuffer(lines.buffers()[2], np.uint8)
-    marks = _Marks(buf, '.(")')
+    marks = _Marks(buf)
     rows = np.flatnonzero(common | named)
     ls = offsets[rows].astype(np.int64)
     # the time: its dot is the line's first (a pid has none), its digits around it
-    dot = marks.first(".", ls)
+    dot = marks.first(".", ls, 40)
     ts_start = dot - _digits_before(buf, dot, 11)
     ts_end = dot + 1 + _first_in_row(_window(buf, dot + 1, 10) == ord(" "))
-    paren = marks.first("(", ts_end)
+    paren = marks.first("(", ts_end, 40)
     seconds = _decimal(buf, ts_start, dot - ts_start)
     # the regex path names a time past int64 nanoseconds, and reads the calls it looks at
     # (but for the one-message mmsg calls of the plain form)
@@ -982,8 +1007,7 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
     n = len(sel)
     line_end = p.stop[sel] - 1                          # the newline
     paren = p.paren[sel]
-    call_start = paren - 8 + _last_in_row(_window(buf, paren - 8, 8) == ord(" "),
-                                          np.full(n, 8)) + 1
+    call_start = paren - 8 + _last_in_row(_window(buf, paren - 8, 8) == ord(" ")) + 1
     comma = paren + 1 + _first_in_row(_window(buf, paren + 1, 10) == ord(","))
     arg = comma + 2
     quoted = buf[arg] == ord('"')
@@ -1048,8 +1072,7 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
 def _plain_duration(buf: np.ndarray, line_end: np.ndarray) -> np.ndarray:
     """The -T time ending each plain line (before its newline ``line_end``), ns; 0 without."""
     timed = buf[line_end - 1] == ord(">")
-    lt = line_end - 21 + _last_in_row(_window(buf, line_end - 21, 21) == ord("<"),
-                                      np.full(len(line_end), 21))
+    lt = line_end - 21 + _last_in_row(_window(buf, line_end - 21, 21) == ord("<"))
     duration = np.zeros(len(line_end), np.int64)
     duration[timed] = _seconds(buf, lt[timed] + 1, line_end[timed] - 1)
     return duration
