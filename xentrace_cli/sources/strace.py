@@ -913,6 +913,7 @@ class _Plain:
     marks: _Marks
     stop: np.ndarray      #: each line's end (after its newline)
     paren: np.ndarray     #: each plain line's "(" (0 elsewhere)
+    ts_end: np.ndarray    #: the space after each plain line's time (0 elsewhere)
     lines: pa.Array
 
     @property
@@ -931,13 +932,9 @@ def _plain(lines: pa.Array) -> _Plain | None:
     buf = np.frombuffer(lines.buffers()[2], np.uint8)
     marks = _Marks(buf)
     rows = np.flatnonzero(common | named)
-    ls = offsets[rows].astype(np.int64)
-    # the time: its dot is the line's first (a pid has none), its digits around it
-    dot = marks.first(".", ls, 40)
-    ts_start = dot - _digits_before(buf, dot, 11)
-    ts_end = dot + 1 + _first_in_row(_window(buf, dot + 1, 10) == ord(" "))
+    lead = _plain_leaders(buf, offsets[rows].astype(np.int64))
+    ts_end, seconds = lead.ts_end, lead.seconds
     paren = marks.first("(", ts_end, 40)
-    seconds = _decimal(buf, ts_start, dot - ts_start)
     # the regex path names a time past int64 nanoseconds, and reads the calls it looks at
     # (but for the one-message mmsg calls of the plain form)
     regex = seconds > MAX_SECONDS
@@ -952,24 +949,118 @@ def _plain(lines: pa.Array) -> _Plain | None:
     named &= ~mmsg
     if regex.any():
         common[rows[regex]] = named[rows[regex]] = mmsg[rows[regex]] = False
-        keep = ~regex
-        rows, ls, dot, ts_start, ts_end, paren, seconds = (
-            x[keep] for x in (rows, ls, dot, ts_start, ts_end, paren, seconds))
+        rows, paren, lead = rows[~regex], paren[~regex], lead.take(~regex)
+    ts = np.zeros(n, np.int64)
+    pid = np.full(n, -1, np.int64)
+    ts[rows] = lead.seconds * 10**9 + lead.fraction_ns
+    pid[rows] = lead.pid
+    full_paren = np.zeros(n, np.int64)
+    full_paren[rows] = paren
+    full_ts_end = np.zeros(n, np.int64)
+    full_ts_end[rows] = lead.ts_end
+    return _Plain(common, named, mmsg, ts, pid, buf, marks, offsets[1:].astype(np.int64),
+                  full_paren, full_ts_end, lines)
+
+
+@dataclasses.dataclass
+class _PlainLeaders:
+    """The leaders of plain lines: where their parts lie in the chunk, and their numbers."""
+
+    ts_start: np.ndarray     #: the time's first digit
+    dot: np.ndarray          #: the time's dot
+    ts_end: np.ndarray       #: the space after the time
+    pid_start: np.ndarray    #: the pid's first digit (the line's start without one)
+    pid_end: np.ndarray      #: after the pid's last digit (= pid_start without one)
+    seconds: np.ndarray      #: the time's whole seconds
+    fraction_ns: np.ndarray  #: the time's fraction, ns
+    pid: np.ndarray          #: the pid, -1 without one
+
+    def take(self, rows: np.ndarray) -> _PlainLeaders:
+        return _PlainLeaders(**{f.name: getattr(self, f.name)[rows]
+                                for f in dataclasses.fields(self)})
+
+
+def _plain_leaders(buf: np.ndarray, ls: np.ndarray) -> _PlainLeaders:
+    """The leaders of the plain lines starting at ``ls``. The lines laid out as the first
+    (their digits and other bytes in the same columns: strace pads pids and writes times of
+    one width) are read at its columns; the others by :func:`_leaders_one_by_one`."""
+    if not len(ls):
+        return _leaders_one_by_one(buf, ls)
+    first = _leaders_one_by_one(buf, ls[:1])
+    width = int(first.ts_end[0] - ls[0]) + 1
+    row0 = _window(buf, ls[:1], width)[0]
+    window = _window(buf, ls, width)
+    same = _same_layout(window, row0)
+    out = _leaders_one_by_one(buf, ls[~same]) if not same.all() else None
+    rows = np.flatnonzero(same)
+    window = window[rows]
+    base = ls[rows]
+
+    def column(name: str) -> np.ndarray:
+        return base + int(getattr(first, name)[0] - ls[0])
+
+    def number(start: str, end: str) -> np.ndarray:
+        return _columns_number(window, int(getattr(first, start)[0] - ls[0]),
+                               int(getattr(first, end)[0] - ls[0]))
+
+    digits = int(first.ts_end[0] - first.dot[0]) - 1
+    fast = _PlainLeaders(
+        ts_start=column("ts_start"), dot=column("dot"), ts_end=column("ts_end"),
+        pid_start=column("pid_start"), pid_end=column("pid_end"),
+        seconds=number("ts_start", "dot"),
+        fraction_ns=_columns_number(window, int(first.dot[0] - ls[0]) + 1,
+                                    int(first.ts_end[0] - ls[0])) * 10 ** (9 - digits),
+        pid=number("pid_start", "pid_end") if first.pid[0] >= 0 else np.full(len(rows), -1))
+    if out is None:
+        return fast
+    for f in dataclasses.fields(fast):
+        merged = np.empty(len(ls), np.int64)
+        merged[same], merged[~same] = getattr(fast, f.name), getattr(out, f.name)
+        setattr(out, f.name, merged)
+    return out
+
+
+def _is_digit(window: np.ndarray) -> np.ndarray:
+    digit: np.ndarray = (window >= ord("0")) & (window <= ord("9"))
+    return digit
+
+
+def _same_layout(window: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """Which rows of ``window`` have digits where ``row`` has digits and its other bytes
+    where it has them."""
+    digit = _is_digit(row)
+    return np.asarray(((window >= np.where(digit, ord("0"), row))
+                       & (window <= np.where(digit, ord("9"), row))).all(axis=1))
+
+
+def _columns_number(window: np.ndarray, start: int, end: int) -> np.ndarray:
+    """The decimal digits in the columns ``start:end`` of each row of ``window``, as int64."""
+    value = np.zeros(len(window), np.int64)
+    for place in range(start, end):
+        value *= 10
+        value += window[:, place]
+        value -= ord("0")
+    return value
+
+
+def _leaders_one_by_one(buf: np.ndarray, ls: np.ndarray) -> _PlainLeaders:
+    """The leaders of the plain lines starting at ``ls``, each found where it lies."""
+    marks = _Marks(buf)
+    # the time: its dot is the line's first (a pid has none), its digits around it
+    dot = marks.first(".", ls, 40)
+    ts_start = dot - _digits_before(buf, dot, 11)
+    ts_end = dot + 1 + _first_in_row(_window(buf, dot + 1, 10) == ord(" "))
     # the pid: "[pid  N] " (N just before "] ") or "N  " (N up to the first space)
     has_pid = ts_start > ls
     bracket = has_pid & (buf[ls] == ord("["))
     first_space = ls + _first_in_row(_window(buf, ls, 10) == ord(" "))
-    pid_end = np.where(bracket, ts_start - 2, first_space)
+    pid_end = np.where(has_pid, np.where(bracket, ts_start - 2, first_space), ls)
     pid_len = np.where(bracket, _digits_before(buf, ts_start - 2, 10), pid_end - ls)
-    ts = np.zeros(n, np.int64)
-    pid = np.full(n, -1, np.int64)
-    ts[rows] = seconds * 10**9 + _digits_ns(buf, dot, ts_end)
-    pid[rows] = np.where(has_pid, _decimal(buf, pid_end - pid_len,
-                                           np.where(has_pid, pid_len, 0)), -1)
-    full_paren = np.zeros(n, np.int64)
-    full_paren[rows] = paren
-    return _Plain(common, named, mmsg, ts, pid, buf, marks, offsets[1:].astype(np.int64),
-                  full_paren, lines)
+    return _PlainLeaders(
+        ts_start=ts_start, dot=dot, ts_end=ts_end, pid_start=pid_end - pid_len,
+        pid_end=pid_end, seconds=_decimal(buf, ts_start, dot - ts_start),
+        fraction_ns=_digits_ns(buf, dot, ts_end),
+        pid=np.where(has_pid, _decimal(buf, pid_end - pid_len, pid_len), -1))
 
 
 def _plain_mmsg_lines(lines: pa.Array, at: np.ndarray, names: pa.Array) -> np.ndarray:
@@ -1007,11 +1098,11 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
     n = len(sel)
     line_end = p.stop[sel] - 1                          # the newline
     paren = p.paren[sel]
-    call_start = paren - 8 + _last_in_row(_window(buf, paren - 8, 8) == ord(" ")) + 1
+    call_start = p.ts_end[sel] + 1
     comma = paren + 1 + _first_in_row(_window(buf, paren + 1, 10) == ord(","))
     arg = comma + 2
     quoted = buf[arg] == ord('"')
-    last_quote = marks.last('"', line_end)
+    last_quote = _last_quote(p, sel, line_end)
     # an address (inet_addr("...")}) holds the line's last two quotes
     has_addr = (last_quote > paren) & (buf[last_quote + 1] == ord(")")) \
         & (buf[last_quote + 2] == ord("}"))
@@ -1022,11 +1113,9 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
     close = marks.first(")", np.where(has_addr, last_quote + 2, tail))
     value = close + 4                                   # after ") = "
     failed = buf[value] == ord("-")
-    word_start = np.where(failed, value + 3, value)     # "-1 " before the errno
-    word = _first_in_row(_window(buf, word_start, 40) == ord(" "))  # a number, an errno: < 40
-    word_end = np.minimum(word_start + word, line_end)
     ret = np.full(n, -1, np.int64)
-    ret[~failed] = _decimal(buf, word_start[~failed], (word_end - word_start)[~failed])
+    ok = ~failed                                        # 1 to 9 digits, then " <" or "\n"
+    ret[ok] = _decimal(buf, value[ok], _first_in_row(~_is_digit(_window(buf, value[ok], 10))))
     duration = _plain_duration(buf, line_end)
     row_peer = np.full(n, None, dtype=object)
     if has_addr.any():
@@ -1034,7 +1123,10 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
                                            _tail_peer)
     errno = np.full(n, None, dtype=object)
     if failed.any():
-        errno[failed] = pc.cast(_substrings(buf, word_start[failed], word_end[failed]),
+        word_start = value[failed] + 3                  # "-1 " before the errno
+        word = _first_in_row(_window(buf, word_start, 40) == ord(" "))  # an errno: < 40
+        word_end = np.minimum(word_start + word, line_end[failed])
+        errno[failed] = pc.cast(_substrings(buf, word_start, word_end),
                                 pa.string()).to_numpy(zero_copy_only=False)
     if with_data:
         data = np.full(n, b"", dtype=object)
@@ -1069,12 +1161,43 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
     }
 
 
+def _last_quote(p: _Plain, sel: np.ndarray, line_end: np.ndarray) -> np.ndarray:
+    """The last '"' before each line's end: a line of ``sel`` without one (a pointer for a
+    buffer, no address) gives -1 or a quote of an earlier line (both before its "(")."""
+    width = 64
+    col = _last_in_row(_window(p.buf, line_end - width, width) == ord('"'))
+    out = line_end - width + col
+    miss = np.flatnonzero(col < 0)
+    if len(miss):
+        has = pc.match_substring(p.lines.take(pa.array(sel[miss])), '"').to_numpy(
+            zero_copy_only=False)
+        out[miss[~has]] = -1
+        out[miss[has]] = p.marks.last('"', line_end[miss[has]])
+    return out
+
+
 def _plain_duration(buf: np.ndarray, line_end: np.ndarray) -> np.ndarray:
-    """The -T time ending each plain line (before its newline ``line_end``), ns; 0 without."""
-    timed = buf[line_end - 1] == ord(">")
-    lt = line_end - 21 + _last_in_row(_window(buf, line_end - 21, 21) == ord("<"))
+    """The -T time ending each plain line (before its newline ``line_end``), ns; 0 without.
+    The times written as the first (``<0.000011>``: digits and the dot in the same columns)
+    are read at its columns, the others where their "<" lies."""
     duration = np.zeros(len(line_end), np.int64)
-    duration[timed] = _seconds(buf, lt[timed] + 1, line_end[timed] - 1)
+    timed = np.flatnonzero(buf[line_end - 1] == ord(">"))
+    if not len(timed):
+        return duration
+    end = line_end[timed]
+    lt = end - 21 + _last_in_row(_window(buf, end[:1] - 21, 21) == ord("<"))
+    width = int(end[0] - lt[0])                         # "<" to ">"
+    window = _window(buf, end - width, width)
+    same = _same_layout(window, window[0])
+    dot = int(np.argmax(window[0] == ord(".")))
+    duration[timed[same]] = (_columns_number(window[same], 1, dot) * 10**9
+                             + _columns_number(window[same], dot + 1, width - 1)
+                             * 10 ** (9 - (width - 2 - dot)))
+    other = np.flatnonzero(~same)
+    if len(other):
+        end = end[other]
+        lt = end - 21 + _last_in_row(_window(buf, end - 21, 21) == ord("<"))
+        duration[timed[other]] = _seconds(buf, lt + 1, end - 1)
     return duration
 
 
@@ -1091,7 +1214,7 @@ def _plain_mmsg(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool) 
     has_addr = buf[name_at] == ord("{")
     addr_end = marks.first('"', marks.first('"', name_at) + 1) + 3     # after '")}'
     open_quote = marks.first('"', np.where(has_addr, addr_end, name_at))
-    close_quote = marks.last('"', line_end)
+    close_quote = marks.last('"', line_end, 160)        # the buffer's, then ~100 bytes
     dots = (_window(buf, close_quote + 1, 3) == ord(".")).all(axis=1)
     length_at = _line_start(p, sel) + 8 + pc.find_substring(       # after "msg_len="
         p.lines.take(pa.array(sel)), "msg_len=").to_numpy(zero_copy_only=False)
