@@ -941,3 +941,24 @@ def test_generated_lines_read_as_the_regex_reads_them(lines: list[str]) -> None:
         path = Path(tmp) / "gen.strace"
         path.write_bytes((head + "".join(lines)).encode("latin-1"))
         assert_same(*read_both(path, data=True))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 40), st.integers(0, 2), st.integers(0, 4),
+                          st.integers(0, 99)), min_size=1, max_size=25),
+       st.lists(st.tuples(st.integers(1, 45), st.integers(0, 2), st.integers(0, 5)),
+                max_size=30))
+def test_last_record_before_is_merge_asof(records: list[tuple[int, int, int, int]],
+                                          rows: list[tuple[int, int, int]]) -> None:
+    """Each row's socket id: the last fd-table record of its (table, fd) at an earlier line,
+    the last listed of those at one line; pandas' merge_asof is the reference."""
+    rec = np.array(records, np.int64)
+    order, tables, fds = (np.array([r[k] for r in rows], np.int64) for k in range(3))
+    left = pd.DataFrame({"order": order, "table": tables, "fd": fds, "row": np.arange(len(rows))})
+    right = pd.DataFrame(rec, columns=["order", "table", "fd", "sid"])
+    merged = pd.merge_asof(left.sort_values("order", kind="stable"),
+                           right.sort_values("order", kind="stable"), on="order",
+                           by=["table", "fd"], allow_exact_matches=False)
+    expected = np.full(len(rows), -1, np.int64)
+    expected[merged["row"].to_numpy()] = merged["sid"].fillna(-1).to_numpy(np.int64)
+    assert list(strace._last_record_before(rec, order, tables, fds)) == list(expected)

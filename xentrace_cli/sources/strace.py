@@ -314,14 +314,14 @@ def finish_table(rows: pd.DataFrame | Columns, *, fmt: str, time_of_day_only: bo
         out[ints < 0] = pd.NA
         return out
 
-    syscall = pd.Categorical(rows["syscall"]).take(idx)
+    syscall = _used_categories(pd.Categorical(rows["syscall"]), idx)
     frame = pd.DataFrame({
         "ts_ns": ts[final],
         "entry_ns": entry[final],
         "duration_ns": duration[final],
         "pid": nullable("pid", "Int32"),
         "fd": nullable("fd", "Int32"),
-        "syscall": syscall.remove_unused_categories(),
+        "syscall": syscall,
         "direction": pd.Categorical.from_codes(dir_codes[final], categories=DIRECTIONS),
         "ret": pd.array(values("ret", np.int64)[idx], dtype="Int64"),
         # via Arrow: much faster than pandas' object → string conversion
@@ -340,6 +340,15 @@ def finish_table(rows: pd.DataFrame | Columns, *, fmt: str, time_of_day_only: bo
     if extra_attrs:
         frame.attrs.update(extra_attrs)
     return frame
+
+
+def _used_categories(values: pd.Categorical, idx: np.ndarray) -> pd.Categorical:
+    """``values.take(idx).remove_unused_categories()`` from the codes (no per-value work)."""
+    codes = np.asarray(values.codes)[idx]
+    used = np.bincount(codes[codes >= 0], minlength=len(values.categories)) > 0
+    renumber = np.cumsum(used) - 1
+    return pd.Categorical.from_codes(np.where(codes >= 0, renumber[codes], -1),
+                                     categories=values.categories[used])
 
 
 def _categorical(values: np.ndarray) -> pd.Categorical:
@@ -1106,7 +1115,8 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
     # an address (inet_addr("...")}) holds the line's last two quotes
     has_addr = (last_quote > paren) & (buf[last_quote + 1] == ord(")")) \
         & (buf[last_quote + 2] == ord("}"))
-    close_quote = np.where(has_addr, marks.last('"', marks.last('"', last_quote)), last_quote)
+    close_quote = last_quote.copy()
+    close_quote[has_addr] = marks.last('"', marks.last('"', last_quote[has_addr], 16), 80)
     after = np.where(quoted, close_quote + 1, arg)
     dots = quoted & (_window(buf, after, 3) == ord(".")).all(axis=1)
     tail = np.where(dots, after + 3, after)
@@ -1660,24 +1670,40 @@ class _FdTables:
         tables = np.zeros(n, np.int64)
         if self.table_of:
             tables = pd.Series(pids).map(self.table_of).fillna(0).to_numpy(np.int64)
-        left = pd.DataFrame({"order": order, "table": tables, "fd": fds_of_rows,
-                             "row": np.arange(n)})
         sid = np.full(n, -1, np.int64)
         if self.records:
-            right = pd.DataFrame(self.records, columns=["order", "table", "fd", "sid"])
-            right = right.sort_values("order", kind="stable")
-            merged = pd.merge_asof(left.sort_values("order", kind="stable"), right,
-                                   on="order", by=["table", "fd"], allow_exact_matches=False)
-            sid[merged["row"].to_numpy()] = merged["sid"].fillna(-1).to_numpy(np.int64)
+            sid = _last_record_before(np.array(self.records, np.int64), order, tables,
+                                      np.asarray(fds_of_rows, np.int64))
         missing = sid < 0
         if missing.any():
             # fds never opened in the trace: one socket per fd number (before any close).
-            fds_missing = left["fd"].to_numpy()[missing]
+            fds_missing = np.asarray(fds_of_rows)[missing]
             for fd in np.unique(fds_missing):
                 if int(fd) not in self.initial:
                     self.initial[int(fd)] = self.new_socket()
             sid[missing] = pd.Series(fds_missing).map(self.initial).to_numpy(np.int64)
         return sid
+
+
+def _last_record_before(records: np.ndarray, order: np.ndarray, tables: np.ndarray,
+                        fds: np.ndarray) -> np.ndarray:
+    """For each row (its line ``order``, fd table and fd), the socket id of the last record
+    (``order, table, fd, socket id``) of the same table and fd at an earlier line (the last
+    listed of those at one line), -1 when there is none: ``merge_asof`` by (table, fd),
+    exact matches not allowed, as one ``searchsorted`` over (table and fd, line) keys."""
+    r_order, r_table, r_fd, r_sid = records.T
+    span = int(max(r_fd.max(), fds.max(initial=0))) + 2
+    r_key, key = r_table * span + r_fd + 1, tables * span + fds + 1
+    keys = np.unique(r_key)
+    rank = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
+    known = keys[rank] == key
+    lines = int(max(r_order.max(), order.max(initial=0))) + 2
+    r_at = np.searchsorted(keys, r_key) * lines + r_order
+    by_at = np.argsort(r_at, kind="stable")
+    at = r_at[by_at]
+    pos = np.searchsorted(at, rank * lines + order, side="left") - 1
+    found = known & (pos >= 0) & (at[np.maximum(pos, 0)] // lines == rank)
+    return np.where(found, r_sid[by_at][np.maximum(pos, 0)], -1)
 
 
 def _assign_streams(order: np.ndarray, pids: np.ndarray, fds_of_rows: np.ndarray,
