@@ -276,23 +276,28 @@ def sniff_format(path: str | os.PathLike[str]) -> str:
 
 def finish_table(rows: pd.DataFrame | Columns, *, fmt: str, time_of_day_only: bool,
                  select: np.ndarray | None = None,
-                 extra_attrs: dict[str, object] | None = None) -> pd.DataFrame:
+                 extra_attrs: dict[str, object] | None = None,
+                 consume: bool = False) -> pd.DataFrame:
     """The socket call table from parsed rows: stream offsets, dtypes, sorted by ``ts_ns``.
 
     ``rows`` holds ``entry_ns``, ``duration_ns``, ``pid`` and ``fd`` (int64, -1 when unknown),
     ``syscall``, ``direction`` (``rx``/``tx``/None), ``ret``, ``errno``, ``bytes``, ``stream``,
     ``peer``, ``data``, ``data_truncated``. ``select`` lists the positions of the rows to keep
     in completion order (default: all, in ``rows`` order); offsets count in that order. Each
-    column is gathered once, straight into the final order.
+    column is gathered once, straight into the final order (``consume``: and taken out of the
+    dict ``rows`` then, so that it can be freed before the table is built).
     """
     n = len(rows["bytes"])
     sel = np.arange(n) if select is None else np.asarray(select, np.int64)
 
+    def column(name: str) -> Any:
+        return rows.pop(name) if consume and isinstance(rows, dict) else rows[name]
+
     def values(name: str, dtype: type | str) -> np.ndarray:
-        return np.asarray(rows[name], dtype=dtype)
+        return np.asarray(column(name), dtype=dtype)
 
     nbytes = values("bytes", np.int64)[sel]
-    dir_codes = pd.Categorical(rows["direction"], categories=DIRECTIONS).codes[sel]
+    dir_codes = pd.Categorical(column("direction"), categories=DIRECTIONS).codes[sel]
     stream = values("stream", np.int64)[sel]
     # stream_offset: bytes before this call on the same (socket, direction), completion order.
     offset = np.zeros(len(sel), np.int64)
@@ -314,7 +319,7 @@ def finish_table(rows: pd.DataFrame | Columns, *, fmt: str, time_of_day_only: bo
         out[ints < 0] = pd.NA
         return out
 
-    syscall = _used_categories(pd.Categorical(rows["syscall"]), idx)
+    syscall = _used_categories(pd.Categorical(column("syscall")), idx)
     frame = pd.DataFrame({
         "ts_ns": ts[final],
         "entry_ns": entry[final],
@@ -395,46 +400,54 @@ class Malformed:
 
 def _iter_chunks(path: str | os.PathLike[str], on_progress: Callable[[int, int], None] | None,
                  ) -> Iterator[tuple[int, pa.Array, bool]]:
-    """Yield (first line number, lines as an Arrow binary array, ends_with_newline) per chunk."""
+    """Yield (first line number, lines as an Arrow binary array, ends_with_newline) per chunk.
+
+    Each chunk is read into a buffer of its own after the last one's unfinished line; its
+    lines are that buffer (no copy of the text)."""
     total = os.path.getsize(path)
     done = 0
     line_no = 1
     rest = b""
     with open(path, "rb") as f:
         while True:
-            block = f.read(CHUNK_BYTES)
-            done += len(block)
-            data = rest + block
-            if block:
-                cut = data.rfind(b"\n") + 1
+            buf = bytearray(len(rest) + CHUNK_BYTES)
+            buf[:len(rest)] = rest
+            got = f.readinto(memoryview(buf)[len(rest):])
+            done += got
+            end = len(rest) + got
+            if got:
+                cut = buf.rfind(b"\n", 0, end) + 1
                 # keep a line with a glued attach message together with its continuation
-                prev = data.rfind(b"\n", 0, max(cut - 1, 0)) + 1
-                if _ATTACH in data[prev:cut] and not data.startswith(_ATTACH, prev):
+                prev = buf.rfind(b"\n", 0, max(cut - 1, 0)) + 1
+                if buf.find(_ATTACH, prev, cut) >= 0 and not buf.startswith(_ATTACH, prev):
                     cut = prev
                 if cut == 0:
-                    rest = data
+                    rest = bytes(buf[:end])
                     continue
-                data, rest = data[:cut], data[cut:]
+                text, rest = memoryview(buf)[:cut], bytes(buf[cut:end])
             else:
-                rest = b""
-            if _ATTACH in data:
-                data = _GLUED_ATTACH.sub(rb" <unfinished ...>\n", data)
-            if data:
-                buf = np.frombuffer(data, np.uint8)
-                nl = np.flatnonzero(buf == 10)
-                ends = nl + 1
-                if not ends.size or ends[-1] != len(data):
-                    ends = np.append(ends, len(data))
-                offsets = np.concatenate(([0], ends)).astype(np.int32)
-                lines = pa.BinaryArray.from_buffers(
-                    pa.binary(), len(offsets) - 1,
-                    [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-                yield line_no, lines, data.endswith(b"\n")
+                text, rest = memoryview(buf)[:end], b""
+            if buf.find(_ATTACH, 0, len(text)) >= 0:
+                text = memoryview(_GLUED_ATTACH.sub(rb" <unfinished ...>\n", text))
+            if len(text):
+                lines = _lines(text)
+                yield line_no, lines, text[-1] == 10
                 line_no += len(lines)
             if on_progress is not None:
                 on_progress(min(done, total), total)
-            if not block:
+            if not got:
                 return
+
+
+def _lines(text: memoryview) -> pa.Array:
+    """The lines of ``text`` (each with its newline) as an Arrow binary array over it."""
+    nl = np.flatnonzero(np.frombuffer(text, np.uint8) == 10)
+    ends = nl + 1
+    if not ends.size or ends[-1] != len(text):
+        ends = np.append(ends, len(text))
+    offsets = np.concatenate(([0], ends)).astype(np.int32)
+    return pa.BinaryArray.from_buffers(pa.binary(), len(offsets) - 1,
+                                       [None, pa.py_buffer(offsets), pa.py_buffer(text)])
 
 
 def _extract(lines: pa.Array, pattern: str) -> pa.StructArray:
@@ -1952,14 +1965,15 @@ class _Reader:
         self.malformed.warn(stacklevel=4)
         self._pid_from_file_name(table)
         keep = _add_streams(table, slow.events)
-        frame = finish_table(table, fmt="strace", time_of_day_only=bool(self.style_tod),
-                             select=keep,
-                             extra_attrs={"durations": bool((table["duration_ns"] > 0).any()),
-                                          "orphan_resumed": slow.orphans,
-                                          "unfinished_at_end": len(slow.pending)})
+        for name in ("order", "tod", "row_peer", "ann_kind"):   # not the table's: freed now
+            del table[name]
         if not self.with_data:
-            frame["data"] = np.full(len(frame), None, dtype=object)
-        return frame
+            table["data"] = np.full(len(table["data"]), None, dtype=object)
+        durations = bool((table["duration_ns"] > 0).any())
+        return finish_table(table, fmt="strace", time_of_day_only=bool(self.style_tod),
+                            select=keep, consume=True,
+                            extra_attrs={"durations": durations, "orphan_resumed": slow.orphans,
+                                         "unfinished_at_end": len(slow.pending)})
 
     def _nothing_read(self) -> InputError:
         """Why the file gave no socket call: no timestamps, its first malformed line, or no
