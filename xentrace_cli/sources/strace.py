@@ -6,11 +6,13 @@ escaping undone) and :data:`COLUMNS`, the table's column order.
 
 Expected input is ``strace -f -ttt -T`` (also ``-tt``, with or without ``-f`` pid prefixes,
 ``-o`` / ``-ff -o`` files, ``-x`` / ``-xx`` string escaping, ``-s N`` cut strings, ``-y`` /
-``-yy`` fd annotations). The file is read in chunks of lines held as one Arrow array. The
-plain lines (most of a long trace: a complete ``read(3, "...", 16384) = N <dur>`` on a bare fd
-with short numbers, or a call of no interest such as ``poll``) are recognized by RE2's DFA and
-cut at byte positions with numpy (:func:`_plain`); the other lines with a complete call are
-parsed for a whole chunk at once by one RE2 regex with submatches
+``-yy`` fd annotations). The file is read in chunks of lines held as one Arrow array over the
+chunk's own buffer. The plain lines (most of a long trace: a complete ``read(3, "...", 16384)
+= N <dur>`` on a bare fd with short numbers, a ``recvfrom``/``sendto`` with an IPv4 address, a
+``recvmmsg``/``sendmmsg`` that moved one message, or a call of no interest such as ``poll``)
+are recognized by RE2's DFA and cut at byte positions with numpy (:func:`_plain`; leaders and
+-T times laid out as the chunk's first are read at its columns); the other lines with a
+complete call are parsed for a whole chunk at once by one RE2 regex with submatches
 (:func:`pyarrow.compute.extract_regex`, ten times the DFA's cost); ``<unfinished ...>`` /
 ``<... resumed>`` pairs are matched per pid with array operations and their joined text goes
 through the same regex; what remains (vector I/O, ``connect``/``accept``/``close``,
@@ -768,16 +770,18 @@ _PLAIN_STRING = r'"(?:[^"\\\n]|\\[^\n])*"(?:\.\.\.)?'
 _PLAIN_END = (r"\) = (?:\d{1,9}|-1 E[A-Z0-9]{1,32}(?: \([A-Za-z ]{0,64}\))?)"
               r"(?: <\d{1,9}\.\d{1,9}>)?\n$")
 #: The common call in its plainest form: a bare fd; a string or a pointer; further arguments
-#: that are numbers or flags, at most one IPv4 address among them (recvfrom / sendto), and
+#: that are numbers or flags, for recvfrom / sendto at most one IPv4 address among them and
 #: address lengths (``16``, ``[128]``, ``[128 => 16]``); a return value, or -1 and an errno
 #: with its message in words; the -T time. Such a line matches LINE_RE's common call with the
 #: groups :func:`_plain_common` finds (its only '"' are the string's and the address's, which
 #: are the line's last two, and its first ")" after them closes the arguments).
 PLAIN_CALL_RE = (
-    _PLAIN_LEADER + r"(?:read|write|recv|send|pread64|recvfrom|sendto)\(\d{1,9}, "
+    _PLAIN_LEADER + r"(?:(?:read|write|recv|send|pread64)\(\d{1,9}, "
+    r"(?:" + _PLAIN_STRING + r"|0x[0-9a-f]{1,16}|NULL)(?:, [0-9A-Za-z_|]{1,64})*"
+    r"|(?:recvfrom|sendto)\(\d{1,9}, "
     r"(?:" + _PLAIN_STRING + r"|0x[0-9a-f]{1,16}|NULL)"
     r"(?:, [0-9A-Za-z_|]{1,64})*(?:, " + _PLAIN_SOCKADDR + r")?"
-    r"(?:, (?:[0-9A-Za-z_|]{1,64}|\[\d{1,9}(?: => \d{1,9})?\]))*" + _PLAIN_END)
+    r"(?:, (?:[0-9A-Za-z_|]{1,64}|\[\d{1,9}(?: => \d{1,9})?\]))*)" + _PLAIN_END)
 #: A recvmmsg / sendmmsg call that moved one message (one buffer, an IPv4 address or none):
 #: one row, as :meth:`_Slow._messages` gives it. Its only '"' are the address's (first) and
 #: the buffer's (last); ``msg_len=`` must not occur in the buffer (:func:`_plain_mmsg_lines`).
@@ -1124,9 +1128,12 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
     comma = paren + 1 + _first_in_row(_window(buf, paren + 1, 10) == ord(","))
     arg = comma + 2
     quoted = buf[arg] == ord('"')
-    last_quote = _last_quote(p, sel, line_end)
+    may_have_address = np.isin(paren - call_start, (6, 8))    # sendto, recvfrom
+    last_quote = np.full(n, -1, np.int64)
+    need = np.flatnonzero(quoted | may_have_address)
+    last_quote[need] = _last_quote(p, sel[need], line_end[need])
     # an address (inet_addr("...")}) holds the line's last two quotes
-    has_addr = (last_quote > paren) & (buf[last_quote + 1] == ord(")")) \
+    has_addr = may_have_address & (last_quote > paren) & (buf[last_quote + 1] == ord(")")) \
         & (buf[last_quote + 2] == ord("}"))
     close_quote = last_quote.copy()
     close_quote[has_addr] = marks.last('"', marks.last('"', last_quote[has_addr], 16), 80)
