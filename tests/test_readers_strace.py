@@ -379,6 +379,24 @@ def test_chunk_boundaries_do_not_change_the_result(monkeypatch: pytest.MonkeyPat
     pd.testing.assert_frame_equal(whole, small)
 
 
+def test_chunk_buffer_reused_only_once_its_lines_are_let_go(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines held past their chunk keep their text (the next chunk goes to a new buffer);
+    lines let go free their buffer for the next chunk."""
+    monkeypatch.setattr(strace, "CHUNK_BYTES", 200)
+    monkeypatch.setattr(strace, "_BUFFER_SPARE", 100)
+    path = DATA / "threads_f.strace"
+    held = [(lines, lines.to_pylist()) for _, lines, _ in strace._iter_chunks(path, None)]
+    assert len(held) > 3
+    assert all(lines.to_pylist() == seen for lines, seen in held)
+    assert b"".join(b for _, seen in held for b in seen) == path.read_bytes()
+    buffers = set()
+    for _, lines, _ in strace._iter_chunks(path, None):
+        buffers.add(lines.buffers()[2].address)
+        del lines
+    assert len(buffers) < len(held)
+
+
 def test_progress_reaches_total() -> None:
     seen: list[tuple[int, int]] = []
     read_socket_log(DATA / "basic_ttt.strace", on_progress=lambda d, t: seen.append((d, t)))

@@ -404,24 +404,26 @@ def _iter_chunks(path: str | os.PathLike[str], on_progress: Callable[[int, int],
                  ) -> Iterator[tuple[int, pa.Array, bool]]:
     """Yield (first line number, lines as an Arrow binary array, ends_with_newline) per chunk.
 
-    Each chunk is read into a buffer of its own after the last one's unfinished line; its
-    lines are that buffer (no copy of the text)."""
+    Each chunk is read into a buffer after the last one's unfinished line; its lines are that
+    buffer (no copy of the text). The buffer is the last chunk's again when the caller has let
+    go of that chunk's lines (:func:`_chunk_buffer`)."""
     total = os.path.getsize(path)
     done = 0
     line_no = 1
     rest = b""
+    buf = bytearray()
     with open(path, "rb") as f:
         while True:
-            buf = bytearray(len(rest) + CHUNK_BYTES)
+            buf = _chunk_buffer(buf, len(rest) + CHUNK_BYTES)
             buf[:len(rest)] = rest
-            got = f.readinto(memoryview(buf)[len(rest):])
+            got = f.readinto(memoryview(buf)[len(rest):len(rest) + CHUNK_BYTES])
             done += got
             end = len(rest) + got
             if got:
                 cut = buf.rfind(b"\n", 0, end) + 1
                 # keep a line with a glued attach message together with its continuation
                 prev = buf.rfind(b"\n", 0, max(cut - 1, 0)) + 1
-                if buf.find(_ATTACH, prev, cut) >= 0 and not buf.startswith(_ATTACH, prev):
+                if buf.find(_ATTACH, prev, cut) >= 0 and not buf.startswith(_ATTACH, prev, end):
                     cut = prev
                 if cut == 0:
                     rest = bytes(buf[:end])
@@ -435,10 +437,31 @@ def _iter_chunks(path: str | os.PathLike[str], on_progress: Callable[[int, int],
                 lines = _lines(text)
                 yield line_no, lines, text[-1] == 10
                 line_no += len(lines)
+                del lines
+            del text   # no view of the buffer left here: the next chunk may reuse it
             if on_progress is not None:
                 on_progress(min(done, total), total)
             if not got:
                 return
+
+
+#: Room left in a chunk's buffer for the next chunk's longer unfinished line (reuse).
+_BUFFER_SPARE = 1 << 20
+
+
+def _chunk_buffer(last: bytearray, size: int) -> bytearray:
+    """A buffer of at least ``size`` bytes: ``last`` when nothing holds a view of it any more
+    (its pages stay mapped: the kernel does not fault in and zero 16 MB afresh for every
+    chunk), else a new one. A bytearray cannot be resized while exported, which ``pop``
+    tells without copying anything."""
+    if len(last) >= size:
+        try:
+            byte = last.pop()
+        except BufferError:   # a view of the last chunk is still alive: leave it be
+            return bytearray(size + _BUFFER_SPARE)
+        last.append(byte)
+        return last
+    return bytearray(size + _BUFFER_SPARE)
 
 
 def _lines(text: memoryview) -> pa.Array:
@@ -1770,6 +1793,7 @@ def _read_strace(path: str | os.PathLike[str],
                 "the partial line was dropped"), stacklevel=3)
         if len(lines):
             reader.chunk(_sort_lines(first, lines, reader.malformed))
+        del lines   # the chunk's buffer free for the next one
     return reader.table()
 
 
