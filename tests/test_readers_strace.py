@@ -884,6 +884,23 @@ def test_address_and_mmsg_lines_are_plain(tmp_path: Path) -> None:
     assert_same(*read_both(path))
 
 
+def test_yy_annotated_lines_are_plain(tmp_path: Path) -> None:
+    """-yy annotations on plain lines: the socket's peer from TCP:[local->peer], a file's
+    calls dropped, a bare socket:[inode] without peer; rows by hand."""
+    path = write(tmp_path, (
+        '7  1700000000.000100 read(5<TCP:[10.0.0.1:11211->10.0.0.2:40000]>, "ab", 2048) = 2 '
+        '<0.000011>\n'
+        '7  1700000000.000200 write(6</dev/null>, "x", 1) = 1 <0.000002>\n'
+        '7  1700000000.000300 read(7<socket:[123]>, "abc", 9) = 3 <0.000001>\n'))
+    first, lines, _ = next(strace._iter_chunks(path, None))
+    assert list(np.flatnonzero(strace._plain(lines).common)) == [0, 1, 2]
+    f = read_quiet(path)
+    assert list(f["fd"]) == [5, 7]
+    assert list(f["bytes"]) == [2, 3]
+    assert f["peer"][0] == "10.0.0.2:40000" and pd.isna(f["peer"][1])
+    assert_same(*read_both(path))
+
+
 @pytest.mark.parametrize("data", [True, False])
 @pytest.mark.parametrize("path", PLAIN_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_plain_lines_read_as_the_regex_reads_them(path: Path, data: bool) -> None:
@@ -900,6 +917,29 @@ _TEXT = st.lists(st.sampled_from(['a', 'Z', '0', ' ', ',', '.', '(', ')', '<', '
                                   '\\', ') = 3', '\t']), max_size=12).map("".join)
 
 
+_ANNOTATIONS = st.sampled_from([
+    "", "", "<socket:[77]>", "<TCP:[1.2.3.4:5->6.7.8.9:10]>", "<TCPv6:[[::1]:80->[::1]:9]>",
+    "<UNIX-STREAM:[123->456]>", "</dev/null>", "<a->>", "<a->", "</tmp/a,b>", "<x y>",
+    "</dev/pts/0<char 136:0>>", '<"q">'])
+
+
+@st.composite
+def _near_plain_line(draw: st.DrawFn) -> str:
+    """A line most often of the plain form (small numbers, annotations, addresses)."""
+    small = st.integers(0, 99999).map(str)
+    leader = draw(st.sampled_from(["42  ", "[pid  4243] ", "", "4243 "]))
+    ts = draw(st.sampled_from(["1700000000.000100", "1700000000.5", "1700000001.123456789"]))
+    call = draw(st.sampled_from(["read", "write", "recv", "send", "pread64", "recvfrom",
+                                 "sendto"]))
+    fd = draw(small) + draw(st.one_of(st.just("<TCP:[1.2.3.4:5->6.7.8.9:10]>"), _ANNOTATIONS))
+    arg = draw(st.one_of(_TEXT.map(lambda t: f'"{t}"'), _TEXT.map(lambda t: f'"{t}"...'),
+                         st.sampled_from(["0x7ffd1c2a3b40", "NULL"])))
+    tail = "".join(", " + t for t in draw(st.lists(_TOKENS, max_size=3)))
+    ret = draw(st.one_of(small, st.just("-1 EAGAIN (Resource temporarily unavailable)")))
+    dur = draw(st.sampled_from(["", " <0.000011>", " <12.5>", " <0.000000001>"]))
+    return f"{leader}{ts} {call}({fd}, {arg}{tail}) = {ret}{dur}\n"
+
+
 @st.composite
 def _line(draw: st.DrawFn) -> str:
     digits = st.integers(0, 10**12).map(str)
@@ -911,8 +951,7 @@ def _line(draw: st.DrawFn) -> str:
     call = draw(st.sampled_from(["read", "write", "recv", "send", "pread64", "recvfrom",
                                  "sendto", "readv", "poll", "futex", "close", "readx",
                                  "x" * 40]))
-    fd = draw(digits) + draw(st.sampled_from(["", "", "<socket:[77]>",
-                                              "<TCP:[1.2.3.4:5->6.7.8.9:10]>"]))
+    fd = draw(digits) + draw(_ANNOTATIONS)
     arg = draw(st.one_of(_TEXT.map(lambda t: f'"{t}"'), _TEXT.map(lambda t: f'"{t}"...'),
                          st.sampled_from(["0x7ffd1c2a3b40", "NULL", "0xZZ"])))
     tail = "".join(", " + t for t in draw(st.lists(_TOKENS, max_size=3)))
@@ -950,7 +989,7 @@ def _mmsg_line(draw: st.DrawFn) -> str:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.one_of(_line(), _mmsg_line()), min_size=1, max_size=6))
+@given(st.lists(st.one_of(_line(), _mmsg_line(), _near_plain_line()), min_size=1, max_size=6))
 def test_generated_lines_read_as_the_regex_reads_them(lines: list[str]) -> None:
     """Lines near the plain forms (numbers past their bounds, annotations, quotes, parentheses
     and '<' inside strings, errno messages, other calls): the same table, warnings, errors."""

@@ -792,16 +792,20 @@ _PLAIN_STRING = r'"(?:[^"\\\n]|\\[^\n])*"(?:\.\.\.)?'
 #: Return value (or -1 and an errno with its message in words), -T time, line end.
 _PLAIN_END = (r"\) = (?:\d{1,9}|-1 E[A-Z0-9]{1,32}(?: \([A-Za-z ]{0,64}\))?)"
               r"(?: <\d{1,9}\.\d{1,9}>)?\n$")
-#: The common call in its plainest form: a bare fd; a string or a pointer; further arguments
+#: The common call in its plainest form: an fd (:data:`_PLAIN_FD`); a string or a pointer;
+#: further arguments
 #: that are numbers or flags, for recvfrom / sendto at most one IPv4 address among them and
 #: address lengths (``16``, ``[128]``, ``[128 => 16]``); a return value, or -1 and an errno
 #: with its message in words; the -T time. Such a line matches LINE_RE's common call with the
 #: groups :func:`_plain_common` finds (its only '"' are the string's and the address's, which
 #: are the line's last two, and its first ")" after them closes the arguments).
+#: The fd, bare or with a -y / -yy annotation without '<', '"', ',', ' ' inside (one ">" in
+#: a "->" only): ``5``, ``5<TCP:[10.0.0.1:11211->10.0.0.2:40000]>``, ``7<socket:[123]>``.
+_PLAIN_FD = r'\d{1,9}(?:<(?:[^<>"\n, ]|->){1,128}>)?'
 PLAIN_CALL_RE = (
-    _PLAIN_LEADER + r"(?:(?:read|write|recv|send|pread64)\(\d{1,9}, "
+    _PLAIN_LEADER + r"(?:(?:read|write|recv|send|pread64)\(" + _PLAIN_FD + ", "
     r"(?:" + _PLAIN_STRING + r"|0x[0-9a-f]{1,16}|NULL)(?:, [0-9A-Za-z_|]{1,64})*"
-    r"|(?:recvfrom|sendto)\(\d{1,9}, "
+    r"|(?:recvfrom|sendto)\(" + _PLAIN_FD + ", "
     r"(?:" + _PLAIN_STRING + r"|0x[0-9a-f]{1,16}|NULL)"
     r"(?:, [0-9A-Za-z_|]{1,64})*(?:, " + _PLAIN_SOCKADDR + r")?"
     r"(?:, (?:[0-9A-Za-z_|]{1,64}|\[\d{1,9}(?: => \d{1,9})?\]))*)" + _PLAIN_END)
@@ -1148,9 +1152,13 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
     line_end = p.stop[sel] - 1                          # the newline
     paren = p.paren[sel]
     call_start = p.ts_end[sel] + 1
-    comma = paren + 1 + _first_in_row(_window(buf, paren + 1, 10) == ord(","))
+    fd_end = paren + 1 + _first_in_row(~_is_digit(_window(buf, paren + 1, 10)))
+    annotated = buf[fd_end] == ord("<")
+    comma = fd_end.copy()                               # after the annotation: its only ","
+    comma[annotated] = marks.first(",", fd_end[annotated], 140)
     arg = comma + 2
     quoted = buf[arg] == ord('"')
+    ann_kind, row_peer = _plain_annotations(buf, annotated, fd_end, comma)
     may_have_address = np.isin(paren - call_start, (6, 8))    # sendto, recvfrom
     last_quote = np.full(n, -1, np.int64)
     need = np.flatnonzero(quoted | may_have_address)
@@ -1170,10 +1178,11 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
     ok = ~failed                                        # 1 to 9 digits, then " <" or "\n"
     ret[ok] = _decimal(buf, value[ok], _first_in_row(~_is_digit(_window(buf, value[ok], 10))))
     duration = _plain_duration(buf, line_end)
-    row_peer = np.full(n, None, dtype=object)
     if has_addr.any():
-        row_peer[has_addr] = _per_distinct(_substrings(buf, tail[has_addr], close[has_addr]),
-                                           _tail_peer)
+        at = np.flatnonzero(has_addr)
+        peers = _per_distinct(_substrings(buf, tail[at], close[at]), _tail_peer)
+        found = ~pd.isna(peers)
+        row_peer[at[found]] = peers[found]
     errno = np.full(n, None, dtype=object)
     if failed.any():
         word_start = value[failed] + 3                  # "-1 " before the errno
@@ -1201,17 +1210,32 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
         "duration_ns": duration,
         "tod": np.zeros(n, bool),
         "pid": p.pid[sel],
-        "fd": _decimal(buf, paren + 1, comma - paren - 1),
+        "fd": _decimal(buf, paren + 1, fd_end - paren - 1),
         "syscall": pd.Categorical.from_codes(codes, categories=SYSCALL_NAMES),
         "direction": pd.Categorical.from_codes(_DIRECTION_OF[codes], categories=DIRECTIONS),
         "ret": ret,
         "errno": errno,
         "bytes": np.maximum(ret, 0),
         "row_peer": row_peer,
-        "ann_kind": np.zeros(n, np.int8),
+        "ann_kind": ann_kind,
         "data": data,
         "data_truncated": dots,
     }
+
+
+def _plain_annotations(buf: np.ndarray, annotated: np.ndarray, fd_end: np.ndarray,
+                       comma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The kind (0 none, 1 socket, 2 not a socket) and -yy peer (or None) of the fd
+    annotations between each ``fd_end`` ("<") and ``comma`` (after ">"), as
+    :func:`_ann_info` tells them."""
+    n = len(annotated)
+    kind, peer = np.zeros(n, np.int8), np.full(n, None, dtype=object)
+    if annotated.any():
+        at = np.flatnonzero(annotated)
+        ann = _substrings(buf, fd_end[at] + 1, comma[at] - 1)
+        kind[at] = _per_distinct(ann, _ann_kind).astype(np.int8)
+        peer[at] = _per_distinct(ann, _ann_peer)
+    return kind, peer
 
 
 def _last_quote(p: _Plain, sel: np.ndarray, line_end: np.ndarray) -> np.ndarray:
