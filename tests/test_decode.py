@@ -205,6 +205,20 @@ def test_digest_matches_reference(size: int) -> None:
     assert dec.payload_digest[0] != dec.payload_digest[1]
 
 
+def test_digest_of_long_and_short_payloads_in_one_batch() -> None:
+    # one batch of payloads of 0..100 bytes: those of 64 bytes and more are hashed by plain
+    # gathers, the shorter ones word by word under masks, both against the plain definition
+    payloads = [bytes((i * 7 + size) % 256 for i in range(size)) for size in range(101)]
+    frames = [_udp_frame(p) for p in payloads]
+    buf = np.frombuffer(b"".join(frames), dtype=np.uint8)
+    lengths = np.array([len(f) for f in frames])
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    dec = decode(buf, offsets, lengths, lengths, np.ones(len(frames), dtype=np.int32))
+    assert dec.digest_ok.tolist() == [size > 0 for size in range(101)]
+    for size, payload in enumerate(payloads[1:], start=1):
+        assert int(dec.payload_digest[size]) == reference_digest(payload), size
+
+
 def test_digest_ignores_bytes_after_the_payload() -> None:
     # the same UDP datagram followed by different Ethernet padding (frame longer than IP says)
     frame = _udp_frame(b"abc")
