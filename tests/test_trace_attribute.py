@@ -245,13 +245,27 @@ def test_each_run_step_gives_the_truths_checkpoint(
     assert n >= SHARE * (want != NA).sum() and share >= SHARE
 
 
-def test_guest_run_starts_group_each_guest_domain() -> None:
-    """``_guest_run_starts``: each guest domain (not dom0, not the idle domain 0x7FFF), in
-    ascending order, with its run states' starts sorted; by hand."""
+def test_timelines_group_vcpus_and_find_each_domains_next_change() -> None:
+    """``Timelines`` on a table not grouped by vCPU (the reader's is): each vCPU's rows, the
+    domains, and per time the first run-state change of any vCPU of a domain at or after it;
+    by hand."""
     runstates = pd.DataFrame({
         "domid": np.array([7, 0, 5, 7, 0x7FFF, 5, 7, 5], dtype=np.int32),
-        "start_tsc": np.array([30, 1, 20, 10, 2, 40, 50, 5], dtype=np.int64)})
-    got = ta._guest_run_starts(runstates)
-    assert [d for d, _ in got] == [5, 7]
-    assert [st.tolist() for _, st in got] == [[5, 20, 40], [10, 30, 50]]
-    assert ta._guest_run_starts(runstates[runstates["domid"] == 0]) == []
+        "vcpu": np.array([1, 0, 0, 0, 0, 1, 1, 0], dtype=np.int32),
+        "state": pd.Categorical(["running"] * 8, categories=["running", "runnable",
+                                                            "blocked", "offline"]),
+        "start_tsc": np.array([30, 1, 20, 10, 2, 40, 50, 5], dtype=np.int64),
+        "end_tsc": pd.array([50, None, 30, 60, None, 70, None, 20], dtype="Int64"),
+        "cpu": np.array([1, 0, 2, 3, 0, 1, 1, 2], dtype=np.int16)})
+    runstates.attrs["last_tsc"] = 100
+    lines = Timelines(runstates)
+    assert lines.domains() == [0, 5, 7, 0x7FFF]
+    assert lines.vcpus(5) == [0, 1] and lines.vcpus(7) == [0, 1] and lines.vcpus(3) == []
+    assert lines[(7, 1)].start.tolist() == [30, 50]
+    assert lines[(7, 1)].end.tolist() == [50, 100]  # open: until the trace's last TSC
+    assert lines[(5, 0)].cpu.tolist() == [2, 2]
+    # domain 5 changes at 5, 20 (vCPU 0) and 40 (vCPU 1); domain 7 at 10 (v0), 30, 50 (v1)
+    at = np.array([0, 5, 6, 21, 41])
+    assert lines.next_change(5, at).tolist() == [5, 5, 20, 40, ta.NA_NS]
+    assert lines.next_change(7, at).tolist() == [10, 10, 10, 30, 50]
+    assert lines.next_change(3, at).tolist() == [ta.NA_NS] * 5

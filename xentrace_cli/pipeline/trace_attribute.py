@@ -421,38 +421,27 @@ def _quiet_note(result: TraceAttribution, timelines: Timelines, records: TraceRe
     copy_tsc = records.copies.tsc[paths.copy[rx & (paths.copy >= 0)]]
     if domid is None or copy_tsc.size == 0:
         return
-    runstates = timelines.runstates
     near = int(NEAR_COPY_NS * result.fit.cpu_hz / 1e9)
     c = np.sort(copy_tsc)
-    share = {}
-    for d, st in _guest_run_starts(runstates):
-        k = np.searchsorted(st, c, side="left")
-        nxt = st[np.minimum(k, st.size - 1)]
-        share[int(d)] = float(((k < st.size) & (nxt - c <= near)).mean())
-    mine = share.get(int(domid), 0.0)
-    best = max(share, key=lambda d: share[d]) if share else None
-    if best is None or best == domid or mine >= QUIET_SHARE or share[best] < REACT_SHARE:
+
+    def share(d: int) -> float:  # of the copies, those after which d's vCPUs changed state
+        nxt = timelines.next_change(d, c)
+        return float(((nxt != NO_TSC) & (nxt - c <= near)).mean())
+
+    def guest(d: int) -> bool:  # not dom0, not the idle domain
+        return 0 < d < 0x7FF0
+
+    mine = share(int(domid)) if guest(int(domid)) else 0.0
+    if mine >= QUIET_SHARE:  # the guest reacts: no other domain needs looking at
+        return
+    shares = {d: mine if d == domid else share(d) for d in timelines.domains() if guest(d)}
+    best = max(shares, key=lambda d: shares[d]) if shares else None
+    if best is None or best == domid or shares[best] < REACT_SHARE:
         return
     result.notes.append(
         f"guest domain d{domid} reacts to {mine:.0%} of netback's copies (a wake or run within "
-        f"{NEAR_COPY_NS // 1000} µs), d{best} to {share[best]:.0%}: is the domain id right? "
+        f"{NEAR_COPY_NS // 1000} µs), d{best} to {shares[best]:.0%}: is the domain id right? "
         f"The causes below are read from d{domid}'s run states.")
-
-
-def _guest_run_starts(runstates: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
-    """Each guest domain (ascending) with the sorted start TSCs of its run states. The rows
-    are grouped by one stable sort of the domain ids (16-bit: a radix sort), not compared
-    against each domain in turn; each domain's starts come nearly sorted (its vCPUs' runs)."""
-    doms = runstates["domid"].to_numpy()
-    guest = np.flatnonzero((doms > 0) & (doms < 0x7FF0))
-    if guest.size == 0:
-        return []
-    dom = doms[guest].astype(np.int16)  # below 0x7FF0
-    order = np.argsort(dom, kind="stable")
-    cuts = np.flatnonzero(dom[order][1:] != dom[order][:-1]) + 1
-    starts = runstates["start_tsc"].to_numpy(np.int64)
-    return [(int(dom[part[0]]), np.sort(starts[guest[part]], kind="stable"))
-            for part in np.split(order, cuts)]
 
 
 # --- step 7: transmit, dom0's run -----------------------------------------------------------
