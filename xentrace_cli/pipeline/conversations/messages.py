@@ -166,71 +166,159 @@ def split(segments: pd.DataFrame, fresh: np.ndarray, marks: Marks) -> Messages:
 def _pair(segments: pd.DataFrame, order: np.ndarray, conv: np.ndarray, c_s: np.ndarray,
           cl_s: np.ndarray, number: np.ndarray, start: np.ndarray, key: np.ndarray,
           fresh: np.ndarray, ts: np.ndarray, rules: np.ndarray, n: int) -> Messages:
-    """Messages of each side, requests paired with responses, and each segment's exchange."""
-    rows = order[number >= 0]
-    seg = pd.DataFrame({
-        "row": rows, "conv": c_s[number >= 0], "client": cl_s[number >= 0],
-        "msg": number[number >= 0], "ts": ts[rows], "fresh": fresh[rows],
-        "len": segments["len"].to_numpy(np.int64)[rows],
-        "frame": segments["frame"].to_numpy(np.int64)[rows],
-        "start": start[number >= 0], "key": key[rows]})
-    timed = seg[seg["fresh"]]
-    grouped = timed.groupby(["conv", "client", "msg"], sort=True)
-    msgs = grouped.agg(t0=("ts", "min"), t1=("ts", "max"), bytes=("len", "sum"),
-                       first_frame=("frame", "first"), last_row=("row", "last"),
-                       last_frame=("frame", "last"))
-    heads = seg[seg["start"]].set_index(["conv", "client", "msg"])["key"]
-    msgs["key"] = heads.reindex(msgs.index).to_numpy()
-    retx = (~seg["fresh"]).groupby([seg["conv"], seg["client"], seg["msg"]]).sum()
-    msgs["retx"] = retx.reindex(msgs.index).fillna(0).to_numpy(np.int64)
-    msgs = msgs.reset_index()
-    # the ordinal of each message among its conversation's messages with the same key
-    msgs = msgs.sort_values(["conv", "client", "key", "t0"], kind="stable")
-    msgs["ordinal"] = msgs.groupby(["conv", "client", "key"]).cumcount()
-    reqs = msgs[msgs["client"]]
-    resps = msgs[~msgs["client"]]
-    pairs = reqs.merge(resps, on=["conv", "key", "ordinal"], suffixes=("_q", "_r"))
-    pairs = pairs[pairs["t0_r"] >= pairs["t0_q"]].sort_values(["conv", "t0_q"], kind="stable")
-    pairs = pairs.reset_index(drop=True)
+    """Messages of each side, requests paired with responses, and each segment's exchange.
+
+    On numpy arrays (sorts and searches, no pandas group-by or merge: a million segments
+    went through six of those): the segments are grouped into messages (:func:`_messages`),
+    the k-th message of each key on one side paired with the k-th on the other
+    (:func:`_paired`), and the two times an exchange needs beyond its messages found."""
+    m = _messages(segments, order[number >= 0], c_s[number >= 0], cl_s[number >= 0],
+                  number[number >= 0], key, fresh, ts)
+    q, r = _paired(m)
     # the request's last byte before its response began (a server may answer early)
-    req_segs = timed[timed["client"]].merge(
-        pairs[["conv", "msg_q", "t0_r"]].rename(columns={"msg_q": "msg"}), on=["conv", "msg"])
-    req_end = req_segs[req_segs["ts"] <= req_segs["t0_r"]].groupby(["conv", "msg"])["ts"].max()
-    t_req_end = req_end.reindex(pd.MultiIndex.from_arrays(
-        [pairs["conv"], pairs["msg_q"]]), fill_value=-1).to_numpy(np.int64)
+    t_req_end = _last_at_or_before(m.fresh_ts, m.fresh_first[q], m.fresh_end[q], m.t0[r])
     # the client's next request in the same conversation, when it came after the response
-    nxt = reqs.sort_values(["conv", "t0"], kind="stable")
-    nxt = nxt.assign(next_t0=nxt.groupby("conv")["t0"].shift(-1, fill_value=-1))
-    t_next = nxt.set_index(["conv", "msg"])["next_t0"].reindex(pd.MultiIndex.from_arrays(
-        [pairs["conv"], pairs["msg_q"]]), fill_value=-1).to_numpy(np.int64)
-    t_next = np.where(t_next > pairs["t1_r"].to_numpy(np.int64), t_next, -1)
-    exchange_of = _exchange_of_segments(seg, pairs, n)
+    reqs = np.flatnonzero(m.client)
+    by_time = reqs[np.lexsort((m.msg[reqs], m.key[reqs], m.t0[reqs], m.conv[reqs]))]
+    next_t0 = np.full(m.conv.size, -1, dtype=np.int64)
+    same = m.conv[by_time[1:]] == m.conv[by_time[:-1]]
+    next_t0[by_time[:-1][same]] = m.t0[by_time[1:]][same]
+    t_next = np.where(next_t0[q] > m.t1[r], next_t0[q], -1)
+    exchange_of_msg = np.full(m.conv.size, -1, dtype=np.int64)
+    exchange_of_msg[q] = exchange_of_msg[r] = np.arange(q.size)
+    exchange_of = np.full(n, -1, dtype=np.int64)
+    exchange_of[m.seg_row] = exchange_of_msg[m.msg_of_seg]
+    pairs = {"conv": m.conv[q], "t0_q": m.t0[q], "t0_r": m.t0[r], "t1_r": m.t1[r],
+             "bytes_q": m.bytes[q], "bytes_r": m.bytes[r], "retx": m.retx[q] + m.retx[r],
+             "first_frame_q": m.first_frame[q], "first_frame_r": m.first_frame[r],
+             "last_frame_r": m.last_frame[r], "last_row_q": m.last_row[q],
+             "last_row_r": m.last_row[r]}
     return Messages(exchanges=_exchange_table(segments, pairs, t_req_end, t_next, rules),
                     rule=rules, exchange_of_segment=exchange_of)
 
 
-def _exchange_of_segments(seg: pd.DataFrame, pairs: pd.DataFrame, n: int) -> np.ndarray:
-    """Per input segment, the exchange (row of ``pairs``) its message belongs to."""
-    out = np.full(n, -1, dtype=np.int64)
-    ids = pd.concat([
-        pd.DataFrame({"conv": pairs["conv"], "client": True, "msg": pairs["msg_q"],
-                      "exchange": np.arange(len(pairs))}),
-        pd.DataFrame({"conv": pairs["conv"], "client": False, "msg": pairs["msg_r"],
-                      "exchange": np.arange(len(pairs))})])
-    placed = seg[["row", "conv", "client", "msg"]].merge(ids, on=["conv", "client", "msg"])
-    out[placed["row"].to_numpy()] = placed["exchange"].to_numpy()
-    return out
+@dataclasses.dataclass
+class _Msgs:
+    """Each message (a side's run of segments from one start), ordered by conversation,
+    side (server first) and number, with what :func:`_pair` needs of it; times from its
+    first transmissions."""
+
+    conv: np.ndarray
+    client: np.ndarray
+    msg: np.ndarray
+    """Its number on its side of the conversation."""
+    key: np.ndarray
+    """Its start segment's key (DNS id, memcached opaque; 0 unkeyed)."""
+    t0: np.ndarray
+    t1: np.ndarray
+    bytes: np.ndarray
+    retx: np.ndarray
+    """Its retransmitted segments."""
+    first_frame: np.ndarray
+    last_frame: np.ndarray
+    last_row: np.ndarray
+    """Row in ``segments`` of its last first-transmitted segment."""
+    fresh_ts: np.ndarray
+    """The first transmissions' times, message after message (each message's in time
+    order) …"""
+    fresh_first: np.ndarray
+    """… and each message's first and (exclusive) last position there."""
+    fresh_end: np.ndarray
+    seg_row: np.ndarray
+    """Every segment in a message (retransmissions too): its row in ``segments`` …"""
+    msg_of_seg: np.ndarray
+    """… and its message."""
 
 
-def _exchange_table(segments: pd.DataFrame, pairs: pd.DataFrame, t_req_end: np.ndarray,
-                    t_next: np.ndarray, rules: np.ndarray) -> pd.DataFrame:
+def _messages(segments: pd.DataFrame, rows: np.ndarray, conv: np.ndarray, client: np.ndarray,
+              number: np.ndarray, key: np.ndarray, fresh: np.ndarray, ts: np.ndarray
+              ) -> _Msgs:
+    """The messages of the segments ``rows`` (in conversation, then time order; ``number``
+    each one's message on its side, ``conv`` and ``client`` its conversation and side).
+
+    A side's messages follow each other in time, so one stable sort by (conversation,
+    side) puts each message's segments together, in time order: a message's first segment
+    is its start, its first and last first transmissions are its earliest and latest."""
+    by_side = np.argsort(conv * 2 + client, kind="stable")  # server (False) first
+    rows, conv, client, number = rows[by_side], conv[by_side], client[by_side], number[by_side]
+    new = np.ones(rows.size, dtype=bool)
+    new[1:] = (conv[1:] != conv[:-1]) | (client[1:] != client[:-1]) \
+        | (number[1:] != number[:-1])
+    msg_of_seg = np.cumsum(new) - 1
+    first_seg = np.flatnonzero(new)
+    timed = np.flatnonzero(fresh[rows])
+    t_msg = msg_of_seg[timed]
+    firsts = np.flatnonzero(np.r_[True, t_msg[1:] != t_msg[:-1]]) if timed.size \
+        else np.zeros(0, dtype=np.int64)
+    # a message starts with a first transmission: every message has one
+    assert firsts.size == first_seg.size, "a message without a first transmission"
+    lasts = np.r_[firsts[1:], timed.size] - 1
+    fresh_rows = rows[timed]
+    seg_len = segments["len"].to_numpy(np.int64)
+    frame = segments["frame"].to_numpy(np.int64)
+    return _Msgs(
+        conv=conv[first_seg], client=client[first_seg], msg=number[first_seg],
+        key=key[rows[first_seg]], t0=ts[fresh_rows[firsts]], t1=ts[fresh_rows[lasts]],
+        bytes=np.add.reduceat(seg_len[fresh_rows], firsts) if firsts.size
+        else np.zeros(0, dtype=np.int64),
+        retx=np.bincount(msg_of_seg, weights=~fresh[rows],
+                         minlength=first_seg.size).astype(np.int64),
+        first_frame=frame[fresh_rows[firsts]], last_frame=frame[fresh_rows[lasts]],
+        last_row=fresh_rows[lasts], fresh_ts=ts[fresh_rows], fresh_first=firsts,
+        fresh_end=lasts + 1, seg_row=rows, msg_of_seg=msg_of_seg)
+
+
+def _paired(m: _Msgs) -> tuple[np.ndarray, np.ndarray]:
+    """Requests and their responses (messages, one exchange per position), in order of
+    conversation and request time: the k-th request of a key in a conversation with its
+    k-th response of that key (k counted in time), when the response did not start
+    first."""
+    if m.conv.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    # each message's ordinal among its side's messages of its key, counted in time
+    by_key = np.lexsort((m.t0, m.key, m.client, m.conv))
+    c, cl, k = m.conv[by_key], m.client[by_key], m.key[by_key]
+    group = np.r_[True, (c[1:] != c[:-1]) | (cl[1:] != cl[:-1]) | (k[1:] != k[:-1])]
+    starts = np.flatnonzero(group)
+    ordinal = np.empty(m.conv.size, dtype=np.int64)
+    ordinal[by_key] = np.arange(by_key.size) - np.repeat(starts, np.diff(np.r_[starts,
+                                                                              by_key.size]))
+    # a response and the request of the same (conversation, key, ordinal) side by side
+    # (False sorts first: the response)
+    joined = np.lexsort((m.client, ordinal, m.key, m.conv))
+    a, b = joined[:-1], joined[1:]
+    both = ~m.client[a] & m.client[b] & (m.conv[a] == m.conv[b]) & (m.key[a] == m.key[b]) \
+        & (ordinal[a] == ordinal[b])
+    r, q = a[both], b[both]
+    kept = m.t0[r] >= m.t0[q]
+    r, q = r[kept], q[kept]
+    # in request order: conversation, time, then (ties) key and number, as the requests come
+    ranked = np.lexsort((m.msg[q], m.key[q], m.t0[q], m.conv[q]))
+    return q[ranked], r[ranked]
+
+
+def _last_at_or_before(values: np.ndarray, first: np.ndarray, end: np.ndarray,
+                       limit: np.ndarray) -> np.ndarray:
+    """Per range ``values[first:end]`` (each sorted): its last value at or before ``limit``
+    (-1: none). A binary search of every range at once."""
+    lo, hi = first.copy(), end.copy()
+    while (lo < hi).any():
+        go = lo < hi
+        mid = (lo + hi) // 2
+        below = go & (values[np.minimum(mid, values.size - 1)] <= limit)
+        lo = np.where(below, mid + 1, lo)
+        hi = np.where(go & ~below, mid, hi)
+    return np.where(lo > first, values[np.maximum(lo - 1, 0)], -1)
+
+
+def _exchange_table(segments: pd.DataFrame, pairs: dict[str, np.ndarray],
+                    t_req_end: np.ndarray, t_next: np.ndarray, rules: np.ndarray
+                    ) -> pd.DataFrame:
     """The exchanges as the lone view reports them (times in epoch seconds)."""
     # the request's flow (client → server) from its last segment's row; times in int64 ns
     # (epoch ns in float64 would round to 256 ns), seconds for the report
-    request_rows = segments.iloc[pairs["last_row_q"].to_numpy(np.int64)]
-    t_req = pairs["t0_q"].to_numpy(np.int64)
-    t_resp = pairs["t0_r"].to_numpy(np.int64)
-    t_resp_end = pairs["t1_r"].to_numpy(np.int64)
+    request_rows = pairs["last_row_q"]
+    t_req, t_resp, t_resp_end = pairs["t0_q"], pairs["t0_r"], pairs["t1_r"]
 
     def seconds(ns: np.ndarray) -> np.ndarray:
         return np.where(ns >= 0, ns / 1e9, np.nan)
@@ -239,23 +327,24 @@ def _exchange_table(segments: pd.DataFrame, pairs: pd.DataFrame, t_req_end: np.n
         return np.where((later >= 0) & (earlier >= 0), (later - earlier) / 1e3, np.nan)
 
     return pd.DataFrame({
-        **{c: request_rows[c].to_numpy() for c in ("src", "sport", "dst", "dport", "proto")},
-        "conversation": pairs["conv"].to_numpy(np.int64),
-        "rule": rules[pairs["conv"].to_numpy(np.int64)].astype(str),
+        **{c: segments[c].take(request_rows).to_numpy()
+           for c in ("src", "sport", "dst", "dport", "proto")},
+        "conversation": pairs["conv"],
+        "rule": rules[pairs["conv"]].astype(str),
         "t_request": seconds(t_req),
         "t_request_end": seconds(t_req_end),
         "t_response": seconds(t_resp),
         "t_response_end": seconds(t_resp_end),
         "t_next": seconds(t_next),
-        "request_bytes": pairs["bytes_q"].to_numpy(np.int64),
-        "response_bytes": pairs["bytes_r"].to_numpy(np.int64),
+        "request_bytes": pairs["bytes_q"],
+        "response_bytes": pairs["bytes_r"],
         "request_to_response_us": micros(t_resp, t_req_end),
         "response_to_next_us": micros(t_next, t_resp_end),
-        "retransmissions": (pairs["retx_q"] + pairs["retx_r"]).to_numpy(np.int64),
-        "request_frame": pairs["first_frame_q"].to_numpy(np.int64),
-        "response_frame": pairs["first_frame_r"].to_numpy(np.int64),
-        "response_end_frame": pairs["last_frame_r"].to_numpy(np.int64),
-        "response_last": pairs["last_row_r"].to_numpy(np.int64),
+        "retransmissions": pairs["retx"],
+        "request_frame": pairs["first_frame_q"],
+        "response_frame": pairs["first_frame_r"],
+        "response_end_frame": pairs["last_frame_r"],
+        "response_last": pairs["last_row_r"],
         "request_end_ns": t_req_end, "response_ns": t_resp, "response_end_ns": t_resp_end,
         "next_ns": t_next,
     })
