@@ -196,7 +196,8 @@ def test_path_order_empties_the_chosen_checkpoint_never_a_measured_one() -> None
     cps = {k: np.where(np.array(v) < 0, NA, np.array(v) * us) for k, v in cps.items()}
     clock = {"backend": "dom0", "copy": "tsc", "guest_run": "tsc", "guest": "guest",
              "dom0_run": "tsc"}
-    out, why = path_order.enforce_path_order(cps, np.array(["rx", "rx", "tx"]),
+    rx = np.array([True, True, False])
+    out, why = path_order.enforce_path_order(cps, {"rx": rx, "tx": ~rx},
                                              {"dom0": 0, "tsc": 2 * us, "guest": 3 * us},
                                              clock)
     assert out["copy"].tolist() == [105 * us, NA, 290 * us]  # tx: the copy is in order

@@ -65,9 +65,15 @@ def unique(values: np.ndarray, return_inverse: bool = False
     ordered = values[order]
     new = np.ones(len(ordered), dtype=bool)
     np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-    codes = np.empty(len(values), dtype=np.int64)
+    return ordered[new], _inverse(order, new)
+
+
+def _inverse(order: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Each value's code, from the order that sorts the values and where in that order a new
+    distinct value begins."""
+    codes = np.empty(len(order), dtype=np.int64)
     codes[order] = np.cumsum(new) - 1
-    return ordered[new], codes
+    return codes
 
 
 def unique_rows(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,9 +84,7 @@ def unique_rows(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ordered = pairs[order]
     new = np.ones(len(ordered), dtype=bool)
     new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
-    codes = np.empty(len(pairs), dtype=np.int64)
-    codes[order] = np.cumsum(new) - 1
-    return ordered[new], codes
+    return ordered[new], _inverse(order, new)
 
 
 def sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

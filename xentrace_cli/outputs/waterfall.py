@@ -173,7 +173,7 @@ def intervals(table: pd.DataFrame, direction: str | None = None) -> list[Interva
 def lone_intervals(table: pd.DataFrame) -> list[Interval]:
     """The lone-capture intervals measured (``request_to_response``, ``response_to_next``):
     per exchange, on the row of the response, whichever its direction."""
-    every = np.ones(len(table), dtype=bool)
+    every = direction_rows(table, "")
     return [Interval(name, "", "", direction="") for name in LONE_INTERVALS
             if _measured(table, stage_column(name), every)]
 
@@ -191,17 +191,12 @@ def checkpoint_columns(table: pd.DataFrame) -> list[str]:
 
 def first_times(table: pd.DataFrame) -> np.ndarray:
     """Per row, the earliest checkpoint time (epoch s; NaN when the row has none)."""
-    columns = checkpoint_columns(table)
-    if not columns:
-        return np.full(len(table), np.nan)
-    if all(table[c].dtype == np.float64 for c in columns):  # an analysis' own: no copy to coerce
-        values = table[columns].to_numpy(dtype=float)
-    else:
-        values = table[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
-    with np.errstate(all="ignore"):
-        out = np.where(np.isfinite(values).any(axis=1),
-                       np.nanmin(np.where(np.isfinite(values), values, np.inf), axis=1), np.nan)
-    return out
+    first = np.full(len(table), np.inf)
+    for column in checkpoint_columns(table):  # a running minimum: no (rows, columns) copy
+        values = numeric(table, column).to_numpy()
+        np.fmin(first, np.where(np.isfinite(values), values, np.inf), out=first)
+    first[first == np.inf] = np.nan
+    return first
 
 
 def anomalous(table: pd.DataFrame) -> pd.Series:
@@ -311,4 +306,6 @@ def numeric(table: pd.DataFrame, column: str) -> pd.Series:
     """A column as floats (NaN where not a number; all NaN when the column is absent)."""
     if column not in table.columns:
         return pd.Series(np.nan, index=table.index, dtype=float)
+    if table[column].dtype == np.float64:  # an analysis' own: nothing to coerce, no copy
+        return table[column]
     return pd.to_numeric(table[column], errors="coerce").astype(float)

@@ -20,6 +20,8 @@ A merged interval takes the owner of its first stage.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -46,26 +48,25 @@ def owner_of(direction: str, name: str, merged: tuple[str, ...] = ()) -> str | N
     return OWNER.get((direction, merged[0] if merged else name))
 
 
-def stage_causes(attribution: TraceAttribution, label: np.ndarray, direction: np.ndarray,
+def stage_causes(attribution: TraceAttribution, label: np.ndarray,
+                 ways: Mapping[str, np.ndarray],
                  spans: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, str | None]]
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Cause and detail per row labelled anomalous.
 
-    ``spans`` maps (direction, interval name) to the interval's start and end checkpoints
-    (dom0 ns per row) and its owner (:func:`owner_of`).
+    ``ways``: per direction (``rx``, ``tx``), its rows (a boolean mask); ``spans`` maps
+    (direction, interval name) to the interval's start and end checkpoints (dom0 ns per row)
+    and its owner (:func:`owner_of`).
     """
     n = label.size
     cause = np.full(n, "", dtype=object)
     detail = np.full(n, "", dtype=object)
     if attribution.fit is None or attribution.trace is None:
         return cause, detail
-    named = set(label.tolist())  # the labels and directions compared once each, not per span
-    ways: dict[str, np.ndarray] = {}
+    named = set(label.tolist())  # the labels compared once, not per span
     for (way, name), (a, b, owner) in spans.items():
         if name not in named or owner is None:
             continue
-        if way not in ways:
-            ways[way] = direction == way
         rows = np.flatnonzero((label == name) & ways[way] & (a != NA_NS) & (b != NA_NS))
         if rows.size == 0:
             continue

@@ -13,6 +13,7 @@ timestamps' resolution) is emptied and counted, never printed.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -60,11 +61,13 @@ class Unresolved:
         return out
 
 
-def enforce_path_order(checkpoints: dict[str, np.ndarray], direction: np.ndarray,
+def enforce_path_order(checkpoints: dict[str, np.ndarray], ways: Mapping[str, np.ndarray],
                        tolerance_ns: dict[str, float], clock_of: dict[str, str]
                        ) -> tuple[dict[str, np.ndarray], Unresolved]:
     """Checkpoints with every chosen one out of path order emptied (``NA_NS``).
 
+    ``ways``: per direction (``rx``, ``tx``), its rows (a boolean mask: the direction column
+    compared once by the caller, not per call);
     ``tolerance_ns``: per clock (``dom0``, ``guest``, ``tsc``, ``socket``), how far its times
     may be off dom0's (0 for dom0; inf when unbounded: then its pairs are not checked);
     ``clock_of``: the clock of each checkpoint.
@@ -72,7 +75,7 @@ def enforce_path_order(checkpoints: dict[str, np.ndarray], direction: np.ndarray
     out = {k: v.copy() for k, v in checkpoints.items()}
     unresolved = Unresolved()
     for way, order in ORDER.items():
-        rows = direction == way
+        rows = ways[way]
         present = [p for p in order if p in out]
         for i, a in enumerate(present):
             for b in present[i + 1:]:
