@@ -21,6 +21,7 @@ from rich.text import Text
 
 from ..model import format_flow
 from ..pipeline.anomalies import stall_reason
+from ..pipeline.conversations.codes import first_seen_codes
 from ..pipeline.result import Analysis
 from ..units import format_duration
 from .numbers import column_format
@@ -53,7 +54,8 @@ _LETTERS = {"vmm": "v", "driver_domain": "d", "ring": "r", "remap": "m", "socket
 def render_analysis(analysis: Analysis, console: Console, top: int = 10) -> None:
     """Print the report of one analysis."""
     table = analysis.table
-    _header(analysis, console)
+    when = first_times(table)  # once: the header's first packet, the worst packets' times
+    _header(analysis, console, when)
     shown = intervals(table)  # receive stages first, then the transmit path, in path order
     plain = _plain(console)
     # the lone view's intervals (request → response, response → next) summarized too
@@ -71,7 +73,7 @@ def render_analysis(analysis: Analysis, console: Console, top: int = 10) -> None
         for note in analysis.notes:
             console.print(Text("• " + note))
     if shown and len(table) and top > 0:
-        console.print(_worst(analysis, shown, top, plain, console.width))
+        console.print(_worst(analysis, shown, top, plain, console.width, when))
 
 
 def _plain(console: Console) -> bool:
@@ -79,7 +81,9 @@ def _plain(console: Console) -> bool:
     return bool(console.no_color or console.color_system is None)
 
 
-def _header(analysis: Analysis, console: Console) -> None:
+def _header(analysis: Analysis, console: Console, when: np.ndarray) -> None:
+    """The first lines: how many segments, how many anomalous, the sources, the first
+    packet's time (``when``: each row's, :func:`first_times`)."""
     table = analysis.table
     direction = table["direction"].astype(str) if "direction" in table.columns else pd.Series()
     anomalies = int(table["anomaly"].fillna("").astype(str).ne("").sum()) \
@@ -96,7 +100,6 @@ def _header(analysis: Analysis, console: Console) -> None:
         # one stall may hold many packets (and show on several connections): count it once
         line.append(f" in {int(flows['stalled'].sum())} stalled exchanges")
     line.append(f"\nsources: {sources or '–'}")
-    when = first_times(table)
     if np.isfinite(when).any():
         import datetime as dt
 
@@ -123,8 +126,6 @@ def _summary(analysis: Analysis, shown: list[Interval], lone: list[Interval],
     exchanges of the lone view. Stages are named as budgets name them: ``ring``, ``tx.ring``.
     Each duration column has one unit and one number of decimals (the header names it)."""
     table = analysis.table
-    anomaly = table["anomaly"].fillna("").astype(str).to_numpy() \
-        if "anomaly" in table.columns else np.full(len(table), "")
     groups = []
     for way in DIRECTIONS:
         mine = [iv for iv in shown if iv.direction == way]
@@ -133,7 +134,8 @@ def _summary(analysis: Analysis, shown: list[Interval], lone: list[Interval],
     if lone:
         groups.append(lone)
     rows = {way: direction_rows(table, way) for way in ("", *DIRECTIONS)}  # each once
-    measured = [[m for m in (_measure(analysis, iv, anomaly, rows[iv.direction])
+    labels = _label_counts(table, rows)
+    measured = [[m for m in (_measure(analysis, iv, labels[iv.direction], rows[iv.direction])
                              for iv in group) if m]
                 for group in groups]
     every = [m for group in measured for m in group]
@@ -166,25 +168,37 @@ def _summary(analysis: Analysis, shown: list[Interval], lone: list[Interval],
     return grid
 
 
-def _measure(analysis: Analysis, iv: Interval, anomaly: np.ndarray, rows: np.ndarray
+def _label_counts(table: pd.DataFrame, rows: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:
+    """Per direction (``rows``: each one's, :func:`direction_rows`), how many of its rows
+    carry each anomaly label ('' none): the labels coded once, counted per direction (not
+    600,000 strings compared per summary row)."""
+    if "anomaly" not in table.columns:
+        return {way: {"": int(r.sum())} for way, r in rows.items()}
+    codes, names = pd.factorize(table["anomaly"].fillna("").astype(str))
+    return {way: {str(name): int(k) for name, k in
+                  zip(names, np.bincount(codes[r], minlength=len(names)), strict=True)}
+            for way, r in rows.items()}
+
+
+def _measure(analysis: Analysis, iv: Interval, labels: dict[str, int], rows: np.ndarray
              ) -> dict[str, Any] | None:
-    """One summary row's numbers (``rows``: its direction's, :func:`direction_rows`), or
-    None when the interval has no value."""
+    """One summary row's numbers (``rows``: its direction's, :func:`direction_rows`;
+    ``labels``: how many of them carry each anomaly label), or None when the interval has
+    no value."""
     table = analysis.table
     if iv.column not in table.columns:
         return None
-    values = pd.to_numeric(table[iv.column], errors="coerce").to_numpy(float)[rows]
+    values = numeric(table, iv.column).to_numpy()[rows]
     values = values[np.isfinite(values)]
     if values.size == 0:
         return None
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    mine = anomaly[rows]
     span = "per exchange" if not iv.start else f"{iv.start}→{iv.end}"
     return {"iv": iv, "n": int(values.size), "p50": p50, "p90": p90, "p99": p99,
             "max": float(values.max()), "unc": _stage_uncertainty(analysis, iv.key),
             "span": "first→last" if iv.name == "total" else span,
-            "flagged": int((mine != "").sum()) if iv.name == "total"
-            else int((mine == iv.name).sum())}
+            "flagged": sum(k for name, k in labels.items() if name) if iv.name == "total"
+            else labels.get(iv.name, 0)}
 
 
 def _alignment(alignment: dict[str, Any]) -> Table:
@@ -235,13 +249,20 @@ def _flows(flows: pd.DataFrame, top: int) -> Table:
                         no_wrap=column != "flow")
     # each exchange's larger gap, then flows worst first (ties in order of appearance); only
     # the flows shown are taken apart (one connection per request: as many flows as rows)
-    gaps = flows[["request_to_response_us", "response_to_next_us"]].astype(float).max(axis=1)
-    groups = flows.assign(_gap=gaps.fillna(-1.0)).groupby(["src", "sport", "dst", "dport"],
-                                                          sort=False, observed=True)
-    worst_of_flow = groups["_gap"].max()
-    ranked = np.argsort(-worst_of_flow.to_numpy(float), kind="stable")[:max(top, 1)]
-    for src, sport, dst, dport in worst_of_flow.index[ranked]:
-        part = groups.get_group((src, sport, dst, dport))
+    gap = np.fmax(numeric(flows, "request_to_response_us").to_numpy(),
+                  numeric(flows, "response_to_next_us").to_numpy())
+    flows = flows.assign(_gap=np.where(np.isnan(gap), -1.0, gap))
+    # flows numbered in order of appearance (a row missing a key is in none, as in a
+    # group-by); each one's worst gap
+    columns = ["src", "sport", "dst", "dport"]
+    keyed = np.flatnonzero(flows[columns].notna().all(axis=1).to_numpy())
+    codes = first_seen_codes(*(flows[c] if keyed.size == len(flows) else flows[c].iloc[keyed]
+                               for c in columns))
+    worst_of_flow = np.full(int(codes.max()) + 1 if codes.size else 0, -np.inf)
+    np.maximum.at(worst_of_flow, codes, flows["_gap"].to_numpy()[keyed])
+    for flow in np.argsort(-worst_of_flow, kind="stable")[:max(top, 1)]:
+        part = flows.iloc[keyed[codes == flow]]
+        src, sport, dst, dport = (part[c].iloc[0] for c in columns)
         server = part["request_to_response_us"].to_numpy(float)
         client = part["response_to_next_us"].to_numpy(float)
         worst_row = part.loc[part["_gap"].idxmax()]
@@ -271,20 +292,25 @@ def _nanmedian(values: np.ndarray) -> float:
 
 
 def _worst(analysis: Analysis, shown: list[Interval], top: int, plain: bool,
-           width: int = 80) -> Group:
-    """The worst packets: anomalous ones first (worst first), then the largest totals."""
+           width: int, when_rows: np.ndarray) -> Group:
+    """The worst packets: anomalous ones first (worst first), then the largest totals
+    (``when_rows``: each row's time, :func:`first_times`)."""
     table = analysis.table
     total = numeric(table, "total_us")
-    flagged = anomalous(table)
-    key = total.fillna(-1.0) + np.where(flagged, 1e15, 0.0)
-    # largest first, equal keys in table order: what key.sort_values(ascending=False,
-    # kind="stable") gives (it sorts the reversed column and reverses the result), in one sort
-    ranked = key.index[np.argsort(-key.to_numpy(float), kind="stable")]
+    flagged = anomalous(table).to_numpy()
+    # anomalous rows first (1e15 higher: their ties are as the one sort of this key had them)
+    key = total.fillna(-1.0).to_numpy() + np.where(flagged, 1e15, 0.0)
+    # the anomalous rows, then the `top` largest totals of the others; each largest first,
+    # equal keys in table order (what a stable sort of the whole column gave, without it)
+    anomalous_ranked = table.index[_largest_first(key, np.flatnonzero(flagged))]
+    rest = np.flatnonzero(~flagged)
+    if rest.size > top:  # only the top ones (and ties at the edge) sorted
+        edge = np.partition(key[rest], rest.size - top)[rest.size - top]
+        rest = rest[key[rest] >= edge]
+    rest_ranked = table.index[_largest_first(key, rest)]
     # one line per stall: packets of one flow that waited through the same stall look alike.
-    # Anomalous rows rank first (their key is 1e15 higher), so only they can repeat an
-    # earlier line: their keys alone are built (formatting a flow for every packet of a large
-    # table took a sixth of 'analyze')
-    anomalous_ranked = ranked[flagged.loc[ranked].to_numpy()]
+    # Only anomalous rows can repeat an earlier line: their keys alone are built (formatting
+    # a flow for every packet of a large table took a sixth of 'analyze')
     stall_key = pd.DataFrame({
         "flow": _directed_flows(table.loc[anomalous_ranked]),
         "anomaly": table.loc[anomalous_ranked, "anomaly"].astype(str)
@@ -293,8 +319,8 @@ def _worst(analysis: Analysis, shown: list[Interval], top: int, plain: bool,
         index=anomalous_ranked)
     same = stall_key.duplicated().to_numpy()
     alike = stall_key.value_counts()
-    rows = anomalous_ranked[~same].append(ranked[len(anomalous_ranked):])[:top]
-    when = pd.Series(first_times(table), index=table.index)
+    rows = anomalous_ranked[~same].append(rest_ranked)[:top]
+    when = pd.Series(when_rows, index=table.index)
     t0 = float(np.nanmin(when)) if when.notna().any() else float("nan")
     bar_width = max(10, min(BAR_WIDTH, width - 56))
     lines: list[Text] = [Text(f"Worst {len(rows)} packets", style="bold italic")]
@@ -329,6 +355,11 @@ def _worst(analysis: Analysis, shown: list[Interval], top: int, plain: bool,
         legend.append(f" {iv.name}  ")
     lines.append(legend)
     return Group(*lines)
+
+
+def _largest_first(key: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows`` by ``key``, largest first, equal keys in row order."""
+    return rows[np.argsort(-key[rows], kind="stable")]
 
 
 def _float(value: Any) -> float:

@@ -140,8 +140,7 @@ def _measured(table: pd.DataFrame, column: str, rows: np.ndarray) -> bool:
     :func:`direction_rows`)."""
     if column not in table.columns:
         return False
-    values = pd.to_numeric(table[column], errors="coerce")
-    return bool((~values.array[rows].isna()).any())
+    return bool((~np.isnan(numeric(table, column).to_numpy()) & rows).any())
 
 
 def _split_name(name: str) -> tuple[str, str] | None:
