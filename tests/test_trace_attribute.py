@@ -258,7 +258,13 @@ def test_timelines_group_vcpus_and_find_each_domains_next_change() -> None:
         "end_tsc": pd.array([50, None, 30, 60, None, 70, None, 20], dtype="Int64"),
         "cpu": np.array([1, 0, 2, 3, 0, 1, 1, 2], dtype=np.int16)})
     runstates.attrs["last_tsc"] = 100
-    lines = Timelines(runstates)
+    grouped = runstates.sort_values(["domid", "vcpu", "start_tsc"], ignore_index=True)
+    grouped.attrs["last_tsc"] = 100  # as the reader gives them: each vCPU's rows one slice
+    for lines in (Timelines(runstates), Timelines(grouped)):
+        _check_timelines(lines)
+
+
+def _check_timelines(lines: Timelines) -> None:
     assert lines.domains() == [0, 5, 7, 0x7FFF]
     assert lines.vcpus(5) == [0, 1] and lines.vcpus(7) == [0, 1] and lines.vcpus(3) == []
     assert lines[(7, 1)].start.tolist() == [30, 50]
