@@ -127,3 +127,23 @@ def test_link_local_ipv6_endpoints_are_printed_not_read_as_markup() -> None:
     render_analysis(analysis, Console(file=out, width=120, color_system=None), top=10)
     lines = [line for line in out.getvalue().splitlines() if ":40000 →" in line]
     assert lines and lines[0].split()[:3] == ["[fe80::5]:40000", "→", "[fd00:abcd::1]:80"]
+
+
+def test_worst_packets_anomalous_first_then_the_largest_totals_ties_in_table_order() -> None:
+    """The worst packets: the anomalous ones (largest total first), then the largest totals
+    of the others, equal totals in table order; by hand on 12 packets, top 5."""
+    total = [5.0, 9.0, 9.0, 1.0, 9.0, 7.0, 3.0, 9.0, 2.0, 8.0, 6.0, 4.0]
+    n = len(total)
+    table = pd.DataFrame({
+        "src": "10.0.0.1", "sport": np.arange(40000, 40000 + n), "dst": "10.0.0.5",
+        "dport": 80, "direction": "rx", "seq": 1, "len": 100,
+        "frame": np.arange(1, n + 1), "ring_us": total, "total_us": total,
+        "uncertainty_us": 0.0, "anomaly": ["", "", "", "ring", "", "", "ring", "", "", "",
+                                           "", ""]})
+    out = io.StringIO()
+    render_analysis(Analysis(table=table, sources=Sources()),
+                    Console(file=out, width=120, color_system=None), top=5)
+    worst = out.getvalue().split("Worst 5 packets")[1]
+    frames = [int(line.split()[1]) for line in worst.splitlines()
+              if line.startswith("frame ")]
+    assert frames == [7, 4, 2, 3, 5]
