@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from xentrace_cli.groups import factorize, unique, unique_rows
+from xentrace_cli.groups import factorize, ranges, unique, unique_rows
 
 _VALUES = arrays(np.uint64, st.integers(0, 300), elements=st.integers(0, 2**64 - 1)
                  | st.integers(0, 5))
@@ -40,3 +40,11 @@ def test_factorize_codes_give_back_the_values(values: np.ndarray) -> None:
     codes, uniques = factorize(values)
     assert np.array_equal(uniques[codes], values)
     assert len(uniques) == len(np.unique(values))
+
+
+def test_ranges_by_hand() -> None:
+    """Ranges 10-12, none, 5-6 laid end to end: their ids and values."""
+    which, value = ranges(np.array([10, 99, 5]), np.array([3, 0, 2]))
+    assert which.tolist() == [0, 0, 0, 2, 2]
+    assert value.tolist() == [10, 11, 12, 5, 6]
+    assert [a.size for a in ranges(np.zeros(0), np.zeros(0))] == [0, 0]

@@ -21,6 +21,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from ...groups import ranges
 from .protocols import KEYED, RULES, Marks
 
 #: Rules cut by turns of the conversation (a message is a run of one side's segments).
@@ -281,8 +282,7 @@ def _paired(m: _Msgs) -> tuple[np.ndarray, np.ndarray]:
     group = np.r_[True, (c[1:] != c[:-1]) | (cl[1:] != cl[:-1]) | (k[1:] != k[:-1])]
     starts = np.flatnonzero(group)
     ordinal = np.empty(m.conv.size, dtype=np.int64)
-    ordinal[by_key] = np.arange(by_key.size) - np.repeat(starts, np.diff(np.r_[starts,
-                                                                              by_key.size]))
+    ordinal[by_key] = ranges(np.zeros(starts.size), np.diff(np.r_[starts, by_key.size]))[1]
     # a response and the request of the same (conversation, key, ordinal) side by side
     # (False sorts first: the response)
     joined = np.lexsort((m.client, ordinal, m.key, m.conv))
