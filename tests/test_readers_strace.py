@@ -385,15 +385,27 @@ def test_chunk_buffer_reused_only_once_its_lines_are_let_go(
     lines let go free their buffer for the next chunk."""
     monkeypatch.setattr(strace, "CHUNK_BYTES", 200)
     monkeypatch.setattr(strace, "_BUFFER_SPARE", 100)
+    reused: list[bool] = []  # per buffer asked for: was it the last one, taken again?
+    real = strace._chunk_buffer
+
+    def spy(last: bytearray, size: int) -> bytearray:
+        buf = real(last, size)
+        reused.append(buf is last)
+        return buf
+
+    monkeypatch.setattr(strace, "_chunk_buffer", spy)
     path = DATA / "threads_f.strace"
     held = [(lines, lines.to_pylist()) for _, lines, _ in strace._iter_chunks(path, None)]
     assert len(held) > 3
+    assert not any(reused)  # every chunk's lines still held: never a buffer taken again
     assert all(lines.to_pylist() == seen for lines, seen in held)
     assert b"".join(b for _, seen in held for b in seen) == path.read_bytes()
+    reused.clear()
     buffers = set()
     for _, lines, _ in strace._iter_chunks(path, None):
         buffers.add(lines.buffers()[2].address)
         del lines
+    assert sum(reused) >= len(reused) // 2  # let go: the buffer is taken again
     assert len(buffers) < len(held)
 
 

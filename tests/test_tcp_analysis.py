@@ -208,6 +208,52 @@ def test_ack_delay_is_exact(corpus: Path) -> None:
     table = packets.read_packets(path, tcp_window=True)
     assert (table["ts_ns"].to_numpy(np.int64) % 1000 == 0).all()  # microsecond timestamps
     flags = tcp_analysis.analyze_tcp(table)
-    delays = flags.loc[flags["delayed_ack"], "ack_delay_ns"].to_numpy()
-    assert len(delays) == 4
+    delayed = flags.loc[flags["delayed_ack"]]
+    delays = delayed["ack_delay_ns"].to_numpy()
     assert (delays % 1000 == 0).all() and (delays >= tcp_analysis.DELAYED_ACK_NS).all()
+    expected = _ack_delays_by_hand(table)
+    assert len(expected) > 0  # the capture has delayed ACKs to find
+    assert dict(zip(delayed["frame"].tolist(), delays.astype(np.int64).tolist(),
+                    strict=True)) == expected
+
+
+def _ack_delays_by_hand(table: pd.DataFrame) -> dict[int, int]:
+    """The delayed ACKs of a packet table, one frame at a time in plain Python: a pure ACK
+    (no payload, no SYN/FIN/RST) whose number moved since its flow's previous frame, and the
+    time since the latest data of the flow the other way that ends at that number, if 20 ms
+    or more."""
+    last_ack: dict[tuple, int] = {}
+    data_end: dict[tuple, int] = {}
+    out = {}
+    for row in table[table["proto"] == 6].itertuples():
+        flow = (row.src, row.sport, row.dst, row.dport)
+        if row.payload_len > 0:
+            data_end[flow, (row.tcp_seq + row.payload_len) % 2**32] = row.ts_ns
+        pure = row.payload_len == 0 and not row.tcp_flags & 0x07  # FIN, SYN, RST
+        if pure and flow in last_ack and row.tcp_ack != last_ack[flow]:
+            sent = data_end.get(((row.dst, row.dport, row.src, row.sport), row.tcp_ack))
+            if sent is not None and row.ts_ns - sent >= 20_000_000:
+                out[row.frame] = row.ts_ns - sent
+        last_ack[flow] = row.tcp_ack
+    return out
+
+
+def test_no_ack_number_is_no_delayed_ack() -> None:
+    """A pure ACK whose ACK number was not read (a table from elsewhere: flags without the
+    number) acknowledges nothing: it is not matched, through a packed key, with the data of
+    another flow ending at sequence 2**32 - 1."""
+    # flows numbered as they appear: 0 (data ending at 2**32 - 1), 1, and 2 (its reverse 1):
+    # frame 4's key with ACK number -1 would be 1 * 2**32 - 1, flow 0's data end
+    rows = [  # frame, src, sport, dst, dport, seq, ack, flags, len, ms
+        (1, "10.0.0.1", 1000, "10.0.0.2", 80, 2**32 - 11, 1, 0x18, 10, 0),
+        (2, "10.0.0.4", 80, "10.0.0.3", 2000, 1, 1, 0x10, 0, 1),
+        (3, "10.0.0.3", 2000, "10.0.0.4", 80, 1, 5, 0x10, 0, 2),
+        (4, "10.0.0.3", 2000, "10.0.0.4", 80, 1, None, 0x10, 0, 300),
+    ]
+    table = pd.DataFrame(rows, columns=["frame", "src", "sport", "dst", "dport", "tcp_seq",
+                                        "tcp_ack", "tcp_flags", "payload_len", "ms"])
+    table["tcp_ack"] = table["tcp_ack"].astype("Int64")
+    table["ts_ns"] = table.pop("ms") * 1_000_000
+    table["proto"], table["tcp_window"] = 6, 1000
+    flags = tcp_analysis.analyze_tcp(table)
+    assert not flags["delayed_ack"].any()

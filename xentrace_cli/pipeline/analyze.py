@@ -476,7 +476,7 @@ def match_captures(run: _Run) -> None:
     assert anchor_name is not None
     run.local = match.local_addresses(run.segments[anchor_name], run.remote)
     placed = match.assign_flows(run.segments, run.local)
-    run.segments = {}  # placed holds copies: let the per-capture tables go (memory)
+    run.segments = {}  # placed holds what is needed of them: the rest may go (memory)
     run.syns = pd.concat([placed[k] for k in placed if k.endswith(":syn")], ignore_index=True)
     run.anchor_all = placed[anchor_name]
     run.fresh = match.first_transmissions(run.anchor_all)

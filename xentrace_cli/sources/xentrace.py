@@ -400,9 +400,10 @@ def read_xentrace(path: str | os.PathLike[str],
     """Read a xentrace file into an event table, lost records and the run-state timeline.
 
     ``events``: keep only records of these event ids in the event table (the lost-records,
-    run-state and switch tables are still whole; ``records`` and ``event_counts`` still count
-    every record). The analyzer needs a few ids of millions of records: the others never get
-    columns. ``columns``: keep only these columns of the event table (memory).
+    run-state and switch tables are still whole; ``records`` still counts every record, and
+    so does ``event_counts`` with ``tallies``). The analyzer needs a few ids of millions of
+    records: the others never get columns. ``columns``: keep only these columns of the event
+    table (memory).
     ``idle_runstates``: False leaves the idle domain's vCPUs out of ``runstates`` (the
     analyzer never asks about them, and on a busy host they are a third of the intervals);
     ``switches`` and ``cpu_runs`` still name them. ``tallies``: also fill ``event_counts`` and

@@ -164,8 +164,8 @@ def _empty() -> pd.DataFrame:
 
 
 def _within(first: np.ndarray, values: np.ndarray, fill: float) -> np.ndarray:
-    """``values`` of the previous frame of the same flow (``fill`` for a flow's first:
-    ``first``)."""
+    """``values`` of the previous frame of the same flow; ``fill`` at each flow's first
+    frame (where ``first`` is True)."""
     prev = np.r_[fill, values[:-1]].astype(float)
     prev[first] = fill
     return prev
@@ -346,7 +346,8 @@ def _ack_delay(t: Frames, prev_ack: np.ndarray, control: np.ndarray) -> np.ndarr
     """For a pure ACK that advances its ack: time since the data it acknowledges (the other
     side's latest segment ending there, at or before the ACK's frame number)."""
     ack, length = t["ack"], t["len"]
-    pure = np.flatnonzero((length == 0) & ~control & (ack != prev_ack) & np.isfinite(prev_ack))
+    pure = np.flatnonzero((length == 0) & ~control & (ack >= 0)  # -1: no ACK number read
+                          & (ack != prev_ack) & np.isfinite(prev_ack))
     data = np.flatnonzero(length > 0)
     out = np.full(len(ack), np.nan)
     if data.size == 0 or pure.size == 0:
