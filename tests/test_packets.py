@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -548,3 +549,21 @@ def test_duplicates_found_through_the_quick_key_and_the_whole_key(
     assert keys == [(packets.QUICK_KEY, 3), (packets.DUPLICATE_KEY, 3)]
     suspicion.observe(_suspicion_batch(14, [12, 13], [1, 1]))  # 14 repeats 13
     assert (suspicion.duplicates, suspicion.first_dup) == (3, 6)
+
+
+def test_command_turns_off_numpys_huge_page_advice() -> None:
+    """The command sets NUMPY_MADVISE_HUGEPAGE=0 before numpy is imported (direct compaction
+    stalls on fragmented hosts cost analyze ~10 s of system time), keeping a user's value."""
+    probe = ("import xentrace_cli.cli, numpy._core.multiarray as m; "
+             "print(m._get_madvise_hugepage())")
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    plain = subprocess.run([sys.executable, "-c", "import numpy._core.multiarray as m; "
+                            "print(m._get_madvise_hugepage())"], env=env, capture_output=True,
+                           text=True, check=True).stdout.strip()
+    ours = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    kept = subprocess.run([sys.executable, "-c", probe],
+                          env={**env, "NUMPY_MADVISE_HUGEPAGE": "1"}, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert ours == "False"
+    assert kept == "True" and plain == ("True" if sys.platform == "linux" else plain)
