@@ -1204,19 +1204,32 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
         hit = (length == size) & (name[:, 0] == head[0]) & (name[:, 1] == head[1]) \
             & (name[:, 2] == third[0])
         codes[hit] = SYSCALL_NAMES.index(call)
+    return _plain_rows(p, sel, order, codes, duration=duration,
+                       fd=_decimal(buf, paren + 1, fd_end - paren - 1), ret=ret, errno=errno,
+                       nbytes=np.maximum(ret, 0), peer=row_peer, ann_kind=ann_kind, data=data,
+                       dots=dots)
+
+
+def _plain_rows(p: _Plain, sel: np.ndarray, order: np.ndarray, codes: np.ndarray, *,
+                duration: np.ndarray, fd: np.ndarray, ret: np.ndarray, errno: np.ndarray,
+                nbytes: np.ndarray, peer: np.ndarray, ann_kind: np.ndarray, data: np.ndarray,
+                dots: np.ndarray) -> Columns:
+    """The columns of the plain lines ``sel`` whose calls are ``codes`` (into
+    :data:`SYSCALL_NAMES`): the leader's (time, pid) and the call's, with what each kind of
+    call found in its arguments and result."""
     return {
         "order": np.asarray(order, np.int64),
         "entry_ns": p.ts[sel],
         "duration_ns": duration,
-        "tod": np.zeros(n, bool),
+        "tod": np.zeros(len(sel), bool),
         "pid": p.pid[sel],
-        "fd": _decimal(buf, paren + 1, fd_end - paren - 1),
+        "fd": fd,
         "syscall": pd.Categorical.from_codes(codes, categories=SYSCALL_NAMES),
         "direction": pd.Categorical.from_codes(_DIRECTION_OF[codes], categories=DIRECTIONS),
         "ret": ret,
         "errno": errno,
-        "bytes": np.maximum(ret, 0),
-        "row_peer": row_peer,
+        "bytes": nbytes,
+        "row_peer": peer,
         "ann_kind": ann_kind,
         "data": data,
         "data_truncated": dots,
@@ -1305,23 +1318,10 @@ def _plain_mmsg(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool) 
         data[:] = _decode_strings(_substrings(buf, open_quote + 1, close_quote))
     codes = np.where(buf[paren - 8] == ord("r"), SYSCALL_NAMES.index("recvmmsg"),
                      SYSCALL_NAMES.index("sendmmsg"))
-    return {
-        "order": np.asarray(order, np.int64),
-        "entry_ns": p.ts[sel],
-        "duration_ns": _plain_duration(buf, line_end),
-        "tod": np.zeros(n, bool),
-        "pid": p.pid[sel],
-        "fd": _decimal(buf, paren + 1, comma - paren - 1),
-        "syscall": pd.Categorical.from_codes(codes, categories=SYSCALL_NAMES),
-        "direction": pd.Categorical.from_codes(_DIRECTION_OF[codes], categories=DIRECTIONS),
-        "ret": nbytes,
-        "errno": np.full(n, None, dtype=object),
-        "bytes": nbytes,
-        "row_peer": peer,
-        "ann_kind": np.zeros(n, np.int8),
-        "data": data,
-        "data_truncated": dots,
-    }
+    return _plain_rows(p, sel, order, codes, duration=_plain_duration(buf, line_end),
+                       fd=_decimal(buf, paren + 1, comma - paren - 1), ret=nbytes,
+                       errno=np.full(n, None, dtype=object), nbytes=nbytes, peer=peer,
+                       ann_kind=np.zeros(n, np.int8), data=data, dots=dots)
 
 
 def _line_start(p: _Plain, sel: np.ndarray) -> np.ndarray:
