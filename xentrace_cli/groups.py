@@ -89,8 +89,8 @@ def unique_rows(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def ranges(lo: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The ranges ``lo[k], lo[k] + 1, …`` (``count[k]`` values each) laid end to end, without
-    a loop: each element's range ``k`` and its value. (The expansion clock.py and match.py
-    write out by hand: ``np.repeat`` of each range's start plus a running offset in it.)"""
+    a loop: each element's range ``k`` and its value (``np.repeat`` of each range's start
+    plus a running offset in it)."""
     count = np.asarray(count, dtype=np.int64)
     which = np.repeat(np.arange(count.size), count)
     within = np.arange(which.size) - np.repeat(np.cumsum(count) - count, count)

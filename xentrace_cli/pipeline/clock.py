@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from xentrace_cli.groups import unique
+from xentrace_cli.groups import ranges, unique
 from xentrace_cli.units import format_duration
 
 # --- constants -------------------------------------------------------------------------------
@@ -650,8 +650,7 @@ def _coarse_align(x_cyc: np.ndarray, a_ns: np.ndarray, ns_per_cycle: float | Non
         lo = np.where(n_each > 0, lo, hi)
         if n_each.sum() < 2:
             return None
-        jj = np.repeat(np.arange(ga.size), n_each)
-        ii = lo[jj] + np.arange(jj.size) - np.repeat(np.cumsum(n_each) - n_each, n_each)
+        jj, ii = ranges(lo, n_each)  # each candidate's gap and the index it pairs with
         offsets = ea[jj] - k * ex[ii]
         order = np.argsort(offsets)
         start, count = _densest(offsets[order], GAP_JITTER_NS)
@@ -712,9 +711,8 @@ def _pair_scales(px: np.ndarray, pa: np.ndarray, pgx: np.ndarray, pga: np.ndarra
     cuts = np.searchsorted(np.cumsum(count), np.arange(PAIR_BLOCK, int(count.sum()),
                                                        PAIR_BLOCK), side="right")
     for rows in np.split(np.arange(lo.size), unique(cuts)):
-        r = np.repeat(rows, count[rows])
-        q = order[np.repeat(first[rows], count[rows]) + np.arange(r.size)
-                  - np.repeat(np.cumsum(count[rows]) - count[rows], count[rows])]
+        which, at = ranges(first[rows], count[rows])
+        r, q = rows[which], order[at]
         meet = (lo[q] <= hi[r]) & (lo[r] <= hi[q])
         r, q = r[meet], q[meet]
         scan = np.argsort(r * lo.size + q)  # row-major, as a scan of every pair finds them

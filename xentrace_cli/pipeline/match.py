@@ -22,6 +22,8 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from xentrace_cli.groups import ranges
+
 #: Bits of the stream offset on the matching axis (offsets live in ±2**40: a terabyte).
 _OFFSET_BITS = 41
 _OFFSET_BIAS = 1 << 40
@@ -362,10 +364,8 @@ class _Coverage:
         hi = np.searchsorted(self.bounds, end)
         span = np.maximum(hi - lo, 0)
         total = int(span.sum())
-        seg_of = np.repeat(np.arange(start.size), span)
-        # elementary interval index of each (segment, covered interval) pair
-        within = np.arange(total) - np.repeat(np.cumsum(span) - span, span)
-        elem = np.repeat(lo, span) + within
+        # each (segment, covered elementary interval) pair: the segment and the interval
+        seg_of, elem = ranges(lo, span)
         n_elem = max(self.bounds.size - 1, 0)
         self.count = np.bincount(elem, minlength=n_elem)
         self.best = np.full(n_elem, -1, dtype=np.int64)
