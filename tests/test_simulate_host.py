@@ -403,6 +403,17 @@ def test_path_order_on_any_host_shape(seed: int, n_dom0: int, spare: int, scenar
     assert pcpus <= set(range(n_pcpus))
 
 
+def test_dom0_starve_of_a_vcpu_already_woken() -> None:
+    """The shape Hypothesis found (seed 18176, 4 dom0 vCPUs on 6 pCPUs, interrupts on pCPU 2):
+    a dom0 vCPU already woken, its run still to come, when a starvation was due. The simulator
+    stopped on 'starve needs a blocked vCPU'; now that packet is not starved, and the run's
+    path order holds."""
+    shape = HostShape(n_pcpus=6, n_dom0=4, irq_pcpus=(2,))
+    run = simulate("dom0-starved", seed=18176, requests=30, host="realistic", shape=shape)
+    _order_and_records(run)
+    assert set(run.records.cpu[run.records.event == HW_IRQ].tolist()) <= set(range(6))
+
+
 # ---------------------------------------------------------------- faults on the realistic host
 
 FAULTY = ("black-0.1s", "dom0-starved", "ring-full", "lost-records", "tx-stall")

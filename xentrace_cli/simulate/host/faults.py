@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from ...xen_events import RUNSTATE_BLOCKED
 from ..physics import FaultPlan
 from .engine import US
 from .tables import F_CONN, R_REQ, U_REQ, W_REQ
@@ -76,6 +77,8 @@ class Faults:
             v.preempt(ps, t + d, who)
             self._add("dom0_starve", "vmm", ["vmm"], "dom0_runnable", ps, t + d, who, req)
             return v.acquire(woken_at, cpu, not_before=t_irq + US, ref=t)
+        if v.state != RUNSTATE_BLOCKED:  # woken already, its run still to come: none to starve
+            return None
         hs = max(t - self.host.lat(400 * US), v.since + 10 * US, v.pcpu.last_end + 10 * US)
         if hs >= t - US:
             return None
