@@ -614,6 +614,51 @@ def test_steps_beside_the_trace_warn_after_it_and_yield_to_its_error() -> None:
         assert [x for x in seen if x != "trace read"] == ["raised the trace's error"]
 
 
+
+def test_exchanges_run_beside_the_trace_steps_and_report_after_them(scenario, monkeypatch
+                                                                   ) -> None:
+    """The lone view's exchanges run in a worker thread while the trace is followed (they
+    need no trace): their warnings come out after the trace steps', where a serial run shows
+    them, and their error is raised by the analysis, not lost with the thread."""
+    from xentrace_cli.errors import warn
+    from xentrace_cli.pipeline import analyze as pipeline
+    from xentrace_cli.pipeline import lone
+
+    paths = files(scenario("healthy"))
+    seen: list[tuple[str, str]] = []
+    exchanges, follow_trace = lone.exchanges, pipeline.follow_trace
+
+    def slow_exchanges(*args, **kwargs):
+        seen.append(("exchanges", threading.current_thread().name))
+        time.sleep(0.3)  # still running when the trace steps warn
+        warn(XenlatWarning("from the exchanges"))
+        return exchanges(*args, **kwargs)
+
+    def warning_follow_trace(run) -> None:
+        seen.append(("follow_trace", threading.current_thread().name))
+        warn(XenlatWarning("from the trace steps"))
+        follow_trace(run)
+
+    monkeypatch.setattr(lone, "exchanges", slow_exchanges)
+    monkeypatch.setattr(pipeline, "follow_trace", warning_follow_trace)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = analyze_files(guest=paths["guest"], backend=paths["backend"],
+                               xentrace=paths["xentrace"])
+    ours = [str(w.message) for w in caught if "from the" in str(w.message)]
+    assert ours == ["from the trace steps", "from the exchanges"]
+    threads = dict(seen)
+    assert threads["exchanges"] != threads["follow_trace"] == threading.main_thread().name
+    assert len(result.flows) and (result.table["request_to_response_us"].notna().any())
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("the exchanges' error")
+
+    monkeypatch.setattr(lone, "exchanges", failing)
+    monkeypatch.setattr(pipeline, "follow_trace", follow_trace)
+    with pytest.raises(RuntimeError, match="the exchanges' error"):
+        analyze_files(guest=paths["guest"], backend=paths["backend"])
+
 def test_parse_thresholds() -> None:
     assert parse_thresholds(["socket_read=10ms", "total=1s"]) == {"socket_read": 10_000.0,
                                                                   "total": 1e6}

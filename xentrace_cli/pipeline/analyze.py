@@ -23,7 +23,9 @@ is still being read (:func:`without_trace`, :func:`read_sources`' ``meanwhile``)
 only steps 6–10 follow its end; their warnings come out after the trace's, their errors
 after its error, as if they ran after it. The lone view's exchanges (step 10) are not among
 them: their temporaries (~0.4 GB on a million segments) would add to the trace reader's
-peak, which comes as it ends.
+peak, which comes as it ends. They need no trace either, so they run in a worker thread
+beside steps 6–9 once it is read (:func:`exchanges_aside`), their warnings shown, their error
+raised, where step 10 comes.
 
 :func:`analyze_files` is the same for Python callers.
 
@@ -51,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from ..allocator import give_back_memory
+from ..background import Background
 from ..errors import InputError, OptionError, XenlatWarning, hold_warnings, warn
 from ..model import (
     ALL_STAGES,
@@ -301,13 +304,14 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     read_sources(run, meanwhile=without_trace)
     if run.anchor_name is None:
         return _no_capture(sources, run.calls, run.trace, run.notes)
+    aside = exchanges_aside(run)
     follow_trace(run)
     order_paths(run)
     build_table(run)
     judge_anomalies(run)
     run.trace = run.trace_causes = None  # nothing after needs the trace: let it go (memory)
     give_back_memory()
-    flows = lone_view(run)
+    flows = lone_view(run, aside)
     run.progress.report(final=True)
     return Analysis(table=fixed_schema(run.table), sources=sources, alignment=run.alignment,
                     notes=run.notes,
@@ -805,13 +809,36 @@ def _stall_sizes(table: pd.DataFrame, label: np.ndarray, ways: _Ways,
     return stall_value
 
 
-def lone_view(run: _Run) -> pd.DataFrame:
-    """The anchor capture's exchanges (:func:`.lone.exchanges`), on the table's clock, their
-    intervals put on the table's rows, and their notes."""
+_Exchanges = Background[tuple[pd.DataFrame, list[Warning]]]
+
+
+def exchanges_aside(run: _Run) -> _Exchanges:
+    """The anchor capture's exchanges (:func:`.lone.exchanges`: they need no trace, nor any
+    step after :func:`orient`) started in a worker thread, beside steps 6-9 on the other
+    core; :func:`lone_view` takes them. Their warnings are held for it to show, where a
+    serial run would have; an error is raised there too."""
+    segments, fresh, facts = run.anchor_all, run.fresh, run.facts
+    run.anchor_all = run.facts = None  # only the exchanges need them (memory)
+
+    def job() -> tuple[pd.DataFrame, list[Warning]]:
+        with hold_warnings() as held:
+            flows = lone.exchanges(segments, fresh, facts)
+        return flows, held
+
+    return Background(job)
+
+
+def lone_view(run: _Run, aside: _Exchanges | None = None) -> pd.DataFrame:
+    """The anchor capture's exchanges (:func:`.lone.exchanges`, or those ``aside`` computed
+    beside the steps before), on the table's clock, their intervals put on the table's rows,
+    and their notes."""
     assert run.table is not None and run.anchor_name is not None
     run.progress.phase(f"cutting the {run.anchor_name} capture's conversations into exchanges")
-    flows = lone.exchanges(run.anchor_all, run.fresh, run.facts)
-    run.anchor_all = run.facts = None  # only the exchanges needed them (memory)
+    if aside is None:
+        aside = exchanges_aside(run)
+    flows, held = aside.result()
+    for warning in held:
+        warnings.warn(warning, stacklevel=3)
     fit = run.guest_clock.fit
     if run.anchor_name == "guest" and fit is not None and len(flows):
         for col in ("t_request", "t_request_end", "t_response", "t_response_end", "t_next"):
