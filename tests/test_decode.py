@@ -244,3 +244,25 @@ def test_ip_length_shorter_than_its_headers_gives_no_payload_length() -> None:
                  np.array([1, 1], dtype=np.int32))
     assert dec.payload_ok.tolist() == [True, False]
     assert dec.payload_len[0] == 0 and dec.sport.tolist() == [1, 1]  # ports still read
+
+
+@pytest.mark.parametrize("width", [16, 5, 64])
+def test_payload_head_is_the_payload_bytes_zero_padded(width: int) -> None:
+    # payloads of 0..40 bytes, the padding after the IP datagram not taken, and frames cut by
+    # the snapshot length inside the payload: each head against the bytes sliced by hand
+    payloads = [bytes((i * 11 + size) % 251 + 1 for i in range(size)) for size in range(41)]
+    frames = [_udp_frame(p) + b"\x55" * 7 for p in payloads]
+    caplen = np.array([len(f) - 7 for f in frames])
+    cut = np.arange(len(frames)) % 3 == 2  # every third frame keeps 3 payload bytes at most
+    caplen[cut] = np.minimum(caplen[cut], 14 + 20 + 8 + 3)
+    buf = np.frombuffer(b"".join(frames), dtype=np.uint8)
+    offsets = np.concatenate([[0], np.cumsum([len(f) for f in frames])[:-1]])
+    dec = decode(buf, offsets, caplen, caplen, np.ones(len(frames), dtype=np.int32),
+                 payload_head=width)
+    assert dec.payload_head is not None and dec.head_len is not None
+    assert dec.payload_head.shape == (len(frames), width)
+    for k, payload in enumerate(payloads):
+        seen = payload[:3] if cut[k] else payload
+        want = seen[:width]
+        assert dec.head_len[k] == len(want), k
+        assert bytes(dec.payload_head[k]) == want + bytes(width - len(want)), k

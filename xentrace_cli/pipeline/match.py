@@ -127,27 +127,56 @@ def local_addresses(segments: pd.DataFrame, remote: set[str] | None = None) -> s
     """
     if len(segments) == 0:
         return set()
-    src = segments["src"].astype(str)
-    dst = segments["dst"].astype(str)
-    counts = pd.concat([src, dst]).value_counts()
-    tied = counts.index[counts == counts.iloc[0]].tolist()
-    top = str(tied[0])
+    src, dst, names = _address_codes(segments["src"], segments["dst"])
+    ranked, counts = _ranked(np.concatenate([src, dst]), len(names))
+    tied = [str(names[k]) for k in ranked[counts[ranked] == counts[ranked[0]]]]
+    top = tied[0]
     if len(tied) > 1:
         candidates = [a for a in tied if a not in (remote or set())] or tied
         if len(candidates) > 1:
             ports = pd.concat([
-                pd.DataFrame({"addr": src, "port": segments["sport"].to_numpy()}),
-                pd.DataFrame({"addr": dst, "port": segments["dport"].to_numpy()})])
+                pd.DataFrame({"addr": segments["src"].astype(str),
+                              "port": segments["sport"].to_numpy()}),
+                pd.DataFrame({"addr": segments["dst"].astype(str),
+                              "port": segments["dport"].to_numpy()})])
             distinct = ports.drop_duplicates().groupby("addr")["port"].size()
             candidates = sorted(candidates, key=lambda a: -int(distinct.get(a, 0)))
         top = str(candidates[0])
     local = {top}
-    rest = segments[(src != top).to_numpy() & (dst != top).to_numpy()]
-    if len(rest):
-        counts = pd.concat([rest["src"].astype(str), rest["dst"].astype(str)]).value_counts()
-        if counts.iloc[0] == len(rest):
-            local.add(str(counts.index[0]))
+    code = names.get_loc(top)
+    rest = (src != code) & (dst != code)
+    if rest.any():
+        ranked, counts = _ranked(np.concatenate([src[rest], dst[rest]]), len(names))
+        if counts[ranked[0]] == int(rest.sum()):
+            local.add(str(names[ranked[0]]))
     return local
+
+
+def _address_codes(src: pd.Series, dst: pd.Series) -> tuple[np.ndarray, np.ndarray, pd.Index]:
+    """Both address columns as int64 codes into one index of their texts (-1: missing): the
+    categorical codes remapped, not a string per row."""
+    def categorical(column: pd.Series) -> tuple[pd.Index, np.ndarray]:
+        values = pd.Categorical(column.astype(str)) if not isinstance(
+            column.dtype, pd.CategoricalDtype) or not all(
+            isinstance(c, str) for c in column.cat.categories) else column.array
+        return values.categories, np.asarray(values.codes, dtype=np.int64)
+
+    (a_names, a_codes), (b_names, b_codes) = categorical(src), categorical(dst)
+    names = a_names.union(b_names)
+    a_map = np.append(names.get_indexer(a_names), -1)  # code -1 (missing) stays -1
+    b_map = np.append(names.get_indexer(b_names), -1)
+    return a_map[a_codes], b_map[b_codes], names
+
+
+def _ranked(codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The codes present (-1: none, left out) from the most rows to the fewest, ties in order
+    of first appearance (as ``value_counts`` ranks them), and the rows of every code."""
+    codes = codes[codes >= 0]
+    counts = np.bincount(codes, minlength=n)
+    first = np.full(n, codes.size, dtype=np.int64)
+    np.minimum.at(first, codes, np.arange(codes.size))
+    present = np.flatnonzero(counts)
+    return present[np.lexsort((first[present], -counts[present]))], counts
 
 
 def assign_flows(tables: dict[str, pd.DataFrame], local: set[str]) -> dict[str, pd.DataFrame]:

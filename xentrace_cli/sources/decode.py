@@ -619,14 +619,26 @@ def _short_sums(v: _Views, pos: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
 def _head(v: _Views, c: _Columns, pend: np.ndarray, width: int
           ) -> tuple[np.ndarray, np.ndarray]:
     """The first ``width`` captured payload bytes of every frame (zero-padded) and how many
-    of them were captured: one gather of ``width`` columns, no loop over frames."""
+    of them were captured: one gather of 8-byte words per 8 columns (little-endian, so the
+    payload's first byte is the word's lowest), each word masked to the payload's bytes in
+    it; no loop over frames, no (frames, width) index array."""
     avail = np.minimum(np.minimum(c.payload_len, pend - c.payload_pos), width)
     avail = np.where(c.payload_ok, np.maximum(avail, 0), 0)
-    cols = np.arange(width)
-    inside = cols[None, :] < avail[:, None]
-    pos = np.where(inside, c.payload_pos[:, None] + cols[None, :], 0)
-    head = np.where(inside, v.u8[pos], 0).astype(np.uint8)
+    n, words = len(avail), -(-width // 8)
+    out = np.empty((n, words), dtype="<u8")
+    last = len(v.le64) - 1  # a word wholly past the payload is masked: its index need only
+    for k in range(words):  # stay in the view
+        inside = np.clip(avail - 8 * k, 0, 8)
+        at = np.minimum(c.payload_pos + 8 * k, last)
+        np.bitwise_and(v.le64[at], _BYTE_MASKS[inside], out=out[:, k])
+    head = out.view(np.uint8).reshape(n, 8 * words)
+    if 8 * words != width:
+        head = np.ascontiguousarray(head[:, :width])
     return head, avail.astype(np.int64)
+
+
+#: the mask of a word's first k bytes (little-endian: its k lowest), k = 0..8
+_BYTE_MASKS = np.array([(1 << 8 * k) - 1 for k in range(9)], dtype=np.uint64)
 
 
 #: TCP options scanned for the window scale (a TCP header holds at most 40 bytes of them)
