@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from xentrace_cli.pipeline import match
 
@@ -167,3 +170,42 @@ def test_flow_ids_with_many_addresses() -> None:
     flow = segs["flow"].to_numpy()
     assert len(np.unique(flow)) == n
     np.testing.assert_array_equal(flow[:n], flow[n:])
+
+
+@pytest.mark.parametrize("name", ["multi-section.pcapng", "ether-le-nsec.pcap",
+                                  "ether-snaplen40.pcap", "linktype-113.pcap"])
+@pytest.mark.parametrize("small", [False, True])
+def test_segments_of_the_reader_arrays_are_those_of_the_table(
+        monkeypatch: pytest.MonkeyPatch, name: str, small: bool) -> None:
+    # analyze takes the segments from the reader's arrays (PacketColumns): the same frames and
+    # address texts as from the DataFrame read_packets gives, and, placed by assign_flows,
+    # the same tables to the dtype (small: many batches, whose address lists differ; pandas'
+    # union of those gives the categories another index dtype, which placing replaces)
+    from xentrace_cli.sources import capture, packets
+
+    path = Path(__file__).resolve().parent / "data" / "captures" / name
+    if small:
+        monkeypatch.setattr(capture, "CHUNK_BYTES", 300)
+        monkeypatch.setattr(packets, "TABLE_ROWS", 3)
+    table, columns = packets.read_packets(path), packets.read_packet_columns(path)
+    found = {}
+    for take in (match.data_segments, match.syn_segments):
+        want, got = take(table), take(columns)
+        pd.testing.assert_frame_equal(object_categories(got), object_categories(want),
+                                      check_exact=True)
+        found[take.__name__] = (want, got)
+    assert len(found["data_segments"][0]) > 0
+    local = match.local_addresses(found["data_segments"][0])
+    assert match.local_addresses(found["data_segments"][1]) == local
+    placed = [match.assign_flows({"d": d, "s": s}, local)
+              for d, s in zip(found["data_segments"], found["syn_segments"], strict=True)]
+    for key in ("d", "s"):
+        pd.testing.assert_frame_equal(placed[1][key], placed[0][key], check_exact=True)
+
+
+def object_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its address columns' categories (texts, in their order) as an object
+    index: a batch's are object, pandas' union of differing lists (read_packets' concatenation)
+    infers str; the texts, their order and the codes must be equal."""
+    return frame.assign(**{c: frame[c].cat.set_categories(
+        pd.Index(list(frame[c].cat.categories), dtype=object)) for c in ("src", "dst")})

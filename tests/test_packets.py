@@ -567,3 +567,43 @@ def test_command_turns_off_numpys_huge_page_advice() -> None:
                           text=True, check=True).stdout.strip()
     assert ours == "False"
     assert kept == "True" and plain == ("True" if sys.platform == "linux" else plain)
+
+
+@pytest.mark.parametrize("name", ["multi-section.pcapng", "ether-le-nsec.pcap"])
+@pytest.mark.parametrize("small", [False, True])
+def test_packet_columns_are_the_packet_table(monkeypatch: pytest.MonkeyPatch, name: str,
+                                             small: bool) -> None:
+    # read_packet_columns (analyze's read: the batches' arrays end to end, the addresses as
+    # one list) holds the table read_packets builds, category order, extras and attrs too;
+    # small: many batches, whose address lists differ
+    from xentrace_cli.sources.packets import read_packet_columns
+
+    if small:
+        monkeypatch.setattr(capture, "CHUNK_BYTES", 300)
+        monkeypatch.setattr(packets, "TABLE_ROWS", 3)
+    options = {"payload_head": 16, "tcp_window": True}
+    table = read_packets(CAPTURES / name, **options)
+    columns = read_packet_columns(CAPTURES / name, **options)
+    if small:
+        assert len(list(iter_packets(CAPTURES / name))) >= 4
+    built = columns.to_pandas()
+    # the categories' own dtype aside: a batch's are object, and pandas infers str for the
+    # union of differing lists (read_packets' concatenation); the texts and order are equal
+    pd.testing.assert_frame_equal(object_categories(built.drop(columns="payload_head")),
+                                  object_categories(table.drop(columns="payload_head")),
+                                  check_exact=True)
+    assert packets.head_bytes(built["payload_head"]).tolist() \
+        == packets.head_bytes(table["payload_head"]).tolist()
+    assert columns.attrs == table.attrs
+    some = columns.to_pandas(only=("src", "dst", "ts_ns"))
+    pd.testing.assert_frame_equal(object_categories(some),
+                                  object_categories(table[["src", "dst", "ts_ns"]]),
+                                  check_exact=True)
+
+
+def object_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its address columns' categories (texts, in their order) as an object
+    index: a batch's are object, pandas' union of differing lists (read_packets' concatenation)
+    infers str; the texts, their order and the codes must be equal."""
+    return frame.assign(**{c: frame[c].cat.set_categories(
+        pd.Index(list(frame[c].cat.categories), dtype=object)) for c in ("src", "dst")})

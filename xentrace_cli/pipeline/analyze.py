@@ -395,18 +395,20 @@ def _read_capture(run: _Run, name: str, path: Path, lone_view: bool) -> None:
     on ``lone_view``'s capture), then the packet table cut to what is still needed: dom0's
     frame addresses and times (the trace's interrupts and copies), nothing of the guest's.
     Done capture by capture, while the trace may still be read: the full tables never sit
-    in memory together, nor beside the trace reader's peak."""
-    table = capture_reader.read_packets(path, on_progress=run.progress.part(name),
-                                        **(lone.READ_OPTIONS if lone_view else {}))
+    in memory together, nor beside the trace reader's peak. The table is the reader's
+    arrays (no DataFrame per batch, concatenated); only the lone view's analysis of TCP takes
+    it as a DataFrame."""
+    columns = capture_reader.read_packet_columns(path, on_progress=run.progress.part(name),
+                                                 **(lone.READ_OPTIONS if lone_view else {}))
     if lone_view:
-        run.facts = lone.frame_facts(table)
-    run.segments[name] = match.data_segments(table)
-    run.segments[f"{name}:syn"] = match.syn_segments(table)
-    slim = table[[c for c in _DOM0_FRAME_COLUMNS if c in table.columns]] \
-        if name in ("phys", "backend") else table.iloc[:0, :0]
-    slim.attrs = dict(table.attrs)  # the interface names (domid_from_name)
-    run.packets[name] = slim
-    del table
+        run.facts = lone.frame_facts(columns.to_pandas())
+    run.segments[name] = match.data_segments(columns)
+    run.segments[f"{name}:syn"] = match.syn_segments(columns)
+    table = columns.to_pandas(only=_DOM0_FRAME_COLUMNS) if name in ("phys", "backend") \
+        else pd.DataFrame(index=pd.RangeIndex(0))
+    table.attrs = dict(columns.attrs)  # the interface names (domid_from_name)
+    run.packets[name] = table
+    del columns
     give_back_memory()
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from xentrace_cli.groups import ranges
+from xentrace_cli.sources.packets import PacketColumns
 
 #: Bits of the stream offset on the matching axis (offsets live in ±2**40: a terabyte).
 _OFFSET_BITS = 41
@@ -38,24 +39,80 @@ SYN = 0x02
 FLOW_COLUMNS = ("src", "sport", "dst", "dport", "proto")
 
 
-def data_segments(packets: pd.DataFrame) -> pd.DataFrame:
+def data_segments(packets: pd.DataFrame | PacketColumns) -> pd.DataFrame:
     """The frames of a packet table that carry transport payload, with plain numpy dtypes.
 
     Columns: ``frame``, ``ts_ns`` (int64), ``src``, ``dst`` (str), ``sport``, ``dport``,
     ``proto`` (int64, -1 when absent), ``seq`` (raw TCP sequence, int64, -1 for non-TCP),
     ``len`` (payload bytes), ``ip_id``, ``digest`` (int64, -1 when absent), ``flags``.
     Frames without a timestamp or without IP are dropped: they cannot be placed in time.
+    The table may be the reader's arrays (:class:`PacketColumns`, what ``analyze`` reads):
+    the same frame comes out.
     """
+    if isinstance(packets, PacketColumns):
+        payload = _values(packets, "payload_len", 0)
+        keep = (payload > 0) & packets.valid["ts_ns"] & (packets.values["ip_version"] > 0)
+        return _columns_of(packets, np.flatnonzero(keep), payload)
     payload = int_column(packets, "payload_len", 0)
     keep = (payload > 0) & _timed(packets) & (int_column(packets, "ip_version", 0) > 0)
     return _columns(packets, keep, payload)
 
 
-def syn_segments(packets: pd.DataFrame) -> pd.DataFrame:
+def syn_segments(packets: pd.DataFrame | PacketColumns) -> pd.DataFrame:
     """The TCP SYN frames of a packet table (their sequence number is the ISN), same columns."""
+    if isinstance(packets, PacketColumns):
+        keep = (((_values(packets, "tcp_flags", 0) & SYN) != 0)
+                & (_values(packets, "proto", -1) == TCP) & packets.valid["ts_ns"])
+        return _columns_of(packets, np.flatnonzero(keep), _values(packets, "payload_len", 0))
     flags = int_column(packets, "tcp_flags", 0)
     keep = ((flags & SYN) != 0) & (int_column(packets, "proto", -1) == TCP) & _timed(packets)
     return _columns(packets, keep, int_column(packets, "payload_len", 0))
+
+
+def _values(packets: PacketColumns, column: str, missing: int,
+            rows: np.ndarray | None = None) -> np.ndarray:
+    """A column of the reader's arrays as int64 (``missing`` where it has no value), at
+    ``rows`` (all rows: None), as :func:`int_column` gives it from a DataFrame (a uint64
+    value above 2**63 wraps)."""
+    values = packets.values[column] if rows is None else packets.values[column][rows]
+    out = values.astype(np.int64)
+    valid = packets.valid.get(column)
+    if valid is not None:
+        out[~(valid if rows is None else valid[rows])] = missing
+    return out
+
+
+def _columns_of(packets: PacketColumns, rows: np.ndarray, payload: np.ndarray
+                ) -> pd.DataFrame:
+    """:func:`_columns` of the reader's arrays: each column taken at ``rows`` only."""
+    names = pd.Index(packets.addresses, dtype=object)
+    proto = _values(packets, "proto", -1, rows)
+
+    def address(codes: np.ndarray) -> pd.Categorical:
+        # the addresses used, in their order (remove_unused_categories without its sort)
+        taken = codes[rows].astype(np.int64)
+        used = np.bincount(taken[taken >= 0], minlength=len(names)) > 0
+        recode = np.append(np.cumsum(used) - 1, -1)  # -1 (no address) stays -1
+        return pd.Categorical.from_codes(recode[taken], categories=names[used],
+                                         validate=False)
+
+    return _segment_frame(
+        _values(packets, "frame", 0, rows), _values(packets, "ts_ns", 0, rows),
+        address(packets.src), _values(packets, "sport", -1, rows), address(packets.dst),
+        _values(packets, "dport", -1, rows), proto,
+        np.where(proto == TCP, _values(packets, "tcp_seq", -1, rows), -1), payload[rows],
+        _values(packets, "ip_id", -1, rows), _values(packets, "payload_digest", -1, rows),
+        _values(packets, "tcp_flags", 0, rows))
+
+
+def _segment_frame(frame: np.ndarray, ts_ns: np.ndarray, src: pd.Categorical,
+                   sport: np.ndarray, dst: pd.Categorical, dport: np.ndarray,
+                   proto: np.ndarray, seq: np.ndarray, length: np.ndarray, ip_id: np.ndarray,
+                   digest: np.ndarray, flags: np.ndarray) -> pd.DataFrame:
+    """The segment table of :func:`data_segments`, from its columns."""
+    return pd.DataFrame({"frame": frame, "ts_ns": ts_ns, "src": src, "sport": sport,
+                         "dst": dst, "dport": dport, "proto": proto, "seq": seq,
+                         "len": length, "ip_id": ip_id, "digest": digest, "flags": flags})
 
 
 def _timed(packets: pd.DataFrame) -> np.ndarray:
@@ -101,20 +158,11 @@ def _columns(packets: pd.DataFrame, keep: np.ndarray, payload: np.ndarray) -> pd
     proto = int_column(sub, "proto", -1)
     seq = np.where(proto == TCP, int_column(sub, "tcp_seq", -1), -1)
     frame = int_column(sub, "frame", 0) if "frame" in sub.columns else np.arange(1, len(sub) + 1)
-    return pd.DataFrame({
-        "frame": frame,
-        "ts_ns": int_column(sub, "ts_ns", 0),
-        "src": _category(sub, "src"),
-        "sport": int_column(sub, "sport", -1),
-        "dst": _category(sub, "dst"),
-        "dport": int_column(sub, "dport", -1),
-        "proto": proto,
-        "seq": seq,
-        "len": payload[keep],
-        "ip_id": int_column(sub, "ip_id", -1),
-        "digest": int_column(sub, "payload_digest", -1),
-        "flags": int_column(sub, "tcp_flags", 0),
-    })
+    return _segment_frame(
+        frame, int_column(sub, "ts_ns", 0), _category(sub, "src"), int_column(sub, "sport", -1),
+        _category(sub, "dst"), int_column(sub, "dport", -1), proto, seq, payload[keep],
+        int_column(sub, "ip_id", -1), int_column(sub, "payload_digest", -1),
+        int_column(sub, "tcp_flags", 0))
 
 
 def local_addresses(segments: pd.DataFrame, remote: set[str] | None = None) -> set[str]:

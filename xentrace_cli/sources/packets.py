@@ -152,11 +152,26 @@ def _merge(parts: list[tuple[Any, Any]]) -> tuple[SimpleNamespace, SimpleNamespa
         return parts[0]  # type: ignore[return-value]
     raw = SimpleNamespace(**{f: np.concatenate([getattr(r, f) for r, _ in parts])
                              for f in _RAW_FIELDS})
-    dec = SimpleNamespace(**{f.name: np.concatenate([getattr(d, f.name) for _, d in parts])
+    v6 = any((d.ip_version == 6).any() for _, d in parts)
+    dec = SimpleNamespace(**{f.name: _joined([getattr(d, f.name) for _, d in parts],
+                                             f.name in _V6_FIELDS and not v6)
                              for f in dataclasses.fields(parts[0][1])
                              if f.name != "undecoded_linktypes"
                              and getattr(parts[0][1], f.name) is not None})
     return raw, dec
+
+
+#: the decoded IPv6 address columns: (n, 2) uint64, read only where ``ip_version`` is 6
+_V6_FIELDS = ("src_v6", "dst_v6")
+
+
+def _joined(arrays: list[np.ndarray], unread: bool) -> np.ndarray:
+    """The arrays end to end; zeros of their shape when ``unread`` (a group without IPv6:
+    its IPv6 address columns are never read, so 32 bytes a row are not copied)."""
+    if unread:
+        return np.zeros((sum(len(a) for a in arrays), *arrays[0].shape[1:]),
+                        dtype=arrays[0].dtype)
+    return np.concatenate(arrays)
 
 
 class PacketColumns:
@@ -180,6 +195,8 @@ class PacketColumns:
         #: the opt-in columns asked for (``payload_head``, ``tcp_window``, ``tcp_wscale``):
         #: values and where they are valid, after the columns of :data:`COLUMNS`
         self.extra = extra or {}
+        #: as a DataFrame's ``attrs`` (:func:`read_packet_columns`: interfaces, path)
+        self.attrs: dict[str, Any] = {}
 
     def __len__(self) -> int:
         return len(self.src)
@@ -192,6 +209,26 @@ class PacketColumns:
         valid = {name: np.zeros(0, dtype=bool) for name in _NULLABLE}
         none = np.zeros(0, dtype=np.int32)
         return cls(values, valid, none, none, [])
+
+    @classmethod
+    def concat(cls, parts: list[PacketColumns]) -> PacketColumns:
+        """The batches end to end, their addresses as one list in the order
+        ``union_categoricals`` gives (each batch's new ones after the earlier ones')."""
+        if len(parts) == 1:
+            return parts[0]
+        index: dict[str, int] = {}
+        src, dst = [], []
+        for part in parts:  # a code of -1 (no address) takes the -1 appended last
+            recode = np.array([*(index.setdefault(a, len(index)) for a in part.addresses), -1],
+                              dtype=np.int32)
+            src.append(recode[part.src])
+            dst.append(recode[part.dst])
+        first = parts[0]
+        return cls({k: np.concatenate([p.values[k] for p in parts]) for k in first.values},
+                   {k: np.concatenate([p.valid[k] for p in parts]) for k in first.valid},
+                   np.concatenate(src), np.concatenate(dst), list(index),
+                   {k: (np.concatenate([p.extra[k][0] for p in parts]),
+                        np.concatenate([p.extra[k][1] for p in parts])) for k in first.extra})
 
     def take(self, keep: np.ndarray) -> PacketColumns:
         """The rows where the boolean mask ``keep`` is True."""
@@ -212,13 +249,14 @@ class PacketColumns:
         ok = self.valid["sport"]
         return ok & ((self.values["sport"] == port) | (self.values["dport"] == port))
 
-    def to_pandas(self) -> pd.DataFrame:
-        """The batch as a DataFrame of the packet table (nullable dtypes, categories)."""
+    def to_pandas(self, only: Iterable[str] | None = None) -> pd.DataFrame:
+        """The batch as a DataFrame of the packet table (nullable dtypes, categories); with
+        ``only``, those of its columns alone, in that order (no opt-in columns)."""
         import pandas as pd
 
         cats = pd.Index(self.addresses, dtype=object)
         data: dict[str, Any] = {}
-        for name in COLUMNS:
+        for name in COLUMNS if only is None else only:
             if name in ("src", "dst"):
                 data[name] = pd.Categorical.from_codes(getattr(self, name), categories=cats,
                                                        validate=False)
@@ -226,7 +264,7 @@ class PacketColumns:
                 data[name] = pd.arrays.IntegerArray(self.values[name], ~self.valid[name])
             else:
                 data[name] = self.values[name]
-        for name, (values, ok) in self.extra.items():
+        for name, (values, ok) in (self.extra if only is None else {}).items():
             if name == "payload_head":
                 data[name] = _fixed_bytes(values, ok)
             else:
@@ -798,6 +836,17 @@ class _Prefetcher:
 
         if threading.current_thread() is not self._worker:
             self._worker.join()
+
+
+def read_packet_columns(path: str | os.PathLike[str], **options: Any) -> PacketColumns:
+    """The whole packet table of a capture as one :class:`PacketColumns` (numpy arrays, no
+    DataFrame per batch nor their concatenation: ``analyze`` takes a few columns of it);
+    ``attrs`` as :func:`read_packets`' (options: :func:`iter_packets`')."""
+    interfaces: list[dict[str, Any]] = []
+    columns = PacketColumns.concat(list(iter_packet_columns(path, interfaces_out=interfaces,
+                                                            **options)))  # never empty
+    columns.attrs = {"interfaces": interfaces, "path": str(Path(path))}
+    return columns
 
 
 def read_packets(path: str | os.PathLike[str], **options: Any) -> pd.DataFrame:
