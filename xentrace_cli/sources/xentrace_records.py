@@ -42,9 +42,10 @@ from ..xen_events import (
     EXTRA_SHIFT,
     MAX_CPU,
     MAX_EXTRA,
+    RUNSTATE_CHANGE_MASK,
     TRC_LOST_RECORDS,
+    TRC_SCHED_RUNSTATE_CHANGE,
     TRC_SCHED_SWITCH,
-    is_runstate_change,
 )
 
 ProgressCallback = Callable[[int, int], None]
@@ -265,31 +266,27 @@ class Clock:
         self.gap: dict[int, tuple[int, int]] = {}
         """Longest stretch without a record on each CPU: TSCs of the records around it."""
         self.damaged = 0
-        """Records whose own TSC is beyond 2**63 cycles (:func:`_timestamps`)."""
+        """Records whose own TSC is beyond 2**63 cycles (:func:`_own_tscs`)."""
 
-    def carry(self, lead: np.ndarray, lead_stamped: np.ndarray, seg_cpu: np.ndarray,
-              value: np.ndarray) -> list[int]:
+    def carry(self, seg_cpu: np.ndarray, leads: _Leads) -> tuple[np.ndarray, list[int]]:
         """Give each window's unstamped first record its CPU's TSC from before the window.
 
-        ``value``: the TSC of each anchor (stamped records and windows' first records), in
-        order; ``lead[k]`` is the anchor index of window ``k``'s first record. Returns the
-        windows whose first record has no TSC yet (the CPU has had none). Also notes the
-        stretch between a CPU's previous window and this one. A Python step per window on
-        plain ints (the anchors' values are fetched at once, the carried ones put at once).
+        Returns the TSC of each window's first record (its own, the carried one, or when the
+        CPU has had none yet whatever its words held) and the windows whose first record has
+        no TSC yet (the CPU has had none). Also notes the stretch between a CPU's previous
+        window and this one. A Python step per window on plain ints.
         """
-        n = len(value)
-        if not len(lead):
-            return []
-        stop = np.append(lead[1:], n)
-        first = value[lead].tolist()
-        # a window without an anchor beyond its first has stop == lead + 1 (never read here)
-        second = value[np.minimum(lead + 1, n - 1)].tolist()
-        last = value[stop - 1].tolist()
-        single = (stop - lead == 1).tolist()
+        if not len(seg_cpu):
+            return np.empty(0, dtype=np.int64), []
+        value = leads.first.copy()
+        first = leads.first.tolist()
+        second = leads.second.tolist()
+        last = leads.last.tolist()
+        single = leads.single.tolist()
         unresolved: list[int] = []
         carried: list[int] = []
         carried_values: list[int] = []
-        for k, (cpu, stamped) in enumerate(zip(seg_cpu.tolist(), lead_stamped.tolist(),
+        for k, (cpu, stamped) in enumerate(zip(seg_cpu.tolist(), leads.stamped.tolist(),
                                                strict=True)):
             before = self.last.get(cpu)
             now, end = first[k], last[k]
@@ -311,8 +308,8 @@ class Clock:
                 self.note_gap(cpu, before, now)
             self.last[cpu] = end
         if carried:
-            value[lead[carried]] = carried_values
-        return unresolved
+            value[carried] = carried_values
+        return value, unresolved
 
     def note_gap(self, cpu: int, start: int, end: int) -> None:
         """Keep ``start..end`` as the CPU's longest stretch without records if it is."""
@@ -362,41 +359,71 @@ class Keep:
     """Keep each kept record's byte offset in the file."""
 
 
-def _tsc_words(padded: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """The 64-bit TSC in the two words after each header at ``at`` (int64): each half in one
-    gather (from the words shifted by one and by two: no index arithmetic), joined in place."""
-    value = padded[2:].take(at).astype(np.int64)
-    value <<= 32
-    value |= padded[1:].take(at)
-    return value
+def _tsc_view(padded: np.ndarray) -> np.ndarray:
+    """The 64-bit TSC that would follow a header at each word of ``padded`` (little-endian
+    uint32 words): an int64 view starting at the second word with a stride of one word, so
+    that ``_tsc_view(padded)[at]`` is the TSC of the records at ``at`` in one gather (the two
+    words overlap from one element to the next; low word first, as the file has them)::
+
+        padded:  | hdr | tsc_lo | tsc_hi | w0 | ...
+        view[0]:         <--- int64 --->
+        view[1]:                  <--- int64 --->
+    """
+    return np.ndarray(shape=(max(len(padded) - 2, 0),), dtype="<i8", buffer=padded,
+                      offset=4, strides=(4,))
+
+
+@dataclasses.dataclass
+class _Leads:
+    """What the clock needs of each window of a span (its first record and its stamped
+    records)."""
+
+    first: np.ndarray
+    """TSC read at the window's first record (its own when it has one)."""
+    stamped: np.ndarray
+    """The first record has its own TSC."""
+    second: np.ndarray
+    """Own TSC of the first stamped record after the first (when ``single`` is False)."""
+    last: np.ndarray
+    """Own TSC of the window's last stamped record (``first`` when none after the first)."""
+    single: np.ndarray
+    """No stamped record after the first."""
 
 
 @dataclasses.dataclass
 class _Stamps:
-    """A span's anchors (its stamped records and each window's first record) and their TSCs:
-    every record takes its last anchor's."""
+    """A span's TSCs: every record takes its own, else the last one before it on its CPU."""
 
-    value: np.ndarray
-    """TSC of each anchor, in row order."""
-    anchor: np.ndarray | None
-    """Which rows are anchors (None: every row is one)."""
+    own: np.ndarray
+    """Each record's own TSC (int64; what its words hold where it has none)."""
+    stamped: np.ndarray
+    """Which records have their own."""
+    stamped_rows: np.ndarray
+    seg_start: np.ndarray
+    lead: np.ndarray
+    """TSC of each window's first record: its own, or its CPU's last before the window."""
     pending: np.ndarray
     """Rows before their CPU's first TSC (sorted; their TSC is fixed once the file is read)."""
     lo: int | None
     """Smallest and largest own TSC of the span's records."""
     hi: int | None
-    last: np.ndarray | None = None
-    """Each row's last anchor (made when first asked)."""
 
     def at(self, rows: np.ndarray) -> np.ndarray:
-        """The TSC of each of these rows: its last anchor's (by the running count of anchors:
-        one pass over the span, cheaper than a search per row even for a twentieth of them)."""
-        if self.anchor is None:
-            return self.value[rows]
-        if self.last is None:
-            self.last = np.cumsum(self.anchor, dtype=np.intp)
-            self.last -= 1
-        return self.value[self.last[rows]]
+        """The TSC of each of these rows (sorted): its own; a row without one takes the last
+        stamped record's before it in its window, else its window's first record's."""
+        tsc = self.own[rows]
+        loose = np.flatnonzero(~self.stamped[rows])
+        if not len(loose):
+            return tsc
+        row = rows[loose]
+        window = np.searchsorted(self.seg_start, row, side="right") - 1
+        tsc[loose] = self.lead[window]
+        if len(self.stamped_rows):
+            j = np.searchsorted(self.stamped_rows, row) - 1
+            prev = self.stamped_rows[np.maximum(j, 0)]
+            inside = (j >= 0) & (prev >= self.seg_start[window])
+            tsc[loose[inside]] = self.own[prev[inside]]
+        return tsc
 
     def pending_in(self, rows: np.ndarray) -> np.ndarray:
         """Positions in ``rows`` (sorted) of the pending rows."""
@@ -406,54 +433,84 @@ class _Stamps:
         return np.flatnonzero(self.pending[at] == rows)
 
 
+def _own_tscs(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray, clock: Clock
+              ) -> np.ndarray:
+    """Every record's own TSC, one gather (what the words after the header hold where the
+    record has none). Beyond 2**63 cycles (a century at 3 GHz) an own TSC is damaged, not
+    late: put at the end of time, never negative, at DAMAGED_TSC (every span, and every float
+    made of one, stays within int64 downstream); a set top bit in the words of a record
+    without a TSC is data, not damage."""
+    own = _tsc_view(padded)[nodes]
+    damaged = stamped & (own < 0)
+    if damaged.any():
+        clock.damaged += int(damaged.sum())
+        own[damaged] = DAMAGED_TSC
+    return own
+
+
+def _leads(own: np.ndarray, stamped: np.ndarray, stamped_rows: np.ndarray,
+           seg_start: np.ndarray) -> _Leads:
+    """Per window: its first record's TSC, and its first and last stamped records' after
+    that (a search per window among the stamped rows)."""
+    seg_end = np.r_[seg_start[1:], len(own)]
+    after = np.searchsorted(stamped_rows, seg_start, side="right")  # first stamped after
+    stop = np.searchsorted(stamped_rows, seg_end)  # past the window's last stamped
+    single = after >= stop
+    first = own[seg_start]
+    if not len(stamped_rows):
+        return _Leads(first, stamped[seg_start], first, first, single)
+    top = len(stamped_rows) - 1
+    second = own[stamped_rows[np.minimum(after, top)]]
+    last = np.where(single, first, own[stamped_rows[np.clip(stop - 1, 0, top)]])
+    return _Leads(first, stamped[seg_start], second, last, single)
+
+
 def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
                 seg_start: np.ndarray, seg_cpu: np.ndarray, clock: Clock, gaps: bool
                 ) -> _Stamps:
-    """The anchors' TSCs (a record's own, else the last before it on its CPU), the rows before
-    their CPU's first TSC (pending), and the smallest and largest own TSC; ``gaps``: also
-    note each CPU's longest stretch without records (:meth:`Clock.inner_gaps`).
+    """Every record's own TSC, each window's first record's (its own, else carried from its
+    CPU's previous window), the rows before their CPU's first TSC (pending), and the smallest
+    and largest own TSC; ``gaps``: also note each CPU's longest stretch without records
+    (:meth:`Clock.inner_gaps`).
 
-    Each window's first record is an anchor (it takes the CPU's TSC from its previous window
-    when it has none of its own); every record takes its last anchor's TSC
-    (:meth:`_Stamps.at`: no per-record search).
+    A record without a TSC takes the last before it on its CPU (:meth:`_Stamps.at`, asked only
+    for the rows that go somewhere: no per-record pass for the others).
     """
     n = len(nodes)
-    mask = stamped.copy()
-    mask[seg_start] = True
-    anchor = None if mask.all() else mask  # every record an anchor: no gather
-    rows = np.arange(n) if anchor is None else np.flatnonzero(anchor)
-    value = _tsc_words(padded, nodes if anchor is None else nodes[rows])
-    # beyond 2**63 cycles (a century at 3 GHz) a TSC is damaged, not late: put at the end of
-    # time, never negative, at DAMAGED_TSC (every span, and every float made of one, stays
-    # within int64 downstream). Only an own TSC can be damaged: a window's first record
-    # without one read its extra words here (replaced by the carried TSC below), and a set
-    # top bit in them is data, not damage
-    damaged = (value < 0) & (stamped if anchor is None else stamped[rows])
-    if damaged.any():
-        clock.damaged += int(damaged.sum())
-        value = np.where(damaged, DAMAGED_TSC, value)
-    # each window's first record's anchor index
-    lead = seg_start if anchor is None else np.searchsorted(rows, seg_start)
-    unresolved = clock.carry(lead, stamped[seg_start], seg_cpu, value)
-    # a carried value is an own TSC of an earlier record: only unresolved leads are not
-    own = value if not unresolved else value[np.flatnonzero(stamped[rows])]
-    lo, hi = (int(own.min()), int(own.max())) if len(own) else (None, None)
-    del own
-    if gaps:
-        clock.inner_gaps(lead, seg_cpu, value, unresolved)
+    own = _own_tscs(padded, nodes, stamped, clock)
+    every = bool(stamped.all())
+    stamped_rows = np.arange(n) if every else np.flatnonzero(stamped)
+    lead, unresolved = clock.carry(seg_cpu, _leads(own, stamped, stamped_rows, seg_start))
+    if not len(stamped_rows):
+        lo = hi = None
+    elif every:
+        lo, hi = int(own.min()), int(own.max())
+    else:
+        lo = int(own.min(where=stamped, initial=np.iinfo(np.int64).max))
+        hi = int(own.max(where=stamped, initial=np.iinfo(np.int64).min))
+    if gaps:  # over the anchors: stamped records and windows' first records
+        mask = stamped.copy()
+        mask[seg_start] = True
+        rows = np.flatnonzero(mask)
+        value = own[rows]
+        at = np.searchsorted(rows, seg_start)
+        value[at] = lead
+        clock.inner_gaps(at, seg_cpu, value, unresolved)
     pending = []
     for k in unresolved:  # rows before the window's first stamped record
         start = int(seg_start[k])
-        stop = int(rows[lead[k] + 1]) if lead[k] + 1 < len(rows) else n
         end = int(seg_start[k + 1]) if k + 1 < len(seg_start) else n
+        after = np.searchsorted(stamped_rows, start, side="right")
+        stop = int(stamped_rows[after]) if after < len(stamped_rows) else n
         pending.append(np.arange(start, min(stop, end)))
-    return _Stamps(value, anchor, np.concatenate(pending) if pending else
-                   np.empty(0, dtype=np.int64), lo, hi)
+    return _Stamps(own, stamped, stamped_rows, seg_start, lead,
+                   np.concatenate(pending) if pending else np.empty(0, dtype=np.int64), lo, hi)
 
 
-def _counts(codes: np.ndarray, uniques: np.ndarray, seg_len: np.ndarray,
-            seg_cpu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Records per (CPU, header word) of a batch, from the factorized headers."""
+def _counts(hdr: np.ndarray, seg_len: np.ndarray, seg_cpu: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Records per (CPU, header word) of a batch."""
+    codes, uniques = factorize(hdr)
     cpu_ids, seg_local = unique(seg_cpu, return_inverse=True)
     slots = len(cpu_ids)
     key = codes  # int64
@@ -466,6 +523,36 @@ def _counts(codes: np.ndarray, uniques: np.ndarray, seg_len: np.ndarray,
             per[nz])
 
 
+#: Header bits of a RUNSTATE_CHANGE (any old/new pair), and a SWITCH with N >= 4 extra words
+#: (N is bits 28-30: N >= 4 is bit 30 set).
+_RUNSTATE_BITS = np.uint32(RUNSTATE_CHANGE_MASK & EVENT_MASK)
+_SWITCH_BITS = np.uint32(EVENT_MASK | 4 << EXTRA_SHIFT)
+_SWITCH_HEADER = np.uint32(TRC_SCHED_SWITCH | 4 << EXTRA_SHIFT)
+_EXTRA_BITS = np.uint32(EXTRA_MASK << EXTRA_SHIFT)
+#: Up to this many ids, a record's id is compared with each (beyond: ``np.isin``).
+_FEW_IDS = 16
+
+
+def _runstate_rows(hdr: np.ndarray) -> np.ndarray:
+    """Rows of RUNSTATE_CHANGE records with at least one extra word (the unit)."""
+    rows = np.flatnonzero((hdr & _RUNSTATE_BITS) == np.uint32(TRC_SCHED_RUNSTATE_CHANGE))
+    return rows[(hdr[rows] & _EXTRA_BITS) != 0]
+
+
+def _kept_rows(hdr: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
+    """Rows of the records of ``ids`` (all: None) and of lost-records records."""
+    if ids is None:
+        return np.arange(len(hdr))
+    event = hdr & np.uint32(EVENT_MASK)
+    wanted = sorted({*ids.tolist(), TRC_LOST_RECORDS})
+    if len(wanted) > _FEW_IDS:
+        return np.flatnonzero(np.isin(event, np.asarray(wanted, dtype=np.uint32)))
+    mask = event == np.uint32(wanted[0])
+    for e in wanted[1:]:
+        mask |= event == np.uint32(e)
+    return np.flatnonzero(mask)
+
+
 def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, hdr: np.ndarray,
              seg_start: np.ndarray, seg_cpu: np.ndarray, clock: Clock, keep: Keep) -> Batch:
     """Columns of the records at ``nodes`` (word positions in ``padded``, file word ``base``;
@@ -474,43 +561,31 @@ def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, hdr: np.ndarray,
     ``padded`` has at least ``MAX_EXTRA`` words beyond the last record (read as zeros there).
     Every record carries its TSC forward (and is counted: ``keep.tallies``); run-state
     changes and switches also go to narrow parts of their own; only the kept records get the
-    full columns. Only the rows that go somewhere are given their TSC and CPU.
+    full columns. Only the rows that go somewhere are given their TSC and CPU; what a record
+    is for is told by comparing its header with the few ids wanted.
     """
     stamped = hdr >= CYCLES_FLAG
     stamps = _timestamps(padded, nodes, stamped, seg_start, seg_cpu, clock, keep.tallies)
-    # Headers, not ids, are grouped: the header also gives the record's length (bytes), and
-    # what a record is for (a part, kept) is decided once per distinct header.
-    codes, headers = factorize(hdr)
-    uniques = headers & np.uint32(EVENT_MASK)
-    n_words = (headers >> np.uint32(EXTRA_SHIFT)) & np.uint32(EXTRA_MASK)
     seg_len = np.diff(np.r_[seg_start, len(nodes)])
-    counts = _counts(codes, headers, seg_len, seg_cpu) if keep.tallies else None
-    kind = np.zeros(len(headers), dtype=np.int8)  # 1 run-state change, 2 switch
-    kind[is_runstate_change(uniques) & (n_words >= 1)] = 1
-    kind[(uniques == TRC_SCHED_SWITCH) & (n_words >= 4)] = 2
-    row_kind = kind[codes]
+    counts = _counts(hdr, seg_len, seg_cpu) if keep.tallies else None
     cpu = np.repeat(seg_cpu.astype(np.int16), seg_len)  # each row's: its window's
+
     def part(rows: np.ndarray, words_wanted: int, with_event: bool) -> Part:
         columns = {"tsc": stamps.at(rows), "cpu": cpu[rows]}
         if with_event:
-            columns["event"] = uniques[codes[rows]]
+            columns["event"] = hdr[rows] & np.uint32(EVENT_MASK)
         word_at = nodes[rows] + 1 + 2 * stamped[rows]
         for k in range(words_wanted):  # N >= words_wanted: all are the record's own
             columns[f"w{k}"] = padded[word_at + k]
         return Part(columns, stamps.pending_in(rows))
 
-    runstate_rows = np.flatnonzero(row_kind == 1)
+    runstate_rows = _runstate_rows(hdr)
     if not keep.idle_runstates:  # w0: vcpu in bits 0-15, domid in bits 16-31
         unit = padded[nodes[runstate_rows] + 1 + 2 * stamped[runstate_rows]]
         runstate_rows = runstate_rows[(unit >> 16) != DOMID_IDLE]
     runstate = part(runstate_rows, 1, True)
-    switch = part(np.flatnonzero(row_kind == 2), 4, False)
-    del row_kind
-    if keep.ids is None:
-        rows = np.arange(len(nodes))
-    else:
-        wanted = np.isin(uniques, keep.ids) | (uniques == TRC_LOST_RECORDS)
-        rows = np.flatnonzero(wanted[codes])
+    switch = part(np.flatnonzero((hdr & _SWITCH_BITS) == _SWITCH_HEADER), 4, False)
+    rows = _kept_rows(hdr, keep.ids)
     kept = _kept(padded, base, nodes[rows], hdr[rows], stamped[rows], max(keep.words, 4),
                  keep.offsets)  # the lost-records table reads 4 words
     return Batch(kept[0], cpu[rows], hdr[rows], stamps.at(rows), kept[1],
