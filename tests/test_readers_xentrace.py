@@ -21,7 +21,7 @@ from xentrace_cli.cli import main
 from xentrace_cli.errors import InputError, TruncatedInput
 from xentrace_cli.simulate.writers import write_xentrace
 from xentrace_cli.sources import xentrace as reader
-from xentrace_cli.sources import xentrace_records
+from xentrace_cli.sources import xentrace_records, xentrace_scan
 from xentrace_cli.sources.xentrace import (
     cpu_runs,
     read_xentrace,
@@ -293,6 +293,18 @@ def test_empty_window_and_many_chunks_match_slow_walk(tmp_path: Path, monkeypatc
         assert ev["event"].tolist() == [t[2] for t in truth]
         for k in range(7):
             assert ev[f"w{k}"].tolist() == [t[4][k] if k < len(t[4]) else 0 for t in truth]
+
+
+def test_windows_without_records_read_as_an_empty_trace(tmp_path: Path) -> None:
+    """Two CPU-change records with window_size 0: nothing Xen wrote, no time known."""
+    path = write(tmp_path, window(1), window(0))
+    for chunk in (reader.CHUNK_WORDS, 3):  # the whole file in one span, or a span per window
+        scan = xentrace_scan.scan_xentrace(path, chunk_words=chunk)
+        assert (scan.records, scan.windows, scan.cpu_ids) == (0, 2, (0, 1))
+        assert scan.first_tsc is None and scan.last_tsc is None
+        assert len(scan.kept["tsc"]) == 0 and len(scan.runstate["tsc"]) == 0
+    trace = read_xentrace(path)
+    assert trace.records == 0 and trace.events.empty and trace.runstates.empty
 
 
 @pytest.mark.parametrize("few", [0, 1000])

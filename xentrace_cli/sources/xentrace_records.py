@@ -398,7 +398,8 @@ class _Stamps:
     """Each record's own TSC (int64; what its words hold where it has none)."""
     stamped: np.ndarray
     """Which records have their own."""
-    stamped_rows: np.ndarray
+    stamped_rows: np.ndarray | None
+    """Rows that have their own (None: every row)."""
     seg_start: np.ndarray
     lead: np.ndarray
     """TSC of each window's first record: its own, or its CPU's last before the window."""
@@ -412,6 +413,8 @@ class _Stamps:
         """The TSC of each of these rows (sorted): its own; a row without one takes the last
         stamped record's before it in its window, else its window's first record's."""
         tsc = self.own[rows]
+        if self.stamped_rows is None:
+            return tsc
         loose = np.flatnonzero(~self.stamped[rows])
         if not len(loose):
             return tsc
@@ -448,21 +451,28 @@ def _own_tscs(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray, clock:
     return own
 
 
-def _leads(own: np.ndarray, stamped: np.ndarray, stamped_rows: np.ndarray,
+def _leads(own: np.ndarray, stamped: np.ndarray, stamped_rows: np.ndarray | None,
            seg_start: np.ndarray) -> _Leads:
     """Per window: its first record's TSC, and its first and last stamped records' after
-    that (a search per window among the stamped rows)."""
-    seg_end = np.r_[seg_start[1:], len(own)]
-    after = np.searchsorted(stamped_rows, seg_start, side="right")  # first stamped after
-    stop = np.searchsorted(stamped_rows, seg_end)  # past the window's last stamped
+    that (``stamped_rows`` None: every record is stamped; else a search per window among
+    them)."""
+    seg_end = np.r_[seg_start[1:], len(own)][: len(seg_start)]  # no window: none
+    if stamped_rows is None:
+        after, stop, rows = seg_start + 1, seg_end, None
+    else:
+        after = np.searchsorted(stamped_rows, seg_start, side="right")  # first stamped after
+        stop = np.searchsorted(stamped_rows, seg_end)  # past the window's last stamped
+        rows = stamped_rows
     single = after >= stop
     first = own[seg_start]
-    if not len(stamped_rows):
+    if rows is not None and not len(rows):
         return _Leads(first, stamped[seg_start], first, first, single)
-    top = len(stamped_rows) - 1
-    second = own[stamped_rows[np.minimum(after, top)]]
-    last = np.where(single, first, own[stamped_rows[np.clip(stop - 1, 0, top)]])
-    return _Leads(first, stamped[seg_start], second, last, single)
+    top = len(own if rows is None else rows) - 1
+    second, last = np.minimum(after, top), np.clip(stop - 1, 0, top)
+    if rows is not None:
+        second, last = rows[second], rows[last]
+    return _Leads(first, stamped[seg_start], own[second], np.where(single, first, own[last]),
+                  single)
 
 
 def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
@@ -479,29 +489,32 @@ def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
     n = len(nodes)
     own = _own_tscs(padded, nodes, stamped, clock)
     every = bool(stamped.all())
-    stamped_rows = np.arange(n) if every else np.flatnonzero(stamped)
+    stamped_rows = None if every else np.flatnonzero(stamped)
     lead, unresolved = clock.carry(seg_cpu, _leads(own, stamped, stamped_rows, seg_start))
-    if not len(stamped_rows):
-        lo = hi = None
-    elif every:
+    lo = hi = None
+    if every and n:
         lo, hi = int(own.min()), int(own.max())
-    else:
+    elif stamped_rows is not None and len(stamped_rows):
         lo = int(own.min(where=stamped, initial=np.iinfo(np.int64).max))
         hi = int(own.max(where=stamped, initial=np.iinfo(np.int64).min))
     if gaps:  # over the anchors: stamped records and windows' first records
-        mask = stamped.copy()
-        mask[seg_start] = True
-        rows = np.flatnonzero(mask)
-        value = own[rows]
-        at = np.searchsorted(rows, seg_start)
-        value[at] = lead
-        clock.inner_gaps(at, seg_cpu, value, unresolved)
+        if every:  # every record an anchor, each window's first its own TSC
+            clock.inner_gaps(seg_start, seg_cpu, own, unresolved)
+        else:
+            mask = stamped.copy()
+            mask[seg_start] = True
+            rows = np.flatnonzero(mask)
+            value = own[rows]
+            at = np.searchsorted(rows, seg_start)
+            value[at] = lead
+            clock.inner_gaps(at, seg_cpu, value, unresolved)
     pending = []
-    for k in unresolved:  # rows before the window's first stamped record
+    found = np.empty(0, dtype=np.int64) if stamped_rows is None else stamped_rows
+    for k in unresolved:  # rows before the window's first stamped record (none if every)
         start = int(seg_start[k])
         end = int(seg_start[k + 1]) if k + 1 < len(seg_start) else n
-        after = np.searchsorted(stamped_rows, start, side="right")
-        stop = int(stamped_rows[after]) if after < len(stamped_rows) else n
+        after = int(np.searchsorted(found, start, side="right"))
+        stop = int(found[after]) if after < len(found) else n
         pending.append(np.arange(start, min(stop, end)))
     return _Stamps(own, stamped, stamped_rows, seg_start, lead,
                    np.concatenate(pending) if pending else np.empty(0, dtype=np.int64), lo, hi)
