@@ -257,3 +257,18 @@ def test_no_ack_number_is_no_delayed_ack() -> None:
     table["proto"], table["tcp_window"] = 6, 1000
     flags = tcp_analysis.analyze_tcp(table)
     assert not flags["delayed_ack"].any()
+
+
+def test_facts_of_the_reader_arrays_are_those_of_the_table(tmp_path: Path) -> None:
+    # analyze gives frame_facts the reader's arrays (PacketColumns), the tests above the
+    # DataFrame: the same heads and flagged frames (the capture has every flag)
+    path = tmp_path / "trouble.pcap"
+    write_capture(path)
+    table = packets.read_packets(path, **lone.READ_OPTIONS)
+    columns = packets.read_packet_columns(path, **lone.READ_OPTIONS)
+    want, got = lone.frame_facts(table), lone.frame_facts(columns)
+    assert all(want.tcp[flag].any() for flag in tcp_analysis.EVENTS)
+    pd.testing.assert_frame_equal(got.tcp, want.tcp, check_exact=True)
+    pd.testing.assert_frame_equal(got.heads, want.heads, check_exact=True)
+    assert got.heads.attrs["bytes"].tolist() == want.heads.attrs["bytes"].tolist()
+    assert len(want.heads) > 0

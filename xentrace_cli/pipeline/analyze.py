@@ -401,7 +401,7 @@ def _read_capture(run: _Run, name: str, path: Path, lone_view: bool) -> None:
     columns = capture_reader.read_packet_columns(path, on_progress=run.progress.part(name),
                                                  **(lone.READ_OPTIONS if lone_view else {}))
     if lone_view:
-        run.facts = lone.frame_facts(columns.to_pandas())
+        run.facts = lone.frame_facts(columns)
     run.segments[name] = match.data_segments(columns)
     run.segments[f"{name}:syn"] = match.syn_segments(columns)
     table = columns.to_pandas(only=_DOM0_FRAME_COLUMNS) if name in ("phys", "backend") \

@@ -28,11 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..model import LONE_INTERVALS, format_flow
-from ..sources.packets import head_bytes
+from ..sources.packets import PacketColumns, head_bytes
 from ..units import counted, format_duration
 from . import anomalies
 from .conversations import gaps, messages, protocols, tcp_analysis
-from .match import FLOW_COLUMNS, first_transmissions
+from .match import FLOW_COLUMNS, first_transmissions, int_values
 from .result import text_column
 
 #: The two intervals of the lone view, named as merged intervals are (``<from>_to_<to>``);
@@ -62,11 +62,18 @@ class FrameFacts:
     """:func:`conversations.tcp_analysis.analyze_tcp` of the capture."""
 
 
-def frame_facts(packets: pd.DataFrame) -> FrameFacts:
+def frame_facts(packets: pd.DataFrame | PacketColumns) -> FrameFacts:
     """Payload heads and TCP sequence analysis of a packet table read with
     :data:`READ_OPTIONS` (without those columns: none — every conversation is cut by turns,
-    and no network cause is named)."""
-    if "payload_head" in packets.columns:
+    and no network cause is named); the table may be the reader's arrays (what ``analyze``
+    reads: the heads are taken as they are, not through an Arrow column)."""
+    if isinstance(packets, PacketColumns) and "payload_head" in packets.extra:
+        head, have = packets.extra["payload_head"]
+        frames = packets.values["frame"][have].astype(np.int64)
+        heads = head[have]
+        length = np.minimum(int_values(packets, "payload_len", 0, np.flatnonzero(have)),
+                            heads.shape[1])
+    elif not isinstance(packets, PacketColumns) and "payload_head" in packets.columns:
         have = packets["payload_head"].notna().to_numpy()
         frames = packets["frame"].to_numpy(np.int64)[have]
         heads = head_bytes(packets["payload_head"][have])

@@ -73,13 +73,47 @@ def _values(packets: PacketColumns, column: str, missing: int,
             rows: np.ndarray | None = None) -> np.ndarray:
     """A column of the reader's arrays as int64 (``missing`` where it has no value), at
     ``rows`` (all rows: None), as :func:`int_column` gives it from a DataFrame (a uint64
-    value above 2**63 wraps)."""
-    values = packets.values[column] if rows is None else packets.values[column][rows]
-    out = values.astype(np.int64)
-    valid = packets.valid.get(column)
+    value above 2**63 wraps); an opt-in column (``tcp_window``) too, and ``missing``
+    everywhere for one not read."""
+    if column in packets.values:
+        values, valid = packets.values[column], packets.valid.get(column)
+    elif column in packets.extra:
+        values, valid = packets.extra[column]
+    else:
+        return np.full(len(packets) if rows is None else len(rows), missing, dtype=np.int64)
+    out = (values if rows is None else values[rows]).astype(np.int64)
     if valid is not None:
         out[~(valid if rows is None else valid[rows])] = missing
     return out
+
+
+def int_values(packets: pd.DataFrame | PacketColumns, column: str, missing: int,
+               rows: np.ndarray | None = None) -> np.ndarray:
+    """:func:`int_column` of a DataFrame or the reader's arrays, at ``rows`` (None: all)."""
+    if isinstance(packets, PacketColumns):
+        return _values(packets, column, missing, rows)
+    values = int_column(packets, column, missing)
+    return values if rows is None else values[rows]
+
+
+def has_value(packets: pd.DataFrame | PacketColumns, column: str) -> np.ndarray:
+    """Where a column of a DataFrame or of the reader's arrays has a value (an address
+    column: an address)."""
+    if not isinstance(packets, PacketColumns):
+        return packets[column].notna().to_numpy()
+    if column in ("src", "dst"):
+        return getattr(packets, column) >= 0
+    if column in packets.extra:
+        return packets.extra[column][1]
+    valid = packets.valid.get(column)
+    return np.ones(len(packets), dtype=bool) if valid is None else valid
+
+
+def has_column(packets: pd.DataFrame | PacketColumns, column: str) -> bool:
+    """Whether a DataFrame or the reader's arrays hold the column (opt-in ones included)."""
+    if isinstance(packets, PacketColumns):
+        return column in packets.values or column in packets.extra or column in ("src", "dst")
+    return column in packets.columns
 
 
 def _columns_of(packets: PacketColumns, rows: np.ndarray, payload: np.ndarray

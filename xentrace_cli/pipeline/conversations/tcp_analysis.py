@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..match import int_column, unwrap_seq
+from ...sources.packets import PacketColumns
+from ..match import has_column, has_value, int_values, unwrap_seq
 from .codes import first_rows, first_seen_codes
 
 SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
@@ -60,9 +61,9 @@ OTHER_FLAGS = ("fast_retransmission", "out_of_order")
 Frames = dict[str, np.ndarray]
 
 
-def analyze_tcp(packets: pd.DataFrame) -> pd.DataFrame:
+def analyze_tcp(packets: pd.DataFrame | PacketColumns) -> pd.DataFrame:
     """The flagged TCP frames of a packet table read with ``tcp_window=True`` (a frame with
-    no flag has no row).
+    no flag has no row); the table may be the reader's arrays (what ``analyze`` reads).
 
     Columns: ``frame``, ``ts_ns``, ``src``, ``sport``, ``dst``, ``dport`` (the frame's),
     ``conversation_key`` (the same for both directions, :func:`conversation_key`),
@@ -71,26 +72,30 @@ def analyze_tcp(packets: pd.DataFrame) -> pd.DataFrame:
     delayed ACK's wait).
     """
     need = ("tcp_seq", "tcp_ack", "tcp_flags", "tcp_window", "payload_len", "ts_ns")
-    if any(c not in packets.columns for c in need):
+    if any(not has_column(packets, c) for c in need):
         return _empty()
-    ok = int_column(packets, "proto", -1) == 6
+    ok = int_values(packets, "proto", -1) == 6
     for column in ("tcp_flags", "ts_ns", "tcp_window", "src", "dst"):
-        ok &= packets[column].notna().to_numpy()
+        ok &= has_value(packets, column)
     if not ok.any():
         return _empty()
     rows = np.flatnonzero(ok)
 
     def taken(column: str) -> np.ndarray:
-        return int_column(packets, column, -1)[rows]
+        return int_values(packets, column, -1, rows)
 
     # endpoints as integers (address code, port): no string per frame
-    a_code, b_code, names = _address_codes(packets["src"], packets["dst"], rows)
+    if isinstance(packets, PacketColumns):  # codes into one list of addresses already
+        names = pd.Index(packets.addresses, dtype=object)
+        a_code, b_code = (getattr(packets, c)[rows].astype(np.int64) for c in ("src", "dst"))
+    else:
+        a_code, b_code, names = _address_codes(packets["src"], packets["dst"], rows)
     t: Frames = {
         "frame": taken("frame"), "ts_ns": taken("ts_ns"),
         "a": a_code, "sport": taken("sport"), "b": b_code, "dport": taken("dport"),
         "seq": taken("tcp_seq"), "ack": taken("tcp_ack"),
         "flags": taken("tcp_flags"), "window": taken("tcp_window"),
-        "wscale": (taken("tcp_wscale") if "tcp_wscale" in packets.columns
+        "wscale": (taken("tcp_wscale") if has_column(packets, "tcp_wscale")
                    else np.full(rows.size, -1, dtype=np.int64)),
         "len": np.maximum(taken("payload_len"), 0)}
     del a_code, b_code
