@@ -354,6 +354,9 @@ def _decode_ip(v: _Views, idx: np.ndarray | slice, l3: np.ndarray, etype: np.nda
 def _ipv4(v: _Views, r: _IpRows, f: _IpFields, c: _Columns) -> None:
     """The IPv4 header of the frames ``r.is4``."""
     is4, l3 = r.is4, r.l3
+    if is4.all():  # the usual batch: every frame IPv4, no masks to merge the fields under
+        _every_ipv4(v, r, f, c)
+        return
     ihl = (r.first & 0x0F).astype(np.int64) * 4
     tot = _at(v.be16, l3 + 2, is4).astype(np.int64)
     # total length 0: TSO/GSO frame captured before segmentation; the frame gives it
@@ -369,6 +372,28 @@ def _ipv4(v: _Views, r: _IpRows, f: _IpFields, c: _Columns) -> None:
     idx4, l3_4 = _rows(is4, r.idx, l3)
     c.src_v4[idx4] = v.be32[l3_4 + 12]
     c.dst_v4[idx4] = v.be32[l3_4 + 16]
+
+
+def _every_ipv4(v: _Views, r: _IpRows, f: _IpFields, c: _Columns) -> None:
+    """:func:`_ipv4` of frames that are all IPv4 (whole headers): the same fields, each one
+    gather, not merged with the others' under a mask."""
+    l3 = r.l3
+    ihl = (r.first & 0x0F).astype(np.int64) * 4
+    tot = v.be16[l3 + 2].astype(np.int64)
+    zero = tot == 0  # TSO/GSO frame captured before segmentation: the frame gives the length
+    if zero.any():
+        tot = np.where(zero, r.wirelen - (l3 - r.start), tot)
+    f.proto = v.u8[l3 + 9].astype(np.int64)
+    f.ip_id = v.be16[l3 + 4].astype(np.int64)
+    f.ip_id_ok = np.ones(len(l3), dtype=bool)
+    f.frag = (v.be16[l3 + 6].astype(np.int64) & 0x1FFF) * 8
+    good = ihl >= 20
+    if good.all():
+        f.l4, f.ip_payload = l3 + ihl, tot - ihl
+    else:
+        f.l4, f.ip_payload = np.where(good, l3 + ihl, -1), np.where(good, tot - ihl, 0)
+    c.src_v4[r.idx] = v.be32[l3 + 12]
+    c.dst_v4[r.idx] = v.be32[l3 + 16]
 
 
 def _ipv6(v: _Views, r: _IpRows, f: _IpFields, c: _Columns) -> None:
@@ -558,11 +583,8 @@ def _udp_tunnels(v: _Views, rows: np.ndarray, l4: np.ndarray, pend: np.ndarray,
 _WORD_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
                               0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53,
                               0x94D049BB133111EB, 0xBF58476D1CE4E5B9], dtype=np.uint64)
-#: byte offset of each of those words in the payload
-_WORD_OFFSETS = np.arange(0, DIGEST_BYTES, 8)
-#: row k: the masks of the bytes of a k-byte payload in each of its words (low bytes first)
-_WORD_MASKS = np.array([[(1 << 8 * min(max(k - 8 * w, 0), 8)) - 1 for w in range(8)]
-                        for k in range(DIGEST_BYTES + 1)], dtype=np.uint64)
+#: the mask of a word's first k bytes (little-endian: its k lowest), k = 0..8
+_BYTE_MASKS = np.array([(1 << 8 * k) - 1 for k in range(9)], dtype=np.uint64)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
@@ -607,13 +629,26 @@ def _digest(v: _Views, c: _Columns, pend: np.ndarray) -> None:
 
 
 def _short_sums(v: _Views, pos: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
-    """``count + sum(word_k * M_k)`` of payloads of fewer than DIGEST_BYTES bytes at ``pos``
-    (few frames: their 8 words in one gather, each masked to the payload's bytes in it)."""
-    # a word wholly past the payload is masked to 0: its index need only stay in the view
-    words = v.le64[np.minimum(pos[:, None] + _WORD_OFFSETS, len(v.le64) - 1)]
-    words &= _WORD_MASKS[nbytes]
-    words *= _WORD_MULTIPLIERS
-    return nbytes.astype(np.uint64) + words.sum(axis=1, dtype=np.uint64)
+    """``count + sum(word_k * M_k)`` of payloads of fewer than DIGEST_BYTES bytes at ``pos``,
+    word by word: the rows whose payload fills the word take a plain gather, those it ends in
+    the word's masked to its bytes, the others nothing (a snapshot length cuts most payloads
+    at one length: each word is then one plain gather, or one masked, for all rows)."""
+    h = nbytes.astype(np.uint64)
+    for k, multiplier in enumerate(_WORD_MULTIPLIERS):
+        left = nbytes - 8 * k
+        full = left >= 8
+        if full.all():
+            h += v.le64[pos + 8 * k] * multiplier
+            continue
+        if full.any():
+            rows = np.flatnonzero(full)
+            h[rows] += v.le64[pos[rows] + 8 * k] * multiplier
+        part = np.flatnonzero((left > 0) & ~full)  # the word the payload ends in
+        if len(part):
+            h[part] += (v.le64[pos[part] + 8 * k] & _BYTE_MASKS[left[part]]) * multiplier
+        if not full.any():  # no payload reaches the next word
+            break
+    return h
 
 
 def _head(v: _Views, c: _Columns, pend: np.ndarray, width: int
@@ -635,10 +670,6 @@ def _head(v: _Views, c: _Columns, pend: np.ndarray, width: int
     if 8 * words != width:
         head = np.ascontiguousarray(head[:, :width])
     return head, avail.astype(np.int64)
-
-
-#: the mask of a word's first k bytes (little-endian: its k lowest), k = 0..8
-_BYTE_MASKS = np.array([(1 << 8 * k) - 1 for k in range(9)], dtype=np.uint64)
 
 
 #: TCP options scanned for the window scale (a TCP header holds at most 40 bytes of them)
