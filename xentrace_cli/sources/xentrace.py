@@ -184,18 +184,23 @@ class _Unwanted(_Column):
 
 
 class _Kinds:
-    """The rows of each kind of event (grouped once: one stable sort by kind)."""
+    """The rows of each kind of event (one pass per kind present, found when first asked)."""
 
     def __init__(self, codes: np.ndarray, uniques: np.ndarray, n_extra: np.ndarray) -> None:
         kind_of = np.array([_kind(int(e)) for e in uniques], dtype=np.int8)
-        kind = kind_of[codes] if len(codes) else np.zeros(0, dtype=np.int8)
-        self.order = np.argsort(kind, kind="stable")
-        self.bounds = np.r_[0, np.cumsum(np.bincount(kind, minlength=11))]
+        self.kind = kind_of[codes] if len(codes) else np.zeros(0, dtype=np.int8)
+        self.present = set(kind_of.tolist())
+        self.found: dict[int, np.ndarray] = {}
         self.n_extra = n_extra
 
     def rows(self, k: int, min_extra: int = 0, exact: int | None = None) -> np.ndarray:
-        """Rows of kind ``k`` with at least ``min_extra`` extra words (or ``exact``)."""
-        r = self.order[self.bounds[k]:self.bounds[k + 1]]
+        """Rows of kind ``k`` (ascending) with at least ``min_extra`` extra words (or
+        ``exact``)."""
+        r = self.found.get(k)
+        if r is None:
+            r = np.flatnonzero(self.kind == k) if k in self.present else \
+                np.empty(0, dtype=np.int64)
+            self.found[k] = r
         if exact is not None:
             return r[self.n_extra[r] == exact]
         return r[self.n_extra[r] >= min_extra]
@@ -289,9 +294,13 @@ def _decode_hypercalls(out: _Decoded, kinds: _Kinds, n_extra: np.ndarray,
     out["gnttab_cmd"].put(r[ok], w[1][r[ok]])
     at = 1 + a0 + a1  # word index of argument 2 (the count)
     ok = (a2 != 0) & (at < ne)
-    if ok.any():
-        extra = np.stack([w[k][r[ok]] for k in range(MAX_EXTRA)])
-        out["count"].put(r[ok], extra[at[ok], np.arange(int(ok.sum()))])
+    r, at = r[ok], at[ok]
+    count = np.zeros(len(r), dtype=np.uint32)
+    for k in range(1, MAX_EXTRA):  # the count's word: a gather per position it takes
+        sel = np.flatnonzero(at == k)
+        if len(sel):
+            count[sel] = w[k][r[sel]]
+    out["count"].put(r, count)
 
 
 def _names(codes: np.ndarray, uniques: np.ndarray) -> pd.Categorical:

@@ -172,7 +172,7 @@ def _walk_span(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray
     while len(lanes) > _FEW_LANES:
         for _ in range(_BURST):
             mark[pos] = True
-            pos += _LENGTH[padded[pos] >> EXTRA_SHIFT]
+            pos += _LENGTH.take(padded[pos] >> EXTRA_SHIFT)  # take: no index conversion
             np.minimum(pos, end, out=pos)  # a finished window (or an overrun) waits at its end
         going = pos < end
         if not going.all():
@@ -583,21 +583,26 @@ def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, hdr: np.ndarray,
     counts = _counts(hdr, seg_len, seg_cpu) if keep.tallies else None
     cpu = np.repeat(seg_cpu.astype(np.int16), seg_len)  # each row's: its window's
 
-    def part(rows: np.ndarray, words_wanted: int, with_event: bool) -> Part:
+    def part(rows: np.ndarray, words: list[np.ndarray], with_event: bool) -> Part:
         columns = {"tsc": stamps.at(rows), "cpu": cpu[rows]}
         if with_event:
             columns["event"] = hdr[rows] & np.uint32(EVENT_MASK)
-        word_at = nodes[rows] + 1 + 2 * stamped[rows]
-        for k in range(words_wanted):  # N >= words_wanted: all are the record's own
-            columns[f"w{k}"] = padded[word_at + k]
+        columns.update((f"w{k}", word) for k, word in enumerate(words))
         return Part(columns, stamps.pending_in(rows))
 
+    def words(rows: np.ndarray, wanted: int) -> list[np.ndarray]:
+        word_at = nodes[rows] + 1 + 2 * stamped[rows]
+        # N >= wanted: all are the record's own
+        return [padded.take(word_at + k) for k in range(wanted)]
+
     runstate_rows = _runstate_rows(hdr)
-    if not keep.idle_runstates:  # w0: vcpu in bits 0-15, domid in bits 16-31
-        unit = padded[nodes[runstate_rows] + 1 + 2 * stamped[runstate_rows]]
-        runstate_rows = runstate_rows[(unit >> 16) != DOMID_IDLE]
-    runstate = part(runstate_rows, 1, True)
-    switch = part(np.flatnonzero((hdr & _SWITCH_BITS) == _SWITCH_HEADER), 4, False)
+    unit = words(runstate_rows, 1)[0]  # w0: vcpu in bits 0-15, domid in bits 16-31
+    if not keep.idle_runstates:
+        busy = np.flatnonzero((unit >> 16) != DOMID_IDLE)
+        runstate_rows, unit = runstate_rows[busy], unit[busy]
+    runstate = part(runstate_rows, [unit], True)
+    switch_rows = np.flatnonzero((hdr & _SWITCH_BITS) == _SWITCH_HEADER)
+    switch = part(switch_rows, words(switch_rows, 4), False)
     rows = _kept_rows(hdr, keep.ids)
     kept = _kept(padded, base, nodes[rows], hdr[rows], stamped[rows], max(keep.words, 4),
                  keep.offsets)  # the lost-records table reads 4 words

@@ -272,6 +272,12 @@ def key_time_order(key: np.ndarray, tsc: np.ndarray) -> np.ndarray:
     keys, then each key's records by TSC (already nearly in order: a CPU's records, or the
     records of a vCPU across the CPUs' windows, come in time order but for the windows'
     overlap, so these sorts mostly find runs)."""
+    return _key_time_sorted(key, tsc)[0]
+
+
+def _key_time_sorted(key: np.ndarray, tsc: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`key_time_order`, and the keys and TSCs in that order (made on the way)."""
     order = key_order(key)
     tsc = tsc[order]
     ordered = key[order]
@@ -279,8 +285,10 @@ def key_time_order(key: np.ndarray, tsc: np.ndarray) -> np.ndarray:
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         seg = tsc[lo:hi]
         if hi - lo > 1 and (seg[1:] < seg[:-1]).any():
-            order[lo:hi] = order[lo:hi][np.argsort(seg, kind="stable")]
-    return order
+            within = np.argsort(seg, kind="stable")
+            order[lo:hi] = order[lo:hi][within]
+            tsc[lo:hi] = seg[within]
+    return order, ordered, tsc
 
 
 def key_order(key: np.ndarray) -> np.ndarray:
@@ -368,15 +376,16 @@ def runstate_intervals(scan: TraceScan) -> Columns:
     ev = part.pop("event", np.empty(0, np.uint32))
     # w0: vcpu in bits 0-15, domid in bits 16-31; the states in the event id
     unit = part.pop("w0", np.empty(0, np.uint32))
-    order = key_time_order(unit, part.get("tsc", np.empty(0, np.int64)))
-    key = unit.astype(np.int64)[order]
+    order, ordered, tsc = _key_time_sorted(unit, part.pop("tsc", np.empty(0, np.int64)))
     del unit
-    before = ((ev >> 8) & 0xF).astype(np.int8)[order]
-    after = ((ev >> 4) & 0xF).astype(np.int8)[order]
+    key = ordered.astype(np.int64)
+    del ordered
+    ev = ev[order]
+    before = ((ev >> 8) & 0xF).astype(np.int8)
+    after = ((ev >> 4) & 0xF).astype(np.int8)
     del ev
-    changes = {"key": key, "before": before, "after": after,
-               "tsc": part.pop("tsc", np.empty(0, np.int64))[order]}
-    del key, before, after
+    changes = {"key": key, "before": before, "after": after, "tsc": tsc}
+    del key, before, after, tsc
     changes["cpu"] = part.pop("cpu", np.empty(0, np.int16))[order]
     del order, part
     return intervals(changes, scan.first_tsc or 0, ("key", "cpu"))
