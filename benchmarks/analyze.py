@@ -125,7 +125,8 @@ def phases(directory: Path) -> None:
 
         setattr(module, name, timed_step)
 
-    for module, names in ((packets, ["read_packets"]), (xentrace, ["read_xentrace"]),
+    for module, names in ((packets, ["read_packets", "read_packet_columns"]),
+                          (xentrace, ["read_xentrace"]),
                           (socket_log, ["read_socket_log"]),
                           (match, ["data_segments", "syn_segments", "local_addresses",
                                    "assign_flows", "first_transmissions", "match_segments"]),
@@ -161,7 +162,7 @@ def phases(directory: Path) -> None:
         t_peak, mb_peak = max(rss, key=lambda sample: sample[1])
         print(f"resident memory peaked at {mb_peak:.0f} MB, {t_peak:.1f} s in (sampled every "
               "0.1 s)")
-    print("(read_packets does its work in a reader thread: its thread CPU is the waiting "
+    print("(read_packet_columns does its work in a reader thread: its thread CPU is the waiting "
           "caller's)")
 
 
