@@ -96,7 +96,7 @@ def prepared(simulated_set) -> Prepared:
     assert len(truth) == run.n  # every row has its truth row
     trace = run.trace
     return Prepared(json.loads((Path(directory) / "scenario.json").read_text()),
-                    TraceRecords.from_events(trace.events, trace.cpu_runs),
+                    TraceRecords.from_events(trace.events, trace.switches, trace.first_tsc),
                     Timelines(trace.runstates), frames, dict(run.checkpoints), run.rx, truth,
                     run.uncertainty["guest"])
 

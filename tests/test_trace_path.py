@@ -212,3 +212,56 @@ def test_path_order_empties_the_chosen_checkpoint_never_a_measured_one() -> None
                                                    (-3.0, 2.5, False), (-4.0, 2.5, True)])
 def test_guard_intervals(value: float, unc: float, bad: bool) -> None:
     assert path_order.guard_intervals(np.array([value]), np.array([unc]))[0] == bad
+
+
+def _switches(rows: list[tuple[int, int, int, int, int, int]]) -> pd.DataFrame:
+    """SWITCH records (cpu, tsc, prev_domid, prev_vcpu, next_domid, next_vcpu), as the
+    reader's table has them."""
+    a = np.array(rows, dtype=np.int64).reshape(-1, 6)
+    return pd.DataFrame({"cpu": a[:, 0].astype(np.int16), "tsc": a[:, 1],
+                         **{name: a[:, k + 2].astype(np.int32) for k, name in enumerate(
+                             ("prev_domid", "prev_vcpu", "next_domid", "next_vcpu"))}})
+
+
+def test_dom0_occupant_by_hand() -> None:
+    from xentrace_cli.pipeline.timelines import dom0_occupant
+
+    switches = _switches([
+        (0, 100, 0, 1, 5, 0),     # CPU 0: d0v1 since the trace began, then d5v0
+        (1, 150, 0x7FFF, 1, 0, 2),  # CPU 1: idle, then d0v2 …
+        (0, 200, 5, 0, 0, 3),     # CPU 0: d0v3 from 200
+        (1, 200, 0, 2, 0, 0),     # … and at 200 twice: d0v0 for no time, then d0v1
+        (1, 200, 0, 0, 0, 1),
+    ])
+    cpu = np.array([0, 0, 0, 0, 1, 1, 1, 2])
+    tsc = np.array([40, 99, 150, 200, 149, 199, 200, 500])
+    # from 50 (the trace's first TSC): 40 is before it, unknown; 99 d0v1 (before CPU 0's
+    # first switch); 150 d5v0 (not dom0); 200 d0v3; CPU 1 at 149 idle, at 199 d0v2, at 200
+    # the last of the switches at 200 (d0v1); CPU 2 has no switches
+    want = [-1, 1, -1, 3, -1, 2, 1, -1]
+    assert dom0_occupant(switches, 50, cpu, tsc).tolist() == want
+    # without the trace's first TSC, the first switch's: before CPU 0's first, none known
+    assert dom0_occupant(switches, None, cpu, tsc).tolist() == [-1, -1, -1, 3, -1, 2, 1, -1]
+
+
+def test_dom0_occupant_is_who_cpu_runs_says_ran() -> None:
+    """Against ``running_on`` over ``cpu_runs`` (the intervals it saves building), on random
+    switches: CPUs whose TSC goes back, ties, times before the first switch."""
+    from xentrace_cli.pipeline.timelines import dom0_occupant
+    from xentrace_cli.sources.xentrace import cpu_runs, running_on
+
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        n = int(rng.integers(1, 300))
+        rows = [(int(rng.integers(0, 4)), int(rng.integers(0, 1000)), int(rng.integers(0, 3)),
+                 int(rng.integers(0, 3)), int(rng.integers(0, 3)), int(rng.integers(0, 3)))
+                for _ in range(n)]
+        rows.sort(key=lambda r: r[1] + int(rng.integers(0, 50)))  # nearly in time order
+        switches = _switches(rows)
+        cpu = rng.integers(0, 5, 500)
+        tsc = rng.integers(-50, 1100, 500)
+        for first in (None, int(rng.integers(-20, 100))):
+            who = running_on(cpu_runs(switches, first), cpu, tsc)
+            dom0 = who["domid"].to_numpy(dtype=np.int64, na_value=-1) == 0
+            want = np.where(dom0, who["vcpu"].to_numpy(dtype=np.int64, na_value=-1), -1)
+            assert dom0_occupant(switches, first, cpu, tsc).tolist() == want.tolist()

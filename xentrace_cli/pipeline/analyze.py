@@ -281,6 +281,8 @@ class _Run:
     socket_uncertainty_us: float = 0.0
     """A socket log on a clock of its own: its alignment on the guest capture's."""
     trace_causes: trace_attribute.TraceAttribution | None = None
+    occupants: Background[pd.DataFrame] | None = None
+    """The trace's CPU occupants being made beside the path's steps (:func:`follow_trace`)."""
     # build_table
     table: pd.DataFrame | None = None
     intervals: list[attribute.Interval] = dataclasses.field(default_factory=list)
@@ -647,10 +649,10 @@ def follow_trace(run: _Run) -> None:
     # the records are for putting the trace on dom0's packet clock: none without a dom0 capture
     records = trace_attribute.trace_records(trace) \
         if frames is not None and frames.arrivals.size else None
-    # the causes need run states and CPU occupants (cpu_runs, kept), not the events or the
-    # switches they were taken from: let those go before the path's own arrays (memory;
-    # copied: an empty slice would be a view holding every column)
-    _ = trace.cpu_runs
+    # the causes (step 9) need run states and CPU occupants, made from the switches in a
+    # worker thread beside the path's steps; the events and switches themselves may go
+    # (memory; copied: an empty slice would be a view holding every column)
+    occupants = _occupants_aside(trace) if records is not None else None
     trace.events, trace.switches = trace.events.iloc[:0].copy(), trace.switches.iloc[:0].copy()
     give_back_memory()
     result = trace_attribute.attribute_trace(
@@ -660,10 +662,26 @@ def follow_trace(run: _Run) -> None:
     run.alignment.update(result.alignment)
     run.notes.extend(result.notes)
     run.uncertainty["tsc"] = result.uncertainty_us
-    run.trace_causes = result
+    run.trace_causes, run.occupants = result, occupants
     if result.fit is None:  # not on dom0's timeline: measure as if there were no trace
         run.present.discard("xentrace")
-        run.trace_causes = None
+        run.trace_causes = run.occupants = None
+
+
+def _occupants_aside(trace: XenTrace) -> Background[pd.DataFrame]:
+    """Who held each physical CPU when (``XenTrace.cpu_runs``, 0.4-0.6 s on the realistic
+    set's 3.5 M switches), made in a worker thread: only the causes read it, after the
+    path's steps (:func:`_take_occupants`)."""
+    switches, first_tsc = trace.switches, trace.first_tsc
+    return Background(lambda: trace_reader.cpu_runs(switches, first_tsc))
+
+
+def _take_occupants(run: _Run) -> None:
+    """The trace's CPU occupants from :func:`_occupants_aside`, where the causes read them."""
+    if run.occupants is not None and run.trace_causes is not None \
+            and run.trace_causes.trace is not None:
+        run.trace_causes.trace.cpu_runs = run.occupants.result()
+    run.occupants = None
 
 
 def order_paths(run: _Run) -> None:
@@ -782,6 +800,7 @@ def judge_anomalies(run: _Run) -> None:
     cause = np.full(n, "", dtype=object)
     cause_detail = np.full(n, "", dtype=object)
     if run.trace_causes is not None:
+        _take_occupants(run)
         missing = np.full(n, NA_NS, dtype=np.int64)
         spans = {(iv.direction, iv.name): (run.checkpoints.get(iv.start, missing),
                                            run.checkpoints.get(iv.end, missing),

@@ -164,8 +164,7 @@ def attribute_trace(trace: XenTrace, *, checkpoints: dict[str, np.ndarray], rx: 
 def trace_records(trace: XenTrace) -> TraceRecords:
     """The interrupts, wakes and grant copies a packet's path crosses, from the trace's event
     table (the copies' issuers from its switch records)."""
-    return TraceRecords.from_events(trace.events,
-                                    trace.cpu_runs if len(trace.switches) else None)
+    return TraceRecords.from_events(trace.events, trace.switches, trace.first_tsc)
 
 
 # --- step 2: the guest ----------------------------------------------------------------------
