@@ -842,7 +842,7 @@ def test_think_time_after_a_timed_read_is_not_an_anomaly() -> None:
 def test_text_columns_are_pandas_own_str() -> None:
     """``result.text_column`` (built by Arrow) gives what ``pd.array(values, dtype="str")``
     gives: the same dtype, storage type and values, so the outputs do not change."""
-    from xentrace_cli.pipeline.result import text_column
+    from xentrace_cli.pipeline.result import text_at, text_column
 
     values = np.full(1000, "", dtype=object)
     values[::7] = "ring"
@@ -853,3 +853,11 @@ def test_text_columns_are_pandas_own_str() -> None:
     assert got._pa_array.type == reference._pa_array.type
     assert pd.Series(got).equals(pd.Series(reference))
     assert text_column(np.array([], dtype=object)).dtype == reference.dtype
+    # the same, given the flagged rows only (in any order)
+    rows = np.flatnonzero(values != "")
+    shuffled = np.random.default_rng(3).permutation(rows.size)
+    for order in (np.arange(rows.size), shuffled):
+        at = text_at(values.size, rows[order], values[rows[order]])
+        assert at.dtype == reference.dtype and at._pa_array.type == reference._pa_array.type
+        assert pd.Series(at).equals(pd.Series(reference))
+    assert pd.Series(text_at(3, np.array([], dtype=np.int64), [])).tolist() == ["", "", ""]

@@ -75,7 +75,7 @@ from ..sources.xentrace import XenTrace
 from ..units import parse_duration_us
 from . import align, anomalies, attribute, causes, lone, match, path_order, trace_attribute
 from .attribute import NA_NS
-from .result import Analysis, text_column
+from .result import Analysis, text_at
 from .select import Selection, select
 
 ProgressCallback = Callable[[int, int], None]
@@ -807,11 +807,13 @@ def judge_anomalies(run: _Run) -> None:
                                            causes.owner_of(iv.direction, iv.name, iv.merged))
                  for iv in run.intervals}
         cause, cause_detail = causes.stage_causes(run.trace_causes, label, run.ways, spans)
-    table["anomaly"] = text_column(label)
-    table["stall"] = text_column(np.where(label != "", anomalies.name_stall(
-        _stall_sizes(table, label, run.ways, run.baselines)), ""))
-    table["cause"] = text_column(cause)
-    table["cause_detail"] = text_column(cause_detail)
+    # the text on the flagged rows only (the causes name no other row)
+    flagged = np.flatnonzero(label != "")
+    table["anomaly"] = text_at(n, flagged, label[flagged])
+    table["stall"] = text_at(n, flagged, anomalies.name_stall(
+        _stall_sizes(table, label, run.ways, run.baselines)[flagged]))
+    table["cause"] = text_at(n, flagged, cause[flagged])
+    table["cause_detail"] = text_at(n, flagged, cause_detail[flagged])
     table["retransmitted"] = run.retrans
 
 
@@ -923,7 +925,7 @@ def fixed_schema(table: pd.DataFrame) -> pd.DataFrame:
     n = len(out)
     for column in ("anomaly", "stall", "cause", "cause_detail"):
         if column not in table.columns:
-            out[column] = text_column(np.full(n, "", dtype=object))
+            out[column] = text_at(n, np.zeros(0, dtype=np.int64), [])
     if "retransmitted" not in table.columns:
         out["retransmitted"] = np.zeros(n, dtype=bool)
     for column in ("frame", *(checkpoint_ns_column(c) for c in TABLE_CHECKPOINTS)):

@@ -144,7 +144,10 @@ def exchanges(segments: pd.DataFrame, fresh: np.ndarray | None = None,
     out["idle_us"] = np.where(idle, out["response_to_next_us"], np.nan)
     out.loc[idle, "response_to_next_us"] = np.nan
     out["anomaly"] = label.astype(str)
-    out["stall"] = np.where(label != "", anomalies.name_stall(excess), "").astype(str)
+    stall = np.full(len(out), "", dtype=object)
+    flagged = label != ""
+    stall[flagged] = anomalies.name_stall(np.asarray(excess)[flagged])
+    out["stall"] = stall.astype(str)
     cause, detail = _network_causes(out, label, facts)
     out["cause"] = cause.astype(str)
     out["cause_detail"] = detail.astype(str)

@@ -27,6 +27,31 @@ def text_column(values: Any) -> pd.api.extensions.ExtensionArray:
                     dtype="str")
 
 
+def text_at(n: int, rows: np.ndarray, values: Any) -> pd.api.extensions.ExtensionArray:
+    """:func:`text_column` of ``n`` rows, empty but at ``rows`` (distinct), which hold
+    ``values``: the few flagged rows' text put in place by Arrow (``""`` rows are zero-length
+    offsets, no Python string each; 20 ms per 600,000-row column otherwise)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    values = np.asarray(values, dtype=object)
+    if rows.size > 1 and not (rows[1:] > rows[:-1]).all():  # the text laid out in row order
+        order = np.argsort(rows, kind="stable")
+        rows, values = rows[order], values[order]
+    text = pa.array(values, type=pa.large_string())
+    if text.null_count:  # None is no text: as text_column has it
+        full = np.full(n, "", dtype=object)
+        full[rows] = values
+        return text_column(full)
+    lengths = np.zeros(n, dtype=np.int64)
+    if rows.size:
+        lengths[rows] = np.diff(np.frombuffer(text.buffers()[1], dtype=np.int64))
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    data = text.buffers()[2] if rows.size else None
+    column = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets),
+                                              data if data is not None else pa.py_buffer(b""))
+    return pd.array(column, dtype="str")
+
+
 @dataclasses.dataclass
 class Analysis:
     """Per-packet stage split of one set of sources, with the context to judge it."""
