@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .. import xen_events as xe
+from ..background import Background
 from ..groups import unique
 from ..sources.xentrace import XenTrace
 from . import align, trace_path
@@ -139,23 +140,27 @@ def attribute_trace(trace: XenTrace, *, checkpoints: dict[str, np.ndarray], rx: 
     alone = lone_copies(records, fit, foreign, checkpoints, rx)
     fit = align.refit_with_copies(records, nic_rows, frames.arrivals, fit, alone.copy,
                                   checkpoints, rx)
+    out = {name: np.full(n, NA_NS, dtype=np.int64)
+           for name in ("irq", "dom0_run", "copy", "guest_wake", "guest_run")}
+    result.dom0_vcpu = np.full(n, -1, dtype=np.int64)
+    result.guest_vcpu = np.full(n, -1, dtype=np.int64)
+    # step 5 needs no copies: in a worker thread beside steps 4 and 6 (it fills the received
+    # rows' irq, dom0_run and dom0 vCPU, which they do not touch; step 7 the sent rows')
+    rx_dom0 = Background(lambda: rx_dom0_runs(records, timelines, nic_rows, fit, frames,
+                                              checkpoints, rx, out, result))
     paths = place_copies(records, timelines, fit, foreign, frames, checkpoints, rx, domid)
     _note_copies(result.notes, records, foreign, paths, rx)
     result.fit, result.uncertainty_us = fit, float(fit.uncertainty_ns) / 1e3
     result.alignment["tsc->dom0"] = {**align.tsc_report(fit),
                                      "from": f"irq {nic.number} ↔ {frames.point}"}
     result.notes.append(f"xentrace clock: {fit.detail}")
-    out = {name: np.full(n, NA_NS, dtype=np.int64)
-           for name in ("irq", "dom0_run", "copy", "guest_wake", "guest_run")}
     has_copy = paths.copy >= 0
     out["copy"][has_copy] = fit.to_ns(records.copies.tsc[paths.copy[has_copy]])
-    result.dom0_vcpu = np.full(n, -1, dtype=np.int64)
-    result.guest_vcpu = np.full(n, -1, dtype=np.int64)
     result.copy_vcpu = np.where(has_copy, records.copies.issuer[np.maximum(paths.copy, 0)], -1)
-    rx_dom0_runs(records, timelines, nic_rows, fit, frames, checkpoints, rx, out, result)
     if domid is not None:
         rx_guest_runs(records, timelines, paths, fit, domid, window, rx, out, result)
         _quiet_note(result, timelines, records, paths, rx)
+    rx_dom0.result()
     tx_dom0_runs(records, timelines, paths, fit, checkpoints, rx, out, result)
     result.checkpoints = out
     return result
