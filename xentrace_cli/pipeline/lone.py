@@ -273,6 +273,15 @@ def _replaced(column: pd.Series, rows: np.ndarray, values: np.ndarray) -> object
                     dtype="str")
 
 
+def _text_is(column: pd.Series, text: str) -> np.ndarray:
+    """Which rows of a text column hold ``text``: compared by Arrow on the column as it is
+    (not 600,000 Python strings made first)."""
+    data = getattr(column.array, "_pa_array", None)
+    if data is None:
+        return np.asarray(column.to_numpy(object) == text, dtype=bool)
+    return np.asarray(pc.fill_null(pc.equal(data, text), False).to_numpy(), dtype=bool)
+
+
 def put_on_table(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray,
                  explained: np.ndarray | None = None) -> None:
     """Put the lone view on the analysis table, and the table's stage anomalies on the
@@ -297,27 +306,32 @@ def put_on_table(table: pd.DataFrame, flows: pd.DataFrame, fresh: np.ndarray,
         values = np.full(len(table), np.nan)
         values[rows[ok]] = flows[f"{name}_us"].to_numpy(float)[ok]
         table[name + "_us"] = values
-    anomaly = table["anomaly"].to_numpy(object).copy()
-    stage_label = anomaly.copy()
-    kind = flows["anomaly"].to_numpy(str)
-    flagged = ok & (kind != "")
-    flagged[ok] &= anomaly[rows[ok]] == ""
+    # the table's stage anomalies (a few rows): where they are, and their names there
+    labelled = np.flatnonzero(~_text_is(table["anomaly"], ""))
+    stage_label = table["anomaly"].iloc[labelled].to_numpy(object)
+    kind = flows["anomaly"]
+    flagged = ok & ~_text_is(kind, "")
+    taken = np.zeros(len(table), dtype=bool)
+    taken[labelled] = True
+    flagged[ok] &= ~taken[rows[ok]]
     read_timed = np.isfinite(table["socket_read_us"].to_numpy(float)) \
         if "socket_read_us" in table.columns else np.zeros(len(table), dtype=bool)
-    flagged[ok] &= ~((kind[ok] == "response_to_next") & read_timed[rows[ok]])
+    flagged[ok] &= ~(_text_is(kind, "response_to_next")[ok] & read_timed[rows[ok]])
     if explained is not None:   # the exchange's own stages hold the delay
-        flagged &= ~((kind == "request_to_response") & explained)
+        flagged &= ~(_text_is(kind, "request_to_response") & explained)
     updates = {"anomaly": flows["anomaly"], "stall": flows["stall"]}
     if "cause" in table.columns:
         updates.update(cause=flows["cause"], cause_detail=flows["cause_detail"])
+    picked = np.flatnonzero(flagged)
     for column, values in updates.items():
-        table[column] = _replaced(table[column], rows[flagged], values.to_numpy(str)[flagged])
+        table[column] = _replaced(table[column], rows[picked],
+                                  values.iloc[picked].to_numpy(str))
     # the stage anomalies of other sources, per exchange
     exchange_of = exchange_of_segment(flows)
     stage = np.full(len(flows), "", dtype=object)
     if exchange_of is not None and len(exchange_of) == fresh.size:
-        of_row = exchange_of[fresh]
-        hit = (of_row >= 0) & (stage_label != "") & ~np.isin(stage_label, list(INTERVALS))
+        of_row = exchange_of[fresh][labelled]
+        hit = (of_row >= 0) & ~np.isin(stage_label, list(INTERVALS))
         first = pd.Series(stage_label[hit]).groupby(of_row[hit]).first()
         stage[first.index.to_numpy()] = first.to_numpy()
     flows["stage_anomaly"] = stage.astype(str)
