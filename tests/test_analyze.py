@@ -659,6 +659,40 @@ def test_exchanges_run_beside_the_trace_steps_and_report_after_them(scenario, mo
     with pytest.raises(RuntimeError, match="the exchanges' error"):
         analyze_files(guest=paths["guest"], backend=paths["backend"])
 
+def test_build_table_empties_an_impossible_interval_and_says_so() -> None:
+    """An interval below −(its row's uncertainty + the 1 µs timestamp resolution) is left
+    empty, on its own direction's rows only, with a note; the others are the checkpoints'
+    differences (worked out by hand)."""
+    from xentrace_cli.pipeline import analyze as pipeline
+
+    sources = Sources(guest=Path("guest.pcap"), backend=Path("vif5.0.pcap"))
+    run = pipeline._Run(sources, AnalyzeOptions(), pipeline._Progress(sources, None),
+                        {"guest", "backend"})
+    direction = np.array(["rx", "rx", "tx", "tx"], dtype=object)
+    run.anchor = pd.DataFrame({"src": ["10.0.0.1"] * 4, "sport": [80] * 4,
+                               "dst": ["10.0.0.5"] * 4, "dport": [4000] * 4, "proto": [6] * 4,
+                               "seq": [1, 2, 3, 4], "len": [100] * 4, "frame": [1, 2, 3, 4],
+                               "direction": direction})
+    run.anchor_name, run.dom0_point = "guest", "backend"
+    run.direction, run.ways = direction, pipeline._Ways(direction)
+    run.uncertainty["guest"] = 2.0  # µs: the guest clock's on dom0's
+    ms = 1_000_000
+    # rx: backend → guest 50 µs, then -10 µs (beyond 2 + 1 µs: emptied); tx: guest →
+    # backend 20 µs, then -2.5 µs (within 2 + 1 µs: kept)
+    run.checkpoints = {"backend": np.array([ms, ms, ms + 20_000, ms]),
+                       "guest": np.array([ms + 50_000, ms - 10_000, ms, ms + 2_500])}
+    pipeline.build_table(run)
+    table = run.table
+    assert table["backend_to_guest_us"].iloc[0] == 50.0
+    assert np.isnan(table["backend_to_guest_us"].to_numpy()[[1, 2, 3]]).all()
+    assert table["guest_to_backend_us"].to_numpy()[2:].tolist() == [20.0, -2.5]
+    assert np.isnan(table["guest_to_backend_us"].to_numpy()[:2]).all()
+    assert table["uncertainty_us"].tolist() == [2.0] * 4
+    assert [n for n in run.notes if "left empty" in n] == [
+        "1 received segments: backend_to_guest left empty: its checkpoints (backend → guest) "
+        "are out of order beyond the clocks' uncertainty (a capture or alignment problem)."]
+
+
 def test_parse_thresholds() -> None:
     assert parse_thresholds(["socket_read=10ms", "total=1s"]) == {"socket_read": 10_000.0,
                                                                   "total": 1e6}

@@ -715,20 +715,23 @@ def build_table(run: _Run) -> None:
                                                                                   "tx")
     run.notes.extend(attribute.merge_notes(run.intervals,
                                            unusable=set(run.sources.present) - run.present))
+    columns: dict[str, np.ndarray] = {}  # put on the table once, in the order first made
+    missing = np.full(n, NA_NS, dtype=np.int64)
     for iv in run.intervals:  # a stage's column holds both directions, each on its rows
-        values = attribute.durations_us(checkpoints.get(iv.start, np.full(n, NA_NS)),
-                                        checkpoints.get(iv.end, np.full(n, NA_NS)))
-        column = table[iv.column].to_numpy(float).copy() if iv.column in table.columns \
-            else np.full(n, np.nan)
-        mine = run.ways[iv.direction]
-        column[mine] = values[mine]
-        table[iv.column] = column
+        mine = np.flatnonzero(run.ways[iv.direction])
+        column = columns.setdefault(iv.column, np.full(n, np.nan))
+        column[mine] = attribute.durations_us(checkpoints.get(iv.start, missing)[mine],
+                                              checkpoints.get(iv.end, missing)[mine])
+    uncertainty = _row_uncertainty(run)
+    guard_notes = _guard_intervals(columns, uncertainty, run.intervals, run.ways)
+    for name, column in columns.items():
+        table[name] = column
     for stage in ALL_STAGES:
         if f"{stage}_us" not in table.columns:
             table[f"{stage}_us"] = np.nan
     table["total_us"] = _total_us(checkpoints, n)
-    table["uncertainty_us"] = _row_uncertainty(run)
-    run.notes.extend(_guard_intervals(table, run.intervals, run.ways))
+    table["uncertainty_us"] = uncertainty
+    run.notes.extend(guard_notes)
     run.table = table
 
 
@@ -991,18 +994,17 @@ def _shared_stalls(label: np.ndarray, shown: list[attribute.Interval],
     return label
 
 
-def _guard_intervals(table: pd.DataFrame, shown: list[attribute.Interval],
-                     ways: _Ways) -> list[str]:
-    """Empty every interval value below −(its row's uncertainty + timestamp resolution): an
-    impossible value is never printed. One note per interval that had any."""
+def _guard_intervals(columns: dict[str, np.ndarray], unc: np.ndarray,
+                     shown: list[attribute.Interval], ways: _Ways) -> list[str]:
+    """Empty every interval value below −(its row's uncertainty ``unc`` + timestamp
+    resolution) in the table's ``columns`` (in place): an impossible value is never printed.
+    One note per interval that had any."""
     notes = []
-    unc = table["uncertainty_us"].to_numpy(float)
     for iv in shown:
-        values = table[iv.column].to_numpy(float).copy()
+        values = columns[iv.column]
         bad = path_order.guard_intervals(values, unc) & ways[iv.direction]
         if bad.any():
             values[bad] = np.nan
-            table[iv.column] = values
             kind = "received" if iv.direction == "rx" else "sent"
             notes.append(f"{int(bad.sum())} {kind} segments: {iv.name} left empty: its "
                          f"checkpoints ({iv.start} → {iv.end}) are out of order beyond the "
