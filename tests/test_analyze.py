@@ -693,6 +693,23 @@ def test_build_table_empties_an_impossible_interval_and_says_so() -> None:
         "are out of order beyond the clocks' uncertainty (a capture or alignment problem)."]
 
 
+def test_is_in_is_pandas_isin() -> None:
+    """``analyze._is_in`` (by a categorical column's codes) marks the rows ``isin`` marks:
+    missing values never, categories never used no matter."""
+    from xentrace_cli.pipeline.analyze import _is_in
+
+    values = ["10.0.0.5", None, "10.0.0.1", "10.0.0.5", "10.0.0.9", None]
+    for column in (pd.Series(values, dtype="category"),
+                   pd.Series(pd.Categorical(values, categories=["10.0.0.7", "10.0.0.5",
+                                                                 "10.0.0.1", "10.0.0.9"])),
+                   pd.Series(values, dtype=object)):
+        for local in ({"10.0.0.5"}, {"10.0.0.1", "10.0.0.7"}, set()):
+            got = _is_in(column, local)
+            assert got.dtype == bool and got.tolist() == column.isin(list(local)).tolist()
+    assert _is_in(pd.Series(values, dtype="category"), {"10.0.0.5"}).tolist() == [
+        True, False, False, True, False, False]
+
+
 def test_parse_thresholds() -> None:
     assert parse_thresholds(["socket_read=10ms", "total=1s"]) == {"socket_read": 10_000.0,
                                                                   "total": 1e6}

@@ -912,12 +912,23 @@ def dom0_frames(packets: dict[str, pd.DataFrame], local: set[str]
         if column not in frame.columns or len(frame) == 0:
             return np.zeros(0, dtype=np.int64)
         ts = frame["ts_ns"]
-        keep = frame[column].isin(list(local)).to_numpy() & ts.notna().to_numpy()
-        return np.sort(ts[keep].to_numpy(np.int64))
+        keep = _is_in(frame[column], local) & ts.notna().to_numpy()
+        t = ts.to_numpy(np.int64, na_value=0)[keep]
+        return t if (t[1:] >= t[:-1]).all() else np.sort(t)  # a capture's, usually
 
     return trace_attribute.Dom0Frames(arrivals=times(point, "dst"),
                                       to_guest=times(copied, "dst"),
                                       from_guest=times(copied, "src"), point=point)
+
+
+def _is_in(column: pd.Series, values: set[str]) -> BoolArray:
+    """``column.isin(values)`` as a numpy mask; on a categorical column, by its codes (the
+    few categories compared, not every row)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        # per code, whether its category is wanted (the last entry: code -1, no value)
+        wanted = np.r_[column.cat.categories.isin(list(values)), False]
+        return wanted[column.cat.codes.to_numpy()]
+    return np.asarray(column.isin(list(values)).to_numpy(), dtype=bool)
 
 
 def fixed_schema(table: pd.DataFrame) -> pd.DataFrame:
