@@ -11,7 +11,7 @@
 4. :func:`place_copies` — on that clock, netback's grant copies: another guest's set aside,
    the transmit copies, then FIFO for the received frames;
 5. :func:`rx_dom0_runs` — the interrupt that delivered each received frame and when its dom0
-   vCPU ran;
+   vCPU ran (it needs no copy: in a worker thread beside steps 4 and 6);
 6. :func:`rx_guest_runs` — the guest vCPU each copy's notification woke, and its run;
 7. :func:`tx_dom0_runs` — when the dom0 vCPU that copied each sent frame ran.
 
