@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = Path("sample_pcaps")  # relative to ROOT (the cwd of every run): outputs name it
@@ -70,6 +71,30 @@ def _commands() -> dict[str, tuple[list[str], str | None]]:
     return cmds
 
 
+def _zero_under_nulls(column: Any) -> Any:
+    """The column with zeros in its numeric null slots: Parquet stores no value there, and
+    what the reader leaves in them depends on the page's encoding (plain pages: whatever the
+    decode buffer held; dictionary pages: zeros), not on the table."""
+    import numpy as np
+    import pyarrow as pa
+
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        return column
+    chunks = []
+    for chunk in column.chunks:
+        if chunk.null_count == 0 or chunk.offset != 0:
+            chunks.append(chunk)
+            continue
+        values = np.frombuffer(chunk.buffers()[1], dtype=chunk.type.to_pandas_dtype(),
+                               count=len(chunk))
+        valid = chunk.is_valid().to_numpy(zero_copy_only=False)
+        clean = np.where(valid, values, 0).astype(values.dtype)
+        chunks.append(pa.Array.from_buffers(chunk.type, len(chunk),
+                                            [chunk.buffers()[0], pa.py_buffer(clean)],
+                                            null_count=chunk.null_count))
+    return pa.chunked_array(chunks, type=column.type)
+
+
 def _parquet_digest(path: Path) -> str:
     """The Arrow table's hash, the library versions in its metadata left out."""
     import pyarrow as pa
@@ -83,6 +108,8 @@ def _parquet_digest(path: Path) -> str:
         pandas_meta.get("creator", {}).pop("version", None)
         meta[b"pandas"] = json.dumps(pandas_meta, sort_keys=True).encode()
     table = table.replace_schema_metadata(meta)
+    table = pa.table([_zero_under_nulls(table[name]) for name in table.column_names],
+                     schema=table.schema)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)

@@ -21,7 +21,7 @@ import pytest
 
 from xentrace_cli.cli import main
 from xentrace_cli.errors import XenlatWarning
-from xentrace_cli.model import STAGES, TABLE_COLUMNS, Sources
+from xentrace_cli.model import STAGES, TABLE_COLUMNS, TABLE_DICTIONARY_COLUMNS, Sources
 from xentrace_cli.pipeline.analyze import AnalyzeOptions, analyze, analyze_files, parse_thresholds
 from xentrace_cli.pipeline.result import Analysis
 from xentrace_cli.simulate.score import join_truth
@@ -761,6 +761,31 @@ def test_cli_formats_parse_back(scenario, runner, tmp_path: Path, fmt: str) -> N
         packets = pd.read_parquet(out)
     assert set(CONTRACT) <= set(packets.columns), set(CONTRACT) - set(packets.columns)
     assert len(packets) > 100
+
+
+def test_parquet_dictionary_only_on_the_columns_of_few_values(scenario, runner,
+                                                              tmp_path: Path) -> None:
+    """``analyze --format parquet`` dictionary-encodes TABLE_DICTIONARY_COLUMNS only, and the
+    file holds the same table as one written with pyarrow's default (every column tried)."""
+    import pyarrow.parquet as pq
+
+    from xentrace_cli.outputs.tables import arrow_table
+
+    chosen, default = tmp_path / "chosen.parquet", tmp_path / "default.parquet"
+    directory = scenario("black-0.1s")
+    result = runner.invoke(main, ["analyze", *cli_args(directory), "--format", "parquet",
+                                  "-o", str(chosen)])
+    assert result.exit_code == 0, result.stderr
+    p = files(directory)
+    table = analyze_files(p["guest"], backend=p["backend"], phys=p["phys"],
+                          xentrace=p["xentrace"], socket_log=p["socket_log"]).table
+    pq.write_table(arrow_table(table), default)
+    assert pq.read_table(chosen).equals(pq.read_table(default))
+    meta = pq.ParquetFile(chosen).metadata.row_group(0)
+    encoded = {meta.column(i).path_in_schema: "RLE_DICTIONARY" in meta.column(i).encodings
+               for i in range(meta.num_columns)}
+    assert {name for name, yes in encoded.items() if yes} == set(TABLE_DICTIONARY_COLUMNS)
+    assert list(encoded) == list(TABLE_COLUMNS)
 
 
 def test_cli_json_to_stdout(scenario, runner) -> None:

@@ -34,7 +34,7 @@ os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 
 from . import __version__
 from .errors import ExitCode, OptionError, TruncatedInput, XenlatError, XenlatWarning
-from .model import Sources
+from .model import TABLE_DICTIONARY_COLUMNS, Sources
 
 if TYPE_CHECKING:  # the commands import their libraries when run (start-up time)
     from .fleet.gate import FleetGateResult
@@ -871,7 +871,7 @@ def analyze(inputs: AnalysisInputs, fmt: str, output: Path | None, plot: Path | 
     else:
         from .outputs.tables import write_table
 
-        write_table(analysis.table, fmt, output)
+        write_table(analysis.table, fmt, output, dictionary=TABLE_DICTIONARY_COLUMNS)
 
 
 @main.command()

@@ -174,3 +174,11 @@ TABLE_COLUMNS: tuple[str, ...] = (
     *(stage_column(i) for i in (*MERGED_INTERVALS, *TX_INTERVALS, *LONE_INTERVALS)),
     "total_us", "anomaly", "stall", "cause", "cause_detail", "retransmitted", "uncertainty_us",
 )
+#: The analysis table's columns of few distinct values: the only ones its Parquet output
+#: dictionary-encodes (Parquet has none for booleans). Tried on the times and durations too
+#: (pyarrow's default), it made the writer take 1.7-2x as long on a million-packet set's table
+#: and the file 0.07 % smaller.
+TABLE_DICTIONARY_COLUMNS: tuple[str, ...] = (
+    "src", "sport", "dst", "dport", "proto", "direction", "anomaly", "stall", "cause",
+    "cause_detail",
+)
