@@ -105,7 +105,11 @@ def test_preflight_says_what_is_missing(tmp_path, monkeypatch):
     assert any("MiB free" in p for p in rec.preflight(rec.plan(huge), "dom0", huge, euid=0))
 
 
+# The stand-in notes the stop signal first (its trap set before anything else: under load the
+# signal of a 0.6 s recording can come while it still parses its arguments, and a bash killed by
+# it would have copied nothing), then gives its file when stopped, as the real tools end theirs.
 STANDIN = r"""#!/bin/bash
+stop=""; trap 'stop=1' INT TERM
 echo "$0 $*" >> "$STANDIN_DIR/calls.log"
 case "$(basename "$0")" in
   xl) [ "$1" = info ] && printf 'host : xen-a\ncpu_mhz : 2900.000\n'; exit 0 ;;
@@ -126,8 +130,8 @@ case "$(basename "$0")" in
         eth0) src=phys.pcap ;; vif5.0) src=vif5.0.pcap ;; *) src=guest.pcapng ;;
       esac ;;
 esac
-trap 'cp "$SAMPLE_DIR/$src" "$out"; exit 0' INT TERM
-while true; do sleep 0.05; done
+until [ -n "$stop" ]; do sleep 0.05; done
+cp "$SAMPLE_DIR/$src" "$out.part" && mv "$out.part" "$out"
 """
 
 
