@@ -659,6 +659,49 @@ def test_exchanges_run_beside_the_trace_steps_and_report_after_them(scenario, mo
     with pytest.raises(RuntimeError, match="the exchanges' error"):
         analyze_files(guest=paths["guest"], backend=paths["backend"])
 
+def test_exchanges_start_while_the_trace_is_still_read(scenario, monkeypatch) -> None:
+    """When steps 2-5 are done before the trace is read, the exchanges start then (the main
+    thread would only wait): they begin before the read ends, and the analysis is the same
+    as when they run after it, their warning still shown after the trace steps'."""
+    from xentrace_cli.errors import warn
+    from xentrace_cli.pipeline import analyze as pipeline
+    from xentrace_cli.pipeline import lone
+
+    paths = files(scenario("healthy"))
+    sources = dict(guest=paths["guest"], backend=paths["backend"], xentrace=paths["xentrace"])
+    after = analyze_files(**sources)
+    events: list[str] = []
+    exchanges, read_xentrace = lone.exchanges, pipeline.trace_reader.read_xentrace
+
+    def slow_read(*args, **kwargs):
+        time.sleep(1.0)  # the captures' steps 2-5 are done well before
+        trace = read_xentrace(*args, **kwargs)
+        events.append("trace read")
+        return trace
+
+    def noted_exchanges(*args, **kwargs):
+        events.append("exchanges")
+        warn(XenlatWarning("from the exchanges"))
+        return exchanges(*args, **kwargs)
+
+    def warning_follow_trace(run) -> None:
+        warn(XenlatWarning("from the trace steps"))
+        follow_trace(run)
+
+    follow_trace = pipeline.follow_trace
+    monkeypatch.setattr(pipeline.trace_reader, "read_xentrace", slow_read)
+    monkeypatch.setattr(lone, "exchanges", noted_exchanges)
+    monkeypatch.setattr(pipeline, "follow_trace", warning_follow_trace)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        early = analyze_files(**sources)
+    assert events == ["exchanges", "trace read"]
+    ours = [str(w.message) for w in caught if "from the" in str(w.message)]
+    assert ours == ["from the trace steps", "from the exchanges"]
+    pd.testing.assert_frame_equal(early.table, after.table)
+    pd.testing.assert_frame_equal(early.flows, after.flows)
+
+
 def test_build_table_empties_an_impossible_interval_and_says_so() -> None:
     """An interval below −(its row's uncertainty + the 1 µs timestamp resolution) is left
     empty, on its own direction's rows only, with a note; the others are the checkpoints'

@@ -24,8 +24,9 @@ only steps 6–10 follow its end; their warnings come out after the trace's, the
 after its error, as if they ran after it. The lone view's exchanges (step 10) are not among
 them: their temporaries (~0.4 GB on a million segments) would add to the trace reader's
 peak, which comes as it ends. They need no trace either, so they run in a worker thread
-beside steps 6–9 once it is read (:func:`exchanges_aside`), their warnings shown, their error
-raised, where step 10 comes.
+(:func:`exchanges_aside`): started once steps 2–5 are done if the trace is still being read
+(this thread would only wait for it; the peak stayed at 1.33-1.35 GB on the realistic set),
+else beside steps 6–9; their warnings shown, their error raised, where step 10 comes.
 
 :func:`analyze_files` is the same for Python callers.
 
@@ -283,6 +284,8 @@ class _Run:
     trace_causes: trace_attribute.TraceAttribution | None = None
     occupants: Background[pd.DataFrame] | None = None
     """The trace's CPU occupants being made beside the path's steps (:func:`follow_trace`)."""
+    exchanges: _Exchanges | None = None
+    """The lone view's exchanges, started while the trace was still read (:func:`without_trace`)."""
     # build_table
     table: pd.DataFrame | None = None
     intervals: list[attribute.Interval] = dataclasses.field(default_factory=list)
@@ -306,7 +309,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     read_sources(run, meanwhile=without_trace)
     if run.anchor_name is None:
         return _no_capture(sources, run.calls, run.trace, run.notes)
-    aside = exchanges_aside(run)
+    aside = run.exchanges if run.exchanges is not None else exchanges_aside(run)
     follow_trace(run)
     order_paths(run)
     build_table(run)
@@ -331,6 +334,8 @@ def without_trace(run: _Run) -> None:
     align_clocks(run)
     place_socket_log(run)
     give_back_memory()  # the steps' temporaries, before the trace reader's own peak
+    if run.progress.reader is not None and not run.progress.reader.done():
+        run.exchanges = exchanges_aside(run)  # this thread would only wait for the trace
 
 
 def read_sources(run: _Run, meanwhile: Callable[[_Run], None] | None = None) -> None:
@@ -840,9 +845,9 @@ _Exchanges = Background[tuple[pd.DataFrame, list[Warning]]]
 
 def exchanges_aside(run: _Run) -> _Exchanges:
     """The anchor capture's exchanges (:func:`.lone.exchanges`: they need no trace, nor any
-    step after :func:`orient`) started in a worker thread, beside steps 6-9 on the other
-    core; :func:`lone_view` takes them. Their warnings are held for it to show, where a
-    serial run would have; an error is raised there too."""
+    step after :func:`orient`) started in a worker thread, beside the trace's read or steps
+    6-9 on the other core; :func:`lone_view` takes them. Their warnings are held for it to
+    show, where a serial run would have; an error is raised there too."""
     segments, fresh, facts = run.anchor_all, run.fresh, run.facts
     run.anchor_all = run.facts = None  # only the exchanges need them (memory)
 
