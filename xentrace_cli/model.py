@@ -177,7 +177,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
 #: The analysis table's columns of few distinct values: the only ones its Parquet output
 #: dictionary-encodes (Parquet has none for booleans). Tried on the times and durations too
 #: (pyarrow's default), it made the writer take 1.7-2x as long on a million-packet set's table
-#: and the file 0.07 % smaller.
+#: and the file 0.07 % smaller (2.7 % on the toy host's set).
 TABLE_DICTIONARY_COLUMNS: tuple[str, ...] = (
     "src", "sport", "dst", "dport", "proto", "direction", "anomaly", "stall", "cause",
     "cause_detail",
