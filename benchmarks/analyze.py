@@ -17,6 +17,7 @@ end, the CPU time of the thread that ran it), to show where the time goes::
 
     python benchmarks/analyze.py                     # both hosts, 3 rounds
     python benchmarks/analyze.py --hosts toy --rounds 5 --phases
+    python benchmarks/analyze.py --hosts toy --rounds 0 --phases    # the phases alone
     python benchmarks/analyze.py --hosts toy --against /tmp/main-src   # before/after a change
 
 The sets live in ``benchmarks/out/analyze-<host>`` (gitignored) unless ``--dir`` says
@@ -83,6 +84,8 @@ def bench(directory: Path, rounds: int, out: Path, against: Path | None = None,
             str(out.with_suffix(".against.parquet"))]
     # no warm-up round (an analysis takes minutes on a loaded machine): the simulation or
     # the previous host's rounds left the files in the page cache
+    if rounds < 1:  # --rounds 0 --phases: the phases only
+        return
     runs = interleaved(commands, rounds, warmup=False)
     print(table(runs, "tcpdump -nn -tt -S -r, the three captures", size_bytes=size))
 
