@@ -87,14 +87,25 @@ def unique_rows(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ordered[new], _inverse(order, new)
 
 
+def ragged_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(s, s + n)`` for each (s, n), without a Python loop (int64):
+    ``np.repeat`` of each range's start plus a running offset in it."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    first = ends - lengths
+    # position within its run, then shift each run to its start
+    within = np.arange(total, dtype=np.int64) - np.repeat(first, lengths)
+    return np.repeat(np.asarray(starts, dtype=np.int64), lengths) + within
+
+
 def ranges(lo: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The ranges ``lo[k], lo[k] + 1, …`` (``count[k]`` values each) laid end to end, without
-    a loop: each element's range ``k`` and its value (``np.repeat`` of each range's start
-    plus a running offset in it)."""
+    a loop: each element's range ``k`` and its value (:func:`ragged_index`)."""
     count = np.asarray(count, dtype=np.int64)
-    which = np.repeat(np.arange(count.size), count)
-    within = np.arange(which.size) - np.repeat(np.cumsum(count) - count, count)
-    return which, np.repeat(np.asarray(lo, dtype=np.int64), count) + within
+    return np.repeat(np.arange(count.size), count), ragged_index(lo, count)
 
 
 def sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

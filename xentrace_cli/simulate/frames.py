@@ -13,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from ..groups import ragged_index
 from ..linktypes import ETHERTYPE_IPV4
 
 IPPROTO_TCP = 6
@@ -171,19 +172,6 @@ def _ones_complement_sum(words: np.ndarray) -> np.ndarray:
             break
         total = (total & np.uint64(0xFFFF)) + carry
     return (~total.astype(np.uint16)).astype(np.uint16)
-
-
-def ragged_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(s, s + n)`` for each (s, n), without a Python loop."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    ends = np.cumsum(lengths)
-    first = ends - lengths
-    # position within its run, then shift each run to its start
-    within = np.arange(total, dtype=np.int64) - np.repeat(first, lengths)
-    return np.repeat(np.asarray(starts, dtype=np.int64), lengths) + within
 
 
 def build_frames(*, eth_src: np.ndarray, eth_dst: np.ndarray, ip_src: np.ndarray,

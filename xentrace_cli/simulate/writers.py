@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..groups import ragged_index
 from ..linktypes import ETHERNET
 from ..sources.capture import PCAP_MAGIC_USEC
 from ..sources.pcapng import BYTE_ORDER_MAGIC, EPB, IDB, SHB
 from ..xen_events import CPU_CHANGE_HEADER, CYCLES_FLAG, EXTRA_SHIFT, MAX_EXTRA
-from .frames import FrameBatch, ragged_index
+from .frames import FrameBatch
 
 PCAP_VERSION = (2, 4)
 #: Classic pcap file header (little-endian): magic, version, thiszone, sigfigs, snaplen, network.
