@@ -27,7 +27,6 @@ EXTRA_SHIFT = 28
 EXTRA_MASK = 0x7
 CYCLES_FLAG = 0x80000000
 MAX_EXTRA = 7
-MAX_RECORD_WORDS = 1 + 2 + MAX_EXTRA  # header, TSC lo/hi, 7 extra words
 
 # --- meta records (TRC_GEN) ------------------------------------------------------------------
 TRC_LOST_RECORDS = 0x0001F001

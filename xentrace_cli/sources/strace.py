@@ -861,12 +861,7 @@ def _decimal(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarr
     width = max(int(length.max()) if len(length) else 0, 1)
     window = _window(buf, start + length - width, width)
     window[np.arange(width) < (width - length)[:, None]] = ord("0")
-    value = window[:, 0].astype(np.int64) - ord("0")
-    for place in range(1, width):
-        value *= 10
-        value += window[:, place]
-        value -= ord("0")
-    return value
+    return _columns_number(window, 0, width)
 
 
 def _seconds(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -933,8 +928,7 @@ def _digits_before(buf: np.ndarray, end: np.ndarray, most: int) -> np.ndarray:
     """How many of the (at most ``most``) bytes before each ``end`` are digits, counted back
     from ``end``."""
     window = _window(buf, end - most, most)
-    not_digit = (window < ord("0")) | (window > ord("9"))
-    return most - 1 - _last_in_row(not_digit)
+    return most - 1 - _last_in_row(~_is_digit(window))
 
 
 def _first_in_row(hit: np.ndarray) -> np.ndarray:
@@ -943,12 +937,9 @@ def _first_in_row(hit: np.ndarray) -> np.ndarray:
     return np.where(hit[np.arange(len(hit)), first], first, hit.shape[1])
 
 
-def _last_in_row(hit: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
-    """Per row, the last column (before ``before``, if given) where ``hit`` is True (-1:
-    none)."""
+def _last_in_row(hit: np.ndarray) -> np.ndarray:
+    """Per row, the last column where ``hit`` is True (-1: none)."""
     width = hit.shape[1]
-    if before is not None:
-        hit = hit & (np.arange(width) < before[:, None])
     last = width - 1 - hit[:, ::-1].argmax(axis=1)
     return np.where(hit[np.arange(len(hit)), last], last, -1)
 
@@ -1162,7 +1153,8 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
     may_have_address = np.isin(paren - call_start, (6, 8))    # sendto, recvfrom
     last_quote = np.full(n, -1, np.int64)
     need = np.flatnonzero(quoted | may_have_address)
-    last_quote[need] = _last_quote(p, sel[need], line_end[need])
+    # a line without any '"' finds one of an earlier line (or -1): before its "(", no address
+    last_quote[need] = marks.last('"', line_end[need])
     # an address (inet_addr("...")}) holds the line's last two quotes
     has_addr = may_have_address & (last_quote > paren) & (buf[last_quote + 1] == ord(")")) \
         & (buf[last_quote + 2] == ord("}"))
@@ -1245,25 +1237,8 @@ def _plain_annotations(buf: np.ndarray, annotated: np.ndarray, fd_end: np.ndarra
     kind, peer = np.zeros(n, np.int8), np.full(n, None, dtype=object)
     if annotated.any():
         at = np.flatnonzero(annotated)
-        ann = _substrings(buf, fd_end[at] + 1, comma[at] - 1)
-        kind[at] = _per_distinct(ann, _ann_kind).astype(np.int8)
-        peer[at] = _per_distinct(ann, _ann_peer)
+        kind[at], peer[at] = _ann_info(_substrings(buf, fd_end[at] + 1, comma[at] - 1))
     return kind, peer
-
-
-def _last_quote(p: _Plain, sel: np.ndarray, line_end: np.ndarray) -> np.ndarray:
-    """The last '"' before each line's end: a line of ``sel`` without one (a pointer for a
-    buffer, no address) gives -1 or a quote of an earlier line (both before its "(")."""
-    width = 64
-    col = _last_in_row(_window(p.buf, line_end - width, width) == ord('"'))
-    out = line_end - width + col
-    miss = np.flatnonzero(col < 0)
-    if len(miss):
-        has = pc.match_substring(p.lines.take(pa.array(sel[miss])), '"').to_numpy(
-            zero_copy_only=False)
-        out[miss[~has]] = -1
-        out[miss[has]] = p.marks.last('"', line_end[miss[has]])
-    return out
 
 
 def _plain_duration(buf: np.ndarray, line_end: np.ndarray) -> np.ndarray:
