@@ -652,12 +652,18 @@ def test_exchanges_run_beside_the_trace_steps_and_report_after_them(scenario, mo
     assert len(result.flows) and (result.table["request_to_response_us"].notna().any())
 
     def failing(*args, **kwargs):
+        warn(XenlatWarning("before the exchanges' error"))
         raise RuntimeError("the exchanges' error")
 
     monkeypatch.setattr(lone, "exchanges", failing)
     monkeypatch.setattr(pipeline, "follow_trace", follow_trace)
-    with pytest.raises(RuntimeError, match="the exchanges' error"):
+    with warnings.catch_warnings(record=True) as caught, \
+            pytest.raises(RuntimeError, match="the exchanges' error"):
+        warnings.simplefilter("always")
         analyze_files(guest=paths["guest"], backend=paths["backend"])
+    # the warning the failing exchanges gave before their error is shown, not lost
+    assert [str(w.message) for w in caught if "before the" in str(w.message)] == [
+        "before the exchanges' error"]
 
 def test_exchanges_start_while_the_trace_is_still_read(scenario, monkeypatch) -> None:
     """When steps 2-5 are done before the trace is read, the exchanges start then (the main

@@ -422,8 +422,29 @@ def _read_capture(run: _Run, name: str, path: Path, lone_view: bool) -> None:
 #: What :func:`dom0_frames` needs of a dom0 capture's packets.
 _DOM0_FRAME_COLUMNS = ("src", "dst", "ts_ns")
 
-_SocketJob = concurrent.futures.Future[tuple[pd.DataFrame | None, list[Warning],
-                                             Exception | None]]
+_Held = tuple[pd.DataFrame | None, list[Warning], Exception | None]
+"""A worker's result, the warnings it held and its error (None: it succeeded)."""
+_SocketJob = concurrent.futures.Future[_Held]
+
+
+def _holding(work: Callable[[], pd.DataFrame | None]) -> _Held:
+    """Run ``work`` (in a worker thread) with its warnings held and its error kept, for
+    :func:`_shown` to give out where a serial run would have."""
+    with hold_warnings() as held:
+        try:
+            return work(), held, None
+        except Exception as exc:  # shown after the warnings it followed
+            return None, held, exc
+
+
+def _shown(outcome: _Held) -> pd.DataFrame | None:
+    """A :func:`_holding` outcome: its warnings shown now, then its error raised."""
+    value, held, error = outcome
+    for warning in held:
+        warnings.warn(warning, stacklevel=5)
+    if error is not None:
+        raise error
+    return value
 
 
 def _read_socket_log_aside(pool: concurrent.futures.Executor, path: Path | None,
@@ -435,29 +456,18 @@ def _read_socket_log_aside(pool: concurrent.futures.Executor, path: Path | None,
     if path is None:
         return None
 
-    def job() -> tuple[pd.DataFrame | None, list[Warning], Exception | None]:
-        with hold_warnings() as held:
-            try:
-                calls = socket_log.read_socket_log(
-                    path, on_progress=progress.part("socket_log"), data=False)
-            except Exception as exc:  # shown after the warnings it followed
-                return None, held, exc
+    def job() -> pd.DataFrame:
+        calls = socket_log.read_socket_log(path, on_progress=progress.part("socket_log"),
+                                           data=False)
         give_back_memory()
-        return calls, held, None
+        return calls
 
-    return pool.submit(job)
+    return pool.submit(_holding, job)
 
 
 def _socket_log_result(job: _SocketJob | None) -> pd.DataFrame | None:
     """The socket call table of :func:`_read_socket_log_aside`, its warnings shown now."""
-    if job is None:
-        return None
-    calls, held, error = job.result()
-    for warning in held:
-        warnings.warn(warning, stacklevel=4)
-    if error is not None:
-        raise error
-    return calls
+    return None if job is None else _shown(job.result())
 
 
 def _guest_domid(run: _Run) -> int | None:
@@ -840,7 +850,7 @@ def _stall_sizes(table: pd.DataFrame, label: np.ndarray, ways: _Ways,
     return stall_value
 
 
-_Exchanges = Background[tuple[pd.DataFrame, list[Warning]]]
+_Exchanges = Background[_Held]
 
 
 def exchanges_aside(run: _Run) -> _Exchanges:
@@ -851,25 +861,17 @@ def exchanges_aside(run: _Run) -> _Exchanges:
     segments, fresh, facts = run.anchor_all, run.fresh, run.facts
     run.anchor_all = run.facts = None  # only the exchanges need them (memory)
 
-    def job() -> tuple[pd.DataFrame, list[Warning]]:
-        with hold_warnings() as held:
-            flows = lone.exchanges(segments, fresh, facts)
-        return flows, held
-
-    return Background(job)
+    return Background(lambda: _holding(lambda: lone.exchanges(segments, fresh, facts)))
 
 
-def lone_view(run: _Run, aside: _Exchanges | None = None) -> pd.DataFrame:
-    """The anchor capture's exchanges (:func:`.lone.exchanges`, or those ``aside`` computed
-    beside the steps before), on the table's clock, their intervals put on the table's rows,
-    and their notes."""
+def lone_view(run: _Run, aside: _Exchanges) -> pd.DataFrame:
+    """The anchor capture's exchanges (:func:`.lone.exchanges`, computed ``aside`` beside the
+    steps before), on the table's clock, their intervals put on the table's rows, and their
+    notes."""
     assert run.table is not None and run.anchor_name is not None
     run.progress.phase(f"cutting the {run.anchor_name} capture's conversations into exchanges")
-    if aside is None:
-        aside = exchanges_aside(run)
-    flows, held = aside.result()
-    for warning in held:
-        warnings.warn(warning, stacklevel=3)
+    flows = _shown(aside.result())
+    assert flows is not None  # (_shown raised the exchanges' error)
     fit = run.guest_clock.fit
     if run.anchor_name == "guest" and fit is not None and len(flows):
         for col in ("t_request", "t_request_end", "t_response", "t_response_end", "t_next"):
