@@ -519,36 +519,44 @@ def _suspicion_batch(first_frame: int, ts: list[int], sport: list[int]) -> packe
     return packets.PacketColumns(values, valid, codes, codes, ["10.0.0.1"])
 
 
-def test_duplicates_found_through_the_quick_key_and_the_whole_key(
+def test_duplicates_found_among_the_rows_that_share_a_time(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """By hand, with 3 rows carried from a batch to the next: a row equal to one of the
     previous batch's last 3 rows or to an earlier row of its batch is a duplicate; one that
-    differs only in a column outside QUICK_KEY (the port) is not, nor one whose twin is
-    further back than the carry. A batch with no repeat in QUICK_KEY hashes only its last
-    rows' whole key, and those find the next batch's duplicate."""
+    differs only in its port is not, nor one whose twin is further back than the carry. Only
+    the rows whose time another row has are hashed (and the last 3, carried): a batch of new
+    times hashes its last rows only, and those find the next batch's duplicate."""
     monkeypatch.setattr(packets, "DUPLICATE_CARRY", 3)
-    keys: list[tuple[tuple[str, ...], int]] = []
+    hashed: list[list[int]] = []
     row_hashes = packets._row_hashes
 
     def spy(columns: packets.PacketColumns, rows: object, book: object,
             key: tuple[str, ...] = packets.DUPLICATE_KEY) -> np.ndarray:
         hashes = row_hashes(columns, rows, book, key)  # type: ignore[arg-type]
-        keys.append((key, len(hashes)))
+        hashed.append(columns.values["frame"][rows].tolist())  # type: ignore[index]
         return hashes
 
     monkeypatch.setattr(packets, "_row_hashes", spy)
     suspicion = packets._Suspicion(packets._AddressBook())
     suspicion.observe(_suspicion_batch(1, [1, 2, 3, 4, 5], [1] * 5))
     assert suspicion.duplicates == 0
+    assert hashed == [[3, 4, 5]]  # the carried rows alone: no time repeats
+    hashed.clear()
     # frame 6 repeats frame 5 (carried); 7 differs in its port only; 8 repeats frame 2,
-    # beyond the carry; 10 repeats 9
+    # beyond the carry; 10 repeats 9 (times out of order: 2 after 5)
     suspicion.observe(_suspicion_batch(6, [5, 5, 2, 6, 6], [1, 2, 1, 7, 7]))
     assert (suspicion.duplicates, suspicion.first_dup) == (2, 6)
-    keys.clear()
+    assert hashed[0] == [6, 7, 9, 10]  # frame 8's time 2 is not among the carried 3..5
+    hashed.clear()
     suspicion.observe(_suspicion_batch(11, [10, 11, 12], [1, 1, 1]))
-    assert keys == [(packets.QUICK_KEY, 3), (packets.DUPLICATE_KEY, 3)]
+    assert hashed == [[11, 12, 13]]
     suspicion.observe(_suspicion_batch(14, [12, 13], [1, 1]))  # 14 repeats 13
     assert (suspicion.duplicates, suspicion.first_dup) == (3, 6)
+    # 17 repeats 16 (neighbours), 20 repeats 16 after later times (sorted to find it);
+    # 19 differs from 18 in its port only
+    suspicion.observe(_suspicion_batch(16, [20, 20, 21, 21, 20], [1, 1, 1, 2, 1]))
+    assert (suspicion.duplicates, suspicion.first_dup) == (5, 6)
+    assert suspicion.backwards == 2  # 8 (5 -> 2) and 20 (21 -> 20)
 
 
 def test_command_turns_off_numpys_huge_page_advice() -> None:

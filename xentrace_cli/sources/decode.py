@@ -86,10 +86,12 @@ class Decoded:
 
 
 class _Views:
-    """Unaligned big/little-endian views of one chunk, for gathers at any byte offset."""
+    """Unaligned big/little-endian views of one chunk, for gathers at any byte offset, and the
+    chunk as overlapping 64-byte records (``w64[pos]``: the 64 bytes from ``pos``, one copy
+    per row)."""
 
-    #: bytes that must follow the last packet byte so that an 8-byte read there stays inside
-    SLACK = 8
+    #: bytes that must follow the last packet byte so that a 64-byte read there stays inside
+    SLACK = 64
 
     def __init__(self, buf: np.ndarray, used: int) -> None:
         if len(buf) < used + self.SLACK:  # the readers leave room; a bare buffer gets padded
@@ -103,6 +105,7 @@ class _Views:
         self.be64 = np.ndarray((size,), dtype=">u8", buffer=buf, strides=(1,))
         self.le32 = np.ndarray((size,), dtype="<u4", buffer=buf, strides=(1,))
         self.le64 = np.ndarray((size,), dtype="<u8", buffer=buf, strides=(1,))
+        self.w64 = np.ndarray((size,), dtype="V64", buffer=buf, strides=(1,))
 
 
 def _any_of(values: np.ndarray, choices: tuple[int, ...]) -> np.ndarray:
@@ -585,6 +588,8 @@ _WORD_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B1
                               0x94D049BB133111EB, 0xBF58476D1CE4E5B9], dtype=np.uint64)
 #: the mask of a word's first k bytes (little-endian: its k lowest), k = 0..8
 _BYTE_MASKS = np.array([(1 << 8 * k) - 1 for k in range(9)], dtype=np.uint64)
+#: the first byte of each word in the hashed payload
+_WORD_STARTS = 8 * np.arange(len(_WORD_MULTIPLIERS))
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
@@ -595,6 +600,8 @@ def _digest(v: _Views, c: _Columns, pend: np.ndarray) -> None:
     The payload is read as 8-byte little-endian words; bytes past the payload are masked to
     zero; the words are combined as ``count + sum(word_k * M_k)`` (mod 2^64) and mixed by
     splitmix64's finalizer. The same bytes give the same value at every capture point.
+    Each frame's DIGEST_BYTES bytes are one gather of a 64-byte record (not 8 of a word),
+    the sum of products one integer matrix product (numpy's, wrapping as uint64 does).
     """
     avail = np.minimum(np.minimum(c.payload_len, pend - c.payload_pos), DIGEST_BYTES)
     avail = np.where(c.payload_ok, np.maximum(avail, 0), 0)
@@ -603,52 +610,22 @@ def _digest(v: _Views, c: _Columns, pend: np.ndarray) -> None:
     if not ok.any():
         return
     every = bool(ok.all())  # a TCP capture: no gathers, no scatter
-    pos = c.payload_pos if every else c.payload_pos[ok]
-    nbytes = avail if every else avail[ok]
-    h = nbytes.astype(np.uint64)
-    # the frames with DIGEST_BYTES of payload (most) take plain gathers, no masks; the
-    # others, the masked words of theirs
-    whole = nbytes == DIGEST_BYTES
-    rows = slice(None) if whole.all() else np.flatnonzero(whole)
-    short = None if isinstance(rows, slice) else np.flatnonzero(~whole)
+    rows = slice(None) if every else np.flatnonzero(ok)
+    nbytes = avail[rows]
+    words = v.w64[c.payload_pos[rows]].view("<u8").reshape(-1, len(_WORD_MULTIPLIERS))
+    short = np.flatnonzero(nbytes < DIGEST_BYTES)
+    if len(short):  # each word masked to the payload's bytes in it (none past its end)
+        words[short] &= _BYTE_MASKS[np.clip(nbytes[short, None] - _WORD_STARTS, 0, 8)]
     with np.errstate(over="ignore"):
-        at = pos[rows]
-        sums = h[rows]
-        for k, multiplier in enumerate(_WORD_MULTIPLIERS):
-            sums += v.le64[at + 8 * k] * multiplier
-        h[rows] = sums
-        if short is not None and len(short):
-            h[short] = _short_sums(v, pos[short], nbytes[short])
+        h = words @ _WORD_MULTIPLIERS
+        h += nbytes.astype(np.uint64)
         h = (h ^ (h >> np.uint64(30))) * _MIX1
         h = (h ^ (h >> np.uint64(27))) * _MIX2
         h ^= h >> np.uint64(31)
     if every:
         c.digest = h
     else:
-        c.digest[ok] = h
-
-
-def _short_sums(v: _Views, pos: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
-    """``count + sum(word_k * M_k)`` of payloads of fewer than DIGEST_BYTES bytes at ``pos``,
-    word by word: the rows whose payload fills the word take a plain gather, those it ends in
-    the word's masked to its bytes, the others nothing (a snapshot length cuts most payloads
-    at one length: each word is then one plain gather, or one masked, for all rows)."""
-    h = nbytes.astype(np.uint64)
-    for k, multiplier in enumerate(_WORD_MULTIPLIERS):
-        left = nbytes - 8 * k
-        full = left >= 8
-        if full.all():
-            h += v.le64[pos + 8 * k] * multiplier
-            continue
-        if full.any():
-            rows = np.flatnonzero(full)
-            h[rows] += v.le64[pos[rows] + 8 * k] * multiplier
-        part = np.flatnonzero((left > 0) & ~full)  # the word the payload ends in
-        if len(part):
-            h[part] += (v.le64[pos[part] + 8 * k] & _BYTE_MASKS[left[part]]) * multiplier
-        if not full.any():  # no payload reaches the next word
-            break
-    return h
+        c.digest[rows] = h
 
 
 def _head(v: _Views, c: _Columns, pend: np.ndarray, width: int

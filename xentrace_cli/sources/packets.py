@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import linktypes
 from ..errors import InputError, OptionError, XenlatWarning
-from ..groups import sorted_codes, unique, unique_rows
+from ..groups import sorted_codes, unique_rows
 from .containers import open_capture
 from .decode import decode
 
@@ -542,10 +542,6 @@ def _iter(path: str | os.PathLike[str], form: str, *, display_filter: str | None
 DUPLICATE_KEY = ("ts_ns", "caplen", "wirelen", "interface", "src", "dst", "proto", "sport",
                  "dport", "ip_id", "tcp_seq", "tcp_ack", "tcp_flags", "payload_len",
                  "payload_digest")
-#: A few columns of :data:`DUPLICATE_KEY` that tell most frames apart: rows that differ in
-#: them differ in the whole key, so a batch without repeats in these needs no more (hashing
-#: the whole key is 5x the work, the most of the duplicate check).
-QUICK_KEY = ("ts_ns", "ip_id", "payload_digest")
 #: Rows of the previous batch a duplicate is looked for in (besides its own batch).
 DUPLICATE_CARRY = 4096
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -580,9 +576,34 @@ def _any_repeat(carry: np.ndarray, hashes: np.ndarray) -> bool:
     return bool((both[1:] == both[:-1]).any())
 
 
+def _shared_times(ts: np.ndarray, ordered: bool, carry_ts: np.ndarray) -> np.ndarray:
+    """Where a time of ``ts`` is another row's too, of ``ts`` or of ``carry_ts``: the only
+    rows that can duplicate a row (the time is part of :data:`DUPLICATE_KEY`). ``ordered``:
+    ``ts`` never decreases (the usual capture), so equal times are neighbours: no sort."""
+    order = None if ordered else np.argsort(ts)
+    times = ts if order is None else ts[order]
+    shared = np.zeros(len(times), dtype=bool)
+    same = times[1:] == times[:-1]
+    shared[1:] |= same
+    shared[:-1] |= same
+    if len(carry_ts) and len(times):
+        carried = np.sort(carry_ts)
+        at = np.minimum(np.searchsorted(carried, times), len(carried) - 1)
+        shared |= carried[at] == times
+    if order is None:
+        return shared
+    out = np.empty_like(shared)
+    out[order] = shared
+    return out
+
+
 class _Suspicion:
     """Readable but suspicious: timestamps that go backwards in file order, and frames that
-    duplicate an earlier one (within a batch and the previous batch's last rows: bounded)."""
+    duplicate an earlier one (within a batch and the previous batch's last rows: bounded).
+
+    A duplicate has its twin's time, so only the rows whose time another row of the batch
+    or of the carried rows has are hashed (in a capture a few, found by comparing each time
+    with the next one): the whole key's hash of every row was most of the check's cost."""
 
     def __init__(self, book: _AddressBook) -> None:
         self.book = book
@@ -592,48 +613,49 @@ class _Suspicion:
         self.prev_ns: int | None = None
         self.duplicates = 0
         self.first_dup: int | None = None
-        self.carry = np.zeros(0, np.uint64)
-        self.quick_carry = np.zeros(0, np.uint64)  #: the same rows' QUICK_KEY hashes
+        self.carry = np.zeros(0, np.uint64)     #: the last rows' hashes (DUPLICATE_KEY)
+        self.carry_ts = np.zeros(0, np.int64)   #: and their times
 
     def observe(self, columns: PacketColumns) -> None:
         """One batch of the unfiltered packet table, in file order."""
         timed = np.flatnonzero(columns.valid["ts_ns"])
-        ts = columns.values["ts_ns"][timed]
-        frames = columns.values["frame"][timed]
+        every = len(timed) == len(columns)  # the common case: a slice, no gathers
+        ts = columns.values["ts_ns"] if every else columns.values["ts_ns"][timed]
+        ordered = True
         if len(ts):
-            prev = np.concatenate(([ts[0] if self.prev_ns is None else self.prev_ns], ts[:-1]))
-            back = prev - ts
+            prev = self.prev_ns if self.prev_ns is not None else int(ts[0])
+            back = np.empty(len(ts), dtype=np.int64)
+            back[0] = prev - ts[0]
+            np.subtract(ts[:-1], ts[1:], out=back[1:])
             hit = back > 0
             if hit.any():
                 self.backwards += int(hit.sum())
                 self.back_ns = max(self.back_ns, int(back.max()))
                 if self.first_back is None:
-                    self.first_back = int(frames[np.argmax(hit)])
+                    self.first_back = int(self._frame(columns, timed, every, np.argmax(hit)))
+                ordered = not hit[1:].any()
             self.prev_ns = int(ts[-1])
-        every = len(timed) == len(columns)  # the common case: a slice, no gathers
-        rows = slice(None) if every else timed
-        quick = _row_hashes(columns, rows, self.book, QUICK_KEY)
-        if _any_repeat(self.quick_carry, quick):
-            hashes = _row_hashes(columns, rows, self.book)
-            dup = self._repeats(hashes)
+        shared = np.flatnonzero(_shared_times(ts, ordered, self.carry_ts))
+        if len(shared):
+            rows = shared if every else timed[shared]
+            dup = self._repeats(_row_hashes(columns, rows, self.book))
             if dup is not None:
                 self.duplicates += int(dup.sum())
                 if self.first_dup is None:
-                    self.first_dup = int(frames[np.argmax(dup)])
-            self.carry = hashes[-DUPLICATE_CARRY:]
-        else:  # no two rows alike even in those columns: the whole key of the last rows only
-            last = slice(max(len(quick) - DUPLICATE_CARRY, 0), None) if every \
-                else timed[-DUPLICATE_CARRY:]
-            self.carry = _row_hashes(columns, last, self.book)
-        # distinct values only: a repeat among the carried rows themselves (counted already)
-        # would send every later batch down the whole key's path
-        self.quick_carry = unique(quick[-DUPLICATE_CARRY:])
+                    self.first_dup = int(columns.values["frame"][rows[np.argmax(dup)]])
+        last = slice(max(len(ts) - DUPLICATE_CARRY, 0), None)
+        self.carry = _row_hashes(columns, last if every else timed[last], self.book)
+        self.carry_ts = ts[last].copy()
+
+    @staticmethod
+    def _frame(columns: PacketColumns, timed: np.ndarray, every: bool, at: Any) -> int:
+        return int(columns.values["frame"][at if every else timed[at]])
 
     def _repeats(self, hashes: np.ndarray) -> np.ndarray | None:
-        """Where a row repeats an earlier row of the batch (not the first of its value: a
+        """Where a row repeats an earlier row of ``hashes`` (not the first of its value: a
         stable sort keeps the first in front) or one of the previous batch's last rows; None
-        when no row does (one plain sort tells, the common case: 10x cheaper than the stable
-        argsort that finds which)."""
+        when no row does (one plain sort tells: 10x cheaper than the stable argsort that
+        finds which)."""
         if not _any_repeat(self.carry, hashes):
             return None
         order = np.argsort(hashes, kind="stable")
