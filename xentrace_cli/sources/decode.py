@@ -106,6 +106,17 @@ class _Views:
         self.le32 = np.ndarray((size,), dtype="<u4", buffer=buf, strides=(1,))
         self.le64 = np.ndarray((size,), dtype="<u8", buffer=buf, strides=(1,))
         self.w64 = np.ndarray((size,), dtype="V64", buffer=buf, strides=(1,))
+        self.w20 = np.ndarray((size,), dtype="V20", buffer=buf, strides=(1,))
+
+    def headers(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The 20 bytes from each ``pos`` (a header without options) in one gather, as
+        (n, 20) uint8 and its big-endian (n, 10) 16-bit and (n, 5) 32-bit words: a field is
+        a column of them. A position outside the chunk reads its first bytes (the caller
+        keeps only the fields a frame's captured bytes hold)."""
+        inside = (pos >= 0) & (pos < len(self.w20))
+        at = pos if inside.all() else np.where(inside, pos, 0)
+        rec = self.w20[at].view(np.uint8).reshape(len(at), 20)
+        return rec, rec.view(">u2"), rec.view(">u4")
 
 
 def _any_of(values: np.ndarray, choices: tuple[int, ...]) -> np.ndarray:
@@ -382,21 +393,22 @@ def _every_ipv4(v: _Views, r: _IpRows, f: _IpFields, c: _Columns) -> None:
     gather, not merged with the others' under a mask."""
     l3 = r.l3
     ihl = (r.first & 0x0F).astype(np.int64) * 4
-    tot = v.be16[l3 + 2].astype(np.int64)
+    head, words16, words32 = v.headers(l3)  # every header whole: no position outside
+    tot = words16[:, 1].astype(np.int64)
     zero = tot == 0  # TSO/GSO frame captured before segmentation: the frame gives the length
     if zero.any():
         tot = np.where(zero, r.wirelen - (l3 - r.start), tot)
-    f.proto = v.u8[l3 + 9].astype(np.int64)
-    f.ip_id = v.be16[l3 + 4].astype(np.int64)
+    f.proto = head[:, 9].astype(np.int64)
+    f.ip_id = words16[:, 2].astype(np.int64)
     f.ip_id_ok = np.ones(len(l3), dtype=bool)
-    f.frag = (v.be16[l3 + 6].astype(np.int64) & 0x1FFF) * 8
+    f.frag = (words16[:, 3].astype(np.int64) & 0x1FFF) * 8
     good = ihl >= 20
     if good.all():
         f.l4, f.ip_payload = l3 + ihl, tot - ihl
     else:
         f.l4, f.ip_payload = np.where(good, l3 + ihl, -1), np.where(good, tot - ihl, 0)
-    c.src_v4[r.idx] = v.be32[l3 + 12]
-    c.dst_v4[r.idx] = v.be32[l3 + 16]
+    c.src_v4[r.idx] = words32[:, 3]
+    c.dst_v4[r.idx] = words32[:, 4]
 
 
 def _ipv6(v: _Views, r: _IpRows, f: _IpFields, c: _Columns) -> None:
@@ -500,22 +512,23 @@ def _transport(v: _Views, r: _IpRows, f: _IpFields, ipv: np.ndarray, c: _Columns
     is_tcp = whole & (proto == IPPROTO_TCP)
     is_udp = whole & (proto == IPPROTO_UDP)
     icmp = whole & ((proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6))
+    head, words16, words32 = v.headers(l4)  # each field kept where its bytes were captured
     ports = (is_tcp | is_udp) & (room >= 4)
-    rows, pos = _rows(ports, idx, l4)
-    c.sport[rows] = v.be16[pos]
-    c.dport[rows] = v.be16[pos + 2]
+    rows, sport, dport = _rows(ports, idx, words16[:, 0], words16[:, 1])
+    c.sport[rows] = sport
+    c.dport[rows] = dport
     c.ports_ok[idx] = ports
     seq_ok = is_tcp & (room >= 8)
-    rows, pos = _rows(seq_ok, idx, l4)
-    c.tcp_seq[rows] = v.be32[pos + 4]
+    rows, seq = _rows(seq_ok, idx, words32[:, 1])
+    c.tcp_seq[rows] = seq
     c.tcp_seq_ok[idx] = seq_ok
     ack_ok = is_tcp & (room >= 14)
-    rows, pos = _rows(ack_ok, idx, l4)
-    c.tcp_ack[rows] = v.be32[pos + 8]
-    c.tcp_flags[rows] = v.be16[pos + 12] & 0x01FF
+    rows, ack, flags = _rows(ack_ok, idx, words32[:, 2], words16[:, 6])
+    c.tcp_ack[rows] = ack
+    c.tcp_flags[rows] = flags & 0x01FF
     c.tcp_ok[idx] = ack_ok
     doff_ok = is_tcp & (room >= 13)
-    doff = (_at(v.u8, l4 + 12, doff_ok) >> 4).astype(np.int64) * 4
+    doff = np.where(doff_ok, head[:, 12] >> 4, 0).astype(np.int64) * 4
     hdr = np.where(is_tcp, doff, np.where(is_udp | icmp, 8, 0))
     # a length field smaller than the headers it covers is malformed: no payload length
     has_l4 = ipv & (l4 >= 0) & (~is_tcp | doff_ok) & (f.ip_payload >= hdr)
