@@ -220,3 +220,93 @@ def test_timestamps_are_int64_not_float() -> None:
     # 1.234567891 s steps survive exactly (a float64 of epoch seconds would not keep them)
     steps = np.diff(table["ts_ns"].to_numpy(dtype=np.int64))
     assert set(steps.tolist()) == {1_234_567_891}
+
+
+def _pcap_files() -> list[Path]:
+    corpus = CAPTURES.parent / "corpus" / "captures"
+    return sorted([*CAPTURES.glob("*.pcap*"), *corpus.glob("*.pcap*"),
+                   *(CAPTURES.parent / "badinput").glob("*.pcap*")])
+
+
+def _read_all(path: Path) -> tuple[object, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            table = read_packets(path).astype(str)
+        except InputError as exc:
+            table = str(exc)
+    return table, [str(w.message) for w in caught]
+
+
+#: chunk sizes of the walk comparison; files past WALK_SMALL_MAX_BYTES only at the largest
+WALK_CHUNKS = [97, 1000, 1 << 20]
+WALK_SMALL_MAX_BYTES = 64 << 10
+
+
+@pytest.mark.parametrize("path", [p for p in _pcap_files()
+                                  if p.read_bytes()[:4] != b"\x0a\x0d\x0d\x0a"],
+                         ids=lambda p: p.name)
+@pytest.mark.parametrize("chunk", WALK_CHUNKS)
+def test_vectorized_walk_equals_the_loop(path: Path, chunk: int,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every classic pcap file of the tests (damaged ones too) reads the same, table and
+    warnings, walked by the loop alone and by the record chain on every chunk (the first
+    too, whatever its records' sizes)."""
+    from xentrace_cli.sources import pcap
+
+    if chunk < max(WALK_CHUNKS) and path.stat().st_size > WALK_SMALL_MAX_BYTES:
+        pytest.skip("large file: at the largest chunk size only")
+    monkeypatch.setattr(capture, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(pcap, "FAST_WALK_MIN_BYTES", 1 << 62)
+    loop = _read_all(path)
+    monkeypatch.setattr(pcap, "FAST_WALK_MIN_BYTES", 0)
+    monkeypatch.setattr(pcap, "CHAIN_MAX_MEAN_BYTES", float("inf"))  # whatever the records
+    fast = _read_all(path)
+    if isinstance(loop[0], str):
+        assert fast[0] == loop[0]
+    else:
+        assert fast[0].equals(loop[0])
+    assert fast[1] == loop[1]
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_vectorized_walk_skips_impostors_and_other_seconds(
+        tmp_path: Path, tshark: str, order: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Payloads that hold the records' upper seconds bytes followed by plausible lengths
+    (some pointing at each other, some at the next real record) are skipped, and records
+    whose seconds cross a 65536-second boundary mid-chunk (no longer candidates) are walked
+    by the loop: every frame as tshark reads it, and the chain found most of them."""
+    from xentrace_cli.sources import pcap
+
+    base = 0x6955FFF0  # the upper half of the seconds changes after 16 s
+    upper = struct.pack(order + "I", base)[:2] if order == ">" else \
+        struct.pack(order + "I", base)[2:]
+    # a fake header: seconds (with that upper half), fraction, caplen 24, wirelen 24
+    fake = (struct.pack(order + "I", base) + struct.pack(order + "III", 0, 24, 24)
+            + bytes(8) + upper * 8)
+    frames = [bytes(range(14)) + fake * (1 + i % 3) + bytes(i % 5) for i in range(60)]
+    data = pcap_header(order) + b"".join(
+        record(base + i // 2, i, f, order) for i, f in enumerate(frames))
+    path = tmp_path / "impostors.pcap"
+    path.write_bytes(data)
+    monkeypatch.setattr(pcap, "FAST_WALK_MIN_BYTES", 0)
+    monkeypatch.setattr(pcap, "CHAIN_MAX_MEAN_BYTES", float("inf"))
+    buf = np.frombuffer(data + bytes(64), dtype=np.uint8)
+    chain = pcap._RecordChain(buf, order, 24, len(data), 16)
+    assert len(chain.cand) > 32 + 32  # the impostors are candidates, as are 32 real records
+    walked = []
+    loop = pcap.walk_records
+
+    def spy(*args: object) -> list[int]:
+        offsets = loop(*args)  # type: ignore[arg-type]
+        walked.append(len(offsets))
+        return offsets
+
+    monkeypatch.setattr(pcap, "walk_records", spy)
+    table = read_packets(path)
+    assert sum(walked) <= 60 - 32  # the loop walked the records of the other seconds only
+    assert list(table["caplen"]) == [len(f) for f in frames]
+    ref = tshark_frames(tshark, path)
+    assert [(int(f), int(t), int(w), int(c)) for f, t, w, c in
+            zip(table["frame"], table["ts_ns"], table["wirelen"], table["caplen"],
+                strict=True)] == ref

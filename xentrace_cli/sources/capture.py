@@ -206,6 +206,70 @@ class CaptureReader:
             f"the {d.kept} whole packets before it were kept")
 
 
+#: chunks shorter than this are walked by the loop only (the vectorized set-up would not pay)
+FAST_WALK_MIN_BYTES = 64 << 10
+#: times a vectorized walk may decline a record before the loop takes the rest of the chunk
+FAST_WALK_MISSES = 8
+
+
+class CandidateChain:
+    """Runs of records found without a Python loop per record (the readers' fast walks).
+
+    ``cand`` are the positions where a record may start (ascending, in units of
+    ``1 << shift`` bytes: words for pcapng, bytes for pcap), ``next`` where the record there
+    says its successor starts, ``good`` whether that length is one the chain may trust. A
+    run of candidates that link one to the next (``next == the following candidate``) is a
+    run of real records, as the reader's loop would find them, once its first record is real:
+    the loop's own position. A payload that happens to look like a record start breaks a
+    link; the chain then goes on at the candidate the real record points to, skipping the
+    impostor. Whatever is not a candidate is left to the loop.
+    """
+
+    def __init__(self, cand: np.ndarray, nxt: np.ndarray, good: np.ndarray,
+                 shift: int) -> None:
+        self.cand = cand
+        self.next = nxt
+        self.good = good
+        self.shift = shift
+        linked = good[:-1] & (nxt[:-1] == cand[1:])
+        # indices where a run of linked candidates ends (the last candidate always does)
+        self.breaks = np.append(np.flatnonzero(~linked), len(cand) - 1)
+        self.misses = 0
+
+    def follow(self, off: int) -> tuple[np.ndarray, int]:
+        """Byte offsets of the records from ``off`` on, and the offset after the last of
+        them (none, and a miss counted, when ``off`` is not a candidate)."""
+        cand, n, shift = self.cand, len(self.cand), self.shift
+        w = off >> shift
+        i = int(np.searchsorted(cand, w)) if not off & ((1 << shift) - 1) else n
+        if i >= n or cand[i] != w:
+            self.misses += 1
+            return NO_OFFSETS, off
+        runs = []
+        while True:
+            b = int(self.breaks[np.searchsorted(self.breaks, i)])
+            if not self.good[b]:  # a length the loop must judge
+                if b > i:
+                    runs.append(cand[i:b])
+                stop = int(cand[b]) << shift
+                break
+            runs.append(cand[i:b + 1])
+            after = int(self.next[b])
+            j = int(np.searchsorted(cand, after))
+            if j < n and cand[j] == after:  # skipped an impostor: go on from the real record
+                i = j
+                continue
+            stop = after << shift
+            break
+        if not runs:
+            self.misses += 1
+            return NO_OFFSETS, off
+        return np.concatenate(runs) << shift, stop
+
+
+NO_OFFSETS = np.zeros(0, dtype=np.int64)
+
+
 #: compressed bytes read from disk at a time, and most bytes one inflate step may produce
 GZIP_READ_BYTES = 1 << 20
 GZIP_INFLATE_BYTES = 4 << 20

@@ -13,11 +13,15 @@ Layout (https://datatracker.ietf.org/doc/draft-ietf-opsawg-pcap/)::
     | linktype       u32 (FCS bits)  |    +--------------------------------+
     +--------------------------------+    packet data (caplen bytes)
 
-The record walk is a loop over ``caplen`` fields only: one ``Struct.unpack_from`` (on a
-memoryview of the chunk: on the ndarray itself each call costs half as much again) and one list
-append per record, 0.17-0.28 µs on the benchmark machine (a memoryview cast at the four
-alignments and ``int.from_bytes`` were measured too: no faster). Timestamps and lengths are then
-gathered for the whole chunk with numpy.
+The record walk follows the ``caplen`` fields. Most records are found without a loop per
+record (:class:`_RecordChain`): the records of a chunk are seconds apart, so the upper half of
+their seconds field is the same in (nearly) all of them; the positions holding that 16-bit
+value are the candidates, and the chain of candidates each record's length points to is the
+walk (1.8 ms for a 4 MiB chunk of 37k records, against 4-9 ms for the loop). What the chain
+cannot follow is walked by :func:`walk_records`, a loop over ``caplen`` fields: one
+``Struct.unpack_from`` (on a memoryview of the chunk: on the ndarray itself each call costs
+half as much again) and one list append per record, 0.11-0.28 µs on the benchmark machine.
+The record headers are then gathered for the whole chunk with numpy, one 16-byte gather each.
 """
 
 from __future__ import annotations
@@ -29,7 +33,16 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import InputError, XenlatWarning
-from .capture import MAX_PACKET_BYTES, PCAP_MAGICS, CaptureReader, Interface, RawBatch
+from .capture import (
+    FAST_WALK_MIN_BYTES,
+    FAST_WALK_MISSES,
+    MAX_PACKET_BYTES,
+    PCAP_MAGICS,
+    CandidateChain,
+    CaptureReader,
+    Interface,
+    RawBatch,
+)
 
 FILE_HEADER_BYTES = 24
 
@@ -58,6 +71,40 @@ def walk_records(buf: np.ndarray | bytearray | memoryview, off: int, end: int,
         append(off)
         off += header_bytes + unpack(buf, off + 8)[0]  # type: ignore[operator]
     return offs
+
+
+#: the record chain walks a chunk whose previous chunk's records averaged no more bytes than
+#: this (the first chunk, and chunks of larger records, go to the loop): its search costs
+#: ~0.45 ns a byte of the chunk, the loop ~0.15 µs a record; on the toy set's 110-byte
+#: records the walk takes 0.11 s a million instead of 0.20, on 1,166-byte ones the loop is
+#: twice as fast as the chain
+CHAIN_MAX_MEAN_BYTES = 256
+
+
+class _RecordChain(CandidateChain):
+    """The records of a chunk found by their time: the candidates are the positions whose
+    seconds field has the upper 16 bits of the first record's (``off``), each one's next
+    record ``off + header + caplen`` (:class:`CandidateChain` follows them from the walk's
+    own position; a payload that holds those two bytes is an impostor it skips, a record of
+    other seconds one it leaves to the loop)."""
+
+    def __init__(self, buf: np.ndarray, order: str, off: int, end: int,
+                 header_bytes: int) -> None:
+        lim = end - header_bytes  # a candidate's header lies before end
+        field = np.dtype(order + "u2")
+        at = 2 if order == "<" else 0  # where the seconds' upper half sits in the header
+        upper = int(np.frombuffer(buf, dtype=field, count=1, offset=off + at)[0])
+        span = buf[off + at:lim + at + 2]  # the 16-bit values at off + at .. lim + at
+        even = np.frombuffer(span, dtype=field, count=len(span) // 2)
+        odd = np.frombuffer(span[1:], dtype=field, count=(len(span) - 1) // 2)
+        cand = np.concatenate([np.flatnonzero(even == upper) * 2,
+                               np.flatnonzero(odd == upper) * 2 + 1])
+        cand.sort()
+        cand += off
+        caplen = np.ndarray((end - 3,), dtype=np.dtype(order + "u4"), buffer=buf,
+                            strides=(1,))[cand + 8].astype(np.int64)
+        super().__init__(cand, cand + header_bytes + caplen, np.ones(len(cand), dtype=bool),
+                         shift=0)
 
 
 class PcapReader(CaptureReader):
@@ -91,21 +138,23 @@ class PcapReader(CaptureReader):
                 f"{self.version_minor} (known: 2.x); read as 2.4"), stacklevel=2)
         self.snaplen = snaplen
         self.linktype = linkfield & LINKTYPE_MASK
+        #: bytes per record in the last chunk walked (:data:`CHAIN_MAX_MEAN_BYTES`)
+        self._mean_record_bytes = float("inf")
         self.interfaces = [Interface(linktype=self.linktype, snaplen=snaplen,
                                      tsresol_code=9 if self._ns_per_tick == 1 else 6)]
 
     def batches(self) -> Iterator[RawBatch]:
         """Raw batches, one per chunk, in file order."""
         rec = self._rec_bytes
-        unpack = CAPLEN[self._order].unpack_from
         u32 = np.dtype(self._order + "u4")
         off = FILE_HEADER_BYTES
         while True:
             end = self._len
-            # struct reads a memoryview 1.5x faster than the ndarray (0.28 vs 0.44 µs a record)
-            o = np.asarray(walk_records(self._mv, off, end, rec, unpack), dtype=np.int64)
-            words = np.ndarray((max(end - 3, 0),), dtype=u32, buffer=self._buf, strides=(1,))
-            caplen = words[o + 8].astype(np.int64)
+            o = self._walk(off, end)
+            # the headers' first 16 bytes (seconds, fraction, caplen, wirelen): one gather
+            head = np.ndarray((max(end - 15, 0),), dtype="V16", buffer=self._buf,
+                              strides=(1,))[o].view(u32).reshape(len(o), 4)
+            caplen = head[:, 2].astype(np.int64)
             corrupt = None
             bad = np.flatnonzero(caplen > MAX_PACKET_BYTES)
             if len(bad):
@@ -116,13 +165,14 @@ class PcapReader(CaptureReader):
             if len(o) and o[-1] + rec + caplen[-1] > end:  # last record runs past the chunk
                 o, caplen = o[:-1], caplen[:-1]
             n = len(o)
+            head = head[:n]
             stop = int(o[-1] + rec + caplen[-1]) if n else off
             if n:
-                ts_ns = (words[o].astype(np.int64) * 1_000_000_000
-                         + words[o + 4].astype(np.int64) * self._ns_per_tick)
+                ts_ns = (head[:, 0].astype(np.int64) * 1_000_000_000
+                         + head[:, 1].astype(np.int64) * self._ns_per_tick)
                 batch = RawBatch(
                     buf=self._buf, data_off=o + rec, caplen=caplen,
-                    wirelen=words[o + 12].astype(np.int64), ts_ns=ts_ns,
+                    wirelen=head[:, 3].astype(np.int64), ts_ns=ts_ns,
                     ts_valid=np.ones(n, dtype=bool),
                     interface=np.zeros(n, dtype=np.int32),
                     linktype=np.full(n, self.linktype, dtype=np.int32),
@@ -139,6 +189,37 @@ class PcapReader(CaptureReader):
                 return
             self._refill(stop)
             off = 0
+
+    def _walk(self, off: int, end: int) -> np.ndarray:
+        """Offsets of the records from ``off`` whose header lies before ``end``, as
+        :func:`walk_records` gives them: the runs :class:`_RecordChain` finds, the rest by
+        the loop (all of it once the chain has declined :data:`FAST_WALK_MISSES` records)."""
+        rec = self._rec_bytes
+        unpack = CAPLEN[self._order].unpack_from
+        lim = end - rec
+        pieces = []
+        small = self._mean_record_bytes <= CHAIN_MAX_MEAN_BYTES
+        chain = _RecordChain(self._buf, self._order, off, end, rec) \
+            if small and end - off >= max(FAST_WALK_MIN_BYTES, rec) else None
+        start = off
+        while chain is not None and off <= lim:
+            run, after = chain.follow(off)
+            if len(run):
+                pieces.append(run)
+                off = after
+            elif chain.misses > FAST_WALK_MISSES:
+                break
+            else:  # a record the chain does not know: the loop's step
+                pieces.append(np.array([off], dtype=np.int64))
+                off += rec + unpack(self._mv, off + 8)[0]
+        if off <= lim:
+            # struct reads a memoryview 1.5x faster than the ndarray (0.28 vs 0.44 µs a record)
+            pieces.append(np.asarray(walk_records(self._mv, off, end, rec, unpack),
+                                     dtype=np.int64))
+        offsets = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+        if len(offsets) > 1:
+            self._mean_record_bytes = (int(offsets[-1]) - start) / (len(offsets) - 1)
+        return offsets
 
     def _report_cut(self, at: int, left: int) -> None:
         rec = self._rec_bytes
