@@ -108,6 +108,16 @@ def ranges(lo: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(np.arange(count.size), count), ragged_index(lo, count)
 
 
+def first_rows(codes: np.ndarray, groups: int) -> np.ndarray:
+    """Each code's first row (``np.unique(codes, return_index=True)``'s index, by code), -1
+    for a code in ``range(groups)`` that no row has: the rows written in reverse, so that
+    the earliest row of a code is its last writer (no sort)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    first = np.full(groups, -1, dtype=np.int64)
+    first[codes[::-1]] = np.arange(codes.size - 1, -1, -1, dtype=np.int64)
+    return first
+
+
 def sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`factorize` with the uniques in ascending order (codes follow)."""
     codes, uniques = factorize(values)

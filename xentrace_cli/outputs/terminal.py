@@ -55,13 +55,17 @@ def render_analysis(analysis: Analysis, console: Console, top: int = 10) -> None
     """Print the report of one analysis."""
     table = analysis.table
     when = first_times(table)  # once: the header's first packet, the worst packets' times
-    _header(analysis, console, when)
+    # once too: each direction's rows, the anomalous rows (the header, summary and worst
+    # packets each compared every row's text before)
+    rows = {way: direction_rows(table, way) for way in ("", *DIRECTIONS)}
+    flagged = anomalous(table).to_numpy()
+    _header(analysis, console, when, rows, flagged)
     shown = intervals(table)  # receive stages first, then the transmit path, in path order
     plain = _plain(console)
     # the lone view's intervals (request → response, response → next) summarized too
     lone = lone_intervals(table)
     if (shown or lone) and len(table):
-        console.print(_summary(analysis, shown, lone, console.width))
+        console.print(_summary(analysis, shown, lone, rows, flagged, console.width))
     fitted = {pair: fit for pair, fit in analysis.alignment.items()
               if not (isinstance(fit, dict) and fit.get("quality") == "none")}
     if fitted:  # nothing fitted (one clock only): the notes say why
@@ -73,7 +77,7 @@ def render_analysis(analysis: Analysis, console: Console, top: int = 10) -> None
         for note in analysis.notes:
             console.print(Text("• " + note))
     if shown and len(table) and top > 0:
-        console.print(_worst(analysis, shown, top, plain, console.width, when))
+        console.print(_worst(analysis, shown, top, plain, console.width, when, flagged))
 
 
 def _plain(console: Console) -> bool:
@@ -81,19 +85,21 @@ def _plain(console: Console) -> bool:
     return bool(console.no_color or console.color_system is None)
 
 
-def _header(analysis: Analysis, console: Console, when: np.ndarray) -> None:
+def _header(analysis: Analysis, console: Console, when: np.ndarray,
+            rows: dict[str, np.ndarray], flagged: np.ndarray) -> None:
     """The first lines: how many segments, how many anomalous, the sources, the first
-    packet's time (``when``: each row's, :func:`first_times`)."""
+    packet's time (``when``: each row's, :func:`first_times`; ``rows``: each direction's,
+    :func:`direction_rows`; ``flagged``: the anomalous ones, :func:`anomalous`)."""
     table = analysis.table
-    direction = table["direction"].astype(str) if "direction" in table.columns else pd.Series()
-    anomalies = int(table["anomaly"].fillna("").astype(str).ne("").sum()) \
-        if "anomaly" in table.columns else 0
+    # a table without directions counts none of either (direction_rows takes it as received)
+    received, sent = (int(rows[way].sum()) if "direction" in table.columns else 0
+                      for way in ("rx", "tx"))
+    anomalies = int(flagged.sum())
     sources = ", ".join(f"{name} ({getattr(analysis.sources, name).name})"
                         for name in analysis.sources.present)
     line = Text()
     line.append("xenlat analyze", style="bold")
-    line.append(f": {len(table)} data segments ({int((direction == 'rx').sum())} received, "
-                f"{int((direction == 'tx').sum())} sent), ")
+    line.append(f": {len(table)} data segments ({received} received, {sent} sent), ")
     line.append(f"{anomalies} anomalous", style="bold red" if anomalies else "green")
     flows = analysis.flows
     if flows is not None and "stalled" in flows.columns and len(flows):
@@ -121,7 +127,7 @@ def _stage_uncertainty(analysis: Analysis, name: str) -> float | None:
 
 
 def _summary(analysis: Analysis, shown: list[Interval], lone: list[Interval],
-             width: int = 80) -> Table:
+             rows: dict[str, np.ndarray], flagged: np.ndarray, width: int = 80) -> Table:
     """One section per direction (its stages in path order, then its total), then the
     exchanges of the lone view. Stages are named as budgets name them: ``ring``, ``tx.ring``.
     Each duration column has one unit and one number of decimals (the header names it)."""
@@ -133,8 +139,7 @@ def _summary(analysis: Analysis, shown: list[Interval], lone: list[Interval],
             groups.append([*mine, Interval("total", "first", "last", direction=way)])
     if lone:
         groups.append(lone)
-    rows = {way: direction_rows(table, way) for way in ("", *DIRECTIONS)}  # each once
-    labels = _label_counts(table, rows)
+    labels = _label_counts(table, rows, flagged)
     measured = [[m for m in (_measure(analysis, iv, labels[iv.direction], rows[iv.direction])
                              for iv in group) if m]
                 for group in groups]
@@ -168,16 +173,22 @@ def _summary(analysis: Analysis, shown: list[Interval], lone: list[Interval],
     return grid
 
 
-def _label_counts(table: pd.DataFrame, rows: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:
+def _label_counts(table: pd.DataFrame, rows: dict[str, np.ndarray], flagged: np.ndarray
+                  ) -> dict[str, dict[str, int]]:
     """Per direction (``rows``: each one's, :func:`direction_rows`), how many of its rows
-    carry each anomaly label ('' none): the labels coded once, counted per direction (not
-    600,000 strings compared per summary row)."""
-    if "anomaly" not in table.columns:
+    carry each anomaly label ('' none): the labels of the ``flagged`` rows only coded, then
+    counted per direction (not 600,000 strings compared per summary row)."""
+    hit = np.flatnonzero(flagged)
+    if "anomaly" not in table.columns or hit.size == 0:
         return {way: {"": int(r.sum())} for way, r in rows.items()}
-    codes, names = pd.factorize(table["anomaly"].fillna("").astype(str))
-    return {way: {str(name): int(k) for name, k in
-                  zip(names, np.bincount(codes[r], minlength=len(names)), strict=True)}
-            for way, r in rows.items()}
+    codes, names = pd.factorize(table["anomaly"].iloc[hit].astype(str))
+    out = {}
+    for way, r in rows.items():
+        mine = r[hit]
+        counts = np.bincount(codes[mine], minlength=len(names))
+        out[way] = {"": int(r.sum()) - int(mine.sum()),
+                    **{str(name): int(k) for name, k in zip(names, counts, strict=True)}}
+    return out
 
 
 def _measure(analysis: Analysis, iv: Interval, labels: dict[str, int], rows: np.ndarray
@@ -260,6 +271,11 @@ def _flows(flows: pd.DataFrame, top: int) -> Table:
                                for c in columns))
     worst_of_flow = np.full(int(codes.max()) + 1 if codes.size else 0, -np.inf)
     np.maximum.at(worst_of_flow, codes, flows["_gap"].to_numpy()[keyed])
+    # the rows of a flow shown taken of the columns read below only (a flow may hold most
+    # of the exchanges: every column's rows cost 45 ms a flow)
+    flows = flows[[c for c in (*columns, "request_to_response_us", "response_to_next_us",
+                               "_gap", "anomaly", "stall", "idle_us", "retransmissions")
+                   if c in flows.columns]]
     for flow in np.argsort(-worst_of_flow, kind="stable")[:max(top, 1)]:
         part = flows.iloc[keyed[codes == flow]]
         src, sport, dst, dport = (part[c].iloc[0] for c in columns)
@@ -292,12 +308,12 @@ def _nanmedian(values: np.ndarray) -> float:
 
 
 def _worst(analysis: Analysis, shown: list[Interval], top: int, plain: bool,
-           width: int, when_rows: np.ndarray) -> Group:
+           width: int, when_rows: np.ndarray, flagged: np.ndarray) -> Group:
     """The worst packets: anomalous ones first (worst first), then the largest totals
-    (``when_rows``: each row's time, :func:`first_times`)."""
+    (``when_rows``: each row's time, :func:`first_times`; ``flagged``: the anomalous rows,
+    :func:`anomalous`)."""
     table = analysis.table
     total = numeric(table, "total_us")
-    flagged = anomalous(table).to_numpy()
     # anomalous rows first (1e15 higher: their ties are as the one sort of this key had them)
     key = total.fillna(-1.0).to_numpy() + np.where(flagged, 1e15, 0.0)
     # the anomalous rows, then the `top` largest totals of the others; each largest first,

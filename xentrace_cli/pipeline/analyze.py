@@ -76,7 +76,7 @@ from ..sources.xentrace import XenTrace
 from ..units import parse_duration_us
 from . import align, anomalies, attribute, causes, lone, match, path_order, trace_attribute
 from .attribute import NA_NS
-from .result import Analysis, text_at
+from .result import Analysis, text_at, text_of_codes
 from .select import Selection, select
 
 ProgressCallback = Callable[[int, int], None]
@@ -492,7 +492,8 @@ def match_captures(run: _Run) -> None:
     # and copies, :func:`_read_capture` kept no more)
     run.packets = {k: v for k, v in run.packets.items() if k in ("phys", "backend")}
     if run.calls is not None and "peer" in run.calls.columns:
-        peers = run.calls["peer"].dropna().astype(str).unique()
+        # the distinct peers made text, not every call's (a million calls: 0.3 s)
+        peers = run.calls["peer"].dropna().unique().astype(str)
         run.remote = {p.rsplit(":", 1)[0].strip("[]") for p in peers}
     run.progress.phase("matching packets across captures")
     anchor_name = run.anchor_name
@@ -718,7 +719,8 @@ def build_table(run: _Run) -> None:
     assert anchor is not None and run.anchor_name is not None
     run.progress.phase("building the table: stages, totals, uncertainty")
     table = anchor[list(match.FLOW_COLUMNS)].copy()
-    table["direction"] = direction
+    table["direction"] = text_of_codes(anchor["direction"]) if isinstance(
+        anchor["direction"].dtype, pd.CategoricalDtype) else direction
     table["seq"] = anchor["seq"].to_numpy()
     table["len"] = anchor["len"].to_numpy()
     for point in (*CHECKPOINTS, "write"):  # those not measured: NaN, from fixed_schema
@@ -757,12 +759,18 @@ def _total_us(checkpoints: dict[str, IntArray], n: int) -> np.ndarray:
     total = np.full(n, np.nan)
     if not path_points:
         return total
-    # in int64 ns: epoch ns as float64 would round to 256 ns
-    stack = np.vstack([checkpoints[p] for p in path_points])
-    have = stack != NA_NS
-    last = stack.max(axis=0)  # NA_NS is the smallest int64: never the max of a measured row
-    first = np.where(have, stack, np.iinfo(np.int64).max).min(axis=0)
-    ok = have.sum(axis=0) >= 2
+    # in int64 ns (epoch ns as float64 would round to 256 ns), one checkpoint at a time (no
+    # stack of them all and its masked copy)
+    last = np.full(n, NA_NS, dtype=np.int64)
+    first = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    measured = np.zeros(n, dtype=np.int8)
+    for p in path_points:
+        t = checkpoints[p]
+        np.maximum(last, t, out=last)  # NA_NS is the smallest int64: never a measured max
+        have = t != NA_NS
+        np.minimum(first, np.where(have, t, first), out=first)
+        measured += have
+    ok = measured >= 2
     total[ok] = (last[ok] - first[ok]) / 1e3
     return total
 

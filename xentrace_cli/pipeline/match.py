@@ -308,9 +308,15 @@ def assign_flows(tables: dict[str, pd.DataFrame], local: set[str]) -> dict[str, 
 def directions(segments: pd.DataFrame, local: set[str]) -> pd.Categorical:
     """``rx`` for segments towards a ``local`` address, ``tx`` for the others (categorical
     codes: no string per row)."""
-    return pd.Categorical.from_codes(
-        np.where(segments["dst"].isin(list(local)).to_numpy(), 0, 1).astype(np.int8),
-        categories=["rx", "tx"])
+    dst = segments["dst"]
+    if isinstance(dst.dtype, pd.CategoricalDtype):  # by the codes: the few categories
+        # compared, not every row (the last entry: code -1, no address)
+        wanted = np.r_[dst.cat.categories.isin(list(local)), False]
+        towards = wanted[dst.cat.codes.to_numpy()]
+    else:
+        towards = dst.isin(list(local)).to_numpy()
+    return pd.Categorical.from_codes(np.where(towards, 0, 1).astype(np.int8),
+                                     categories=["rx", "tx"])
 
 
 def _flow_ids(parts: list[pd.DataFrame], n_addresses: int) -> np.ndarray:
@@ -342,7 +348,9 @@ def unwrap_seq(seq: np.ndarray, flow: np.ndarray) -> np.ndarray:
     if seq.size == 0:
         return seq
     diff = np.diff(seq, prepend=seq[:1])
-    diff = ((diff + _SEQ_HALF) % _SEQ_MOD) - _SEQ_HALF
+    # modulo a power of two as a mask: what % gives (also for negative numbers), a third
+    # of its time
+    diff = ((diff + _SEQ_HALF) & (_SEQ_MOD - 1)) - _SEQ_HALF
     first = np.ones(seq.size, dtype=bool)
     first[1:] = flow[1:] != flow[:-1]
     diff[first] = 0
@@ -471,8 +479,8 @@ class _Coverage:
     def __init__(self, start: np.ndarray, end: np.ndarray, ts: np.ndarray) -> None:
         self.ts = ts
         self.bounds = _sorted_unique(np.concatenate([start, end]))
-        lo = np.searchsorted(self.bounds, start)
-        hi = np.searchsorted(self.bounds, end)
+        self.lo = lo = np.searchsorted(self.bounds, start)
+        self.hi = hi = np.searchsorted(self.bounds, end)
         span = np.maximum(hi - lo, 0)
         total = int(span.sum())
         # each (segment, covered elementary interval) pair: the segment and the interval
@@ -495,11 +503,14 @@ class _Coverage:
 
     def lookup(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Earliest covering segment (-1 when none) and the number covering, per position."""
-        k = np.searchsorted(self.bounds, pos, side="right") - 1
+        return self.at(np.searchsorted(self.bounds, pos, side="right") - 1)
+
+    def at(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`lookup` of the positions from ``bounds[k]`` up to the next bound."""
         valid = (k >= 0) & (k < self.best.size)
         k = np.where(valid, k, 0)
         if self.best.size == 0:
-            return np.full(pos.size, -1, dtype=np.int64), np.zeros(pos.size, dtype=np.int64)
+            return np.full(k.size, -1, dtype=np.int64), np.zeros(k.size, dtype=np.int64)
         seg = np.where(valid, self.best[k], -1)
         count = np.where(valid, self.count[k], 0)
         return seg, count
@@ -518,8 +529,10 @@ def first_transmissions(segments: pd.DataFrame) -> np.ndarray:
     start = segments["start"].to_numpy()[rows]
     end = segments["end"].to_numpy()[rows]
     cover = _Coverage(start, end, segments["ts_ns"].to_numpy()[rows])
-    first, _ = cover.lookup(start)
-    last, _ = cover.lookup(end - 1)
+    # the segments' own first and last bytes: the bounds at their start and before their end
+    # (what lookup(start) and lookup(end - 1) find, without searching again)
+    first, _ = cover.at(cover.lo)
+    last, _ = cover.at(cover.hi - 1)
     own = np.arange(rows.size)
     keep[rows[(first != own) & (last != own)]] = False
     return keep

@@ -233,11 +233,16 @@ def running_clamp(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     passes; ``t[m]`` is the lower bound of the composition up to ``m``.
     """
     lo, hi = low.astype(np.int64).copy(), np.maximum(high, low).astype(np.int64)
+    # each pass written into a second pair of arrays (then swapped): no copy of the previous
+    # bounds, no new arrays per pass
+    lo2, hi2, step = lo.copy(), hi.copy(), np.empty_like(lo)
     d = 1
     while d < lo.size:
-        prev_lo, prev_hi = lo[:-d].copy(), hi[:-d].copy()
-        lo[d:], hi[d:] = (np.minimum(hi[d:], np.maximum(lo[d:], prev_lo)),
-                          np.minimum(hi[d:], np.maximum(lo[d:], prev_hi)))
+        part = step[d:]
+        np.minimum(hi[d:], np.maximum(lo[d:], lo[:-d], out=part), out=lo2[d:])
+        np.minimum(hi[d:], np.maximum(lo[d:], hi[:-d], out=part), out=hi2[d:])
+        lo2[:d], hi2[:d] = lo[:d], hi[:d]
+        lo, lo2, hi, hi2 = lo2, lo, hi2, hi
         d *= 2
     return lo
 

@@ -89,7 +89,9 @@ def baselines(flows: pd.DataFrame, gap: str) -> pd.DataFrame:
     for column in ("count", "median", "mad"):
         out[column] = np.where(own, per_conv[column].to_numpy(float),
                                np.where(like, per_kind[column].to_numpy(float), np.nan))
-    out["scope"] = np.where(own, "conversation", np.where(like, "kind", "none"))
+    # by codes: a categorical of the three names, not a string per exchange
+    out["scope"] = pd.Categorical.from_codes(np.where(own, 0, np.where(like, 1, 2)),
+                                             categories=["conversation", "kind", "none"])
     # one id space for both scopes: conversations first, then kinds (-1: none)
     n_conv = int(conv.max()) + 1 if len(conv) else 0
     out["group"] = np.where(own, conv.to_numpy(), np.where(like, n_conv + kind.to_numpy(), -1))

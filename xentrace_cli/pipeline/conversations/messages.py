@@ -17,11 +17,13 @@ twice took the whole time to be answered — as ``http.time`` in Wireshark says)
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ...groups import ranges
+from ..result import text_column, text_of_codes
 from .protocols import KEYED, RULES, Marks
 
 #: Rules cut by turns of the conversation (a message is a run of one side's segments).
@@ -175,12 +177,13 @@ def _pair(segments: pd.DataFrame, order: np.ndarray, conv: np.ndarray, c_s: np.n
     (:func:`_paired`), and the two times an exchange needs beyond its messages found."""
     m = _messages(segments, order[number >= 0], c_s[number >= 0], cl_s[number >= 0],
                   number[number >= 0], key, fresh, ts)
-    q, r = _paired(m)
+    # the requests in order of conversation, time, then (ties) key and number, as they come
+    reqs = np.flatnonzero(m.client)
+    by_time = reqs[np.lexsort((m.msg[reqs], m.key[reqs], m.t0[reqs], m.conv[reqs]))]
+    q, r = _paired(m, by_time)
     # the request's last byte before its response began (a server may answer early)
     t_req_end = _last_at_or_before(m.fresh_ts, m.fresh_first[q], m.fresh_end[q], m.t0[r])
     # the client's next request in the same conversation, when it came after the response
-    reqs = np.flatnonzero(m.client)
-    by_time = reqs[np.lexsort((m.msg[reqs], m.key[reqs], m.t0[reqs], m.conv[reqs]))]
     next_t0 = np.full(m.conv.size, -1, dtype=np.int64)
     same = m.conv[by_time[1:]] == m.conv[by_time[:-1]]
     next_t0[by_time[:-1][same]] = m.t0[by_time[1:]][same]
@@ -269,11 +272,11 @@ def _messages(segments: pd.DataFrame, rows: np.ndarray, conv: np.ndarray, client
         fresh_end=lasts + 1, seg_row=rows, msg_of_seg=msg_of_seg)
 
 
-def _paired(m: _Msgs) -> tuple[np.ndarray, np.ndarray]:
-    """Requests and their responses (messages, one exchange per position), in order of
-    conversation and request time: the k-th request of a key in a conversation with its
-    k-th response of that key (k counted in time), when the response did not start
-    first."""
+def _paired(m: _Msgs, by_time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Requests and their responses (messages, one exchange per position), in the order of
+    the requests ``by_time`` (every request, ordered by conversation and time): the k-th
+    request of a key in a conversation with its k-th response of that key (k counted in
+    time), when the response did not start first."""
     if m.conv.size == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     # each message's ordinal among its side's messages of its key, counted in time
@@ -292,9 +295,12 @@ def _paired(m: _Msgs) -> tuple[np.ndarray, np.ndarray]:
     r, q = a[both], b[both]
     kept = m.t0[r] >= m.t0[q]
     r, q = r[kept], q[kept]
-    # in request order: conversation, time, then (ties) key and number, as the requests come
-    ranked = np.lexsort((m.msg[q], m.key[q], m.t0[q], m.conv[q]))
-    return q[ranked], r[ranked]
+    # in request order: the requests' order, not sorted again (its keys are distinct: a
+    # request's number is its own in its conversation)
+    response = np.full(m.conv.size, -1, dtype=np.int64)
+    response[q] = r
+    ranked = by_time[response[by_time] >= 0]
+    return ranked, response[ranked]
 
 
 def _last_at_or_before(values: np.ndarray, first: np.ndarray, end: np.ndarray,
@@ -309,6 +315,15 @@ def _last_at_or_before(values: np.ndarray, first: np.ndarray, end: np.ndarray,
         lo = np.where(below, mid + 1, lo)
         hi = np.where(go & ~below, mid, hi)
     return np.where(lo > first, values[np.maximum(lo - 1, 0)], -1)
+
+
+def _column_at(column: pd.Series, rows: np.ndarray) -> Any:
+    """A segment column at ``rows``: an address (categorical) as text made by Arrow from its
+    codes (:func:`text_of_codes`: not a Python string per exchange, then checked)."""
+    taken = column.take(rows)
+    if isinstance(taken.dtype, pd.CategoricalDtype):
+        return text_of_codes(taken)
+    return taken.to_numpy()
 
 
 def _exchange_table(segments: pd.DataFrame, pairs: dict[str, np.ndarray],
@@ -327,10 +342,10 @@ def _exchange_table(segments: pd.DataFrame, pairs: dict[str, np.ndarray],
         return np.where((later >= 0) & (earlier >= 0), (later - earlier) / 1e3, np.nan)
 
     return pd.DataFrame({
-        **{c: segments[c].take(request_rows).to_numpy()
+        **{c: _column_at(segments[c], request_rows)
            for c in ("src", "sport", "dst", "dport", "proto")},
         "conversation": pairs["conv"],
-        "rule": rules[pairs["conv"]].astype(str),
+        "rule": text_column(rules[pairs["conv"]]),
         "t_request": seconds(t_req),
         "t_request_end": seconds(t_req_end),
         "t_response": seconds(t_resp),
