@@ -71,20 +71,23 @@ def _choose_rules(conv: np.ndarray, n_conv: int, fresh: np.ndarray, marks: Marks
         if rule == "direction":
             score[:, k] = 0.5  # the fallback: beaten by any recognized header
             continue
-        req = np.bincount(conv, weights=(marks.request[rule] & fresh), minlength=n_conv)
-        resp = np.bincount(conv, weights=(marks.response[rule] & fresh), minlength=n_conv)
-        score[:, k] = np.where(req > 0, req + resp, 0.0)
+        # counted over the marked rows only (few), not weighted over every row
+        req = np.bincount(conv[marks.request[rule] & fresh], minlength=n_conv)
+        resp = np.bincount(conv[marks.response[rule] & fresh], minlength=n_conv)
+        score[:, k] = np.where(req > 0, req + resp, 0)
     # argmax keeps the first of equal scores: RULES is ordered most specific first
     return np.argmax(score, axis=1)
 
 
-def _client_flows(conv: np.ndarray, flow: np.ndarray, ts: np.ndarray, n_conv: int,
+def _client_flows(conv: np.ndarray, flow: np.ndarray, order: np.ndarray, n_conv: int,
                   requests: np.ndarray, turn_rule: np.ndarray) -> np.ndarray:
     """Per conversation: the flow id of its client (most request headers; for turn rules,
-    or without any, the side that sent the first data)."""
-    first = pd.DataFrame({"conv": conv, "ts": ts, "flow": flow}).sort_values(
-        ["conv", "ts"], kind="stable").groupby("conv")["flow"].first()
-    client = first.reindex(np.arange(n_conv)).to_numpy(np.int64)
+    or without any, the side that sent the first data). ``order``: the rows by
+    conversation, then time (ties in row order)."""
+    c_o = conv[order]
+    heads = order[np.r_[True, c_o[1:] != c_o[:-1]]]  # each conversation's first row in time
+    client = np.zeros(n_conv, dtype=np.int64)
+    client[conv[heads]] = flow[heads]
     counted = pd.DataFrame({"conv": conv[requests], "flow": flow[requests]})
     if len(counted):
         top = counted.value_counts().reset_index().sort_values(
@@ -133,10 +136,10 @@ def split(segments: pd.DataFrame, fresh: np.ndarray, marks: Marks) -> Messages:
         resp_mark[mine] = marks.response[rule][mine]
         if rule in KEYED:
             key[mine] = marks.key[rule][mine]
-    client_flow = _client_flows(conv, flow, ts, n_conv, req_mark & fresh, turn)
+    order = np.lexsort((ts, conv))  # stable: ties in row order
+    client_flow = _client_flows(conv, flow, order, n_conv, req_mark & fresh, turn)
     is_client = flow == client_flow[conv]
 
-    order = np.lexsort((np.arange(n), ts, conv))
     c_s, cl_s = conv[order], is_client[order]
     first_of_conv = np.r_[True, c_s[1:] != c_s[:-1]]
     turned = first_of_conv | np.r_[True, cl_s[1:] != cl_s[:-1]]  # the other side spoke last

@@ -70,9 +70,11 @@ def _starts_with(head: np.ndarray, length: np.ndarray, tokens: tuple[bytes, ...]
                  at: int = 0) -> np.ndarray:
     """Segments whose payload holds one of ``tokens`` at byte ``at`` (captured whole)."""
     out = np.zeros(head.shape[0], dtype=bool)
-    # only rows whose first byte starts some token are compared further (most are not)
-    firsts = np.frombuffer(bytes({t[0] for t in tokens}), dtype=np.uint8)
-    rows = (np.flatnonzero(np.isin(head[:, at], firsts)) if at < head.shape[1]
+    # only rows whose first byte starts some token are compared further (most are not): a
+    # table of the 256 byte values says which
+    starts = np.zeros(256, dtype=bool)
+    starts[np.frombuffer(bytes({t[0] for t in tokens}), dtype=np.uint8)] = True
+    rows = (np.flatnonzero(starts[head[:, at]]) if at < head.shape[1]
             else np.zeros(0, dtype=np.intp))
     if len(rows) == 0:
         return out
@@ -83,11 +85,14 @@ def _starts_with(head: np.ndarray, length: np.ndarray, tokens: tuple[bytes, ...]
         end = at + len(token)
         if end > head.shape[1]:
             continue
-        if len(token) <= _WORD:  # its bytes, and only those, equal: one integer comparison
-            want, mask = _word(token)
-            match = (words & mask) == want
-        else:
-            match = (sub[:, at:end] == np.frombuffer(token, dtype=np.uint8)).all(axis=1)
+        # its first 8 bytes, and only those, equal: one integer comparison; a longer token's
+        # other bytes compared on the rows where those are
+        want, mask = _word(token[:_WORD])
+        match = (words & mask) == want
+        if len(token) > _WORD:
+            cand = np.flatnonzero(match)
+            match[cand] = (sub[cand, at + _WORD:end]
+                           == np.frombuffer(token[_WORD:], dtype=np.uint8)).all(axis=1)
         hit |= (sub_len >= end) & match
     out[rows] = hit
     return out
