@@ -193,6 +193,23 @@ class _Kinds:
         self.found: dict[int, np.ndarray] = {}
         self.n_extra = n_extra
 
+    @classmethod
+    def of_ids(cls, event: np.ndarray, ids: Iterable[int], n_extra: np.ndarray) -> _Kinds:
+        """The kinds of a table whose events are among a few ``ids``: a comparison per id
+        (no factorization of the column: the analyzer's table has three ids)."""
+        masks: dict[int, np.ndarray] = {}
+        for e in sorted(set(ids)):
+            mask = event == np.uint32(e)
+            k = _kind(e)
+            if k in masks:
+                masks[k] |= mask
+            else:
+                masks[k] = mask
+        kinds = cls(np.zeros(0, dtype=np.int64), np.empty(0, dtype=np.uint32), n_extra)
+        kinds.found = {k: np.flatnonzero(mask) for k, mask in masks.items()}
+        kinds.present = set(kinds.found)
+        return kinds
+
     def rows(self, k: int, min_extra: int = 0, exact: int | None = None) -> np.ndarray:
         """Rows of kind ``k`` (ascending) with at least ``min_extra`` extra words (or
         ``exact``)."""
@@ -209,15 +226,13 @@ class _Kinds:
 _Decoded = dict[str, _Column]
 
 
-def _decode(columns: dict[str, object], event: np.ndarray, codes: np.ndarray,
-            uniques: np.ndarray, n_extra: np.ndarray, w: list[np.ndarray],
-            wanted: Iterable[str] = _DECODED) -> None:
+def _decode(columns: dict[str, object], event: np.ndarray, kinds: _Kinds,
+            n_extra: np.ndarray, w: list[np.ndarray], wanted: Iterable[str] = _DECODED) -> None:
     """Add the decoded columns (domid, vcpu, states, switch target, irq, hypercall …) that
     are ``wanted``.
 
     Only the rows of the events concerned are touched: rows are grouped by kind once.
     """
-    kinds = _Kinds(codes, uniques, n_extra)
     wanted = set(wanted)
     out = {name: _Column(len(event), dtype) if name in wanted else _Unwanted()
            for name, dtype in _DECODED_TYPES.items()}
@@ -287,12 +302,13 @@ def _decode_hypercalls(out: _Decoded, kinds: _Kinds, n_extra: np.ndarray,
     op = w[0][r] & HYPERCALL_OP_MASK
     out["hypercall"].put(r, op)
     r = r[op == HYPERCALL_GRANT_TABLE_OP]
-    flags = w[0][r].astype(np.int64)
+    flags = w[0][r]  # uint32 arithmetic throughout: small values, a quarter of int64's bytes
     a0, a1, a2 = (flags >> 20) & 3, (flags >> 22) & 3, (flags >> 24) & 3
-    ne = n_extra[r].astype(np.int64)
+    ne = n_extra[r]
     ok = (a0 != 0) & (ne >= 2)
     out["gnttab_cmd"].put(r[ok], w[1][r[ok]])
-    at = 1 + a0 + a1  # word index of argument 2 (the count)
+    at = a0 + a1
+    at += 1  # word index of argument 2 (the count)
     ok = (a2 != 0) & (at < ne)
     r, at = r[ok], at[ok]
     count = np.zeros(len(r), dtype=np.uint32)
@@ -313,10 +329,15 @@ def _names(codes: np.ndarray, uniques: np.ndarray) -> pd.Categorical:
                                      categories=categories)
 
 
-def _events_table(kept: dict[str, np.ndarray], keep_columns: tuple[str, ...] | None
-                  ) -> pd.DataFrame:
-    """The event table of the contract from the scan's kept records: names and decoded
-    columns (only those asked for are made)."""
+#: Up to this many event ids kept, the decoder finds each kind's rows by comparing the ids
+#: (beyond, or with names: one factorization of the event column).
+_FEW_IDS = 16
+
+
+def _events_table(kept: dict[str, np.ndarray], keep_columns: tuple[str, ...] | None,
+                  ids: tuple[int, ...] | None = None) -> pd.DataFrame:
+    """The event table of the contract from the scan's kept records (of the events ``ids``:
+    None, any): names and decoded columns (only those asked for are made)."""
     wanted = set(keep_columns) if keep_columns is not None else None
 
     def want(name: str) -> bool:
@@ -326,16 +347,19 @@ def _events_table(kept: dict[str, np.ndarray], keep_columns: tuple[str, ...] | N
     event = header & EVENT_MASK
     n_extra = ((header >> EXTRA_SHIFT) & EXTRA_MASK).astype(np.uint8)
     w = [kept[name] for name in _WORD_COLUMNS if name in kept]
-    codes, uniques = factorize(event)
+    factorized = want("name") or ids is None or len(ids) > _FEW_IDS
+    codes, uniques = factorize(event) if factorized else (None, None)
     columns: dict[str, object] = {"cpu": kept["cpu"], "tsc": kept["tsc"], "event": event}
-    if want("name"):
+    if codes is not None and want("name"):
         columns["name"] = _names(codes, uniques)
     columns["n_extra"] = n_extra
     for col, values in zip(_WORD_COLUMNS, w, strict=False):
         columns[col] = values
     decoded = [name for name in _DECODED if want(name)]
     if decoded:
-        _decode(columns, event, codes, uniques, n_extra, w, decoded)
+        kinds = _Kinds(codes, uniques, n_extra) if codes is not None else \
+            _Kinds.of_ids(event, ids or (), n_extra)
+        _decode(columns, event, kinds, n_extra, w, decoded)
     if want("timestamped"):
         columns["timestamped"] = (header >> 31).astype(bool)
     if "offset" in kept:
@@ -421,6 +445,7 @@ def read_xentrace(path: str | os.PathLike[str],
     the file ends inside a window (the whole records before are kept).
     """
     columns = None if columns is None else tuple(columns)
+    events = None if events is None else tuple(events)
     scan = scan_xentrace(path, on_progress, events, _words(columns), CHUNK_WORDS,
                          idle_runstates=idle_runstates, tallies=tallies,
                          offsets=columns is None or "offset" in columns)
@@ -429,13 +454,13 @@ def read_xentrace(path: str | os.PathLike[str],
     runstates_aside = Background(lambda: _runstates_table(scan))
     switches = _switches_table(scan.switch)
     scan.switch = {}
-    events = _events_table(scan.kept, columns)
+    table = _events_table(scan.kept, columns, events)
     scan.kept = {}
     runstates = runstates_aside.result()
     give_back_memory()
     return XenTrace(
         path=scan.path,
-        events=events,
+        events=table,
         lost=_lost_table(scan.lost),
         runstates=runstates,
         switches=switches,

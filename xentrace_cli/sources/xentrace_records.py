@@ -240,6 +240,7 @@ class Batch:
     header: np.ndarray  # uint32
     tsc: np.ndarray  # int64: own TSC, else the CPU's last (pending rows: fixed at the end)
     extra: np.ndarray  # (words, n) uint32, zero beyond N (one row per word: contiguous columns)
+    extra_words: int  # rows of ``extra`` that may hold a non-zero word (the largest N kept)
     pending: np.ndarray  # rows before their CPU's first TSC
     records: int  # records of the span, kept or not
     stamped_min: int | None  # smallest / largest own TSC among all the span's records
@@ -591,9 +592,12 @@ def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, hdr: np.ndarray,
         return Part(columns, stamps.pending_in(rows))
 
     def words(rows: np.ndarray, wanted: int) -> list[np.ndarray]:
-        word_at = nodes[rows] + 1 + 2 * stamped[rows]
-        # N >= wanted: all are the record's own
-        return [padded.take(word_at + k) for k in range(wanted)]
+        at = _first_word(nodes, stamped, rows)
+        out = []
+        for _ in range(wanted):  # N >= wanted: all are the record's own
+            out.append(padded.take(at))
+            at += 1
+        return out
 
     runstate_rows = _runstate_rows(hdr)
     unit = words(runstate_rows, 1)[0]  # w0: vcpu in bits 0-15, domid in bits 16-31
@@ -604,25 +608,44 @@ def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, hdr: np.ndarray,
     switch_rows = np.flatnonzero((hdr & _SWITCH_BITS) == _SWITCH_HEADER)
     switch = part(switch_rows, words(switch_rows, 4), False)
     rows = _kept_rows(hdr, keep.ids)
-    kept = _kept(padded, base, nodes[rows], hdr[rows], stamped[rows], max(keep.words, 4),
+    kept = _kept(padded, base, nodes, stamped, rows, hdr[rows], max(keep.words, 4),
                  keep.offsets)  # the lost-records table reads 4 words
-    return Batch(kept[0], cpu[rows], hdr[rows], stamps.at(rows), kept[1],
+    return Batch(kept[0], cpu[rows], hdr[rows], stamps.at(rows), kept[1], kept[2],
                  stamps.pending_in(rows), len(nodes), stamps.lo, stamps.hi, runstate, switch,
                  counts)
 
 
-def _kept(padded: np.ndarray, base: int, nodes: np.ndarray, hdr: np.ndarray,
-          stamped: np.ndarray, words: int, offsets: bool
-          ) -> tuple[np.ndarray | None, np.ndarray]:
-    """The kept records' byte offsets (``offsets``, else None) and ``words`` extra words (zero
-    beyond each record's own)."""
+def _first_word(nodes: np.ndarray, stamped: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Word position of the first extra word of the records at ``rows`` (after the header,
+    and the TSC when stamped), int64, made in place: no temporary as wide as the result."""
+    at = nodes.take(rows)
+    at += 1
+    at += np.left_shift(stamped.take(rows).view(np.uint8), 1)  # the TSC: 2 words
+    return at
+
+
+def _kept(padded: np.ndarray, base: int, nodes: np.ndarray, stamped: np.ndarray,
+          rows: np.ndarray, hdr: np.ndarray, words: int, offsets: bool
+          ) -> tuple[np.ndarray | None, np.ndarray, int]:
+    """The kept records' (``rows`` of ``nodes``; ``hdr``: their headers) byte offsets
+    (``offsets``, else None), ``words`` extra words (zero beyond each record's own) and how
+    many of them any record has.
+
+    Only the words some record has are read (the analyzer's records have 2 or 3 of the 7):
+    the others stay the zeros of the allocation, never touched. A word every record has
+    needs no zeroing.
+    """
     n_extra = (hdr >> np.uint32(EXTRA_SHIFT)) & np.uint32(EXTRA_MASK)
-    first = nodes + 1 + 2 * stamped
-    extra = np.empty((words, len(nodes)), dtype=np.uint32)
-    for k in range(words):  # past a record's N words: whatever follows, then zeroed
-        np.take(padded, first + k, out=extra[k])
-        extra[k] *= n_extra > k
-    return ((nodes + base) * 4 if offsets else None), extra
+    has = min(int(n_extra.max()), words) if len(rows) else 0
+    fewest = int(n_extra.min()) if len(rows) else 0
+    at = _first_word(nodes, stamped, rows)
+    extra = np.zeros((words, len(rows)), dtype=np.uint32)
+    for k in range(has):  # past a record's N words: whatever follows, then zeroed
+        np.take(padded, at, out=extra[k])
+        if k >= fewest:
+            extra[k] *= n_extra > k
+        at += 1
+    return ((nodes[rows] + base) * 4 if offsets else None), extra, has
 
 
 # --- the file, span after span -----------------------------------------------------------------

@@ -235,8 +235,10 @@ def _merged_records(batches: list[Batch], ids: np.ndarray | None, merged: bool =
     kept["header"] = merge.take("header", np.uint32)
     kept["cpu"] = merge.take("cpu", np.int16)
     n_words = batches[0].extra.shape[0] if batches else MAX_EXTRA
-    for k in range(n_words):
-        kept[f"w{k}"] = merge.column([b.extra[k] for b in batches], np.uint32)
+    has = max((b.extra_words for b in batches), default=0)
+    for k in range(n_words):  # a word no record has: zeros (allocated, never touched)
+        kept[f"w{k}"] = merge.column([b.extra[k] for b in batches], np.uint32) if k < has \
+            else np.zeros(len(order), dtype=np.uint32)
     for b in batches:
         b.extra = _NO_EXTRA  # merged: let them go
     if batches and batches[0].offset is not None:
