@@ -156,17 +156,23 @@ _LEVELS = 5
 _BURST = 4
 
 
-def _walk_span(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
+def _walk_span(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+               marks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Start of every record of each window, all windows a record per step.
 
     ``starts``/``ends``: each window's first record and end (word positions in ``padded``,
-    ends clipped to the words present; ``padded`` goes on past the last end). Returns the
-    record starts, sorted, and per window the start of a record that runs past the window's
-    end (-1: none; that record is not kept).
+    ends clipped to the words present; ``padded`` goes on past the last end). ``marks``: a
+    bool buffer to mark the starts in, reused from span to span when large enough (a fresh
+    one per span costs a page fault per 4 KiB of the span's words: more than clearing it).
+    Returns the record starts, sorted, and per window the start of a record that runs past
+    the window's end (-1: none; that record is not kept).
     """
     size = int(ends.max()) + 1 if len(ends) else 1
-    mark = np.zeros(size, dtype=bool)
+    if marks is not None and len(marks) >= size:
+        mark = marks[:size]
+        mark.fill(False)
+    else:
+        mark = np.zeros(size, dtype=bool)
     lanes = np.flatnonzero(starts < ends)
     pos, end = starts[lanes].copy(), ends[lanes]
     while len(lanes) > _FEW_LANES:
@@ -269,16 +275,20 @@ class Clock:
         self.damaged = 0
         """Records whose own TSC is beyond 2**63 cycles (:func:`_own_tscs`)."""
 
-    def carry(self, seg_cpu: np.ndarray, leads: _Leads) -> tuple[np.ndarray, list[int]]:
+    def carry(self, seg_cpu: np.ndarray, leads: _Leads, gaps: bool = True
+              ) -> tuple[np.ndarray, list[int]]:
         """Give each window's unstamped first record its CPU's TSC from before the window.
 
         Returns the TSC of each window's first record (its own, the carried one, or when the
         CPU has had none yet whatever its words held) and the windows whose first record has
-        no TSC yet (the CPU has had none). Also notes the stretch between a CPU's previous
-        window and this one. A Python step per window on plain ints.
+        no TSC yet (the CPU has had none). ``gaps``: also notes the stretch between a CPU's
+        previous window and this one, a Python step per window on plain ints; else
+        :meth:`_carry_per_cpu` gives the same, vectorized.
         """
         if not len(seg_cpu):
             return np.empty(0, dtype=np.int64), []
+        if not gaps:
+            return self._carry_per_cpu(seg_cpu, leads)
         value = leads.first.copy()
         first = leads.first.tolist()
         second = leads.second.tolist()
@@ -311,6 +321,43 @@ class Clock:
         if carried:
             value[carried] = carried_values
         return value, unresolved
+
+    def _carry_per_cpu(self, seg_cpu: np.ndarray, leads: _Leads
+                       ) -> tuple[np.ndarray, list[int]]:
+        """:meth:`carry` without the stretches: a step per CPU, its windows at once. A
+        window's end TSC is its last stamped record's, or (no record stamped but maybe the
+        first, which is not) the end carried from the CPU's window before: forward-filled
+        from the windows that have one. The TSC before a window is the end of the one
+        before; a window without any TSC, before the CPU has had one, is left out."""
+        value = leads.first.copy()
+        unresolved = []
+        own_end = leads.stamped | ~leads.single
+        cpus, slot = unique(seg_cpu, return_inverse=True)
+        for j, cpu in enumerate(cpus.tolist()):
+            mine = np.flatnonzero(slot == j)
+            prior = self.last.get(cpu)
+            at = np.where(own_end[mine], np.arange(len(mine)), -1)
+            np.maximum.accumulate(at, out=at)  # each window's last with an end of its own
+            end = leads.last[mine][np.maximum(at, 0)]
+            if prior is not None:
+                end[at < 0] = prior
+            has_end = (at >= 0) | (prior is not None)
+            before = np.r_[prior if prior is not None else 0, end[:-1]]
+            has_before = np.r_[prior is not None, has_end[:-1]]
+            stamped = leads.stamped[mine]
+            carried = ~stamped & has_before
+            value[mine[carried]] = before[carried]
+            lone = ~stamped & ~has_before
+            unresolved.append(mine[lone])
+            if cpu not in self.first:
+                now = np.where(stamped, leads.first[mine], leads.second[mine])
+                now[carried] = before[carried]
+                counted = np.flatnonzero(~(lone & leads.single[mine]))
+                if len(counted):
+                    self.first[cpu] = int(now[counted[0]])
+            if has_end[-1]:
+                self.last[cpu] = int(end[-1])
+        return value, np.sort(np.concatenate(unresolved)).tolist()
 
     def note_gap(self, cpu: int, start: int, end: int) -> None:
         """Keep ``start..end`` as the CPU's longest stretch without records if it is."""
@@ -491,7 +538,7 @@ def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
     own = _own_tscs(padded, nodes, stamped, clock)
     every = bool(stamped.all())
     stamped_rows = None if every else np.flatnonzero(stamped)
-    lead, unresolved = clock.carry(seg_cpu, _leads(own, stamped, stamped_rows, seg_start))
+    lead, unresolved = clock.carry(seg_cpu, _leads(own, stamped, stamped_rows, seg_start), gaps)
     lo = hi = None
     if every and n:
         lo, hi = int(own.min()), int(own.max())
@@ -592,12 +639,8 @@ def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, hdr: np.ndarray,
         return Part(columns, stamps.pending_in(rows))
 
     def words(rows: np.ndarray, wanted: int) -> list[np.ndarray]:
-        at = _first_word(nodes, stamped, rows)
-        out = []
-        for _ in range(wanted):  # N >= wanted: all are the record's own
-            out.append(padded.take(at))
-            at += 1
-        return out
+        # N >= wanted: all are the record's own
+        return list(_words_at(padded, _first_word(nodes, stamped, rows), wanted))
 
     runstate_rows = _runstate_rows(hdr)
     unit = words(runstate_rows, 1)[0]  # w0: vcpu in bits 0-15, domid in bits 16-31
@@ -624,6 +667,36 @@ def _first_word(nodes: np.ndarray, stamped: np.ndarray, rows: np.ndarray) -> np.
     return at
 
 
+def _quads(padded: np.ndarray) -> np.ndarray:
+    """The 4 words (16 bytes) from each word of ``padded`` on, one element each (a view with a
+    stride of one word, as :func:`_tsc_view`): a record's words 0-3 in one gather."""
+    return np.ndarray(shape=(max(len(padded) - 3, 0),), dtype="V16", buffer=padded,
+                      strides=(4,))
+
+
+def _words_at(padded: np.ndarray, at: np.ndarray, count: int,
+              out: np.ndarray | None = None) -> np.ndarray:
+    """``count`` words from each position ``at`` on, as rows of a ``(count, len(at))`` uint32
+    array (``out``, or a new one). From 3 words on, words 0-3 come in one 16-byte gather per
+    record and are split into rows (a pass over the gathered, in cache), instead of a gather
+    per word, each of which reaches every record's memory again. ``padded`` must go on
+    ``MAX_EXTRA`` words past the last position's record (the fourth word may lie beyond a
+    record of three: read, unused)."""
+    if out is None:
+        out = np.empty((count, len(at)), dtype=np.uint32)
+    k = 0
+    if count >= 3:
+        quads = _quads(padded)[at].view(np.uint32).reshape(len(at), 4)
+        out[:min(count, 4)] = quads.T[:count]
+        k = 4
+    if k < count:
+        word = at + k
+        for row in out[k:]:
+            np.take(padded, word, out=row)
+            word += 1
+    return out
+
+
 def _kept(padded: np.ndarray, base: int, nodes: np.ndarray, stamped: np.ndarray,
           rows: np.ndarray, hdr: np.ndarray, words: int, offsets: bool
           ) -> tuple[np.ndarray | None, np.ndarray, int]:
@@ -638,13 +711,10 @@ def _kept(padded: np.ndarray, base: int, nodes: np.ndarray, stamped: np.ndarray,
     n_extra = (hdr >> np.uint32(EXTRA_SHIFT)) & np.uint32(EXTRA_MASK)
     has = min(int(n_extra.max()), words) if len(rows) else 0
     fewest = int(n_extra.min()) if len(rows) else 0
-    at = _first_word(nodes, stamped, rows)
     extra = np.zeros((words, len(rows)), dtype=np.uint32)
-    for k in range(has):  # past a record's N words: whatever follows, then zeroed
-        np.take(padded, at, out=extra[k])
-        if k >= fewest:
-            extra[k] *= n_extra > k
-        at += 1
+    _words_at(padded, _first_word(nodes, stamped, rows), has, extra[:has])
+    for k in range(fewest, has):  # past a record's N words: whatever follows, zeroed
+        extra[k] *= n_extra > k
     return ((nodes[rows] + base) * 4 if offsets else None), extra, has
 
 
@@ -712,8 +782,9 @@ def _read_at(path: Path, fd: int, view: memoryview, offset: int) -> None:
 
 
 def _locate(path: Path, fd: int, win: Windows, first: int, stop: int, nwords: int,
-            buffer: np.ndarray) -> _Located:
-    """Read a span of windows into ``buffer`` (or a larger one) and find its records."""
+            buffer: np.ndarray, marks: np.ndarray | None = None) -> _Located:
+    """Read a span of windows into ``buffer`` (or a larger one) and find its records
+    (``marks``: :func:`_walk_span`'s)."""
     lo = int(win.start[first])
     hi = min(int(win.end[stop - 1]), nwords)
     need = hi - lo + MAX_EXTRA
@@ -723,7 +794,7 @@ def _locate(path: Path, fd: int, win: Windows, first: int, stop: int, nwords: in
     buffer[hi - lo: need] = 0  # the slack read past the last record is zeros
     starts = win.start[first:stop] - lo + _CPU_CHANGE_WORDS
     ends = np.minimum(win.end[first:stop], nwords) - lo
-    nodes, overrun = _walk_span(buffer, starts, ends)
+    nodes, overrun = _walk_span(buffer, starts, ends, marks)
     hdr = buffer[nodes]  # every record's header word
     problem, cut = _span_errors(path, buffer, lo, nodes, hdr, overrun, win, first, nwords)
     per_window = np.searchsorted(nodes, ends) - np.searchsorted(nodes, starts)
@@ -750,10 +821,14 @@ def read_batches(path: Path, handle: io.BufferedReader, win: Windows, size: int,
     spans = list(_spans(win, chunk_words))
     width = min(chunk_words, nwords) + MAX_EXTRA
     buffers = [np.zeros(width if len(spans) > k else 0, dtype="<u4") for k in range(2)]
+    # one span is walked at a time (the next starts once this one's walk is done): one buffer
+    # of marks serves them all
+    marks = np.zeros(width if len(spans) > 1 else 0, dtype=bool)
 
     def locate(i: int) -> Background[_Located]:
         first, stop = spans[i]
-        return Background(lambda: _locate(path, fd, win, first, stop, nwords, buffers[i % 2]))
+        return Background(lambda: _locate(path, fd, win, first, stop, nwords, buffers[i % 2],
+                                          marks))
 
     ahead = locate(0) if spans else None
     try:
