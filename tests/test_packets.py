@@ -615,3 +615,26 @@ def object_categories(frame: pd.DataFrame) -> pd.DataFrame:
     infers str; the texts, their order and the codes must be equal."""
     return frame.assign(**{c: frame[c].cat.set_categories(
         pd.Index(list(frame[c].cat.categories), dtype=object)) for c in ("src", "dst")})
+
+
+def test_ipv4_codes_by_comparison_equal_the_hashed_ones() -> None:
+    """_AddressBook.v4_codes ranks a batch's addresses by comparisons with the last batch's
+    few: the codes and distinct addresses sorted_codes gives, whether the batch holds all of
+    those, some of them, or one more (hashed again), and past FEW_ADDRESSES (hashed)."""
+    from xentrace_cli.groups import sorted_codes
+
+    rng = np.random.default_rng(5)
+    book = packets._AddressBook()
+    pool = np.array([0x0A000005, 0x0A000001, 0xC0A80101, 0x0A000002], dtype=np.uint32)
+    batches = [pool[rng.integers(0, 4, 500)],        # all four: hashed (nothing known)
+               pool[rng.integers(0, 4, 500)],        # all four again: compared
+               pool[[0, 2, 0, 2, 2]],                # two of them: compared, a subset
+               np.append(pool[rng.integers(0, 4, 50)], np.uint32(7)),  # a new one: hashed
+               np.arange(100, dtype=np.uint32)[::-1],  # many: hashed
+               pool[rng.integers(0, 4, 30)]]         # more known than FEW_ADDRESSES: hashed
+    for keys in batches:
+        codes, uniq = book.v4_codes(keys)
+        want_codes, want_uniq = sorted_codes(keys)
+        assert codes.tolist() == want_codes.tolist()
+        assert uniq.tolist() == want_uniq.tolist() and uniq.dtype == want_uniq.dtype
+    assert book.last_v4.tolist() == sorted(set(batches[-1].tolist()))

@@ -71,6 +71,10 @@ TABLE_ROWS = 1 << 16
 TSHARK_TIMEOUT_S = 3600
 
 
+#: most distinct IPv4 addresses of a batch ranked by comparisons (:meth:`_AddressBook.v4_codes`)
+FEW_ADDRESSES = 8
+
+
 class _AddressBook:
     """Formats each distinct address once per file (the batches reuse the strings)."""
 
@@ -78,6 +82,8 @@ class _AddressBook:
         self.v4: dict[int, str] = {}
         self.v6: dict[bytes, str] = {}
         self.ids: dict[str, int] = {}
+        #: the distinct IPv4 addresses (uint32, ascending) of the last batch that coded some
+        self.last_v4 = np.zeros(0, dtype=np.uint32)
 
     def stable_ids(self, addresses: list[str]) -> np.ndarray:
         """An integer per address text, the same in every batch of the file (a batch's codes
@@ -85,6 +91,25 @@ class _AddressBook:
         ids = self.ids
         out = [ids.setdefault(text, len(ids)) for text in addresses]
         return np.array([*out, -1], dtype=np.int64)
+
+    def v4_codes(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`~xentrace_cli.groups.sorted_codes` of IPv4 addresses: each key's rank among
+        the distinct ones, and those (ascending). A capture's batches hold the same few
+        addresses: when the last batch's (up to :data:`FEW_ADDRESSES`) hold every key, a
+        comparison per address ranks them (a tenth of the hashing's time)."""
+        known = self.last_v4
+        if 0 < len(known) <= FEW_ADDRESSES and len(keys):
+            rank = np.zeros(len(keys), dtype=np.intp)
+            for value in known[1:]:
+                rank += keys >= value
+            if np.array_equal(known[rank], keys):
+                present = np.bincount(rank, minlength=len(known)) > 0
+                if present.all():
+                    return rank, known
+                return (np.cumsum(present) - 1)[rank], known[present]
+        inverse, uniq = sorted_codes(keys)
+        self.last_v4 = uniq
+        return inverse, uniq
 
     def name_v4(self, values: np.ndarray) -> list[str]:
         out = []
@@ -119,15 +144,19 @@ def _format_v6(packed: bytes) -> str:
 
 
 def _addresses(dec: Any, book: _AddressBook) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """src and dst as int32 codes (-1: none) into one list of address texts (np.unique over
-    the raw bytes: each distinct address is formatted once)."""
+    """src and dst as int32 codes (-1: none) into one list of address texts (the distinct raw
+    values in ascending order: each distinct address is formatted once)."""
     n = len(dec.ip_version)
     codes = np.full(2 * n, -1, dtype=np.int32)
     categories: list[str] = []
-    v4 = np.concatenate([dec.ip_version == 4, (dec.ip_version == 4) & dec.whole_ip])
-    if v4.any():
-        keys = np.concatenate([dec.src_v4, dec.dst_v4])[v4]
-        inverse, uniq = sorted_codes(keys)  # hashed: a third of a sort's time, the same codes
+    is4 = dec.ip_version == 4
+    v4 = np.concatenate([is4, is4 & dec.whole_ip])
+    if v4.all():  # the usual batch: no gathers, no scatter
+        inverse, uniq = book.v4_codes(np.concatenate([dec.src_v4, dec.dst_v4]))
+        codes[:] = inverse
+        categories += book.name_v4(uniq)
+    elif v4.any():
+        inverse, uniq = book.v4_codes(np.concatenate([dec.src_v4, dec.dst_v4])[v4])
         codes[v4] = inverse
         categories += book.name_v4(uniq)
     v6 = np.concatenate([dec.ip_version == 6, (dec.ip_version == 6) & dec.whole_ip])
