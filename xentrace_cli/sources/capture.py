@@ -10,9 +10,11 @@ columns of record positions, lengths and timestamps over one chunk of the file, 
 file (memory stays bounded by :data:`CHUNK_BYTES`).
 
 The only sequential work is walking the record (block) lengths: each record's offset depends on
-the previous record's length. The readers do it in a tight loop that reads 4 (pcap) or 8
-(pcapng) header bytes per record with a precompiled :class:`struct.Struct`; everything else is
-numpy over the whole chunk.
+the previous record's length. The readers find most records without a loop per record
+(:class:`CandidateChain`: the positions that look like a record start, linked by their
+lengths, followed from the walk's own position), and step the rest in a tight loop that reads
+4 (pcap) or 8 (pcapng) header bytes per record with a precompiled :class:`struct.Struct`;
+everything else is numpy over the whole chunk.
 """
 
 from __future__ import annotations
