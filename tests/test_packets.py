@@ -638,3 +638,51 @@ def test_ipv4_codes_by_comparison_equal_the_hashed_ones() -> None:
         assert codes.tolist() == want_codes.tolist()
         assert uniq.tolist() == want_uniq.tolist() and uniq.dtype == want_uniq.dtype
     assert book.last_v4.tolist() == sorted(set(batches[-1].tolist()))
+
+
+def _same_columns(a: packets.PacketColumns, b: packets.PacketColumns) -> None:
+    """Every array of two PacketColumns equal (values, dtypes, validity, codes, addresses)."""
+    assert a.addresses == b.addresses and len(a) == len(b)
+    for name in a.values:
+        assert a.values[name].dtype == b.values[name].dtype, name
+        assert np.array_equal(a.values[name], b.values[name]), name
+    assert a.valid.keys() == b.valid.keys()
+    assert all(np.array_equal(a.valid[k], b.valid[k]) for k in a.valid)
+    assert np.array_equal(a.src, b.src) and np.array_equal(a.dst, b.dst)
+    assert a.extra.keys() == b.extra.keys()
+    for name, (values, ok) in a.extra.items():
+        assert np.array_equal(values, b.extra[name][0]) and np.array_equal(ok, b.extra[name][1])
+
+
+@pytest.mark.parametrize("name", ["multi-section.pcapng", "ether-le-nsec.pcap",
+                                  "ether-le-nsec.pcap.gz"])
+def test_packet_columns_merged_into_the_tables_arrays(monkeypatch: pytest.MonkeyPatch,
+                                                      name: str) -> None:
+    """read_packet_columns merges the batches straight into the table's arrays: the same
+    columns as the batches of iter_packet_columns end to end (concatenated), in many small
+    batches; the values are rows of one array when the first batch's density held (a plain
+    file), and copied where the arrays had to grow (a gzip file: its size on disk is the
+    compressed one, the estimate falls short)."""
+    monkeypatch.setattr(capture, "CHUNK_BYTES", 300)
+    monkeypatch.setattr(packets, "TABLE_ROWS", 3)
+    options = {"payload_head": 16, "tcp_window": True}
+    batches = list(packets.iter_packet_columns(CAPTURES / name, **options))
+    assert len(batches) >= 3
+    whole = packets.read_packet_columns(CAPTURES / name, **options)
+    _same_columns(whole, packets.PacketColumns.concat(batches))
+    one_array = whole.values["ts_ns"].base is not None
+    assert one_array == (not name.endswith(".gz"))
+
+
+def test_concat_takes_adjacent_rows_as_a_view() -> None:
+    """PacketColumns.concat: batches whose arrays are consecutive rows of one array give a
+    view of it; any other batches (rows apart, other arrays, reordered) are copied."""
+    base = np.arange(20, dtype=np.int64)
+    pairs = np.arange(40, dtype=np.uint8).reshape(20, 2).copy()  # owns its rows, as _Table's
+    assert np.shares_memory(packets._concatenated([base[0:5], base[5:12], base[12:20]]), base)
+    assert np.shares_memory(packets._concatenated([pairs[0:3], pairs[3:9]]), pairs)
+    for parts in ([base[0:5], base[6:12]], [base[5:12], base[0:5]],
+                  [base[0:5], base[5:12].copy()], [base[::2][:3], base[::2][3:6]]):
+        joined = packets._concatenated(parts)
+        assert not np.shares_memory(joined, base)
+        assert joined.tolist() == np.concatenate(parts).tolist()
