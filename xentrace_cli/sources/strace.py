@@ -826,15 +826,19 @@ _LONG_PAIR_RE = r"\[\d{10}|, \d{10}"
 PLAIN_NAMED_RE = _PLAIN_LEADER + r"\w{1,32}\("
 _NOT_PLAIN_NAMES = pa.array(sorted(INTERESTING_CALLS), pa.binary())
 _MMSG_NAMES = pa.array(sorted(MMSG_CALLS), pa.binary())
-#: Syscall category codes of the plain calls, by the call name's length and first bytes.
-_PLAIN_CALLS = {(4, b"re", b"a"): "read", (4, b"re", b"c"): "recv", (4, b"se", b"n"): "send",
-                (5, b"wr", b"i"): "write", (7, b"pr", b"e"): "pread64",
-                (8, b"re", b"c"): "recvfrom", (6, b"se", b"n"): "sendto"}
+#: Syscall category codes of the plain calls, by the call name's length (9: longer) and third
+#: byte (-1: not a plain call's name).
+_PLAIN_CODES = np.full(10 * 256, -1, np.int16)
+for _name in ("read", "recv", "send", "write", "pread64", "recvfrom", "sendto"):
+    _PLAIN_CODES[len(_name) * 256 + ord(_name[2])] = SYSCALL_NAMES.index(_name)
 
 
 def _window(buf: np.ndarray, start: np.ndarray, width: int) -> np.ndarray:
     """The ``width`` bytes from each ``start``, a row each (zeros outside ``buf``): one
     ``width``-byte item per start from an overlapping view, not a gather per byte."""
+    if len(buf) >= width and (not len(start) or (start.min() >= 0
+                                                 and start.max() <= len(buf) - width)):
+        return _items(buf, width)[start].view(np.uint8).reshape(-1, width)
     pad = np.zeros(width, np.uint8)
     if len(buf) < width:
         buf = np.concatenate([buf, pad])
@@ -889,8 +893,9 @@ def _substrings(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> pa.Array
 
 class _Marks:
     """Where the characters the plain lines are cut at lie in a chunk's bytes: looked for in
-    a window of ``width`` bytes beside each position, and in the whole chunk (its positions of
-    that character found once, when first needed) for the rows whose window holds none."""
+    the 8 bytes beside each position (one 64-bit word), then in a window of ``width`` bytes
+    beyond them, and in the whole chunk (its positions of that character found once, when
+    first needed) for the rows whose window holds none."""
 
     def __init__(self, buf: np.ndarray) -> None:
         self.buf = buf
@@ -905,6 +910,14 @@ class _Marks:
 
     def first(self, char: str, pos: np.ndarray, width: int = 64) -> np.ndarray:
         """The first ``char`` at or after each ``pos`` (``len(buf)``: none)."""
+        col = _zero_bytes_below(_bytes_equal(_word_at(self.buf, pos), char)).astype(np.int64)
+        out = pos + col
+        miss = np.flatnonzero(col == 8)
+        if len(miss):
+            out[miss] = self._first_beyond(char, pos[miss] + 8, width)
+        return out
+
+    def _first_beyond(self, char: str, pos: np.ndarray, width: int) -> np.ndarray:
         col = _first_in_row(_window(self.buf, pos, width) == ord(char))
         out = pos + col
         miss = np.flatnonzero(col == width)
@@ -913,11 +926,27 @@ class _Marks:
             out[miss] = at[np.searchsorted(at, pos[miss])]
         return out
 
-    def last(self, char: str, pos: np.ndarray, width: int = 64) -> np.ndarray:
-        """The last ``char`` before each ``pos`` (-1: none)."""
+    def last(self, char: str, pos: np.ndarray, width: int = 64,
+             after: np.ndarray | None = None) -> np.ndarray:
+        """The last ``char`` before each ``pos`` (-1: none). ``after``: only one after it is
+        wanted (-1 when the window reached back to ``after`` without one)."""
+        col = _zero_bytes_below(_bytes_equal(_word_at(self.buf, pos - 8), char).byteswap()
+                                ).astype(np.int64)
+        out = pos - 1 - col
+        miss = np.flatnonzero(col == 8)
+        if len(miss):
+            out[miss] = self._last_before(char, pos[miss] - 8, width,
+                                          None if after is None else after[miss])
+        return out
+
+    def _last_before(self, char: str, pos: np.ndarray, width: int,
+                     after: np.ndarray | None) -> np.ndarray:
         col = _last_in_row(_window(self.buf, pos - width, width) == ord(char))
         out = pos - width + col
-        miss = np.flatnonzero(col < 0)
+        missed = col < 0
+        if after is not None:
+            missed &= pos - width > after
+        miss = np.flatnonzero(missed)
         if len(miss):
             at = self._all(char)
             out[miss] = at[np.searchsorted(at, pos[miss]) - 1]
@@ -932,16 +961,107 @@ def _digits_before(buf: np.ndarray, end: np.ndarray, most: int) -> np.ndarray:
 
 
 def _first_in_row(hit: np.ndarray) -> np.ndarray:
-    """Per row, the first column where ``hit`` is True (the width: none)."""
+    """Per row, the first column where ``hit`` is True (the width: none). ``argmax`` gives 0
+    for a row without any, told apart by its first column."""
     first = hit.argmax(axis=1)
-    return np.where(hit[np.arange(len(hit)), first], first, hit.shape[1])
+    return np.where((first == 0) & ~hit[:, 0], hit.shape[1], first)
+
+
+#: Column weights 1, 2, ... for :func:`_last_in_row` (rows are at most 255 wide).
+_RISING = np.arange(1, 256, dtype=np.uint8)
 
 
 def _last_in_row(hit: np.ndarray) -> np.ndarray:
-    """Per row, the last column where ``hit`` is True (-1: none)."""
-    width = hit.shape[1]
-    last = width - 1 - hit[:, ::-1].argmax(axis=1)
-    return np.where(hit[np.arange(len(hit)), last], last, -1)
+    """Per row, the last column where ``hit`` is True (-1: none): the heaviest hit with the
+    columns weighted 1, 2, ... (``argmax`` of a reversed view is several times slower)."""
+    last = (hit.view(np.uint8) * _RISING[:hit.shape[1]]).argmax(axis=1)
+    return np.where((last == 0) & ~hit[:, 0], -1, last)
+
+
+def _number_at(buf: np.ndarray, start: np.ndarray, most: int) -> tuple[np.ndarray, np.ndarray]:
+    """The decimal number starting at each ``start`` (at most ``most`` digits, up to 18) and
+    how many digits it has (0: none, a value of 0). Up to 8 digits read as one 64-bit word
+    each (:func:`_word_digits`), longer ones from a window of ``most`` bytes."""
+    word = _word_at(buf, start)
+    digits = _zero_bytes_below(_non_digit_bytes(word))
+    # the digits moved to the word's top bytes, zeros (leading zeros) below them
+    value = _word_digits(word << (np.uint64(64) - (digits << np.uint64(3))))
+    digits = digits.astype(np.int64)
+    long = np.flatnonzero(digits == 8)
+    if len(long):
+        more = _first_in_row(~_is_digit(_window(buf, start[long], most)))
+        value[long], digits[long] = _decimal(buf, start[long], more), more
+    return value, digits
+
+
+def _number_before(buf: np.ndarray, end: np.ndarray, most: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The decimal number ending before each ``end`` (at most ``most`` digits, up to 18) and
+    how many digits it has (0: none, a value of 0), as :func:`_number_at` reads them."""
+    word = _word_at(buf, end - 8)
+    digits = _zero_bytes_below(_non_digit_bytes(word).byteswap())
+    # the bytes below the digits cleared (leading zeros)
+    value = _word_digits(word & (_ALL_BYTES << (np.uint64(64) - (digits << np.uint64(3)))))
+    digits = digits.astype(np.int64)
+    long = np.flatnonzero(digits == 8)
+    if len(long):
+        more = _digits_before(buf, end[long], most)
+        value[long], digits[long] = _decimal(buf, end[long] - more, more), more
+    return value, digits
+
+
+# 64-bit words holding eight bytes of text (little-endian: the first byte the lowest), worked
+# on as a whole: one numpy operation per word instead of one per byte (SWAR).
+_ALL_BYTES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_HIGH_BITS = np.uint64(0x8080808080808080)
+
+
+def _word_at(buf: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """The 8 bytes from each ``start`` as a word (zeros outside ``buf``)."""
+    if len(buf) >= 8 and (not len(start) or (start.min() >= 0 and start.max() <= len(buf) - 8)):
+        inside: np.ndarray = _items(buf, 8)[start].view("<u8")
+        return inside
+    word: np.ndarray = _window(buf, start, 8).view("<u8")[:, 0]
+    return word
+
+
+def _bytes_equal(word: np.ndarray, char: str) -> np.ndarray:
+    """0x80 in each byte of ``word`` that is ``char``, 0 in the others: the bytes of ``word``
+    XOR ``char`` are 0 there, and a byte's low seven bits plus 0x7F (or its own high bit) set
+    its high bit when it is not 0."""
+    other = word ^ np.uint64(ord(char) * 0x0101010101010101)
+    non_zero = ((other & np.uint64(0x7F7F7F7F7F7F7F7F)) + np.uint64(0x7F7F7F7F7F7F7F7F)) | other
+    equal: np.ndarray = ~non_zero & _HIGH_BITS
+    return equal
+
+
+def _non_digit_bytes(word: np.ndarray) -> np.ndarray:
+    """0x80 in each byte of ``word`` that is not an ASCII digit, 0 in the digits. Each byte's
+    low seven bits plus 0x50 (0x46) set its high bit when they are at least "0" (past "9"),
+    without a carry into the next byte."""
+    low = word & np.uint64(0x7F7F7F7F7F7F7F7F)
+    from_zero = low + np.uint64(0x5050505050505050)
+    past_nine = low + np.uint64(0x4646464646464646)
+    non_digit: np.ndarray = (~from_zero | past_nine | word) & _HIGH_BITS
+    return non_digit
+
+
+def _zero_bytes_below(word: np.ndarray) -> np.ndarray:
+    """How many of the low bytes of ``word`` are 0 before its first set bit (8: all)."""
+    lowest = word & (~word + np.uint64(1))               # the lowest set bit alone
+    below: np.ndarray = np.bitwise_count(lowest - np.uint64(1)) >> np.uint8(3)
+    return below.astype(np.uint64)
+
+
+def _word_digits(word: np.ndarray) -> np.ndarray:
+    """The number the eight bytes of each word write, the first byte the highest place;
+    bytes "0"-"9" or 0 (a leading zero). Pairs, then fours, then the eight digits combined
+    (place values multiplied in, the neighbour shifted down)."""
+    v = word & np.uint64(0x0F0F0F0F0F0F0F0F)
+    v = (v * np.uint64(10 << 8 | 1)) >> np.uint64(8)
+    v = ((v & np.uint64(0x00FF00FF00FF00FF)) * np.uint64(100 << 16 | 1)) >> np.uint64(16)
+    v = ((v & np.uint64(0x0000FFFF0000FFFF)) * np.uint64(10000 << 32 | 1)) >> np.uint64(32)
+    return v.astype(np.int64)
 
 
 @dataclasses.dataclass
@@ -969,14 +1089,17 @@ def _plain(lines: pa.Array) -> _Plain | None:
     """The chunk's lines of the plain forms (None when it has none)."""
     n = len(lines)
     common = _match(lines, PLAIN_CALL_RE)
-    named = _match(lines, PLAIN_NAMED_RE) & ~common
+    named = np.zeros(n, bool)
+    others = np.flatnonzero(~common)       # a common call is a named one: not asked again
+    if len(others):
+        named[others] = _match(lines.take(pa.array(others)), PLAIN_NAMED_RE)
     if not (common.any() or named.any()):
         return None
     offsets = np.frombuffer(lines.buffers()[1], np.int32)[lines.offset:lines.offset + n + 1]
     buf = np.frombuffer(lines.buffers()[2], np.uint8)
     marks = _Marks(buf)
     rows = np.flatnonzero(common | named)
-    lead = _plain_leaders(buf, offsets[rows].astype(np.int64))
+    lead = _plain_leaders(marks, offsets[rows].astype(np.int64))
     ts_end, seconds = lead.ts_end, lead.seconds
     paren = marks.first("(", ts_end, 40)
     # the regex path names a time past int64 nanoseconds, and reads the calls it looks at
@@ -1008,13 +1131,9 @@ def _plain(lines: pa.Array) -> _Plain | None:
 
 @dataclasses.dataclass
 class _PlainLeaders:
-    """The leaders of plain lines: where their parts lie in the chunk, and their numbers."""
+    """The leaders of plain lines: where their time ends, and their numbers."""
 
-    ts_start: np.ndarray     #: the time's first digit
-    dot: np.ndarray          #: the time's dot
     ts_end: np.ndarray       #: the space after the time
-    pid_start: np.ndarray    #: the pid's first digit (the line's start without one)
-    pid_end: np.ndarray      #: after the pid's last digit (= pid_start without one)
     seconds: np.ndarray      #: the time's whole seconds
     fraction_ns: np.ndarray  #: the time's fraction, ns
     pid: np.ndarray          #: the pid, -1 without one
@@ -1024,37 +1143,28 @@ class _PlainLeaders:
                                 for f in dataclasses.fields(self)})
 
 
-def _plain_leaders(buf: np.ndarray, ls: np.ndarray) -> _PlainLeaders:
+def _plain_leaders(marks: _Marks, ls: np.ndarray) -> _PlainLeaders:
     """The leaders of the plain lines starting at ``ls``. The lines laid out as the first
     (their digits and other bytes in the same columns: strace pads pids and writes times of
     one width) are read at its columns; the others by :func:`_leaders_one_by_one`."""
+    buf = marks.buf
     if not len(ls):
-        return _leaders_one_by_one(buf, ls)
-    first = _leaders_one_by_one(buf, ls[:1])
-    width = int(first.ts_end[0] - ls[0]) + 1
-    row0 = _window(buf, ls[:1], width)[0]
-    window = _window(buf, ls, width)
-    same = _same_layout(window, row0)
-    out = _leaders_one_by_one(buf, ls[~same]) if not same.all() else None
-    rows = np.flatnonzero(same)
-    window = window[rows]
-    base = ls[rows]
-
-    def column(name: str) -> np.ndarray:
-        return base + int(getattr(first, name)[0] - ls[0])
-
-    def number(start: str, end: str) -> np.ndarray:
-        return _columns_number(window, int(getattr(first, start)[0] - ls[0]),
-                               int(getattr(first, end)[0] - ls[0]))
-
-    digits = int(first.ts_end[0] - first.dot[0]) - 1
+        return _leaders_one_by_one(marks, ls)
+    # the first line's parts, as columns of its window
+    *parts, has_pid = _leader_parts(marks, ls[:1])
+    ts_start, dot, ts_end, pid_start, pid_end = (int(x[0] - ls[0]) for x in parts)
+    window = _window(buf, ls, ts_end + 1)
+    same = _same_layout(window, window[0])
+    out = _leaders_one_by_one(marks, ls[~same]) if not same.all() else None
+    if out is not None:
+        window = window[same]
+    digits = ts_end - dot - 1
     fast = _PlainLeaders(
-        ts_start=column("ts_start"), dot=column("dot"), ts_end=column("ts_end"),
-        pid_start=column("pid_start"), pid_end=column("pid_end"),
-        seconds=number("ts_start", "dot"),
-        fraction_ns=_columns_number(window, int(first.dot[0] - ls[0]) + 1,
-                                    int(first.ts_end[0] - ls[0])) * 10 ** (9 - digits),
-        pid=number("pid_start", "pid_end") if first.pid[0] >= 0 else np.full(len(rows), -1))
+        ts_end=ls[same] + ts_end if out is not None else ls + ts_end,
+        seconds=_columns_number(window, ts_start, dot),
+        fraction_ns=_columns_number(window, dot + 1, ts_end) * 10 ** (9 - digits),
+        pid=(_columns_number(window, pid_start, pid_end) if has_pid[0]
+             else np.full(len(window), -1, np.int64)))
     if out is None:
         return fast
     for f in dataclasses.fields(fast):
@@ -1071,10 +1181,20 @@ def _is_digit(window: np.ndarray) -> np.ndarray:
 
 def _same_layout(window: np.ndarray, row: np.ndarray) -> np.ndarray:
     """Which rows of ``window`` have digits where ``row`` has digits and its other bytes
-    where it has them."""
+    where it has them. Byte by byte over the whole window (a byte below its bound wraps past
+    it), then the rows' flags read eight at a time: ``all(axis=1)`` over short rows costs a
+    call per row."""
     digit = _is_digit(row)
-    return np.asarray(((window >= np.where(digit, ord("0"), row))
-                       & (window <= np.where(digit, ord("9"), row))).all(axis=1))
+    low = np.where(digit, ord("0"), row).astype(np.uint8)
+    span = np.where(digit, 9, 0).astype(np.uint8)
+    n, width = window.shape
+    bad = np.zeros((n, -(-width // 8) * 8), bool)
+    np.greater(window - low, span, out=bad[:, :width])
+    words = bad.view(np.uint64)
+    any_bad = words[:, 0].copy()
+    for k in range(1, words.shape[1]):
+        any_bad |= words[:, k]
+    return np.asarray(any_bad == 0)
 
 
 def _columns_number(window: np.ndarray, start: int, end: int) -> np.ndarray:
@@ -1087,9 +1207,11 @@ def _columns_number(window: np.ndarray, start: int, end: int) -> np.ndarray:
     return value
 
 
-def _leaders_one_by_one(buf: np.ndarray, ls: np.ndarray) -> _PlainLeaders:
-    """The leaders of the plain lines starting at ``ls``, each found where it lies."""
-    marks = _Marks(buf)
+def _leader_parts(marks: _Marks, ls: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Where the parts of the leaders of the plain lines starting at ``ls`` lie: the time's
+    first digit, its dot, the space after it; the pid's first digit and the byte after its
+    last (both the line's start without a pid); whether there is a pid."""
+    buf = marks.buf
     # the time: its dot is the line's first (a pid has none), its digits around it
     dot = marks.first(".", ls, 40)
     ts_start = dot - _digits_before(buf, dot, 11)
@@ -1100,11 +1222,17 @@ def _leaders_one_by_one(buf: np.ndarray, ls: np.ndarray) -> _PlainLeaders:
     first_space = ls + _first_in_row(_window(buf, ls, 10) == ord(" "))
     pid_end = np.where(has_pid, np.where(bracket, ts_start - 2, first_space), ls)
     pid_len = np.where(bracket, _digits_before(buf, ts_start - 2, 10), pid_end - ls)
+    return ts_start, dot, ts_end, pid_end - pid_len, pid_end, has_pid
+
+
+def _leaders_one_by_one(marks: _Marks, ls: np.ndarray) -> _PlainLeaders:
+    """The leaders of the plain lines starting at ``ls``, each found where it lies."""
+    buf = marks.buf
+    ts_start, dot, ts_end, pid_start, pid_end, has_pid = _leader_parts(marks, ls)
     return _PlainLeaders(
-        ts_start=ts_start, dot=dot, ts_end=ts_end, pid_start=pid_end - pid_len,
-        pid_end=pid_end, seconds=_decimal(buf, ts_start, dot - ts_start),
+        ts_end=ts_end, seconds=_decimal(buf, ts_start, dot - ts_start),
         fraction_ns=_digits_ns(buf, dot, ts_end),
-        pid=np.where(has_pid, _decimal(buf, pid_end - pid_len, pid_len), -1))
+        pid=np.where(has_pid, _decimal(buf, pid_start, pid_end - pid_start), -1))
 
 
 def _plain_mmsg_lines(lines: pa.Array, at: np.ndarray, names: pa.Array) -> np.ndarray:
@@ -1137,51 +1265,47 @@ def _match(lines: pa.Array, pattern: str) -> np.ndarray:
 def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
                   ) -> Columns:
     """The rows of the plain common calls ``sel`` (line indices in the chunk): what
-    :func:`_common_rows` gives for them (their numbers are all in range)."""
+    :func:`_common_rows` gives for them (their numbers are all in range). The end of the
+    line is read backwards (-T time, return value or errno, the ")" closing the arguments),
+    the fd forwards from the "(", the string between them."""
     buf, marks = p.buf, p.marks
     n = len(sel)
     line_end = p.stop[sel] - 1                          # the newline
     paren = p.paren[sel]
     call_start = p.ts_end[sel] + 1
-    fd_end = paren + 1 + _first_in_row(~_is_digit(_window(buf, paren + 1, 10)))
+    fd, fd_digits = _number_at(buf, paren + 1, 10)
+    fd_end = paren + 1 + fd_digits
     annotated = buf[fd_end] == ord("<")
     comma = fd_end.copy()                               # after the annotation: its only ","
     comma[annotated] = marks.first(",", fd_end[annotated], 140)
     arg = comma + 2
     quoted = buf[arg] == ord('"')
     ann_kind, row_peer = _plain_annotations(buf, annotated, fd_end, comma)
-    may_have_address = np.isin(paren - call_start, (6, 8))    # sendto, recvfrom
+    duration, result_end = _plain_duration(buf, line_end)
+    ret, close, errno = _plain_result(marks, result_end)
+    length = paren - call_start
+    may_have_address = (length == 6) | (length == 8)    # sendto, recvfrom
     last_quote = np.full(n, -1, np.int64)
-    need = np.flatnonzero(quoted | may_have_address)
-    # a line without any '"' finds one of an earlier line (or -1): before its "(", no address
-    last_quote[need] = marks.last('"', line_end[need])
+    need = np.flatnonzero(quoted)
+    last_quote[need] = marks.last('"', close[need], 24)
+    # -1 for a line without '"' after its "(": no string, no address
+    need = np.flatnonzero(~quoted & may_have_address)
+    last_quote[need] = marks.last('"', close[need], 120, after=paren[need])
     # an address (inet_addr("...")}) holds the line's last two quotes
     has_addr = may_have_address & (last_quote > paren) & (buf[last_quote + 1] == ord(")")) \
         & (buf[last_quote + 2] == ord("}"))
-    close_quote = last_quote.copy()
-    close_quote[has_addr] = marks.last('"', marks.last('"', last_quote[has_addr], 16), 80)
-    after = np.where(quoted, close_quote + 1, arg)
-    dots = quoted & (_window(buf, after, 3) == ord(".")).all(axis=1)
-    tail = np.where(dots, after + 3, after)
-    close = marks.first(")", np.where(has_addr, last_quote + 2, tail))
-    value = close + 4                                   # after ") = "
-    failed = buf[value] == ord("-")
-    ret = np.full(n, -1, np.int64)
-    ok = ~failed                                        # 1 to 9 digits, then " <" or "\n"
-    ret[ok] = _decimal(buf, value[ok], _first_in_row(~_is_digit(_window(buf, value[ok], 10))))
-    duration = _plain_duration(buf, line_end)
+    close_quote = last_quote
+    if has_addr.any():
+        close_quote = last_quote.copy()
+        close_quote[has_addr] = marks.last('"', marks.last('"', last_quote[has_addr], 16), 80)
+    # after the string its "..." (when cut), a ", " or the ")"
+    dots = quoted & (buf[close_quote + 1] == ord("."))
     if has_addr.any():
         at = np.flatnonzero(has_addr)
-        peers = _per_distinct(_substrings(buf, tail[at], close[at]), _tail_peer)
+        tail = np.where(quoted[at], close_quote[at] + 1 + 3 * dots[at], arg[at])
+        peers = _per_distinct(_substrings(buf, tail, close[at]), _tail_peer)
         found = ~pd.isna(peers)
         row_peer[at[found]] = peers[found]
-    errno = np.full(n, None, dtype=object)
-    if failed.any():
-        word_start = value[failed] + 3                  # "-1 " before the errno
-        word = _first_in_row(_window(buf, word_start, 40) == ord(" "))  # an errno: < 40
-        word_end = np.minimum(word_start + word, line_end[failed])
-        errno[failed] = pc.cast(_substrings(buf, word_start, word_end),
-                                pa.string()).to_numpy(zero_copy_only=False)
     if with_data:
         data = np.full(n, b"", dtype=object)
         if quoted.any():
@@ -1189,17 +1313,40 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
                                                        close_quote[quoted]))
     else:
         data = np.full(n, None, dtype=object)
-    name = _window(buf, call_start, 3)
-    length = paren - call_start
-    codes = np.full(n, -1, np.int16)
-    for (size, head, third), call in _PLAIN_CALLS.items():
-        hit = (length == size) & (name[:, 0] == head[0]) & (name[:, 1] == head[1]) \
-            & (name[:, 2] == third[0])
-        codes[hit] = SYSCALL_NAMES.index(call)
-    return _plain_rows(p, sel, order, codes, duration=duration,
-                       fd=_decimal(buf, paren + 1, fd_end - paren - 1), ret=ret, errno=errno,
+    codes = _PLAIN_CODES[np.minimum(length, 9) * 256 + buf[call_start + 2]]
+    return _plain_rows(p, sel, order, codes, duration=duration, fd=fd, ret=ret, errno=errno,
                        nbytes=np.maximum(ret, 0), peer=row_peer, ann_kind=ann_kind, data=data,
                        dots=dots)
+
+
+def _plain_result(marks: _Marks, end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The result ``) = N`` or ``) = -1 ERRNO`` (with its `` (message)`` or not) ending at
+    each ``end``: the return value (-1 for an errno), where its ")" lies, the errno (None).
+    Read backwards: ``N`` is the only one whose digits follow a space (an errno begins with
+    "E"); an errno runs back to a space, after its message's "(" when it has one."""
+    buf = marks.buf
+    value, digits = _number_before(buf, end, 10)
+    ok = (digits >= 1) & (digits <= 9) & (buf[end - digits - 1] == ord(" "))
+    ret = np.where(ok, value, -1)
+    close = end - digits - 4                            # ") = " before N
+    errno = np.full(len(end), None, dtype=object)
+    failed = np.flatnonzero(~ok)
+    if len(failed):
+        stop = end[failed]
+        message = buf[stop - 1] == ord(")")
+        stop[message] = marks.last("(", stop[message], 72) - 1
+        start = marks.last(" ", stop, 40) + 1
+        close[failed] = start - 7                       # ") = -1 " before the errno
+        errno[failed] = _strings(_substrings(buf, start, stop))
+    return ret, close, errno
+
+
+def _strings(values: pa.Array) -> np.ndarray:
+    """Binary values (a few distinct ones, such as errnos) as an object array of ``str``, one
+    object per distinct value."""
+    encoded = pc.dictionary_encode(values)
+    words = pc.cast(encoded.dictionary, pa.string()).to_numpy(zero_copy_only=False)
+    return words[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def _plain_rows(p: _Plain, sel: np.ndarray, order: np.ndarray, codes: np.ndarray, *,
@@ -1241,29 +1388,35 @@ def _plain_annotations(buf: np.ndarray, annotated: np.ndarray, fd_end: np.ndarra
     return kind, peer
 
 
-def _plain_duration(buf: np.ndarray, line_end: np.ndarray) -> np.ndarray:
-    """The -T time ending each plain line (before its newline ``line_end``), ns; 0 without.
-    The times written as the first (``<0.000011>``: digits and the dot in the same columns)
-    are read at its columns, the others where their "<" lies."""
+def _plain_duration(buf: np.ndarray, line_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The -T time ending each plain line (before its newline ``line_end``), ns (0 without),
+    and where the text before it ends (its space before "<", else the newline). The times
+    written as the first (``<0.000011>``: digits and the dot in the same columns) are read at
+    its columns, the others where their "<" lies."""
     duration = np.zeros(len(line_end), np.int64)
+    before = line_end.copy()
     timed = np.flatnonzero(buf[line_end - 1] == ord(">"))
     if not len(timed):
-        return duration
+        return duration, before
     end = line_end[timed]
     lt = end - 21 + _last_in_row(_window(buf, end[:1] - 21, 21) == ord("<"))
     width = int(end[0] - lt[0])                         # "<" to ">"
     window = _window(buf, end - width, width)
     same = _same_layout(window, window[0])
     dot = int(np.argmax(window[0] == ord(".")))
-    duration[timed[same]] = (_columns_number(window[same], 1, dot) * 10**9
-                             + _columns_number(window[same], dot + 1, width - 1)
+    if not same.all():
+        window = window[same]
+    duration[timed[same]] = (_columns_number(window, 1, dot) * 10**9
+                             + _columns_number(window, dot + 1, width - 1)
                              * 10 ** (9 - (width - 2 - dot)))
+    before[timed[same]] = end[same] - width - 1
     other = np.flatnonzero(~same)
     if len(other):
         end = end[other]
         lt = end - 21 + _last_in_row(_window(buf, end - 21, 21) == ord("<"))
         duration[timed[other]] = _seconds(buf, lt + 1, end - 1)
-    return duration
+        before[timed[other]] = lt - 1
+    return duration, before
 
 
 def _plain_mmsg(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool) -> Columns:
@@ -1293,7 +1446,7 @@ def _plain_mmsg(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool) 
         data[:] = _decode_strings(_substrings(buf, open_quote + 1, close_quote))
     codes = np.where(buf[paren - 8] == ord("r"), SYSCALL_NAMES.index("recvmmsg"),
                      SYSCALL_NAMES.index("sendmmsg"))
-    return _plain_rows(p, sel, order, codes, duration=_plain_duration(buf, line_end),
+    return _plain_rows(p, sel, order, codes, duration=_plain_duration(buf, line_end)[0],
                        fd=_decimal(buf, paren + 1, comma - paren - 1), ret=nbytes,
                        errno=np.full(n, None, dtype=object), nbytes=nbytes, peer=peer,
                        ann_kind=np.zeros(n, np.int8), data=data, dots=dots)
