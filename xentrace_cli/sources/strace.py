@@ -305,9 +305,10 @@ def finish_table(rows: pd.DataFrame | Columns, *, fmt: str, time_of_day_only: bo
     offset = np.zeros(len(sel), np.int64)
     has_dir = dir_codes >= 0
     if has_dir.any():
-        key = pd.DataFrame({"s": stream[has_dir], "d": dir_codes[has_dir],
-                            "b": nbytes[has_dir]})
-        offset[has_dir] = (key.groupby(["s", "d"], sort=False)["b"].cumsum().to_numpy()
+        # one key per (socket, direction): stream ids are at least -1
+        key = (stream[has_dir] + 1) * 2 + dir_codes[has_dir]
+        moved = pd.Series(nbytes[has_dir], copy=False)
+        offset[has_dir] = (moved.groupby(key, sort=False).cumsum().to_numpy()
                            - nbytes[has_dir])
     entry = values("entry_ns", np.int64)[sel]
     duration = values("duration_ns", np.int64)[sel]
@@ -332,16 +333,15 @@ def finish_table(rows: pd.DataFrame | Columns, *, fmt: str, time_of_day_only: bo
         "direction": pd.Categorical.from_codes(dir_codes[final], categories=DIRECTIONS),
         "ret": pd.array(values("ret", np.int64)[idx], dtype="Int64"),
         # via Arrow: much faster than pandas' object → string conversion
-        "errno": pd.array(pa.array(values("errno", object)[idx], pa.string(), from_pandas=True),
-                          dtype=pd.StringDtype()),
+        "errno": _string_array(values("errno", object)[idx]),
         "bytes": nbytes[final],
         "stream_offset": offset[final],
         # Stream ids numbered 0, 1, ... in order of first appearance in the table.
         "stream": pd.factorize(stream[final])[0].astype(np.int64),
-        "peer": _categorical(values("peer", object)[idx]),
+        "peer": _categorical(column("peer"), idx),
         "data": values("data", object)[idx],
         "data_truncated": values("data_truncated", bool)[idx],
-    })
+    }, copy=False)
     frame.attrs["format"] = fmt
     frame.attrs["time_of_day_only"] = bool(time_of_day_only)
     if extra_attrs:
@@ -358,11 +358,34 @@ def _used_categories(values: pd.Categorical, idx: np.ndarray) -> pd.Categorical:
                                      categories=values.categories[used])
 
 
-def _categorical(values: np.ndarray) -> pd.Categorical:
-    """An object array (None/NA for missing) as a Categorical, factorized by hash first
-    (``pd.Categorical`` on objects would first convert every value to a string array)."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+def _categorical(values: np.ndarray | pd.Categorical, idx: np.ndarray) -> pd.Categorical:
+    """``values[idx]`` (None/NA for missing) as a Categorical, its categories in order of first
+    appearance. From an object array factorized by hash first (``pd.Categorical`` on objects
+    would first convert every value to a string array); from a Categorical (distinct
+    categories) by its codes alone."""
+    if isinstance(values, pd.Categorical):
+        codes = np.asarray(values.codes)[idx]
+        present = codes >= 0
+        firsts, order = pd.factorize(codes[present])
+        out = np.full(len(codes), -1, np.int64)
+        out[present] = firsts
+        return pd.Categorical.from_codes(
+            out, categories=pd.Index(np.asarray(values.categories, object)[order], dtype="str"))
+    codes, uniques = pd.factorize(np.asarray(values, object)[idx], use_na_sentinel=True)
     return pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype="str"))
+
+
+def _string_array(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """An object array of ``str`` (None/NA for missing) as a string array, via Arrow (much
+    faster than pandas' object → string conversion); only the values present converted."""
+    present = ~pd.isna(values)
+    if present.all():
+        arrow = pa.array(values, pa.string(), from_pandas=True)
+    else:
+        given = pa.array(values[present], pa.string())
+        at = np.cumsum(present) - 1
+        arrow = given.take(pa.array(at, mask=~present))
+    return pd.array(arrow, dtype=pd.StringDtype())
 
 
 class Malformed:
@@ -1901,9 +1924,27 @@ def _last_record_before(records: np.ndarray, order: np.ndarray, tables: np.ndarr
     return np.where(found, r_sid[by_at][np.maximum(pos, 0)], -1)
 
 
+def _row_peers(row_peer: np.ndarray, peer_of: np.ndarray, stream: np.ndarray
+               ) -> pd.Categorical:
+    """Each row's peer: its own (``row_peer``, an object array, None without), else its
+    socket's (``peer_of[stream]``), as codes into the distinct peers (no object per row)."""
+    own = np.flatnonzero(~pd.isna(row_peer))
+    own_codes, own_peers = pd.factorize(row_peer[own])
+    socket_codes, socket_peers = pd.factorize(peer_of, use_na_sentinel=True)
+    peers = pd.Index(np.concatenate([np.asarray(own_peers, object),
+                                     np.asarray(socket_peers, object)]))
+    # one code per distinct peer, whichever list gave it
+    unique_codes, distinct = pd.factorize(peers)
+    code_of = np.append(unique_codes, -1)               # the last: no peer
+    codes = code_of[np.where(socket_codes >= 0, len(own_peers) + socket_codes, -1)][stream]
+    codes[own] = code_of[own_codes]
+    return pd.Categorical.from_codes(codes, categories=pd.Index(distinct, dtype=object))
+
+
 def _assign_streams(order: np.ndarray, pids: np.ndarray, fds_of_rows: np.ndarray,
                     events: list[_Event]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Socket identity per row, its peer, and whether the fd is known not to be a socket.
+    """Socket identity per row, each socket's peer (by id), and whether the row's fd is known
+    not to be a socket.
 
     Replays the fd-changing events in line order over per-process fd tables (shared by
     ``CLONE_FILES`` children, copied by ``fork``), recording each (table, fd) → socket id
@@ -1920,7 +1961,7 @@ def _assign_streams(order: np.ndarray, pids: np.ndarray, fds_of_rows: np.ndarray
                        dtype=object)
     file_of = np.array([fd_tables.sock_file.get(i, False) for i in range(count)] + [False],
                        dtype=bool)
-    return sid, peer_of[sid], file_of[sid]
+    return sid, peer_of, file_of[sid]
 
 
 # --------------------------------------------------------------------------------------------
@@ -2190,14 +2231,11 @@ def _add_streams(table: Columns, events: list[_Event]) -> np.ndarray:
     n = len(table["order"])
     order = table["order"]
     comp = np.argsort(order, kind="stable")
-    sid, sock_peer, is_file = _assign_streams(order[comp], table["pid"][comp],
-                                              table["fd"][comp], events)
+    sid, peer_of, is_file = _assign_streams(order[comp], table["pid"][comp],
+                                            table["fd"][comp], events)
     stream = np.empty(n, np.int64)
     stream[comp] = sid
-    peer = np.empty(n, object)
-    peer[comp] = sock_peer
-    row_peer = table["row_peer"]
     table["stream"] = stream
-    table["peer"] = np.where(pd.isna(row_peer), peer, row_peer)
+    table["peer"] = _row_peers(table["row_peer"], peer_of, stream)
     keep: np.ndarray = comp[~is_file & (table["ann_kind"][comp] != 2)]
     return keep
