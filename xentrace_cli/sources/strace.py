@@ -1221,12 +1221,22 @@ def _same_layout(window: np.ndarray, row: np.ndarray) -> np.ndarray:
 
 
 def _columns_number(window: np.ndarray, start: int, end: int) -> np.ndarray:
-    """The decimal digits in the columns ``start:end`` of each row of ``window``, as int64."""
+    """The decimal digits in the columns ``start:end`` of each row of ``window`` (at most 18),
+    as int64: eight columns at a time read as one word (:func:`_word_digits`), from the last
+    (the columns before ``start`` in the first word cleared: leading zeros)."""
     value = np.zeros(len(window), np.int64)
-    for place in range(start, end):
-        value *= 10
-        value += window[:, place]
-        value -= ord("0")
+    place = 1
+    while end > start:
+        first = end - 8
+        piece = window[:, max(first, 0):end]
+        if first < 0:                                   # the word padded with zero bytes
+            piece = np.concatenate([np.zeros((len(window), -first), np.uint8), piece], axis=1)
+        word = np.ascontiguousarray(piece).view("<u8")[:, 0]
+        if first < start:
+            word = word & (_ALL_BYTES << np.uint64(8 * (start - first)))
+        value += _word_digits(word) * place
+        place *= 10**8
+        end = first
     return value
 
 
