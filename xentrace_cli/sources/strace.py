@@ -1001,11 +1001,14 @@ def _last_in_row(hit: np.ndarray) -> np.ndarray:
     return np.where((last == 0) & ~hit[:, 0], -1, last)
 
 
-def _number_at(buf: np.ndarray, start: np.ndarray, most: int) -> tuple[np.ndarray, np.ndarray]:
+def _number_at(buf: np.ndarray, start: np.ndarray, most: int,
+               word: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The decimal number starting at each ``start`` (at most ``most`` digits, up to 18) and
     how many digits it has (0: none, a value of 0). Up to 8 digits read as one 64-bit word
-    each (:func:`_word_digits`), longer ones from a window of ``most`` bytes."""
-    word = _word_at(buf, start)
+    each (:func:`_word_digits`; ``word``: the 8 bytes at ``start`` when the caller has them),
+    longer ones from a window of ``most`` bytes."""
+    if word is None:
+        word = _word_at(buf, start)
     digits = _zero_bytes_below(_non_digit_bytes(word))
     # the digits moved to the word's top bytes, zeros (leading zeros) below them
     value = _word_digits(word << (np.uint64(64) - (digits << np.uint64(3))))
@@ -1017,11 +1020,13 @@ def _number_at(buf: np.ndarray, start: np.ndarray, most: int) -> tuple[np.ndarra
     return value, digits
 
 
-def _number_before(buf: np.ndarray, end: np.ndarray, most: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _number_before(buf: np.ndarray, end: np.ndarray, most: int,
+                   word: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The decimal number ending before each ``end`` (at most ``most`` digits, up to 18) and
-    how many digits it has (0: none, a value of 0), as :func:`_number_at` reads them."""
-    word = _word_at(buf, end - 8)
+    how many digits it has (0: none, a value of 0), as :func:`_number_at` reads them
+    (``word``: the 8 bytes before ``end``)."""
+    if word is None:
+        word = _word_at(buf, end - 8)
     digits = _zero_bytes_below(_non_digit_bytes(word).byteswap())
     # the bytes below the digits cleared (leading zeros)
     value = _word_digits(word & (_ALL_BYTES << (np.uint64(64) - (digits << np.uint64(3)))))
@@ -1031,6 +1036,12 @@ def _number_before(buf: np.ndarray, end: np.ndarray, most: int
         more = _digits_before(buf, end[long], most)
         value[long], digits[long] = _decimal(buf, end[long] - more, more), more
     return value, digits
+
+
+def _columns_word(window: np.ndarray, start: int) -> np.ndarray:
+    """The bytes in the columns ``start:start + 8`` of each row of ``window`` as a word."""
+    word: np.ndarray = np.ascontiguousarray(window[:, start:start + 8]).view("<u8")[:, 0]
+    return word
 
 
 # 64-bit words holding eight bytes of text (little-endian: the first byte the lowest), worked
@@ -1202,12 +1213,12 @@ def _is_digit(window: np.ndarray) -> np.ndarray:
     return digit
 
 
-def _same_layout(window: np.ndarray, row: np.ndarray) -> np.ndarray:
+def _same_layout(window: np.ndarray, row: np.ndarray, digits: bool = True) -> np.ndarray:
     """Which rows of ``window`` have digits where ``row`` has digits and its other bytes
-    where it has them. Byte by byte over the whole window (a byte below its bound wraps past
-    it), then the rows' flags read eight at a time: ``all(axis=1)`` over short rows costs a
-    call per row."""
-    digit = _is_digit(row)
+    where it has them (``digits=False``: which equal ``row``). Byte by byte over the whole
+    window (a byte below its bound wraps past it), then the rows' flags read eight at a time:
+    ``all(axis=1)`` over short rows costs a call per row."""
+    digit = _is_digit(row) & digits
     low = np.where(digit, ord("0"), row).astype(np.uint8)
     span = np.where(digit, 9, 0).astype(np.uint8)
     n, width = window.shape
@@ -1306,16 +1317,20 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
     line_end = p.stop[sel] - 1                          # the newline
     paren = p.paren[sel]
     call_start = p.ts_end[sel] + 1
-    fd, fd_digits = _number_at(buf, paren + 1, 10)
+    # the fd (1 to 9 digits), then "<" (an annotation) or ", " and the string's '"'
+    head = _window(buf, paren + 1, 16)
+    fd, fd_digits = _number_at(buf, paren + 1, 10, _columns_word(head, 0))
     fd_end = paren + 1 + fd_digits
-    annotated = buf[fd_end] == ord("<")
+    rows = np.arange(n)
+    annotated = head[rows, fd_digits] == ord("<")
+    quoted = head[rows, fd_digits + 2] == ord('"')
     comma = fd_end.copy()                               # after the annotation: its only ","
-    comma[annotated] = marks.first(",", fd_end[annotated], 140)
+    if annotated.any():
+        comma[annotated] = marks.first(",", fd_end[annotated], 140)
+        quoted[annotated] = buf[comma[annotated] + 2] == ord('"')
     arg = comma + 2
-    quoted = buf[arg] == ord('"')
     ann_kind, row_peer = _plain_annotations(buf, annotated, fd_end, comma)
-    duration, result_end = _plain_duration(buf, line_end)
-    ret, close, errno = _plain_result(marks, result_end)
+    duration, ret, close, errno = _plain_end(marks, line_end)
     length = paren - call_start
     may_have_address = (length == 6) | (length == 8)    # sendto, recvfrom
     last_quote = np.full(n, -1, np.int64)
@@ -1352,26 +1367,92 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
                        dots=dots)
 
 
-def _plain_result(marks: _Marks, end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The result ``) = N`` or ``) = -1 ERRNO`` (with its `` (message)`` or not) ending at
-    each ``end``: the return value (-1 for an errno), where its ")" lies, the errno (None).
-    Read backwards: ``N`` is the only one whose digits follow a space (an errno begins with
-    "E"); an errno runs back to a space, after its message's "(" when it has one."""
+#: Bytes read at the end of each plain line (before its newline) in one window: its -T time
+#: and the 8 bytes before it, which most often hold the return value and the space before it.
+_TAIL = 32
+
+
+def _plain_end(marks: _Marks, line_end: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The -T time (ns, 0 without), return value, ")" closing the arguments and errno (or
+    None) of the plain lines ending at ``line_end`` (their newline). The -T times laid out as
+    the first's (:func:`_plain_duration`) and the 8 bytes before them are read in one window
+    of the lines' last bytes; the other lines where their "<" lies."""
     buf = marks.buf
-    value, digits = _number_before(buf, end, 10)
-    ok = (digits >= 1) & (digits <= 9) & (buf[end - digits - 1] == ord(" "))
+    tail = _window(buf, line_end - _TAIL, _TAIL)
+    duration = np.zeros(len(line_end), np.int64)
+    before = line_end.copy()                            # where the result ends
+    word = _columns_word(tail, _TAIL - 8)               # right for the lines without -T
+    timed = tail[:, -1] == ord(">")
+    elsewhere = timed.copy()                            # lines whose -T time is read apart
+    if timed.any():
+        first = int(np.argmax(timed))
+        # "<" to ">": at most 21 bytes (9 digits, ".", 9 digits)
+        width = 21 - int(_last_in_row(tail[first:first + 1, _TAIL - 21:] == ord("<"))[0])
+        start = _TAIL - width
+        if width <= 21:                                 # (room left for the result's word)
+            window = tail[:, start:]
+            same = _same_layout(window, window[first])  # (a line without -T has no ">")
+            dot = int(np.argmax(window[first] == ord(".")))
+            at = np.flatnonzero(same)
+            window = window[at]
+            duration[at] = (_columns_number(window, 1, dot) * 10**9
+                            + _columns_number(window, dot + 1, width - 1)
+                            * 10 ** (9 - (width - 2 - dot)))
+            before[at] = line_end[at] - width - 1
+            word[at] = _columns_word(tail[at], start - 9)
+            elsewhere &= ~same
+    if elsewhere.any():
+        at = np.flatnonzero(elsewhere)
+        duration[at], before[at] = _plain_duration(buf, line_end[at])
+        word[at] = _word_at(buf, before[at] - 8)
+    return (duration, *_plain_result(marks, before, word))
+
+
+def _plain_result(marks: _Marks, end: np.ndarray, word: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The result ``) = N`` or ``) = -1 ERRNO`` (with its `` (message)`` or not) ending at
+    each ``end`` (``word``: its 8 bytes before ``end``): the return value (-1 for an errno),
+    where its ")" lies, the errno (None). Read backwards: ``N`` is the only one whose digits
+    follow a space (an errno begins with "E"); an errno runs back to a space, after its
+    message's "(" when it has one."""
+    buf = marks.buf
+    value, digits = _number_before(buf, end, 10, word)
+    # the byte before the digits: in the word for fewer than 8 digits
+    before = (word >> (np.uint64(56) - (np.minimum(digits, 7).astype(np.uint64) << np.uint64(3)))
+              ) & np.uint64(0xFF)
+    ok = (digits >= 1) & (digits <= 7) & (before == ord(" "))
+    long = np.flatnonzero(digits >= 8)
+    if len(long):
+        ok[long] = (digits[long] <= 9) & (buf[end[long] - digits[long] - 1] == ord(" "))
     ret = np.where(ok, value, -1)
     close = end - digits - 4                            # ") = " before N
     errno = np.full(len(end), None, dtype=object)
     failed = np.flatnonzero(~ok)
     if len(failed):
-        stop = end[failed]
-        message = buf[stop - 1] == ord(")")
-        stop[message] = marks.last("(", stop[message], 72) - 1
-        start = marks.last(" ", stop, 40) + 1
-        close[failed] = start - 7                       # ") = -1 " before the errno
-        errno[failed] = _strings(_substrings(buf, start, stop))
+        # the failures written as the first (its ") = -1 ERRNO (message)" byte for byte)
+        first_close, first_errno = _errnos(marks, end[failed[:1]])
+        width = int(end[failed[0]] - first_close[0])
+        row = _window(buf, first_close, width)[0]
+        same = _same_layout(_window(buf, end[failed] - width, width), row, digits=False)
+        close[failed[same]] = end[failed[same]] - width
+        errno[failed[same]] = first_errno[0]
+        other = failed[~same]
+        if len(other):
+            close[other], errno[other] = _errnos(marks, end[other])
     return ret, close, errno
+
+
+def _errnos(marks: _Marks, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ")" and the errno (``str``) of the failed results ``) = -1 ERRNO[ (message)]``
+    ending at each ``end``: the errno runs back to a space, after its message's "(" when it
+    has one."""
+    buf = marks.buf
+    stop = end.copy()
+    message = buf[stop - 1] == ord(")")
+    stop[message] = marks.last("(", stop[message], 72) - 1
+    start = marks.last(" ", stop, 40) + 1
+    return start - 7, _strings(_substrings(buf, start, stop))   # ") = -1 " before the errno
 
 
 def _strings(values: pa.Array) -> np.ndarray:
