@@ -1120,22 +1120,43 @@ class _Plain:
 
 
 def _plain(lines: pa.Array) -> _Plain | None:
-    """The chunk's lines of the plain forms (None when it has none)."""
+    """The chunk's lines of the plain forms (None when it has none). The common calls are
+    told by RE2's DFA (:data:`PLAIN_CALL_RE`); the other lines laid out as the first of them
+    (:func:`_plain_leaders`) are calls of the plain form when a word and "(" follow their
+    leader (:func:`_named_calls`), the rest are asked :data:`PLAIN_NAMED_RE`."""
     n = len(lines)
     common = _match(lines, PLAIN_CALL_RE)
-    named = np.zeros(n, bool)
-    others = np.flatnonzero(~common)       # a common call is a named one: not asked again
-    if len(others):
-        named[others] = _match(lines.take(pa.array(others)), PLAIN_NAMED_RE)
-    if not (common.any() or named.any()):
-        return None
     offsets = np.frombuffer(lines.buffers()[1], np.int32)[lines.offset:lines.offset + n + 1]
+    starts = offsets[:-1].astype(np.int64)
     buf = np.frombuffer(lines.buffers()[2], np.uint8)
     marks = _Marks(buf)
+    named = np.zeros(n, bool)
+    paren = np.zeros(n, np.int64)
+    lead = None
+    rest = np.arange(n)
+    if common.any():
+        same, lead = _plain_leaders(marks, starts, int(np.argmax(common)), common)
+        cand = np.flatnonzero(same & ~common)
+        named[cand], paren[cand] = _named_calls(marks, lead.ts_end[cand])
+        rest = np.flatnonzero(~common & ~same)
+    if len(rest):
+        named[rest] = _match(lines if len(rest) == n else lines.take(pa.array(rest)),
+                             PLAIN_NAMED_RE)
+    if not (common.any() or named.any()):
+        return None
+    apart = rest[named[rest]]                           # named lines not laid out so
+    if lead is None:
+        _, lead = _plain_leaders(marks, starts, int(apart[0]), named)
+    elif len(apart):
+        found = _leaders_one_by_one(marks, starts[apart])
+        for f in dataclasses.fields(lead):
+            getattr(lead, f.name)[apart] = getattr(found, f.name)
     rows = np.flatnonzero(common | named)
-    lead = _plain_leaders(marks, offsets[rows].astype(np.int64))
+    lead = lead.take(rows)
     ts_end, seconds = lead.ts_end, lead.seconds
-    paren = marks.first("(", ts_end, 40)
+    paren = paren[rows]
+    unknown = np.flatnonzero(paren == 0)
+    paren[unknown] = marks.first("(", ts_end[unknown], 40)
     # the regex path names a time past int64 nanoseconds, and reads the calls it looks at
     # (but for the one-message mmsg calls of the plain form)
     regex = seconds > MAX_SECONDS
@@ -1177,35 +1198,48 @@ class _PlainLeaders:
                                 for f in dataclasses.fields(self)})
 
 
-def _plain_leaders(marks: _Marks, ls: np.ndarray) -> _PlainLeaders:
-    """The leaders of the plain lines starting at ``ls``. The lines laid out as the first
-    (their digits and other bytes in the same columns: strace pads pids and writes times of
-    one width) are read at its columns; the others by :func:`_leaders_one_by_one`."""
-    buf = marks.buf
-    if not len(ls):
-        return _leaders_one_by_one(marks, ls)
-    # the first line's parts, as columns of its window
-    *parts, has_pid = _leader_parts(marks, ls[:1])
-    ts_start, dot, ts_end, pid_start, pid_end = (int(x[0] - ls[0]) for x in parts)
-    window = _window(buf, ls, ts_end + 1)
-    same = _same_layout(window, window[0])
-    out = _leaders_one_by_one(marks, ls[~same]) if not same.all() else None
-    if out is not None:
-        window = window[same]
-    digits = ts_end - dot - 1
-    fast = _PlainLeaders(
-        ts_end=ls[same] + ts_end if out is not None else ls + ts_end,
-        seconds=_columns_number(window, ts_start, dot),
-        fraction_ns=_columns_number(window, dot + 1, ts_end) * 10 ** (9 - digits),
-        pid=(_columns_number(window, pid_start, pid_end) if has_pid[0]
-             else np.full(len(window), -1, np.int64)))
-    if out is None:
-        return fast
-    for f in dataclasses.fields(fast):
-        merged = np.empty(len(ls), np.int64)
-        merged[same], merged[~same] = getattr(fast, f.name), getattr(out, f.name)
-        setattr(out, f.name, merged)
-    return out
+def _plain_leaders(marks: _Marks, ls: np.ndarray, ref: int, wanted: np.ndarray
+                   ) -> tuple[np.ndarray, _PlainLeaders]:
+    """Which of the lines starting at ``ls`` are laid out as line ``ref``, a plain line
+    (their digits and other bytes of its leader in the same columns: strace pads pids and
+    writes times of one width), and the leaders of those, read at its columns, and of the
+    ``wanted`` others (:func:`_leaders_one_by_one`); zeros (pid -1) for the rest."""
+    n = len(ls)
+    # the reference line's parts, as columns of its window
+    *parts, has_pid = _leader_parts(marks, ls[ref:ref + 1])
+    ts_start, dot, ts_end, pid_start, pid_end = (int(x[0] - ls[ref]) for x in parts)
+    window = _window(marks.buf, ls, -(-(ts_end + 1) // 8) * 8)   # whole words
+    same = _same_layout(window[:, :ts_end + 1], window[ref, :ts_end + 1])
+    at = np.flatnonzero(same)
+    if len(at) < n:
+        window = window[at]
+    out = _PlainLeaders(ts_end=np.zeros(n, np.int64), seconds=np.zeros(n, np.int64),
+                        fraction_ns=np.zeros(n, np.int64), pid=np.full(n, -1, np.int64))
+    out.ts_end[at] = ls[at] + ts_end
+    out.seconds[at] = _columns_number(window, ts_start, dot)
+    out.fraction_ns[at] = _columns_number(window, dot + 1, ts_end) * 10 ** (9 - (ts_end - dot - 1))
+    if has_pid[0]:
+        out.pid[at] = _columns_number(window, pid_start, pid_end)
+    other = np.flatnonzero(wanted & ~same)
+    if len(other):
+        apart = _leaders_one_by_one(marks, ls[other])
+        for f in dataclasses.fields(out):
+            getattr(out, f.name)[other] = getattr(apart, f.name)
+    return same, out
+
+
+def _named_calls(marks: _Marks, ts_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which of the lines whose leader ends at ``ts_end`` (its space) go on with a call as
+    :data:`PLAIN_NAMED_RE` has it (``\\w{1,32}\\(``), and where the first "(" after it lies."""
+    call = ts_end + 1
+    paren = marks.first("(", call, 40)
+    length = paren - call
+    window = _window(marks.buf, call, 32)
+    # [0-9A-Za-z_] (a byte below its range wraps past it; | 0x20 makes a capital small)
+    word = (((window - np.uint8(ord("0"))) <= 9)
+            | (((window | np.uint8(0x20)) - np.uint8(ord("a"))) <= 25) | (window == ord("_")))
+    other = ~word & (np.arange(32) < length[:, None])
+    return (length >= 1) & (length <= 32) & ~_any_in_row(other), paren
 
 
 def _is_digit(window: np.ndarray) -> np.ndarray:
@@ -1224,31 +1258,53 @@ def _same_layout(window: np.ndarray, row: np.ndarray, digits: bool = True) -> np
     n, width = window.shape
     bad = np.zeros((n, -(-width // 8) * 8), bool)
     np.greater(window - low, span, out=bad[:, :width])
-    words = bad.view(np.uint64)
-    any_bad = words[:, 0].copy()
+    return ~_any_in_row(bad)
+
+
+def _any_in_row(hit: np.ndarray) -> np.ndarray:
+    """Per row, whether ``hit`` (C-contiguous, its width a multiple of 8) is True anywhere:
+    the rows' flags read eight at a time as one word."""
+    words = np.ascontiguousarray(hit).view(np.uint64)
+    found = words[:, 0].copy()
     for k in range(1, words.shape[1]):
-        any_bad |= words[:, k]
-    return np.asarray(any_bad == 0)
+        found |= words[:, k]
+    return np.asarray(found != 0)
 
 
 def _columns_number(window: np.ndarray, start: int, end: int) -> np.ndarray:
     """The decimal digits in the columns ``start:end`` of each row of ``window`` (at most 18),
     as int64: eight columns at a time read as one word (:func:`_word_digits`), from the last
     (the columns before ``start`` in the first word cleared: leading zeros)."""
+    words = None
+    if window.shape[1] % 8 == 0 and window.flags.c_contiguous:
+        words = window.view("<u8")                      # the rows' words, no copy
     value = np.zeros(len(window), np.int64)
     place = 1
     while end > start:
         first = end - 8
-        piece = window[:, max(first, 0):end]
-        if first < 0:                                   # the word padded with zero bytes
-            piece = np.concatenate([np.zeros((len(window), -first), np.uint8), piece], axis=1)
-        word = np.ascontiguousarray(piece).view("<u8")[:, 0]
+        word = _eight_columns(window, words, first)
         if first < start:
             word = word & (_ALL_BYTES << np.uint64(8 * (start - first)))
         value += _word_digits(word) * place
         place *= 10**8
         end = first
     return value
+
+
+def _eight_columns(window: np.ndarray, words: np.ndarray | None, first: int) -> np.ndarray:
+    """The columns ``first:first + 8`` of each row of ``window`` as a word (zero bytes for the
+    columns before 0); ``words``: the window's rows as words, when they are."""
+    if words is not None and first >= 0:
+        k, shift = divmod(first, 8)
+        if not shift:
+            return words[:, k]
+        low = np.uint64(8 * shift)
+        word: np.ndarray = (words[:, k] >> low) | (words[:, k + 1] << (np.uint64(64) - low))
+        return word
+    piece = window[:, max(first, 0):first + 8]
+    if first < 0:                                       # padded with zero bytes
+        piece = np.concatenate([np.zeros((len(window), -first), np.uint8), piece], axis=1)
+    return np.ascontiguousarray(piece).view("<u8")[:, 0]
 
 
 def _leader_parts(marks: _Marks, ls: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -1395,12 +1451,13 @@ def _plain_end(marks: _Marks, line_end: np.ndarray
             same = _same_layout(window, window[first])  # (a line without -T has no ">")
             dot = int(np.argmax(window[first] == ord(".")))
             at = np.flatnonzero(same)
-            window = window[at]
-            duration[at] = (_columns_number(window, 1, dot) * 10**9
-                            + _columns_number(window, dot + 1, width - 1)
-                            * 10 ** (9 - (width - 2 - dot)))
+            rows = tail[at] if len(at) < len(tail) else tail     # whole words
+            dot += start
+            duration[at] = (_columns_number(rows, start + 1, dot) * 10**9
+                            + _columns_number(rows, dot + 1, _TAIL - 1)
+                            * 10 ** (9 - (_TAIL - 2 - dot)))
             before[at] = line_end[at] - width - 1
-            word[at] = _columns_word(tail[at], start - 9)
+            word[at] = _eight_columns(rows, rows.view("<u8"), start - 9)
             elsewhere &= ~same
     if elsewhere.any():
         at = np.flatnonzero(elsewhere)
@@ -1541,16 +1598,19 @@ def _plain_mmsg(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool) 
     n = len(sel)
     line_end = p.stop[sel] - 1
     paren = p.paren[sel]
-    comma = paren + 1 + _first_in_row(_window(buf, paren + 1, 10) == ord(","))
-    name_at = comma + 2 + len("[{msg_hdr={msg_name=")
+    fd, fd_digits = _number_at(buf, paren + 1, 10)
+    name_at = paren + 1 + fd_digits + 2 + len("[{msg_hdr={msg_name=")
     has_addr = buf[name_at] == ord("{")
-    addr_end = marks.first('"', marks.first('"', name_at) + 1) + 3     # after '")}'
-    open_quote = marks.first('"', np.where(has_addr, addr_end, name_at))
-    close_quote = marks.last('"', line_end, 160)        # the buffer's, then ~100 bytes
-    dots = (_window(buf, close_quote + 1, 3) == ord(".")).all(axis=1)
-    length_at = _line_start(p, sel) + 8 + pc.find_substring(       # after "msg_len="
-        p.lines.take(pa.array(sel)), "msg_len=").to_numpy(zero_copy_only=False)
-    nbytes = _decimal(buf, length_at, _first_in_row(_window(buf, length_at, 10) == ord("}")))
+    open_quote = marks.first('"', name_at)              # the buffer's, or the address's
+    addr_end = np.zeros(n, np.int64)
+    if has_addr.any():
+        addr_end[has_addr] = marks.first('"', open_quote[has_addr] + 1) + 3   # after '")}'
+        open_quote[has_addr] = marks.first('"', addr_end[has_addr])
+    duration, _, close, _ = _plain_end(marks, line_end)
+    length_at = marks.last("=", close, 64) + 1          # msg_len's: no "=" after it
+    nbytes, _ = _number_at(buf, length_at, 10)
+    close_quote = marks.last('"', length_at, 160)       # the buffer's, then ~100 bytes
+    dots = buf[close_quote + 1] == ord(".")             # "..." or ", iov_len="
     peer = np.full(n, None, dtype=object)
     if has_addr.any():
         peer[has_addr] = _per_distinct(_substrings(buf, name_at[has_addr], addr_end[has_addr]),
@@ -1560,16 +1620,9 @@ def _plain_mmsg(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool) 
         data[:] = _decode_strings(_substrings(buf, open_quote + 1, close_quote))
     codes = np.where(buf[paren - 8] == ord("r"), SYSCALL_NAMES.index("recvmmsg"),
                      SYSCALL_NAMES.index("sendmmsg"))
-    return _plain_rows(p, sel, order, codes, duration=_plain_duration(buf, line_end)[0],
-                       fd=_decimal(buf, paren + 1, comma - paren - 1), ret=nbytes,
+    return _plain_rows(p, sel, order, codes, duration=duration, fd=fd, ret=nbytes,
                        errno=np.full(n, None, dtype=object), nbytes=nbytes, peer=peer,
                        ann_kind=np.zeros(n, np.int8), data=data, dots=dots)
-
-
-def _line_start(p: _Plain, sel: np.ndarray) -> np.ndarray:
-    """Where the lines ``sel`` begin in the chunk's bytes."""
-    offsets = np.frombuffer(p.lines.buffers()[1], np.int32)[p.lines.offset:]
-    return offsets[sel].astype(np.int64)
 
 
 # --------------------------------------------------------------------------------------------
