@@ -85,6 +85,8 @@ INTERESTING_CALLS: frozenset[str] = READ_CALLS | WRITE_CALLS | CONTROL_CALLS | F
 SYSCALL_NAMES: tuple[str, ...] = tuple(sorted(READ_CALLS | WRITE_CALLS | CONTROL_CALLS))
 DIRECTIONS: tuple[str, ...] = ("rx", "tx")
 _CATEGORIES = {"syscall": SYSCALL_NAMES, "direction": DIRECTIONS}
+_SYSCALL_DTYPE = pd.CategoricalDtype(SYSCALL_NAMES)
+_DIRECTION_DTYPE = pd.CategoricalDtype(DIRECTIONS)
 _SYSCALL_SET = pa.array(SYSCALL_NAMES)
 #: Direction code (0 rx, 1 tx, -1 none) of each syscall category code.
 _DIRECTION_OF = np.array([0 if c in READ_CALLS else 1 if c in WRITE_CALLS else -1
@@ -284,10 +286,11 @@ def finish_table(rows: pd.DataFrame | Columns, *, fmt: str, time_of_day_only: bo
 
     ``rows`` holds ``entry_ns``, ``duration_ns``, ``pid`` and ``fd`` (int64, -1 when unknown),
     ``syscall``, ``direction`` (``rx``/``tx``/None), ``ret``, ``errno``, ``bytes``, ``stream``,
-    ``peer``, ``data``, ``data_truncated``. ``select`` lists the positions of the rows to keep
-    in completion order (default: all, in ``rows`` order); offsets count in that order. Each
-    column is gathered once, straight into the final order (``consume``: and taken out of the
-    dict ``rows`` then, so that it can be freed before the table is built).
+    ``peer``, ``data`` (without it: all None), ``data_truncated``. ``select`` lists the
+    positions of the rows to keep in completion order (default: all, in ``rows`` order);
+    offsets count in that order. Each column is gathered once, straight into the final order
+    (``consume``: and taken out of the dict ``rows`` then, so that it can be freed before the
+    table is built).
     """
     n = len(rows["bytes"])
     sel = np.arange(n) if select is None else np.asarray(select, np.int64)
@@ -316,22 +319,21 @@ def finish_table(rows: pd.DataFrame | Columns, *, fmt: str, time_of_day_only: bo
     final = np.argsort(ts, kind="stable")      # ties keep completion order
     idx = sel[final]
 
-    def nullable(name: str, dtype: str) -> pd.api.extensions.ExtensionArray:
+    def nullable(name: str) -> pd.api.extensions.ExtensionArray:
+        """Int32 with NA for -1 (pids and fds are C ints)."""
         ints = values(name, np.int64)[idx]
-        out = pd.array(ints, dtype=dtype)
-        out[ints < 0] = pd.NA
-        return out
+        return pd.arrays.IntegerArray(ints.astype(np.int32), ints < 0)
 
     syscall = _used_categories(pd.Categorical(column("syscall")), idx)
     frame = pd.DataFrame({
         "ts_ns": ts[final],
         "entry_ns": entry[final],
         "duration_ns": duration[final],
-        "pid": nullable("pid", "Int32"),
-        "fd": nullable("fd", "Int32"),
+        "pid": nullable("pid"),
+        "fd": nullable("fd"),
         "syscall": syscall,
         "direction": pd.Categorical.from_codes(dir_codes[final], categories=DIRECTIONS),
-        "ret": pd.array(values("ret", np.int64)[idx], dtype="Int64"),
+        "ret": pd.arrays.IntegerArray(values("ret", np.int64)[idx], np.zeros(len(idx), bool)),
         # via Arrow: much faster than pandas' object → string conversion
         "errno": _string_array(values("errno", object)[idx]),
         "bytes": nbytes[final],
@@ -339,7 +341,8 @@ def finish_table(rows: pd.DataFrame | Columns, *, fmt: str, time_of_day_only: bo
         # Stream ids numbered 0, 1, ... in order of first appearance in the table.
         "stream": pd.factorize(stream[final])[0].astype(np.int64),
         "peer": _categorical(column("peer"), idx),
-        "data": values("data", object)[idx],
+        "data": (values("data", object)[idx] if "data" in rows
+                 else np.full(len(idx), None, dtype=object)),
         "data_truncated": values("data_truncated", bool)[idx],
     }, copy=False)
     frame.attrs["format"] = fmt
@@ -654,11 +657,14 @@ class _Rows:
         if len(part["order"]):
             self.parts.append(part)
 
-    def columns(self) -> Columns:
-        """All rows, column by column; the parts are released (they would double the memory)."""
+    def columns(self, skip: tuple[str, ...] = ()) -> Columns:
+        """All rows, column by column (but those in ``skip``); the parts are released (they
+        would double the memory)."""
         parts, self.parts = self.parts, []
         out: Columns = {}
         for name in _ROW_COLUMNS:
+            if name in skip:
+                continue
             pieces = [p[name] for p in parts]
             if name in _CATEGORIES:
                 codes = []
@@ -1396,8 +1402,11 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
     need = np.flatnonzero(~quoted & may_have_address)
     last_quote[need] = marks.last('"', close[need], 120, after=paren[need])
     # an address (inet_addr("...")}) holds the line's last two quotes
-    has_addr = may_have_address & (last_quote > paren) & (buf[last_quote + 1] == ord(")")) \
-        & (buf[last_quote + 2] == ord("}"))
+    has_addr = may_have_address.copy()
+    if has_addr.any():
+        at = np.flatnonzero(has_addr)
+        has_addr[at] = (last_quote[at] > paren[at]) & (buf[last_quote[at] + 1] == ord(")")) \
+            & (buf[last_quote[at] + 2] == ord("}"))
     close_quote = last_quote
     if has_addr.any():
         close_quote = last_quote.copy()
@@ -1534,8 +1543,9 @@ def _plain_rows(p: _Plain, sel: np.ndarray, order: np.ndarray, codes: np.ndarray
         "tod": np.zeros(len(sel), bool),
         "pid": p.pid[sel],
         "fd": fd,
-        "syscall": pd.Categorical.from_codes(codes, categories=SYSCALL_NAMES),
-        "direction": pd.Categorical.from_codes(_DIRECTION_OF[codes], categories=DIRECTIONS),
+        "syscall": pd.Categorical.from_codes(codes, dtype=_SYSCALL_DTYPE, validate=False),
+        "direction": pd.Categorical.from_codes(_DIRECTION_OF[codes], dtype=_DIRECTION_DTYPE,
+                                               validate=False),
         "ret": ret,
         "errno": errno,
         "bytes": nbytes,
@@ -2063,8 +2073,9 @@ def _last_record_before(records: np.ndarray, order: np.ndarray, tables: np.ndarr
     r_at = np.searchsorted(keys, r_key) * lines + r_order
     by_at = np.argsort(r_at, kind="stable")
     at = r_at[by_at]
-    pos = np.searchsorted(at, rank * lines + order, side="left") - 1
-    found = known & (pos >= 0) & (at[np.maximum(pos, 0)] // lines == rank)
+    base = rank * lines                                 # where the key's records begin
+    pos = np.searchsorted(at, base + order, side="left") - 1
+    found = known & (pos >= 0) & (at[np.maximum(pos, 0)] >= base)
     return np.where(found, r_sid[by_at][np.maximum(pos, 0)], -1)
 
 
@@ -2327,7 +2338,7 @@ class _Reader:
             self.rows.add(part)
         self.rows.add(_python_rows(slow.rows))
         slow.frames, slow.rows = [], []
-        table = self.rows.columns()
+        table = self.rows.columns(skip=() if self.with_data else ("data",))
         if not len(table["order"]):
             raise self._nothing_read()
         self.malformed.warn(stacklevel=4)
@@ -2335,8 +2346,6 @@ class _Reader:
         keep = _add_streams(table, slow.events)
         for name in ("order", "tod", "row_peer", "ann_kind"):   # not the table's: freed now
             del table[name]
-        if not self.with_data:
-            table["data"] = np.full(len(table["data"]), None, dtype=object)
         durations = bool((table["duration_ns"] > 0).any())
         return finish_table(table, fmt="strace", time_of_day_only=bool(self.style_tod),
                             select=keep, consume=True,
