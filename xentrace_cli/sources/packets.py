@@ -708,8 +708,11 @@ def _shared_times(ts: np.ndarray, ordered: bool, carry_ts: np.ndarray) -> np.nda
     shared[:-1] |= same
     if len(carry_ts) and len(times):
         carried = np.sort(carry_ts)
-        at = np.minimum(np.searchsorted(carried, times), len(carried) - 1)
-        shared |= carried[at] == times
+        # the times up to the carried rows' latest (``times`` is sorted: a prefix, in a
+        # capture a few rows at most) are the only ones that can equal one of them
+        reach = int(np.searchsorted(times, carried[-1], side="right"))
+        at = np.minimum(np.searchsorted(carried, times[:reach]), len(carried) - 1)
+        shared[:reach] |= carried[at] == times[:reach]
     if order is None:
         return shared
     out = np.empty_like(shared)
