@@ -1026,9 +1026,10 @@ def _guard_intervals(columns: dict[str, np.ndarray], unc: np.ndarray,
     resolution) in the table's ``columns`` (in place): an impossible value is never printed.
     One note per interval that had any."""
     notes = []
+    limit = path_order.guard_limit(unc)  # once for every interval
     for iv in shown:
         values = columns[iv.column]
-        bad = path_order.guard_intervals(values, unc) & ways[iv.direction]
+        bad = path_order.guard_intervals(values, limit=limit) & ways[iv.direction]
         if bad.any():
             values[bad] = np.nan
             kind = "received" if iv.direction == "rx" else "sent"

@@ -64,8 +64,10 @@ def baseline(values: np.ndarray, absolute_us: float | None = None) -> Baseline:
         return Baseline(0, float("nan"), float("nan"),
                         absolute_us if absolute_us is not None else float("inf"),
                         "absolute" if absolute_us is not None else "none")
-    median = float(np.median(finite))
-    mad = float(np.median(np.abs(finite - median)))
+    # both medians partition their own arrays in place (``finite`` is a copy already; its
+    # order changes neither the deviations' values nor their median): no copy of each
+    median = float(np.median(finite, overwrite_input=True))
+    mad = float(np.median(np.abs(finite - median), overwrite_input=True))
     if finite.size >= MIN_SAMPLES:
         robust = median + max(ROBUST_K * MAD_TO_SIGMA * mad, FLOOR_US)
         rule = "robust"

@@ -145,14 +145,17 @@ def _place(point: str, iv: Interval) -> str:
 
 def durations_us(t_from: np.ndarray, t_to: np.ndarray) -> np.ndarray:
     """``t_to - t_from`` in µs (NaN where either end is not measured)."""
-    ok = (t_from != NA_NS) & (t_to != NA_NS)
-    with np.errstate(over="ignore"):  # the rows not measured wrap, and are not kept
-        return np.where(ok, (t_to - t_from) / 1e3, np.nan)
+    with np.errstate(over="ignore"):  # the rows not measured wrap, and are emptied
+        out = (t_to - t_from) / 1e3
+    out[(t_from == NA_NS) | (t_to == NA_NS)] = np.nan
+    return out
 
 
 def to_seconds(t_ns: np.ndarray) -> np.ndarray:
     """Checkpoint column for the table: epoch seconds (NaN when not measured)."""
-    return np.where(t_ns != NA_NS, t_ns / 1e9, np.nan)
+    out = t_ns / 1e9  # then the rows not measured emptied (no third array for np.where)
+    out[t_ns == NA_NS] = np.nan
+    return out
 
 
 # --- socket log ------------------------------------------------------------------------------

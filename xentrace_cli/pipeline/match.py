@@ -326,11 +326,18 @@ def _flow_ids(parts: list[pd.DataFrame], n_addresses: int) -> np.ndarray:
         def joined(column: str) -> np.ndarray:
             return np.concatenate([p[column].to_numpy(np.int64) for p in parts])
 
-        key = np.concatenate([p["src"].cat.codes.to_numpy().astype(np.int64) for p in parts])
-        dst = np.concatenate([p["dst"].cat.codes.to_numpy().astype(np.int64) for p in parts])
-        for part, bits in ((dst, 10), (joined("sport") + 1, 17), (joined("dport") + 1, 17),
-                           (joined("proto") + 1, 9)):
-            key = (key << bits) | part
+        # int64 from the start (the codes' own int8/int16 concatenated, then widened once),
+        # each field shifted in and or-ed in place: no new array per field
+        key = np.concatenate([p["src"].cat.codes.to_numpy() for p in parts]).astype(np.int64)
+        for field, bits in (("dst", 10), ("sport", 17), ("dport", 17), ("proto", 9)):
+            key <<= bits
+            if field == "dst":
+                key |= np.concatenate([p["dst"].cat.codes.to_numpy() for p in parts]).astype(
+                    np.int64)
+            else:
+                part = joined(field)
+                part += 1
+                key |= part
         codes, _ = pd.factorize(key, sort=True)
         return codes.astype(np.int64)
     keys = pd.concat([p[list(FLOW_COLUMNS)] for p in parts], ignore_index=True)
@@ -347,17 +354,23 @@ def unwrap_seq(seq: np.ndarray, flow: np.ndarray) -> np.ndarray:
     seq = seq.astype(np.int64)
     if seq.size == 0:
         return seq
+    # in place after the first difference (a million rows: each new array is page faults)
     diff = np.diff(seq, prepend=seq[:1])
     # modulo a power of two as a mask: what % gives (also for negative numbers), a third
     # of its time
-    diff = ((diff + _SEQ_HALF) & (_SEQ_MOD - 1)) - _SEQ_HALF
+    diff += _SEQ_HALF
+    diff &= _SEQ_MOD - 1
+    diff -= _SEQ_HALF
     first = np.ones(seq.size, dtype=bool)
-    first[1:] = flow[1:] != flow[:-1]
+    np.not_equal(flow[1:], flow[:-1], out=first[1:])
     diff[first] = 0
-    total = np.cumsum(diff)
+    total = np.cumsum(diff, out=diff)
     # subtract the running total at each flow's first row
-    start_idx = np.maximum.accumulate(np.where(first, np.arange(seq.size), 0))
-    return total - total[start_idx]
+    start_idx = np.arange(seq.size)
+    start_idx[~first] = 0
+    np.maximum.accumulate(start_idx, out=start_idx)
+    total -= total[start_idx]
+    return total
 
 
 def stream_offset(segments: pd.DataFrame, syns: pd.DataFrame | None = None) -> np.ndarray:

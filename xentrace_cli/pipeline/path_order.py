@@ -116,7 +116,17 @@ def _empty(out: dict[str, np.ndarray], way: str, point: str, rows: np.ndarray) -
     return [point]
 
 
-def guard_intervals(values: np.ndarray, uncertainty_us: np.ndarray) -> np.ndarray:
-    """Mask of interval values below −(uncertainty + resolution): impossible, to be emptied."""
-    limit = -(np.nan_to_num(uncertainty_us, nan=0.0) + RESOLUTION_NS / 1e3)
+def guard_intervals(values: np.ndarray, uncertainty_us: np.ndarray | None = None,
+                    limit: np.ndarray | None = None) -> np.ndarray:
+    """Mask of interval values below −(uncertainty + resolution): impossible, to be emptied.
+    ``limit``: that bound (:func:`guard_limit` of the uncertainty), when the caller guards
+    several intervals of the same rows."""
+    if limit is None:
+        limit = guard_limit(uncertainty_us)
     return np.isfinite(values) & (values < limit)
+
+
+def guard_limit(uncertainty_us: np.ndarray | None) -> np.ndarray:
+    """−(uncertainty + resolution), µs: the least an interval may be (:func:`guard_intervals`)."""
+    return -(np.nan_to_num(np.asarray(uncertainty_us, dtype=float), nan=0.0)
+             + RESOLUTION_NS / 1e3)
