@@ -38,6 +38,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ...groups import unique
 from .. import anomalies
 from .codes import first_seen_codes
 
@@ -64,13 +65,32 @@ RECURRING_SHARE = 0.10
 
 
 def _robust(values: pd.Series, groups: pd.Series) -> pd.DataFrame:
-    """Per group: count, median and MAD of the finite values."""
-    frame = pd.DataFrame({"g": groups.to_numpy(), "v": values.to_numpy(float)})
-    frame = frame[np.isfinite(frame["v"])]
-    stats = frame.groupby("g")["v"].agg(count="size", median="median")
-    dev = (frame["v"] - stats["median"].reindex(frame["g"]).to_numpy()).abs()
-    stats["mad"] = dev.groupby(frame["g"].to_numpy()).median()
-    return stats
+    """Per group (the index, in ascending order, as a group-by gives it): count, median and
+    MAD of the finite values."""
+    g, v = groups.to_numpy(), values.to_numpy(float)
+    finite = np.isfinite(v)
+    g, v = g[finite], v[finite]
+    keys, codes = unique(g, return_inverse=True)
+    median, count = _medians(codes, v, keys.size)
+    mad, _ = _medians(codes, np.abs(v - median[codes]), keys.size)
+    return pd.DataFrame({"count": count, "median": median, "mad": mad},
+                        index=pd.Index(keys, name="g"))
+
+
+def _medians(codes: np.ndarray, values: np.ndarray, groups: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Per group code, the median of its values (the mean of the middle two for an even
+    count, as pandas' group-by median takes it) and the count: one sort by (group, value),
+    not a hash group-by per statistic."""
+    count = np.bincount(codes, minlength=groups)
+    ordered = values[np.lexsort((values, codes))]
+    start = np.r_[0, np.cumsum(count)[:-1]]
+    half = count // 2
+    upper = ordered[np.minimum(start + half, max(ordered.size - 1, 0))] if ordered.size \
+        else np.zeros(groups)
+    lower = ordered[np.maximum(start + half - 1, 0)] if ordered.size else np.zeros(groups)
+    median = np.where(count % 2 == 1, upper, (lower + upper) / 2)
+    return np.where(count > 0, median, np.nan), count.astype(np.int64)
 
 
 def baselines(flows: pd.DataFrame, gap: str) -> pd.DataFrame:
