@@ -837,24 +837,27 @@ def judge_anomalies(run: _Run) -> None:
     flagged = np.flatnonzero(label != "")
     table["anomaly"] = text_at(n, flagged, label[flagged])
     table["stall"] = text_at(n, flagged, anomalies.name_stall(
-        _stall_sizes(table, label, run.ways, run.baselines)[flagged]))
+        _stall_sizes(table, label, run.ways, run.baselines, flagged)))
     table["cause"] = text_at(n, flagged, cause[flagged])
     table["cause_detail"] = text_at(n, flagged, cause_detail[flagged])
     table["retransmitted"] = run.retrans
 
 
 def _stall_sizes(table: pd.DataFrame, label: np.ndarray, ways: _Ways,
-                 baselines: dict[str, Any]) -> np.ndarray:
-    """Each anomalous row's stall: its stage's value above that stage's median."""
-    stall_value = np.full(len(table), np.nan)
-    for name in set(label.tolist()) - {""}:
+                 baselines: dict[str, Any], flagged: np.ndarray) -> np.ndarray:
+    """Each anomalous row's stall (``flagged``: those rows, in order): its stage's value
+    above that stage's median. Only the flagged rows are compared (not every row)."""
+    stall_value = np.full(flagged.size, np.nan)
+    mine = label[flagged]
+    for name in set(mine.tolist()) - {""}:
         col = f"{name}_us"
         if col not in table.columns:
             continue
+        values = table[col].to_numpy(float)[flagged]
         for way in ("rx", "tx"):
-            pick = (label == name) & ways[way]
+            pick = (mine == name) & ways[way][flagged]
             base = baselines.get(stat_key(name, way), {}).get("median_us", 0.0)
-            stall_value[pick] = table[col].to_numpy(float)[pick] - np.nan_to_num(base)
+            stall_value[pick] = values[pick] - np.nan_to_num(base)
     return stall_value
 
 
@@ -1000,7 +1003,7 @@ def _shared_stalls(label: np.ndarray, shown: list[attribute.Interval],
     label = label.copy()
     # an interval none of whose name's rows are flagged is passed over without comparing
     # every row (a name added on the way is on the other direction's rows)
-    named = set(label.tolist())
+    named = set(label[label != ""].tolist())  # the few labelled rows' names, not every row
     for iv in shown:
         if iv.start not in checkpoints or iv.end not in checkpoints or iv.name not in named:
             continue
