@@ -335,7 +335,8 @@ def finish_table(rows: pd.DataFrame | Columns, *, fmt: str, time_of_day_only: bo
         "direction": pd.Categorical.from_codes(dir_codes[final], categories=DIRECTIONS),
         "ret": pd.arrays.IntegerArray(values("ret", np.int64)[idx], np.zeros(len(idx), bool)),
         # via Arrow: much faster than pandas' object → string conversion
-        "errno": _string_array(values("errno", object)[idx]),
+        "errno": pd.array(pa.array(values("errno", object)[idx], pa.string(), from_pandas=True),
+                          dtype=pd.StringDtype()),
         "bytes": nbytes[final],
         "stream_offset": offset[final],
         # Stream ids numbered 0, 1, ... in order of first appearance in the table.
@@ -376,19 +377,6 @@ def _categorical(values: np.ndarray | pd.Categorical, idx: np.ndarray) -> pd.Cat
             out, categories=pd.Index(np.asarray(values.categories, object)[order], dtype="str"))
     codes, uniques = pd.factorize(np.asarray(values, object)[idx], use_na_sentinel=True)
     return pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype="str"))
-
-
-def _string_array(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
-    """An object array of ``str`` (None/NA for missing) as a string array, via Arrow (much
-    faster than pandas' object → string conversion); only the values present converted."""
-    present = ~pd.isna(values)
-    if present.all():
-        arrow = pa.array(values, pa.string(), from_pandas=True)
-    else:
-        given = pa.array(values[present], pa.string())
-        at = np.cumsum(present) - 1
-        arrow = given.take(pa.array(at, mask=~present))
-    return pd.array(arrow, dtype=pd.StringDtype())
 
 
 class Malformed:
