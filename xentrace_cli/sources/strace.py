@@ -841,8 +841,19 @@ _LONG_PAIR_RE = r"\[\d{10}|, \d{10}"
 #: Any call after a plain leader: of no interest unless its name is one the reader looks at
 #: (those lines take the regex path).
 PLAIN_NAMED_RE = _PLAIN_LEADER + r"\w{1,32}\("
-_NOT_PLAIN_NAMES = pa.array(sorted(INTERESTING_CALLS), pa.binary())
-_MMSG_NAMES = pa.array(sorted(MMSG_CALLS), pa.binary())
+
+
+def _name_word(name: str) -> int:
+    """A call name of up to 8 bytes as the word of its bytes (zeros after it)."""
+    return int.from_bytes(name.encode().ljust(8, b"\0"), "little")
+
+
+#: The calls the reader looks at (a plain line naming one takes the regex path): the names of
+#: up to 8 bytes as words (sorted), the longer ones as strings; recvmmsg / sendmmsg's words.
+_WANTED_WORDS = np.array(sorted(_name_word(c) for c in INTERESTING_CALLS if len(c) <= 8),
+                         np.uint64)
+_WANTED_LONG = pa.array(sorted(c for c in INTERESTING_CALLS if len(c) > 8), pa.binary())
+_MMSG_WORDS = np.array(sorted(_name_word(c) for c in MMSG_CALLS), np.uint64)
 #: Syscall category codes of the plain calls, by the call name's length (9: longer) and third
 #: byte (-1: not a plain call's name).
 _PLAIN_CODES = np.full(10 * 256, -1, np.int16)
@@ -1157,11 +1168,10 @@ def _plain(lines: pa.Array) -> _Plain | None:
     mmsg = np.zeros(n, bool)
     at = np.flatnonzero(named[rows])
     if len(at):
-        names = _substrings(buf, ts_end[at] + 1, paren[at])
-        one_message = _plain_mmsg_lines(lines, rows[at], names)
+        wanted, maybe_mmsg = _call_names(buf, ts_end[at] + 1, paren[at])
+        one_message = _plain_mmsg_lines(lines, rows[at], maybe_mmsg)
         mmsg[rows[at[one_message]]] = True
-        regex[at] |= pc.is_in(names, value_set=_NOT_PLAIN_NAMES).to_numpy(
-            zero_copy_only=False) & ~one_message
+        regex[at] |= wanted & ~one_message
     named &= ~mmsg
     if regex.any():
         common[rows[regex]] = named[rows[regex]] = mmsg[rows[regex]] = False
@@ -1329,12 +1339,38 @@ def _leaders_one_by_one(marks: _Marks, ls: np.ndarray) -> _PlainLeaders:
         pid=np.where(has_pid, _decimal(buf, pid_start, pid_end - pid_start), -1))
 
 
-def _plain_mmsg_lines(lines: pa.Array, at: np.ndarray, names: pa.Array) -> np.ndarray:
-    """Which of the ``lines`` at ``at`` (their calls named ``names``) are recvmmsg / sendmmsg
-    calls of the plain form (:data:`PLAIN_MMSG_RE`, one ``msg_len=``, no long fd pair)."""
+def _call_names(buf: np.ndarray, call: np.ndarray, paren: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Which of the calls named between each ``call`` and its ``paren`` are calls the reader
+    looks at (:data:`INTERESTING_CALLS`), and which are recvmmsg / sendmmsg: a name of up to
+    8 bytes compared as one word (its bytes, zeros after them: a word names one name), the
+    longer ones as strings."""
+    length = paren - call
+    bits = np.minimum(length, 8).astype(np.uint64) << np.uint64(3)
+    word = _word_at(buf, call) & (_ALL_BYTES >> (np.uint64(64) - bits))
+    short = length <= 8
+    wanted = short & _in_sorted(word, _WANTED_WORDS)
+    mmsg = short & _in_sorted(word, _MMSG_WORDS)
+    long = np.flatnonzero(~short)
+    if len(long):
+        wanted[long] = pc.is_in(_substrings(buf, call[long], paren[long]),
+                                value_set=_WANTED_LONG).to_numpy(zero_copy_only=False)
+    return wanted, mmsg
+
+
+def _in_sorted(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Which ``values`` are in the sorted, non-empty ``table``."""
+    found: np.ndarray = table[np.minimum(np.searchsorted(table, values), len(table) - 1)] \
+        == values
+    return found
+
+
+def _plain_mmsg_lines(lines: pa.Array, at: np.ndarray, named_mmsg: np.ndarray) -> np.ndarray:
+    """Which of the ``lines`` at ``at`` (``named_mmsg``: their calls are named recvmmsg /
+    sendmmsg) are recvmmsg / sendmmsg calls of the plain form (:data:`PLAIN_MMSG_RE`, one
+    ``msg_len=``, no long fd pair)."""
     out = np.zeros(len(at), bool)
-    maybe = np.flatnonzero(pc.is_in(names, value_set=_MMSG_NAMES).to_numpy(
-        zero_copy_only=False))
+    maybe = np.flatnonzero(named_mmsg)
     if len(maybe):
         cand = lines.take(pa.array(at[maybe]))
         out[maybe] = (
