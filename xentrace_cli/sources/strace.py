@@ -1433,16 +1433,14 @@ def _plain_common(p: _Plain, sel: np.ndarray, order: np.ndarray, with_data: bool
             & (buf[last_quote[at] + 2] == ord("}"))
     close_quote = last_quote
     if has_addr.any():
-        close_quote = last_quote.copy()
-        close_quote[has_addr] = marks.last('"', marks.last('"', last_quote[has_addr], 16), 80)
-    # after the string its "..." (when cut), a ", " or the ")"
-    dots = quoted & (buf[close_quote + 1] == ord("."))
-    if has_addr.any():
         at = np.flatnonzero(has_addr)
-        tail = np.where(quoted[at], close_quote[at] + 1 + 3 * dots[at], arg[at])
-        peers = _per_distinct(_substrings(buf, tail, close[at]), _tail_peer)
+        close_quote = last_quote.copy()
+        peers, close_quote[at] = _plain_addresses(marks, last_quote[at], quoted[at], arg[at],
+                                                  close[at])
         found = ~pd.isna(peers)
         row_peer[at[found]] = peers[found]
+    # after the string its "..." (when cut), a ", " or the ")"
+    dots = quoted & (buf[close_quote + 1] == ord("."))
     if with_data:
         data = np.full(n, b"", dtype=object)
         if quoted.any():
@@ -1497,6 +1495,32 @@ def _plain_end(marks: _Marks, line_end: np.ndarray
         duration[at], before[at] = _plain_duration(buf, line_end[at])
         word[at] = _word_at(buf, before[at] - 8)
     return (duration, *_plain_result(marks, before, word))
+
+
+def _plain_addresses(marks: _Marks, last_quote: np.ndarray, quoted: np.ndarray,
+                     arg: np.ndarray, close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The peers (or None) of the recvfrom / sendto calls whose address ends at each
+    ``last_quote`` (its ``")}``), and their string's closing quote (for the ``quoted`` ones).
+    The addresses written as the first (the same bytes from its "{"): its peer, their opening
+    quote where its lies; the others (the text from their string to ``close``) read apart."""
+    buf = marks.buf
+    first_open = marks.last('"', last_quote[:1], 16)
+    start = int(marks.last("{", first_open, 64)[0])
+    width = int(last_quote[0]) + 3 - start              # "{" to "}"
+    row = _window(buf, np.array([start]), width)[0]
+    same = _same_layout(_window(buf, last_quote + 3 - width, width), row, digits=False)
+    open_quote = last_quote - int(last_quote[0] - first_open[0])
+    other = np.flatnonzero(~same)
+    if len(other):
+        open_quote[other] = marks.last('"', last_quote[other], 16)
+    close_quote = marks.last('"', open_quote, 80)       # the string's (quoted calls)
+    peers = np.full(len(last_quote), None, dtype=object)
+    peers[same] = _tail_peer(row.tobytes())
+    if len(other):
+        dots = quoted[other] & (buf[close_quote[other] + 1] == ord("."))
+        tail = np.where(quoted[other], close_quote[other] + 1 + 3 * dots, arg[other])
+        peers[other] = _per_distinct(_substrings(buf, tail, close[other]), _tail_peer)
+    return peers, close_quote
 
 
 def _plain_result(marks: _Marks, end: np.ndarray, word: np.ndarray
