@@ -1373,10 +1373,14 @@ def _plain_mmsg_lines(lines: pa.Array, at: np.ndarray, named_mmsg: np.ndarray) -
     maybe = np.flatnonzero(named_mmsg)
     if len(maybe):
         cand = lines.take(pa.array(at[maybe]))
-        out[maybe] = (
-            pc.match_substring_regex(cand, PLAIN_MMSG_RE).to_numpy(zero_copy_only=False)
-            & (pc.count_substring(cand, "msg_len=").to_numpy(zero_copy_only=False) == 1)
-            & ~pc.match_substring_regex(cand, _LONG_PAIR_RE).to_numpy(zero_copy_only=False))
+        form = pc.match_substring_regex(cand, PLAIN_MMSG_RE).to_numpy(zero_copy_only=False)
+        # A line of the form has a "msg_len=": as many in all the lines as lines of the form,
+        # and each of those has one (a bytes search, not one per line).
+        text = cand.buffers()[2]
+        one_len = (text is not None and text.to_pybytes().count(b"msg_len=") == form.sum()) \
+            or (pc.count_substring(cand, "msg_len=").to_numpy(zero_copy_only=False) == 1)
+        out[maybe] = form & one_len & ~pc.match_substring_regex(cand, _LONG_PAIR_RE).to_numpy(
+            zero_copy_only=False)
     return out
 
 
