@@ -1234,8 +1234,26 @@ def _plain_leaders(marks: _Marks, ls: np.ndarray, ref: int, wanted: np.ndarray
 
 def _named_calls(marks: _Marks, ts_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Which of the lines whose leader ends at ``ts_end`` (its space) go on with a call as
-    :data:`PLAIN_NAMED_RE` has it (``\\w{1,32}\\(``), and where the first "(" after it lies."""
+    :data:`PLAIN_NAMED_RE` has it (``\\w{1,32}\\(``), and where the first "(" after it lies.
+    The calls named as the first (its name of up to 7 bytes and "(", compared as one word)
+    are; the others are looked at byte by byte."""
     call = ts_end + 1
+    named, paren = _named_apart(marks, call[:1])
+    if not len(call) or not named[0] or paren[0] - call[0] > 7:
+        return _named_apart(marks, call)
+    length = int(paren[0] - call[0])
+    word = _word_at(marks.buf, call)
+    mask = _ALL_BYTES >> np.uint64(64 - 8 * (length + 1))
+    same = (word & mask) == (word[0] & mask)
+    named, paren = np.ones(len(call), bool), call + length
+    other = np.flatnonzero(~same)
+    if len(other):
+        named[other], paren[other] = _named_apart(marks, call[other])
+    return named, paren
+
+
+def _named_apart(marks: _Marks, call: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_named_calls` for calls starting at ``call``, each looked at byte by byte."""
     paren = marks.first("(", call, 40)
     length = paren - call
     window = _window(marks.buf, call, 32)
