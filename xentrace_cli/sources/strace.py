@@ -958,14 +958,20 @@ class _Marks:
              after: np.ndarray | None = None) -> np.ndarray:
         """The last ``char`` before each ``pos`` (-1: none). ``after``: only one after it is
         wanted (-1 when the window reached back to ``after`` without one)."""
-        col = _zero_bytes_below(_bytes_equal(_word_at(self.buf, pos - 8), char).byteswap()
-                                ).astype(np.int64)
-        out = pos - 1 - col
-        miss = np.flatnonzero(col == 8)
+        out = self._last_in_word(char, pos)
+        miss = np.flatnonzero(out < pos - 8)
+        if len(miss):                                   # the 8 bytes before them
+            out[miss] = self._last_in_word(char, pos[miss] - 8)
+            miss = miss[out[miss] < pos[miss] - 16]
         if len(miss):
-            out[miss] = self._last_before(char, pos[miss] - 8, width,
+            out[miss] = self._last_before(char, pos[miss] - 16, width,
                                           None if after is None else after[miss])
         return out
+
+    def _last_in_word(self, char: str, pos: np.ndarray) -> np.ndarray:
+        """The last ``char`` in the 8 bytes before each ``pos`` (before them: none)."""
+        col = _zero_bytes_below(_bytes_equal(_word_at(self.buf, pos - 8), char).byteswap())
+        return pos - 1 - col.astype(np.int64)
 
     def _last_before(self, char: str, pos: np.ndarray, width: int,
                      after: np.ndarray | None) -> np.ndarray:
