@@ -797,6 +797,12 @@ def _out_of_range(cols: Columns, malformed: Malformed,
 # fields are then found where the form puts them (the first "(", the last '"', ...), parsed
 # with numpy: the same rows as the regex path gives (tests/test_readers_strace.py compares
 # both on every test file). Every other line goes through LINE_RE as before.
+#
+# numpy's cost is an operation per array, and a gather from the chunk per row: the parts of a
+# line are read from few windows (its leader's, the bytes after its "(", its last 32 bytes),
+# eight bytes are worked on as one 64-bit word (a number, a search for a mark), and what lines
+# write as the first of them (a leader's layout, a -T time's, an errno and its message, an
+# address, a call's name) is compared with it as a whole instead of read apart.
 
 #: The plain leader: ``PID  SECONDS.FRACTION `` (``strace -f -ttt -o``), ``[pid N] `` (on
 #: stderr) or none; numbers too short to be out of range.
