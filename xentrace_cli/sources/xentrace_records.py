@@ -438,6 +438,49 @@ class _Leads:
     """No stamped record after the first."""
 
 
+class _Loose:
+    """The records without a TSC of their own (sorted rows; few: a percent or two), and the
+    stamped records around them found from those alone (no list of the stamped rows, as
+    long as the span, is made)."""
+
+    def __init__(self, stamped: np.ndarray) -> None:
+        self.n = len(stamped)
+        self.rows = np.flatnonzero(~stamped)
+        rows = self.rows
+        # each loose row's run of consecutive loose rows: its first and last row
+        new_run = np.ones(len(rows), dtype=bool)
+        np.not_equal(rows[1:], rows[:-1] + 1, out=new_run[1:])
+        opens = np.flatnonzero(new_run)
+        closes = np.r_[opens[1:] - 1, len(rows) - 1] if len(rows) else opens
+        run = np.cumsum(new_run) - 1
+        self.run_first = rows[opens][run]
+        self.run_last = rows[closes][run]
+
+    def _find(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where ``rows`` would sit among the loose rows, and which of them are loose."""
+        at = np.minimum(np.searchsorted(self.rows, rows), max(len(self.rows) - 1, 0))
+        hit = self.rows[at] == rows if len(self.rows) else np.zeros(len(rows), dtype=bool)
+        return at, hit
+
+    def next_after(self, rows: np.ndarray) -> np.ndarray:
+        """The first stamped row after each of ``rows`` (``n``: none)."""
+        out = rows + 1
+        at, hit = self._find(out)
+        out[hit] = self.run_last[at[hit]] + 1
+        return out
+
+    def last_before(self, rows: np.ndarray) -> np.ndarray:
+        """The last stamped row before each of ``rows`` (-1: none)."""
+        out = rows - 1
+        at, hit = self._find(out)
+        out[hit] = self.run_first[at[hit]] - 1
+        return out
+
+    def last_stamped_before_loose(self, rows: np.ndarray) -> np.ndarray:
+        """The last stamped row before each of these loose ``rows`` (-1: none)."""
+        return self.run_first[np.searchsorted(self.rows, rows)] - 1
+
+
 @dataclasses.dataclass
 class _Stamps:
     """A span's TSCs: every record takes its own, else the last one before it on its CPU."""
@@ -446,8 +489,8 @@ class _Stamps:
     """Each record's own TSC (int64; what its words hold where it has none)."""
     stamped: np.ndarray
     """Which records have their own."""
-    stamped_rows: np.ndarray | None
-    """Rows that have their own (None: every row)."""
+    loose: _Loose | None
+    """Rows that have none (None: every row has its own)."""
     seg_start: np.ndarray
     lead: np.ndarray
     """TSC of each window's first record: its own, or its CPU's last before the window."""
@@ -461,7 +504,7 @@ class _Stamps:
         """The TSC of each of these rows (sorted): its own; a row without one takes the last
         stamped record's before it in its window, else its window's first record's."""
         tsc = self.own[rows]
-        if self.stamped_rows is None:
+        if self.loose is None:
             return tsc
         loose = np.flatnonzero(~self.stamped[rows])
         if not len(loose):
@@ -469,11 +512,9 @@ class _Stamps:
         row = rows[loose]
         window = np.searchsorted(self.seg_start, row, side="right") - 1
         tsc[loose] = self.lead[window]
-        if len(self.stamped_rows):
-            j = np.searchsorted(self.stamped_rows, row) - 1
-            prev = self.stamped_rows[np.maximum(j, 0)]
-            inside = (j >= 0) & (prev >= self.seg_start[window])
-            tsc[loose[inside]] = self.own[prev[inside]]
+        prev = self.loose.last_stamped_before_loose(row)
+        inside = prev >= self.seg_start[window]
+        tsc[loose[inside]] = self.own[prev[inside]]
         return tsc
 
     def pending_in(self, rows: np.ndarray) -> np.ndarray:
@@ -484,43 +525,53 @@ class _Stamps:
         return np.flatnonzero(self.pending[at] == rows)
 
 
-def _own_tscs(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray, clock: Clock
-              ) -> np.ndarray:
+def _own_tscs(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray, loose: _Loose | None,
+              clock: Clock) -> tuple[np.ndarray, int | None, int | None]:
     """Every record's own TSC, one gather (what the words after the header hold where the
-    record has none). Beyond 2**63 cycles (a century at 3 GHz) an own TSC is damaged, not
-    late: put at the end of time, never negative, at DAMAGED_TSC (every span, and every float
-    made of one, stays within int64 downstream); a set top bit in the words of a record
-    without a TSC is data, not damage."""
+    record has none), and the smallest and largest among the stamped records (None: none is
+    stamped). Beyond 2**63 cycles (a century at 3 GHz) an own TSC is damaged, not late: put
+    at the end of time, never negative, at DAMAGED_TSC (every span, and every float made of
+    one, stays within int64 downstream); a set top bit in the words of a record without a
+    TSC is data, not damage.
+
+    The loose records' words hold any value: for plain reductions over the whole column
+    (no mask, no list of the stamped rows) they hold a stamped record's TSC meanwhile, and
+    get their words back after.
+    """
     own = _tsc_view(padded)[nodes]
-    damaged = stamped & (own < 0)
-    if damaged.any():
+    loose_rows = loose.rows if loose is not None else np.empty(0, dtype=np.int64)
+    if len(loose_rows) == len(own):  # no record stamped (or none at all)
+        return own, None, None
+    words = own[loose_rows]
+    stand_in = int(np.argmax(stamped))  # the first stamped record
+    own[loose_rows] = own[stand_in]
+    if own.min() < 0:
+        damaged = stamped & (own < 0)
         clock.damaged += int(damaged.sum())
         own[damaged] = DAMAGED_TSC
-    return own
+        own[loose_rows] = own[stand_in]
+    lo, hi = int(own.min()), int(own.max())
+    own[loose_rows] = words
+    return own, lo, hi
 
 
-def _leads(own: np.ndarray, stamped: np.ndarray, stamped_rows: np.ndarray | None,
+def _leads(own: np.ndarray, stamped: np.ndarray, loose: _Loose | None,
            seg_start: np.ndarray) -> _Leads:
     """Per window: its first record's TSC, and its first and last stamped records' after
-    that (``stamped_rows`` None: every record is stamped; else a search per window among
-    them)."""
+    that (``loose`` None: every record is stamped; else found around the loose records).
+    ``second`` is only read where ``single`` is False."""
     seg_end = np.r_[seg_start[1:], len(own)][: len(seg_start)]  # no window: none
-    if stamped_rows is None:
-        after, stop, rows = seg_start + 1, seg_end, None
-    else:
-        after = np.searchsorted(stamped_rows, seg_start, side="right")  # first stamped after
-        stop = np.searchsorted(stamped_rows, seg_end)  # past the window's last stamped
-        rows = stamped_rows
-    single = after >= stop
     first = own[seg_start]
-    if rows is not None and not len(rows):
-        return _Leads(first, stamped[seg_start], first, first, single)
-    top = len(own if rows is None else rows) - 1
-    second, last = np.minimum(after, top), np.clip(stop - 1, 0, top)
-    if rows is not None:
-        second, last = rows[second], rows[last]
-    return _Leads(first, stamped[seg_start], own[second], np.where(single, first, own[last]),
-                  single)
+    if loose is None:
+        single = seg_start + 1 >= seg_end
+        top = len(own) - 1
+        second, last = own[np.minimum(seg_start + 1, top)], own[np.clip(seg_end - 1, 0, top)]
+    else:
+        after = loose.next_after(seg_start)  # the first stamped record after the first
+        single = after >= seg_end
+        second = own[np.where(single, seg_start, after)]
+        last = own[np.where(single, seg_start, loose.last_before(seg_end))]
+    return _Leads(first, stamped[seg_start], second, np.where(single, first, last), single)
 
 
 def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
@@ -535,16 +586,10 @@ def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
     for the rows that go somewhere: no per-record pass for the others).
     """
     n = len(nodes)
-    own = _own_tscs(padded, nodes, stamped, clock)
     every = bool(stamped.all())
-    stamped_rows = None if every else np.flatnonzero(stamped)
-    lead, unresolved = clock.carry(seg_cpu, _leads(own, stamped, stamped_rows, seg_start), gaps)
-    lo = hi = None
-    if every and n:
-        lo, hi = int(own.min()), int(own.max())
-    elif stamped_rows is not None and len(stamped_rows):
-        lo = int(own.min(where=stamped, initial=np.iinfo(np.int64).max))
-        hi = int(own.max(where=stamped, initial=np.iinfo(np.int64).min))
+    loose = None if every else _Loose(stamped)
+    own, lo, hi = _own_tscs(padded, nodes, stamped, loose, clock)
+    lead, unresolved = clock.carry(seg_cpu, _leads(own, stamped, loose, seg_start), gaps)
     if gaps:  # over the anchors: stamped records and windows' first records
         if every:  # every record an anchor, each window's first its own TSC
             clock.inner_gaps(seg_start, seg_cpu, own, unresolved)
@@ -557,14 +602,13 @@ def _timestamps(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray,
             value[at] = lead
             clock.inner_gaps(at, seg_cpu, value, unresolved)
     pending = []
-    found = np.empty(0, dtype=np.int64) if stamped_rows is None else stamped_rows
-    for k in unresolved:  # rows before the window's first stamped record (none if every)
-        start = int(seg_start[k])
-        end = int(seg_start[k + 1]) if k + 1 < len(seg_start) else n
-        after = int(np.searchsorted(found, start, side="right"))
-        stop = int(found[after]) if after < len(found) else n
-        pending.append(np.arange(start, min(stop, end)))
-    return _Stamps(own, stamped, stamped_rows, seg_start, lead,
+    if unresolved and loose is not None:  # (none if every record is stamped)
+        starts = seg_start[unresolved]
+        stops = loose.next_after(starts)  # the window's first stamped record after its first
+        for k, start, stop in zip(unresolved, starts.tolist(), stops.tolist(), strict=True):
+            end = int(seg_start[k + 1]) if k + 1 < len(seg_start) else n
+            pending.append(np.arange(start, min(stop, end)))
+    return _Stamps(own, stamped, loose, seg_start, lead,
                    np.concatenate(pending) if pending else np.empty(0, dtype=np.int64), lo, hi)
 
 
