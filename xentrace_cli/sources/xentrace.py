@@ -347,17 +347,18 @@ def _events_table(kept: dict[str, np.ndarray], keep_columns: tuple[str, ...] | N
     event = header & EVENT_MASK
     n_extra = ((header >> EXTRA_SHIFT) & EXTRA_MASK).astype(np.uint8)
     w = [kept[name] for name in _WORD_COLUMNS if name in kept]
-    factorized = want("name") or ids is None or len(ids) > _FEW_IDS
-    codes, uniques = factorize(event) if factorized else (None, None)
     columns: dict[str, object] = {"cpu": kept["cpu"], "tsc": kept["tsc"], "event": event}
-    if codes is not None and want("name"):
-        columns["name"] = _names(codes, uniques)
+    coded = None
+    if want("name") or ids is None or len(ids) > _FEW_IDS:
+        coded = factorize(event)
+        if want("name"):
+            columns["name"] = _names(*coded)
     columns["n_extra"] = n_extra
     for col, values in zip(_WORD_COLUMNS, w, strict=False):
         columns[col] = values
     decoded = [name for name in _DECODED if want(name)]
     if decoded:
-        kinds = _Kinds(codes, uniques, n_extra) if codes is not None else \
+        kinds = _Kinds(*coded, n_extra) if coded is not None else \
             _Kinds.of_ids(event, ids or (), n_extra)
         _decode(columns, event, kinds, n_extra, w, decoded)
     if want("timestamped"):

@@ -189,9 +189,11 @@ def _merged_part(parts: list[Part], merged: bool = True) -> Columns:
     order = np.argsort(tsc, kind="stable")
     out = {"tsc": tsc.take(order)}
     del tsc
+    merge = _Merge([], order)  # each column gathered through one scratch buffer
     for name in names:
         if name != "tsc":
-            out[name] = np.concatenate([p.columns[name] for p in parts]).take(order)
+            out[name] = merge.column([p.columns[name] for p in parts],
+                                     parts[0].columns[name].dtype)
     return out
 
 
@@ -207,7 +209,7 @@ class _Merge:
         self.order = order
         self.scratch = np.empty(len(order) * 8, dtype=np.uint8)
 
-    def column(self, parts: list[np.ndarray], dtype: type | str) -> np.ndarray:
+    def column(self, parts: list[np.ndarray], dtype: type | str | np.dtype) -> np.ndarray:
         buf = self.scratch[: len(self.order) * np.dtype(dtype).itemsize].view(dtype)
         if parts:
             np.concatenate(parts, out=buf)
@@ -279,11 +281,12 @@ def key_time_order(key: np.ndarray, tsc: np.ndarray) -> np.ndarray:
 
 def _key_time_sorted(key: np.ndarray, tsc: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`key_time_order`, and the keys and TSCs in that order (made on the way)."""
-    order = key_order(key)
+    """:func:`key_time_order`, and the keys and TSCs in that order (made on the way: the keys
+    from the distinct ones and their counts, no gather)."""
+    order, keys, counts = _key_groups(key)
     tsc = tsc[order]
-    ordered = key[order]
-    bounds = np.r_[0, np.flatnonzero(ordered[1:] != ordered[:-1]) + 1, len(order)]
+    ordered = np.repeat(keys, counts)
+    bounds = np.r_[0, np.cumsum(counts)]
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         seg = tsc[lo:hi]
         if hi - lo > 1 and (seg[1:] < seg[:-1]).any():
@@ -295,12 +298,21 @@ def _key_time_sorted(key: np.ndarray, tsc: np.ndarray
 
 def key_order(key: np.ndarray) -> np.ndarray:
     """Stable order grouping equal keys, groups by key value (a radix sort on few keys)."""
+    return _key_groups(key)[0]
+
+
+def _key_groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`key_order`, the distinct keys ascending and how many of each. The keys' ranks
+    are sorted as int8 when fewer than 128 (one radix pass; int16: two)."""
     codes, uniques = factorize(key)
+    counts = np.bincount(codes, minlength=len(uniques))
+    by_value = np.argsort(uniques)
     if len(uniques) >= np.iinfo(np.int16).max:
-        return np.argsort(key, kind="stable")
-    rank = np.empty(len(uniques), dtype=np.int16)
-    rank[np.argsort(uniques)] = np.arange(len(uniques), dtype=np.int16)
-    return np.argsort(rank[codes], kind="stable")
+        return np.argsort(key, kind="stable"), uniques[by_value], counts[by_value]
+    narrow = np.int8 if len(uniques) <= np.iinfo(np.int8).max else np.int16
+    rank = np.empty(len(uniques), dtype=narrow)
+    rank[by_value] = np.arange(len(uniques), dtype=narrow)
+    return np.argsort(rank[codes], kind="stable"), uniques[by_value], counts[by_value]
 
 
 def intervals(changes: Columns, origin: int, carry: tuple[str, ...]) -> Columns:
