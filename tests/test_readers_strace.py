@@ -1031,3 +1031,39 @@ def test_last_record_before_is_merge_asof(records: list[tuple[int, int, int, int
     expected = np.full(len(rows), -1, np.int64)
     expected[merged["row"].to_numpy()] = merged["sid"].fillna(-1).to_numpy(np.int64)
     assert list(strace._last_record_before(rec, order, tables, fds)) == list(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=200).map(lambda b: b.replace(b"\n", b"7")),
+       st.data())
+def test_word_cuts_are_the_byte_by_byte_ones(text: bytes, data: st.DataObject) -> None:
+    """The plain lines' 64-bit word helpers against Python on the same bytes: the number of
+    digits at / before a position and its value, the first / last mark at / before it, the
+    digit columns of a window (text biased to digits, '"' and '(' so that they meet)."""
+    text = bytes(b if b % 3 else b"0123456789\"(9"[b % 13] for b in text)
+    buf = np.frombuffer(text, np.uint8)
+    pos = np.array(data.draw(st.lists(st.integers(0, len(text)), min_size=1, max_size=8)),
+                   np.int64)
+    value, digits = strace._number_at(buf, pos, 18)
+    for p, v, d in zip(pos.tolist(), value.tolist(), digits.tolist(), strict=True):
+        run = len(text[p:]) - len(text[p:].lstrip(b"0123456789"))
+        assert d == min(run, 18) and v == (int(text[p:p + d]) if d else 0)
+    value, digits = strace._number_before(buf, pos, 18)
+    for p, v, d in zip(pos.tolist(), value.tolist(), digits.tolist(), strict=True):
+        run = p - len(text[:p].rstrip(b"0123456789"))
+        assert d == min(run, 18) and v == (int(text[p - d:p]) if d else 0)
+    marks = strace._Marks(buf)
+    for char in '"(':
+        first = marks.first(char, pos, 8)
+        last = marks.last(char, pos, 8)
+        for p, f, la in zip(pos.tolist(), first.tolist(), last.tolist(), strict=True):
+            at = text.find(char.encode(), p)
+            assert f == (at if at >= 0 else len(text))
+            assert la == text.rfind(char.encode(), 0, p)
+    width = data.draw(st.integers(1, 40))
+    window = np.frombuffer(bytes(b % 10 + 48 for b in text[:width].ljust(width, b"0")),
+                           np.uint8).reshape(1, width)
+    start = data.draw(st.integers(0, width - 1))
+    end = data.draw(st.integers(start, min(width, start + 18)))
+    expected = int(window[0, start:end].tobytes()) if end > start else 0
+    assert strace._columns_number(window, start, end)[0] == expected

@@ -955,9 +955,9 @@ class _Marks:
         col = _first_in_row(_window(self.buf, pos, width) == ord(char))
         out = pos + col
         miss = np.flatnonzero(col == width)
-        if len(miss):
+        if len(miss):                                   # (len(buf) for one past the end)
             at = self._all(char)
-            out[miss] = at[np.searchsorted(at, pos[miss])]
+            out[miss] = at[np.minimum(np.searchsorted(at, pos[miss]), len(at) - 1)]
         return out
 
     def last(self, char: str, pos: np.ndarray, width: int = 64,
@@ -987,9 +987,9 @@ class _Marks:
         if after is not None:
             missed &= pos - width > after
         miss = np.flatnonzero(missed)
-        if len(miss):
+        if len(miss):                                   # (-1 for one before the start)
             at = self._all(char)
-            out[miss] = at[np.searchsorted(at, pos[miss]) - 1]
+            out[miss] = at[np.maximum(np.searchsorted(at, pos[miss]) - 1, 0)]
         return out
 
 
