@@ -63,7 +63,8 @@ def stage_causes(attribution: TraceAttribution, label: np.ndarray,
     detail = np.full(n, "", dtype=object)
     if attribution.fit is None or attribution.trace is None:
         return cause, detail
-    named = set(label.tolist())  # the labels compared once, not per span
+    named = set(label[label != ""].tolist())  # the labels compared once, not per span
+    occupants = _Occupants(attribution.trace.cpu_runs)
     for (way, name), (a, b, owner) in spans.items():
         if name not in named or owner is None:
             continue
@@ -75,25 +76,57 @@ def stage_causes(attribution: TraceAttribution, label: np.ndarray,
         cause[rows[blind]] = "lost_records"
         detail[rows[blind]] = "the trace dropped records during this interval"
         keep = ~blind
-        _explain(attribution, owner, rows[keep], s_tsc[keep], e_tsc[keep], cause, detail)
+        _explain(attribution, owner, rows[keep], s_tsc[keep], e_tsc[keep], cause, detail,
+                 occupants)
     return cause, detail
 
 
+class _Occupants:
+    """The CPU occupants (``XenTrace.cpu_runs``) taken apart once per vCPU and per CPU asked
+    about: :func:`preempted_by` runs once per anomalous row, and scanning every run for each
+    made the causes' cost grow as anomalous rows times runs."""
+
+    def __init__(self, runs: pd.DataFrame | None) -> None:
+        self.runs = runs
+        self._of_vcpu: dict[tuple[int, int], pd.DataFrame] = {}
+        self._of_cpu: dict[int, pd.DataFrame] = {}
+
+    def of_vcpu(self, domid: int, vcpu: int) -> pd.DataFrame:
+        """The runs of vCPU ``vcpu`` of domain ``domid``, in the runs' order."""
+        if (domid, vcpu) not in self._of_vcpu:
+            runs = self.runs
+            assert runs is not None
+            self._of_vcpu[(domid, vcpu)] = runs[(runs["domid"].to_numpy() == domid)
+                                                & (runs["vcpu"].to_numpy() == vcpu)]
+        return self._of_vcpu[(domid, vcpu)]
+
+    def of_cpu(self, cpu: int) -> pd.DataFrame:
+        """The runs on physical CPU ``cpu``, in the runs' order."""
+        if cpu not in self._of_cpu:
+            runs = self.runs
+            assert runs is not None
+            self._of_cpu[cpu] = runs[runs["cpu"].to_numpy() == cpu]
+        return self._of_cpu[cpu]
+
+
 def _explain(attribution: TraceAttribution, owner: str, rows: np.ndarray, s_tsc: np.ndarray,
-             e_tsc: np.ndarray, cause: np.ndarray, detail: np.ndarray) -> None:
+             e_tsc: np.ndarray, cause: np.ndarray, detail: np.ndarray,
+             occupants: _Occupants) -> None:
     """Name the cause of rows whose interval [s, e] the owner's run states explain."""
     if owner in ("dom0", "netback"):
         vcpus = attribution.dom0_vcpu if owner == "dom0" else attribution.copy_vcpu
-        done = _dom0_runnable(attribution, vcpus, rows, s_tsc, e_tsc, cause, detail)
+        done = _dom0_runnable(attribution, vcpus, rows, s_tsc, e_tsc, cause, detail,
+                              occupants)
         if owner == "dom0":
             return
         rows, s_tsc, e_tsc = rows[~done], s_tsc[~done], e_tsc[~done]
-    _guest_state(attribution, rows, s_tsc, e_tsc, cause, detail, ring=owner == "netback")
+    _guest_state(attribution, rows, s_tsc, e_tsc, cause, detail, occupants,
+                 ring=owner == "netback")
 
 
 def _dom0_runnable(attribution: TraceAttribution, vcpus: np.ndarray | None, rows: np.ndarray,
                    s_tsc: np.ndarray, e_tsc: np.ndarray, cause: np.ndarray,
-                   detail: np.ndarray) -> np.ndarray:
+                   detail: np.ndarray, occupants: _Occupants) -> np.ndarray:
     """Rows whose dom0 vCPU waited runnable for most of the interval: ``dom0_runnable``."""
     done = np.zeros(rows.size, dtype=bool)
     if vcpus is None:
@@ -110,13 +143,15 @@ def _dom0_runnable(attribution: TraceAttribution, vcpus: np.ndarray | None, rows
         for k in pick[good]:
             cause[rows[k]] = "dom0_runnable"
             detail[rows[k]] = f"d0v{v} " + preempted_by(trace.cpu_runs, 0, int(v),
-                                                         int(s_tsc[k]), int(e_tsc[k]))
+                                                         int(s_tsc[k]), int(e_tsc[k]),
+                                                         occupants)
         done[pick[good]] = True
     return done
 
 
 def _guest_state(attribution: TraceAttribution, rows: np.ndarray, s_tsc: np.ndarray,
-                 e_tsc: np.ndarray, cause: np.ndarray, detail: np.ndarray, ring: bool) -> None:
+                 e_tsc: np.ndarray, cause: np.ndarray, detail: np.ndarray,
+                 occupants: _Occupants, ring: bool) -> None:
     """Rows whose guest vCPU spent most of the interval in one state: that state's cause."""
     domid = attribution.domid
     if domid is None or rows.size == 0:
@@ -140,7 +175,7 @@ def _guest_state(attribution: TraceAttribution, rows: np.ndarray, s_tsc: np.ndar
             cause[rows[k]] = c
             if c == "vcpu_runnable":
                 detail[rows[k]] = preempted_by(trace.cpu_runs, domid, int(v), int(s_tsc[k]),
-                                               int(e_tsc[k]))
+                                               int(e_tsc[k]), occupants)
             else:
                 detail[rows[k]] = f"{who} was {'blocked' if c == 'vcpu_blocked' else 'running'}"
 
@@ -167,17 +202,19 @@ def _overlaps_lost(lost: pd.DataFrame | None, s_tsc: np.ndarray, e_tsc: np.ndarr
     return ok & (hi[np.maximum(k, 0)] >= s_tsc)
 
 
-def preempted_by(runs: pd.DataFrame, domid: int, vcpu: int, s: int, e: int) -> str:
+def preempted_by(runs: pd.DataFrame, domid: int, vcpu: int, s: int, e: int,
+                 occupants: _Occupants | None = None) -> str:
     """``preempted by d3v0 on CPU 2 (97% of it)`` — the busiest other occupant of the vCPU's
-    CPU during [s, e]."""
-    mine = runs[(runs["domid"].to_numpy() == domid) & (runs["vcpu"].to_numpy() == vcpu)]
+    CPU during [s, e]. ``occupants``: ``runs`` taken apart already (:class:`_Occupants`)."""
+    occupants = occupants if occupants is not None else _Occupants(runs)
+    mine = occupants.of_vcpu(domid, vcpu)
     if len(mine) == 0:
         return "preempted"
     start = mine["start_tsc"].to_numpy(np.int64)
     k = int(np.clip(np.searchsorted(start, e, side="left"), 0, len(mine) - 1))
     cpu = int(mine["cpu"].to_numpy()[k])
-    occupants = who_ran(runs, cpu, s, e)
-    others = occupants[(occupants["domid"] != domid) & ~occupants["idle"]]
+    ran = who_ran(occupants.of_cpu(cpu), cpu, s, e)
+    others = ran[(ran["domid"] != domid) & ~ran["idle"]]
     if len(others) == 0:
         return f"runnable on CPU {cpu} (no other domain ran there)"
     top = others.groupby(["domid", "vcpu"])["cycles"].sum().sort_values(ascending=False)
