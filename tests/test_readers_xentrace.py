@@ -730,6 +730,32 @@ def test_filtered_read_fills_pending_and_carried_tsc(tmp_path: Path, monkeypatch
     assert narrow.events["domid"].tolist() == [4, 0, 4]
 
 
+def test_carry_without_stretches_matches_the_step_per_window_carry() -> None:
+    """Clock.carry vectorized per CPU (no tallies: analyze's read) gives the loop's first
+    TSCs, unresolved windows, and CPUs' first and last TSCs, span after span, on windows
+    whose first record has or lacks a TSC, with or without a stamped record after it."""
+    rng = np.random.default_rng(3)
+    for _ in range(400):
+        n, cpus = int(rng.integers(1, 30)), int(rng.integers(1, 5))
+        loop, vector = xentrace_records.Clock(), xentrace_records.Clock()
+        for c in range(cpus):
+            if rng.random() < 0.3:  # a CPU seen in an earlier span
+                loop.last[c] = vector.last[c] = int(rng.integers(0, 100))
+                loop.first[c] = vector.first[c] = 1
+        for _span in range(3):
+            first, second, last = (rng.integers(0, 1000, n) for _ in range(3))
+            stamped = rng.random(n) < rng.choice([0.2, 0.8, 1.0])
+            single = rng.random(n) < 0.4
+            leads = xentrace_records._Leads(first, stamped, second,
+                                            np.where(single, first, last), single)
+            cpu = rng.integers(0, cpus, n).astype(np.int16)
+            want_value, want_unresolved = loop.carry(cpu, leads, gaps=True)
+            value, unresolved = vector.carry(cpu, leads, gaps=False)
+            assert value.tolist() == want_value.tolist() and unresolved == want_unresolved
+            assert (vector.first, vector.last) == (loop.first, loop.last)
+            assert all(type(v) is int for v in [*vector.first.values(), *vector.last.values()])
+
+
 # --- round trip through the simulator's writer -------------------------------------------------
 
 def test_round_trip_simulator_writer(tmp_path: Path) -> None:
