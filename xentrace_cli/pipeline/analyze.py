@@ -26,7 +26,8 @@ them: their temporaries (~0.4 GB on a million segments) would add to the trace r
 peak, which comes as it ends. They need no trace either, so they run in a worker thread
 (:func:`exchanges_aside`): started once steps 2–5 are done if the trace is still being read
 (this thread would only wait for it; the peak stayed at 1.33-1.35 GB on the realistic set),
-else beside steps 6–9; their warnings shown, their error raised, where step 10 comes.
+else as soon as step 3 has set each segment's direction, beside steps 4–9; their warnings
+shown, their error raised, where step 10 comes.
 
 :func:`analyze_files` is the same for Python callers.
 
@@ -245,7 +246,7 @@ class _Run:
     the trace), an empty table for the guest's (:func:`_read_capture`)."""
     segments: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)
     """Each capture's data segments, and its SYNs under ``NAME:syn``."""
-    facts: pd.DataFrame | None = None
+    facts: lone.FrameFacts | None = None
     """The lone view's per-frame facts (payload heads, TCP windows)."""
     calls: pd.DataFrame | None = None
     trace: XenTrace | None = None
@@ -331,11 +332,14 @@ def without_trace(run: _Run) -> None:
         return
     match_captures(run)
     orient(run)
+    reader = run.progress.reader
+    if reader is None or reader.done():  # the other core is free: the exchanges go there now
+        run.exchanges = exchanges_aside(run)
     align_clocks(run)
     place_socket_log(run)
     give_back_memory()  # the steps' temporaries, before the trace reader's own peak
-    if run.progress.reader is not None and not run.progress.reader.done():
-        run.exchanges = exchanges_aside(run)  # this thread would only wait for the trace
+    if run.exchanges is None:  # this thread would only wait for the trace
+        run.exchanges = exchanges_aside(run)
 
 
 def read_sources(run: _Run, meanwhile: Callable[[_Run], None] | None = None) -> None:
