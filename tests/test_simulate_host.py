@@ -414,6 +414,18 @@ def test_dom0_starve_of_a_vcpu_already_woken() -> None:
     assert set(run.records.cpu[run.records.event == HW_IRQ].tolist()) <= set(range(6))
 
 
+def test_tx_dom0_stall_of_a_vcpu_already_woken() -> None:
+    """The transmit twin of the case above, which Hypothesis found too (seed 136, 4 dom0 vCPUs
+    on 8 pCPUs, tx-stall, on any interrupt pCPUs): the dom0 vCPU not running 10 µs before the
+    guest's packet but woken by the kick, so not blocked when the stall was due. The simulator
+    stopped on 'starve needs a blocked vCPU'; now that packet is not stalled, and the run's
+    path order holds."""
+    shape = HostShape(n_pcpus=8, n_dom0=4, irq_pcpus=(0,))
+    run = simulate("tx-stall", seed=136, requests=30, host="realistic", shape=shape)
+    _order_and_records(run)
+    assert set(run.records.cpu[run.records.event == HW_IRQ].tolist()) <= set(range(8))
+
+
 # ---------------------------------------------------------------- faults on the realistic host
 
 FAULTY = ("black-0.1s", "dom0-starved", "ring-full", "lost-records", "tx-stall")

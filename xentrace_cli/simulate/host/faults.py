@@ -149,6 +149,9 @@ class Faults:
                  v.pcpu.last_end + 10 * US)
         if hs >= t_guest - US:
             return None
+        v.settle(kick)  # what starve does first: the state at the kick
+        if v.state != RUNSTATE_BLOCKED:  # woken already, its run still to come: none to starve
+            return None
         run, start, _ = v.starve(kick, gcpu, hs, kick + d, who, 0)
         self._add("tx_dom0_stall", "vmm", ["vmm"], "dom0_runnable", hs, kick + d, who, req,
                   "tx")
