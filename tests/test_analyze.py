@@ -678,15 +678,20 @@ def test_exchanges_start_while_the_trace_is_still_read(scenario, monkeypatch) ->
     after = analyze_files(**sources)
     events: list[str] = []
     exchanges, read_xentrace = lone.exchanges, pipeline.trace_reader.read_xentrace
+    started = threading.Event()
 
     def slow_read(*args, **kwargs):
-        time.sleep(1.0)  # the captures' steps 2-5 are done well before
+        # the read ends only once the exchanges have started (or after 60 s, when they never
+        # start before it: then the order below is wrong and the test fails), not after a
+        # fixed sleep that a loaded machine could outlast
+        started.wait(timeout=60)
         trace = read_xentrace(*args, **kwargs)
         events.append("trace read")
         return trace
 
     def noted_exchanges(*args, **kwargs):
         events.append("exchanges")
+        started.set()
         warn(XenlatWarning("from the exchanges"))
         return exchanges(*args, **kwargs)
 
