@@ -730,7 +730,8 @@ def _words_at(padded: np.ndarray, at: np.ndarray, count: int,
         out = np.empty((count, len(at)), dtype=np.uint32)
     k = 0
     if count >= 3:
-        quads = _quads(padded)[at].view(np.uint32).reshape(len(at), 4)
+        # viewed in the buffer's own byte order (little-endian words), whatever the machine's
+        quads = _quads(padded)[at].view(padded.dtype).reshape(len(at), 4)
         out[:min(count, 4)] = quads.T[:count]
         k = 4
     if k < count:

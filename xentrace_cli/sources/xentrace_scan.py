@@ -296,13 +296,9 @@ def _key_time_sorted(key: np.ndarray, tsc: np.ndarray
     return order, ordered, tsc
 
 
-def key_order(key: np.ndarray) -> np.ndarray:
-    """Stable order grouping equal keys, groups by key value (a radix sort on few keys)."""
-    return _key_groups(key)[0]
-
-
 def _key_groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`key_order`, the distinct keys ascending and how many of each. The keys' ranks
+    """A stable order grouping equal keys, groups by key value (a radix sort on few keys),
+    the distinct keys ascending and how many of each. The keys' ranks
     are sorted as int8 when fewer than 128 (one radix pass; int16: two)."""
     codes, uniques = factorize(key)
     counts = np.bincount(codes, minlength=len(uniques))
