@@ -291,6 +291,7 @@ def test_vectorized_walk_skips_impostors_and_other_seconds(
     path.write_bytes(data)
     monkeypatch.setattr(pcap, "FAST_WALK_MIN_BYTES", 0)
     monkeypatch.setattr(pcap, "CHAIN_MAX_MEAN_BYTES", float("inf"))
+    monkeypatch.setattr(pcap, "CHAIN_RECORDS_PER_BREAK", 0)  # the chain however many breaks
     buf = np.frombuffer(data + bytes(64), dtype=np.uint8)
     chain = pcap._RecordChain(buf, order, 24, len(data), 16)
     assert len(chain.cand) > 32 + 32  # the impostors are candidates, as are 32 real records
@@ -310,3 +311,34 @@ def test_vectorized_walk_skips_impostors_and_other_seconds(
     assert [(int(f), int(t), int(w), int(c)) for f, t, w, c in
             zip(table["frame"], table["ts_ns"], table["wirelen"], table["caplen"],
                 strict=True)] == ref
+
+
+def test_chain_left_to_the_loop_where_impostors_abound(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Times under 65,536 s (a capture of relative times) and zero payloads: the seconds'
+    upper half is 0, as is every zero half-word of the headers and payloads, so the chain's
+    runs would break at nearly every record (it took 15-40x the loop's time). Past the first
+    chunk such a chunk goes to the loop, with the same frames; without the guard the chain
+    would have been followed there."""
+    from xentrace_cli.sources import capture, pcap
+
+    frames = [bytes(60 + i % 7) for i in range(70_000)]  # ~5.5 MB: two 4 MiB chunks
+    data = pcap_header() + b"".join(record(5 + i // 1000, i % 1000, f)
+                                    for i, f in enumerate(frames))
+    path = tmp_path / "relative.pcap"
+    path.write_bytes(data)
+    followed: list[int] = []
+    follow = capture.CandidateChain.follow
+
+    def spy(self: capture.CandidateChain, off: int) -> tuple[np.ndarray, int]:
+        followed.append(off)
+        return follow(self, off)
+
+    monkeypatch.setattr(capture.CandidateChain, "follow", spy)
+    table = read_packets(path)
+    assert list(table["caplen"]) == [len(f) for f in frames]
+    assert followed == []
+    monkeypatch.setattr(pcap, "CHAIN_RECORDS_PER_BREAK", 0)
+    table = read_packets(path)
+    assert followed  # the guard is what kept the chain away
+    assert list(table["caplen"]) == [len(f) for f in frames]

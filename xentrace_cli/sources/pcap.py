@@ -79,6 +79,11 @@ def walk_records(buf: np.ndarray | bytearray | memoryview, off: int, end: int,
 #: records the walk takes 0.11 s a million instead of 0.20, on 1,166-byte ones the loop is
 #: twice as fast as the chain
 CHAIN_MAX_MEAN_BYTES = 256
+#: ... and whose candidates' runs break at most once in this many of its expected records:
+#: each break costs two searches, worth many of the loop's steps. Times under 65,536 s (a
+#: capture of relative times) make every zero half-word a candidate, payloads that hold the
+#: seconds' upper half many: there the chain took 15-40x the loop's time
+CHAIN_RECORDS_PER_BREAK = 16
 
 
 class _RecordChain(CandidateChain):
@@ -201,6 +206,9 @@ class PcapReader(CaptureReader):
         small = self._mean_record_bytes <= CHAIN_MAX_MEAN_BYTES
         chain = _RecordChain(self._buf, self._order, off, end, rec) \
             if small and end - off >= max(FAST_WALK_MIN_BYTES, rec) else None
+        expected = (end - off) / max(self._mean_record_bytes, 1.0)
+        if chain is not None and len(chain.breaks) * CHAIN_RECORDS_PER_BREAK > expected:
+            chain = None  # impostors everywhere: the loop is cheaper
         start = off
         while chain is not None and off <= lim:
             run, after = chain.follow(off)
