@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from xentrace_cli.groups import factorize, ranges, unique, unique_rows
+from xentrace_cli.groups import factorize, first_row_of, ranges, unique, unique_rows
 
 _VALUES = arrays(np.uint64, st.integers(0, 300), elements=st.integers(0, 2**64 - 1)
                  | st.integers(0, 5))
@@ -48,3 +48,16 @@ def test_ranges_by_hand() -> None:
     assert which.tolist() == [0, 0, 0, 2, 2]
     assert value.tolist() == [10, 11, 12, 5, 6]
     assert [a.size for a in ranges(np.zeros(0), np.zeros(0))] == [0, 0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(codes=st.lists(st.integers(0, 12), max_size=300), spare=st.integers(0, 3))
+def test_first_row_of_is_uniques_first_index(codes: list[int], spare: int) -> None:
+    """Each code's first row is np.unique's return_index for it; -1 for a code no row has."""
+    values = np.asarray(codes, dtype=np.int64)
+    groups = (max(codes) + 1 if codes else 0) + spare
+    first = first_row_of(values, groups)
+    expected = np.full(groups, -1, dtype=np.int64)
+    present, index = np.unique(values, return_index=True)
+    expected[present] = index
+    assert first.tolist() == expected.tolist()

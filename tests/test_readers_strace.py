@@ -1067,3 +1067,24 @@ def test_word_cuts_are_the_byte_by_byte_ones(text: bytes, data: st.DataObject) -
     end = data.draw(st.integers(start, min(width, start + 18)))
     expected = int(window[0, start:end].tobytes()) if end > start else 0
     assert strace._columns_number(window, start, end)[0] == expected
+
+
+@pytest.mark.parametrize("line", [
+    "1.1 recvfrom(3, NULL, 1, 0, NULL, NULL) = 0",
+    "1.1 sendto(3, 0x1, 1, 0, NULL, 0) = 1 <0.1>",
+    "1.1 recvfrom(3, 0x1, 1, 0, 0x2, [16]) = -1 EAGAIN (Resource temporarily unavailable)",
+])
+def test_short_lines_without_a_string_near_the_chunk_start(tmp_path: Path, line: str) -> None:
+    """A call without a quoted buffer in a chunk shorter than the backward search's window
+    (a tiny log, or a big log's last chunk): the search for the last '"' reached back past the
+    '(' and gave a position before the chunk (an IndexError, exit 4, since 2026-12-07's word
+    reads); the call is read, as by hand: fd 3, its return value, no warning."""
+    path = tmp_path / "tiny.strace"
+    path.write_text(line + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        calls = read_socket_log(path)
+    assert len(calls) == 1
+    assert int(calls["fd"].iloc[0]) == 3
+    ret = line.split(") = ")[1].split()[0]
+    assert int(calls["ret"].iloc[0]) == int(ret)

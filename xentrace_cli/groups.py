@@ -108,13 +108,15 @@ def ranges(lo: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(np.arange(count.size), count), ragged_index(lo, count)
 
 
-def first_rows(codes: np.ndarray, groups: int) -> np.ndarray:
+def first_row_of(codes: np.ndarray, groups: int) -> np.ndarray:
     """Each code's first row (``np.unique(codes, return_index=True)``'s index, by code), -1
-    for a code in ``range(groups)`` that no row has: the rows written in reverse, so that
-    the earliest row of a code is its last writer (no sort)."""
+    for a code in ``range(groups)`` that no row has: a minimum per code (``np.minimum.at``;
+    no sort, and no reliance on which of repeated fancy-index writes wins, which numpy leaves
+    unspecified)."""
     codes = np.asarray(codes, dtype=np.int64)
-    first = np.full(groups, -1, dtype=np.int64)
-    first[codes[::-1]] = np.arange(codes.size - 1, -1, -1, dtype=np.int64)
+    first = np.full(groups, codes.size, dtype=np.int64)
+    np.minimum.at(first, codes, np.arange(codes.size, dtype=np.int64))
+    first[first == codes.size] = -1
     return first
 
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from ..groups import first_rows
+from ..groups import first_row_of
 from ..model import CHECKPOINT_SOURCE, STAGES, TX_CHECKPOINTS, TX_STAGES
 from .lone import connection_ids
 from .match import TCP
@@ -230,7 +230,7 @@ def _connections(segments: pd.DataFrame, offsets: np.ndarray
     order. Reductions over integer ids: no string, nor DataFrame group, per segment."""
     conn = connection_ids(segments)
     n_conn = int(conn.max()) + 1
-    first = first_rows(conn, n_conn)  # each connection's first row, id order (ids: dense)
+    first = first_row_of(conn, n_conn)  # each connection's first row, id order (ids: dense)
     head = segments.iloc[first]
     remote = np.where(head["direction"].to_numpy() == "rx",
                       _peer_key(head["src"], head["sport"]),
@@ -238,7 +238,7 @@ def _connections(segments: pd.DataFrame, offsets: np.ndarray
     ts = segments["ts_ns"].to_numpy()
     if ts.size and bool((ts[1:] >= ts[:-1]).all()):  # a capture's times, in order (usually):
         t0 = ts[first].astype(np.int64)           # a connection's first and last rows'
-        t1 = ts[::-1][first_rows(conn[::-1], n_conn)].astype(np.int64)
+        t1 = ts[::-1][first_row_of(conn[::-1], n_conn)].astype(np.int64)
     else:
         t0 = np.full(n_conn, np.iinfo(np.int64).max, dtype=np.int64)
         t1 = np.full(n_conn, np.iinfo(np.int64).min, dtype=np.int64)
@@ -253,7 +253,7 @@ def _connections(segments: pd.DataFrame, offsets: np.ndarray
         np.maximum.at(furthest, conn[rows], end[rows])
         furthest[np.bincount(conn[rows], minlength=n_conn) == 0] = 0
         per_conn[name] = furthest
-    of_way = first_rows(conn * 2 + ~rx, 2 * n_conn)  # each connection and direction's first
+    of_way = first_row_of(conn * 2 + ~rx, 2 * n_conn)  # each connection and direction's first
     rows = np.sort(of_way[of_way >= 0])
     flows = pd.DataFrame({"conn": conn[rows], "flow": segments["flow"].to_numpy()[rows],
                           "direction": segments["direction"].iloc[rows].to_numpy()},

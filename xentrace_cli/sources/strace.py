@@ -984,8 +984,10 @@ class _Marks:
         col = _last_in_row(_window(self.buf, pos - width, width) == ord(char))
         out = pos - width + col
         missed = col < 0
-        if after is not None:
-            missed &= pos - width > after
+        if after is not None:  # the window reached back to ``after`` without one: none
+            reached = missed & (pos - width <= after)
+            out[reached] = -1
+            missed &= ~reached
         miss = np.flatnonzero(missed)
         if len(miss):                                   # (-1 for one before the start)
             at = self._all(char)
