@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -92,3 +93,18 @@ def simulated_set(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pat
 def runner() -> CliRunner:
     """A click runner keeping stdout and stderr apart."""
     return CliRunner()
+
+
+def read_all(path: Path) -> tuple[object, list[str]]:
+    """A capture's whole table as text (or its one-line error) and the warnings it gave: what
+    the readers' walk comparisons (loop against vectorized walk) compare."""
+    from xentrace_cli.errors import InputError
+    from xentrace_cli.sources.packets import read_packets
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            table: object = read_packets(path).astype(str)
+        except InputError as exc:
+            table = str(exc)
+    return table, [str(w.message) for w in caught]

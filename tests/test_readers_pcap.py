@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import read_all
 
 from xentrace_cli.cli import main
 from xentrace_cli.errors import InputError, TruncatedInput
@@ -228,16 +229,6 @@ def _pcap_files() -> list[Path]:
                    *(CAPTURES.parent / "badinput").glob("*.pcap*")])
 
 
-def _read_all(path: Path) -> tuple[object, list[str]]:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            table = read_packets(path).astype(str)
-        except InputError as exc:
-            table = str(exc)
-    return table, [str(w.message) for w in caught]
-
-
 #: chunk sizes of the walk comparison; files past WALK_SMALL_MAX_BYTES only at the largest
 WALK_CHUNKS = [97, 1000, 1 << 20]
 WALK_SMALL_MAX_BYTES = 64 << 10
@@ -258,10 +249,10 @@ def test_vectorized_walk_equals_the_loop(path: Path, chunk: int,
         pytest.skip("large file: at the largest chunk size only")
     monkeypatch.setattr(capture, "CHUNK_BYTES", chunk)
     monkeypatch.setattr(pcap, "FAST_WALK_MIN_BYTES", 1 << 62)
-    loop = _read_all(path)
+    loop = read_all(path)
     monkeypatch.setattr(pcap, "FAST_WALK_MIN_BYTES", 0)
     monkeypatch.setattr(pcap, "CHAIN_MAX_MEAN_BYTES", float("inf"))  # whatever the records
-    fast = _read_all(path)
+    fast = read_all(path)
     if isinstance(loop[0], str):
         assert fast[0] == loop[0]
     else:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CORPUS
+from conftest import CORPUS, read_all
 
 from xentrace_cli.errors import InputError, TruncatedInput
 from xentrace_cli.sources import capture
@@ -221,18 +221,6 @@ def _thin(data: bytes, keep_bytes: int) -> bytes:
     return b"".join(out) + data[off:]
 
 
-def _read_all(path: Path) -> tuple[object, list[str]]:
-    import warnings
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            table = read_packets(path).astype(str)
-        except InputError as exc:
-            table = str(exc)
-    return table, [str(w.message) for w in caught]
-
-
 @pytest.mark.parametrize("path", _pcapng_files(), ids=lambda p: p.name)
 @pytest.mark.parametrize("chunk", WALK_CHUNKS)
 def test_vectorized_walk_equals_the_loop(path: Path, chunk: int, tmp_path: Path,
@@ -249,9 +237,9 @@ def test_vectorized_walk_equals_the_loop(path: Path, chunk: int, tmp_path: Path,
         path = thinned
     monkeypatch.setattr(capture, "CHUNK_BYTES", chunk)
     monkeypatch.setattr(pcapng, "FAST_WALK_MIN_BYTES", 1 << 62)
-    loop = _read_all(path)
+    loop = read_all(path)
     monkeypatch.setattr(pcapng, "FAST_WALK_MIN_BYTES", 0)
-    fast = _read_all(path)
+    fast = read_all(path)
     if isinstance(loop[0], str):
         assert fast[0] == loop[0]
     else:

@@ -403,27 +403,23 @@ def test_path_order_on_any_host_shape(seed: int, n_dom0: int, spare: int, scenar
     assert pcpus <= set(range(n_pcpus))
 
 
-def test_dom0_starve_of_a_vcpu_already_woken() -> None:
-    """The shape Hypothesis found (seed 18176, 4 dom0 vCPUs on 6 pCPUs, interrupts on pCPU 2):
-    a dom0 vCPU already woken, its run still to come, when a starvation was due. The simulator
-    stopped on 'starve needs a blocked vCPU'; now that packet is not starved, and the run's
-    path order holds."""
-    shape = HostShape(n_pcpus=6, n_dom0=4, irq_pcpus=(2,))
-    run = simulate("dom0-starved", seed=18176, requests=30, host="realistic", shape=shape)
+@pytest.mark.parametrize("scenario, seed, shape", [
+    # receive: seed 18176, 4 dom0 vCPUs on 6 pCPUs, interrupts on pCPU 2 — a dom0 vCPU already
+    # woken, its run still to come, when a starvation was due
+    ("dom0-starved", 18176, HostShape(n_pcpus=6, n_dom0=4, irq_pcpus=(2,))),
+    # transmit: seed 136, 4 dom0 vCPUs on 8 pCPUs (any interrupt pCPUs) — the dom0 vCPU not
+    # running 10 µs before the guest's packet but woken by the kick when the stall was due
+    ("tx-stall", 136, HostShape(n_pcpus=8, n_dom0=4, irq_pcpus=(0,))),
+], ids=["rx-dom0-starve", "tx-dom0-stall"])
+def test_dom0_stall_of_a_vcpu_already_woken(scenario: str, seed: int, shape: HostShape
+                                            ) -> None:
+    """The shapes Hypothesis found: a dom0 vCPU not blocked when a starvation (receive) or a
+    stall (transmit) was due. The simulator stopped on 'starve needs a blocked vCPU'; now that
+    packet is not starved, and the run's path order holds."""
+    run = simulate(scenario, seed=seed, requests=30, host="realistic", shape=shape)
     _order_and_records(run)
-    assert set(run.records.cpu[run.records.event == HW_IRQ].tolist()) <= set(range(6))
-
-
-def test_tx_dom0_stall_of_a_vcpu_already_woken() -> None:
-    """The transmit twin of the case above, which Hypothesis found too (seed 136, 4 dom0 vCPUs
-    on 8 pCPUs, tx-stall, on any interrupt pCPUs): the dom0 vCPU not running 10 µs before the
-    guest's packet but woken by the kick, so not blocked when the stall was due. The simulator
-    stopped on 'starve needs a blocked vCPU'; now that packet is not stalled, and the run's
-    path order holds."""
-    shape = HostShape(n_pcpus=8, n_dom0=4, irq_pcpus=(0,))
-    run = simulate("tx-stall", seed=136, requests=30, host="realistic", shape=shape)
-    _order_and_records(run)
-    assert set(run.records.cpu[run.records.event == HW_IRQ].tolist()) <= set(range(8))
+    cpus = set(range(shape.n_pcpus))
+    assert set(run.records.cpu[run.records.event == HW_IRQ].tolist()) <= cpus
 
 
 # ---------------------------------------------------------------- faults on the realistic host
