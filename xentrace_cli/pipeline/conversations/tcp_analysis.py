@@ -71,14 +71,26 @@ def analyze_tcp(packets: pd.DataFrame | PacketColumns) -> pd.DataFrame:
     retransmission's time since the previous transmission of its bytes), ``ack_delay_ns`` (a
     delayed ACK's wait).
     """
+    return analyzed(tcp_frames(packets))
+
+
+TcpFrames = tuple[Frames, pd.Index] | None
+"""What :func:`analyze_tcp` takes of a packet table (:func:`tcp_frames`): the TCP frames'
+columns and the addresses their codes ``a``, ``b`` index; None: no TCP frame to analyze."""
+
+
+def tcp_frames(packets: pd.DataFrame | PacketColumns) -> TcpFrames:
+    """The first half of :func:`analyze_tcp`: the TCP frames' columns taken out of the packet
+    table (copies: the table may go once this returns; the rest, :func:`analyzed`, needs no
+    more of it and may run in another thread)."""
     need = ("tcp_seq", "tcp_ack", "tcp_flags", "tcp_window", "payload_len", "ts_ns")
     if any(not has_column(packets, c) for c in need):
-        return _empty()
+        return None
     ok = int_values(packets, "proto", -1) == 6
     for column in ("tcp_flags", "ts_ns", "tcp_window", "src", "dst"):
         ok &= has_value(packets, column)
     if not ok.any():
-        return _empty()
+        return None
     rows = np.flatnonzero(ok)
 
     def taken(column: str) -> np.ndarray:
@@ -98,7 +110,15 @@ def analyze_tcp(packets: pd.DataFrame | PacketColumns) -> pd.DataFrame:
         "wscale": (taken("tcp_wscale") if has_column(packets, "tcp_wscale")
                    else np.full(rows.size, -1, dtype=np.int64)),
         "len": np.maximum(taken("payload_len"), 0)}
-    del a_code, b_code
+    return t, names
+
+
+def analyzed(frames: TcpFrames) -> pd.DataFrame:
+    """The second half of :func:`analyze_tcp`: the flags of the frames :func:`tcp_frames`
+    took (their columns are reordered, then let go, in place: given once)."""
+    if frames is None:
+        return _empty()
+    t, names = frames
     t["flow"], t["reverse"], t["conv"] = _flow_codes((t["a"] << 17) | t["sport"],
                                                      (t["b"] << 17) | t["dport"])
     frame = t["frame"]
@@ -110,7 +130,7 @@ def analyze_tcp(packets: pd.DataFrame | PacketColumns) -> pd.DataFrame:
     for column, values in t.items():  # one column at a time: no second copy of them all
         t[column] = values[by_flow]
     flagged = _flags(t)
-    del t
+    t.clear()  # the columns may go (a caller in another thread still holds the dict)
     out = pd.DataFrame({c: flagged[c] for c in ("frame", "ts_ns")})
     out["src"] = np.asarray(names, dtype=object)[flagged["a"]]
     out["sport"] = flagged["sport"]
