@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import os
 import re
 import warnings
@@ -522,10 +523,16 @@ def match_captures(run: _Run) -> None:
                          "split into stages.")
     run.own = {anchor_name: anchor["ts_ns"].to_numpy(np.int64)}
     run.retrans = np.zeros(n, dtype=bool)
-    for name in CAPTURES:
-        if name == anchor_name or name not in placed:
-            continue
-        m = match.match_segments(anchor, placed[name])
+    others = [name for name in CAPTURES if name != anchor_name and name in placed]
+    # each other capture matched on its own: all but the first in worker threads (numpy lets
+    # go of the GIL in the searches and sorts: the other core does one while this thread
+    # does the other), taken in the same order as one after the other
+    matched: dict[str, Background[match.Match]] = {
+        name: Background(functools.partial(match.match_segments, anchor, placed[name]))
+        for name in others[1:]}
+    for name in others:
+        m = matched[name].result() if name in matched else match.match_segments(
+            anchor, placed[name])
         run.own[name] = np.where(m.found, m.ts_ns, NA_NS)
         run.retrans |= m.retransmitted
         missing = int((~m.found).sum())
