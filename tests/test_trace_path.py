@@ -265,3 +265,68 @@ def test_dom0_occupant_is_who_cpu_runs_says_ran() -> None:
             dom0 = who["domid"].to_numpy(dtype=np.int64, na_value=-1) == 0
             want = np.where(dom0, who["vcpu"].to_numpy(dtype=np.int64, na_value=-1), -1)
             assert dom0_occupant(switches, first, cpu, tsc).tolist() == want.tolist()
+
+
+def _plain_path_order(checkpoints: dict[str, np.ndarray], rx: np.ndarray,
+                      tolerance_ns: dict[str, float], clock_of: dict[str, str]
+                      ) -> tuple[dict[str, np.ndarray], dict[tuple[str, str, str], int]]:
+    """enforce_path_order as first written: every pair's test whole (both measured, the
+    difference compared as floats), on copies of the direction's rows."""
+    out = {k: v.copy() for k, v in checkpoints.items()}
+    counts: dict[tuple[str, str, str], int] = {}
+    for way, order in path_order.ORDER.items():
+        rows = np.flatnonzero(rx if way == "rx" else ~rx)
+        mine = {p: out[p][rows] for p in order if p in out}
+        present = list(mine)
+        for i, a in enumerate(present):
+            for b in present[i + 1:]:
+                allowed = path_order._allowed(a, b, tolerance_ns, clock_of)
+                if not (a in path_order.CHOSEN or b in path_order.CHOSEN) \
+                        or not np.isfinite(allowed):
+                    continue
+                ta, tb = mine[a], mine[b]
+                with np.errstate(over="ignore"):
+                    bad = (ta != NA) & (tb != NA) & ((ta - tb).astype(float) > allowed)
+                if not bad.any():
+                    continue
+                first = a if a in path_order.CHOSEN else b
+                emptied = {first}
+                if (a in path_order.CHOSEN) == (b in path_order.CHOSEN):
+                    emptied.add(b)
+                for point in emptied:
+                    for name in (point, *path_order.TOGETHER[way].get(point, ())):
+                        if name in mine:
+                            mine[name][bad] = NA
+                key = (way, "/".join(sorted(emptied)), b if a in path_order.CHOSEN else a)
+                counts[key] = counts.get(key, 0) + int(bad.sum())
+        for p, values in mine.items():
+            out[p][rows] = values
+    return out, counts
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_path_order_is_the_plain_pairwise_one(seed: int) -> None:
+    # the integer comparison against floor(allowed) and the checkpoints' held masks kept up
+    # to date as rows are emptied give the plain float comparison's checkpoints and counts
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    points = [p for p in dict.fromkeys(path_order.ORDER["rx"] + path_order.ORDER["tx"])
+              if rng.random() < 0.8]
+    base = rng.integers(0, 2**40) if seed % 2 else 1_700_000_000 * 10**9
+    cps = {}
+    for p in points:
+        # coarse steps, a nanosecond apart: differences land on and next to the allowance
+        t = base + rng.integers(-40, 40, n) * 250 + rng.integers(0, 2, n)
+        if seed % 5 == 0:  # far apart: differences beyond 2**53 in the mix
+            t[rng.random(n) < 0.1] = rng.integers(-2**62, 2**62)
+        t[rng.random(n) < 0.2] = NA
+        cps[p] = t.astype(np.int64)
+    clocks = ("dom0", "tsc", "guest", "socket")
+    clock_of = {p: clocks[int(rng.integers(0, 4))] for p in points}
+    tolerance = {c: float(rng.choice([0.0, 1500.5, 2_000.0, 7_777.25, np.inf]))
+                 for c in clocks}
+    rx = rng.random(n) < 0.5
+    got, why = path_order.enforce_path_order(cps, {"rx": rx, "tx": ~rx}, tolerance, clock_of)
+    want, counts = _plain_path_order(cps, rx, tolerance, clock_of)
+    assert {k: v.tolist() for k, v in got.items()} == {k: v.tolist() for k, v in want.items()}
+    assert why.counts == counts

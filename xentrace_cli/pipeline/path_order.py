@@ -13,6 +13,7 @@ timestamps' resolution) is emptied and counted, never printed.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -85,12 +86,16 @@ def enforce_path_order(checkpoints: dict[str, np.ndarray], ways: Mapping[str, np
         # the direction's rows of each checkpoint, compared (and emptied) there, then put
         # back: half the rows of every comparison, no mask of the direction in each
         mine = {p: out[p][rows] for p in present}
+        # which rows hold each checkpoint: found once, kept up to date as rows are emptied
+        held = {p: mine[p] != NA_NS for p in present}
         for a, b, allowed in pairs:
             ta, tb = mine[a], mine[b]
-            bad = (ta != NA_NS) & (tb != NA_NS) & (ta - tb > allowed)
+            bad = held[a] & held[b]
+            bad &= _later(ta, tb, allowed)
             if bad.any():
-                emptied = _empty(mine, way, a if a in CHOSEN else b, bad)
-                emptied += [] if (a in CHOSEN) != (b in CHOSEN) else _empty(mine, way, b, bad)
+                emptied = _empty(mine, way, a if a in CHOSEN else b, bad, held)
+                emptied += [] if (a in CHOSEN) != (b in CHOSEN) else _empty(mine, way, b, bad,
+                                                                              held)
                 unresolved.add(way, "/".join(sorted(set(emptied))),
                                b if a in CHOSEN else a, int(bad.sum()))
         for p in present:
@@ -107,12 +112,27 @@ def _allowed(a: str, b: str, tolerance_ns: dict[str, float], clock_of: dict[str,
     return tolerance_ns.get(ca, 0.0) + tolerance_ns.get(cb, 0.0) + RESOLUTION_NS
 
 
-def _empty(out: dict[str, np.ndarray], way: str, point: str, rows: np.ndarray) -> list[str]:
-    """Empty ``point`` (and the checkpoints that stand with it) on ``rows``."""
+def _later(ta: np.ndarray, tb: np.ndarray, allowed: float) -> np.ndarray:
+    """``ta - tb > allowed`` (int64 ns): against ``floor(allowed)`` in integers (for an
+    integer, the same test) while that is exact, no float copy of the differences. Where
+    either is not measured the difference is meaningless (wrapped): the caller masks it."""
+    with np.errstate(over="ignore"):
+        diff = ta - tb
+    if abs(allowed) < 2.0 ** 52:
+        return diff > np.int64(math.floor(allowed))
+    return diff > allowed
+
+
+def _empty(out: dict[str, np.ndarray], way: str, point: str, rows: np.ndarray,
+           held: dict[str, np.ndarray] | None = None) -> list[str]:
+    """Empty ``point`` (and the checkpoints that stand with it) on ``rows`` (and mark them
+    not ``held``)."""
     names = [point, *TOGETHER[way].get(point, ())]
     for name in names:
         if name in out:
             out[name][rows] = NA_NS
+            if held is not None and name in held:
+                held[name][rows] = False
     return [point]
 
 
