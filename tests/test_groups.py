@@ -7,7 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from xentrace_cli.groups import factorize, first_row_of, ranges, unique, unique_rows
+from xentrace_cli.groups import (
+    factorize,
+    first_row_of,
+    group_time_order,
+    ranges,
+    unique,
+    unique_rows,
+)
 
 _VALUES = arrays(np.uint64, st.integers(0, 300), elements=st.integers(0, 2**64 - 1)
                  | st.integers(0, 5))
@@ -61,3 +68,20 @@ def test_first_row_of_is_uniques_first_index(codes: list[int], spare: int) -> No
     present, index = np.unique(values, return_index=True)
     expected[present] = index
     assert first.tolist() == expected.tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(group=arrays(np.int64, st.integers(0, 300),
+                    elements=st.integers(0, 5) | st.integers(0, 2**16 + 3)
+                    | st.integers(-3, 2**40)),
+       runs=st.integers(1, 6), seed=st.integers(0, 2**32 - 1))
+def test_group_time_order_is_lexsort(group: np.ndarray, runs: int, seed: int) -> None:
+    """Rows by group then time, ties in row order: np.lexsort's order, on times in a few
+    ascending runs (captures one after the other) with repeats, and groups past 2**16."""
+    rng = np.random.default_rng(seed)
+    time = np.concatenate([np.sort(rng.integers(0, 50, size))
+                           for size in np.diff(np.r_[0, np.sort(rng.integers(
+                               0, group.size + 1, runs - 1)), group.size])]).astype(np.int64)
+    small = group % 7 if seed % 2 else group
+    for groups in (group, small):
+        assert np.array_equal(group_time_order(groups, time), np.lexsort((time, groups)))

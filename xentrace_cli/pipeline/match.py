@@ -22,7 +22,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from xentrace_cli.groups import ranges
+from xentrace_cli.groups import group_time_order, ranges
 from xentrace_cli.sources.packets import PacketColumns
 
 #: Bits of the stream offset on the matching axis (offsets live in ±2**40: a terabyte).
@@ -289,7 +289,7 @@ def assign_flows(tables: dict[str, pd.DataFrame], local: set[str]) -> dict[str, 
     tcp = joined("proto") == TCP
     if tcp.any():
         rows = np.flatnonzero(tcp)
-        order = np.lexsort((joined("ts_ns")[rows], flow[rows]))
+        order = group_time_order(flow[rows], joined("ts_ns")[rows])
         sorted_flow = flow[rows][order]
         rel = unwrap_seq(joined("seq")[rows][order], sorted_flow)
         pos = np.empty_like(rel)
