@@ -12,6 +12,7 @@ from xentrace_cli.groups import (
     first_row_of,
     group_time_order,
     ranges,
+    search_ascending,
     unique,
     unique_rows,
 )
@@ -85,3 +86,26 @@ def test_group_time_order_is_lexsort(group: np.ndarray, runs: int, seed: int) ->
     small = group % 7 if seed % 2 else group
     for groups in (group, small):
         assert np.array_equal(group_time_order(groups, time), np.lexsort((time, groups)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(streams=st.integers(1, 5), size=st.integers(0, 300), far=st.booleans(),
+       back=st.floats(0, 0.3), seed=st.integers(0, 2**32 - 1))
+def test_search_ascending_is_numpys(streams: int, size: int, far: bool,
+                                               back: float, seed: int) -> None:
+    """Positions of a few streams (stream << 41 | byte), interleaved in row order, each
+    ascending but for some steps back (retransmissions): np.searchsorted's answer on both
+    sides, queries in any order; streams 2**17 apart (no radix sort: numpy's own) too."""
+    rng = np.random.default_rng(seed)
+    stream = rng.integers(0, streams, size) * (1 << 17 if far else 1)
+    step = np.where(rng.random(size) < back, -rng.integers(0, 50, size),
+                    rng.integers(0, 50, size))
+    byte = np.zeros(size, dtype=np.int64)
+    for s in np.unique(stream):  # each stream's bytes, cumulative in its rows' order
+        byte[stream == s] = np.cumsum(step[stream == s]) + 1000
+    values = (stream.astype(np.int64) << 41) + byte
+    bounds = np.unique(np.concatenate([values, values + 7]))
+    queries = np.concatenate([values - 3, values, values + 3, rng.permutation(values)])
+    for side in ("left", "right"):
+        assert np.array_equal(search_ascending(bounds, queries, side, 41),
+                              np.searchsorted(bounds, queries, side=side))

@@ -22,7 +22,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from xentrace_cli.groups import group_time_order, ranges
+from xentrace_cli.groups import group_time_order, ranges, search_ascending
 from xentrace_cli.sources.packets import PacketColumns
 
 #: Bits of the stream offset on the matching axis (offsets live in ±2**40: a terabyte).
@@ -492,8 +492,9 @@ class _Coverage:
     def __init__(self, start: np.ndarray, end: np.ndarray, ts: np.ndarray) -> None:
         self.ts = ts
         self.bounds = _sorted_unique(np.concatenate([start, end]))
-        self.lo = lo = np.searchsorted(self.bounds, start)
-        self.hi = hi = np.searchsorted(self.bounds, end)
+        # positions are a flow's byte stream (flow << _OFFSET_BITS): searched flow by flow
+        self.lo = lo = search_ascending(self.bounds, start, "left", _OFFSET_BITS)
+        self.hi = hi = search_ascending(self.bounds, end, "left", _OFFSET_BITS)
         span = np.maximum(hi - lo, 0)
         total = int(span.sum())
         # each (segment, covered elementary interval) pair: the segment and the interval
@@ -516,7 +517,7 @@ class _Coverage:
 
     def lookup(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Earliest covering segment (-1 when none) and the number covering, per position."""
-        return self.at(np.searchsorted(self.bounds, pos, side="right") - 1)
+        return self.at(search_ascending(self.bounds, pos, "right", _OFFSET_BITS) - 1)
 
     def at(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`lookup` of the positions from ``bounds[k]`` up to the next bound."""
