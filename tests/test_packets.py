@@ -686,3 +686,46 @@ def test_concat_takes_adjacent_rows_as_a_view() -> None:
         joined = packets._concatenated(parts)
         assert not np.shares_memory(joined, base)
         assert joined.tolist() == np.concatenate(parts).tolist()
+
+
+#: the columns analyze keeps of a dom0 capture (caplen, wirelen, interface, linktype,
+#: frag_offset and tcp_ack left out)
+_ANALYZE_ONLY = ("frame", "ts_ns", "ip_version", "src", "dst", "proto", "sport", "dport",
+                 "ip_id", "tcp_seq", "tcp_flags", "payload_len", "payload_digest")
+
+
+@pytest.mark.parametrize("path", [CAPTURES / "multi-section.pcapng",
+                                  CAPTURES / "ether-le-nsec.pcap",
+                                  CAPTURES / "ether-le-nsec.pcap.gz",
+                                  HERE / "data" / "badinput" / "duplicated_2000.pcap",
+                                  HERE / "data" / "badinput" / "backwards.pcap"])
+@pytest.mark.parametrize("small", [False, True])
+def test_packet_columns_only_some(monkeypatch: pytest.MonkeyPatch, path: Path,
+                                  small: bool) -> None:
+    """read_packet_columns(only=...) holds those columns as the whole read does (the others
+    absent), with the same warnings (the duplicate check still sees every column), in one
+    batch or many small ones; the opt-in columns stay."""
+    if small:
+        monkeypatch.setattr(capture, "CHUNK_BYTES", 300)
+        monkeypatch.setattr(packets, "TABLE_ROWS", 3)
+    options = {"payload_head": 16, "tcp_window": True}
+    with warnings.catch_warnings(record=True) as every_warning:
+        warnings.simplefilter("always")
+        whole = packets.read_packet_columns(path, **options)
+    with warnings.catch_warnings(record=True) as some_warning:
+        warnings.simplefilter("always")
+        some = packets.read_packet_columns(path, only=_ANALYZE_ONLY, **options)
+    assert [str(w.message) for w in some_warning] == [str(w.message) for w in every_warning]
+    if path.parent.name == "badinput":  # duplicates, or times that go backwards
+        assert every_warning
+    assert set(some.values) == set(_ANALYZE_ONLY) - {"src", "dst"}
+    assert set(some.valid) == set(_ANALYZE_ONLY) & set(whole.valid)
+    picked = packets.PacketColumns(
+        {k: whole.values[k] for k in some.values}, {k: whole.valid[k] for k in some.valid},
+        whole.src, whole.dst, whole.addresses, whole.extra)
+    _same_columns(some, picked)
+    assert some.attrs == whole.attrs
+    pd.testing.assert_frame_equal(some.to_pandas(only=("src", "dst", "ts_ns")),
+                                  whole.to_pandas(only=("src", "dst", "ts_ns")))
+    with pytest.raises(ValueError, match="wirelength"):
+        packets.read_packet_columns(path, only=("frame", "wirelength"))

@@ -209,8 +209,26 @@ def _joined(arrays: list[np.ndarray], unread: bool, table: _Table | None = None,
         return np.zeros((sum(len(a) for a in arrays), *arrays[0].shape[1:]),
                         dtype=arrays[0].dtype)
     if table is not None and name not in _NOT_KEPT:
-        return table.place(name, arrays)
+        if table.keeps(name):
+            return table.place(name, arrays)
+        if len(arrays) == 1:  # not kept past the group: the batch's own array will do
+            return arrays[0]
     return np.concatenate(arrays)
+
+
+#: the raw and decoded validity masks, by the table's columns they say where a value is
+_MASK_COLUMNS = {"ts_valid": ("ts_ns",), "whole_ip": ("proto", "frag_offset"),
+                 "ports_ok": ("sport", "dport"), "ip_id_ok": ("ip_id",),
+                 "tcp_seq_ok": ("tcp_seq",), "tcp_ok": ("tcp_ack", "tcp_flags"),
+                 "payload_ok": ("payload_len",), "digest_ok": ("payload_digest",)}
+
+
+def _kept(name: str, only: frozenset[str]) -> bool:
+    """Whether a raw or decoded column is needed by the table's columns ``only`` (a mask by
+    any column it serves; the opt-in columns always: they were asked for)."""
+    if name in _MASK_COLUMNS:
+        return any(column in only for column in _MASK_COLUMNS[name])
+    return name not in COLUMNS or name in only
 
 
 #: decoded columns the packet table does not keep (the addresses become codes, the head's
@@ -232,8 +250,11 @@ class _Table:
     #: rows reserved beyond the estimate
     SPARE = 1.05
 
-    def __init__(self) -> None:
+    def __init__(self, only: frozenset[str] | None = None) -> None:
         self.file_bytes = 0  #: the capture's size on disk (set once it is open)
+        #: the columns the table keeps (None: all); the others are the groups' own arrays,
+        #: read by the checks of each group and dropped with it
+        self.only = only
         self.arrays: dict[str, np.ndarray] = {}
         self.rows = 0       #: rows filled
         self.capacity = 0
@@ -247,6 +268,11 @@ class _Table:
             self.capacity = max(estimate, 2 * self.capacity, need) + TABLE_ROWS
             self.arrays = {}  # new arrays: the rows placed so far stay in the old ones
         self._span = (self.rows, need)
+
+    def keeps(self, name: str) -> bool:
+        """Whether the column ``name`` (of the raw or decoded columns) is kept: the validity
+        masks go with their column (``ts_valid``: ``ts_ns``; ``whole_ip``: ``proto``, ...)."""
+        return self.only is None or _kept(name, self.only)
 
     def place(self, name: str, arrays: list[np.ndarray]) -> np.ndarray:
         """The arrays end to end, in the group's rows of the column ``name``."""
@@ -349,6 +375,15 @@ class PacketColumns:
                    np.concatenate(src), np.concatenate(dst), list(index),
                    {k: (_concatenated([p.extra[k][0] for p in parts]),
                         _concatenated([p.extra[k][1] for p in parts])) for k in first.extra})
+
+    def select(self, only: frozenset[str]) -> PacketColumns:
+        """The columns ``only`` of :data:`COLUMNS` (``src``/``dst`` always, and the opt-in
+        columns), the others left out."""
+        out = PacketColumns({k: v for k, v in self.values.items() if k in only},
+                            {k: v for k, v in self.valid.items() if k in only},
+                            self.src, self.dst, self.addresses, self.extra)
+        out.attrs = self.attrs
+        return out
 
     def take(self, keep: np.ndarray) -> PacketColumns:
         """The rows where the boolean mask ``keep`` is True."""
@@ -642,7 +677,8 @@ def _iter(path: str | os.PathLike[str], form: str, *, display_filter: str | None
           on_progress: ProgressCallback | None = None,
           interfaces_out: list[dict[str, Any]] | None = None,
           prefetch: bool = True, payload_head: int = 0,
-          tcp_window: bool = False, table: _Table | None = None) -> Iterator[Any]:
+          tcp_window: bool = False, table: _Table | None = None,
+          only: frozenset[str] | None = None) -> Iterator[Any]:
     host_text = _host_filter(host) if host is not None else None
     if port is not None and not 0 <= port <= 0xFFFF:
         raise OptionError(f"--port: {port} is not a TCP/UDP port")
@@ -652,7 +688,7 @@ def _iter(path: str | os.PathLike[str], form: str, *, display_filter: str | None
         pending: list[Warning] = []
         extras = {"payload_head": int(payload_head), "tcp_window": bool(tcp_window)}
         yield from _tables(reader, selected, host_text, port, on_progress, interfaces_out,
-                           pending, form, extras, prefetch, table)
+                           pending, form, extras, prefetch, table, only)
     for warning in pending:
         warnings.warn(warning, stacklevel=3)
 
@@ -849,11 +885,16 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
             interfaces_out: list[dict[str, Any]] | None,
             pending: list[Warning], form: str,
             extras: dict[str, Any] | None = None, prefetch: bool = False,
-            table: _Table | None = None) -> Iterator[Any]:
+            table: _Table | None = None, only: frozenset[str] | None = None
+            ) -> Iterator[Any]:
     """Decode and filter the reader's batches into tables of ``form`` (``pandas``,
     ``arrow`` or ``columns``); warnings go to ``pending`` (not emitted). With ``prefetch`` the
     decoding runs in a worker thread (:class:`_Decoding`), this in the caller's. With
-    ``table`` (``columns`` unfiltered) the batches' columns are rows of its arrays."""
+    ``table`` (``columns`` unfiltered) the batches' columns are rows of its arrays. With
+    ``only`` (``columns``) the batches hold those columns of :data:`COLUMNS` alone (the
+    checks still see every column of each group)."""
+    if only is not None and form != "columns":
+        raise ValueError("only= is for the reader's arrays (form 'columns')")
     convert: Callable[[PacketColumns], Any] = {
         "arrow": PacketColumns.to_arrow, "pandas": PacketColumns.to_pandas,
         "columns": lambda columns: columns}[form]
@@ -880,6 +921,8 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
                     keep = hit if keep is None else keep & hit
             if keep is not None:
                 columns = columns.take(keep)
+            if only is not None:
+                columns = columns.select(only)
             if interfaces_out is not None and len(interfaces_out) != len(reader.interfaces):
                 interfaces_out[:] = [i.to_dict() for i in reader.interfaces]
             if on_progress is not None:
@@ -888,7 +931,9 @@ def _tables(reader: Any, selected: np.ndarray | None, host_text: str | None,
                 yielded = True
                 yield convert(columns)
     if not yielded:  # the header (and schema) of an empty table still goes out
-        yield empty_table() if form == "pandas" else convert(PacketColumns.empty())
+        empty = PacketColumns.empty()
+        yield empty_table() if form == "pandas" else convert(
+            empty if only is None else empty.select(only))
     if interfaces_out is not None and len(interfaces_out) != len(reader.interfaces):
         interfaces_out[:] = [i.to_dict() for i in reader.interfaces]
     if on_progress is not None:
@@ -992,11 +1037,21 @@ def read_packet_columns(path: str | os.PathLike[str], **options: Any) -> PacketC
     """The whole packet table of a capture as one :class:`PacketColumns` (numpy arrays, no
     DataFrame per batch nor their concatenation: ``analyze`` takes a few columns of it);
     ``attrs`` as :func:`read_packets`' (options: :func:`iter_packets`'). Unfiltered, the
-    batches are merged into the table's own arrays (:class:`_Table`): one copy, not two."""
+    batches are merged into the table's own arrays (:class:`_Table`): one copy, not two.
+
+    ``only=``: the columns of :data:`COLUMNS` wanted (``src`` and ``dst`` are always there,
+    as the opt-in columns asked for); the others are still read for the checks of each batch
+    (duplicate frames: the warnings are the same) but never kept: no table memory, no copy.
+    A column left out is absent from ``values`` (a ``KeyError``, not missing values)."""
     interfaces: list[dict[str, Any]] = []
     filtered = any(options.get(k) is not None for k in ("display_filter", "host", "port"))
+    only: Iterable[str] | None = options.pop("only", None)
+    wanted = None if only is None else frozenset(only)
+    if wanted is not None and not wanted <= COLUMNS.keys():
+        raise ValueError(f"only=: not columns of the packet table: "
+                         f"{sorted(wanted - COLUMNS.keys())}")
     batches = _iter(path, "columns", interfaces_out=interfaces,
-                    table=None if filtered else _Table(), **options)
+                    table=None if filtered else _Table(wanted), only=wanted, **options)
     columns = PacketColumns.concat(list(batches))  # never empty
     columns.attrs = {"interfaces": interfaces, "path": str(Path(path))}
     return columns
