@@ -410,8 +410,10 @@ def _read_capture(run: _Run, name: str, path: Path, lone_view: bool) -> None:
     in memory together, nor beside the trace reader's peak. The table is the reader's
     arrays (no DataFrame per batch, concatenated); only the lone view's analysis of TCP takes
     it as a DataFrame."""
-    columns = capture_reader.read_packet_columns(path, on_progress=run.progress.part(name),
-                                                 **(lone.READ_OPTIONS if lone_view else {}))
+    columns = capture_reader.read_packet_columns(
+        path, on_progress=run.progress.part(name),
+        only=_CAPTURE_COLUMNS + (("tcp_ack",) if lone_view else ()),
+        **(lone.READ_OPTIONS if lone_view else {}))
     if lone_view:
         run.facts = lone.frame_facts(columns)
     run.segments[name] = match.data_segments(columns)
@@ -426,6 +428,11 @@ def _read_capture(run: _Run, name: str, path: Path, lone_view: bool) -> None:
 
 #: What :func:`dom0_frames` needs of a dom0 capture's packets.
 _DOM0_FRAME_COLUMNS = ("src", "dst", "ts_ns")
+#: The packet table's columns :func:`_read_capture` reads (match.data_segments and
+#: syn_segments, dom0_frames; the lone view's capture adds tcp_ack for its TCP analysis):
+#: caplen, wirelen, interface, linktype and frag_offset are never kept
+_CAPTURE_COLUMNS = ("frame", "ts_ns", "ip_version", "src", "dst", "proto", "sport", "dport",
+                    "ip_id", "tcp_seq", "tcp_flags", "payload_len", "payload_digest")
 
 _Held = tuple[pd.DataFrame | None, list[Warning], Exception | None]
 """A worker's result, the warnings it held and its error (None: it succeeded)."""
