@@ -266,3 +266,59 @@ def test_payload_head_is_the_payload_bytes_zero_padded(width: int) -> None:
         want = seen[:width]
         assert dec.head_len[k] == len(want), k
         assert bytes(dec.payload_head[k]) == want + bytes(width - len(want)), k
+
+
+def _random_ipv4_frames(rng: np.random.Generator, n: int, options: str, short: bool
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n Ethernet/IPv4 frames of random bytes under a plausible IPv4 header (TCP, UDP, ICMP,
+    IP-in-IP, GRE or another protocol; fragments; TCP data offsets of 0-15 words; IHLs of
+    5 words, with ``options`` "valid" 5-15, "any" 3-15; with ``short`` frames cut anywhere
+    after the Ethernet header): (bytes, offsets, captured lengths)."""
+    frames, caplen = [], []
+    for _ in range(n):
+        ihl = int(rng.choice({"none": [5], "valid": [5, 5, 5, 6, 8, 15],
+                              "any": [5, 5, 5, 6, 8, 15, 3]}[options]))
+        length = int(rng.integers(14 + 4 * ihl, 14 + 4 * ihl + 120))
+        frame = bytearray(rng.integers(0, 256, length, dtype=np.uint8).tobytes())
+        frame[12:14] = b"\x08\x00"
+        frame[14] = 0x40 | ihl
+        total = length - 14 if rng.random() < 0.8 else int(rng.integers(0, 200))
+        frame[16:18] = struct.pack(">H", total)
+        if rng.random() < 0.7:
+            frame[20:22] = b"\x00\x00"  # not a fragment
+        frame[23] = int(rng.choice([6, 6, 17, 1, 4, 47, 99]))
+        frames.append(bytes(frame))
+        caplen.append(int(rng.integers(15, length + 1)) if short and rng.random() < 0.3
+                      else length)
+    lengths = np.array([len(f) for f in frames])
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return np.frombuffer(b"".join(frames), dtype=np.uint8), offsets, np.array(caplen)
+
+
+@pytest.mark.parametrize("options", ["none", "valid", "any"])
+@pytest.mark.parametrize("short", [False, True])
+def test_ipv4_batches_decode_as_with_other_frames_among_them(options: str, short: bool
+                                                             ) -> None:
+    """A batch of IPv4 frames only gathers each IP header with the 20 bytes after it (the
+    transport header where no frame has IP options) in one go: its columns equal those of
+    the same frames decoded with an IPv6 frame after them (the general path, a gather per
+    header), on random headers and payloads, IP options, fragments, cut frames."""
+    from scapy.all import UDP, Ether, IPv6
+
+    rng = np.random.default_rng(11 + 2 * len(options) + short)
+    for _ in range(5):
+        buf, offsets, caplen = _random_ipv4_frames(rng, 300, options, short)
+        v6 = np.frombuffer(bytes(Ether() / IPv6() / UDP(sport=1, dport=2) / b"abc"), np.uint8)
+        mixed = np.concatenate([buf, v6])
+        n = len(offsets)
+        alone = decode(buf, offsets, caplen, caplen, np.ones(n, dtype=np.int32),
+                       payload_head=8, tcp_window=True)
+        among = decode(mixed, np.append(offsets, len(buf)), np.append(caplen, len(v6)),
+                       np.append(caplen, len(v6)), np.ones(n + 1, dtype=np.int32),
+                       payload_head=8, tcp_window=True)
+        assert among.ip_version[-1] == 6
+        for name, value in vars(alone).items():
+            if isinstance(value, np.ndarray):
+                other = getattr(among, name)
+                assert value.dtype == other.dtype, name
+                assert np.array_equal(value, other[:n]), name

@@ -107,6 +107,7 @@ class _Views:
         self.le64 = np.ndarray((size,), dtype="<u8", buffer=buf, strides=(1,))
         self.w64 = np.ndarray((size,), dtype="V64", buffer=buf, strides=(1,))
         self.w20 = np.ndarray((size,), dtype="V20", buffer=buf, strides=(1,))
+        self.w40 = np.ndarray((size,), dtype="V40", buffer=buf, strides=(1,))
 
     def headers(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The 20 bytes from each ``pos`` (a header without options) in one gather, as
@@ -117,6 +118,21 @@ class _Views:
         at = pos if inside.all() else np.where(inside, pos, 0)
         rec = self.w20[at].view(np.uint8).reshape(len(at), 20)
         return rec, rec.view(">u2"), rec.view(">u4")
+
+    def blocks(self, pos: np.ndarray) -> np.ndarray:
+        """The 40 bytes from each ``pos`` (an IPv4 header without options and the 20 bytes
+        after it) in one gather, as (n, 40) uint8; every ``pos`` inside the chunk."""
+        return self.w40[pos].view(np.uint8).reshape(len(pos), 40)
+
+
+#: a header's 20 bytes as :meth:`_Views.headers` gives them: bytes, big-endian 16- and 32-bit
+#: words
+Header = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _header_words(rec: np.ndarray) -> Header:
+    """(n, 20) uint8 rows (a slice of :meth:`_Views.blocks`) with their word views."""
+    return rec, rec.view(">u2"), rec.view(">u4")
 
 
 def _any_of(values: np.ndarray, choices: tuple[int, ...]) -> np.ndarray:
@@ -252,33 +268,36 @@ def _link_layers(v: _Views, linktype: np.ndarray, start: np.ndarray, pend: np.nd
 
 
 class _Columns:
-    """Output columns being filled (plain arrays plus validity masks)."""
+    """Output columns being filled (plain arrays plus validity masks). Those the first pass
+    down the header stack writes whole (:func:`_store_ip`, :func:`_transport`) or
+    :func:`_digest` replaces start uninitialized (no zeros written for nothing); the others
+    are written at some rows only and start as zeros (or -1)."""
 
     def __init__(self, n: int) -> None:
-        self.ip_version = np.zeros(n, dtype=np.uint8)
+        self.ip_version = np.empty(n, dtype=np.uint8)
         self.src_v4 = np.zeros(n, dtype=np.uint32)
         self.dst_v4 = np.zeros(n, dtype=np.uint32)
         self.src_v6 = np.zeros((n, 2), dtype=np.uint64)
         self.dst_v6 = np.zeros((n, 2), dtype=np.uint64)
         self.proto = np.zeros(n, dtype=np.uint8)
-        self.whole_ip = np.zeros(n, dtype=bool)
-        self.ip_id = np.zeros(n, dtype=np.uint32)
-        self.ip_id_ok = np.zeros(n, dtype=bool)
-        self.frag_offset = np.zeros(n, dtype=np.uint16)
+        self.whole_ip = np.empty(n, dtype=bool)
+        self.ip_id = np.empty(n, dtype=np.uint32)
+        self.ip_id_ok = np.empty(n, dtype=bool)
+        self.frag_offset = np.empty(n, dtype=np.uint16)
         self.sport = np.zeros(n, dtype=np.uint16)
         self.dport = np.zeros(n, dtype=np.uint16)
-        self.ports_ok = np.zeros(n, dtype=bool)
+        self.ports_ok = np.empty(n, dtype=bool)
         self.tcp_seq = np.zeros(n, dtype=np.uint32)
         self.tcp_ack = np.zeros(n, dtype=np.uint32)
         self.tcp_flags = np.zeros(n, dtype=np.uint16)
-        self.tcp_ok = np.zeros(n, dtype=bool)
-        self.tcp_seq_ok = np.zeros(n, dtype=bool)
-        self.payload_len = np.zeros(n, dtype=np.int64)
-        self.payload_ok = np.zeros(n, dtype=bool)
-        self.payload_pos = np.zeros(n, dtype=np.int64)
-        self.tcp_l4 = np.full(n, -1, dtype=np.int64)  # TCP header offset, -1 for others
+        self.tcp_ok = np.empty(n, dtype=bool)
+        self.tcp_seq_ok = np.empty(n, dtype=bool)
+        self.payload_len = np.empty(n, dtype=np.int64)
+        self.payload_ok = np.empty(n, dtype=bool)
+        self.payload_pos = np.empty(n, dtype=np.int64)
+        self.tcp_l4 = np.empty(n, dtype=np.int64)  # TCP header offset, -1 for others
         self.digest = np.zeros(n, dtype=np.uint64)
-        self.digest_ok = np.zeros(n, dtype=bool)
+        self.digest_ok = np.empty(n, dtype=bool)
         self.tunnel_l3 = np.full(n, -1, dtype=np.int64)
         self.tunnel_etype = np.zeros(n, dtype=np.int64)
 
@@ -325,6 +344,9 @@ class _IpFields:
     ip_id: np.ndarray
     ip_id_ok: np.ndarray
     frag: np.ndarray
+    #: the transport header's 20 bytes, when gathered with the IP header's (every frame's
+    #: at ``l3 + 20``: :func:`_every_ipv4`); None: :func:`_transport` gathers them
+    transport: Header | None = None
 
     @classmethod
     def empty(cls, m: int) -> _IpFields:
@@ -340,21 +362,32 @@ def _decode_ip(v: _Views, idx: np.ndarray | slice, l3: np.ndarray, etype: np.nda
     one vectorized pass down the header stack (IPv4/IPv6, extension headers, fragments,
     TCP/UDP, then the tunnels to follow on the first pass)."""
     readable = (l3 >= 0) & (l3 + 1 <= pend)
-    first = _at(v.u8, l3, readable)
+    block = None
+    is_v4 = etype == lt.ETHERTYPE_IPV4
+    if not tunnel_pass and len(l3) and readable.all() and is_v4.all():
+        # the usual batch, IPv4 frames: the IP header and the 20 bytes after it (the
+        # transport header, without IP options) in one gather, not three
+        block = v.blocks(l3)
+        first = block[:, 0].copy()
+    else:
+        first = _at(v.u8, l3, readable)
     r = _IpRows(idx, l3, etype, pend, start, wirelen, first, is4=np.zeros(0, bool),
                 is6=np.zeros(0, bool))
-    r.is4 = (etype == lt.ETHERTYPE_IPV4) & r.has(l3, 20) & ((first >> 4) == 4)
+    r.is4 = is_v4 & r.has(l3, 20) & ((first >> 4) == 4)
     r.is6 = (etype == lt.ETHERTYPE_IPV6) & r.has(l3, 40) & ((first >> 4) == 6)
     if tunnel_pass:  # keep the outer values where the inner header is not readable
         r = r.keep(r.is4 | r.is6)
         for arr in (c.ports_ok, c.tcp_ok, c.tcp_seq_ok, c.ip_id_ok, c.payload_ok):
             arr[r.idx] = False
         c.frag_offset[r.idx] = 0
-    f = _IpFields.empty(len(r.l3))
-    if r.is4.any():
-        _ipv4(v, r, f, c)
-    if r.is6.any():
-        _ipv6(v, r, f, c)
+    if len(r.l3) and r.is4.all():  # every field set by _every_ipv4: no defaults made
+        f = _every_ipv4(v, r, c, block)
+    else:
+        f = _IpFields.empty(len(r.l3))
+        if r.is4.any():
+            _ipv4(v, r, f, c)
+        if r.is6.any():
+            _ipv6(v, r, f, c)
     ipv = _store_ip(r, f, c)
     if not tunnel_pass:
         _cut_ip_headers(v, r, c)
@@ -368,9 +401,6 @@ def _decode_ip(v: _Views, idx: np.ndarray | slice, l3: np.ndarray, etype: np.nda
 def _ipv4(v: _Views, r: _IpRows, f: _IpFields, c: _Columns) -> None:
     """The IPv4 header of the frames ``r.is4``."""
     is4, l3 = r.is4, r.l3
-    if is4.all():  # the usual batch: every frame IPv4, no masks to merge the fields under
-        _every_ipv4(v, r, f, c)
-        return
     ihl = (r.first & 0x0F).astype(np.int64) * 4
     tot = _at(v.be16, l3 + 2, is4).astype(np.int64)
     # total length 0: TSO/GSO frame captured before segmentation; the frame gives it
@@ -388,12 +418,17 @@ def _ipv4(v: _Views, r: _IpRows, f: _IpFields, c: _Columns) -> None:
     c.dst_v4[idx4] = v.be32[l3_4 + 16]
 
 
-def _every_ipv4(v: _Views, r: _IpRows, f: _IpFields, c: _Columns) -> None:
+def _every_ipv4(v: _Views, r: _IpRows, c: _Columns, block: np.ndarray | None = None
+                ) -> _IpFields:
     """:func:`_ipv4` of frames that are all IPv4 (whole headers): the same fields, each one
-    gather, not merged with the others' under a mask."""
+    gather, not merged with the others' under a mask. ``block``: the 40 bytes from each
+    header (:meth:`_Views.blocks`), the transport header's too where no frame has IP
+    options."""
     l3 = r.l3
     ihl = (r.first & 0x0F).astype(np.int64) * 4
-    head, words16, words32 = v.headers(l3)  # every header whole: no position outside
+    # every header whole: no position outside
+    head, words16, words32 = v.headers(l3) if block is None else _header_words(block[:, :20])
+    f = _IpFields.empty(0)
     tot = words16[:, 1].astype(np.int64)
     zero = tot == 0  # TSO/GSO frame captured before segmentation: the frame gives the length
     if zero.any():
@@ -409,6 +444,9 @@ def _every_ipv4(v: _Views, r: _IpRows, f: _IpFields, c: _Columns) -> None:
         f.l4, f.ip_payload = np.where(good, l3 + ihl, -1), np.where(good, tot - ihl, 0)
     c.src_v4[r.idx] = words32[:, 3]
     c.dst_v4[r.idx] = words32[:, 4]
+    if block is not None and (ihl == 20).all():
+        f.transport = _header_words(block[:, 20:])
+    return f
 
 
 def _ipv6(v: _Views, r: _IpRows, f: _IpFields, c: _Columns) -> None:
@@ -512,7 +550,8 @@ def _transport(v: _Views, r: _IpRows, f: _IpFields, ipv: np.ndarray, c: _Columns
     is_tcp = whole & (proto == IPPROTO_TCP)
     is_udp = whole & (proto == IPPROTO_UDP)
     icmp = whole & ((proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6))
-    head, words16, words32 = v.headers(l4)  # each field kept where its bytes were captured
+    # each field kept where its bytes were captured
+    head, words16, words32 = f.transport if f.transport is not None else v.headers(l4)
     ports = (is_tcp | is_udp) & (room >= 4)
     rows, sport, dport = _rows(ports, idx, words16[:, 0], words16[:, 1])
     c.sport[rows] = sport
