@@ -991,3 +991,33 @@ def test_text_columns_are_pandas_own_str() -> None:
         assert at.dtype == reference.dtype and at._pa_array.type == reference._pa_array.type
         assert pd.Series(at).equals(pd.Series(reference))
     assert pd.Series(text_at(3, np.array([], dtype=np.int64), [])).tolist() == ["", "", ""]
+
+
+@pytest.mark.parametrize("name", ["healthy", "black-0.1s"])
+def test_trace_made_ready_in_its_reader_gives_the_same_analysis(scenario, monkeypatch,
+                                                                name: str) -> None:
+    """The trace's records, timelines and CPU occupants made in the reader's worker right
+    after the read (:func:`_ready_trace`) give the analysis :func:`follow_trace` gives when
+    it makes them itself (the worker's step failed or was not run), causes included."""
+    from xentrace_cli.pipeline import analyze as pipeline
+
+    paths = files(scenario(name))
+    threads: list[str] = []
+    ready_trace = pipeline._ready_trace
+
+    def noted(trace, sources):
+        threads.append(threading.current_thread().name)
+        return ready_trace(trace, sources)
+
+    monkeypatch.setattr(pipeline, "_ready_trace", noted)
+    ready = analyze_files(**paths)
+    assert threads and threads[0] != threading.main_thread().name
+    monkeypatch.setattr(pipeline, "_ready_trace", lambda trace, sources: None)
+    plain = analyze_files(**paths)
+    trace_columns = ["t_irq", "t_dom0_run", "t_copy", "t_guest_run"]
+    assert ready.table[trace_columns].notna().any().all()
+    # the CPU occupants' cause (who preempted the guest: XenTrace.cpu_runs)
+    assert name == "healthy" or ready.table["cause_detail"].str.contains("preempted by d").any()
+    pd.testing.assert_frame_equal(ready.table, plain.table)
+    pd.testing.assert_frame_equal(ready.flows, plain.flows)
+    assert ready.notes == plain.notes and ready.alignment == plain.alignment

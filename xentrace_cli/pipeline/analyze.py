@@ -283,9 +283,13 @@ class _Run:
     """Per checkpoint, each row's time on dom0's clock (``NA_NS``: not measured)."""
     socket_uncertainty_us: float = 0.0
     """A socket log on a clock of its own: its alignment on the guest capture's."""
+    trace_ready: trace_attribute.TraceReady | None = None
+    """What the path's steps need of the trace alone, made in the trace reader's worker as
+    soon as it is read (:func:`_ready_trace`; None: not made, :func:`follow_trace` makes it)."""
     trace_causes: trace_attribute.TraceAttribution | None = None
-    occupants: Background[pd.DataFrame] | None = None
-    """The trace's CPU occupants being made beside the path's steps (:func:`follow_trace`)."""
+    occupants: Callable[[], pd.DataFrame] | None = None
+    """The trace's CPU occupants: made, or being made beside the path's steps
+    (:func:`follow_trace`)."""
     exchanges: _Exchanges | None = None
     """The lone view's exchanges, started while the trace was still read (:func:`without_trace`)."""
     # build_table
@@ -359,6 +363,8 @@ def read_sources(run: _Run, meanwhile: Callable[[_Run], None] | None = None) -> 
                                   columns=trace_attribute.TRACE_COLUMNS,
                                   idle_runstates=False)  # no step asks about the idle vCPUs
             give_back_memory()
+            if any(getattr(sources, name) is not None for name in CAPTURES):
+                run.trace_ready = _ready_trace(trace, sources)
             return trace
 
         trace_job = pool.submit(read_trace)
@@ -673,6 +679,7 @@ def follow_trace(run: _Run) -> None:
     """The trace's checkpoints of each row (:func:`.trace_attribute.attribute_trace`: its
     clock on dom0's, then each packet's path), and whose run states explain its stages."""
     trace = run.trace
+    ready, run.trace_ready = run.trace_ready, None
     if trace is None:
         run.notes.append("no xentrace: causes cannot be named (the trace's vCPU run states are "
                          "the evidence).")
@@ -681,17 +688,26 @@ def follow_trace(run: _Run) -> None:
     frames = dom0_frames(run.packets, run.local)
     run.packets = {}
     # the records are for putting the trace on dom0's packet clock: none without a dom0 capture
-    records = trace_attribute.trace_records(trace) \
-        if frames is not None and frames.arrivals.size else None
-    # the causes (step 9) need run states and CPU occupants, made from the switches in a
-    # worker thread beside the path's steps; the events and switches themselves may go
-    # (memory; copied: an empty slice would be a view holding every column)
-    occupants = _occupants_aside(trace) if records is not None else None
-    trace.events, trace.switches = trace.events.iloc[:0].copy(), trace.switches.iloc[:0].copy()
-    give_back_memory()
+    wanted = frames is not None and frames.arrivals.size > 0
+    occupants: Callable[[], pd.DataFrame] | None = None
+    if ready is not None:  # made as the trace was read (the event and switch tables let go)
+        records, timelines = (ready.records if wanted else None), ready.timelines
+        runs = ready.cpu_runs
+        if records is not None and runs is not None:
+            occupants = lambda: runs  # noqa: E731
+    else:
+        records = trace_attribute.trace_records(trace) if wanted else None
+        timelines = None
+        # the causes (step 9) need run states and CPU occupants, made from the switches in a
+        # worker thread beside the path's steps; the events and switches themselves may go
+        # (memory; copied: an empty slice would be a view holding every column)
+        occupants = _occupants_aside(trace).result if records is not None else None
+        trace.events, trace.switches = trace.events.iloc[:0].copy(), trace.switches.iloc[:0].copy()
+        give_back_memory()
     result = trace_attribute.attribute_trace(
         trace, checkpoints=run.checkpoints, rx=run.rx, frames=frames, domid=run.domid,
-        cpu_hz=run.options.cpu_hz, nic_irq=run.options.nic_irq, records=records)
+        cpu_hz=run.options.cpu_hz, nic_irq=run.options.nic_irq, records=records,
+        timelines=timelines)
     run.checkpoints.update(result.checkpoints)
     run.alignment.update(result.alignment)
     run.notes.extend(result.notes)
@@ -700,6 +716,22 @@ def follow_trace(run: _Run) -> None:
     if result.fit is None:  # not on dom0's timeline: measure as if there were no trace
         run.present.discard("xentrace")
         run.trace_causes = run.occupants = None
+
+
+def _ready_trace(trace: XenTrace, sources: Sources) -> trace_attribute.TraceReady | None:
+    """:func:`.trace_attribute.ready_trace` in the trace reader's worker thread, right after
+    the read, while the main thread still reads the captures and matches them: the records
+    (with a dom0 capture to line them up with), the CPU occupants and the run-state
+    timelines come off the main thread's path, and the event and switch tables go then.
+    Only with a capture (without one the trace's own summary reads them). An error leaves
+    it to :func:`follow_trace`, which then raises it where a serial run would have."""
+    try:
+        ready = trace_attribute.ready_trace(
+            trace, records=sources.backend is not None or sources.phys is not None)
+    except Exception:  # noqa: BLE001  (raised again by follow_trace, in its place)
+        return None
+    give_back_memory()
+    return ready
 
 
 def _occupants_aside(trace: XenTrace) -> Background[pd.DataFrame]:
@@ -711,10 +743,10 @@ def _occupants_aside(trace: XenTrace) -> Background[pd.DataFrame]:
 
 
 def _take_occupants(run: _Run) -> None:
-    """The trace's CPU occupants from :func:`_occupants_aside`, where the causes read them."""
+    """The trace's CPU occupants from :func:`follow_trace`, where the causes read them."""
     if run.occupants is not None and run.trace_causes is not None \
             and run.trace_causes.trace is not None:
-        run.trace_causes.trace.cpu_runs = run.occupants.result()
+        run.trace_causes.trace.cpu_runs = run.occupants()
     run.occupants = None
 
 

@@ -255,6 +255,12 @@ class Timelines:
             self._cache[key] = VcpuTimeline(start, np.maximum(end, start), state, cpu)
         return self._cache[key]
 
+    def build_all(self) -> None:
+        """Every vCPU's timeline built now (ahead of the questions, e.g. in a worker thread)."""
+        for key in self._groups[0].tolist():
+            line = self[(key >> 32, key & 0xFFFFFFFF)]
+            line._run_starts  # noqa: B018  (a cached property: made now)
+
     @cached_property
     def _groups(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """The run states grouped by vCPU once (a vCPU's rows found by one search, not by

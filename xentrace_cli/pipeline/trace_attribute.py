@@ -30,7 +30,7 @@ import pandas as pd
 from .. import xen_events as xe
 from ..background import Background
 from ..groups import unique
-from ..sources.xentrace import XenTrace
+from ..sources.xentrace import XenTrace, cpu_runs
 from . import align, trace_path
 from .clock import BURST_GAP_NS, TscFit
 from .timelines import NO_TSC, Timelines, TraceRecords
@@ -109,14 +109,15 @@ class TraceAttribution:
 
 def attribute_trace(trace: XenTrace, *, checkpoints: dict[str, np.ndarray], rx: np.ndarray,
                     frames: Dom0Frames | None, domid: int | None, cpu_hz: float | None,
-                    nic_irq: int | None, records: TraceRecords | None = None
-                    ) -> TraceAttribution:
+                    nic_irq: int | None, records: TraceRecords | None = None,
+                    timelines: Timelines | None = None) -> TraceAttribution:
     """The trace's checkpoints for each row (see the module docstring for the steps).
 
     ``checkpoints``: the rows' capture checkpoints on dom0's clock (``phys``, ``backend``,
     ``guest``); ``rx``: received rows; ``frames``: every frame in dom0's captures;
     ``records``: :func:`trace_records` of the trace, when the caller took them already (to
-    let the event table go before the steps' own arrays are made).
+    let the event table go before the steps' own arrays are made); ``timelines``: the
+    trace's run-state timelines, idem (:func:`ready_trace`).
     """
     n = rx.size
     result = TraceAttribution({}, {}, [], float("inf"), trace=trace)
@@ -126,7 +127,8 @@ def attribute_trace(trace: XenTrace, *, checkpoints: dict[str, np.ndarray], rx: 
         return result
     if records is None:
         records = trace_records(trace)
-    timelines = Timelines(trace.runstates)
+    if timelines is None:
+        timelines = Timelines(trace.runstates)
     nic = align.nic_clock(records, frames.arrivals, frames.point, cpu_hz, nic_irq)
     result.notes.extend(nic.notes)
     if nic.fit is None:
@@ -170,6 +172,35 @@ def trace_records(trace: XenTrace) -> TraceRecords:
     """The interrupts, wakes and grant copies a packet's path crosses, from the trace's event
     table (the copies' issuers from its switch records)."""
     return TraceRecords.from_events(trace.events, trace.switches, trace.first_tsc)
+
+
+@dataclasses.dataclass(frozen=True)
+class TraceReady:
+    """What the path's steps and the causes read of the trace alone (:func:`ready_trace`)."""
+
+    records: TraceRecords | None
+    """:func:`trace_records` (None: not asked for, without a dom0 capture to line them up
+    with)."""
+    timelines: Timelines
+    """The run states' per-vCPU index, every vCPU's timeline built."""
+    cpu_runs: pd.DataFrame | None
+    """``XenTrace.cpu_runs`` (None with ``records``)."""
+
+
+def ready_trace(trace: XenTrace, records: bool) -> TraceReady:
+    """Everything of :func:`attribute_trace` and the causes that needs the trace alone (no
+    frame, no clock): the records (with ``records``), the CPU occupants (idem) and the
+    run-state timelines. Then the event and switch tables are let go (memory; copied: an
+    empty slice would be a view holding every column): nothing after reads them.
+
+    For a caller that has the trace before the captures' steps are done (``xenlat
+    analyze`` reads it in a worker thread: this is done there, off the main thread's path)."""
+    taken = trace_records(trace) if records else None
+    runs = cpu_runs(trace.switches, trace.first_tsc) if records else None
+    timelines = Timelines(trace.runstates)
+    timelines.build_all()
+    trace.events, trace.switches = trace.events.iloc[:0].copy(), trace.switches.iloc[:0].copy()
+    return TraceReady(taken, timelines, runs)
 
 
 # --- step 2: the guest ----------------------------------------------------------------------
