@@ -94,11 +94,12 @@ def prepared(simulated_set) -> Prepared:
     rows = run.anchor.assign(row=np.arange(run.n), t_guest_ns=run.checkpoints["guest"])
     truth = join_truth(rows, read_truth(directory))
     assert len(truth) == run.n  # every row has its truth row
-    trace = run.trace
+    # the records and timelines made in the trace reader's worker (its event table let go)
+    ready = run.trace_ready
+    assert ready is not None and ready.records is not None
     return Prepared(json.loads((Path(directory) / "scenario.json").read_text()),
-                    TraceRecords.from_events(trace.events, trace.switches, trace.first_tsc),
-                    Timelines(trace.runstates), frames, dict(run.checkpoints), run.rx, truth,
-                    run.uncertainty["guest"])
+                    ready.records, ready.timelines, frames, dict(run.checkpoints), run.rx,
+                    truth, run.uncertainty["guest"])
 
 
 @pytest.fixture(scope="module")

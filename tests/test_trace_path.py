@@ -11,6 +11,7 @@ import pytest
 from xentrace_cli.pipeline import path_order, trace_path
 from xentrace_cli.pipeline.timelines import (
     NO_TSC,
+    RUNNING,
     Copies,
     Interrupts,
     Timelines,
@@ -330,3 +331,76 @@ def test_path_order_is_the_plain_pairwise_one(seed: int) -> None:
     want, counts = _plain_path_order(cps, rx, tolerance, clock_of)
     assert {k: v.tolist() for k, v in got.items()} == {k: v.tolist() for k, v in want.items()}
     assert why.counts == counts
+
+@pytest.mark.parametrize("width", [0, 30, 10**6])
+def test_running_clamp_stops_early_only_when_nothing_would_change(width: int) -> None:
+    """The passes stop once every composition still open is a constant: the same as the
+    sequential recurrence whether the bounds collapse at once (width 0), after a few passes
+    (30) or stay apart over long stretches (unbounded above, as a frame without a guest
+    capture is), at every length around the powers of two."""
+    rng = np.random.default_rng(width + 7)
+    for n in [*range(1, 40), 63, 64, 65, 127, 128, 129, 500, 1025]:
+        low = rng.integers(-50, 50, n) * (1 + width // 30)
+        high = low + rng.integers(0, width + 1, n)
+        open_above = rng.random(n) < (0.5 if width > 100 else 0.05)
+        high = np.where(open_above, np.iinfo(np.int64).max // 4, high)
+        t, want = -(10**18), []
+        for lo, hi in zip(low.tolist(), high.tolist(), strict=True):
+            t = min(hi, max(lo, t))
+            want.append(t)
+        assert trace_path.running_clamp(low, high).tolist() == want
+
+
+def test_neighbour_fills_are_the_search_of_the_known_ones() -> None:
+    """The known neighbours before each position counted by a running sum give the fills
+    that searching the known positions for each position gives."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n = int(rng.integers(1, 60))
+        values = np.where(rng.random(n) < rng.random(), rng.integers(0, 4, n), -1)
+        times = np.sort(rng.integers(0, 1000, n))
+        known = np.flatnonzero(values >= 0)
+        got = trace_path._neighbour_fills(values, times)
+        if known.size == 0:
+            assert all((g == values).all() for g in got)
+            continue
+        k = np.searchsorted(known, np.arange(n))
+        before = known[np.maximum(k - 1, 0)]
+        after = known[np.minimum(k, known.size - 1)]
+        use_after = np.abs(times[after] - times) < np.abs(times - times[before])
+        nearest, other = np.where(use_after, after, before), np.where(use_after, before, after)
+        assert got[0].tolist() == np.where(values >= 0, values, values[nearest]).tolist()
+        assert got[1].tolist() == np.where(values >= 0, values, values[other]).tolist()
+
+
+def test_timeline_questions_answered_together_are_the_single_ones() -> None:
+    """``state_cpu_at`` is ``state_at`` and ``cpu_at``; ``next_run`` given the states is
+    ``next_run`` finding them; ``ran_since`` (its running intervals' sums made once per
+    timeline) is the same sums made per call, on random timelines."""
+    rng = np.random.default_rng(11)
+    states = ["running", "runnable", "blocked"]
+    for _ in range(60):
+        n = int(rng.integers(1, 12))
+        edges = np.cumsum(rng.integers(1, 50, n + 1))
+        rows = [(1, 0, states[int(rng.integers(0, 3))], int(rng.integers(0, 4)),
+                 int(edges[i]), int(edges[i + 1])) for i in range(n)]
+        line = timelines(*rows)[(1, 0)]
+        tsc = rng.integers(0, int(edges[-1]) + 60, 40)
+        state, cpu = line.state_cpu_at(tsc)
+        assert state.tolist() == line.state_at(tsc).tolist()
+        assert cpu.tolist() == line.cpu_at(tsc).tolist()
+        assert line.next_run(tsc, state).tolist() == line.next_run(tsc).tolist()
+        run = line.state == RUNNING  # the running intervals summed as before, per call
+        s, e = line.start[run], line.end[run]
+        for amount in (1, 10, 60):
+            want = np.full(tsc.size, NO_TSC)
+            if s.size:
+                done = np.cumsum(e - s)
+                k = np.searchsorted(s, tsc, side="right") - 1
+                j = np.maximum(k, 0)
+                ran = np.where(k >= 0, done[j] - (e[j] - np.minimum(tsc, e[j])), 0)
+                target = ran - amount
+                ok = (k >= 0) & (target >= 0)
+                m = np.minimum(np.searchsorted(done, target, side="left"), s.size - 1)
+                want[ok] = (s[m] + (target - (done[m] - (e[m] - s[m]))))[ok]
+            assert line.ran_since(tsc, amount).tolist() == want.tolist()

@@ -179,22 +179,28 @@ class VcpuTimeline:
 
     def cpu_at(self, tsc: np.ndarray) -> np.ndarray:
         """Physical CPU of the interval holding each TSC (-1 unknown)."""
+        return self.state_cpu_at(tsc)[1]
+
+    def state_cpu_at(self, tsc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`state_at` and :meth:`cpu_at` of the same TSCs, the intervals found once."""
         tsc = np.asarray(tsc, dtype=np.int64)
         if self.start.size == 0:
-            return np.full(tsc.size, -1, dtype=np.int64)
+            return (np.full(tsc.size, UNKNOWN, dtype=np.int64),
+                    np.full(tsc.size, -1, dtype=np.int64))
         j, inside = self._index(tsc)
-        return np.where(inside, self.cpu[j], -1)
+        return np.where(inside, self.state[j], UNKNOWN), np.where(inside, self.cpu[j], -1)
 
     @cached_property
     def _run_starts(self) -> np.ndarray:
         return self.start[self.state == RUNNING]
 
-    def next_run(self, tsc: np.ndarray) -> np.ndarray:
+    def next_run(self, tsc: np.ndarray, state: np.ndarray | None = None) -> np.ndarray:
         """First time at or after each TSC the vCPU was running: the TSC itself when it was
-        running then, else the start of its next running interval (``NO_TSC``: never)."""
+        running then, else the start of its next running interval (``NO_TSC``: never).
+        ``state``: :meth:`state_at` of these TSCs, when the caller has it already."""
         tsc = np.asarray(tsc, dtype=np.int64)
         out = np.full(tsc.size, NO_TSC, dtype=np.int64)
-        running = self.state_at(tsc) == RUNNING
+        running = (self.state_at(tsc) if state is None else state) == RUNNING
         out[running] = tsc[running]
         starts = self._run_starts
         if starts.size:
@@ -203,26 +209,33 @@ class VcpuTimeline:
             out[later] = starts[np.minimum(k, starts.size - 1)][later]
         return out
 
+    @cached_property
+    def _runs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The running intervals' starts and ends, the cycles run by the end of each and by
+        its start (:meth:`ran_since`; made once per timeline, not per question)."""
+        run = self.state == RUNNING
+        s, e = self.start[run], self.end[run]
+        length = e - s
+        done = np.cumsum(length)
+        return s, e, done, done - length
 
     def ran_since(self, tsc: np.ndarray, amount: int) -> np.ndarray:
         """Per TSC: the latest time ``t`` at or before it such that the vCPU ran ``amount``
         cycles within [t, tsc] (``NO_TSC`` when it did not run that long before)."""
         tsc = np.asarray(tsc, dtype=np.int64)
-        run = self.state == RUNNING
-        s, e = self.start[run], self.end[run]
+        s, e, done, done_before = self._runs  # cycles run by the end / start of each interval
         out = np.full(tsc.size, NO_TSC, dtype=np.int64)
         if s.size == 0:
             return out
-        done = np.cumsum(e - s)                     # cycles run by the end of each interval
         k = np.searchsorted(s, tsc, side="right") - 1   # the last run starting by tsc
         j = np.maximum(k, 0)
-        ran = np.where(k >= 0, done[j] - (e[j] - np.minimum(tsc, e[j])), 0)
+        ej = e[j]
+        ran = np.where(k >= 0, done[j] - (ej - np.minimum(tsc, ej)), 0)
         target = ran - amount                       # cycles run by the time t sought
         ok = (k >= 0) & (target >= 0)
         m = np.searchsorted(done, target, side="left")  # the interval where it is reached
         m = np.minimum(m, s.size - 1)
-        before = done[m] - (e[m] - s[m])
-        out[ok] = (s[m] + (target - before))[ok]
+        out[ok] = (s[m] + (target - done_before[m]))[ok]
         return out
 
 
@@ -237,6 +250,7 @@ class Timelines:
     def __init__(self, runstates: pd.DataFrame) -> None:
         self.runstates = runstates
         self._cache: dict[tuple[int, int], VcpuTimeline] = {}
+        self._built = False
         last = runstates.attrs.get("last_tsc")
         self._open_end = int(last) if last is not None else (
             int(runstates["start_tsc"].max()) + 1 if len(runstates) else 0)
@@ -256,10 +270,14 @@ class Timelines:
         return self._cache[key]
 
     def build_all(self) -> None:
-        """Every vCPU's timeline built now (ahead of the questions, e.g. in a worker thread)."""
+        """Every vCPU's timeline built now (ahead of the questions, e.g. in a worker thread;
+        then threads may ask at once: nothing is built or cached as they do)."""
+        if self._built:
+            return
+        self._built = True
         for key in self._groups[0].tolist():
             line = self[(key >> 32, key & 0xFFFFFFFF)]
-            line._run_starts  # noqa: B018  (a cached property: made now)
+            line._run_starts, line._runs  # noqa: B018  (cached properties: made now)
 
     @cached_property
     def _groups(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:

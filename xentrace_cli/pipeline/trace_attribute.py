@@ -129,6 +129,7 @@ def attribute_trace(trace: XenTrace, *, checkpoints: dict[str, np.ndarray], rx: 
         records = trace_records(trace)
     if timelines is None:
         timelines = Timelines(trace.runstates)
+    timelines.build_all()  # (none built while worker threads below read them)
     nic = align.nic_clock(records, frames.arrivals, frames.point, cpu_hz, nic_irq)
     result.notes.extend(nic.notes)
     if nic.fit is None:
@@ -159,11 +160,15 @@ def attribute_trace(trace: XenTrace, *, checkpoints: dict[str, np.ndarray], rx: 
     has_copy = paths.copy >= 0
     out["copy"][has_copy] = fit.to_ns(records.copies.tsc[paths.copy[has_copy]])
     result.copy_vcpu = np.where(has_copy, records.copies.issuer[np.maximum(paths.copy, 0)], -1)
+    # step 7 fills the sent rows' dom0_run and dom0 vCPU (step 5 the received rows', step 6
+    # none of them): in a worker thread beside step 6
+    tx_dom0 = Background(lambda: tx_dom0_runs(records, timelines, paths, fit, checkpoints, rx,
+                                              out, result))
     if domid is not None:
         rx_guest_runs(records, timelines, paths, fit, domid, window, rx, out, result)
         _quiet_note(result, timelines, records, paths, rx)
     rx_dom0.result()
-    tx_dom0_runs(records, timelines, paths, fit, checkpoints, rx, out, result)
+    tx_dom0.result()
     result.checkpoints = out
     return result
 
@@ -226,12 +231,13 @@ def _locate(frames_ns: np.ndarray, row_ns: np.ndarray | None, rows: np.ndarray) 
     out = np.full(rows.size, -1, dtype=np.int64)
     if row_ns is None or frames_ns.size == 0:
         return out
-    t = row_ns
+    asked = np.flatnonzero(rows & (row_ns != NA_NS))  # searched for these rows only
+    t = row_ns[asked]
     pos = np.searchsorted(frames_ns, t, side="left")
-    ok = rows & (t != NA_NS) & (pos < frames_ns.size)
+    ok = pos < frames_ns.size
     pos = np.minimum(pos, frames_ns.size - 1)
     ok &= frames_ns[pos] == t
-    out[ok] = pos[ok]
+    out[asked[ok]] = pos[ok]
     return out
 
 
@@ -251,6 +257,8 @@ def place_copies(records: TraceRecords, timelines: Timelines, fit: TscFit,
     dom0 = checkpoints.get("backend", checkpoints.get("phys"))
     guest = checkpoints.get("guest")
     usable = ~foreign
+    # the received frames' floors need no other step: in a worker thread beside the sent ones'
+    floor = Background(lambda: _remap_floor(timelines, fit, guest, rx, domid))
     rx_pos = _locate(frames.to_guest, dom0, rx)
     tx_pos = _locate(frames.from_guest, dom0, ~rx)
     frame_vcpu = _tx_frame_vcpus(records, timelines, fit, frames, checkpoints, rx, domid)
@@ -262,8 +270,7 @@ def place_copies(records: TraceRecords, timelines: Timelines, fit: TscFit,
     rx_of_frame = trace_path.assign_rx_copies(
         copy_ns, records.copies.count, usable & ~is_tx, frames.to_guest,
         _per_frame(guest, rx_pos, frames.to_guest.size),
-        _per_frame(_remap_floor(timelines, fit, guest, rx, domid), rx_pos,
-                   frames.to_guest.size), tolerance)
+        _per_frame(floor.result(), rx_pos, frames.to_guest.size), tolerance)
     copy = np.full(n, -1, dtype=np.int64)
     for pos, of_frame in ((rx_pos, rx_of_frame), (tx_pos, tx_of_frame)):
         have = pos >= 0

@@ -44,10 +44,13 @@ DOMID_IDLE = 0x7FFF
 def _neighbour_fills(values: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``values`` (-1 = unknown) filled from the nearest known neighbour in time, and from
     the known neighbour on the other side (the same where only one side has one)."""
-    known = np.flatnonzero(values >= 0)
+    has = values >= 0
+    known = np.flatnonzero(has)
     if known.size == 0:
         return values.copy(), values.copy()
-    k = np.searchsorted(known, np.arange(values.size))
+    # per position, the known ones before it (what searching ``known`` for it would give)
+    k = np.cumsum(has, dtype=np.int64)
+    k[has] -= 1
     before = known[np.maximum(k - 1, 0)]
     after = known[np.minimum(k, known.size - 1)]
     use_after = np.abs(times[after] - times) < np.abs(times - times[before])
@@ -118,7 +121,7 @@ def interrupt_runs(records: TraceRecords, timelines: Timelines, rows: np.ndarray
             state = line.state_at(tsc[pick])
             # blocked without a wake: not this vCPU's interrupt (another took the binding)
             ok = (woken[pick] >= 0) | (state == RUNNING) | (state == RUNNABLE)
-            run[pick[ok]] = line.next_run(tsc[pick[ok]])
+            run[pick[ok]] = line.next_run(tsc[pick[ok]], state[ok])
             vcpu[pick[ok]] = v
             todo[pick[ok]] = False
     return InterruptRuns(vcpu, run, woken >= 0)
@@ -207,9 +210,9 @@ def notified_dom0_vcpus(records: TraceRecords, timelines: Timelines, tsc: np.nda
     out = np.full(tsc.size, -1, dtype=np.int64)
     cpu = np.full(tsc.size, -1, dtype=np.int64)
     for v in timelines.vcpus(domid):
-        line = timelines[(domid, v)]
-        running = line.state_at(tsc) == RUNNING
-        cpu[running] = line.cpu_at(tsc)[running]
+        state, on_cpu = timelines[(domid, v)].state_cpu_at(tsc)
+        running = state == RUNNING
+        cpu[running] = on_cpu[running]
     wakes = records.wakes
     dom0 = wakes.domid == 0
     for c in unique(cpu[cpu >= 0]):
@@ -230,7 +233,9 @@ def running_clamp(low: np.ndarray, high: np.ndarray) -> np.ndarray:
 
     Each step is a clamp, and clamps compose into clamps (``[f(L_a), f(H_a)]`` for
     ``f ∘ clamp_a``), so the prefix compositions come from a doubling scan in log2(n)
-    passes; ``t[m]`` is the lower bound of the composition up to ``m``.
+    passes; ``t[m]`` is the lower bound of the composition up to ``m``. The passes stop once
+    every composition not yet whole has equal bounds (its clamp a constant, which no further
+    composition changes): after 5 of 20 passes on the toy set's 550,000 received frames.
     """
     lo, hi = low.astype(np.int64).copy(), np.maximum(high, low).astype(np.int64)
     # each pass written into a second pair of arrays (then swapped): no copy of the previous
@@ -244,6 +249,10 @@ def running_clamp(low: np.ndarray, high: np.ndarray) -> np.ndarray:
         lo2[:d], hi2[:d] = lo[:d], hi[:d]
         lo, lo2, hi, hi2 = lo2, lo, hi2, hi
         d *= 2
+        # every composition from d on a constant (a clamp with equal bounds): the later
+        # passes would change nothing (min(c, max(c, x)) = c; those before d are whole)
+        if np.array_equal(lo[d:], hi[d:]):
+            break
     return lo
 
 
@@ -403,7 +412,7 @@ def guest_runs(records: TraceRecords, timelines: Timelines, copy_rows: np.ndarra
         start = np.where(woke, wake[pick], tsc[pick])
         state = line.state_at(start)
         ok = woke | (state == RUNNING) | (state == RUNNABLE)
-        run[pick[ok]] = line.next_run(start)[ok]
+        run[pick[ok]] = line.next_run(start, state)[ok]
         state_blocked = ~woke & (state == BLOCKED)
         run[pick[state_blocked]] = NO_TSC
     return GuestRuns(filled, wake, run)
