@@ -261,8 +261,10 @@ class Timelines:
             rows = self._rows(_vcpu_key(*key))
             start = rs["start_tsc"].to_numpy(np.int64)[rows]
             end = rs["end_tsc"].array[rows].to_numpy(dtype=np.int64, na_value=self._open_end)
-            state = rs["state"].cat.codes.to_numpy()[rows].astype(np.int64)
-            cpu = rs["cpu"].to_numpy()[rows].astype(np.int64)
+            # the codes and CPUs as the table holds them (int8, int16: memory, as every
+            # timeline is built as soon as the trace is read); compared, or put in int64 arrays
+            state = rs["state"].cat.codes.to_numpy()[rows]
+            cpu = rs["cpu"].to_numpy()[rows]
             if (start[1:] < start[:-1]).any():  # the reader's are in time order already
                 order = np.argsort(start, kind="stable")
                 start, end, state, cpu = start[order], end[order], state[order], cpu[order]

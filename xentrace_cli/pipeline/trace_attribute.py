@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .. import xen_events as xe
+from ..allocator import give_back_memory
 from ..background import Background
 from ..groups import unique
 from ..sources.xentrace import XenTrace, cpu_runs
@@ -201,10 +202,13 @@ def ready_trace(trace: XenTrace, records: bool) -> TraceReady:
     For a caller that has the trace before the captures' steps are done (``xenlat
     analyze`` reads it in a worker thread: this is done there, off the main thread's path)."""
     taken = trace_records(trace) if records else None
+    trace.events = trace.events.iloc[:0].copy()  # each table let go once read (memory)
+    give_back_memory()
     runs = cpu_runs(trace.switches, trace.first_tsc) if records else None
+    trace.switches = trace.switches.iloc[:0].copy()
+    give_back_memory()
     timelines = Timelines(trace.runstates)
     timelines.build_all()
-    trace.events, trace.switches = trace.events.iloc[:0].copy(), trace.switches.iloc[:0].copy()
     return TraceReady(taken, timelines, runs)
 
 
