@@ -535,3 +535,17 @@ def test_pair_scales_are_those_of_every_pair(seed: int, monkeypatch: pytest.Monk
         for g, e in zip(got, expected, strict=True):
             assert g.dtype == e.dtype
             assert np.array_equal(g, e)
+
+
+def test_sorted_distinct_is_np_unique_sorted_or_not() -> None:
+    """The TSC fit's inputs sorted only when they are not already (they come in time order):
+    the same sorted distinct values as ``np.unique``, and the same sorted copy as
+    ``np.sort``, never the caller's array itself."""
+    rng = np.random.default_rng(4)
+    for n in (0, 1, 2, 3, 50, 1000):
+        for values in (rng.integers(0, 40, n), np.sort(rng.integers(0, 40, n)),
+                       np.sort(rng.integers(0, 40, n))[::-1].copy()):
+            assert clock._sorted_distinct(values).tolist() == np.unique(values).tolist()
+            ordered = clock._sorted(values)
+            assert ordered.tolist() == np.sort(values).tolist()
+            assert not np.shares_memory(ordered, values) or ordered.size == 0

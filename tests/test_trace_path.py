@@ -361,6 +361,7 @@ def test_neighbour_fills_are_the_search_of_the_known_ones() -> None:
         times = np.sort(rng.integers(0, 1000, n))
         known = np.flatnonzero(values >= 0)
         got = trace_path._neighbour_fills(values, times)
+        assert trace_path._nearest_fill(values, times).tolist() == got[0].tolist()
         if known.size == 0:
             assert all((g == values).all() for g in got)
             continue

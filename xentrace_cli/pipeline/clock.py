@@ -769,8 +769,9 @@ def _line(x: np.ndarray, y: np.ndarray, k_fixed: float | None) -> tuple[float, f
             resid_sd = float(np.std(ys - (o + k * xs), ddof=2)) if xs.size > 2 else 0.0
             se = resid_sd / math.sqrt(sxx)
         resid = y - (o + k * x)
-        mad = float(np.median(np.abs(resid[keep] - np.median(resid[keep])))) or 1.0
-        keep = np.abs(resid - np.median(resid[keep])) <= 3 * 1.4826 * mad + 1.0
+        centre = np.median(resid[keep])  # (once: the MAD and the cut use the same)
+        mad = float(np.median(np.abs(resid[keep] - centre))) or 1.0
+        keep = np.abs(resid - centre) <= 3 * 1.4826 * mad + 1.0
         if keep.sum() < 2:
             break
     return k, o, se
@@ -874,8 +875,8 @@ def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
     (``cpu_hz`` None) refines: named in the detail. ``hz_origin``: ``cpu_hz`` is an earlier
     fit's rate, kept fixed (the result says it was estimated, with that fit's uncertainty).
     """
-    irq = unique(np.asarray(irq_tsc, dtype=np.int64))  # (np.unique's hash path: 100x slower)
-    arr = np.sort(np.asarray(arrivals_ns, dtype=np.int64))
+    irq = _sorted_distinct(np.asarray(irq_tsc, dtype=np.int64))
+    arr = _sorted(np.asarray(arrivals_ns, dtype=np.int64))
     starts = arr[np.r_[True, np.diff(arr) > burst_gap_ns]] if arr.size else arr
     n_irq, n_bursts = int(irq.size), int(starts.size)
     if n_irq < 2 or n_bursts < 2:
@@ -957,6 +958,22 @@ def _fit_tsc_once(irq_tsc: npt.ArrayLike, arrivals_ns: npt.ArrayLike, *,
         residual_us=(p50, p99), matched_fraction=matched, hz_uncertainty_ppm=hz_ppm,
         n_irq=n_irq, n_bursts=n_bursts, n_matched=int(i.size), clock=clock,
         detail="; ".join(parts), cpu_hz_given=hz_hint, hz_mismatch=mismatch)
+
+
+def _sorted(values: np.ndarray) -> np.ndarray:
+    """``np.sort(values)``, without sorting again what is sorted already (the records and
+    frames come in time order: one comparison pass instead of a sort)."""
+    if values.size > 1 and not (values[1:] >= values[:-1]).all():
+        return np.sort(values)
+    return values.copy()
+
+
+def _sorted_distinct(values: np.ndarray) -> np.ndarray:
+    """``unique(values)`` (sorted distinct values) by :func:`_sorted`."""
+    ordered = _sorted(values)
+    keep = np.ones(ordered.size, dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
 
 
 def _causal_pairs(trace_ns: Callable[[np.ndarray], np.ndarray], irq_tsc: np.ndarray,

@@ -365,11 +365,11 @@ def lone_copies(records: TraceRecords, fit: TscFit, foreign: np.ndarray,
     if back is None or guest is None or usable.size == 0:
         return RowPaths(copy=copy)
     copy_ns = fit.to_ns(records.copies.tsc[usable])
-    rows = rx & (back != NA_NS) & (guest != NA_NS) & (guest >= back)
-    lo = np.searchsorted(copy_ns, back, side="left")
-    hi = np.searchsorted(copy_ns, guest + ONE_SIDED_TOLERANCE_NS, side="right")
-    one = rows & (hi - lo == 1)
-    copy[one] = usable[lo[one]]
+    rows = np.flatnonzero(rx & (back != NA_NS) & (guest != NA_NS) & (guest >= back))
+    lo = np.searchsorted(copy_ns, back[rows], side="left")
+    hi = np.searchsorted(copy_ns, guest[rows] + ONE_SIDED_TOLERANCE_NS, side="right")
+    one = hi - lo == 1
+    copy[rows[one]] = usable[lo[one]]
     return RowPaths(copy=copy)
 
 

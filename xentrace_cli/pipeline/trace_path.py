@@ -41,28 +41,43 @@ MAX_IRQ_STEPS = 3
 DOMID_IDLE = 0x7FFF
 
 
-def _neighbour_fills(values: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``values`` (-1 = unknown) filled from the nearest known neighbour in time, and from
-    the known neighbour on the other side (the same where only one side has one)."""
+def _neighbours(values: np.ndarray, times: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per position of ``values`` (-1 = unknown): whether it is known, the known neighbours
+    before and after it, and whether the one after is nearer in time (None: none known)."""
     has = values >= 0
     known = np.flatnonzero(has)
     if known.size == 0:
-        return values.copy(), values.copy()
+        return None
     # per position, the known ones before it (what searching ``known`` for it would give)
     k = np.cumsum(has, dtype=np.int64)
     k[has] -= 1
     before = known[np.maximum(k - 1, 0)]
     after = known[np.minimum(k, known.size - 1)]
     use_after = np.abs(times[after] - times) < np.abs(times - times[before])
+    return has, before, after, use_after
+
+
+def _neighbour_fills(values: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (-1 = unknown) filled from the nearest known neighbour in time, and from
+    the known neighbour on the other side (the same where only one side has one)."""
+    found = _neighbours(values, times)
+    if found is None:
+        return values.copy(), values.copy()
+    has, before, after, use_after = found
     nearest = np.where(use_after, after, before)
     other = np.where(use_after, before, after)
-    return (np.where(values >= 0, values, values[nearest]),
-            np.where(values >= 0, values, values[other]))
+    return np.where(has, values, values[nearest]), np.where(has, values, values[other])
 
 
 def _nearest_fill(values: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """``values`` (-1 = unknown) filled from the nearest known neighbour in time."""
-    return _neighbour_fills(values, times)[0]
+    """``values`` (-1 = unknown) filled from the nearest known neighbour in time (the first
+    of :func:`_neighbour_fills`, without the other)."""
+    found = _neighbours(values, times)
+    if found is None:
+        return values.copy()
+    has, before, after, use_after = found
+    return np.where(has, values, values[np.where(use_after, after, before)])
 
 
 def woken_in_handler(records: TraceRecords, rows: np.ndarray, domid: int = 0) -> np.ndarray:
