@@ -266,3 +266,22 @@ def test_conversation_key_is_made_per_connection_as_per_row() -> None:
     assert tcp_analysis.conversation_key(dst, dport, src, sport).tolist() == got.tolist()
     assert codes.first_rows(np.array([0, 0, 1, 0, 2, 1, 3])).tolist() == [0, 2, 4, 6]
     assert codes.first_rows(np.zeros(0, dtype=np.int64)).size == 0
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_group_medians_order_is_lexsorts(seed: int) -> None:
+    # gaps' per-group medians take the values ordered by group, then value, by a quick sort
+    # and a radix sort of the codes: the same values as np.lexsort's order, with repeats,
+    # negative values, zeros of both signs (lexsort then) and more groups than 2**16
+    from xentrace_cli.pipeline.conversations import gaps
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 500))
+    groups = int(rng.choice([1, 3, 50, 70_000]))
+    codes = rng.integers(0, groups, n)
+    values = np.round(rng.normal(0, 5, n), int(rng.integers(0, 3)))
+    if seed % 4 == 0:
+        values[rng.random(n) < 0.1] = -0.0
+    want = values[np.lexsort((values, codes))]
+    got = gaps._by_group_and_value(codes, values, groups)
+    assert got.tobytes() == want.tobytes()
