@@ -298,3 +298,15 @@ def test_facts_analyzed_in_a_worker_thread_are_those_made_inline(
     failing = lone.frame_facts(packets.read_packet_columns(path, **lone.READ_OPTIONS))
     with pytest.raises(RuntimeError, match="flags"):
         _ = failing.tcp
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_order_by_is_lexsort(seed: int) -> None:
+    # _order_by's three ways (two stable sorts below 2**16 majors, one combined key, lexsort
+    # past int64) give np.lexsort's order, ties in row order
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 400))
+    top = [8, 1 << 16, 1 << 20, 1 << 62][seed % 4]
+    major = rng.integers(0, top, n) if seed % 3 else rng.integers(0, 5, n) * (top // 5)
+    minor = rng.integers(-(1 << 40), 1 << 40, n) if seed % 2 else rng.integers(0, 9, n)
+    assert np.array_equal(tcp_analysis._order_by(major, minor), np.lexsort((minor, major)))

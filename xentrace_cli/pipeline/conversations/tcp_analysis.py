@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ...groups import group_time_order
 from ...sources.packets import PacketColumns
 from ..match import has_column, has_value, int_values, unwrap_seq
 from .codes import first_rows, first_seen_codes
@@ -123,7 +124,9 @@ def analyzed(frames: TcpFrames) -> pd.DataFrame:
                                                      (t["b"] << 17) | t["dport"])
     frame = t["frame"]
     if frame.size < 2 or (frame[1:] > frame[:-1]).all():  # a capture's rows: frame order
-        by_flow = np.argsort(t["flow"], kind="stable")
+        flow = t["flow"]  # ids from 0: as uint16 below 2**16 flows, a radix sort
+        by_flow = np.argsort(flow.astype(np.uint16) if flow.max() < 1 << 16 else flow,
+                             kind="stable")
     else:
         by_flow = np.lexsort((frame, t["flow"]))
     del frame
@@ -345,12 +348,16 @@ def _latest_reverse(t: Frames) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _order_by(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
-    """``np.lexsort((minor, major))`` of int64 arrays: one stable sort of the single key
-    ``(major - its least) * span + (minor - its least)`` when that fits in int64 (two merge
-    sorts of int64 took 3-7x longer on a capture's frames)."""
+    """``np.lexsort((minor, major))`` of int64 arrays: with majors from 0 below 2**16 (flows,
+    connections), :func:`groups.group_time_order`'s two stable sorts (the minor's, then the
+    major's as a radix sort); else one stable sort of the single key ``(major - its least) *
+    span + (minor - its least)`` when that fits in int64 (two merge sorts of int64 took 3-7x
+    longer on a capture's frames)."""
     if major.size == 0:
         return np.lexsort((minor, major))
     lo_major, lo_minor = int(major.min()), int(minor.min())
+    if lo_major >= 0 and int(major.max()) < 1 << 16:  # few majors (flows): two stable sorts
+        return group_time_order(major, minor)
     span = int(minor.max()) - lo_minor + 1
     if span * (int(major.max()) - lo_major + 1) >= 1 << 62:
         return np.lexsort((minor, major))
