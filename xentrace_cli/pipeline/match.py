@@ -447,10 +447,10 @@ def match_segments(anchor: pd.DataFrame, other: pd.DataFrame) -> Match:
     o_tcp = other["proto"].to_numpy() == TCP
     if a_tcp.any() and o_tcp.any():
         rows = np.flatnonzero(o_tcp)
-        cover = _Coverage(other["start"].to_numpy()[rows], other["end"].to_numpy()[rows],
-                          other["ts_ns"].to_numpy()[rows])
+        cover = _Coverage(_at(other["start"], rows), _at(other["end"], rows),
+                          _at(other["ts_ns"], rows))
         a_rows = np.flatnonzero(a_tcp)
-        first_seg, first_n = cover.lookup(anchor["start"].to_numpy()[a_rows])
+        first_seg, first_n = cover.lookup(_at(anchor["start"], a_rows))
         last_seg, last_n = cover.lookup(anchor["end"].to_numpy()[a_rows] - 1)
         ok = (first_seg >= 0) & (last_seg >= 0)
         t_first = np.where(first_seg >= 0, cover.ts[np.maximum(first_seg, 0)], -1)
@@ -476,9 +476,17 @@ def match_segments(anchor: pd.DataFrame, other: pd.DataFrame) -> Match:
     return Match(ts, index, retrans)
 
 
+def _at(column: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """The column's values at ``rows`` (ascending, distinct): the column's own array, not a
+    copy, when they are all its rows (all TCP, usually; read only)."""
+    values = column.to_numpy()
+    return values if rows.size == values.size else values[rows]
+
+
 def _sorted_unique(values: np.ndarray) -> np.ndarray:
-    """``np.unique`` by sorting (much faster than the hash path for large int64 arrays)."""
-    values = np.sort(values)
+    """``np.unique`` by sorting (much faster than the hash path for large int64 arrays),
+    sorting ``values`` in place (the caller's own array: no sorted copy beside it)."""
+    values.sort()
     if values.size == 0:
         return values
     keep = np.ones(values.size, dtype=bool)
@@ -540,9 +548,8 @@ def first_transmissions(segments: pd.DataFrame) -> np.ndarray:
     rows = np.flatnonzero(segments["proto"].to_numpy() == TCP)
     if rows.size == 0:
         return keep
-    start = segments["start"].to_numpy()[rows]
-    end = segments["end"].to_numpy()[rows]
-    cover = _Coverage(start, end, segments["ts_ns"].to_numpy()[rows])
+    cover = _Coverage(_at(segments["start"], rows), _at(segments["end"], rows),
+                      _at(segments["ts_ns"], rows))
     # the segments' own first and last bytes: the bounds at their start and before their end
     # (what lookup(start) and lookup(end - 1) find, without searching again)
     first, _ = cover.at(cover.lo)
