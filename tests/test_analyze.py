@@ -728,7 +728,7 @@ def test_build_table_empties_an_impossible_interval_and_says_so() -> None:
                                "seq": [1, 2, 3, 4], "len": [100] * 4, "frame": [1, 2, 3, 4],
                                "direction": direction})
     run.anchor_name, run.dom0_point = "guest", "backend"
-    run.direction, run.ways = direction, pipeline._Ways(direction)
+    run.ways = pipeline._Ways(direction)
     run.uncertainty["guest"] = 2.0  # µs: the guest clock's on dom0's
     ms = 1_000_000
     # rx: backend → guest 50 µs, then -10 µs (beyond 2 + 1 µs: emptied); tx: guest →
