@@ -285,3 +285,28 @@ def test_group_medians_order_is_lexsorts(seed: int) -> None:
     want = values[np.lexsort((values, codes))]
     got = gaps._by_group_and_value(codes, values, groups)
     assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_conversation_ids_of_dense_flow_ids_are_the_hashed_ones(seed: int) -> None:
+    # assign_flows numbers flows densely from 0: each flow's first row found by a minimum per
+    # id and its conversation looked up in an array; ids far apart (not dense) take the hash
+    # path, which must give the same conversations
+    from xentrace_cli.pipeline.conversations import messages
+
+    rng = np.random.default_rng(seed)
+    hosts = [f"10.0.0.{i}" for i in range(int(rng.integers(1, 5)))]
+    n_flows = int(rng.integers(1, 12))
+    ends = [(str(rng.choice(hosts)), int(rng.integers(1, 4)), str(rng.choice(hosts)),
+             int(rng.integers(1, 4)), int(rng.choice([6, 17]))) for _ in range(n_flows)]
+    flow = rng.integers(0, n_flows, int(rng.integers(1, 200)))
+    rows = [ends[f] for f in flow]
+    segments = pd.DataFrame(rows, columns=["src", "sport", "dst", "dport", "proto"])
+    # a flow is its 5-tuple: the same tuple drawn twice is one flow
+    segments["flow"] = pd.factorize(pd.Series(rows))[0]
+    dense = messages.conversation_ids(segments)
+    far = messages.conversation_ids(segments.assign(flow=segments["flow"] * 10**9 + 7))
+    assert dense.tolist() == far.tolist()
+    # both directions of a connection share an id; different connections do not
+    key = [(min((s, sp), (d, dp)), max((s, sp), (d, dp)), p) for s, sp, d, dp, p in rows]
+    assert pd.factorize(pd.Series(key))[0].tolist() == pd.factorize(dense)[0].tolist()

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...groups import ranges
+from ...groups import first_row_of, ranges
 from ..result import text_column, text_of_codes
 from .protocols import KEYED, RULES, Marks
 
@@ -48,15 +48,26 @@ def conversation_ids(segments: pd.DataFrame) -> np.ndarray:
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     flow = segments["flow"].to_numpy(np.int64)
-    firsts = segments.drop_duplicates("flow")
+    top = int(flow.max())
+    # dense ids from 0 (assign_flows' numbering): each flow's first row by a minimum per id,
+    # its conversation looked up in an array (no hash of every row's flow, twice)
+    dense = int(flow.min()) >= 0 and top < 4 * n + 1024
+    if dense:
+        first = first_row_of(flow, top + 1)
+        firsts = segments.iloc[np.sort(first[first >= 0])]
+    else:
+        firsts = segments.drop_duplicates("flow")
     a = firsts["src"].astype(str) + "|" + firsts["sport"].astype(str)
     b = firsts["dst"].astype(str) + "|" + firsts["dport"].astype(str)
     swap = (a > b).to_numpy()
     key = pd.DataFrame({"lo": np.where(swap, b, a), "hi": np.where(swap, a, b),
                         "proto": firsts["proto"].to_numpy()})
-    conv_of_flow = pd.Series(key.groupby(["lo", "hi", "proto"], sort=True).ngroup().to_numpy(),
-                             index=firsts["flow"].to_numpy())
-    return conv_of_flow.reindex(flow).to_numpy(np.int64)
+    conv = key.groupby(["lo", "hi", "proto"], sort=True).ngroup().to_numpy(np.int64)
+    if dense:
+        of_flow = np.full(top + 1, -1, dtype=np.int64)
+        of_flow[firsts["flow"].to_numpy(np.int64)] = conv
+        return of_flow[flow]
+    return pd.Series(conv, index=firsts["flow"].to_numpy()).reindex(flow).to_numpy(np.int64)
 
 
 def _choose_rules(conv: np.ndarray, n_conv: int, fresh: np.ndarray, marks: Marks
