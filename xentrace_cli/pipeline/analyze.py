@@ -859,13 +859,20 @@ def judge_anomalies(run: _Run) -> None:
     table, n = run.table, run.n
     assert table is not None
     label = np.full(n, "", dtype=object)
+    judged = []
     for way in ("rx", "tx"):
         sel = run.ways[way]
         shown = [iv for iv in run.intervals if iv.direction == way]
-        if not sel.any() or not shown:
-            continue
-        lab, base = anomalies.detect({iv.name: table[iv.column].to_numpy(float)[sel]
-                                      for iv in shown}, run.options.thresholds)
+        if sel.any() and shown:
+            judged.append((way, sel, shown, {iv.name: table[iv.column].to_numpy(float)[sel]
+                                             for iv in shown}))
+    # the directions are judged apart: the second in a worker thread beside the first (their
+    # medians partition in numpy, which lets go of the GIL), taken in the same order
+    aside = Background(functools.partial(anomalies.detect, judged[1][3],
+                                         run.options.thresholds)) if len(judged) == 2 else None
+    for i, (way, sel, shown, stages) in enumerate(judged):
+        lab, base = aside.result() if aside is not None and i == 1 else anomalies.detect(
+            stages, run.options.thresholds)
         label[sel] = lab
         for k, b in base.items():  # keyed as statistics are: "ring", "tx.ring"
             run.baselines[stat_key(k, way)] = {
