@@ -784,11 +784,22 @@ def build_table(run: _Run) -> None:
                                            unusable=set(run.sources.present) - run.present))
     columns: dict[str, np.ndarray] = {}  # put on the table once, in the order first made
     missing = np.full(n, NA_NS, dtype=np.int64)
+    rows: dict[str, np.ndarray] = {}
+    taken: dict[tuple[str, str], np.ndarray] = {}
+
+    def at(way: str, point: str) -> np.ndarray:
+        """A checkpoint at a direction's rows, taken once (most bound two intervals)."""
+        if way not in rows:
+            rows[way] = np.flatnonzero(run.ways[way])
+        if (way, point) not in taken:
+            taken[way, point] = checkpoints.get(point, missing)[rows[way]]
+        return taken[way, point]
+
     for iv in run.intervals:  # a stage's column holds both directions, each on its rows
-        mine = np.flatnonzero(run.ways[iv.direction])
         column = columns.setdefault(iv.column, np.full(n, np.nan))
-        column[mine] = attribute.durations_us(checkpoints.get(iv.start, missing)[mine],
-                                              checkpoints.get(iv.end, missing)[mine])
+        values = attribute.durations_us(at(iv.direction, iv.start), at(iv.direction, iv.end))
+        column[rows[iv.direction]] = values
+    taken.clear()  # the gathered checkpoints may go
     uncertainty = _row_uncertainty(run)
     guard_notes = _guard_intervals(columns, uncertainty, run.intervals, run.ways)
     for name, column in columns.items():
