@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from xentrace_cli.pipeline import anomalies
 
@@ -67,3 +68,42 @@ def test_shared_stall_takes_the_packets_that_waited_inside_it() -> None:
     anomalous = np.array([True, False, False, False])
     hit = anomalies.shared_stalls(start, end, anomalous, values, median_us=50.0, margin_us=200.0)
     assert hit.tolist() == [True, True, False, False]
+
+
+def _plain_detect(stages: dict[str, np.ndarray], thresholds: dict[str, float]
+                  ) -> tuple[np.ndarray, dict[str, anomalies.Baseline]]:
+    """detect as first written: every row's excess and comparison, over all rows."""
+    n = len(next(iter(stages.values())))
+    best = np.full(n, -np.inf)
+    label = np.full(n, "", dtype=object)
+    bases = {}
+    for name, values in stages.items():
+        base = anomalies.baseline(values, thresholds.get(name))
+        bases[name] = base
+        with np.errstate(invalid="ignore"):
+            over = np.isfinite(values) & (values > base.threshold_us)
+        excess = np.where(over, values - np.nan_to_num(base.median_us), 0.0)
+        better = over & (excess > best)
+        label[better] = name
+        best = np.where(better, excess, best)
+    return label, bases
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_detect_at_the_rows_over_is_the_plain_one(seed: int) -> None:
+    # detect compares the excess at the rows over their threshold only: the same labels
+    # (ties: the first stage keeps the row) and baselines as every row compared
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    stages = {}
+    for name in ("ring", "copy", "vmm", "socket_read")[:int(rng.integers(1, 5))]:
+        values = np.round(rng.exponential(100, n) * rng.choice([1, 1, 50], n), -1)
+        values[rng.random(n) < 0.2] = np.nan
+        values[rng.random(n) < 0.02] = np.inf
+        stages[name] = values
+    thresholds = {"copy": 500.0} if seed % 3 == 0 else {}
+    got, got_bases = anomalies.detect(stages, thresholds)
+    want, want_bases = _plain_detect(stages, thresholds)
+    assert got.tolist() == want.tolist()
+    assert {k: b.to_dict() for k, b in got_bases.items()}.__repr__() \
+        == {k: b.to_dict() for k, b in want_bases.items()}.__repr__()

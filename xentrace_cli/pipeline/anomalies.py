@@ -96,12 +96,13 @@ def detect(stages: Mapping[str, np.ndarray], thresholds: Mapping[str, float] | N
         base = baseline(values, thresholds.get(name))
         baselines[name] = base
         with np.errstate(invalid="ignore"):
-            over = np.isfinite(values) & (values > base.threshold_us)
-        # compare stages by how far they stand above their own normal value
-        excess = np.where(over, values - np.nan_to_num(base.median_us), 0.0)
-        better = over & (excess > best_excess)
-        label[better] = name
-        best_excess = np.where(better, excess, best_excess)
+            over = np.flatnonzero(np.isfinite(values) & (values > base.threshold_us))
+        # compare stages by how far they stand above their own normal value: at the few rows
+        # over the threshold only (elsewhere nothing is better than what a row has)
+        excess = values[over] - np.nan_to_num(base.median_us)
+        wins = excess > best_excess[over]
+        label[over[wins]] = name
+        best_excess[over[wins]] = excess[wins]
     return label, baselines
 
 
