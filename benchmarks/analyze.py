@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from paired import interleaved, table
 
 TCPDUMP = ["tcpdump", "-nn", "-tt", "-S", "-r"]
@@ -103,14 +104,17 @@ def phases(directory: Path) -> None:
 
     t0 = time.perf_counter()
     log: list[tuple[str, str, float, float, float]] = []
-    rss: list[tuple[float, float]] = []  # (s since t0, resident MB), sampled every 0.1 s
+    # (s since t0, resident MB, the process's CPU s so far), sampled every 0.1 s
+    rss: list[tuple[float, float, float]] = []
     done = threading.Event()
 
     def sample_rss() -> None:
         page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
         while not done.wait(0.1):
             with open("/proc/self/statm") as statm:
-                rss.append((time.perf_counter() - t0, int(statm.read().split()[1]) * page_mb))
+                mb = int(statm.read().split()[1]) * page_mb
+            cpu = os.times()
+            rss.append((time.perf_counter() - t0, mb, cpu.user + cpu.system))
 
     threading.Thread(target=sample_rss, daemon=True).start()
 
@@ -156,17 +160,31 @@ def phases(directory: Path) -> None:
           f"threads), peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}"
           f" MB, load average {os.getloadavg()[0]:.1f}")
     print(f"{'step':22} {'thread':24} {'start s':>8} {'end s':>8} {'wall s':>7} "
-          f"{'thread CPU s':>12} {'peak RSS MB':>11}")
+          f"{'thread CPU s':>12} {'cores busy':>10} {'peak RSS MB':>11}")
     for name, thread, start, end, cpu in sorted(log, key=lambda row: row[2]):
-        peak = max((mb for t, mb in rss if start <= t <= end), default=float("nan"))
+        peak = max((mb for t, mb, _ in rss if start <= t <= end), default=float("nan"))
         print(f"{name:22} {thread[:24]:24} {start:8.1f} {end:8.1f} {end - start:7.1f} "
-              f"{cpu:12.1f} {peak:11.0f}")
+              f"{cpu:12.1f} {_cores_busy(rss, start, end):10.1f} {peak:11.0f}")
     if rss:
-        t_peak, mb_peak = max(rss, key=lambda sample: sample[1])
+        t_peak, mb_peak, _ = max(rss, key=lambda sample: sample[1])
         print(f"resident memory peaked at {mb_peak:.0f} MB, {t_peak:.1f} s in (sampled every "
               "0.1 s)")
+        ends = np.arange(0.5, rss[-1][0] + 0.5, 0.5)
+        print("cores busy (the process's CPU s per wall s), each 0.5 s from the start: "
+              + " ".join(f"{_cores_busy(rss, end - 0.5, end):.1f}" for end in ends))
     print("(read_packet_columns does its work in a reader thread: its thread CPU is the waiting "
           "caller's)")
+
+
+def _cores_busy(samples: list[tuple[float, float, float]], start: float, end: float) -> float:
+    """The process's CPU seconds per wall second between ``start`` and ``end`` (from the
+    samples' running CPU time, interpolated): 2.0 is both cores busy."""
+    if len(samples) < 2 or end - start < 0.05:
+        return float("nan")
+    t = np.array([s[0] for s in samples])
+    cpu = np.array([s[2] for s in samples])
+    lo, hi = np.interp([start, end], t, cpu)
+    return float((hi - lo) / (end - start))
 
 
 def main() -> None:
