@@ -518,6 +518,7 @@ def match_captures(run: _Run) -> None:
     run.local = match.local_addresses(run.segments[anchor_name], run.remote)
     placed = match.assign_flows(run.segments, run.local)
     run.segments = {}  # placed holds what is needed of them: the rest may go (memory)
+    give_back_memory()  # before the other captures are matched in worker threads (their own heaps)
     run.syns = pd.concat([placed[k] for k in placed if k.endswith(":syn")], ignore_index=True)
     run.anchor_all = placed[anchor_name]
     run.fresh = match.first_transmissions(run.anchor_all)
