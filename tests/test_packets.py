@@ -729,3 +729,25 @@ def test_packet_columns_only_some(monkeypatch: pytest.MonkeyPatch, path: Path,
                                   whole.to_pandas(only=("src", "dst", "ts_ns")))
     with pytest.raises(ValueError, match="wirelength"):
         packets.read_packet_columns(path, only=("frame", "wirelength"))
+
+
+def test_a_column_left_out_is_refused_not_read_empty() -> None:
+    """The steps' accessors raise for a column only= left out (a step reading it would
+    otherwise get 'no value' on every row: every frame not TCP, say), and still read the
+    kept ones and the opt-in ones."""
+    from xentrace_cli.pipeline import match
+
+    path = CAPTURES / "ether-le-nsec.pcap"
+    some = packets.read_packet_columns(path, only=_ANALYZE_ONLY, tcp_window=True)
+    whole = packets.read_packet_columns(path, tcp_window=True)
+    assert some.left_out == COLUMNS.keys() - set(_ANALYZE_ONLY)
+    assert not whole.left_out
+    for column in ("tcp_ack", "frag_offset", "caplen"):
+        for step, args in ((match.int_values, (column, -1)), (match.has_value, (column,)),
+                           (match.has_column, (column,))):
+            with pytest.raises(KeyError, match="left out"):
+                step(some, *args)
+        assert match.has_column(whole, column)
+    np.testing.assert_array_equal(match.int_values(some, "tcp_flags", -1),
+                                  match.int_values(whole, "tcp_flags", -1))
+    assert match.has_column(some, "tcp_window") and match.has_column(some, "src")

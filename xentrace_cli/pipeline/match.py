@@ -75,6 +75,7 @@ def _values(packets: PacketColumns, column: str, missing: int,
     ``rows`` (all rows: None), as :func:`int_column` gives it from a DataFrame (a uint64
     value above 2**63 wraps); an opt-in column (``tcp_window``) too, and ``missing``
     everywhere for one not read."""
+    _not_left_out(packets, column)
     if column in packets.values:
         values, valid = packets.values[column], packets.valid.get(column)
     elif column in packets.extra:
@@ -101,6 +102,7 @@ def has_value(packets: pd.DataFrame | PacketColumns, column: str) -> np.ndarray:
     column: an address)."""
     if not isinstance(packets, PacketColumns):
         return packets[column].notna().to_numpy()
+    _not_left_out(packets, column)
     if column in ("src", "dst"):
         return getattr(packets, column) >= 0
     if column in packets.extra:
@@ -112,8 +114,17 @@ def has_value(packets: pd.DataFrame | PacketColumns, column: str) -> np.ndarray:
 def has_column(packets: pd.DataFrame | PacketColumns, column: str) -> bool:
     """Whether a DataFrame or the reader's arrays hold the column (opt-in ones included)."""
     if isinstance(packets, PacketColumns):
+        _not_left_out(packets, column)
         return column in packets.values or column in packets.extra or column in ("src", "dst")
     return column in packets.columns
+
+
+def _not_left_out(packets: PacketColumns, column: str) -> None:
+    """Raise ``KeyError`` for a column the reader was told to leave out (``only=``): a step
+    that reads it must ask for it, not get a column without values."""
+    if column in packets.left_out:
+        raise KeyError(f"{column!r} was left out of the packet table (read_packet_columns' "
+                       "only=): add it to the columns asked for")
 
 
 def _columns_of(packets: PacketColumns, rows: np.ndarray, payload: np.ndarray

@@ -343,6 +343,9 @@ class PacketColumns:
         self.extra = extra or {}
         #: as a DataFrame's ``attrs`` (:func:`read_packet_columns`: interfaces, path)
         self.attrs: dict[str, Any] = {}
+        #: columns of :data:`COLUMNS` that ``read_packet_columns(only=...)`` left out: a step
+        #: asking for one is told so (``KeyError``), never given empty values
+        self.left_out: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self.src)
@@ -1042,7 +1045,9 @@ def read_packet_columns(path: str | os.PathLike[str], **options: Any) -> PacketC
     ``only=``: the columns of :data:`COLUMNS` wanted (``src`` and ``dst`` are always there,
     as the opt-in columns asked for); the others are still read for the checks of each batch
     (duplicate frames: the warnings are the same) but never kept: no table memory, no copy.
-    A column left out is absent from ``values`` (a ``KeyError``, not missing values)."""
+    A column left out is absent from ``values`` and named in ``left_out``: the steps'
+    accessors (``match.int_values``, ``has_value``, ``has_column``) raise ``KeyError`` for it
+    rather than read it as a column without values."""
     interfaces: list[dict[str, Any]] = []
     filtered = any(options.get(k) is not None for k in ("display_filter", "host", "port"))
     only: Iterable[str] | None = options.pop("only", None)
@@ -1054,6 +1059,8 @@ def read_packet_columns(path: str | os.PathLike[str], **options: Any) -> PacketC
                     table=None if filtered else _Table(wanted), only=wanted, **options)
     columns = PacketColumns.concat(list(batches))  # never empty
     columns.attrs = {"interfaces": interfaces, "path": str(Path(path))}
+    if wanted is not None:
+        columns.left_out = frozenset(COLUMNS.keys() - wanted - {"src", "dst"})
     return columns
 
 
