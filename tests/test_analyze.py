@@ -1021,3 +1021,20 @@ def test_trace_made_ready_in_its_reader_gives_the_same_analysis(scenario, monkey
     pd.testing.assert_frame_equal(ready.table, plain.table)
     pd.testing.assert_frame_equal(ready.flows, plain.flows)
     assert ready.notes == plain.notes and ready.alignment == plain.alignment
+
+
+def test_an_error_making_the_trace_ready_is_raised_by_the_analysis(scenario, monkeypatch
+                                                                    ) -> None:
+    """An error of the trace's records or timelines, made in its reader's worker, is raised
+    by the analysis (where following the trace would have raised it), not lost with the
+    thread nor papered over by tables it already let go."""
+    from xentrace_cli.pipeline import analyze as pipeline
+
+    def broken(trace, records):
+        trace.events = trace.events.iloc[:0]  # let go, as the real one does before failing
+        raise ValueError("the records' error")
+
+    monkeypatch.setattr(pipeline.trace_attribute, "ready_trace", broken)
+    with pytest.raises(ValueError, match="the records' error"):
+        analyze_files(**files(scenario("healthy")))
+

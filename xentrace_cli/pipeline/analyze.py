@@ -282,9 +282,10 @@ class _Run:
     """Per checkpoint, each row's time on dom0's clock (``NA_NS``: not measured)."""
     socket_uncertainty_us: float = 0.0
     """A socket log on a clock of its own: its alignment on the guest capture's."""
-    trace_ready: trace_attribute.TraceReady | None = None
+    trace_ready: trace_attribute.TraceReady | Exception | None = None
     """What the path's steps need of the trace alone, made in the trace reader's worker as
-    soon as it is read (:func:`_ready_trace`; None: not made, :func:`follow_trace` makes it)."""
+    soon as it is read (:func:`_ready_trace`; its error; None: not made, :func:`follow_trace`
+    makes it)."""
     trace_causes: trace_attribute.TraceAttribution | None = None
     occupants: Callable[[], pd.DataFrame] | None = None
     """The trace's CPU occupants: made, or being made beside the path's steps
@@ -683,6 +684,8 @@ def follow_trace(run: _Run) -> None:
         run.notes.append("no xentrace: causes cannot be named (the trace's vCPU run states are "
                          "the evidence).")
         return
+    if isinstance(ready, Exception):
+        raise ready
     run.progress.phase("following each packet through the trace")
     frames = dom0_frames(run.packets, run.local)
     run.packets = {}
@@ -691,9 +694,7 @@ def follow_trace(run: _Run) -> None:
     occupants: Callable[[], pd.DataFrame] | None = None
     if ready is not None:  # made as the trace was read (the event and switch tables let go)
         records, timelines = (ready.records if wanted else None), ready.timelines
-        runs = ready.cpu_runs
-        if records is not None and runs is not None:
-            occupants = lambda: runs  # noqa: E731
+        occupants = ready.cpu_runs if records is not None else None
     else:
         records = trace_attribute.trace_records(trace) if wanted else None
         timelines = None
@@ -717,18 +718,19 @@ def follow_trace(run: _Run) -> None:
         run.trace_causes = run.occupants = None
 
 
-def _ready_trace(trace: XenTrace, sources: Sources) -> trace_attribute.TraceReady | None:
+def _ready_trace(trace: XenTrace, sources: Sources) -> trace_attribute.TraceReady | Exception:
     """:func:`.trace_attribute.ready_trace` in the trace reader's worker thread, right after
     the read, while the main thread still reads the captures and matches them: the records
     (with a dom0 capture to line them up with), the CPU occupants and the run-state
     timelines come off the main thread's path, and the event and switch tables go then.
-    Only with a capture (without one the trace's own summary reads them). An error leaves
-    it to :func:`follow_trace`, which then raises it where a serial run would have."""
+    Only with a capture (without one the trace's own summary reads them). Its error is
+    kept, for :func:`follow_trace` to raise where a serial run would have (the tables it
+    let go are not read again)."""
     try:
         ready = trace_attribute.ready_trace(
             trace, records=sources.backend is not None or sources.phys is not None)
-    except Exception:  # noqa: BLE001  (raised again by follow_trace, in its place)
-        return None
+    except Exception as error:  # raised by follow_trace, in its place
+        return error
     give_back_memory()
     return ready
 

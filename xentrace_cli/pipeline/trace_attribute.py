@@ -22,6 +22,7 @@ where not found) and, per row, the vCPUs the causes are read from (:mod:`causes`
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -189,27 +190,35 @@ class TraceReady:
     with)."""
     timelines: Timelines
     """The run states' per-vCPU index, every vCPU's timeline built."""
-    cpu_runs: pd.DataFrame | None
-    """``XenTrace.cpu_runs`` (None with ``records``)."""
+    cpu_runs: Callable[[], pd.DataFrame] | None
+    """``XenTrace.cpu_runs``, made in a thread of its own: its ``result`` (None without
+    ``records``)."""
 
 
 def ready_trace(trace: XenTrace, records: bool) -> TraceReady:
     """Everything of :func:`attribute_trace` and the causes that needs the trace alone (no
-    frame, no clock): the records (with ``records``), the CPU occupants (idem) and the
-    run-state timelines. Then the event and switch tables are let go (memory; copied: an
-    empty slice would be a view holding every column): nothing after reads them.
+    frame, no clock): the records (with ``records``), the CPU occupants (idem: in a worker
+    thread of their own, which the caller need not wait for; only the causes read them) and
+    the run-state timelines. The event and switch tables are let go as soon as they are read
+    (memory; copied: an empty slice would be a view holding every column): nothing after
+    reads them. The timelines are built in a thread beside the records.
 
     For a caller that has the trace before the captures' steps are done (``xenlat
-    analyze`` reads it in a worker thread: this is done there, off the main thread's path)."""
+    analyze`` reads it in a worker thread: this is done there, off the main thread's path;
+    when the main thread waits for the trace, as on the realistic set, the occupants are
+    still made beside its steps, as they were before)."""
+    timelines = Timelines(trace.runstates)
+    built = Background(timelines.build_all)  # beside the records (when a core is free)
     taken = trace_records(trace) if records else None
     trace.events = trace.events.iloc[:0].copy()  # each table let go once read (memory)
+    occupants = None
+    if records:
+        switches, first_tsc = trace.switches, trace.first_tsc
+        occupants = Background(lambda: cpu_runs(switches, first_tsc)).result
+    trace.switches = trace.switches.iloc[:0].copy()  # (the occupants' thread holds them)
     give_back_memory()
-    runs = cpu_runs(trace.switches, trace.first_tsc) if records else None
-    trace.switches = trace.switches.iloc[:0].copy()
-    give_back_memory()
-    timelines = Timelines(trace.runstates)
-    timelines.build_all()
-    return TraceReady(taken, timelines, runs)
+    built.result()
+    return TraceReady(taken, timelines, occupants)
 
 
 # --- step 2: the guest ----------------------------------------------------------------------
