@@ -229,32 +229,39 @@ def _flags(t: Frames) -> Frames:
     syn, fin, rst = (flags & SYN) != 0, (flags & FIN) != 0, (flags & RST) != 0
     control = syn | fin | rst
     seglen = t["len"] + syn + fin
+    del syn, fin, rst  # (each temporary let go after its last use: a lower peak beside
+    # analyze's matching, which runs meanwhile on the main thread)
     rel = unwrap_seq(t["seq"], flow)
     nextseq = rel + seglen
     front = _group_cummax(nextseq, first)
     front_before = _within(first, front, -np.inf)
+    del front
     # when the front last moved (Wireshark's nextseqtime): the latest such row of the flow
     moved = nextseq > front_before
     last_moved = np.maximum.accumulate(np.where(moved, np.arange(flow.size), -1))
     moved_ts = np.where(last_moved >= _group_starts(first),
                         ts[np.maximum(last_moved, 0)].astype(float), np.nan)
     moved_before = _within(first, moved_ts, np.nan)
+    del moved, last_moved, moved_ts
     prev_ack = _within(first, t["ack"], np.nan)
     prev_window = _within(first, t["window"], np.nan)
     window = t["window"]
     keepalive = (seglen <= 1) & (rel == front_before - 1) & ~control
     behind = (seglen > 0) & np.isfinite(front_before) & (rel < front_before) & ~keepalive
+    del keepalive
     out: Frames = {"seglen": seglen}
     dup = (seglen == 0) & (window != 0) & (window == prev_window) \
         & (rel == front_before) & (t["ack"] == prev_ack) & ~control
     out["duplicate_ack"] = dup
     out["zero_window"] = (window == 0) & ~control
+    del prev_window, window
     # the other side's state at each frame: its latest frame before this one
     other = _reverse_state(t, dup, first)
     since_front = ts - moved_before
     fast = behind & (other["dupacks"] >= 2) & (other["ack"] == t["seq"])
     ooo = behind & ~fast & (since_front < _ooo_threshold(t)) & (nextseq != front_before)
     retrans = behind & ~ooo
+    del since_front, moved_before, nextseq, front_before, behind
     out["fast_retransmission"] = fast
     out["out_of_order"] = ooo
     out["retransmission"] = retrans
@@ -264,6 +271,7 @@ def _flags(t: Frames) -> Frames:
              - other["window"] * (2.0 ** np.maximum(scale, 0))) % _MOD
     out["window_full"] = (t["len"] > 0) & ~control & (scale >= 0) \
         & np.isfinite(other["ack"]) & (reach == 0)
+    del other, scale, reach
     delay = _ack_delay(t, prev_ack, control)
     out["ack_delay_ns"] = delay
     out["delayed_ack"] = np.isfinite(delay) & (delay >= DELAYED_ACK_NS)
