@@ -1038,3 +1038,31 @@ def test_an_error_making_the_trace_ready_is_raised_by_the_analysis(scenario, mon
     with pytest.raises(ValueError, match="the records' error"):
         analyze_files(**files(scenario("healthy")))
 
+
+
+@pytest.mark.parametrize("trace_of", ["black-0.1s", "healthy"])
+def test_no_worker_thread_outlives_the_analysis(scenario, monkeypatch: pytest.MonkeyPatch,
+                                                trace_of: str) -> None:
+    """Every worker the steps start is done when analyze returns, also the CPU occupants'
+    when no cause is named (another set's trace, which cannot be put on the captures'
+    clock): a thread left running could leave pandas' warnings.catch_warnings after a later
+    caller entered it, and lose that caller's warnings. The occupants are made slow here,
+    so that a thread not waited for is still running when analyze returns."""
+    from xentrace_cli.pipeline import trace_attribute
+
+    made = trace_attribute.cpu_runs
+
+    def slow(*args: object, **kwargs: object) -> pd.DataFrame:
+        time.sleep(0.5)
+        return made(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trace_attribute, "cpu_runs", slow)
+    own = files(scenario("black-0.1s"))
+    other = files(scenario(trace_of, seed=7))
+    before = set(threading.enumerate())
+    result = analyze_files(own["guest"], backend=own["backend"],
+                           xentrace=(own if trace_of == "black-0.1s" else other)["xentrace"])
+    left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert left == []
+    on_clock = "tsc->dom0" in result.alignment and result.table["t_copy"].notna().any()
+    assert on_clock == (trace_of == "black-0.1s")

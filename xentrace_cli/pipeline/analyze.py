@@ -43,6 +43,7 @@ Example::
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import os
@@ -312,17 +313,20 @@ def analyze(sources: Sources, options: AnalyzeOptions,
         warnings.warn(XenlatWarning(
             f"{getattr(sources, names[0])}: the same file is given as {' and '.join(names)}: "
             "the intervals between them would read as zero"), stacklevel=2)
-    read_sources(run, meanwhile=without_trace)
-    if run.anchor_name is None:
-        return _no_capture(sources, run.calls, run.trace, run.notes)
-    aside = run.exchanges if run.exchanges is not None else exchanges_aside(run)
-    follow_trace(run)
-    order_paths(run)
-    build_table(run)
-    judge_anomalies(run)
-    run.trace = run.trace_causes = None  # nothing after needs the trace: let it go (memory)
-    give_back_memory()
-    flows = lone_view(run, aside)
+    try:
+        read_sources(run, meanwhile=without_trace)
+        if run.anchor_name is None:
+            return _no_capture(sources, run.calls, run.trace, run.notes)
+        aside = run.exchanges = run.exchanges or exchanges_aside(run)
+        follow_trace(run)
+        order_paths(run)
+        build_table(run)
+        judge_anomalies(run)
+        run.trace = run.trace_causes = None  # nothing after needs the trace: let it go
+        give_back_memory()
+        flows = lone_view(run, aside)
+    finally:
+        _settle(run)
     run.progress.report(final=True)
     return Analysis(table=fixed_schema(run.table), sources=sources, alignment=run.alignment,
                     notes=run.notes,
@@ -694,7 +698,7 @@ def follow_trace(run: _Run) -> None:
     occupants: Callable[[], pd.DataFrame] | None = None
     if ready is not None:  # made as the trace was read (the event and switch tables let go)
         records, timelines = (ready.records if wanted else None), ready.timelines
-        occupants = ready.cpu_runs if records is not None else None
+        occupants = ready.cpu_runs  # (unread without records: _settle waits for it)
     else:
         records = trace_attribute.trace_records(trace) if wanted else None
         timelines = None
@@ -715,7 +719,7 @@ def follow_trace(run: _Run) -> None:
     run.trace_causes, run.occupants = result, occupants
     if result.fit is None:  # not on dom0's timeline: measure as if there were no trace
         run.present.discard("xentrace")
-        run.trace_causes = run.occupants = None
+        run.trace_causes = None  # (the occupants' thread is waited for by _settle)
 
 
 def _ready_trace(trace: XenTrace, sources: Sources) -> trace_attribute.TraceReady | Exception:
@@ -741,6 +745,24 @@ def _occupants_aside(trace: XenTrace) -> Background[pd.DataFrame]:
     path's steps (:func:`_take_occupants`)."""
     switches, first_tsc = trace.switches, trace.first_tsc
     return Background(lambda: trace_reader.cpu_runs(switches, first_tsc))
+
+
+def _settle(run: _Run) -> None:
+    """Wait for the worker threads the steps started that no step took: the CPU occupants
+    when no cause is named (no fit, no frame to the guest), the exchanges when a step
+    raised. None may outlive the analysis: the libraries they call enter the process-wide
+    ``warnings.catch_warnings`` (pandas' dtype checks do), and one that leaves it after a
+    later caller entered it puts back the filters and ``showwarning`` of before, losing
+    that caller's warnings. Their results, and errors, are not wanted any more."""
+    occupants, exchanges, facts = run.occupants, run.exchanges, run.facts
+    run.occupants = run.exchanges = run.facts = None
+    if occupants is not None:
+        with contextlib.suppress(Exception):
+            occupants()
+    if exchanges is not None:
+        exchanges.wait()
+    if facts is not None and isinstance(facts.tcp_job, Background):  # (no exchanges took it)
+        facts.tcp_job.wait()
 
 
 def _take_occupants(run: _Run) -> None:
