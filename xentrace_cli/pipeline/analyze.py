@@ -968,7 +968,13 @@ def exchanges_aside(run: _Run) -> _Exchanges:
     segments, fresh, facts = run.anchor_all, run.fresh, run.facts
     run.anchor_all = run.facts = None  # only the exchanges need them (memory)
 
-    return Background(lambda: _holding(lambda: lone.exchanges(segments, fresh, facts)))
+    def job() -> pd.DataFrame:
+        flows = lone.exchanges(segments, fresh, facts)
+        if facts is not None:  # the TCP analysis' error (a worker's: lone.frame_facts)
+            _ = facts.tcp  # raised, whether or not an exchange read its flags
+        return flows
+
+    return Background(lambda: _holding(job))
 
 
 def lone_view(run: _Run, aside: _Exchanges) -> pd.DataFrame:
