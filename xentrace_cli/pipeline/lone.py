@@ -52,8 +52,12 @@ COLUMNS: tuple[str, ...] = (
 connection_ids = messages.conversation_ids
 
 
-#: From this many TCP frames on, :func:`frame_facts` analyzes them in a worker thread.
-TCP_ASIDE_FRAMES = 100_000
+#: From this many TCP frames on, :func:`frame_facts` analyzes them in a worker thread. Off
+#: (never) for now: on the toy million set, whole processes paired at load 1-2, the worker
+#: gave no wall time (7.90-8.39 s against 7.77-8.70 s inline; the captures' read, where it
+#: ran, keeps both cores busy already) and raised the peak RSS by ~130 MB (1.35-1.36 GB
+#: against 1.22-1.26 GB), its temporaries beside the matching's.
+TCP_ASIDE_FRAMES = 1 << 62
 
 
 @dataclasses.dataclass
