@@ -1068,19 +1068,17 @@ def test_no_worker_thread_outlives_the_analysis(scenario, monkeypatch: pytest.Mo
     assert on_clock == (trace_of == "black-0.1s")
 
 
-def test_a_failing_tcp_analysis_in_its_worker_is_not_lost(scenario,
+def test_a_failing_tcp_analysis_is_not_lost(scenario,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
-    """The lone view's TCP analysis runs in a worker thread on large captures (here on any):
-    its error is raised by the analysis even where no exchange reads its flags (a healthy
-    set, no anomalous gap: the review's reproducer exited 0 with a normal-looking table)."""
-    from xentrace_cli.pipeline import lone
+    """The lone view's TCP analysis' error is raised by the analysis even where no exchange
+    reads its flags (a healthy set, no anomalous gap: with the analysis in a worker thread,
+    the review's reproducer exited 0 with a normal-looking table)."""
     from xentrace_cli.pipeline.conversations import tcp_analysis
 
     def broken(_: object) -> None:
         raise RuntimeError("flags failed")
 
-    monkeypatch.setattr(lone, "TCP_ASIDE_FRAMES", 0)
     monkeypatch.setattr(tcp_analysis, "_flags", broken)
     with pytest.raises(RuntimeError, match="flags failed"):
         analyze_files(files(scenario("healthy", seed=3))["guest"])

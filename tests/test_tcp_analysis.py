@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 
 from xentrace_cli import model
-from xentrace_cli.background import Background
 from xentrace_cli.pipeline import lone, match
 from xentrace_cli.pipeline.conversations import tcp_analysis
 from xentrace_cli.sources import packets
@@ -275,29 +274,18 @@ def test_facts_of_the_reader_arrays_are_those_of_the_table(tmp_path: Path) -> No
     assert len(want.heads) > 0
 
 
-def test_facts_analyzed_in_a_worker_thread_are_those_made_inline(
+def test_a_failing_tcp_analysis_is_raised_by_frame_facts(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # a capture of at least lone.TCP_ASIDE_FRAMES TCP frames is analyzed in a worker thread
-    # (its columns taken first, the packet table let go): the same flagged frames as
-    # analyze_tcp on the table, and the error of a failing analysis raised where tcp is read
+    # the TCP analysis' error comes out of frame_facts, where the capture is read
     path = tmp_path / "trouble.pcap"
     write_capture(path)
-    columns = packets.read_packet_columns(path, **lone.READ_OPTIONS)
-    want = tcp_analysis.analyze_tcp(packets.read_packets(path, **lone.READ_OPTIONS))
-    monkeypatch.setattr(lone, "TCP_ASIDE_FRAMES", 0)
-    facts = lone.frame_facts(columns)
-    assert isinstance(facts.tcp_job, Background)
-    del columns
-    pd.testing.assert_frame_equal(facts.tcp, want, check_exact=True)
-    assert facts.tcp is facts.tcp  # waited for once, then kept
 
     def broken(_: object) -> None:
         raise RuntimeError("flags")
 
     monkeypatch.setattr(tcp_analysis, "_flags", broken)
-    failing = lone.frame_facts(packets.read_packet_columns(path, **lone.READ_OPTIONS))
     with pytest.raises(RuntimeError, match="flags"):
-        _ = failing.tcp
+        lone.frame_facts(packets.read_packet_columns(path, **lone.READ_OPTIONS))
 
 
 @pytest.mark.parametrize("seed", range(30))

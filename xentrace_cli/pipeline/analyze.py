@@ -754,15 +754,13 @@ def _settle(run: _Run) -> None:
     ``warnings.catch_warnings`` (pandas' dtype checks do), and one that leaves it after a
     later caller entered it puts back the filters and ``showwarning`` of before, losing
     that caller's warnings. Their results, and errors, are not wanted any more."""
-    occupants, exchanges, facts = run.occupants, run.exchanges, run.facts
-    run.occupants = run.exchanges = run.facts = None
+    occupants, exchanges = run.occupants, run.exchanges
+    run.occupants = run.exchanges = None
     if occupants is not None:
         with contextlib.suppress(Exception):
             occupants()
     if exchanges is not None:
         exchanges.wait()
-    if facts is not None and isinstance(facts.tcp_job, Background):  # (no exchanges took it)
-        facts.tcp_job.wait()
 
 
 def _take_occupants(run: _Run) -> None:
@@ -968,13 +966,7 @@ def exchanges_aside(run: _Run) -> _Exchanges:
     segments, fresh, facts = run.anchor_all, run.fresh, run.facts
     run.anchor_all = run.facts = None  # only the exchanges need them (memory)
 
-    def job() -> pd.DataFrame:
-        flows = lone.exchanges(segments, fresh, facts)
-        if facts is not None:  # the TCP analysis' error (a worker's: lone.frame_facts)
-            _ = facts.tcp  # raised, whether or not an exchange read its flags
-        return flows
-
-    return Background(lambda: _holding(job))
+    return Background(lambda: _holding(lambda: lone.exchanges(segments, fresh, facts)))
 
 
 def lone_view(run: _Run, aside: _Exchanges) -> pd.DataFrame:

@@ -27,7 +27,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..background import Background
 from ..model import LONE_INTERVALS, format_flow
 from ..sources.packets import PacketColumns, head_bytes
 from ..units import counted, format_duration
@@ -52,14 +51,6 @@ COLUMNS: tuple[str, ...] = (
 connection_ids = messages.conversation_ids
 
 
-#: From this many TCP frames on, :func:`frame_facts` analyzes them in a worker thread. Off
-#: (never) for now: on the toy million set, whole processes paired at load 1-2, the worker
-#: gave no wall time (7.90-8.39 s against 7.77-8.70 s inline; the captures' read, where it
-#: ran, keeps both cores busy already) and raised the peak RSS by ~130 MB (1.35-1.36 GB
-#: against 1.22-1.26 GB), its temporaries beside the matching's.
-TCP_ASIDE_FRAMES = 1 << 62
-
-
 @dataclasses.dataclass
 class FrameFacts:
     """What the lone view needs of a capture's frames beyond the segment table."""
@@ -67,16 +58,8 @@ class FrameFacts:
     heads: pd.DataFrame
     """Frames with payload: ``frame``, ``head`` ((n, N) uint8 rows as an object-free array
     in ``attrs['bytes']``), ``head_len``."""
-    tcp_job: pd.DataFrame | Background[pd.DataFrame]
-    """:attr:`tcp`, or the worker thread making it."""
-
-    @property
-    def tcp(self) -> pd.DataFrame:
-        """:func:`conversations.tcp_analysis.analyze_tcp` of the capture (waited for when a
-        worker thread makes it; its error raised here)."""
-        if isinstance(self.tcp_job, Background):
-            self.tcp_job = self.tcp_job.result()
-        return self.tcp_job
+    tcp: pd.DataFrame
+    """:func:`conversations.tcp_analysis.analyze_tcp` of the capture."""
 
 
 def frame_facts(packets: pd.DataFrame | PacketColumns) -> FrameFacts:
@@ -102,13 +85,7 @@ def frame_facts(packets: pd.DataFrame | PacketColumns) -> FrameFacts:
         length = np.zeros(0, dtype=np.int64)
     table = pd.DataFrame({"frame": frames, "head_len": length})
     table.attrs["bytes"] = heads
-    # the TCP analysis (~1 s on a million frames) needs nothing of the packet table once its
-    # columns are taken: it runs in a worker thread, on the other core, while the caller goes
-    # on (analyze: the segments, the matching); only the lone view's exchanges wait for it
-    tcp = tcp_analysis.tcp_frames(packets)
-    if tcp is None or tcp[0]["frame"].size < TCP_ASIDE_FRAMES:
-        return FrameFacts(heads=table, tcp_job=tcp_analysis.analyzed(tcp))
-    return FrameFacts(heads=table, tcp_job=Background(lambda: tcp_analysis.analyzed(tcp)))
+    return FrameFacts(heads=table, tcp=tcp_analysis.analyze_tcp(packets))
 
 
 def _marks(segments: pd.DataFrame, facts: FrameFacts | None) -> protocols.Marks:

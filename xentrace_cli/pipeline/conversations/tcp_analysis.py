@@ -83,7 +83,7 @@ columns and the addresses their codes ``a``, ``b`` index; None: no TCP frame to 
 def tcp_frames(packets: pd.DataFrame | PacketColumns) -> TcpFrames:
     """The first half of :func:`analyze_tcp`: the TCP frames' columns taken out of the packet
     table (copies: the table may go once this returns; the rest, :func:`analyzed`, needs no
-    more of it and may run in another thread)."""
+    more of it)."""
     need = ("tcp_seq", "tcp_ack", "tcp_flags", "tcp_window", "payload_len", "ts_ns")
     if any(not has_column(packets, c) for c in need):
         return None
@@ -133,7 +133,7 @@ def analyzed(frames: TcpFrames) -> pd.DataFrame:
     for column, values in t.items():  # one column at a time: no second copy of them all
         t[column] = values[by_flow]
     flagged = _flags(t)
-    t.clear()  # the columns may go (a caller in another thread still holds the dict)
+    t.clear()  # the columns may go (the caller still holds the dict)
     out = pd.DataFrame({c: flagged[c] for c in ("frame", "ts_ns")})
     out["src"] = np.asarray(names, dtype=object)[flagged["a"]]
     out["sport"] = flagged["sport"]
@@ -229,8 +229,7 @@ def _flags(t: Frames) -> Frames:
     syn, fin, rst = (flags & SYN) != 0, (flags & FIN) != 0, (flags & RST) != 0
     control = syn | fin | rst
     seglen = t["len"] + syn + fin
-    del syn, fin, rst  # (each temporary let go after its last use: a lower peak beside
-    # analyze's matching, which runs meanwhile on the main thread)
+    del syn, fin, rst  # (each temporary let go after its last use: a lower peak)
     rel = unwrap_seq(t["seq"], flow)
     nextseq = rel + seglen
     front = _group_cummax(nextseq, first)
