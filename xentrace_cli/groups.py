@@ -109,11 +109,11 @@ def ranges(lo: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def group_time_order(group: np.ndarray, time: np.ndarray) -> np.ndarray:
-    """``np.lexsort((time, group))`` of int64 arrays: rows by group, then time, ties in row
-    order. With group ids below 2**16 (a capture's flows: a few to thousands), two stable
-    sorts instead: by time first (timsort, which merges the runs that time-ordered captures
-    put one after the other), then by group as uint16 (a radix sort) — under half the time
-    of lexsort's two merge sorts of int64."""
+    """``np.lexsort((time, group))`` of an int64 ``group`` and an int64 or float ``time``:
+    rows by group, then time, ties in row order. With group ids below 2**16 (a capture's
+    flows: a few to thousands), two stable sorts instead: by time first (timsort, which
+    merges the runs that time-ordered captures put one after the other), then by group as
+    uint16 (a radix sort) — under half the time of lexsort's two merge sorts of int64."""
     if group.size == 0 or int(group.min()) < 0 or int(group.max()) >= 1 << 16:
         return np.lexsort((time, group))
     by_time = np.argsort(time, kind="stable")

@@ -38,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ...groups import unique
+from ...groups import group_time_order, unique
 from .. import anomalies
 from .codes import first_seen_codes
 
@@ -83,7 +83,7 @@ def _medians(codes: np.ndarray, values: np.ndarray, groups: int
     count, as pandas' group-by median takes it) and the count: one sort by (group, value),
     not a hash group-by per statistic."""
     count = np.bincount(codes, minlength=groups)
-    ordered = _by_group_and_value(codes, values, groups)
+    ordered = values[group_time_order(codes, values)]  # by group, then value
     start = np.r_[0, np.cumsum(count)[:-1]]
     half = count // 2
     upper = ordered[np.minimum(start + half, max(ordered.size - 1, 0))] if ordered.size \
@@ -91,19 +91,6 @@ def _medians(codes: np.ndarray, values: np.ndarray, groups: int
     lower = ordered[np.maximum(start + half - 1, 0)] if ordered.size else np.zeros(groups)
     median = np.where(count % 2 == 1, upper, (lower + upper) / 2)
     return np.where(count > 0, median, np.nan), count.astype(np.int64)
-
-
-def _by_group_and_value(codes: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:
-    """``values[np.lexsort((values, codes))]``: the values by group code, then value. Only
-    the values are wanted, not which row each came from, so the order among equal values is
-    free: one quick sort of the values, then a stable radix sort of their codes as uint16
-    (below 2**16 groups) — a third of lexsort's two merge sorts. A negative zero beside a
-    positive one would be an equal value of other bits: lexsort then."""
-    if groups > 1 << 16 or bool((np.signbit(values) & (values == 0)).any()):
-        return values[np.lexsort((values, codes))]
-    by_value = np.argsort(values)
-    ordered = values[by_value]
-    return ordered[np.argsort(codes[by_value].astype(np.uint16), kind="stable")]
 
 
 def baselines(flows: pd.DataFrame, gap: str) -> pd.DataFrame:
