@@ -868,6 +868,51 @@ def test_cli_truncated_trace_is_a_warning_or_bad_input(scenario, runner, tmp_pat
     assert strict.stderr.count("\n") == 1 and "xenlat: error:" in strict.stderr
 
 
+def test_cli_trace_warning_is_shown_while_another_thread_ignores_warnings(
+        scenario, runner, tmp_path: Path, monkeypatch) -> None:
+    # the trace reader warns from its worker thread; a library in another thread inside
+    # catch_warnings + simplefilter("ignore") at that moment (pandas' dtype checks) must not
+    # drop it: the once-flaky empty stderr of the test above, made certain
+    from xentrace_cli.sources import xentrace_scan
+
+    p = files(scenario("healthy"))
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes(p["xentrace"].read_bytes()[:100_003])
+    leave = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def ignoring(inside: threading.Event) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            inside.set()
+            leave.wait(60)
+
+    def warn_truncated(*args: object) -> None:  # another thread ignores warnings right now
+        inside = threading.Event()
+        threads.append(threading.Thread(target=ignoring, args=(inside,)))
+        threads[-1].start()
+        inside.wait(10)
+        real_warn_truncated(*args)
+
+    real_warn_truncated = xentrace_scan._warn_truncated
+    monkeypatch.setattr(xentrace_scan, "_warn_truncated", warn_truncated)
+    args = ["analyze", str(p["guest"]), "--xentrace", str(cut), "--format", "csv"]
+    try:
+        result = runner.invoke(main, args)
+        strict = runner.invoke(main, [*args, "--strict"])
+    finally:
+        leave.set()
+        for thread in threads:
+            thread.join()
+    assert len(threads) == 2  # the cut was found, once per run
+    assert result.exit_code == 0, result.stderr
+    assert re.fullmatch(rf"xenlat: warning: {re.escape(str(cut))}: offset \d+: .*\n",
+                        result.stderr)
+    assert strict.exit_code == 3
+    assert strict.stderr.startswith(f"xenlat: error: {cut}: offset ")
+    assert strict.stderr.endswith("(--strict)\n")
+
+
 def test_cli_garbage_input(runner, tmp_path: Path) -> None:
     junk = tmp_path / "junk.pcap"
     junk.write_bytes(b"this is not a capture at all\n" * 10)

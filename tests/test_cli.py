@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import click
@@ -10,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from xentrace_cli.cli import XenlatGroup, main
-from xentrace_cli.errors import ExitCode, InputError, TruncatedInput
+from xentrace_cli.errors import ExitCode, InputError, TruncatedInput, warn
 
 
 @pytest.mark.parametrize("command", sorted(main.commands))
@@ -64,7 +63,7 @@ def _group() -> click.Group:
 
     @cli.command()
     def cut() -> None:
-        warnings.warn(TruncatedInput("x.pcap: offset 495 (packet 5): cut short"), stacklevel=1)
+        warn(TruncatedInput("x.pcap: offset 495 (packet 5): cut short"))
         click.echo("data")
 
     @cli.command()
@@ -104,7 +103,7 @@ def test_strict_turns_truncation_into_exit_3(runner: CliRunner) -> None:
     @cli.command()
     @common_options
     def cut_strict() -> None:
-        warnings.warn(TruncatedInput("x.pcap: offset 495 (packet 5): cut short"), stacklevel=1)
+        warn(TruncatedInput("x.pcap: offset 495 (packet 5): cut short"))
         click.echo("data")
 
     assert runner.invoke(cli, ["cut-strict"]).exit_code == ExitCode.OK

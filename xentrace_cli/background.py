@@ -11,17 +11,20 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from .errors import carried
+
 T = TypeVar("T")
 
 
 class Background(Generic[T]):
-    """``call()`` started in a daemon thread; :meth:`result` waits for it and returns its
-    value, or raises what it raised. :meth:`wait` only waits (before closing what it uses)."""
+    """``call()`` started in a daemon thread (with the caller's warnings sink:
+    :func:`.errors.carried`); :meth:`result` waits for it and returns its value, or raises
+    what it raised. :meth:`wait` only waits (before closing what it uses)."""
 
     def __init__(self, call: Callable[[], T]) -> None:
         self._value: T | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self._thread = threading.Thread(target=carried(self._run), args=(call,), daemon=True)
         self._thread.start()
 
     def _run(self, call: Callable[[], T]) -> None:

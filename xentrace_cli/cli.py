@@ -18,6 +18,7 @@ import functools
 import os
 import re
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,7 +34,14 @@ import click
 os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 
 from . import __version__
-from .errors import ExitCode, OptionError, TruncatedInput, XenlatError, XenlatWarning
+from .errors import (
+    ExitCode,
+    OptionError,
+    TruncatedInput,
+    XenlatError,
+    XenlatWarning,
+    warnings_to,
+)
 from .model import TABLE_DICTIONARY_COLUMNS, Sources
 
 if TYPE_CHECKING:  # the commands import their libraries when run (start-up time)
@@ -86,6 +94,20 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
         click.echo(f"xenlat: warning: {message}", err=True)
     else:  # a library's own warning: keep it, but on one line
         click.echo(f"xenlat: warning: {category.__name__}: {message}", err=True)
+
+
+def _warning_sink(strict: bool) -> Callable[[Warning], None]:
+    """Where the library's warnings go (:func:`.errors.warnings_to`): one line each on stderr,
+    from whichever thread (``--strict``: a truncated input raised where it is found)."""
+    lock = threading.Lock()
+
+    def sink(warning: Warning) -> None:
+        if strict and isinstance(warning, TruncatedInput):
+            raise warning
+        with lock:
+            _show_warning(warning, type(warning), "", 0)
+
+    return sink
 
 
 class XenlatGroup(click.Group):
@@ -151,9 +173,8 @@ def common_options(func: F) -> F:
         ctx.meta["xenlat.no_progress"] = no_progress
         ctx.meta["xenlat.strict"] = strict
         ctx.meta["xenlat.traceback"] = traceback
-        if strict:
-            warnings.simplefilter("error", TruncatedInput)
-        return func(*args, **kwargs)
+        with warnings_to(_warning_sink(strict)):
+            return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 

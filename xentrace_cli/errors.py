@@ -1,8 +1,14 @@
 """Exit codes, the exceptions library code raises, and the warnings it emits.
 
 Library modules never print: they raise an ``InputError`` for input they cannot use and emit a
-``XenlatWarning`` (through :mod:`warnings`) for input they could salvage. The CLI turns both into
+``XenlatWarning`` (through :func:`warn`) for input they could salvage. The CLI turns both into
 one line on stderr and an exit code, in one place (``cli.py``).
+
+A warning goes to the sink the caller installed (:func:`warnings_to`: the CLI's, a batch set's),
+else through :mod:`warnings` (a script or notebook filters it as any other). The sink is not the
+:mod:`warnings` module because that module's filters are one process-wide state: a library
+entering ``warnings.catch_warnings()`` in one thread (pandas does, in its dtype checks) silences
+another thread's warnings while inside, and puts back stale filters when it leaves.
 """
 
 from __future__ import annotations
@@ -13,7 +19,11 @@ import enum
 import os
 import stat
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class ExitCode(enum.IntEnum):
@@ -111,14 +121,53 @@ def check_readable(path: str | os.PathLike[str]) -> None:
 _HELD: contextvars.ContextVar[list[Warning] | None] = contextvars.ContextVar(
     "xenlat_held_warnings", default=None)
 
+#: Where :func:`warn` sends a warning in this context (see :func:`warnings_to`); None: to
+#: :func:`warnings.warn`.
+_SINK: contextvars.ContextVar[Callable[[Warning], None] | None] = contextvars.ContextVar(
+    "xenlat_warning_sink", default=None)
+
 
 def warn(warning: Warning, stacklevel: int = 2) -> None:
-    """``warnings.warn``, unless this context holds its warnings (:func:`hold_warnings`)."""
+    """Emit ``warning``: held if this context holds its warnings (:func:`hold_warnings`), else
+    to this context's sink (:func:`warnings_to`), else through ``warnings.warn``. The sink
+    may raise it instead (``--strict``)."""
     held = _HELD.get()
-    if held is None:
-        warnings.warn(warning, stacklevel=stacklevel + 1)
-    else:
+    if held is not None:
         held.append(warning)
+        return
+    sink = _SINK.get()
+    if sink is not None:
+        sink(warning)
+    else:
+        warnings.warn(warning, stacklevel=stacklevel + 1)
+
+
+@contextlib.contextmanager
+def warnings_to(sink: Callable[[Warning], None]) -> Iterator[None]:
+    """Send :func:`warn`'s warnings to ``sink`` in this context, and in the worker threads
+    started from it through :func:`carried`."""
+    token = _SINK.set(sink)
+    try:
+        yield
+    finally:
+        _SINK.reset(token)
+
+
+def carried(call: Callable[P, T]) -> Callable[P, T]:
+    """``call``, to be run in another thread with this thread's warnings sink: a new thread
+    starts with an empty context, and its warnings would bypass the sink. Held warnings are
+    not carried: a worker's warnings go out at once unless the worker holds its own (the
+    block that held them may have ended by the time the worker warns)."""
+    sink = _SINK.get()
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        token = _SINK.set(sink)
+        try:
+            return call(*args, **kwargs)
+        finally:
+            _SINK.reset(token)
+
+    return run
 
 
 @contextlib.contextmanager

@@ -29,7 +29,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExitCode, OptionError, TruncatedInput, XenlatError, XenlatWarning
+from ..errors import (
+    ExitCode,
+    OptionError,
+    TruncatedInput,
+    XenlatError,
+    XenlatWarning,
+    warnings_to,
+)
 from ..sources.manifest import MANIFEST_NAME, is_set_directory
 
 #: What ``xenlat batch`` tells a user whose Python lacks Dask.
@@ -117,12 +124,19 @@ def process_set(directory: str, dataset: str, strict: bool = False,
     input is an error, as ``--strict`` makes it for one command).
     """
     start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
+    ours: list[Warning] = []
+
+    def sink(warning: Warning) -> None:
+        if strict and isinstance(warning, TruncatedInput):
+            raise warning
+        ours.append(warning)
+
+    # xenlat's warnings go to this set's own sink (sets analyzed in threads side by side keep
+    # theirs apart); the libraries' own, rare, through the warnings module's record
+    with warnings.catch_warnings(record=True) as caught, warnings_to(sink):
         warnings.simplefilter("always")
-        if strict:
-            warnings.simplefilter("error", TruncatedInput)
         try:
-            return _process(Path(directory), Path(dataset), redo, start, caught)
+            return _process(Path(directory), Path(dataset), redo, start, ours, caught)
         except XenlatError as exc:
             return SetOutcome(directory, FAILED, str(exc), int(exc.exit_code),
                               seconds=time.perf_counter() - start)
@@ -135,7 +149,7 @@ def process_set(directory: str, dataset: str, strict: bool = False,
                               seconds=time.perf_counter() - start)
 
 
-def _process(directory: Path, dataset: Path, redo: bool, start: float,
+def _process(directory: Path, dataset: Path, redo: bool, start: float, ours: list[Warning],
              caught: list[warnings.WarningMessage]) -> SetOutcome:
     from .. import __version__
     from ..outputs import gate
@@ -162,7 +176,7 @@ def _process(directory: Path, dataset: Path, redo: bool, start: float,
     options = AnalyzeOptions(cpu_hz=capture_set.cpu_hz, domid=capture_set.domid,
                              nic_irq=capture_set.nic_irq)
     analysis = analyze(capture_set.sources, options)
-    said = _warning_lines(caught)
+    said = _warning_lines(ours, caught)
     seconds = time.perf_counter() - start
     summary = summary_row(analysis, identity, version=__version__,
                           stats=gate.measured_stats(analysis), warnings=said, seconds=seconds)
@@ -171,10 +185,13 @@ def _process(directory: Path, dataset: Path, redo: bool, start: float,
                       seconds=time.perf_counter() - start, warnings=said)
 
 
-def _warning_lines(caught: Sequence[warnings.WarningMessage]) -> tuple[str, ...]:
-    """Each warning once, as the command line words it."""
-    lines = (str(w.message) if issubclass(w.category, XenlatWarning)
-             else f"{w.category.__name__}: {w.message}" for w in caught)
+def _warning_lines(ours: Sequence[Warning],
+                   caught: Sequence[warnings.WarningMessage]) -> tuple[str, ...]:
+    """Each warning once, as the command line words it: xenlat's, then the libraries'."""
+    lines = [str(w) if isinstance(w, XenlatWarning) else f"{type(w).__name__}: {w}"
+             for w in ours]
+    lines += (str(w.message) if issubclass(w.category, XenlatWarning)
+              else f"{w.category.__name__}: {w.message}" for w in caught)
     return tuple(dict.fromkeys(lines))
 
 

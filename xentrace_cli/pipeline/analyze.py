@@ -48,7 +48,6 @@ import dataclasses
 import functools
 import os
 import re
-import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,7 @@ import pandas as pd
 
 from ..allocator import give_back_memory
 from ..background import Background
-from ..errors import InputError, OptionError, XenlatWarning, hold_warnings, warn
+from ..errors import InputError, OptionError, XenlatWarning, carried, hold_warnings, warn
 from ..model import (
     ALL_STAGES,
     CHECKPOINTS,
@@ -310,7 +309,7 @@ def analyze(sources: Sources, options: AnalyzeOptions,
     (see the module docstring)."""
     run = _Run(sources, options, _Progress(sources, on_progress), set(sources.present))
     for names in sources.shared_files():  # badinput (issue 10): one warning, nothing else
-        warnings.warn(XenlatWarning(
+        warn(XenlatWarning(
             f"{getattr(sources, names[0])}: the same file is given as {' and '.join(names)}: "
             "the intervals between them would read as zero"), stacklevel=2)
     try:
@@ -371,7 +370,7 @@ def read_sources(run: _Run, meanwhile: Callable[[_Run], None] | None = None) -> 
                 run.trace_ready = _ready_trace(trace, sources)
             return trace
 
-        trace_job = pool.submit(read_trace)
+        trace_job = pool.submit(carried(read_trace))
     socket_job = _read_socket_log_aside(pool, sources.socket_log, progress)
     try:
         lone_name = next((n for n in CAPTURES if getattr(sources, n) is not None), None)
@@ -409,7 +408,7 @@ def _beside_trace(run: _Run, steps: Callable[[_Run], None],
     if trace_job is not None:
         trace_job.result()
     for warning in held:
-        warnings.warn(warning, stacklevel=4)
+        warn(warning, stacklevel=4)
 
 
 def _read_capture(run: _Run, name: str, path: Path, lone_view: bool) -> None:
@@ -463,7 +462,7 @@ def _shown(outcome: _Held) -> pd.DataFrame | None:
     """A :func:`_holding` outcome: its warnings shown now, then its error raised."""
     value, held, error = outcome
     for warning in held:
-        warnings.warn(warning, stacklevel=5)
+        warn(warning, stacklevel=5)
     if error is not None:
         raise error
     return value
@@ -484,7 +483,7 @@ def _read_socket_log_aside(pool: concurrent.futures.Executor, path: Path | None,
         give_back_memory()
         return calls
 
-    return pool.submit(_holding, job)
+    return pool.submit(carried(_holding), job)
 
 
 def _socket_log_result(job: _SocketJob | None) -> pd.DataFrame | None:

@@ -16,14 +16,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .. import linktypes
-from ..errors import XenlatWarning
+from ..errors import XenlatWarning, warn
 from ..groups import unique
 from .containers import open_capture
 
@@ -218,10 +217,10 @@ def capture_info(path: str | os.PathLike[str],
             interface_count=len(reader.interfaces),
             unlisted_packets=int(per_interface[LISTED_INTERFACES:].sum()))
         if reader.bad_timestamps:
-            warnings.warn(XenlatWarning(
+            warn(XenlatWarning(
                 f"{path}: {reader.bad_timestamps} timestamps beyond the int64 nanosecond range "
                 "(year 2262) were left out"), stacklevel=2)
         warning = reader.damage_warning()
     if warning is not None:
-        warnings.warn(warning, stacklevel=2)
+        warn(warning, stacklevel=2)
     return info

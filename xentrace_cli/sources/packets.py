@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import linktypes
-from ..errors import InputError, OptionError, XenlatWarning
+from ..errors import InputError, OptionError, XenlatWarning, carried, warn
 from ..groups import sorted_codes, unique_rows
 from .containers import open_capture
 from .decode import decode
@@ -693,7 +692,7 @@ def _iter(path: str | os.PathLike[str], form: str, *, display_filter: str | None
         yield from _tables(reader, selected, host_text, port, on_progress, interfaces_out,
                            pending, form, extras, prefetch, table, only)
     for warning in pending:
-        warnings.warn(warning, stacklevel=3)
+        warn(warning, stacklevel=3)
 
 
 #: Columns that together tell a frame apart from another frame (a frame equal to an earlier
@@ -993,7 +992,7 @@ class _Prefetcher:
         self._full = queue.Full
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=PREFETCH_BATCHES)
         self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._work, args=(items,),
+        self._worker = threading.Thread(target=carried(self._work), args=(items,),
                                         name="xenlat-reader", daemon=True)
         self._worker.start()
 

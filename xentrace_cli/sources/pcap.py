@@ -27,12 +27,11 @@ The record headers are then gathered for the whole chunk with numpy, one 16-byte
 from __future__ import annotations
 
 import struct
-import warnings
 from collections.abc import Iterator
 
 import numpy as np
 
-from ..errors import InputError, XenlatWarning
+from ..errors import InputError, XenlatWarning, warn
 from .capture import (
     FAST_WALK_MIN_BYTES,
     FAST_WALK_MISSES,
@@ -138,7 +137,7 @@ class PcapReader(CaptureReader):
             raise InputError(self.path, f"corrupt file header: reserved bits of the link-type "
                              f"field are set (0x{linkfield:08x})", offset=20)
         if self.version_major != 2:
-            warnings.warn(XenlatWarning(
+            warn(XenlatWarning(
                 f"{self.path}: offset 4: pcap version {self.version_major}."
                 f"{self.version_minor} (known: 2.x); read as 2.4"), stacklevel=2)
         self.snaplen = snaplen

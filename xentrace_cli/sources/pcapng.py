@@ -27,12 +27,11 @@ number) agree with tshark, and yields no row for them.
 from __future__ import annotations
 
 import struct
-import warnings
 from collections.abc import Iterator
 
 import numpy as np
 
-from ..errors import InputError, XenlatWarning
+from ..errors import InputError, XenlatWarning, warn
 from ..groups import unique
 from .capture import (
     FAST_WALK_MIN_BYTES,
@@ -151,7 +150,7 @@ class PcapngReader(CaptureReader):
         tshark refuses such a file, we read what can be read)."""
         version = SHB_VERSION[self._order].unpack_from(self._buf, at + 12)
         if version not in KNOWN_VERSIONS:
-            warnings.warn(XenlatWarning(
+            warn(XenlatWarning(
                 f"{self.path}: offset {self._base + at + 12}: section {self.sections} says "
                 f"pcapng version {version[0]}.{version[1]} (known: 1.0, 1.2); read as 1.0"),
                 stacklevel=2)
@@ -178,7 +177,7 @@ class PcapngReader(CaptureReader):
             pos += 4 + ((olen + 3) & ~3)
         code = itf.tsresol_code
         if (code & 0x7F) > (MAX_BINARY_TSRESOL if code & 0x80 else MAX_DECIMAL_TSRESOL):
-            warnings.warn(XenlatWarning(
+            warn(XenlatWarning(
                 f"{self.path}: offset {self._base + at}: interface {len(self.interfaces)} has "
                 f"if_tsresol {itf.tsresol} (0x{code:02x}): no 64-bit timestamp reaches one "
                 "second at that resolution, its packets are timed within 1970-01-01 00:00:01"),

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, TruncatedInput, XenlatWarning, check_readable
+from ..errors import InputError, TruncatedInput, XenlatWarning, check_readable, warn
 from ..groups import factorize, unique
 from ..xen_events import EVENT_MASK, EXTRA_MASK, EXTRA_SHIFT, MAX_EXTRA, TRC_LOST_RECORDS
 from .xentrace_records import Batch, Clock, Keep, Part, read_batches, walk_windows
@@ -111,7 +110,7 @@ def scan_xentrace(path: str | os.PathLike[str], on_progress: ProgressCallback | 
         _warn_truncated(path, win.cpu, win.declared_end, size, truncated_at)
     _settle_pending(batches, clock)
     if clock.damaged:
-        warnings.warn(XenlatWarning(
+        warn(XenlatWarning(
             f"{path}: {clock.damaged} records carry a time beyond 2**63 TSC cycles (a century "
             "at 3 GHz): damaged; they are put at the trace's end"), stacklevel=2)
     lows = [b.stamped_min for b in batches if b.stamped_min is not None]
@@ -141,7 +140,7 @@ def _warn_truncated(path: Path, cpu: np.ndarray, declared_end: int, size: int,
     else:
         what = (f"file ends inside a CPU-change record ({size - declared_end} bytes "
                 "after the last whole window)")
-    warnings.warn(TruncatedInput(f"{path}: offset {truncated_at}: {what}; kept the whole "
+    warn(TruncatedInput(f"{path}: offset {truncated_at}: {what}; kept the whole "
                                  "records before"), stacklevel=4)
 
 
