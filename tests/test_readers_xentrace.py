@@ -831,3 +831,39 @@ def test_window_opening_without_tsc_and_high_extra_word_is_not_damage(tmp_path: 
         trace = read_xentrace(path)
     assert trace.events["tsc"].tolist() == [100, 100, 250]
     assert trace.events["name"].tolist() == ["wake", "hvm_inj_virq", "sleep"]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_small_key_groups_are_the_stable_sorts(seed: int) -> None:
+    """_key_groups' table path (keys of 16 bits or less, run-state units of ids below 256)
+    against the plain stable argsort and np.unique: the same order, keys and counts; keys
+    that do not fit (negative, wide ids, many values) take the hashed path, checked alike."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 4000))
+    kind = seed % 8
+    if kind == 0:  # CPUs
+        key = rng.integers(0, 8, n).astype(np.int16)
+    elif kind == 1:  # run-state units of small ids, few of them
+        units = (rng.integers(0, 256, 6).astype(np.uint32) << 16) \
+            | rng.integers(0, 256, 6).astype(np.uint32)
+        key = units[rng.integers(0, 6, n)]
+    elif kind == 2:  # over 127 units: sorted as uint16
+        units = (rng.integers(0, 256, 300).astype(np.uint32) << 16) \
+            | rng.integers(0, 256, 300).astype(np.uint32)
+        key = units[rng.integers(0, 300, n)]
+    elif kind == 3:  # 32-bit keys below 2**16
+        key = rng.integers(0, 70000, n).astype(np.uint32) % (1 << 16)
+    elif kind == 4:  # negative: hashed
+        key = rng.integers(-3, 300, n).astype(np.int16)
+    elif kind == 5:  # the idle domain (0x7fff): hashed
+        key = (rng.choice(np.array([0, 5, 0x7FFF], np.uint32), n) << 16) \
+            | rng.integers(0, 4, n).astype(np.uint32)
+    elif kind == 6:  # int32 units, vCPU ids past 255: hashed
+        key = ((rng.integers(0, 4, n) << 16) | rng.integers(0, 300, n)).astype(np.int32)
+    else:  # a single key, or uint8 keys
+        key = np.full(n, int(rng.integers(0, 256)), np.uint8)
+    order, keys, counts = xentrace_scan._key_groups(key)
+    distinct, how_many = np.unique(key, return_counts=True)
+    assert np.array_equal(order, np.argsort(key, kind="stable"))
+    assert np.array_equal(keys, distinct) and keys.dtype == key.dtype
+    assert np.array_equal(counts, how_many)

@@ -80,52 +80,61 @@ class Windows:
 def walk_windows(path: Path, handle: io.BufferedReader, size: int) -> Windows:
     """Follow the CPU-change records (one Python step per window, not per record). Each is
     read on its own (``os.pread``): mapping the file would count every page touched, one or
-    two per window, in the process's peak memory."""
+    two per window, in the process's peak memory. The step does only the read and one test
+    of the record (a bad one is told apart after the loop)."""
     fd = handle.fileno()
-    starts: list[int] = []
-    sizes: list[int] = []
-    cpus: list[int] = []
-    off = 0
-    truncated_at = None
-    problem = None
     if size < _CPU_CHANGE.size:
         raise InputError(path, f"not a xentrace file: {size} bytes, shorter than a CPU-change "
                          "record", offset=0)
-    while off < size:
-        if size - off < _CPU_CHANGE.size:
-            truncated_at = off
+    offsets: list[int] = []
+    sizes: list[int] = []
+    cpus: list[int] = []
+    pread, unpack, record = os.pread, _CPU_CHANGE.unpack, _CPU_CHANGE.size
+    last = size - record  # a CPU-change record from here on is whole
+    off = 0
+    truncated_at = None
+    problem = None
+    while off <= last:
+        header, cpu, window_size = unpack(pread(fd, record, off))
+        if (header != CPU_CHANGE_HEADER or not 0 <= cpu <= MAX_CPU or window_size % 4
+                or window_size > size):
+            problem = _window_problem(path, off, header, cpu, window_size, size)
             break
-        header, cpu, window_size = _CPU_CHANGE.unpack(os.pread(fd, _CPU_CHANGE.size, off))
-        if header != CPU_CHANGE_HEADER:
-            if off == 0:
-                raise InputError(path, f"not a xentrace file: no CPU-change record at offset 0 "
-                                 f"(header 0x{header:08x}, expected 0x{CPU_CHANGE_HEADER:08x}); "
-                                 "it might be Xen <= 3.1 fixed-size records, or not a trace",
-                                 offset=0)
-            problem = InputError(path, f"expected a CPU-change record "
-                                 f"(0x{CPU_CHANGE_HEADER:08x}) after the previous window, found "
-                                 f"header 0x{header:08x}", offset=off)
-        elif not 0 <= cpu <= MAX_CPU:
-            problem = InputError(path, f"CPU-change record names CPU {cpu}, out of range "
-                                 f"0..{MAX_CPU}", offset=off + 4)
-        elif window_size % 4:
-            problem = InputError(path, f"window size {window_size} is not a multiple of 4 "
-                                 "bytes", offset=off + 8)
-        elif window_size > size:
-            problem = InputError(path, f"window size {window_size} bytes is larger than the "
-                                 f"file ({size} bytes): a corrupt CPU-change record, or a "
-                                 "file cut far too short", offset=off + 8)
-        if problem is not None:
-            break
-        starts.append(off // 4)
-        sizes.append(window_size // 4)
+        offsets.append(off)
+        sizes.append(window_size)
         cpus.append(cpu)
-        off += _CPU_CHANGE.size + window_size
-        if off > size:
+        off += record + window_size
+    else:
+        if off > size:  # the last window runs past the file's end
             truncated_at = size - size % 4
-    start = np.asarray(starts, dtype=np.int64)
-    return Windows(start, start + _CPU_CHANGE_WORDS + np.asarray(sizes, dtype=np.int64),
+        elif off < size:  # a CPU-change record cut short
+            truncated_at = off
+    start = np.asarray(offsets, dtype=np.int64) // 4
+    return Windows(start, start + _CPU_CHANGE_WORDS + np.asarray(sizes, dtype=np.int64) // 4,
                    np.asarray(cpus, dtype=np.int16), off, truncated_at, problem)
+
+
+def _window_problem(path: Path, off: int, header: int, cpu: int, window_size: int,
+                    size: int) -> InputError:
+    """What is wrong with the CPU-change record at ``off`` (raised at once when it is the
+    first: then the file is not a trace)."""
+    if header != CPU_CHANGE_HEADER:
+        if off == 0:
+            raise InputError(path, f"not a xentrace file: no CPU-change record at offset 0 "
+                             f"(header 0x{header:08x}, expected 0x{CPU_CHANGE_HEADER:08x}); "
+                             "it might be Xen <= 3.1 fixed-size records, or not a trace",
+                             offset=0)
+        return InputError(path, f"expected a CPU-change record (0x{CPU_CHANGE_HEADER:08x}) "
+                          f"after the previous window, found header 0x{header:08x}", offset=off)
+    if not 0 <= cpu <= MAX_CPU:
+        return InputError(path, f"CPU-change record names CPU {cpu}, out of range "
+                          f"0..{MAX_CPU}", offset=off + 4)
+    if window_size % 4:
+        return InputError(path, f"window size {window_size} is not a multiple of 4 bytes",
+                          offset=off + 8)
+    return InputError(path, f"window size {window_size} bytes is larger than the file "
+                      f"({size} bytes): a corrupt CPU-change record, or a file cut far too "
+                      "short", offset=off + 8)
 
 
 # --- one span of windows: where the records start ----------------------------------------------
@@ -150,6 +159,9 @@ _FEW_LANES = 8
 #: Doubling levels of that walk: its Python loop advances 2**_LEVELS records per step.
 _LEVELS = 5
 
+
+#: A header's shift to its length nibble, as the headers' type.
+_SHIFT = np.uint32(EXTRA_SHIFT)
 
 #: Steps of the walk between two compactions of its windows (a finished window waits at its
 #: end meanwhile: a few wasted steps instead of a test and a compaction every step).
@@ -178,7 +190,9 @@ def _walk_span(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray,
     while len(lanes) > _FEW_LANES:
         for _ in range(_BURST):
             mark[pos] = True
-            pos += _LENGTH.take(padded[pos] >> EXTRA_SHIFT)  # take: no index conversion
+            # take: no index conversion; the shift by a uint32 (a Python int costs numpy a
+            # value-based promotion per call: a third of this line's time)
+            pos += _LENGTH.take(padded.take(pos) >> _SHIFT)
             np.minimum(pos, end, out=pos)  # a finished window (or an overrun) waits at its end
         going = pos < end
         if not going.all():

@@ -298,7 +298,12 @@ def _key_time_sorted(key: np.ndarray, tsc: np.ndarray
 def _key_groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A stable order grouping equal keys, groups by key value (a radix sort on few keys),
     the distinct keys ascending and how many of each. The keys' ranks
-    are sorted as int8 when fewer than 128 (one radix pass; int16: two)."""
+    are sorted as int8 when fewer than 128 (one radix pass; int16: two). Keys that fit in
+    16 bits (:func:`_small_codes`: CPUs, run-state units of small ids) are counted and
+    ranked through a table instead of hashed."""
+    small = _small_codes(key)
+    if small is not None:
+        return _small_key_groups(key, small)
     codes, uniques = factorize(key)
     counts = np.bincount(codes, minlength=len(uniques))
     by_value = np.argsort(uniques)
@@ -308,6 +313,54 @@ def _key_groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rank = np.empty(len(uniques), dtype=narrow)
     rank[by_value] = np.arange(len(uniques), dtype=narrow)
     return np.argsort(rank[codes], kind="stable"), uniques[by_value], counts[by_value]
+
+
+#: Bits of a 32-bit run-state unit (``domid << 16 | vcpu``) above each id's low byte.
+_HIGH_BYTES = 0xFF00FF00
+
+
+def _small_codes(key: np.ndarray) -> np.ndarray | None:
+    """The keys as uint16 codes in the same order (one key's code below another's exactly
+    when the key is below it), when they fit; None otherwise. Keys of 16 bits or less that
+    are not negative are their own codes; 32-bit keys whose values all leave bits 8-15 and
+    24-31 clear (run-state units, ``domid << 16 | vcpu``, of ids below 256) lose those bits
+    (bits clear in every value: taking them out keeps the order)."""
+    if not len(key) or key.dtype.kind not in "iu" or key.dtype.itemsize > 4:
+        return None
+    if key.dtype.kind == "i" and int(key.min()) < 0:
+        return None
+    if key.dtype.itemsize <= 2:
+        return key.astype(np.uint16, copy=False)
+    word = key.view(np.uint32)
+    used = int(np.bitwise_or.reduce(word))
+    if used < 1 << 16:
+        return word.astype(np.uint16)
+    if used & _HIGH_BYTES:
+        return None
+    code = word >> np.uint32(8)
+    code &= np.uint32(0xFF00)
+    code |= word & np.uint32(0xFF)
+    return code.astype(np.uint16)
+
+
+def _small_key_groups(key: np.ndarray, code: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_key_groups` of keys with order-keeping uint16 ``code`` s: counted by a
+    bincount, the codes sorted as uint8 when below 256, else ranked through a table as int8
+    (fewer than 128 distinct) and sorted (one radix pass), else sorted as uint16 (two)."""
+    per_code = np.bincount(code)
+    present = np.flatnonzero(per_code)
+    counts = per_code[present]
+    if len(per_code) <= 1 << 8:
+        order = np.argsort(code.astype(np.uint8), kind="stable")
+    elif len(present) <= np.iinfo(np.int8).max:
+        rank = np.zeros(len(per_code), dtype=np.int8)
+        rank[present] = np.arange(len(present), dtype=np.int8)
+        order = np.argsort(rank[code], kind="stable")
+    else:
+        order = np.argsort(code, kind="stable")
+    firsts = np.cumsum(counts) - counts  # each group's first position in the order
+    return order, key[order[firsts]], counts
 
 
 def intervals(changes: Columns, origin: int, carry: tuple[str, ...]) -> Columns:
