@@ -213,6 +213,27 @@ def test_lost_records_in_events_and_lost_table(tmp_path: Path) -> None:
     assert trace.records == 2
 
 
+def test_filtered_read_keeps_lost_records_for_their_table_only(tmp_path: Path) -> None:
+    """Lost-records records are read for the lost table whatever ``events`` names, and are
+    in the event table only when it names them (a short record, N < 4, is in neither
+    table but the event table)."""
+    first = 0x1_0000_0010
+    path = write(tmp_path, window(2,
+                                  rec(xe.TRC_SCHED_WAKE, 0, 0, tsc=0x1_0000_0000),
+                                  rec(xe.TRC_LOST_RECORDS, 7, 14, first & 0xFFFFFFFF,
+                                      first >> 32, tsc=0x1_0000_0400),
+                                  rec(xe.TRC_LOST_RECORDS, 9, tsc=0x1_0000_0500),
+                                  rec(xe.TRC_SCHED_SLEEP, 0, 0, tsc=0x1_0000_0600)))
+    for events, names in (((xe.TRC_SCHED_WAKE,), ["wake"]),
+                          ((xe.TRC_SCHED_WAKE, xe.TRC_LOST_RECORDS),
+                           ["wake", "lost_records", "lost_records"]),
+                          (None, ["wake", "lost_records", "lost_records", "sleep"])):
+        trace = read_xentrace(path, events=events)
+        assert trace.events["name"].tolist() == names
+        assert trace.lost["dropped"].tolist() == [7]
+        assert trace.records == 4
+
+
 def test_switch_infprev_infnext_layouts(tmp_path: Path) -> None:
     path = write(tmp_path, window(
         0,

@@ -559,12 +559,14 @@ def _own_tscs(padded: np.ndarray, nodes: np.ndarray, stamped: np.ndarray, loose:
     words = own[loose_rows]
     stand_in = int(np.argmax(stamped))  # the first stamped record
     own[loose_rows] = own[stand_in]
-    if own.min() < 0:
+    lo = int(own.min())
+    if lo < 0:
         damaged = stamped & (own < 0)
         clock.damaged += int(damaged.sum())
         own[damaged] = DAMAGED_TSC
         own[loose_rows] = own[stand_in]
-    lo, hi = int(own.min()), int(own.max())
+        lo = int(own.min())
+    hi = int(own.max())
     own[loose_rows] = words
     return own, lo, hi
 
@@ -709,9 +711,10 @@ def _extract(padded: np.ndarray, base: int, nodes: np.ndarray, hdr: np.ndarray,
     switch_rows = np.flatnonzero((hdr & _SWITCH_BITS) == _SWITCH_HEADER)
     switch = part(switch_rows, words(switch_rows, 4), False)
     rows = _kept_rows(hdr, keep.ids)
-    kept = _kept(padded, base, nodes, stamped, rows, hdr[rows], max(keep.words, 4),
+    kept_hdr = hdr[rows]
+    kept = _kept(padded, base, nodes, stamped, rows, kept_hdr, max(keep.words, 4),
                  keep.offsets)  # the lost-records table reads 4 words
-    return Batch(kept[0], cpu[rows], hdr[rows], stamps.at(rows), kept[1], kept[2],
+    return Batch(kept[0], cpu[rows], kept_hdr, stamps.at(rows), kept[1], kept[2],
                  stamps.pending_in(rows), len(nodes), stamps.lo, stamps.hi, runstate, switch,
                  counts)
 

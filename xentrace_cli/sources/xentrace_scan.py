@@ -245,20 +245,21 @@ def _merged_records(batches: list[Batch], ids: np.ndarray | None, merged: bool =
     if batches and batches[0].offset is not None:
         kept["offset"] = merge.take("offset", np.int64)
     del merge, order
-    event = kept["header"] & EVENT_MASK
-    lost = _lost(kept, event)
-    if ids is not None:
-        wanted = np.isin(event, ids)
-        if not wanted.all():  # lost-records records kept for the lost table only
-            sel = np.flatnonzero(wanted)
-            kept = {name: column.take(sel) for name, column in kept.items()}
+    is_lost = (kept["header"] & np.uint32(EVENT_MASK)) == np.uint32(TRC_LOST_RECORDS)
+    lost = _lost(kept, is_lost)
+    # the batches kept the records of ``ids`` and the lost-records ones: those are left out
+    # when ``ids`` does not name them (kept for the lost table only)
+    if ids is not None and TRC_LOST_RECORDS not in ids.tolist() and is_lost.any():
+        sel = np.flatnonzero(~is_lost)
+        kept = {name: column.take(sel) for name, column in kept.items()}
     return kept, lost
 
 
-def _lost(kept: Columns, event: np.ndarray) -> Columns:
+def _lost(kept: Columns, is_lost: np.ndarray) -> Columns:
     """Lost-records records: how many were dropped, and the span nothing was seen."""
-    n_extra = (kept["header"] >> EXTRA_SHIFT) & EXTRA_MASK
-    r = np.flatnonzero((event == TRC_LOST_RECORDS) & (n_extra >= 4))
+    r = np.flatnonzero(is_lost)
+    n_extra = (kept["header"][r] >> EXTRA_SHIFT) & EXTRA_MASK
+    r = r[n_extra >= 4]
     w1 = kept["w1"][r]
     tsc_first = kept["w2"][r].astype(np.uint64) | (kept["w3"][r].astype(np.uint64)
                                                     << np.uint64(32))
