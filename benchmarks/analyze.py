@@ -103,7 +103,8 @@ def phases(directory: Path) -> None:
     from xentrace_cli.sources import packets, socket_log, xentrace
 
     t0 = time.perf_counter()
-    log: list[tuple[str, str, float, float, float]] = []
+    # (step, thread, start s, end s, thread CPU s, thread system CPU s, thread minor faults)
+    log: list[tuple[str, str, float, float, float, float, int]] = []
     # (s since t0, resident MB, the process's CPU s so far), sampled every 0.1 s
     rss: list[tuple[float, float, float]] = []
     done = threading.Event()
@@ -124,11 +125,15 @@ def phases(directory: Path) -> None:
         @functools.wraps(f)
         def timed_step(*args: Any, **kwargs: Any) -> Any:
             start, cpu = time.perf_counter(), time.thread_time()
+            before = resource.getrusage(resource.RUSAGE_THREAD)
             try:
                 return f(*args, **kwargs)
             finally:
+                after = resource.getrusage(resource.RUSAGE_THREAD)
                 log.append((name, threading.current_thread().name, start - t0,
-                            time.perf_counter() - t0, time.thread_time() - cpu))
+                            time.perf_counter() - t0, time.thread_time() - cpu,
+                            after.ru_stime - before.ru_stime,
+                            after.ru_minflt - before.ru_minflt))
 
         setattr(module, name, timed_step)
 
@@ -148,7 +153,7 @@ def phases(directory: Path) -> None:
                           (terminal, ["render_analysis"])):
         for name in names:
             wrap(module, name)
-    cpu0 = time.process_time()
+    cpu0, faults0 = time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
     with open(os.devnull, "w") as sink:
         result = CliRunner().invoke(main, ["analyze", str(directory), "--no-progress", "-o",
                                            sink.name])
@@ -159,12 +164,17 @@ def phases(directory: Path) -> None:
           f"{time.perf_counter() - t0:.1f} s wall, {time.process_time() - cpu0:.1f} s CPU (all "
           f"threads), peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}"
           f" MB, load average {os.getloadavg()[0]:.1f}")
+    faults = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"system CPU {faults.ru_stime - faults0.ru_stime:.1f} s (the kernel: page faults, "
+          f"reads), {(faults.ru_minflt - faults0.ru_minflt) / 1e3:.0f} k minor page faults")
     print(f"{'step':22} {'thread':24} {'start s':>8} {'end s':>8} {'wall s':>7} "
-          f"{'thread CPU s':>12} {'cores busy':>10} {'peak RSS MB':>11}")
-    for name, thread, start, end, cpu in sorted(log, key=lambda row: row[2]):
+          f"{'thread CPU s':>12} {'of it sys':>9} {'faults k':>8} {'cores busy':>10} "
+          f"{'peak RSS MB':>11}")
+    for name, thread, start, end, cpu, sys_cpu, minflt in sorted(log, key=lambda row: row[2]):
         peak = max((mb for t, mb, _ in rss if start <= t <= end), default=float("nan"))
         print(f"{name:22} {thread[:24]:24} {start:8.1f} {end:8.1f} {end - start:7.1f} "
-              f"{cpu:12.1f} {_cores_busy(rss, start, end):10.1f} {peak:11.0f}")
+              f"{cpu:12.1f} {sys_cpu:9.2f} {minflt / 1e3:8.0f} "
+              f"{_cores_busy(rss, start, end):10.1f} {peak:11.0f}")
     if rss:
         t_peak, mb_peak, _ = max(rss, key=lambda sample: sample[1])
         print(f"resident memory peaked at {mb_peak:.0f} MB, {t_peak:.1f} s in (sampled every "

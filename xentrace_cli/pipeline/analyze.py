@@ -689,24 +689,16 @@ def follow_trace(run: _Run) -> None:
         return
     if isinstance(ready, Exception):
         raise ready
+    # made as the trace was read, whenever a capture is given (read_sources); its event and
+    # switch tables are gone
+    assert ready is not None
     run.progress.phase("following each packet through the trace")
     frames = dom0_frames(run.packets, run.local)
     run.packets = {}
     # the records are for putting the trace on dom0's packet clock: none without a dom0 capture
     wanted = frames is not None and frames.arrivals.size > 0
-    occupants: Callable[[], pd.DataFrame] | None = None
-    if ready is not None:  # made as the trace was read (the event and switch tables let go)
-        records, timelines = (ready.records if wanted else None), ready.timelines
-        occupants = ready.cpu_runs  # (unread without records: _settle waits for it)
-    else:
-        records = trace_attribute.trace_records(trace) if wanted else None
-        timelines = None
-        # the causes (step 9) need run states and CPU occupants, made from the switches in a
-        # worker thread beside the path's steps; the events and switches themselves may go
-        # (memory; copied: an empty slice would be a view holding every column)
-        occupants = _occupants_aside(trace).result if records is not None else None
-        trace.events, trace.switches = trace.events.iloc[:0].copy(), trace.switches.iloc[:0].copy()
-        give_back_memory()
+    records, timelines = (ready.records if wanted else None), ready.timelines
+    occupants = ready.cpu_runs  # (unread without records: _settle waits for it)
     result = trace_attribute.attribute_trace(
         trace, checkpoints=run.checkpoints, rx=run.rx, frames=frames, domid=run.domid,
         cpu_hz=run.options.cpu_hz, nic_irq=run.options.nic_irq, records=records,
@@ -736,14 +728,6 @@ def _ready_trace(trace: XenTrace, sources: Sources) -> trace_attribute.TraceRead
         return error
     give_back_memory()
     return ready
-
-
-def _occupants_aside(trace: XenTrace) -> Background[pd.DataFrame]:
-    """Who held each physical CPU when (``XenTrace.cpu_runs``, 0.4-0.6 s on the realistic
-    set's 3.5 M switches), made in a worker thread: only the causes read it, after the
-    path's steps (:func:`_take_occupants`)."""
-    switches, first_tsc = trace.switches, trace.first_tsc
-    return Background(lambda: trace_reader.cpu_runs(switches, first_tsc))
 
 
 def _settle(run: _Run) -> None:
