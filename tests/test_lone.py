@@ -208,3 +208,51 @@ def test_notes_count_one_of_a_kind_in_the_singular() -> None:
     single = lone.exchanges(segments(conversation(n=1, black=99)))
     (note,) = [n for n in lone.notes(single) if "request → response" in n]
     assert ": 1 exchange," in note and "0 retransmitted segments." in note
+
+
+def test_capture_holes_are_the_exchanges_tshark_finds_lost_segments_in(
+        corpus: Path, tshark: str) -> None:
+    """A capture that missed frames (zeek's bro.org page: 7,240 bytes of one response never
+    captured): the exchange spanning the hole is the request tshark's stream holds last
+    before tshark's ``tcp.analysis.lost_segment`` frame, and the report says so."""
+    import subprocess
+
+    from xentrace_cli.pipeline.analyze import analyze_files
+
+    path = corpus / "captures" / "zeek__http_bro.org.pcap"
+
+    def fields(display_filter: str) -> list[tuple[int, int]]:
+        out = subprocess.run([tshark, "-n", "-r", str(path), "-Y", display_filter, "-T",
+                              "fields", "-e", "frame.number", "-e", "tcp.stream"],
+                             capture_output=True, text=True, check=True).stdout
+        return [(int(a), int(b)) for a, b in (line.split("\t") for line in out.splitlines())]
+
+    lost = fields("tcp.analysis.lost_segment")
+    requests = fields("http.request")
+    assert lost  # the capture does miss frames
+    expected = sorted(max(f for f, s in requests if s == stream and f < frame)
+                      for frame, stream in lost)
+    analysis = analyze_files(path)
+    holes = lone.capture_holes(analysis.flows)
+    hit = np.flatnonzero(holes)
+    assert sorted(analysis.flows["request_frame"].to_numpy()[hit].tolist()) == expected
+    assert int(holes.sum()) == len(lost)
+    note = next(n for n in analysis.notes if "lacks bytes" in n)
+    assert f"requested at frame {expected[0]}," in note
+
+
+def test_capture_holes_counted_per_exchange_of_their_conversation() -> None:
+    # two conversations; lost frames at 15 (conversation A, exchange from frame 10), 16 and
+    # 40 (B: exchanges from 12 and 30), 5 (A, before any exchange: none)
+    a, b = ("10.0.0.1", 1000, "10.0.0.2", 80, 6), ("10.0.0.1", 1001, "10.0.0.2", 80, 6)
+    flows = pd.DataFrame([(*a, 10), (*b, 12), (*a, 20), (*b, 30)],
+                         columns=[*match.FLOW_COLUMNS, "request_frame"])
+    key = lone.tcp_analysis.conversation_key
+    tcp = pd.DataFrame({"frame": [5, 15, 16, 40], "lost_segment": [True, True, True, True],
+                        "conversation_key": key(*(np.array(v, dtype=object) for v in zip(
+                            a[:4], a[:4], b[:4], b[:4], strict=True)))})
+    facts = lone.FrameFacts(heads=pd.DataFrame(), tcp=tcp)
+    # by hand: A's exchange at 10 holds frame 15; B's at 12 holds 16, B's at 30 holds 40
+    assert lone._capture_holes(flows, facts).tolist() == [1, 1, 0, 1]
+    tcp["lost_segment"] = False
+    assert lone._capture_holes(flows, facts).tolist() == [0, 0, 0, 0]

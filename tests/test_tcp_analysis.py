@@ -26,7 +26,8 @@ MS = 1e-3
 #: tshark flag → our column
 FLAGS = {"retransmission": "retransmission", "fast_retransmission": "fast_retransmission",
          "duplicate_ack": "duplicate_ack", "zero_window": "zero_window",
-         "window_full": "window_full", "out_of_order": "out_of_order"}
+         "window_full": "window_full", "out_of_order": "out_of_order",
+         "lost_segment": "lost_segment"}
 
 
 def write_capture(path: Path) -> None:

@@ -973,6 +973,9 @@ def lone_view(run: _Run, aside: _Exchanges) -> pd.DataFrame:
     if len(flows):
         _lone_rows(run.table, flows, run.fresh, _inside_exchange(run.intervals,
                                                                  run.anchor_name))
+    holes = lone.holes_note(flows, run.anchor_name)
+    if holes is not None:
+        run.notes.append(holes)
     if run.n_captures == 1 and run.sources.xentrace is None and len(flows):
         run.notes.extend(lone.notes(flows))
     elif len(flows) and (flows["anomaly"] != "").any():

@@ -154,7 +154,58 @@ def exchanges(segments: pd.DataFrame, fresh: np.ndarray | None = None,
     out["stall_id"], out["stalled"] = gaps.stalls(out, label)
     out = out[list(COLUMNS)]
     out.attrs["exchange_of_segment"] = cut.exchange_of_segment.astype(np.int64).tobytes()
+    out.attrs["capture_holes"] = _capture_holes(out, facts).tobytes()
     return out
+
+
+def _capture_holes(flows: pd.DataFrame, facts: FrameFacts | None) -> np.ndarray:
+    """Per exchange, how many of its conversation's frames from its request on (to the next
+    exchange's) follow a hole in their flow's bytes: frames the capture did not hold
+    (:func:`.tcp_analysis.analyze_tcp`'s ``lost_segment``, Wireshark's)."""
+    count = np.zeros(len(flows), dtype=np.int64)
+    tcp = None if facts is None else facts.tcp
+    if tcp is None or "lost_segment" not in tcp.columns or len(flows) == 0:
+        return count
+    lost = tcp[tcp["lost_segment"].to_numpy(bool)]
+    if len(lost) == 0:
+        return count
+    key = tcp_analysis.conversation_key(*(flows[c].to_numpy() for c in FLOW_COLUMNS[:4]))
+    codes, _ = pd.factorize(np.concatenate([key, lost["conversation_key"].to_numpy()]))
+    own, theirs = codes[:len(flows)].astype(np.int64), codes[len(flows):].astype(np.int64)
+    start = flows["request_frame"].to_numpy(np.int64)
+    order = np.lexsort((start, own))
+    placed = (own[order] << 32) | start[order]
+    at = np.searchsorted(placed, (theirs << 32) | lost["frame"].to_numpy(np.int64),
+                         side="right") - 1
+    mine = at >= 0
+    mine[mine] = own[order][at[mine]] == theirs[mine]  # an exchange of its conversation
+    np.add.at(count, order[at[mine]], 1)
+    return count
+
+
+def capture_holes(flows: pd.DataFrame) -> np.ndarray:
+    """Per exchange of :func:`exchanges`: how many frames after a hole in the capture (bytes it
+    did not hold) it spans (zeros when it has no record of them)."""
+    raw = flows.attrs.get("capture_holes")
+    return np.zeros(len(flows), dtype=np.int64) if raw is None else np.frombuffer(
+        raw, dtype=np.int64)
+
+
+def holes_note(flows: pd.DataFrame, capture: str) -> str | None:
+    """The sentence for the report when the capture missed frames inside exchanges."""
+    holes = capture_holes(flows)
+    hit = np.flatnonzero(holes)
+    if hit.size == 0:
+        return None
+    first = flows.iloc[hit[0]]
+    return (f"the {capture} capture lacks bytes inside {counted(hit.size, 'exchange')} "
+            f"({counted(int(holes.sum()), 'frame')} after a hole in their flow's sequence "
+            "numbers: the capture dropped what came between, Wireshark's "
+            f"tcp.analysis.lost_segment; the first in the exchange requested at frame "
+            f"{int(first['request_frame'])}, "
+            f"{format_flow(first['src'], first['sport'], first['dst'], first['dport'])}): "
+            "their byte counts are what was captured, and a gap ending at a frame after a "
+            "hole is an upper bound.")
 
 
 def _text(values: np.ndarray) -> pd.api.extensions.ExtensionArray:

@@ -16,7 +16,9 @@ retransmission* when the other side had sent two duplicate ACKs for its sequence
 A *duplicate ACK* carries no data, the same ack, window and ``seq == nextseq`` as its
 flow's previous frame. *Zero window*: window 0 outside SYN/FIN/RST. *Window full*: the data
 reaches exactly the other side's last ``ack + window << scale`` (only where both SYNs were
-seen, as Wireshark). *Delayed ACK* (not a Wireshark flag): a pure ACK that advances the ack
+seen, as Wireshark). *Lost segment*: a frame starting past ``nextseq`` (not a RST): the capture
+missed the bytes between (no cause: the network did not hold them back, the capture did not
+see them). *Delayed ACK* (not a Wireshark flag): a pure ACK that advances the ack
 :data:`DELAYED_ACK_NS` or more after the data it acknowledges.
 """
 
@@ -53,7 +55,7 @@ EVENTS: dict[str, str] = {
 #: The causes, in ``model.CAUSES``.
 CAUSES: tuple[str, ...] = tuple(EVENTS.values())
 #: Flags that are no cause of a gap (reported for the comparison with Wireshark).
-OTHER_FLAGS = ("fast_retransmission", "out_of_order")
+OTHER_FLAGS = ("fast_retransmission", "out_of_order", "lost_segment")
 
 
 #: The frames analyzed, as columns (one numpy array each, the same length): no DataFrame,
@@ -245,10 +247,13 @@ def _flags(t: Frames) -> Frames:
     prev_ack = _within(first, t["ack"], np.nan)
     prev_window = _within(first, t["window"], np.nan)
     window = t["window"]
+    # past the front: bytes before it were never seen, the capture missed them (RST aside)
+    out_lost = np.isfinite(front_before) & (rel > front_before) & ((flags & RST) == 0)
     keepalive = (seglen <= 1) & (rel == front_before - 1) & ~control
     behind = (seglen > 0) & np.isfinite(front_before) & (rel < front_before) & ~keepalive
     del keepalive
-    out: Frames = {"seglen": seglen}
+    out: Frames = {"seglen": seglen, "lost_segment": out_lost}
+    del out_lost
     dup = (seglen == 0) & (window != 0) & (window == prev_window) \
         & (rel == front_before) & (t["ack"] == prev_ack) & ~control
     out["duplicate_ack"] = dup
