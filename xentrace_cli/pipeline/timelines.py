@@ -77,7 +77,7 @@ class TraceRecords:
         ``first_tsc``: the trace's first TSC (``XenTrace.first_tsc``)."""
         event = events["event"].to_numpy()
         tsc = events["tsc"].to_numpy(np.int64)
-        cpu = events["cpu"].to_numpy().astype(np.int64)
+        cpu = events["cpu"].to_numpy()  # as the table has it: made int64 at the rows taken
         return cls(_interrupts(events, event, tsc, cpu), _wakes(events, event, tsc, cpu),
                    _copies(events, event, tsc, cpu, switches, first_tsc))
 
@@ -95,13 +95,14 @@ def _interrupts(events: pd.DataFrame, event: np.ndarray, tsc: np.ndarray,
     w2 = _column(events, "w2", rows, 0)
     # the words hold the TSC's low 32 bits at entry and exit: their difference, mod 2**32
     entry = tsc[rows] - ((w2 - w1) & 0xFFFFFFFF)
-    return Interrupts(tsc[rows], entry, cpu[rows], _column(events, "irq", rows, -1))
+    return Interrupts(tsc[rows], entry, cpu[rows].astype(np.int64),
+                      _column(events, "irq", rows, -1))
 
 
 def _wakes(events: pd.DataFrame, event: np.ndarray, tsc: np.ndarray,
            cpu: np.ndarray) -> Wakes:
     rows = np.flatnonzero(event == xe.TRC_SCHED_WAKE)
-    return Wakes(tsc[rows], cpu[rows], _column(events, "domid", rows, -1),
+    return Wakes(tsc[rows], cpu[rows].astype(np.int64), _column(events, "domid", rows, -1),
                  _column(events, "vcpu", rows, -1))
 
 
@@ -111,7 +112,7 @@ def _copies(events: pd.DataFrame, event: np.ndarray, tsc: np.ndarray, cpu: np.nd
     copy = ((_column(events, "hypercall", rows, -1) == xe.HYPERCALL_GRANT_TABLE_OP)
             & (_column(events, "gnttab_cmd", rows, -1) == xe.GNTTABOP_COPY))
     rows = rows[copy]
-    c_tsc, c_cpu = tsc[rows], cpu[rows]
+    c_tsc, c_cpu = tsc[rows], cpu[rows].astype(np.int64)
     issuer = np.full(rows.size, -1, dtype=np.int64)
     if rows.size and switches is not None and len(switches):
         issuer = dom0_occupant(switches, first_tsc, c_cpu, c_tsc)
@@ -192,7 +193,7 @@ class VcpuTimeline:
 
     @cached_property
     def _run_starts(self) -> np.ndarray:
-        return self.start[self.state == RUNNING]
+        return self._runs[0]
 
     def next_run(self, tsc: np.ndarray, state: np.ndarray | None = None) -> np.ndarray:
         """First time at or after each TSC the vCPU was running: the TSC itself when it was
@@ -260,7 +261,10 @@ class Timelines:
             rs = self.runstates
             rows = self._rows(_vcpu_key(*key))
             start = rs["start_tsc"].to_numpy(np.int64)[rows]
-            end = rs["end_tsc"].array[rows].to_numpy(dtype=np.int64, na_value=self._open_end)
+            # a copy of its own (made as the open ends are filled in), raised to the starts
+            # in place below
+            end = rs["end_tsc"].array[rows].to_numpy(dtype=np.int64, na_value=self._open_end,
+                                                     copy=True)
             # the codes and CPUs as the table holds them (int8, int16: memory, as every
             # timeline is built as soon as the trace is read); compared, or put in int64 arrays
             state = rs["state"].cat.codes.to_numpy()[rows]
@@ -268,7 +272,7 @@ class Timelines:
             if (start[1:] < start[:-1]).any():  # the reader's are in time order already
                 order = np.argsort(start, kind="stable")
                 start, end, state, cpu = start[order], end[order], state[order], cpu[order]
-            self._cache[key] = VcpuTimeline(start, np.maximum(end, start), state, cpu)
+            self._cache[key] = VcpuTimeline(start, np.maximum(end, start, out=end), state, cpu)
         return self._cache[key]
 
     def build_all(self) -> None:

@@ -281,11 +281,11 @@ def key_time_order(key: np.ndarray, tsc: np.ndarray) -> np.ndarray:
 
 def _key_time_sorted(key: np.ndarray, tsc: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`key_time_order`, and the keys and TSCs in that order (made on the way: the keys
-    from the distinct ones and their counts, no gather)."""
+    """:func:`key_time_order`, and the keys (as int64) and TSCs in that order (made on the
+    way: the keys from the distinct ones and their counts, no gather)."""
     order, keys, counts = _key_groups(key)
     tsc = tsc[order]
-    ordered = np.repeat(keys, counts)
+    ordered = np.repeat(keys.astype(np.int64), counts)
     bounds = np.r_[0, np.cumsum(counts)]
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         seg = tsc[lo:hi]
@@ -439,14 +439,15 @@ def runstate_intervals(scan: TraceScan) -> Columns:
     ev = part.pop("event", np.empty(0, np.uint32))
     # w0: vcpu in bits 0-15, domid in bits 16-31; the states in the event id
     unit = part.pop("w0", np.empty(0, np.uint32))
-    order, ordered, tsc = _key_time_sorted(unit, part.pop("tsc", np.empty(0, np.int64)))
+    order, key, tsc = _key_time_sorted(unit, part.pop("tsc", np.empty(0, np.int64)))
     del unit
-    key = ordered.astype(np.int64)
-    del ordered
-    ev = ev[order]
-    before = ((ev >> 8) & 0xF).astype(np.int8)
-    after = ((ev >> 4) & 0xF).astype(np.int8)
+    # bits 4-11 of the event id, a byte: the new state in its low nibble, the old one above
+    states = (ev[order] >> np.uint32(4)).astype(np.uint8)
     del ev
+    before = (states >> np.uint8(4)).view(np.int8)
+    states &= np.uint8(0xF)
+    after = states.view(np.int8)
+    del states
     changes = {"key": key, "before": before, "after": after, "tsc": tsc}
     del key, before, after, tsc
     changes["cpu"] = part.pop("cpu", np.empty(0, np.int16))[order]
