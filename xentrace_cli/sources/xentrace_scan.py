@@ -459,11 +459,11 @@ def occupancy(cpu: np.ndarray, tsc: np.ndarray, prev: np.ndarray, nxt: np.ndarra
               first_tsc: int | None) -> Columns:
     """Who held each physical CPU when, from SWITCH records (``prev``/``nxt`` unit keys):
     ``cpu, key, start, end`` (-1: open), ``from_origin`` (before the CPU's first switch)."""
-    order = key_time_order(cpu.astype(np.int16), tsc)  # a CPU's switches: in time order
-    cpu = cpu.astype(np.int16)[order]
-    tsc = tsc[order]
+    # a CPU's switches in time order; the CPUs and TSCs in that order made on the way
+    order, key, tsc = _key_time_sorted(cpu.astype(np.int16, copy=False), tsc)
+    cpu = key.astype(np.int16)
     origin = first_tsc if first_tsc is not None else (int(tsc.min()) if len(tsc) else 0)
-    iv = intervals({"key": cpu.astype(np.int64), "tsc": tsc, "before": prev[order],
+    iv = intervals({"key": key, "tsc": tsc, "before": prev[order],
                     "after": nxt[order], "cpu": cpu}, origin, ("cpu",))
     return {"cpu": iv["cpu"], "key": iv["state"], "start": iv["start"], "end": iv["end"],
             "from_origin": iv["from_origin"]}
