@@ -209,3 +209,59 @@ def object_categories(frame: pd.DataFrame) -> pd.DataFrame:
     infers str; the texts, their order and the codes must be equal."""
     return frame.assign(**{c: frame[c].cat.set_categories(
         pd.Index(list(frame[c].cat.categories), dtype=object)) for c in ("src", "dst")})
+
+
+def _plain_coverage(start: np.ndarray, end: np.ndarray, ts: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bounds, and per elementary interval between them the earliest segment covering it
+    (ties: the lower row; -1 none) and how many do: a loop."""
+    bounds = np.unique(np.concatenate([start, end]))
+    best, count = [], []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        covering = [i for i in range(start.size) if start[i] <= lo and end[i] >= hi]
+        best.append(min(covering, key=lambda i: (ts[i], i)) if covering else -1)
+        count.append(len(covering))
+    return bounds, np.array(best, dtype=np.int64), np.array(count, dtype=np.int64)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_coverage_is_the_plain_one(seed: int) -> None:
+    """_Coverage (the bounds and segments' places by a merge of each flow's ascending starts
+    and ends, or searched when they are not ascending) against a loop: flows of contiguous
+    segments in time order, some retransmitted (a step back), some scrambled, flows far
+    apart (2**16 and more: no radix order)."""
+    rng = np.random.default_rng(seed)
+    flows, size = int(rng.integers(1, 5)), int(rng.integers(0, 60))
+    flow = rng.integers(0, flows, size) * (1 << 17 if seed % 5 == 4 else 1)
+    length = rng.integers(1, 40, size)
+    start = np.zeros(size, dtype=np.int64)
+    for f in np.unique(flow):
+        mine = np.flatnonzero(flow == f)
+        start[mine] = np.r_[0, np.cumsum(length[mine])[:-1]]
+    back = rng.random(size) < (0.0 if seed % 3 == 0 else 0.2)
+    start[back] -= rng.integers(0, 60, int(back.sum()))
+    if seed % 4 == 3:
+        order = rng.permutation(size)
+        flow, start, length = flow[order], start[order], length[order]
+    start = (flow.astype(np.int64) << match._OFFSET_BITS) + match._OFFSET_BIAS + start
+    end = start + length
+    ts = rng.integers(0, 5, size).astype(np.int64)  # ties among the earliest
+    cover = match._Coverage(start, end, ts)
+    bounds, best, count = _plain_coverage(start, end, ts)
+    assert np.array_equal(cover.bounds, bounds)
+    assert np.array_equal(cover.lo, np.searchsorted(bounds, start))
+    assert np.array_equal(cover.hi, np.searchsorted(bounds, end))
+    assert np.array_equal(cover.best, best) and np.array_equal(cover.count, count)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_ranked_union_is_unique_and_searchsorted(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-50, 50, int(rng.integers(0, 200)))
+    b = rng.integers(-50, 50, int(rng.integers(0, 200)))
+    if seed % 2:
+        a.sort(), b.sort()
+    uniques, at_a, at_b = match.ranked_union(a, b)
+    assert np.array_equal(uniques, np.unique(np.concatenate([a, b])))
+    assert np.array_equal(at_a, np.searchsorted(uniques, a))
+    assert np.array_equal(at_b, np.searchsorted(uniques, b))

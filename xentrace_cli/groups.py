@@ -120,7 +120,7 @@ def group_time_order(group: np.ndarray, time: np.ndarray) -> np.ndarray:
     return by_time[np.argsort(group[by_time].astype(np.uint16), kind="stable")]
 
 
-def _by_group(values: np.ndarray, shift: int) -> np.ndarray | None:
+def by_group(values: np.ndarray, shift: int) -> np.ndarray | None:
     """A stable order of int64 ``values`` by their group ``values >> shift`` (a radix sort of
     the groups as uint16), None when the groups span 2**16 or more, or there is nothing to
     order."""
@@ -135,13 +135,16 @@ def _by_group(values: np.ndarray, shift: int) -> np.ndarray | None:
 
 
 def search_ascending(a: np.ndarray, v: np.ndarray, side: Literal["left", "right"],
-                     shift: int) -> np.ndarray:
+                     shift: int, order: np.ndarray | None = None) -> np.ndarray:
     """``np.searchsorted(a, v, side)`` with the queries ``v`` searched group by group
     (``v >> shift``: few, a flow's bytes each), so mostly in ascending order, and put
     back: queries that interleave a few ascending streams (a capture's segments in time
     order) jump about the array, each search a cache miss per step; in order, each search
-    begins where the previous ended. The same result whatever the order (each query's own)."""
-    order = _by_group(v, shift)
+    begins where the previous ended. The same result whatever the order (each query's own).
+    ``order``: :func:`by_group`'s order of ``v``, or of values in the same groups (the ends
+    of segments whose starts it orders), when the caller has it."""
+    if order is None:
+        order = by_group(v, shift)
     if order is None:
         return np.searchsorted(a, v, side=side)
     out = np.empty(v.size, dtype=np.intp)

@@ -22,7 +22,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from xentrace_cli.groups import group_time_order, ranges, search_ascending
+from xentrace_cli.groups import by_group, group_time_order, ranges, search_ascending
 from xentrace_cli.sources.packets import PacketColumns
 
 #: Bits of the stream offset on the matching axis (offsets live in ±2**40: a terabyte).
@@ -461,8 +461,10 @@ def match_segments(anchor: pd.DataFrame, other: pd.DataFrame) -> Match:
         cover = _Coverage(_at(other["start"], rows), _at(other["end"], rows),
                           _at(other["ts_ns"], rows))
         a_rows = np.flatnonzero(a_tcp)
-        first_seg, first_n = cover.lookup(_at(anchor["start"], a_rows))
-        last_seg, last_n = cover.lookup(anchor["end"].to_numpy()[a_rows] - 1)
+        a_start = _at(anchor["start"], a_rows)
+        by_flow = by_group(a_start, _OFFSET_BITS)  # the same for the last bytes' flows
+        first_seg, first_n = cover.lookup(a_start, by_flow)
+        last_seg, last_n = cover.lookup(anchor["end"].to_numpy()[a_rows] - 1, by_flow)
         ok = (first_seg >= 0) & (last_seg >= 0)
         t_first = np.where(first_seg >= 0, cover.ts[np.maximum(first_seg, 0)], -1)
         t_last = np.where(last_seg >= 0, cover.ts[np.maximum(last_seg, 0)], -1)
@@ -505,19 +507,59 @@ def _sorted_unique(values: np.ndarray) -> np.ndarray:
     return values[keep]
 
 
+def _ascending(values: np.ndarray) -> bool:
+    return values.size < 2 or bool((values[1:] >= values[:-1]).all())
+
+
+def ranked_union(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sorted distinct values of two ascending int64 arrays and each value's index among
+    them (what ``np.searchsorted(uniques, a, "left")`` gives, ``a`` being among them): one
+    merge of the two runs (a stable sort, which finds them), no binary search per value.
+    Any input gives the same, the ascending ones only fast."""
+    both = np.concatenate([a, b])
+    perm = np.argsort(both, kind="stable")
+    merged = both[perm]
+    head = np.empty(merged.size, dtype=bool)
+    head[:1] = True
+    np.not_equal(merged[1:], merged[:-1], out=head[1:])
+    rank = np.cumsum(head, dtype=np.intp)
+    rank -= 1
+    at = np.empty(both.size, dtype=np.intp)
+    at[perm] = rank
+    return merged[head], at[:a.size], at[a.size:]
+
+
 class _Coverage:
     """For each byte position: the earliest segment covering it, and how many do."""
 
     def __init__(self, start: np.ndarray, end: np.ndarray, ts: np.ndarray) -> None:
         self.ts = ts
-        self.bounds = _sorted_unique(np.concatenate([start, end]))
-        # positions are a flow's byte stream (flow << _OFFSET_BITS): searched flow by flow
-        self.lo = lo = search_ascending(self.bounds, start, "left", _OFFSET_BITS)
-        self.hi = hi = search_ascending(self.bounds, end, "left", _OFFSET_BITS)
+        # positions are a flow's byte stream (flow << _OFFSET_BITS): a flow's segments in
+        # time order are, usually, its bytes in order, so by flow (a radix sort of the flow
+        # ids) the starts and the ends are two ascending runs whose merge is the bounds and
+        # every segment's place in them
+        order = by_group(start, _OFFSET_BITS)
+        by_flow = (start[order], end[order]) if order is not None else (start, end)
+        if _ascending(by_flow[0]) and _ascending(by_flow[1]):
+            self.bounds, lo_by_flow, hi_by_flow = ranked_union(*by_flow)
+            if order is None:
+                lo, hi = lo_by_flow, hi_by_flow
+            else:
+                lo, hi = np.empty_like(lo_by_flow), np.empty_like(hi_by_flow)
+                lo[order], hi[order] = lo_by_flow, hi_by_flow
+            del lo_by_flow, hi_by_flow
+        else:  # searched flow by flow
+            self.bounds = _sorted_unique(np.concatenate([start, end]))
+            lo = search_ascending(self.bounds, start, "left", _OFFSET_BITS)
+            hi = search_ascending(self.bounds, end, "left", _OFFSET_BITS)
+        del by_flow, order
+        self.lo, self.hi = lo, hi
         span = np.maximum(hi - lo, 0)
         total = int(span.sum())
-        # each (segment, covered elementary interval) pair: the segment and the interval
-        seg_of, elem = ranges(lo, span)
+        # each (segment, covered elementary interval) pair: the segment and the interval;
+        # segments one after the other (the usual) cover one interval each
+        seg_of, elem = (np.arange(lo.size), lo) if total == span.size and (span == 1).all() \
+            else ranges(lo, span)
         n_elem = max(self.bounds.size - 1, 0)
         self.count = np.bincount(elem, minlength=n_elem)
         self.best = np.full(n_elem, -1, dtype=np.int64)
@@ -534,9 +576,11 @@ class _Coverage:
                 head[1:] = elem_sorted[1:] != elem_sorted[:-1]
                 self.best[elem_sorted[head]] = seg_of[order][head]
 
-    def lookup(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Earliest covering segment (-1 when none) and the number covering, per position."""
-        return self.at(search_ascending(self.bounds, pos, "right", _OFFSET_BITS) - 1)
+    def lookup(self, pos: np.ndarray, order: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Earliest covering segment (-1 when none) and the number covering, per position
+        (``order``: :func:`.groups.by_group`'s of the positions, when the caller has it)."""
+        return self.at(search_ascending(self.bounds, pos, "right", _OFFSET_BITS, order) - 1)
 
     def at(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`lookup` of the positions from ``bounds[k]`` up to the next bound."""
