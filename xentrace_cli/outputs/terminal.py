@@ -19,6 +19,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from ..background import Background
 from ..model import format_flow
 from ..pipeline.anomalies import stall_reason
 from ..pipeline.conversations.codes import first_seen_codes
@@ -54,18 +55,29 @@ _LETTERS = {"vmm": "v", "driver_domain": "d", "ring": "r", "remap": "m", "socket
 def render_analysis(analysis: Analysis, console: Console, top: int = 10) -> None:
     """Print the report of one analysis."""
     table = analysis.table
-    when = first_times(table)  # once: the header's first packet, the worst packets' times
-    # once too: each direction's rows, the anomalous rows (the header, summary and worst
+    # once: each direction's rows, the anomalous rows (the header, summary and worst
     # packets each compared every row's text before)
     rows = {way: direction_rows(table, way) for way in ("", *DIRECTIONS)}
     flagged = anomalous(table).to_numpy()
-    _header(analysis, console, when, rows, flagged)
     shown = intervals(table)  # receive stages first, then the transmit path, in path order
     plain = _plain(console)
     # the lone view's intervals (request → response, response → next) summarized too
     lone = lone_intervals(table)
-    if (shown or lone) and len(table):
-        console.print(_summary(analysis, shown, lone, rows, flagged, console.width))
+    # the summary's percentiles (numpy's partitions, which let go of the GIL) in a worker
+    # thread while this one does the rest, printed where they always were
+    width = console.width
+    summary = Background(lambda: _summary(analysis, shown, lone, rows, flagged, width)) \
+        if (shown or lone) and len(table) else None
+    try:
+        when = first_times(table)  # once: the header's first packet, the worst packets' times
+        _header(analysis, console, when, rows, flagged)
+        worst = _worst(analysis, shown, top, plain, width, when, flagged) \
+            if shown and len(table) and top > 0 else None
+    finally:
+        if summary is not None:
+            summary.wait()
+    if summary is not None:
+        console.print(summary.result())
     fitted = {pair: fit for pair, fit in analysis.alignment.items()
               if not (isinstance(fit, dict) and fit.get("quality") == "none")}
     if fitted:  # nothing fitted (one clock only): the notes say why
@@ -76,8 +88,8 @@ def render_analysis(analysis: Analysis, console: Console, top: int = 10) -> None
         console.print(Text("Notes", style="bold"))
         for note in analysis.notes:
             console.print(Text("• " + note))
-    if shown and len(table) and top > 0:
-        console.print(_worst(analysis, shown, top, plain, console.width, when, flagged))
+    if worst is not None:
+        console.print(worst)
 
 
 def _plain(console: Console) -> bool:

@@ -135,12 +135,23 @@ def direction_rows(table: pd.DataFrame, direction: str) -> np.ndarray:
     return (table["direction"] == direction).to_numpy(dtype=bool, na_value=False)
 
 
+#: Rows :func:`_measured` looks at first.
+_HEAD_ROWS = 4096
+
+
 def _measured(table: pd.DataFrame, column: str, rows: np.ndarray) -> bool:
     """The column exists and holds a value on some of ``rows`` (a direction's,
     :func:`direction_rows`)."""
     if column not in table.columns:
         return False
-    return bool((~np.isnan(numeric(table, column).to_numpy()) & rows).any())
+    values = numeric(table, column).to_numpy()
+    # a measured column usually has a value in its first rows: every row compared only when
+    # they have none (the same answer)
+    head = slice(0, _HEAD_ROWS)
+    if (~np.isnan(values[head]) & rows[head]).any():
+        return True
+    return bool((~np.isnan(values) & rows).any())
+
 
 
 def _split_name(name: str) -> tuple[str, str] | None:
