@@ -327,10 +327,14 @@ def test_path_order_is_the_plain_pairwise_one(seed: int) -> None:
     tolerance = {c: float(rng.choice([0.0, 1500.5, 2_000.0, 7_777.25, np.inf]))
                  for c in clocks}
     rx = rng.random(n) < 0.5
+    given = {k: v.copy() for k, v in cps.items()}
+    # (the directions apart: the transmit one checked in a worker thread)
     got, why = path_order.enforce_path_order(cps, {"rx": rx, "tx": ~rx}, tolerance, clock_of)
     want, counts = _plain_path_order(cps, rx, tolerance, clock_of)
     assert {k: v.tolist() for k, v in got.items()} == {k: v.tolist() for k, v in want.items()}
     assert why.counts == counts
+    # the checkpoints given are left as they were (the measured ones are shared, not copied)
+    assert {k: v.tolist() for k, v in cps.items()} == {k: v.tolist() for k, v in given.items()}
 
 @pytest.mark.parametrize("width", [0, 30, 10**6])
 def test_running_clamp_stops_early_only_when_nothing_would_change(width: int) -> None:

@@ -13,10 +13,13 @@ timestamps' resolution) is emptied and counted, never printed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 
 import numpy as np
+
+from ..background import Background
 
 NA_NS = np.iinfo(np.int64).min
 
@@ -65,42 +68,63 @@ class Unresolved:
 def enforce_path_order(checkpoints: dict[str, np.ndarray], ways: Mapping[str, np.ndarray],
                        tolerance_ns: dict[str, float], clock_of: dict[str, str]
                        ) -> tuple[dict[str, np.ndarray], Unresolved]:
-    """Checkpoints with every chosen one out of path order emptied (``NA_NS``).
+    """Checkpoints with every chosen one out of path order emptied (``NA_NS``): the chosen
+    ones copies, the measured ones (never emptied) the arrays given.
 
     ``ways``: per direction (``rx``, ``tx``), its rows (a boolean mask: the direction column
     compared once by the caller, not per call);
     ``tolerance_ns``: per clock (``dom0``, ``guest``, ``tsc``, ``socket``), how far its times
     may be off dom0's (0 for dom0; inf when unbounded: then its pairs are not checked);
     ``clock_of``: the clock of each checkpoint.
+
+    The directions are apart when their rows are (the usual): the second is then checked in
+    a worker thread beside the first (numpy lets go of the GIL), each writing its own rows.
     """
-    out = {k: v.copy() for k, v in checkpoints.items()}
+    out = {k: v.copy() if k in CHOSEN else v for k, v in checkpoints.items()}
     unresolved = Unresolved()
+    jobs = []
     for way, order in ORDER.items():
         present = [p for p in order if p in out]
         pairs = [(a, b, allowed) for i, a in enumerate(present) for b in present[i + 1:]
                  if (a in CHOSEN or b in CHOSEN)
                  and np.isfinite(allowed := _allowed(a, b, tolerance_ns, clock_of))]
         rows = np.flatnonzero(ways[way])
-        if not pairs or not rows.size:
-            continue
-        # the direction's rows of each checkpoint, compared (and emptied) there, then put
-        # back: half the rows of every comparison, no mask of the direction in each
-        mine = {p: out[p][rows] for p in present}
-        # which rows hold each checkpoint: found once, kept up to date as rows are emptied
-        held = {p: mine[p] != NA_NS for p in present}
-        for a, b, allowed in pairs:
-            ta, tb = mine[a], mine[b]
-            bad = held[a] & held[b]
-            bad &= _later(ta, tb, allowed)
-            if bad.any():
-                emptied = _empty(mine, way, a if a in CHOSEN else b, bad, held)
-                emptied += [] if (a in CHOSEN) != (b in CHOSEN) else _empty(mine, way, b, bad,
-                                                                              held)
-                unresolved.add(way, "/".join(sorted(set(emptied))),
-                               b if a in CHOSEN else a, int(bad.sum()))
-        for p in present:
-            out[p][rows] = mine[p]
+        if pairs and rows.size:
+            jobs.append(functools.partial(_one_way, out, way, present, pairs, rows))
+    aside = Background(jobs.pop()) if len(jobs) == 2 and not (
+        ways["rx"] & ways["tx"]).any() else None
+    found = [reason for job in jobs for reason in job()]
+    found += aside.result() if aside is not None else []
+    for reason in found:
+        unresolved.add(*reason)
     return out, unresolved
+
+
+def _one_way(out: dict[str, np.ndarray], way: str, present: list[str],
+             pairs: list[tuple[str, str, float]], rows: np.ndarray
+             ) -> list[tuple[str, str, str, int]]:
+    """:func:`enforce_path_order` on one direction's ``rows`` of ``out`` (its chosen
+    checkpoints emptied there, in place): why, as :meth:`Unresolved.add`'s arguments."""
+    found = []
+    # the direction's rows of each checkpoint, compared (and emptied) there, then put
+    # back: half the rows of every comparison, no mask of the direction in each
+    mine = {p: out[p][rows] for p in present}
+    # which rows hold each checkpoint: found once, kept up to date as rows are emptied
+    held = {p: mine[p] != NA_NS for p in present}
+    for a, b, allowed in pairs:
+        ta, tb = mine[a], mine[b]
+        bad = held[a] & held[b]
+        bad &= _later(ta, tb, allowed)
+        if bad.any():
+            emptied = _empty(mine, way, a if a in CHOSEN else b, bad, held)
+            emptied += [] if (a in CHOSEN) != (b in CHOSEN) else _empty(mine, way, b, bad,
+                                                                          held)
+            found.append((way, "/".join(sorted(set(emptied))), b if a in CHOSEN else a,
+                          int(bad.sum())))
+    for p in present:
+        if p in CHOSEN:  # (the measured ones are never emptied)
+            out[p][rows] = mine[p]
+    return found
 
 
 def _allowed(a: str, b: str, tolerance_ns: dict[str, float], clock_of: dict[str, str]
