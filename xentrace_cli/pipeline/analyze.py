@@ -769,7 +769,7 @@ def order_paths(run: _Run) -> None:
 def build_table(run: _Run) -> None:
     """The table: each row's flow, checkpoints, stages (or the merged intervals standing in
     for them), total and uncertainty."""
-    anchor, checkpoints, n = run.anchor, run.checkpoints, run.n
+    anchor, checkpoints = run.anchor, run.checkpoints
     assert anchor is not None and run.anchor_name is not None
     run.progress.phase("building the table: stages, totals, uncertainty")
     flow = anchor[list(match.FLOW_COLUMNS)].copy()
@@ -780,10 +780,34 @@ def build_table(run: _Run) -> None:
         "direction": text_of_codes(direction) if isinstance(
             direction.dtype, pd.CategoricalDtype) else direction.to_numpy(copy=True),
         "seq": anchor["seq"].to_numpy(copy=True), "len": anchor["len"].to_numpy(copy=True)}
-    for point in (*CHECKPOINTS, "write"):  # those not measured: NaN, from fixed_schema
-        if point in checkpoints:
-            table[checkpoint_column(point)] = attribute.to_seconds(checkpoints[point])
-    table.update(_exact_times(anchor, checkpoints))
+
+    def times() -> tuple[dict[str, Any], np.ndarray]:
+        """The checkpoints' columns (seconds, then exact ns) and the total: in a worker
+        thread beside the intervals (numpy lets go of the GIL), put on the table in the
+        same order."""
+        out: dict[str, Any] = {}
+        for point in (*CHECKPOINTS, "write"):  # those not measured: NaN, from fixed_schema
+            if point in checkpoints:
+                out[checkpoint_column(point)] = attribute.to_seconds(checkpoints[point])
+        out.update(_exact_times(anchor, checkpoints))
+        return out, _total_us(checkpoints, run.n)
+
+    aside = Background(times)
+    try:
+        _intervals_of(run, table, aside)
+    finally:
+        aside.wait()
+    # the arrays are this step's own (copies, or made here): taken as they are
+    run.table = pd.concat([flow, pd.DataFrame(table, index=flow.index, copy=False)], axis=1)
+    run.table.attrs = {**flow.attrs,
+                       "clock": "dom0" if run.dom0_point is not None else run.anchor_name}
+
+
+def _intervals_of(run: _Run, table: dict[str, Any],
+                  times: Background[tuple[dict[str, Any], np.ndarray]]) -> None:
+    """:func:`build_table`'s intervals and uncertainty put in ``table`` (its first columns
+    already), after ``times`` (the checkpoints' columns, and the total: made beside)."""
+    checkpoints, n = run.checkpoints, run.n
     run.intervals = attribute.intervals(run.present, "rx") + attribute.intervals(run.present,
                                                                                   "tx")
     run.notes.extend(attribute.merge_notes(run.intervals,
@@ -808,18 +832,16 @@ def build_table(run: _Run) -> None:
     taken.clear()  # the gathered checkpoints may go
     uncertainty = _row_uncertainty(run)
     guard_notes = _guard_intervals(columns, uncertainty, run.intervals, run.ways)
+    checkpoint_times, total = times.result()
+    table.update(checkpoint_times)
     for name, column in columns.items():
         table[name] = column
     for stage in ALL_STAGES:
         if f"{stage}_us" not in table:
             table[f"{stage}_us"] = np.full(n, np.nan)
-    table["total_us"] = _total_us(checkpoints, n)
+    table["total_us"] = total
     table["uncertainty_us"] = uncertainty
     run.notes.extend(guard_notes)
-    # the arrays are this step's own (copies, or made here): taken as they are
-    run.table = pd.concat([flow, pd.DataFrame(table, index=flow.index, copy=False)], axis=1)
-    run.table.attrs = {**flow.attrs,
-                       "clock": "dom0" if run.dom0_point is not None else run.anchor_name}
 
 
 def _total_us(checkpoints: dict[str, IntArray], n: int) -> np.ndarray:
