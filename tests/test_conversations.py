@@ -311,3 +311,26 @@ def test_conversation_ids_of_dense_flow_ids_are_the_hashed_ones(seed: int) -> No
     # both directions of a connection share an id; different connections do not
     key = [(min((s, sp), (d, dp)), max((s, sp), (d, dp)), p) for s, sp, d, dp, p in rows]
     assert pd.factorize(pd.Series(key))[0].tolist() == pd.factorize(dense)[0].tolist()
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_by_group_then_value_is_lexsorts(seed: int) -> None:
+    # gaps' medians take each group's stretch sorted on its own (few groups, no value of
+    # negative sign), else the stable sorts: the same array as np.lexsort's order, with
+    # repeats, zeros, negative values and zeros of both signs (the stable path), and more
+    # groups than SORTED_ONE_BY_ONE or 2**16
+    from xentrace_cli.pipeline.conversations import gaps
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 500))
+    groups = int(rng.choice([1, 3, 50, 2_000, 70_000]))
+    codes = rng.integers(0, groups, n)
+    values = np.abs(np.round(rng.normal(0, 5, n), int(rng.integers(0, 3))))
+    if seed % 4 == 0:
+        values[rng.random(n) < 0.1] = -0.0
+    elif seed % 4 == 1:
+        values -= 3.0
+    count = np.bincount(codes, minlength=groups)
+    want = values[np.lexsort((values, codes))]
+    got = gaps._by_group_then_value(codes, values, count)
+    assert got.tobytes() == want.tobytes()

