@@ -265,3 +265,20 @@ def test_ranked_union_is_unique_and_searchsorted(seed: int) -> None:
     assert np.array_equal(uniques, np.unique(np.concatenate([a, b])))
     assert np.array_equal(at_a, np.searchsorted(uniques, a))
     assert np.array_equal(at_b, np.searchsorted(uniques, b))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_unwrap_seq_is_the_loop(seed: int) -> None:
+    """unwrap_seq against a loop over each flow's rows: steps forward and back, across the
+    2**32 wrap, flows of one row."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    flow = np.sort(rng.integers(0, int(rng.integers(1, 20)), n))
+    seq = rng.integers(0, 1 << 32, n) if seed % 3 == 0 else \
+        (rng.integers(-2000, 5000, n).cumsum() + (1 << 32) - 10_000) % (1 << 32)
+    want = np.zeros(n, dtype=np.int64)
+    for i in range(1, n):
+        if flow[i] == flow[i - 1]:
+            step = (int(seq[i]) - int(seq[i - 1]) + (1 << 31)) % (1 << 32) - (1 << 31)
+            want[i] = want[i - 1] + step
+    assert match.unwrap_seq(seq, flow).tolist() == want.tolist()

@@ -376,11 +376,10 @@ def unwrap_seq(seq: np.ndarray, flow: np.ndarray) -> np.ndarray:
     np.not_equal(flow[1:], flow[:-1], out=first[1:])
     diff[first] = 0
     total = np.cumsum(diff, out=diff)
-    # subtract the running total at each flow's first row
-    start_idx = np.arange(seq.size)
-    start_idx[~first] = 0
-    np.maximum.accumulate(start_idx, out=start_idx)
-    total -= total[start_idx]
+    # subtract the running total at each flow's first row (repeated over the flow's rows:
+    # no running maximum of row numbers)
+    starts = np.flatnonzero(first)
+    total -= np.repeat(total[starts], np.diff(starts, append=seq.size))
     return total
 
 
