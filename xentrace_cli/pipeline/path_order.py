@@ -93,7 +93,11 @@ def enforce_path_order(checkpoints: dict[str, np.ndarray], ways: Mapping[str, np
             jobs.append(functools.partial(_one_way, out, way, present, pairs, rows))
     aside = Background(jobs.pop()) if len(jobs) == 2 and not (
         ways["rx"] & ways["tx"]).any() else None
-    found = [reason for job in jobs for reason in job()]
+    try:
+        found = [reason for job in jobs for reason in job()]
+    finally:  # (no worker outlives the call, also when this thread's half raised)
+        if aside is not None:
+            aside.wait()
     found += aside.result() if aside is not None else []
     for reason in found:
         unresolved.add(*reason)
