@@ -333,3 +333,31 @@ def test_chain_left_to_the_loop_where_impostors_abound(tmp_path: Path,
     table = read_packets(path)
     assert followed  # the guard is what kept the chain away
     assert list(table["caplen"]) == [len(f) for f in frames]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_word_walk_is_the_struct_walk(seed: int) -> None:
+    """The loop's reads through the chunk as words (a file in the machine's byte order) give
+    the offsets of the plain ``struct`` loop: random records at every alignment, from every
+    start, up to ends that cut a header or a record."""
+    import sys
+
+    from xentrace_cli.sources import pcap
+
+    rng = np.random.default_rng(seed)
+    order = "<" if sys.byteorder == "little" else ">"
+    lengths = rng.integers(0, 300, 400)
+    body = b"".join(struct.pack(order + "IIII", 1_700_000_000, 0, int(n), int(n))
+                    + rng.integers(0, 256, int(n), dtype=np.uint8).tobytes()
+                    for n in lengths)
+    buf = np.zeros(len(body) + 64, dtype=np.uint8)
+    buf[:len(body)] = np.frombuffer(body, dtype=np.uint8)
+    words = pcap.word_views(buf)
+    unpack = pcap.CAPLEN[order].unpack_from
+    starts = np.concatenate([[0], np.cumsum(lengths + 16)[:-1]])
+    for off in [0, *rng.choice(starts, 5)]:
+        for end in [len(body), *rng.integers(int(off), len(body), 5)]:
+            plain = pcap.walk_records(memoryview(buf), int(off), int(end), 16, unpack)
+            assert pcap.walk_records(memoryview(buf), int(off), int(end), 16, unpack,
+                                     words) == plain
+            assert plain[0] == off and set(plain) <= set(starts.tolist())

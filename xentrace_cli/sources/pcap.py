@@ -18,8 +18,9 @@ record (:class:`_RecordChain`): the records of a chunk are seconds apart, so the
 their seconds field is the same in (nearly) all of them; the positions holding that 16-bit
 value are the candidates, and the chain of candidates each record's length points to is the
 walk (1.8 ms for a 4 MiB chunk of 37k records, against 4-9 ms for the loop). What the chain
-cannot follow is walked by :func:`walk_records`, a loop over ``caplen`` fields: one
-``Struct.unpack_from`` (on a memoryview of the chunk: on the ndarray itself each call costs
+cannot follow is walked by :func:`walk_records`, a loop over ``caplen`` fields: one item of
+a memoryview of the chunk as 32-bit words (a file in the machine's byte order; else one
+``Struct.unpack_from`` on a memoryview of the chunk: on the ndarray itself each call costs
 half as much again) and one list append per record, 0.11-0.28 µs on the benchmark machine.
 The record headers are then gathered for the whole chunk with numpy, one 16-byte gather each.
 """
@@ -27,6 +28,7 @@ The record headers are then gathered for the whole chunk with numpy, one 16-byte
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -57,19 +59,37 @@ LINKTYPE_RESERVED_MASK = 0x03FF0000
 
 
 def walk_records(buf: np.ndarray | bytearray | memoryview, off: int, end: int,
-                 header_bytes: int, unpack_caplen: object) -> list[int]:
+                 header_bytes: int, unpack_caplen: object,
+                 words: tuple[memoryview, ...] | None = None) -> list[int]:
     """Offsets of the records starting at ``off`` whose header lies before ``end``.
 
     The last offset may belong to a record whose data runs past ``end`` (the caller checks).
+    ``words``: the buffer as native 32-bit words from each of its first four bytes
+    (:func:`word_views`), for a file in the machine's byte order: a record's ``caplen`` is
+    then an item of one of them (0.12 µs a record against 0.14 for ``unpack_caplen``).
     """
     offs: list[int] = []
     append = offs.append
-    unpack = unpack_caplen  # local name: the loop body is the hot path
     lim = end - header_bytes
+    if words is not None:
+        # the caplen at byte off + 8: word (off >> 2) + 2 of the view starting at byte off & 3
+        while off <= lim:
+            append(off)
+            off += header_bytes + words[off & 3][(off >> 2) + 2]
+        return offs
+    unpack = unpack_caplen  # local name: the loop body is the hot path
     while off <= lim:
         append(off)
         off += header_bytes + unpack(buf, off + 8)[0]  # type: ignore[operator]
     return offs
+
+
+def word_views(buf: np.ndarray) -> tuple[memoryview, ...]:
+    """The bytes of ``buf`` as native unsigned 32-bit words, from byte 0, 1, 2 and 3: view
+    ``k``'s item ``j`` is the word at byte ``4 * j + k``, so the word at byte ``q`` is item
+    ``q >> 2`` of view ``q & 3``."""
+    whole = memoryview(buf).cast("B")  # type: ignore[arg-type]  # (capture.py: numpy stubs)
+    return tuple(whole[k:k + (len(whole) - k) // 4 * 4].cast("I") for k in range(4))
 
 
 #: the record chain walks a chunk whose previous chunk's records averaged no more bytes than
@@ -146,6 +166,11 @@ class PcapReader(CaptureReader):
         self._mean_record_bytes = float("inf")
         self.interfaces = [Interface(linktype=self.linktype, snaplen=snaplen,
                                      tsresol_code=9 if self._ns_per_tick == 1 else 6)]
+        #: the chunk buffer (reused for every chunk) as words, for the loop's reads of a
+        #: file in this machine's byte order (:func:`walk_records`)
+        native = (self._order == "<") == (sys.byteorder == "little") \
+            and struct.calcsize("I") == 4
+        self._words = word_views(self._buf) if native else None
 
     def batches(self) -> Iterator[RawBatch]:
         """Raw batches, one per chunk, in file order."""
@@ -221,8 +246,8 @@ class PcapReader(CaptureReader):
                 off += rec + unpack(self._mv, off + 8)[0]
         if off <= lim:
             # struct reads a memoryview 1.5x faster than the ndarray (0.28 vs 0.44 µs a record)
-            pieces.append(np.asarray(walk_records(self._mv, off, end, rec, unpack),
-                                     dtype=np.int64))
+            pieces.append(np.asarray(walk_records(self._mv, off, end, rec, unpack,
+                                                  self._words), dtype=np.int64))
         offsets = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
         if len(offsets) > 1:
             self._mean_record_bytes = (int(offsets[-1]) - start) / (len(offsets) - 1)
