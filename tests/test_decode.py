@@ -246,7 +246,7 @@ def test_ip_length_shorter_than_its_headers_gives_no_payload_length() -> None:
     assert dec.payload_len[0] == 0 and dec.sport.tolist() == [1, 1]  # ports still read
 
 
-@pytest.mark.parametrize("width", [16, 5, 64])
+@pytest.mark.parametrize("width", [16, 5, 8, 24, 64, 70])
 def test_payload_head_is_the_payload_bytes_zero_padded(width: int) -> None:
     # payloads of 0..40 bytes, the padding after the IP datagram not taken, and frames cut by
     # the snapshot length inside the payload: each head against the bytes sliced by hand
@@ -322,3 +322,42 @@ def test_ipv4_batches_decode_as_with_other_frames_among_them(options: str, short
                 other = getattr(among, name)
                 assert value.dtype == other.dtype, name
                 assert np.array_equal(value, other[:n]), name
+
+
+@pytest.mark.parametrize("width", [1, 8, 16, 21, 64])
+def test_payload_head_from_the_digest_words_is_the_gathered_head(
+        width: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head taken from the digest's masked words equals the head gathered word by word
+    (``HEAD_FROM_DIGEST`` off): random IPv4 frames with options, fragments, other protocols,
+    cut anywhere, and a batch where no frame has payload."""
+    from xentrace_cli.sources import decode as decoding
+
+    rng = np.random.default_rng(width)
+    for short in (False, True):
+        buf, offsets, caplen = _random_ipv4_frames(rng, 400, "any", short)
+        links = np.ones(len(offsets), dtype=np.int32)
+        for cap in (caplen, np.full(len(offsets), 15)):  # 15 bytes: no payload anywhere
+            monkeypatch.setattr(decoding, "HEAD_FROM_DIGEST", True)
+            taken = decode(buf, offsets, cap, cap, links, payload_head=width)
+            monkeypatch.setattr(decoding, "HEAD_FROM_DIGEST", False)
+            gathered = decode(buf, offsets, cap, cap, links, payload_head=width)
+            assert taken.payload_head is not None and gathered.payload_head is not None
+            assert taken.payload_head.shape == gathered.payload_head.shape == (len(cap), width)
+            np.testing.assert_array_equal(taken.payload_head, gathered.payload_head)
+            np.testing.assert_array_equal(taken.head_len, gathered.head_len)
+            assert taken.payload_head.flags.c_contiguous
+    # every frame with payload (the digest's words are every row's: taken whole)
+    frames = [_udp_frame(bytes(rng.integers(0, 256, size, dtype=np.uint8))) for size in
+              range(1, 90)]
+    lengths = np.array([len(f) for f in frames])
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    buf = np.frombuffer(b"".join(frames), dtype=np.uint8)
+    links = np.ones(len(frames), dtype=np.int32)
+    heads = []
+    for flag in (True, False):
+        monkeypatch.setattr(decoding, "HEAD_FROM_DIGEST", flag)
+        dec = decode(buf, offsets, lengths, lengths, links, payload_head=width)
+        assert dec.digest_ok.all()
+        heads.append((dec.payload_head, dec.head_len))
+    np.testing.assert_array_equal(heads[0][0], heads[1][0])
+    np.testing.assert_array_equal(heads[0][1], heads[1][1])

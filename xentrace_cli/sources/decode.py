@@ -298,6 +298,12 @@ class _Columns:
         self.tcp_l4 = np.empty(n, dtype=np.int64)  # TCP header offset, -1 for others
         self.digest = np.zeros(n, dtype=np.uint64)
         self.digest_ok = np.empty(n, dtype=bool)
+        #: what :func:`_digest` read, for :func:`_head`: each frame's payload bytes it took
+        #: (up to DIGEST_BYTES), the rows it took them of (a slice: every row) and their
+        #: first DIGEST_BYTES payload bytes as 8 words, masked to those bytes
+        self.digest_avail: np.ndarray | None = None
+        self.digest_rows: np.ndarray | slice = slice(None)
+        self.digest_words: np.ndarray | None = None
         self.tunnel_l3 = np.full(n, -1, dtype=np.int64)
         self.tunnel_etype = np.zeros(n, dtype=np.int64)
 
@@ -659,6 +665,7 @@ def _digest(v: _Views, c: _Columns, pend: np.ndarray) -> None:
     avail = np.where(c.payload_ok, np.maximum(avail, 0), 0)
     ok = avail > 0
     c.digest_ok = ok
+    c.digest_avail = avail
     if not ok.any():
         return
     every = bool(ok.all())  # a TCP capture: no gathers, no scatter
@@ -668,6 +675,7 @@ def _digest(v: _Views, c: _Columns, pend: np.ndarray) -> None:
     short = np.flatnonzero(nbytes < DIGEST_BYTES)
     if len(short):  # each word masked to the payload's bytes in it (none past its end)
         words[short] &= _BYTE_MASKS[np.clip(nbytes[short, None] - _WORD_STARTS, 0, 8)]
+    c.digest_rows, c.digest_words = rows, words
     with np.errstate(over="ignore"):
         h = words @ _WORD_MULTIPLIERS
         h += nbytes.astype(np.uint64)
@@ -680,12 +688,21 @@ def _digest(v: _Views, c: _Columns, pend: np.ndarray) -> None:
         c.digest[rows] = h
 
 
+#: :func:`_head` takes the digest's words where they hold the head (False: gathers its own,
+#: the tests' reference)
+HEAD_FROM_DIGEST = True
+
+
 def _head(v: _Views, c: _Columns, pend: np.ndarray, width: int
           ) -> tuple[np.ndarray, np.ndarray]:
     """The first ``width`` captured payload bytes of every frame (zero-padded) and how many
     of them were captured: one gather of 8-byte words per 8 columns (little-endian, so the
     payload's first byte is the word's lowest), each word masked to the payload's bytes in
-    it; no loop over frames, no (frames, width) index array."""
+    it; no loop over frames, no (frames, width) index array. Up to DIGEST_BYTES, the words
+    :func:`_digest` gathered and masked (called first) are those words already: taken, not
+    gathered again."""
+    if HEAD_FROM_DIGEST and width <= DIGEST_BYTES and c.digest_avail is not None:
+        return _head_of_digest(c, width)
     avail = np.minimum(np.minimum(c.payload_len, pend - c.payload_pos), width)
     avail = np.where(c.payload_ok, np.maximum(avail, 0), 0)
     n, words = len(avail), -(-width // 8)
@@ -695,6 +712,26 @@ def _head(v: _Views, c: _Columns, pend: np.ndarray, width: int
         inside = np.clip(avail - 8 * k, 0, 8)
         at = np.minimum(c.payload_pos + 8 * k, last)
         np.bitwise_and(v.le64[at], _BYTE_MASKS[inside], out=out[:, k])
+    head = out.view(np.uint8).reshape(n, 8 * words)
+    if 8 * words != width:
+        head = np.ascontiguousarray(head[:, :width])
+    return head, avail.astype(np.int64)
+
+
+def _head_of_digest(c: _Columns, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_head` from the digest's words: the digest took ``min(payload, captured,
+    DIGEST_BYTES)`` bytes of each frame, the head takes the first ``width`` of them (the
+    words past them are zero, as the head's masks make them)."""
+    assert c.digest_avail is not None
+    avail = np.minimum(c.digest_avail, width)
+    n, words = len(avail), -(-width // 8)
+    if c.digest_words is None:  # no frame has payload
+        out = np.zeros((n, words), dtype="<u8")
+    elif isinstance(c.digest_rows, slice):  # every frame has
+        out = np.ascontiguousarray(c.digest_words[:, :words])
+    else:
+        out = np.zeros((n, words), dtype="<u8")
+        out[c.digest_rows] = c.digest_words[:, :words]
     head = out.view(np.uint8).reshape(n, 8 * words)
     if 8 * words != width:
         head = np.ascontiguousarray(head[:, :width])
