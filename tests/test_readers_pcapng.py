@@ -267,3 +267,34 @@ def test_vectorized_walk_skips_impostors(tmp_path: Path, tshark: str,
     assert list(table["ts_ns"]) == [mk.T0_NS + i * 1000 for i in range(40)]
     ref = tshark_rows(tshark, path)
     assert len(ref) == 40
+
+
+@pytest.mark.parametrize("code", range(10))
+def test_scaled_ticks_are_the_seconds_and_fraction(code: int,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decimal count of 10^-code s without an offset scaled by one multiplication gives
+    the times and validity of the whole seconds and fraction added (TICKS_SCALED off): at
+    the int64 bound (the last valid count, the first invalid one), around it, at 0 and the
+    uint64 maximum, and random counts of every size."""
+    from xentrace_cli.sources import pcapng
+
+    per_s = 10**code
+    bound = (np.iinfo(np.int64).max // 1_000_000_000) * per_s
+    rng = np.random.default_rng(code)
+    ticks = np.concatenate([
+        np.array([0, 1, per_s - 1, per_s, bound - 1, bound, bound + 1, 2**63 - 1, 2**63,
+                  2**64 - 1], dtype=np.uint64),
+        rng.integers(0, 2**64 - 1, 500, dtype=np.uint64, endpoint=True),
+        rng.integers(0, bound + 1000, 500, dtype=np.uint64),
+        (rng.integers(0, 2**63, 200, dtype=np.uint64) >> rng.integers(0, 63, 200).astype(
+            np.uint64))])
+    for valid_only in (False, True):
+        t = ticks[ticks < bound] if valid_only else ticks  # every one valid: a view back
+        monkeypatch.setattr(pcapng, "TICKS_SCALED", True)
+        scaled = pcapng.ticks_to_ns(t, code, 0)
+        monkeypatch.setattr(pcapng, "TICKS_SCALED", False)
+        parts = pcapng.ticks_to_ns(t, code, 0)
+        np.testing.assert_array_equal(scaled[1], parts[1])
+        np.testing.assert_array_equal(scaled[0], parts[0])
+        assert scaled[0].dtype == parts[0].dtype == np.int64
+        assert scaled[1].all() == valid_only

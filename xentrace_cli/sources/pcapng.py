@@ -76,6 +76,9 @@ OPT_HEADER = {"<": struct.Struct("<HH"), ">": struct.Struct(">HH")}
 I64 = {"<": struct.Struct("<q"), ">": struct.Struct(">q")}
 
 INT64_MAX = np.iinfo(np.int64).max
+#: :func:`ticks_to_ns` scales a decimal count of 10^-9 s or coarser without an offset by one
+#: multiplication (False: through whole seconds and their fraction, the tests' reference)
+TICKS_SCALED = True
 #: longest Enhanced Packet Block the fast paths take (a longest packet plus room for options);
 #: a longer one goes to the checks of the block-by-block walk
 MAX_EPB_BYTES = MAX_PACKET_BYTES + 4096
@@ -85,6 +88,16 @@ def ticks_to_ns(ticks: np.ndarray, tsresol_code: int, tsoffset_s: int) -> tuple[
                                                                               np.ndarray]:
     """uint64 ticks of one interface → (int64 ns, valid). Invalid where ns overflows int64."""
     ticks = ticks.astype(np.uint64)
+    if tsresol_code <= 9 and tsoffset_s == 0 and TICKS_SCALED:
+        # decimal, 10^-9 s or coarser, no offset (tcpdump's and Wireshark's files): the time
+        # is the count scaled, valid below the first count of INT64_MAX // 10^9 seconds (the
+        # general path's bound: its whole seconds and fraction added give the same ns)
+        per_s = 10**tsresol_code
+        valid = ticks < np.uint64((INT64_MAX // 1_000_000_000) * per_s)
+        ns = ticks.view(np.int64)
+        if tsresol_code < 9:
+            ns = ns * (10 ** (9 - tsresol_code))
+        return (ns if valid.all() else np.where(valid, ns, 0)), valid
     if tsresol_code & 0x80:  # binary: 2^-b s per tick
         b = tsresol_code & 0x7F
         if b > MAX_BINARY_TSRESOL:   # every count is below one second (no shift past 63)
@@ -402,9 +415,18 @@ class PcapngReader(CaptureReader):
         interface has its own resolution and offset); ``ts_valid`` starts as the blocks that
         carry a time (not SPBs). Times out of range are counted in ``bad_timestamps``."""
         n = len(ticks)
+        ifaces = unique(iface)
+        if len(ifaces) == 1:  # one interface (the usual file): no masks, no scatters
+            itf = self.interfaces[int(ifaces[0])]
+            ts_ns, ok = ticks_to_ns(ticks, itf.tsresol_code, itf.tsoffset_s)
+            bad_ts = ~ok & ts_valid
+            if bad_ts.any():
+                self.bad_timestamps += int(bad_ts.sum())
+                ts_valid &= ok
+            return ts_ns, ts_valid, np.full(n, itf.linktype, dtype=np.int32)
         ts_ns = np.zeros(n, dtype=np.int64)
         linktype = np.zeros(n, dtype=np.int32)
-        for i in unique(iface):
+        for i in ifaces:
             itf = self.interfaces[int(i)]
             sel = iface == i
             linktype[sel] = itf.linktype
