@@ -205,18 +205,26 @@ def test_digest_matches_reference(size: int) -> None:
     assert dec.payload_digest[0] != dec.payload_digest[1]
 
 
-def test_digest_of_long_and_short_payloads_in_one_batch() -> None:
+@pytest.mark.parametrize("sizes", [range(101), range(1, 64)], ids=["mixed", "all short"])
+@pytest.mark.parametrize("rows", [True, False], ids=["row masks", "word masks"])
+def test_digest_of_long_and_short_payloads_in_one_batch(
+        sizes: range, rows: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     # one batch of payloads of 0..100 bytes: those of 64 bytes and more are hashed by plain
-    # gathers, the shorter ones word by word under masks, both against the plain definition
-    payloads = [bytes((i * 7 + size) % 256 for i in range(size)) for size in range(101)]
+    # gathers, the shorter ones word by word under masks, both against the plain definition;
+    # and a batch of short payloads only (masked whole, no scatter), each both ways
+    from xentrace_cli.sources import decode as decoding
+
+    monkeypatch.setattr(decoding, "MASK_ROWS", rows)
+    payloads = [bytes((i * 7 + size) % 256 for i in range(size)) for size in sizes]
     frames = [_udp_frame(p) for p in payloads]
     buf = np.frombuffer(b"".join(frames), dtype=np.uint8)
     lengths = np.array([len(f) for f in frames])
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     dec = decode(buf, offsets, lengths, lengths, np.ones(len(frames), dtype=np.int32))
-    assert dec.digest_ok.tolist() == [size > 0 for size in range(101)]
-    for size, payload in enumerate(payloads[1:], start=1):
-        assert int(dec.payload_digest[size]) == reference_digest(payload), size
+    assert dec.digest_ok.tolist() == [size > 0 for size in sizes]
+    for k, payload in enumerate(payloads):
+        if payload:
+            assert int(dec.payload_digest[k]) == reference_digest(payload), len(payload)
 
 
 def test_digest_ignores_bytes_after_the_payload() -> None:

@@ -648,6 +648,11 @@ _WORD_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B1
 _BYTE_MASKS = np.array([(1 << 8 * k) - 1 for k in range(9)], dtype=np.uint64)
 #: the first byte of each word in the hashed payload
 _WORD_STARTS = 8 * np.arange(len(_WORD_MULTIPLIERS))
+#: row k: the masks of the hashed words for a payload of k bytes (k = 0..DIGEST_BYTES)
+_ROW_MASKS = _BYTE_MASKS[np.clip(np.arange(DIGEST_BYTES + 1)[:, None] - _WORD_STARTS, 0, 8)]
+#: :func:`_digest` masks a batch of short payloads only by a row of :data:`_ROW_MASKS` per
+#: frame (False: word by word, the tests' reference)
+MASK_ROWS = True
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
@@ -673,7 +678,12 @@ def _digest(v: _Views, c: _Columns, pend: np.ndarray) -> None:
     nbytes = avail[rows]
     words = v.w64[c.payload_pos[rows]].view("<u8").reshape(-1, len(_WORD_MULTIPLIERS))
     short = np.flatnonzero(nbytes < DIGEST_BYTES)
-    if len(short):  # each word masked to the payload's bytes in it (none past its end)
+    if len(short) and MASK_ROWS:  # each word masked to the payload's bytes in it
+        if len(short) == len(nbytes):  # every payload short (small packets): no scatter
+            words &= _ROW_MASKS[nbytes]
+        else:
+            words[short] &= _ROW_MASKS[nbytes[short]]
+    elif len(short):  # each word masked to the payload's bytes in it (none past its end)
         words[short] &= _BYTE_MASKS[np.clip(nbytes[short, None] - _WORD_STARTS, 0, 8)]
     c.digest_rows, c.digest_words = rows, words
     with np.errstate(over="ignore"):
