@@ -123,7 +123,7 @@ class _RecordChain(CandidateChain):
         odd = np.frombuffer(span[1:], dtype=field, count=(len(span) - 1) // 2)
         cand = np.concatenate([np.flatnonzero(even == upper) * 2,
                                np.flatnonzero(odd == upper) * 2 + 1])
-        cand.sort()
+        cand.sort(kind="stable")  # two ascending runs: merged (timsort), not sorted afresh
         cand += off
         caplen = np.ndarray((end - 3,), dtype=np.dtype(order + "u4"), buffer=buf,
                             strides=(1,))[cand + 8].astype(np.int64)
