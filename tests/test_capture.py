@@ -85,3 +85,17 @@ def test_cli_on_a_capture_emptied_while_read_warns_and_keeps_what_it_read(
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert err == "" or ("cut short" in err and len(err.strip().splitlines()) == 1), err
+
+
+def test_distinct_is_unique() -> None:
+    """capture.distinct (one comparison when every value is the first) gives groups.unique's
+    distinct values: one value, several, none, at every dtype the readers pass."""
+    from xentrace_cli.groups import unique
+
+    rng = np.random.default_rng(3)
+    for dtype in (np.int32, np.int64, np.uint32):
+        for values in (np.full(1000, 7, dtype=dtype), np.zeros(0, dtype=dtype),
+                       rng.integers(0, 4, 1000).astype(dtype), np.array([5, 5, 5, 2], dtype)):
+            got = capture.distinct(values)
+            assert got.dtype == values.dtype
+            np.testing.assert_array_equal(got, unique(values))

@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import linktypes
 from ..errors import InputError, TruncatedInput
+from ..groups import unique
 
 #: Bytes read per chunk (plus the unread tail of the previous chunk). Small enough that the
 #: decoder's gathers hit the CPU cache (4 MiB: 2x faster decoding than 16 MiB).
@@ -270,6 +271,14 @@ class CandidateChain:
 
 
 NO_OFFSETS = np.zeros(0, dtype=np.int64)
+
+
+def distinct(values: np.ndarray) -> np.ndarray:
+    """The distinct values, ascending (``groups.unique``): one comparison when every value is
+    the first (a batch's one link type or interface, the usual case), not a sort."""
+    if len(values) and (values == values[0]).all():
+        return values[:1].copy()
+    return unique(values)
 
 
 #: compressed bytes read from disk at a time, and most bytes one inflate step may produce

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .. import linktypes as lt
-from ..groups import unique
+from .capture import distinct
 
 IPPROTO_ICMP = 1
 IPPROTO_IPIP = 4
@@ -211,7 +211,7 @@ def _link_layers(v: _Views, linktype: np.ndarray, start: np.ndarray, pend: np.nd
     l3 = np.full(n, -1, dtype=np.int64)
     etype = np.zeros(n, dtype=np.int64)  # ethertype-like; 4/6 from raw link types below
     undecoded: dict[int, int] = {}
-    types = unique(linktype).tolist()
+    types = distinct(linktype).tolist()
     for t in types:
         # the frames of this link type (all of them, as a slice: no gathers, the usual case)
         sel: slice | np.ndarray = slice(None) if len(types) == 1 else \

@@ -32,7 +32,6 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import InputError, XenlatWarning, warn
-from ..groups import unique
 from .capture import (
     FAST_WALK_MIN_BYTES,
     FAST_WALK_MISSES,
@@ -42,6 +41,7 @@ from .capture import (
     CaptureReader,
     Interface,
     RawBatch,
+    distinct,
 )
 
 SHB = 0x0A0D0D0A
@@ -415,7 +415,7 @@ class PcapngReader(CaptureReader):
         interface has its own resolution and offset); ``ts_valid`` starts as the blocks that
         carry a time (not SPBs). Times out of range are counted in ``bad_timestamps``."""
         n = len(ticks)
-        ifaces = unique(iface)
+        ifaces = distinct(iface)
         if len(ifaces) == 1:  # one interface (the usual file): no masks, no scatters
             itf = self.interfaces[int(ifaces[0])]
             ts_ns, ok = ticks_to_ns(ticks, itf.tsresol_code, itf.tsoffset_s)
