@@ -99,3 +99,49 @@ def test_distinct_is_unique() -> None:
             got = capture.distinct(values)
             assert got.dtype == values.dtype
             np.testing.assert_array_equal(got, unique(values))
+
+
+def _test_captures() -> list[Path]:
+    corpus = HERE / "data" / "corpus" / "captures"
+    return sorted([*CAPTURES.glob("*.pcap*"), *corpus.glob("*.pcap*"),
+                   *(HERE / "data" / "badinput").glob("*.pcap*")])
+
+
+@pytest.mark.parametrize("path", _test_captures(), ids=lambda p: p.name)
+def test_chunks_grown_for_large_frames_read_the_same(path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file of large frames is read in chunks up to CHUNK_GROWTH times larger: every test,
+    corpus and bad-input capture gives the same table and warnings (or error) as in chunks
+    of one size, with chunks small enough that most files take several."""
+    from conftest import read_all
+
+    monkeypatch.setattr(capture, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(capture, "CHUNK_MEAN_BYTES", 64)  # most test frames are larger
+    monkeypatch.setattr(capture, "CHUNK_GROWTH", 1)
+    plain = read_all(path)
+    monkeypatch.setattr(capture, "CHUNK_GROWTH", 4)
+    grown = read_all(path)
+    if isinstance(plain[0], str):
+        assert grown[0] == plain[0]
+    else:
+        assert grown[0].equals(plain[0])
+    assert grown[1] == plain[1]
+
+
+def test_large_frames_are_read_in_larger_chunks(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the first chunk, a file of 1,500-byte frames is read in chunks CHUNK_GROWTH
+    times the size (its mean frame is far past CHUNK_MEAN_BYTES); 60-byte frames in chunks
+    of CHUNK_BYTES."""
+    monkeypatch.setattr(capture, "CHUNK_BYTES", 64 << 10)
+    frame = bytes(1500)
+    record = struct.pack("<IIII", 1_700_000_000, 0, len(frame), len(frame)) + frame
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    big = tmp_path / "big.pcap"
+    big.write_bytes(header + record * 2000)
+    small = _big_pcap(tmp_path / "small.pcap", 20_000)
+    for path, most in ((big, 4 * (64 << 10) // len(record)), (small, (64 << 10) // 76)):
+        with open_capture(path) as reader:
+            sizes = [len(b) for b in reader.batches()]
+        assert sizes[0] == (64 << 10) // (len(record) if path == big else 76)
+        assert most <= max(sizes) <= most + 1, (path.name, sizes)  # + the tail's record

@@ -168,9 +168,12 @@ class PcapReader(CaptureReader):
                                      tsresol_code=9 if self._ns_per_tick == 1 else 6)]
         #: the chunk buffer (reused for every chunk) as words, for the loop's reads of a
         #: file in this machine's byte order (:func:`walk_records`)
-        native = (self._order == "<") == (sys.byteorder == "little") \
+        self._native = (self._order == "<") == (sys.byteorder == "little") \
             and struct.calcsize("I") == 4
-        self._words = word_views(self._buf) if native else None
+        self._words = word_views(self._buf) if self._native else None
+
+    def _new_buffer(self) -> None:
+        self._words = word_views(self._buf) if self._native else None
 
     def batches(self) -> Iterator[RawBatch]:
         """Raw batches, one per chunk, in file order."""
