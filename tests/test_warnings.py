@@ -96,3 +96,24 @@ def test_a_sink_may_raise_in_the_worker_for_the_caller() -> None:
 
     with warnings_to(strict), pytest.raises(XenlatWarning, match="cut"):
         Background(lambda: warn(XenlatWarning("cut"))).result()
+
+
+def test_deferred_warnings_go_out_when_the_block_is_left() -> None:
+    # a library call's warnings made while a thread of its own ignores warnings: delivered
+    # (through the warnings module, no sink) once the call is done, in their order
+    from xentrace_cli.errors import deferred_warnings
+
+    with pytest.warns(XenlatWarning) as caught, deferred_warnings(), \
+            another_thread_ignoring_warnings():
+        warn(XenlatWarning("first"))
+        Background(lambda: warn(XenlatWarning("second"))).result()
+    assert [str(w.message) for w in caught] == ["first", "second"]
+
+
+def test_deferred_warnings_leave_a_sink_alone() -> None:
+    from xentrace_cli.errors import deferred_warnings
+
+    got: list[Warning] = []
+    with warnings_to(got.append), deferred_warnings():
+        warn(XenlatWarning("at once"))
+        assert [str(w) for w in got] == ["at once"]

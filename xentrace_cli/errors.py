@@ -153,6 +153,26 @@ def warnings_to(sink: Callable[[Warning], None]) -> Iterator[None]:
         _SINK.reset(token)
 
 
+@contextlib.contextmanager
+def deferred_warnings() -> Iterator[None]:
+    """Without a sink (a script, a notebook, a test): the block's warnings, from any of its
+    threads, given to ``warnings.warn`` by the thread that leaves the block, in the order they
+    were made. The block must not leave a worker running: then no thread of its own can be
+    inside a library's ``catch_warnings`` (pandas') when they go, and none is dropped. With a
+    sink (the command line's): nothing changes, the sink shows them as they come."""
+    if _SINK.get() is not None:
+        yield
+        return
+    made: list[Warning] = []
+    token = _SINK.set(made.append)
+    try:
+        yield
+    finally:
+        _SINK.reset(token)
+        for warning in made:
+            warn(warning, stacklevel=4)
+
+
 def carried(call: Callable[P, T]) -> Callable[P, T]:
     """``call``, to be run in another thread with this thread's warnings sink: a new thread
     starts with an empty context, and its warnings would bypass the sink. Held warnings are

@@ -57,7 +57,15 @@ import pandas as pd
 
 from ..allocator import give_back_memory
 from ..background import Background
-from ..errors import InputError, OptionError, XenlatWarning, carried, hold_warnings, warn
+from ..errors import (
+    InputError,
+    OptionError,
+    XenlatWarning,
+    carried,
+    deferred_warnings,
+    hold_warnings,
+    warn,
+)
 from ..model import (
     ALL_STAGES,
     CHECKPOINTS,
@@ -306,7 +314,14 @@ class _Run:
 def analyze(sources: Sources, options: AnalyzeOptions,
             on_progress: ProgressCallback | None = None) -> Analysis:
     """Run the whole pipeline on ``sources``: each step below fills the state the next reads
-    (see the module docstring)."""
+    (see the module docstring). Without a warnings sink (:func:`.errors.warnings_to`), the
+    warnings go out when it returns (:func:`.errors.deferred_warnings`)."""
+    with deferred_warnings():
+        return _analyze(sources, options, on_progress)
+
+
+def _analyze(sources: Sources, options: AnalyzeOptions,
+             on_progress: ProgressCallback | None) -> Analysis:
     run = _Run(sources, options, _Progress(sources, on_progress), set(sources.present))
     for names in sources.shared_files():  # badinput (issue 10): one warning, nothing else
         warn(XenlatWarning(
