@@ -109,3 +109,57 @@ def test_dash_path_is_stdout(fmt: str, tmp_path: Path, monkeypatch: pytest.Monke
     assert write_table(pd.DataFrame({"a": [1, 2]}), fmt, Path("-")) == 2
     assert not (tmp_path / "-").exists()
     assert b"2" in capsysbinary.readouterr().out
+
+
+def _awkward_frame(n: int) -> pd.DataFrame:
+    """Every kind of cell the documents' tables hold, and text that needs escaping."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=n) * 10.0 ** rng.integers(-9, 12, size=n)
+    x[::7] = np.nan
+    return pd.DataFrame({
+        "z_last": np.arange(n), "a_float": x, "flag": rng.random(n) < 0.5,
+        "text": pd.Series([['say "hi"\n', "é∑ \\ /", "", None][i % 4] for i in range(n)],
+                          dtype=object),
+        "cat": pd.Categorical(["rx", "tx"] * (n // 2) + ["rx"] * (n % 2)),
+        "maybe": pd.array([None if i % 3 else i for i in range(n)], dtype="Int64"),
+    })
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 64])
+def test_json_document_written_in_chunks_is_dumps_json(monkeypatch, tmp_path: Path,
+                                                       n: int) -> None:
+    from xentrace_cli.outputs import tables
+    from xentrace_cli.pipeline.result import _records
+
+    monkeypatch.setattr(tables, "DOCUMENT_CHUNK_ROWS", 3)  # chunk edges inside the table
+    frame = _awkward_frame(n)
+    head = {"summary": {"notes": ["x"], "n": n, "nan": float("nan")}, "sources": {"g": "p"},
+            "alignment": {"fit": [1.5, None]}}
+    for nested in (False, True):
+        if nested:  # a cell holding a list: written the slow, exact way
+            frame = frame.assign(hops=[[i, "b"] for i in range(n)])
+        out = tmp_path / f"doc{nested}.json"
+        tables.write_json_document({**head, "packets": frame, "flows": []}, out)
+        expected = dumps_json({**head, "packets": _records(frame), "flows": []})
+        assert out.read_text() == expected
+
+
+def test_analysis_json_is_its_document(monkeypatch, tmp_path: Path) -> None:
+    # the command's bytes against dumps_json of the whole document (what it wrote before)
+    from click.testing import CliRunner
+
+    from xentrace_cli.cli import main
+    from xentrace_cli.outputs import tables
+    from xentrace_cli.pipeline.analyze import analyze_files
+
+    monkeypatch.setattr(tables, "DOCUMENT_CHUNK_ROWS", 100)  # several chunks
+
+    sample = Path(__file__).parent.parent / "sample_pcaps" / "black-0.1s"
+    out = tmp_path / "a.json"
+    result = CliRunner().invoke(main, ["analyze", str(sample / "guest.pcapng"), "--socket-log",
+                                       str(sample / "app.strace"), "--format", "json", "-o",
+                                       str(out)])
+    assert result.exit_code == 0, result.stderr
+    analysis = analyze_files(sample / "guest.pcapng", socket_log=sample / "app.strace")
+    assert len(analysis.table) > 300 and len(analysis.flows) > 0
+    assert out.read_text() == dumps_json(analysis.to_document())

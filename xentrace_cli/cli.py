@@ -882,13 +882,9 @@ def analyze(inputs: AnalysisInputs, fmt: str, output: Path | None, plot: Path | 
     for line in explained:  # data formats: the Wireshark view goes beside, on stderr
         click.echo(line, err=True)
     if fmt == "json":
-        from .outputs.tables import dumps_json
+        from .outputs.tables import write_json_document
 
-        text = dumps_json(analysis.to_document())
-        if output is None:
-            click.echo(text, nl=False)
-        else:
-            output.write_text(text, encoding="utf-8")
+        write_json_document(analysis.to_document(frames=True), output)
     else:
         from .outputs.tables import write_table
 

@@ -139,6 +139,79 @@ def _write_arrow(frames: Iterable[Any], open_writer: Callable[[Any], Any]) -> in
     return rows
 
 
+#: Rows of a table inside a JSON document encoded at a time (:func:`write_json_document`).
+DOCUMENT_CHUNK_ROWS = 8192
+
+
+def write_json_document(document: dict[str, Any], out: str | Path | None = None) -> None:
+    """``dumps_json(document)``'s bytes, written piece by piece, where a value may be a pandas
+    DataFrame standing for its rows as a list of objects (``to_json(orient="records")``).
+    Those are encoded :data:`DOCUMENT_CHUNK_ROWS` rows at a time by the C encoder (the
+    indented form is its output with the separators that indent): a million-row table in
+    seconds and one chunk's objects, where ``dumps_json`` of the whole list took minutes (its
+    indenting encoder is pure Python) and gigabytes."""
+    with opened_output(out) as sink:
+        for piece in _document_pieces(document):
+            sink.write(piece.encode("ascii"))  # ensure_ascii: the text is ASCII
+
+
+def _document_pieces(document: dict[str, Any]) -> Iterable[str]:
+    if not document:
+        yield "{}\n"
+        return
+    for i, key in enumerate(sorted(document, key=str)):
+        yield ("{" if i == 0 else ",") + "\n  " + json.dumps(str(key)) + ": "
+        value = document[key]
+        if hasattr(value, "to_json") and hasattr(value, "iloc"):  # a DataFrame's rows
+            yield from _record_pieces(value)
+        else:
+            yield json.dumps(_clean(value), indent=2, sort_keys=True,
+                             allow_nan=False).replace("\n", "\n  ")
+    yield "\n}\n"
+
+
+def _record_pieces(frame: pd.DataFrame) -> Iterable[str]:
+    """A table's rows as ``dumps_json`` writes a list of objects one level down."""
+    if len(frame) == 0:
+        yield "[]"
+        return
+    between = ",\n      "  # the fields' separator: each on its line, three levels down
+    for start in range(0, len(frame), DOCUMENT_CHUNK_ROWS):
+        chunk = frame.iloc[start:start + DOCUMENT_CHUNK_ROWS]
+        rows = _rows(chunk)
+        if len(frame.columns) == 0 or _nested(chunk):  # the exact form, the slow way
+            text = json.dumps(rows, indent=2, sort_keys=True, allow_nan=False)
+            body = text[1:-2].replace("\n", "\n  ")  # one level down, without [ and \n]
+        else:  # one C call per chunk: the rows' separator made the indented one after
+            text = json.dumps(rows, sort_keys=True, allow_nan=False, separators=(between, ": "))
+            # "}" + separator + "{" is only ever between two rows: a string holds no raw
+            # newline, and a flat row's values no object
+            body = "\n    {\n      " + text[2:-2].replace(
+                "}" + between + "{", "\n    },\n    {\n      ") + "\n    }"
+        yield ("[" if start == 0 else ",") + body
+    yield "\n  ]"
+
+
+def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-safe dicts (missing values as None): what pandas' encoder gives, read
+    back (only str, int, float, bool and None: ``_clean`` has nothing to do)."""
+    import io
+
+    buf = io.StringIO()
+    frame.to_json(buf, orient="records", default_handler=str)
+    return json.loads(buf.getvalue())
+
+
+def _nested(frame: pd.DataFrame) -> bool:
+    """Whether a cell holds a list or a mapping (the one-line encoding would not indent it):
+    only an object column can."""
+    import numpy as np
+
+    kinds = (list, tuple, dict, set, np.ndarray)
+    return any(isinstance(v, kinds) for name, column in frame.items()
+               if column.dtype == object for v in column.to_numpy())
+
+
 def dumps_json(document: Any) -> str:
     """Deterministic JSON for documents (summaries, reports): sorted keys, NaN as null."""
     return json.dumps(_clean(document), indent=2, sort_keys=True, allow_nan=False) + "\n"

@@ -86,8 +86,20 @@ class Analysis:
         """Stage statistics (count, p50 … max, mean, anomalies), µs."""
         return stage_stats(self.table)
 
-    def to_document(self) -> dict[str, Any]:
-        """The JSON document of ``analyze --format json``: summary, alignment, packets."""
+    def to_document(self, frames: bool = False) -> dict[str, Any]:
+        """The JSON document of ``analyze --format json``: summary, alignment, packets
+        (``frames``: the flows and packets as the DataFrames, for
+        :func:`.outputs.tables.write_json_document` to write a chunk of rows at a time)."""
+        if frames:
+            return {**self.to_document_head(),
+                    "flows": self.flows if self.flows is not None else [],
+                    "packets": self.table}
+        return {**self.to_document_head(),
+                "flows": _records(self.flows) if self.flows is not None else [],
+                "packets": _records(self.table)}
+
+    def to_document_head(self) -> dict[str, Any]:
+        """:meth:`to_document` but its two tables."""
         return {
             "sources": {name: str(getattr(self.sources, name)) for name in
                         self.sources.present},
@@ -97,8 +109,6 @@ class Analysis:
                         # the clock of every t_<checkpoint> (dom0's, or the guest capture's)
                         "clock": self.table.attrs.get("clock")},
             "alignment": self.alignment,
-            "flows": _records(self.flows) if self.flows is not None else [],
-            "packets": _records(self.table),
         }
 
 
