@@ -173,3 +173,24 @@ def test_parquet_keeps_the_exact_times_and_the_clock(runner, tmp_path) -> None:
     table = pd.read_parquet(out)
     assert table.attrs["clock"] == "dom0"
     assert str(table["t_guest_ns"].dtype) == "Int64" and table["frame"].dtype == np.int64
+
+
+def test_begin_and_end_keep_the_exchanges_that_start_inside(tmp_path: Path) -> None:
+    # a real capture's exchanges (flows read from pandas: read-only arrays under
+    # copy-on-write, which --begin used to write into: an internal error, exit 4)
+    sample = Path(__file__).parent.parent / "sample_pcaps" / "black-0.1s" / "guest.pcapng"
+    analysis = analyze_files(sample)
+    t0 = float(analysis.table["t_guest"].min())
+    window = Selection(begin="+0.3s", end="+0.8s")
+    picked = select(analysis, window)
+    t = analysis.flows["t_request"].to_numpy(float)
+    # by hand: the exchanges whose request starts in [t0 + 0.3 s, t0 + 0.8 s], ± 1 µs
+    inside = (t * 1e9 >= (t0 + 0.3) * 1e9 - 1e3) & (t * 1e9 <= (t0 + 0.8) * 1e9 + 1e3)
+    assert 0 < len(picked.flows) < len(analysis.flows)
+    assert sorted(picked.flows["request_frame"]) == sorted(
+        analysis.flows["request_frame"][inside])
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["analyze", str(sample), "--begin", "+0.3s", "--end",
+                                       "+0.8s"])
+    assert result.exit_code == 0, result.stderr

@@ -299,8 +299,9 @@ def _flow_mask(flows: pd.DataFrame, kept: pd.DataFrame, selection: Selection,
         all_times = row_times_ns(table)
         first = int(all_times[all_times != _NO_TIME].min()) \
             if (all_times != _NO_TIME).any() else None
+        # (not in place: pandas' arrays are read-only under copy-on-write)
         if selection.begin is not None:
-            keep &= when >= parse_time(selection.begin, first, "--begin") - 1e3
+            keep = keep & (when >= parse_time(selection.begin, first, "--begin") - 1e3)
         if selection.end is not None:
-            keep &= when <= parse_time(selection.end, first, "--end") + 1e3
+            keep = keep & (when <= parse_time(selection.end, first, "--end") + 1e3)
     return keep
