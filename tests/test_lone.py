@@ -248,11 +248,11 @@ def test_capture_holes_counted_per_exchange_of_their_conversation() -> None:
     flows = pd.DataFrame([(*a, 10), (*b, 12), (*a, 20), (*b, 30)],
                          columns=[*match.FLOW_COLUMNS, "request_frame"])
     key = lone.tcp_analysis.conversation_key
-    tcp = pd.DataFrame({"frame": [5, 15, 16, 40], "lost_segment": [True, True, True, True],
+    tcp = pd.DataFrame({"frame": [5, 15, 16, 40], "capture_hole": [True, True, True, True],
                         "conversation_key": key(*(np.array(v, dtype=object) for v in zip(
                             a[:4], a[:4], b[:4], b[:4], strict=True)))})
     facts = lone.FrameFacts(heads=pd.DataFrame(), tcp=tcp)
     # by hand: A's exchange at 10 holds frame 15; B's at 12 holds 16, B's at 30 holds 40
     assert lone._capture_holes(flows, facts).tolist() == [1, 1, 0, 1]
-    tcp["lost_segment"] = False
+    tcp["capture_hole"] = False
     assert lone._capture_holes(flows, facts).tolist() == [0, 0, 0, 0]

@@ -299,3 +299,43 @@ def test_order_by_is_lexsort(seed: int) -> None:
     major = rng.integers(0, top, n) if seed % 3 else rng.integers(0, 5, n) * (top // 5)
     minor = rng.integers(-(1 << 40), 1 << 40, n) if seed % 2 else rng.integers(0, 9, n)
     assert np.array_equal(tcp_analysis._order_by(major, minor), np.lexsort((minor, major)))
+
+
+@pytest.mark.parametrize("case", ["dropped", "reordered", "resent", "whole"])
+def test_capture_holes_are_the_lost_segments_never_filled(tmp_path: Path, tshark: str,
+                                                          case: str) -> None:
+    """Four segments of a response, the third captured or not: dropped by the capture (a hole
+    for good), captured after the fourth (reordered) or resent after it (a network loss): tshark
+    flags the fourth as a lost segment in all three; only the first is a capture hole."""
+    from scapy import all as scapy
+
+    t, frames = [1_700_000_000.0], []
+
+    def send(src: str, seq: int, ack: int, data: bytes, flags: str = "A") -> None:
+        t[0] += 0.001
+        sport, dport = (CPORT, SPORT) if src == CLIENT else (SPORT, CPORT)
+        pkt = (scapy.Ether() / scapy.IP(src=src, dst=SERVER if src == CLIENT else CLIENT)
+               / scapy.TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack) / data)
+        pkt.time = t[0]
+        frames.append(pkt)
+
+    send(CLIENT, 1000, 5000, b"GET / HTTP/1.1\r\n\r\n", "PA")
+    parts = [(5000 + 100 * i, bytes([65 + i]) * 100) for i in range(4)]
+    order = {"dropped": [0, 1, 3], "reordered": [0, 1, 3, 2], "resent": [0, 1, 3, 2],
+             "whole": [0, 1, 2, 3]}[case]
+    for i in order:
+        seq, data = parts[i]
+        if case == "resent" and i == 2:
+            t[0] += 0.2  # the retransmission timeout
+        send(SERVER, seq, 1018, data)
+    path = tmp_path / f"{case}.pcap"
+    scapy.wrpcap(str(path), frames)
+    ours = tcp_analysis.analyze_tcp(packets.read_packets(path, tcp_window=True)).set_index(
+        "frame")
+    ref = tshark_flags(tshark, path)
+    fourth = 1 + order.index(3) + 1  # its frame number
+    expect_lost = case != "whole"
+    assert bool(ref["lost_segment"].get(fourth, False)) == expect_lost  # tshark's reading
+    assert bool(ours["lost_segment"].get(fourth, False)) == expect_lost
+    assert ours["capture_hole"].sum() == (1 if case == "dropped" else 0)
+    assert bool(ours["capture_hole"].get(fourth, False)) == (case == "dropped")

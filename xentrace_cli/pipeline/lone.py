@@ -160,13 +160,13 @@ def exchanges(segments: pd.DataFrame, fresh: np.ndarray | None = None,
 
 def _capture_holes(flows: pd.DataFrame, facts: FrameFacts | None) -> np.ndarray:
     """Per exchange, how many of its conversation's frames from its request on (to the next
-    exchange's) follow a hole in their flow's bytes: frames the capture did not hold
-    (:func:`.tcp_analysis.analyze_tcp`'s ``lost_segment``, Wireshark's)."""
+    exchange's) follow a hole in their flow's bytes that no later frame fills: bytes the
+    capture never held (:func:`.tcp_analysis.analyze_tcp`'s ``capture_hole``)."""
     count = np.zeros(len(flows), dtype=np.int64)
     tcp = None if facts is None else facts.tcp
-    if tcp is None or "lost_segment" not in tcp.columns or len(flows) == 0:
+    if tcp is None or "capture_hole" not in tcp.columns or len(flows) == 0:
         return count
-    lost = tcp[tcp["lost_segment"].to_numpy(bool)]
+    lost = tcp[tcp["capture_hole"].to_numpy(bool)]
     if len(lost) == 0:
         return count
     key = tcp_analysis.conversation_key(*(flows[c].to_numpy() for c in FLOW_COLUMNS[:4]))
@@ -200,8 +200,8 @@ def holes_note(flows: pd.DataFrame, capture: str) -> str | None:
     first = flows.iloc[hit[0]]
     return (f"the {capture} capture lacks bytes inside {counted(hit.size, 'exchange')} "
             f"({counted(int(holes.sum()), 'frame')} after a hole in their flow's sequence "
-            "numbers: the capture dropped what came between, Wireshark's "
-            f"tcp.analysis.lost_segment; the first in the exchange requested at frame "
+            "numbers that no later frame fills: the capture dropped what came between, "
+            f"Wireshark's tcp.analysis.lost_segment; the first in the exchange requested at frame "
             f"{int(first['request_frame'])}, "
             f"{format_flow(first['src'], first['sport'], first['dst'], first['dport'])}): "
             "their byte counts are what was captured, and a gap ending at a frame after a "

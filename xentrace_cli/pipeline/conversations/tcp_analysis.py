@@ -17,9 +17,11 @@ A *duplicate ACK* carries no data, the same ack, window and ``seq == nextseq`` a
 flow's previous frame. *Zero window*: window 0 outside SYN/FIN/RST. *Window full*: the data
 reaches exactly the other side's last ``ack + window << scale`` (only where both SYNs were
 seen, as Wireshark). *Lost segment*: a frame starting past ``nextseq`` (not a RST): the capture
-missed the bytes between (no cause: the network did not hold them back, the capture did not
-see them). *Delayed ACK* (not a Wireshark flag): a pure ACK that advances the ack
-:data:`DELAYED_ACK_NS` or more after the data it acknowledges.
+missed the bytes between, or they come later (resent, reordered). A *capture hole* (not a
+Wireshark flag) is a lost segment whose missing bytes no later frame brings: the capture's own
+loss (no cause either way: the network did not hold them back). *Delayed ACK* (not a Wireshark
+flag): a pure ACK that advances the ack :data:`DELAYED_ACK_NS` or more after the data it
+acknowledges.
 """
 
 from __future__ import annotations
@@ -180,7 +182,7 @@ def _flow_codes(end_a: np.ndarray, end_b: np.ndarray
 
 
 _COLUMNS = ("frame", "ts_ns", "src", "sport", "dst", "dport", "conversation_key", "seglen",
-            *EVENTS, *OTHER_FLAGS, "interval_ns", "ack_delay_ns")
+            *EVENTS, *OTHER_FLAGS, "capture_hole", "interval_ns", "ack_delay_ns")
 
 
 def _empty() -> pd.DataFrame:
@@ -188,7 +190,7 @@ def _empty() -> pd.DataFrame:
                "dst": object, "dport": "int64", "conversation_key": object,
                "seglen": "int64", "interval_ns": "float64", "ack_delay_ns": "float64"}
     out = pd.DataFrame({c: pd.Series([], dtype=d) for c, d in columns.items()})
-    for flag in (*EVENTS, *OTHER_FLAGS):
+    for flag in (*EVENTS, *OTHER_FLAGS, "capture_hole"):
         out[flag] = pd.Series([], dtype=bool)
     return out
 
@@ -252,7 +254,8 @@ def _flags(t: Frames) -> Frames:
     keepalive = (seglen <= 1) & (rel == front_before - 1) & ~control
     behind = (seglen > 0) & np.isfinite(front_before) & (rel < front_before) & ~keepalive
     del keepalive
-    out: Frames = {"seglen": seglen, "lost_segment": out_lost}
+    out: Frames = {"seglen": seglen, "lost_segment": out_lost,
+                   "capture_hole": _unfilled(flow, rel, seglen, front_before, out_lost)}
     del out_lost
     dup = (seglen == 0) & (window != 0) & (window == prev_window) \
         & (rel == front_before) & (t["ack"] == prev_ack) & ~control
@@ -286,6 +289,38 @@ def _flags(t: Frames) -> Frames:
     rows = rows[np.argsort(t["frame"][rows], kind="stable")]
     return {k: v[rows] for k, v in ({k: t[k] for k in ("frame", "ts_ns", "a", "sport", "b",
                                                        "dport")} | out).items()}
+
+
+def _unfilled(flow: np.ndarray, rel: np.ndarray, seglen: np.ndarray,
+              front_before: np.ndarray, lost: np.ndarray) -> np.ndarray:
+    """Of the ``lost`` rows (frames sorted by flow, then frame number, each starting past its
+    flow's front), those whose missing bytes ``[front, start)`` no later data frame of the flow
+    starts inside: the capture's own holes. A loss on the network resent later, or segments
+    reordered, bring the bytes after all (Wireshark flags all three alike: "previous segment
+    not captured"). A later frame starting before the hole and reaching into it is not looked
+    for (a resent segment starts where the lost one did)."""
+    hole = lost.copy()
+    rows = np.flatnonzero(lost)
+    if rows.size == 0:
+        return hole
+    base = int(rel.min())
+    span = int(rel.max()) - base + 1
+    if (int(flow.max()) + 1) * span >= 1 << 62:  # no one-integer key: every loss is a hole
+        return hole
+    key = flow.astype(np.int64) * span + (rel - base)
+    data = np.flatnonzero(seglen > 0)
+    order = data[np.argsort(key[data], kind="stable")]  # data rows by flow, then start
+    starts = key[order]
+    lo = np.searchsorted(starts, flow[rows] * span + (front_before[rows].astype(np.int64)
+                                                     - base), side="left")
+    hi = np.searchsorted(starts, key[rows], side="left")
+    inside = hi > lo  # data frames of the flow starting in the hole: the latest of them
+    latest = np.full(rows.size, -1, dtype=np.int64)
+    if inside.any():
+        bounds = np.column_stack([lo[inside], hi[inside]]).ravel()
+        latest[inside] = np.maximum.reduceat(np.r_[order, -1], bounds)[::2]
+    hole[rows] = latest < rows
+    return hole
 
 
 def _ooo_threshold(t: Frames) -> np.ndarray:
