@@ -163,3 +163,25 @@ def test_analysis_json_is_its_document(monkeypatch, tmp_path: Path) -> None:
     analysis = analyze_files(sample / "guest.pcapng", socket_log=sample / "app.strace")
     assert len(analysis.table) > 300 and len(analysis.flows) > 0
     assert out.read_text() == dumps_json(analysis.to_document())
+
+
+def test_json_document_of_nested_and_columnless_tables_is_dumps_json(tmp_path: Path) -> None:
+    # lists in an Arrow list column, tuples as categories, a Series in an object cell, and
+    # rows without columns: written the exact way, byte for byte dumps_json's
+    import pyarrow as pa
+
+    from xentrace_cli.outputs import tables
+    from xentrace_cli.pipeline.result import _records
+
+    frames = {
+        "arrow_list": pd.DataFrame({"a": pd.array([[1, 2], [3]],
+                                                  dtype=pd.ArrowDtype(pa.list_(pa.int64()))),
+                                    "b": [1.5, 2.5]}),
+        "tuple_categories": pd.DataFrame({"a": pd.Categorical([(1, 2), (3, 4)]), "b": [1, 2]}),
+        "series_cell": pd.DataFrame({"a": pd.Series([pd.Series([1, 2]), "x"], dtype=object)}),
+        "no_columns": pd.DataFrame(index=range(3)),
+    }
+    for name, frame in frames.items():
+        out = tmp_path / f"{name}.json"
+        tables.write_json_document({"packets": frame}, out)
+        assert out.read_text() == dumps_json({"packets": _records(frame)}), name

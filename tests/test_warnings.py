@@ -117,3 +117,16 @@ def test_deferred_warnings_leave_a_sink_alone() -> None:
     with warnings_to(got.append), deferred_warnings():
         warn(XenlatWarning("at once"))
         assert [str(w) for w in got] == ["at once"]
+
+
+def test_a_blocks_own_error_wins_over_a_warning_made_an_error() -> None:
+    from xentrace_cli.errors import InputError, deferred_warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", XenlatWarning)
+        with pytest.raises(InputError, match="bad log") as raised, deferred_warnings():
+            warn(XenlatWarning("cut short"))
+            raise InputError("x.strace", "bad log")
+        assert raised.value.__context__ is None
+        with pytest.raises(XenlatWarning, match="cut short"), deferred_warnings():
+            warn(XenlatWarning("cut short"))  # no error of its own: the warning raised

@@ -158,7 +158,9 @@ def deferred_warnings() -> Iterator[None]:
     """Without a sink (a script, a notebook, a test): the block's warnings, from any of its
     threads, given to ``warnings.warn`` by the thread that leaves the block, in the order they
     were made. The block must not leave a worker running: then no thread of its own can be
-    inside a library's ``catch_warnings`` (pandas') when they go, and none is dropped. With a
+    inside a library's ``catch_warnings`` (pandas') when they go, and none is dropped. A
+    filter that makes one an error raises it then, after the block's work; an error of the
+    block's own is raised instead (its warnings shown, or dropped if made errors). With a
     sink (the command line's): nothing changes, the sink shows them as they come."""
     if _SINK.get() is not None:
         yield
@@ -167,10 +169,15 @@ def deferred_warnings() -> Iterator[None]:
     token = _SINK.set(made.append)
     try:
         yield
-    finally:
+    except BaseException:
         _SINK.reset(token)
-        for warning in made:
-            warn(warning, stacklevel=4)
+        for warning in made:  # the block's own error wins over a warning made an error
+            with contextlib.suppress(Warning):
+                warn(warning, stacklevel=4)
+        raise
+    _SINK.reset(token)
+    for warning in made:
+        warn(warning, stacklevel=4)
 
 
 def carried(call: Callable[P, T]) -> Callable[P, T]:

@@ -172,14 +172,14 @@ def _document_pieces(document: dict[str, Any]) -> Iterable[str]:
 
 def _record_pieces(frame: pd.DataFrame) -> Iterable[str]:
     """A table's rows as ``dumps_json`` writes a list of objects one level down."""
-    if len(frame) == 0:
-        yield "[]"
+    if len(frame) == 0 or len(frame.columns) == 0:  # (no columns: pandas writes no rows)
+        yield json.dumps(_rows(frame), indent=2, sort_keys=True).replace("\n", "\n  ")
         return
     between = ",\n      "  # the fields' separator: each on its line, three levels down
     for start in range(0, len(frame), DOCUMENT_CHUNK_ROWS):
         chunk = frame.iloc[start:start + DOCUMENT_CHUNK_ROWS]
         rows = _rows(chunk)
-        if len(frame.columns) == 0 or _nested(chunk):  # the exact form, the slow way
+        if not _flat(chunk):  # the exact form, the slow way
             text = json.dumps(rows, indent=2, sort_keys=True, allow_nan=False)
             body = text[1:-2].replace("\n", "\n  ")  # one level down, without [ and \n]
         else:  # one C call per chunk: the rows' separator made the indented one after
@@ -202,14 +202,26 @@ def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return json.loads(buf.getvalue())
 
 
-def _nested(frame: pd.DataFrame) -> bool:
-    """Whether a cell holds a list or a mapping (the one-line encoding would not indent it):
-    only an object column can."""
-    import numpy as np
+#: What pandas infers of a column whose every cell is one JSON scalar (or missing).
+_SCALAR_KINDS = frozenset({"string", "integer", "floating", "boolean", "mixed-integer-float",
+                           "decimal", "empty", "datetime64", "datetime", "date",
+                           "timedelta64", "timedelta", "bytes"})
 
-    kinds = (list, tuple, dict, set, np.ndarray)
-    return any(isinstance(v, kinds) for name, column in frame.items()
-               if column.dtype == object for v in column.to_numpy())
+
+def _flat(frame: pd.DataFrame) -> bool:
+    """Whether every cell is a scalar (the one-line encoding indents no list or object):
+    numpy's numeric, boolean and time columns are; any other, pandas infers from its values
+    (a categorical from its categories)."""
+    import pandas as pd
+
+    for _, column in frame.items():
+        if column.dtype.kind in "biufmM":
+            continue
+        values = column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype) \
+            else column
+        if pd.api.types.infer_dtype(values, skipna=True) not in _SCALAR_KINDS:
+            return False
+    return True
 
 
 def dumps_json(document: Any) -> str:
