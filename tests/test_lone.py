@@ -239,6 +239,8 @@ def test_capture_holes_are_the_exchanges_tshark_finds_lost_segments_in(
     assert int(holes.sum()) == len(lost)
     note = next(n for n in analysis.notes if "lacks bytes" in n)
     assert f"requested at frame {expected[0]}," in note
+    with pytest.raises(ValueError, match="as made"):  # a slice keeps attrs: not its own
+        lone.capture_holes(analysis.flows.iloc[:3])
 
 
 def test_capture_holes_counted_per_exchange_of_their_conversation() -> None:

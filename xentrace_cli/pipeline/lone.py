@@ -185,10 +185,16 @@ def _capture_holes(flows: pd.DataFrame, facts: FrameFacts | None) -> np.ndarray:
 
 def capture_holes(flows: pd.DataFrame) -> np.ndarray:
     """Per exchange of :func:`exchanges`: how many frames after a hole in the capture (bytes it
-    did not hold) it spans (zeros when it has no record of them)."""
+    did not hold) it spans (zeros when it has no record of them). Of the exchanges as made:
+    rows taken out since (pandas keeps ``attrs`` on a slice) raise ``ValueError``."""
     raw = flows.attrs.get("capture_holes")
-    return np.zeros(len(flows), dtype=np.int64) if raw is None else np.frombuffer(
-        raw, dtype=np.int64)
+    if raw is None:
+        return np.zeros(len(flows), dtype=np.int64)
+    holes = np.frombuffer(raw, dtype=np.int64)
+    if holes.size != len(flows):
+        raise ValueError(f"capture holes are known for the {holes.size} exchanges as made, "
+                         f"not for {len(flows)} of them")
+    return holes
 
 
 def holes_note(flows: pd.DataFrame, capture: str) -> str | None:
