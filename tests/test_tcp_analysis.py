@@ -260,19 +260,24 @@ def test_no_ack_number_is_no_delayed_ack() -> None:
     assert not flags["delayed_ack"].any()
 
 
-def test_facts_of_the_reader_arrays_are_those_of_the_table(tmp_path: Path) -> None:
+def test_facts_of_the_reader_arrays_are_those_of_the_table(tmp_path: Path,
+                                                          corpus: Path) -> None:
     # analyze gives frame_facts the reader's arrays (PacketColumns), the tests above the
-    # DataFrame: the same heads and flagged frames (the capture has every flag)
+    # DataFrame: the same heads and flagged frames (the two captures have every flag: the
+    # trouble capture the network's, zeek's bro.org page a capture hole)
     path = tmp_path / "trouble.pcap"
     write_capture(path)
-    table = packets.read_packets(path, **lone.READ_OPTIONS)
-    columns = packets.read_packet_columns(path, **lone.READ_OPTIONS)
-    want, got = lone.frame_facts(table), lone.frame_facts(columns)
-    assert all(want.tcp[flag].any() for flag in tcp_analysis.EVENTS)
-    pd.testing.assert_frame_equal(got.tcp, want.tcp, check_exact=True)
-    pd.testing.assert_frame_equal(got.heads, want.heads, check_exact=True)
-    assert got.heads.attrs["bytes"].tolist() == want.heads.attrs["bytes"].tolist()
-    assert len(want.heads) > 0
+    seen: set[str] = set()
+    for capture in (path, corpus / "captures" / "zeek__http_bro.org.pcap"):
+        table = packets.read_packets(capture, **lone.READ_OPTIONS)
+        columns = packets.read_packet_columns(capture, **lone.READ_OPTIONS)
+        want, got = lone.frame_facts(table), lone.frame_facts(columns)
+        seen |= {flag for flag in tcp_analysis.EVENTS if want.tcp[flag].any()}
+        pd.testing.assert_frame_equal(got.tcp, want.tcp, check_exact=True)
+        pd.testing.assert_frame_equal(got.heads, want.heads, check_exact=True)
+        assert got.heads.attrs["bytes"].tolist() == want.heads.attrs["bytes"].tolist()
+        assert len(want.heads) > 0
+    assert seen == set(tcp_analysis.EVENTS)
 
 
 def test_a_failing_tcp_analysis_is_raised_by_frame_facts(
@@ -339,3 +344,46 @@ def test_capture_holes_are_the_lost_segments_never_filled(tmp_path: Path, tshark
     assert bool(ours["lost_segment"].get(fourth, False)) == expect_lost
     assert ours["capture_hole"].sum() == (1 if case == "dropped" else 0)
     assert bool(ours["capture_hole"].get(fourth, False)) == (case == "dropped")
+
+
+@pytest.mark.parametrize("dropped", [False, True])
+def test_a_gap_ending_after_a_capture_hole_is_named_so(tmp_path: Path, dropped: bool) -> None:
+    """30 request/response turns, one response 300 ms late: an anomaly either way. When the
+    capture also missed that response's first segment (sent at 1 ms), the gap's cause is the
+    capture hole (the measured 300 ms is only an upper bound), not left unexplained."""
+    from scapy import all as scapy
+
+    frames = []
+
+    def send(src: str, t: float, seq: int, ack: int, data: bytes) -> None:
+        sport, dport = (CPORT, 9999) if src == CLIENT else (9999, CPORT)
+        pkt = (scapy.Ether() / scapy.IP(src=src, dst=SERVER if src == CLIENT else CLIENT)
+               / scapy.TCP(sport=sport, dport=dport, flags="PA", seq=seq, ack=ack) / data)
+        pkt.time = t
+        frames.append(pkt)
+
+    c, s, t0 = 1000, 5000, 1_700_000_000.0
+    for i in range(30):
+        t = t0 + 1.0 * i
+        send(CLIENT, t, c, s, b"Q" * 100)
+        c += 100
+        late = i == 20
+        first_at = t + (0.001 if (late and dropped) or not late else 0.300)
+        if not (late and dropped):
+            send(SERVER, first_at, s, c, b"R" * 1000)
+        send(SERVER, t + (0.300 if late else 0.0011), s + 1000, c, b"S" * 1000)
+        s += 2000
+    path = tmp_path / "late.pcap"
+    scapy.wrpcap(str(path), sorted(frames, key=lambda f: f.time))
+    table = packets.read_packets(path, **lone.READ_OPTIONS)
+    placed = match.assign_flows({"c": match.data_segments(table)}, {CLIENT})["c"]
+    flows = lone.exchanges(placed, None, lone.frame_facts(table))
+    assert len(flows) == 30
+    late_row = flows.iloc[20]
+    assert late_row["anomaly"] == "request_to_response"
+    assert abs(late_row["request_to_response_us"] - 300_000) < 1_000
+    assert late_row["cause"] == ("capture_hole" if dropped else "")
+    assert (flows["cause"].drop(index=20) == "").all()
+    if dropped:
+        assert "upper bound" in late_row["cause_detail"]
+        assert lone.capture_holes(flows).tolist() == [0] * 20 + [1] + [0] * 9

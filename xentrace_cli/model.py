@@ -57,12 +57,14 @@ TX_STAGES: dict[str, tuple[str, str]] = {
 DIRECTION_STAGES: dict[str, tuple[str, ...]] = {"rx": tuple(STAGES), "tx": tuple(TX_STAGES)}
 
 #: Causes the attributor may name for a stalled stage; the ``tcp_*`` ones explain a gap of
-#: one capture's exchanges without Xen (``conversations/tcp_analysis.py``).
+#: one capture's exchanges without Xen, and ``capture_hole`` says the capture missed the
+#: bytes before the gap's end, which is then only an upper bound
+#: (``conversations/tcp_analysis.py``).
 CAUSES: tuple[str, ...] = (
     "vcpu_runnable", "vcpu_running", "vcpu_blocked", "dom0_runnable", "ring_full",
     "lost_records",
     "tcp_rto_backoff", "tcp_retransmission", "tcp_zero_window", "tcp_window_full",
-    "tcp_dup_ack", "tcp_delayed_ack",
+    "tcp_dup_ack", "tcp_delayed_ack", "capture_hole",
 )
 
 

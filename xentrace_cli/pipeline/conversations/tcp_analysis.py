@@ -45,8 +45,10 @@ BACKOFF_RATIO = 1.5
 _MOD = 1 << 32
 
 #: Per-frame flags, and the cause each names when it falls inside a flagged gap — strongest
-#: first: the first event found in a gap, in this order, is the cause.
+#: first: the first event found in a gap, in this order, is the cause. A capture hole comes
+#: first: the gap is then not measured, only bounded (the network is not its cause).
 EVENTS: dict[str, str] = {
+    "capture_hole": "capture_hole",
     "rto_backoff": "tcp_rto_backoff",
     "retransmission": "tcp_retransmission",
     "zero_window": "tcp_zero_window",
@@ -182,7 +184,7 @@ def _flow_codes(end_a: np.ndarray, end_b: np.ndarray
 
 
 _COLUMNS = ("frame", "ts_ns", "src", "sport", "dst", "dport", "conversation_key", "seglen",
-            *EVENTS, *OTHER_FLAGS, "capture_hole", "interval_ns", "ack_delay_ns")
+            *EVENTS, *OTHER_FLAGS, "interval_ns", "ack_delay_ns")
 
 
 def _empty() -> pd.DataFrame:
@@ -190,7 +192,7 @@ def _empty() -> pd.DataFrame:
                "dst": object, "dport": "int64", "conversation_key": object,
                "seglen": "int64", "interval_ns": "float64", "ack_delay_ns": "float64"}
     out = pd.DataFrame({c: pd.Series([], dtype=d) for c, d in columns.items()})
-    for flag in (*EVENTS, *OTHER_FLAGS, "capture_hole"):
+    for flag in (*EVENTS, *OTHER_FLAGS):
         out[flag] = pd.Series([], dtype=bool)
     return out
 
@@ -495,6 +497,8 @@ def _describe(event: str, hit: pd.DataFrame) -> pd.Series:
         return (hit[col] / 1e6).round(1).astype(str) + " ms"
 
     text = {
+        "capture_hole": frame + "the capture holds none of the bytes " + who + " sent before it "
+        + "(a hole no later frame fills): the gap is an upper bound",
         "rto_backoff": frame + "retransmission by " + who + " after " + ms("interval_ns")
         + ", twice or more the previous wait (RTO back-off)",
         "retransmission": frame + "retransmission by " + who + " after "
