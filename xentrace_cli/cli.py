@@ -40,6 +40,8 @@ from .errors import (
     TruncatedInput,
     XenlatError,
     XenlatWarning,
+    warning_line,
+    warning_sink,
     warnings_to,
 )
 from .model import TABLE_DICTIONARY_COLUMNS, Sources
@@ -90,24 +92,18 @@ def _stdout_console(width: int | None = None) -> Any:
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
-    if issubclass(category, XenlatWarning):
-        click.echo(f"xenlat: warning: {message}", err=True)
-    else:  # a library's own warning: keep it, but on one line
-        click.echo(f"xenlat: warning: {category.__name__}: {message}", err=True)
+    # a library's own warning is kept, but on one line
+    click.echo(f"xenlat: warning: {warning_line(message, category)}", err=True)
 
 
-def _warning_sink(strict: bool) -> Callable[[Warning], None]:
-    """Where the library's warnings go (:func:`.errors.warnings_to`): one line each on stderr,
-    from whichever thread (``--strict``: a truncated input raised where it is found)."""
-    lock = threading.Lock()
+#: One warning line at a time on stderr, whichever thread warns.
+_WARNING_LOCK = threading.Lock()
 
-    def sink(warning: Warning) -> None:
-        if strict and isinstance(warning, TruncatedInput):
-            raise warning
-        with lock:
-            _show_warning(warning, type(warning), "", 0)
 
-    return sink
+def _echo_warning(warning: Warning) -> None:
+    """Where the library's warnings go (:func:`.errors.warnings_to`): one line each."""
+    with _WARNING_LOCK:
+        _show_warning(warning, type(warning), "", 0)
 
 
 class XenlatGroup(click.Group):
@@ -173,7 +169,7 @@ def common_options(func: F) -> F:
         ctx.meta["xenlat.no_progress"] = no_progress
         ctx.meta["xenlat.strict"] = strict
         ctx.meta["xenlat.traceback"] = traceback
-        with warnings_to(_warning_sink(strict)):
+        with warnings_to(warning_sink(_echo_warning, strict)):
             return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -167,17 +167,36 @@ def deferred_warnings() -> Iterator[None]:
         return
     made: list[Warning] = []
     token = _SINK.set(made.append)
+    failed = False
     try:
         yield
     except BaseException:
+        failed = True
+        raise
+    finally:
         _SINK.reset(token)
         for warning in made:  # the block's own error wins over a warning made an error
-            with contextlib.suppress(Warning):
+            with contextlib.suppress(Warning) if failed else contextlib.nullcontext():
                 warn(warning, stacklevel=4)
-        raise
-    _SINK.reset(token)
-    for warning in made:
-        warn(warning, stacklevel=4)
+
+
+def warning_sink(deliver: Callable[[Warning], None], strict: bool) -> Callable[[Warning], None]:
+    """A sink for :func:`warnings_to` handing each warning to ``deliver``; ``strict``
+    (``--strict``): a truncated input is raised where it is found instead."""
+    def sink(warning: Warning) -> None:
+        if strict and isinstance(warning, TruncatedInput):
+            raise warning
+        deliver(warning)
+
+    return sink
+
+
+def warning_line(message: Warning | str, category: type[Warning]) -> str:
+    """A warning as the command line words it: xenlat's by its message alone, a library's
+    own with its class's name."""
+    if issubclass(category, XenlatWarning):
+        return str(message)
+    return f"{category.__name__}: {message}"
 
 
 def carried(call: Callable[P, T]) -> Callable[P, T]:

@@ -34,7 +34,8 @@ from ..errors import (
     OptionError,
     TruncatedInput,
     XenlatError,
-    XenlatWarning,
+    warning_line,
+    warning_sink,
     warnings_to,
 )
 from ..sources.manifest import MANIFEST_NAME, is_set_directory
@@ -125,15 +126,10 @@ def process_set(directory: str, dataset: str, strict: bool = False,
     """
     start = time.perf_counter()
     ours: list[Warning] = []
-
-    def sink(warning: Warning) -> None:
-        if strict and isinstance(warning, TruncatedInput):
-            raise warning
-        ours.append(warning)
-
     # xenlat's warnings go to this set's own sink (sets analyzed in threads side by side keep
     # theirs apart); the libraries' own, rare, through the warnings module's record
-    with warnings.catch_warnings(record=True) as caught, warnings_to(sink):
+    with warnings.catch_warnings(record=True) as caught, \
+            warnings_to(warning_sink(ours.append, strict)):
         warnings.simplefilter("always")
         try:
             return _process(Path(directory), Path(dataset), redo, start, ours, caught)
@@ -188,10 +184,8 @@ def _process(directory: Path, dataset: Path, redo: bool, start: float, ours: lis
 def _warning_lines(ours: Sequence[Warning],
                    caught: Sequence[warnings.WarningMessage]) -> tuple[str, ...]:
     """Each warning once, as the command line words it: xenlat's, then the libraries'."""
-    lines = [str(w) if isinstance(w, XenlatWarning) else f"{type(w).__name__}: {w}"
-             for w in ours]
-    lines += (str(w.message) if issubclass(w.category, XenlatWarning)
-              else f"{w.category.__name__}: {w.message}" for w in caught)
+    lines = [warning_line(w, type(w)) for w in ours]
+    lines += (warning_line(w.message, w.category) for w in caught)
     return tuple(dict.fromkeys(lines))
 
 

@@ -292,8 +292,8 @@ class _Run:
     """A socket log on a clock of its own: its alignment on the guest capture's."""
     trace_ready: trace_attribute.TraceReady | Exception | None = None
     """What the path's steps need of the trace alone, made in the trace reader's worker as
-    soon as it is read (:func:`_ready_trace`; its error; None: not made, :func:`follow_trace`
-    makes it)."""
+    soon as it is read (:func:`_ready_trace`; its error; None: not made, without a capture,
+    where :func:`follow_trace` is not reached)."""
     trace_causes: trace_attribute.TraceAttribution | None = None
     occupants: Callable[[], pd.DataFrame] | None = None
     """The trace's CPU occupants: made, or being made beside the path's steps

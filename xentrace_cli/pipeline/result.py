@@ -91,14 +91,14 @@ class Analysis:
         (``frames``: the flows and packets as the DataFrames, for
         :func:`.outputs.tables.write_json_document` to write a chunk of rows at a time)."""
         if frames:
-            return {**self.to_document_head(),
+            return {**self._document_head(),
                     "flows": self.flows if self.flows is not None else [],
                     "packets": self.table}
-        return {**self.to_document_head(),
+        return {**self._document_head(),
                 "flows": _records(self.flows) if self.flows is not None else [],
                 "packets": _records(self.table)}
 
-    def to_document_head(self) -> dict[str, Any]:
+    def _document_head(self) -> dict[str, Any]:
         """:meth:`to_document` but its two tables."""
         return {
             "sources": {name: str(getattr(self.sources, name)) for name in
